@@ -1,0 +1,332 @@
+/*
+ * common.c — errors, allocation, logging, clocks and file helpers shared by
+ * every module. Nothing here touches the event loop.
+ */
+#include "common.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <sys/stat.h>
+#include <time.h>
+
+static void error_vset(sl_error_t *err, int code, const char *fmt, va_list ap)
+{
+    if (!err)
+        return;
+    err->code = code > 0 ? code : EINVAL;
+    vsnprintf(err->msg, sizeof(err->msg), fmt, ap);
+}
+
+int sl_error_set(sl_error_t *err, int code, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    error_vset(err, code, fmt, ap);
+    va_end(ap);
+    return -(code > 0 ? code : EINVAL);
+}
+
+int sl_error_errno(sl_error_t *err, int errno_val, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    error_vset(err, errno_val, fmt, ap);
+    va_end(ap);
+    if (err) {
+        size_t n = strlen(err->msg);
+        snprintf(err->msg + n, sizeof(err->msg) - n, ": %s", strerror(errno_val));
+    }
+    return -(errno_val > 0 ? errno_val : EIO);
+}
+
+int sl_error_wrap(sl_error_t *err, const char *fmt, ...)
+{
+    if (!err)
+        return -EINVAL;
+    char prefix[SL_ERRMSG_MAX];
+    char old[SL_ERRMSG_MAX];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(prefix, sizeof(prefix), fmt, ap);
+    va_end(ap);
+    memcpy(old, err->msg, sizeof(old));
+    snprintf(err->msg, sizeof(err->msg), "%s: %s", prefix, old);
+    if (err->code <= 0)
+        err->code = EINVAL;
+    return -err->code;
+}
+
+void sl_error_clear(sl_error_t *err)
+{
+    if (err) {
+        err->code = 0;
+        err->msg[0] = '\0';
+    }
+}
+
+static void oom(size_t n)
+{
+    fprintf(stderr, "FATAL: out of memory allocating %zu bytes\n", n);
+    abort();
+}
+
+void *xmalloc(size_t n)
+{
+    void *p = malloc(n ? n : 1);
+    if (!p)
+        oom(n);
+    return p;
+}
+
+void *xcalloc(size_t n, size_t size)
+{
+    void *p = calloc(n ? n : 1, size ? size : 1);
+    if (!p)
+        oom(n * size);
+    return p;
+}
+
+void *xrealloc(void *p, size_t n)
+{
+    void *q = realloc(p, n ? n : 1);
+    if (!q)
+        oom(n);
+    return q;
+}
+
+char *xstrdup(const char *s)
+{
+    return s ? xstrndup(s, strlen(s)) : NULL;
+}
+
+char *xstrndup(const char *s, size_t n)
+{
+    if (!s)
+        return NULL;
+    char *p = xmalloc(n + 1);
+    memcpy(p, s, n);
+    p[n] = '\0';
+    return p;
+}
+
+char *xasprintf(const char *fmt, ...)
+{
+    va_list ap;
+    char *out = NULL;
+    va_start(ap, fmt);
+    int r = vasprintf(&out, fmt, ap);
+    va_end(ap);
+    if (r < 0)
+        oom(0);
+    return out;
+}
+
+void sl_freep(void *p)
+{
+    free(*(void **)p);
+}
+
+void sl_closep(int *fd)
+{
+    if (*fd >= 0) {
+        int saved = errno;
+        close(*fd);
+        errno = saved;
+        *fd = -1;
+    }
+}
+
+bool sl_str_caseeq(sl_str_t a, sl_str_t b)
+{
+    if (a.len != b.len)
+        return false;
+    for (size_t i = 0; i < a.len; i++) {
+        unsigned char x = (unsigned char)a.p[i], y = (unsigned char)b.p[i];
+        if (x >= 'A' && x <= 'Z')
+            x += 32;
+        if (y >= 'A' && y <= 'Z')
+            y += 32;
+        if (x != y)
+            return false;
+    }
+    return true;
+}
+
+static sl_log_level_t log_level = SL_LOG_INFO;
+
+void sl_log_set_level(sl_log_level_t lvl)
+{
+    log_level = lvl;
+}
+
+void sl_log(sl_log_level_t lvl, const char *module, const char *fmt, ...)
+{
+    static const char *names[] = {"DEBUG", "INFO", "WARN", "ERROR"};
+    if (lvl < log_level)
+        return;
+    char line[2048];
+    struct timespec ts;
+    struct tm tm;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    gmtime_r(&ts.tv_sec, &tm);
+    int n = snprintf(line, sizeof(line), "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ %-5s %s: ",
+                     tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
+                     tm.tm_sec, ts.tv_nsec / 1000000, names[lvl], module);
+    va_list ap;
+    va_start(ap, fmt);
+    if (n > 0 && (size_t)n < sizeof(line))
+        vsnprintf(line + n, sizeof(line) - (size_t)n, fmt, ap);
+    va_end(ap);
+    /* One line per record: fold embedded newlines. */
+    size_t len = strlen(line);
+    for (size_t i = 0; i < len; i++)
+        if (line[i] == '\n' || line[i] == '\r')
+            line[i] = ' ';
+    if (len > sizeof(line) - 2)
+        len = sizeof(line) - 2;
+    line[len++] = '\n';
+    ssize_t w = write(STDERR_FILENO, line, len);
+    (void)w;
+}
+
+uint64_t sl_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+int sl_parse_int64(const char *s, int64_t min, int64_t max, int64_t *out)
+{
+    if (!s || !*s)
+        return -1;
+    char *end = NULL;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (errno || !end || *end != '\0' || v < min || v > max)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+int sl_write_file_atomic(const char *path, const void *data, size_t len, int mode, sl_error_t *err)
+{
+    sl_autofree char *tmp = xasprintf("%s.tmp", path);
+    sl_autoclose int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+    if (fd < 0)
+        return sl_error_errno(err, errno, "open %s", tmp);
+    const char *p = data;
+    while (len > 0) {
+        ssize_t w = write(fd, p, len);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            int e = errno;
+            unlink(tmp);
+            return sl_error_errno(err, e, "write %s", tmp);
+        }
+        p += w;
+        len -= (size_t)w;
+    }
+    if (rename(tmp, path) < 0) {
+        int e = errno;
+        unlink(tmp);
+        return sl_error_errno(err, e, "rename %s", path);
+    }
+    return 0;
+}
+
+int sl_read_file(const char *path, size_t max, char **out, size_t *outlen, sl_error_t *err)
+{
+    sl_autoclose int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return sl_error_errno(err, errno, "open %s", path);
+    size_t cap = 4096, len = 0;
+    sl_autofree char *buf = xmalloc(cap + 1);
+    for (;;) {
+        if (len == cap) {
+            if (cap >= max)
+                return sl_error_set(err, EFBIG, "%s: larger than %zu bytes", path, max);
+            cap = cap * 2 > max ? max : cap * 2;
+            buf = xrealloc(buf, cap + 1);
+        }
+        ssize_t r = read(fd, buf + len, cap - len);
+        if (r < 0) {
+            if (errno == EINTR)
+                continue;
+            return sl_error_errno(err, errno, "read %s", path);
+        }
+        if (r == 0)
+            break;
+        len += (size_t)r;
+    }
+    buf[len] = '\0';
+    if (outlen)
+        *outlen = len;
+    *out = sl_steal(&buf);
+    return 0;
+}
+
+int sl_mkdir_p(const char *path, int mode, sl_error_t *err)
+{
+    char buf[PATH_MAX];
+    size_t n = strlen(path);
+    if (n == 0 || n >= sizeof(buf))
+        return sl_error_set(err, ENAMETOOLONG, "bad path '%s'", path);
+    memcpy(buf, path, n + 1);
+    for (char *p = buf + 1; *p; p++) {
+        if (*p != '/')
+            continue;
+        *p = '\0';
+        if (mkdir(buf, mode) < 0 && errno != EEXIST)
+            return sl_error_errno(err, errno, "mkdir %s", buf);
+        *p = '/';
+    }
+    if (mkdir(buf, mode) < 0 && errno != EEXIST)
+        return sl_error_errno(err, errno, "mkdir %s", buf);
+    return 0;
+}
+
+static int rm_rf_at(int dirfd, const char *name, dev_t dev, sl_error_t *err)
+{
+    struct stat st;
+    if (fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+        return errno == ENOENT ? 0 : sl_error_errno(err, errno, "stat %s", name);
+    if (!S_ISDIR(st.st_mode)) {
+        if (unlinkat(dirfd, name, 0) < 0 && errno != ENOENT)
+            return sl_error_errno(err, errno, "unlink %s", name);
+        return 0;
+    }
+    if (st.st_dev != dev)
+        return sl_error_set(err, EBUSY, "%s is a mount point; not removing", name);
+    int fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0)
+        return sl_error_errno(err, errno, "open %s", name);
+    DIR *d = fdopendir(fd);
+    if (!d) {
+        close(fd);
+        return sl_error_errno(err, errno, "opendir %s", name);
+    }
+    int rc = 0;
+    struct dirent *de;
+    while (rc == 0 && (de = readdir(d))) {
+        if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+            continue;
+        rc = rm_rf_at(dirfd(d), de->d_name, dev, err);
+    }
+    closedir(d);
+    if (rc == 0 && unlinkat(dirfd, name, AT_REMOVEDIR) < 0 && errno != ENOENT)
+        return sl_error_errno(err, errno, "rmdir %s", name);
+    return rc;
+}
+
+int sl_rm_rf(const char *path, sl_error_t *err)
+{
+    struct stat st;
+    if (lstat(path, &st) < 0)
+        return errno == ENOENT ? 0 : sl_error_errno(err, errno, "stat %s", path);
+    return rm_rf_at(AT_FDCWD, path, st.st_dev, err);
+}

@@ -1,0 +1,74 @@
+/*
+ * image.h — OCI image import and the content-addressed layer store.
+ *
+ * References use skopeo's transport names: `oci:DIR[:TAG]` (OCI image
+ * layout), `docker-archive:FILE` (docker save / skopeo output) and
+ * `dir:ROOTFS` (a plain root filesystem directory, used in place).
+ *
+ * Layout under STATE_DIR:
+ *   layers/sha256/<hex>/          unpacked layer (diff) directory, complete
+ *                                 only once it was renamed into place
+ *   layers/tmp/                   in-progress unpacking, cleaned at start
+ *
+ * Layers are sha256-verified against their manifest digest while streaming
+ * through libarchive, then unpacked as overlayfs lower dirs: OCI whiteouts
+ * (`.wh.NAME`, `.wh..wh..opq`) become overlay whiteouts (0:0 char devices)
+ * and opaque-dir xattrs (trusted.overlay.opaque=y). Entries that would land
+ * outside the layer root (`..`, absolute paths, through symlinks, hardlinks
+ * to outside) are rejected. Blocking: call from the thread pool.
+ */
+#ifndef SL_IMAGE_H
+#define SL_IMAGE_H
+
+#include "common.h"
+#include <jansson.h>
+
+typedef struct sl_image {
+    char *id;       /* "sha256:<hex>" of the image config (dir: sha256 of the abs path) */
+    char *ref;      /* the reference as imported (paths made absolute) */
+    char **layers;  /* lower dirs, bottom first: absolute paths to unpacked layers */
+    size_t n_layers;
+    char **entrypoint; size_t n_entrypoint; /* from config.config.Entrypoint */
+    char **cmd;        size_t n_cmd;        /* from config.config.Cmd */
+    char **env;        size_t n_env;        /* "K=V" from config.config.Env */
+    char *workdir;  /* may be NULL */
+    char *user;     /* as in the config ("65532", "nonroot", "1000:1000"), may be NULL */
+    int exposed_port; /* first ExposedPorts tcp port, 0 if none */
+    uint64_t size;  /* total unpacked bytes (approximate) */
+} sl_image_t;
+
+/* Limits for untrusted layers (decompression bombs, huge configs). */
+typedef struct sl_image_limits {
+    uint64_t max_layer_bytes;  /* unpacked bytes per layer (default 4 GiB) */
+    uint64_t max_entries;      /* entries per layer (default 1,000,000) */
+    size_t max_json;           /* manifest/config/index size (default 4 MiB) */
+} sl_image_limits_t;
+
+/*
+ * Import `ref` into the layer store below state_dir, verifying every digest.
+ * Layers already in the store are reused. On success *out is a new image the
+ * caller frees with sl_image_free. Errors name the reference and the cause
+ * ("oci:/x: layer sha256:ab..: digest mismatch", "…: entry '../etc/passwd'
+ * escapes the layer root"). `lim` may be NULL for defaults.
+ */
+int sl_image_import(const char *state_dir, const char *ref, const sl_image_limits_t *lim,
+                    sl_image_t **out, sl_error_t *err);
+
+/* JSON round trip for the store. from_json returns NULL with err set. */
+json_t *sl_image_to_json(const sl_image_t *img);
+sl_image_t *sl_image_from_json(const json_t *j, sl_error_t *err);
+
+void sl_image_free(sl_image_t *img);
+
+/*
+ * Resolve the image's USER against ROOTFS/etc/passwd and /etc/group (the
+ * merged view, i.e. search the layers top-down). Numeric uid[:gid] is taken
+ * as is (gid defaults to the user's passwd entry or to uid... as Docker: 0 if
+ * unknown). NULL/empty user → 0:0. Error if a name is not found.
+ */
+int sl_image_resolve_user(const sl_image_t *img, uint32_t *uid, uint32_t *gid, sl_error_t *err);
+
+/* Remove layer directories no image in `keep` (digest hex list) refers to. */
+int sl_image_gc(const char *state_dir, const char *const *keep, size_t n_keep, sl_error_t *err);
+
+#endif

@@ -1,0 +1,100 @@
+/*
+ * router.h — the HTTP/1.1 ingress.
+ *
+ * Accepts client connections on --listen, parses requests with
+ * http_parse.h, maps Host to a route target through the owner's ops, waits
+ * (without blocking) for an instance slot, and proxies the request to the
+ * instance over a pooled keep-alive upstream connection created inside the
+ * instance's network namespace. Bodies stream both ways (Content-Length and
+ * chunked) with back-pressure; nothing buffers a whole body. Hop-by-hop
+ * headers are removed; Forwarded, X-Forwarded-For, X-Forwarded-Proto and
+ * X-Forwarded-Host are added. Errors the router itself answers carry a short
+ * text body saying why (404 unknown host, 502 instance failed, 503, 504).
+ */
+#ifndef SL_ROUTER_H
+#define SL_ROUTER_H
+
+#include "common.h"
+#include "http_parse.h"
+#include <uv.h>
+
+typedef struct sl_router sl_router_t;
+typedef struct sl_upstream_pool sl_upstream_pool_t;
+typedef struct sl_waiter sl_waiter_t;
+
+/* What the owner hands the router for one request: where to send it. */
+typedef struct sl_pick {
+    sl_upstream_pool_t *pool; /* the instance's pool (netns + port) */
+    void *instance;           /* owner's instance handle, given back in release */
+} sl_pick_t;
+
+/*
+ * A request waiting for capacity. The router embeds one per request; the
+ * owner queues it (e.g. in a per-revision FIFO via `link`) and later calls
+ * w->ready exactly once — with status 0 and a pick, or with an HTTP status
+ * (503, 429, 502, 504) and a reason — unless the router cancels it first.
+ */
+struct sl_waiter {
+    void (*ready)(sl_waiter_t *w, int status, const sl_pick_t *pick, const char *reason);
+    struct sl_waiter *prev, *next; /* owner's queue links */
+    uint64_t enqueued_ns;
+    void *owner_data;              /* for the owner's use */
+};
+
+typedef struct sl_router_ops {
+    /*
+     * Resolve a Host (lower-cased, port removed, never empty) to an opaque
+     * route target, or NULL for an unknown host (router answers 404).
+     */
+    void *(*resolve)(void *ctx, sl_str_t host);
+    /*
+     * Ask for an instance slot on target. Returns SL_OK with *pick filled
+     * (the owner counted the request in flight), SL_AGAIN when w was queued
+     * (w->ready will be called), or an HTTP status >= 400 to answer at once
+     * with *reason (static or owner-lifetime string).
+     */
+    int (*acquire)(void *ctx, void *target, sl_waiter_t *w, sl_pick_t *pick,
+                   const char **reason);
+    /* Remove a queued waiter (client went away or timed out). */
+    void (*cancel)(void *ctx, void *target, sl_waiter_t *w);
+    /* The request finished with the instance; failed = upstream error. */
+    void (*release)(void *ctx, void *instance, bool failed);
+    /* Per-target request timeout in ms (Knative timeoutSeconds); 0 = none. */
+    uint64_t (*timeout_ms)(void *ctx, void *target);
+} sl_router_ops_t;
+
+typedef struct sl_router_config {
+    const char *listen;            /* "127.0.0.1:8080" or "[::1]:8080" */
+    uint64_t header_timeout_ms;    /* client must send a full head within (default 30000) */
+    uint64_t idle_timeout_ms;      /* idle keep-alive client conns closed after (default 60000) */
+    uint64_t upstream_idle_ms;     /* idle pooled upstream conns closed after (default 30000) */
+    size_t max_connections;        /* client connections; 0 = 10000 */
+    uint64_t max_body_bytes;       /* 0 = unlimited, else 413 */
+} sl_router_config_t;
+
+int sl_router_new(uv_loop_t *loop, const sl_router_config_t *cfg, const sl_router_ops_t *ops,
+                  void *ctx, sl_router_t **out, sl_error_t *err);
+/* Stop accepting, close every connection; cb runs once all handles closed. */
+void sl_router_close(sl_router_t *r, void (*cb)(void *), void *data);
+/* The bound port (useful with port 0). */
+int sl_router_port(const sl_router_t *r);
+
+/*
+ * An instance's upstream pool: connections are created by setns(netns_fd),
+ * socket(), setns(back) and connect to 127.0.0.1:port. The router dups
+ * netns_fd. Close it when the instance stops: idle connections close now,
+ * busy ones when their exchange ends; freed when the last one is gone.
+ */
+sl_upstream_pool_t *sl_upstream_pool_new(sl_router_t *r, int netns_fd, int port);
+void sl_upstream_pool_close(sl_upstream_pool_t *pool);
+
+/* Counters for status and metrics. */
+typedef struct sl_router_stats {
+    uint64_t connections_open;
+    uint64_t requests_total;
+    uint64_t requests_in_flight;
+    uint64_t upstream_conns_open;
+} sl_router_stats_t;
+void sl_router_stats(const sl_router_t *r, sl_router_stats_t *out);
+
+#endif

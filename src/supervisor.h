@@ -1,0 +1,102 @@
+/*
+ * supervisor.h — runs revisions as instances through an OCI runtime.
+ *
+ * For each instance the supervisor: creates a network namespace with only
+ * `lo` (up), mounts the rootfs as overlayfs (image layers lower, a
+ * per-instance upper+work on tmpfs), writes the OCI bundle (config.json with
+ * pid/mount/ipc/uts namespaces, the pre-made network namespace by path,
+ * cgroup limits, the image's USER, the Knative container contract env), runs
+ * `crun|runc --root STATE/runtime/<rt> run -d` via uv_spawn with stdin
+ * /dev/null and stdout/stderr appended to the instance log, watches the
+ * container's pid with a pidfd (sluice is the child subreaper, so it also
+ * reaps it), and probes readiness by connecting to 127.0.0.1:PORT inside the
+ * namespace every few milliseconds. Stop = SIGTERM, grace, SIGKILL, then
+ * `runtime delete -f`, unmount, remove the bundle and the netns.
+ *
+ * State dir layout: instances/<id>/{config.json,rootfs,upper(tmpfs)},
+ * logs/<namespace>/<service>/<id>.log, runtime/<crun|runc>/ (runtime root).
+ * All callbacks run on the loop thread.
+ */
+#ifndef SL_SUPERVISOR_H
+#define SL_SUPERVISOR_H
+
+#include "common.h"
+#include "image.h"
+#include <uv.h>
+
+typedef struct sl_supervisor sl_supervisor_t;
+typedef struct sl_instance sl_instance_t;
+
+typedef enum {
+    SL_INST_STARTING = 0, /* runtime spawned, port not yet accepting */
+    SL_INST_READY,        /* port accepts connections */
+    SL_INST_STOPPING,     /* SIGTERM sent, waiting for exit */
+    SL_INST_EXITED        /* gone: last callback; inst freed after it returns */
+} sl_inst_state_t;
+
+typedef struct sl_instance_spec {
+    const char *namespace_;     /* Knative namespace, e.g. "default" */
+    const char *service;        /* K_SERVICE */
+    const char *configuration;  /* K_CONFIGURATION (== service) */
+    const char *revision;       /* K_REVISION, e.g. "hello-00001" */
+    const sl_image_t *image;    /* borrowed for the call; copied as needed */
+    int port;                   /* PORT the app listens on (1..65535) */
+    char *const *env;           /* user env "K=V", applied over the image's */
+    size_t n_env;
+    char *const *command;       /* overrides image Entrypoint when n_command > 0 */
+    size_t n_command;
+    char *const *args;          /* overrides image Cmd when n_args > 0 */
+    size_t n_args;
+    int64_t memory_limit;       /* bytes; 0 = unlimited */
+    int64_t cpu_millis;         /* 1000 = one cpu; 0 = unlimited */
+    int64_t pids_limit;         /* 0 = default (1024) */
+    int grace_ms;               /* SIGTERM→SIGKILL; 0 = default 10000 */
+    int startup_timeout_ms;     /* not ready by then → stop, EXITED; 0 = 120000 */
+    const char *runtime;        /* "crun" | "runc"; NULL = supervisor default */
+} sl_instance_spec_t;
+
+/* Called on every state change. On SL_INST_EXITED this is the last call;
+ * the instance is freed right after the callback returns. */
+typedef void (*sl_instance_cb)(sl_instance_t *inst, sl_inst_state_t state, void *data);
+
+/*
+ * Create the supervisor. Makes the state dirs, becomes child subreaper, and
+ * cleans up whatever an earlier run left behind (runtime containers under
+ * its root, overlay mounts, network namespaces, bundle dirs).
+ * default_runtime: "crun" or "runc" (must be on PATH; checked).
+ */
+int sl_supervisor_new(uv_loop_t *loop, const char *state_dir, const char *default_runtime,
+                      sl_supervisor_t **out, sl_error_t *err);
+
+/*
+ * Start an instance asynchronously. Returns NULL with err set when it cannot
+ * even begin (bad spec, mount failed); otherwise the instance in
+ * SL_INST_STARTING, and cb is called with READY or EXITED later.
+ */
+sl_instance_t *sl_supervisor_start(sl_supervisor_t *sup, const sl_instance_spec_t *spec,
+                                   sl_instance_cb cb, void *data, sl_error_t *err);
+
+/* Begin a graceful stop (idempotent). EXITED follows. */
+void sl_instance_stop(sl_instance_t *inst);
+
+const char *sl_instance_id(const sl_instance_t *inst);      /* "<revision>-<5 chars>" */
+sl_inst_state_t sl_instance_state(const sl_instance_t *inst);
+int sl_instance_netns_fd(const sl_instance_t *inst);         /* valid until EXITED */
+int sl_instance_port(const sl_instance_t *inst);
+int sl_instance_pid(const sl_instance_t *inst);              /* 0 until known */
+const char *sl_instance_log_path(const sl_instance_t *inst);
+uint64_t sl_instance_started_ns(const sl_instance_t *inst);  /* sl_now_ns() at start */
+uint64_t sl_instance_ready_ns(const sl_instance_t *inst);    /* 0 until READY */
+/* Why it exited: "exited with status 1", "killed by signal 9", "not ready
+ * within 120s", "runtime failed: <crun stderr>", followed by
+ * "; last log lines: ..." when the log has any. NULL while running. */
+const char *sl_instance_exit_reason(const sl_instance_t *inst);
+void *sl_instance_data(const sl_instance_t *inst);
+
+/* Stop every instance (SIGKILL after a short grace when fast is set), wait
+ * for all to exit and clean up, then call done. */
+void sl_supervisor_shutdown(sl_supervisor_t *sup, bool fast, void (*done)(void *), void *data);
+/* Free the supervisor; only after shutdown's done. */
+void sl_supervisor_free(sl_supervisor_t *sup);
+
+#endif
