@@ -53,7 +53,13 @@ int sl_error_wrap(sl_error_t *err, const char *fmt, ...)
     vsnprintf(prefix, sizeof(prefix), fmt, ap);
     va_end(ap);
     memcpy(old, err->msg, sizeof(old));
-    snprintf(err->msg, sizeof(err->msg), "%s: %s", prefix, old);
+    size_t n = strnlen(prefix, sizeof(err->msg) - 3);
+    memcpy(err->msg, prefix, n);
+    memcpy(err->msg + n, ": ", 2);
+    n += 2;
+    size_t rest = strnlen(old, sizeof(err->msg) - n - 1);
+    memcpy(err->msg + n, old, rest);
+    err->msg[n + rest] = '\0';
     if (err->code <= 0)
         err->code = EINVAL;
     return -err->code;
@@ -290,19 +296,19 @@ int sl_mkdir_p(const char *path, int mode, sl_error_t *err)
     return 0;
 }
 
-static int rm_rf_at(int dirfd, const char *name, dev_t dev, sl_error_t *err)
+static int rm_rf_at(int parent, const char *name, dev_t dev, sl_error_t *err)
 {
     struct stat st;
-    if (fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+    if (fstatat(parent, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
         return errno == ENOENT ? 0 : sl_error_errno(err, errno, "stat %s", name);
     if (!S_ISDIR(st.st_mode)) {
-        if (unlinkat(dirfd, name, 0) < 0 && errno != ENOENT)
+        if (unlinkat(parent, name, 0) < 0 && errno != ENOENT)
             return sl_error_errno(err, errno, "unlink %s", name);
         return 0;
     }
     if (st.st_dev != dev)
         return sl_error_set(err, EBUSY, "%s is a mount point; not removing", name);
-    int fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    int fd = openat(parent, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     if (fd < 0)
         return sl_error_errno(err, errno, "open %s", name);
     DIR *d = fdopendir(fd);
@@ -318,7 +324,7 @@ static int rm_rf_at(int dirfd, const char *name, dev_t dev, sl_error_t *err)
         rc = rm_rf_at(dirfd(d), de->d_name, dev, err);
     }
     closedir(d);
-    if (rc == 0 && unlinkat(dirfd, name, AT_REMOVEDIR) < 0 && errno != ENOENT)
+    if (rc == 0 && unlinkat(parent, name, AT_REMOVEDIR) < 0 && errno != ENOENT)
         return sl_error_errno(err, errno, "rmdir %s", name);
     return rc;
 }
