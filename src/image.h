@@ -60,14 +60,6 @@ sl_image_t *sl_image_from_json(const json_t *j, sl_error_t *err);
 
 void sl_image_free(sl_image_t *img);
 
-/*
- * Resolve the image's USER against ROOTFS/etc/passwd and /etc/group (the
- * merged view, i.e. search the layers top-down). Numeric uid[:gid] is taken
- * as is (gid defaults to the user's passwd entry or to uid... as Docker: 0 if
- * unknown). NULL/empty user → 0:0. Error if a name is not found.
- */
-int sl_image_resolve_user(const sl_image_t *img, uint32_t *uid, uint32_t *gid, sl_error_t *err);
-
 /* Remove layer directories no image in `keep` (digest hex list) refers to. */
 int sl_image_gc(const char *state_dir, const char *const *keep, size_t n_keep, sl_error_t *err);
 
