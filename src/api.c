@@ -1,0 +1,760 @@
+/*
+ * api.c — the REST API server on the daemon's unix socket.
+ *
+ * One connection at a time per client, keep-alive, requests fully read
+ * (bounded) before dispatch. Handlers answer at once or, for operations
+ * that import images, when the controller calls back; a connection stays
+ * alive (ref-counted) until its pending operation answered. Log following
+ * streams a chunked response fed by a timer that tails the instance logs.
+ */
+#include "api.h"
+
+#include "http_parse.h"
+#include "service.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <sys/stat.h>
+
+#define API_MAX_BODY (4u << 20)
+#define API_MAX_HEAD (64u << 10)
+#define LOG_FILES_MAX 256
+#define LOG_INITIAL_MAX (1u << 20)
+
+static const char *MOD = "api";
+
+typedef struct log_file {
+    char *path;
+    char *id;
+    off_t off;
+} log_file_t;
+
+typedef struct api_conn {
+    uv_pipe_t pipe;
+    sl_api_t *api;
+    char *buf;
+    size_t len, cap;
+    int refs;
+    bool closing;
+    bool busy;        /* a request is being answered */
+    bool keep_alive;
+    /* log following */
+    uv_timer_t *follow;
+    char *log_dir;
+    log_file_t files[LOG_FILES_MAX];
+    size_t n_files;
+    struct api_conn *prev, *next;
+} api_conn_t;
+
+struct sl_api {
+    uv_loop_t *loop;
+    uv_pipe_t listener;
+    sl_controller_t *ctl;
+    char *state_dir;
+    char *path;
+    api_conn_t *conns;
+    int open_handles;
+    void (*close_cb)(void *);
+    void *close_data;
+};
+
+typedef struct write_req {
+    uv_write_t req;
+    api_conn_t *conn;
+    char *data;
+    bool close_after;
+} write_req_t;
+
+static void conn_unref(api_conn_t *c);
+static void conn_close(api_conn_t *c);
+static void conn_process(api_conn_t *c);
+
+/* ---- output ----------------------------------------------------------- */
+
+static void write_done(uv_write_t *req, int status)
+{
+    write_req_t *w = (write_req_t *)req;
+    api_conn_t *c = w->conn;
+    free(w->data);
+    if (w->close_after || status < 0)
+        conn_close(c);
+    free(w);
+    conn_unref(c);
+}
+
+static void conn_write(api_conn_t *c, char *data, size_t len, bool close_after)
+{
+    if (c->closing) {
+        free(data);
+        return;
+    }
+    write_req_t *w = xcalloc(1, sizeof(*w));
+    w->conn = c;
+    w->data = data;
+    w->close_after = close_after;
+    uv_buf_t b = uv_buf_init(data, (unsigned)len);
+    c->refs++;
+    if (uv_write(&w->req, (uv_stream_t *)&c->pipe, &b, 1, write_done) < 0) {
+        free(data);
+        free(w);
+        c->refs--;
+        conn_close(c);
+    }
+}
+
+static void send_response(api_conn_t *c, int status, const char *ctype, const char *body,
+                          size_t blen)
+{
+    bool close_after = !c->keep_alive;
+    char *out = xasprintf("HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n%s\r\n",
+                          status, sl_http_reason(status), ctype, blen,
+                          close_after ? "Connection: close\r\n" : "");
+    size_t hlen = strlen(out);
+    out = xrealloc(out, hlen + blen);
+    memcpy(out + hlen, body, blen);
+    conn_write(c, out, hlen + blen, close_after);
+}
+
+static void send_json(api_conn_t *c, int status, json_t *body)
+{
+    char *text = json_dumps(body, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+    json_decref(body);
+    size_t n = strlen(text);
+    text = xrealloc(text, n + 2);
+    text[n++] = '\n';
+    send_response(c, status, "application/json", text, n);
+    free(text);
+    c->busy = false;
+    conn_process(c);
+}
+
+static void send_error(api_conn_t *c, int status, const char *reason, const char *msg)
+{
+    send_json(c, status, sl_status_json(status, reason, msg));
+}
+
+/* ---- connections ------------------------------------------------------ */
+
+static void api_handle_closed(sl_api_t *api)
+{
+    if (--api->open_handles == 0 && api->close_cb) {
+        void (*cb)(void *) = api->close_cb;
+        api->close_cb = NULL;
+        cb(api->close_data);
+    }
+}
+
+static void free_handle(uv_handle_t *h)
+{
+    sl_api_t *api = h->data;
+    free(h);
+    api_handle_closed(api);
+}
+
+static void conn_free(api_conn_t *c)
+{
+    sl_api_t *api = c->api;
+    for (size_t i = 0; i < c->n_files; i++) {
+        free(c->files[i].path);
+        free(c->files[i].id);
+    }
+    free(c->log_dir);
+    free(c->buf);
+    free(c);
+    api_handle_closed(api);
+}
+
+static void conn_unref(api_conn_t *c)
+{
+    if (--c->refs == 0)
+        conn_free(c);
+}
+
+static void conn_closed(uv_handle_t *h)
+{
+    conn_unref(h->data);
+}
+
+static void conn_close(api_conn_t *c)
+{
+    if (c->closing)
+        return;
+    c->closing = true;
+    sl_api_t *api = c->api;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        api->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    if (c->follow) {
+        c->follow->data = api;
+        api->open_handles++;
+        uv_close((uv_handle_t *)c->follow, free_handle);
+        c->follow = NULL;
+    }
+    uv_close((uv_handle_t *)&c->pipe, conn_closed);
+}
+
+/* Controller callbacks hold a reference so the conn outlives them. */
+static void op_done(int status, json_t *body, void *data)
+{
+    api_conn_t *c = data;
+    if (!c->closing)
+        send_json(c, status, body);
+    else
+        json_decref(body);
+    conn_unref(c);
+}
+
+/* ---- log streaming ---------------------------------------------------- */
+
+static int cmp_mtime(const void *a, const void *b)
+{
+    const log_file_t *x = a, *y = b;
+    struct stat sa, sb;
+    if (stat(x->path, &sa) < 0 || stat(y->path, &sb) < 0)
+        return 0;
+    if (sa.st_mtim.tv_sec != sb.st_mtim.tv_sec)
+        return sa.st_mtim.tv_sec < sb.st_mtim.tv_sec ? -1 : 1;
+    return sa.st_mtim.tv_nsec < sb.st_mtim.tv_nsec ? -1 : sa.st_mtim.tv_nsec > sb.st_mtim.tv_nsec;
+}
+
+static void scan_log_dir(api_conn_t *c)
+{
+    DIR *d = opendir(c->log_dir);
+    if (!d)
+        return;
+    struct dirent *de;
+    while ((de = readdir(d)) && c->n_files < LOG_FILES_MAX) {
+        size_t n = strlen(de->d_name);
+        if (n < 5 || strcmp(de->d_name + n - 4, ".log"))
+            continue;
+        bool known = false;
+        for (size_t i = 0; i < c->n_files && !known; i++)
+            known = !strncmp(c->files[i].id, de->d_name, n - 4) && c->files[i].id[n - 4] == '\0';
+        if (known)
+            continue;
+        log_file_t *f = &c->files[c->n_files++];
+        f->path = xasprintf("%s/%s", c->log_dir, de->d_name);
+        f->id = xstrndup(de->d_name, n - 4);
+        struct stat st;
+        f->off = 0;
+        if (stat(f->path, &st) == 0 && st.st_size > (off_t)LOG_INITIAL_MAX)
+            f->off = st.st_size - (off_t)LOG_INITIAL_MAX;
+    }
+    closedir(d);
+}
+
+/* Append new complete lines of f to out as "[id] line\n". */
+static void read_new_lines(log_file_t *f, char **out, size_t *len, size_t *cap)
+{
+    int fd = open(f->path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return;
+    char buf[65536];
+    for (;;) {
+        ssize_t r = pread(fd, buf, sizeof(buf), f->off);
+        if (r <= 0)
+            break;
+        size_t used = 0;
+        for (;;) {
+            char *nl = memchr(buf + used, '\n', (size_t)r - used);
+            if (!nl)
+                break;
+            size_t ll = (size_t)(nl - (buf + used)) + 1;
+            size_t need = *len + ll + strlen(f->id) + 4;
+            if (need > *cap) {
+                *cap = need * 2;
+                *out = xrealloc(*out, *cap);
+            }
+            *len += (size_t)snprintf(*out + *len, *cap - *len, "[%s] ", f->id);
+            memcpy(*out + *len, buf + used, ll);
+            *len += ll;
+            used += ll;
+        }
+        if (used == 0 && (size_t)r == sizeof(buf))
+            used = (size_t)r; /* a line longer than the buffer: skip it */
+        f->off += (off_t)used;
+        if (used < (size_t)r)
+            break;
+    }
+    close(fd);
+}
+
+static char *collect_logs(api_conn_t *c, size_t *len)
+{
+    scan_log_dir(c);
+    qsort(c->files, c->n_files, sizeof(c->files[0]), cmp_mtime);
+    size_t cap = 4096;
+    char *out = xmalloc(cap);
+    *len = 0;
+    for (size_t i = 0; i < c->n_files; i++)
+        read_new_lines(&c->files[i], &out, len, &cap);
+    return out;
+}
+
+static void follow_tick(uv_timer_t *t)
+{
+    api_conn_t *c = t->data;
+    size_t len = 0;
+    char *data = collect_logs(c, &len);
+    if (len > 0) {
+        char *chunk = xasprintf("%zx\r\n", len);
+        size_t hl = strlen(chunk);
+        chunk = xrealloc(chunk, hl + len + 2);
+        memcpy(chunk + hl, data, len);
+        memcpy(chunk + hl + len, "\r\n", 2);
+        conn_write(c, chunk, hl + len + 2, false);
+    }
+    free(data);
+}
+
+static void handle_logs(api_conn_t *c, const char *ns, const char *name, bool follow)
+{
+    sl_api_t *api = c->api;
+    json_t *svc = NULL;
+    if (sl_controller_get_service(api->ctl, ns, name, &svc) != 200) {
+        send_json(c, 404, svc);
+        return;
+    }
+    json_decref(svc);
+    c->log_dir = xasprintf("%s/logs/%s/%s", api->state_dir, ns, name);
+    size_t len = 0;
+    char *data = collect_logs(c, &len);
+    if (!follow) {
+        send_response(c, 200, "text/plain; charset=utf-8", data, len);
+        free(data);
+        c->busy = false;
+        conn_process(c);
+        return;
+    }
+    char *head = xasprintf("HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\n"
+                           "Transfer-Encoding: chunked\r\n\r\n");
+    conn_write(c, head, strlen(head), false);
+    free(data);
+    /* Re-read from where the first pass started so the stream starts whole. */
+    for (size_t i = 0; i < c->n_files; i++)
+        c->files[i].off = 0;
+    c->follow = xcalloc(1, sizeof(*c->follow));
+    uv_timer_init(api->loop, c->follow);
+    c->follow->data = c;
+    follow_tick(c->follow);
+    uv_timer_start(c->follow, follow_tick, 200, 200);
+}
+
+/* ---- routing ---------------------------------------------------------- */
+
+typedef struct route_ctx {
+    api_conn_t *c;
+    sl_http_msg_t *msg;
+    const char *body;
+    size_t body_len;
+    char path[1024];
+    char query[1024];
+} route_ctx_t;
+
+/* Split "/a/b/c" into at most max segments; returns the count. */
+static size_t split_path(char *path, char **segs, size_t max)
+{
+    size_t n = 0;
+    char *save = NULL;
+    for (char *tok = strtok_r(path, "/", &save); tok; tok = strtok_r(NULL, "/", &save)) {
+        if (n == max)
+            return max + 1;
+        segs[n++] = tok;
+    }
+    return n;
+}
+
+/* Value of key in an x-www-form query ("a=1&b=2"), percent-decoding
+ * "%3D"/"%2F"; NULL if absent. Writes into out. */
+static const char *query_get(const char *query, const char *key, char *out, size_t outlen)
+{
+    size_t kl = strlen(key);
+    for (const char *p = query; p && *p;) {
+        const char *amp = strchr(p, '&');
+        size_t seg = amp ? (size_t)(amp - p) : strlen(p);
+        if (seg > kl && !strncmp(p, key, kl) && p[kl] == '=') {
+            size_t o = 0;
+            for (size_t i = kl + 1; i < seg && o + 1 < outlen; i++) {
+                if (p[i] == '%' && i + 2 < seg) {
+                    char hex[3] = {p[i + 1], p[i + 2], 0};
+                    out[o++] = (char)strtol(hex, NULL, 16);
+                    i += 2;
+                } else {
+                    out[o++] = p[i] == '+' ? ' ' : p[i];
+                }
+            }
+            out[o] = '\0';
+            return out;
+        }
+        p = amp ? amp + 1 : NULL;
+    }
+    return NULL;
+}
+
+static const char *service_filter(route_ctx_t *r, char *buf, size_t n)
+{
+    const char *s = query_get(r->query, "service", buf, n);
+    if (s)
+        return s;
+    s = query_get(r->query, "labelSelector", buf, n);
+    if (s && !strncmp(s, SL_LABEL_SERVICE "=", strlen(SL_LABEL_SERVICE) + 1))
+        return s + strlen(SL_LABEL_SERVICE) + 1;
+    return NULL;
+}
+
+static bool method_is(route_ctx_t *r, const char *m)
+{
+    return sl_str_eq(r->msg->method, sl_str_from(m));
+}
+
+static json_t *parse_body(route_ctx_t *r)
+{
+    json_error_t jerr;
+    json_t *j = json_loadb(r->body, r->body_len, JSON_REJECT_DUPLICATES, &jerr);
+    if (!j) {
+        sl_autofree char *msg = xasprintf("request body: invalid JSON at line %d, column %d: %s",
+                                          jerr.line, jerr.column, jerr.text);
+        send_error(r->c, 400, "BadRequest", msg);
+    }
+    return j;
+}
+
+static void route_services(route_ctx_t *r, const char *ns, const char *name)
+{
+    api_conn_t *c = r->c;
+    sl_controller_t *ctl = c->api->ctl;
+    json_t *body = NULL;
+    int st;
+    if (!name && method_is(r, "GET")) {
+        st = sl_controller_list_services(ctl, ns, &body);
+        send_json(c, st, body);
+    } else if ((!name && method_is(r, "POST")) || (name && method_is(r, "PUT"))) {
+        json_t *svc = parse_body(r);
+        if (!svc)
+            return;
+        const char *bname = sl_json_str(svc, "metadata.name");
+        const char *bns = sl_json_str(svc, "metadata.namespace");
+        if (name && bname && strcmp(name, bname)) {
+            json_decref(svc);
+            send_error(c, 400, "BadRequest", "metadata.name: does not match the name in the URL");
+            return;
+        }
+        if (bns && strcmp(bns, ns)) {
+            json_decref(svc);
+            send_error(c, 400, "BadRequest",
+                       "metadata.namespace: does not match the namespace in the URL");
+            return;
+        }
+        if (name && !bname && json_is_object(json_object_get(svc, "metadata")))
+            json_object_set_new(json_object_get(svc, "metadata"), "name", json_string(name));
+        c->refs++;
+        sl_controller_apply(ctl, svc, ns, !name, op_done, c);
+    } else if (name && method_is(r, "GET")) {
+        st = sl_controller_get_service(ctl, ns, name, &body);
+        send_json(c, st, body);
+    } else if (name && method_is(r, "DELETE")) {
+        st = sl_controller_delete_service(ctl, ns, name, &body);
+        send_json(c, st, body);
+    } else {
+        send_error(c, 405, "MethodNotAllowed", "method not allowed on this resource");
+    }
+}
+
+static void route_knative(route_ctx_t *r, char **seg, size_t n)
+{
+    /* seg: apis serving.knative.dev v1 [namespaces NS] KIND [NAME] */
+    const char *ns = NULL;
+    size_t k = 3;
+    if (n >= 5 && !strcmp(seg[3], "namespaces")) {
+        ns = seg[4];
+        k = 5;
+    }
+    if (k >= n) {
+        send_error(r->c, 404, "NotFound", "no such API path");
+        return;
+    }
+    const char *kind = seg[k];
+    const char *name = k + 1 < n ? seg[k + 1] : NULL;
+    if (k + 2 < n) {
+        send_error(r->c, 404, "NotFound", "no such API path");
+        return;
+    }
+    if (!strcmp(kind, "services")) {
+        if (!ns && (name || !method_is(r, "GET"))) {
+            send_error(r->c, 404, "NotFound", "use /namespaces/NS/services/NAME");
+            return;
+        }
+        route_services(r, ns, name);
+    } else if (!strcmp(kind, "revisions") && !name && method_is(r, "GET")) {
+        char buf[256];
+        json_t *body = NULL;
+        int st = sl_controller_list_revisions(r->c->api->ctl, ns, service_filter(r, buf, sizeof(buf)),
+                                              &body);
+        send_json(r->c, st, body);
+    } else {
+        send_error(r->c, 404, "NotFound", "no such API path");
+    }
+}
+
+static void route_sluice(route_ctx_t *r, char **seg, size_t n)
+{
+    /* seg: apis sluice.dev v1 ... */
+    api_conn_t *c = r->c;
+    sl_controller_t *ctl = c->api->ctl;
+    json_t *body = NULL;
+    char buf[256];
+    if (n == 4 && !strcmp(seg[3], "images")) {
+        if (method_is(r, "GET")) {
+            send_json(c, sl_controller_list_images(ctl, &body), body);
+        } else if (method_is(r, "POST")) {
+            json_t *req = parse_body(r);
+            if (!req)
+                return;
+            const char *ref = sl_json_str(req, "ref");
+            if (!ref) {
+                json_decref(req);
+                send_error(c, 400, "BadRequest", "ref: is required");
+                return;
+            }
+            c->refs++;
+            sl_controller_import_image(ctl, ref, op_done, c);
+            json_decref(req);
+        } else {
+            send_error(c, 405, "MethodNotAllowed", "use GET or POST");
+        }
+        return;
+    }
+    const char *ns = NULL;
+    size_t k = 3;
+    if (n >= 5 && !strcmp(seg[3], "namespaces")) {
+        ns = seg[4];
+        k = 5;
+    }
+    if (k < n && !strcmp(seg[k], "instances") && k + 1 == n && method_is(r, "GET")) {
+        send_json(c, sl_controller_list_instances(ctl, ns, service_filter(r, buf, sizeof(buf)), &body),
+                  body);
+    } else if (ns && k + 3 == n && !strcmp(seg[k], "services") && !strcmp(seg[k + 2], "logs") &&
+               method_is(r, "GET")) {
+        const char *f = query_get(r->query, "follow", buf, sizeof(buf));
+        handle_logs(c, ns, seg[k + 1], f && (!strcmp(f, "1") || !strcmp(f, "true")));
+    } else {
+        send_error(c, 404, "NotFound", "no such API path");
+    }
+}
+
+static void dispatch_request(route_ctx_t *r)
+{
+    sl_str_t p = r->msg->path;
+    size_t qpos = p.len;
+    for (size_t i = 0; i < p.len; i++)
+        if (p.p[i] == '?') {
+            qpos = i;
+            break;
+        }
+    if (qpos >= sizeof(r->path) || p.len - qpos >= sizeof(r->query)) {
+        send_error(r->c, 414, "URITooLong", "request target too long");
+        return;
+    }
+    memcpy(r->path, p.p, qpos);
+    r->path[qpos] = '\0';
+    size_t ql = qpos < p.len ? p.len - qpos - 1 : 0;
+    memcpy(r->query, p.p + qpos + (ql ? 1 : 0), ql);
+    r->query[ql] = '\0';
+    if (!strcmp(r->path, "/healthz")) {
+        send_response(r->c, 200, "text/plain", "ok\n", 3);
+        r->c->busy = false;
+        conn_process(r->c);
+        return;
+    }
+    if (!strcmp(r->path, "/version")) {
+        send_json(r->c, 200, json_pack("{s:s,s:s}", "version", SL_VERSION, "commit", SL_GIT_REV));
+        return;
+    }
+    char *seg[12];
+    size_t n = split_path(r->path, seg, 10);
+    if (n >= 4 && !strcmp(seg[0], "apis") && !strcmp(seg[1], SL_API_GROUP) && !strcmp(seg[2], "v1"))
+        route_knative(r, seg, n);
+    else if (n >= 4 && !strcmp(seg[0], "apis") && !strcmp(seg[1], "sluice.dev") &&
+             !strcmp(seg[2], "v1"))
+        route_sluice(r, seg, n);
+    else
+        send_error(r->c, 404, "NotFound", "no such API path");
+}
+
+/* ---- request reading -------------------------------------------------- */
+
+static void consume(api_conn_t *c, size_t n)
+{
+    memmove(c->buf, c->buf + n, c->len - n);
+    c->len -= n;
+}
+
+static void conn_process(api_conn_t *c)
+{
+    if (c->closing || c->busy || c->follow || c->len == 0)
+        return;
+    sl_http_msg_t msg;
+    int status = 400;
+    const char *why = "bad request";
+    int rc = sl_http_parse_request(c->buf, c->len, &msg, NULL, &status, &why);
+    if (rc == SL_AGAIN)
+        return;
+    if (rc < 0) {
+        c->keep_alive = false;
+        c->busy = true;
+        send_error(c, status, "BadRequest", why);
+        return;
+    }
+    size_t head = (size_t)rc;
+    size_t body_len = 0;
+    if (msg.body == SL_BODY_LENGTH) {
+        if (msg.content_length > API_MAX_BODY) {
+            c->keep_alive = false;
+            c->busy = true;
+            send_error(c, 413, "RequestEntityTooLarge", "request body larger than 4 MiB");
+            return;
+        }
+        if (c->len - head < msg.content_length)
+            return;
+        body_len = (size_t)msg.content_length;
+    } else if (msg.body == SL_BODY_CHUNKED) {
+        c->keep_alive = false;
+        c->busy = true;
+        send_error(c, 411, "LengthRequired", "send the body with Content-Length");
+        return;
+    }
+    c->keep_alive = msg.keep_alive;
+    c->busy = true;
+    route_ctx_t *r = xcalloc(1, sizeof(*r));
+    r->c = c;
+    r->msg = &msg;
+    /* The handler may answer asynchronously; the body is parsed before. */
+    sl_autofree char *copy = xmalloc(head + body_len + 1);
+    memcpy(copy, c->buf, head + body_len);
+    sl_http_msg_t m2;
+    int s2;
+    const char *w2;
+    sl_http_parse_request(copy, head, &m2, NULL, &s2, &w2);
+    r->msg = &m2;
+    r->body = copy + head;
+    r->body_len = body_len;
+    consume(c, head + body_len);
+    c->refs++;
+    dispatch_request(r);
+    free(r);
+    conn_unref(c);
+}
+
+static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    api_conn_t *c = h->data;
+    size_t need = c->len + 65536;
+    if (need > c->cap) {
+        c->cap = need;
+        c->buf = xrealloc(c->buf, c->cap);
+    }
+    *buf = uv_buf_init(c->buf + c->len, (unsigned)(c->cap - c->len));
+}
+
+static void read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
+{
+    api_conn_t *c = s->data;
+    if (n < 0) {
+        conn_close(c);
+        return;
+    }
+    c->len += (size_t)n;
+    if (c->len > API_MAX_HEAD + API_MAX_BODY + 65536) {
+        c->keep_alive = false;
+        uv_read_stop(s);
+        send_error(c, 413, "RequestEntityTooLarge", "request too large");
+        return;
+    }
+    conn_process(c);
+}
+
+static void on_connection(uv_stream_t *server, int status)
+{
+    sl_api_t *api = server->data;
+    if (status < 0)
+        return;
+    api_conn_t *c = xcalloc(1, sizeof(*c));
+    c->api = api;
+    c->refs = 1;
+    uv_pipe_init(api->loop, &c->pipe, 0);
+    c->pipe.data = c;
+    api->open_handles++;
+    if (uv_accept(server, (uv_stream_t *)&c->pipe) < 0) {
+        c->closing = true;
+        uv_close((uv_handle_t *)&c->pipe, conn_closed);
+        return;
+    }
+    c->next = api->conns;
+    if (api->conns)
+        api->conns->prev = c;
+    api->conns = c;
+    uv_read_start((uv_stream_t *)&c->pipe, alloc_cb, read_cb);
+}
+
+int sl_api_new(uv_loop_t *loop, const char *socket_path, const char *state_dir,
+               sl_controller_t *ctl, sl_api_t **out, sl_error_t *err)
+{
+    sl_api_t *api = xcalloc(1, sizeof(*api));
+    api->loop = loop;
+    api->ctl = ctl;
+    api->state_dir = xstrdup(state_dir);
+    api->path = xstrdup(socket_path);
+    uv_pipe_init(loop, &api->listener, 0);
+    api->listener.data = api;
+    api->open_handles = 1;
+    unlink(socket_path);
+    mode_t old = umask(0177);
+    int rc = uv_pipe_bind(&api->listener, socket_path);
+    umask(old);
+    if (rc == 0)
+        rc = chmod(socket_path, 0600) < 0 ? -errno : 0;
+    if (rc == 0)
+        rc = uv_listen((uv_stream_t *)&api->listener, 128, on_connection);
+    if (rc < 0) {
+        sl_error_set(err, -rc, "API socket %s: %s", socket_path, uv_strerror(rc));
+        uv_close((uv_handle_t *)&api->listener, NULL);
+        uv_run(loop, UV_RUN_NOWAIT);
+        free(api->state_dir);
+        free(api->path);
+        free(api);
+        return -1;
+    }
+    sl_info(MOD, "API listening on unix:%s", socket_path);
+    *out = api;
+    return 0;
+}
+
+static void listener_closed(uv_handle_t *h)
+{
+    sl_api_t *api = h->data;
+    unlink(api->path);
+    api_handle_closed(api);
+}
+
+void sl_api_close(sl_api_t *api, void (*cb)(void *), void *data)
+{
+    api->close_cb = cb;
+    api->close_data = data;
+    while (api->conns)
+        conn_close(api->conns);
+    uv_close((uv_handle_t *)&api->listener, listener_closed);
+}
+
+void sl_api_free(sl_api_t *api)
+{
+    if (!api)
+        return;
+    free(api->state_dir);
+    free(api->path);
+    free(api);
+}

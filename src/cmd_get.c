@@ -1,0 +1,378 @@
+/*
+ * cmd_get.c — the read side of the CLI: services, describe, revisions,
+ * instances, images, logs, and delete. Listings print a table by default
+ * and the API's objects with -o json|yaml.
+ */
+#include "cli.h"
+#include "service.h"
+
+#include <getopt.h>
+#include <stdio.h>
+
+typedef struct get_args {
+    sl_cli_opts_t o;
+    const char *name; /* optional positional */
+    const char *extra;
+    bool follow;
+} get_args_t;
+
+/* Parse common options plus an optional positional NAME. Returns -1 after
+ * printing help (exit 0), > 0 for usage errors, 0 to continue. */
+static int parse_get(int argc, char **argv, const char *usage, int max_pos, bool allow_follow,
+                     get_args_t *a)
+{
+    static const struct option longopts[] = {
+        {"state-dir", required_argument, NULL, 'S'}, {"namespace", required_argument, NULL, 'n'},
+        {"output", required_argument, NULL, 'o'},    {"follow", no_argument, NULL, 'f'},
+        {"help", no_argument, NULL, 'h'},             {NULL, 0, NULL, 0},
+    };
+    memset(a, 0, sizeof(*a));
+    sl_cli_opts_init(&a->o);
+    int opt;
+    optind = 1;
+    while ((opt = getopt_long(argc, argv, allow_follow ? "hfn:o:" : "hn:o:", longopts, NULL)) !=
+           -1) {
+        if (opt == 'h') {
+            printf("%s", usage);
+            return -1;
+        }
+        if (opt == 'f' && allow_follow) {
+            a->follow = true;
+            continue;
+        }
+        int r = sl_cli_common_opt(&a->o, opt, optarg);
+        if (r < 0)
+            return 2;
+        if (r == 0) {
+            fprintf(stderr, "%s", usage);
+            return 2;
+        }
+    }
+    int npos = argc - optind;
+    if (npos > max_pos)
+        return sl_cli_usage("unexpected argument '%s'", argv[optind + max_pos]);
+    if (npos >= 1)
+        a->name = argv[optind];
+    if (npos >= 2)
+        a->extra = argv[optind + 1];
+    return 0;
+}
+
+static const char *cond(const json_t *obj, const char *type, const char **reason)
+{
+    size_t i;
+    json_t *c;
+    json_array_foreach(sl_json_path(obj, "status.conditions"), i, c)
+    {
+        const char *t = sl_json_str(c, "type");
+        if (t && !strcmp(t, type)) {
+            if (reason)
+                *reason = sl_json_str(c, "reason");
+            return sl_json_str(c, "status");
+        }
+    }
+    return "Unknown";
+}
+
+static int fetch(const sl_cli_opts_t *o, const char *path, json_t **out)
+{
+    long st;
+    if (sl_cli_call(o, "GET", path, NULL, &st, out) != 0)
+        return 1;
+    if (st != 200) {
+        int rc = sl_cli_fail(st, *out);
+        json_decref(*out);
+        *out = NULL;
+        return rc;
+    }
+    return 0;
+}
+
+int sl_cmd_services(int argc, char **argv)
+{
+    get_args_t a;
+    int rc = parse_get(argc, argv,
+                       "Usage: sluice services [-n NS] [-o json|yaml]\n\nList services.\n", 0,
+                       false, &a);
+    if (rc)
+        return rc < 0 ? 0 : rc;
+    sl_autofree char *path = xasprintf("/apis/serving.knative.dev/v1/namespaces/%s/services", a.o.ns);
+    json_t *list = NULL;
+    if ((rc = fetch(&a.o, path, &list)))
+        return rc;
+    if (a.o.output != SL_OUT_TABLE) {
+        sl_cli_print(list, a.o.output);
+    } else {
+        static const char *h[] = {"NAME", "URL", "LATESTCREATED", "LATESTREADY", "READY", "REASON"};
+        sl_table_t *t = sl_table_new(6, h);
+        size_t i;
+        json_t *s;
+        json_array_foreach(json_object_get(list, "items"), i, s)
+        {
+            const char *reason = NULL;
+            const char *ready = cond(s, "Ready", &reason);
+            const char *row[] = {sl_json_str(s, "metadata.name"), sl_json_str(s, "status.url"),
+                                 sl_json_str(s, "status.latestCreatedRevisionName"),
+                                 sl_json_str(s, "status.latestReadyRevisionName"), ready, reason};
+            sl_table_add(t, row);
+        }
+        sl_table_print(t);
+    }
+    json_decref(list);
+    return 0;
+}
+
+static void print_instances(json_t *list)
+{
+    static const char *h[] = {"NAME", "REVISION", "STATE", "PID", "INFLIGHT", "AGE", "STARTUP"};
+    sl_table_t *t = sl_table_new(7, h);
+    size_t i;
+    json_t *it;
+    json_array_foreach(json_object_get(list, "items"), i, it)
+    {
+        char pid[32], inflight[32], age[32], startup[32];
+        snprintf(pid, sizeof(pid), "%lld", (long long)json_integer_value(json_object_get(it, "pid")));
+        snprintf(inflight, sizeof(inflight), "%lld",
+                 (long long)json_integer_value(json_object_get(it, "inFlight")));
+        snprintf(age, sizeof(age), "%.0fs", json_number_value(json_object_get(it, "ageSeconds")));
+        snprintf(startup, sizeof(startup), "%.1fms",
+                 json_number_value(json_object_get(it, "startupMs")));
+        const char *row[] = {sl_json_str(it, "name"), sl_json_str(it, "revision"),
+                             sl_json_str(it, "state"), pid, inflight, age, startup};
+        sl_table_add(t, row);
+    }
+    sl_table_print(t);
+}
+
+int sl_cmd_instances(int argc, char **argv)
+{
+    get_args_t a;
+    int rc = parse_get(argc, argv,
+                       "Usage: sluice instances [NAME] [-n NS] [-o json|yaml]\n\n"
+                       "List running instances, of one service or all.\n",
+                       1, false, &a);
+    if (rc)
+        return rc < 0 ? 0 : rc;
+    sl_autofree char *path = a.name ? xasprintf("/apis/sluice.dev/v1/namespaces/%s/instances?service=%s",
+                                                a.o.ns, a.name)
+                                    : xasprintf("/apis/sluice.dev/v1/namespaces/%s/instances", a.o.ns);
+    json_t *list = NULL;
+    if ((rc = fetch(&a.o, path, &list)))
+        return rc;
+    if (a.o.output != SL_OUT_TABLE)
+        sl_cli_print(list, a.o.output);
+    else
+        print_instances(list);
+    json_decref(list);
+    return 0;
+}
+
+static void print_revisions(json_t *list)
+{
+    static const char *h[] = {"NAME", "SERVICE", "IMAGE", "CREATED", "TRAFFIC", "INSTANCES",
+                              "READY", "REASON"};
+    sl_table_t *t = sl_table_new(8, h);
+    size_t i;
+    json_t *r;
+    json_array_foreach(json_object_get(list, "items"), i, r)
+    {
+        char pct[16], inst[16];
+        snprintf(pct, sizeof(pct), "%lld%%",
+                 (long long)json_integer_value(sl_json_path(r, "status.trafficPercent")));
+        snprintf(inst, sizeof(inst), "%lld",
+                 (long long)json_integer_value(sl_json_path(r, "status.actualReplicas")));
+        json_t *labels = sl_json_path(r, "metadata.labels");
+        const char *reason = NULL;
+        const char *ready = cond(r, "Ready", &reason);
+        const char *row[] = {
+            sl_json_str(r, "metadata.name"),
+            json_string_value(json_object_get(labels, SL_LABEL_SERVICE)),
+            sl_json_str(json_array_get(sl_json_path(r, "spec.containers"), 0), "image"),
+            sl_json_str(r, "metadata.creationTimestamp"),
+            pct,
+            inst,
+            ready,
+            reason};
+        sl_table_add(t, row);
+    }
+    sl_table_print(t);
+}
+
+int sl_cmd_revisions(int argc, char **argv)
+{
+    get_args_t a;
+    int rc = parse_get(argc, argv,
+                       "Usage: sluice revisions [NAME] [-n NS] [-o json|yaml]\n\n"
+                       "List revisions, of one service or all.\n",
+                       1, false, &a);
+    if (rc)
+        return rc < 0 ? 0 : rc;
+    sl_autofree char *path =
+        a.name ? xasprintf("/apis/serving.knative.dev/v1/namespaces/%s/revisions?service=%s", a.o.ns,
+                           a.name)
+               : xasprintf("/apis/serving.knative.dev/v1/namespaces/%s/revisions", a.o.ns);
+    json_t *list = NULL;
+    if ((rc = fetch(&a.o, path, &list)))
+        return rc;
+    if (a.o.output != SL_OUT_TABLE)
+        sl_cli_print(list, a.o.output);
+    else
+        print_revisions(list);
+    json_decref(list);
+    return 0;
+}
+
+int sl_cmd_describe(int argc, char **argv)
+{
+    get_args_t a;
+    int rc = parse_get(argc, argv,
+                       "Usage: sluice describe NAME [-n NS] [-o json|yaml]\n\n"
+                       "Show a service (as YAML unless -o json), its revisions and instances.\n",
+                       1, false, &a);
+    if (rc)
+        return rc < 0 ? 0 : rc;
+    if (!a.name)
+        return sl_cli_usage("describe: NAME is required");
+    sl_autofree char *path =
+        xasprintf("/apis/serving.knative.dev/v1/namespaces/%s/services/%s", a.o.ns, a.name);
+    json_t *svc = NULL;
+    if ((rc = fetch(&a.o, path, &svc)))
+        return rc;
+    if (a.o.output == SL_OUT_JSON) {
+        sl_cli_print(svc, SL_OUT_JSON);
+        json_decref(svc);
+        return 0;
+    }
+    sl_cli_print(svc, SL_OUT_YAML);
+    json_decref(svc);
+    if (a.o.output == SL_OUT_YAML)
+        return 0;
+    sl_autofree char *rpath = xasprintf(
+        "/apis/serving.knative.dev/v1/namespaces/%s/revisions?service=%s", a.o.ns, a.name);
+    sl_autofree char *ipath =
+        xasprintf("/apis/sluice.dev/v1/namespaces/%s/instances?service=%s", a.o.ns, a.name);
+    json_t *list = NULL;
+    if (fetch(&a.o, rpath, &list) == 0) {
+        printf("\nRevisions:\n");
+        print_revisions(list);
+        json_decref(list);
+    }
+    if (fetch(&a.o, ipath, &list) == 0) {
+        printf("\nInstances:\n");
+        print_instances(list);
+        json_decref(list);
+    }
+    return 0;
+}
+
+int sl_cmd_delete(int argc, char **argv)
+{
+    get_args_t a;
+    int rc = parse_get(argc, argv,
+                       "Usage: sluice delete NAME [-n NS]\n\n"
+                       "Delete a service: stop its instances and remove its revisions.\n",
+                       1, false, &a);
+    if (rc)
+        return rc < 0 ? 0 : rc;
+    if (!a.name)
+        return sl_cli_usage("delete: NAME is required");
+    sl_autofree char *path =
+        xasprintf("/apis/serving.knative.dev/v1/namespaces/%s/services/%s", a.o.ns, a.name);
+    long st;
+    json_t *resp = NULL;
+    if (sl_cli_call(&a.o, "DELETE", path, NULL, &st, &resp) != 0)
+        return 1;
+    rc = st == 200 ? 0 : sl_cli_fail(st, resp);
+    if (rc == 0)
+        printf("service %s deleted\n", a.name);
+    json_decref(resp);
+    return rc;
+}
+
+int sl_cmd_images(int argc, char **argv)
+{
+    get_args_t a;
+    int rc = parse_get(argc, argv,
+                       "Usage: sluice images [-o json|yaml]\n"
+                       "       sluice images import REF\n\n"
+                       "List imported images, or import one (oci:DIR[:TAG], docker-archive:FILE, "
+                       "dir:ROOTFS).\n",
+                       2, false, &a);
+    if (rc)
+        return rc < 0 ? 0 : rc;
+    json_t *out = NULL;
+    if (a.name && !strcmp(a.name, "import")) {
+        if (!a.extra)
+            return sl_cli_usage("images import: REF is required");
+        sl_autofree char *ref = sl_cli_abs_image_ref(a.extra);
+        json_t *body = json_pack("{s:s}", "ref", ref);
+        long st;
+        rc = sl_cli_call(&a.o, "POST", "/apis/sluice.dev/v1/images", body, &st, &out);
+        json_decref(body);
+        if (rc)
+            return rc;
+        if (st != 200) {
+            rc = sl_cli_fail(st, out);
+            json_decref(out);
+            return rc;
+        }
+        if (a.o.output != SL_OUT_TABLE)
+            sl_cli_print(out, a.o.output);
+        else
+            printf("%s\n", sl_json_str(out, "id"));
+        json_decref(out);
+        return 0;
+    }
+    if (a.name)
+        return sl_cli_usage("images: unknown subcommand '%s'", a.name);
+    if ((rc = fetch(&a.o, "/apis/sluice.dev/v1/images", &out)))
+        return rc;
+    if (a.o.output != SL_OUT_TABLE) {
+        sl_cli_print(out, a.o.output);
+    } else {
+        static const char *h[] = {"ID", "REF", "LAYERS", "SIZE"};
+        sl_table_t *t = sl_table_new(4, h);
+        size_t i;
+        json_t *im;
+        json_array_foreach(json_object_get(out, "items"), i, im)
+        {
+            char layers[16], size[32], id[20];
+            snprintf(layers, sizeof(layers), "%zu", json_array_size(json_object_get(im, "layers")));
+            snprintf(size, sizeof(size), "%.1fMB",
+                     (double)json_integer_value(json_object_get(im, "size")) / 1e6);
+            const char *full = sl_json_str(im, "id");
+            snprintf(id, sizeof(id), "%.19s", full ? full : "");
+            const char *row[] = {id, sl_json_str(im, "ref"), layers, size};
+            sl_table_add(t, row);
+        }
+        sl_table_print(t);
+    }
+    json_decref(out);
+    return 0;
+}
+
+int sl_cmd_logs(int argc, char **argv)
+{
+    get_args_t a;
+    int rc = parse_get(argc, argv,
+                       "Usage: sluice logs NAME [-f] [-n NS]\n\n"
+                       "Print the service's instance logs, each line prefixed with its instance;\n"
+                       "-f keeps following new output.\n",
+                       1, true, &a);
+    if (rc)
+        return rc < 0 ? 0 : rc;
+    if (!a.name)
+        return sl_cli_usage("logs: NAME is required");
+    sl_autofree char *path = xasprintf("/apis/sluice.dev/v1/namespaces/%s/services/%s/logs%s",
+                                       a.o.ns, a.name, a.follow ? "?follow=1" : "");
+    if (!a.follow) {
+        /* A plain GET gives a clear error for an unknown service. */
+        sl_autofree char *spath =
+            xasprintf("/apis/serving.knative.dev/v1/namespaces/%s/services/%s", a.o.ns, a.name);
+        json_t *svc = NULL;
+        if ((rc = fetch(&a.o, spath, &svc)))
+            return rc;
+        json_decref(svc);
+    }
+    return sl_cli_stream(&a.o, path);
+}

@@ -1,0 +1,223 @@
+/*
+ * cmd_serve.c — `sluice serve`: the daemon. Wires store, supervisor,
+ * controller, router and API around one libuv loop, and shuts them down in
+ * order on SIGINT/SIGTERM (stop accepting, stop instances, close the store).
+ */
+#include "api.h"
+#include "cli.h"
+#include "controller.h"
+#include "router.h"
+#include "service.h"
+#include "store.h"
+#include "supervisor.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+
+static const char *MOD = "serve";
+
+typedef struct daemon {
+    uv_loop_t *loop;
+    sl_store_t *store;
+    sl_supervisor_t *sup;
+    sl_controller_t *ctl;
+    sl_router_t *router;
+    sl_api_t *api;
+    uv_signal_t sigint, sigterm;
+    int pending_closes;
+    bool stopping;
+} daemon_t;
+
+static void serve_usage(FILE *f)
+{
+    fprintf(f,
+            "Usage: sluice serve [OPTIONS]\n\n"
+            "Run the sluice daemon in the foreground.\n\n"
+            "  --listen ADDR:PORT   router address (default 127.0.0.1:8080)\n"
+            "  --domain DOMAIN      services are NAME.DOMAIN (default localhost)\n"
+            "  --state-dir DIR      state, images, logs and the API socket\n"
+            "                       (default $SLUICE_STATE_DIR or /var/lib/sluice)\n"
+            "  --runtime crun|runc  OCI runtime (default crun)\n"
+            "  --log-level LEVEL    debug, info, warn or error (default info)\n");
+}
+
+static void supervisor_done(void *data)
+{
+    daemon_t *d = data;
+    uv_stop(d->loop);
+}
+
+static void controller_done(void *data)
+{
+    daemon_t *d = data;
+    sl_supervisor_shutdown(d->sup, true, supervisor_done, d);
+}
+
+/* Front doors first (API, router), then instances, then the supervisor. */
+static void front_closed(void *data)
+{
+    daemon_t *d = data;
+    if (--d->pending_closes == 0)
+        sl_controller_shutdown(d->ctl, controller_done, d);
+}
+
+static void on_signal(uv_signal_t *s, int signum)
+{
+    daemon_t *d = s->data;
+    if (d->stopping) {
+        sl_warn(MOD, "second signal: exiting now");
+        exit(1);
+    }
+    d->stopping = true;
+    sl_info(MOD, "signal %d: shutting down", signum);
+    uv_signal_stop(&d->sigint);
+    uv_signal_stop(&d->sigterm);
+    d->pending_closes = 2;
+    sl_api_close(d->api, front_closed, d);
+    sl_router_close(d->router, front_closed, d);
+}
+
+static int lock_state_dir(const char *dir, sl_error_t *err)
+{
+    sl_autofree char *path = xasprintf("%s/sluice.lock", dir);
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return sl_error_errno(err, errno, "open %s", path);
+    if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+        close(fd);
+        return sl_error_set(err, EBUSY, "another sluice daemon is using %s", dir);
+    }
+    return fd; /* held until exit */
+}
+
+static int parse_port(const char *listen)
+{
+    const char *colon = strrchr(listen, ':');
+    int64_t port = 0;
+    if (!colon || sl_parse_int64(colon + 1, 0, 65535, &port) < 0)
+        return -1;
+    return (int)port;
+}
+
+static int run_daemon(const char *listen, const char *domain, const char *state_dir,
+                      const char *runtime)
+{
+    sl_error_t err = {0};
+    daemon_t d = {0};
+    int port = parse_port(listen);
+    if (port < 0)
+        return sl_cli_usage("--listen: expected ADDR:PORT, got '%s'", listen);
+    if (sl_mkdir_p(state_dir, 0700, &err) < 0)
+        return sl_cli_error("state dir: %s", err.msg);
+    chmod(state_dir, 0700);
+    int lockfd = lock_state_dir(state_dir, &err);
+    if (lockfd < 0)
+        return sl_cli_error("%s", err.msg);
+    d.loop = xcalloc(1, sizeof(uv_loop_t));
+    uv_loop_init(d.loop);
+    sl_autofree char *db = xasprintf("%s/sluice.db", state_dir);
+    sl_autofree char *sock = xasprintf("%s/sluice.sock", state_dir);
+    int rc = 1;
+    if (sl_store_open_sqlite(db, &d.store, &err) < 0 ||
+        sl_supervisor_new(d.loop, state_dir, runtime, &d.sup, &err) < 0) {
+        sl_cli_error("%s", err.msg);
+        goto out;
+    }
+    sl_controller_config_t ccfg = {.state_dir = state_dir, .domain = domain, .url_port = port};
+    sl_controller_new(d.loop, d.store, d.sup, &ccfg, &d.ctl, &err);
+    sl_router_config_t rcfg = {.listen = listen};
+    if (sl_router_new(d.loop, &rcfg, &sl_controller_router_ops, d.ctl, &d.router, &err) < 0) {
+        sl_cli_error("router: %s", err.msg);
+        goto out;
+    }
+    sl_controller_set_router(d.ctl, d.router);
+    if (sl_api_new(d.loop, sock, state_dir, d.ctl, &d.api, &err) < 0) {
+        sl_cli_error("%s", err.msg);
+        goto out;
+    }
+    if (sl_controller_load(d.ctl, &err) < 0)
+        sl_err(MOD, "loading services: %s", err.msg);
+    uv_signal_init(d.loop, &d.sigint);
+    uv_signal_init(d.loop, &d.sigterm);
+    d.sigint.data = d.sigterm.data = &d;
+    uv_signal_start(&d.sigint, on_signal, SIGINT);
+    uv_signal_start(&d.sigterm, on_signal, SIGTERM);
+    sl_info(MOD, "sluice %s serving on http://%s (services at http://NAME.%s:%d), state in %s",
+            SL_VERSION, listen, domain, port, state_dir);
+    uv_run(d.loop, UV_RUN_DEFAULT);
+    rc = 0;
+    uv_close((uv_handle_t *)&d.sigint, NULL);
+    uv_close((uv_handle_t *)&d.sigterm, NULL);
+out:
+    /* Drain handles that closed during shutdown. */
+    uv_run(d.loop, UV_RUN_NOWAIT);
+    sl_api_free(d.api);
+    sl_controller_free(d.ctl);
+    sl_supervisor_free(d.sup);
+    sl_store_close(d.store);
+    uv_walk(d.loop, NULL, NULL);
+    uv_loop_close(d.loop);
+    free(d.loop);
+    close(lockfd);
+    sl_info(MOD, "stopped");
+    return rc;
+}
+
+int sl_cmd_serve(int argc, char **argv)
+{
+    static const struct option longopts[] = {
+        {"listen", required_argument, NULL, 'l'},   {"domain", required_argument, NULL, 'd'},
+        {"state-dir", required_argument, NULL, 'S'}, {"runtime", required_argument, NULL, 'r'},
+        {"log-level", required_argument, NULL, 'L'}, {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    const char *listen = "127.0.0.1:8080", *domain = "localhost", *runtime = "crun";
+    const char *state_dir = sl_cli_default_state_dir();
+    int opt;
+    optind = 1;
+    while ((opt = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+        switch (opt) {
+        case 'l':
+            listen = optarg;
+            break;
+        case 'd':
+            domain = optarg;
+            break;
+        case 'S':
+            state_dir = optarg;
+            break;
+        case 'r':
+            if (strcmp(optarg, "crun") && strcmp(optarg, "runc"))
+                return sl_cli_usage("--runtime: must be crun or runc, got '%s'", optarg);
+            runtime = optarg;
+            break;
+        case 'L':
+            if (!strcmp(optarg, "debug"))
+                sl_log_set_level(SL_LOG_DEBUG);
+            else if (!strcmp(optarg, "info"))
+                sl_log_set_level(SL_LOG_INFO);
+            else if (!strcmp(optarg, "warn"))
+                sl_log_set_level(SL_LOG_WARN);
+            else if (!strcmp(optarg, "error"))
+                sl_log_set_level(SL_LOG_ERROR);
+            else
+                return sl_cli_usage("--log-level: must be debug, info, warn or error");
+            break;
+        case 'h':
+            serve_usage(stdout);
+            return 0;
+        default:
+            serve_usage(stderr);
+            return 2;
+        }
+    }
+    if (optind < argc)
+        return sl_cli_usage("serve: unexpected argument '%s'", argv[optind]);
+    if (!sl_is_valid_domain(domain))
+        return sl_cli_usage("--domain: '%s' is not a valid DNS name", domain);
+    return run_daemon(listen, domain, state_dir, runtime);
+}

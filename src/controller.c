@@ -1,0 +1,752 @@
+/*
+ * controller.c — services, revisions and instances at run time.
+ *
+ * The store holds the desired state (Service and Revision objects, images);
+ * this module holds what is running: per service the latest created and
+ * latest ready revision, per revision its instances and the FIFO of
+ * requests waiting for a slot. Instance lifecycle events from the
+ * supervisor drive revision readiness, which the service's status and the
+ * router follow. Everything runs on the loop thread; image imports run on
+ * the thread pool and come back through uv_after_work.
+ */
+#include "controller_int.h"
+
+#include "image.h"
+#include "service.h"
+
+#include <errno.h>
+#include <stdio.h>
+
+static const char *MOD = "controller";
+
+/* ---- helpers ---------------------------------------------------------- */
+
+json_t *sl_status_json(int code, const char *reason, const char *message)
+{
+    return json_pack("{s:s,s:s,s:s,s:s,s:s,s:i}", "apiVersion", "v1", "kind", "Status", "status",
+                     code < 400 ? "Success" : "Failure", "reason", reason, "message", message,
+                     "code", code);
+}
+
+static uint32_t hash_host(const char *p, size_t n)
+{
+    uint32_t h = 2166136261u;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ (unsigned char)p[i]) * 16777619u;
+    return h % HOST_BUCKETS;
+}
+
+static char *service_host(sl_controller_t *c, const char *ns, const char *name)
+{
+    if (!strcmp(ns, SL_DEFAULT_NAMESPACE))
+        return xasprintf("%s.%s", name, c->domain);
+    return xasprintf("%s.%s.%s", name, ns, c->domain);
+}
+
+static char *service_url(sl_controller_t *c, const char *host)
+{
+    if (c->url_port == 80)
+        return xasprintf("http://%s", host);
+    return xasprintf("http://%s:%d", host, c->url_port);
+}
+
+svc_rt_t *ctl_svc_find(sl_controller_t *c, const char *ns, const char *name)
+{
+    for (svc_rt_t *s = c->svcs; s; s = s->next)
+        if (!strcmp(s->ns, ns) && !strcmp(s->name, name))
+            return s;
+    return NULL;
+}
+
+static json_t *condition(const char *type, const char *status, const char *reason,
+                         const char *message)
+{
+    json_t *cnd = json_pack("{s:s,s:s,s:s}", "type", type, "status", status, "lastTransitionTime",
+                            sl_rfc3339_now());
+    if (reason)
+        json_object_set_new(cnd, "reason", json_string(reason));
+    if (message)
+        json_object_set_new(cnd, "message", json_string(message));
+    return cnd;
+}
+
+/* ---- status ----------------------------------------------------------- */
+
+void ctl_rev_update_status(rev_rt_t *r)
+{
+    json_t *st = sl_json_ensure_obj(r->obj, "status");
+    const char *s = r->state == REV_READY ? "True" : r->state == REV_FAILED ? "False" : "Unknown";
+    const char *reason = r->state == REV_FAILED ? "ContainerFailed"
+                         : r->state == REV_PENDING ? "Deploying"
+                                                   : NULL;
+    json_object_set_new(st, "conditions",
+                        json_pack("[o,o,o]", condition("Ready", s, reason, r->reason),
+                                  condition("ContainerHealthy", s, reason, r->reason),
+                                  condition("ResourcesAvailable", "True", NULL, NULL)));
+    json_object_set_new(st, "actualReplicas", json_integer(r->n_ready));
+    json_object_set_new(st, "observedGeneration", json_integer(1));
+}
+
+void ctl_svc_update_status(svc_rt_t *s)
+{
+    json_t *st = sl_json_ensure_obj(s->obj, "status");
+    json_t *gen = sl_json_path(s->obj, "metadata.generation");
+    json_object_set_new(st, "observedGeneration", json_integer(json_integer_value(gen)));
+    json_object_set_new(st, "url", json_string(s->url));
+    json_object_set_new(st, "address", json_pack("{s:s}", "url", s->url));
+    if (s->latest)
+        json_object_set_new(st, "latestCreatedRevisionName", json_string(s->latest->name));
+    if (s->ready)
+        json_object_set_new(st, "latestReadyRevisionName", json_string(s->ready->name));
+    else
+        json_object_del(st, "latestReadyRevisionName");
+
+    const char *cfg_status = "Unknown", *cfg_reason = "Deploying";
+    const char *msg = NULL;
+    if (s->latest && s->latest->state == REV_READY) {
+        cfg_status = "True";
+        cfg_reason = NULL;
+    } else if (s->latest && s->latest->state == REV_FAILED) {
+        cfg_status = "False";
+        cfg_reason = "RevisionFailed";
+        msg = s->latest->reason;
+    }
+    const char *route_status = s->ready ? "True" : cfg_status;
+    const char *route_reason = s->ready ? NULL : cfg_reason;
+    json_t *traffic = json_array();
+    if (s->ready)
+        json_array_append_new(traffic, json_pack("{s:s,s:b,s:i}", "revisionName", s->ready->name,
+                                                 "latestRevision", 1, "percent", 100));
+    json_object_set_new(st, "traffic", traffic);
+    sl_autofree char *full = msg ? xasprintf("Revision \"%s\" failed: %s", s->latest->name, msg)
+                                 : NULL;
+    json_object_set_new(st, "conditions",
+                        json_pack("[o,o,o]", condition("ConfigurationsReady", cfg_status,
+                                                       cfg_reason, full),
+                                  condition("Ready", cfg_status, cfg_reason, full),
+                                  condition("RoutesReady", route_status, route_reason, NULL)));
+}
+
+static void persist(sl_controller_t *c, const char *kind, const char *ns, const char *name,
+                    json_t *obj)
+{
+    sl_error_t err = {0};
+    if (sl_store_put(c->store, kind, ns, name, obj, &err) < 0)
+        sl_err(MOD, "persisting %s %s/%s: %s", kind, ns, name, err.msg);
+}
+
+void ctl_svc_changed(svc_rt_t *s)
+{
+    ctl_svc_update_status(s);
+    persist(s->ctl, "services", s->ns, s->name, s->obj);
+}
+
+static void rev_changed(rev_rt_t *r)
+{
+    ctl_rev_update_status(r);
+    persist(r->ctl, "revisions", r->cfg->namespace_, r->name, r->obj);
+}
+
+/* ---- waiters ---------------------------------------------------------- */
+
+static void wq_push(rev_rt_t *r, sl_waiter_t *w)
+{
+    w->next = NULL;
+    w->prev = r->wq_tail;
+    if (r->wq_tail)
+        r->wq_tail->next = w;
+    else
+        r->wq_head = w;
+    r->wq_tail = w;
+    w->owner_data = r;
+    r->n_waiting++;
+}
+
+static void wq_remove(rev_rt_t *r, sl_waiter_t *w)
+{
+    if (w->prev)
+        w->prev->next = w->next;
+    else
+        r->wq_head = w->next;
+    if (w->next)
+        w->next->prev = w->prev;
+    else
+        r->wq_tail = w->prev;
+    w->prev = w->next = NULL;
+    w->owner_data = NULL;
+    r->n_waiting--;
+}
+
+static inst_rt_t *pick_instance(rev_rt_t *r)
+{
+    inst_rt_t *best = NULL;
+    int ties = 0;
+    int limit = r->cfg->concurrency;
+    for (inst_rt_t *i = r->instances; i; i = i->next) {
+        if (!i->ready || (limit > 0 && i->inflight >= limit))
+            continue;
+        if (!best || i->inflight < best->inflight) {
+            best = i;
+            ties = 1;
+        } else if (i->inflight == best->inflight && (rand() % ++ties) == 0) {
+            best = i;
+        }
+    }
+    return best;
+}
+
+static void fail_waiters(rev_rt_t *r, int status, const char *reason)
+{
+    while (r->wq_head) {
+        sl_waiter_t *w = r->wq_head;
+        wq_remove(r, w);
+        w->ready(w, status, NULL, reason);
+    }
+}
+
+static void dispatch(rev_rt_t *r)
+{
+    while (r->wq_head) {
+        inst_rt_t *i = pick_instance(r);
+        if (!i)
+            break;
+        sl_waiter_t *w = r->wq_head;
+        wq_remove(r, w);
+        i->inflight++;
+        sl_pick_t pick = {.pool = i->pool, .instance = i};
+        w->ready(w, 0, &pick, NULL);
+    }
+}
+
+/* ---- instances -------------------------------------------------------- */
+
+static void rev_maybe_free(rev_rt_t *r);
+static int rev_start_instance(rev_rt_t *r);
+
+static void retry_fire(uv_timer_t *t)
+{
+    rev_rt_t *r = t->data;
+    r->backoff_due = true;
+    ctl_rev_ensure(r);
+}
+
+static void became_ready(rev_rt_t *r)
+{
+    bool first = r->state != REV_READY;
+    r->state = REV_READY;
+    r->ever_ready = true;
+    r->failures = 0;
+    free(r->reason);
+    r->reason = NULL;
+    if (first)
+        rev_changed(r);
+    svc_rt_t *s = r->svc;
+    if (s && s->latest == r && s->ready != r) {
+        rev_rt_t *old = s->ready;
+        s->ready = r;
+        ctl_svc_changed(s);
+        if (old && old != r) {
+            old->retired = true;
+            ctl_rev_ensure(old);
+        }
+        sl_info(MOD, "service %s/%s: revision %s is ready and serving", s->ns, s->name, r->name);
+    } else if (first) {
+        ctl_svc_changed(s);
+    }
+}
+
+static void instance_failed_start(rev_rt_t *r, const char *why)
+{
+    r->failures++;
+    if (!r->ever_ready || r->state != REV_READY) {
+        r->state = REV_FAILED;
+        free(r->reason);
+        r->reason = xstrdup(why);
+        rev_changed(r);
+        if (r->svc)
+            ctl_svc_changed(r->svc);
+    }
+    if (r->n_ready == 0 && r->n_starting == 0) {
+        sl_autofree char *msg = xasprintf("revision %s failed to start: %s", r->name, why);
+        fail_waiters(r, 502, msg);
+    }
+}
+
+static void instance_cb(sl_instance_t *inst, sl_inst_state_t state, void *data)
+{
+    inst_rt_t *i = data;
+    rev_rt_t *r = i->rev;
+    sl_controller_t *c = r->ctl;
+    switch (state) {
+    case SL_INST_STARTING:
+    case SL_INST_STOPPING:
+        return;
+    case SL_INST_READY:
+        if (i->ready)
+            return;
+        i->ready = true;
+        r->n_starting--;
+        r->n_ready++;
+        i->pool = sl_upstream_pool_new(c->router, sl_instance_netns_fd(inst),
+                                       sl_instance_port(inst));
+        sl_info(MOD, "instance %s ready in %.1f ms", sl_instance_id(inst),
+                (double)(sl_instance_ready_ns(inst) - sl_instance_started_ns(inst)) / 1e6);
+        became_ready(r);
+        dispatch(r);
+        ctl_rev_ensure(r);
+        return;
+    case SL_INST_EXITED:
+        break;
+    }
+    const char *why = sl_instance_exit_reason(inst);
+    bool was_ready = i->ready;
+    if (was_ready)
+        r->n_ready--;
+    else
+        r->n_starting--;
+    if (i->pool)
+        sl_upstream_pool_close(i->pool);
+    if (i->prev)
+        i->prev->next = i->next;
+    else
+        r->instances = i->next;
+    if (i->next)
+        i->next->prev = i->prev;
+    r->n_instances--;
+    bool stopping = r->retired || c->shutting_down || !r->svc;
+    if (!stopping) {
+        sl_warn(MOD, "instance %s of %s exited: %s", sl_instance_id(inst), r->name,
+                why ? why : "unknown reason");
+        if (!was_ready)
+            instance_failed_start(r, why ? why : "exited before it was ready");
+        else if (r->svc)
+            ctl_svc_changed(r->svc);
+    }
+    free(i);
+    ctl_rev_ensure(r);
+    rev_maybe_free(r);
+}
+
+static int rev_start_instance(rev_rt_t *r)
+{
+    sl_controller_t *c = r->ctl;
+    sl_revision_cfg_t *cfg = r->cfg;
+    sl_instance_spec_t spec = {
+        .namespace_ = cfg->namespace_,
+        .service = cfg->service,
+        .configuration = cfg->service,
+        .revision = cfg->name,
+        .image = r->image,
+        .port = cfg->port,
+        .env = cfg->env,
+        .n_env = cfg->n_env,
+        .command = cfg->command,
+        .n_command = cfg->n_command,
+        .args = cfg->args,
+        .n_args = cfg->n_args,
+        .memory_limit = cfg->memory_limit,
+        .cpu_millis = cfg->cpu_millis,
+    };
+    inst_rt_t *i = xcalloc(1, sizeof(*i));
+    i->rev = r;
+    sl_error_t err = {0};
+    i->inst = sl_supervisor_start(c->sup, &spec, instance_cb, i, &err);
+    if (!i->inst) {
+        free(i);
+        sl_err(MOD, "starting an instance of %s: %s", r->name, err.msg);
+        instance_failed_start(r, err.msg);
+        return -1;
+    }
+    i->next = r->instances;
+    if (r->instances)
+        r->instances->prev = i;
+    r->instances = i;
+    r->n_instances++;
+    r->n_starting++;
+    return 0;
+}
+
+/* Bring the revision's instance count to what it needs now. Thin rule for
+ * now: a wanted revision keeps one instance, and adds one while requests
+ * wait and nothing is starting (up to max scale); a retired revision stops
+ * all of its instances. A revision whose instances fail to start retries
+ * with exponential backoff (0.5 s doubling to 64 s). */
+void ctl_rev_ensure(rev_rt_t *r)
+{
+    sl_controller_t *c = r->ctl;
+    if (r->retired || c->shutting_down) {
+        if (r->retry)
+            uv_timer_stop(r->retry);
+        for (inst_rt_t *i = r->instances; i; i = i->next)
+            sl_instance_stop(i->inst);
+        fail_waiters(r, 503, "revision is no longer serving");
+        return;
+    }
+    if (!r->image || (r->retry && uv_is_active((uv_handle_t *)r->retry)))
+        return;
+    int want = 1;
+    if (r->n_waiting > 0 && r->n_starting == 0 && !pick_instance(r))
+        want = r->n_instances + 1;
+    if (want > c->max_scale)
+        want = c->max_scale;
+    if (r->n_instances >= want)
+        return;
+    if (r->state == REV_FAILED && r->failures > 0 && !r->backoff_due) {
+        if (!r->retry) {
+            r->retry = xcalloc(1, sizeof(*r->retry));
+            uv_timer_init(c->loop, r->retry);
+            r->retry->data = r;
+        }
+        uint64_t backoff = 500u << (r->failures > 8 ? 7 : r->failures - 1);
+        uv_timer_start(r->retry, retry_fire, backoff, 0);
+        return;
+    }
+    r->backoff_due = false;
+    while (r->n_instances < want)
+        if (rev_start_instance(r) < 0)
+            break;
+}
+
+static void free_handle_cb(uv_handle_t *h)
+{
+    free(h);
+}
+
+static void rev_free(rev_rt_t *r)
+{
+    sl_controller_t *c = r->ctl;
+    if (r->all_prev)
+        r->all_prev->all_next = r->all_next;
+    else
+        c->revs = r->all_next;
+    if (r->all_next)
+        r->all_next->all_prev = r->all_prev;
+    if (r->retry)
+        uv_close((uv_handle_t *)r->retry, free_handle_cb);
+    json_decref(r->obj);
+    sl_revision_cfg_free(r->cfg);
+    sl_image_free(r->image);
+    free(r->reason);
+    free(r->name);
+    free(r);
+}
+
+static void rev_maybe_free(rev_rt_t *r)
+{
+    sl_controller_t *c = r->ctl;
+    if ((r->retired || c->shutting_down) && r->n_instances == 0 && r->n_waiting == 0) {
+        if (r->svc) {
+            if (r->svc->latest == r)
+                r->svc->latest = NULL;
+            if (r->svc->ready == r)
+                r->svc->ready = NULL;
+        }
+        rev_free(r);
+        if (c->shutting_down && !c->revs && c->shutdown_done) {
+            void (*done)(void *) = c->shutdown_done;
+            c->shutdown_done = NULL;
+            done(c->shutdown_data);
+        }
+    }
+}
+
+rev_rt_t *ctl_rev_new(sl_controller_t *c, svc_rt_t *s, json_t *obj, sl_error_t *err)
+{
+    sl_revision_cfg_t *cfg = NULL;
+    if (sl_revision_cfg_from_json(obj, &cfg, err) < 0)
+        return NULL;
+    json_t *img = NULL;
+    sl_image_t *image = NULL;
+    const char *id = cfg->image_id ? cfg->image_id : "";
+    const char *hex = strncmp(id, "sha256:", 7) == 0 ? id + 7 : id;
+    if (sl_store_get(c->store, "images", "", hex, &img, err) < 0 ||
+        !(image = sl_image_from_json(img, err))) {
+        json_decref(img);
+        sl_revision_cfg_free(cfg);
+        return NULL;
+    }
+    json_decref(img);
+    rev_rt_t *r = xcalloc(1, sizeof(*r));
+    r->ctl = c;
+    r->svc = s;
+    r->name = xstrdup(cfg->name);
+    r->obj = json_incref(obj);
+    r->cfg = cfg;
+    r->image = image;
+    const char *ready = NULL;
+    json_t *conds = sl_json_path(obj, "status.conditions");
+    size_t k;
+    json_t *cnd;
+    json_array_foreach(conds, k, cnd)
+    {
+        if (!strcmp(sl_json_str(cnd, "type") ? sl_json_str(cnd, "type") : "", "Ready"))
+            ready = sl_json_str(cnd, "status");
+    }
+    r->ever_ready = ready && !strcmp(ready, "True");
+    r->state = REV_PENDING;
+    r->all_next = c->revs;
+    if (c->revs)
+        c->revs->all_prev = r;
+    c->revs = r;
+    return r;
+}
+
+/* ---- services --------------------------------------------------------- */
+
+svc_rt_t *ctl_svc_new(sl_controller_t *c, json_t *obj)
+{
+    svc_rt_t *s = xcalloc(1, sizeof(*s));
+    s->ctl = c;
+    s->ns = xstrdup(sl_json_str(obj, "metadata.namespace"));
+    s->name = xstrdup(sl_json_str(obj, "metadata.name"));
+    s->host = service_host(c, s->ns, s->name);
+    s->url = service_url(c, s->host);
+    s->obj = json_incref(obj);
+    uint32_t h = hash_host(s->host, strlen(s->host));
+    s->hnext = c->buckets[h];
+    c->buckets[h] = s;
+    s->next = c->svcs;
+    if (c->svcs)
+        c->svcs->prev = s;
+    c->svcs = s;
+    return s;
+}
+
+void ctl_svc_free(svc_rt_t *s)
+{
+    sl_controller_t *c = s->ctl;
+    uint32_t h = hash_host(s->host, strlen(s->host));
+    for (svc_rt_t **pp = &c->buckets[h]; *pp; pp = &(*pp)->hnext) {
+        if (*pp == s) {
+            *pp = s->hnext;
+            break;
+        }
+    }
+    if (s->prev)
+        s->prev->next = s->next;
+    else
+        c->svcs = s->next;
+    if (s->next)
+        s->next->prev = s->prev;
+    for (rev_rt_t *r = c->revs; r; r = r->all_next)
+        if (r->svc == s)
+            r->svc = NULL;
+    json_decref(s->obj);
+    free(s->ns);
+    free(s->name);
+    free(s->host);
+    free(s->url);
+    free(s);
+}
+
+void ctl_retire_all(svc_rt_t *s)
+{
+    sl_controller_t *c = s->ctl;
+    rev_rt_t *r = c->revs;
+    while (r) {
+        rev_rt_t *next = r->all_next;
+        if (r->svc == s) {
+            r->retired = true;
+            r->svc = NULL;
+            ctl_rev_ensure(r);
+            rev_maybe_free(r);
+        }
+        r = next;
+    }
+}
+
+/* Make `r` the service's latest revision; the ready one keeps serving until
+ * r is ready. */
+void ctl_svc_set_latest(svc_rt_t *s, rev_rt_t *r)
+{
+    rev_rt_t *old = s->latest;
+    s->latest = r;
+    if (old && old != r && old != s->ready) {
+        old->retired = true;
+        ctl_rev_ensure(old);
+        rev_maybe_free(old);
+    }
+    ctl_rev_ensure(r);
+}
+
+/* ---- router ops ------------------------------------------------------- */
+
+static void *op_resolve(void *ctx, sl_str_t host)
+{
+    sl_controller_t *c = ctx;
+    uint32_t h = hash_host(host.p, host.len);
+    for (svc_rt_t *s = c->buckets[h]; s; s = s->hnext)
+        if (strlen(s->host) == host.len && !memcmp(s->host, host.p, host.len))
+            return s;
+    return NULL;
+}
+
+static rev_rt_t *serving_rev(svc_rt_t *s)
+{
+    return s->ready ? s->ready : s->latest;
+}
+
+static int op_acquire(void *ctx, void *target, sl_waiter_t *w, sl_pick_t *pick,
+                      const char **reason)
+{
+    sl_controller_t *c = ctx;
+    svc_rt_t *s = target;
+    rev_rt_t *r = serving_rev(s);
+    if (!r || c->shutting_down) {
+        *reason = "service has no revision to serve";
+        return 503;
+    }
+    inst_rt_t *i = r->wq_head ? NULL : pick_instance(r);
+    if (i) {
+        i->inflight++;
+        pick->pool = i->pool;
+        pick->instance = i;
+        return SL_OK;
+    }
+    if (r->state == REV_FAILED && r->n_instances == 0) {
+        *reason = r->reason ? r->reason : "revision failed";
+        return 502;
+    }
+    if (r->n_waiting >= c->queue_max) {
+        *reason = "request queue is full";
+        return 503;
+    }
+    w->enqueued_ns = sl_now_ns();
+    wq_push(r, w);
+    ctl_rev_ensure(r);
+    return SL_AGAIN;
+}
+
+static void op_cancel(void *ctx, void *target, sl_waiter_t *w)
+{
+    rev_rt_t *r = w->owner_data;
+    if (r) {
+        wq_remove(r, w);
+        rev_maybe_free(r);
+    }
+}
+
+static void op_release(void *ctx, void *instance, bool failed)
+{
+    inst_rt_t *i = instance;
+    i->inflight--;
+    dispatch(i->rev);
+}
+
+static uint64_t op_timeout_ms(void *ctx, void *target)
+{
+    svc_rt_t *s = target;
+    rev_rt_t *r = serving_rev(s);
+    return r ? (uint64_t)r->cfg->timeout_s * 1000u : SL_DEFAULT_TIMEOUT_S * 1000u;
+}
+
+const sl_router_ops_t sl_controller_router_ops = {
+    .resolve = op_resolve,
+    .acquire = op_acquire,
+    .cancel = op_cancel,
+    .release = op_release,
+    .timeout_ms = op_timeout_ms,
+};
+
+/* ---- lifecycle -------------------------------------------------------- */
+
+int sl_controller_new(uv_loop_t *loop, sl_store_t *store, sl_supervisor_t *sup,
+                      const sl_controller_config_t *cfg, sl_controller_t **out, sl_error_t *err)
+{
+    sl_controller_t *c = xcalloc(1, sizeof(*c));
+    c->loop = loop;
+    c->store = store;
+    c->sup = sup;
+    c->state_dir = xstrdup(cfg->state_dir);
+    c->domain = xstrdup(cfg->domain);
+    c->url_port = cfg->url_port;
+    c->queue_max = cfg->queue_max ? cfg->queue_max : 1000;
+    c->max_scale = cfg->max_scale_default > 0 ? cfg->max_scale_default : 100;
+    *out = c;
+    return 0;
+}
+
+void sl_controller_set_router(sl_controller_t *c, sl_router_t *r)
+{
+    c->router = r;
+}
+
+static void load_service(sl_controller_t *c, json_t *obj)
+{
+    svc_rt_t *s = ctl_svc_new(c, obj);
+    const char *latest = sl_json_str(obj, "status.latestCreatedRevisionName");
+    const char *ready = sl_json_str(obj, "status.latestReadyRevisionName");
+    sl_error_t err = {0};
+    const char *names[2] = {ready, latest};
+    for (int k = 0; k < 2; k++) {
+        if (!names[k] || (k == 1 && ready && !strcmp(ready, latest)))
+            continue;
+        json_t *robj = NULL;
+        if (sl_store_get(c->store, "revisions", s->ns, names[k], &robj, &err) < 0) {
+            sl_err(MOD, "service %s/%s: %s", s->ns, s->name, err.msg);
+            continue;
+        }
+        rev_rt_t *r = ctl_rev_new(c, s, robj, &err);
+        json_decref(robj);
+        if (!r) {
+            sl_err(MOD, "service %s/%s: revision %s: %s", s->ns, s->name, names[k], err.msg);
+            continue;
+        }
+        if (k == 0)
+            s->ready = r;
+        if (!latest || !strcmp(names[k], latest))
+            s->latest = r;
+    }
+    if (s->ready)
+        ctl_rev_ensure(s->ready);
+    if (s->latest && s->latest != s->ready)
+        ctl_rev_ensure(s->latest);
+}
+
+int sl_controller_load(sl_controller_t *c, sl_error_t *err)
+{
+    json_t *list = NULL;
+    if (sl_store_list(c->store, "services", NULL, &list, err) < 0)
+        return -1;
+    size_t i;
+    json_t *obj;
+    json_array_foreach(list, i, obj) load_service(c, obj);
+    sl_info(MOD, "loaded %zu services", json_array_size(list));
+    json_decref(list);
+    return 0;
+}
+
+static void shutdown_check(sl_controller_t *c)
+{
+    if (!c->revs && c->shutdown_done) {
+        void (*done)(void *) = c->shutdown_done;
+        c->shutdown_done = NULL;
+        done(c->shutdown_data);
+    }
+}
+
+void sl_controller_shutdown(sl_controller_t *c, void (*done)(void *), void *data)
+{
+    c->shutting_down = true;
+    c->shutdown_done = done;
+    c->shutdown_data = data;
+    rev_rt_t *r = c->revs;
+    while (r) {
+        rev_rt_t *next = r->all_next;
+        ctl_rev_ensure(r);
+        rev_maybe_free(r);
+        r = next;
+    }
+    shutdown_check(c);
+}
+
+void sl_controller_free(sl_controller_t *c)
+{
+    if (!c)
+        return;
+    while (c->svcs)
+        ctl_svc_free(c->svcs);
+    free(c->state_dir);
+    free(c->domain);
+    free(c);
+}

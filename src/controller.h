@@ -1,0 +1,70 @@
+/*
+ * controller.h — reconciles stored Services into running revisions.
+ *
+ * Owns the in-memory view of every service (host → service → revisions →
+ * instances), applies changes from the API (validating, importing images on
+ * the thread pool, cutting immutable revisions, storing them in one
+ * transaction), starts and stops instances through the supervisor, and
+ * answers the router's questions: which service a host names, which
+ * instance may take a request now, and who waits for capacity.
+ */
+#ifndef SL_CONTROLLER_H
+#define SL_CONTROLLER_H
+
+#include "common.h"
+#include "router.h"
+#include "store.h"
+#include "supervisor.h"
+#include <jansson.h>
+#include <uv.h>
+
+typedef struct sl_controller sl_controller_t;
+
+typedef struct sl_controller_config {
+    const char *state_dir;
+    const char *domain;     /* "localhost" */
+    int url_port;           /* router port shown in URLs (80 → omitted) */
+    size_t queue_max;       /* waiting requests per revision before 503 (default 1000) */
+    int max_scale_default;  /* instances per revision at most (default 100) */
+} sl_controller_config_t;
+
+int sl_controller_new(uv_loop_t *loop, sl_store_t *store, sl_supervisor_t *sup,
+                      const sl_controller_config_t *cfg, sl_controller_t **out, sl_error_t *err);
+/* The router the controller creates upstream pools on; set before load. */
+void sl_controller_set_router(sl_controller_t *c, sl_router_t *r);
+/* Load every stored service and start what it needs. */
+int sl_controller_load(sl_controller_t *c, sl_error_t *err);
+
+/* Router ops; ctx is the controller. */
+extern const sl_router_ops_t sl_controller_router_ops;
+
+/* Result of an asynchronous API operation: HTTP status and a body (a
+ * Knative object or a Status), ownership passes to the callback. */
+typedef void (*sl_controller_cb)(int http_status, json_t *body, void *data);
+
+/* Create (create_only) or create-or-replace a Service from a manifest. */
+void sl_controller_apply(sl_controller_t *c, json_t *svc, const char *ns_default,
+                         bool create_only, sl_controller_cb cb, void *data);
+/* Import an image reference into the store. */
+void sl_controller_import_image(sl_controller_t *c, const char *ref, sl_controller_cb cb,
+                                void *data);
+
+/* Synchronous reads and deletes; return HTTP status, *body set. */
+int sl_controller_get_service(sl_controller_t *c, const char *ns, const char *name, json_t **body);
+int sl_controller_list_services(sl_controller_t *c, const char *ns, json_t **body);
+int sl_controller_list_revisions(sl_controller_t *c, const char *ns, const char *service,
+                                 json_t **body);
+int sl_controller_list_instances(sl_controller_t *c, const char *ns, const char *service,
+                                 json_t **body);
+int sl_controller_list_images(sl_controller_t *c, json_t **body);
+int sl_controller_delete_service(sl_controller_t *c, const char *ns, const char *name,
+                                 json_t **body);
+
+/* A Kubernetes-style Status object for errors. New reference. */
+json_t *sl_status_json(int code, const char *reason, const char *message);
+
+/* Stop every instance, fail waiters; done runs when all have exited. */
+void sl_controller_shutdown(sl_controller_t *c, void (*done)(void *), void *data);
+void sl_controller_free(sl_controller_t *c);
+
+#endif

@@ -1,0 +1,510 @@
+/*
+ * controller_api.c — the controller's side of the API: applying Service
+ * manifests (validate, import the image on the thread pool, cut a revision,
+ * store everything in one transaction, then start it), reads, lists and
+ * deletes. A failed apply stores nothing and leaves running revisions as
+ * they were.
+ */
+#include "controller_int.h"
+
+#include <errno.h>
+#include <stdio.h>
+
+static const char *MOD = "api";
+
+typedef struct apply_req {
+    uv_work_t work;
+    sl_controller_t *c;
+    json_t *svc;
+    char *ns, *name, *ref;
+    bool create_only;
+    bool import_only;
+    sl_image_t *image;
+    sl_error_t err;
+    int rc;
+    sl_controller_cb cb;
+    void *data;
+    struct apply_req *next;
+} apply_req_t;
+
+static apply_req_t *pending;
+
+static void reply(sl_controller_cb cb, void *data, int code, const char *reason, const char *msg)
+{
+    cb(code, sl_status_json(code, reason, msg), data);
+}
+
+static bool apply_pending(const char *ns, const char *name)
+{
+    for (apply_req_t *a = pending; a; a = a->next)
+        if (a->ns && !strcmp(a->ns, ns) && !strcmp(a->name, name))
+            return true;
+    return false;
+}
+
+static void apply_req_free(apply_req_t *a)
+{
+    for (apply_req_t **pp = &pending; *pp; pp = &(*pp)->next) {
+        if (*pp == a) {
+            *pp = a->next;
+            break;
+        }
+    }
+    json_decref(a->svc);
+    sl_image_free(a->image);
+    free(a->ns);
+    free(a->name);
+    free(a->ref);
+    free(a);
+}
+
+static void import_work(uv_work_t *w)
+{
+    apply_req_t *a = w->data;
+    a->rc = sl_image_import(a->c->state_dir, a->ref, NULL, &a->image, &a->err);
+}
+
+static int store_image(sl_controller_t *c, const sl_image_t *img, sl_error_t *err)
+{
+    json_t *j = sl_image_to_json(img);
+    const char *hex = strncmp(img->id, "sha256:", 7) == 0 ? img->id + 7 : img->id;
+    int rc = sl_store_put(c->store, "images", "", hex, j, err);
+    json_decref(j);
+    return rc;
+}
+
+/* Pick NAME-000NN: one past the service's revision count, skipping names
+ * that exist. */
+static char *next_revision_name(sl_controller_t *c, const char *ns, const char *name)
+{
+    json_t *list = NULL;
+    sl_error_t err = {0};
+    size_t n = 0;
+    if (sl_store_list(c->store, "revisions", ns, &list, &err) == 0) {
+        size_t i;
+        json_t *r;
+        json_array_foreach(list, i, r)
+        {
+            json_t *labels = sl_json_path(r, "metadata.labels");
+            const char *svc = json_string_value(json_object_get(labels, SL_LABEL_SERVICE));
+            if (svc && !strcmp(svc, name))
+                n++;
+        }
+    }
+    json_decref(list);
+    for (;;) {
+        char *rev = xasprintf("%s-%05zu", name, ++n);
+        json_t *exists = NULL;
+        if (sl_store_get(c->store, "revisions", ns, rev, &exists, &err) < 0)
+            return rev;
+        json_decref(exists);
+        free(rev);
+    }
+}
+
+static long next_generation(const json_t *old)
+{
+    json_t *g = old ? sl_json_path(old, "metadata.generation") : NULL;
+    return (g ? (long)json_integer_value(g) : 0) + 1;
+}
+
+static void carry_metadata(json_t *svc, const json_t *old, long generation)
+{
+    json_t *md = json_object_get(svc, "metadata");
+    json_object_set_new(md, "generation", json_integer(generation));
+    const char *created = old ? sl_json_str(old, "metadata.creationTimestamp") : NULL;
+    json_object_set_new(md, "creationTimestamp", json_string(created ? created : sl_rfc3339_now()));
+    const char *uid = old ? sl_json_str(old, "metadata.uid") : NULL;
+    if (uid) {
+        json_object_set_new(md, "uid", json_string(uid));
+    } else {
+        unsigned char b[16];
+        for (size_t i = 0; i < sizeof(b); i++)
+            b[i] = (unsigned char)rand();
+        json_object_set_new(md, "uid",
+                            json_sprintf("%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x"
+                                         "%02x%02x%02x",
+                                         b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8],
+                                         b[9], b[10], b[11], b[12], b[13], b[14], b[15]));
+    }
+    json_t *old_status = old ? json_object_get(old, "status") : NULL;
+    if (old_status)
+        json_object_set_new(svc, "status", json_deep_copy(old_status));
+}
+
+/* Store the new revision, image and service in one transaction. */
+static int commit_revision(apply_req_t *a, const json_t *old, json_t **rev_out, sl_error_t *err)
+{
+    sl_controller_t *c = a->c;
+    const char *tname = sl_json_str(a->svc, "spec.template.metadata.name");
+    sl_autofree char *rev_name = tname ? xstrdup(tname) : next_revision_name(c, a->ns, a->name);
+    long gen = next_generation(old);
+    carry_metadata(a->svc, old, gen);
+    json_t *rev = sl_revision_build(a->svc, rev_name, gen);
+    json_t *rst = sl_json_ensure_obj(rev, "status");
+    json_object_set_new(rst, "imageDigest", json_string(a->image->id));
+    json_object_set_new(sl_json_ensure_obj(a->svc, "status"), "latestCreatedRevisionName",
+                        json_string(rev_name));
+    if (sl_store_txn_begin(c->store, err) < 0) {
+        json_decref(rev);
+        return -1;
+    }
+    if (store_image(c, a->image, err) < 0 ||
+        sl_store_put(c->store, "revisions", a->ns, rev_name, rev, err) < 0 ||
+        sl_store_put(c->store, "services", a->ns, a->name, a->svc, err) < 0 ||
+        sl_store_txn_commit(c->store, err) < 0) {
+        sl_store_txn_rollback(c->store);
+        json_decref(rev);
+        return -1;
+    }
+    *rev_out = rev;
+    return 0;
+}
+
+static void start_revision(apply_req_t *a, json_t *rev)
+{
+    sl_controller_t *c = a->c;
+    svc_rt_t *s = ctl_svc_find(c, a->ns, a->name);
+    if (!s) {
+        s = ctl_svc_new(c, a->svc);
+    } else {
+        json_decref(s->obj);
+        s->obj = json_incref(a->svc);
+    }
+    sl_error_t err = {0};
+    rev_rt_t *r = ctl_rev_new(c, s, rev, &err);
+    if (!r) {
+        sl_err(MOD, "service %s/%s: %s", a->ns, a->name, err.msg);
+        return;
+    }
+    ctl_svc_set_latest(s, r);
+    ctl_svc_changed(s);
+}
+
+static void apply_after(uv_work_t *w, int status)
+{
+    apply_req_t *a = w->data;
+    sl_controller_t *c = a->c;
+    if (a->rc < 0) {
+        sl_autofree char *msg = xasprintf("spec.template.spec.containers[0].image: %s", a->err.msg);
+        reply(a->cb, a->data, 400, "ImageImportFailed", msg);
+        apply_req_free(a);
+        return;
+    }
+    json_t *old = NULL;
+    sl_error_t err = {0};
+    if (sl_store_get(c->store, "services", a->ns, a->name, &old, &err) < 0)
+        old = NULL;
+    json_t *rev = NULL;
+    if (commit_revision(a, old, &rev, &err) < 0) {
+        json_decref(old);
+        reply(a->cb, a->data, 500, "InternalError", err.msg);
+        apply_req_free(a);
+        return;
+    }
+    start_revision(a, rev);
+    json_decref(rev);
+    svc_rt_t *s = ctl_svc_find(c, a->ns, a->name);
+    sl_info(MOD, "service %s/%s: %s revision %s", a->ns, a->name, old ? "updated," : "created,",
+            sl_json_str(a->svc, "status.latestCreatedRevisionName"));
+    a->cb(old ? 200 : 201, json_deep_copy(s ? s->obj : a->svc), a->data);
+    json_decref(old);
+    apply_req_free(a);
+}
+
+static void import_after(uv_work_t *w, int status)
+{
+    apply_req_t *a = w->data;
+    sl_error_t err = {0};
+    if (a->rc < 0) {
+        reply(a->cb, a->data, 400, "ImageImportFailed", a->err.msg);
+    } else if (store_image(a->c, a->image, &err) < 0) {
+        reply(a->cb, a->data, 500, "InternalError", err.msg);
+    } else {
+        a->cb(200, sl_image_to_json(a->image), a->data);
+    }
+    apply_req_free(a);
+}
+
+/* Same template as what is stored: only service-level fields change. */
+static void apply_without_revision(sl_controller_t *c, svc_rt_t *s, json_t *svc,
+                                   sl_controller_cb cb, void *data)
+{
+    sl_autofree char *a = json_dumps(json_object_get(svc, "spec"), JSON_SORT_KEYS | JSON_COMPACT);
+    sl_autofree char *b = json_dumps(json_object_get(s->obj, "spec"), JSON_SORT_KEYS | JSON_COMPACT);
+    bool spec_changed = strcmp(a, b) != 0;
+    long gen = spec_changed ? next_generation(s->obj)
+                            : (long)json_integer_value(sl_json_path(s->obj, "metadata.generation"));
+    carry_metadata(svc, s->obj, gen);
+    sl_error_t err = {0};
+    if (sl_store_put(c->store, "services", s->ns, s->name, svc, &err) < 0) {
+        reply(cb, data, 500, "InternalError", err.msg);
+        return;
+    }
+    json_decref(s->obj);
+    s->obj = json_incref(svc);
+    ctl_svc_update_status(s);
+    cb(200, json_deep_copy(s->obj), data);
+}
+
+void sl_controller_apply(sl_controller_t *c, json_t *svc, const char *ns_default,
+                         bool create_only, sl_controller_cb cb, void *data)
+{
+    sl_error_t err = {0};
+    if (sl_service_validate(svc, ns_default, &err) < 0) {
+        json_decref(svc);
+        reply(cb, data, err.code == ENOTSUP ? 422 : 400, "BadRequest", err.msg);
+        return;
+    }
+    const char *ns = sl_json_str(svc, "metadata.namespace");
+    const char *name = sl_json_str(svc, "metadata.name");
+    svc_rt_t *s = ctl_svc_find(c, ns, name);
+    if (s && create_only) {
+        sl_autofree char *msg = xasprintf("service %s/%s already exists", ns, name);
+        json_decref(svc);
+        reply(cb, data, 409, "AlreadyExists", msg);
+        return;
+    }
+    if (apply_pending(ns, name)) {
+        sl_autofree char *msg = xasprintf("service %s/%s: another change is in progress", ns, name);
+        json_decref(svc);
+        reply(cb, data, 409, "Conflict", msg);
+        return;
+    }
+    sl_autofree char *key = sl_service_template_key(svc);
+    sl_autofree char *old_key = s ? sl_service_template_key(s->obj) : NULL;
+    if (s && s->latest && old_key && !strcmp(key, old_key)) {
+        apply_without_revision(c, s, svc, cb, data);
+        json_decref(svc);
+        return;
+    }
+    const char *tname = sl_json_str(svc, "spec.template.metadata.name");
+    json_t *existing = NULL;
+    if (tname && sl_store_get(c->store, "revisions", ns, tname, &existing, &err) == 0) {
+        json_decref(existing);
+        sl_autofree char *msg = xasprintf(
+            "spec.template.metadata.name: revision \"%s\" already exists with a different "
+            "template; choose a new name or leave it out",
+            tname);
+        json_decref(svc);
+        reply(cb, data, 409, "AlreadyExists", msg);
+        return;
+    }
+    apply_req_t *a = xcalloc(1, sizeof(*a));
+    a->c = c;
+    a->svc = svc;
+    a->ns = xstrdup(ns);
+    a->name = xstrdup(name);
+    a->ref = xstrdup(sl_json_str(json_array_get(sl_json_path(svc, "spec.template.spec.containers"), 0), "image"));
+    a->create_only = create_only;
+    a->cb = cb;
+    a->data = data;
+    a->work.data = a;
+    a->next = pending;
+    pending = a;
+    uv_queue_work(c->loop, &a->work, import_work, apply_after);
+}
+
+void sl_controller_import_image(sl_controller_t *c, const char *ref, sl_controller_cb cb,
+                                void *data)
+{
+    apply_req_t *a = xcalloc(1, sizeof(*a));
+    a->c = c;
+    a->ref = xstrdup(ref);
+    a->import_only = true;
+    a->cb = cb;
+    a->data = data;
+    a->work.data = a;
+    a->next = pending;
+    pending = a;
+    uv_queue_work(c->loop, &a->work, import_work, import_after);
+}
+
+/* ---- reads ------------------------------------------------------------ */
+
+static json_t *list_obj(const char *kind, json_t *items)
+{
+    return json_pack("{s:s,s:s,s:{},s:o}", "apiVersion",
+                     strcmp(kind, "ImageList") && strcmp(kind, "InstanceList") ? SL_API_VERSION
+                                                                               : "sluice.dev/v1",
+                     "kind", kind, "metadata", "items", items);
+}
+
+int sl_controller_get_service(sl_controller_t *c, const char *ns, const char *name, json_t **body)
+{
+    svc_rt_t *s = ctl_svc_find(c, ns, name);
+    if (!s) {
+        sl_autofree char *msg = xasprintf("service %s/%s not found", ns, name);
+        *body = sl_status_json(404, "NotFound", msg);
+        return 404;
+    }
+    ctl_svc_update_status(s);
+    *body = json_deep_copy(s->obj);
+    return 200;
+}
+
+int sl_controller_list_services(sl_controller_t *c, const char *ns, json_t **body)
+{
+    json_t *list = NULL;
+    sl_error_t err = {0};
+    if (sl_store_list(c->store, "services", ns, &list, &err) < 0) {
+        *body = sl_status_json(500, "InternalError", err.msg);
+        return 500;
+    }
+    size_t i;
+    json_t *obj;
+    json_array_foreach(list, i, obj)
+    {
+        svc_rt_t *s = ctl_svc_find(c, sl_json_str(obj, "metadata.namespace"),
+                                   sl_json_str(obj, "metadata.name"));
+        if (s) {
+            ctl_svc_update_status(s);
+            json_array_set_new(list, i, json_deep_copy(s->obj));
+        }
+    }
+    *body = list_obj("ServiceList", list);
+    return 200;
+}
+
+static rev_rt_t *live_rev(sl_controller_t *c, const char *ns, const char *name)
+{
+    for (rev_rt_t *r = c->revs; r; r = r->all_next)
+        if (!strcmp(r->name, name) && !strcmp(r->cfg->namespace_, ns))
+            return r;
+    return NULL;
+}
+
+int sl_controller_list_revisions(sl_controller_t *c, const char *ns, const char *service,
+                                 json_t **body)
+{
+    json_t *list = NULL;
+    sl_error_t err = {0};
+    if (sl_store_list(c->store, "revisions", ns, &list, &err) < 0) {
+        *body = sl_status_json(500, "InternalError", err.msg);
+        return 500;
+    }
+    json_t *items = json_array();
+    size_t i;
+    json_t *obj;
+    json_array_foreach(list, i, obj)
+    {
+        json_t *labels = sl_json_path(obj, "metadata.labels");
+        const char *svc = json_string_value(json_object_get(labels, SL_LABEL_SERVICE));
+        if (service && (!svc || strcmp(svc, service)))
+            continue;
+        const char *rns = sl_json_str(obj, "metadata.namespace");
+        const char *rname = sl_json_str(obj, "metadata.name");
+        rev_rt_t *r = live_rev(c, rns, rname);
+        json_t *item = r ? json_deep_copy(r->obj) : json_incref(obj);
+        if (r)
+            ctl_rev_update_status(r);
+        json_t *st = sl_json_ensure_obj(item, "status");
+        json_object_set_new(st, "actualReplicas", json_integer(r ? r->n_ready : 0));
+        svc_rt_t *s = svc ? ctl_svc_find(c, rns, svc) : NULL;
+        json_object_set_new(st, "trafficPercent",
+                            json_integer(s && s->ready && !strcmp(s->ready->name, rname) ? 100 : 0));
+        json_array_append_new(items, item);
+    }
+    json_decref(list);
+    *body = list_obj("RevisionList", items);
+    return 200;
+}
+
+static const char *inst_state_name(sl_inst_state_t st)
+{
+    switch (st) {
+    case SL_INST_STARTING:
+        return "Starting";
+    case SL_INST_READY:
+        return "Ready";
+    case SL_INST_STOPPING:
+        return "Stopping";
+    default:
+        return "Exited";
+    }
+}
+
+int sl_controller_list_instances(sl_controller_t *c, const char *ns, const char *service,
+                                 json_t **body)
+{
+    json_t *items = json_array();
+    for (rev_rt_t *r = c->revs; r; r = r->all_next) {
+        if (ns && strcmp(r->cfg->namespace_, ns))
+            continue;
+        if (service && strcmp(r->cfg->service, service))
+            continue;
+        for (inst_rt_t *i = r->instances; i; i = i->next) {
+            uint64_t started = sl_instance_started_ns(i->inst);
+            uint64_t ready = sl_instance_ready_ns(i->inst);
+            json_t *item = json_pack(
+                "{s:s,s:s,s:s,s:s,s:s,s:i,s:i,s:f,s:f}", "name", sl_instance_id(i->inst),
+                "namespace", r->cfg->namespace_, "service", r->cfg->service, "revision", r->name,
+                "state", inst_state_name(sl_instance_state(i->inst)), "pid",
+                sl_instance_pid(i->inst), "inFlight", i->inflight, "ageSeconds",
+                (double)(sl_now_ns() - started) / 1e9, "startupMs",
+                ready ? (double)(ready - started) / 1e6 : 0.0);
+            json_array_append_new(items, item);
+        }
+    }
+    *body = list_obj("InstanceList", items);
+    return 200;
+}
+
+int sl_controller_list_images(sl_controller_t *c, json_t **body)
+{
+    json_t *list = NULL;
+    sl_error_t err = {0};
+    if (sl_store_list(c->store, "images", "", &list, &err) < 0) {
+        *body = sl_status_json(500, "InternalError", err.msg);
+        return 500;
+    }
+    *body = list_obj("ImageList", list);
+    return 200;
+}
+
+int sl_controller_delete_service(sl_controller_t *c, const char *ns, const char *name,
+                                 json_t **body)
+{
+    svc_rt_t *s = ctl_svc_find(c, ns, name);
+    if (!s) {
+        sl_autofree char *msg = xasprintf("service %s/%s not found", ns, name);
+        *body = sl_status_json(404, "NotFound", msg);
+        return 404;
+    }
+    if (apply_pending(ns, name)) {
+        sl_autofree char *msg = xasprintf("service %s/%s: a change is in progress", ns, name);
+        *body = sl_status_json(409, "Conflict", msg);
+        return 409;
+    }
+    sl_error_t err = {0};
+    json_t *revs = NULL;
+    if (sl_store_list(c->store, "revisions", ns, &revs, &err) < 0 ||
+        sl_store_txn_begin(c->store, &err) < 0) {
+        json_decref(revs);
+        *body = sl_status_json(500, "InternalError", err.msg);
+        return 500;
+    }
+    size_t i;
+    json_t *r;
+    int rc = 0;
+    json_array_foreach(revs, i, r)
+    {
+        json_t *labels = sl_json_path(r, "metadata.labels");
+        const char *svc = json_string_value(json_object_get(labels, SL_LABEL_SERVICE));
+        if (rc == 0 && svc && !strcmp(svc, name))
+            rc = sl_store_del(c->store, "revisions", ns, sl_json_str(r, "metadata.name"), &err);
+    }
+    json_decref(revs);
+    if (rc < 0 || sl_store_del(c->store, "services", ns, name, &err) < 0 ||
+        sl_store_txn_commit(c->store, &err) < 0) {
+        sl_store_txn_rollback(c->store);
+        *body = sl_status_json(500, "InternalError", err.msg);
+        return 500;
+    }
+    ctl_retire_all(s);
+    ctl_svc_free(s);
+    sl_info(MOD, "service %s/%s deleted", ns, name);
+    sl_autofree char *msg = xasprintf("service %s/%s deleted", ns, name);
+    *body = sl_status_json(200, "Deleted", msg);
+    return 200;
+}

@@ -1,0 +1,709 @@
+/*
+ * service.c — Knative Service validation, revision templates and
+ * resolved revision settings. Pure functions over jansson values; no I/O.
+ */
+#include "service.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <time.h>
+
+bool sl_is_dns1035(const char *s)
+{
+    size_t n = s ? strlen(s) : 0;
+    if (n == 0 || n > 63 || !islower((unsigned char)s[0]))
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (!(islower(c) || isdigit(c) || c == '-'))
+            return false;
+    }
+    return s[n - 1] != '-';
+}
+
+bool sl_is_dns1123_label(const char *s)
+{
+    size_t n = s ? strlen(s) : 0;
+    if (n == 0 || n > 63 || s[0] == '-' || s[n - 1] == '-')
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (!(islower(c) || isdigit(c) || c == '-'))
+            return false;
+    }
+    return true;
+}
+
+bool sl_is_valid_domain(const char *s)
+{
+    size_t n = s ? strlen(s) : 0;
+    if (n == 0 || n > 253)
+        return false;
+    char label[64];
+    const char *p = s;
+    while (*p) {
+        const char *dot = strchr(p, '.');
+        size_t l = dot ? (size_t)(dot - p) : strlen(p);
+        if (l == 0 || l > 63)
+            return false;
+        memcpy(label, p, l);
+        label[l] = '\0';
+        if (!sl_is_dns1123_label(label))
+            return false;
+        p += l + (dot ? 1 : 0);
+        if (dot && !*p)
+            return false;
+    }
+    return true;
+}
+
+/* Parse "<decimal>[suffix]" into a value scaled by the suffix table. */
+static int parse_quantity(const char *s, int64_t unit_scale, int64_t *out)
+{
+    static const struct {
+        const char *sfx;
+        double mul;
+    } sfx[] = {
+        {"Ki", 1024.0}, {"Mi", 1048576.0}, {"Gi", 1073741824.0}, {"Ti", 1099511627776.0},
+        {"k", 1e3},     {"M", 1e6},        {"G", 1e9},           {"T", 1e12},
+        {"m", 1e-3},    {"", 1.0},
+    };
+    if (!s || !*s)
+        return -1;
+    char *end = NULL;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || end == s || v < 0 || !isfinite(v) || !isdigit((unsigned char)s[0]))
+        return -1;
+    for (size_t i = 0; i < SL_ARRAY_LEN(sfx); i++) {
+        if (strcmp(end, sfx[i].sfx) == 0) {
+            double r = v * sfx[i].mul * (double)unit_scale;
+            if (r > 9.0e18)
+                return -1;
+            *out = (int64_t)ceil(r - 1e-9);
+            return 0;
+        }
+    }
+    return -1;
+}
+
+int sl_parse_memory(const char *s, int64_t *bytes)
+{
+    return parse_quantity(s, 1, bytes);
+}
+
+int sl_parse_cpu(const char *s, int64_t *millis)
+{
+    return parse_quantity(s, 1000, millis);
+}
+
+json_t *sl_json_path(const json_t *obj, const char *path)
+{
+    char key[256];
+    const json_t *cur = obj;
+    while (cur && *path) {
+        const char *dot = strchr(path, '.');
+        size_t n = dot ? (size_t)(dot - path) : strlen(path);
+        if (n >= sizeof(key))
+            return NULL;
+        memcpy(key, path, n);
+        key[n] = '\0';
+        cur = json_is_object(cur) ? json_object_get(cur, key) : NULL;
+        path += n + (dot ? 1 : 0);
+    }
+    return (json_t *)cur;
+}
+
+const char *sl_json_str(const json_t *obj, const char *path)
+{
+    return json_string_value(sl_json_path(obj, path));
+}
+
+json_t *sl_json_ensure_obj(json_t *obj, const char *key)
+{
+    json_t *v = json_object_get(obj, key);
+    if (!json_is_object(v)) {
+        v = json_object();
+        json_object_set_new(obj, key, v);
+    }
+    return v;
+}
+
+const char *sl_rfc3339_now(void)
+{
+    static __thread char buf[32];
+    time_t t = time(NULL);
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%SZ", &tm);
+    return buf;
+}
+
+/* ---- validation ------------------------------------------------------ */
+
+typedef int (*check_fn)(json_t *v, const char *path, sl_error_t *err);
+typedef struct field {
+    const char *key;
+    check_fn check; /* NULL: accepted as is */
+} field_t;
+
+static int check_fields(json_t *obj, const char *path, const field_t *fields, size_t n,
+                        sl_error_t *err)
+{
+    if (!json_is_object(obj))
+        return sl_error_set(err, EINVAL, "%s: must be an object", path);
+    const char *key;
+    json_t *v;
+    json_object_foreach(obj, key, v)
+    {
+        size_t i;
+        for (i = 0; i < n; i++)
+            if (strcmp(fields[i].key, key) == 0)
+                break;
+        if (i == n)
+            return sl_error_set(err, EINVAL, "%s%s%s: unknown field", path, *path ? "." : "",
+                                key);
+        if (fields[i].check) {
+            sl_autofree char *sub = xasprintf("%s%s%s", path, *path ? "." : "", key);
+            int rc = fields[i].check(v, sub, err);
+            if (rc < 0)
+                return rc;
+        }
+    }
+    return 0;
+}
+
+static int check_string(json_t *v, const char *path, sl_error_t *err)
+{
+    return json_is_string(v) ? 0 : sl_error_set(err, EINVAL, "%s: must be a string", path);
+}
+
+static int check_string_map(json_t *v, const char *path, sl_error_t *err)
+{
+    if (!json_is_object(v))
+        return sl_error_set(err, EINVAL, "%s: must be a map of strings", path);
+    const char *k;
+    json_t *x;
+    json_object_foreach(v, k, x)
+    {
+        if (!json_is_string(x))
+            return sl_error_set(err, EINVAL, "%s.%s: must be a string", path, k);
+        if (!*k || strlen(k) > 317)
+            return sl_error_set(err, EINVAL, "%s: invalid key '%s'", path, k);
+    }
+    return 0;
+}
+
+static int check_string_array(json_t *v, const char *path, sl_error_t *err)
+{
+    if (!json_is_array(v))
+        return sl_error_set(err, EINVAL, "%s: must be a list of strings", path);
+    size_t i;
+    json_t *x;
+    json_array_foreach(v, i, x)
+    {
+        if (!json_is_string(x))
+            return sl_error_set(err, EINVAL, "%s[%zu]: must be a string", path, i);
+    }
+    return 0;
+}
+
+static int check_any_object(json_t *v, const char *path, sl_error_t *err)
+{
+    return json_is_object(v) ? 0 : sl_error_set(err, EINVAL, "%s: must be an object", path);
+}
+
+static int check_name(json_t *v, const char *path, sl_error_t *err)
+{
+    const char *s = json_string_value(v);
+    if (!s)
+        return sl_error_set(err, EINVAL, "%s: must be a string", path);
+    if (!sl_is_dns1035(s))
+        return sl_error_set(err, EINVAL,
+                            "%s: '%s' is not a DNS-1035 label (lower-case letters, digits and "
+                            "'-', starting with a letter, at most 63 characters)",
+                            path, s);
+    return 0;
+}
+
+static int check_namespace(json_t *v, const char *path, sl_error_t *err)
+{
+    const char *s = json_string_value(v);
+    if (!s || !sl_is_dns1123_label(s))
+        return sl_error_set(err, EINVAL, "%s: must be a DNS-1123 label (at most 63 characters)",
+                            path);
+    return 0;
+}
+
+static const field_t metadata_fields[] = {
+    {"name", check_name},
+    {"namespace", check_namespace},
+    {"labels", check_string_map},
+    {"annotations", check_string_map},
+    {"generateName", check_string},
+    /* server-set fields, accepted and replaced */
+    {"uid", NULL},
+    {"resourceVersion", NULL},
+    {"generation", NULL},
+    {"creationTimestamp", NULL},
+    {"managedFields", NULL},
+    {"selfLink", NULL},
+};
+
+static int check_metadata(json_t *v, const char *path, sl_error_t *err)
+{
+    return check_fields(v, path, metadata_fields, SL_ARRAY_LEN(metadata_fields), err);
+}
+
+static const field_t template_metadata_fields[] = {
+    {"name", check_name},
+    {"labels", check_string_map},
+    {"annotations", check_string_map},
+    {"creationTimestamp", NULL},
+};
+
+static int check_template_metadata(json_t *v, const char *path, sl_error_t *err)
+{
+    return check_fields(v, path, template_metadata_fields, SL_ARRAY_LEN(template_metadata_fields),
+                        err);
+}
+
+static int check_int_range(json_t *v, const char *path, long long lo, long long hi,
+                           sl_error_t *err)
+{
+    if (!json_is_integer(v))
+        return sl_error_set(err, EINVAL, "%s: must be an integer", path);
+    long long x = json_integer_value(v);
+    if (x < lo || x > hi)
+        return sl_error_set(err, EINVAL, "%s: must be %lld..%lld, got %lld", path, lo, hi, x);
+    return 0;
+}
+
+static int check_port_number(json_t *v, const char *path, sl_error_t *err)
+{
+    return check_int_range(v, path, 1, 65535, err);
+}
+
+static int check_port_name(json_t *v, const char *path, sl_error_t *err)
+{
+    const char *s = json_string_value(v);
+    if (!s || (strcmp(s, "http1") && strcmp(s, "h2c") && strcmp(s, "http")))
+        return sl_error_set(err, EINVAL, "%s: must be \"http1\" or \"h2c\"", path);
+    return 0;
+}
+
+static int check_protocol(json_t *v, const char *path, sl_error_t *err)
+{
+    const char *s = json_string_value(v);
+    if (!s || strcmp(s, "TCP"))
+        return sl_error_set(err, EINVAL, "%s: must be \"TCP\"", path);
+    return 0;
+}
+
+static const field_t port_fields[] = {
+    {"containerPort", check_port_number},
+    {"name", check_port_name},
+    {"protocol", check_protocol},
+};
+
+static int check_ports(json_t *v, const char *path, sl_error_t *err)
+{
+    if (!json_is_array(v) || json_array_size(v) > 1)
+        return sl_error_set(err, EINVAL, "%s: must be a list with at most one port", path);
+    json_t *p = json_array_get(v, 0);
+    if (!p)
+        return 0;
+    sl_autofree char *sub = xasprintf("%s[0]", path);
+    return check_fields(p, sub, port_fields, SL_ARRAY_LEN(port_fields), err);
+}
+
+static bool is_env_name(const char *s)
+{
+    if (!s || !*s || isdigit((unsigned char)s[0]))
+        return false;
+    for (; *s; s++)
+        if (!(isalnum((unsigned char)*s) || *s == '_' || *s == '-' || *s == '.'))
+            return false;
+    return true;
+}
+
+static int check_env(json_t *v, const char *path, sl_error_t *err)
+{
+    if (!json_is_array(v))
+        return sl_error_set(err, EINVAL, "%s: must be a list of {name, value}", path);
+    size_t i;
+    json_t *e;
+    json_array_foreach(v, i, e)
+    {
+        const char *name = sl_json_str(e, "name");
+        if (!json_is_object(e) || !is_env_name(name))
+            return sl_error_set(err, EINVAL, "%s[%zu].name: must be a valid environment variable name",
+                                path, i);
+        const char *k;
+        json_t *x;
+        json_object_foreach(e, k, x)
+        {
+            if (strcmp(k, "name") && strcmp(k, "value"))
+                return sl_error_set(err, EINVAL, "%s[%zu].%s: unknown or unsupported field", path,
+                                    i, k);
+        }
+        json_t *val = json_object_get(e, "value");
+        if (val && !json_is_string(val))
+            return sl_error_set(err, EINVAL, "%s[%zu].value: must be a string", path, i);
+        if (!strcmp(name, "PORT") || !strcmp(name, "K_SERVICE") ||
+            !strcmp(name, "K_CONFIGURATION") || !strcmp(name, "K_REVISION"))
+            return sl_error_set(err, EINVAL, "%s[%zu].name: %s is reserved and set by sluice",
+                                path, i, name);
+    }
+    return 0;
+}
+
+static int check_quantity_map(json_t *v, const char *path, sl_error_t *err)
+{
+    if (!json_is_object(v))
+        return sl_error_set(err, EINVAL, "%s: must be an object", path);
+    const char *k;
+    json_t *x;
+    json_object_foreach(v, k, x)
+    {
+        int64_t q;
+        const char *s = json_string_value(x);
+        sl_autofree char *num = NULL;
+        if (json_is_integer(x) || json_is_real(x)) {
+            num = xasprintf("%g", json_number_value(x));
+            s = num;
+        }
+        if (!strcmp(k, "memory")) {
+            if (!s || sl_parse_memory(s, &q) < 0 || q < 4 * 1024 * 1024)
+                return sl_error_set(err, EINVAL,
+                                    "%s.memory: must be a quantity of at least 4Mi like \"256Mi\"",
+                                    path);
+        } else if (!strcmp(k, "cpu")) {
+            if (!s || sl_parse_cpu(s, &q) < 0 || q < 1)
+                return sl_error_set(err, EINVAL, "%s.cpu: must be a quantity like \"1\" or \"500m\"",
+                                    path);
+        } else if (strcmp(k, "ephemeral-storage") != 0) {
+            return sl_error_set(err, EINVAL, "%s.%s: unknown resource", path, k);
+        }
+    }
+    return 0;
+}
+
+static const field_t resources_fields[] = {
+    {"limits", check_quantity_map},
+    {"requests", check_quantity_map},
+};
+
+static int check_resources(json_t *v, const char *path, sl_error_t *err)
+{
+    return check_fields(v, path, resources_fields, SL_ARRAY_LEN(resources_fields), err);
+}
+
+static int check_image(json_t *v, const char *path, sl_error_t *err)
+{
+    const char *s = json_string_value(v);
+    if (!s || !*s)
+        return sl_error_set(err, EINVAL, "%s: must be a non-empty image reference", path);
+    if (strncmp(s, "oci:", 4) && strncmp(s, "docker-archive:", 15) && strncmp(s, "dir:", 4))
+        return sl_error_set(err, EINVAL,
+                            "%s: unsupported image reference '%s' (use oci:DIR[:TAG], "
+                            "docker-archive:FILE or dir:ROOTFS)",
+                            path, s);
+    return 0;
+}
+
+static const field_t container_fields[] = {
+    {"name", check_string},
+    {"image", check_image},
+    {"ports", check_ports},
+    {"env", check_env},
+    {"command", check_string_array},
+    {"args", check_string_array},
+    {"workingDir", check_string},
+    {"resources", check_resources},
+    /* Accepted; readiness is a TCP connect to the port. */
+    {"readinessProbe", check_any_object},
+    {"livenessProbe", check_any_object},
+    {"startupProbe", check_any_object},
+    {"imagePullPolicy", check_string},
+    {"securityContext", check_any_object},
+    {"terminationMessagePolicy", check_string},
+};
+
+static int check_containers(json_t *v, const char *path, sl_error_t *err)
+{
+    if (!json_is_array(v) || json_array_size(v) != 1)
+        return sl_error_set(err, EINVAL, "%s: must list exactly one container", path);
+    sl_autofree char *sub = xasprintf("%s[0]", path);
+    json_t *c = json_array_get(v, 0);
+    int rc = check_fields(c, sub, container_fields, SL_ARRAY_LEN(container_fields), err);
+    if (rc < 0)
+        return rc;
+    if (!json_object_get(c, "image"))
+        return sl_error_set(err, EINVAL, "%s.image: is required", sub);
+    return 0;
+}
+
+static int check_concurrency(json_t *v, const char *path, sl_error_t *err)
+{
+    return check_int_range(v, path, 0, 1000, err);
+}
+
+static int check_timeout(json_t *v, const char *path, sl_error_t *err)
+{
+    return check_int_range(v, path, 1, SL_MAX_TIMEOUT_S, err);
+}
+
+static int check_runtime_class(json_t *v, const char *path, sl_error_t *err)
+{
+    const char *s = json_string_value(v);
+    if (!s || !sl_is_dns1123_label(s))
+        return sl_error_set(err, EINVAL, "%s: must be a runtime class name", path);
+    return 0;
+}
+
+static const field_t pod_fields[] = {
+    {"containers", check_containers},
+    {"containerConcurrency", check_concurrency},
+    {"timeoutSeconds", check_timeout},
+    {"runtimeClassName", check_runtime_class},
+    {"serviceAccountName", check_string},
+    {"enableServiceLinks", NULL},
+};
+
+static int check_pod_spec(json_t *v, const char *path, sl_error_t *err)
+{
+    int rc = check_fields(v, path, pod_fields, SL_ARRAY_LEN(pod_fields), err);
+    if (rc == 0 && !json_object_get(v, "containers"))
+        return sl_error_set(err, EINVAL, "%s.containers: is required", path);
+    return rc;
+}
+
+static const field_t template_fields[] = {
+    {"metadata", check_template_metadata},
+    {"spec", check_pod_spec},
+};
+
+static int check_template(json_t *v, const char *path, sl_error_t *err)
+{
+    int rc = check_fields(v, path, template_fields, SL_ARRAY_LEN(template_fields), err);
+    if (rc == 0 && !json_object_get(v, "spec"))
+        return sl_error_set(err, EINVAL, "%s.spec: is required", path);
+    return rc;
+}
+
+static int check_traffic(json_t *v, const char *path, sl_error_t *err)
+{
+    if (!json_is_array(v))
+        return sl_error_set(err, EINVAL, "%s: must be a list", path);
+    size_t i;
+    json_t *t;
+    json_array_foreach(v, i, t)
+    {
+        json_t *latest = json_object_get(t, "latestRevision");
+        json_t *pct = json_object_get(t, "percent");
+        if (json_array_size(v) != 1 || !json_is_true(latest) ||
+            (pct && json_integer_value(pct) != 100) || json_object_get(t, "revisionName") ||
+            json_object_get(t, "tag"))
+            return sl_error_set(err, ENOTSUP,
+                                "%s: only [{latestRevision: true, percent: 100}] is supported "
+                                "in this version",
+                                path);
+    }
+    return 0;
+}
+
+static const field_t spec_fields[] = {
+    {"template", check_template},
+    {"traffic", check_traffic},
+};
+
+static int check_spec(json_t *v, const char *path, sl_error_t *err)
+{
+    int rc = check_fields(v, path, spec_fields, SL_ARRAY_LEN(spec_fields), err);
+    if (rc == 0 && !json_object_get(v, "template"))
+        return sl_error_set(err, EINVAL, "%s.template: is required", path);
+    return rc;
+}
+
+static const field_t service_fields[] = {
+    {"apiVersion", NULL}, {"kind", NULL},   {"metadata", check_metadata},
+    {"spec", check_spec}, {"status", NULL},
+};
+
+static void fill_defaults(json_t *svc, const char *ns_default)
+{
+    json_t *md = json_object_get(svc, "metadata");
+    if (!json_object_get(md, "namespace"))
+        json_object_set_new(md, "namespace", json_string(ns_default));
+    static const char *server_set[] = {"uid", "resourceVersion", "generation",
+                                       "creationTimestamp", "managedFields", "selfLink"};
+    for (size_t i = 0; i < SL_ARRAY_LEN(server_set); i++)
+        json_object_del(md, server_set[i]);
+    json_object_del(svc, "status");
+    json_t *tmpl = sl_json_path(svc, "spec.template");
+    json_t *tmd = sl_json_ensure_obj(tmpl, "metadata");
+    json_object_del(tmd, "creationTimestamp");
+    json_t *pod = json_object_get(tmpl, "spec");
+    if (!json_object_get(pod, "containerConcurrency"))
+        json_object_set_new(pod, "containerConcurrency", json_integer(SL_DEFAULT_CONCURRENCY));
+    if (!json_object_get(pod, "timeoutSeconds"))
+        json_object_set_new(pod, "timeoutSeconds", json_integer(SL_DEFAULT_TIMEOUT_S));
+    json_t *c = json_array_get(json_object_get(pod, "containers"), 0);
+    if (!json_object_get(c, "ports")) {
+        json_t *p = json_pack("[{s:i}]", "containerPort", SL_DEFAULT_PORT);
+        json_object_set_new(c, "ports", p);
+    }
+    if (!json_object_get(svc, "spec") || !json_object_get(json_object_get(svc, "spec"), "traffic"))
+        json_object_set_new(json_object_get(svc, "spec"), "traffic",
+                            json_pack("[{s:b,s:i}]", "latestRevision", 1, "percent", 100));
+}
+
+int sl_service_validate(json_t *svc, const char *ns_default, sl_error_t *err)
+{
+    if (!json_is_object(svc))
+        return sl_error_set(err, EINVAL, "a Service must be a JSON/YAML object");
+    const char *av = sl_json_str(svc, "apiVersion");
+    const char *kind = sl_json_str(svc, "kind");
+    if (!av || strcmp(av, SL_API_VERSION))
+        return sl_error_set(err, EINVAL, "apiVersion: must be \"%s\", got %s%s%s", SL_API_VERSION,
+                            av ? "\"" : "", av ? av : "nothing", av ? "\"" : "");
+    if (!kind || strcmp(kind, "Service"))
+        return sl_error_set(err, EINVAL, "kind: must be \"Service\", got %s", kind ? kind : "nothing");
+    int rc = check_fields(svc, "", service_fields, SL_ARRAY_LEN(service_fields), err);
+    if (rc < 0)
+        return rc;
+    if (!json_is_object(json_object_get(svc, "metadata")) || !sl_json_str(svc, "metadata.name"))
+        return sl_error_set(err, EINVAL, "metadata.name: is required");
+    if (!json_object_get(svc, "spec"))
+        return sl_error_set(err, EINVAL, "spec: is required");
+    const char *tname = sl_json_str(svc, "spec.template.metadata.name");
+    const char *name = sl_json_str(svc, "metadata.name");
+    if (tname && (strncmp(tname, name, strlen(name)) || tname[strlen(name)] != '-'))
+        return sl_error_set(err, EINVAL,
+                            "spec.template.metadata.name: must start with the service name "
+                            "followed by '-' (\"%s-…\"), got \"%s\"",
+                            name, tname);
+    fill_defaults(svc, ns_default);
+    return 0;
+}
+
+char *sl_service_template_key(const json_t *svc)
+{
+    json_t *tmpl = sl_json_path(svc, "spec.template");
+    return tmpl ? json_dumps(tmpl, JSON_SORT_KEYS | JSON_COMPACT) : xstrdup("");
+}
+
+json_t *sl_revision_build(const json_t *svc, const char *rev_name, long generation)
+{
+    const char *name = sl_json_str(svc, "metadata.name");
+    const char *ns = sl_json_str(svc, "metadata.namespace");
+    json_t *tmpl = sl_json_path(svc, "spec.template");
+    json_t *tmd = json_object_get(tmpl, "metadata");
+    json_t *labels = json_object_get(tmd, "labels");
+    labels = labels ? json_deep_copy(labels) : json_object();
+    json_object_set_new(labels, SL_LABEL_SERVICE, json_string(name));
+    json_object_set_new(labels, SL_LABEL_CONFIGURATION, json_string(name));
+    json_object_set_new(labels, "serving.knative.dev/configurationGeneration",
+                        json_sprintf("%ld", generation));
+    json_t *ann = json_object_get(tmd, "annotations");
+    json_t *rev = json_pack("{s:s,s:s,s:{s:s,s:s,s:o,s:o,s:s},s:O}", "apiVersion", SL_API_VERSION,
+                            "kind", "Revision", "metadata", "name", rev_name, "namespace", ns,
+                            "labels", labels, "annotations",
+                            ann ? json_deep_copy(ann) : json_object(), "creationTimestamp",
+                            sl_rfc3339_now(), "spec", json_object_get(tmpl, "spec"));
+    json_t *spec = json_deep_copy(json_object_get(rev, "spec"));
+    json_object_set_new(rev, "spec", spec);
+    return rev;
+}
+
+static char **str_array(const json_t *arr, size_t *n)
+{
+    *n = json_array_size(arr);
+    char **out = xcalloc(*n + 1, sizeof(char *));
+    for (size_t i = 0; i < *n; i++)
+        out[i] = xstrdup(json_string_value(json_array_get(arr, i)));
+    return out;
+}
+
+static void str_array_free(char **a, size_t n)
+{
+    for (size_t i = 0; a && i < n; i++)
+        free(a[i]);
+    free(a);
+}
+
+static int64_t quantity(const json_t *res, const char *which, const char *key, bool cpu)
+{
+    json_t *v = sl_json_path(res, which);
+    v = json_object_get(v, key);
+    int64_t q = 0;
+    char num[64];
+    const char *s = json_string_value(v);
+    if (json_is_number(v)) {
+        snprintf(num, sizeof(num), "%g", json_number_value(v));
+        s = num;
+    }
+    if (s && (cpu ? sl_parse_cpu(s, &q) : sl_parse_memory(s, &q)) < 0)
+        q = 0;
+    return q;
+}
+
+int sl_revision_cfg_from_json(const json_t *rev, sl_revision_cfg_t **out, sl_error_t *err)
+{
+    json_t *spec = json_object_get(rev, "spec");
+    json_t *c = json_array_get(json_object_get(spec, "containers"), 0);
+    if (!c)
+        return sl_error_set(err, EINVAL, "revision %s has no container",
+                            sl_json_str(rev, "metadata.name"));
+    sl_revision_cfg_t *cfg = xcalloc(1, sizeof(*cfg));
+    cfg->namespace_ = xstrdup(sl_json_str(rev, "metadata.namespace"));
+    cfg->name = xstrdup(sl_json_str(rev, "metadata.name"));
+    cfg->service = xstrdup(sl_json_str(rev, "metadata.labels." SL_LABEL_SERVICE));
+    if (!cfg->service) {
+        json_t *labels = sl_json_path(rev, "metadata.labels");
+        cfg->service = xstrdup(json_string_value(json_object_get(labels, SL_LABEL_SERVICE)));
+    }
+    cfg->image_ref = xstrdup(json_string_value(json_object_get(c, "image")));
+    cfg->image_id = xstrdup(sl_json_str(rev, "status.imageDigest"));
+    json_t *port = sl_json_path(json_array_get(json_object_get(c, "ports"), 0), "containerPort");
+    cfg->port = port ? (int)json_integer_value(port) : SL_DEFAULT_PORT;
+    json_t *env = json_object_get(c, "env");
+    cfg->n_env = json_array_size(env);
+    cfg->env = xcalloc(cfg->n_env + 1, sizeof(char *));
+    for (size_t i = 0; i < cfg->n_env; i++) {
+        json_t *e = json_array_get(env, i);
+        const char *v = sl_json_str(e, "value");
+        cfg->env[i] = xasprintf("%s=%s", sl_json_str(e, "name"), v ? v : "");
+    }
+    cfg->command = str_array(json_object_get(c, "command"), &cfg->n_command);
+    cfg->args = str_array(json_object_get(c, "args"), &cfg->n_args);
+    json_t *res = json_object_get(c, "resources");
+    cfg->memory_limit = quantity(res, "limits", "memory", false);
+    cfg->cpu_millis = quantity(res, "limits", "cpu", true);
+    json_t *cc = json_object_get(spec, "containerConcurrency");
+    cfg->concurrency = cc ? (int)json_integer_value(cc) : SL_DEFAULT_CONCURRENCY;
+    json_t *to = json_object_get(spec, "timeoutSeconds");
+    cfg->timeout_s = to ? (int)json_integer_value(to) : SL_DEFAULT_TIMEOUT_S;
+    cfg->runtime_class = xstrdup(json_string_value(json_object_get(spec, "runtimeClassName")));
+    *out = cfg;
+    return 0;
+}
+
+void sl_revision_cfg_free(sl_revision_cfg_t *cfg)
+{
+    if (!cfg)
+        return;
+    free(cfg->namespace_);
+    free(cfg->service);
+    free(cfg->name);
+    free(cfg->image_ref);
+    free(cfg->image_id);
+    str_array_free(cfg->env, cfg->n_env);
+    str_array_free(cfg->command, cfg->n_command);
+    str_array_free(cfg->args, cfg->n_args);
+    free(cfg->runtime_class);
+    free(cfg);
+}

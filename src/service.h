@@ -1,0 +1,91 @@
+/*
+ * service.h — the Knative Service object model: validation of
+ * `serving.knative.dev/v1` Service manifests, revisions cut from their
+ * templates, and the resolved per-revision settings the runtime uses.
+ *
+ * Validation is strict, like Knative's admission webhook: unknown fields and
+ * bad values are rejected with the field path and the cause
+ * ("spec.template.spec.containerConcurrency: must be 0..1000, got 5000").
+ */
+#ifndef SL_SERVICE_H
+#define SL_SERVICE_H
+
+#include "common.h"
+#include <jansson.h>
+
+#define SL_API_GROUP "serving.knative.dev"
+#define SL_API_VERSION "serving.knative.dev/v1"
+#define SL_LABEL_SERVICE "serving.knative.dev/service"
+#define SL_LABEL_CONFIGURATION "serving.knative.dev/configuration"
+#define SL_LABEL_REVISION "serving.knative.dev/revision"
+#define SL_DEFAULT_NAMESPACE "default"
+#define SL_DEFAULT_PORT 8080
+#define SL_DEFAULT_CONCURRENCY 80
+#define SL_DEFAULT_TIMEOUT_S 300
+#define SL_MAX_TIMEOUT_S 3600
+
+/* What a revision needs at run time, resolved from its template. */
+typedef struct sl_revision_cfg {
+    char *namespace_;
+    char *service;
+    char *name;
+    char *image_ref;
+    char *image_id;  /* "sha256:…" of the imported image */
+    int port;
+    char **env;      /* "K=V" */
+    size_t n_env;
+    char **command;
+    size_t n_command;
+    char **args;
+    size_t n_args;
+    int64_t memory_limit; /* bytes, 0 = none */
+    int64_t cpu_millis;   /* 0 = none */
+    int concurrency;      /* 0 = unlimited */
+    int timeout_s;
+    char *runtime_class;  /* may be NULL */
+} sl_revision_cfg_t;
+
+/* DNS-1035 label: [a-z]([-a-z0-9]*[a-z0-9])?, at most 63. */
+bool sl_is_dns1035(const char *s);
+/* DNS-1123 label: [a-z0-9]([-a-z0-9]*[a-z0-9])?, at most 63. */
+bool sl_is_dns1123_label(const char *s);
+
+/* A DNS name of dot-separated DNS-1123 labels, at most 253 characters. */
+bool sl_is_valid_domain(const char *s);
+
+/* Kubernetes quantities. memory: "256Mi", "1G", "1048576" → bytes;
+ * cpu: "1", "0.5", "250m" → millicores. Return 0 or -1. */
+int sl_parse_memory(const char *s, int64_t *bytes);
+int sl_parse_cpu(const char *s, int64_t *millis);
+
+/*
+ * Validate a Service manifest in place and fill defaults (namespace from
+ * ns_default when absent, containerConcurrency, timeoutSeconds, ports).
+ * Removes status and server-set metadata. Returns 0 or < 0 with err naming
+ * the field.
+ */
+int sl_service_validate(json_t *svc, const char *ns_default, sl_error_t *err);
+
+/* Canonical text of spec.template (sorted keys, compact) — equal texts mean
+ * no new revision. Caller frees. */
+char *sl_service_template_key(const json_t *svc);
+
+/*
+ * Build a Revision object for the service's current template with the
+ * given name and generation. New reference.
+ */
+json_t *sl_revision_build(const json_t *svc, const char *rev_name, long generation);
+
+/* Resolve a Revision object to runtime settings. Caller frees with
+ * sl_revision_cfg_free. */
+int sl_revision_cfg_from_json(const json_t *rev, sl_revision_cfg_t **out, sl_error_t *err);
+void sl_revision_cfg_free(sl_revision_cfg_t *cfg);
+
+/* Small jansson helpers used across the control plane. */
+const char *sl_json_str(const json_t *obj, const char *path); /* dotted path, NULL if absent */
+json_t *sl_json_path(const json_t *obj, const char *path);    /* borrowed */
+json_t *sl_json_ensure_obj(json_t *obj, const char *key);     /* borrowed, created if absent */
+/* RFC 3339 UTC timestamp of now; static buffer per thread. */
+const char *sl_rfc3339_now(void);
+
+#endif
