@@ -1,0 +1,142 @@
+"""End-to-end fixtures: build real images with the project's packer
+(umoci/skopeo), run the real `sluice serve` daemon on a private state dir
+and port, and drive it through the real CLI and curl."""
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+
+import pytest
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+BIN = os.environ.get("SLUICE_BIN", os.path.join(ROOT, "build", "sluice"))
+IMAGES = os.path.join(ROOT, "build", "e2e-images")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def images():
+    """Builds the sample (distroless hello) and a busybox image once."""
+    os.makedirs(IMAGES, exist_ok=True)
+    subprocess.run(["sh", os.path.join(ROOT, "examples/hello/build-image.sh"),
+                    os.path.join(IMAGES, "hello")], check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(["sh", os.path.join(ROOT, "tests/e2e/images/busybox-image.sh"),
+                    os.path.join(IMAGES, "busybox")], check=True, stdout=subprocess.DEVNULL)
+    return {
+        "hello": "oci:%s/hello/oci:latest" % IMAGES,
+        "hello_archive": "docker-archive:%s/hello/hello.tar" % IMAGES,
+        "busybox": "oci:%s/busybox/oci:latest" % IMAGES,
+        "busybox_dir": os.path.join(IMAGES, "busybox"),
+    }
+
+
+class Daemon:
+    def __init__(self, state_dir, port, runtime="crun"):
+        self.state_dir = state_dir
+        self.port = port
+        self.runtime = runtime
+        self.proc = None
+        self.log_path = os.path.join(state_dir, "..", "daemon-%d.log" % port)
+
+    def start(self):
+        self.log = open(self.log_path, "ab")
+        env = dict(os.environ, ASAN_OPTIONS="detect_leaks=1:abort_on_error=0")
+        self.proc = subprocess.Popen(
+            [BIN, "serve", "--listen", "127.0.0.1:%d" % self.port,
+             "--state-dir", self.state_dir, "--runtime", self.runtime],
+            stdout=self.log, stderr=subprocess.STDOUT, env=env)
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("sluice serve exited: %s" % self.daemon_log())
+            r = self.cli("services", check=False)
+            if r.returncode == 0:
+                return
+            time.sleep(0.05)
+        raise RuntimeError("sluice serve did not start: %s" % self.daemon_log())
+
+    def stop(self, sig=signal.SIGTERM, timeout=60):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                raise
+        rc = self.proc.returncode if self.proc else 0
+        self.proc = None
+        self.log.close()
+        return rc
+
+    def daemon_log(self):
+        try:
+            with open(self.log_path, "rb") as f:
+                return f.read().decode(errors="replace")[-6000:]
+        except OSError:
+            return ""
+
+    def cli(self, *args, check=True, input=None, timeout=180):
+        env = dict(os.environ, SLUICE_STATE_DIR=self.state_dir,
+                   ASAN_OPTIONS="detect_leaks=1")
+        r = subprocess.run([BIN] + list(args), capture_output=True, text=True,
+                           env=env, input=input, timeout=timeout, cwd=ROOT)
+        if check and r.returncode != 0:
+            raise AssertionError("sluice %s failed (%d): %s\n%s" % (
+                " ".join(args), r.returncode, r.stderr, self.daemon_log()[-3000:]))
+        return r
+
+    def json(self, *args):
+        return json.loads(self.cli(*args, "-o", "json").stdout)
+
+    def host(self, name, ns="default"):
+        return "%s.localhost" % name if ns == "default" else "%s.%s.localhost" % (name, ns)
+
+    def curl(self, name, path="/", *extra, ns="default", check=True):
+        url = "http://%s:%d%s" % (self.host(name, ns), self.port, path)
+        r = subprocess.run(["curl", "-sS", "--max-time", "60", "-w", "\n%{http_code}",
+                            *extra, url], capture_output=True, text=True)
+        if check and r.returncode != 0:
+            raise AssertionError("curl %s: %s" % (url, r.stderr))
+        body, _, code = r.stdout.rpartition("\n")
+        return int(code or 0), body
+
+
+@pytest.fixture
+def daemon(tmp_path):
+    state = tmp_path / "state"
+    d = Daemon(str(state), free_port())
+    d.start()
+    yield d
+    if d.proc:
+        rc = d.stop()
+        assert rc == 0, "daemon exited %d: %s" % (rc, d.daemon_log())
+    assert_no_leftovers(str(state))
+
+
+def mounts_under(path):
+    with open("/proc/self/mountinfo") as f:
+        return [l.split()[4] for l in f if l.split()[4].startswith(path)]
+
+
+def cgroups_named(instance_ids):
+    found = []
+    for ctl in os.listdir("/sys/fs/cgroup"):
+        for iid in instance_ids:
+            p = os.path.join("/sys/fs/cgroup", ctl, "sluice", iid)
+            if os.path.exists(p):
+                found.append(p)
+    return found
+
+
+def assert_no_leftovers(state):
+    assert mounts_under(state) == [], "mounts left behind"

@@ -1,0 +1,233 @@
+"""Deploy a real image, get a URL, and the Knative/Cloud Run container
+contract holds inside the instance."""
+import json
+import os
+import signal
+import subprocess
+import time
+
+from conftest import cgroups_named, mounts_under
+
+
+def test_deploy_prints_url_and_serves(daemon, images):
+    r = daemon.cli("deploy", "hello", "--image", images["hello"], "--env", "GREETING=hi")
+    url = r.stdout.strip()
+    assert url == "http://hello.localhost:%d" % daemon.port
+    code, body = daemon.curl("hello", "/")
+    assert code == 200
+    assert body.strip() == "Hello from sluice! revision=hello-00001"
+    # keep-alive: several requests over one curl connection
+    r = subprocess.run(["curl", "-sS", url + "/", url + "/", url + "/"],
+                       capture_output=True, text=True, check=True)
+    assert r.stdout.count("Hello from sluice!") == 3
+
+
+def test_contract_env_user_and_port(daemon, images):
+    daemon.cli("deploy", "hello", "--image", images["hello"], "--env", "GREETING=hi")
+    code, env = daemon.curl("hello", "/env")
+    assert code == 200
+    lines = set(env.splitlines())
+    assert "PORT=8080" in lines
+    assert "K_SERVICE=hello" in lines
+    assert "K_CONFIGURATION=hello" in lines
+    assert "K_REVISION=hello-00001" in lines
+    assert "GREETING=hi" in lines
+    code, who = daemon.curl("hello", "/whoami")
+    assert who.strip() == "uid=65532 gid=65532"
+
+
+def test_port_flag_and_unknown_host(daemon, images):
+    daemon.cli("deploy", "web", "--image", images["hello"], "--port", "9090")
+    code, env = daemon.curl("web", "/env")
+    assert code == 200 and "PORT=9090" in env.splitlines()
+    code, body = daemon.curl("nosuch", "/")
+    assert code == 404
+    assert "nosuch.localhost" in body
+
+
+CHECK_SCRIPT = r"""
+set -u
+cat > /tmp/stdin.txt
+mkdir -p /www/cgi-bin
+cat > /www/cgi-bin/check <<'EOS'
+#!/bin/sh
+echo "Content-Type: text/plain"
+echo
+echo "id=$(id -u):$(id -g)"
+echo "stdin_bytes=$(wc -c < /tmp/stdin.txt)"
+echo "tmp_mode=$(stat -c %a /tmp)"
+touch /tmp/probe && echo tmp_writable=yes || echo tmp_writable=no
+for d in null zero full random urandom tty ptmx console fd stdin stdout stderr; do
+  if [ -e /dev/$d ] || [ -L /dev/$d ]; then echo "dev_$d=yes"; else echo "dev_$d=no"; fi
+done
+if echo 1 > /proc/sys/kernel/hostname 2>/dev/null; then echo procsys=rw; else echo procsys=ro; fi
+echo "hostname=$(hostname)"
+echo "pid1=$(cat /proc/1/comm)"
+echo "netifs=$(ls /sys/class/net | tr '\n' ' ')"
+echo "K_REVISION=$K_REVISION"
+EOS
+chmod 755 /www/cgi-bin/check
+echo "busybox httpd starting on $PORT"
+exec httpd -f -v -p "$PORT" -h /www
+"""
+
+
+def busybox_manifest(image, name="bb", script=CHECK_SCRIPT, user=None):
+    c = {"image": image, "command": ["/bin/sh", "-c", script]}
+    doc = {"apiVersion": "serving.knative.dev/v1", "kind": "Service",
+           "metadata": {"name": name},
+           "spec": {"template": {"spec": {"containers": [c]}}}}
+    return json.dumps(doc)
+
+
+def test_contract_files_devices_and_stdin(daemon, images):
+    daemon.cli("apply", "-f", "-", "--wait", input=busybox_manifest(images["busybox"]))
+    code, body = daemon.curl("bb", "/cgi-bin/check")
+    assert code == 200, body
+    kv = dict(l.split("=", 1) for l in body.splitlines() if "=" in l)
+    assert kv["stdin_bytes"] == "0"          # stdin is at EOF
+    assert kv["tmp_mode"] == "1777"
+    assert kv["tmp_writable"] == "yes"
+    for d in ("null", "zero", "full", "random", "urandom", "tty", "ptmx", "fd",
+              "stdin", "stdout", "stderr"):
+        assert kv["dev_" + d] == "yes", d
+    assert kv["dev_console"] == "no"
+    assert kv["procsys"] == "ro"
+    assert kv["netifs"].split() == ["lo"]  # loopback only
+    assert kv["K_REVISION"] == "bb-00001"
+
+
+def test_logs_show_app_output(daemon, images):
+    daemon.cli("deploy", "hello", "--image", images["hello"])
+    daemon.curl("hello", "/")
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        out = daemon.cli("logs", "hello").stdout
+        if "listening on" in out and "GET /" in out:
+            break
+        time.sleep(0.1)
+    assert "listening on" in out
+    assert "GET /" in out
+
+
+def test_logs_follow_streams_new_lines(daemon, images):
+    daemon.cli("deploy", "hello", "--image", images["hello"])
+    env = dict(os.environ, SLUICE_STATE_DIR=daemon.state_dir)
+    p = subprocess.Popen([os.environ.get("SLUICE_BIN", "build/sluice"), "logs", "hello", "-f"],
+                         stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        time.sleep(0.5)
+        daemon.curl("hello", "/follow-marker")
+        deadline = time.time() + 10
+        seen = ""
+        os.set_blocking(p.stdout.fileno(), False)
+        while time.time() < deadline and "/follow-marker" not in seen:
+            chunk = p.stdout.read()
+            if chunk:
+                seen += chunk
+            time.sleep(0.1)
+        assert "/follow-marker" in seen
+    finally:
+        p.terminate()
+        p.wait()
+
+
+def test_delete_stops_instance_and_cleans_up(daemon, images):
+    daemon.cli("deploy", "hello", "--image", images["hello"])
+    insts = daemon.json("instances", "hello")["items"]
+    assert len(insts) == 1 and insts[0]["state"] == "Ready"
+    iid, pid = insts[0]["name"], insts[0]["pid"]
+    assert os.path.exists("/proc/%d" % pid)
+    assert mounts_under(daemon.state_dir)
+    assert cgroups_named([iid])
+    daemon.cli("delete", "hello")
+    deadline = time.time() + 20
+    while time.time() < deadline and (mounts_under(daemon.state_dir) or cgroups_named([iid])):
+        time.sleep(0.1)
+    assert mounts_under(daemon.state_dir) == []
+    assert cgroups_named([iid]) == []
+    assert not os.path.exists("/proc/%d" % pid) or \
+        open("/proc/%d/stat" % pid).read().split()[2] == "Z"
+    assert daemon.json("services")["items"] == []
+    code, _ = daemon.curl("hello", "/")
+    assert code == 404
+    r = daemon.cli("describe", "hello", check=False)
+    assert r.returncode != 0 and "not found" in r.stderr
+
+
+def test_restart_keeps_services(daemon, images):
+    daemon.cli("deploy", "hello", "--image", images["hello"], "--env", "GREETING=kept")
+    assert daemon.stop() == 0
+    assert mounts_under(daemon.state_dir) == []
+    daemon.start()
+    svc = daemon.json("describe", "hello")
+    assert svc["status"]["latestReadyRevisionName"] == "hello-00001"
+    deadline = time.time() + 20
+    code = 0
+    while time.time() < deadline:
+        code, body = daemon.curl("hello", "/env")
+        if code == 200:
+            break
+        time.sleep(0.05)
+    assert code == 200 and "GREETING=kept" in body.splitlines()
+
+
+def test_update_creates_new_revision(daemon, images):
+    daemon.cli("deploy", "hello", "--image", images["hello"], "--env", "V=1")
+    daemon.cli("deploy", "hello", "--env", "V=2")
+    code, body = daemon.curl("hello", "/env")
+    assert "V=2" in body.splitlines() and "K_REVISION=hello-00002" in body.splitlines()
+    revs = [r["metadata"]["name"] for r in daemon.json("revisions", "hello")["items"]]
+    assert revs == ["hello-00001", "hello-00002"]
+    # deploying the same thing again makes no new revision
+    daemon.cli("deploy", "hello", "--env", "V=2")
+    assert len(daemon.json("revisions", "hello")["items"]) == 2
+
+
+def test_docker_archive_image(daemon, images):
+    daemon.cli("deploy", "arch", "--image", images["hello_archive"])
+    code, body = daemon.curl("arch", "/")
+    assert code == 200 and "revision=arch-00001" in body
+
+
+def test_runc_runtime(tmp_path, images):
+    from conftest import Daemon, free_port
+    d = Daemon(str(tmp_path / "state"), free_port(), runtime="runc")
+    d.start()
+    try:
+        d.cli("deploy", "hello", "--image", images["hello"])
+        code, body = d.curl("hello", "/whoami")
+        assert code == 200 and body.strip() == "uid=65532 gid=65532"
+    finally:
+        assert d.stop() == 0
+
+
+def test_crashed_instance_is_replaced(daemon, images):
+    daemon.cli("deploy", "hello", "--image", images["hello"])
+    inst = daemon.json("instances", "hello")["items"][0]
+    os.kill(inst["pid"], signal.SIGKILL)
+    deadline = time.time() + 20
+    new = None
+    while time.time() < deadline:
+        items = daemon.json("instances", "hello")["items"]
+        ready = [i for i in items if i["state"] == "Ready" and i["name"] != inst["name"]]
+        if ready:
+            new = ready[0]
+            break
+        time.sleep(0.05)
+    assert new, "no replacement instance"
+    code, _ = daemon.curl("hello", "/")
+    assert code == 200
+
+
+def test_container_that_exits_fails_deploy_with_its_logs(daemon, images):
+    script = "echo 'fatal: missing DATABASE_URL' >&2; exit 3"
+    doc = busybox_manifest(images["busybox"], name="broken", script=script)
+    r = daemon.cli("apply", "-f", "-", "--wait", input=doc, check=False)
+    assert r.returncode != 0
+    assert "status 3" in r.stderr
+    assert "missing DATABASE_URL" in r.stderr
+    svc = daemon.json("describe", "broken")
+    ready = [c for c in svc["status"]["conditions"] if c["type"] == "Ready"][0]
+    assert ready["status"] == "False"
+    assert "missing DATABASE_URL" in ready["message"]
