@@ -1,0 +1,182 @@
+/* Unit tests for service.c: names, quantities, Service validation and the
+ * revisions cut from templates. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include "service.h"
+
+static void test_dns_names(void **state)
+{
+    assert_true(sl_is_dns1035("hello"));
+    assert_true(sl_is_dns1035("a-1"));
+    assert_false(sl_is_dns1035("1abc"));
+    assert_false(sl_is_dns1035("Hello"));
+    assert_false(sl_is_dns1035("a_b"));
+    assert_false(sl_is_dns1035("a-"));
+    assert_false(sl_is_dns1035(""));
+    char long_name[65];
+    memset(long_name, 'a', 64);
+    long_name[64] = '\0';
+    assert_false(sl_is_dns1035(long_name));
+    long_name[63] = '\0';
+    assert_true(sl_is_dns1035(long_name));
+    assert_true(sl_is_dns1123_label("1abc"));
+    assert_true(sl_is_valid_domain("example.com"));
+    assert_true(sl_is_valid_domain("localhost"));
+    assert_false(sl_is_valid_domain("exa mple.com"));
+    assert_false(sl_is_valid_domain("a..b"));
+    assert_false(sl_is_valid_domain("a."));
+}
+
+static void test_quantities(void **state)
+{
+    int64_t v;
+    assert_int_equal(sl_parse_memory("256Mi", &v), 0);
+    assert_int_equal(v, 256 * 1024 * 1024);
+    assert_int_equal(sl_parse_memory("1G", &v), 0);
+    assert_int_equal(v, 1000000000);
+    assert_int_equal(sl_parse_memory("1048576", &v), 0);
+    assert_int_equal(v, 1048576);
+    assert_int_equal(sl_parse_cpu("1", &v), 0);
+    assert_int_equal(v, 1000);
+    assert_int_equal(sl_parse_cpu("0.5", &v), 0);
+    assert_int_equal(v, 500);
+    assert_int_equal(sl_parse_cpu("250m", &v), 0);
+    assert_int_equal(v, 250);
+    assert_int_equal(sl_parse_memory("lots", &v), -1);
+    assert_int_equal(sl_parse_memory("-1Mi", &v), -1);
+    assert_int_equal(sl_parse_memory("1Xi", &v), -1);
+    assert_int_equal(sl_parse_memory("", &v), -1);
+    assert_int_equal(sl_parse_memory("99999999999Ei", &v), -1);
+}
+
+static json_t *load(const char *text)
+{
+    json_t *j = json_loads(text, 0, NULL);
+    assert_non_null(j);
+    return j;
+}
+
+#define SVC_HEAD "{\"apiVersion\":\"serving.knative.dev/v1\",\"kind\":\"Service\","
+
+static void test_validate_defaults(void **state)
+{
+    json_t *s = load(SVC_HEAD "\"metadata\":{\"name\":\"hello\"},"
+                              "\"spec\":{\"template\":{\"spec\":{\"containers\":[{\"image\":"
+                              "\"oci:/x\"}]}}},\"status\":{\"url\":\"bogus\"}}");
+    sl_error_t err = {0};
+    assert_int_equal(sl_service_validate(s, "default", &err), 0);
+    assert_string_equal(sl_json_str(s, "metadata.namespace"), "default");
+    assert_null(json_object_get(s, "status"));
+    json_t *pod = sl_json_path(s, "spec.template.spec");
+    assert_int_equal(json_integer_value(json_object_get(pod, "containerConcurrency")), 80);
+    assert_int_equal(json_integer_value(json_object_get(pod, "timeoutSeconds")), 300);
+    json_t *c = json_array_get(json_object_get(pod, "containers"), 0);
+    json_t *port = json_array_get(json_object_get(c, "ports"), 0);
+    assert_int_equal(json_integer_value(json_object_get(port, "containerPort")), 8080);
+    json_decref(s);
+}
+
+static void expect_invalid(const char *text, const char *needle)
+{
+    json_t *s = load(text);
+    sl_error_t err = {0};
+    assert_true(sl_service_validate(s, "default", &err) < 0);
+    if (!strstr(err.msg, needle))
+        fail_msg("error '%s' does not mention '%s'", err.msg, needle);
+    json_decref(s);
+}
+
+static void test_validate_errors(void **state)
+{
+    expect_invalid("{\"apiVersion\":\"v1\",\"kind\":\"Service\"}", "apiVersion");
+    expect_invalid(SVC_HEAD "\"metadata\":{}}", "metadata.name: is required");
+    expect_invalid(SVC_HEAD "\"metadata\":{\"name\":\"Bad\"},\"spec\":{}}", "metadata.name");
+    expect_invalid(SVC_HEAD "\"metadata\":{\"name\":\"a\"},\"spec\":{}}", "spec.template");
+    expect_invalid(SVC_HEAD "\"metadata\":{\"name\":\"a\"},\"spec\":{\"template\":{\"spec\":{"
+                            "\"containers\":[]}}}}",
+                   "exactly one container");
+    expect_invalid(SVC_HEAD "\"metadata\":{\"name\":\"a\"},\"spec\":{\"template\":{\"spec\":{"
+                            "\"containers\":[{\"image\":\"oci:/x\"}],\"containerConcurrency\":"
+                            "5000}}}}",
+                   "spec.template.spec.containerConcurrency: must be 0..1000, got 5000");
+    expect_invalid(SVC_HEAD "\"metadata\":{\"name\":\"a\"},\"spec\":{\"template\":{\"spec\":{"
+                            "\"containers\":[{\"image\":\"oci:/x\",\"wat\":1}]}}}}",
+                   "spec.template.spec.containers[0].wat: unknown field");
+    expect_invalid(SVC_HEAD "\"metadata\":{\"name\":\"a\"},\"spec\":{\"template\":{\"spec\":{"
+                            "\"containers\":[{\"image\":\"oci:/x\",\"env\":[{\"name\":\"PORT\","
+                            "\"value\":\"1\"}]}]}}}}",
+                   "reserved");
+    expect_invalid(SVC_HEAD "\"metadata\":{\"name\":\"a\"},\"spec\":{\"template\":{\"spec\":{"
+                            "\"containers\":[{\"image\":\"oci:/x\",\"resources\":{\"limits\":{"
+                            "\"memory\":\"lots\"}}}]}}}}",
+                   "limits.memory");
+    expect_invalid(SVC_HEAD "\"metadata\":{\"name\":\"a\"},\"spec\":{\"template\":{\"spec\":{"
+                            "\"containers\":[{\"image\":\"oci:/x\",\"ports\":[{\"containerPort\":"
+                            "70000}]}]}}}}",
+                   "containerPort: must be 1..65535");
+    expect_invalid(SVC_HEAD "\"metadata\":{\"name\":\"a\"},\"spec\":{\"template\":{\"metadata\":{"
+                            "\"name\":\"other-1\"},\"spec\":{\"containers\":[{\"image\":\"oci:/"
+                            "x\"}]}}}}",
+                   "must start with the service name");
+}
+
+static void test_revision_and_cfg(void **state)
+{
+    json_t *s = load(SVC_HEAD "\"metadata\":{\"name\":\"web\",\"namespace\":\"prod\","
+                              "\"labels\":{\"team\":\"a\"}},\"spec\":{\"template\":{\"metadata\":{"
+                              "\"annotations\":{\"autoscaling.knative.dev/max-scale\":\"3\"}},"
+                              "\"spec\":{\"containerConcurrency\":10,\"timeoutSeconds\":30,"
+                              "\"containers\":[{\"image\":\"oci:/img\",\"ports\":[{"
+                              "\"containerPort\":9000}],\"env\":[{\"name\":\"A\",\"value\":\"1\"}],"
+                              "\"resources\":{\"limits\":{\"memory\":\"128Mi\",\"cpu\":\"500m\"}}}]}}}}");
+    sl_error_t err = {0};
+    assert_int_equal(sl_service_validate(s, "default", &err), 0);
+    json_t *rev = sl_revision_build(s, "web-00001", 1);
+    assert_string_equal(sl_json_str(rev, "kind"), "Revision");
+    json_t *labels = sl_json_path(rev, "metadata.labels");
+    assert_string_equal(json_string_value(json_object_get(labels, SL_LABEL_SERVICE)), "web");
+    /* service labels do not leak into revisions */
+    assert_null(json_object_get(labels, "team"));
+    json_t *ann = sl_json_path(rev, "metadata.annotations");
+    assert_string_equal(json_string_value(json_object_get(ann, "autoscaling.knative.dev/max-scale")),
+                        "3");
+    sl_revision_cfg_t *cfg = NULL;
+    assert_int_equal(sl_revision_cfg_from_json(rev, &cfg, &err), 0);
+    assert_string_equal(cfg->service, "web");
+    assert_string_equal(cfg->namespace_, "prod");
+    assert_int_equal(cfg->port, 9000);
+    assert_int_equal(cfg->concurrency, 10);
+    assert_int_equal(cfg->timeout_s, 30);
+    assert_int_equal(cfg->memory_limit, 128 * 1024 * 1024);
+    assert_int_equal(cfg->cpu_millis, 500);
+    assert_int_equal(cfg->n_env, 1);
+    assert_string_equal(cfg->env[0], "A=1");
+    sl_revision_cfg_free(cfg);
+    /* the template key ignores key order */
+    char *k1 = sl_service_template_key(s);
+    json_t *copy = json_deep_copy(s);
+    char *k2 = sl_service_template_key(copy);
+    assert_string_equal(k1, k2);
+    free(k1);
+    free(k2);
+    json_decref(copy);
+    json_decref(rev);
+    json_decref(s);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_dns_names),
+        cmocka_unit_test(test_quantities),
+        cmocka_unit_test(test_validate_defaults),
+        cmocka_unit_test(test_validate_errors),
+        cmocka_unit_test(test_revision_and_cfg),
+    };
+    return cmocka_run_group_tests_name("service", tests, NULL, NULL);
+}
