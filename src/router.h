@@ -10,6 +10,29 @@
  * headers are removed; Forwarded, X-Forwarded-For, X-Forwarded-Proto and
  * X-Forwarded-Host are added. Errors the router itself answers carry a short
  * text body saying why (404 unknown host, 502 instance failed, 503, 504).
+ *
+ * Policies (router_*.c, upstream.c):
+ * - Forwarding headers: X-Forwarded-For and Forwarded keep what the client
+ *   sent and gain this hop (for=<client ip>, IPv6 quoted; host="<Host>";
+ *   proto=http); X-Forwarded-Proto (http) and X-Forwarded-Host (the Host
+ *   value) are replaced. Host is kept; an absolute-form target is sent as
+ *   origin-form with Host taken from it. Upstream is always HTTP/1.1.
+ * - Expect: 100-continue is forwarded; the instance's 100 is relayed (1xx
+ *   other than 101 reach HTTP/1.1 clients; HTTP/1.0 clients get none).
+ * - Over max_connections a connection is accepted, answered 503 "too many
+ *   connections" and closed, so clients fail fast instead of hanging.
+ * - max_body_bytes: Content-Length over it → 413 before anything is sent
+ *   upstream; a chunked body is counted in wire bytes as it streams.
+ * - Timeouts: timeout_ms(target) runs from head parsed (queue time counts)
+ *   to the instance's response head; then 504 and the upstream connection
+ *   is abandoned (release with failed = false). A started response streams
+ *   on with no deadline.
+ * - A pooled connection that fails before any response byte is retried
+ *   once on a fresh connection when the whole request is still buffered and
+ *   the method is idempotent or there is no body.
+ * - A client that sends EOF while its request is queued or in flight is
+ *   gone: the request is cancelled / released.
+ * - The router ignores SIGPIPE process-wide (sl_router_new).
  */
 #ifndef SL_ROUTER_H
 #define SL_ROUTER_H
@@ -38,7 +61,7 @@ struct sl_waiter {
     void (*ready)(sl_waiter_t *w, int status, const sl_pick_t *pick, const char *reason);
     struct sl_waiter *prev, *next; /* owner's queue links */
     uint64_t enqueued_ns;
-    void *owner_data;              /* for the owner's use */
+    void *owner_data; /* for the owner's use */
 };
 
 typedef struct sl_router_ops {
@@ -53,8 +76,7 @@ typedef struct sl_router_ops {
      * (w->ready will be called), or an HTTP status >= 400 to answer at once
      * with *reason (static or owner-lifetime string).
      */
-    int (*acquire)(void *ctx, void *target, sl_waiter_t *w, sl_pick_t *pick,
-                   const char **reason);
+    int (*acquire)(void *ctx, void *target, sl_waiter_t *w, sl_pick_t *pick, const char **reason);
     /* Remove a queued waiter (client went away or timed out). */
     void (*cancel)(void *ctx, void *target, sl_waiter_t *w);
     /* The request finished with the instance; failed = upstream error. */
@@ -64,17 +86,21 @@ typedef struct sl_router_ops {
 } sl_router_ops_t;
 
 typedef struct sl_router_config {
-    const char *listen;            /* "127.0.0.1:8080" or "[::1]:8080" */
-    uint64_t header_timeout_ms;    /* client must send a full head within (default 30000) */
-    uint64_t idle_timeout_ms;      /* idle keep-alive client conns closed after (default 60000) */
-    uint64_t upstream_idle_ms;     /* idle pooled upstream conns closed after (default 30000) */
-    size_t max_connections;        /* client connections; 0 = 10000 */
-    uint64_t max_body_bytes;       /* 0 = unlimited, else 413 */
+    const char *listen;         /* "127.0.0.1:8080" or "[::1]:8080" */
+    uint64_t header_timeout_ms; /* client must send a full head within (default 30000) */
+    uint64_t idle_timeout_ms;   /* idle keep-alive client conns closed after (default 60000) */
+    uint64_t upstream_idle_ms;  /* idle pooled upstream conns closed after (default 30000) */
+    size_t max_connections;     /* client connections; 0 = 10000 */
+    uint64_t max_body_bytes;    /* 0 = unlimited, else 413 */
 } sl_router_config_t;
 
 int sl_router_new(uv_loop_t *loop, const sl_router_config_t *cfg, const sl_router_ops_t *ops,
                   void *ctx, sl_router_t **out, sl_error_t *err);
-/* Stop accepting, close every connection; cb runs once all handles closed. */
+/* Stop accepting, close every connection; cb runs once all handles closed.
+ * Queued requests are cancelled (ops->cancel) and in-flight ones released
+ * (ops->release, failed = false) during this call. Pools the owner has not
+ * closed are closed and freed with the router: no pool pointer may be used
+ * after this call. r itself is freed before cb runs. */
 void sl_router_close(sl_router_t *r, void (*cb)(void *), void *data);
 /* The bound port (useful with port 0). */
 int sl_router_port(const sl_router_t *r);
@@ -86,6 +112,9 @@ int sl_router_port(const sl_router_t *r);
  * busy ones when their exchange ends; freed when the last one is gone.
  */
 sl_upstream_pool_t *sl_upstream_pool_new(sl_router_t *r, int netns_fd, int port);
+/* sl_upstream_pool_new returns NULL when netns_fd cannot be duplicated or
+ * the router is closing. After sl_upstream_pool_close the owner must no
+ * longer hand the pool out in a pick. */
 void sl_upstream_pool_close(sl_upstream_pool_t *pool);
 
 /* Counters for status and metrics. */

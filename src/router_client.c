@@ -1,0 +1,968 @@
+/*
+ * router_client.c — one client connection: read and parse request heads,
+ * map Host to a target, wait for an instance slot, plan and forward the
+ * request head (zero-copy iovecs into the read buffer), stream the request
+ * body with back-pressure, answer errors the router owns, and close
+ * gracefully (shutdown, drain, close) or at once.
+ *
+ * States: C_HEAD (reading a head; timer = header or idle timeout) → C_WAIT
+ * (queued for capacity; timer = request timeout) → C_PROXY (attached to an
+ * upstream connection) → back to C_HEAD for the next keep-alive request, or
+ * C_LINGER (response flushed, draining input until EOF) → C_CLOSED (handles
+ * closing; freed in the last close callback).
+ *
+ * Forwarding headers: the router is the edge, so it appends to the chain the
+ * client sent — X-Forwarded-For and Forwarded keep their earlier values and
+ * gain this hop — while X-Forwarded-Proto and X-Forwarded-Host describe this
+ * hop only and replace whatever the client sent.
+ */
+#include "router_int.h"
+
+#include <arpa/inet.h>
+#include <stdio.h>
+
+static void c_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
+static void c_parse_heads(sl_client_t *c);
+static void c_end_request(sl_client_t *c, bool close);
+static void c_got_pick(sl_client_t *c);
+
+/* ---- small helpers ---------------------------------------------------- */
+
+static void c_timer_cb(uv_timer_t *t);
+
+static void c_set_timer(sl_client_t *c, int mode, uint64_t ms)
+{
+    c->timer_mode = mode;
+    if (mode == T_NONE)
+        uv_timer_stop(&c->timer);
+    else
+        uv_timer_start(&c->timer, c_timer_cb, ms, 0);
+}
+
+char *sl_client_gen(sl_client_t *c, size_t n)
+{
+    n = (n + 15) & ~(size_t)15;
+    if (!c->gen || c->gen_used + n > SL_RBUF_SIZE) {
+        sl_rbuf_unref(c->r, c->gen);
+        c->gen = sl_rbuf_get(c->r);
+        c->gen_used = 0;
+    }
+    char *p = c->gen->data + c->gen_used;
+    c->gen_used += n;
+    return p;
+}
+
+static void c_alloc_cb(uv_handle_t *h, size_t hint, uv_buf_t *buf)
+{
+    sl_client_t *c = h->data;
+    sl_rd_prepare(c->r, &c->rd, buf);
+}
+
+void sl_client_update_reading(sl_client_t *c)
+{
+    bool want;
+    if (c->state == C_CLOSED)
+        want = false;
+    else if (c->state == C_LINGER)
+        want = true;
+    else
+        want = !c->bp_paused && (!c->rd.b || c->rd.end - c->rd.start < SL_RBUF_SIZE);
+    if (want && !c->reading) {
+        if (uv_read_start((uv_stream_t *)&c->tcp, c_alloc_cb, c_read_cb) == 0)
+            c->reading = true;
+    } else if (!want && c->reading) {
+        uv_read_stop((uv_stream_t *)&c->tcp);
+        c->reading = false;
+    }
+}
+
+static bool method_is(sl_str_t m, const char *lit)
+{
+    return sl_str_eq(m, sl_str_from(lit));
+}
+
+static bool method_idempotent(sl_str_t m)
+{
+    return method_is(m, "GET") || method_is(m, "HEAD") || method_is(m, "OPTIONS") ||
+           method_is(m, "TRACE") || method_is(m, "PUT") || method_is(m, "DELETE");
+}
+
+/* ---- closing ---------------------------------------------------------- */
+
+static void c_on_close(uv_handle_t *h)
+{
+    sl_client_t *c = h->data;
+    if (--c->pending_closes > 0)
+        return;
+    sl_router_t *r = c->r;
+    sl_rd_release(r, &c->rd);
+    sl_rbuf_unref(r, c->head_buf);
+    sl_rbuf_unref(r, c->gen);
+    sl_rbuf_unref(r, c->plan_body_buf);
+    free(c);
+    r->n_handles--; /* the timer; sl_handle_closed accounts for the tcp */
+    sl_handle_closed(r);
+}
+
+/* Abandon the exchange with the instance: unqueue, close the upstream
+ * connection (never pooled), give the slot back. */
+void sl_client_drop_upstream(sl_client_t *c, bool failed)
+{
+    sl_router_t *r = c->r;
+    if (c->queued) {
+        c->queued = false;
+        r->ops.cancel(r->ctx, c->target, &c->waiter);
+    }
+    if (c->up) {
+        sl_upconn_t *up = c->up;
+        c->up = NULL;
+        up->client = NULL;
+        sl_up_close(up);
+    }
+    c->bp_paused = false;
+    if (c->have_pick) {
+        c->have_pick = false;
+        r->ops.release(r->ctx, c->pick.instance, failed);
+    }
+}
+
+void sl_client_destroy(sl_client_t *c)
+{
+    if (c->state == C_CLOSED)
+        return;
+    sl_router_t *r = c->r;
+    sl_client_drop_upstream(c, false);
+    if (c->in_request) {
+        c->in_request = false;
+        r->stats.requests_in_flight--;
+    }
+    c->state = C_CLOSED;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        r->clients = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    c->prev = c->next = NULL;
+    r->n_clients--;
+    r->stats.connections_open--;
+    c->pending_closes = 2;
+    uv_close((uv_handle_t *)&c->timer, c_on_close);
+    uv_close((uv_handle_t *)&c->tcp, c_on_close);
+}
+
+static void c_shutdown_cb(uv_shutdown_t *req, int status)
+{
+    sl_client_t *c = req->handle->data;
+    c->shutting_down = false;
+    if (status < 0)
+        sl_client_destroy(c);
+}
+
+/* Flush what is queued, send FIN, then read and discard until the client
+ * closes too (or SL_LINGER_MS), so a final response is not lost to a RST
+ * caused by unread input. */
+void sl_client_close_graceful(sl_client_t *c)
+{
+    if (c->state == C_CLOSED || c->state == C_LINGER)
+        return;
+    c->state = C_LINGER;
+    c->rd.start = c->rd.end;
+    c_set_timer(c, T_LINGER, SL_LINGER_MS);
+    if (uv_shutdown(&c->shutdown_req, (uv_stream_t *)&c->tcp, c_shutdown_cb) < 0) {
+        sl_client_destroy(c);
+        return;
+    }
+    c->shutting_down = true;
+    sl_client_update_reading(c);
+}
+
+/* ---- accept ------------------------------------------------------------ */
+
+static const char too_many[] = "HTTP/1.1 503 Service Unavailable\r\n"
+                               "Content-Type: text/plain; charset=utf-8\r\n"
+                               "Content-Length: 21\r\n"
+                               "Connection: close\r\n\r\n"
+                               "too many connections\n";
+
+static void c_peer_name(sl_client_t *c)
+{
+    struct sockaddr_storage ss;
+    int len = sizeof(ss);
+    snprintf(c->peer, sizeof(c->peer), "unknown");
+    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) < 0)
+        return;
+    if (ss.ss_family == AF_INET) {
+        uv_ip4_name((struct sockaddr_in *)&ss, c->peer, sizeof(c->peer));
+    } else if (ss.ss_family == AF_INET6) {
+        struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
+        if (IN6_IS_ADDR_V4MAPPED(&s6->sin6_addr)) {
+            inet_ntop(AF_INET, &s6->sin6_addr.s6_addr[12], c->peer, sizeof(c->peer));
+        } else {
+            uv_ip6_name(s6, c->peer, sizeof(c->peer));
+            c->peer_v6 = true;
+        }
+    }
+}
+
+void sl_client_on_accept(uv_stream_t *server, int status)
+{
+    sl_router_t *r = server->data;
+    if (status < 0 || r->closing)
+        return;
+    sl_client_t *c = xcalloc(1, sizeof(*c));
+    c->r = r;
+    uv_tcp_init(r->loop, &c->tcp);
+    uv_timer_init(r->loop, &c->timer);
+    c->tcp.data = c->timer.data = c;
+    r->n_handles += 2;
+    c->next = r->clients;
+    if (r->clients)
+        r->clients->prev = c;
+    r->clients = c;
+    r->n_clients++;
+    r->stats.connections_open++;
+    if (uv_accept(server, (uv_stream_t *)&c->tcp) < 0) {
+        sl_client_destroy(c);
+        return;
+    }
+    if (r->n_clients > r->cfg.max_connections) {
+        /* Over the limit: a short answer beats a hung connect (document:
+         * we accept and answer 503 instead of leaving clients in the
+         * backlog). */
+        uv_buf_t b = uv_buf_init((char *)too_many, sizeof(too_many) - 1);
+        uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+        sl_client_destroy(c);
+        return;
+    }
+    uv_tcp_nodelay(&c->tcp, 1);
+    c_peer_name(c);
+    c->state = C_HEAD;
+    c_set_timer(c, T_HEADER, r->cfg.header_timeout_ms);
+    sl_client_update_reading(c);
+}
+
+/* ---- local responses ---------------------------------------------------- */
+
+/* True when the request body is fully consumed (or skipped now), so the
+ * connection can carry another request after a local answer. */
+static bool c_skip_body(sl_client_t *c)
+{
+    if (!c->in_request || c->req_done || c->req_body == SL_BODY_NONE)
+        return true;
+    if (c->req_body == SL_BODY_LENGTH && c->body_left <= c->rd.end - c->rd.start) {
+        c->rd.start += c->body_left;
+        c->body_left = 0;
+        c->req_done = true;
+        return true;
+    }
+    return false;
+}
+
+void sl_client_local_error(sl_client_t *c, int status, const char *fmt, ...)
+{
+    if (c->state == C_CLOSED || c->state == C_LINGER)
+        return;
+    if (c->resp_started) {
+        /* Too late for a status: the client sees the connection close. */
+        sl_client_destroy(c);
+        return;
+    }
+    sl_client_drop_upstream(c, false);
+    char body[640];
+    va_list ap;
+    va_start(ap, fmt);
+    int bl = vsnprintf(body, sizeof(body) - 1, fmt, ap);
+    va_end(ap);
+    if (bl < 0)
+        bl = 0;
+    if ((size_t)bl > sizeof(body) - 2)
+        bl = sizeof(body) - 2;
+    body[bl++] = '\n';
+    bool close = !c->in_request || !c->keep_alive || c->must_close || !c_skip_body(c);
+    const char *conn =
+        close ? "Connection: close\r\n" : (c->minor == 0 ? "Connection: keep-alive\r\n" : "");
+    size_t cap = 256 + (size_t)bl;
+    char *out = sl_client_gen(c, cap);
+    int hl = snprintf(out, cap,
+                      "HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\n"
+                      "Content-Length: %d\r\n%s\r\n",
+                      status, sl_http_reason(status), bl, conn);
+    size_t len = (size_t)hl;
+    if (!(c->in_request && c->is_head)) {
+        memcpy(out + len, body, (size_t)bl);
+        len += (size_t)bl;
+    }
+    uv_buf_t iov = uv_buf_init(out, (unsigned)len);
+    c->resp_started = true;
+    if (sl_send(c->r, (uv_stream_t *)&c->tcp, &iov, 1, &c->gen, 1, sl_client_write_cb) < 0) {
+        sl_client_destroy(c);
+        return;
+    }
+    c_end_request(c, close);
+}
+
+/* ---- timers ------------------------------------------------------------- */
+
+static void c_request_timeout(sl_client_t *c)
+{
+    if (c->resp_head_done)
+        return;
+    bool waiting = c->queued;
+    sl_client_drop_upstream(c, false);
+    if (waiting)
+        sl_client_local_error(c, 504, "no instance became available within %llu ms",
+                              (unsigned long long)c->timeout_ms);
+    else
+        sl_client_local_error(c, 504, "instance did not answer within %llu ms",
+                              (unsigned long long)c->timeout_ms);
+}
+
+static void c_timer_cb(uv_timer_t *t)
+{
+    sl_client_t *c = t->data;
+    int mode = c->timer_mode;
+    c->timer_mode = T_NONE;
+    switch (mode) {
+    case T_HEADER:
+        if (c->rd.b && c->rd.end > c->rd.start)
+            sl_client_local_error(c, 408, "request head not received within %llu ms",
+                                  (unsigned long long)c->r->cfg.header_timeout_ms);
+        else
+            sl_client_destroy(c);
+        break;
+    case T_REQUEST:
+        c_request_timeout(c);
+        break;
+    case T_IDLE:
+    case T_LINGER:
+        sl_client_destroy(c);
+        break;
+    default:
+        break;
+    }
+}
+
+/* ---- request planning ------------------------------------------------- */
+
+/* Lower-case Host without port into out; false when missing or malformed.
+ * Allowed: reg-name / IPv4 / [IP-literal] characters, optional :digits. */
+static bool norm_host(sl_str_t h, char *out, size_t cap, size_t *outlen)
+{
+    if (h.len == 0 || h.len >= cap)
+        return false;
+    size_t hl = h.len;
+    if (h.p[0] == '[') {
+        const char *rb = memchr(h.p, ']', h.len);
+        if (!rb)
+            return false;
+        hl = (size_t)(rb - h.p) + 1;
+    } else {
+        const char *colon = memchr(h.p, ':', h.len);
+        if (colon)
+            hl = (size_t)(colon - h.p);
+    }
+    if (hl < h.len) {
+        if (h.p[hl] != ':')
+            return false;
+        for (size_t i = hl + 1; i < h.len; i++)
+            if (h.p[i] < '0' || h.p[i] > '9')
+                return false;
+    }
+    if (hl == 0)
+        return false;
+    for (size_t i = 0; i < hl; i++) {
+        unsigned char ch = (unsigned char)h.p[i];
+        bool ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+                  (ch >= '0' && ch <= '9') || strchr("-._~!$&'()*+,;=%", ch) ||
+                  (h.p[0] == '[' && (ch == ':' || ch == '[' || ch == ']'));
+        if (!ok || ch == 0)
+            return false;
+        out[i] = (ch >= 'A' && ch <= 'Z') ? (char)(ch + 32) : (char)ch;
+    }
+    out[hl] = '\0';
+    *outlen = hl;
+    return true;
+}
+
+static bool is_forwarding_header(sl_str_t name)
+{
+    return sl_str_caseeq(name, SL_STR("X-Forwarded-For")) ||
+           sl_str_caseeq(name, SL_STR("Forwarded")) ||
+           sl_str_caseeq(name, SL_STR("X-Forwarded-Proto")) ||
+           sl_str_caseeq(name, SL_STR("X-Forwarded-Host"));
+}
+
+#define IOV(s, l)   (iov[n++] = uv_buf_init((char *)(s), (unsigned)(l)))
+#define IOVS(lit)   IOV(lit, sizeof(lit) - 1)
+#define IOVSTR(str) IOV((str).p, (str).len)
+
+/* End of the head's field section: where the final empty line starts. */
+static const char *head_fields_end(const char *head, size_t head_len)
+{
+    const char *e = head + head_len;
+    return (head_len >= 2 && e[-2] == '\r') ? e - 2 : e - 1;
+}
+
+/*
+ * Append header lines to iov, skipping those skip() rejects. Consecutive
+ * kept lines go out as one iovec straight from the read buffer; a line whose
+ * extent is not the usual contiguous "name: value CRLF" is rebuilt.
+ */
+size_t sl_plan_headers(const sl_http_msg_t *m, const char *fields_end, uv_buf_t *iov, size_t n,
+                       bool (*skip)(const sl_http_msg_t *, sl_str_t, void *), void *arg)
+{
+    const char *run = NULL, *run_end = NULL;
+    for (size_t i = 0; i < m->n_headers; i++) {
+        const sl_http_header_t *h = &m->headers[i];
+        const char *ls = h->name.p;
+        const char *le = i + 1 < m->n_headers ? m->headers[i + 1].name.p : fields_end;
+        bool contiguous = le > ls && le[-1] == '\n' && (!run || run_end == ls);
+        bool drop = skip(m, h->name, arg);
+        if (run && (drop || !contiguous)) {
+            IOV(run, run_end - run);
+            run = NULL;
+        }
+        if (drop)
+            continue;
+        if (le > ls && le[-1] == '\n') {
+            if (!run)
+                run = ls;
+            run_end = le;
+        } else {
+            IOVSTR(h->name);
+            IOVS(": ");
+            IOVSTR(h->value);
+            IOVS("\r\n");
+        }
+    }
+    if (run)
+        IOV(run, run_end - run);
+    return n;
+}
+
+static bool req_skip(const sl_http_msg_t *m, sl_str_t name, void *arg)
+{
+    bool absolute = *(bool *)arg;
+    return sl_http_is_hop_by_hop(m, name) || is_forwarding_header(name) ||
+           (absolute && sl_str_caseeq(name, SL_STR("Host")));
+}
+
+static size_t plan_joined(const sl_http_msg_t *m, sl_str_t name, uv_buf_t *iov, size_t n)
+{
+    for (size_t i = 0; i < m->n_headers; i++) {
+        if (!sl_str_caseeq(m->headers[i].name, name) || m->headers[i].value.len == 0)
+            continue;
+        IOVSTR(m->headers[i].value);
+        IOVS(", ");
+    }
+    return n;
+}
+
+/* Build the upstream request head as iovecs in c->gen (kept for a retry). */
+static void c_plan_request(sl_client_t *c, const sl_http_msg_t *m, const char *head,
+                           size_t head_len)
+{
+    size_t max = 4 * m->n_headers + 40;
+    uv_buf_t *iov = (uv_buf_t *)sl_client_gen(c, (max + 1) * sizeof(uv_buf_t));
+    size_t n = 0;
+    bool star = m->target.len == 1 && m->target.p[0] == '*';
+    bool absolute = !star && m->target.len > 0 && m->target.p[0] != '/';
+
+    IOVSTR(m->method);
+    IOVS(" ");
+    if (star)
+        IOVS("*");
+    else if (m->path.len == 0)
+        IOVS("/");
+    else
+        IOVSTR(m->path);
+    IOVS(" HTTP/1.1\r\n");
+    if (absolute) {
+        IOVS("Host: ");
+        IOVSTR(m->host);
+        IOVS("\r\n");
+    }
+    n = sl_plan_headers(m, head_fields_end(head, head_len), iov, n, req_skip, &absolute);
+    if (m->body == SL_BODY_CHUNKED)
+        IOVS("Transfer-Encoding: chunked\r\n");
+
+    IOVS("X-Forwarded-For: ");
+    n = plan_joined(m, SL_STR("X-Forwarded-For"), iov, n);
+    IOV(c->peer, strlen(c->peer));
+    IOVS("\r\nForwarded: ");
+    n = plan_joined(m, SL_STR("Forwarded"), iov, n);
+    size_t cap = 64 + sizeof(c->peer) + m->host.len;
+    char *fw = sl_client_gen(c, cap);
+    int fl = snprintf(fw, cap,
+                      c->peer_v6 ? "for=\"[%s]\";host=\"%.*s\";proto=http\r\n"
+                                 : "for=%s;host=\"%.*s\";proto=http\r\n",
+                      c->peer, (int)m->host.len, m->host.p);
+    IOV(fw, fl);
+    IOVS("X-Forwarded-Proto: http\r\nX-Forwarded-Host: ");
+    IOVSTR(m->host);
+    IOVS("\r\n\r\n");
+    c->plan = iov;
+    c->plan_n = c->plan_head_n = (unsigned)n;
+}
+
+/* ---- request lifecycle --------------------------------------------------- */
+
+static void c_reset_request(sl_client_t *c)
+{
+    c->is_head = c->idempotent = c->keep_alive = c->must_close = false;
+    c->req_done = c->up_write_failed = c->replayable = false;
+    c->body_left = c->body_seen = 0;
+    sl_chunked_init(&c->req_chunk);
+    c->plan = NULL;
+    c->plan_n = c->plan_head_n = 0;
+    c->attempts = 0;
+    c->target = NULL;
+    c->queued = c->in_acquire = c->ready_stashed = false;
+    c->have_pick = false;
+    c->timeout_ms = 0;
+    c->resp_head_done = c->resp_started = c->resp_done = c->up_reusable = false;
+    c->rb_mode = RB_NONE;
+    c->resp_left = 0;
+    sl_chunked_init(&c->resp_chunk);
+    if (c->gen && c->gen->refs == 1) {
+        c->gen_used = 0;
+    } else {
+        sl_rbuf_unref(c->r, c->gen);
+        c->gen = NULL;
+    }
+}
+
+static void c_waiter_ready(sl_waiter_t *w, int status, const sl_pick_t *pick, const char *reason);
+
+static void c_deliver(sl_client_t *c, int status, const sl_pick_t *pick, const char *reason)
+{
+    c->queued = false;
+    if (status == 0 && pick) {
+        c->pick = *pick;
+        c->have_pick = true;
+        c_got_pick(c);
+        return;
+    }
+    if (status < 400 || status > 599)
+        status = 503;
+    sl_client_local_error(c, status, "%s", reason ? reason : sl_http_reason(status));
+}
+
+static void c_waiter_ready(sl_waiter_t *w, int status, const sl_pick_t *pick, const char *reason)
+{
+    sl_client_t *c = sl_container_of(w, sl_client_t, waiter);
+    if (c->state != C_WAIT)
+        return;
+    if (c->in_acquire) {
+        /* The owner answered from inside acquire: finish after it returns. */
+        c->ready_stashed = true;
+        c->stash_status = status;
+        c->stash_pick = pick ? *pick : (sl_pick_t){0};
+        c->stash_reason = reason;
+        return;
+    }
+    c_deliver(c, status, pick, reason);
+}
+
+static void c_acquire(sl_client_t *c)
+{
+    sl_router_t *r = c->r;
+    sl_pick_t pick = {0};
+    const char *reason = NULL;
+    c->state = C_WAIT;
+    memset(&c->waiter, 0, sizeof(c->waiter));
+    c->waiter.ready = c_waiter_ready;
+    c->waiter.enqueued_ns = sl_now_ns();
+    c->in_acquire = true;
+    int rc = r->ops.acquire(r->ctx, c->target, &c->waiter, &pick, &reason);
+    c->in_acquire = false;
+    if (rc == SL_OK) {
+        c->pick = pick;
+        c->have_pick = true;
+        c_got_pick(c);
+    } else if (rc == SL_AGAIN) {
+        if (c->ready_stashed) {
+            c_deliver(c, c->stash_status, &c->stash_pick, c->stash_reason);
+            return;
+        }
+        c->queued = true;
+        sl_client_update_reading(c); /* keep reading: notice a client that leaves */
+    } else {
+        int st = rc >= 400 && rc <= 599 ? rc : 503;
+        sl_client_local_error(c, st, "%s", reason ? reason : sl_http_reason(st));
+    }
+}
+
+static void c_start_request(sl_client_t *c, const sl_http_msg_t *m, size_t head_len)
+{
+    sl_router_t *r = c->r;
+    const char *head = c->rd.b->data + c->rd.start;
+    c_reset_request(c);
+    c->in_request = true;
+    r->stats.requests_total++;
+    r->stats.requests_in_flight++;
+    c->head_buf = c->rd.b;
+    sl_rbuf_ref(c->head_buf);
+    c->rd.start += head_len;
+    c_set_timer(c, T_NONE, 0);
+
+    c->method = m->method;
+    c->is_head = method_is(m->method, "HEAD");
+    c->idempotent = method_idempotent(m->method);
+    c->keep_alive = m->keep_alive;
+    c->minor = m->minor_version;
+    c->req_body = m->body;
+    c->body_left = m->body == SL_BODY_LENGTH ? m->content_length : 0;
+    if (c->req_body == SL_BODY_LENGTH && c->body_left == 0)
+        c->req_body = SL_BODY_NONE;
+
+    char host[256];
+    size_t hl;
+    if (method_is(m->method, "CONNECT")) {
+        sl_client_local_error(c, 501, "CONNECT is not supported");
+        return;
+    }
+    if (!norm_host(m->host, host, sizeof(host), &hl)) {
+        sl_client_local_error(c, 400, m->host.len ? "invalid Host header" : "missing Host header");
+        return;
+    }
+    if (m->body == SL_BODY_LENGTH && r->cfg.max_body_bytes &&
+        m->content_length > r->cfg.max_body_bytes) {
+        c->must_close = true;
+        sl_client_local_error(c, 413, "request body of %llu bytes is over the %llu byte limit",
+                              (unsigned long long)m->content_length,
+                              (unsigned long long)r->cfg.max_body_bytes);
+        return;
+    }
+    c->target = r->ops.resolve(r->ctx, (sl_str_t){host, hl});
+    if (!c->target) {
+        sl_client_local_error(c, 404, "no service for host %s", host);
+        return;
+    }
+    c_plan_request(c, m, head, head_len);
+    c->timeout_ms = r->ops.timeout_ms ? r->ops.timeout_ms(r->ctx, c->target) : 0;
+    if (c->timeout_ms)
+        c_set_timer(c, T_REQUEST, c->timeout_ms);
+    c_acquire(c);
+}
+
+static void c_parse_heads(sl_client_t *c)
+{
+    if (c->in_parse)
+        return; /* the loop below is running further up the stack */
+    c->in_parse = true;
+    while (c->state == C_HEAD && !c->in_request) {
+        sl_rd_t *rd = &c->rd;
+        size_t avail = rd->b ? rd->end - rd->start : 0;
+        if (avail == 0) {
+            if (c->n_requests > 0 && c->timer_mode != T_IDLE)
+                c_set_timer(c, T_IDLE, c->r->cfg.idle_timeout_ms);
+            break;
+        }
+        if (c->timer_mode != T_HEADER)
+            c_set_timer(c, T_HEADER, c->r->cfg.header_timeout_ms);
+        sl_http_msg_t m;
+        int status = 400;
+        const char *why = "bad request";
+        int n =
+            sl_http_parse_request(rd->b->data + rd->start, avail, &m, &c->r->limits, &status, &why);
+        if (n == SL_AGAIN) {
+            if (avail >= SL_RBUF_SIZE)
+                sl_client_local_error(c, 431, "request head larger than %d bytes", SL_RBUF_SIZE);
+            break;
+        }
+        if (n <= 0) {
+            sl_client_local_error(c, status >= 400 ? status : 400, "%s", why ? why : "bad request");
+            break;
+        }
+        c->n_requests++;
+        c_start_request(c, &m, (size_t)n);
+    }
+    c->in_parse = false;
+}
+
+static void c_end_request(sl_client_t *c, bool close)
+{
+    sl_router_t *r = c->r;
+    if (c->in_request) {
+        c->in_request = false;
+        r->stats.requests_in_flight--;
+    }
+    sl_rbuf_unref(r, c->head_buf);
+    c->head_buf = NULL;
+    sl_rbuf_unref(r, c->plan_body_buf);
+    c->plan_body_buf = NULL;
+    c->plan = NULL;
+    if (c->timer_mode == T_REQUEST)
+        c_set_timer(c, T_NONE, 0);
+    if (close) {
+        sl_client_close_graceful(c);
+        return;
+    }
+    c->state = C_HEAD;
+    c_parse_heads(c);
+    sl_client_update_reading(c);
+}
+
+/* ---- request body ------------------------------------------------------ */
+
+/* How many buffered bytes belong to the body; updates framing state.
+ * Returns 0, or the status to answer (400 bad chunking, 413 too large). */
+static int c_body_take(sl_client_t *c, size_t *k, const char **why)
+{
+    sl_rd_t *rd = &c->rd;
+    size_t avail = rd->b ? rd->end - rd->start : 0;
+    *k = 0;
+    if (c->req_done)
+        return 0;
+    if (c->req_body == SL_BODY_NONE) {
+        c->req_done = true;
+        return 0;
+    }
+    if (c->req_body == SL_BODY_LENGTH) {
+        *k = avail < c->body_left ? avail : (size_t)c->body_left;
+        c->body_left -= *k;
+        c->req_done = c->body_left == 0;
+    } else if (avail) {
+        bool done = false;
+        ssize_t got = sl_chunked_scan(&c->req_chunk, rd->b->data + rd->start, avail, &done, why);
+        if (got < 0)
+            return 400;
+        *k = (size_t)got;
+        c->req_done = done;
+    }
+    c->body_seen += *k;
+    /* For chunked bodies the limit applies to the encoded size. */
+    if (c->r->cfg.max_body_bytes && c->body_seen > c->r->cfg.max_body_bytes) {
+        *why = "request body too large";
+        return 413;
+    }
+    return 0;
+}
+
+static void c_body_error(sl_client_t *c, int status, const char *why)
+{
+    c->must_close = true;
+    sl_client_drop_upstream(c, false);
+    if (status == 413)
+        sl_client_local_error(c, 413, "request body is over the %llu byte limit",
+                              (unsigned long long)c->r->cfg.max_body_bytes);
+    else
+        sl_client_local_error(c, status, "bad request body: %s", why ? why : "malformed");
+}
+
+static void c_check_backpressure(sl_client_t *c)
+{
+    if (c->up && uv_stream_get_write_queue_size((uv_stream_t *)&c->up->tcp) > SL_BP_HIGH) {
+        c->bp_paused = true;
+        sl_client_update_reading(c);
+    }
+}
+
+static void c_up_write_error(sl_client_t *c, int err)
+{
+    /* Let the read side decide: a response may already be on its way, and
+     * a stale pooled connection shows up there as EOF before any byte. */
+    c->up_write_failed = true;
+    if (c->up && !c->up->reading && !c->up->bp_paused)
+        sl_up_update_reading(c->up);
+    SL_UNUSED(err);
+}
+
+static void c_stream_body(sl_client_t *c)
+{
+    size_t k;
+    const char *why = NULL;
+    int st = c_body_take(c, &k, &why);
+    if (st) {
+        c_body_error(c, st, why);
+        return;
+    }
+    if (k == 0)
+        return;
+    char *p = c->rd.b->data + c->rd.start;
+    c->rd.start += k;
+    if (c->up_write_failed || !c->up)
+        return; /* the instance stopped reading; drop what it would not take */
+    uv_buf_t b = uv_buf_init(p, (unsigned)k);
+    int rc = sl_send(c->r, (uv_stream_t *)&c->up->tcp, &b, 1, &c->rd.b, 1, sl_up_write_cb);
+    if (rc < 0)
+        c_up_write_error(c, rc);
+    else
+        c_check_backpressure(c);
+}
+
+static void c_send_plan(sl_client_t *c)
+{
+    sl_rbuf_t *refs[3] = {c->head_buf, c->gen, c->plan_body_buf};
+    int rc = sl_send(c->r, (uv_stream_t *)&c->up->tcp, c->plan, c->plan_n, refs, 3, sl_up_write_cb);
+    if (rc < 0)
+        c_up_write_error(c, rc);
+    else
+        c_check_backpressure(c);
+}
+
+static void c_attach(sl_client_t *c, sl_upconn_t *up)
+{
+    c->up = up;
+    up->client = c;
+    up->resp_bytes = 0;
+    c->up_write_failed = false;
+    c->state = C_PROXY;
+}
+
+static void c_got_pick(sl_client_t *c)
+{
+    sl_upstream_pool_t *pool = c->pick.pool;
+    if (!pool || pool->closed) {
+        sl_client_drop_upstream(c, true);
+        sl_client_local_error(c, 502, "instance failed: instance is stopping");
+        return;
+    }
+    int err = 0;
+    sl_upconn_t *up = sl_up_get(pool, false, &err);
+    if (!up) {
+        sl_client_drop_upstream(c, true);
+        sl_client_local_error(c, 502, "instance failed: connect: %s", uv_strerror(err));
+        return;
+    }
+    c_attach(c, up);
+    /* Body bytes that arrived with the head (or while queued) go in the
+     * same write; a request whose body is all here can be replayed. */
+    size_t k;
+    const char *why = NULL;
+    int st = c_body_take(c, &k, &why);
+    if (st) {
+        c_body_error(c, st, why);
+        return;
+    }
+    if (k) {
+        c->plan[c->plan_n++] = uv_buf_init(c->rd.b->data + c->rd.start, (unsigned)k);
+        c->plan_body_buf = c->rd.b;
+        sl_rbuf_ref(c->plan_body_buf);
+        c->rd.start += k;
+    }
+    c->replayable = c->req_done;
+    c_send_plan(c);
+    if (c->state == C_PROXY)
+        sl_client_update_reading(c);
+}
+
+void sl_client_upstream_failed(sl_client_t *c, int err, const char *what)
+{
+    sl_upconn_t *up = c->up;
+    bool retry = up && up->reused && up->resp_bytes == 0 && !c->resp_head_done && c->replayable &&
+                 c->attempts == 0 && (c->idempotent || c->req_body == SL_BODY_NONE);
+    if (retry) {
+        /* A pooled connection the instance had already given up on. */
+        c->attempts++;
+        c->up = NULL;
+        up->client = NULL;
+        sl_upstream_pool_t *pool = up->pool;
+        sl_up_close(up);
+        int e = 0;
+        sl_upconn_t *nu = pool->closed ? NULL : sl_up_get(pool, true, &e);
+        if (nu) {
+            c_attach(c, nu);
+            c_send_plan(c);
+            return;
+        }
+        err = e ? e : UV_ECANCELED;
+        what = "reconnect";
+    }
+    sl_client_drop_upstream(c, true);
+    if (c->resp_started) {
+        sl_client_destroy(c);
+        return;
+    }
+    sl_client_local_error(c, 502, "instance failed: %s: %s", what,
+                          err == UV_EOF ? "connection closed before a response" : uv_strerror(err));
+}
+
+void sl_client_exchange_done(sl_client_t *c)
+{
+    sl_upconn_t *up = c->up;
+    c->resp_done = true;
+    if (up) {
+        c->up = NULL;
+        up->client = NULL;
+        bool reuse =
+            c->up_reusable && c->req_done && !c->up_write_failed && up->rd.start == up->rd.end;
+        if (reuse)
+            sl_up_put(up);
+        else
+            sl_up_close(up);
+    }
+    c->bp_paused = false;
+    if (c->have_pick) {
+        c->have_pick = false;
+        c->r->ops.release(c->r->ctx, c->pick.instance, false);
+    }
+    c_end_request(c, c->must_close || !c->keep_alive || !c->req_done);
+}
+
+/* ---- reading ------------------------------------------------------------ */
+
+static void c_on_eof(sl_client_t *c, ssize_t err)
+{
+    if (err == UV_ENOBUFS) {
+        /* Buffer full of bytes we cannot use yet (pipelined, or queued
+         * body): wait until they are consumed. */
+        sl_client_update_reading(c);
+        return;
+    }
+    sl_client_destroy(c);
+}
+
+static void c_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+    sl_client_t *c = s->data;
+    if (nread == 0) {
+        if (c->state == C_HEAD && !c->in_request && c->rd.b && c->rd.start == c->rd.end)
+            sl_rd_release(c->r, &c->rd); /* idle keep-alive: hold no buffer */
+        return;
+    }
+    if (nread < 0) {
+        c_on_eof(c, nread);
+        return;
+    }
+    c->rd.end += (size_t)nread;
+    switch (c->state) {
+    case C_HEAD:
+        /* A head can only complete (or fail a line) where a line ends:
+         * a client trickling bytes costs one parse per line, not per read. */
+        if (memchr(buf->base, '\n', (size_t)nread) || c->rd.end - c->rd.start >= SL_RBUF_SIZE)
+            c_parse_heads(c);
+        else if (c->timer_mode != T_HEADER)
+            c_set_timer(c, T_HEADER, c->r->cfg.header_timeout_ms);
+        break;
+    case C_PROXY:
+        if (!c->req_done)
+            c_stream_body(c);
+        break;
+    case C_LINGER:
+        c->rd.start = c->rd.end;
+        break;
+    default:
+        break;
+    }
+    sl_client_update_reading(c);
+}
+
+void sl_client_write_cb(uv_write_t *req, int status)
+{
+    sl_client_t *c = req->handle->data;
+    sl_wreq_done(c->r, req);
+    if (c->state == C_CLOSED)
+        return;
+    if (status < 0) {
+        sl_client_destroy(c);
+        return;
+    }
+    if (c->up && c->up->bp_paused &&
+        uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) <= SL_BP_LOW) {
+        c->up->bp_paused = false;
+        sl_up_update_reading(c->up);
+    }
+}

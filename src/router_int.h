@@ -1,0 +1,217 @@
+/*
+ * router_int.h — internals shared by router.c (lifecycle, buffers, writes),
+ * router_client.c (client connections and requests), router_resp.c
+ * (response relay) and upstream.c (instance pools and upstream connections).
+ *
+ * Memory model: every byte that travels through the proxy sits in a
+ * ref-counted 16 KiB buffer (sl_rbuf_t) taken from a per-router free list.
+ * Parsed heads are zero-copy slices into those buffers; a write that could
+ * not finish synchronously holds a reference to each buffer its iovecs point
+ * into, so reading goes on into other buffers while the write drains. Small
+ * generated strings (request line, Forwarded, chunk sizes) and the request's
+ * iovec plan are bump-allocated from a per-request "gen" buffer. After
+ * warm-up nothing on the request path calls malloc.
+ */
+#ifndef SL_ROUTER_INT_H
+#define SL_ROUTER_INT_H
+
+#include "router.h"
+
+#include <netinet/in.h>
+
+#define SL_RBUF_SIZE    (16 * 1024)
+#define SL_RBUF_MINREAD 4096
+#define SL_FREE_BUFS    512          /* buffers kept on the free list */
+#define SL_BP_HIGH      (256 * 1024) /* pause the source above this queue size */
+#define SL_BP_LOW       (64 * 1024)  /* resume it at or below */
+#define SL_WREQ_REFS    4
+#define SL_LINGER_MS    3000
+
+#define sl_container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
+
+typedef struct sl_rbuf {
+    struct sl_rbuf *next; /* free list */
+    uint32_t refs;
+    _Alignas(16) char data[SL_RBUF_SIZE];
+} sl_rbuf_t;
+
+/* A read cursor: unconsumed bytes are b->data[start..end). */
+typedef struct sl_rd {
+    sl_rbuf_t *b;
+    size_t start, end;
+} sl_rd_t;
+
+typedef struct sl_wreq {
+    uv_write_t req;
+    struct sl_wreq *next;
+    sl_rbuf_t *refs[SL_WREQ_REFS];
+    unsigned nrefs;
+} sl_wreq_t;
+
+typedef struct sl_client sl_client_t;
+typedef struct sl_upconn sl_upconn_t;
+
+enum { UP_CONNECTING, UP_BUSY, UP_IDLE, UP_CLOSING };
+
+struct sl_upconn {
+    uv_tcp_t tcp;
+    uv_connect_t connect_req;
+    sl_upstream_pool_t *pool;
+    sl_client_t *client;      /* while busy */
+    sl_upconn_t *prev, *next; /* pool's idle list, most recent first */
+    sl_rd_t rd;
+    int state;
+    bool reading;
+    bool bp_paused;      /* reading stopped: client write queue too long */
+    bool reused;         /* taken from the idle list for this exchange */
+    uint64_t resp_bytes; /* response bytes received in this exchange */
+    uint64_t idle_since_ms;
+};
+
+struct sl_upstream_pool {
+    sl_router_t *r;
+    sl_upstream_pool_t *prev, *next; /* router's list */
+    int netns_fd;
+    bool same_ns; /* netns is the router's own: no setns needed */
+    int port;
+    bool closed;
+    sl_upconn_t *idle;      /* head = most recently used */
+    sl_upconn_t *idle_tail; /* oldest */
+    size_t n_idle;
+    size_t n_conns; /* every conn not yet freed */
+};
+
+/* Client connection states. */
+enum { C_HEAD, C_WAIT, C_PROXY, C_LINGER, C_CLOSED };
+/* What the client timer is measuring. */
+enum { T_NONE, T_HEADER, T_IDLE, T_REQUEST, T_LINGER };
+/* How the response body travels to the client. */
+enum { RB_NONE, RB_LENGTH, RB_CHUNKED, RB_DECHUNK, RB_CLOSE_RAW, RB_CLOSE_CHUNK };
+
+struct sl_client {
+    uv_tcp_t tcp;
+    uv_timer_t timer;
+    uv_shutdown_t shutdown_req;
+    sl_router_t *r;
+    sl_client_t *prev, *next;
+    int pending_closes;
+    int state;
+    int timer_mode;
+    bool reading, bp_paused, shutting_down, in_parse;
+    uint64_t n_requests;
+    char peer[INET6_ADDRSTRLEN + 2];
+    bool peer_v6;
+    sl_rd_t rd;
+
+    /* The current request (valid from head parsed to end_request). */
+    bool in_request;
+    sl_rbuf_t *head_buf; /* holds the request head the plan points into */
+    sl_rbuf_t *gen;      /* scratch for generated strings + plan */
+    size_t gen_used;
+    sl_str_t method;
+    bool is_head, idempotent, keep_alive, must_close;
+    int minor;
+    sl_http_body_t req_body;
+    uint64_t body_left; /* LENGTH: bytes still to come */
+    uint64_t body_seen; /* wire bytes of body seen (limit check) */
+    sl_chunked_t req_chunk;
+    bool req_done; /* whole request handed to the upstream */
+    bool up_write_failed;
+    uv_buf_t *plan; /* request head iovecs (in gen) + buffered body */
+    unsigned plan_n, plan_head_n;
+    sl_rbuf_t *plan_body_buf; /* ref: buffer with the buffered body bytes */
+    bool replayable;
+    int attempts;
+    void *target;
+    sl_waiter_t waiter;
+    bool queued, in_acquire, ready_stashed;
+    int stash_status;
+    sl_pick_t stash_pick;
+    const char *stash_reason;
+    sl_pick_t pick;
+    bool have_pick;
+    uint64_t timeout_ms;
+    sl_upconn_t *up;
+
+    /* Response relay. */
+    bool resp_head_done, resp_started, resp_done, up_reusable;
+    int rb_mode;
+    uint64_t resp_left;
+    sl_chunked_t resp_chunk;
+};
+
+struct sl_router {
+    uv_loop_t *loop;
+    uv_tcp_t listener;
+    uv_timer_t sweep;
+    sl_router_config_t cfg;
+    sl_router_ops_t ops;
+    void *ctx;
+    int host_ns_fd;
+    unsigned long host_ns_ino;
+    unsigned long host_ns_dev;
+    sl_http_limits_t limits;
+    size_t n_handles; /* open libuv handles */
+    size_t n_clients;
+    bool closing;
+    void (*close_cb)(void *);
+    void *close_data;
+    sl_client_t *clients;
+    sl_upstream_pool_t *pools;
+    sl_rbuf_t *free_bufs;
+    size_t n_free_bufs;
+    sl_wreq_t *free_wreqs;
+    sl_router_stats_t stats;
+};
+
+/* router.c: buffers, writes, handle accounting. */
+sl_rbuf_t *sl_rbuf_get(sl_router_t *r);
+static inline void sl_rbuf_ref(sl_rbuf_t *b)
+{
+    b->refs++;
+}
+void sl_rbuf_unref(sl_router_t *r, sl_rbuf_t *b);
+/* Make room to read into rd; *out is empty when the buffer is full of
+ * unconsumed bytes. */
+void sl_rd_prepare(sl_router_t *r, sl_rd_t *rd, uv_buf_t *out);
+void sl_rd_release(sl_router_t *r, sl_rd_t *rd);
+/* Write iov to s: synchronously when the socket takes it all, else queue the
+ * rest with a request holding a reference on each of refs[]. Returns 0 or a
+ * libuv error. */
+int sl_send(sl_router_t *r, uv_stream_t *s, uv_buf_t *iov, unsigned n, sl_rbuf_t **refs,
+            unsigned nrefs, uv_write_cb cb);
+void sl_wreq_done(sl_router_t *r, uv_write_t *req);
+void sl_handle_closed(sl_router_t *r);
+
+/* router_client.c */
+void sl_client_on_accept(uv_stream_t *server, int status);
+void sl_client_destroy(sl_client_t *c);
+void sl_client_upstream_failed(sl_client_t *c, int err, const char *what);
+void sl_client_local_error(sl_client_t *c, int status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+void sl_client_exchange_done(sl_client_t *c);
+void sl_client_drop_upstream(sl_client_t *c, bool failed);
+void sl_client_update_reading(sl_client_t *c);
+void sl_client_close_graceful(sl_client_t *c);
+char *sl_client_gen(sl_client_t *c, size_t n);
+/* Append m's header lines minus those skip() rejects to iov[n..]; returns
+ * the new count. Needs at most n_headers + 1 + 4 * (rebuilt lines) slots. */
+size_t sl_plan_headers(const sl_http_msg_t *m, const char *fields_end, uv_buf_t *iov, size_t n,
+                       bool (*skip)(const sl_http_msg_t *, sl_str_t, void *), void *arg);
+void sl_client_write_cb(uv_write_t *req, int status);
+
+/* router_resp.c */
+void sl_resp_process(sl_client_t *c);
+void sl_resp_eof(sl_client_t *c, int err);
+
+/* upstream.c */
+/* Idle conn (LIFO) or a new connecting one; NULL with *err set on failure. */
+sl_upconn_t *sl_up_get(sl_upstream_pool_t *pool, bool fresh, int *err);
+void sl_up_put(sl_upconn_t *up);
+void sl_up_close(sl_upconn_t *up);
+void sl_up_update_reading(sl_upconn_t *up);
+void sl_up_sweep(uv_timer_t *t);
+void sl_pool_close_all(sl_router_t *r);
+void sl_up_write_cb(uv_write_t *req, int status);
+
+#endif

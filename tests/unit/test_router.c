@@ -1,0 +1,1459 @@
+/*
+ * test_router.c — the router over real sockets.
+ *
+ * The router runs on its own libuv loop in a background thread; the test
+ * thread is a plain blocking HTTP client; backends are blocking servers
+ * (a thread per connection) whose behaviour is chosen by the request path.
+ * Anything that must touch the router runs on the loop thread via h_call.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "router.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <net/if.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <sched.h>
+#include <semaphore.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <strings.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <time.h>
+
+/* ---- byte buffers and a blocking reader --------------------------------- */
+
+typedef struct dyn {
+    char *p;
+    size_t len, cap;
+} dyn_t;
+
+static void dyn_add(dyn_t *d, const void *p, size_t n)
+{
+    if (d->len + n + 1 > d->cap) {
+        d->cap = (d->len + n + 1) * 2;
+        d->p = realloc(d->p, d->cap);
+        if (!d->p)
+            abort();
+    }
+    memcpy(d->p + d->len, p, n);
+    d->len += n;
+    d->p[d->len] = '\0';
+}
+
+static void dyn_free(dyn_t *d)
+{
+    free(d->p);
+    memset(d, 0, sizeof(*d));
+}
+
+typedef struct rdr {
+    int fd;
+    char buf[65536];
+    size_t len;
+} rdr_t;
+
+static ssize_t rdr_fill(rdr_t *r)
+{
+    if (r->len == sizeof(r->buf))
+        return -1;
+    ssize_t n;
+    do
+        n = read(r->fd, r->buf + r->len, sizeof(r->buf) - r->len);
+    while (n < 0 && errno == EINTR);
+    if (n > 0)
+        r->len += (size_t)n;
+    return n;
+}
+
+static void rdr_consume(rdr_t *r, size_t n)
+{
+    memmove(r->buf, r->buf + n, r->len - n);
+    r->len -= n;
+}
+
+/* Returns head length (through CRLFCRLF) or -1 at EOF/error. */
+static ssize_t rdr_head(rdr_t *r)
+{
+    for (;;) {
+        char *e = memmem(r->buf, r->len, "\r\n\r\n", 4);
+        if (e)
+            return e + 4 - r->buf;
+        if (rdr_fill(r) <= 0)
+            return -1;
+    }
+}
+
+/* Read n body bytes into d (NULL: just count); sum gets a checksum. */
+static int rdr_exact(rdr_t *r, uint64_t n, dyn_t *d, uint64_t *sum)
+{
+    while (n > 0) {
+        if (r->len == 0 && rdr_fill(r) <= 0)
+            return -1;
+        size_t k = r->len < n ? r->len : (size_t)n;
+        if (d)
+            dyn_add(d, r->buf, k);
+        if (sum)
+            for (size_t i = 0; i < k; i++)
+                *sum = *sum * 31 + (unsigned char)r->buf[i];
+        rdr_consume(r, k);
+        n -= k;
+    }
+    return 0;
+}
+
+static ssize_t rdr_line(rdr_t *r, char *out, size_t cap)
+{
+    for (;;) {
+        char *e = memmem(r->buf, r->len, "\r\n", 2);
+        if (e) {
+            size_t l = (size_t)(e - r->buf);
+            if (l >= cap)
+                return -1;
+            memcpy(out, r->buf, l);
+            out[l] = '\0';
+            rdr_consume(r, l + 2);
+            return (ssize_t)l;
+        }
+        if (rdr_fill(r) <= 0)
+            return -1;
+    }
+}
+
+/* Decode a chunked body into dec, keeping the wire bytes in raw. */
+static int rdr_chunked(rdr_t *r, dyn_t *dec, dyn_t *raw, uint64_t *sum)
+{
+    char line[256];
+    for (;;) {
+        if (rdr_line(r, line, sizeof(line)) < 0)
+            return -1;
+        if (raw) {
+            dyn_add(raw, line, strlen(line));
+            dyn_add(raw, "\r\n", 2);
+        }
+        unsigned long sz = strtoul(line, NULL, 16);
+        if (sz == 0)
+            break;
+        size_t before = dec ? dec->len : 0;
+        if (rdr_exact(r, sz, dec, sum) < 0)
+            return -1;
+        if (raw && dec)
+            dyn_add(raw, dec->p + before, sz);
+        if (rdr_line(r, line, sizeof(line)) != 0)
+            return -1;
+        if (raw)
+            dyn_add(raw, "\r\n", 2);
+    }
+    for (;;) { /* trailers up to the empty line */
+        ssize_t l = rdr_line(r, line, sizeof(line));
+        if (l < 0)
+            return -1;
+        if (raw) {
+            dyn_add(raw, line, (size_t)l);
+            dyn_add(raw, "\r\n", 2);
+        }
+        if (l == 0)
+            return 0;
+    }
+}
+
+/* Case-insensitive header value lookup in a raw head; "" when absent. */
+static bool hdr_get(const char *head, const char *name, char *out, size_t cap)
+{
+    size_t nl = strlen(name);
+    const char *p = strstr(head, "\r\n");
+    while (p && p[2] != '\r') {
+        p += 2;
+        if (strncasecmp(p, name, nl) == 0 && p[nl] == ':') {
+            const char *v = p + nl + 1;
+            while (*v == ' ')
+                v++;
+            const char *e = strstr(v, "\r\n");
+            size_t l = (size_t)(e - v) < cap - 1 ? (size_t)(e - v) : cap - 1;
+            memcpy(out, v, l);
+            out[l] = '\0';
+            return true;
+        }
+        p = strstr(p, "\r\n");
+    }
+    out[0] = '\0';
+    return false;
+}
+
+static int count_header(const char *head, const char *name)
+{
+    int n = 0;
+    size_t nl = strlen(name);
+    for (const char *p = strstr(head, "\r\n"); p && p[2] != '\r'; p = strstr(p + 2, "\r\n"))
+        if (strncasecmp(p + 2, name, nl) == 0 && p[2 + nl] == ':')
+            n++;
+    return n;
+}
+
+/* ---- backend: blocking HTTP server, behaviour by path ------------------- */
+
+#define BE_MAX_CONNS 64
+
+typedef struct backend {
+    int lfd, port, ns_fd;
+    bool netns;
+    pthread_t acc;
+    sem_t ready;
+    atomic_int accepts;
+    pthread_mutex_t mu;
+    pthread_t conn_threads[BE_MAX_CONNS];
+    int conn_fds[BE_MAX_CONNS];
+    int nconns;
+    dyn_t last_head, last_raw_body;
+} backend_t;
+
+typedef struct be_conn {
+    backend_t *b;
+    int slot;
+    rdr_t r;
+} be_conn_t;
+
+static void be_write(int fd, const void *p, size_t n)
+{
+    const char *s = p;
+    while (n > 0) {
+        ssize_t k = write(fd, s, n);
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k <= 0)
+            return;
+        s += k;
+        n -= (size_t)k;
+    }
+}
+
+static bool be_head_req;
+
+static void be_respond(int fd, const char *body, size_t n)
+{
+    char h[256];
+    int hl =
+        snprintf(h, sizeof(h), "HTTP/1.1 200 OK\r\nContent-Length: %zu\r\nX-Backend: 1\r\n\r\n", n);
+    be_write(fd, h, (size_t)hl);
+    if (!be_head_req)
+        be_write(fd, body, n);
+}
+
+static void be_send_big(int fd, uint64_t n)
+{
+    char h[128];
+    int hl = snprintf(h, sizeof(h), "HTTP/1.1 200 OK\r\nContent-Length: %llu\r\n\r\n",
+                      (unsigned long long)n);
+    be_write(fd, h, (size_t)hl);
+    static char chunk[65536];
+    for (uint64_t off = 0; off < n;) {
+        size_t k = n - off < sizeof(chunk) ? (size_t)(n - off) : sizeof(chunk);
+        for (size_t i = 0; i < k; i++)
+            chunk[i] = (char)('a' + (off + i) % 26);
+        be_write(fd, chunk, k);
+        off += k;
+    }
+}
+
+/* Serve one request; false ends the connection. */
+static bool be_serve_one(be_conn_t *bc, bool *drop_next)
+{
+    backend_t *b = bc->b;
+    rdr_t *r = &bc->r;
+    int fd = r->fd;
+    ssize_t hl = rdr_head(r);
+    if (hl < 0 || *drop_next)
+        return false;
+    char *head = malloc((size_t)hl + 1);
+    memcpy(head, r->buf, (size_t)hl);
+    head[hl] = '\0';
+    rdr_consume(r, (size_t)hl);
+    char method[16] = "", path[256] = "", v[128];
+    sscanf(head, "%15s %255s", method, path);
+    bool is_sink = strcmp(path, "/sink") == 0;
+    be_head_req = strcmp(method, "HEAD") == 0; /* tests send one HEAD at a time */
+    if (hdr_get(head, "Expect", v, sizeof(v)) && strcasecmp(v, "100-continue") == 0)
+        be_write(fd, "HTTP/1.1 100 Continue\r\n\r\n", 25);
+    dyn_t body = {0}, raw = {0};
+    uint64_t sum = 0, cl = 0;
+    int rc = 0;
+    if (hdr_get(head, "Content-Length", v, sizeof(v))) {
+        cl = strtoull(v, NULL, 10);
+        rc = rdr_exact(r, cl, is_sink ? NULL : &body, &sum);
+        if (!is_sink && body.len)
+            dyn_add(&raw, body.p, body.len);
+    } else if (hdr_get(head, "Transfer-Encoding", v, sizeof(v))) {
+        rc = rdr_chunked(r, is_sink ? NULL : &body, is_sink ? NULL : &raw, &sum);
+    }
+    pthread_mutex_lock(&b->mu);
+    b->last_head.len = 0;
+    dyn_add(&b->last_head, head, (size_t)hl);
+    b->last_raw_body.len = 0;
+    dyn_add(&b->last_raw_body, raw.p ? raw.p : "", raw.len);
+    pthread_mutex_unlock(&b->mu);
+    bool keep = rc == 0;
+    if (!keep) {
+    } else if (strcmp(path, "/hello") == 0) {
+        be_respond(fd, "hello", 5);
+    } else if (strncmp(path, "/say?", 5) == 0) {
+        be_respond(fd, path + 5, strlen(path + 5));
+    } else if (strcmp(path, "/echo") == 0) {
+        be_respond(fd, body.p ? body.p : "", body.len);
+    } else if (strcmp(path, "/rawbody") == 0) {
+        be_respond(fd, raw.p ? raw.p : "", raw.len);
+    } else if (strncmp(path, "/headers", 8) == 0) {
+        be_respond(fd, head, (size_t)hl);
+    } else if (strcmp(path, "/chunked") == 0) {
+        static const char m[] = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                                "4\r\nWiki\r\n5\r\npedia\r\n0\r\n\r\n";
+        be_write(fd, m, sizeof(m) - 1);
+    } else if (strcmp(path, "/close") == 0) {
+        static const char m[] = "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nuntil close body";
+        be_write(fd, m, sizeof(m) - 1);
+        keep = false;
+    } else if (strcmp(path, "/partial") == 0) {
+        static const char m[] = "HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n0123456789";
+        be_write(fd, m, sizeof(m) - 1);
+        keep = false;
+    } else if (strcmp(path, "/slow") == 0) {
+        usleep(300000);
+        be_respond(fd, "slow", 4);
+    } else if (strcmp(path, "/garbage") == 0) {
+        static const char m[] =
+            "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab";
+        be_write(fd, m, sizeof(m) - 1);
+    } else if (strcmp(path, "/hang") == 0) {
+        /* never answer; wait for the next request or EOF */
+    } else if (strcmp(path, "/oneshot") == 0) {
+        be_respond(fd, "oneshot", 7);
+        *drop_next = true; /* like a server whose keep-alive just expired */
+    } else if (strncmp(path, "/big?n=", 7) == 0) {
+        be_send_big(fd, strtoull(path + 7, NULL, 10));
+    } else if (is_sink) {
+        char m[64];
+        int ml =
+            snprintf(m, sizeof(m), "%llu %llu", (unsigned long long)cl, (unsigned long long)sum);
+        be_respond(fd, m, (size_t)ml);
+    } else {
+        static const char m[] = "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n";
+        be_write(fd, m, sizeof(m) - 1);
+    }
+    free(head);
+    dyn_free(&body);
+    dyn_free(&raw);
+    return keep;
+}
+
+static void *be_conn_main(void *arg)
+{
+    be_conn_t *bc = arg;
+    bool drop_next = false;
+    while (be_serve_one(bc, &drop_next)) {
+    }
+    pthread_mutex_lock(&bc->b->mu);
+    int fd = bc->b->conn_fds[bc->slot];
+    bc->b->conn_fds[bc->slot] = -1;
+    pthread_mutex_unlock(&bc->b->mu);
+    close(fd);
+    free(bc);
+    return NULL;
+}
+
+static void lo_up(void)
+{
+    int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    struct ifreq ifr;
+    memset(&ifr, 0, sizeof(ifr));
+    memcpy(ifr.ifr_name, "lo", 3);
+    if (ioctl(s, SIOCGIFFLAGS, &ifr) == 0) {
+        ifr.ifr_flags |= IFF_UP | IFF_RUNNING;
+        ioctl(s, SIOCSIFFLAGS, &ifr);
+    }
+    close(s);
+}
+
+static int listen_any(int *port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(fd, 128) < 0)
+        abort();
+    socklen_t sl = sizeof(sa);
+    getsockname(fd, (struct sockaddr *)&sa, &sl);
+    *port = ntohs(sa.sin_port);
+    return fd;
+}
+
+static void *be_accept_main(void *arg)
+{
+    backend_t *b = arg;
+    if (b->netns) {
+        if (unshare(CLONE_NEWNET) < 0)
+            abort();
+        lo_up();
+    }
+    b->ns_fd = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
+    b->lfd = listen_any(&b->port);
+    sem_post(&b->ready);
+    for (;;) {
+        int fd = accept4(b->lfd, NULL, NULL, SOCK_CLOEXEC);
+        if (fd < 0)
+            break;
+        atomic_fetch_add(&b->accepts, 1);
+        be_conn_t *bc = calloc(1, sizeof(*bc));
+        bc->b = b;
+        bc->r.fd = fd;
+        pthread_mutex_lock(&b->mu);
+        if (b->nconns == BE_MAX_CONNS) {
+            pthread_mutex_unlock(&b->mu);
+            close(fd);
+            free(bc);
+            continue;
+        }
+        bc->slot = b->nconns++;
+        b->conn_fds[bc->slot] = fd;
+        pthread_create(&b->conn_threads[bc->slot], NULL, be_conn_main, bc);
+        pthread_mutex_unlock(&b->mu);
+    }
+    return NULL;
+}
+
+static backend_t *be_start(bool netns)
+{
+    backend_t *b = calloc(1, sizeof(*b));
+    b->netns = netns;
+    pthread_mutex_init(&b->mu, NULL);
+    sem_init(&b->ready, 0, 0);
+    pthread_create(&b->acc, NULL, be_accept_main, b);
+    sem_wait(&b->ready);
+    return b;
+}
+
+static void be_stop(backend_t *b)
+{
+    shutdown(b->lfd, SHUT_RDWR);
+    pthread_join(b->acc, NULL);
+    close(b->lfd);
+    pthread_mutex_lock(&b->mu);
+    int n = b->nconns;
+    for (int i = 0; i < n; i++)
+        if (b->conn_fds[i] >= 0)
+            shutdown(b->conn_fds[i], SHUT_RDWR);
+    pthread_mutex_unlock(&b->mu);
+    for (int i = 0; i < n; i++)
+        pthread_join(b->conn_threads[i], NULL);
+    close(b->ns_fd);
+    dyn_free(&b->last_head);
+    dyn_free(&b->last_raw_body);
+    sem_destroy(&b->ready);
+    pthread_mutex_destroy(&b->mu);
+    free(b);
+}
+
+static void be_last_head(backend_t *b, char *out, size_t cap)
+{
+    pthread_mutex_lock(&b->mu);
+    snprintf(out, cap, "%s", b->last_head.p ? b->last_head.p : "");
+    pthread_mutex_unlock(&b->mu);
+}
+
+/* A port with nothing listening. */
+static int dead_port(void)
+{
+    int port;
+    int fd = listen_any(&port);
+    close(fd);
+    return port;
+}
+
+/* ---- harness: router on a loop thread ----------------------------------- */
+
+enum { M_OK, M_QUEUE, M_QUEUE_FOREVER, M_REJECT };
+
+typedef struct target {
+    const char *host;
+    int port;  /* backend port */
+    int ns_fd; /* -1: the test's own netns */
+    int mode;
+    uint64_t timeout_ms;
+    sl_upstream_pool_t *pool;
+    sl_waiter_t *waiting;
+} target_t;
+
+typedef struct harness {
+    uv_loop_t loop;
+    uv_async_t async;
+    uv_timer_t qtimer;
+    pthread_t thread;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    void (*fn)(struct harness *, void *);
+    void *arg;
+    bool done;
+    sl_router_t *r;
+    int port;
+    target_t targets[4];
+    int ntargets;
+    atomic_int acquires, releases, releases_failed, cancels;
+    atomic_bool closed;
+} harness_t;
+
+static harness_t H;
+
+static void *op_resolve(void *ctx, sl_str_t host)
+{
+    harness_t *h = ctx;
+    for (int i = 0; i < h->ntargets; i++)
+        if (sl_str_eq(host, sl_str_from(h->targets[i].host)))
+            return &h->targets[i];
+    return NULL;
+}
+
+static void qtimer_cb(uv_timer_t *t)
+{
+    harness_t *h = t->data;
+    for (int i = 0; i < h->ntargets; i++) {
+        target_t *tg = &h->targets[i];
+        if (tg->waiting && tg->mode == M_QUEUE) {
+            sl_waiter_t *w = tg->waiting;
+            tg->waiting = NULL;
+            sl_pick_t pick = {.pool = tg->pool, .instance = tg};
+            w->ready(w, 0, &pick, NULL);
+        }
+    }
+}
+
+static int op_acquire(void *ctx, void *target, sl_waiter_t *w, sl_pick_t *pick, const char **reason)
+{
+    harness_t *h = ctx;
+    target_t *t = target;
+    atomic_fetch_add(&h->acquires, 1);
+    switch (t->mode) {
+    case M_OK:
+        pick->pool = t->pool;
+        pick->instance = t;
+        return SL_OK;
+    case M_QUEUE:
+        t->waiting = w;
+        uv_timer_start(&h->qtimer, qtimer_cb, 100, 0);
+        return SL_AGAIN;
+    case M_QUEUE_FOREVER:
+        t->waiting = w;
+        return SL_AGAIN;
+    default:
+        *reason = "queue full";
+        return 503;
+    }
+}
+
+static void op_cancel(void *ctx, void *target, sl_waiter_t *w)
+{
+    harness_t *h = ctx;
+    target_t *t = target;
+    atomic_fetch_add(&h->cancels, 1);
+    if (t->waiting == w)
+        t->waiting = NULL;
+}
+
+static void op_release(void *ctx, void *instance, bool failed)
+{
+    harness_t *h = ctx;
+    atomic_fetch_add(&h->releases, 1);
+    if (failed)
+        atomic_fetch_add(&h->releases_failed, 1);
+}
+
+static uint64_t op_timeout(void *ctx, void *target)
+{
+    return ((target_t *)target)->timeout_ms;
+}
+
+static const sl_router_ops_t OPS = {op_resolve, op_acquire, op_cancel, op_release, op_timeout};
+
+static void async_cb(uv_async_t *a)
+{
+    harness_t *h = a->data;
+    pthread_mutex_lock(&h->mu);
+    if (h->fn && !h->done) {
+        h->fn(h, h->arg);
+        h->done = true;
+        pthread_cond_broadcast(&h->cv);
+    }
+    pthread_mutex_unlock(&h->mu);
+}
+
+/* Run fn on the loop thread and wait for it. */
+static void h_call(harness_t *h, void (*fn)(harness_t *, void *), void *arg)
+{
+    pthread_mutex_lock(&h->mu);
+    h->fn = fn;
+    h->arg = arg;
+    h->done = false;
+    uv_async_send(&h->async);
+    while (!h->done)
+        pthread_cond_wait(&h->cv, &h->mu);
+    h->fn = NULL;
+    pthread_mutex_unlock(&h->mu);
+}
+
+static void *loop_main(void *arg)
+{
+    harness_t *h = arg;
+    uv_run(&h->loop, UV_RUN_DEFAULT);
+    return NULL;
+}
+
+static target_t *h_target(const char *host, int port)
+{
+    target_t *t = &H.targets[H.ntargets++];
+    memset(t, 0, sizeof(*t));
+    t->host = host;
+    t->port = port;
+    t->ns_fd = -1;
+    return t;
+}
+
+static void h_reset(void)
+{
+    memset(&H, 0, sizeof(H));
+}
+
+static void h_start(const sl_router_config_t *cfg_in)
+{
+    harness_t *h = &H;
+    sl_router_config_t cfg = {.listen = "127.0.0.1:0"};
+    if (cfg_in)
+        cfg = *cfg_in;
+    assert_int_equal(uv_loop_init(&h->loop), 0);
+    pthread_mutex_init(&h->mu, NULL);
+    pthread_cond_init(&h->cv, NULL);
+    uv_async_init(&h->loop, &h->async, async_cb);
+    h->async.data = h;
+    uv_timer_init(&h->loop, &h->qtimer);
+    h->qtimer.data = h;
+    sl_error_t err = {0};
+    int rc = sl_router_new(&h->loop, &cfg, &OPS, h, &h->r, &err);
+    if (rc < 0)
+        fail_msg("sl_router_new: %s", err.msg);
+    h->port = sl_router_port(h->r);
+    assert_true(h->port > 0);
+    for (int i = 0; i < h->ntargets; i++) {
+        target_t *t = &h->targets[i];
+        int fd = t->ns_fd >= 0 ? t->ns_fd : open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
+        t->pool = sl_upstream_pool_new(h->r, fd, t->port);
+        assert_non_null(t->pool);
+        if (t->ns_fd < 0)
+            close(fd);
+    }
+    pthread_create(&h->thread, NULL, loop_main, h);
+}
+
+static void on_router_closed(void *data)
+{
+    harness_t *h = data;
+    atomic_store(&h->closed, true);
+}
+
+static void close_fn(harness_t *h, void *arg)
+{
+    sl_router_close(h->r, on_router_closed, h);
+    uv_close((uv_handle_t *)&h->qtimer, NULL);
+    uv_close((uv_handle_t *)&h->async, NULL);
+}
+
+static void h_stop(void)
+{
+    harness_t *h = &H;
+    h_call(h, close_fn, NULL);
+    pthread_join(h->thread, NULL);
+    assert_true(atomic_load(&h->closed));
+    assert_int_equal(uv_loop_close(&h->loop), 0);
+    pthread_mutex_destroy(&h->mu);
+    pthread_cond_destroy(&h->cv);
+}
+
+static void stats_fn(harness_t *h, void *arg)
+{
+    sl_router_stats(h->r, arg);
+}
+
+static sl_router_stats_t h_stats(void)
+{
+    sl_router_stats_t st;
+    h_call(&H, stats_fn, &st);
+    return st;
+}
+
+/* Poll cond on the test thread for up to ms. */
+#define WAIT_FOR(cond, ms)                                                                         \
+    do {                                                                                           \
+        for (int _i = 0; _i < (ms) / 5 && !(cond); _i++)                                           \
+            usleep(5000);                                                                          \
+    } while (0)
+
+/* ---- client helpers -------------------------------------------------------- */
+
+static rdr_t *cl_open_af(int af)
+{
+    rdr_t *r = calloc(1, sizeof(*r));
+    r->fd = socket(af, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct timeval tv = {.tv_sec = 5};
+    setsockopt(r->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    if (af == AF_INET6) {
+        struct sockaddr_in6 s6 = {.sin6_family = AF_INET6,
+                                  .sin6_port = htons((uint16_t)H.port),
+                                  .sin6_addr = IN6ADDR_LOOPBACK_INIT};
+        assert_int_equal(connect(r->fd, (struct sockaddr *)&s6, sizeof(s6)), 0);
+        return r;
+    }
+    struct sockaddr_in sa = {.sin_family = AF_INET,
+                             .sin_port = htons((uint16_t)H.port),
+                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    assert_int_equal(connect(r->fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    return r;
+}
+
+static rdr_t *cl_open(void)
+{
+    return cl_open_af(AF_INET);
+}
+
+static void cl_close(rdr_t *r)
+{
+    close(r->fd);
+    free(r);
+}
+
+static void cl_send(rdr_t *r, const char *s)
+{
+    be_write(r->fd, s, strlen(s));
+}
+
+typedef struct resp {
+    int status;
+    char head[8192];
+    dyn_t body;
+    uint64_t sum;
+} resp_t;
+
+/* Read one response (HEAD: no body). Returns 0, or -1 at EOF/timeout. */
+static int cl_resp(rdr_t *r, resp_t *out, bool head_req, bool count_only)
+{
+    memset(out, 0, sizeof(*out));
+    for (;;) {
+        ssize_t hl = rdr_head(r);
+        if (hl < 0 || hl >= (ssize_t)sizeof(out->head))
+            return -1;
+        memcpy(out->head, r->buf, (size_t)hl);
+        out->head[hl] = '\0';
+        rdr_consume(r, (size_t)hl);
+        sscanf(out->head, "HTTP/1.%*d %d", &out->status);
+        if (out->status >= 200)
+            break;
+    }
+    char v[64];
+    dyn_t *d = count_only ? NULL : &out->body;
+    if (head_req || out->status == 204 || out->status == 304)
+        return 0;
+    if (hdr_get(out->head, "Content-Length", v, sizeof(v)))
+        return rdr_exact(r, strtoull(v, NULL, 10), d, &out->sum);
+    if (hdr_get(out->head, "Transfer-Encoding", v, sizeof(v)))
+        return rdr_chunked(r, d, NULL, &out->sum);
+    for (;;) { /* until close */
+        if (r->len == 0 && rdr_fill(r) <= 0)
+            return 0;
+        if (d)
+            dyn_add(d, r->buf, r->len);
+        r->len = 0;
+    }
+}
+
+/* True when the router closed the connection (EOF or reset). */
+static bool cl_closed(rdr_t *r)
+{
+    if (r->len)
+        return false;
+    ssize_t n = rdr_fill(r);
+    return n == 0 || (n < 0 && errno == ECONNRESET);
+}
+
+static void resp_free(resp_t *rp)
+{
+    dyn_free(&rp->body);
+}
+
+static void get_ok(rdr_t *c, const char *host, const char *path, const char *want)
+{
+    char req[512];
+    snprintf(req, sizeof(req), "GET %s HTTP/1.1\r\nHost: %s\r\n\r\n", path, host);
+    cl_send(c, req);
+    resp_t rp;
+    assert_int_equal(cl_resp(c, &rp, false, false), 0);
+    assert_int_equal(rp.status, 200);
+    assert_string_equal(rp.body.p ? rp.body.p : "", want);
+    resp_free(&rp);
+}
+
+/* ---- tests ------------------------------------------------------------------ */
+
+static backend_t *setup_basic(const sl_router_config_t *cfg)
+{
+    h_reset();
+    backend_t *b = be_start(false);
+    h_target("app.test", b->port);
+    h_start(cfg);
+    return b;
+}
+
+static void teardown_basic(backend_t *b)
+{
+    h_stop();
+    be_stop(b);
+}
+
+static void test_get_keepalive_reuses_upstream(void **state)
+{
+    backend_t *b = setup_basic(NULL);
+    rdr_t *c = cl_open();
+    get_ok(c, "app.test", "/hello", "hello");
+    get_ok(c, "APP.test:8080", "/hello", "hello"); /* case and port ignored */
+    cl_close(c);
+    c = cl_open(); /* another client, same pooled upstream connection */
+    get_ok(c, "app.test", "/hello", "hello");
+    cl_close(c);
+    assert_int_equal(atomic_load(&b->accepts), 1);
+    sl_router_stats_t st = h_stats();
+    assert_int_equal(st.requests_total, 3);
+    assert_int_equal(st.upstream_conns_open, 1);
+    WAIT_FOR(h_stats().connections_open == 0, 2000);
+    assert_int_equal(h_stats().connections_open, 0);
+    assert_int_equal(h_stats().requests_in_flight, 0);
+    WAIT_FOR(atomic_load(&H.releases) == 3, 2000);
+    assert_int_equal(atomic_load(&H.releases), 3);
+    assert_int_equal(atomic_load(&H.releases_failed), 0);
+    teardown_basic(b);
+}
+
+static void test_post_content_length_streamed(void **state)
+{
+    backend_t *b = setup_basic(NULL);
+    rdr_t *c = cl_open();
+    cl_send(c, "POST /echo HTTP/1.1\r\nHost: app.test\r\nContent-Length: 30000\r\n\r\n");
+    char part[10000];
+    for (int i = 0; i < 3; i++) {
+        memset(part, 'a' + i, sizeof(part));
+        be_write(c->fd, part, sizeof(part));
+        usleep(20000);
+    }
+    resp_t rp;
+    assert_int_equal(cl_resp(c, &rp, false, false), 0);
+    assert_int_equal(rp.status, 200);
+    assert_int_equal(rp.body.len, 30000);
+    assert_int_equal(rp.body.p[0], 'a');
+    assert_int_equal(rp.body.p[15000], 'b');
+    assert_int_equal(rp.body.p[29999], 'c');
+    resp_free(&rp);
+    get_ok(c, "app.test", "/hello", "hello"); /* keep-alive after a body */
+    cl_close(c);
+    teardown_basic(b);
+}
+
+static void test_chunked_request_passthrough(void **state)
+{
+    backend_t *b = setup_basic(NULL);
+    rdr_t *c = cl_open();
+    static const char body[] = "5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n";
+    cl_send(c, "POST /rawbody HTTP/1.1\r\nHost: app.test\r\nTransfer-Encoding: chunked\r\n\r\n");
+    usleep(20000);
+    cl_send(c, body);
+    resp_t rp;
+    assert_int_equal(cl_resp(c, &rp, false, false), 0);
+    assert_int_equal(rp.status, 200);
+    assert_string_equal(rp.body.p, body); /* the instance got the coding unchanged */
+    resp_free(&rp);
+    char head[8192], v[64];
+    be_last_head(b, head, sizeof(head));
+    assert_true(hdr_get(head, "Transfer-Encoding", v, sizeof(v)));
+    assert_string_equal(v, "chunked");
+    get_ok(c, "app.test", "/hello", "hello");
+    cl_close(c);
+    teardown_basic(b);
+}
+
+static void test_chunked_response_and_head(void **state)
+{
+    backend_t *b = setup_basic(NULL);
+    rdr_t *c = cl_open();
+    cl_send(c, "GET /chunked HTTP/1.1\r\nHost: app.test\r\n\r\n");
+    resp_t rp;
+    char v[64];
+    assert_int_equal(cl_resp(c, &rp, false, false), 0);
+    assert_int_equal(rp.status, 200);
+    assert_true(hdr_get(rp.head, "Transfer-Encoding", v, sizeof(v)));
+    assert_string_equal(rp.body.p, "Wikipedia");
+    resp_free(&rp);
+    cl_send(c, "HEAD /hello HTTP/1.1\r\nHost: app.test\r\n\r\n");
+    assert_int_equal(cl_resp(c, &rp, true, false), 0);
+    assert_int_equal(rp.status, 200);
+    assert_true(hdr_get(rp.head, "Content-Length", v, sizeof(v)));
+    assert_string_equal(v, "5");
+    resp_free(&rp);
+    get_ok(c, "app.test", "/hello", "hello"); /* no stray body after HEAD */
+    cl_close(c);
+    /* HTTP/1.0 client: chunked is decoded and the connection closes. */
+    c = cl_open();
+    cl_send(c, "GET /chunked HTTP/1.0\r\nHost: app.test\r\n\r\n");
+    assert_int_equal(cl_resp(c, &rp, false, false), 0);
+    assert_false(hdr_get(rp.head, "Transfer-Encoding", v, sizeof(v)));
+    assert_string_equal(rp.body.p, "Wikipedia");
+    resp_free(&rp);
+    cl_close(c);
+    teardown_basic(b);
+}
+
+static void test_response_until_close(void **state)
+{
+    backend_t *b = setup_basic(NULL);
+    rdr_t *c = cl_open();
+    cl_send(c, "GET /close HTTP/1.1\r\nHost: app.test\r\n\r\n");
+    resp_t rp;
+    char v[64];
+    assert_int_equal(cl_resp(c, &rp, false, false), 0);
+    assert_int_equal(rp.status, 200);
+    assert_true(hdr_get(rp.head, "Transfer-Encoding", v, sizeof(v))); /* re-chunked */
+    assert_string_equal(rp.body.p, "until close body");
+    resp_free(&rp);
+    get_ok(c, "app.test", "/hello", "hello"); /* client connection survives */
+    cl_close(c);
+    c = cl_open();
+    cl_send(c, "GET /close HTTP/1.0\r\nHost: app.test\r\n\r\n");
+    assert_int_equal(cl_resp(c, &rp, false, false), 0);
+    assert_string_equal(rp.body.p, "until close body");
+    resp_free(&rp);
+    cl_close(c);
+    WAIT_FOR(atomic_load(&H.releases) == 3, 2000);
+    assert_int_equal(atomic_load(&H.releases_failed), 0);
+    teardown_basic(b);
+}
+
+static void test_unknown_host_and_bad_requests(void **state)
+{
+    backend_t *b = setup_basic(NULL);
+    rdr_t *c = cl_open();
+    resp_t rp;
+    cl_send(c, "GET / HTTP/1.1\r\nHost: nope.test\r\n\r\n");
+    assert_int_equal(cl_resp(c, &rp, false, false), 0);
+    assert_int_equal(rp.status, 404);
+    assert_string_equal(rp.body.p, "no service for host nope.test\n");
+    resp_free(&rp);
+    get_ok(c, "app.test", "/hello", "hello"); /* a 404 keeps the connection */
+    cl_close(c);
+
+    c = cl_open(); /* request smuggling attempt: CL + TE */
+    cl_send(
+        c,
+        "POST /echo HTTP/1.1\r\nHost: app.test\r\nContent-Length: 5\r\n"
+        "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /hello HTTP/1.1\r\nHost: app.test\r\n\r\n");
+    assert_int_equal(cl_resp(c, &rp, false, false), 0);
+    assert_int_equal(rp.status, 400);
+    assert_true(strstr(rp.head, "Connection: close") != NULL);
+    resp_free(&rp);
+    assert_true(cl_closed(c));
+    cl_close(c);
+
+    c = cl_open(); /* no Host */
+    cl_send(c, "GET / HTTP/1.1\r\n\r\n");
+    assert_int_equal(cl_resp(c, &rp, false, false), 0);
+    assert_int_equal(rp.status, 400);
+    resp_free(&rp);
+    cl_close(c);
+    assert_int_equal(atomic_load(&b->accepts), 1);
+    assert_int_equal(atomic_load(&H.acquires), 1);
+    teardown_basic(b);
+}
+
+static void test_forwarding_headers(void **state)
+{
+    backend_t *b = setup_basic(NULL);
+    rdr_t *c = cl_open();
+    cl_send(c, "GET /headers HTTP/1.1\r\nHost: app.test:9000\r\n"
+               "Connection: keep-alive, X-Secret\r\nX-Secret: s3cr3t\r\nKeep-Alive: timeout=5\r\n"
+               "X-Forwarded-For: 10.0.0.1\r\nForwarded: for=10.0.0.1\r\n"
+               "X-Forwarded-Proto: https\r\nX-Forwarded-Host: evil\r\nX-Keep: yes\r\n"
+               "TE: trailers\r\nUpgrade: websocket\r\n\r\n");
+    resp_t rp;
+    assert_int_equal(cl_resp(c, &rp, false, false), 0);
+    assert_int_equal(rp.status, 200);
+    const char *h = rp.body.p;
+    char v[256];
+    assert_non_null(strstr(h, "GET /headers HTTP/1.1\r\n"));
+    assert_true(hdr_get(h, "Host", v, sizeof(v)));
+    assert_string_equal(v, "app.test:9000");
+    assert_true(hdr_get(h, "X-Keep", v, sizeof(v)));
+    assert_false(hdr_get(h, "X-Secret", v, sizeof(v)));
+    assert_false(hdr_get(h, "Keep-Alive", v, sizeof(v)));
+    assert_false(hdr_get(h, "Connection", v, sizeof(v)));
+    assert_false(hdr_get(h, "TE", v, sizeof(v)));
+    assert_false(hdr_get(h, "Upgrade", v, sizeof(v)));
+    assert_true(hdr_get(h, "X-Forwarded-For", v, sizeof(v)));
+    assert_string_equal(v, "10.0.0.1, 127.0.0.1");
+    assert_true(hdr_get(h, "Forwarded", v, sizeof(v)));
+    assert_string_equal(v, "for=10.0.0.1, for=127.0.0.1;host=\"app.test:9000\";proto=http");
+    assert_int_equal(count_header(h, "X-Forwarded-Proto"), 1);
+    assert_true(hdr_get(h, "X-Forwarded-Proto", v, sizeof(v)));
+    assert_string_equal(v, "http");
+    assert_int_equal(count_header(h, "X-Forwarded-Host"), 1);
+    assert_true(hdr_get(h, "X-Forwarded-Host", v, sizeof(v)));
+    assert_string_equal(v, "app.test:9000");
+    /* and hop-by-hop fields of the response are not passed back */
+    assert_true(hdr_get(rp.head, "X-Backend", v, sizeof(v)));
+    resp_free(&rp);
+    /* absolute-form target becomes origin-form with Host from the URI */
+    cl_send(c, "GET http://app.test/headers?q=1 HTTP/1.1\r\nHost: app.test\r\n\r\n");
+    assert_int_equal(cl_resp(c, &rp, false, false), 0);
+    if (rp.status != 200)
+        fail_msg("absolute-form: %s%s", rp.head, rp.body.p);
+    assert_non_null(strstr(rp.body.p, "GET /headers?q=1 HTTP/1.1\r\n"));
+    assert_int_equal(count_header(rp.body.p, "Host"), 1);
+    resp_free(&rp);
+    cl_close(c);
+    teardown_basic(b);
+}
+
+static void test_backend_closes_mid_response(void **state)
+{
+    backend_t *b = setup_basic(NULL);
+    rdr_t *c = cl_open();
+    cl_send(c, "GET /partial HTTP/1.1\r\nHost: app.test\r\n\r\n");
+    ssize_t hl = rdr_head(c);
+    assert_true(hl > 0);
+    assert_int_equal(strncmp(c->buf, "HTTP/1.1 200", 12), 0);
+    rdr_consume(c, (size_t)hl);
+    dyn_t body = {0};
+    assert_int_equal(rdr_exact(c, 1000, &body, NULL), -1); /* truncated, then closed */
+    assert_true(body.len < 1000);
+    dyn_free(&body);
+    cl_close(c);
+    WAIT_FOR(atomic_load(&H.releases_failed) == 1, 2000);
+    assert_int_equal(atomic_load(&H.releases_failed), 1);
+    c = cl_open(); /* the router is fine */
+    get_ok(c, "app.test", "/hello", "hello");
+    cl_close(c);
+    teardown_basic(b);
+}
+
+static void test_refused_is_502(void **state)
+{
+    h_reset();
+    h_target("down.test", dead_port());
+    h_start(NULL);
+    rdr_t *c = cl_open();
+    cl_send(c, "GET / HTTP/1.1\r\nHost: down.test\r\n\r\n");
+    resp_t rp;
+    assert_int_equal(cl_resp(c, &rp, false, false), 0);
+    assert_int_equal(rp.status, 502);
+    assert_string_equal(rp.body.p, "instance failed: connect: connection refused\n");
+    resp_free(&rp);
+    cl_close(c);
+    assert_int_equal(atomic_load(&H.releases_failed), 1);
+    h_stop();
+}
+
+static void test_timeout_is_504(void **state)
+{
+    h_reset();
+    backend_t *b = be_start(false);
+    target_t *t = h_target("slow.test", b->port);
+    t->timeout_ms = 200;
+    h_start(NULL);
+    rdr_t *c = cl_open();
+    uint64_t t0 = sl_now_ms();
+    cl_send(c, "GET /hang HTTP/1.1\r\nHost: slow.test\r\n\r\n");
+    resp_t rp;
+    assert_int_equal(cl_resp(c, &rp, false, false), 0);
+    uint64_t el = sl_now_ms() - t0;
+    assert_int_equal(rp.status, 504);
+    assert_true(el >= 150 && el < 3000);
+    resp_free(&rp);
+    cl_close(c);
+    WAIT_FOR(h_stats().upstream_conns_open == 0, 2000);
+    assert_int_equal(h_stats().upstream_conns_open, 0); /* abandoned, not pooled */
+    assert_int_equal(atomic_load(&H.releases), 1);
+    assert_int_equal(atomic_load(&H.releases_failed), 0);
+    h_stop();
+    be_stop(b);
+}
+
+static void test_queued_request_is_served(void **state)
+{
+    h_reset();
+    backend_t *b = be_start(false);
+    h_target("q.test", b->port)->mode = M_QUEUE;
+    h_start(NULL);
+    rdr_t *c = cl_open();
+    uint64_t t0 = sl_now_ms();
+    get_ok(c, "q.test", "/hello", "hello");
+    assert_true(sl_now_ms() - t0 >= 90);
+    cl_close(c);
+    assert_int_equal(atomic_load(&H.cancels), 0);
+    WAIT_FOR(atomic_load(&H.releases) == 1, 2000);
+    assert_int_equal(atomic_load(&H.releases), 1);
+    h_stop();
+    be_stop(b);
+}
+
+static void test_client_leaves_while_queued(void **state)
+{
+    h_reset();
+    backend_t *b = be_start(false);
+    target_t *t = h_target("q.test", b->port);
+    t->mode = M_QUEUE_FOREVER;
+    h_start(NULL);
+    rdr_t *c = cl_open();
+    cl_send(c, "GET /hello HTTP/1.1\r\nHost: q.test\r\n\r\n");
+    WAIT_FOR(atomic_load(&H.acquires) == 1, 2000);
+    assert_int_equal(atomic_load(&H.acquires), 1);
+    cl_close(c);
+    WAIT_FOR(atomic_load(&H.cancels) == 1, 2000);
+    assert_int_equal(atomic_load(&H.cancels), 1);
+    assert_int_equal(atomic_load(&H.releases), 0);
+    assert_int_equal(atomic_load(&b->accepts), 0);
+    /* and a request still queued when the router closes is cancelled too */
+    c = cl_open();
+    cl_send(c, "GET /hello HTTP/1.1\r\nHost: q.test\r\n\r\n");
+    WAIT_FOR(atomic_load(&H.acquires) == 2, 2000);
+    h_stop();
+    assert_int_equal(atomic_load(&H.cancels), 2);
+    cl_close(c);
+    be_stop(b);
+}
+
+static void test_pipelined_in_order(void **state)
+{
+    backend_t *b = setup_basic(NULL);
+    rdr_t *c = cl_open();
+    cl_send(c, "GET /say?one HTTP/1.1\r\nHost: app.test\r\n\r\n"
+               "POST /echo HTTP/1.1\r\nHost: app.test\r\nContent-Length: 3\r\n\r\ntwo"
+               "GET /nope HTTP/1.1\r\nHost: nope.test\r\n\r\n"
+               "GET /say?four HTTP/1.1\r\nHost: app.test\r\n\r\n");
+    const char *want[] = {"one", "two", "no service for host nope.test\n", "four"};
+    const int codes[] = {200, 200, 404, 200};
+    for (int i = 0; i < 4; i++) {
+        resp_t rp;
+        assert_int_equal(cl_resp(c, &rp, false, false), 0);
+        assert_int_equal(rp.status, codes[i]);
+        assert_string_equal(rp.body.p, want[i]);
+        resp_free(&rp);
+    }
+    cl_close(c);
+    teardown_basic(b);
+}
+
+static void test_large_bodies_both_ways(void **state)
+{
+    backend_t *b = setup_basic(NULL);
+    const uint64_t n = 8u << 20;
+    rdr_t *c = cl_open();
+    char head[128];
+    snprintf(head, sizeof(head),
+             "POST /sink HTTP/1.1\r\nHost: app.test\r\nContent-Length: %llu\r\n\r\n",
+             (unsigned long long)n);
+    cl_send(c, head);
+    static char chunk[65536];
+    uint64_t sum = 0;
+    for (uint64_t off = 0; off < n; off += sizeof(chunk)) {
+        for (size_t i = 0; i < sizeof(chunk); i++) {
+            chunk[i] = (char)('A' + (off + i) % 23);
+            sum = sum * 31 + (unsigned char)chunk[i];
+        }
+        be_write(c->fd, chunk, sizeof(chunk));
+    }
+    resp_t rp;
+    assert_int_equal(cl_resp(c, &rp, false, false), 0);
+    char want[64];
+    snprintf(want, sizeof(want), "%llu %llu", (unsigned long long)n, (unsigned long long)sum);
+    assert_string_equal(rp.body.p, want);
+    resp_free(&rp);
+
+    snprintf(head, sizeof(head), "GET /big?n=%llu HTTP/1.1\r\nHost: app.test\r\n\r\n",
+             (unsigned long long)n);
+    cl_send(c, head);
+    usleep(200000); /* let back-pressure kick in while we do not read */
+    assert_int_equal(cl_resp(c, &rp, false, true), 0);
+    uint64_t s2 = 0;
+    for (uint64_t i = 0; i < n; i++)
+        s2 = s2 * 31 + (unsigned char)('a' + i % 26);
+    assert_true(rp.sum == s2);
+    resp_free(&rp);
+    get_ok(c, "app.test", "/hello", "hello");
+    cl_close(c);
+    teardown_basic(b);
+}
+
+static void test_instance_in_own_netns(void **state)
+{
+    h_reset();
+    backend_t *b = be_start(true);
+    /* Nothing listens on that port in our namespace... */
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET,
+                             .sin_port = htons((uint16_t)b->port),
+                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), -1);
+    assert_int_equal(errno, ECONNREFUSED);
+    close(fd);
+    target_t *t = h_target("ns.test", b->port);
+    t->ns_fd = b->ns_fd;
+    h_start(NULL);
+    rdr_t *c = cl_open(); /* ...but the router reaches it inside its own */
+    get_ok(c, "ns.test", "/hello", "hello");
+    get_ok(c, "ns.test", "/say?again", "again");
+    cl_close(c);
+    assert_int_equal(atomic_load(&b->accepts), 1);
+    /* and the router's own sockets are still in our namespace */
+    c = cl_open();
+    cl_close(c);
+    h_stop();
+    be_stop(b);
+}
+
+static void test_stale_pooled_conn_is_retried(void **state)
+{
+    backend_t *b = setup_basic(NULL);
+    rdr_t *c = cl_open();
+    get_ok(c, "app.test", "/oneshot", "oneshot");
+    get_ok(c, "app.test", "/hello", "hello"); /* first try hits the dropped conn */
+    cl_close(c);
+    assert_int_equal(atomic_load(&b->accepts), 2);
+    WAIT_FOR(atomic_load(&H.releases) == 2, 2000);
+    assert_int_equal(atomic_load(&H.releases_failed), 0);
+    teardown_basic(b);
+}
+
+static void test_expect_continue_relayed(void **state)
+{
+    backend_t *b = setup_basic(NULL);
+    rdr_t *c = cl_open();
+    cl_send(c, "POST /echo HTTP/1.1\r\nHost: app.test\r\nContent-Length: 5\r\n"
+               "Expect: 100-continue\r\n\r\n");
+    ssize_t hl = rdr_head(c);
+    assert_true(hl > 0);
+    assert_int_equal(strncmp(c->buf, "HTTP/1.1 100 Continue\r\n", 23), 0);
+    rdr_consume(c, (size_t)hl);
+    cl_send(c, "ahoy!");
+    resp_t rp;
+    assert_int_equal(cl_resp(c, &rp, false, false), 0);
+    assert_int_equal(rp.status, 200);
+    assert_string_equal(rp.body.p, "ahoy!");
+    resp_free(&rp);
+    cl_close(c);
+    teardown_basic(b);
+}
+
+static void test_limits(void **state)
+{
+    sl_router_config_t cfg = {
+        .listen = "127.0.0.1:0", .max_body_bytes = 1000, .max_connections = 2};
+    backend_t *b = setup_basic(&cfg);
+    rdr_t *c = cl_open();
+    resp_t rp;
+    cl_send(c, "POST /echo HTTP/1.1\r\nHost: app.test\r\nContent-Length: 2000\r\n\r\n");
+    assert_int_equal(cl_resp(c, &rp, false, false), 0);
+    assert_int_equal(rp.status, 413);
+    resp_free(&rp);
+    cl_close(c);
+    WAIT_FOR(h_stats().connections_open == 0, 2000);
+
+    c = cl_open(); /* chunked body over the limit */
+    cl_send(c, "POST /echo HTTP/1.1\r\nHost: app.test\r\nTransfer-Encoding: chunked\r\n\r\n");
+    char big[2055];
+    memset(big, 'x', sizeof(big));
+    memcpy(big, "800\r\n", 5);
+    memcpy(big + 2053, "\r\n", 2);
+    be_write(c->fd, big, sizeof(big));
+    assert_int_equal(cl_resp(c, &rp, false, false), 0);
+    assert_int_equal(rp.status, 413);
+    resp_free(&rp);
+    cl_close(c);
+    WAIT_FOR(h_stats().connections_open == 0, 2000);
+
+    rdr_t *c1 = cl_open(), *c2 = cl_open();
+    WAIT_FOR(h_stats().connections_open == 2, 2000);
+    rdr_t *c3 = cl_open();
+    assert_int_equal(cl_resp(c3, &rp, false, false), 0);
+    assert_int_equal(rp.status, 503);
+    assert_string_equal(rp.body.p, "too many connections\n");
+    resp_free(&rp);
+    get_ok(c1, "app.test", "/hello", "hello");
+    cl_close(c3);
+    cl_close(c2);
+    cl_close(c1);
+    teardown_basic(b);
+}
+
+static void test_timeouts_close_idle_connections(void **state)
+{
+    sl_router_config_t cfg = {.listen = "127.0.0.1:0",
+                              .header_timeout_ms = 150,
+                              .idle_timeout_ms = 150,
+                              .upstream_idle_ms = 100};
+    backend_t *b = setup_basic(&cfg);
+    rdr_t *c = cl_open();
+    cl_send(c, "GET / HTTP/1.1\r\nHost: app"); /* never finished */
+    resp_t rp;
+    assert_int_equal(cl_resp(c, &rp, false, false), 0);
+    assert_int_equal(rp.status, 408);
+    resp_free(&rp);
+    cl_close(c);
+    c = cl_open();
+    get_ok(c, "app.test", "/hello", "hello");
+    assert_true(cl_closed(c)); /* idle keep-alive connection closed */
+    cl_close(c);
+    WAIT_FOR(h_stats().upstream_conns_open == 0, 2000);
+    assert_int_equal(h_stats().upstream_conns_open, 0); /* idle pooled conn reaped */
+    teardown_basic(b);
+}
+
+static void test_bad_response_is_502(void **state)
+{
+    backend_t *b = setup_basic(NULL);
+    rdr_t *c = cl_open();
+    resp_t rp;
+    cl_send(c, "GET /garbage HTTP/1.1\r\nHost: app.test\r\n\r\n");
+    assert_int_equal(cl_resp(c, &rp, false, false), 0);
+    assert_int_equal(rp.status, 502);
+    assert_non_null(strstr(rp.body.p, "instance failed: bad response"));
+    resp_free(&rp);
+    get_ok(c, "app.test", "/hello", "hello");
+    cl_close(c);
+    assert_int_equal(atomic_load(&b->accepts), 2); /* the bad conn was not pooled */
+    assert_int_equal(atomic_load(&H.releases_failed), 1);
+    teardown_basic(b);
+}
+
+static void test_ipv6_client_forwarded_quoted(void **state)
+{
+    h_reset();
+    backend_t *b = be_start(false);
+    h_target("app.test", b->port);
+    sl_router_config_t cfg = {.listen = "[::1]:0"};
+    h_start(&cfg);
+    rdr_t *c = cl_open_af(AF_INET6);
+    cl_send(c, "GET /headers HTTP/1.1\r\nHost: app.test\r\n\r\n");
+    resp_t rp;
+    char v[256];
+    assert_int_equal(cl_resp(c, &rp, false, false), 0);
+    assert_true(hdr_get(rp.body.p, "Forwarded", v, sizeof(v)));
+    assert_string_equal(v, "for=\"[::1]\";host=\"app.test\";proto=http");
+    assert_true(hdr_get(rp.body.p, "X-Forwarded-For", v, sizeof(v)));
+    assert_string_equal(v, "::1");
+    resp_free(&rp);
+    cl_close(c);
+    h_stop();
+    be_stop(b);
+}
+
+static void pool_close_fn(harness_t *h, void *arg)
+{
+    sl_upstream_pool_close(((target_t *)arg)->pool);
+}
+
+static void test_pool_closed_while_busy(void **state)
+{
+    backend_t *b = setup_basic(NULL);
+    rdr_t *c = cl_open();
+    get_ok(c, "app.test", "/hello", "hello"); /* one idle pooled conn */
+    rdr_t *c2 = cl_open();
+    cl_send(c, "GET /slow HTTP/1.1\r\nHost: app.test\r\n\r\n");
+    cl_send(c2, "GET /slow HTTP/1.1\r\nHost: app.test\r\n\r\n");
+    WAIT_FOR(h_stats().upstream_conns_open == 2, 2000);
+    h_call(&H, pool_close_fn, &H.targets[0]);
+    resp_t rp;
+    assert_int_equal(cl_resp(c, &rp, false, false), 0);
+    assert_string_equal(rp.body.p, "slow"); /* busy conns finish their exchange */
+    resp_free(&rp);
+    assert_int_equal(cl_resp(c2, &rp, false, false), 0);
+    assert_string_equal(rp.body.p, "slow");
+    resp_free(&rp);
+    WAIT_FOR(h_stats().upstream_conns_open == 0, 2000);
+    assert_int_equal(h_stats().upstream_conns_open, 0); /* then close, pool freed */
+    cl_close(c2);
+    cl_close(c);
+    teardown_basic(b);
+}
+
+static void test_client_aborts_transfers(void **state)
+{
+    backend_t *b = setup_basic(NULL);
+    rdr_t *c = cl_open(); /* leaves mid-download */
+    cl_send(c, "GET /big?n=67108864 HTTP/1.1\r\nHost: app.test\r\n\r\n");
+    assert_true(rdr_head(c) > 0);
+    cl_close(c);
+    WAIT_FOR(atomic_load(&H.releases) == 1, 3000);
+    assert_int_equal(atomic_load(&H.releases), 1);
+    c = cl_open(); /* leaves mid-upload */
+    cl_send(c, "POST /sink HTTP/1.1\r\nHost: app.test\r\nContent-Length: 67108864\r\n\r\n");
+    static char chunk[65536];
+    memset(chunk, 'u', sizeof(chunk));
+    for (int i = 0; i < 16; i++)
+        be_write(c->fd, chunk, sizeof(chunk));
+    cl_close(c);
+    WAIT_FOR(atomic_load(&H.releases) == 2, 3000);
+    assert_int_equal(atomic_load(&H.releases), 2);
+    WAIT_FOR(h_stats().upstream_conns_open == 0, 3000);
+    sl_router_stats_t st = h_stats();
+    assert_int_equal(st.upstream_conns_open, 0);
+    assert_int_equal(st.requests_in_flight, 0);
+    WAIT_FOR(h_stats().connections_open == 0, 3000);
+    assert_int_equal(h_stats().connections_open, 0);
+    c = cl_open();
+    get_ok(c, "app.test", "/hello", "hello");
+    cl_close(c);
+    teardown_basic(b);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc > 1)
+        cmocka_set_test_filter(argv[1]);
+    signal(SIGPIPE, SIG_IGN);
+    sl_log_set_level(SL_LOG_ERROR);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_get_keepalive_reuses_upstream),
+        cmocka_unit_test(test_post_content_length_streamed),
+        cmocka_unit_test(test_chunked_request_passthrough),
+        cmocka_unit_test(test_chunked_response_and_head),
+        cmocka_unit_test(test_response_until_close),
+        cmocka_unit_test(test_unknown_host_and_bad_requests),
+        cmocka_unit_test(test_forwarding_headers),
+        cmocka_unit_test(test_backend_closes_mid_response),
+        cmocka_unit_test(test_refused_is_502),
+        cmocka_unit_test(test_timeout_is_504),
+        cmocka_unit_test(test_queued_request_is_served),
+        cmocka_unit_test(test_client_leaves_while_queued),
+        cmocka_unit_test(test_pipelined_in_order),
+        cmocka_unit_test(test_large_bodies_both_ways),
+        cmocka_unit_test(test_instance_in_own_netns),
+        cmocka_unit_test(test_stale_pooled_conn_is_retried),
+        cmocka_unit_test(test_expect_continue_relayed),
+        cmocka_unit_test(test_limits),
+        cmocka_unit_test(test_timeouts_close_idle_connections),
+        cmocka_unit_test(test_bad_response_is_502),
+        cmocka_unit_test(test_ipv6_client_forwarded_quoted),
+        cmocka_unit_test(test_pool_closed_while_busy),
+        cmocka_unit_test(test_client_aborts_transfers),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
