@@ -64,6 +64,8 @@ typedef void (*sl_instance_cb)(sl_instance_t *inst, sl_inst_state_t state, void 
  * cleans up whatever an earlier run left behind (runtime containers under
  * its root, overlay mounts, network namespaces, bundle dirs).
  * default_runtime: "crun" or "runc" (must be on PATH; checked).
+ * Blocking (startup only). Call it on the loop's thread: that thread's
+ * network namespace is where probes return to after entering an instance's.
  */
 int sl_supervisor_new(uv_loop_t *loop, const char *state_dir, const char *default_runtime,
                       sl_supervisor_t **out, sl_error_t *err);
@@ -76,7 +78,9 @@ int sl_supervisor_new(uv_loop_t *loop, const char *state_dir, const char *defaul
 sl_instance_t *sl_supervisor_start(sl_supervisor_t *sup, const sl_instance_spec_t *spec,
                                    sl_instance_cb cb, void *data, sl_error_t *err);
 
-/* Begin a graceful stop (idempotent). EXITED follows. */
+/* Begin a graceful stop (idempotent). cb(STOPPING) is called before this
+ * returns; EXITED follows later. An instance whose container exits on its
+ * own also reports STOPPING (no longer serving) before EXITED. */
 void sl_instance_stop(sl_instance_t *inst);
 
 const char *sl_instance_id(const sl_instance_t *inst);      /* "<revision>-<5 chars>" */
@@ -92,11 +96,16 @@ uint64_t sl_instance_ready_ns(const sl_instance_t *inst);    /* 0 until READY */
  * "; last log lines: ..." when the log has any. NULL while running. */
 const char *sl_instance_exit_reason(const sl_instance_t *inst);
 void *sl_instance_data(const sl_instance_t *inst);
+/* The OCI runtime running the instance ("crun", "runc") and its --root
+ * (STATE/runtime/<rt>), for `RT --root R exec|ps|state <id>`. */
+const char *sl_instance_runtime(const sl_instance_t *inst);
+const char *sl_instance_runtime_root(const sl_instance_t *inst);
 
 /* Stop every instance (SIGKILL after a short grace when fast is set), wait
  * for all to exit and clean up, then call done. */
 void sl_supervisor_shutdown(sl_supervisor_t *sup, bool fast, void (*done)(void *), void *data);
-/* Free the supervisor; only after shutdown's done. */
+/* Free the supervisor; only after shutdown's done (it leaks itself, with an
+ * error logged, when called earlier). */
 void sl_supervisor_free(sl_supervisor_t *sup);
 
 #endif

@@ -1,0 +1,278 @@
+/*
+ * oci_spec.c — compose an instance's process (args, env, user) and build
+ * the OCI runtime config.json. The defaults follow `crun spec` and Docker:
+ * Docker's default capability set, crun's masked and read-only /proc and
+ * /sys paths, a private /dev with the standard devices (the runtime creates
+ * them and the /dev/fd, /dev/std* links), /tmp on tmpfs, no console.
+ */
+#include "oci_spec.h"
+
+#include <errno.h>
+#include <stdio.h>
+
+void sl_strv_free(char **v)
+{
+    if (!v)
+        return;
+    for (char **p = v; *p; p++)
+        free(*p);
+    free(v);
+}
+
+size_t sl_strv_len(char *const *v)
+{
+    size_t n = 0;
+    while (v && v[n])
+        n++;
+    return n;
+}
+
+void sl_oci_user_clear(sl_oci_user_t *u)
+{
+    free(u->gids);
+    memset(u, 0, sizeof(*u));
+}
+
+/* Growable NULL-terminated vector. */
+typedef struct strv {
+    char **v;
+    size_t n, cap;
+} strv_t;
+
+static void strv_push(strv_t *s, char *owned)
+{
+    if (s->n + 2 > s->cap) {
+        s->cap = s->cap ? s->cap * 2 : 16;
+        s->v = xrealloc(s->v, s->cap * sizeof(char *));
+    }
+    s->v[s->n++] = owned;
+    s->v[s->n] = NULL;
+}
+
+static char **strv_steal(strv_t *s)
+{
+    if (!s->v)
+        s->v = xcalloc(1, sizeof(char *));
+    char **v = s->v;
+    memset(s, 0, sizeof(*s));
+    return v;
+}
+
+static void strv_append(strv_t *s, char *const *items, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        strv_push(s, xstrdup(items[i]));
+}
+
+int sl_oci_compose_args(const sl_image_t *img, char *const *command, size_t n_command,
+                        char *const *args, size_t n_args, char ***out, sl_error_t *err)
+{
+    strv_t s = {0};
+    if (n_command > 0) {
+        strv_append(&s, command, n_command);
+        strv_append(&s, args, n_args);
+    } else {
+        if (img)
+            strv_append(&s, img->entrypoint, img->n_entrypoint);
+        if (n_args > 0)
+            strv_append(&s, args, n_args);
+        else if (img)
+            strv_append(&s, img->cmd, img->n_cmd);
+    }
+    if (s.n == 0 || s.v[0][0] == '\0') {
+        sl_strv_free(strv_steal(&s));
+        return sl_error_set(err, EINVAL,
+                            "no command to run: the image has no Entrypoint or Cmd and the "
+                            "service sets no command or args");
+    }
+    *out = strv_steal(&s);
+    return 0;
+}
+
+/* Set "K=V" in s, replacing an entry with the same key in place. */
+static void env_set(strv_t *s, char *owned)
+{
+    size_t klen = (size_t)(strchr(owned, '=') - owned);
+    for (size_t i = 0; i < s->n; i++) {
+        if (strncmp(s->v[i], owned, klen) == 0 && s->v[i][klen] == '=') {
+            free(s->v[i]);
+            s->v[i] = owned;
+            return;
+        }
+    }
+    strv_push(s, owned);
+}
+
+static bool env_valid(const char *kv)
+{
+    const char *eq = strchr(kv, '=');
+    return eq && eq != kv;
+}
+
+int sl_oci_compose_env(char *const *image_env, size_t n_image_env, char *const *user_env,
+                       size_t n_user_env, const sl_oci_contract_t *c, char ***out, sl_error_t *err)
+{
+    strv_t s = {0};
+    env_set(&s, xstrdup(SL_OCI_DEFAULT_PATH));
+    for (size_t i = 0; i < n_image_env; i++)
+        if (env_valid(image_env[i]))
+            env_set(&s, xstrdup(image_env[i]));
+    for (size_t i = 0; i < n_user_env; i++) {
+        if (!env_valid(user_env[i])) {
+            sl_strv_free(strv_steal(&s));
+            return sl_error_set(err, EINVAL, "env[%zu] '%s': expected NAME=VALUE", i, user_env[i]);
+        }
+        env_set(&s, xstrdup(user_env[i]));
+    }
+    env_set(&s, xasprintf("PORT=%d", c->port));
+    env_set(&s, xasprintf("K_SERVICE=%s", c->service ? c->service : ""));
+    env_set(&s, xasprintf("K_CONFIGURATION=%s", c->configuration ? c->configuration : ""));
+    env_set(&s, xasprintf("K_REVISION=%s", c->revision ? c->revision : ""));
+    *out = strv_steal(&s);
+    return 0;
+}
+
+static json_t *json_strv(const char *const *v)
+{
+    json_t *a = json_array();
+    for (size_t i = 0; v && v[i]; i++)
+        json_array_append_new(a, json_string(v[i]));
+    return a;
+}
+
+#define STRV(...) json_strv((const char *const[]){__VA_ARGS__, NULL})
+
+/* Docker's default capability set. */
+static json_t *capabilities(void)
+{
+    static const char *const caps[] = {"CAP_CHOWN",
+                                       "CAP_DAC_OVERRIDE",
+                                       "CAP_FSETID",
+                                       "CAP_FOWNER",
+                                       "CAP_MKNOD",
+                                       "CAP_NET_RAW",
+                                       "CAP_SETGID",
+                                       "CAP_SETUID",
+                                       "CAP_SETFCAP",
+                                       "CAP_SETPCAP",
+                                       "CAP_NET_BIND_SERVICE",
+                                       "CAP_SYS_CHROOT",
+                                       "CAP_KILL",
+                                       "CAP_AUDIT_WRITE",
+                                       NULL};
+    return json_pack("{s:o,s:o,s:o,s:[],s:[]}", "bounding", json_strv(caps), "effective",
+                     json_strv(caps), "permitted", json_strv(caps), "inheritable", "ambient");
+}
+
+static json_t *process(const sl_oci_params_t *p)
+{
+    json_t *gids = json_array();
+    for (size_t i = 0; p->user && i < p->user->n_gids; i++)
+        json_array_append_new(gids, json_integer(p->user->gids[i]));
+    json_t *user =
+        json_pack("{s:I,s:I,s:o}", "uid", (json_int_t)(p->user ? p->user->uid : 0), "gid",
+                  (json_int_t)(p->user ? p->user->gid : 0), "additionalGids", gids);
+    json_int_t nofile = p->nofile > 0 ? p->nofile : 1048576;
+    json_t *rl =
+        json_pack("[{s:s,s:I,s:I}]", "type", "RLIMIT_NOFILE", "hard", nofile, "soft", nofile);
+    return json_pack("{s:b,s:o,s:o,s:o,s:s,s:o,s:o,s:b}", "terminal", 0, "user", user, "args",
+                     json_strv((const char *const *)p->args), "env",
+                     json_strv((const char *const *)p->env), "cwd",
+                     p->cwd && *p->cwd ? p->cwd : "/", "capabilities", capabilities(), "rlimits",
+                     rl, "noNewPrivileges", 1);
+}
+
+static json_t *mount(const char *dst, const char *type, const char *src, json_t *opts)
+{
+    return json_pack("{s:s,s:s,s:s,s:o}", "destination", dst, "type", type, "source", src,
+                     "options", opts);
+}
+
+static json_t *mounts(const sl_oci_params_t *p)
+{
+    int64_t tmp = p->tmp_size > 0 ? p->tmp_size : 64 << 20;
+    char tmpsize[48];
+    snprintf(tmpsize, sizeof(tmpsize), "size=%lld", (long long)tmp);
+    json_t *m = json_array();
+    json_array_append_new(m, mount("/proc", "proc", "proc", STRV("nosuid", "noexec", "nodev")));
+    json_array_append_new(m, mount("/dev", "tmpfs", "tmpfs",
+                                   STRV("nosuid", "strictatime", "mode=755", "size=65536k")));
+    json_array_append_new(
+        m, mount("/dev/pts", "devpts", "devpts",
+                 STRV("nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5")));
+    json_array_append_new(m, mount("/dev/shm", "tmpfs", "shm",
+                                   STRV("nosuid", "noexec", "nodev", "mode=1777", "size=65536k")));
+    json_array_append_new(
+        m, mount("/dev/mqueue", "mqueue", "mqueue", STRV("nosuid", "noexec", "nodev")));
+    json_array_append_new(m,
+                          mount("/sys", "sysfs", "sysfs", STRV("nosuid", "noexec", "nodev", "ro")));
+    json_array_append_new(
+        m, mount("/tmp", "tmpfs", "tmpfs", STRV("nosuid", "nodev", "mode=1777", tmpsize)));
+    return m;
+}
+
+static json_t *namespaces(const sl_oci_params_t *p)
+{
+    json_t *net = json_pack("{s:s}", "type", "network");
+    if (p->netns_path)
+        json_object_set_new(net, "path", json_string(p->netns_path));
+    return json_pack("[{s:s},{s:s},{s:s},{s:s},o]", "type", "pid", "type", "mount", "type", "ipc",
+                     "type", "uts", net);
+}
+
+static json_t *resources(const sl_oci_params_t *p)
+{
+    json_t *r = json_pack("{s:[{s:b,s:s}],s:{s:I}}", "devices", "allow", 0, "access", "rwm", "pids",
+                          "limit", (json_int_t)(p->pids_limit > 0 ? p->pids_limit : 1024));
+    if (p->memory_limit > 0)
+        json_object_set_new(r, "memory", json_pack("{s:I}", "limit", (json_int_t)p->memory_limit));
+    if (p->cpu_millis > 0) {
+        /* quota = millis/1000 of the period; the kernel's floor is 1 ms. */
+        int64_t quota = p->cpu_millis * 100;
+        if (quota < 1000)
+            quota = 1000;
+        json_object_set_new(
+            r, "cpu",
+            json_pack("{s:I,s:I}", "quota", (json_int_t)quota, "period", (json_int_t)100000));
+    }
+    return r;
+}
+
+static json_t *linux_section(const sl_oci_params_t *p)
+{
+    json_t *masked =
+        STRV("/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
+             "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi",
+             "/sys/firmware", "/sys/devices/virtual/powercap");
+    json_t *ro = STRV("/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger");
+    json_t *l = json_pack("{s:o,s:o,s:o,s:o}", "namespaces", namespaces(p), "resources",
+                          resources(p), "maskedPaths", masked, "readonlyPaths", ro);
+    if (p->cgroups_path)
+        json_object_set_new(l, "cgroupsPath", json_string(p->cgroups_path));
+    return l;
+}
+
+json_t *sl_oci_spec_build(const sl_oci_params_t *p)
+{
+    json_t *ann = json_object();
+    for (size_t i = 0; i < SL_ARRAY_LEN(p->annotations) && p->annotations[i][0]; i++)
+        json_object_set_new(ann, p->annotations[i][0],
+                            json_string(p->annotations[i][1] ? p->annotations[i][1] : ""));
+    return json_pack("{s:s,s:o,s:{s:s,s:b},s:s,s:o,s:o,s:o}", "ociVersion", "1.0.2", "process",
+                     process(p), "root", "path", p->rootfs ? p->rootfs : "rootfs", "readonly", 0,
+                     "hostname", p->hostname ? p->hostname : "sluice", "mounts", mounts(p), "linux",
+                     linux_section(p), "annotations", ann);
+}
+
+int sl_oci_spec_write(const char *bundle_dir, const sl_oci_params_t *p, sl_error_t *err)
+{
+    json_t *spec = sl_oci_spec_build(p);
+    if (!spec)
+        return sl_error_set(err, EINVAL, "building config.json failed");
+    sl_autofree char *text = json_dumps(spec, JSON_INDENT(1));
+    json_decref(spec);
+    if (!text)
+        return sl_error_set(err, ENOMEM, "serialising config.json failed");
+    sl_autofree char *path = xasprintf("%s/config.json", bundle_dir);
+    return sl_write_file_atomic(path, text, strlen(text), 0600, err);
+}

@@ -1,0 +1,76 @@
+/*
+ * oci_spec.h — the OCI runtime bundle's config.json for an instance.
+ *
+ * Pure functions: compose process.args (Kubernetes command/args rules over
+ * the image's Entrypoint/Cmd), process.env (image env, user env, then the
+ * Knative contract vars), and build the config (namespaces, mounts, masked
+ * paths, capabilities, rlimits, cgroup limits) as a jansson object. Nothing
+ * here touches the filesystem except sl_oci_spec_write.
+ */
+#ifndef SL_OCI_SPEC_H
+#define SL_OCI_SPEC_H
+
+#include "common.h"
+#include "image.h"
+#include <jansson.h>
+
+#define SL_OCI_DEFAULT_PATH "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+/* A NULL-terminated, owned vector of owned strings. */
+void sl_strv_free(char **v);
+size_t sl_strv_len(char *const *v);
+
+/* process.user */
+typedef struct sl_oci_user {
+    uint32_t uid, gid;
+    uint32_t *gids; /* additionalGids, owned */
+    size_t n_gids;
+} sl_oci_user_t;
+void sl_oci_user_clear(sl_oci_user_t *u);
+
+/*
+ * Kubernetes rules: command given → command + args (image Cmd ignored);
+ * else image Entrypoint + (args if given, else image Cmd). *out is a
+ * NULL-terminated vector. Fails (EINVAL) when the result is empty.
+ */
+int sl_oci_compose_args(const sl_image_t *img, char *const *command, size_t n_command,
+                        char *const *args, size_t n_args, char ***out, sl_error_t *err);
+
+/* The contract values that override everything else. */
+typedef struct sl_oci_contract {
+    int port;
+    const char *service, *configuration, *revision;
+} sl_oci_contract_t;
+
+/*
+ * Environment: default PATH (unless the image sets one), image Env, user env
+ * (each "K=V", K non-empty), then PORT, K_SERVICE, K_CONFIGURATION,
+ * K_REVISION. A later key replaces an earlier one in place.
+ */
+int sl_oci_compose_env(char *const *image_env, size_t n_image_env, char *const *user_env,
+                       size_t n_user_env, const sl_oci_contract_t *c, char ***out, sl_error_t *err);
+
+typedef struct sl_oci_params {
+    char *const *args; /* NULL-terminated */
+    char *const *env;  /* NULL-terminated */
+    const char *cwd;   /* NULL = "/" */
+    const sl_oci_user_t *user;
+    const char *hostname;
+    const char *rootfs;     /* bundle-relative or absolute */
+    const char *netns_path; /* joined network namespace; NULL = new one */
+    const char *cgroups_path;
+    int64_t memory_limit;          /* bytes, 0 = unlimited */
+    int64_t cpu_millis;            /* 0 = unlimited */
+    int64_t pids_limit;            /* 0 = 1024 */
+    int64_t tmp_size;              /* /tmp tmpfs bytes, 0 = 64 MiB */
+    int64_t nofile;                /* RLIMIT_NOFILE soft = hard, 0 = 1048576 */
+    const char *annotations[8][2]; /* key/value pairs, NULL-terminated */
+} sl_oci_params_t;
+
+/* Build the config. Returns a new reference. */
+json_t *sl_oci_spec_build(const sl_oci_params_t *p);
+
+/* Build and write BUNDLE/config.json atomically (mode 0600). */
+int sl_oci_spec_write(const char *bundle_dir, const sl_oci_params_t *p, sl_error_t *err);
+
+#endif

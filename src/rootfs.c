@@ -1,0 +1,331 @@
+/*
+ * rootfs.c — overlay root filesystems for instances, mount cleanup, and
+ * USER resolution against the image's passwd/group files. See rootfs.h.
+ */
+#include "rootfs.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/openat2.h>
+#include <stdio.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+
+#define MOUNT_DATA_MAX 4095 /* mount(2) copies one page of options */
+#define ETC_FILE_MAX   (4u << 20)
+
+/* A growing string for mount options. */
+typedef struct buf {
+    char *p;
+    size_t len, cap;
+} buf_t;
+
+static void buf_putc(buf_t *b, char c)
+{
+    if (b->len + 2 > b->cap) {
+        b->cap = b->cap ? b->cap * 2 : 256;
+        b->p = xrealloc(b->p, b->cap);
+    }
+    b->p[b->len++] = c;
+    b->p[b->len] = '\0';
+}
+
+static void buf_puts(buf_t *b, const char *s, bool escape)
+{
+    for (; *s; s++) {
+        if (escape && (*s == ',' || *s == ':' || *s == '\\'))
+            buf_putc(b, '\\');
+        buf_putc(b, *s);
+    }
+}
+
+static char *overlay_options(char *const *layers, size_t n, const char *upper, const char *work)
+{
+    buf_t b = {0};
+    buf_puts(&b, "lowerdir=", false);
+    for (size_t i = n; i-- > 0;) { /* overlay wants the topmost lower first */
+        buf_puts(&b, layers[i], true);
+        if (i > 0)
+            buf_putc(&b, ':');
+    }
+    buf_puts(&b, ",upperdir=", false);
+    buf_puts(&b, upper, true);
+    buf_puts(&b, ",workdir=", false);
+    buf_puts(&b, work, true);
+    buf_puts(&b, ",index=off", false);
+    return b.p;
+}
+
+/* Options too long for mount(2): the new mount API takes lower dirs one at
+ * a time ("lowerdir+", Linux 6.8). */
+static int overlay_mount_fsconfig(const char *target, char *const *layers, size_t n,
+                                  const char *upper, const char *work, sl_error_t *err)
+{
+    sl_autoclose int fs = fsopen("overlay", FSOPEN_CLOEXEC);
+    if (fs < 0)
+        return sl_error_errno(err, errno, "fsopen overlay");
+    for (size_t i = n; i-- > 0;)
+        if (fsconfig(fs, FSCONFIG_SET_STRING, "lowerdir+", layers[i], 0) < 0)
+            return sl_error_errno(err, errno, "overlay: %zu layers are too many for this kernel",
+                                  n);
+    if (fsconfig(fs, FSCONFIG_SET_STRING, "upperdir", upper, 0) < 0 ||
+        fsconfig(fs, FSCONFIG_SET_STRING, "workdir", work, 0) < 0 ||
+        fsconfig(fs, FSCONFIG_SET_STRING, "index", "off", 0) < 0 ||
+        fsconfig(fs, FSCONFIG_CMD_CREATE, NULL, NULL, 0) < 0)
+        return sl_error_errno(err, errno, "overlay: configure");
+    sl_autoclose int mnt = fsmount(fs, FSMOUNT_CLOEXEC, 0);
+    if (mnt < 0)
+        return sl_error_errno(err, errno, "fsmount overlay");
+    if (move_mount(mnt, "", AT_FDCWD, target, MOVE_MOUNT_F_EMPTY_PATH) < 0)
+        return sl_error_errno(err, errno, "move_mount overlay to %s", target);
+    return 0;
+}
+
+static int mkdir_one(const char *path, sl_error_t *err)
+{
+    if (mkdir(path, 0755) < 0 && errno != EEXIST)
+        return sl_error_errno(err, errno, "mkdir %s", path);
+    return 0;
+}
+
+int sl_rootfs_mount(const char *inst_dir, char *const *layers, size_t n_layers,
+                    int64_t scratch_bytes, sl_error_t *err)
+{
+    if (n_layers == 0)
+        return sl_error_set(err, EINVAL, "image has no layers");
+    sl_autofree char *upper = xasprintf("%s/upper", inst_dir);
+    sl_autofree char *rootfs = xasprintf("%s/rootfs", inst_dir);
+    sl_autofree char *diff = xasprintf("%s/upper/diff", inst_dir);
+    sl_autofree char *work = xasprintf("%s/upper/work", inst_dir);
+    if (mkdir_one(upper, err) < 0 || mkdir_one(rootfs, err) < 0)
+        return -err->code;
+    sl_autofree char *tmpfs_opts = xasprintf("size=%lld,mode=0755", (long long)scratch_bytes);
+    if (mount("tmpfs", upper, "tmpfs", 0, tmpfs_opts) < 0)
+        return sl_error_errno(err, errno, "mount tmpfs on %s", upper);
+    int rc = 0;
+    if (mkdir_one(diff, err) < 0 || mkdir_one(work, err) < 0) {
+        rc = -err->code;
+        goto out;
+    }
+    sl_autofree char *opts = overlay_options(layers, n_layers, diff, work);
+    if (strlen(opts) <= MOUNT_DATA_MAX) {
+        if (mount("overlay", rootfs, "overlay", 0, opts) < 0)
+            rc = sl_error_errno(err, errno, "mount overlay on %s (lower %s)", rootfs,
+                                layers[n_layers - 1]);
+    } else {
+        rc = overlay_mount_fsconfig(rootfs, layers, n_layers, diff, work, err);
+    }
+out:
+    if (rc < 0)
+        umount2(upper, MNT_DETACH);
+    return rc;
+}
+
+/* Undo mountinfo's octal escapes (\040 for space etc.) in place. */
+static void unescape_mountinfo(char *s)
+{
+    char *w = s;
+    for (char *r = s; *r; r++) {
+        if (r[0] == '\\' && r[1] >= '0' && r[1] <= '3' && r[2] >= '0' && r[2] <= '7' &&
+            r[3] >= '0' && r[3] <= '7') {
+            *w++ = (char)((r[1] - '0') * 64 + (r[2] - '0') * 8 + (r[3] - '0'));
+            r += 3;
+        } else {
+            *w++ = *r;
+        }
+    }
+    *w = '\0';
+}
+
+int sl_rootfs_umount_under(const char *dir, sl_error_t *err)
+{
+    sl_autofree char *info = NULL;
+    if (sl_read_file("/proc/self/mountinfo", 64u << 20, &info, NULL, err) < 0)
+        return -err->code;
+    size_t dlen = strlen(dir);
+    while (dlen > 1 && dir[dlen - 1] == '/')
+        dlen--;
+    char **points = NULL;
+    size_t n = 0;
+    char *save = NULL;
+    for (char *line = strtok_r(info, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+        /* id parent major:minor root mount-point ... */
+        char *f = line;
+        for (int i = 0; i < 4 && f; i++) {
+            f = strchr(f, ' ');
+            if (f)
+                f++;
+        }
+        if (!f)
+            continue;
+        char *end = strchr(f, ' ');
+        if (end)
+            *end = '\0';
+        unescape_mountinfo(f);
+        if (strncmp(f, dir, dlen) == 0 && (f[dlen] == '\0' || f[dlen] == '/')) {
+            points = xrealloc(points, (n + 1) * sizeof(char *));
+            points[n++] = xstrdup(f);
+        }
+    }
+    int count = 0;
+    for (size_t i = n; i-- > 0;) {
+        if (umount2(points[i], MNT_DETACH) == 0)
+            count++;
+        free(points[i]);
+    }
+    free(points);
+    return count;
+}
+
+/* Read PATH from the topmost layer that has it, resolved inside the layer.
+ * *out = NULL when no layer has it (or the top one deleted it). */
+static int read_layer_file(char *const *layers, size_t n, const char *path, char **out,
+                           sl_error_t *err)
+{
+    *out = NULL;
+    for (size_t i = n; i-- > 0;) {
+        sl_autoclose int root = open(layers[i], O_PATH | O_DIRECTORY | O_CLOEXEC);
+        if (root < 0)
+            return sl_error_errno(err, errno, "open layer %s", layers[i]);
+        struct open_how how = {.flags = O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY,
+                               .resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS};
+        sl_autoclose int fd = (int)syscall(SYS_openat2, root, path, &how, sizeof(how));
+        if (fd < 0 && errno == ENOENT)
+            continue;
+        if (fd < 0 && (errno == ENXIO || errno == ENODEV))
+            return 0; /* a whiteout: deleted in this layer */
+        if (fd < 0)
+            return sl_error_errno(err, errno, "open %s in layer %s", path, layers[i]);
+        struct stat st;
+        if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode))
+            return 0;
+        sl_autofree char *proc = xasprintf("/proc/self/fd/%d", fd);
+        return sl_read_file(proc, ETC_FILE_MAX, out, NULL, err);
+    }
+    return 0;
+}
+
+static bool parse_id(const char *s, uint32_t *out)
+{
+    int64_t v;
+    if (sl_parse_int64(s, 0, 4294967294LL, &v) < 0)
+        return false;
+    *out = (uint32_t)v;
+    return true;
+}
+
+/* Split a passwd/group line into up to max ':'-separated fields in place. */
+static size_t split_fields(char *line, char **f, size_t max)
+{
+    size_t n = 0;
+    f[n++] = line;
+    for (char *p = line; *p && n < max; p++)
+        if (*p == ':') {
+            *p = '\0';
+            f[n++] = p + 1;
+        }
+    return n;
+}
+
+/* Find a passwd entry by name (name != NULL) or by uid. */
+static bool passwd_lookup(const char *text, const char *name, uint32_t uid, char **out_name,
+                          uint32_t *out_uid, uint32_t *out_gid)
+{
+    if (!text)
+        return false;
+    sl_autofree char *copy = xstrdup(text);
+    char *save = NULL;
+    for (char *line = strtok_r(copy, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+        char *f[7];
+        uint32_t u, g;
+        if (split_fields(line, f, 7) < 4 || !parse_id(f[2], &u) || !parse_id(f[3], &g))
+            continue;
+        if (name ? strcmp(f[0], name) == 0 : u == uid) {
+            *out_name = xstrdup(f[0]);
+            *out_uid = u;
+            *out_gid = g;
+            return true;
+        }
+    }
+    return false;
+}
+
+static bool group_lookup(const char *text, const char *name, uint32_t *gid)
+{
+    if (!text)
+        return false;
+    sl_autofree char *copy = xstrdup(text);
+    char *save = NULL;
+    for (char *line = strtok_r(copy, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+        char *f[4];
+        uint32_t g;
+        if (split_fields(line, f, 4) >= 3 && strcmp(f[0], name) == 0 && parse_id(f[2], &g)) {
+            *gid = g;
+            return true;
+        }
+    }
+    return false;
+}
+
+static void add_gid(sl_oci_user_t *u, uint32_t g)
+{
+    if (g == u->gid)
+        return;
+    for (size_t i = 0; i < u->n_gids; i++)
+        if (u->gids[i] == g)
+            return;
+    u->gids = xrealloc(u->gids, (u->n_gids + 1) * sizeof(uint32_t));
+    u->gids[u->n_gids++] = g;
+}
+
+/* Groups that list `name` as a member. */
+static void supplementary_groups(const char *text, const char *name, sl_oci_user_t *u)
+{
+    if (!text || !name)
+        return;
+    sl_autofree char *copy = xstrdup(text);
+    char *save = NULL;
+    for (char *line = strtok_r(copy, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+        char *f[4];
+        uint32_t g;
+        if (split_fields(line, f, 4) < 4 || !parse_id(f[2], &g))
+            continue;
+        char *msave = NULL;
+        for (char *m = strtok_r(f[3], ",", &msave); m; m = strtok_r(NULL, ",", &msave))
+            if (strcmp(m, name) == 0)
+                add_gid(u, g);
+    }
+}
+
+int sl_rootfs_resolve_user(char *const *layers, size_t n_layers, const char *user,
+                           sl_oci_user_t *out, sl_error_t *err)
+{
+    memset(out, 0, sizeof(*out));
+    sl_autofree char *spec = xstrdup(user && *user ? user : "0");
+    char *group = strchr(spec, ':');
+    if (group)
+        *group++ = '\0';
+    sl_autofree char *passwd = NULL;
+    sl_autofree char *groups = NULL;
+    if (read_layer_file(layers, n_layers, "etc/passwd", &passwd, err) < 0 ||
+        read_layer_file(layers, n_layers, "etc/group", &groups, err) < 0)
+        return sl_error_wrap(err, "resolving user '%s'", user);
+
+    sl_autofree char *name = NULL;
+    uint32_t uid = 0, gid = 0;
+    if (parse_id(spec, &uid)) {
+        if (!passwd_lookup(passwd, NULL, uid, &name, &uid, &gid))
+            gid = 0;
+    } else if (!*spec || !passwd_lookup(passwd, spec, 0, &name, &uid, &gid)) {
+        return sl_error_set(err, ENOENT, "user '%s' not found in the image's /etc/passwd%s", spec,
+                            passwd ? "" : " (the image has none)");
+    }
+    if (group && !parse_id(group, &gid) && !group_lookup(groups, group, &gid))
+        return sl_error_set(err, ENOENT, "group '%s' not found in the image's /etc/group%s", group,
+                            groups ? "" : " (the image has none)");
+    out->uid = uid;
+    out->gid = gid;
+    supplementary_groups(groups, name, out);
+    return 0;
+}

@@ -1,0 +1,37 @@
+/*
+ * rootfs.h — an instance's root filesystem and the image's USER.
+ *
+ * An instance dir holds `upper/` (a size-limited tmpfs with `diff/` and
+ * `work/`) and `rootfs/` (overlayfs: the image layers read-only below, the
+ * tmpfs diff on top). Writes land in memory and vanish with the instance;
+ * the shared layers are never modified. User names are resolved against the
+ * image's own /etc/passwd and /etc/group, read from the topmost layer that
+ * has them, with every path resolved inside the layer (symlinks cannot point
+ * out of it).
+ */
+#ifndef SL_ROOTFS_H
+#define SL_ROOTFS_H
+
+#include "common.h"
+#include "oci_spec.h"
+
+/* Mount INST_DIR/upper (tmpfs of scratch_bytes) and INST_DIR/rootfs
+ * (overlay). layers are bottom first, as in sl_image_t. On failure nothing
+ * stays mounted. */
+int sl_rootfs_mount(const char *inst_dir, char *const *layers, size_t n_layers,
+                    int64_t scratch_bytes, sl_error_t *err);
+
+/* Unmount (lazily) every mount at or below dir, newest first. Returns the
+ * number of mounts removed or < 0 with err set. */
+int sl_rootfs_umount_under(const char *dir, sl_error_t *err);
+
+/*
+ * Resolve a Docker USER ("", "name", "uid", "name:group", "uid:gid", …)
+ * against the layers (bottom first; the topmost etc/passwd wins). Unknown
+ * names are errors naming the user; a numeric uid without a passwd entry
+ * gets gid 0. Supplementary groups come from etc/group membership.
+ */
+int sl_rootfs_resolve_user(char *const *layers, size_t n_layers, const char *user,
+                           sl_oci_user_t *out, sl_error_t *err);
+
+#endif

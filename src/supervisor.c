@@ -1,0 +1,975 @@
+/*
+ * supervisor.c — instances of revisions, run through an OCI runtime.
+ *
+ * An instance's life: prepare (process args/env/user, instance dir, overlay
+ * rootfs, network namespace, config.json) → `RT run -d` via uv_spawn →
+ * pid from the pid file, watched through a pidfd → readiness probes
+ * (connect to 127.0.0.1:PORT inside the namespace) → READY → stop (SIGTERM,
+ * grace, SIGKILL) or a crash → `RT delete -f` → unmount, remove the bundle,
+ * close the namespace → EXITED, then freed. One deadline timer serves each
+ * phase in turn (startup timeout, stop grace, delete timeout); one probe
+ * timer paces readiness checks. The instance is freed only after all of its
+ * libuv handles have closed, right after the EXITED callback returns.
+ *
+ * sluice is the child subreaper, so each container's init process becomes
+ * its child once the runtime detaches; it reaps them (and crun's orphaned
+ * helper) itself.
+ */
+#include "supervisor.h"
+#include "netns.h"
+#include "oci_spec.h"
+#include "rootfs.h"
+#include "supervisor_int.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <sys/prctl.h>
+#include <sys/random.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+
+#define MOD                  "supervisor"
+#define DEFAULT_GRACE_MS     10000
+#define DEFAULT_STARTUP_MS   120000
+#define DEFAULT_PIDS         1024
+#define FAST_GRACE_MS        500
+#define DELETE_TIMEOUT_MS    10000
+#define PROBE_FAST_MS        2
+#define PROBE_SLOW_MS        20
+#define PROBE_FAST_FOR_NS    (1000 * 1000000ull)
+#define PROBE_CONNECT_MAX_NS (1000 * 1000000ull)
+#define SCRATCH_DEFAULT      (512LL << 20) /* writable layer and /tmp without a memory limit */
+#define LOG_TAIL_LINES       10
+#define NAME_MAX_LEN         200
+
+struct sl_supervisor {
+    uv_loop_t *loop;
+    char *state_dir, *inst_root, *logs_root, *rt_root;
+    char *default_runtime;
+    int host_netns; /* the loop thread's own network namespace */
+    int devnull;
+    int64_t nofile; /* containers' RLIMIT_NOFILE */
+    uv_signal_t sigchld;
+    sl_instance_t *instances;
+    size_t n_instances;
+    bool shutting_down, closing;
+    void (*done)(void *);
+    void *done_data;
+};
+
+struct sl_instance {
+    sl_supervisor_t *sup;
+    sl_instance_t *prev, *next;
+    sl_instance_cb cb;
+    void *data;
+    char *id, *runtime, *runtime_bin, *rt_root;
+    char *dir, *log_path, *pid_path, *rtlog_path;
+    int port, grace_ms, startup_timeout_ms;
+    sl_inst_state_t state;
+    int netns_fd, pidfd, probe_fd;
+    pid_t pid;
+    uint64_t started_ns, ready_ns, probe_since_ns, connect_since_ns;
+    char *reason;      /* the first cause of the exit */
+    char *exit_reason; /* reason + log tail, set when cleaned */
+    bool runtime_failed;
+    uv_process_t run_proc, del_proc;
+    uv_poll_t pid_poll;
+    uv_timer_t probe_timer, deadline_timer;
+    uv_work_t fs_work; /* unmount + remove the bundle */
+    int handles;       /* initialised handles (and queued work) not yet closed */
+    bool run_active;   /* `RT run` still running */
+    bool alive;        /* pid known and not yet reaped */
+    bool stop_requested, cleaning, cleanup_queued, cleaned, silent, poll_inited;
+    bool delete_failed;
+};
+
+static void begin_cleanup(sl_instance_t *inst);
+static void finish_cleanup(sl_instance_t *inst);
+static void check_shutdown(sl_supervisor_t *sup);
+
+/* ---- small helpers ---------------------------------------------------- */
+
+static void set_reason(sl_instance_t *inst, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static void set_reason(sl_instance_t *inst, const char *fmt, ...)
+{
+    if (inst->reason)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    if (vasprintf(&inst->reason, fmt, ap) < 0)
+        inst->reason = NULL;
+    va_end(ap);
+}
+
+static void notify(sl_instance_t *inst, sl_inst_state_t state)
+{
+    inst->state = state;
+    if (!inst->silent && inst->cb)
+        inst->cb(inst, state, inst->data);
+}
+
+static void close_probe(sl_instance_t *inst)
+{
+    sl_closep(&inst->probe_fd);
+}
+
+static void finalize(sl_instance_t *inst);
+
+/* The instance goes once it is cleaned up and its last handle closed. */
+static void maybe_finalize(sl_instance_t *inst)
+{
+    if (inst->cleaned && inst->handles == 0)
+        finalize(inst);
+}
+
+static void on_handle_closed(uv_handle_t *h)
+{
+    sl_instance_t *inst = h->data;
+    inst->handles--;
+    maybe_finalize(inst);
+}
+
+static void close_handle(sl_instance_t *inst, void *handle)
+{
+    uv_handle_t *h = handle;
+    if (!uv_is_closing(h))
+        uv_close(h, on_handle_closed);
+}
+
+static bool valid_name(const char *s)
+{
+    size_t n = s ? strlen(s) : 0;
+    if (n == 0 || n > NAME_MAX_LEN || s[0] == '.' || s[0] == '-')
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '-' || c == '_' || c == '.'))
+            return false;
+    }
+    return true;
+}
+
+static void random_suffix(char out[6])
+{
+    static const char alnum[] = "abcdefghijklmnopqrstuvwxyz0123456789";
+    size_t n = 0;
+    while (n < 5) {
+        unsigned char b[16];
+        if (getrandom(b, sizeof(b), 0) != (ssize_t)sizeof(b)) {
+            uint64_t t = sl_now_ns() ^ ((uint64_t)getpid() << 32);
+            memcpy(b, &t, sizeof(t));
+            memcpy(b + 8, &t, sizeof(t));
+        }
+        for (size_t i = 0; i < sizeof(b) && n < 5; i++)
+            if (b[i] < 252) /* 252 = 7 * 36: no bias */
+                out[n++] = alnum[b[i] % 36];
+    }
+    out[5] = '\0';
+}
+
+static int signal_pid(sl_instance_t *inst, int sig)
+{
+    if (!inst->alive)
+        return 0;
+    if (syscall(SYS_pidfd_send_signal, inst->pidfd, sig, NULL, 0) < 0 && errno != ESRCH)
+        return -errno;
+    return 0;
+}
+
+/* ---- accessors -------------------------------------------------------- */
+
+const char *sl_instance_id(const sl_instance_t *inst)
+{
+    return inst->id;
+}
+sl_inst_state_t sl_instance_state(const sl_instance_t *inst)
+{
+    return inst->state;
+}
+int sl_instance_netns_fd(const sl_instance_t *inst)
+{
+    return inst->netns_fd;
+}
+int sl_instance_port(const sl_instance_t *inst)
+{
+    return inst->port;
+}
+int sl_instance_pid(const sl_instance_t *inst)
+{
+    return inst->pid;
+}
+const char *sl_instance_log_path(const sl_instance_t *inst)
+{
+    return inst->log_path;
+}
+uint64_t sl_instance_started_ns(const sl_instance_t *inst)
+{
+    return inst->started_ns;
+}
+uint64_t sl_instance_ready_ns(const sl_instance_t *inst)
+{
+    return inst->ready_ns;
+}
+const char *sl_instance_exit_reason(const sl_instance_t *inst)
+{
+    return inst->exit_reason;
+}
+void *sl_instance_data(const sl_instance_t *inst)
+{
+    return inst->data;
+}
+const char *sl_instance_runtime(const sl_instance_t *inst)
+{
+    return inst->runtime;
+}
+const char *sl_instance_runtime_root(const sl_instance_t *inst)
+{
+    return inst->rt_root;
+}
+
+/* ---- teardown --------------------------------------------------------- */
+
+static void instance_free(sl_instance_t *inst)
+{
+    sl_closep(&inst->pidfd);
+    sl_closep(&inst->netns_fd);
+    close_probe(inst);
+    free(inst->id);
+    free(inst->runtime);
+    free(inst->runtime_bin);
+    free(inst->rt_root);
+    free(inst->dir);
+    free(inst->log_path);
+    free(inst->pid_path);
+    free(inst->rtlog_path);
+    free(inst->reason);
+    free(inst->exit_reason);
+    free(inst);
+}
+
+static void list_remove(sl_instance_t *inst)
+{
+    sl_supervisor_t *sup = inst->sup;
+    if (inst->prev)
+        inst->prev->next = inst->next;
+    else if (sup->instances == inst)
+        sup->instances = inst->next;
+    if (inst->next)
+        inst->next->prev = inst->prev;
+    inst->prev = inst->next = NULL;
+    sup->n_instances--;
+}
+
+static void build_exit_reason(sl_instance_t *inst)
+{
+    const char *why = inst->reason ? inst->reason : "exited";
+    sl_autofree char *tail =
+        sv_log_tail(inst->log_path, LOG_TAIL_LINES, inst->runtime_failed ? why : NULL);
+    inst->exit_reason = tail ? xasprintf("%s; last log lines: %s", why, tail) : xstrdup(why);
+}
+
+/* Last step once the bundle is gone and every handle has closed. */
+static void finalize(sl_instance_t *inst)
+{
+    sl_supervisor_t *sup = inst->sup;
+    list_remove(inst);
+    if (!inst->silent)
+        sl_debug(MOD, "instance %s exited: %s", inst->id, inst->exit_reason);
+    notify(inst, SL_INST_EXITED);
+    instance_free(inst);
+    check_shutdown(sup);
+}
+
+/* Thread pool: unmounting takes the kernel milliseconds (RCU grace
+ * periods), too long to hold up the loop. Reads only dir, id and
+ * delete_failed, which nothing changes meanwhile. */
+static void fs_cleanup_work(uv_work_t *w)
+{
+    sl_instance_t *inst = w->data;
+    sl_error_t err = {0};
+    if (sl_rootfs_umount_under(inst->dir, &err) < 0)
+        sl_warn(MOD, "instance %s: %s", inst->id, err.msg);
+    if (sl_rm_rf(inst->dir, &err) < 0)
+        sl_warn(MOD, "instance %s: %s", inst->id, err.msg);
+    if (inst->delete_failed)
+        sv_remove_cgroups(inst->id);
+}
+
+static void fs_cleanup_done(uv_work_t *w, int status)
+{
+    sl_instance_t *inst = w->data;
+    inst->handles--;
+    inst->cleaned = true;
+    close_probe(inst);
+    /* The namespace fd stays open until after EXITED: users (the router's
+     * pools) hold its number until then, and a reused number would point
+     * them into another instance's namespace. */
+    build_exit_reason(inst);
+    close_handle(inst, &inst->probe_timer);
+    close_handle(inst, &inst->deadline_timer);
+    if (inst->poll_inited)
+        close_handle(inst, &inst->pid_poll);
+    maybe_finalize(inst);
+}
+
+/* Unmount and remove the bundle (off the loop), then close the handles;
+ * finalize once they are all closed. */
+static void finish_cleanup(sl_instance_t *inst)
+{
+    if (inst->cleanup_queued)
+        return;
+    inst->cleanup_queued = true;
+    inst->fs_work.data = inst;
+    inst->handles++; /* the work request counts as one until it is done */
+    if (uv_queue_work(inst->sup->loop, &inst->fs_work, fs_cleanup_work, fs_cleanup_done) < 0) {
+        fs_cleanup_work(&inst->fs_work);
+        fs_cleanup_done(&inst->fs_work, 0);
+    }
+}
+
+static void on_delete_timeout(uv_timer_t *t)
+{
+    sl_instance_t *inst = t->data;
+    sl_warn(MOD, "instance %s: '%s delete' hangs; killing it", inst->id, inst->runtime);
+    uv_process_kill(&inst->del_proc, SIGKILL);
+}
+
+static void on_delete_exit(uv_process_t *p, int64_t status, int sig)
+{
+    sl_instance_t *inst = p->data;
+    uv_timer_stop(&inst->deadline_timer);
+    close_handle(inst, p);
+    if (status != 0 || sig != 0) {
+        sl_autofree char *errs = sv_runtime_errors(inst->rtlog_path);
+        sl_warn(MOD, "instance %s: %s delete failed: %s", inst->id, inst->runtime,
+                errs ? errs : "no message");
+        inst->delete_failed = true;
+    }
+    finish_cleanup(inst);
+}
+
+static int spawn_runtime(sl_instance_t *inst, uv_process_t *proc, char **argv, int out_fd,
+                         uv_exit_cb exit_cb, unsigned flags)
+{
+    uv_stdio_container_t stdio[3] = {
+        {.flags = UV_INHERIT_FD, .data.fd = inst->sup->devnull},
+        {.flags = UV_INHERIT_FD, .data.fd = out_fd},
+        {.flags = UV_INHERIT_FD, .data.fd = out_fd},
+    };
+    uv_process_options_t o = {
+        .file = inst->runtime_bin,
+        .args = argv,
+        .exit_cb = exit_cb,
+        .flags = flags,
+        .stdio_count = 3,
+        .stdio = stdio,
+    };
+    int rc = uv_spawn(inst->sup->loop, proc, &o);
+    proc->data = inst;
+    inst->handles++; /* initialised even when the spawn failed */
+    if (rc < 0)
+        close_handle(inst, proc);
+    return rc;
+}
+
+/* The container is gone (or never ran): `RT delete -f`, then the rest. */
+static void begin_cleanup(sl_instance_t *inst)
+{
+    if (inst->cleaning)
+        return;
+    inst->cleaning = true;
+    uv_timer_stop(&inst->probe_timer);
+    uv_timer_stop(&inst->deadline_timer);
+    close_probe(inst);
+    if (inst->state == SL_INST_STARTING || inst->state == SL_INST_READY)
+        notify(inst, SL_INST_STOPPING);
+    char *argv[] = {inst->runtime_bin,
+                    "--root",
+                    inst->rt_root,
+                    "--log",
+                    inst->rtlog_path,
+                    "--log-format",
+                    "json",
+                    "delete",
+                    "-f",
+                    inst->id,
+                    NULL};
+    int rc = spawn_runtime(inst, &inst->del_proc, argv, inst->sup->devnull, on_delete_exit, 0);
+    if (rc < 0) {
+        sl_warn(MOD, "instance %s: spawning %s delete: %s", inst->id, inst->runtime,
+                uv_strerror(rc));
+        inst->delete_failed = true;
+        finish_cleanup(inst);
+        return;
+    }
+    uv_timer_start(&inst->deadline_timer, on_delete_timeout, DELETE_TIMEOUT_MS, 0);
+}
+
+/* ---- the container process -------------------------------------------- */
+
+static void reap(sl_instance_t *inst)
+{
+    if (!inst->alive)
+        return;
+    int status = 0;
+    pid_t r = waitpid(inst->pid, &status, WNOHANG);
+    if (r == 0) /* the pidfd said it exited; the zombie is there */
+        r = waitpid(inst->pid, &status, 0);
+    inst->alive = false;
+    if (inst->poll_inited)
+        uv_poll_stop(&inst->pid_poll);
+    if (r == inst->pid && WIFEXITED(status))
+        set_reason(inst, "exited with status %d", WEXITSTATUS(status));
+    else if (r == inst->pid && WIFSIGNALED(status))
+        set_reason(inst, "killed by signal %d", WTERMSIG(status));
+    else
+        set_reason(inst, "exited (status unavailable: %s)", strerror(errno));
+    begin_cleanup(inst);
+}
+
+static void on_pid_event(uv_poll_t *h, int status, int events)
+{
+    reap(h->data);
+}
+
+/* ---- readiness -------------------------------------------------------- */
+
+/* One probe step: 1 = the port accepts, 0 = not yet. */
+static int probe_once(sl_instance_t *inst)
+{
+    uint64_t now = sl_now_ns();
+    if (inst->probe_fd >= 0) { /* a connect in progress */
+        struct pollfd p = {.fd = inst->probe_fd, .events = POLLOUT};
+        if (poll(&p, 1, 0) == 1) {
+            int e = 0;
+            socklen_t len = sizeof(e);
+            getsockopt(inst->probe_fd, SOL_SOCKET, SO_ERROR, &e, &len);
+            close_probe(inst);
+            return e == 0;
+        }
+        if (now - inst->connect_since_ns > PROBE_CONNECT_MAX_NS)
+            close_probe(inst);
+        return 0;
+    }
+    sl_error_t err = {0};
+    int fd = sl_netns_socket(inst->netns_fd, inst->sup->host_netns, AF_INET,
+                             SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, &err);
+    if (fd < 0) {
+        sl_warn(MOD, "instance %s probe: %s", inst->id, err.msg);
+        return 0;
+    }
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)inst->port)};
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0) {
+        close(fd);
+        return 1;
+    }
+    if (errno == EINPROGRESS) {
+        inst->probe_fd = fd;
+        inst->connect_since_ns = now;
+    } else {
+        close(fd);
+    }
+    return 0;
+}
+
+static void probe_tick(uv_timer_t *t)
+{
+    sl_instance_t *inst = t->data;
+    if (inst->state != SL_INST_STARTING || inst->cleaning || !inst->alive)
+        return;
+    if (probe_once(inst)) {
+        inst->ready_ns = sl_now_ns();
+        uv_timer_stop(&inst->deadline_timer);
+        sl_debug(MOD, "instance %s: ready at %.2f ms", inst->id,
+                 (double)(inst->ready_ns - inst->started_ns) / 1e6);
+        notify(inst, SL_INST_READY);
+        return;
+    }
+    bool early = sl_now_ns() - inst->probe_since_ns < PROBE_FAST_FOR_NS;
+    uv_timer_start(&inst->probe_timer, probe_tick, early ? PROBE_FAST_MS : PROBE_SLOW_MS, 0);
+}
+
+/* ---- stopping --------------------------------------------------------- */
+
+static void on_grace_over(uv_timer_t *t)
+{
+    sl_instance_t *inst = t->data;
+    if (inst->alive) {
+        sl_info(MOD, "instance %s: still running after the grace period; SIGKILL", inst->id);
+        signal_pid(inst, SIGKILL);
+    }
+    if (inst->run_active)
+        uv_process_kill(&inst->run_proc, SIGKILL);
+}
+
+static void do_stop(sl_instance_t *inst, int grace_ms)
+{
+    inst->stop_requested = true;
+    uv_timer_stop(&inst->probe_timer);
+    close_probe(inst);
+    uv_timer_start(&inst->deadline_timer, on_grace_over, (uint64_t)grace_ms, 0);
+    if (inst->state != SL_INST_STOPPING)
+        notify(inst, SL_INST_STOPPING);
+    if (inst->alive && !inst->cleaning) {
+        int rc = signal_pid(inst, SIGTERM);
+        if (rc < 0)
+            sl_warn(MOD, "instance %s: SIGTERM: %s", inst->id, strerror(-rc));
+    }
+}
+
+void sl_instance_stop(sl_instance_t *inst)
+{
+    if (!inst || inst->cleaning || inst->stop_requested)
+        return;
+    do_stop(inst, inst->grace_ms);
+}
+
+static void on_startup_timeout(uv_timer_t *t)
+{
+    sl_instance_t *inst = t->data;
+    int ms = inst->startup_timeout_ms;
+    if (ms % 1000 == 0)
+        set_reason(inst, "not ready within %ds", ms / 1000);
+    else
+        set_reason(inst, "not ready within %.1fs", ms / 1000.0);
+    do_stop(inst, inst->grace_ms);
+}
+
+/* ---- running the runtime ---------------------------------------------- */
+
+static int read_pid(sl_instance_t *inst)
+{
+    sl_autofree char *text = NULL;
+    if (sl_read_file(inst->pid_path, 64, &text, NULL, NULL) < 0)
+        return -1;
+    text[strcspn(text, " \n")] = '\0';
+    int64_t pid;
+    if (sl_parse_int64(text, 2, INT32_MAX, &pid) < 0)
+        return -1;
+    inst->pid = (pid_t)pid;
+    return 0;
+}
+
+static void watch_pid(sl_instance_t *inst)
+{
+    int fd = (int)syscall(SYS_pidfd_open, inst->pid, 0);
+    if (fd < 0) {
+        int e = errno;
+        inst->alive = true; /* the zombie, if it is ours, is still waitable */
+        if (e != ESRCH) {
+            set_reason(inst, "cannot watch pid %d: %s", (int)inst->pid, strerror(e));
+            kill(inst->pid, SIGKILL);
+        }
+        reap(inst);
+        return;
+    }
+    inst->pidfd = fd;
+    inst->alive = true;
+    uv_poll_init(inst->sup->loop, &inst->pid_poll, fd);
+    inst->pid_poll.data = inst;
+    inst->poll_inited = true;
+    inst->handles++;
+    uv_poll_start(&inst->pid_poll, UV_READABLE, on_pid_event);
+    if (inst->stop_requested) {
+        signal_pid(inst, SIGTERM);
+    } else {
+        inst->probe_since_ns = sl_now_ns();
+        probe_tick(&inst->probe_timer);
+    }
+}
+
+static void on_run_exit(uv_process_t *p, int64_t status, int sig)
+{
+    sl_instance_t *inst = p->data;
+    inst->run_active = false;
+    close_handle(inst, p);
+    if (status != 0 || sig != 0) {
+        sl_autofree char *errs = sv_runtime_errors(inst->rtlog_path);
+        inst->runtime_failed = true;
+        if (errs)
+            set_reason(inst, "runtime failed: %s", errs);
+        else if (sig)
+            set_reason(inst, "runtime failed: %s killed by signal %d", inst->runtime, sig);
+        else
+            set_reason(inst, "runtime failed: %s exited with status %d", inst->runtime,
+                       (int)status);
+        begin_cleanup(inst);
+        return;
+    }
+    sl_debug(MOD, "instance %s: %s run done at %.2f ms", inst->id, inst->runtime,
+             (double)(sl_now_ns() - inst->started_ns) / 1e6);
+    if (read_pid(inst) < 0) {
+        inst->runtime_failed = true;
+        set_reason(inst, "runtime failed: no pid in %s", inst->pid_path);
+        begin_cleanup(inst);
+        return;
+    }
+    watch_pid(inst);
+}
+
+static int spawn_run(sl_instance_t *inst, sl_error_t *err)
+{
+    sl_autoclose int log_fd =
+        open(inst->log_path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOCTTY, 0640);
+    if (log_fd < 0)
+        return sl_error_errno(err, errno, "open %s", inst->log_path);
+    char *argv[] = {inst->runtime_bin, "--root",   inst->rt_root, "--log",  inst->rtlog_path,
+                    "--log-format",    "json",     "run",         "-d",     "--pid-file",
+                    inst->pid_path,    "--bundle", inst->dir,     inst->id, NULL};
+    /* Detached: its own session, so a terminal's ^C reaches sluice alone. */
+    int rc = spawn_runtime(inst, &inst->run_proc, argv, log_fd, on_run_exit, UV_PROCESS_DETACHED);
+    if (rc < 0)
+        return sl_error_set(err, -rc, "spawning %s: %s", inst->runtime_bin, uv_strerror(rc));
+    inst->run_active = true;
+    return 0;
+}
+
+/* ---- preparing an instance -------------------------------------------- */
+
+static int validate_spec(const sl_instance_spec_t *s, sl_error_t *err)
+{
+    if (!s || !s->image)
+        return sl_error_set(err, EINVAL, "instance spec: no image");
+    if (!valid_name(s->namespace_))
+        return sl_error_set(err, EINVAL, "instance spec: bad namespace '%s'",
+                            s->namespace_ ? s->namespace_ : "");
+    if (!valid_name(s->service))
+        return sl_error_set(err, EINVAL, "instance spec: bad service name '%s'",
+                            s->service ? s->service : "");
+    if (!valid_name(s->revision))
+        return sl_error_set(err, EINVAL, "instance spec: bad revision name '%s'",
+                            s->revision ? s->revision : "");
+    if (s->port < 1 || s->port > 65535)
+        return sl_error_set(err, EINVAL, "instance spec: port must be 1..65535, got %d", s->port);
+    if (s->image->n_layers == 0)
+        return sl_error_set(err, EINVAL, "image %s has no layers",
+                            s->image->ref ? s->image->ref : "(unnamed)");
+    if (s->memory_limit < 0 || s->cpu_millis < 0 || s->pids_limit < 0 || s->grace_ms < 0 ||
+        s->startup_timeout_ms < 0)
+        return sl_error_set(err, EINVAL, "instance spec: negative limit");
+    return 0;
+}
+
+/* instances/<revision>-<5 random>/, retrying on the unlikely collision. */
+static int make_instance_dir(sl_instance_t *inst, const char *revision, sl_error_t *err)
+{
+    for (int tries = 0; tries < 16; tries++) {
+        char sfx[6];
+        random_suffix(sfx);
+        char *id = xasprintf("%s-%s", revision, sfx);
+        char *dir = xasprintf("%s/%s", inst->sup->inst_root, id);
+        if (mkdir(dir, 0700) == 0) {
+            inst->id = id;
+            inst->dir = dir;
+            return 0;
+        }
+        int e = errno;
+        free(id);
+        free(dir);
+        if (e != EEXIST)
+            return sl_error_errno(err, e, "mkdir %s/%s-…", inst->sup->inst_root, revision);
+    }
+    return sl_error_set(err, EEXIST, "could not pick a free instance id for %s", revision);
+}
+
+static int write_bundle(sl_instance_t *inst, const sl_instance_spec_t *s, char **args, char **env,
+                        const sl_oci_user_t *user, sl_error_t *err)
+{
+    const sl_image_t *img = s->image;
+    int64_t scratch = s->memory_limit > 0 ? s->memory_limit : SCRATCH_DEFAULT;
+    sl_autofree char *cwd = img->workdir && img->workdir[0] == '/' ? xstrdup(img->workdir)
+                            : img->workdir && img->workdir[0]      ? xasprintf("/%s", img->workdir)
+                                                                   : xstrdup("/");
+    /* Our fd's magic link: works with crun and runc, and nothing to clean. */
+    sl_autofree char *netns = xasprintf("/proc/%d/fd/%d", (int)getpid(), inst->netns_fd);
+    sl_autofree char *cgroup = xasprintf("/sluice/%s", inst->id);
+    sl_autofree char *hostname = xstrndup(inst->id, strnlen(inst->id, 63)); /* HOST_NAME_MAX */
+    sl_oci_params_t p = {
+        .args = args,
+        .env = env,
+        .cwd = cwd,
+        .user = user,
+        .hostname = hostname,
+        .rootfs = "rootfs",
+        .netns_path = netns,
+        .cgroups_path = cgroup,
+        .memory_limit = s->memory_limit,
+        .cpu_millis = s->cpu_millis,
+        .pids_limit = s->pids_limit > 0 ? s->pids_limit : DEFAULT_PIDS,
+        .tmp_size = scratch,
+        .nofile = inst->sup->nofile,
+        .annotations = {{"dev.sluice.namespace", s->namespace_},
+                        {"dev.sluice.service", s->service},
+                        {"dev.sluice.revision", s->revision}},
+    };
+    return sl_oci_spec_write(inst->dir, &p, err);
+}
+
+/* Instance dir, log dir, rootfs, network namespace, config.json. */
+static int make_bundle(sl_instance_t *inst, const sl_instance_spec_t *s, char **args, char **env,
+                       const sl_oci_user_t *user, sl_error_t *err)
+{
+    sl_supervisor_t *sup = inst->sup;
+    if (make_instance_dir(inst, s->revision, err) < 0)
+        return -err->code;
+    inst->pid_path = xasprintf("%s/pid", inst->dir);
+    inst->rtlog_path = xasprintf("%s/runtime.log", inst->dir);
+    sl_autofree char *log_dir = xasprintf("%s/%s/%s", sup->logs_root, s->namespace_, s->service);
+    inst->log_path = xasprintf("%s/%s.log", log_dir, inst->id);
+    if (sl_mkdir_p(log_dir, 0700, err) < 0)
+        return -err->code;
+    int64_t scratch = s->memory_limit > 0 ? s->memory_limit : SCRATCH_DEFAULT;
+    if (sl_rootfs_mount(inst->dir, s->image->layers, s->image->n_layers, scratch, err) < 0)
+        return sl_error_wrap(err, "instance %s rootfs", inst->id);
+    inst->netns_fd = sl_netns_create(err);
+    if (inst->netns_fd < 0)
+        return sl_error_wrap(err, "instance %s network namespace", inst->id);
+    if (write_bundle(inst, s, args, env, user, err) < 0)
+        return sl_error_wrap(err, "instance %s", inst->id);
+    return 0;
+}
+
+/* Args, env and user come first, so a bad spec or image fails before
+ * anything is created or mounted. */
+static int prepare(sl_instance_t *inst, const sl_instance_spec_t *s, sl_error_t *err)
+{
+    const sl_image_t *img = s->image;
+    char **args = NULL, **env = NULL;
+    sl_oci_user_t user = {0};
+    sl_oci_contract_t c = {s->port, s->service, s->configuration ? s->configuration : s->service,
+                           s->revision};
+    int rc = sl_oci_compose_args(img, s->command, s->n_command, s->args, s->n_args, &args, err);
+    if (rc == 0)
+        rc = sl_oci_compose_env(img->env, img->n_env, s->env, s->n_env, &c, &env, err);
+    if (rc == 0)
+        rc = sl_rootfs_resolve_user(img->layers, img->n_layers, img->user, &user, err);
+    if (rc == 0)
+        rc = make_bundle(inst, s, args, env, &user, err);
+    sl_strv_free(args);
+    sl_strv_free(env);
+    sl_oci_user_clear(&user);
+    return rc;
+}
+
+/* Undo a prepare that failed before any handle existed. */
+static void discard(sl_instance_t *inst)
+{
+    if (inst->dir) {
+        sl_error_t err = {0};
+        sl_rootfs_umount_under(inst->dir, &err);
+        if (sl_rm_rf(inst->dir, &err) < 0)
+            sl_warn(MOD, "%s", err.msg);
+    }
+    instance_free(inst);
+}
+
+static sl_instance_t *instance_alloc(sl_supervisor_t *sup, const sl_instance_spec_t *s,
+                                     sl_instance_cb cb, void *data)
+{
+    sl_instance_t *inst = xcalloc(1, sizeof(*inst));
+    inst->sup = sup;
+    inst->cb = cb;
+    inst->data = data;
+    inst->netns_fd = inst->pidfd = inst->probe_fd = -1;
+    inst->state = SL_INST_STARTING;
+    inst->started_ns = sl_now_ns();
+    inst->port = s->port;
+    inst->grace_ms = s->grace_ms > 0 ? s->grace_ms : DEFAULT_GRACE_MS;
+    inst->startup_timeout_ms =
+        s->startup_timeout_ms > 0 ? s->startup_timeout_ms : DEFAULT_STARTUP_MS;
+    return inst;
+}
+
+static int pick_runtime(sl_instance_t *inst, const char *runtime, sl_error_t *err)
+{
+    if (!sv_valid_runtime_name(runtime))
+        return sl_error_set(err, EINVAL, "bad runtime name '%s'", runtime ? runtime : "");
+    inst->runtime_bin = sv_find_in_path(runtime);
+    if (!inst->runtime_bin)
+        return sl_error_set(err, ENOENT, "runtime '%s' not found on PATH", runtime);
+    inst->runtime = xstrdup(runtime);
+    inst->rt_root = xasprintf("%s/%s", inst->sup->rt_root, runtime);
+    return sl_mkdir_p(inst->rt_root, 0700, err);
+}
+
+sl_instance_t *sl_supervisor_start(sl_supervisor_t *sup, const sl_instance_spec_t *spec,
+                                   sl_instance_cb cb, void *data, sl_error_t *err)
+{
+    if (sup->shutting_down) {
+        sl_error_set(err, ESHUTDOWN, "supervisor is shutting down");
+        return NULL;
+    }
+    if (validate_spec(spec, err) < 0)
+        return NULL;
+    sl_instance_t *inst = instance_alloc(sup, spec, cb, data);
+    if (pick_runtime(inst, spec->runtime ? spec->runtime : sup->default_runtime, err) < 0 ||
+        prepare(inst, spec, err) < 0) {
+        discard(inst);
+        return NULL;
+    }
+    inst->next = sup->instances;
+    if (sup->instances)
+        sup->instances->prev = inst;
+    sup->instances = inst;
+    sup->n_instances++;
+    uv_timer_init(sup->loop, &inst->probe_timer);
+    uv_timer_init(sup->loop, &inst->deadline_timer);
+    inst->probe_timer.data = inst->deadline_timer.data = inst;
+    inst->handles += 2;
+    if (spawn_run(inst, err) < 0) {
+        inst->silent = inst->cleaning = true; /* freed once its handles close */
+        finish_cleanup(inst);
+        return NULL;
+    }
+    uv_timer_start(&inst->deadline_timer, on_startup_timeout, (uint64_t)inst->startup_timeout_ms,
+                   0);
+    sl_debug(MOD, "instance %s: prepared and %s spawned in %.2f ms", inst->id, inst->runtime,
+             (double)(sl_now_ns() - inst->started_ns) / 1e6);
+    return inst;
+}
+
+/* ---- the supervisor --------------------------------------------------- */
+
+static void on_sigchld(uv_signal_t *h, int signum)
+{
+    sl_supervisor_t *sup = h->data;
+    const char *names[16];
+    size_t n = 0;
+    pid_t keep[64];
+    size_t nk = 0;
+    names[n++] = sup->default_runtime;
+    for (sl_instance_t *i = sup->instances; i; i = i->next) {
+        if (i->alive && nk < SL_ARRAY_LEN(keep))
+            keep[nk++] = i->pid;
+        bool seen = false;
+        for (size_t k = 0; k < n; k++)
+            seen = seen || strcmp(names[k], i->runtime) == 0;
+        if (!seen && n < SL_ARRAY_LEN(names))
+            names[n++] = i->runtime;
+    }
+    /* With more live containers than `keep` holds, their zombies are still
+     * safe: only runtime-named processes are reaped. */
+    sv_reap_orphans(sup->loop, names, n, keep, nk);
+}
+
+static void supervisor_free_fields(sl_supervisor_t *sup)
+{
+    sl_closep(&sup->host_netns);
+    sl_closep(&sup->devnull);
+    free(sup->state_dir);
+    free(sup->inst_root);
+    free(sup->logs_root);
+    free(sup->rt_root);
+    free(sup->default_runtime);
+    free(sup);
+}
+
+static int make_dirs(sl_supervisor_t *sup, const char *state_dir, sl_error_t *err)
+{
+    if (sl_mkdir_p(state_dir, 0700, err) < 0)
+        return -err->code;
+    char real[PATH_MAX];
+    if (!realpath(state_dir, real))
+        return sl_error_errno(err, errno, "realpath %s", state_dir);
+    sup->state_dir = xstrdup(real);
+    sup->inst_root = xasprintf("%s/instances", real);
+    sup->logs_root = xasprintf("%s/logs", real);
+    sup->rt_root = xasprintf("%s/runtime", real);
+    if (sl_mkdir_p(sup->inst_root, 0700, err) < 0 || sl_mkdir_p(sup->logs_root, 0700, err) < 0 ||
+        sl_mkdir_p(sup->rt_root, 0700, err) < 0)
+        return -err->code;
+    return 0;
+}
+
+int sl_supervisor_new(uv_loop_t *loop, const char *state_dir, const char *default_runtime,
+                      sl_supervisor_t **out, sl_error_t *err)
+{
+    *out = NULL;
+    if (!loop || !state_dir || !*state_dir)
+        return sl_error_set(err, EINVAL, "supervisor: no loop or state dir");
+    if (!sv_valid_runtime_name(default_runtime))
+        return sl_error_set(err, EINVAL, "bad runtime name '%s'",
+                            default_runtime ? default_runtime : "");
+    sl_autofree char *bin = sv_find_in_path(default_runtime);
+    if (!bin)
+        return sl_error_set(err, ENOENT, "runtime '%s' not found on PATH", default_runtime);
+    sl_supervisor_t *sup = xcalloc(1, sizeof(*sup));
+    sup->loop = loop;
+    sup->host_netns = sup->devnull = -1;
+    sup->default_runtime = xstrdup(default_runtime);
+    sup->nofile = (int64_t)sv_nofile_limit();
+    int rc = make_dirs(sup, state_dir, err);
+    if (rc == 0 && prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) < 0)
+        rc = sl_error_errno(err, errno, "prctl(PR_SET_CHILD_SUBREAPER)");
+    if (rc == 0)
+        rc = sv_cleanup_leftovers(sup->state_dir, err);
+    if (rc == 0 && (sup->host_netns = sl_netns_open_current(err)) < 0)
+        rc = sup->host_netns;
+    if (rc == 0 && (sup->devnull = open("/dev/null", O_RDWR | O_CLOEXEC)) < 0)
+        rc = sl_error_errno(err, errno, "open /dev/null");
+    if (rc < 0) {
+        supervisor_free_fields(sup);
+        return rc;
+    }
+    uv_signal_init(loop, &sup->sigchld);
+    sup->sigchld.data = sup;
+    uv_signal_start(&sup->sigchld, on_sigchld, SIGCHLD);
+    *out = sup;
+    return 0;
+}
+
+static void on_sigchld_closed(uv_handle_t *h)
+{
+    sl_supervisor_t *sup = h->data;
+    if (sup->done)
+        sup->done(sup->done_data);
+}
+
+static void check_shutdown(sl_supervisor_t *sup)
+{
+    if (!sup->shutting_down || sup->closing || sup->n_instances > 0)
+        return;
+    sup->closing = true;
+    uv_close((uv_handle_t *)&sup->sigchld, on_sigchld_closed);
+}
+
+void sl_supervisor_shutdown(sl_supervisor_t *sup, bool fast, void (*done)(void *), void *data)
+{
+    if (sup->shutting_down)
+        return;
+    sup->shutting_down = true;
+    sup->done = done;
+    sup->done_data = data;
+    for (sl_instance_t *i = sup->instances; i; i = i->next) {
+        if (i->cleaning)
+            continue;
+        int grace = fast && i->grace_ms > FAST_GRACE_MS ? FAST_GRACE_MS : i->grace_ms;
+        if (!i->stop_requested)
+            do_stop(i, grace);
+        else if (fast) /* already stopping: shorten its grace */
+            uv_timer_start(&i->deadline_timer, on_grace_over, (uint64_t)grace, 0);
+    }
+    check_shutdown(sup);
+}
+
+void sl_supervisor_free(sl_supervisor_t *sup)
+{
+    if (!sup)
+        return;
+    if (!sup->closing || sup->n_instances > 0) {
+        sl_err(MOD, "sl_supervisor_free before shutdown finished; leaking it");
+        return;
+    }
+    supervisor_free_fields(sup);
+}

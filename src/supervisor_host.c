@@ -1,0 +1,404 @@
+/*
+ * supervisor_host.c — the supervisor's dealings with the host that need
+ * none of its state: cleaning up after an earlier run at startup, reaping
+ * orphaned runtime helpers, finding binaries, and reading log tails for
+ * exit reasons. See supervisor_int.h.
+ */
+#include "supervisor_int.h"
+#include "rootfs.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+
+#define CGROUP_ROOT   "/sys/fs/cgroup"
+#define CGROUP_PARENT "sluice"
+#define TAIL_BYTES    16384
+#define TAIL_LINE_MAX 240
+
+extern char **environ;
+
+char *sv_find_in_path(const char *name)
+{
+    if (!name || !*name)
+        return NULL;
+    if (strchr(name, '/'))
+        return access(name, X_OK) == 0 ? xstrdup(name) : NULL;
+    const char *path = getenv("PATH");
+    sl_autofree char *copy = xstrdup(path && *path ? path
+                                                   : "/usr/local/sbin:/usr/local/bin:"
+                                                     "/usr/sbin:/usr/bin:/sbin:/bin");
+    char *save = NULL;
+    for (char *dir = strtok_r(copy, ":", &save); dir; dir = strtok_r(NULL, ":", &save)) {
+        char *full = xasprintf("%s/%s", dir, name);
+        struct stat st;
+        if (stat(full, &st) == 0 && S_ISREG(st.st_mode) && access(full, X_OK) == 0)
+            return full;
+        free(full);
+    }
+    return NULL;
+}
+
+#define NOFILE_WANTED        1048576u
+#define CAP_SYS_RESOURCE_BIT 24
+
+static bool have_cap(int bit)
+{
+    sl_autofree char *status = NULL;
+    if (sl_read_file("/proc/self/status", 1u << 16, &status, NULL, NULL) < 0)
+        return false;
+    const char *eff = strstr(status, "CapEff:");
+    if (!eff)
+        return false;
+    unsigned long long mask = strtoull(eff + 7, NULL, 16);
+    return (mask >> bit) & 1;
+}
+
+uint64_t sv_nofile_limit(void)
+{
+    uint64_t want = NOFILE_WANTED;
+    sl_autofree char *nr_open = NULL;
+    int64_t v;
+    if (sl_read_file("/proc/sys/fs/nr_open", 64, &nr_open, NULL, NULL) == 0) {
+        nr_open[strcspn(nr_open, "\n")] = '\0';
+        if (sl_parse_int64(nr_open, 1, INT64_MAX, &v) == 0 && (uint64_t)v < want)
+            want = (uint64_t)v;
+    }
+    if (have_cap(CAP_SYS_RESOURCE_BIT))
+        return want;
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_max != RLIM_INFINITY && rl.rlim_max < want)
+        want = rl.rlim_max;
+    return want;
+}
+
+bool sv_valid_runtime_name(const char *s)
+{
+    size_t n = s ? strlen(s) : 0;
+    if (n == 0 || n > 32 || s[0] == '.')
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '_' || c == '.'))
+            return false;
+    }
+    return true;
+}
+
+/* Run argv to completion with stdio on /dev/null. Blocking; startup only. */
+static int run_sync(char *const argv[])
+{
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+    posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
+    posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
+    pid_t pid;
+    int rc = posix_spawn(&pid, argv[0], &fa, NULL, argv, environ);
+    posix_spawn_file_actions_destroy(&fa);
+    if (rc != 0)
+        return -rc;
+    int status = 0;
+    while (waitpid(pid, &status, 0) < 0)
+        if (errno != EINTR)
+            return -errno;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+typedef void (*dir_fn)(const char *dir, const char *name, void *arg);
+
+/* Call fn for every subdirectory of dir (not . or ..). */
+static void each_subdir(const char *dir, dir_fn fn, void *arg)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return;
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        if (de->d_name[0] == '.' && (!de->d_name[1] || !strcmp(de->d_name, "..")))
+            continue;
+        sl_autofree char *p = xasprintf("%s/%s", dir, de->d_name);
+        struct stat st;
+        if (lstat(p, &st) == 0 && S_ISDIR(st.st_mode))
+            fn(dir, de->d_name, arg);
+    }
+    closedir(d);
+}
+
+typedef struct rt_ctx {
+    const char *runtime_bin; /* NULL when the runtime is gone from PATH */
+} rt_ctx_t;
+
+static void delete_container(const char *root, const char *id, void *arg)
+{
+    rt_ctx_t *ctx = arg;
+    if (ctx->runtime_bin) {
+        char *argv[] = {
+            (char *)ctx->runtime_bin, "--root", (char *)root, "delete", "-f", (char *)id, NULL};
+        int rc = run_sync(argv);
+        sl_info("supervisor", "removed leftover container %s (%s delete -f: %d)", id, root, rc);
+    }
+    sl_autofree char *p = xasprintf("%s/%s", root, id);
+    sl_error_t err = {0};
+    if (sl_rm_rf(p, &err) < 0)
+        sl_warn("supervisor", "%s", err.msg);
+    sv_remove_cgroups(id);
+}
+
+static void clean_runtime_root(const char *runtimes_dir, const char *name, void *arg)
+{
+    rt_ctx_t ctx = {NULL};
+    sl_autofree char *bin = sv_valid_runtime_name(name) ? sv_find_in_path(name) : NULL;
+    ctx.runtime_bin = bin;
+    sl_autofree char *root = xasprintf("%s/%s", runtimes_dir, name);
+    each_subdir(root, delete_container, &ctx);
+}
+
+static void clean_instance_dir(const char *inst_root, const char *id, void *arg)
+{
+    sv_remove_cgroups(id);
+    sl_autofree char *p = xasprintf("%s/%s", inst_root, id);
+    sl_error_t err = {0};
+    if (sl_rm_rf(p, &err) < 0)
+        sl_warn("supervisor", "removing leftover instance dir: %s", err.msg);
+    else
+        sl_info("supervisor", "removed leftover instance %s", id);
+}
+
+int sv_cleanup_leftovers(const char *state_dir, sl_error_t *err)
+{
+    sl_autofree char *rt_root = xasprintf("%s/runtime", state_dir);
+    sl_autofree char *inst_root = xasprintf("%s/instances", state_dir);
+    each_subdir(rt_root, clean_runtime_root, NULL);
+    if (sl_rootfs_umount_under(inst_root, err) < 0)
+        return -err->code;
+    each_subdir(inst_root, clean_instance_dir, NULL);
+    return 0;
+}
+
+static void kill_cgroup_procs(const char *cg)
+{
+    sl_autofree char *procs_path = xasprintf("%s/cgroup.procs", cg);
+    sl_autofree char *procs = NULL;
+    if (sl_read_file(procs_path, 1u << 20, &procs, NULL, NULL) < 0)
+        return;
+    char *save = NULL;
+    for (char *l = strtok_r(procs, "\n", &save); l; l = strtok_r(NULL, "\n", &save)) {
+        int64_t pid;
+        if (sl_parse_int64(l, 1, INT32_MAX, &pid) == 0)
+            kill((pid_t)pid, SIGKILL);
+    }
+}
+
+static void remove_cgroup_dir(const char *cg)
+{
+    struct stat st;
+    if (stat(cg, &st) < 0)
+        return;
+    for (int i = 0; i < 200; i++) { /* dying tasks leave the cgroup within ms */
+        if (rmdir(cg) == 0 || errno == ENOENT)
+            return;
+        if (errno != EBUSY)
+            break;
+        kill_cgroup_procs(cg);
+        struct timespec ts = {0, 1000000};
+        nanosleep(&ts, NULL);
+    }
+    sl_warn("supervisor", "could not remove cgroup %s: %s", cg, strerror(errno));
+}
+
+static void remove_cgroup_in(const char *root, const char *hierarchy, void *arg)
+{
+    sl_autofree char *cg = xasprintf("%s/%s/" CGROUP_PARENT "/%s", root, hierarchy, (char *)arg);
+    remove_cgroup_dir(cg);
+}
+
+void sv_remove_cgroups(const char *id)
+{
+    if (!id || !*id || strchr(id, '/') || id[0] == '.')
+        return;
+    each_subdir(CGROUP_ROOT, remove_cgroup_in, (void *)id);
+    sl_autofree char *v2 = xasprintf(CGROUP_ROOT "/" CGROUP_PARENT "/%s", id);
+    remove_cgroup_dir(v2);
+}
+
+typedef struct pidset {
+    pid_t *v;
+    size_t n;
+} pidset_t;
+
+static void collect_process_pids(uv_handle_t *h, void *arg)
+{
+    pidset_t *s = arg;
+    if (h->type != UV_PROCESS)
+        return;
+    s->v = xrealloc(s->v, (s->n + 1) * sizeof(pid_t));
+    s->v[s->n++] = ((uv_process_t *)h)->pid;
+}
+
+static bool pid_in(const pid_t *v, size_t n, pid_t p)
+{
+    for (size_t i = 0; i < n; i++)
+        if (v[i] == p)
+            return true;
+    return false;
+}
+
+/* State and comm of pid from /proc/PID/stat; false when gone. */
+static bool proc_stat(pid_t pid, char *state, char *comm, size_t comm_len)
+{
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+    sl_autofree char *text = NULL;
+    if (sl_read_file(path, 4096, &text, NULL, NULL) < 0)
+        return false;
+    char *open = strchr(text, '(');
+    char *close = strrchr(text, ')');
+    if (!open || !close || close < open || close[1] != ' ')
+        return false;
+    size_t n = (size_t)(close - open - 1);
+    if (n >= comm_len)
+        n = comm_len - 1;
+    memcpy(comm, open + 1, n);
+    comm[n] = '\0';
+    *state = close[2];
+    return true;
+}
+
+static void maybe_reap(pid_t pid, const char *const *runtimes, size_t n_runtimes)
+{
+    char state = 0, comm[32];
+    if (!proc_stat(pid, &state, comm, sizeof(comm)) || state != 'Z')
+        return;
+    for (size_t i = 0; i < n_runtimes; i++) {
+        size_t len = strlen(runtimes[i]);
+        if (len > 15)
+            len = 15; /* comm is cut to 15 bytes */
+        if (strncmp(comm, runtimes[i], len) == 0) {
+            waitpid(pid, NULL, WNOHANG);
+            return;
+        }
+    }
+}
+
+void sv_reap_orphans(uv_loop_t *loop, const char *const *runtimes, size_t n_runtimes,
+                     const pid_t *keep, size_t n_keep)
+{
+    pidset_t busy = {0};
+    uv_walk(loop, collect_process_pids, &busy);
+    DIR *d = opendir("/proc/self/task");
+    if (!d) {
+        free(busy.v);
+        return;
+    }
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        if (de->d_name[0] == '.')
+            continue;
+        sl_autofree char *path = xasprintf("/proc/self/task/%s/children", de->d_name);
+        sl_autofree char *kids = NULL;
+        if (sl_read_file(path, 1u << 20, &kids, NULL, NULL) < 0)
+            continue;
+        char *save = NULL;
+        for (char *t = strtok_r(kids, " \n", &save); t; t = strtok_r(NULL, " \n", &save)) {
+            int64_t pid;
+            if (sl_parse_int64(t, 1, INT32_MAX, &pid) < 0 || pid_in(keep, n_keep, (pid_t)pid) ||
+                pid_in(busy.v, busy.n, (pid_t)pid))
+                continue;
+            maybe_reap((pid_t)pid, runtimes, n_runtimes);
+        }
+    }
+    closedir(d);
+    free(busy.v);
+}
+
+/* Read at most the last TAIL_BYTES of path. */
+static char *read_tail(const char *path, bool *cut)
+{
+    sl_autoclose int fd = open(path, O_RDONLY | O_CLOEXEC);
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) < 0)
+        return NULL;
+    off_t off = st.st_size > TAIL_BYTES ? st.st_size - TAIL_BYTES : 0;
+    *cut = off > 0;
+    char *buf = xmalloc(TAIL_BYTES + 1);
+    ssize_t n = pread(fd, buf, TAIL_BYTES, off);
+    if (n <= 0) {
+        free(buf);
+        return NULL;
+    }
+    buf[n] = '\0';
+    return buf;
+}
+
+char *sv_log_tail(const char *path, int max_lines, const char *skip_in)
+{
+    bool cut = false;
+    sl_autofree char *buf = read_tail(path, &cut);
+    if (!buf)
+        return NULL;
+    char *start = buf;
+    if (cut) { /* the first line is probably partial */
+        char *nl = strchr(buf, '\n');
+        start = nl ? nl + 1 : buf + strlen(buf);
+    }
+    char *lines[64];
+    int n = 0;
+    if (max_lines > (int)SL_ARRAY_LEN(lines))
+        max_lines = (int)SL_ARRAY_LEN(lines);
+    char *save = NULL;
+    for (char *l = strtok_r(start, "\n", &save); l; l = strtok_r(NULL, "\n", &save)) {
+        size_t len = strlen(l);
+        while (len > 0 && (l[len - 1] == '\r' || l[len - 1] == ' ' || l[len - 1] == '\t'))
+            l[--len] = '\0';
+        if (len == 0 || (skip_in && strstr(skip_in, l)))
+            continue;
+        if (len > TAIL_LINE_MAX)
+            l[TAIL_LINE_MAX] = '\0';
+        if (n == max_lines) {
+            memmove(lines, lines + 1, (size_t)(n - 1) * sizeof(char *));
+            n--;
+        }
+        lines[n++] = l;
+    }
+    if (n == 0)
+        return NULL;
+    size_t total = 1;
+    for (int i = 0; i < n; i++)
+        total += strlen(lines[i]) + 3;
+    char *out = xmalloc(total);
+    size_t pos = 0;
+    for (int i = 0; i < n; i++)
+        pos += (size_t)snprintf(out + pos, total - pos, "%s%s", i ? " | " : "", lines[i]);
+    return out;
+}
+
+char *sv_runtime_errors(const char *path)
+{
+    bool cut = false;
+    sl_autofree char *buf = read_tail(path, &cut);
+    if (!buf)
+        return NULL;
+    char *out = NULL;
+    char *save = NULL;
+    for (char *l = strtok_r(buf, "\n", &save); l; l = strtok_r(NULL, "\n", &save)) {
+        json_t *j = json_loads(l, 0, NULL);
+        const char *level = json_string_value(json_object_get(j, "level"));
+        const char *msg = json_string_value(json_object_get(j, "msg"));
+        if (level && msg && !strcmp(level, "error") && (!out || !strstr(out, msg))) {
+            char *joined = out ? xasprintf("%s; %s", out, msg) : xstrdup(msg);
+            free(out);
+            out = joined;
+        }
+        json_decref(j);
+    }
+    return out;
+}

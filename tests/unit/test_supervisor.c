@@ -1,0 +1,926 @@
+/*
+ * test_supervisor.c — the supervisor against real runtimes (crun, runc),
+ * no mocks. A busybox rootfs built in a temp dir stands in for an image.
+ * Needs root, overlayfs, cgroups; prints cold-start timings (never asserted).
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "netns.h"
+#include "supervisor.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <glob.h>
+#include <signal.h>
+#include <stdio.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
+static char g_tmp[256];
+static char g_rootfs[300];
+static char g_state[300];
+
+/* ---- fixtures --------------------------------------------------------- */
+
+static void write_text(const char *path, const char *text)
+{
+    sl_error_t err = {0};
+    assert_int_equal(sl_write_file_atomic(path, text, strlen(text), 0644, &err), 0);
+}
+
+static int copy_file(const char *from, const char *to)
+{
+    char *data = NULL;
+    size_t len = 0;
+    sl_error_t err = {0};
+    if (sl_read_file(from, 64u << 20, &data, &len, &err) < 0)
+        return -1;
+    int rc = sl_write_file_atomic(to, data, len, 0755, &err);
+    free(data);
+    return rc;
+}
+
+static void build_rootfs(void)
+{
+    static const char *applets[] = {"sh", "httpd",    "env",  "id",   "sleep", "cat",  "echo",
+                                    "ls", "hostname", "true", "grep", "stat",  "touch"};
+    char p[512];
+    const char *dirs[] = {"bin", "etc", "www", "tmp", "home", "home/nonroot"};
+    for (size_t i = 0; i < SL_ARRAY_LEN(dirs); i++) {
+        snprintf(p, sizeof(p), "%s/%s", g_rootfs, dirs[i]);
+        assert_int_equal(mkdir(p, 0755), 0);
+    }
+    snprintf(p, sizeof(p), "%s/bin/busybox", g_rootfs);
+    assert_int_equal(copy_file("/bin/busybox", p), 0);
+    for (size_t i = 0; i < SL_ARRAY_LEN(applets); i++) {
+        snprintf(p, sizeof(p), "%s/bin/%s", g_rootfs, applets[i]);
+        assert_int_equal(symlink("busybox", p), 0);
+    }
+    snprintf(p, sizeof(p), "%s/etc/passwd", g_rootfs);
+    write_text(p, "root:x:0:0:root:/root:/bin/sh\n"
+                  "nonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin\n");
+    snprintf(p, sizeof(p), "%s/etc/group", g_rootfs);
+    write_text(p, "root:x:0:\nnonroot:x:65532:\n");
+    snprintf(p, sizeof(p), "%s/www/index.html", g_rootfs);
+    write_text(p, "hello from sluice\n");
+}
+
+static int group_setup(void **state)
+{
+    if (geteuid() != 0) {
+        fprintf(stderr, "test_supervisor needs root\n");
+        return -1;
+    }
+    snprintf(g_tmp, sizeof(g_tmp), "/tmp/sluice-sup-XXXXXX");
+    if (!mkdtemp(g_tmp))
+        return -1;
+    snprintf(g_rootfs, sizeof(g_rootfs), "%s/rootfs", g_tmp);
+    snprintf(g_state, sizeof(g_state), "%s/state", g_tmp);
+    if (mkdir(g_rootfs, 0755) < 0)
+        return -1;
+    build_rootfs();
+    return 0;
+}
+
+static void on_teardown_done(void *data)
+{
+    *(int *)data = 1;
+}
+
+static int group_teardown(void **state)
+{
+    /* A failed test may have left instances behind: a fresh supervisor
+     * removes them (containers, mounts, cgroups) before the dir goes. */
+    uv_loop_t loop;
+    sl_supervisor_t *sup = NULL;
+    sl_error_t err = {0};
+    uv_loop_init(&loop);
+    if (sl_supervisor_new(&loop, g_state, "crun", &sup, &err) == 0) {
+        int done = 0;
+        sl_supervisor_shutdown(sup, true, on_teardown_done, &done);
+        uv_run(&loop, UV_RUN_DEFAULT);
+        sl_supervisor_free(sup);
+    }
+    uv_loop_close(&loop);
+    sl_rm_rf(g_tmp, &err);
+    return 0;
+}
+
+/* An image whose only layer is the busybox rootfs. */
+typedef struct img {
+    sl_image_t img;
+    char *layers[1];
+    char *entry[8];
+} img_t;
+
+static void img_init(img_t *m, const char *user, char *const *entry)
+{
+    memset(m, 0, sizeof(*m));
+    m->layers[0] = g_rootfs;
+    m->img.layers = m->layers;
+    m->img.n_layers = 1;
+    m->img.ref = "dir:test";
+    m->img.user = (char *)user;
+    size_t n = 0;
+    while (entry && entry[n] && n < 7) {
+        m->entry[n] = entry[n];
+        n++;
+    }
+    m->img.entrypoint = m->entry;
+    m->img.n_entrypoint = n;
+}
+
+static char *const HTTPD[] = {"/bin/busybox", "httpd", "-f", "-p", "8080", "-h", "/www", NULL};
+
+/* ---- driving the loop ------------------------------------------------- */
+
+typedef struct rec {
+    sl_instance_t *inst;
+    int n_ready, n_stopping, n_exited;
+    char id[128];
+    char reason[4096];
+    char log_path[512];
+    int pid;
+    uint64_t started_ns, ready_ns, exited_ns;
+} rec_t;
+
+static void rec_cb(sl_instance_t *inst, sl_inst_state_t st, void *data)
+{
+    rec_t *r = data;
+    assert_ptr_equal(sl_instance_data(inst), r);
+    switch (st) {
+    case SL_INST_READY:
+        r->n_ready++;
+        r->pid = sl_instance_pid(inst);
+        r->ready_ns = sl_instance_ready_ns(inst);
+        break;
+    case SL_INST_STOPPING:
+        r->n_stopping++;
+        break;
+    case SL_INST_EXITED:
+        r->n_exited++;
+        r->exited_ns = sl_now_ns();
+        assert_non_null(sl_instance_exit_reason(inst));
+        snprintf(r->reason, sizeof(r->reason), "%s", sl_instance_exit_reason(inst));
+        assert_int_equal(sl_instance_state(inst), SL_INST_EXITED);
+        /* still open: the router may hold the number until now */
+        if (sl_instance_pid(inst) > 0)
+            assert_true(fcntl(sl_instance_netns_fd(inst), F_GETFD) >= 0);
+        r->inst = NULL;
+        break;
+    default:
+        break;
+    }
+}
+
+static void wake(uv_timer_t *t) {}
+
+static void run_until(uv_loop_t *loop, const int *counter, int timeout_ms)
+{
+    uv_timer_t t;
+    uv_timer_init(loop, &t);
+    uv_timer_start(&t, wake, 5, 5);
+    uint64_t deadline = sl_now_ms() + (uint64_t)timeout_ms;
+    while (*counter == 0 && sl_now_ms() < deadline)
+        uv_run(loop, UV_RUN_ONCE);
+    uv_close((uv_handle_t *)&t, NULL);
+    uv_run(loop, UV_RUN_NOWAIT);
+}
+
+typedef struct env {
+    uv_loop_t loop;
+    sl_supervisor_t *sup;
+    int done;
+} env_t;
+
+static void env_open(env_t *e, const char *runtime)
+{
+    memset(e, 0, sizeof(*e));
+    assert_int_equal(uv_loop_init(&e->loop), 0);
+    sl_error_t err = {0};
+    int rc = sl_supervisor_new(&e->loop, g_state, runtime, &e->sup, &err);
+    if (rc < 0)
+        fail_msg("sl_supervisor_new: %s", err.msg);
+}
+
+static void on_done(void *data)
+{
+    (*(int *)data)++;
+}
+
+/* Zombie children of this process: orphaned runtime helpers must be reaped. */
+static int count_zombies(void)
+{
+    glob_t g;
+    int n = 0;
+    if (glob("/proc/self/task/*/children", 0, NULL, &g) != 0)
+        return 0;
+    for (size_t i = 0; i < g.gl_pathc; i++) {
+        char *kids = NULL;
+        sl_error_t err = {0};
+        if (sl_read_file(g.gl_pathv[i], 1 << 16, &kids, NULL, &err) < 0)
+            continue;
+        char *save = NULL;
+        for (char *t = strtok_r(kids, " \n", &save); t; t = strtok_r(NULL, " \n", &save)) {
+            char path[64], *stat = NULL;
+            snprintf(path, sizeof(path), "/proc/%s/stat", t);
+            if (sl_read_file(path, 4096, &stat, NULL, &err) == 0) {
+                char *close = strrchr(stat, ')');
+                if (close && close[1] == ' ' && close[2] == 'Z') {
+                    fprintf(stderr, "zombie: %s\n", stat);
+                    n++;
+                }
+                free(stat);
+            }
+        }
+        free(kids);
+    }
+    globfree(&g);
+    return n;
+}
+
+static void env_close(env_t *e)
+{
+    sl_supervisor_shutdown(e->sup, true, on_done, &e->done);
+    run_until(&e->loop, &e->done, 15000);
+    assert_int_equal(e->done, 1);
+    sl_supervisor_free(e->sup);
+    uv_run(&e->loop, UV_RUN_NOWAIT);
+    assert_int_equal(uv_loop_close(&e->loop), 0);
+    assert_int_equal(count_zombies(), 0);
+}
+
+static sl_instance_spec_t base_spec(const sl_image_t *img)
+{
+    sl_instance_spec_t s = {
+        .namespace_ = "default",
+        .service = "hello",
+        .configuration = "hello",
+        .revision = "hello-00001",
+        .image = img,
+        .port = 8080,
+        .grace_ms = 300,
+        .startup_timeout_ms = 20000,
+    };
+    return s;
+}
+
+static sl_instance_t *start(env_t *e, const sl_instance_spec_t *s, rec_t *r)
+{
+    memset(r, 0, sizeof(*r));
+    sl_error_t err = {0};
+    r->started_ns = sl_now_ns();
+    r->inst = sl_supervisor_start(e->sup, s, rec_cb, r, &err);
+    if (!r->inst)
+        fail_msg("sl_supervisor_start: %s", err.msg);
+    assert_int_equal(sl_instance_state(r->inst), SL_INST_STARTING);
+    snprintf(r->id, sizeof(r->id), "%s", sl_instance_id(r->inst));
+    snprintf(r->log_path, sizeof(r->log_path), "%s", sl_instance_log_path(r->inst));
+    return r->inst;
+}
+
+/* ---- checks ----------------------------------------------------------- */
+
+static bool mounted_below(const char *dir)
+{
+    char *info = NULL;
+    sl_error_t err = {0};
+    assert_int_equal(sl_read_file("/proc/self/mountinfo", 16u << 20, &info, NULL, &err), 0);
+    bool found = strstr(info, dir) != NULL;
+    free(info);
+    return found;
+}
+
+static int count_cgroups(const char *id)
+{
+    char pat[256];
+    snprintf(pat, sizeof(pat), "/sys/fs/cgroup/*/sluice/%s", id);
+    glob_t g;
+    int n = 0;
+    if (glob(pat, 0, NULL, &g) == 0)
+        n = (int)g.gl_pathc;
+    globfree(&g);
+    return n;
+}
+
+static void assert_cleaned(const char *id)
+{
+    char dir[512];
+    snprintf(dir, sizeof(dir), "%s/instances/%s", g_state, id);
+    struct stat st;
+    assert_int_equal(stat(dir, &st), -1);
+    assert_false(mounted_below(dir));
+    assert_int_equal(count_cgroups(id), 0);
+    snprintf(dir, sizeof(dir), "%s/runtime/crun/%s", g_state, id);
+    assert_int_equal(stat(dir, &st), -1);
+    snprintf(dir, sizeof(dir), "%s/runtime/runc/%s", g_state, id);
+    assert_int_equal(stat(dir, &st), -1);
+}
+
+static char *read_log(const rec_t *r)
+{
+    char *text = NULL;
+    sl_error_t err = {0};
+    if (sl_read_file(r->log_path, 1u << 20, &text, NULL, &err) < 0)
+        return xstrdup("");
+    return text;
+}
+
+/* Poll the log until it contains needle (the app writes asynchronously). */
+static bool log_contains(env_t *e, const rec_t *r, const char *needle, int timeout_ms)
+{
+    uint64_t deadline = sl_now_ms() + (uint64_t)timeout_ms;
+    for (;;) {
+        char *text = read_log(r);
+        bool ok = strstr(text, needle) != NULL;
+        free(text);
+        if (ok || sl_now_ms() > deadline)
+            return ok;
+        int never = 0;
+        run_until(&e->loop, &never, 10);
+    }
+}
+
+/* GET path through the instance's network namespace; returns the response. */
+static char *http_get(sl_instance_t *inst, const char *path)
+{
+    sl_error_t err = {0};
+    int host = sl_netns_open_current(&err);
+    assert_true(host >= 0);
+    int fd = sl_netns_socket(sl_instance_netns_fd(inst), host, AF_INET, SOCK_STREAM | SOCK_CLOEXEC,
+                             &err);
+    close(host);
+    assert_true(fd >= 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET,
+                             .sin_port = htons((uint16_t)sl_instance_port(inst))};
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    char req[256];
+    int n = snprintf(req, sizeof(req), "GET %s HTTP/1.0\r\nHost: x\r\n\r\n", path);
+    assert_int_equal(write(fd, req, (size_t)n), n);
+    size_t cap = 65536, len = 0;
+    char *buf = xmalloc(cap + 1);
+    ssize_t r;
+    while ((r = read(fd, buf + len, cap - len)) > 0 && len < cap)
+        len += (size_t)r;
+    buf[len] = '\0';
+    close(fd);
+    return buf;
+}
+
+static double ms_between(uint64_t a, uint64_t b)
+{
+    return (double)(b - a) / 1e6;
+}
+
+/* ---- tests ------------------------------------------------------------ */
+
+static void lifecycle(const char *runtime)
+{
+    env_t e;
+    env_open(&e, runtime);
+    img_t m;
+    img_init(&m, NULL, HTTPD);
+    sl_instance_spec_t s = base_spec(&m.img);
+    s.runtime = runtime;
+    rec_t r;
+    start(&e, &s, &r);
+    char dir[512];
+    snprintf(dir, sizeof(dir), "%s/instances/%s", g_state, r.id);
+    assert_true(mounted_below(dir));
+    assert_int_equal(strncmp(r.id, "hello-00001-", 12), 0);
+    assert_int_equal(strlen(r.id), strlen("hello-00001-") + 5);
+    run_until(&e.loop, &r.n_ready, 20000);
+    if (r.n_ready != 1)
+        fail_msg("not ready: %s", r.reason);
+    printf("  %s: start -> READY %.1f ms\n", runtime, ms_between(r.started_ns, r.ready_ns));
+    assert_true(r.pid > 1);
+    assert_int_equal(sl_instance_state(r.inst), SL_INST_READY);
+    assert_true(count_cgroups(r.id) > 0);
+
+    char *resp = http_get(r.inst, "/index.html");
+    assert_non_null(strstr(resp, " 200 "));
+    assert_non_null(strstr(resp, "hello from sluice"));
+    free(resp);
+
+    uint64_t t0 = sl_now_ns();
+    sl_instance_stop(r.inst);
+    assert_int_equal(r.n_stopping, 1);
+    sl_instance_stop(r.inst); /* idempotent */
+    run_until(&e.loop, &r.n_exited, 15000);
+    assert_int_equal(r.n_exited, 1);
+    printf("  %s: stop -> EXITED %.1f ms (%s)\n", runtime, ms_between(t0, r.exited_ns), r.reason);
+    /* httpd as pid 1 has no SIGTERM handler, so the kernel drops SIGTERM. */
+    assert_non_null(strstr(r.reason, "killed by signal 9"));
+    assert_cleaned(r.id);
+    struct stat st;
+    assert_int_equal(stat(r.log_path, &st), 0); /* logs are kept */
+    assert_true(kill(r.pid, 0) < 0);
+    env_close(&e);
+}
+
+static void test_lifecycle_crun(void **state)
+{
+    lifecycle("crun");
+}
+
+static void test_lifecycle_runc(void **state)
+{
+    lifecycle("runc");
+}
+
+static void test_env_contract(void **state)
+{
+    env_t e;
+    env_open(&e, "crun");
+    char *const script[] = {"/bin/sh", "-c",
+                            "env; echo host=$(hostname); echo cwd=$(pwd); ls /dev; "
+                            "grep CapEff /proc/self/status; stat -c tmp=%a /tmp; "
+                            "touch /proc/sys/kernel/domainname 2>/dev/null || echo procsys-ro; "
+                            "touch /sys/x 2>/dev/null || echo sys-ro; "
+                            "echo hi > /rootfs-write && echo rootfs-rw; "
+                            "exec httpd -f -p $PORT -h /www",
+                            NULL};
+    img_t m;
+    img_init(&m, NULL, script);
+    char *img_env[] = {"PATH=/bin", "FROM_IMAGE=1", "OVERRIDE=image"};
+    m.img.env = img_env;
+    m.img.n_env = 3;
+    m.img.workdir = "/www";
+    char *user_env[] = {"OVERRIDE=user", "PORT=1", "K_SERVICE=nope", "EMPTY="};
+    sl_instance_spec_t s = base_spec(&m.img);
+    s.port = 9090;
+    s.env = user_env;
+    s.n_env = 4;
+    s.service = "svc";
+    s.configuration = "svc-config";
+    s.revision = "svc-00007";
+    rec_t r;
+    start(&e, &s, &r);
+    run_until(&e.loop, &r.n_ready, 20000);
+    assert_int_equal(r.n_ready, 1);
+    assert_true(log_contains(&e, &r, "rootfs-rw", 2000));
+    char *log = read_log(&r);
+    const char *want[] = {"PORT=9090\n",
+                          "K_SERVICE=svc\n",
+                          "K_CONFIGURATION=svc-config\n",
+                          "K_REVISION=svc-00007\n",
+                          "FROM_IMAGE=1\n",
+                          "OVERRIDE=user\n",
+                          "PATH=/bin\n",
+                          "EMPTY=\n",
+                          "cwd=/www\n"};
+    for (size_t i = 0; i < SL_ARRAY_LEN(want); i++)
+        if (!strstr(log, want[i]))
+            fail_msg("log lacks '%s':\n%s", want[i], log);
+    assert_null(strstr(log, "PORT=1\n"));
+    assert_null(strstr(log, "K_SERVICE=nope"));
+    char host[160];
+    snprintf(host, sizeof(host), "host=%s\n", r.id);
+    assert_non_null(strstr(log, host));
+    /* devices the runtime provides; no console with terminal=false */
+    assert_non_null(strstr(log, "null"));
+    assert_non_null(strstr(log, "urandom"));
+    assert_non_null(strstr(log, "stdout"));
+    assert_null(strstr(log, "console"));
+    assert_non_null(strstr(log, "CapEff:\t00000000a80425fb")); /* Docker's default set */
+    assert_non_null(strstr(log, "tmp=1777"));
+    assert_non_null(strstr(log, "procsys-ro"));
+    assert_non_null(strstr(log, "sys-ro"));
+    free(log);
+    assert_true(strstr(r.log_path, "/logs/default/svc/svc-00007-") != NULL);
+    char lower_file[400];
+    snprintf(lower_file, sizeof(lower_file), "%s/rootfs-write", g_rootfs);
+    struct stat st;
+    assert_int_equal(stat(lower_file, &st), -1); /* writes stay in the upper layer */
+    sl_instance_stop(r.inst);
+    run_until(&e.loop, &r.n_exited, 15000);
+    assert_int_equal(r.n_exited, 1);
+    assert_cleaned(r.id);
+    env_close(&e);
+}
+
+/* Layers are bottom first; the top one wins. */
+static void test_layers(void **state)
+{
+    char top[400], p[500];
+    snprintf(top, sizeof(top), "%s/top-layer", g_tmp);
+    snprintf(p, sizeof(p), "%s/www", top);
+    sl_error_t err = {0};
+    assert_int_equal(sl_mkdir_p(p, 0755, &err), 0);
+    snprintf(p, sizeof(p), "%s/www/index.html", top);
+    write_text(p, "from the top layer\n");
+    env_t e;
+    env_open(&e, "crun");
+    img_t m;
+    img_init(&m, NULL, HTTPD);
+    char *layers[] = {g_rootfs, top};
+    m.img.layers = layers;
+    m.img.n_layers = 2;
+    sl_instance_spec_t s = base_spec(&m.img);
+    rec_t r;
+    start(&e, &s, &r);
+    run_until(&e.loop, &r.n_ready, 20000);
+    assert_int_equal(r.n_ready, 1);
+    char *resp = http_get(r.inst, "/index.html");
+    assert_non_null(strstr(resp, "from the top layer"));
+    free(resp);
+    sl_instance_stop(r.inst);
+    run_until(&e.loop, &r.n_exited, 15000);
+    assert_cleaned(r.id);
+    env_close(&e);
+    sl_rm_rf(top, &err);
+}
+
+static void test_user_nonroot(void **state)
+{
+    env_t e;
+    env_open(&e, "crun");
+    char *const script[] = {"/bin/sh", "-c",
+                            "echo uid=$(id -u) gid=$(id -g); "
+                            "trap 'echo bye; exit 0' TERM; httpd -p 8080 -h /www; "
+                            "while :; do sleep 0.02; done",
+                            NULL};
+    img_t m;
+    img_init(&m, "nonroot", script);
+    sl_instance_spec_t s = base_spec(&m.img);
+    rec_t r;
+    start(&e, &s, &r);
+    run_until(&e.loop, &r.n_ready, 20000);
+    assert_int_equal(r.n_ready, 1);
+    assert_true(log_contains(&e, &r, "uid=65532 gid=65532", 2000));
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/%d/status", r.pid);
+    char *status = NULL;
+    sl_error_t err = {0};
+    assert_int_equal(sl_read_file(path, 1 << 16, &status, NULL, &err), 0);
+    assert_non_null(strstr(status, "Uid:\t65532\t65532\t65532\t65532"));
+    assert_non_null(strstr(status, "NoNewPrivs:\t1"));
+    free(status);
+    /* This one handles SIGTERM and exits 0 well within its grace. */
+    sl_instance_stop(r.inst);
+    run_until(&e.loop, &r.n_exited, 15000);
+    assert_int_equal(r.n_exited, 1);
+    assert_non_null(strstr(r.reason, "exited with status 0"));
+    assert_non_null(strstr(r.reason, "bye"));
+    assert_cleaned(r.id);
+    env_close(&e);
+}
+
+static void test_unknown_user(void **state)
+{
+    env_t e;
+    env_open(&e, "crun");
+    img_t m;
+    img_init(&m, "ghost", HTTPD);
+    sl_instance_spec_t s = base_spec(&m.img);
+    sl_error_t err = {0};
+    rec_t r = {0};
+    assert_null(sl_supervisor_start(e.sup, &s, rec_cb, &r, &err));
+    assert_non_null(strstr(err.msg, "'ghost'"));
+    /* nothing left behind */
+    char dir[512];
+    snprintf(dir, sizeof(dir), "%s/instances", g_state);
+    assert_false(mounted_below(dir));
+    env_close(&e);
+}
+
+static void test_no_command(void **state)
+{
+    env_t e;
+    env_open(&e, "crun");
+    img_t m;
+    img_init(&m, NULL, NULL);
+    sl_instance_spec_t s = base_spec(&m.img);
+    sl_error_t err = {0};
+    rec_t r = {0};
+    assert_null(sl_supervisor_start(e.sup, &s, rec_cb, &r, &err));
+    assert_non_null(strstr(err.msg, "no command"));
+    s.port = 0;
+    assert_null(sl_supervisor_start(e.sup, &s, rec_cb, &r, &err));
+    assert_non_null(strstr(err.msg, "port"));
+    env_close(&e);
+}
+
+static void test_exit_status(void **state)
+{
+    env_t e;
+    env_open(&e, "crun");
+    char *const script[] = {"/bin/sh", "-c", "echo first line; echo about to fail >&2; exit 3",
+                            NULL};
+    img_t m;
+    img_init(&m, NULL, script);
+    sl_instance_spec_t s = base_spec(&m.img);
+    rec_t r;
+    start(&e, &s, &r);
+    run_until(&e.loop, &r.n_exited, 15000);
+    assert_int_equal(r.n_exited, 1);
+    assert_int_equal(r.n_ready, 0);
+    assert_int_equal(r.n_stopping, 1);
+    printf("  reason: %s\n", r.reason);
+    assert_non_null(strstr(r.reason, "exited with status 3"));
+    assert_non_null(strstr(r.reason, "about to fail"));
+    assert_non_null(strstr(r.reason, "first line"));
+    assert_cleaned(r.id);
+    env_close(&e);
+}
+
+static void bad_command(const char *runtime)
+{
+    env_t e;
+    env_open(&e, runtime);
+    char *const cmd[] = {"/nonexistent/app", "--serve", NULL};
+    img_t m;
+    img_init(&m, NULL, cmd);
+    sl_instance_spec_t s = base_spec(&m.img);
+    s.runtime = runtime;
+    rec_t r;
+    start(&e, &s, &r);
+    run_until(&e.loop, &r.n_exited, 15000);
+    assert_int_equal(r.n_exited, 1);
+    printf("  %s reason: %s\n", runtime, r.reason);
+    assert_non_null(strstr(r.reason, "runtime failed: "));
+    assert_non_null(strstr(r.reason, "/nonexistent/app"));
+    assert_cleaned(r.id);
+    env_close(&e);
+}
+
+static void test_bad_command_crun(void **state)
+{
+    bad_command("crun");
+}
+
+static void test_bad_command_runc(void **state)
+{
+    bad_command("runc");
+}
+
+static void test_sigterm_ignored(void **state)
+{
+    env_t e;
+    env_open(&e, "crun");
+    char *const script[] = {"/bin/sh", "-c",
+                            "trap 'echo got TERM, ignoring' TERM; httpd -p 8080 -h /www; "
+                            "while :; do sleep 0.02; done",
+                            NULL};
+    img_t m;
+    img_init(&m, NULL, script);
+    sl_instance_spec_t s = base_spec(&m.img);
+    s.grace_ms = 400;
+    rec_t r;
+    start(&e, &s, &r);
+    run_until(&e.loop, &r.n_ready, 20000);
+    assert_int_equal(r.n_ready, 1);
+    uint64_t t0 = sl_now_ns();
+    sl_instance_stop(r.inst);
+    run_until(&e.loop, &r.n_exited, 15000);
+    assert_int_equal(r.n_exited, 1);
+    double took = ms_between(t0, r.exited_ns);
+    printf("  SIGTERM ignored: EXITED after %.1f ms (%s)\n", took, r.reason);
+    assert_true(took >= 400);
+    assert_non_null(strstr(r.reason, "killed by signal 9"));
+    assert_non_null(strstr(r.reason, "got TERM, ignoring"));
+    assert_cleaned(r.id);
+    env_close(&e);
+}
+
+static void test_startup_timeout(void **state)
+{
+    env_t e;
+    env_open(&e, "crun");
+    char *const script[] = {"/bin/busybox", "sleep", "100", NULL};
+    img_t m;
+    img_init(&m, NULL, script);
+    sl_instance_spec_t s = base_spec(&m.img);
+    s.startup_timeout_ms = 300;
+    s.grace_ms = 100;
+    rec_t r;
+    start(&e, &s, &r);
+    run_until(&e.loop, &r.n_exited, 15000);
+    assert_int_equal(r.n_exited, 1);
+    assert_int_equal(r.n_ready, 0);
+    assert_non_null(strstr(r.reason, "not ready within 0.3s"));
+    assert_cleaned(r.id);
+    env_close(&e);
+}
+
+static long read_long(const char *path)
+{
+    char *text = NULL;
+    sl_error_t err = {0};
+    if (sl_read_file(path, 4096, &text, NULL, &err) < 0)
+        return -1;
+    long v = strtol(text, NULL, 10);
+    free(text);
+    return v;
+}
+
+static void test_limits(void **state)
+{
+    env_t e;
+    env_open(&e, "crun");
+    img_t m;
+    img_init(&m, NULL, HTTPD);
+    sl_instance_spec_t s = base_spec(&m.img);
+    s.memory_limit = 64 << 20;
+    s.cpu_millis = 500;
+    s.pids_limit = 77;
+    rec_t r;
+    start(&e, &s, &r);
+    run_until(&e.loop, &r.n_ready, 20000);
+    assert_int_equal(r.n_ready, 1);
+    char p[256];
+    snprintf(p, sizeof(p), "/sys/fs/cgroup/memory/sluice/%s/memory.limit_in_bytes", r.id);
+    assert_int_equal(read_long(p), 64 << 20);
+    snprintf(p, sizeof(p), "/sys/fs/cgroup/cpu/sluice/%s/cpu.cfs_quota_us", r.id);
+    assert_int_equal(read_long(p), 50000);
+    snprintf(p, sizeof(p), "/sys/fs/cgroup/cpu/sluice/%s/cpu.cfs_period_us", r.id);
+    assert_int_equal(read_long(p), 100000);
+    snprintf(p, sizeof(p), "/sys/fs/cgroup/pids/sluice/%s/pids.max", r.id);
+    assert_int_equal(read_long(p), 77);
+    /* the container's pid is in that cgroup */
+    snprintf(p, sizeof(p), "/sys/fs/cgroup/memory/sluice/%s/cgroup.procs", r.id);
+    assert_int_equal(read_long(p), r.pid);
+    sl_instance_stop(r.inst);
+    run_until(&e.loop, &r.n_exited, 15000);
+    assert_cleaned(r.id);
+    env_close(&e);
+}
+
+static void test_shutdown_many(void **state)
+{
+    env_t e;
+    env_open(&e, "crun");
+    img_t m;
+    img_init(&m, NULL, HTTPD);
+    sl_instance_spec_t s = base_spec(&m.img);
+    s.grace_ms = 10000; /* fast shutdown must not wait for this */
+    rec_t r[3];
+    for (int i = 0; i < 3; i++)
+        start(&e, &s, &r[i]);
+    for (int i = 0; i < 3; i++) {
+        run_until(&e.loop, &r[i].n_ready, 20000);
+        assert_int_equal(r[i].n_ready, 1);
+        printf("  instance %d: start -> READY %.1f ms\n", i,
+               ms_between(r[i].started_ns, r[i].ready_ns));
+    }
+    uint64_t t0 = sl_now_ns();
+    sl_supervisor_shutdown(e.sup, true, on_done, &e.done);
+    sl_error_t err = {0};
+    rec_t late;
+    assert_null(sl_supervisor_start(e.sup, &s, rec_cb, &late, &err));
+    run_until(&e.loop, &e.done, 15000);
+    assert_int_equal(e.done, 1);
+    printf("  fast shutdown of 3: %.1f ms\n", ms_between(t0, sl_now_ns()));
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(r[i].n_exited, 1);
+        assert_cleaned(r[i].id);
+    }
+    sl_supervisor_free(e.sup);
+    uv_run(&e.loop, UV_RUN_NOWAIT);
+    assert_int_equal(uv_loop_close(&e.loop), 0);
+}
+
+static int count_fds(void)
+{
+    glob_t g;
+    int n = 0;
+    if (glob("/proc/self/fd/*", 0, NULL, &g) == 0)
+        n = (int)g.gl_pathc;
+    globfree(&g);
+    return n;
+}
+
+static void noop_signal(uv_signal_t *h, int sig) {}
+
+static void test_cold_start_timing(void **state)
+{
+    /* libuv keeps a process-wide pipe once any signal handle existed */
+    uv_loop_t warm;
+    uv_signal_t sig;
+    uv_loop_init(&warm);
+    uv_signal_init(&warm, &sig);
+    uv_signal_start(&sig, noop_signal, SIGCHLD);
+    uv_close((uv_handle_t *)&sig, NULL);
+    uv_run(&warm, UV_RUN_DEFAULT);
+    uv_loop_close(&warm);
+    int fds_before = count_fds();
+    env_t e;
+    env_open(&e, "crun");
+    img_t m;
+    img_init(&m, NULL, HTTPD);
+    sl_instance_spec_t s = base_spec(&m.img);
+    double t[8];
+    for (int i = 0; i < 8; i++) {
+        rec_t r;
+        start(&e, &s, &r);
+        run_until(&e.loop, &r.n_ready, 20000);
+        assert_int_equal(r.n_ready, 1);
+        t[i] = ms_between(r.started_ns, r.ready_ns);
+        sl_instance_stop(r.inst);
+        run_until(&e.loop, &r.n_exited, 15000);
+        assert_int_equal(r.n_exited, 1);
+    }
+    double min = t[0], sum = 0;
+    for (int i = 0; i < 8; i++) {
+        min = t[i] < min ? t[i] : min;
+        sum += t[i];
+    }
+    printf("  cold start (busybox httpd, crun, 8 runs): min %.1f ms, mean %.1f ms\n", min, sum / 8);
+    env_close(&e);
+    assert_int_equal(count_fds(), fds_before); /* nothing leaks */
+}
+
+/* A supervisor that dies without cleaning up leaves a running container,
+ * mounts and cgroups; the next one removes them. */
+static void test_leftovers_cleaned(void **state)
+{
+    int pfd[2];
+    assert_int_equal(pipe(pfd), 0);
+    pid_t child = fork();
+    assert_true(child >= 0);
+    if (child == 0) {
+        close(pfd[0]);
+        uv_loop_t loop;
+        uv_loop_init(&loop);
+        sl_supervisor_t *sup = NULL;
+        sl_error_t err = {0};
+        if (sl_supervisor_new(&loop, g_state, "crun", &sup, &err) < 0)
+            _exit(2);
+        img_t m;
+        img_init(&m, NULL, HTTPD);
+        sl_instance_spec_t s = base_spec(&m.img);
+        rec_t r = {0};
+        r.inst = sl_supervisor_start(sup, &s, rec_cb, &r, &err);
+        if (!r.inst)
+            _exit(3);
+        uint64_t deadline = sl_now_ms() + 20000;
+        while (!r.n_ready && sl_now_ms() < deadline)
+            uv_run(&loop, UV_RUN_ONCE);
+        char line[256];
+        int n = snprintf(line, sizeof(line), "%d %s\n", r.pid, sl_instance_id(r.inst));
+        if (write(pfd[1], line, (size_t)n) != n)
+            _exit(4);
+        _exit(r.n_ready ? 0 : 5); /* "crash": no cleanup */
+    }
+    close(pfd[1]);
+    char line[256] = {0};
+    ssize_t n = read(pfd[0], line, sizeof(line) - 1);
+    close(pfd[0]);
+    int status = 0;
+    assert_int_equal(waitpid(child, &status, 0), child);
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    assert_true(n > 0);
+    int pid = 0;
+    char id[128] = {0};
+    assert_int_equal(sscanf(line, "%d %127s", &pid, id), 2);
+    assert_int_equal(kill(pid, 0), 0); /* the container outlived its supervisor */
+    char dir[512];
+    snprintf(dir, sizeof(dir), "%s/instances/%s", g_state, id);
+    assert_true(mounted_below(dir));
+    assert_true(count_cgroups(id) > 0);
+
+    env_t e;
+    env_open(&e, "crun");
+    assert_false(mounted_below(dir));
+    assert_cleaned(id);
+    /* the orphaned container was re-parented to us (subreaper) and killed */
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    env_close(&e);
+}
+
+int main(void)
+{
+    setvbuf(stdout, NULL, _IONBF, 0);
+    sl_log_set_level(getenv("TEST_DEBUG") ? SL_LOG_DEBUG : SL_LOG_WARN);
+    if (getenv("TEST_FILTER")) /* e.g. TEST_FILTER='test_limits' */
+        cmocka_set_test_filter(getenv("TEST_FILTER"));
+    // clang-format off
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_lifecycle_crun),
+        cmocka_unit_test(test_lifecycle_runc),
+        cmocka_unit_test(test_env_contract),
+        cmocka_unit_test(test_layers),
+        cmocka_unit_test(test_user_nonroot),
+        cmocka_unit_test(test_unknown_user),
+        cmocka_unit_test(test_no_command),
+        cmocka_unit_test(test_exit_status),
+        cmocka_unit_test(test_bad_command_crun),
+        cmocka_unit_test(test_bad_command_runc),
+        cmocka_unit_test(test_sigterm_ignored),
+        cmocka_unit_test(test_startup_timeout),
+        cmocka_unit_test(test_limits),
+        cmocka_unit_test(test_shutdown_many),
+        cmocka_unit_test(test_cold_start_timing),
+        cmocka_unit_test(test_leftovers_cleaned),
+    };
+    // clang-format on
+    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}
