@@ -112,6 +112,7 @@ char *xstrndup(const char *s, size_t n)
 {
     if (!s)
         return NULL;
+    n = strnlen(s, n);
     char *p = xmalloc(n + 1);
     memcpy(p, s, n);
     p[n] = '\0';
