@@ -205,6 +205,15 @@ static void c_peer_name(sl_client_t *c)
     }
 }
 
+/* Per-connection parts of the forwarding headers, built once. */
+static void c_forwarded_for(sl_client_t *c)
+{
+    c->peer_len = strlen(c->peer);
+    int n =
+        snprintf(c->fwd_for, sizeof(c->fwd_for), c->peer_v6 ? "for=\"[%s]\"" : "for=%s", c->peer);
+    c->fwd_for_len = n > 0 && (size_t)n < sizeof(c->fwd_for) ? (size_t)n : 0;
+}
+
 void sl_client_on_accept(uv_stream_t *server, int status)
 {
     sl_router_t *r = server->data;
@@ -237,6 +246,7 @@ void sl_client_on_accept(uv_stream_t *server, int status)
     }
     uv_tcp_nodelay(&c->tcp, 1);
     c_peer_name(c);
+    c_forwarded_for(c);
     c->state = C_HEAD;
     c_set_timer(c, T_HEADER, r->cfg.header_timeout_ms);
     sl_client_update_reading(c);
@@ -489,17 +499,13 @@ static void c_plan_request(sl_client_t *c, const sl_http_msg_t *m, const char *h
 
     IOVS("X-Forwarded-For: ");
     n = plan_joined(m, SL_STR("X-Forwarded-For"), iov, n);
-    IOV(c->peer, strlen(c->peer));
+    IOV(c->peer, c->peer_len);
     IOVS("\r\nForwarded: ");
     n = plan_joined(m, SL_STR("Forwarded"), iov, n);
-    size_t cap = 64 + sizeof(c->peer) + m->host.len;
-    char *fw = sl_client_gen(c, cap);
-    int fl = snprintf(fw, cap,
-                      c->peer_v6 ? "for=\"[%s]\";host=\"%.*s\";proto=http\r\n"
-                                 : "for=%s;host=\"%.*s\";proto=http\r\n",
-                      c->peer, (int)m->host.len, m->host.p);
-    IOV(fw, fl);
-    IOVS("X-Forwarded-Proto: http\r\nX-Forwarded-Host: ");
+    IOV(c->fwd_for, c->fwd_for_len);
+    IOVS(";host=\""); /* norm_host admitted no '"' or '\\' */
+    IOVSTR(m->host);
+    IOVS("\";proto=http\r\nX-Forwarded-Proto: http\r\nX-Forwarded-Host: ");
     IOVSTR(m->host);
     IOVS("\r\n\r\n");
     c->plan = iov;

@@ -100,6 +100,8 @@ struct sl_client {
     bool reading, bp_paused, shutting_down, in_parse;
     uint64_t n_requests;
     char peer[INET6_ADDRSTRLEN + 2];
+    char fwd_for[INET6_ADDRSTRLEN + 12]; /* for=1.2.3.4 / for="[::1]" */
+    size_t peer_len, fwd_for_len;
     bool peer_v6;
     sl_rd_t rd;
 

@@ -1424,6 +1424,30 @@ static void test_client_aborts_transfers(void **state)
     teardown_basic(b);
 }
 
+static void test_router_new_errors(void **state)
+{
+    uv_loop_t loop;
+    assert_int_equal(uv_loop_init(&loop), 0);
+    sl_router_t *r = NULL;
+    sl_error_t err = {0};
+    sl_router_config_t cfg = {.listen = "localhost"};
+    assert_true(sl_router_new(&loop, &cfg, &OPS, NULL, &r, &err) < 0);
+    assert_non_null(strstr(err.msg, "ADDR:PORT"));
+    cfg.listen = "127.0.0.1:99999";
+    assert_true(sl_router_new(&loop, &cfg, &OPS, NULL, &r, &err) < 0);
+    assert_non_null(strstr(err.msg, "0..65535"));
+    int port;
+    int fd = listen_any(&port); /* taken */
+    char addr[32];
+    snprintf(addr, sizeof(addr), "127.0.0.1:%d", port);
+    cfg.listen = addr;
+    assert_true(sl_router_new(&loop, &cfg, &OPS, NULL, &r, &err) < 0);
+    assert_non_null(strstr(err.msg, addr));
+    close(fd);
+    uv_run(&loop, UV_RUN_NOWAIT); /* finish closing the failed listener */
+    assert_int_equal(uv_loop_close(&loop), 0);
+}
+
 int main(int argc, char **argv)
 {
     if (argc > 1)
@@ -1454,6 +1478,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_ipv6_client_forwarded_quoted),
         cmocka_unit_test(test_pool_closed_while_busy),
         cmocka_unit_test(test_client_aborts_transfers),
+        cmocka_unit_test(test_router_new_errors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
