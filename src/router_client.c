@@ -30,7 +30,13 @@ static void c_got_pick(sl_client_t *c);
 
 static void c_timer_cb(uv_timer_t *t);
 
-static void c_set_timer(sl_client_t *c, int mode, uint64_t ms)
+/*
+ * T_SEND (response streaming), T_IDLE and T_FLUSH (closing, output still
+ * queued) are re-armed by every completed client write, so they measure
+ * time without progress: a client that stops reading is cut off after
+ * idle_timeout_ms instead of holding an instance slot forever.
+ */
+void sl_client_set_timer(sl_client_t *c, int mode, uint64_t ms)
 {
     c->timer_mode = mode;
     if (mode == T_NONE)
@@ -157,6 +163,8 @@ static void c_shutdown_cb(uv_shutdown_t *req, int status)
     c->shutting_down = false;
     if (status < 0)
         sl_client_destroy(c);
+    else if (c->state == C_LINGER)
+        sl_client_set_timer(c, T_LINGER, SL_LINGER_MS); /* all sent: drain briefly */
 }
 
 /* Flush what is queued, send FIN, then read and discard until the client
@@ -168,7 +176,7 @@ void sl_client_close_graceful(sl_client_t *c)
         return;
     c->state = C_LINGER;
     c->rd.start = c->rd.end;
-    c_set_timer(c, T_LINGER, SL_LINGER_MS);
+    sl_client_set_timer(c, T_FLUSH, c->r->cfg.idle_timeout_ms);
     if (uv_shutdown(&c->shutdown_req, (uv_stream_t *)&c->tcp, c_shutdown_cb) < 0) {
         sl_client_destroy(c);
         return;
@@ -248,7 +256,7 @@ void sl_client_on_accept(uv_stream_t *server, int status)
     c_peer_name(c);
     c_forwarded_for(c);
     c->state = C_HEAD;
-    c_set_timer(c, T_HEADER, r->cfg.header_timeout_ms);
+    sl_client_set_timer(c, T_HEADER, r->cfg.header_timeout_ms);
     sl_client_update_reading(c);
 }
 
@@ -344,7 +352,16 @@ static void c_timer_cb(uv_timer_t *t)
     case T_REQUEST:
         c_request_timeout(c);
         break;
+    case T_SEND:
+        if (uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) == 0) {
+            /* The instance is slow, not the client: keep waiting. */
+            sl_client_set_timer(c, T_SEND, c->r->cfg.idle_timeout_ms);
+            break;
+        }
+        sl_client_destroy(c);
+        break;
     case T_IDLE:
+    case T_FLUSH:
     case T_LINGER:
         sl_client_destroy(c);
         break;
@@ -611,7 +628,7 @@ static void c_start_request(sl_client_t *c, const sl_http_msg_t *m, size_t head_
     c->head_buf = c->rd.b;
     sl_rbuf_ref(c->head_buf);
     c->rd.start += head_len;
-    c_set_timer(c, T_NONE, 0);
+    sl_client_set_timer(c, T_NONE, 0);
 
     c->method = m->method;
     c->is_head = method_is(m->method, "HEAD");
@@ -649,7 +666,7 @@ static void c_start_request(sl_client_t *c, const sl_http_msg_t *m, size_t head_
     c_plan_request(c, m, head, head_len);
     c->timeout_ms = r->ops.timeout_ms ? r->ops.timeout_ms(r->ctx, c->target) : 0;
     if (c->timeout_ms)
-        c_set_timer(c, T_REQUEST, c->timeout_ms);
+        sl_client_set_timer(c, T_REQUEST, c->timeout_ms);
     c_acquire(c);
 }
 
@@ -663,11 +680,11 @@ static void c_parse_heads(sl_client_t *c)
         size_t avail = rd->b ? rd->end - rd->start : 0;
         if (avail == 0) {
             if (c->n_requests > 0 && c->timer_mode != T_IDLE)
-                c_set_timer(c, T_IDLE, c->r->cfg.idle_timeout_ms);
+                sl_client_set_timer(c, T_IDLE, c->r->cfg.idle_timeout_ms);
             break;
         }
         if (c->timer_mode != T_HEADER)
-            c_set_timer(c, T_HEADER, c->r->cfg.header_timeout_ms);
+            sl_client_set_timer(c, T_HEADER, c->r->cfg.header_timeout_ms);
         sl_http_msg_t m;
         int status = 400;
         const char *why = "bad request";
@@ -700,8 +717,8 @@ static void c_end_request(sl_client_t *c, bool close)
     sl_rbuf_unref(r, c->plan_body_buf);
     c->plan_body_buf = NULL;
     c->plan = NULL;
-    if (c->timer_mode == T_REQUEST)
-        c_set_timer(c, T_NONE, 0);
+    if (c->timer_mode == T_REQUEST || c->timer_mode == T_SEND)
+        sl_client_set_timer(c, T_NONE, 0);
     if (close) {
         sl_client_close_graceful(c);
         return;
@@ -941,7 +958,7 @@ static void c_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         if (memchr(buf->base, '\n', (size_t)nread) || c->rd.end - c->rd.start >= SL_RBUF_SIZE)
             c_parse_heads(c);
         else if (c->timer_mode != T_HEADER)
-            c_set_timer(c, T_HEADER, c->r->cfg.header_timeout_ms);
+            sl_client_set_timer(c, T_HEADER, c->r->cfg.header_timeout_ms);
         break;
     case C_PROXY:
         if (!c->req_done)
@@ -966,6 +983,8 @@ void sl_client_write_cb(uv_write_t *req, int status)
         sl_client_destroy(c);
         return;
     }
+    if (c->timer_mode == T_SEND || c->timer_mode == T_IDLE || c->timer_mode == T_FLUSH)
+        sl_client_set_timer(c, c->timer_mode, c->r->cfg.idle_timeout_ms);
     if (c->up && c->up->bp_paused &&
         uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) <= SL_BP_LOW) {
         c->up->bp_paused = false;

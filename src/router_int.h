@@ -84,7 +84,7 @@ struct sl_upstream_pool {
 /* Client connection states. */
 enum { C_HEAD, C_WAIT, C_PROXY, C_LINGER, C_CLOSED };
 /* What the client timer is measuring. */
-enum { T_NONE, T_HEADER, T_IDLE, T_REQUEST, T_LINGER };
+enum { T_NONE, T_HEADER, T_IDLE, T_REQUEST, T_SEND, T_FLUSH, T_LINGER };
 /* How the response body travels to the client. */
 enum { RB_NONE, RB_LENGTH, RB_CHUNKED, RB_DECHUNK, RB_CLOSE_RAW, RB_CLOSE_CHUNK };
 
@@ -195,6 +195,7 @@ void sl_client_exchange_done(sl_client_t *c);
 void sl_client_drop_upstream(sl_client_t *c, bool failed);
 void sl_client_update_reading(sl_client_t *c);
 void sl_client_close_graceful(sl_client_t *c);
+void sl_client_set_timer(sl_client_t *c, int mode, uint64_t ms);
 char *sl_client_gen(sl_client_t *c, size_t n);
 /* Append m's header lines minus those skip() rejects to iov[n..]; returns
  * the new count. Needs at most n_headers + 1 + 4 * (rebuilt lines) slots. */

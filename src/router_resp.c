@@ -134,10 +134,7 @@ static bool resp_parse_head(sl_client_t *c, uv_buf_t *iov, size_t *n)
     }
     c->resp_head_done = true;
     c->plan = NULL; /* no retry from here on */
-    if (c->timer_mode == T_REQUEST) {
-        c->timer_mode = T_NONE;
-        uv_timer_stop(&c->timer);
-    }
+    sl_client_set_timer(c, T_SEND, c->r->cfg.idle_timeout_ms);
     resp_framing(c, &m);
     *n = resp_head_iov(&m, head, (size_t)hl, iov);
     if (c->rb_mode == RB_CHUNKED || c->rb_mode == RB_CLOSE_CHUNK)

@@ -1424,6 +1424,23 @@ static void test_client_aborts_transfers(void **state)
     teardown_basic(b);
 }
 
+static void test_stalled_reader_is_cut_off(void **state)
+{
+    sl_router_config_t cfg = {.listen = "127.0.0.1:0", .idle_timeout_ms = 300};
+    backend_t *b = setup_basic(&cfg);
+    rdr_t *c = cl_open();
+    int small = 4096;
+    setsockopt(c->fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
+    cl_send(c, "GET /big?n=268435456 HTTP/1.1\r\nHost: app.test\r\n\r\n");
+    /* never read: the router must give the instance slot back */
+    WAIT_FOR(atomic_load(&H.releases) == 1, 4000);
+    assert_int_equal(atomic_load(&H.releases), 1);
+    WAIT_FOR(h_stats().connections_open == 0, 2000);
+    assert_int_equal(h_stats().connections_open, 0);
+    cl_close(c);
+    teardown_basic(b);
+}
+
 static void test_router_new_errors(void **state)
 {
     uv_loop_t loop;
@@ -1478,6 +1495,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_ipv6_client_forwarded_quoted),
         cmocka_unit_test(test_pool_closed_while_busy),
         cmocka_unit_test(test_client_aborts_transfers),
+        cmocka_unit_test(test_stalled_reader_is_cut_off),
         cmocka_unit_test(test_router_new_errors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
