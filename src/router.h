@@ -31,7 +31,9 @@
  *   once on a fresh connection when the whole request is still buffered and
  *   the method is idempotent or there is no body.
  * - A client that sends EOF while its request is queued or in flight is
- *   gone: the request is cancelled / released.
+ *   gone: the request is cancelled / released. A client that stops reading
+ *   a response (no write progress for idle_timeout_ms) is disconnected, so it
+ *   cannot hold an instance slot forever.
  * - The router ignores SIGPIPE process-wide (sl_router_new).
  */
 #ifndef SL_ROUTER_H
