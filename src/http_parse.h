@@ -37,14 +37,17 @@ typedef struct sl_http_limits {
     size_t max_headers;      /* more fields → 431 (default and cap SL_HTTP_MAX_HEADERS) */
 } sl_http_limits_t;
 
-/* Defaults above; pass NULL to the parse functions to use them. */
+/* Defaults above; pass NULL to the parse functions to use them. A zero field
+ * also means its default; line limits are capped at max_head, max_head at
+ * INT_MAX. */
 extern const sl_http_limits_t sl_http_default_limits;
 
 typedef struct sl_http_msg {
     /* request line (requests) */
     sl_str_t method;
-    sl_str_t target;  /* as sent: origin-form, absolute-form, authority-form or "*" */
-    sl_str_t path;    /* origin-form path+query; for absolute-form the part after the authority */
+    sl_str_t target; /* as sent: origin-form, absolute-form, authority-form or "*" */
+    sl_str_t path;   /* origin-form path+query; for absolute-form the part after the authority
+                      * ("/" when that is empty); "*" for OPTIONS *; SL_STR_NULL for CONNECT */
     /* status line (responses) */
     int status;
     sl_str_t reason;
@@ -54,13 +57,22 @@ typedef struct sl_http_msg {
     size_t n_headers;
 
     /* Derived while parsing. */
-    sl_str_t host;           /* Host header value, or authority of an absolute-form target */
+    sl_str_t host; /* Host header value, or the authority of an absolute-form or CONNECT
+                    * target (which wins over Host); SL_STR_NULL when neither (HTTP/1.0) */
     sl_http_body_t body;
     uint64_t content_length; /* valid when body == SL_BODY_LENGTH */
     bool keep_alive;         /* after this message, per version + Connection */
     bool expect_continue;    /* request had "Expect: 100-continue" */
     bool upgrade;            /* Connection: upgrade + Upgrade header present */
     size_t head_len;         /* bytes of the head, including the final CRLF */
+
+    /* Progress kept by the *_resume variants between SL_AGAIN calls; private. */
+    struct {
+        const char *base;
+        size_t pos;
+        unsigned phase;
+        unsigned blank_lines;
+    } resume;
 } sl_http_msg_t;
 
 /*
@@ -69,6 +81,12 @@ typedef struct sl_http_msg {
  * needed, or SL_ERROR with *status set to the response to send (400, 414,
  * 431, 501 for an unknown transfer coding, 505 for a bad version) and *why
  * to a static human-readable reason. `lim` may be NULL.
+ * Transfer-Encoding must be exactly one "chunked" (OWS and case aside) and
+ * only on HTTP/1.1: a well-formed list of other codings is 501 ("gzip",
+ * "xchunked", "gzip, chunked"); chunked non-final or repeated, empty list
+ * elements, parameters, or TE with Content-Length is 400. Content-Length may
+ * repeat (lines or list) only with equal values, at most INT64_MAX. Up to 8
+ * empty lines before the request line are skipped (counted in head_len).
  */
 int sl_http_parse_request(const char *buf, size_t len, sl_http_msg_t *msg,
                           const sl_http_limits_t *lim, int *status, const char **why);
@@ -77,9 +95,30 @@ int sl_http_parse_request(const char *buf, size_t len, sl_http_msg_t *msg,
  * Parse a response head. `request_method` decides framing (HEAD and 2xx to
  * CONNECT have no body); 1xx, 204 and 304 have none either. Returns as
  * sl_http_parse_request; on SL_ERROR *why says why (status is not used).
+ * Errors (close the upstream): CL+TE; TE other than exactly one final
+ * "chunked" (no close-delimited fallback for "gzip"); TE on HTTP/1.0; TE or
+ * a non-zero Content-Length on 1xx/204 ("Content-Length: 0" is ignored);
+ * invalid Content-Length even where it is ignored (HEAD, 304). Without CL or
+ * TE the body runs until close and keep_alive is false.
  */
-int sl_http_parse_response(const char *buf, size_t len, sl_http_msg_t *msg,
-                           sl_str_t request_method, const sl_http_limits_t *lim, const char **why);
+int sl_http_parse_response(const char *buf, size_t len, sl_http_msg_t *msg, sl_str_t request_method,
+                           const sl_http_limits_t *lim, const char **why);
+
+/*
+ * Resumable variants for callers that re-parse as bytes trickle in. After
+ * SL_AGAIN, call again with the same, untouched `msg` and the same buffer
+ * grown at its end (earlier bytes unchanged, same address): parsing resumes
+ * at the last complete line instead of byte 0, so a peer sending one byte at
+ * a time costs O(bytes) per line, not O(head) per byte. Results equal those
+ * of the plain functions on the whole buffer. Start every new head with
+ * sl_http_msg_reset (or a zeroed msg); a moved buffer restarts from byte 0.
+ */
+void sl_http_msg_reset(sl_http_msg_t *msg);
+int sl_http_parse_request_resume(const char *buf, size_t len, sl_http_msg_t *msg,
+                                 const sl_http_limits_t *lim, int *status, const char **why);
+int sl_http_parse_response_resume(const char *buf, size_t len, sl_http_msg_t *msg,
+                                  sl_str_t request_method, const sl_http_limits_t *lim,
+                                  const char **why);
 
 /* Case-insensitive header lookup: first value or SL_STR_NULL (p == NULL). */
 sl_str_t sl_http_header_get(const sl_http_msg_t *msg, sl_str_t name);
@@ -103,6 +142,7 @@ typedef struct sl_chunked {
     size_t ext_len;
     size_t trailer_len;
     unsigned hex_digits;
+    const char *why; /* set with the error; later calls fail with it again */
 } sl_chunked_t;
 
 void sl_chunked_init(sl_chunked_t *c);
