@@ -12,7 +12,8 @@
 #include <sys/stat.h>
 #include <time.h>
 
-static void error_vset(sl_error_t *err, int code, const char *fmt, va_list ap)
+__attribute__((format(printf, 3, 0))) static void error_vset(sl_error_t *err, int code, const char *fmt,
+                                                          va_list ap)
 {
     if (!err)
         return;
