@@ -61,8 +61,10 @@ static void controller_done(void *data)
 static void front_closed(void *data)
 {
     daemon_t *d = data;
-    if (--d->pending_closes == 0)
+    if (--d->pending_closes == 0) {
+        sl_controller_forget_router(d->ctl);
         sl_controller_shutdown(d->ctl, controller_done, d);
+    }
 }
 
 static void on_signal(uv_signal_t *s, int signum)

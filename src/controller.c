@@ -183,7 +183,7 @@ static inst_rt_t *pick_instance(rev_rt_t *r)
     int ties = 0;
     int limit = r->cfg->concurrency;
     for (inst_rt_t *i = r->instances; i; i = i->next) {
-        if (!i->ready || (limit > 0 && i->inflight >= limit))
+        if (!i->ready || !i->pool || (limit > 0 && i->inflight >= limit))
             continue;
         if (!best || i->inflight < best->inflight) {
             best = i;
@@ -287,8 +287,9 @@ static void instance_cb(sl_instance_t *inst, sl_inst_state_t state, void *data)
         i->ready = true;
         r->n_starting--;
         r->n_ready++;
-        i->pool = sl_upstream_pool_new(c->router, sl_instance_netns_fd(inst),
-                                       sl_instance_port(inst));
+        if (c->router)
+            i->pool = sl_upstream_pool_new(c->router, sl_instance_netns_fd(inst),
+                                           sl_instance_port(inst));
         sl_info(MOD, "instance %s ready in %.1f ms", sl_instance_id(inst),
                 (double)(sl_instance_ready_ns(inst) - sl_instance_started_ns(inst)) / 1e6);
         became_ready(r);
@@ -669,6 +670,14 @@ int sl_controller_new(uv_loop_t *loop, sl_store_t *store, sl_supervisor_t *sup,
 void sl_controller_set_router(sl_controller_t *c, sl_router_t *r)
 {
     c->router = r;
+}
+
+void sl_controller_forget_router(sl_controller_t *c)
+{
+    c->router = NULL;
+    for (rev_rt_t *r = c->revs; r; r = r->all_next)
+        for (inst_rt_t *i = r->instances; i; i = i->next)
+            i->pool = NULL;
 }
 
 static void load_service(sl_controller_t *c, json_t *obj)

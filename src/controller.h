@@ -32,6 +32,9 @@ int sl_controller_new(uv_loop_t *loop, sl_store_t *store, sl_supervisor_t *sup,
                       const sl_controller_config_t *cfg, sl_controller_t **out, sl_error_t *err);
 /* The router the controller creates upstream pools on; set before load. */
 void sl_controller_set_router(sl_controller_t *c, sl_router_t *r);
+/* The router closed (and freed every pool): drop pool pointers so nothing
+ * touches them again. New instances get no pool. */
+void sl_controller_forget_router(sl_controller_t *c);
 /* Load every stored service and start what it needs. */
 int sl_controller_load(sl_controller_t *c, sl_error_t *err);
 
