@@ -12,6 +12,7 @@
 #define SL_STORE_H
 
 #include "common.h"
+#include <errno.h>
 #include <jansson.h>
 
 typedef struct sl_store sl_store_t;
@@ -27,13 +28,16 @@ typedef struct sl_store_ops {
     int (*txn_commit)(sl_store_t *s, sl_error_t *err);
     void (*txn_rollback)(sl_store_t *s);
     void (*close)(sl_store_t *s);
+    /* Optional (may be NULL): the current global revision. */
+    int (*revision)(sl_store_t *s, int64_t *out, sl_error_t *err);
 } sl_store_ops_t;
 
 struct sl_store {
     const sl_store_ops_t *ops;
 };
 
-/* Open (creating if needed) the SQLite store at path; WAL, foreign keys, busy timeout. */
+/* Open (creating if needed, mode 0600) the SQLite store at path; WAL, foreign keys, busy
+ * timeout. A handle is one connection: use it from one thread at a time. */
 int sl_store_open_sqlite(const char *path, sl_store_t **out, sl_error_t *err);
 
 /* get: -ENOENT (with message "KIND NS/NAME not found") when missing; *out new reference. */
@@ -48,7 +52,7 @@ static inline int sl_store_put(sl_store_t *s, const char *kind, const char *ns, 
 {
     return s->ops->put(s, kind, ns, name, obj, err);
 }
-/* del: -ENOENT when missing. */
+/* del: -ENOENT when missing. A delete takes a revision, like a put. */
 static inline int sl_store_del(sl_store_t *s, const char *kind, const char *ns, const char *name,
                                sl_error_t *err)
 {
@@ -60,6 +64,11 @@ static inline int sl_store_list(sl_store_t *s, const char *kind, const char *ns,
 {
     return s->ops->list(s, kind, ns, out, err);
 }
+/* Transactions: writes between begin and commit are atomic and invisible to
+ * other connections until commit. Nested begin fails (EBUSY). A failed commit
+ * rolls the transaction back; rollback without an open transaction is a no-op.
+ * A put/del that fails inside a transaction is undone on its own and leaves
+ * the rest of the transaction intact. */
 static inline int sl_store_txn_begin(sl_store_t *s, sl_error_t *err)
 {
     return s->ops->txn_begin(s, err);
@@ -71,6 +80,14 @@ static inline int sl_store_txn_commit(sl_store_t *s, sl_error_t *err)
 static inline void sl_store_txn_rollback(sl_store_t *s)
 {
     s->ops->txn_rollback(s);
+}
+/* The global revision: the resourceVersion of the latest write (0 when none).
+ * -ENOTSUP when the backend does not provide it. */
+static inline int sl_store_revision(sl_store_t *s, int64_t *out, sl_error_t *err)
+{
+    if (!s->ops->revision)
+        return sl_error_set(err, ENOTSUP, "store: revision not supported");
+    return s->ops->revision(s, out, err);
 }
 static inline void sl_store_close(sl_store_t *s)
 {
