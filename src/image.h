@@ -7,8 +7,16 @@
  *
  * Layout under STATE_DIR:
  *   layers/sha256/<hex>/          unpacked layer (diff) directory, complete
- *                                 only once it was renamed into place
- *   layers/tmp/                   in-progress unpacking, cleaned at start
+ *                                 only once it was renamed into place;
+ *                                 <hex> is the layer's DiffID (sha256 of the
+ *                                 uncompressed tar), so one layer shipped
+ *                                 gzip'd, zstd'd or plain is stored once
+ *   layers/tmp/<pid>.<random>/    in-progress unpacking; removed on failure,
+ *                                 and by later imports / gc once <pid> is gone
+ * A finished layer is moved into place with rename-if-absent: when two
+ * imports unpack the same layer at once, the first rename wins and the
+ * other discards its copy. Layers present are reused (their blob is still
+ * hashed and checked).
  *
  * Layers are sha256-verified against their manifest digest while streaming
  * through libarchive, then unpacked as overlayfs lower dirs: OCI whiteouts
@@ -16,6 +24,18 @@
  * and opaque-dir xattrs (trusted.overlay.opaque=y). Entries that would land
  * outside the layer root (`..`, absolute paths, through symlinks, hardlinks
  * to outside) are rejected. Blocking: call from the thread pool.
+ *
+ * Unpack rules in detail: a leading "/" is stripped (as tar does) and the
+ * entry lands inside the root; any ".." component, a parent that is a
+ * symlink, or a hardlink whose target is outside, through a symlink, missing
+ * or a directory rejects the whole layer. Symlink targets are kept verbatim
+ * (they are resolved inside the container). Missing parent directories are
+ * created 0755 root:root. Char/block devices and sockets are skipped with a
+ * warning (0:0 char devices count as overlay whiteouts); FIFOs are kept.
+ * A whiteout hides lower layers only: if this layer itself has NAME, a
+ * directory NAME is made opaque instead. Only user.* and
+ * security.capability xattrs from the tar are applied. Owners, permission
+ * bits (incl. setuid) and mtimes are preserved.
  */
 #ifndef SL_IMAGE_H
 #define SL_IMAGE_H
@@ -60,7 +80,21 @@ sl_image_t *sl_image_from_json(const json_t *j, sl_error_t *err);
 
 void sl_image_free(sl_image_t *img);
 
-/* Remove layer directories no image in `keep` (digest hex list) refers to. */
+/* Remove layer directories no image in `keep` (digest hex list) refers to.
+ * Entries may also be "sha256:<hex>" or a layer directory path. Also removes
+ * unpack leftovers of dead processes. Do not run concurrently with imports. */
 int sl_image_gc(const char *state_dir, const char *const *keep, size_t n_keep, sl_error_t *err);
+
+/* Create the store directories and remove every leftover in layers/tmp.
+ * Optional; call once at daemon start, before any import. */
+int sl_image_store_init(const char *state_dir, sl_error_t *err);
+
+/*
+ * Unpack one layer tarball (uncompressed, gzip, zstd, xz or bzip2) held in
+ * memory into the existing directory `dest` with the rules above, without
+ * digest checks. For tests and fuzzing.
+ */
+int sl_image_unpack_layer(const void *buf, size_t len, const char *dest,
+                          const sl_image_limits_t *lim, sl_error_t *err);
 
 #endif
