@@ -40,6 +40,7 @@ typedef struct api_conn {
     bool closing;
     bool busy;        /* a request is being answered */
     bool keep_alive;
+    bool finished;    /* last response sent; the connection closes after it */
     /* log following */
     uv_timer_t *follow;
     char *log_dir;
@@ -108,6 +109,10 @@ static void send_response(api_conn_t *c, int status, const char *ctype, const ch
                           size_t blen)
 {
     bool close_after = !c->keep_alive;
+    if (close_after) {
+        c->finished = true;
+        uv_read_stop((uv_stream_t *)&c->pipe);
+    }
     char *out = xasprintf("HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n%s\r\n",
                           status, sl_http_reason(status), ctype, blen,
                           close_after ? "Connection: close\r\n" : "");
@@ -510,7 +515,8 @@ static void route_sluice(route_ctx_t *r, char **seg, size_t n)
     char buf[256];
     if (n == 4 && !strcmp(seg[3], "images")) {
         if (method_is(r, "GET")) {
-            send_json(c, sl_controller_list_images(ctl, &body), body);
+            int st = sl_controller_list_images(ctl, &body);
+            send_json(c, st, body);
         } else if (method_is(r, "POST")) {
             json_t *req = parse_body(r);
             if (!req)
@@ -536,8 +542,8 @@ static void route_sluice(route_ctx_t *r, char **seg, size_t n)
         k = 5;
     }
     if (k < n && !strcmp(seg[k], "instances") && k + 1 == n && method_is(r, "GET")) {
-        send_json(c, sl_controller_list_instances(ctl, ns, service_filter(r, buf, sizeof(buf)), &body),
-                  body);
+        int st = sl_controller_list_instances(ctl, ns, service_filter(r, buf, sizeof(buf)), &body);
+        send_json(c, st, body);
     } else if (ns && k + 3 == n && !strcmp(seg[k], "services") && !strcmp(seg[k + 2], "logs") &&
                method_is(r, "GET")) {
         const char *f = query_get(r->query, "follow", buf, sizeof(buf));
@@ -596,7 +602,7 @@ static void consume(api_conn_t *c, size_t n)
 
 static void conn_process(api_conn_t *c)
 {
-    if (c->closing || c->busy || c->follow || c->len == 0)
+    if (c->closing || c->finished || c->busy || c->follow || c->len == 0)
         return;
     sl_http_msg_t msg;
     int status = 400;

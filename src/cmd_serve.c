@@ -6,6 +6,7 @@
 #include "api.h"
 #include "cli.h"
 #include "controller.h"
+#include "image.h"
 #include "router.h"
 #include "service.h"
 #include "store.h"
@@ -124,7 +125,7 @@ static int run_daemon(const char *listen, const char *domain, const char *state_
     sl_autofree char *db = xasprintf("%s/sluice.db", state_dir);
     sl_autofree char *sock = xasprintf("%s/sluice.sock", state_dir);
     int rc = 1;
-    if (sl_store_open_sqlite(db, &d.store, &err) < 0 ||
+    if (sl_image_store_init(state_dir, &err) < 0 || sl_store_open_sqlite(db, &d.store, &err) < 0 ||
         sl_supervisor_new(d.loop, state_dir, runtime, &d.sup, &err) < 0) {
         sl_cli_error("%s", err.msg);
         goto out;

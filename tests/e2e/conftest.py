@@ -45,7 +45,7 @@ class Daemon:
         self.port = port
         self.runtime = runtime
         self.proc = None
-        self.log_path = os.path.join(state_dir, "..", "daemon-%d.log" % port)
+        self.log_path = os.path.join(os.path.dirname(state_dir), "daemon-%d.log" % port)
 
     def start(self):
         self.log = open(self.log_path, "ab")

@@ -48,11 +48,10 @@ def test_port_flag_and_unknown_host(daemon, images):
 CHECK_SCRIPT = r"""
 set -u
 cat > /tmp/stdin.txt
-mkdir -p /www/cgi-bin
-cat > /www/cgi-bin/check <<'EOS'
+mkdir -p /tmp/www/cgi-bin
+cat > /tmp/www/cgi-bin/check <<'EOS'
 #!/bin/sh
-echo "Content-Type: text/plain"
-echo
+printf 'Content-Type: text/plain\r\n\r\n'
 echo "id=$(id -u):$(id -g)"
 echo "stdin_bytes=$(wc -c < /tmp/stdin.txt)"
 echo "tmp_mode=$(stat -c %a /tmp)"
@@ -66,9 +65,9 @@ echo "pid1=$(cat /proc/1/comm)"
 echo "netifs=$(ls /sys/class/net | tr '\n' ' ')"
 echo "K_REVISION=$K_REVISION"
 EOS
-chmod 755 /www/cgi-bin/check
+chmod 755 /tmp/www/cgi-bin/check
 echo "busybox httpd starting on $PORT"
-exec httpd -f -v -p "$PORT" -h /www
+exec httpd -f -v -p "$PORT" -h /tmp/www
 """
 
 
@@ -95,6 +94,8 @@ def test_contract_files_devices_and_stdin(daemon, images):
     assert kv["procsys"] == "ro"
     assert kv["netifs"].split() == ["lo"]  # loopback only
     assert kv["K_REVISION"] == "bb-00001"
+    assert kv["id"] == "65532:65532"         # the image's USER
+    assert kv["hostname"].startswith("bb-00001-")
 
 
 def test_logs_show_app_output(daemon, images):
@@ -122,7 +123,10 @@ def test_logs_follow_streams_new_lines(daemon, images):
         seen = ""
         os.set_blocking(p.stdout.fileno(), False)
         while time.time() < deadline and "/follow-marker" not in seen:
-            chunk = p.stdout.read()
+            try:
+                chunk = p.stdout.read()
+            except (BlockingIOError, TypeError):
+                chunk = None
             if chunk:
                 seen += chunk
             time.sleep(0.1)
