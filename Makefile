@@ -46,7 +46,7 @@ FUZZ_BIN  := $(patsubst tests/fuzz/%.c,$(FUZZ_DIR)/%,$(FUZZ_SRC))
 FUZZ_SECONDS ?= 300
 FUZZ_SMOKE_SECONDS ?= 10
 
-.PHONY: all build run test unit e2e fuzz-smoke fuzz lint format deps bench clean examples asan
+.PHONY: FORCE all build run test unit e2e fuzz-smoke fuzz lint format deps bench clean examples asan
 
 all: build
 build: $(REL_DIR)/sluice examples
@@ -60,22 +60,26 @@ $(REL_DIR)/sluice: $(REL_OBJ)
 	@ln -sf release/sluice build/sluice
 
 $(REL_DIR)/%.o: src/%.c $(wildcard src/*.h) | $(REL_DIR)
-	$(CC) $(REL_CFLAGS) $(DEFS) -fPIE -c -o $@ $<
+	$(CC) $(REL_CFLAGS) $(if $(filter version,$*),$(DEFS)) -fPIE -c -o $@ $<
 
 $(SAN_DIR)/sluice: $(SAN_OBJ)
 	$(CC) $(SAN_CFLAGS) -o $@ $^ $(PKG_LIBS)
 
 $(SAN_DIR)/%.o: src/%.c $(wildcard src/*.h) | $(SAN_DIR)
-	$(CC) $(SAN_CFLAGS) $(DEFS) -c -o $@ $<
+	$(CC) $(SAN_CFLAGS) $(if $(filter version,$*),$(DEFS)) -c -o $@ $<
 
 $(SAN_DIR)/tests/%: tests/unit/%.c $(SAN_LIB_OBJ) | $(SAN_DIR)/tests
-	$(CC) $(SAN_CFLAGS) $(DEFS) -o $@ $< $(SAN_LIB_OBJ) $(PKG_LIBS) $(shell pkg-config --libs cmocka)
+	$(CC) $(SAN_CFLAGS) -o $@ $< $(SAN_LIB_OBJ) $(PKG_LIBS) $(shell pkg-config --libs cmocka)
 
 $(FUZZ_DIR)/%.o: src/%.c $(wildcard src/*.h) | $(FUZZ_DIR)
-	$(FUZZ_CC) $(BASE_CFLAGS) $(DEFS) -O1 $(FUZZ_FLAGS) -c -o $@ $<
+	$(FUZZ_CC) $(BASE_CFLAGS) $(if $(filter version,$*),$(DEFS)) -O1 $(FUZZ_FLAGS) -c -o $@ $<
 
 $(FUZZ_DIR)/%: tests/fuzz/%.c $(FUZZ_LIB_OBJ) | $(FUZZ_DIR)
-	$(FUZZ_CC) $(BASE_CFLAGS) $(DEFS) -O1 -fsanitize=fuzzer,address,undefined -o $@ $< $(FUZZ_LIB_OBJ) $(PKG_LIBS)
+	$(FUZZ_CC) $(BASE_CFLAGS) -O1 -fsanitize=fuzzer,address,undefined -o $@ $< $(FUZZ_LIB_OBJ) $(PKG_LIBS)
+
+# The version object is rebuilt every time so it carries the current commit.
+$(REL_DIR)/version.o $(SAN_DIR)/version.o $(FUZZ_DIR)/version.o: FORCE
+FORCE:
 
 $(REL_DIR) $(SAN_DIR) $(SAN_DIR)/tests $(FUZZ_DIR):
 	@mkdir -p $@

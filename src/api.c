@@ -11,6 +11,7 @@
 
 #include "http_parse.h"
 #include "service.h"
+#include "version.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -578,7 +579,7 @@ static void dispatch_request(route_ctx_t *r)
         return;
     }
     if (!strcmp(r->path, "/version")) {
-        send_json(r->c, 200, json_pack("{s:s,s:s}", "version", SL_VERSION, "commit", SL_GIT_REV));
+        send_json(r->c, 200, json_pack("{s:s,s:s}", "version", sl_version, "commit", sl_git_rev));
         return;
     }
     char *seg[12];

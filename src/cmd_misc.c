@@ -3,6 +3,7 @@
  * runtimes, cgroup layout, overlayfs, namespaces).
  */
 #include "cli.h"
+#include "version.h"
 
 #include <stdio.h>
 #include <sys/stat.h>
@@ -14,7 +15,7 @@ int sl_cmd_version(int argc, char **argv)
         printf("Usage: sluice version\n\nPrint the version of this binary.\n");
         return 0;
     }
-    printf("sluice %s (%s)\n", SL_VERSION, SL_GIT_REV);
+    printf("sluice %s (%s)\n", sl_version, sl_git_rev);
     return 0;
 }
 

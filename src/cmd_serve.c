@@ -11,6 +11,7 @@
 #include "service.h"
 #include "store.h"
 #include "supervisor.h"
+#include "version.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -150,7 +151,7 @@ static int run_daemon(const char *listen, const char *domain, const char *state_
     uv_signal_start(&d.sigint, on_signal, SIGINT);
     uv_signal_start(&d.sigterm, on_signal, SIGTERM);
     sl_info(MOD, "sluice %s serving on http://%s (services at http://NAME.%s:%d), state in %s",
-            SL_VERSION, listen, domain, port, state_dir);
+            sl_version, listen, domain, port, state_dir);
     uv_run(d.loop, UV_RUN_DEFAULT);
     rc = 0;
     uv_close((uv_handle_t *)&d.sigint, NULL);

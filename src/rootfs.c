@@ -106,17 +106,16 @@ int sl_rootfs_mount(const char *inst_dir, char *const *layers, size_t n_layers,
     int rc = 0;
     if (mkdir_one(diff, err) < 0 || mkdir_one(work, err) < 0) {
         rc = -err->code;
-        goto out;
-    }
-    sl_autofree char *opts = overlay_options(layers, n_layers, diff, work);
-    if (strlen(opts) <= MOUNT_DATA_MAX) {
-        if (mount("overlay", rootfs, "overlay", 0, opts) < 0)
-            rc = sl_error_errno(err, errno, "mount overlay on %s (lower %s)", rootfs,
-                                layers[n_layers - 1]);
     } else {
-        rc = overlay_mount_fsconfig(rootfs, layers, n_layers, diff, work, err);
+        sl_autofree char *opts = overlay_options(layers, n_layers, diff, work);
+        if (strlen(opts) <= MOUNT_DATA_MAX) {
+            if (mount("overlay", rootfs, "overlay", 0, opts) < 0)
+                rc = sl_error_errno(err, errno, "mount overlay on %s (lower %s)", rootfs,
+                                    layers[n_layers - 1]);
+        } else {
+            rc = overlay_mount_fsconfig(rootfs, layers, n_layers, diff, work, err);
+        }
     }
-out:
     if (rc < 0)
         umount2(upper, MNT_DETACH);
     return rc;
