@@ -4,7 +4,7 @@
 # committed corpus only changes on purpose.
 set -u
 secs=$1; shift
-fail=0
+fail=0; passed=0; failed=0
 for f in "$@"; do
     name=$(basename "$f")
     corpus=tests/fuzz/corpus/${name#fuzz_}
@@ -16,6 +16,10 @@ for f in "$@"; do
     if ! "$f" -max_total_time="$secs" -print_final_stats=0 -artifact_prefix=build/fuzz/ \
         $dict "$scratch" "$corpus" >"build/fuzz/$name.log" 2>&1; then
         echo "fuzz: $name FAILED (see build/fuzz/$name.log)"; tail -30 "build/fuzz/$name.log"; fail=1
+        failed=$((failed + 1))
+    else
+        passed=$((passed + 1))
     fi
 done
+echo "fuzz: $passed passed, $failed failed"
 exit $fail
