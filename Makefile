@@ -121,3 +121,6 @@ bench: build
 
 clean:
 	rm -rf build $(EXAMPLES)
+
+# Keep intermediate objects between runs.
+.SECONDARY:
