@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 
 static const char *MOD = "serve";
 
@@ -63,10 +64,28 @@ static void controller_done(void *data)
 static void front_closed(void *data)
 {
     daemon_t *d = data;
-    if (--d->pending_closes == 0) {
+    if (--d->pending_closes > 0)
+        return;
+    if (d->ctl) {
         sl_controller_forget_router(d->ctl);
         sl_controller_shutdown(d->ctl, controller_done, d);
+    } else if (d->sup) {
+        controller_done(d);
+    } else {
+        uv_stop(d->loop);
     }
+}
+
+/* Close whatever has been set up; the loop stops when all is down. */
+static void begin_shutdown(daemon_t *d)
+{
+    d->stopping = true;
+    d->pending_closes = 1 + (d->api ? 1 : 0) + (d->router ? 1 : 0);
+    if (d->api)
+        sl_api_close(d->api, front_closed, d);
+    if (d->router)
+        sl_router_close(d->router, front_closed, d);
+    front_closed(d);
 }
 
 static void on_signal(uv_signal_t *s, int signum)
@@ -76,13 +95,18 @@ static void on_signal(uv_signal_t *s, int signum)
         sl_warn(MOD, "second signal: exiting now");
         exit(1);
     }
-    d->stopping = true;
     sl_info(MOD, "signal %d: shutting down", signum);
     uv_signal_stop(&d->sigint);
     uv_signal_stop(&d->sigterm);
-    d->pending_closes = 2;
-    sl_api_close(d->api, front_closed, d);
-    sl_router_close(d->router, front_closed, d);
+    begin_shutdown(d);
+}
+
+/* Handles still open after shutdown (module-internal watchers) close here
+ * so the loop can be closed cleanly. */
+static void close_leftover(uv_handle_t *h, void *arg)
+{
+    if (!uv_is_closing(h))
+        uv_close(h, NULL);
 }
 
 static int lock_state_dir(const char *dir, sl_error_t *err)
@@ -126,6 +150,12 @@ static int run_daemon(const char *listen, const char *domain, const char *state_
     sl_autofree char *db = xasprintf("%s/sluice.db", state_dir);
     sl_autofree char *sock = xasprintf("%s/sluice.sock", state_dir);
     int rc = 1;
+    if (strlen(sock) >= sizeof(((struct sockaddr_un *)0)->sun_path)) {
+        sl_cli_error("--state-dir: '%s' is too long for the API socket path (at most %zu "
+                     "characters); choose a shorter state directory",
+                     state_dir, sizeof(((struct sockaddr_un *)0)->sun_path) - 13);
+        goto out;
+    }
     if (sl_image_store_init(state_dir, &err) < 0 || sl_store_open_sqlite(db, &d.store, &err) < 0 ||
         sl_supervisor_new(d.loop, state_dir, runtime, &d.sup, &err) < 0) {
         sl_cli_error("%s", err.msg);
@@ -136,11 +166,17 @@ static int run_daemon(const char *listen, const char *domain, const char *state_
     sl_router_config_t rcfg = {.listen = listen};
     if (sl_router_new(d.loop, &rcfg, &sl_controller_router_ops, d.ctl, &d.router, &err) < 0) {
         sl_cli_error("router: %s", err.msg);
-        goto out;
+        d.router = NULL;
+    } else {
+        sl_controller_set_router(d.ctl, d.router);
+        if (sl_api_new(d.loop, sock, state_dir, d.ctl, &d.api, &err) < 0) {
+            sl_cli_error("%s", err.msg);
+            d.api = NULL;
+        }
     }
-    sl_controller_set_router(d.ctl, d.router);
-    if (sl_api_new(d.loop, sock, state_dir, d.ctl, &d.api, &err) < 0) {
-        sl_cli_error("%s", err.msg);
+    if (!d.router || !d.api) {
+        begin_shutdown(&d);
+        uv_run(d.loop, UV_RUN_DEFAULT);
         goto out;
     }
     if (sl_controller_load(d.ctl, &err) < 0)
@@ -157,13 +193,13 @@ static int run_daemon(const char *listen, const char *domain, const char *state_
     uv_close((uv_handle_t *)&d.sigint, NULL);
     uv_close((uv_handle_t *)&d.sigterm, NULL);
 out:
-    /* Drain handles that closed during shutdown. */
-    uv_run(d.loop, UV_RUN_NOWAIT);
+    /* Module-internal watchers still open close here, then the loop. */
+    uv_walk(d.loop, close_leftover, NULL);
+    uv_run(d.loop, UV_RUN_DEFAULT);
     sl_api_free(d.api);
     sl_controller_free(d.ctl);
     sl_supervisor_free(d.sup);
     sl_store_close(d.store);
-    uv_walk(d.loop, NULL, NULL);
     uv_loop_close(d.loop);
     free(d.loop);
     close(lockfd);
