@@ -165,7 +165,7 @@ static int run_daemon(const char *listen, const char *domain, const char *state_
     sl_controller_new(d.loop, d.store, d.sup, &ccfg, &d.ctl, &err);
     sl_router_config_t rcfg = {.listen = listen};
     if (sl_router_new(d.loop, &rcfg, &sl_controller_router_ops, d.ctl, &d.router, &err) < 0) {
-        sl_cli_error("router: %s", err.msg);
+        sl_cli_error("%s", err.msg);
         d.router = NULL;
     } else {
         sl_controller_set_router(d.ctl, d.router);
