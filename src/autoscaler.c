@@ -1,0 +1,183 @@
+/*
+ * autoscaler.c — Knative KPA semantics over exact, time-weighted
+ * concurrency. See autoscaler.h for the model; the comments here explain
+ * the arithmetic.
+ */
+#include "autoscaler.h"
+
+#include <math.h>
+
+#define NS_PER_S 1000000000ull
+
+void sl_as_config_defaults(sl_as_config_t *cfg)
+{
+    *cfg = (sl_as_config_t){
+        .target = 100,
+        .utilization = 0.7,
+        .stable_window_ns = 60 * NS_PER_S,
+        .panic_window_pct = 10,
+        .panic_threshold_pct = 200,
+        .max_scale_up_rate = 1000,
+        .max_scale_down_rate = 2,
+        .min_scale = 0,
+        .max_scale = 0,
+        .activation_scale = 1,
+        .scale_to_zero_grace_ns = 30 * NS_PER_S,
+        .retention_ns = 0,
+        .tick_ns = 100000000ull,
+    };
+}
+
+void sl_as_init(sl_autoscaler_t *as, const sl_as_config_t *cfg, uint64_t now_ns)
+{
+    memset(as, 0, sizeof(*as));
+    as->cfg = *cfg;
+    /* Buckets are a tick long unless the stable window needs more than the
+     * ring holds, then window / SL_AS_MAX_BUCKETS. */
+    uint64_t b = cfg->tick_ns ? cfg->tick_ns : 100000000ull;
+    uint64_t min_b = cfg->stable_window_ns / SL_AS_MAX_BUCKETS + 1;
+    as->bucket_ns = b > min_b ? b : min_b;
+    as->created_ns = now_ns;
+    as->last_change_ns = now_ns;
+    as->last_active_ns = now_ns;
+    as->bucket_start[0] = now_ns - now_ns % as->bucket_ns;
+}
+
+/* Move the ring forward so the head bucket contains t. */
+static void advance(sl_autoscaler_t *as, uint64_t t)
+{
+    uint64_t start = as->bucket_start[as->head];
+    uint64_t gap = (t - start) / as->bucket_ns;
+    if (gap == 0)
+        return;
+    if (gap > SL_AS_MAX_BUCKETS)
+        gap = SL_AS_MAX_BUCKETS;
+    uint64_t base = t - t % as->bucket_ns - (gap - 1) * as->bucket_ns;
+    for (uint64_t i = 0; i < gap; i++) {
+        as->head = (as->head + 1) % SL_AS_MAX_BUCKETS;
+        as->buckets[as->head] = 0;
+        as->bucket_start[as->head] = base + i * as->bucket_ns;
+    }
+}
+
+/* Integrate the current value from last_change to t, bucket by bucket. */
+static void integrate(sl_autoscaler_t *as, uint64_t t)
+{
+    if (t <= as->last_change_ns)
+        return;
+    uint64_t from = as->last_change_ns;
+    while (from < t) {
+        advance(as, from);
+        uint64_t end = as->bucket_start[as->head] + as->bucket_ns;
+        uint64_t to = t < end ? t : end;
+        as->buckets[as->head] += as->current * (double)(to - from);
+        from = to;
+    }
+    advance(as, t);
+    as->last_change_ns = t;
+}
+
+void sl_as_record(sl_autoscaler_t *as, double value, uint64_t now_ns)
+{
+    integrate(as, now_ns);
+    if (as->current > 0 || value > 0)
+        as->last_active_ns = now_ns;
+    as->current = value;
+}
+
+/* Average concurrency over the last `window` ending at now. A revision
+ * younger than the window averages over its lifetime. Buckets hold
+ * concurrency×ns; one cut by the window's left edge counts pro rata. */
+static double average(const sl_autoscaler_t *as, uint64_t window, uint64_t now)
+{
+    uint64_t since = now > window ? now - window : 0;
+    if (since < as->created_ns)
+        since = as->created_ns;
+    if (now <= since)
+        return as->current;
+    double area = 0;
+    size_t idx = as->head;
+    uint64_t prev_start = UINT64_MAX;
+    for (size_t n = 0; n < SL_AS_MAX_BUCKETS; n++) {
+        uint64_t bs = as->bucket_start[idx];
+        uint64_t be = bs + as->bucket_ns;
+        if (bs >= prev_start || be <= since)
+            break;
+        if (bs >= since)
+            area += as->buckets[idx];
+        else
+            area += as->buckets[idx] * (double)(be - since) / (double)as->bucket_ns;
+        prev_start = bs;
+        idx = (idx + SL_AS_MAX_BUCKETS - 1) % SL_AS_MAX_BUCKETS;
+    }
+    return area / (double)(now - since);
+}
+
+int sl_as_decide(sl_autoscaler_t *as, int ready, uint64_t now_ns)
+{
+    const sl_as_config_t *c = &as->cfg;
+    integrate(as, now_ns);
+    uint64_t panic_window = (uint64_t)((double)c->stable_window_ns * c->panic_window_pct / 100.0);
+    if (panic_window < as->bucket_ns)
+        panic_window = as->bucket_ns;
+    as->observed_stable = average(as, c->stable_window_ns, now_ns);
+    as->observed_panic = average(as, panic_window, now_ns);
+    double per_instance = c->target * c->utilization;
+    if (per_instance < 0.01)
+        per_instance = 0.01;
+    int readyc = ready > 1 ? ready : 1;
+    double stable_want = ceil(as->observed_stable / per_instance - 1e-9);
+    double panic_want = ceil(as->observed_panic / per_instance - 1e-9);
+    /* Rate limits relative to what is there now. */
+    double up = ceil(c->max_scale_up_rate * readyc);
+    double down = floor((double)ready / c->max_scale_down_rate);
+    if (stable_want > up)
+        stable_want = up;
+    if (panic_want > up)
+        panic_want = up;
+    if (ready > 0 && stable_want < down)
+        stable_want = down;
+    bool over = panic_want / readyc >= c->panic_threshold_pct / 100.0 && panic_want > 0;
+    if (over)
+        as->last_over_threshold_ns = now_ns;
+    if (!as->panic && over) {
+        as->panic = true;
+        as->panic_since_ns = now_ns;
+        as->max_panic = ready;
+    } else if (as->panic && !over && now_ns - as->last_over_threshold_ns >= c->stable_window_ns) {
+        as->panic = false;
+        as->max_panic = 0;
+    }
+    int desired;
+    if (as->panic) {
+        /* Never scale down while panicking. */
+        int p = (int)panic_want;
+        if (p < as->max_panic)
+            p = as->max_panic;
+        if (p < ready)
+            p = ready;
+        as->max_panic = p;
+        desired = p;
+    } else {
+        desired = (int)stable_want;
+    }
+    /* Zero only after a quiet stable window and the grace/retention period. */
+    if (desired == 0 && ready > 0) {
+        uint64_t hold = c->scale_to_zero_grace_ns > c->retention_ns ? c->scale_to_zero_grace_ns
+                                                                    : c->retention_ns;
+        bool quiet = as->current == 0 && as->observed_stable == 0;
+        if (!quiet || now_ns - as->last_active_ns < hold)
+            desired = 1;
+    }
+    if (desired == 0 && as->current > 0)
+        desired = 1;
+    /* As Knative: any non-zero scale is at least the activation scale. */
+    if (desired > 0 && desired < c->activation_scale)
+        desired = c->activation_scale;
+    if (desired < c->min_scale)
+        desired = c->min_scale;
+    if (c->max_scale > 0 && desired > c->max_scale)
+        desired = c->max_scale;
+    as->desired = desired;
+    return desired;
+}

@@ -1,0 +1,150 @@
+/* Unit tests for the KPA decisions in autoscaler.c, on a synthetic clock. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include "autoscaler.h"
+
+#define S 1000000000ull
+#define MS 1000000ull
+
+static sl_as_config_t cfg_for(double target)
+{
+    sl_as_config_t c;
+    sl_as_config_defaults(&c);
+    c.target = target;
+    c.utilization = 1.0;
+    c.stable_window_ns = 10 * S;
+    c.scale_to_zero_grace_ns = 2 * S;
+    return c;
+}
+
+/* Run ticks of 100 ms from *now for `dur`, with concurrency held at v, and
+ * the ready count following the decision (instances appear at once). */
+static int run(sl_autoscaler_t *as, uint64_t *now, uint64_t dur, double v, int *ready)
+{
+    sl_as_record(as, v, *now);
+    int d = 0;
+    for (uint64_t t = 0; t < dur; t += 100 * MS) {
+        *now += 100 * MS;
+        d = sl_as_decide(as, *ready, *now);
+        *ready = d;
+    }
+    return d;
+}
+
+static void test_steady_load_scales_to_demand(void **state)
+{
+    sl_as_config_t c = cfg_for(10);
+    sl_autoscaler_t as;
+    uint64_t now = 1000 * S;
+    sl_as_init(&as, &c, now);
+    int ready = 1;
+    /* 35 concurrent requests at target 10 → 4 instances. */
+    int d = run(&as, &now, 20 * S, 35, &ready);
+    assert_int_equal(d, 4);
+    assert_float_equal(as.observed_stable, 35, 0.01);
+}
+
+static void test_load_step_panics_within_a_second(void **state)
+{
+    sl_as_config_t c = cfg_for(10);
+    sl_autoscaler_t as;
+    uint64_t now = 1000 * S;
+    sl_as_init(&as, &c, now);
+    int ready = 1;
+    run(&as, &now, 10 * S, 5, &ready);
+    assert_int_equal(ready, 1);
+    /* Step to 50: panic window (1 s) sees it quickly. */
+    int d = run(&as, &now, 1 * S, 50, &ready);
+    assert_true(as.panic);
+    assert_true(d >= 5);
+    /* While panicking, a dip does not scale down. */
+    int before = ready;
+    d = run(&as, &now, 2 * S, 10, &ready);
+    assert_true(d >= before);
+}
+
+static void test_scale_to_zero_after_quiet_window_and_grace(void **state)
+{
+    sl_as_config_t c = cfg_for(10);
+    sl_autoscaler_t as;
+    uint64_t now = 1000 * S;
+    sl_as_init(&as, &c, now);
+    int ready = 1;
+    run(&as, &now, 3 * S, 3, &ready);
+    assert_int_equal(ready, 1);
+    /* Idle, but the stable window still remembers load: stays at 1. */
+    int d = run(&as, &now, 5 * S, 0, &ready);
+    assert_int_equal(d, 1);
+    /* After a whole quiet window (+ grace), zero. */
+    d = run(&as, &now, 8 * S, 0, &ready);
+    assert_int_equal(d, 0);
+}
+
+static void test_min_max_and_activation(void **state)
+{
+    sl_as_config_t c = cfg_for(1);
+    c.min_scale = 2;
+    c.max_scale = 3;
+    sl_autoscaler_t as;
+    uint64_t now = 1000 * S;
+    sl_as_init(&as, &c, now);
+    int ready = 0;
+    assert_int_equal(run(&as, &now, 1 * S, 0, &ready), 2);
+    assert_int_equal(run(&as, &now, 5 * S, 50, &ready), 3);
+    /* From zero, a request asks for activation_scale at once. */
+    c.min_scale = 0;
+    c.max_scale = 0;
+    c.activation_scale = 2;
+    sl_as_init(&as, &c, now);
+    sl_as_record(&as, 1, now);
+    assert_int_equal(sl_as_decide(&as, 0, now + 1), 2);
+}
+
+static void test_scale_down_rate_limited(void **state)
+{
+    sl_as_config_t c = cfg_for(10);
+    c.panic_threshold_pct = 1000; /* keep out of panic */
+    sl_autoscaler_t as;
+    uint64_t now = 1000 * S;
+    sl_as_init(&as, &c, now);
+    sl_as_record(&as, 80, now);
+    now += 20 * S;
+    assert_int_equal(sl_as_decide(&as, 8, now), 8);
+    sl_as_record(&as, 1, now);
+    now += 20 * S;
+    /* demand says 1, but at most halve per step (rate 2) */
+    assert_int_equal(sl_as_decide(&as, 8, now), 4);
+}
+
+static void test_time_weighting(void **state)
+{
+    sl_as_config_t c = cfg_for(10);
+    sl_autoscaler_t as;
+    uint64_t now = 1000 * S;
+    sl_as_init(&as, &c, now);
+    /* 10 for 5 s then 0 for 5 s → average 5 over the 10 s window. */
+    sl_as_record(&as, 10, now);
+    now += 5 * S;
+    sl_as_record(&as, 0, now);
+    now += 5 * S;
+    sl_as_decide(&as, 1, now);
+    assert_float_equal(as.observed_stable, 5.0, 0.05);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_steady_load_scales_to_demand),
+        cmocka_unit_test(test_load_step_panics_within_a_second),
+        cmocka_unit_test(test_scale_to_zero_after_quiet_window_and_grace),
+        cmocka_unit_test(test_min_max_and_activation),
+        cmocka_unit_test(test_scale_down_rate_limited),
+        cmocka_unit_test(test_time_weighting),
+    };
+    return cmocka_run_group_tests_name("autoscaler", tests, NULL, NULL);
+}
