@@ -257,10 +257,188 @@ static int check_metadata(json_t *v, const char *path, sl_error_t *err)
     return check_fields(v, path, metadata_fields, SL_ARRAY_LEN(metadata_fields), err);
 }
 
+int sl_parse_duration(const char *s, uint64_t *ns)
+{
+    static const struct {
+        const char *unit;
+        double mul;
+    } units[] = {{"ns", 1}, {"us", 1e3}, {"µs", 1e3}, {"ms", 1e6}, {"s", 1e9}, {"m", 60e9}, {"h", 3600e9}};
+    if (!s || !*s)
+        return -1;
+    if (!strcmp(s, "0")) {
+        *ns = 0;
+        return 0;
+    }
+    double total = 0;
+    const char *p = s;
+    while (*p) {
+        char *end = NULL;
+        if (!isdigit((unsigned char)*p) && *p != '.')
+            return -1;
+        double v = strtod(p, &end);
+        if (end == p || v < 0)
+            return -1;
+        p = end;
+        size_t best = 0, best_len = 0;
+        for (size_t i = 0; i < SL_ARRAY_LEN(units); i++) {
+            size_t l = strlen(units[i].unit);
+            if (!strncmp(p, units[i].unit, l) && l > best_len) {
+                best = i;
+                best_len = l;
+            }
+        }
+        if (!best_len)
+            return -1;
+        total += v * units[best].mul;
+        p += best_len;
+    }
+    if (total > 1e18)
+        return -1;
+    *ns = (uint64_t)total;
+    return 0;
+}
+
+/* One annotation's value as a number in [lo, hi] (integers when integral). */
+static int annotation_number(const json_t *ann, const char *key, const char *path, double lo,
+                             double hi, bool integral, double *out, sl_error_t *err)
+{
+    const char *v = json_string_value(json_object_get(ann, key));
+    if (!v)
+        return 1;
+    char *end = NULL;
+    errno = 0;
+    double d = strtod(v, &end);
+    bool bad = !*v || errno || !end || *end || !isfinite(d) || d < lo || d > hi ||
+               (integral && d != floor(d));
+    if (bad)
+        return sl_error_set(err, EINVAL, "%s.%s: must be %s in %g..%g, got \"%s\"", path, key,
+                            integral ? "an integer" : "a number", lo, hi, v);
+    *out = d;
+    return 0;
+}
+
+static int annotation_duration(const json_t *ann, const char *key, const char *path,
+                               uint64_t lo, uint64_t hi, uint64_t *out, sl_error_t *err)
+{
+    const char *v = json_string_value(json_object_get(ann, key));
+    if (!v)
+        return 1;
+    uint64_t ns;
+    if (sl_parse_duration(v, &ns) < 0 || ns < lo || ns > hi)
+        return sl_error_set(err, EINVAL,
+                            "%s.%s: must be a duration like \"60s\" between %gs and %gs, got \"%s\"",
+                            path, key, (double)lo / 1e9, (double)hi / 1e9, v);
+    *out = ns;
+    return 0;
+}
+
+typedef struct as_values {
+    double min, max, initial, activation, target, util, panic_pct, panic_threshold;
+    uint64_t window, retention;
+    bool has_min, has_max;
+} as_values_t;
+
+static int read_autoscaling(const json_t *ann, const char *path, as_values_t *v, sl_error_t *err)
+{
+    const char *key;
+    json_t *val;
+    json_object_foreach((json_t *)ann, key, val)
+    {
+        if (strncmp(key, SL_AS_PREFIX, strlen(SL_AS_PREFIX)))
+            continue;
+        const char *k = key + strlen(SL_AS_PREFIX);
+        static const char *known[] = {"min-scale", "max-scale", "initial-scale", "target",
+                                      "target-utilization-percentage", "window",
+                                      "panic-window-percentage", "panic-threshold-percentage",
+                                      "scale-to-zero-pod-retention-period", "activation-scale",
+                                      "class", "metric", "minScale", "maxScale",
+                                      "initialScale", "scale-down-delay"};
+        bool ok = false;
+        for (size_t i = 0; i < SL_ARRAY_LEN(known) && !ok; i++)
+            ok = !strcmp(k, known[i]);
+        if (!ok)
+            return sl_error_set(err, EINVAL, "%s.%s: unknown autoscaling annotation", path, key);
+        if (!json_is_string(val))
+            return sl_error_set(err, EINVAL, "%s.%s: must be a string", path, key);
+    }
+    const char *cls = json_string_value(json_object_get(ann, SL_AS_PREFIX "class"));
+    if (cls && strcmp(cls, "kpa.autoscaling.knative.dev"))
+        return sl_error_set(err, EINVAL,
+                            "%s." SL_AS_PREFIX "class: only \"kpa.autoscaling.knative.dev\" is "
+                            "supported, got \"%s\"",
+                            path, cls);
+    const char *metric = json_string_value(json_object_get(ann, SL_AS_PREFIX "metric"));
+    if (metric && strcmp(metric, "concurrency"))
+        return sl_error_set(err, EINVAL,
+                            "%s." SL_AS_PREFIX "metric: only \"concurrency\" is supported, got "
+                            "\"%s\"",
+                            path, metric);
+    static const struct {
+        const char *key, *alias;
+        double lo, hi;
+        bool integral;
+        size_t off;
+    } nums[] = {
+        {SL_AS_PREFIX "min-scale", SL_AS_PREFIX "minScale", 0, 1e9, true, offsetof(as_values_t, min)},
+        {SL_AS_PREFIX "max-scale", SL_AS_PREFIX "maxScale", 0, 1e9, true, offsetof(as_values_t, max)},
+        {SL_AS_PREFIX "initial-scale", SL_AS_PREFIX "initialScale", 0, 1e9, true,
+         offsetof(as_values_t, initial)},
+        {SL_AS_PREFIX "activation-scale", NULL, 1, 1e9, true, offsetof(as_values_t, activation)},
+        {SL_AS_PREFIX "target", NULL, 0.01, 1e9, false, offsetof(as_values_t, target)},
+        {SL_AS_PREFIX "target-utilization-percentage", NULL, 1, 100, false,
+         offsetof(as_values_t, util)},
+        {SL_AS_PREFIX "panic-window-percentage", NULL, 1, 100, false,
+         offsetof(as_values_t, panic_pct)},
+        {SL_AS_PREFIX "panic-threshold-percentage", NULL, 110, 1000, false,
+         offsetof(as_values_t, panic_threshold)},
+    };
+    int r;
+    for (size_t i = 0; i < SL_ARRAY_LEN(nums); i++) {
+        double *field = (double *)((char *)v + nums[i].off);
+        r = annotation_number(ann, nums[i].key, path, nums[i].lo, nums[i].hi, nums[i].integral,
+                              field, err);
+        if (r == 1 && nums[i].alias)
+            r = annotation_number(ann, nums[i].alias, path, nums[i].lo, nums[i].hi,
+                                  nums[i].integral, field, err);
+        if (r < 0)
+            return r;
+        if (r == 0 && i == 0)
+            v->has_min = true;
+        if (r == 0 && i == 1)
+            v->has_max = true;
+    }
+    r = annotation_duration(ann, SL_AS_PREFIX "window", path, 6000000000ull, 3600000000000ull,
+                            &v->window, err);
+    if (r < 0)
+        return r;
+    r = annotation_duration(ann, SL_AS_PREFIX "scale-to-zero-pod-retention-period", path, 0,
+                            3600000000000ull, &v->retention, err);
+    if (r < 0)
+        return r;
+    if (v->has_min && v->has_max && v->max > 0 && v->min > v->max)
+        return sl_error_set(err, EINVAL,
+                            "%s." SL_AS_PREFIX "min-scale: %g is greater than " SL_AS_PREFIX
+                            "max-scale %g",
+                            path, v->min, v->max);
+    return 0;
+}
+
+int sl_validate_autoscaling(const json_t *annotations, const char *path, sl_error_t *err)
+{
+    as_values_t v = {0};
+    return annotations ? read_autoscaling(annotations, path, &v, err) : 0;
+}
+
+static int check_template_annotations(json_t *v, const char *path, sl_error_t *err)
+{
+    int rc = check_string_map(v, path, err);
+    return rc < 0 ? rc : sl_validate_autoscaling(v, path, err);
+}
+
 static const field_t template_metadata_fields[] = {
     {"name", check_name},
     {"labels", check_string_map},
-    {"annotations", check_string_map},
+    {"annotations", check_template_annotations},
     {"creationTimestamp", NULL},
 };
 
@@ -688,6 +866,22 @@ int sl_revision_cfg_from_json(const json_t *rev, sl_revision_cfg_t **out, sl_err
     json_t *to = json_object_get(spec, "timeoutSeconds");
     cfg->timeout_s = to ? (int)json_integer_value(to) : SL_DEFAULT_TIMEOUT_S;
     cfg->runtime_class = xstrdup(json_string_value(json_object_get(spec, "runtimeClassName")));
+    as_values_t v = {.min = -1, .max = -1, .initial = -1, .activation = -1};
+    json_t *ann = sl_json_path(rev, "metadata.annotations");
+    if (ann && read_autoscaling(ann, "metadata.annotations", &v, err) < 0) {
+        sl_revision_cfg_free(cfg);
+        return -1;
+    }
+    cfg->min_scale = (int)v.min;
+    cfg->max_scale = (int)v.max;
+    cfg->initial_scale = (int)v.initial;
+    cfg->activation_scale = (int)v.activation;
+    cfg->target = v.target;
+    cfg->target_utilization_pct = v.util;
+    cfg->panic_window_pct = v.panic_pct;
+    cfg->panic_threshold_pct = v.panic_threshold;
+    cfg->window_ns = v.window;
+    cfg->retention_ns = v.retention;
     *out = cfg;
     return 0;
 }

@@ -43,7 +43,21 @@ typedef struct sl_revision_cfg {
     int concurrency;      /* 0 = unlimited */
     int timeout_s;
     char *runtime_class;  /* may be NULL */
+    /* autoscaling.knative.dev annotations; < 0 (or 0 for the doubles and
+     * durations) = not set, use the daemon's default */
+    int min_scale, max_scale, initial_scale, activation_scale;
+    double target, target_utilization_pct, panic_window_pct, panic_threshold_pct;
+    uint64_t window_ns, retention_ns;
 } sl_revision_cfg_t;
+
+#define SL_AS_PREFIX "autoscaling.knative.dev/"
+
+/* Go-style duration ("60s", "1m30s", "500ms", "1h") to nanoseconds. */
+int sl_parse_duration(const char *s, uint64_t *ns);
+
+/* Validate the autoscaling.knative.dev annotations of a template; path
+ * names the annotations object in messages. */
+int sl_validate_autoscaling(const json_t *annotations, const char *path, sl_error_t *err);
 
 /* DNS-1035 label: [a-z]([-a-z0-9]*[a-z0-9])?, at most 63. */
 bool sl_is_dns1035(const char *s);

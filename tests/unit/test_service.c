@@ -169,6 +169,53 @@ static void test_revision_and_cfg(void **state)
     json_decref(s);
 }
 
+#define ANN(a)                                                                                     \
+    SVC_HEAD "\"metadata\":{\"name\":\"a\"},\"spec\":{\"template\":{\"metadata\":{"                 \
+             "\"annotations\":{" a "}},\"spec\":{\"containers\":[{\"image\":\"oci:/x\"}]}}}}"
+
+static void test_autoscaling_annotations(void **state)
+{
+    expect_invalid(ANN("\"autoscaling.knative.dev/min-scale\":\"-1\""),
+                   "autoscaling.knative.dev/min-scale: must be an integer");
+    expect_invalid(ANN("\"autoscaling.knative.dev/max-scale\":\"lots\""),
+                   "autoscaling.knative.dev/max-scale");
+    expect_invalid(ANN("\"autoscaling.knative.dev/min-scale\":\"5\","
+                       "\"autoscaling.knative.dev/max-scale\":\"2\""),
+                   "min-scale: 5 is greater than autoscaling.knative.dev/max-scale 2");
+    expect_invalid(ANN("\"autoscaling.knative.dev/window\":\"2s\""), "window");
+    expect_invalid(ANN("\"autoscaling.knative.dev/target-utilization-percentage\":\"150\""),
+                   "target-utilization-percentage");
+    expect_invalid(ANN("\"autoscaling.knative.dev/panic-threshold-percentage\":\"50\""),
+                   "panic-threshold-percentage");
+    expect_invalid(ANN("\"autoscaling.knative.dev/metric\":\"rps\""), "metric");
+    expect_invalid(ANN("\"autoscaling.knative.dev/bogus\":\"1\""), "unknown autoscaling");
+    json_t *s = load(ANN("\"autoscaling.knative.dev/min-scale\":\"1\","
+                         "\"autoscaling.knative.dev/max-scale\":\"4\","
+                         "\"autoscaling.knative.dev/target\":\"7.5\","
+                         "\"autoscaling.knative.dev/window\":\"1m30s\","
+                         "\"autoscaling.knative.dev/scale-to-zero-pod-retention-period\":\"5s\""));
+    sl_error_t err = {0};
+    assert_int_equal(sl_service_validate(s, "default", &err), 0);
+    json_t *rev = sl_revision_build(s, "a-00001", 1);
+    sl_revision_cfg_t *cfg = NULL;
+    assert_int_equal(sl_revision_cfg_from_json(rev, &cfg, &err), 0);
+    assert_int_equal(cfg->min_scale, 1);
+    assert_int_equal(cfg->max_scale, 4);
+    assert_int_equal(cfg->initial_scale, -1);
+    assert_float_equal(cfg->target, 7.5, 1e-9);
+    assert_int_equal(cfg->window_ns, 90000000000ull);
+    assert_int_equal(cfg->retention_ns, 5000000000ull);
+    sl_revision_cfg_free(cfg);
+    json_decref(rev);
+    json_decref(s);
+    uint64_t ns;
+    assert_int_equal(sl_parse_duration("500ms", &ns), 0);
+    assert_int_equal(ns, 500000000ull);
+    assert_int_equal(sl_parse_duration("1h", &ns), 0);
+    assert_int_equal(sl_parse_duration("10", &ns), -1);
+    assert_int_equal(sl_parse_duration("s", &ns), -1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -177,6 +224,7 @@ int main(void)
         cmocka_unit_test(test_validate_defaults),
         cmocka_unit_test(test_validate_errors),
         cmocka_unit_test(test_revision_and_cfg),
+        cmocka_unit_test(test_autoscaling_annotations),
     };
     return cmocka_run_group_tests_name("service", tests, NULL, NULL);
 }
