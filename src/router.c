@@ -234,6 +234,10 @@ static void apply_defaults(sl_router_t *r, const sl_router_config_t *cfg)
         r->cfg.upstream_idle_ms = 30000;
     if (!r->cfg.max_connections)
         r->cfg.max_connections = 10000;
+    if (!r->cfg.body_timeout_ms)
+        r->cfg.body_timeout_ms = 30000;
+    if (!r->cfg.upstream_max_idle)
+        r->cfg.upstream_max_idle = 256;
     r->cfg.listen = NULL; /* not kept: the caller owns the string */
     r->limits = sl_http_default_limits;
     r->limits.max_head = SL_RBUF_SIZE;
@@ -323,6 +327,55 @@ void sl_router_close(sl_router_t *r, void (*cb)(void *), void *data)
     }
     sl_pool_close_all(r);
     sl_handle_closed(r);
+}
+
+/* ---- hosts ------------------------------------------------------------ */
+
+static bool host_char_ok(unsigned char ch, bool literal)
+{
+    if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9'))
+        return true;
+    if (ch != 0 && strchr("-._~!$&'()*+,;=%", ch))
+        return true;
+    return literal && (ch == ':' || ch == '.');
+}
+
+ssize_t sl_router_normalize_host(sl_str_t h, char *out, size_t cap)
+{
+    if (!h.p || h.len == 0 || h.len >= cap)
+        return -1;
+    bool literal = h.p[0] == '[';
+    size_t hl = h.len;
+    if (literal) {
+        const char *rb = memchr(h.p, ']', h.len);
+        if (!rb || rb - h.p < 2)
+            return -1;
+        hl = (size_t)(rb - h.p) + 1;
+    } else {
+        const char *colon = memchr(h.p, ':', h.len);
+        if (colon)
+            hl = (size_t)(colon - h.p);
+    }
+    if (hl < h.len) {
+        if (h.p[hl] != ':')
+            return -1;
+        for (size_t i = hl + 1; i < h.len; i++)
+            if (h.p[i] < '0' || h.p[i] > '9')
+                return -1;
+    }
+    if (!literal && hl > 1 && h.p[hl - 1] == '.' && h.p[hl - 2] != '.')
+        hl--; /* "name." is the same fully-qualified name */
+    if (hl == 0)
+        return -1;
+    for (size_t i = 0; i < hl; i++) {
+        unsigned char ch = (unsigned char)h.p[i];
+        bool edge = literal && (i == 0 || i == hl - 1);
+        if (!edge && !host_char_ok(ch, literal))
+            return -1;
+        out[i] = (ch >= 'A' && ch <= 'Z') ? (char)(ch + 32) : (char)ch;
+    }
+    out[hl] = '\0';
+    return (ssize_t)hl;
 }
 
 int sl_router_port(const sl_router_t *r)

@@ -26,7 +26,14 @@
  * - Timeouts: timeout_ms(target) runs from head parsed (queue time counts)
  *   to the instance's response head; then 504 and the upstream connection
  *   is abandoned (release with failed = false). A started response streams
- *   on with no deadline.
+ *   on with no deadline. A request head must arrive whole within
+ *   header_timeout_ms of its first byte (408), however slowly it trickles;
+ *   a request body must keep making progress (body_timeout_ms, 408).
+ * - Hostile input: every parse error, limit (414 request line, 431 header
+ *   line / head / count, 413 body) and unknown transfer coding is answered
+ *   and the connection closed; bytes after the bad head are never parsed.
+ *   An absolute-form target's authority is the routing host, so a foreign
+ *   authority gets 404 like an unknown Host and is never proxied.
  * - A pooled connection that fails before any response byte is retried
  *   once on a fresh connection when the whole request is still buffered and
  *   the method is idempotent or there is no body.
@@ -94,6 +101,14 @@ typedef struct sl_router_config {
     uint64_t upstream_idle_ms;  /* idle pooled upstream conns closed after (default 30000) */
     size_t max_connections;     /* client connections; 0 = 10000 */
     uint64_t max_body_bytes;    /* 0 = unlimited, else 413 */
+    /* A request body that makes no progress for this long while the
+     * instance waits for it is cut off: 408 when no response has started,
+     * else the connection closes (default 30000). Applies whether or not
+     * the target has a request timeout. */
+    uint64_t body_timeout_ms;
+    /* Idle pooled connections kept per instance; beyond it the oldest idle
+     * one is closed (default 256). */
+    size_t upstream_max_idle;
 } sl_router_config_t;
 
 int sl_router_new(uv_loop_t *loop, const sl_router_config_t *cfg, const sl_router_ops_t *ops,
@@ -104,6 +119,15 @@ int sl_router_new(uv_loop_t *loop, const sl_router_config_t *cfg, const sl_route
  * closed are closed and freed with the router: no pool pointer may be used
  * after this call. r itself is freed before cb runs. */
 void sl_router_close(sl_router_t *r, void (*cb)(void *), void *data);
+/*
+ * The Host normalisation routing uses: lower-cased, port removed, one
+ * trailing dot of a name removed ("App.Test.:80" → "app.test"). Writes a
+ * NUL-terminated name of at most cap - 1 bytes into out; returns its length,
+ * or -1 when h is empty, too long or malformed (characters outside RFC 3986
+ * reg-name / IPv4 / [IP-literal], a non-numeric port). Pure; no allocation.
+ */
+ssize_t sl_router_normalize_host(sl_str_t h, char *out, size_t cap);
+
 /* The bound port (useful with port 0). */
 int sl_router_port(const sl_router_t *r);
 

@@ -336,6 +336,57 @@ static void c_request_timeout(sl_client_t *c)
                               (unsigned long long)c->timeout_ms);
 }
 
+/* The instance is waiting for request body bytes the client still owes. */
+static bool c_body_pending(const sl_client_t *c)
+{
+    return c->state == C_PROXY && !c->req_done && c->req_body != SL_BODY_NONE;
+}
+
+static bool c_body_stalled(const sl_client_t *c, uint64_t now)
+{
+    return c_body_pending(c) && now - c->body_progress_ms >= c->r->cfg.body_timeout_ms;
+}
+
+/*
+ * T_REQUEST covers the time to the response head: it fires at the request
+ * deadline or when a pending body has made no progress for body_timeout_ms,
+ * whichever is first. Body progress only updates a timestamp; the timer
+ * checks it lazily and re-arms.
+ */
+static void c_arm_request_timer(sl_client_t *c)
+{
+    uint64_t now = uv_now(c->r->loop);
+    uint64_t wake = UINT64_MAX;
+    if (c->deadline_ms)
+        wake = c->deadline_ms > now ? c->deadline_ms - now : 0;
+    if (c_body_pending(c)) {
+        uint64_t due = c->body_progress_ms + c->r->cfg.body_timeout_ms;
+        uint64_t d = due > now ? due - now : 0;
+        wake = d < wake ? d : wake;
+    }
+    if (wake == UINT64_MAX)
+        sl_client_set_timer(c, T_NONE, 0);
+    else
+        sl_client_set_timer(c, T_REQUEST, wake);
+}
+
+static void c_request_timer(sl_client_t *c)
+{
+    if (c->resp_head_done)
+        return;
+    uint64_t now = uv_now(c->r->loop);
+    if (c->deadline_ms && now >= c->deadline_ms) {
+        c_request_timeout(c);
+    } else if (c_body_stalled(c, now)) {
+        c->must_close = true;
+        sl_client_drop_upstream(c, false);
+        sl_client_local_error(c, 408, "request body stalled: no bytes for %llu ms",
+                              (unsigned long long)c->r->cfg.body_timeout_ms);
+    } else {
+        c_arm_request_timer(c);
+    }
+}
+
 static void c_timer_cb(uv_timer_t *t)
 {
     sl_client_t *c = t->data;
@@ -350,10 +401,11 @@ static void c_timer_cb(uv_timer_t *t)
             sl_client_destroy(c);
         break;
     case T_REQUEST:
-        c_request_timeout(c);
+        c_request_timer(c);
         break;
     case T_SEND:
-        if (uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) == 0) {
+        if (uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) == 0 &&
+            !c_body_stalled(c, uv_now(c->r->loop))) {
             /* The instance is slow, not the client: keep waiting. */
             sl_client_set_timer(c, T_SEND, c->r->cfg.idle_timeout_ms);
             break;
@@ -371,46 +423,6 @@ static void c_timer_cb(uv_timer_t *t)
 }
 
 /* ---- request planning ------------------------------------------------- */
-
-/* Lower-case Host without port into out; false when missing or malformed.
- * Allowed: reg-name / IPv4 / [IP-literal] characters, optional :digits. */
-static bool norm_host(sl_str_t h, char *out, size_t cap, size_t *outlen)
-{
-    if (h.len == 0 || h.len >= cap)
-        return false;
-    size_t hl = h.len;
-    if (h.p[0] == '[') {
-        const char *rb = memchr(h.p, ']', h.len);
-        if (!rb)
-            return false;
-        hl = (size_t)(rb - h.p) + 1;
-    } else {
-        const char *colon = memchr(h.p, ':', h.len);
-        if (colon)
-            hl = (size_t)(colon - h.p);
-    }
-    if (hl < h.len) {
-        if (h.p[hl] != ':')
-            return false;
-        for (size_t i = hl + 1; i < h.len; i++)
-            if (h.p[i] < '0' || h.p[i] > '9')
-                return false;
-    }
-    if (hl == 0)
-        return false;
-    for (size_t i = 0; i < hl; i++) {
-        unsigned char ch = (unsigned char)h.p[i];
-        bool ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
-                  (ch >= '0' && ch <= '9') || strchr("-._~!$&'()*+,;=%", ch) ||
-                  (h.p[0] == '[' && (ch == ':' || ch == '[' || ch == ']'));
-        if (!ok || ch == 0)
-            return false;
-        out[i] = (ch >= 'A' && ch <= 'Z') ? (char)(ch + 32) : (char)ch;
-    }
-    out[hl] = '\0';
-    *outlen = hl;
-    return true;
-}
 
 static bool is_forwarding_header(sl_str_t name)
 {
@@ -520,7 +532,7 @@ static void c_plan_request(sl_client_t *c, const sl_http_msg_t *m, const char *h
     IOVS("\r\nForwarded: ");
     n = plan_joined(m, SL_STR("Forwarded"), iov, n);
     IOV(c->fwd_for, c->fwd_for_len);
-    IOVS(";host=\""); /* norm_host admitted no '"' or '\\' */
+    IOVS(";host=\""); /* parser and normalize_host admit no '"' or '\\' */
     IOVSTR(m->host);
     IOVS("\";proto=http\r\nX-Forwarded-Proto: http\r\nX-Forwarded-Host: ");
     IOVSTR(m->host);
@@ -543,7 +555,7 @@ static void c_reset_request(sl_client_t *c)
     c->target = NULL;
     c->queued = c->in_acquire = c->ready_stashed = false;
     c->have_pick = false;
-    c->timeout_ms = 0;
+    c->timeout_ms = c->deadline_ms = c->body_progress_ms = 0;
     c->resp_head_done = c->resp_started = c->resp_done = c->up_reusable = false;
     c->rb_mode = RB_NONE;
     c->resp_left = 0;
@@ -641,12 +653,12 @@ static void c_start_request(sl_client_t *c, const sl_http_msg_t *m, size_t head_
         c->req_body = SL_BODY_NONE;
 
     char host[256];
-    size_t hl;
     if (method_is(m->method, "CONNECT")) {
         sl_client_local_error(c, 501, "CONNECT is not supported");
         return;
     }
-    if (!norm_host(m->host, host, sizeof(host), &hl)) {
+    ssize_t nh = sl_router_normalize_host(m->host, host, sizeof(host));
+    if (nh < 0) {
         sl_client_local_error(c, 400, m->host.len ? "invalid Host header" : "missing Host header");
         return;
     }
@@ -658,7 +670,7 @@ static void c_start_request(sl_client_t *c, const sl_http_msg_t *m, size_t head_
                               (unsigned long long)r->cfg.max_body_bytes);
         return;
     }
-    c->target = r->ops.resolve(r->ctx, (sl_str_t){host, hl});
+    c->target = r->ops.resolve(r->ctx, (sl_str_t){host, (size_t)nh});
     if (!c->target) {
         sl_client_local_error(c, 404, "no service for host %s", host);
         return;
@@ -666,7 +678,8 @@ static void c_start_request(sl_client_t *c, const sl_http_msg_t *m, size_t head_
     c_plan_request(c, m, head, head_len);
     c->timeout_ms = r->ops.timeout_ms ? r->ops.timeout_ms(r->ctx, c->target) : 0;
     if (c->timeout_ms)
-        sl_client_set_timer(c, T_REQUEST, c->timeout_ms);
+        c->deadline_ms = uv_now(r->loop) + c->timeout_ms;
+    c_arm_request_timer(c);
     c_acquire(c);
 }
 
@@ -806,6 +819,7 @@ static void c_stream_body(sl_client_t *c)
         return;
     char *p = c->rd.b->data + c->rd.start;
     c->rd.start += k;
+    c->body_progress_ms = uv_now(c->r->loop);
     if (c->up_write_failed || !c->up)
         return; /* the instance stopped reading; drop what it would not take */
     uv_buf_t b = uv_buf_init(p, (unsigned)k);
@@ -833,6 +847,9 @@ static void c_attach(sl_client_t *c, sl_upconn_t *up)
     up->resp_bytes = 0;
     c->up_write_failed = false;
     c->state = C_PROXY;
+    c->body_progress_ms = uv_now(c->r->loop);
+    if (!c->resp_head_done)
+        c_arm_request_timer(c);
 }
 
 static void c_got_pick(sl_client_t *c)

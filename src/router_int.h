@@ -133,6 +133,8 @@ struct sl_client {
     sl_pick_t pick;
     bool have_pick;
     uint64_t timeout_ms;
+    uint64_t deadline_ms;      /* loop time of the 504 (0 = none) */
+    uint64_t body_progress_ms; /* loop time request body bytes last arrived */
     sl_upconn_t *up;
 
     /* Response relay. */

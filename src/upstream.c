@@ -10,7 +10,8 @@
  * Idle connections sit on a LIFO list (the most recently used is the least
  * likely to have been closed by the instance) and keep read-polling, so an
  * instance closing one is noticed at once; a sweep timer closes those idle
- * longer than upstream_idle_ms. A pool that is closed frees itself when its
+ * longer than upstream_idle_ms, and at most upstream_max_idle stay (the
+ * oldest goes first). A pool that is closed frees itself when its
  * last connection has closed.
  */
 #include "router_int.h"
@@ -252,6 +253,9 @@ void sl_up_put(sl_upconn_t *up)
     up->reused = false;
     up->idle_since_ms = uv_now(p->r->loop);
     sl_rd_release(p->r, &up->rd);
+    /* A burst leaves many connections behind; keep the newest few. */
+    while (p->n_idle >= p->r->cfg.upstream_max_idle && p->idle_tail)
+        sl_up_close(p->idle_tail);
     idle_push(p, up);
     sl_up_update_reading(up);
 }

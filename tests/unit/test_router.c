@@ -265,6 +265,28 @@ static void be_send_big(int fd, uint64_t n)
     }
 }
 
+/* Responses that cannot be framed safely: each must cost the upstream
+ * connection (never pooled, so nothing is smuggled into the next exchange). */
+static const char *const bad_responses[] = {
+    "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, gzip\r\n\r\n0\r\n\r\n",
+    "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nabc",
+    "HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
+    "HTTP/1.1 200 OK\r\nContent-Length : 2\r\n\r\nab",
+    "HTTP/1.1 200 OK\r\nX-A: a\r\n folded\r\nContent-Length: 2\r\n\r\nab",
+    "HTTP/1.1 200 OK\r\nX-A: a\rb\r\nContent-Length: 2\r\n\r\nab",
+    "HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    "HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\nHTTP/",
+    "HTTP/1.1 2000 OK\r\nContent-Length: 0\r\n\r\n",
+};
+#define N_BAD_RESPONSES (sizeof(bad_responses) / sizeof(bad_responses[0]))
+
+static unsigned atoi_safe(const char *s)
+{
+    return (unsigned)strtoul(s, NULL, 10);
+}
+
 /* Serve one request; false ends the connection. */
 static bool be_serve_one(be_conn_t *bc, bool *drop_next)
 {
@@ -332,6 +354,9 @@ static bool be_serve_one(be_conn_t *bc, bool *drop_next)
         static const char m[] =
             "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab";
         be_write(fd, m, sizeof(m) - 1);
+    } else if (strncmp(path, "/badresp?i=", 11) == 0) {
+        const char *m = bad_responses[atoi_safe(path + 11) % N_BAD_RESPONSES];
+        be_write(fd, m, strlen(m));
     } else if (strcmp(path, "/hang") == 0) {
         /* never answer; wait for the next request or EOF */
     } else if (strcmp(path, "/oneshot") == 0) {
@@ -1441,6 +1466,140 @@ static void test_stalled_reader_is_cut_off(void **state)
     teardown_basic(b);
 }
 
+static void test_bad_responses_close_upstream(void **state)
+{
+    backend_t *b = setup_basic(NULL);
+    rdr_t *c = cl_open();
+    get_ok(c, "app.test", "/hello", "hello"); /* one pooled upstream conn */
+    for (unsigned i = 0; i < N_BAD_RESPONSES; i++) {
+        char req[128];
+        snprintf(req, sizeof(req), "GET /badresp?i=%u HTTP/1.1\r\nHost: app.test\r\n\r\n", i);
+        cl_send(c, req);
+        resp_t rp;
+        assert_int_equal(cl_resp(c, &rp, false, false), 0);
+        if (rp.status != 502)
+            fail_msg("bad response %u relayed as %d", i, rp.status);
+        assert_non_null(strstr(rp.body.p, "bad response"));
+        resp_free(&rp);
+        /* the next exchange gets a fresh upstream connection */
+        get_ok(c, "app.test", "/hello", "hello");
+        assert_int_equal(atomic_load(&b->accepts), (int)i + 2);
+    }
+    assert_int_equal(atomic_load(&H.releases_failed), (int)N_BAD_RESPONSES);
+    cl_close(c);
+    teardown_basic(b);
+}
+
+static void test_stalled_body_is_408(void **state)
+{
+    sl_router_config_t cfg = {.listen = "127.0.0.1:0", .body_timeout_ms = 200};
+    for (int with_deadline = 0; with_deadline < 2; with_deadline++) {
+        backend_t *b = setup_basic(&cfg);
+        H.targets[0].timeout_ms = with_deadline ? 60000 : 0;
+        rdr_t *c = cl_open();
+        /* A body that trickles keeps the request alive... */
+        cl_send(c, "POST /echo HTTP/1.1\r\nHost: app.test\r\nContent-Length: 6\r\n\r\nab");
+        usleep(120000);
+        cl_send(c, "cd");
+        usleep(120000);
+        cl_send(c, "ef");
+        resp_t rp;
+        assert_int_equal(cl_resp(c, &rp, false, false), 0);
+        assert_int_equal(rp.status, 200);
+        assert_string_equal(rp.body.p, "abcdef");
+        resp_free(&rp);
+        /* ...one that stops is cut off, and the slot is given back. */
+        cl_send(c, "POST /echo HTTP/1.1\r\nHost: app.test\r\nContent-Length: 100\r\n\r\nabc");
+        assert_int_equal(cl_resp(c, &rp, false, false), 0);
+        assert_int_equal(rp.status, 408);
+        assert_non_null(strstr(rp.body.p, "request body stalled"));
+        assert_non_null(strstr(rp.head, "Connection: close"));
+        resp_free(&rp);
+        assert_true(cl_closed(c));
+        cl_close(c);
+        WAIT_FOR(atomic_load(&H.releases) == 2, 2000);
+        assert_int_equal(atomic_load(&H.releases), 2);
+        assert_int_equal(atomic_load(&H.releases_failed), 0);
+        teardown_basic(b);
+    }
+}
+
+static void test_idle_pool_is_capped(void **state)
+{
+    sl_router_config_t cfg = {.listen = "127.0.0.1:0", .upstream_max_idle = 2};
+    backend_t *b = setup_basic(&cfg);
+    rdr_t *c[5];
+    for (int i = 0; i < 5; i++) {
+        c[i] = cl_open();
+        cl_send(c[i], "GET /slow HTTP/1.1\r\nHost: app.test\r\n\r\n");
+    }
+    WAIT_FOR(h_stats().upstream_conns_open == 5, 2000);
+    assert_int_equal(h_stats().upstream_conns_open, 5);
+    for (int i = 0; i < 5; i++) {
+        resp_t rp;
+        assert_int_equal(cl_resp(c[i], &rp, false, false), 0);
+        assert_string_equal(rp.body.p, "slow");
+        resp_free(&rp);
+    }
+    WAIT_FOR(h_stats().upstream_conns_open == 2, 2000);
+    assert_int_equal(h_stats().upstream_conns_open, 2);
+    get_ok(c[0], "app.test", "/hello", "hello"); /* the kept ones are reused */
+    assert_int_equal(atomic_load(&b->accepts), 5);
+    for (int i = 0; i < 5; i++)
+        cl_close(c[i]);
+    teardown_basic(b);
+}
+
+static void test_normalize_host(void **state)
+{
+    static const struct {
+        const char *in, *out; /* out NULL: rejected */
+    } cases[] = {
+        {"App.Test", "app.test"},
+        {"app.test:8080", "app.test"},
+        {"app.test:", "app.test"},
+        {"app.test.", "app.test"},
+        {"app.test.:80", "app.test"},
+        {"HELLO.default.LOCALHOST", "hello.default.localhost"},
+        {"127.0.0.1:80", "127.0.0.1"},
+        {"[::1]:8080", "[::1]"},
+        {"[FE80::1]", "[fe80::1]"},
+        {"a..", "a.."},
+        {"", NULL},
+        {":80", NULL},
+        {"app.test:8o", NULL},
+        {"app test", NULL},
+        {"app/test", NULL},
+        {"app\"test", NULL},
+        {"app\\test", NULL},
+        {"app@test", NULL},
+        {"[::1", NULL},
+        {"[]", NULL},
+        {"[::1]x", NULL},
+        {"[::1]:x", NULL},
+        {"[:[:]", NULL},
+    };
+    char out[64];
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        ssize_t n = sl_router_normalize_host(sl_str_from(cases[i].in), out, sizeof(out));
+        if (!cases[i].out) {
+            if (n >= 0)
+                fail_msg("'%s' accepted as '%s'", cases[i].in, out);
+            continue;
+        }
+        if (n < 0)
+            fail_msg("'%s' rejected", cases[i].in);
+        assert_int_equal((size_t)n, strlen(cases[i].out));
+        assert_string_equal(out, cases[i].out);
+    }
+    /* NUL inside, and a name that does not fit */
+    assert_true(sl_router_normalize_host((sl_str_t){"a\0b", 3}, out, sizeof(out)) < 0);
+    char big[80];
+    memset(big, 'a', sizeof(big));
+    assert_true(sl_router_normalize_host((sl_str_t){big, sizeof(big)}, out, sizeof(out)) < 0);
+    assert_true(sl_router_normalize_host((sl_str_t){big, 63}, out, sizeof(out)) == 63);
+}
+
 static void test_router_new_errors(void **state)
 {
     uv_loop_t loop;
@@ -1497,6 +1656,10 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_client_aborts_transfers),
         cmocka_unit_test(test_stalled_reader_is_cut_off),
         cmocka_unit_test(test_router_new_errors),
+        cmocka_unit_test(test_bad_responses_close_upstream),
+        cmocka_unit_test(test_stalled_body_is_408),
+        cmocka_unit_test(test_idle_pool_is_capped),
+        cmocka_unit_test(test_normalize_host),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
