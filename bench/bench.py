@@ -1,0 +1,822 @@
+#!/usr/bin/env python3
+"""sluice benchmarks (issue 6): data path vs nginx, added latency, cold start
+with its crun floor, control plane, density, scale-out.
+
+Every figure is compared with a baseline measured in the same run (nginx, a
+direct request, a bare `crun run`), because absolute times on a shared 2-core
+machine drift from run to run. Run through `make bench` (bench/run.sh); the
+results go to bench/out/results.json and bench/out/summary.md, and the
+figures worth keeping are copied by hand into bench/RESULTS.md.
+
+Fair data-path setup. The backend is the sample hello server running as a
+sluice instance. It listens on 127.0.0.1:8080 inside the instance's own
+network namespace, and the sluice router reaches it there (it opens its
+upstream sockets inside that namespace). So that all three paths talk to the
+very same process over loopback:
+  direct: wrk runs inside the instance's netns (nsenter) → 127.0.0.1:8080
+  nginx:  nginx (1 worker, upstream keepalive, access_log off) runs inside
+          the netns; wrk, also inside, → nginx → 127.0.0.1:8080
+  sluice: wrk on the host loopback → router → upstream socket in the netns
+Loopback costs the same in every namespace. The service is pinned to one
+instance (--min 1 --max 1) with concurrency 1000 so that 256 clients never
+queue or add instances, which would give sluice more backends than nginx.
+The paths run interleaved, several rounds, and the median round is kept.
+
+Safety: own state dirs under /tmp/sluice-bench-*, ports 18600-18699, only
+processes this script started are signalled, the daemon is stopped with
+SIGTERM and leftover mounts are checked.
+"""
+import argparse
+import json
+import math
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tarfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+PORT = 18600          # router
+NGINX_PORT = 18680    # nginx, inside the instance's netns only
+OUT = os.path.join(HERE, "out")
+
+results = {}
+
+
+def log(msg):
+    print("[bench %s] %s" % (time.strftime("%H:%M:%S"), msg), flush=True)
+
+
+def pct(xs, p):
+    """Nearest-rank percentile of a non-empty list."""
+    s = sorted(xs)
+    k = max(0, min(len(s) - 1, int(math.ceil(p / 100.0 * len(s))) - 1))
+    return s[k]
+
+
+def stats(xs):
+    if not xs:
+        return None
+    return {"n": len(xs), "p50": pct(xs, 50), "p90": pct(xs, 90), "p99": pct(xs, 99),
+            "max": max(xs), "min": min(xs)}
+
+
+def median(xs):
+    return pct(xs, 50)
+
+
+# ----------------------------------------------------------------- daemon
+
+
+class Daemon:
+    def __init__(self, binary, base):
+        self.bin = binary
+        self.base = base
+        self.state = os.path.join(base, "st")
+        self.log_path = os.path.join(base, "daemon.log")
+        self.proc = None
+
+    def start(self):
+        self.logf = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [self.bin, "serve", "--listen", "127.0.0.1:%d" % PORT, "--state-dir", self.state,
+             "--log-level", "debug"], stdout=self.logf, stderr=subprocess.STDOUT)
+        with open(os.path.join(self.base, "daemon.pid"), "w") as f:
+            f.write("%d\n" % self.proc.pid)
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("sluice serve exited; see %s" % self.log_path)
+            if self.cli("services", check=False).returncode == 0:
+                return
+            time.sleep(0.05)
+        raise RuntimeError("sluice serve did not start")
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(120)
+            except subprocess.TimeoutExpired:
+                log("daemon did not stop within 120 s after SIGTERM; sending SIGKILL")
+                self.proc.kill()
+                self.proc.wait()
+        rc = self.proc.returncode if self.proc else 0
+        self.proc = None
+        return rc
+
+    def cli(self, *args, check=True, input=None):
+        env = dict(os.environ, SLUICE_STATE_DIR=self.state)
+        r = subprocess.run([self.bin] + list(args), capture_output=True, text=True, env=env,
+                           input=input, timeout=600)
+        if check and r.returncode != 0:
+            raise RuntimeError("sluice %s: %s" % (" ".join(args), r.stderr.strip()))
+        return r
+
+    def instances(self, name=None):
+        args = ["instances"] + ([name] if name else []) + ["-o", "json"]
+        r = self.cli(*args, check=False)
+        if r.returncode != 0:
+            return []
+        return json.loads(r.stdout).get("items", [])
+
+    def rss_kib(self):
+        return proc_rss_kib(self.proc.pid)
+
+    def cpu_ns(self):
+        return proc_cpu_ns(self.proc.pid)
+
+    def log_text(self):
+        with open(self.log_path, errors="replace") as f:
+            return f.read()
+
+
+def proc_rss_kib(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def proc_cpu_ns(pid):
+    """CPU time of every thread of pid, ns (schedstat: ns precision)."""
+    total = 0
+    for tid in os.listdir("/proc/%d/task" % pid):
+        try:
+            with open("/proc/%d/task/%s/schedstat" % (pid, tid)) as f:
+                total += int(f.read().split()[0])
+        except OSError:
+            pass
+    return total
+
+
+def cgroup_mem(iid):
+    try:
+        with open("/sys/fs/cgroup/memory/sluice/%s/memory.usage_in_bytes" % iid) as f:
+            return int(f.read())
+    except OSError:
+        return None
+
+
+def host(name):
+    return "%s.localhost:%d" % (name, PORT)
+
+
+def first_byte(name, path="/", timeout=60):
+    """Seconds from connect() to the first response byte through the router."""
+    req = ("GET %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n" % (path, host(name))).encode()
+    t0 = time.perf_counter()
+    s = socket.create_connection(("127.0.0.1", PORT), timeout=timeout)
+    try:
+        s.sendall(req)
+        data = s.recv(1)
+        t1 = time.perf_counter()
+        rest = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            rest += chunk
+        status = (data + rest)[:12].decode(errors="replace")
+    finally:
+        s.close()
+    return t1 - t0, status
+
+
+# ----------------------------------------------------------------- wrk
+
+
+def wrk(url, conns, secs, hdr=None, netns_pid=None):
+    cmd = ["wrk", "-t1", "-c%d" % conns, "-d%ds" % secs, "--latency", "--timeout", "10s"]
+    if hdr:
+        cmd += ["-H", "Host: %s" % hdr]
+    cmd.append(url)
+    if netns_pid:
+        cmd = ["nsenter", "--net=/proc/%d/ns/net" % netns_pid] + cmd
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=secs + 60).stdout
+    return parse_wrk(out)
+
+
+def _us(v, unit):
+    return float(v) * {"us": 1, "ms": 1e3, "s": 1e6}[unit]
+
+
+def parse_wrk(out):
+    r = {"rps": 0.0, "p50_us": None, "p99_us": None, "errors": 0, "non2xx": 0}
+    m = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    if m:
+        r["rps"] = float(m.group(1))
+    for p, key in (("50", "p50_us"), ("99", "p99_us")):
+        m = re.search(r"^\s+%s%%\s+([\d.]+)(us|ms|s)\s*$" % p, out, re.M)
+        if m:
+            r[key] = _us(m.group(1), m.group(2))
+    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    if m:
+        r["errors"] = sum(int(x) for x in m.groups())
+    m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if m:
+        r["non2xx"] = int(m.group(1))
+    m = re.search(r"(\d+) requests in", out)
+    r["requests"] = int(m.group(1)) if m else 0
+    return r
+
+
+# ----------------------------------------------------------------- 1+2: data path
+
+
+NGINX_CONF = """\
+worker_processes 1;
+daemon off;
+pid {d}/nginx.pid;
+error_log {d}/nginx-error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    client_body_temp_path {d}/tmp-body;
+    proxy_temp_path {d}/tmp-proxy;
+    fastcgi_temp_path {d}/tmp-fcgi;
+    uwsgi_temp_path {d}/tmp-uwsgi;
+    scgi_temp_path {d}/tmp-scgi;
+    upstream backend {{
+        server 127.0.0.1:8080;
+        keepalive 512;
+    }}
+    server {{
+        listen 127.0.0.1:{port} backlog=4096;
+        location / {{
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }}
+    }}
+}}
+"""
+
+
+def children(pid):
+    kids = []
+    for tid in os.listdir("/proc/%d/task" % pid):
+        with open("/proc/%d/task/%s/children" % (pid, tid)) as f:
+            kids += [int(x) for x in f.read().split()]
+    return kids
+
+
+def start_nginx(base, netns_pid):
+    d = os.path.join(base, "nginx")
+    os.makedirs(d, exist_ok=True)
+    conf = os.path.join(d, "nginx.conf")
+    with open(conf, "w") as f:
+        f.write(NGINX_CONF.format(d=d, port=NGINX_PORT))
+    proc = subprocess.Popen(["nsenter", "--net=/proc/%d/ns/net" % netns_pid, "nginx", "-c", conf,
+                             "-p", d], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(200):
+        time.sleep(0.02)
+        if proc.poll() is not None:
+            raise RuntimeError("nginx exited; see %s/nginx-error.log" % d)
+        kids = children(proc.pid)
+        if kids:
+            return proc, kids[0]
+    raise RuntimeError("nginx worker did not start")
+
+
+def bench_datapath(d, a):
+    log("data path: deploying the backend (one instance, concurrency 1000)")
+    d.cli("deploy", "dp", "--image", a.image, "--concurrency", "1000", "--min", "1", "--max", "1")
+    inst = [i for i in d.instances("dp") if i["state"] == "Ready"][0]
+    pid = inst["pid"]
+    nginx, worker = start_nginx(a.base, pid)
+    direct_url = "http://127.0.0.1:8080/"
+    nginx_url = "http://127.0.0.1:%d/" % NGINX_PORT
+    sluice_url = "http://127.0.0.1:%d/" % PORT
+    paths = {
+        "direct": lambda c, s: wrk(direct_url, c, s, netns_pid=pid),
+        "nginx": lambda c, s: wrk(nginx_url, c, s, netns_pid=pid),
+        "sluice": lambda c, s: wrk(sluice_url, c, s, hdr=host("dp")),
+    }
+    cpu_of = {"nginx": lambda: proc_cpu_ns(worker), "sluice": d.cpu_ns,
+              "direct": lambda: 0}
+    out = {"setup": "wrk -t1 -cN -d%ds --latency; %d round(s), median round; backend pid %d"
+           % (a.dp_secs, a.dp_rounds, pid)}
+    try:
+        for name, fn in paths.items():  # warm pools and caches
+            fn(64, 1)
+        for c in (1, 32, 256):
+            rounds = {k: [] for k in paths}
+            for _ in range(a.dp_rounds):
+                for name, fn in paths.items():
+                    c0 = cpu_of[name]()
+                    r = fn(c, a.dp_secs)
+                    used = cpu_of[name]() - c0
+                    r["proxy_cpu_us_per_req"] = (used / 1e3 / r["requests"]) if r["requests"] and used else None
+                    rounds[name].append(r)
+            row = {}
+            for name, rs in rounds.items():
+                rs.sort(key=lambda r: r["rps"])
+                row[name] = rs[len(rs) // 2]
+                row[name]["rounds_rps"] = [round(r["rps"]) for r in rs]
+            n, s = row["nginx"], row["sluice"]
+            row["ratio_rps_sluice_nginx"] = s["rps"] / n["rps"] if n["rps"] else None
+            row["ratio_p99_sluice_nginx"] = (s["p99_us"] / n["p99_us"]) if n["p99_us"] else None
+            out["c%d" % c] = row
+            log("  c=%-3d direct %8.0f  nginx %8.0f  sluice %8.0f req/s  (sluice/nginx %.2f; p99 %s/%s us)"
+                % (c, row["direct"]["rps"], n["rps"], s["rps"], row["ratio_rps_sluice_nginx"] or 0,
+                   s["p99_us"], n["p99_us"]))
+        c1 = out["c1"]
+        out["added_latency_us"] = {
+            "sluice_p50": c1["sluice"]["p50_us"] - c1["direct"]["p50_us"],
+            "sluice_p99": c1["sluice"]["p99_us"] - c1["direct"]["p99_us"],
+            "nginx_p50": c1["nginx"]["p50_us"] - c1["direct"]["p50_us"],
+            "nginx_p99": c1["nginx"]["p99_us"] - c1["direct"]["p99_us"],
+        }
+        log("  added latency at c=1: sluice p50 %+.0f us p99 %+.0f us; nginx p50 %+.0f us p99 %+.0f us"
+            % tuple(out["added_latency_us"][k] for k in ("sluice_p50", "sluice_p99", "nginx_p50", "nginx_p99")))
+        if a.perf:
+            out["perf"] = profile_router(d, a)
+    finally:
+        nginx.send_signal(signal.SIGTERM)  # nginx: fast shutdown
+        try:
+            nginx.wait(10)
+        except subprocess.TimeoutExpired:
+            nginx.kill()
+            nginx.wait()
+        d.cli("delete", "dp", check=False)
+    results["datapath"] = out
+
+
+def profile_router(d, a):
+    """perf record of the daemon under wrk -c32 load; top symbols."""
+    data = os.path.join(a.base, "perf.data")
+    load = subprocess.Popen(["wrk", "-t1", "-c32", "-d8s", "-H", "Host: %s" % host("dp"),
+                             "http://127.0.0.1:%d/" % PORT], stdout=subprocess.DEVNULL)
+    time.sleep(1)
+    subprocess.run(["perf", "record", "-q", "-F", "999", "-g", "-o", data, "-p", str(d.proc.pid),
+                    "--", "sleep", "5"], capture_output=True, timeout=60)
+    load.wait()
+    rep = subprocess.run(["perf", "report", "-i", data, "--no-children", "--stdio", "-g", "none",
+                          "--percent-limit", "1.5", "--sort", "dso,symbol"],
+                         capture_output=True, text=True, timeout=120).stdout
+    lines = [l for l in rep.splitlines() if l.strip() and not l.startswith("#")]
+    with open(os.path.join(OUT, "perf-router.txt"), "w") as f:
+        f.write(rep)
+    log("  perf (router under wrk -c32), top symbols:")
+    for l in lines[:14]:
+        log("    " + l.strip())
+    return lines[:25]
+
+
+# ----------------------------------------------------------------- 3: cold start
+
+
+def extract_rootfs(oci_dir, dest):
+    with open(os.path.join(oci_dir, "index.json")) as f:
+        idx = json.load(f)
+    def blob(desc):
+        algo, hexd = desc["digest"].split(":")
+        return os.path.join(oci_dir, "blobs", algo, hexd)
+    with open(blob(idx["manifests"][0])) as f:
+        man = json.load(f)
+    for layer in man["layers"]:
+        with tarfile.open(blob(layer)) as t:
+            t.extractall(dest)
+
+
+def floor_bundle(a):
+    b = os.path.join(a.base, "floor")
+    rootfs = os.path.join(b, "rootfs")
+    if os.path.exists(b):
+        shutil.rmtree(b)
+    os.makedirs(rootfs)
+    extract_rootfs(a.oci_dir, rootfs)
+    os.makedirs(os.path.join(rootfs, "bin"), exist_ok=True)
+    shutil.copy("/bin/busybox", os.path.join(rootfs, "bin", "true"))  # applet by argv[0]
+    subprocess.run(["crun", "spec"], cwd=b, check=True)
+    with open(os.path.join(b, "config.json")) as f:
+        spec = json.load(f)
+    spec["process"]["terminal"] = False
+    spec["process"]["args"] = ["/bin/true"]
+    spec["root"]["readonly"] = False
+    with open(os.path.join(b, "config.json"), "w") as f:
+        json.dump(spec, f)
+    return b
+
+
+def bench_floor(a, n):
+    b = floor_bundle(a)
+    times = []
+    for i in range(n):
+        cid = "sluice-bench-floor-%d-%d" % (os.getpid(), i)
+        t0 = time.perf_counter()
+        r = subprocess.run(["crun", "run", "-b", b, cid], capture_output=True, text=True)
+        t1 = time.perf_counter()
+        if r.returncode != 0:
+            subprocess.run(["crun", "delete", "-f", cid], capture_output=True)
+            raise RuntimeError("crun run floor failed: %s" % r.stderr.strip())
+        times.append((t1 - t0) * 1e3)
+    shutil.rmtree(b)
+    return stats(times)
+
+
+COLD_YAML = """\
+apiVersion: serving.knative.dev/v1
+kind: Service
+metadata:
+  name: {name}
+spec:
+  template:
+    metadata:
+      annotations:
+        autoscaling.knative.dev/min-scale: "0"
+        autoscaling.knative.dev/window: "6s"
+        autoscaling.knative.dev/scale-to-zero-pod-retention-period: "0s"
+    spec:
+      containerConcurrency: 80
+      containers:
+        - image: {image}
+"""
+
+
+def cold_apply(d, a, n):
+    """Zero mode, step 1: services that may scale to zero while other stages run."""
+    docs = [COLD_YAML.format(name="cold-%d" % i, image=a.image) for i in range(n)]
+    d.cli("apply", "-f", "-", "--wait", input="---\n".join(docs))
+    return ["cold-%d" % i for i in range(n)]
+
+
+DEBUG_RE = {
+    "spawned": re.compile(r"instance (\S+): prepared and \S+ spawned in ([\d.]+) ms"),
+    "run_done": re.compile(r"instance (\S+): \S+ run done at ([\d.]+) ms"),
+    "probe_ready": re.compile(r"instance (\S+): ready at ([\d.]+) ms"),
+    "ready": re.compile(r"instance (\S+) ready in ([\d.]+) ms"),
+}
+
+
+def breakdown(d, ids):
+    """Per-instance phases from the daemon's debug log, ms since start."""
+    text = d.log_text()
+    per = {}
+    for key, rx in DEBUG_RE.items():
+        for m in rx.finditer(text):
+            if m.group(1) in ids:
+                per.setdefault(m.group(1), {})[key] = float(m.group(2))
+    out = {}
+    for key in DEBUG_RE:
+        xs = [p[key] for p in per.values() if key in p]
+        if xs:
+            out[key] = stats(xs)
+    return out
+
+
+def bench_cold(d, a, names, waited_from):
+    n = a.cold_n
+    out = {"samples_wanted": n}
+    mode = a.cold_mode
+    if mode in ("auto", "zero") and names:
+        deadline = waited_from + a.zero_wait
+        log("cold start: waiting (up to %.0f s after apply) for the %d cold-* services to scale to zero"
+            % (a.zero_wait, len(names)))
+        while time.time() < deadline:
+            live = [i for i in d.instances() if i["service"].startswith("cold-")]
+            if not live:
+                break
+            time.sleep(1)
+        live = [i for i in d.instances() if i["service"].startswith("cold-")]
+        if live:
+            out["zero_probe"] = ("%d cold-* instances still running %.0f s after apply "
+                                 "(min-scale 0, window 6s, retention 0s): scale-to-zero not available"
+                                 % (len(live), time.time() - waited_from))
+            log("  " + out["zero_probe"] + "; falling back to fresh-revision mode")
+            mode = "fresh"
+        else:
+            mode = "zero"
+        if mode == "fresh":
+            for nm in names:
+                d.cli("delete", nm, check=False)
+            wait_gone(d, "cold-")
+    elif mode == "auto":
+        mode = "fresh"
+    out["mode"] = mode
+    before = {i["name"] for i in d.instances()}
+    fb, total, startup = [], [], []
+    statuses = {}
+    if mode == "zero":
+        log("cold start: scale-from-zero, %d samples (first byte of the first request)" % len(names))
+        for nm in names:
+            t, st = first_byte(nm)
+            fb.append(t * 1e3)
+            statuses[st] = statuses.get(st, 0) + 1
+            time.sleep(0.2)
+        total = fb
+    else:
+        log("cold start: fresh-revision mode, %d samples (deploy CLI start → first response byte)" % n)
+        for i in range(n):
+            nm = "coldf-%d" % i
+            t0 = time.perf_counter()
+            d.cli("deploy", nm, "--image", a.image, "--env", "BENCH_SAMPLE=%d" % i)
+            t1 = time.perf_counter()
+            t, st = first_byte(nm)
+            total.append((time.perf_counter() - t0) * 1e3)
+            fb.append(t * 1e3)
+            statuses[st] = statuses.get(st, 0) + 1
+            for inst in d.instances(nm):
+                if inst.get("startupMs") is not None:
+                    startup.append(inst["startupMs"])
+            d.cli("delete", nm)
+            wait_gone(d, nm)
+    new_ids = {i for i in re.findall(r"instance (\S+) ready in", d.log_text())} - before
+    out["end_to_end_ms"] = stats(total)
+    out["first_request_ms"] = stats(fb)
+    if startup:
+        out["instance_startupMs"] = stats(startup)
+    out["statuses"] = statuses
+    out["breakdown_ms_since_instance_start"] = breakdown(d, new_ids)
+    log("  cold start (%s): %s" % (mode, fmt_stats(out["end_to_end_ms"])))
+    if mode == "zero":
+        for nm in names:
+            d.cli("delete", nm, check=False)
+        wait_gone(d, "cold-")
+    log("cold start floor: crun run /bin/true on the image's rootfs, %d samples" % n)
+    out["floor_crun_true_ms"] = bench_floor(a, n)
+    log("  floor: %s" % fmt_stats(out["floor_crun_true_ms"]))
+    results["cold_start"] = out
+
+
+def wait_gone(d, prefix, timeout=120):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if not [i for i in d.instances() if i["service"].startswith(prefix)]:
+            return
+        time.sleep(0.05)
+    log("  warning: instances of %s* still present after %d s" % (prefix, timeout))
+
+
+def fmt_stats(s):
+    if not s:
+        return "-"
+    return "p50 %.1f  p90 %.1f  p99 %.1f  max %.1f ms (n=%d)" % (s["p50"], s["p90"], s["p99"], s["max"], s["n"])
+
+
+# ----------------------------------------------------------------- 4: control plane
+
+
+def bench_deploys(d, a):
+    n = a.deploys
+    log("control plane: %d deploys → Ready of one service (alternating --env)" % n)
+    times = []
+    for i in range(n):
+        t0 = time.perf_counter()
+        d.cli("deploy", "cp", "--image", a.image, "--env", "BENCH_REV=%d" % (i % 2 + i))
+        times.append((time.perf_counter() - t0) * 1e3)
+    d.cli("delete", "cp")
+    wait_gone(d, "cp")
+    results.setdefault("control_plane", {})["deploy_ready_ms"] = stats(times)
+    log("  deploy → Ready: %s" % fmt_stats(stats(times)))
+
+
+def apply_docs(a, prefix, lo, hi):
+    return "---\n".join(
+        "apiVersion: serving.knative.dev/v1\nkind: Service\nmetadata:\n  name: %s-%d\n"
+        "spec:\n  template:\n    spec:\n      containers:\n        - image: %s\n" % (prefix, i, a.image)
+        for i in range(lo, hi))
+
+
+def settle(d, prefix, want, timeout=300):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        ready = [i for i in d.instances() if i["service"].startswith(prefix) and i["state"] == "Ready"]
+        if len(ready) >= want:
+            return ready
+        time.sleep(0.1)
+    raise RuntimeError("%d %s* instances not Ready within %d s" % (want, prefix, timeout))
+
+
+def bench_apply(d, a):
+    n = a.apply_n
+    log("control plane: apply of %d services in one manifest" % n)
+    rss0 = d.rss_kib()
+    t0 = time.perf_counter()
+    d.cli("apply", "-f", "-", input=apply_docs(a, "ap", 0, n))
+    t1 = time.perf_counter()
+    ready = settle(d, "ap-", n, timeout=600)
+    t2 = time.perf_counter()
+    time.sleep(1)
+    rss1 = d.rss_kib()
+    mem = [cgroup_mem(i["name"]) for i in ready]
+    mem = [m for m in mem if m is not None]
+    t3 = time.perf_counter()
+    for i in range(n):
+        d.cli("delete", "ap-%d" % i)
+    wait_gone(d, "ap-", timeout=600)
+    t4 = time.perf_counter()
+    out = {"services": n, "apply_cli_ms": (t1 - t0) * 1e3, "all_ready_ms": (t2 - t0) * 1e3,
+           "delete_all_gone_ms": (t4 - t3) * 1e3, "daemon_rss_delta_kib": rss1 - rss0,
+           "daemon_kib_per_instance": (rss1 - rss0) / n,
+           "cgroup_mem_total_mib": sum(mem) / 2**20,
+           "cgroup_kib_per_instance": (sum(mem) / len(mem) / 1024) if mem else None}
+    results.setdefault("control_plane", {})["apply"] = out
+    log("  apply %d: CLI %.0f ms, all Ready %.0f ms, delete all %.0f ms; daemon +%d KiB; "
+        "instances' cgroups %.0f MiB" % (n, out["apply_cli_ms"], out["all_ready_ms"],
+                                         out["delete_all_gone_ms"], rss1 - rss0, out["cgroup_mem_total_mib"]))
+
+
+# ----------------------------------------------------------------- 5: density
+
+
+def bench_conns(d, a):
+    log("density: idle keep-alive client connections %s" % (a.conn_steps,))
+    d.cli("deploy", "dn", "--image", a.image, "--concurrency", "1000")
+    first_byte("dn")
+    time.sleep(0.5)
+    rows = []
+    base = d.rss_kib()
+    rows.append({"conns": 0, "daemon_rss_kib": base})
+    for n in a.conn_steps:
+        h = subprocess.Popen([sys.executable, os.path.join(HERE, "holdconns.py"), str(PORT), host("dn"), str(n)],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        try:
+            ready = h.stdout.readline().split()
+            time.sleep(1)
+            rss = d.rss_kib()
+            h.stdin.write("check\n")
+            h.stdin.flush()
+            time.sleep(2)
+            h.stdin.write("check\n")
+            h.stdin.flush()
+            h.stdout.readline()
+            alive = int(h.stdout.readline().split()[1])
+            row = {"conns": n, "open": int(ready[1]), "failed": int(ready[2]), "alive_after_3s": alive,
+                   "daemon_rss_kib": rss, "bytes_per_conn": (rss - base) * 1024.0 / n}
+            rows.append(row)
+            log("  %5d conns: open %d failed %d alive %d; daemon RSS %d KiB → %.0f B/conn"
+                % (n, row["open"], row["failed"], alive, rss, row["bytes_per_conn"]))
+        finally:
+            h.stdin.close()
+            h.wait(60)
+        time.sleep(1)
+    d.cli("delete", "dn")
+    wait_gone(d, "dn")
+    results.setdefault("density", {})["connections"] = rows
+
+
+def bench_instances(d, a):
+    log("density: idle instances %s" % (a.inst_steps,))
+    time.sleep(1)
+    base = d.rss_kib()
+    rows = [{"instances": 0, "daemon_rss_kib": base}]
+    have = 0
+    for n in a.inst_steps:
+        d.cli("apply", "-f", "-", input=apply_docs(a, "den", have, n))
+        ready = settle(d, "den-", n)
+        have = n
+        time.sleep(1)
+        rss = d.rss_kib()
+        mem = [m for m in (cgroup_mem(i["name"]) for i in ready) if m is not None]
+        row = {"instances": n, "daemon_rss_kib": rss, "daemon_kib_per_instance": (rss - base) / n,
+               "cgroup_kib_per_instance": (sum(mem) / len(mem) / 1024) if mem else None}
+        rows.append(row)
+        log("  %3d instances: daemon RSS %d KiB → %.1f KiB/instance; cgroup memory %.0f KiB/instance"
+            % (n, rss, row["daemon_kib_per_instance"], row["cgroup_kib_per_instance"] or 0))
+    for i in range(have):
+        d.cli("delete", "den-%d" % i)
+    wait_gone(d, "den-")
+    results.setdefault("density", {})["instances"] = rows
+
+
+# ----------------------------------------------------------------- 6: scale-out
+
+
+def bench_scaleout(d, a):
+    log("scale-out: concurrency 10, 1 → 100 clients on /sleep?ms=%d for %d s" % (a.sleep_ms, a.step_secs))
+    d.cli("deploy", "so", "--image", a.image, "--concurrency", "10")
+    url = "http://127.0.0.1:%d/sleep?ms=%d" % (PORT, a.sleep_ms)
+    warm = subprocess.run(["hey", "-z", "3s", "-c", "1", "-host", host("so"), url],
+                          capture_output=True, text=True)
+    n0 = len(d.instances("so"))
+    t0 = time.time()
+    step = subprocess.Popen(["hey", "-z", "%ds" % a.step_secs, "-c", "100", "-host", host("so"), url],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    timeline = []
+    while step.poll() is None:
+        insts = d.instances("so")
+        ready = [i for i in insts if i["state"] == "Ready"]
+        inflight = sum(i.get("inFlight", 0) for i in ready)
+        timeline.append((round(time.time() - t0, 3), len(insts), len(ready), inflight))
+        time.sleep(0.1)
+    rep = step.stdout.read()
+    need = 10  # 100 clients / concurrency 10
+    t_cap = next((t for t, _, r, _ in timeline if r >= need), None)
+    codes = dict(re.findall(r"\[(\d+)\]\s+(\d+) responses", rep))
+    errs = re.findall(r"^\s+\[(\d+)\]\s+(Get .*)$", rep, re.M)
+    m = re.search(r"Requests/sec:\s+([\d.]+)", rep)
+    lat = dict(re.findall(r"\s+(\d+)%% in ([\d.]+) secs", rep))
+    out = {"instances_before": n0, "clients": 100, "concurrency": 10, "request_ms": a.sleep_ms,
+           "needed_instances": need, "time_to_capacity_s": t_cap,
+           "max_ready": max((r for _, _, r, _ in timeline), default=0),
+           "max_total_instances": max((n for _, n, _, _ in timeline), default=0),
+           "max_queued_est": max((100 - f for _, _, _, f in timeline), default=None),
+           "status_codes": codes, "errors": errs[:5], "rps": float(m.group(1)) if m else None,
+           "latency_s": lat, "timeline": timeline[::5],
+           "warm_rps": (re.search(r"Requests/sec:\s+([\d.]+)", warm.stdout) or [None, None])[1]}
+    with open(os.path.join(OUT, "scaleout-hey.txt"), "w") as f:
+        f.write(rep)
+    log("  ready instances %d → max %d in %d s; 10 Ready after %s s; codes %s; errors %d; p50 %s s p99 %s s"
+        % (n0, out["max_ready"], a.step_secs, t_cap, codes, len(errs), lat.get("50"), lat.get("99")))
+    d.cli("delete", "so")
+    wait_gone(d, "so")
+    results["scale_out"] = out
+
+
+# ----------------------------------------------------------------- main
+
+
+def machine():
+    def sh(*c):
+        try:
+            return subprocess.run(c, capture_output=True, text=True).stdout.strip()
+        except OSError:
+            return ""
+    return {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "cores": os.cpu_count(),
+            "kernel": sh("uname", "-r"), "crun": sh("crun", "--version").splitlines()[0],
+            "nginx": sh("nginx", "-v") or subprocess.run(["nginx", "-v"], capture_output=True, text=True).stderr.strip(),
+            "wrk": "wrk -t1", "loadavg_at_start": open("/proc/loadavg").read().split()[:3],
+            "mem_total_kib": int(open("/proc/meminfo").readline().split()[1]),
+            "sluice": sh(BIN_COPY[0], "version")}
+
+
+BIN_COPY = [None]
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--bin", required=True)
+    p.add_argument("--oci", required=True, help="OCI layout dir of the hello image")
+    p.add_argument("--base", required=True, help="state base dir, /tmp/sluice-bench-*")
+    p.add_argument("--only", default="", help="comma list: datapath,cold,deploy,apply,conns,instances,scaleout")
+    p.add_argument("--cold-mode", default=os.environ.get("BENCH_COLD_MODE", "auto"),
+                   choices=["auto", "zero", "fresh"])
+    p.add_argument("--no-perf", action="store_true")
+    a = p.parse_args()
+    a.oci_dir = a.oci
+    a.image = "oci:%s:latest" % a.oci
+    q = a.quick
+    a.dp_secs, a.dp_rounds = (2, 1) if q else (5, 3)
+    a.cold_n = 10 if q else 50
+    a.zero_wait = 40 if q else 90
+    a.deploys = 10 if q else 50
+    a.apply_n = 20 if q else 200
+    a.conn_steps = [100, 1000] if q else [100, 1000, 10000]
+    a.inst_steps = [5] if q else [10, 50]
+    a.step_secs = 5 if q else 10
+    a.sleep_ms = 50
+    a.perf = not q and not a.no_perf and shutil.which("perf")
+    only = set(filter(None, a.only.split(",")))
+    want = lambda s: not only or s in only
+    BIN_COPY[0] = a.bin
+    os.makedirs(OUT, exist_ok=True)
+    results["machine"] = machine()
+    results["mode"] = "quick" if q else "full"
+    d = Daemon(a.bin, a.base)
+    d.start()
+    log("daemon pid %d on 127.0.0.1:%d, state %s" % (d.proc.pid, PORT, d.state))
+    t_start = time.time()
+    try:
+        if want("datapath"):
+            bench_datapath(d, a)
+        cold_names, t_apply = [], time.time()
+        if want("cold") and a.cold_mode in ("auto", "zero"):
+            cold_names = cold_apply(d, a, a.cold_n)
+            t_apply = time.time()
+        if want("deploy"):
+            bench_deploys(d, a)
+        if want("conns"):
+            bench_conns(d, a)
+        if want("cold"):
+            bench_cold(d, a, cold_names, t_apply)
+        if want("instances"):
+            bench_instances(d, a)
+        if want("apply"):
+            bench_apply(d, a)
+        if want("scaleout"):
+            bench_scaleout(d, a)
+    finally:
+        rc = d.stop()
+        results["daemon_exit"] = rc
+        left = [l for l in open("/proc/self/mountinfo") if "sluice-bench" in l]
+        results["leftover_mounts"] = len(left)
+        results["elapsed_s"] = round(time.time() - t_start, 1)
+        with open(os.path.join(OUT, "results-%s.json" % results["mode"]), "w") as f:
+            json.dump(results, f, indent=1, default=str)
+        log("daemon exited %d; leftover mounts: %d; results in bench/out/results-%s.json"
+            % (rc, len(left), results["mode"]))
+    if rc != 0 or left:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
