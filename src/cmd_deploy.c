@@ -25,6 +25,8 @@ static void deploy_usage(FILE *f)
             "  --env K=V            environment variable (repeatable)\n"
             "  --concurrency N      requests per instance at once (0 = unlimited; default 80)\n"
             "  --min N, --max N     autoscaling bounds (autoscaling.knative.dev/min-scale, max-scale)\n"
+            "  --target N           concurrency per instance the autoscaler aims at\n"
+            "                       (autoscaling.knative.dev/target)\n"
             "  --memory Q           memory limit, e.g. 256Mi\n"
             "  --cpu Q              cpu limit, e.g. 1 or 500m\n"
             "  --timeout S          request timeout in seconds (1..3600, default 300)\n"
@@ -189,7 +191,7 @@ static int put_service(const sl_cli_opts_t *o, json_t *svc, bool wait, int wait_
 int sl_cmd_deploy(int argc, char **argv)
 {
     enum { O_IMAGE = 1000, O_PORT, O_ENV, O_CONC, O_MIN, O_MAX, O_MEM, O_CPU, O_TIMEOUT,
-           O_RTC, O_NOWAIT, O_WAITTO, O_TAG, O_NOTRAFFIC };
+           O_RTC, O_NOWAIT, O_WAITTO, O_TAG, O_NOTRAFFIC, O_TARGET };
     static const struct option longopts[] = {
         {"image", required_argument, NULL, O_IMAGE},
         {"port", required_argument, NULL, O_PORT},
@@ -197,6 +199,7 @@ int sl_cmd_deploy(int argc, char **argv)
         {"concurrency", required_argument, NULL, O_CONC},
         {"min", required_argument, NULL, O_MIN},
         {"max", required_argument, NULL, O_MAX},
+        {"target", required_argument, NULL, O_TARGET},
         {"memory", required_argument, NULL, O_MEM},
         {"cpu", required_argument, NULL, O_CPU},
         {"timeout", required_argument, NULL, O_TIMEOUT},
@@ -292,6 +295,15 @@ int sl_cmd_deploy(int argc, char **argv)
             set_annotation(svc, opt == O_MIN ? "autoscaling.knative.dev/min-scale"
                                              : "autoscaling.knative.dev/max-scale",
                            optarg);
+            break;
+        }
+        case O_TARGET: {
+            char *end = NULL;
+            double v = strtod(optarg, &end);
+            if (!*optarg || *end || v < 0.01)
+                rc = sl_cli_usage("--target: must be a number >= 0.01, got '%s'", optarg);
+            else
+                set_annotation(svc, "autoscaling.knative.dev/target", optarg);
             break;
         }
         case O_MEM: {

@@ -169,14 +169,17 @@ int sl_cmd_instances(int argc, char **argv)
 
 static void print_revisions(json_t *list)
 {
-    static const char *h[] = {"NAME", "SERVICE", "IMAGE", "CREATED", "TRAFFIC", "INSTANCES",
-                              "READY", "REASON"};
-    sl_table_t *t = sl_table_new(8, h);
+    static const char *h[] = {"NAME",    "SERVICE", "IMAGE", "CREATED", "TRAFFIC", "ACTUAL",
+                              "DESIRED", "MODE",    "READY", "REASON"};
+    sl_table_t *t = sl_table_new(10, h);
     size_t i;
     json_t *r;
     json_array_foreach(json_object_get(list, "items"), i, r)
     {
-        char pct[16], inst[16];
+        char pct[16], inst[16], desired[16];
+        snprintf(desired, sizeof(desired), "%lld",
+                 (long long)json_integer_value(sl_json_path(r, "status.desiredReplicas")));
+        const char *mode = sl_json_str(r, "status.autoscaler.mode");
         snprintf(pct, sizeof(pct), "%lld%%",
                  (long long)json_integer_value(sl_json_path(r, "status.trafficPercent")));
         snprintf(inst, sizeof(inst), "%lld",
@@ -191,6 +194,8 @@ static void print_revisions(json_t *list)
             sl_json_str(r, "metadata.creationTimestamp"),
             pct,
             inst,
+            desired,
+            mode ? mode : "-",
             ready,
             reason};
         sl_table_add(t, row);

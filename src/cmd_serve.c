@@ -45,7 +45,99 @@ static void serve_usage(FILE *f)
             "  --state-dir DIR      state, images, logs and the API socket\n"
             "                       (default $SLUICE_STATE_DIR or /var/lib/sluice)\n"
             "  --runtime crun|runc  OCI runtime (default crun)\n"
-            "  --log-level LEVEL    debug, info, warn or error (default info)\n");
+            "  --log-level LEVEL    debug, info, warn or error (default info)\n\n"
+            "Autoscaling defaults (Knative's names; revisions override them with\n"
+            "autoscaling.knative.dev annotations):\n"
+            "  --stable-window D                 averaging window (default 60s)\n"
+            "  --panic-window-percentage P       panic window, %% of stable (default 10)\n"
+            "  --panic-threshold-percentage P    panic when demand reaches P%% (default 200)\n"
+            "  --target-utilization-percentage P (default 70)\n"
+            "  --container-concurrency-target-default N (default 100)\n"
+            "  --scale-to-zero-grace D           idle time before the last instance goes (default 30s)\n"
+            "  --max-scale-up-rate R, --max-scale-down-rate R (defaults 1000, 2)\n"
+            "  --max-scale N                     instances per revision at most (default 100)\n"
+            "  --autoscale-tick D                decision interval (default 100ms)\n"
+            "  --queue-deadline D                queued this long at max scale → 429 (default 10s)\n"
+            "Durations are Go-style: 500ms, 30s, 1m.\n");
+}
+
+typedef struct serve_opts {
+    sl_as_config_t as;
+    uint64_t queue_deadline_ms;
+    int max_scale;
+} serve_opts_t;
+
+enum {
+    O_STABLE = 1000, O_PANIC_PCT, O_PANIC_THR, O_UTIL, O_TARGET, O_GRACE, O_UP, O_DOWN, O_MAXSCALE,
+    O_TICK, O_QDEADLINE
+};
+
+static int duration_opt(const char *flag, const char *arg, uint64_t *ns)
+{
+    if (sl_parse_duration(arg, ns) < 0)
+        return sl_cli_usage("%s: expected a duration like 500ms or 30s, got '%s'", flag, arg);
+    return 0;
+}
+
+static int number_opt(const char *flag, const char *arg, double lo, double hi, double *out)
+{
+    char *end = NULL;
+    double v = strtod(arg, &end);
+    if (!*arg || !end || *end || v < lo || v > hi)
+        return sl_cli_usage("%s: expected a number in %g..%g, got '%s'", flag, lo, hi, arg);
+    *out = v;
+    return 0;
+}
+
+/* Autoscaling flags; returns 0, a usage exit code, or -1 if not ours. */
+static int autoscale_opt(serve_opts_t *o, int opt, const char *arg)
+{
+    double v;
+    uint64_t ns;
+    int rc;
+    switch (opt) {
+    case O_STABLE:
+        if ((rc = duration_opt("--stable-window", arg, &o->as.stable_window_ns)))
+            return rc;
+        return o->as.stable_window_ns ? 0 : sl_cli_usage("--stable-window: must be > 0");
+    case O_PANIC_PCT:
+        return number_opt("--panic-window-percentage", arg, 1, 100, &o->as.panic_window_pct);
+    case O_PANIC_THR:
+        return number_opt("--panic-threshold-percentage", arg, 110, 1000,
+                          &o->as.panic_threshold_pct);
+    case O_UTIL:
+        if ((rc = number_opt("--target-utilization-percentage", arg, 1, 100, &v)))
+            return rc;
+        o->as.utilization = v / 100.0;
+        return 0;
+    case O_TARGET:
+        return number_opt("--container-concurrency-target-default", arg, 0.01, 1e6, &o->as.target);
+    case O_GRACE:
+        return duration_opt("--scale-to-zero-grace", arg, &o->as.scale_to_zero_grace_ns);
+    case O_UP:
+        return number_opt("--max-scale-up-rate", arg, 1.0001, 1e6, &o->as.max_scale_up_rate);
+    case O_DOWN:
+        return number_opt("--max-scale-down-rate", arg, 1.0001, 1e6, &o->as.max_scale_down_rate);
+    case O_MAXSCALE:
+        if ((rc = number_opt("--max-scale", arg, 1, 100000, &v)))
+            return rc;
+        o->max_scale = (int)v;
+        return 0;
+    case O_TICK:
+        if ((rc = duration_opt("--autoscale-tick", arg, &ns)))
+            return rc;
+        if (ns < 10000000ull || ns > 10000000000ull)
+            return sl_cli_usage("--autoscale-tick: must be 10ms..10s");
+        o->as.tick_ns = ns;
+        return 0;
+    case O_QDEADLINE:
+        if ((rc = duration_opt("--queue-deadline", arg, &ns)))
+            return rc;
+        o->queue_deadline_ms = ns / 1000000u ? ns / 1000000u : 1;
+        return 0;
+    default:
+        return -1;
+    }
 }
 
 static void supervisor_done(void *data)
@@ -132,7 +224,7 @@ static int parse_port(const char *listen)
 }
 
 static int run_daemon(const char *listen, const char *domain, const char *state_dir,
-                      const char *runtime)
+                      const char *runtime, const serve_opts_t *so)
 {
     sl_error_t err = {0};
     daemon_t d = {0};
@@ -161,7 +253,12 @@ static int run_daemon(const char *listen, const char *domain, const char *state_
         sl_cli_error("%s", err.msg);
         goto out;
     }
-    sl_controller_config_t ccfg = {.state_dir = state_dir, .domain = domain, .url_port = port};
+    sl_controller_config_t ccfg = {.state_dir = state_dir,
+                                   .domain = domain,
+                                   .url_port = port,
+                                   .autoscaling = &so->as,
+                                   .max_scale_default = so->max_scale,
+                                   .queue_deadline_ms = so->queue_deadline_ms};
     sl_controller_new(d.loop, d.store, d.sup, &ccfg, &d.ctl, &err);
     sl_router_config_t rcfg = {.listen = listen};
     if (sl_router_new(d.loop, &rcfg, &sl_controller_router_ops, d.ctl, &d.router, &err) < 0) {
@@ -213,10 +310,23 @@ int sl_cmd_serve(int argc, char **argv)
         {"listen", required_argument, NULL, 'l'},   {"domain", required_argument, NULL, 'd'},
         {"state-dir", required_argument, NULL, 'S'}, {"runtime", required_argument, NULL, 'r'},
         {"log-level", required_argument, NULL, 'L'}, {"help", no_argument, NULL, 'h'},
+        {"stable-window", required_argument, NULL, O_STABLE},
+        {"panic-window-percentage", required_argument, NULL, O_PANIC_PCT},
+        {"panic-threshold-percentage", required_argument, NULL, O_PANIC_THR},
+        {"target-utilization-percentage", required_argument, NULL, O_UTIL},
+        {"container-concurrency-target-default", required_argument, NULL, O_TARGET},
+        {"scale-to-zero-grace", required_argument, NULL, O_GRACE},
+        {"max-scale-up-rate", required_argument, NULL, O_UP},
+        {"max-scale-down-rate", required_argument, NULL, O_DOWN},
+        {"max-scale", required_argument, NULL, O_MAXSCALE},
+        {"autoscale-tick", required_argument, NULL, O_TICK},
+        {"queue-deadline", required_argument, NULL, O_QDEADLINE},
         {NULL, 0, NULL, 0},
     };
     const char *listen = "127.0.0.1:8080", *domain = "localhost", *runtime = "crun";
     const char *state_dir = sl_cli_default_state_dir();
+    serve_opts_t so = {.max_scale = 100, .queue_deadline_ms = 10000};
+    sl_as_config_defaults(&so.as);
     int opt;
     optind = 1;
     while ((opt = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
@@ -250,14 +360,21 @@ int sl_cmd_serve(int argc, char **argv)
         case 'h':
             serve_usage(stdout);
             return 0;
-        default:
+        default: {
+            int rc = autoscale_opt(&so, opt, optarg);
+            if (rc >= 0) {
+                if (rc)
+                    return rc;
+                break;
+            }
             serve_usage(stderr);
             return 2;
+        }
         }
     }
     if (optind < argc)
         return sl_cli_usage("serve: unexpected argument '%s'", argv[optind]);
     if (!sl_is_valid_domain(domain))
         return sl_cli_usage("--domain: '%s' is not a valid DNS name", domain);
-    return run_daemon(listen, domain, state_dir, runtime);
+    return run_daemon(listen, domain, state_dir, runtime, &so);
 }

@@ -84,7 +84,14 @@ void ctl_rev_update_status(rev_rt_t *r)
                                   condition("ContainerHealthy", s, reason, r->reason),
                                   condition("ResourcesAvailable", "True", NULL, NULL)));
     json_object_set_new(st, "actualReplicas", json_integer(r->n_ready));
+    json_object_set_new(st, "desiredReplicas", json_integer(r->as.desired));
     json_object_set_new(st, "observedGeneration", json_integer(1));
+    json_object_set_new(st, "autoscaler",
+                        json_pack("{s:s,s:f,s:f,s:i,s:i,s:i}", "mode",
+                                  r->as.panic ? "panic" : "stable", "observedStableConcurrency",
+                                  r->as.observed_stable, "observedPanicConcurrency",
+                                  r->as.observed_panic, "inFlight", r->inflight, "queued",
+                                  (int)r->n_waiting, "instances", r->n_instances));
 }
 
 void ctl_svc_update_status(svc_rt_t *s)
@@ -160,6 +167,7 @@ static void wq_push(rev_rt_t *r, sl_waiter_t *w)
     r->wq_tail = w;
     w->owner_data = r;
     r->n_waiting++;
+    ctl_rev_load_changed(r);
 }
 
 static void wq_remove(rev_rt_t *r, sl_waiter_t *w)
@@ -175,15 +183,16 @@ static void wq_remove(rev_rt_t *r, sl_waiter_t *w)
     w->prev = w->next = NULL;
     w->owner_data = NULL;
     r->n_waiting--;
+    ctl_rev_load_changed(r);
 }
 
-static inst_rt_t *pick_instance(rev_rt_t *r)
+inst_rt_t *ctl_pick_instance(rev_rt_t *r)
 {
     inst_rt_t *best = NULL;
     int ties = 0;
     int limit = r->cfg->concurrency;
     for (inst_rt_t *i = r->instances; i; i = i->next) {
-        if (!i->ready || !i->pool || (limit > 0 && i->inflight >= limit))
+        if (!i->ready || i->draining || !i->pool || (limit > 0 && i->inflight >= limit))
             continue;
         if (!best || i->inflight < best->inflight) {
             best = i;
@@ -195,7 +204,13 @@ static inst_rt_t *pick_instance(rev_rt_t *r)
     return best;
 }
 
-static void fail_waiters(rev_rt_t *r, int status, const char *reason)
+void ctl_fail_waiters_one(rev_rt_t *r, sl_waiter_t *w, int status, const char *reason)
+{
+    wq_remove(r, w);
+    w->ready(w, status, NULL, reason);
+}
+
+void ctl_fail_waiters(rev_rt_t *r, int status, const char *reason)
 {
     while (r->wq_head) {
         sl_waiter_t *w = r->wq_head;
@@ -204,15 +219,16 @@ static void fail_waiters(rev_rt_t *r, int status, const char *reason)
     }
 }
 
-static void dispatch(rev_rt_t *r)
+void ctl_dispatch(rev_rt_t *r)
 {
     while (r->wq_head) {
-        inst_rt_t *i = pick_instance(r);
+        inst_rt_t *i = ctl_pick_instance(r);
         if (!i)
             break;
         sl_waiter_t *w = r->wq_head;
-        wq_remove(r, w);
         i->inflight++;
+        r->inflight++;
+        wq_remove(r, w);
         sl_pick_t pick = {.pool = i->pool, .instance = i};
         w->ready(w, 0, &pick, NULL);
     }
@@ -221,7 +237,6 @@ static void dispatch(rev_rt_t *r)
 /* ---- instances -------------------------------------------------------- */
 
 static void rev_maybe_free(rev_rt_t *r);
-static int rev_start_instance(rev_rt_t *r);
 
 static void retry_fire(uv_timer_t *t)
 {
@@ -268,7 +283,7 @@ static void instance_failed_start(rev_rt_t *r, const char *why)
     }
     if (r->n_ready == 0 && r->n_starting == 0) {
         sl_autofree char *msg = xasprintf("revision %s failed to start: %s", r->name, why);
-        fail_waiters(r, 502, msg);
+        ctl_fail_waiters(r, 502, msg);
     }
 }
 
@@ -293,7 +308,7 @@ static void instance_cb(sl_instance_t *inst, sl_inst_state_t state, void *data)
         sl_info(MOD, "instance %s ready in %.1f ms", sl_instance_id(inst),
                 (double)(sl_instance_ready_ns(inst) - sl_instance_started_ns(inst)) / 1e6);
         became_ready(r);
-        dispatch(r);
+        ctl_dispatch(r);
         ctl_rev_ensure(r);
         return;
     case SL_INST_EXITED:
@@ -314,7 +329,9 @@ static void instance_cb(sl_instance_t *inst, sl_inst_state_t state, void *data)
     if (i->next)
         i->next->prev = i->prev;
     r->n_instances--;
-    bool stopping = r->retired || c->shutting_down || !r->svc;
+    if (i->draining)
+        r->n_draining--;
+    bool stopping = r->retired || c->shutting_down || !r->svc || i->stopped;
     if (!stopping) {
         sl_warn(MOD, "instance %s of %s exited: %s", sl_instance_id(inst), r->name,
                 why ? why : "unknown reason");
@@ -323,12 +340,28 @@ static void instance_cb(sl_instance_t *inst, sl_inst_state_t state, void *data)
         else if (r->svc)
             ctl_svc_changed(r->svc);
     }
-    free(i);
+    i->inst = NULL;
+    i->pool = NULL;
+    if (i->inflight > 0) {
+        /* The router still holds requests on it; they fail and release. */
+        i->gone = true;
+        r->n_lingering++;
+    } else {
+        free(i);
+    }
     ctl_rev_ensure(r);
     rev_maybe_free(r);
 }
 
-static int rev_start_instance(rev_rt_t *r)
+void ctl_stop_instance(inst_rt_t *i)
+{
+    if (i->stopped || !i->inst)
+        return;
+    i->stopped = true;
+    sl_instance_stop(i->inst);
+}
+
+int ctl_start_instance(rev_rt_t *r)
 {
     sl_controller_t *c = r->ctl;
     sl_revision_cfg_t *cfg = r->cfg;
@@ -367,11 +400,12 @@ static int rev_start_instance(rev_rt_t *r)
     return 0;
 }
 
-/* Bring the revision's instance count to what it needs now. Thin rule for
- * now: a wanted revision keeps one instance, and adds one while requests
- * wait and nothing is starting (up to max scale); a retired revision stops
- * all of its instances. A revision whose instances fail to start retries
- * with exponential backoff (0.5 s doubling to 64 s). */
+/* Event-driven part of scaling (the autoscaler tick does the rest): a
+ * retired revision stops everything; a revision that has never been ready
+ * reaches its initial scale; requests waiting with no capacity and nothing
+ * starting get an instance at once (scale from zero without waiting for a
+ * tick), first by taking back a draining one. A revision whose instances
+ * fail to start retries with exponential backoff (0.5 s doubling to 64 s). */
 void ctl_rev_ensure(rev_rt_t *r)
 {
     sl_controller_t *c = r->ctl;
@@ -379,18 +413,32 @@ void ctl_rev_ensure(rev_rt_t *r)
         if (r->retry)
             uv_timer_stop(r->retry);
         for (inst_rt_t *i = r->instances; i; i = i->next)
-            sl_instance_stop(i->inst);
-        fail_waiters(r, 503, "revision is no longer serving");
+            ctl_stop_instance(i);
+        ctl_fail_waiters(r, 503, "revision is no longer serving");
         return;
     }
     if (!r->image || (r->retry && uv_is_active((uv_handle_t *)r->retry)))
         return;
-    int want = 1;
-    if (r->n_waiting > 0 && r->n_starting == 0 && !pick_instance(r))
-        want = r->n_instances + 1;
-    if (want > c->max_scale)
-        want = c->max_scale;
-    if (r->n_instances >= want)
+    int max = r->as.cfg.max_scale > 0 ? r->as.cfg.max_scale : c->max_scale;
+    int active = r->n_instances - r->n_draining;
+    int want = active;
+    if (!r->ever_ready && want < r->initial_scale)
+        want = r->initial_scale;
+    if (r->n_waiting > 0 && r->n_starting == 0 && !ctl_pick_instance(r)) {
+        for (inst_rt_t *i = r->instances; i; i = i->next) {
+            if (i->draining && !i->stopped) {
+                i->draining = false;
+                r->n_draining--;
+                ctl_dispatch(r);
+                return;
+            }
+        }
+        int act = r->as.cfg.activation_scale > 0 ? r->as.cfg.activation_scale : 1;
+        want = active == 0 ? act : active + 1;
+    }
+    if (want > max)
+        want = max;
+    if (active >= want)
         return;
     if (r->state == REV_FAILED && r->failures > 0 && !r->backoff_due) {
         if (!r->retry) {
@@ -403,9 +451,43 @@ void ctl_rev_ensure(rev_rt_t *r)
         return;
     }
     r->backoff_due = false;
-    while (r->n_instances < want)
-        if (rev_start_instance(r) < 0)
+    while (r->n_instances - r->n_draining < want)
+        if (ctl_start_instance(r) < 0)
             break;
+}
+
+void ctl_rev_load_changed(rev_rt_t *r)
+{
+    sl_as_record(&r->as, (double)(r->inflight + (int)r->n_waiting), sl_now_ns());
+}
+
+void ctl_as_config_for(const sl_controller_t *c, const sl_revision_cfg_t *cfg,
+                       sl_as_config_t *out)
+{
+    *out = c->as_defaults;
+    /* Knative: the target defaults to containerConcurrency when it is set. */
+    if (cfg->concurrency > 0 && cfg->concurrency < out->target)
+        out->target = cfg->concurrency;
+    if (cfg->target > 0)
+        out->target = cfg->target;
+    if (cfg->target_utilization_pct > 0)
+        out->utilization = cfg->target_utilization_pct / 100.0;
+    if (cfg->window_ns > 0)
+        out->stable_window_ns = cfg->window_ns;
+    if (cfg->panic_window_pct > 0)
+        out->panic_window_pct = cfg->panic_window_pct;
+    if (cfg->panic_threshold_pct > 0)
+        out->panic_threshold_pct = cfg->panic_threshold_pct;
+    if (cfg->min_scale >= 0)
+        out->min_scale = cfg->min_scale;
+    if (cfg->max_scale >= 0)
+        out->max_scale = cfg->max_scale;
+    if (cfg->activation_scale > 0)
+        out->activation_scale = cfg->activation_scale;
+    if (cfg->retention_ns > 0)
+        out->retention_ns = cfg->retention_ns;
+    if (out->max_scale == 0 || out->max_scale > c->max_scale)
+        out->max_scale = c->max_scale;
 }
 
 static void free_handle_cb(uv_handle_t *h)
@@ -435,7 +517,8 @@ static void rev_free(rev_rt_t *r)
 static void rev_maybe_free(rev_rt_t *r)
 {
     sl_controller_t *c = r->ctl;
-    if ((r->retired || c->shutting_down) && r->n_instances == 0 && r->n_waiting == 0) {
+    if ((r->retired || c->shutting_down) && r->n_instances == 0 && r->n_waiting == 0 &&
+        r->n_lingering == 0) {
         if (r->svc) {
             if (r->svc->latest == r)
                 r->svc->latest = NULL;
@@ -485,6 +568,12 @@ rev_rt_t *ctl_rev_new(sl_controller_t *c, svc_rt_t *s, json_t *obj, sl_error_t *
     }
     r->ever_ready = ready && !strcmp(ready, "True");
     r->state = REV_PENDING;
+    sl_as_config_t asc;
+    ctl_as_config_for(c, cfg, &asc);
+    sl_as_init(&r->as, &asc, sl_now_ns());
+    r->initial_scale = cfg->initial_scale >= 0 ? cfg->initial_scale : 1;
+    if (r->initial_scale < asc.min_scale)
+        r->initial_scale = asc.min_scale;
     r->all_next = c->revs;
     if (c->revs)
         c->revs->all_prev = r;
@@ -597,9 +686,11 @@ static int op_acquire(void *ctx, void *target, sl_waiter_t *w, sl_pick_t *pick,
         *reason = "service has no revision to serve";
         return 503;
     }
-    inst_rt_t *i = r->wq_head ? NULL : pick_instance(r);
+    inst_rt_t *i = r->wq_head ? NULL : ctl_pick_instance(r);
     if (i) {
         i->inflight++;
+        r->inflight++;
+        ctl_rev_load_changed(r);
         pick->pool = i->pool;
         pick->instance = i;
         return SL_OK;
@@ -630,8 +721,21 @@ static void op_cancel(void *ctx, void *target, sl_waiter_t *w)
 static void op_release(void *ctx, void *instance, bool failed)
 {
     inst_rt_t *i = instance;
+    rev_rt_t *r = i->rev;
     i->inflight--;
-    dispatch(i->rev);
+    r->inflight--;
+    ctl_rev_load_changed(r);
+    if (i->gone) {
+        if (i->inflight == 0) {
+            r->n_lingering--;
+            free(i);
+            rev_maybe_free(r);
+        }
+        return;
+    }
+    if (i->draining && i->inflight == 0)
+        ctl_stop_instance(i);
+    ctl_dispatch(r);
 }
 
 static uint64_t op_timeout_ms(void *ctx, void *target)
@@ -663,6 +767,12 @@ int sl_controller_new(uv_loop_t *loop, sl_store_t *store, sl_supervisor_t *sup,
     c->url_port = cfg->url_port;
     c->queue_max = cfg->queue_max ? cfg->queue_max : 1000;
     c->max_scale = cfg->max_scale_default > 0 ? cfg->max_scale_default : 100;
+    if (cfg->autoscaling)
+        c->as_defaults = *cfg->autoscaling;
+    else
+        sl_as_config_defaults(&c->as_defaults);
+    c->queue_deadline_ns = (cfg->queue_deadline_ms ? cfg->queue_deadline_ms : 10000) * 1000000ull;
+    ctl_scale_start(c);
     *out = c;
     return 0;
 }
@@ -737,6 +847,7 @@ static void shutdown_check(sl_controller_t *c)
 void sl_controller_shutdown(sl_controller_t *c, void (*done)(void *), void *data)
 {
     c->shutting_down = true;
+    ctl_scale_stop(c);
     c->shutdown_done = done;
     c->shutdown_data = data;
     rev_rt_t *r = c->revs;

@@ -12,6 +12,7 @@
 #define SL_CONTROLLER_H
 
 #include "common.h"
+#include "autoscaler.h"
 #include "router.h"
 #include "store.h"
 #include "supervisor.h"
@@ -26,6 +27,8 @@ typedef struct sl_controller_config {
     int url_port;           /* router port shown in URLs (80 → omitted) */
     size_t queue_max;       /* waiting requests per revision before 503 (default 1000) */
     int max_scale_default;  /* instances per revision at most (default 100) */
+    const sl_as_config_t *autoscaling; /* daemon-wide defaults; NULL = Knative's */
+    uint64_t queue_deadline_ms; /* queued this long at max scale → 429 (default 10000) */
 } sl_controller_config_t;
 
 int sl_controller_new(uv_loop_t *loop, sl_store_t *store, sl_supervisor_t *sup,

@@ -400,6 +400,10 @@ int sl_controller_list_revisions(sl_controller_t *c, const char *ns, const char 
             ctl_rev_update_status(r);
         json_t *st = sl_json_ensure_obj(item, "status");
         json_object_set_new(st, "actualReplicas", json_integer(r ? r->n_ready : 0));
+        if (!r) {
+            json_object_set_new(st, "desiredReplicas", json_integer(0));
+            json_object_del(st, "autoscaler");
+        }
         svc_rt_t *s = svc ? ctl_svc_find(c, rns, svc) : NULL;
         json_object_set_new(st, "trafficPercent",
                             json_integer(s && s->ready && !strcmp(s->ready->name, rname) ? 100 : 0));
@@ -439,7 +443,7 @@ int sl_controller_list_instances(sl_controller_t *c, const char *ns, const char 
             json_t *item = json_pack(
                 "{s:s,s:s,s:s,s:s,s:s,s:i,s:i,s:f,s:f}", "name", sl_instance_id(i->inst),
                 "namespace", r->cfg->namespace_, "service", r->cfg->service, "revision", r->name,
-                "state", inst_state_name(sl_instance_state(i->inst)), "pid",
+                "state", i->draining ? "Draining" : inst_state_name(sl_instance_state(i->inst)), "pid",
                 sl_instance_pid(i->inst), "inFlight", i->inflight, "ageSeconds",
                 (double)(sl_now_ns() - started) / 1e9, "startupMs",
                 ready ? (double)(ready - started) / 1e6 : 0.0);

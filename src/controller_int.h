@@ -8,6 +8,7 @@
 
 #include "controller.h"
 #include "image.h"
+#include "autoscaler.h"
 #include "service.h"
 
 #define HOST_BUCKETS 1024
@@ -24,6 +25,9 @@ struct inst_rt {
     sl_upstream_pool_t *pool;
     int inflight;
     bool ready;
+    bool draining; /* chosen for scale-down: no new requests, stop when idle */
+    bool stopped;  /* sluice asked it to stop; its exit is not a failure */
+    bool gone;     /* exited; kept only until the router releases it */
     inst_rt_t *prev, *next;
 };
 
@@ -35,7 +39,11 @@ struct rev_rt {
     sl_revision_cfg_t *cfg;
     sl_image_t *image;
     inst_rt_t *instances;
-    int n_instances, n_ready, n_starting;
+    int n_instances, n_ready, n_starting, n_draining;
+    int n_lingering;       /* exited instances still referenced by requests */
+    int inflight;          /* requests in flight on all instances */
+    sl_autoscaler_t as;
+    int initial_scale;     /* instances to reach before the first Ready */
     sl_waiter_t *wq_head, *wq_tail;
     size_t n_waiting;
     rev_state_t state;
@@ -68,6 +76,9 @@ struct sl_controller {
     int url_port;
     size_t queue_max;
     int max_scale;
+    sl_as_config_t as_defaults;
+    uint64_t queue_deadline_ns;
+    uv_timer_t *tick;
     svc_rt_t *buckets[HOST_BUCKETS];
     svc_rt_t *svcs;
     rev_rt_t *revs;
@@ -87,5 +98,20 @@ void ctl_retire_all(svc_rt_t *s);
 rev_rt_t *ctl_rev_new(sl_controller_t *c, svc_rt_t *s, json_t *obj, sl_error_t *err);
 void ctl_rev_update_status(rev_rt_t *r);
 void ctl_rev_ensure(rev_rt_t *r);
+/* Requests in flight plus queued changed: feed the autoscaler. */
+void ctl_rev_load_changed(rev_rt_t *r);
+inst_rt_t *ctl_pick_instance(rev_rt_t *r);
+int ctl_start_instance(rev_rt_t *r);
+void ctl_stop_instance(inst_rt_t *i);
+void ctl_fail_waiters(rev_rt_t *r, int status, const char *reason);
+void ctl_fail_waiters_one(rev_rt_t *r, sl_waiter_t *w, int status, const char *reason);
+void ctl_dispatch(rev_rt_t *r);
+/* Autoscaler settings for a revision: daemon defaults overridden by its
+ * annotations. */
+void ctl_as_config_for(const sl_controller_t *c, const sl_revision_cfg_t *cfg,
+                       sl_as_config_t *out);
+/* controller_scale.c: the periodic autoscaling pass. */
+void ctl_scale_start(sl_controller_t *c);
+void ctl_scale_stop(sl_controller_t *c);
 
 #endif

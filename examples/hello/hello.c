@@ -11,6 +11,8 @@
  *   GET  /whoami      "uid=N gid=N"
  *   GET  /sleep?ms=N  answers after N ms without blocking anyone else
  *   POST /echo        the request body
+ *   GET  /stats       "sleeping_max=N requests=M": the most /sleep requests
+ *                     it ever held at once, and requests served
  *   anything else     404
  *
  * One log line per request on stdout (line-buffered, so it is never stuck
@@ -76,6 +78,7 @@ static size_t g_nconns_cap, g_nconns;
 static conn_t **g_heap; /* sleeping connections, min-heap on deadline */
 static size_t g_heap_len, g_heap_cap;
 static bool g_draining;
+static long g_sleeping, g_sleeping_max, g_requests;
 
 static uint64_t now_ms(void)
 {
@@ -178,8 +181,10 @@ static void heap_remove(conn_t *c)
 
 static void conn_close(conn_t *c)
 {
-    if (c->st == C_WAIT)
+    if (c->st == C_WAIT) {
         heap_remove(c);
+        g_sleeping--;
+    }
     epoll_ctl(g_ep, EPOLL_CTL_DEL, c->fd, NULL);
     close(c->fd);
     g_conns[c->fd] = NULL;
@@ -292,6 +297,8 @@ static void handle_sleep(conn_t *c, const char *query)
     c->deadline = now_ms() + (uint64_t)v;
     c->st = C_WAIT;
     heap_push(c);
+    if (++g_sleeping > g_sleeping_max)
+        g_sleeping_max = g_sleeping;
 }
 
 static void handle_env(conn_t *c)
@@ -315,6 +322,7 @@ static void dispatch(conn_t *c)
     path[plen] = '\0';
     bool get = !strcmp(c->method, "GET") || !strcmp(c->method, "HEAD");
     char msg[256];
+    g_requests++;
     if (get && !strcmp(path, "/")) {
         const char *rev = getenv("K_REVISION");
         int n = snprintf(msg, sizeof(msg), "Hello from sluice! revision=%s\n", rev ? rev : "");
@@ -327,6 +335,10 @@ static void dispatch(conn_t *c)
         respond(c, 200, msg, (size_t)n);
     } else if (get && !strcmp(path, "/sleep")) {
         handle_sleep(c, q ? q + 1 : NULL);
+    } else if (get && !strcmp(path, "/stats")) {
+        int n = snprintf(msg, sizeof(msg), "sleeping_max=%ld requests=%ld\n", g_sleeping_max,
+                         g_requests);
+        respond(c, 200, msg, (size_t)n);
     } else if (!strcmp(c->method, "POST") && !strcmp(path, "/echo")) {
         if (c->chunked)
             respond(c, 200, c->body, c->body_len);
@@ -642,6 +654,7 @@ static void fire_timers(void)
     while (g_heap_len && g_heap[0]->deadline <= now) {
         conn_t *c = g_heap[0];
         heap_remove(c);
+        g_sleeping--;
         char msg[64];
         int n = snprintf(msg, sizeof(msg), "slept %ld ms\n", c->sleep_ms);
         c->st = C_BODY;
