@@ -548,13 +548,19 @@ static int gather_fields(hp_t *p, const sl_http_msg_t *m, fields_t *f, int bad)
             if (EQ(h->name, "connection"))
                 rc = field_connection(p, f, h->value, bad);
             break;
+        /* Servers that map '-' and '_' alike (CGI, WSGI, some frameworks)
+         * would read the underscore spellings as framing we did not use. */
         case 14:
             if (EQ(h->name, "content-length"))
                 rc = field_content_length(p, f, h->value, bad);
+            else if (EQ(h->name, "content_length"))
+                rc = fail(p, bad, "Content_Length look-alike of a framing header");
             break;
         case 17:
             if (EQ(h->name, "transfer-encoding"))
                 rc = field_transfer_encoding(p, f, h->value, bad);
+            else if (EQ(h->name, "transfer_encoding"))
+                rc = fail(p, bad, "Transfer_Encoding look-alike of a framing header");
             break;
         default:
             break;

@@ -6,8 +6,9 @@
  * picohttpparser sense: on SL_AGAIN the caller appends bytes and calls again
  * with the whole head so far. Strict: anything a smuggling attack relies on
  * (CL+TE, duplicate differing CL, non-final chunked, obs-fold, whitespace
- * before the colon, bare CR, NUL/CTL in values, invalid chunk sizes) is an
- * error, never a guess. The same rules apply to responses read from
+ * before the colon, bare CR, NUL/CTL in values, invalid chunk sizes,
+ * Content_Length / Transfer_Encoding spelled with an underscore, which
+ * CGI-style servers read as the real thing) is an error, never a guess. The same rules apply to responses read from
  * instances, so nothing is smuggled back through a pooled connection.
  */
 #ifndef SL_HTTP_PARSE_H

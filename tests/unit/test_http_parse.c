@@ -296,6 +296,9 @@ static const bad_case_t bad_requests[] = {
     {RAW("GET http://h/ HTTP/1.1\r\n\r\n"), 400},
     /* Connection options must be tokens */
     {RAW("GET / HTTP/1.1\r\n" H "Connection: close;x\r\n\r\n"), 400},
+    /* underscore look-alikes of the framing headers (CGI reads them as real) */
+    {RAW("POST / HTTP/1.1\r\n" H "Transfer_Encoding: chunked\r\nContent-Length: 3\r\n\r\n"), 400},
+    {RAW("POST / HTTP/1.1\r\n" H "content_length: 3\r\n\r\n"), 400},
     /* too many empty lines before the request line */
     {RAW("\r\n\r\n\r\n\r\n\r\n\r\n\r\n\r\n\r\nGET / HTTP/1.1\r\n" H "\r\n"), 400},
 };
@@ -601,6 +604,7 @@ static const bad_resp_t bad_responses[] = {
     {RAW("HTTP/1.1 200OK\r\n\r\n"), "GET"},
     {RAW("\r\nHTTP/1.1 200 OK\r\n\r\n"), "GET"},
     {RAW("ICY 200 OK\r\n\r\n"), "GET"},
+    {RAW("HTTP/1.1 200 OK\r\nTransfer_Encoding: chunked\r\nContent-Length: 1\r\n\r\n"), "GET"},
 };
 
 static void test_bad_responses(void **state)
