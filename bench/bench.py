@@ -83,9 +83,15 @@ class Daemon:
 
     def start(self):
         self.logf = open(self.log_path, "ab")
+        extra = []
+        helptext = subprocess.run([self.bin, "serve", "--help"], capture_output=True, text=True)
+        if "--scale-to-zero-grace" in helptext.stdout + helptext.stderr:
+            # Scale-from-zero samples without waiting 30 s per round.
+            extra = ["--scale-to-zero-grace", "1s"]
+        self.extra = extra
         self.proc = subprocess.Popen(
             [self.bin, "serve", "--listen", "127.0.0.1:%d" % PORT, "--state-dir", self.state,
-             "--log-level", "debug"], stdout=self.logf, stderr=subprocess.STDOUT)
+             "--log-level", "debug"] + extra, stdout=self.logf, stderr=subprocess.STDOUT)
         with open(os.path.join(self.base, "daemon.pid"), "w") as f:
             f.write("%d\n" % self.proc.pid)
         deadline = time.time() + 30
@@ -506,12 +512,19 @@ def bench_cold(d, a, names, waited_from):
     statuses = {}
     if mode == "zero":
         log("cold start: scale-from-zero, %d samples (first byte of the first request)" % len(names))
+        outside = []
         for nm in names:
             t, st = first_byte(nm)
             fb.append(t * 1e3)
             statuses[st] = statuses.get(st, 0) + 1
+            for inst in d.instances(nm):
+                if inst.get("startupMs") is not None:
+                    startup.append(inst["startupMs"])
+                    outside.append(t * 1e3 - inst["startupMs"])
             time.sleep(0.2)
         total = fb
+        # First byte minus the instance's own start-up: activator, routing, proxying.
+        out["first_byte_minus_startup_ms"] = stats(outside)
     else:
         log("cold start: fresh-revision mode, %d samples (deploy CLI start → first response byte)" % n)
         for i in range(n):
@@ -528,7 +541,8 @@ def bench_cold(d, a, names, waited_from):
                     startup.append(inst["startupMs"])
             d.cli("delete", nm)
             wait_gone(d, nm)
-    new_ids = {i for i in re.findall(r"instance (\S+) ready in", d.log_text())} - before
+    new_ids = {i for i in re.findall(r"instance (\S+) ready in", d.log_text())
+               if i.startswith("cold-" if mode == "zero" else "coldf-")} - before
     out["end_to_end_ms"] = stats(total)
     out["first_request_ms"] = stats(fb)
     if startup:
@@ -581,7 +595,8 @@ def bench_deploys(d, a):
 def apply_docs(a, prefix, lo, hi):
     return "---\n".join(
         "apiVersion: serving.knative.dev/v1\nkind: Service\nmetadata:\n  name: %s-%d\n"
-        "spec:\n  template:\n    spec:\n      containers:\n        - image: %s\n" % (prefix, i, a.image)
+        "spec:\n  template:\n    metadata:\n      annotations:\n"
+        "        autoscaling.knative.dev/min-scale: \"1\"\n    spec:\n      containers:\n        - image: %s\n" % (prefix, i, a.image)
         for i in range(lo, hi))
 
 
@@ -691,41 +706,60 @@ def bench_instances(d, a):
 
 
 def bench_scaleout(d, a):
+    """A step from 1 to 100 closed-loop clients against containerConcurrency 10.
+
+    Each request holds its slot for sleep_ms (the sample's /sleep), so 100
+    clients need 10 instances. Client view from hey's per-request CSV: a
+    request that took more than 1.5x sleep_ms waited in the activator queue;
+    the offset of the last such request is when queueing stopped. Server view:
+    `sluice instances` polled every 100 ms.
+    """
     log("scale-out: concurrency 10, 1 → 100 clients on /sleep?ms=%d for %d s" % (a.sleep_ms, a.step_secs))
     d.cli("deploy", "so", "--image", a.image, "--concurrency", "10")
     url = "http://127.0.0.1:%d/sleep?ms=%d" % (PORT, a.sleep_ms)
-    warm = subprocess.run(["hey", "-z", "3s", "-c", "1", "-host", host("so"), url],
-                          capture_output=True, text=True)
-    n0 = len(d.instances("so"))
+    subprocess.run(["hey", "-z", "3s", "-c", "1", "-host", host("so"), url], capture_output=True)
+    n0 = len([i for i in d.instances("so") if i["state"] == "Ready"])
+    csv_path = os.path.join(OUT, "scaleout-hey.csv")
     t0 = time.time()
-    step = subprocess.Popen(["hey", "-z", "%ds" % a.step_secs, "-c", "100", "-host", host("so"), url],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    timeline = []
-    while step.poll() is None:
-        insts = d.instances("so")
-        ready = [i for i in insts if i["state"] == "Ready"]
-        inflight = sum(i.get("inFlight", 0) for i in ready)
-        timeline.append((round(time.time() - t0, 3), len(insts), len(ready), inflight))
-        time.sleep(0.1)
-    rep = step.stdout.read()
-    need = 10  # 100 clients / concurrency 10
-    t_cap = next((t for t, _, r, _ in timeline if r >= need), None)
-    codes = dict(re.findall(r"\[(\d+)\]\s+(\d+) responses", rep))
-    errs = re.findall(r"^\s+\[(\d+)\]\s+(Get .*)$", rep, re.M)
-    m = re.search(r"Requests/sec:\s+([\d.]+)", rep)
-    lat = dict(re.findall(r"\s+(\d+)%% in ([\d.]+) secs", rep))
-    out = {"instances_before": n0, "clients": 100, "concurrency": 10, "request_ms": a.sleep_ms,
-           "needed_instances": need, "time_to_capacity_s": t_cap,
+    with open(csv_path, "w") as csvf:
+        step = subprocess.Popen(["hey", "-z", "%ds" % a.step_secs, "-c", "100", "-host", host("so"),
+                                 "-o", "csv", url], stdout=csvf, stderr=subprocess.DEVNULL)
+        timeline = []
+        while step.poll() is None:
+            insts = d.instances("so")
+            ready = [i for i in insts if i["state"] == "Ready"]
+            timeline.append((round(time.time() - t0, 3), len(insts), len(ready),
+                             sum(i.get("inFlight", 0) for i in ready)))
+            time.sleep(0.1)
+    reqs = []
+    with open(csv_path) as f:
+        for line in f:
+            parts = line.strip().split(",")
+            if len(parts) >= 8 and parts[0][:1].isdigit():
+                reqs.append((float(parts[7]), float(parts[0]) * 1e3, parts[6]))  # offset s, ms, code
+    need = 10
+    slow = [r for r in reqs if r[1] > a.sleep_ms * 1.5]
+    codes = {}
+    for r in reqs:
+        codes[r[2]] = codes.get(r[2], 0) + 1
+    lat = [r[1] for r in reqs]
+    after = [r[1] for r in reqs if r[0] > 2.0]
+    out = {"instances_before": n0, "clients": 100, "containerConcurrency": 10,
+           "request_ms": a.sleep_ms, "needed_instances": need,
+           "time_to_capacity_s": next((t for t, _, r, _ in timeline if r >= need), None),
            "max_ready": max((r for _, _, r, _ in timeline), default=0),
-           "max_total_instances": max((n for _, n, _, _ in timeline), default=0),
-           "max_queued_est": max((100 - f for _, _, _, f in timeline), default=None),
-           "status_codes": codes, "errors": errs[:5], "rps": float(m.group(1)) if m else None,
-           "latency_s": lat, "timeline": timeline[::5],
-           "warm_rps": (re.search(r"Requests/sec:\s+([\d.]+)", warm.stdout) or [None, None])[1]}
-    with open(os.path.join(OUT, "scaleout-hey.txt"), "w") as f:
-        f.write(rep)
-    log("  ready instances %d → max %d in %d s; 10 Ready after %s s; codes %s; errors %d; p50 %s s p99 %s s"
-        % (n0, out["max_ready"], a.step_secs, t_cap, codes, len(errs), lat.get("50"), lat.get("99")))
+           "final_ready": timeline[-1][2] if timeline else None,
+           "requests": len(reqs), "status_codes": codes,
+           "failed": len(reqs) - codes.get("200", 0),
+           "queued_requests": len(slow),
+           "last_queued_at_s": max((r[0] for r in slow), default=None),
+           "max_wait_ms": max((r[1] - a.sleep_ms for r in reqs), default=None),
+           "latency_ms": stats(lat), "latency_after_2s_ms": stats(after),
+           "timeline": [t for k, t in enumerate(timeline) if k % 3 == 0]}
+    log("  Ready instances %d → %d (max %d); ≥10 Ready at %s s; %d requests, failed %d, queued (> %d ms) %d, "
+        "last queued at %s s, max wait %.0f ms"
+        % (n0, out["final_ready"] or 0, out["max_ready"], out["time_to_capacity_s"], len(reqs), out["failed"],
+           a.sleep_ms * 1.5, len(slow), out["last_queued_at_s"], out["max_wait_ms"] or 0))
     d.cli("delete", "so")
     wait_gone(d, "so")
     results["scale_out"] = out
@@ -783,9 +817,12 @@ def main():
     results["mode"] = "quick" if q else "full"
     d = Daemon(a.bin, a.base)
     d.start()
+    results["daemon_flags"] = d.extra
     log("daemon pid %d on 127.0.0.1:%d, state %s" % (d.proc.pid, PORT, d.state))
     t_start = time.time()
     try:
+        if want("instances"):
+            bench_instances(d, a)
         if want("datapath"):
             bench_datapath(d, a)
         cold_names, t_apply = [], time.time()
@@ -798,8 +835,6 @@ def main():
             bench_conns(d, a)
         if want("cold"):
             bench_cold(d, a, cold_names, t_apply)
-        if want("instances"):
-            bench_instances(d, a)
         if want("apply"):
             bench_apply(d, a)
         if want("scaleout"):
@@ -810,6 +845,7 @@ def main():
         left = [l for l in open("/proc/self/mountinfo") if "sluice-bench" in l]
         results["leftover_mounts"] = len(left)
         results["elapsed_s"] = round(time.time() - t_start, 1)
+        shutil.copy(d.log_path, os.path.join(OUT, "daemon-%s.log" % results["mode"]))
         with open(os.path.join(OUT, "results-%s.json" % results["mode"]), "w") as f:
             json.dump(results, f, indent=1, default=str)
         log("daemon exited %d; leftover mounts: %d; results in bench/out/results-%s.json"
