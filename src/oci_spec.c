@@ -142,9 +142,12 @@ static json_t *json_strv(const char *const *v)
 
 #define STRV(...) json_strv((const char *const[]){__VA_ARGS__, NULL})
 
-/* Docker's default capability set. */
-static json_t *capabilities(void)
+/* Docker's default capability set (plus extra), or none at all. */
+static json_t *capabilities(const sl_oci_params_t *p)
 {
+    if (p->no_capabilities)
+        return json_pack("{s:[],s:[],s:[],s:[],s:[]}", "bounding", "effective", "permitted",
+                         "inheritable", "ambient");
     static const char *const caps[] = {"CAP_CHOWN",
                                        "CAP_DAC_OVERRIDE",
                                        "CAP_FSETID",
@@ -160,8 +163,14 @@ static json_t *capabilities(void)
                                        "CAP_KILL",
                                        "CAP_AUDIT_WRITE",
                                        NULL};
-    return json_pack("{s:o,s:o,s:o,s:[],s:[]}", "bounding", json_strv(caps), "effective",
-                     json_strv(caps), "permitted", json_strv(caps), "inheritable", "ambient");
+    json_t *set[3];
+    for (size_t i = 0; i < 3; i++) {
+        set[i] = json_strv(caps);
+        for (size_t k = 0; p->extra_caps && p->extra_caps[k]; k++)
+            json_array_append_new(set[i], json_string(p->extra_caps[k]));
+    }
+    return json_pack("{s:o,s:o,s:o,s:[],s:[]}", "bounding", set[0], "effective", set[1],
+                     "permitted", set[2], "inheritable", "ambient");
 }
 
 static json_t *process(const sl_oci_params_t *p)
@@ -175,10 +184,10 @@ static json_t *process(const sl_oci_params_t *p)
     json_int_t nofile = p->nofile > 0 ? p->nofile : 1048576;
     json_t *rl =
         json_pack("[{s:s,s:I,s:I}]", "type", "RLIMIT_NOFILE", "hard", nofile, "soft", nofile);
-    return json_pack("{s:b,s:o,s:o,s:o,s:s,s:o,s:o,s:b}", "terminal", 0, "user", user, "args",
-                     json_strv((const char *const *)p->args), "env",
+    return json_pack("{s:b,s:o,s:o,s:o,s:s,s:o,s:o,s:b}", "terminal", p->terminal, "user", user,
+                     "args", json_strv((const char *const *)p->args), "env",
                      json_strv((const char *const *)p->env), "cwd",
-                     p->cwd && *p->cwd ? p->cwd : "/", "capabilities", capabilities(), "rlimits",
+                     p->cwd && *p->cwd ? p->cwd : "/", "capabilities", capabilities(p), "rlimits",
                      rl, "noNewPrivileges", 1);
 }
 
@@ -211,17 +220,34 @@ static json_t *mounts(const sl_oci_params_t *p)
     return m;
 }
 
+static json_t *ns(const char *type, const char *path)
+{
+    json_t *n = json_pack("{s:s}", "type", type);
+    if (path)
+        json_object_set_new(n, "path", json_string(path));
+    return n;
+}
+
 static json_t *namespaces(const sl_oci_params_t *p)
 {
-    json_t *net = json_pack("{s:s}", "type", "network");
-    if (p->netns_path)
-        json_object_set_new(net, "path", json_string(p->netns_path));
-    return json_pack("[{s:s},{s:s},{s:s},{s:s},o]", "type", "pid", "type", "mount", "type", "ipc",
-                     "type", "uts", net);
+    json_t *a = json_pack("[o,{s:s},o,o,o]", ns("pid", p->pid_ns_path), "type", "mount",
+                          ns("ipc", p->ipc_ns_path), ns("uts", p->uts_ns_path),
+                          ns("network", p->netns_path));
+    if (p->idmap)
+        json_array_append_new(a, ns("user", NULL));
+    return a;
+}
+
+static json_t *idmapping(uint32_t host, uint32_t size)
+{
+    return json_pack("[{s:I,s:I,s:I}]", "containerID", (json_int_t)0, "hostID", (json_int_t)host,
+                     "size", (json_int_t)size);
 }
 
 static json_t *resources(const sl_oci_params_t *p)
 {
+    if (p->no_cgroup_limits)
+        return json_pack("{s:[{s:b,s:s}]}", "devices", "allow", 0, "access", "rwm");
     json_t *r = json_pack("{s:[{s:b,s:s}],s:{s:I}}", "devices", "allow", 0, "access", "rwm", "pids",
                           "limit", (json_int_t)(p->pids_limit > 0 ? p->pids_limit : 1024));
     if (p->memory_limit > 0)
@@ -244,11 +270,19 @@ static json_t *linux_section(const sl_oci_params_t *p)
         STRV("/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
              "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi",
              "/sys/firmware", "/sys/devices/virtual/powercap");
+    for (size_t i = 0; p->extra_masked && p->extra_masked[i]; i++)
+        json_array_append_new(masked, json_string(p->extra_masked[i]));
     json_t *ro = STRV("/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger");
     json_t *l = json_pack("{s:o,s:o,s:o,s:o}", "namespaces", namespaces(p), "resources",
                           resources(p), "maskedPaths", masked, "readonlyPaths", ro);
     if (p->cgroups_path)
         json_object_set_new(l, "cgroupsPath", json_string(p->cgroups_path));
+    if (p->idmap) {
+        json_object_set_new(l, "uidMappings", idmapping(p->idmap->host_uid, p->idmap->size));
+        json_object_set_new(l, "gidMappings", idmapping(p->idmap->host_gid, p->idmap->size));
+    }
+    if (p->seccomp)
+        json_object_set_new(l, "seccomp", json_deep_copy(p->seccomp));
     return l;
 }
 
@@ -259,9 +293,9 @@ json_t *sl_oci_spec_build(const sl_oci_params_t *p)
         json_object_set_new(ann, p->annotations[i][0],
                             json_string(p->annotations[i][1] ? p->annotations[i][1] : ""));
     return json_pack("{s:s,s:o,s:{s:s,s:b},s:s,s:o,s:o,s:o}", "ociVersion", "1.0.2", "process",
-                     process(p), "root", "path", p->rootfs ? p->rootfs : "rootfs", "readonly", 0,
-                     "hostname", p->hostname ? p->hostname : "sluice", "mounts", mounts(p), "linux",
-                     linux_section(p), "annotations", ann);
+                     process(p), "root", "path", p->rootfs ? p->rootfs : "rootfs", "readonly",
+                     p->readonly_rootfs, "hostname", p->hostname ? p->hostname : "sluice", "mounts",
+                     mounts(p), "linux", linux_section(p), "annotations", ann);
 }
 
 int sl_oci_spec_write(const char *bundle_dir, const sl_oci_params_t *p, sl_error_t *err)

@@ -50,6 +50,12 @@ typedef struct sl_oci_contract {
 int sl_oci_compose_env(char *const *image_env, size_t n_image_env, char *const *user_env,
                        size_t n_user_env, const sl_oci_contract_t *c, char ***out, sl_error_t *err);
 
+/* A user namespace: container ids [0, size) map to host [host_uid, +size)
+ * (uid) and [host_gid, +size) (gid). */
+typedef struct sl_oci_idmap {
+    uint32_t host_uid, host_gid, size;
+} sl_oci_idmap_t;
+
 typedef struct sl_oci_params {
     char *const *args; /* NULL-terminated */
     char *const *env;  /* NULL-terminated */
@@ -65,6 +71,18 @@ typedef struct sl_oci_params {
     int64_t tmp_size;              /* /tmp tmpfs bytes, 0 = 64 MiB */
     int64_t nofile;                /* RLIMIT_NOFILE soft = hard, 0 = 1048576 */
     const char *annotations[8][2]; /* key/value pairs, NULL-terminated */
+    /* Security profile (all zero = the defaults above: Docker's
+     * capabilities, no seccomp filter, writable root, no user namespace). */
+    const json_t *seccomp;           /* linux.seccomp, borrowed; NULL = no filter */
+    bool readonly_rootfs;            /* root.readonly (/tmp stays a writable tmpfs) */
+    bool no_capabilities;            /* empty capability sets */
+    const char *const *extra_caps;   /* added to the default set, NULL-terminated */
+    const sl_oci_idmap_t *idmap;     /* new user namespace with these mappings */
+    const char *const *extra_masked; /* more maskedPaths, NULL-terminated */
+    /* Join existing namespaces by path instead of new ones (debug). */
+    const char *pid_ns_path, *ipc_ns_path, *uts_ns_path;
+    bool terminal;         /* process.terminal (the runtime's own pty) */
+    bool no_cgroup_limits; /* leave linux.resources out except devices */
 } sl_oci_params_t;
 
 /* Build the config. Returns a new reference. */

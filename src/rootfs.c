@@ -10,7 +10,9 @@
 #include <stdio.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <sched.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 
 #define MOUNT_DATA_MAX 4095 /* mount(2) copies one page of options */
 #define ETC_FILE_MAX   (4u << 20)
@@ -49,10 +51,12 @@ static char *overlay_options(char *const *layers, size_t n, const char *upper, c
         if (i > 0)
             buf_putc(&b, ':');
     }
-    buf_puts(&b, ",upperdir=", false);
-    buf_puts(&b, upper, true);
-    buf_puts(&b, ",workdir=", false);
-    buf_puts(&b, work, true);
+    if (upper) {
+        buf_puts(&b, ",upperdir=", false);
+        buf_puts(&b, upper, true);
+        buf_puts(&b, ",workdir=", false);
+        buf_puts(&b, work, true);
+    }
     buf_puts(&b, ",index=off", false);
     return b.p;
 }
@@ -118,6 +122,143 @@ int sl_rootfs_mount(const char *inst_dir, char *const *layers, size_t n_layers,
     }
     if (rc < 0)
         umount2(upper, MNT_DETACH);
+    return rc;
+}
+
+/* ---- user-namespace rootfs: idmapped layers ---------------------------- */
+
+static int write_str(const char *path, const char *s)
+{
+    sl_autoclose int fd = open(path, O_WRONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    ssize_t n = write(fd, s, strlen(s));
+    return n == (ssize_t)strlen(s) ? 0 : (n < 0 ? -errno : -EIO);
+}
+
+int sl_rootfs_userns_open(uint32_t host_uid, uint32_t host_gid, uint32_t size, sl_error_t *err)
+{
+    int ready[2], hold[2];
+    if (pipe2(ready, O_CLOEXEC) < 0)
+        return sl_error_errno(err, errno, "pipe");
+    if (pipe2(hold, O_CLOEXEC) < 0) {
+        int e = errno;
+        close(ready[0]);
+        close(ready[1]);
+        return sl_error_errno(err, e, "pipe");
+    }
+    pid_t pid = fork();
+    if (pid == 0) { /* single-threaded child: only raw syscalls from here */
+        char c = unshare(CLONE_NEWUSER) == 0 ? 'y' : 'n';
+        if (write(ready[1], &c, 1) != 1)
+            _exit(1);
+        close(hold[1]);
+        while (read(hold[0], &c, 1) < 0 && errno == EINTR)
+            ;
+        _exit(0);
+    }
+    close(ready[1]);
+    close(hold[0]);
+    int rc = 0;
+    char c = 'n';
+    if (pid < 0)
+        rc = sl_error_errno(err, errno, "fork");
+    else if (read(ready[0], &c, 1) != 1 || c != 'y')
+        rc = sl_error_set(err, EPERM, "unshare(CLONE_NEWUSER) failed in the helper");
+    if (rc == 0) {
+        char path[64], map[64];
+        snprintf(map, sizeof(map), "0 %u %u\n", host_uid, size);
+        snprintf(path, sizeof(path), "/proc/%d/uid_map", (int)pid);
+        int e = write_str(path, map);
+        snprintf(map, sizeof(map), "0 %u %u\n", host_gid, size);
+        snprintf(path, sizeof(path), "/proc/%d/gid_map", (int)pid);
+        if (e == 0)
+            e = write_str(path, map);
+        snprintf(path, sizeof(path), "/proc/%d/ns/user", (int)pid);
+        if (e < 0)
+            rc = sl_error_errno(err, -e, "writing the id map of the user namespace");
+        else if ((rc = open(path, O_RDONLY | O_CLOEXEC)) < 0)
+            rc = sl_error_errno(err, errno, "open %s", path);
+    }
+    close(ready[0]);
+    close(hold[1]); /* the helper exits */
+    if (pid > 0)
+        while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+            ;
+    return rc;
+}
+
+/* A detached clone of `src`, idmapped through userns_fd and read-only,
+ * moved onto `target`. */
+static int idmapped_clone(const char *src, const char *target, int userns_fd, sl_error_t *err)
+{
+    sl_autoclose int t = (int)syscall(SYS_open_tree, AT_FDCWD, src,
+                                      OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE);
+    if (t < 0)
+        return sl_error_errno(err, errno, "open_tree %s", src);
+    struct mount_attr a = {.attr_set = MOUNT_ATTR_IDMAP | MOUNT_ATTR_RDONLY | MOUNT_ATTR_NODEV,
+                           .userns_fd = (uint64_t)userns_fd};
+    if (syscall(SYS_mount_setattr, t, "", AT_EMPTY_PATH, &a, sizeof(a)) < 0)
+        return sl_error_errno(err, errno,
+                              "idmapping %s (does its filesystem support idmapped "
+                              "mounts?)",
+                              src);
+    if (move_mount(t, "", AT_FDCWD, target, MOVE_MOUNT_F_EMPTY_PATH) < 0)
+        return sl_error_errno(err, errno, "move_mount %s to %s", src, target);
+    return 0;
+}
+
+/* The mount points the runtime needs, as a layer of its own on top: a
+ * read-only root cannot have them created, and images often lack them. */
+static int make_skeleton(const char *dir, sl_error_t *err)
+{
+    static const char *const dirs[] = {"", "/proc", "/dev", "/sys", "/tmp"};
+    for (size_t i = 0; i < SL_ARRAY_LEN(dirs); i++) {
+        sl_autofree char *p = xasprintf("%s%s", dir, dirs[i]);
+        if (mkdir_one(p, err) < 0)
+            return -err->code;
+    }
+    return 0;
+}
+
+static int mount_idmapped_layers(const char *inst_dir, char *const *layers, size_t n, int userns_fd,
+                                 sl_error_t *err)
+{
+    sl_autofree char *rootfs = xasprintf("%s/rootfs", inst_dir);
+    sl_autofree char *lower = xasprintf("%s/lower", inst_dir);
+    sl_autofree char *skel = xasprintf("%s/skel", inst_dir);
+    if (mkdir_one(rootfs, err) < 0 || mkdir_one(lower, err) < 0 || make_skeleton(skel, err) < 0)
+        return -err->code;
+    char **mapped = xcalloc(n + 2, sizeof(char *));
+    int rc = 0;
+    for (size_t i = 0; i <= n && rc == 0; i++) { /* layers bottom first, then the skeleton */
+        mapped[i] = xasprintf("%s/%zu", lower, i);
+        const char *src = i < n ? layers[i] : skel;
+        rc = mkdir_one(mapped[i], err) < 0 ? -err->code
+                                           : idmapped_clone(src, mapped[i], userns_fd, err);
+    }
+    if (rc == 0) {
+        sl_autofree char *opts = overlay_options(mapped, n + 1, NULL, NULL);
+        if (strlen(opts) > MOUNT_DATA_MAX)
+            rc = sl_error_set(err, E2BIG, "overlay: %zu layers are too many for a read-only root",
+                              n);
+        else if (mount("overlay", rootfs, "overlay", MS_RDONLY, opts) < 0)
+            rc = sl_error_errno(err, errno, "mount read-only overlay on %s", rootfs);
+    }
+    sl_strv_free(mapped);
+    return rc;
+}
+
+int sl_rootfs_mount_idmapped(const char *inst_dir, char *const *layers, size_t n_layers,
+                             int userns_fd, sl_error_t *err)
+{
+    if (n_layers == 0)
+        return sl_error_set(err, EINVAL, "image has no layers");
+    int rc = mount_idmapped_layers(inst_dir, layers, n_layers, userns_fd, err);
+    if (rc < 0) {
+        sl_error_t e2 = {0};
+        sl_rootfs_umount_under(inst_dir, &e2);
+    }
     return rc;
 }
 

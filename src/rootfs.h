@@ -21,6 +21,25 @@
 int sl_rootfs_mount(const char *inst_dir, char *const *layers, size_t n_layers,
                     int64_t scratch_bytes, sl_error_t *err);
 
+/* A user namespace whose container ids [0, size) map to host
+ * [host_uid, +size) and [host_gid, +size), held by the returned O_CLOEXEC
+ * fd (no process stays in it), for idmapped mounts. Forks a short-lived
+ * helper. Returns the fd or < 0 with err set. */
+int sl_rootfs_userns_open(uint32_t host_uid, uint32_t host_gid, uint32_t size, sl_error_t *err);
+
+/*
+ * A read-only root for a container in a user namespace: every layer is
+ * cloned as an idmapped, read-only mount (through userns_fd, so files the
+ * image owns as uid N appear to the container as N, not as nobody) under
+ * INST_DIR/lower/<i>, topped by a skeleton layer (INST_DIR/skel: the
+ * /proc, /dev, /sys, /tmp mount points a read-only root cannot create), and
+ * a read-only overlay of them is mounted on INST_DIR/rootfs. Nothing is
+ * copied or chowned; the layers stay untouched. On failure nothing stays
+ * mounted.
+ */
+int sl_rootfs_mount_idmapped(const char *inst_dir, char *const *layers, size_t n_layers,
+                             int userns_fd, sl_error_t *err);
+
 /* Unmount (lazily) every mount at or below dir, newest first. Returns the
  * number of mounts removed or < 0 with err set. */
 int sl_rootfs_umount_under(const char *dir, sl_error_t *err);

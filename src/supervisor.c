@@ -19,6 +19,7 @@
 #include "netns.h"
 #include "oci_spec.h"
 #include "rootfs.h"
+#include "seccomp_profiles.h"
 #include "supervisor_int.h"
 
 #include <arpa/inet.h>
@@ -55,6 +56,7 @@ struct sl_supervisor {
     char *state_dir, *inst_root, *logs_root, *rt_root;
     char *default_runtime;
     int host_netns; /* the loop thread's own network namespace */
+    int userns_fd;  /* the sandbox's id mapping, for idmapped roots; lazily */
     int devnull;
     int64_t nofile; /* containers' RLIMIT_NOFILE */
     uv_signal_t sigchld;
@@ -73,6 +75,8 @@ struct sl_instance {
     char *id, *runtime, *runtime_bin, *rt_root;
     char *dir, *log_path, *pid_path, *rtlog_path;
     int port, grace_ms, startup_timeout_ms;
+    int64_t memory_limit, cpu_millis; /* applied: requests + class overhead */
+    bool userns;
     sl_inst_state_t state;
     int netns_fd, pidfd, probe_fd;
     pid_t pid;
@@ -235,6 +239,18 @@ const char *sl_instance_runtime(const sl_instance_t *inst)
 const char *sl_instance_runtime_root(const sl_instance_t *inst)
 {
     return inst->rt_root;
+}
+int64_t sl_instance_memory_limit(const sl_instance_t *inst)
+{
+    return inst->memory_limit;
+}
+int64_t sl_instance_cpu_millis(const sl_instance_t *inst)
+{
+    return inst->cpu_millis;
+}
+bool sl_instance_userns(const sl_instance_t *inst)
+{
+    return inst->userns;
 }
 
 /* ---- teardown --------------------------------------------------------- */
@@ -658,6 +674,9 @@ static int validate_spec(const sl_instance_spec_t *s, sl_error_t *err)
     if (s->memory_limit < 0 || s->cpu_millis < 0 || s->pids_limit < 0 || s->grace_ms < 0 ||
         s->startup_timeout_ms < 0)
         return sl_error_set(err, EINVAL, "instance spec: negative limit");
+    if (s->profile && (s->profile->overhead_memory < 0 || s->profile->overhead_cpu_millis < 0 ||
+                       s->profile->pids_limit < 0))
+        return sl_error_set(err, EINVAL, "instance spec: negative runtime class overhead");
     return 0;
 }
 
@@ -672,6 +691,10 @@ static int make_instance_dir(sl_instance_t *inst, const char *revision, sl_error
         if (mkdir(dir, 0700) == 0) {
             inst->id = id;
             inst->dir = dir;
+            /* In a user namespace the runtime reaches rootfs/ as an
+             * unprivileged uid: let it through, without listing. */
+            if (inst->userns && chmod(dir, 0711) < 0)
+                return sl_error_errno(err, errno, "chmod %s", dir);
             return 0;
         }
         int e = errno;
@@ -683,11 +706,27 @@ static int make_instance_dir(sl_instance_t *inst, const char *revision, sl_error
     return sl_error_set(err, EEXIST, "could not pick a free instance id for %s", revision);
 }
 
+/* pids.max: the spec's (or the default), capped by the class. */
+static int64_t pids_limit(const sl_instance_spec_t *s)
+{
+    int64_t pids = s->pids_limit > 0 ? s->pids_limit : DEFAULT_PIDS;
+    if (s->profile && s->profile->pids_limit > 0 && s->profile->pids_limit < pids)
+        pids = s->profile->pids_limit;
+    return pids;
+}
+
+static const char *const SANDBOX_MASKED[] = {"/proc/kallsyms",   "/proc/modules",
+                                             "/proc/interrupts", "/proc/vmallocinfo",
+                                             "/sys/kernel",      NULL};
+
 static int write_bundle(sl_instance_t *inst, const sl_instance_spec_t *s, char **args, char **env,
                         const sl_oci_user_t *user, sl_error_t *err)
 {
     const sl_image_t *img = s->image;
+    const sl_runtime_profile_t *prof = s->profile;
     int64_t scratch = s->memory_limit > 0 ? s->memory_limit : SCRATCH_DEFAULT;
+    sl_oci_idmap_t idmap = {SL_SANDBOX_HOST_ID_BASE, SL_SANDBOX_HOST_ID_BASE, SL_SANDBOX_ID_RANGE};
+    json_t *seccomp = prof ? sl_seccomp_profile_json(prof->seccomp) : NULL;
     sl_autofree char *cwd = img->workdir && img->workdir[0] == '/' ? xstrdup(img->workdir)
                             : img->workdir && img->workdir[0]      ? xasprintf("/%s", img->workdir)
                                                                    : xstrdup("/");
@@ -704,16 +743,23 @@ static int write_bundle(sl_instance_t *inst, const sl_instance_spec_t *s, char *
         .rootfs = "rootfs",
         .netns_path = netns,
         .cgroups_path = cgroup,
-        .memory_limit = s->memory_limit,
-        .cpu_millis = s->cpu_millis,
-        .pids_limit = s->pids_limit > 0 ? s->pids_limit : DEFAULT_PIDS,
+        .memory_limit = inst->memory_limit,
+        .cpu_millis = inst->cpu_millis,
+        .pids_limit = pids_limit(s),
         .tmp_size = scratch,
         .nofile = inst->sup->nofile,
         .annotations = {{"dev.sluice.namespace", s->namespace_},
                         {"dev.sluice.service", s->service},
                         {"dev.sluice.revision", s->revision}},
+        .seccomp = seccomp,
+        .readonly_rootfs = prof && prof->readonly_rootfs,
+        .no_capabilities = prof && prof->no_capabilities,
+        .idmap = inst->userns ? &idmap : NULL,
+        .extra_masked = inst->userns ? SANDBOX_MASKED : NULL,
     };
-    return sl_oci_spec_write(inst->dir, &p, err);
+    int rc = sl_oci_spec_write(inst->dir, &p, err);
+    json_decref(seccomp);
+    return rc;
 }
 
 /* Instance dir, log dir, rootfs, network namespace, config.json. */
@@ -730,8 +776,17 @@ static int make_bundle(sl_instance_t *inst, const sl_instance_spec_t *s, char **
     if (sl_mkdir_p(log_dir, 0700, err) < 0)
         return -err->code;
     int64_t scratch = s->memory_limit > 0 ? s->memory_limit : SCRATCH_DEFAULT;
-    if (sl_rootfs_mount(inst->dir, s->image->layers, s->image->n_layers, scratch, err) < 0)
+    if (inst->userns) {
+        if (sup->userns_fd < 0 &&
+            (sup->userns_fd = sl_rootfs_userns_open(
+                 SL_SANDBOX_HOST_ID_BASE, SL_SANDBOX_HOST_ID_BASE, SL_SANDBOX_ID_RANGE, err)) < 0)
+            return sl_error_wrap(err, "instance %s user namespace", inst->id);
+        if (sl_rootfs_mount_idmapped(inst->dir, s->image->layers, s->image->n_layers,
+                                     sup->userns_fd, err) < 0)
+            return sl_error_wrap(err, "instance %s rootfs", inst->id);
+    } else if (sl_rootfs_mount(inst->dir, s->image->layers, s->image->n_layers, scratch, err) < 0) {
         return sl_error_wrap(err, "instance %s rootfs", inst->id);
+    }
     inst->netns_fd = sl_netns_create(err);
     if (inst->netns_fd < 0)
         return sl_error_wrap(err, "instance %s network namespace", inst->id);
@@ -754,6 +809,17 @@ static int prepare(sl_instance_t *inst, const sl_instance_spec_t *s, sl_error_t 
         rc = sl_oci_compose_env(img->env, img->n_env, s->env, s->n_env, &c, &env, err);
     if (rc == 0)
         rc = sl_rootfs_resolve_user(img->layers, img->n_layers, img->user, &user, err);
+    if (rc == 0 && inst->userns &&
+        (user.uid >= SL_SANDBOX_ID_RANGE || user.gid >= SL_SANDBOX_ID_RANGE))
+        rc = sl_error_set(err, EINVAL,
+                          "image USER %u:%u is outside the sandbox's user namespace (ids "
+                          "0..%u)",
+                          user.uid, user.gid, SL_SANDBOX_ID_RANGE - 1);
+    for (size_t i = 0; rc == 0 && inst->userns && i < user.n_gids; i++)
+        if (user.gids[i] >= SL_SANDBOX_ID_RANGE)
+            rc = sl_error_set(err, EINVAL,
+                              "image USER's group %u is outside the sandbox's user namespace",
+                              user.gids[i]);
     if (rc == 0)
         rc = make_bundle(inst, s, args, env, &user, err);
     sl_strv_free(args);
@@ -788,6 +854,15 @@ static sl_instance_t *instance_alloc(sl_supervisor_t *sup, const sl_instance_spe
     inst->grace_ms = s->grace_ms > 0 ? s->grace_ms : DEFAULT_GRACE_MS;
     inst->startup_timeout_ms =
         s->startup_timeout_ms > 0 ? s->startup_timeout_ms : DEFAULT_STARTUP_MS;
+    /* The overhead rides on top of a limit; an unlimited instance stays so. */
+    const sl_runtime_profile_t *prof = s->profile;
+    inst->memory_limit = s->memory_limit;
+    inst->cpu_millis = s->cpu_millis;
+    if (prof && inst->memory_limit > 0)
+        inst->memory_limit += prof->overhead_memory;
+    if (prof && inst->cpu_millis > 0)
+        inst->cpu_millis += prof->overhead_cpu_millis;
+    inst->userns = prof && prof->userns;
     return inst;
 }
 
@@ -813,8 +888,10 @@ sl_instance_t *sl_supervisor_start(sl_supervisor_t *sup, const sl_instance_spec_
     if (validate_spec(spec, err) < 0)
         return NULL;
     sl_instance_t *inst = instance_alloc(sup, spec, cb, data);
-    if (pick_runtime(inst, spec->runtime ? spec->runtime : sup->default_runtime, err) < 0 ||
-        prepare(inst, spec, err) < 0) {
+    const char *rt = spec->runtime                             ? spec->runtime
+                     : spec->profile && spec->profile->runtime ? spec->profile->runtime
+                                                               : sup->default_runtime;
+    if (pick_runtime(inst, rt, err) < 0 || prepare(inst, spec, err) < 0) {
         discard(inst);
         return NULL;
     }
@@ -867,6 +944,7 @@ static void supervisor_free_fields(sl_supervisor_t *sup)
 {
     sl_closep(&sup->host_netns);
     sl_closep(&sup->devnull);
+    sl_closep(&sup->userns_fd);
     free(sup->state_dir);
     free(sup->inst_root);
     free(sup->logs_root);
@@ -906,7 +984,7 @@ int sl_supervisor_new(uv_loop_t *loop, const char *state_dir, const char *defaul
         return sl_error_set(err, ENOENT, "runtime '%s' not found on PATH", default_runtime);
     sl_supervisor_t *sup = xcalloc(1, sizeof(*sup));
     sup->loop = loop;
-    sup->host_netns = sup->devnull = -1;
+    sup->host_netns = sup->devnull = sup->userns_fd = -1;
     sup->default_runtime = xstrdup(default_runtime);
     sup->nofile = (int64_t)sv_nofile_limit();
     int rc = make_dirs(sup, state_dir, err);

@@ -22,6 +22,7 @@
 
 #include "common.h"
 #include "image.h"
+#include "runtimeclass.h"
 #include <uv.h>
 
 typedef struct sl_supervisor sl_supervisor_t;
@@ -35,24 +36,30 @@ typedef enum {
 } sl_inst_state_t;
 
 typedef struct sl_instance_spec {
-    const char *namespace_;     /* Knative namespace, e.g. "default" */
-    const char *service;        /* K_SERVICE */
-    const char *configuration;  /* K_CONFIGURATION (== service) */
-    const char *revision;       /* K_REVISION, e.g. "hello-00001" */
-    const sl_image_t *image;    /* borrowed for the call; copied as needed */
-    int port;                   /* PORT the app listens on (1..65535) */
-    char *const *env;           /* user env "K=V", applied over the image's */
+    const char *namespace_;    /* Knative namespace, e.g. "default" */
+    const char *service;       /* K_SERVICE */
+    const char *configuration; /* K_CONFIGURATION (== service) */
+    const char *revision;      /* K_REVISION, e.g. "hello-00001" */
+    const sl_image_t *image;   /* borrowed for the call; copied as needed */
+    int port;                  /* PORT the app listens on (1..65535) */
+    char *const *env;          /* user env "K=V", applied over the image's */
     size_t n_env;
-    char *const *command;       /* overrides image Entrypoint when n_command > 0 */
+    char *const *command; /* overrides image Entrypoint when n_command > 0 */
     size_t n_command;
-    char *const *args;          /* overrides image Cmd when n_args > 0 */
+    char *const *args; /* overrides image Cmd when n_args > 0 */
     size_t n_args;
-    int64_t memory_limit;       /* bytes; 0 = unlimited */
-    int64_t cpu_millis;         /* 1000 = one cpu; 0 = unlimited */
-    int64_t pids_limit;         /* 0 = default (1024) */
-    int grace_ms;               /* SIGTERM→SIGKILL; 0 = default 10000 */
-    int startup_timeout_ms;     /* not ready by then → stop, EXITED; 0 = 120000 */
-    const char *runtime;        /* "crun" | "runc"; NULL = supervisor default */
+    int64_t memory_limit;   /* bytes; 0 = unlimited */
+    int64_t cpu_millis;     /* 1000 = one cpu; 0 = unlimited */
+    int64_t pids_limit;     /* 0 = default (1024) */
+    int grace_ms;           /* SIGTERM→SIGKILL; 0 = default 10000 */
+    int startup_timeout_ms; /* not ready by then → stop, EXITED; 0 = 120000 */
+    const char *runtime;    /* "crun" | "runc"; NULL = the profile's, else supervisor default */
+    /* The runtime class's profile (borrowed for the call). NULL = the
+     * classic settings: Docker's capabilities, no seccomp filter, writable
+     * root, no user namespace. Its overhead is added to memory_limit and
+     * cpu_millis when those are set (as Kubernetes sizes the pod cgroup);
+     * its pids_limit caps pids_limit. */
+    const sl_runtime_profile_t *profile;
 } sl_instance_spec_t;
 
 /* Called on every state change. On SL_INST_EXITED this is the last call;
@@ -83,14 +90,14 @@ sl_instance_t *sl_supervisor_start(sl_supervisor_t *sup, const sl_instance_spec_
  * own also reports STOPPING (no longer serving) before EXITED. */
 void sl_instance_stop(sl_instance_t *inst);
 
-const char *sl_instance_id(const sl_instance_t *inst);      /* "<revision>-<5 chars>" */
+const char *sl_instance_id(const sl_instance_t *inst); /* "<revision>-<5 chars>" */
 sl_inst_state_t sl_instance_state(const sl_instance_t *inst);
-int sl_instance_netns_fd(const sl_instance_t *inst);         /* valid until EXITED */
+int sl_instance_netns_fd(const sl_instance_t *inst); /* valid until EXITED */
 int sl_instance_port(const sl_instance_t *inst);
-int sl_instance_pid(const sl_instance_t *inst);              /* 0 until known */
+int sl_instance_pid(const sl_instance_t *inst); /* 0 until known */
 const char *sl_instance_log_path(const sl_instance_t *inst);
-uint64_t sl_instance_started_ns(const sl_instance_t *inst);  /* sl_now_ns() at start */
-uint64_t sl_instance_ready_ns(const sl_instance_t *inst);    /* 0 until READY */
+uint64_t sl_instance_started_ns(const sl_instance_t *inst); /* sl_now_ns() at start */
+uint64_t sl_instance_ready_ns(const sl_instance_t *inst);   /* 0 until READY */
 /* Why it exited: "exited with status 1", "killed by signal 9", "not ready
  * within 120s", "runtime failed: <crun stderr>", followed by
  * "; last log lines: ..." when the log has any. NULL while running. */
@@ -100,6 +107,11 @@ void *sl_instance_data(const sl_instance_t *inst);
  * (STATE/runtime/<rt>), for `RT --root R exec|ps|state <id>`. */
 const char *sl_instance_runtime(const sl_instance_t *inst);
 const char *sl_instance_runtime_root(const sl_instance_t *inst);
+/* The cgroup limits applied (requests + class overhead); 0 = unlimited. */
+int64_t sl_instance_memory_limit(const sl_instance_t *inst);
+int64_t sl_instance_cpu_millis(const sl_instance_t *inst);
+/* True when the instance runs in a user namespace (sandboxed profile). */
+bool sl_instance_userns(const sl_instance_t *inst);
 
 /* Stop every instance (SIGKILL after a short grace when fast is set), wait
  * for all to exit and clean up, then call done. */

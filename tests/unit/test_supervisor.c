@@ -754,6 +754,204 @@ static void test_limits(void **state)
     env_close(&e);
 }
 
+/* ---- runtime classes -------------------------------------------------- */
+
+static char *read_text(const char *path)
+{
+    char *text = NULL;
+    sl_error_t err = {0};
+    if (sl_read_file(path, 1 << 20, &text, NULL, &err) < 0)
+        return xstrdup("");
+    return text;
+}
+
+/* Probes run inside the app before it execs httpd; their results land in
+ * the instance log. */
+static char *const PROBE_SCRIPT[] = {
+    "/bin/sh", "-c",
+    "echo uid=$(id -u) gid=$(id -g); "
+    "/bin/busybox unshare -r -n /bin/true 2>/dev/null; echo unshare=$?; "
+    "/bin/busybox mount -t tmpfs none /tmp 2>/dev/null; echo mount=$?; "
+    "/bin/busybox chroot / /bin/true 2>/dev/null; echo chroot=$?; "
+    "(echo x > /rootw) 2>/dev/null; echo rootw=$?; "
+    "echo y > /tmp/y; echo tmpw=$?; "
+    "echo kallsyms=$(/bin/busybox wc -c < /proc/kallsyms); "
+    "echo secret=$(cat /srv/secret 2>/dev/null); "
+    "echo owner=$(stat -c %u:%g /srv/secret); "
+    "echo probes-done; exec /bin/busybox httpd -f -p 8080 -h /www",
+    NULL};
+
+/* A file only its owner (65532) may read: readable inside the sandbox only
+ * when the root's ownership is mapped into the user namespace. */
+static void make_secret(void)
+{
+    char p[512];
+    snprintf(p, sizeof(p), "%s/srv", g_rootfs);
+    mkdir(p, 0755);
+    snprintf(p, sizeof(p), "%s/srv/secret", g_rootfs);
+    write_text(p, "s3cret\n");
+    assert_int_equal(chmod(p, 0600), 0);
+    assert_int_equal(chown(p, 65532, 65532), 0);
+}
+
+static void stop_and_clean(env_t *e, rec_t *r)
+{
+    sl_instance_stop(r->inst);
+    run_until(&e->loop, &r->n_exited, 15000);
+    assert_int_equal(r->n_exited, 1);
+    assert_cleaned(r->id);
+}
+
+static void test_sandboxed(void **state)
+{
+    make_secret();
+    env_t e;
+    env_open(&e, "crun");
+    img_t m;
+    img_init(&m, "nonroot", PROBE_SCRIPT);
+    sl_instance_spec_t s = base_spec(&m.img);
+    const sl_runtime_class_t *rc = sl_runtimeclass_builtin("sandboxed");
+    assert_non_null(rc);
+    s.profile = &rc->profile;
+    rec_t r;
+    start(&e, &s, &r);
+    assert_true(sl_instance_userns(r.inst));
+    run_until(&e.loop, &r.n_ready, 20000);
+    if (r.n_ready != 1)
+        fail_msg("sandboxed instance not ready: %s", r.reason);
+    assert_true(log_contains(&e, &r, "probes-done", 3000));
+    char *log = read_log(&r);
+    printf("  sandboxed probes: %s", log);
+    assert_non_null(strstr(log, "uid=65532 gid=65532"));
+    assert_null(strstr(log, "unshare=0"));
+    assert_null(strstr(log, "mount=0"));
+    assert_null(strstr(log, "chroot=0"));
+    assert_null(strstr(log, "rootw=0"));
+    assert_non_null(strstr(log, "tmpw=0"));
+    assert_non_null(strstr(log, "kallsyms=0"));
+    assert_non_null(strstr(log, "secret=s3cret"));
+    assert_non_null(strstr(log, "owner=65532:65532"));
+    free(log);
+
+    /* it serves through its netns */
+    char *resp = http_get(r.inst, "/index.html");
+    assert_non_null(strstr(resp, "hello from sluice"));
+    free(resp);
+
+    /* seen from the host: no capabilities, unprivileged host uid, a user
+     * namespace that is not the identity, seccomp filtering, pids limit */
+    char path[256];
+    snprintf(path, sizeof(path), "/proc/%d/status", r.pid);
+    char *st = read_text(path);
+    assert_non_null(strstr(st, "CapEff:\t0000000000000000"));
+    assert_non_null(strstr(st, "CapBnd:\t0000000000000000"));
+    assert_non_null(strstr(st, "Uid:\t165532\t165532\t165532\t165532"));
+    assert_non_null(strstr(st, "NoNewPrivs:\t1"));
+    assert_non_null(strstr(st, "Seccomp:\t2"));
+    free(st);
+    snprintf(path, sizeof(path), "/proc/%d/uid_map", r.pid);
+    char *map = read_text(path);
+    unsigned a = 0, b = 0, c = 0;
+    assert_int_equal(sscanf(map, "%u %u %u", &a, &b, &c), 3);
+    assert_int_equal(a, 0);
+    assert_int_equal(b, 100000);
+    assert_int_equal(c, 65536);
+    free(map);
+    snprintf(path, sizeof(path), "/sys/fs/cgroup/pids/sluice/%s/pids.max", r.id);
+    assert_int_equal(read_long(path), SL_SANDBOX_PIDS_LIMIT);
+    stop_and_clean(&e, &r);
+    env_close(&e);
+}
+
+/* The same probes under the default class: chroot is allowed there (root,
+ * CAP_SYS_CHROOT, Docker's profile), the namespace calls are not. */
+static void test_default_class(void **state)
+{
+    make_secret();
+    env_t e;
+    env_open(&e, "crun");
+    img_t m;
+    img_init(&m, NULL, PROBE_SCRIPT);
+    sl_instance_spec_t s = base_spec(&m.img);
+    const sl_runtime_class_t *rc = sl_runtimeclass_builtin("default");
+    s.profile = &rc->profile;
+    rec_t r;
+    start(&e, &s, &r);
+    assert_false(sl_instance_userns(r.inst));
+    run_until(&e.loop, &r.n_ready, 20000);
+    if (r.n_ready != 1)
+        fail_msg("default-class instance not ready: %s", r.reason);
+    assert_true(log_contains(&e, &r, "probes-done", 3000));
+    char *log = read_log(&r);
+    printf("  default probes: %s", log);
+    assert_non_null(strstr(log, "uid=0 gid=0"));
+    assert_null(strstr(log, "unshare=0"));
+    assert_null(strstr(log, "mount=0"));
+    assert_non_null(strstr(log, "chroot=0"));
+    assert_non_null(strstr(log, "rootw=0"));
+    assert_non_null(strstr(log, "owner=65532:65532"));
+    free(log);
+    char path[256];
+    snprintf(path, sizeof(path), "/proc/%d/status", r.pid);
+    char *st = read_text(path);
+    assert_null(strstr(st, "CapEff:\t0000000000000000"));
+    assert_non_null(strstr(st, "Seccomp:\t2"));
+    free(st);
+    char *resp = http_get(r.inst, "/index.html");
+    assert_non_null(strstr(resp, "hello from sluice"));
+    free(resp);
+    printf("  allowed syscalls: default %zu, sandboxed %zu\n",
+           sl_seccomp_profile_count(SL_SECCOMP_DEFAULT),
+           sl_seccomp_profile_count(SL_SECCOMP_SANDBOXED));
+    stop_and_clean(&e, &r);
+    env_close(&e);
+}
+
+/* Pod overhead: 128Mi + 64Mi overhead = 192Mi; 500m + 100m = 600m. */
+static void test_overhead(void **state)
+{
+    env_t e;
+    env_open(&e, "crun");
+    img_t m;
+    img_init(&m, NULL, HTTPD);
+    sl_instance_spec_t s = base_spec(&m.img);
+    s.memory_limit = 128 << 20;
+    s.cpu_millis = 500;
+    sl_runtime_profile_t prof;
+    assert_true(sl_runtime_profile_for_handler("crun", &prof));
+    prof.overhead_memory = 64 << 20;
+    prof.overhead_cpu_millis = 100;
+    s.profile = &prof;
+    rec_t r;
+    start(&e, &s, &r);
+    assert_int_equal(sl_instance_memory_limit(r.inst), 192 << 20);
+    assert_int_equal(sl_instance_cpu_millis(r.inst), 600);
+    run_until(&e.loop, &r.n_ready, 20000);
+    assert_int_equal(r.n_ready, 1);
+    char p[256];
+    snprintf(p, sizeof(p), "/sys/fs/cgroup/memory/sluice/%s/memory.limit_in_bytes", r.id);
+    assert_int_equal(read_long(p), 192 << 20);
+    snprintf(p, sizeof(p), "/sys/fs/cgroup/cpu/sluice/%s/cpu.cfs_quota_us", r.id);
+    assert_int_equal(read_long(p), 60000);
+    stop_and_clean(&e, &r);
+    env_close(&e);
+}
+
+/* An image USER outside the sandbox's 65536 ids is refused up front. */
+static void test_sandboxed_user_range(void **state)
+{
+    env_t e;
+    env_open(&e, "crun");
+    img_t m;
+    img_init(&m, "70000", HTTPD);
+    sl_instance_spec_t s = base_spec(&m.img);
+    s.profile = &sl_runtimeclass_builtin("sandboxed")->profile;
+    sl_error_t err = {0};
+    assert_null(sl_supervisor_start(e.sup, &s, rec_cb, NULL, &err));
+    assert_non_null(strstr(err.msg, "outside the sandbox's user namespace"));
+    env_close(&e);
+}
+
 static void test_shutdown_many(void **state)
 {
     env_t e;
@@ -917,6 +1115,10 @@ int main(void)
         cmocka_unit_test(test_sigterm_ignored),
         cmocka_unit_test(test_startup_timeout),
         cmocka_unit_test(test_limits),
+        cmocka_unit_test(test_sandboxed),
+        cmocka_unit_test(test_default_class),
+        cmocka_unit_test(test_overhead),
+        cmocka_unit_test(test_sandboxed_user_range),
         cmocka_unit_test(test_shutdown_many),
         cmocka_unit_test(test_cold_start_timing),
         cmocka_unit_test(test_leftovers_cleaned),
