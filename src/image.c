@@ -22,15 +22,33 @@
 #define DEFAULT_MAX_ENTRIES     1000000ULL
 #define DEFAULT_MAX_JSON        (4u << 20)
 
+/* A positive integer from the environment, or dflt when unset or invalid
+ * (an invalid value is reported, never silently half-used). */
+static uint64_t env_limit(const char *name, uint64_t dflt)
+{
+    const char *v = getenv(name);
+    int64_t n;
+    if (!v || !*v)
+        return dflt;
+    if (sl_parse_int64(v, 1, INT64_MAX, &n) < 0) {
+        sl_warn("image", "%s=%s: not a positive integer, using %llu", name, v,
+                (unsigned long long)dflt);
+        return dflt;
+    }
+    return (uint64_t)n;
+}
+
 void sl_image__limits(const sl_image_limits_t *in, sl_image_limits_t *out)
 {
     sl_image_limits_t l = in ? *in : (sl_image_limits_t){0};
     if (!l.max_layer_bytes)
-        l.max_layer_bytes = DEFAULT_MAX_LAYER_BYTES;
+        l.max_layer_bytes = env_limit("SLUICE_IMAGE_MAX_LAYER_BYTES", DEFAULT_MAX_LAYER_BYTES);
     if (!l.max_entries)
-        l.max_entries = DEFAULT_MAX_ENTRIES;
-    if (!l.max_json)
-        l.max_json = DEFAULT_MAX_JSON;
+        l.max_entries = env_limit("SLUICE_IMAGE_MAX_ENTRIES", DEFAULT_MAX_ENTRIES);
+    if (!l.max_json) {
+        uint64_t j = env_limit("SLUICE_IMAGE_MAX_JSON", DEFAULT_MAX_JSON);
+        l.max_json = j > INT32_MAX ? INT32_MAX : (size_t)j;
+    }
     *out = l;
 }
 

@@ -44,24 +44,30 @@
 #include <jansson.h>
 
 typedef struct sl_image {
-    char *id;       /* "sha256:<hex>" of the image config (dir: sha256 of the abs path) */
-    char *ref;      /* the reference as imported (paths made absolute) */
-    char **layers;  /* lower dirs, bottom first: absolute paths to unpacked layers */
+    char *id;      /* "sha256:<hex>" of the image config (dir: sha256 of the abs path) */
+    char *ref;     /* the reference as imported (paths made absolute) */
+    char **layers; /* lower dirs, bottom first: absolute paths to unpacked layers */
     size_t n_layers;
-    char **entrypoint; size_t n_entrypoint; /* from config.config.Entrypoint */
-    char **cmd;        size_t n_cmd;        /* from config.config.Cmd */
-    char **env;        size_t n_env;        /* "K=V" from config.config.Env */
-    char *workdir;  /* may be NULL */
-    char *user;     /* as in the config ("65532", "nonroot", "1000:1000"), may be NULL */
+    char **entrypoint;
+    size_t n_entrypoint; /* from config.config.Entrypoint */
+    char **cmd;
+    size_t n_cmd; /* from config.config.Cmd */
+    char **env;
+    size_t n_env;     /* "K=V" from config.config.Env */
+    char *workdir;    /* may be NULL */
+    char *user;       /* as in the config ("65532", "nonroot", "1000:1000"), may be NULL */
     int exposed_port; /* first ExposedPorts tcp port, 0 if none */
-    uint64_t size;  /* total unpacked bytes (approximate) */
+    uint64_t size;    /* total unpacked bytes (approximate) */
 } sl_image_t;
 
-/* Limits for untrusted layers (decompression bombs, huge configs). */
+/* Limits for untrusted layers (decompression bombs, huge configs). A zero
+ * field takes its default, which the environment of the importing process
+ * may lower or raise: SLUICE_IMAGE_MAX_LAYER_BYTES, SLUICE_IMAGE_MAX_ENTRIES,
+ * SLUICE_IMAGE_MAX_JSON (positive integers, bytes / entries). */
 typedef struct sl_image_limits {
-    uint64_t max_layer_bytes;  /* unpacked bytes per layer (default 4 GiB) */
-    uint64_t max_entries;      /* entries per layer (default 1,000,000) */
-    size_t max_json;           /* manifest/config/index size (default 4 MiB) */
+    uint64_t max_layer_bytes; /* unpacked bytes per layer (default 4 GiB) */
+    uint64_t max_entries;     /* entries per layer (default 1,000,000) */
+    size_t max_json;          /* manifest/config/index size (default 4 MiB) */
 } sl_image_limits_t;
 
 /*

@@ -1132,6 +1132,20 @@ static void test_limits(void **state)
     assert_contains(err.msg, "max_layer_bytes");
     assert_int_equal(unpack_ents(two, 2, NULL, &err, root), 0);
 
+    /* defaults come from the environment when set (tests use tiny caps) */
+    setenv("SLUICE_IMAGE_MAX_LAYER_BYTES", "1000", 1);
+    assert_true(unpack_ents(two, 2, NULL, &err, root) < 0);
+    assert_contains(err.msg, "max_layer_bytes");
+    sl_image_limits_t explicit_lim = {.max_layer_bytes = 5000}; /* a caller's value wins */
+    assert_int_equal(unpack_ents(two, 2, &explicit_lim, &err, root), 0);
+    setenv("SLUICE_IMAGE_MAX_LAYER_BYTES", "lots", 1); /* invalid: default */
+    assert_int_equal(unpack_ents(two, 2, NULL, &err, root), 0);
+    unsetenv("SLUICE_IMAGE_MAX_LAYER_BYTES");
+    setenv("SLUICE_IMAGE_MAX_ENTRIES", "1", 1);
+    assert_true(unpack_ents(two, 2, NULL, &err, root) < 0);
+    assert_contains(err.msg, "max_entries");
+    unsetenv("SLUICE_IMAGE_MAX_ENTRIES");
+
     /* through import: the error names the layer */
     json_t *m;
     sl_autofree char *dir = make_two_layer_layout(&m);
@@ -1145,6 +1159,10 @@ static void test_limits(void **state)
     sl_image_limits_t lim4 = {.max_json = 64};
     import_fails(ref, &lim4, &err);
     assert_contains(err.msg, "max_json");
+    setenv("SLUICE_IMAGE_MAX_JSON", "64", 1);
+    import_fails(ref, NULL, &err);
+    assert_contains(err.msg, "max_json");
+    unsetenv("SLUICE_IMAGE_MAX_JSON");
     assert_tmp_empty();
     json_decref(hold);
     json_decref(m);
