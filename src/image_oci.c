@@ -157,8 +157,12 @@ static int read_json_file(sl_import_t *im, const char *dir, const char *name, js
     sl_autofree char *p = xasprintf("%s/%s", dir, name);
     sl_autofree char *buf = NULL;
     size_t len;
-    if (sl_read_file(p, im->lim.max_json, &buf, &len, err) < 0)
+    if (sl_read_file(p, im->lim.max_json, &buf, &len, err) < 0) {
+        if (err->code == EFBIG) /* a layout, but an oversized one */
+            return sl_error_set(err, EFBIG, "%s: larger than the %zu-byte limit (max_json)", p,
+                                im->lim.max_json);
         return sl_error_wrap(err, "not an OCI image layout");
+    }
     *out = sl_image__json_parse(buf, len, name, err);
     return *out ? 0 : -1;
 }
