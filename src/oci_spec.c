@@ -292,10 +292,14 @@ json_t *sl_oci_spec_build(const sl_oci_params_t *p)
     for (size_t i = 0; i < SL_ARRAY_LEN(p->annotations) && p->annotations[i][0]; i++)
         json_object_set_new(ann, p->annotations[i][0],
                             json_string(p->annotations[i][1] ? p->annotations[i][1] : ""));
-    return json_pack("{s:s,s:o,s:{s:s,s:b},s:s,s:o,s:o,s:o}", "ociVersion", "1.0.2", "process",
-                     process(p), "root", "path", p->rootfs ? p->rootfs : "rootfs", "readonly",
-                     p->readonly_rootfs, "hostname", p->hostname ? p->hostname : "sluice", "mounts",
-                     mounts(p), "linux", linux_section(p), "annotations", ann);
+    json_t *spec =
+        json_pack("{s:s,s:o,s:{s:s,s:b},s:o,s:o,s:o}", "ociVersion", "1.0.2", "process", process(p),
+                  "root", "path", p->rootfs ? p->rootfs : "rootfs", "readonly", p->readonly_rootfs,
+                  "mounts", mounts(p), "linux", linux_section(p), "annotations", ann);
+    /* A joined UTS namespace keeps its hostname; runtimes refuse to set one. */
+    if (spec && !p->uts_ns_path)
+        json_object_set_new(spec, "hostname", json_string(p->hostname ? p->hostname : "sluice"));
+    return spec;
 }
 
 int sl_oci_spec_write(const char *bundle_dir, const sl_oci_params_t *p, sl_error_t *err)

@@ -113,6 +113,28 @@ int64_t sl_instance_cpu_millis(const sl_instance_t *inst);
 /* True when the instance runs in a user namespace (sandboxed profile). */
 bool sl_instance_userns(const sl_instance_t *inst);
 
+/* An ephemeral debug container (kubectl debug --target): joins the pid,
+ * network, ipc and uts namespaces of a running instance's process. */
+typedef struct sl_debug_spec {
+    const char *state_dir; /* bundle under STATE/debug/<id>/, removed after */
+    int target_pid;        /* the instance's pid (sl_instance_pid) */
+    const char *runtime;   /* NULL = "crun" */
+    char *const *layers;   /* toolbox image layers, bottom first; none = busybox-static */
+    size_t n_layers;
+    char *const *argv; /* NULL-terminated; NULL or empty = {"sh"} */
+    bool terminal;     /* the runtime's own pty (stdin is a terminal) */
+    bool privileged;   /* allow a target in its own user namespace (sandboxed) */
+} sl_debug_spec_t;
+
+/*
+ * Build the bundle, run the container in the foreground on this process's
+ * stdio (blocking; SIGINT/SIGQUIT ignored here meanwhile), then delete the
+ * container, its cgroup and the bundle. *exit_code is the command's exit
+ * status. Fails before running (err set) when the target is gone, the
+ * runtime is missing, or the target is sandboxed and privileged is unset.
+ */
+int sl_debug_run(const sl_debug_spec_t *spec, int *exit_code, sl_error_t *err);
+
 /* Stop every instance (SIGKILL after a short grace when fast is set), wait
  * for all to exit and clean up, then call done. */
 void sl_supervisor_shutdown(sl_supervisor_t *sup, bool fast, void (*done)(void *), void *data);

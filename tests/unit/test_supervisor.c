@@ -952,6 +952,103 @@ static void test_sandboxed_user_range(void **state)
     env_close(&e);
 }
 
+/* Run a debug container against pid with stdout captured into *out. */
+static int debug_capture(int pid, bool privileged, char *const *argv, char **out, sl_error_t *err)
+{
+    char path[512];
+    snprintf(path, sizeof(path), "%s/debug-out.txt", g_tmp);
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    assert_true(fd >= 0);
+    fflush(stdout);
+    int saved = dup(1);
+    dup2(fd, 1);
+    close(fd);
+    sl_debug_spec_t d = {
+        .state_dir = g_state, .target_pid = pid, .argv = argv, .privileged = privileged};
+    int code = -1;
+    int rc = sl_debug_run(&d, &code, err);
+    fflush(stdout);
+    dup2(saved, 1);
+    close(saved);
+    *out = read_text(path);
+    return rc < 0 ? rc : code;
+}
+
+static void test_debug_container(void **state)
+{
+    env_t e;
+    env_open(&e, "crun");
+    img_t m;
+    img_init(&m, NULL, HTTPD);
+    sl_instance_spec_t s = base_spec(&m.img);
+    rec_t r;
+    start(&e, &s, &r);
+    run_until(&e.loop, &r.n_ready, 20000);
+    assert_int_equal(r.n_ready, 1);
+    char *const argv[] = {"sh", "-c",
+                          "ps; echo port=$PORT; wget -qO- 127.0.0.1:$PORT/index.html; "
+                          "echo host=$(hostname); ls /proc/1/root/www; exit 7",
+                          NULL};
+    char *out = NULL;
+    sl_error_t err = {0};
+    int code = debug_capture(r.pid, false, argv, &out, &err);
+    printf("  debug output: %s", out);
+    if (code < 0)
+        fail_msg("debug: %s", err.msg);
+    assert_int_equal(code, 7);
+    assert_non_null(strstr(out, "httpd"));             /* sees the app's processes */
+    assert_non_null(strstr(out, "port=8080"));         /* its contract env */
+    assert_non_null(strstr(out, "hello from sluice")); /* its loopback */
+    char host[160];
+    snprintf(host, sizeof(host), "host=%.63s", r.id); /* its uts namespace */
+    assert_non_null(strstr(out, host));
+    assert_non_null(strstr(out, "index.html")); /* its filesystem via /proc/1/root */
+    free(out);
+    /* the app is untouched and the bundle is gone */
+    assert_int_equal(sl_instance_state(r.inst), SL_INST_READY);
+    assert_int_equal(sl_instance_pid(r.inst), r.pid);
+    char *resp = http_get(r.inst, "/index.html");
+    assert_non_null(strstr(resp, "hello from sluice"));
+    free(resp);
+    char p[512];
+    snprintf(p, sizeof(p), "%s/debug", g_state);
+    glob_t g;
+    snprintf(p, sizeof(p), "%s/debug/debug-*", g_state);
+    assert_int_equal(glob(p, 0, NULL, &g), GLOB_NOMATCH);
+    globfree(&g);
+    stop_and_clean(&e, &r);
+    env_close(&e);
+}
+
+/* A sandboxed instance refuses a debug container unless privileged. */
+static void test_debug_sandboxed(void **state)
+{
+    env_t e;
+    env_open(&e, "crun");
+    img_t m;
+    img_init(&m, "nonroot", HTTPD);
+    sl_instance_spec_t s = base_spec(&m.img);
+    s.profile = &sl_runtimeclass_builtin("sandboxed")->profile;
+    rec_t r;
+    start(&e, &s, &r);
+    run_until(&e.loop, &r.n_ready, 20000);
+    assert_int_equal(r.n_ready, 1);
+    char *const argv[] = {"sh", "-c", "wget -qO- 127.0.0.1:$PORT/index.html", NULL};
+    char *out = NULL;
+    sl_error_t err = {0};
+    assert_true(debug_capture(r.pid, false, argv, &out, &err) < 0);
+    assert_non_null(strstr(err.msg, "--privileged-debug"));
+    free(out);
+    int code = debug_capture(r.pid, true, argv, &out, &err);
+    if (code < 0)
+        fail_msg("privileged debug: %s", err.msg);
+    assert_int_equal(code, 0);
+    assert_non_null(strstr(out, "hello from sluice"));
+    free(out);
+    stop_and_clean(&e, &r);
+    env_close(&e);
+}
+
 static void test_shutdown_many(void **state)
 {
     env_t e;
@@ -1119,6 +1216,8 @@ int main(void)
         cmocka_unit_test(test_default_class),
         cmocka_unit_test(test_overhead),
         cmocka_unit_test(test_sandboxed_user_range),
+        cmocka_unit_test(test_debug_container),
+        cmocka_unit_test(test_debug_sandboxed),
         cmocka_unit_test(test_shutdown_many),
         cmocka_unit_test(test_cold_start_timing),
         cmocka_unit_test(test_leftovers_cleaned),
