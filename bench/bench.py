@@ -368,12 +368,23 @@ def profile_router(d, a):
                           "--percent-limit", "1.5", "--sort", "dso,symbol"],
                          capture_output=True, text=True, timeout=120).stdout
     lines = [l for l in rep.splitlines() if l.strip() and not l.startswith("#")]
+    dsos = subprocess.run(["perf", "report", "-i", data, "--no-children", "--stdio", "-g", "none",
+                           "--sort", "dso"], capture_output=True, text=True, timeout=120).stdout
+    dso_lines = [l.strip() for l in dsos.splitlines() if l.strip() and not l.startswith("#")][:8]
+    user = subprocess.run(["perf", "report", "-i", data, "--no-children", "--stdio", "-g", "none",
+                           "--sort", "dso,symbol", "--percent-limit", "0.3"],
+                          capture_output=True, text=True, timeout=120).stdout
+    user_lines = [l.strip() for l in user.splitlines()
+                  if l.strip() and not l.startswith("#") and "[k]" not in l][:15]
     with open(os.path.join(OUT, "perf-router.txt"), "w") as f:
-        f.write(rep)
-    log("  perf (router under wrk -c32), top symbols:")
-    for l in lines[:14]:
-        log("    " + l.strip())
-    return lines[:25]
+        f.write(dsos + "\n" + rep + "\n" + user)
+    log("  perf (router under wrk -c32), share by DSO:")
+    for l in dso_lines:
+        log("    " + l)
+    log("  top user-space symbols:")
+    for l in user_lines[:10]:
+        log("    " + l)
+    return {"dso": dso_lines, "kernel_top": lines[:12], "user_top": user_lines}
 
 
 # ----------------------------------------------------------------- 3: cold start
@@ -664,8 +675,10 @@ def bench_conns(d, a):
             h.stdin.flush()
             h.stdout.readline()
             alive = int(h.stdout.readline().split()[1])
+            prev = rows[-1]
             row = {"conns": n, "open": int(ready[1]), "failed": int(ready[2]), "alive_after_3s": alive,
-                   "daemon_rss_kib": rss, "bytes_per_conn": (rss - base) * 1024.0 / n}
+                   "daemon_rss_kib": rss, "bytes_per_conn": (rss - base) * 1024.0 / n,
+                   "bytes_per_conn_marginal": (rss - prev["daemon_rss_kib"]) * 1024.0 / (n - prev["conns"])}
             rows.append(row)
             log("  %5d conns: open %d failed %d alive %d; daemon RSS %d KiB → %.0f B/conn"
                 % (n, row["open"], row["failed"], alive, rss, row["bytes_per_conn"]))
@@ -691,7 +704,10 @@ def bench_instances(d, a):
         time.sleep(1)
         rss = d.rss_kib()
         mem = [m for m in (cgroup_mem(i["name"]) for i in ready) if m is not None]
+        prev = rows[-1]
         row = {"instances": n, "daemon_rss_kib": rss, "daemon_kib_per_instance": (rss - base) / n,
+               # slope from the previous step: first-use growth (heap, SQLite cache) excluded
+               "daemon_kib_per_instance_marginal": (rss - prev["daemon_rss_kib"]) / (n - prev["instances"]),
                "cgroup_kib_per_instance": (sum(mem) / len(mem) / 1024) if mem else None}
         rows.append(row)
         log("  %3d instances: daemon RSS %d KiB → %.1f KiB/instance; cgroup memory %.0f KiB/instance"

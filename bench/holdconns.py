@@ -51,8 +51,9 @@ def main():
     for _ in sys.stdin:
         alive = 0
         for s in conns:
-            r, _, _ = select.select([s], [], [], 0)
-            if not r:
+            p = select.poll()
+            p.register(s, select.POLLIN)
+            if not p.poll(0):
                 alive += 1
                 continue
             try:
