@@ -162,7 +162,7 @@ int sl_as_decide(sl_autoscaler_t *as, int ready, uint64_t now_ns)
         desired = (int)stable_want;
     }
     /* Zero only after a quiet stable window and the grace/retention period. */
-    if (desired == 0 && ready > 0) {
+    if (desired == 0) {
         uint64_t hold = c->scale_to_zero_grace_ns > c->retention_ns ? c->scale_to_zero_grace_ns
                                                                     : c->retention_ns;
         bool quiet = as->current == 0 && as->observed_stable == 0;

@@ -192,7 +192,8 @@ inst_rt_t *ctl_pick_instance(rev_rt_t *r)
     int ties = 0;
     int limit = r->cfg->concurrency;
     for (inst_rt_t *i = r->instances; i; i = i->next) {
-        if (!i->ready || i->draining || !i->pool || (limit > 0 && i->inflight >= limit))
+        if (!i->ready || i->draining || i->dying || i->fail_streak >= 3 || !i->pool ||
+            (limit > 0 && i->inflight >= limit))
             continue;
         if (!best || i->inflight < best->inflight) {
             best = i;
@@ -294,7 +295,9 @@ static void instance_cb(sl_instance_t *inst, sl_inst_state_t state, void *data)
     sl_controller_t *c = r->ctl;
     switch (state) {
     case SL_INST_STARTING:
+        return;
     case SL_INST_STOPPING:
+        i->dying = true;
         return;
     case SL_INST_READY:
         if (i->ready)
@@ -733,9 +736,19 @@ static void op_release(void *ctx, void *instance, bool failed)
         }
         return;
     }
+    /* Outlier ejection: an instance whose requests keep failing gets no
+     * more until it is replaced or recovers. */
+    if (failed && ++i->fail_streak == 3) {
+        sl_warn(MOD, "instance %s: 3 requests in a row failed; taking it out of rotation",
+                sl_instance_id(i->inst));
+        ctl_stop_instance(i);
+    } else if (!failed) {
+        i->fail_streak = 0;
+    }
     if (i->draining && i->inflight == 0)
         ctl_stop_instance(i);
     ctl_dispatch(r);
+    ctl_rev_ensure(r);
 }
 
 static uint64_t op_timeout_ms(void *ctx, void *target)

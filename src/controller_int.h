@@ -28,6 +28,8 @@ struct inst_rt {
     bool draining; /* chosen for scale-down: no new requests, stop when idle */
     bool stopped;  /* sluice asked it to stop; its exit is not a failure */
     bool gone;     /* exited; kept only until the router releases it */
+    bool dying;    /* its process exited or is being stopped: no new requests */
+    int fail_streak; /* consecutive failed requests; ejected at 3 */
     inst_rt_t *prev, *next;
 };
 

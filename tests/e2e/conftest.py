@@ -40,10 +40,11 @@ def images():
 
 
 class Daemon:
-    def __init__(self, state_dir, port, runtime="crun"):
+    def __init__(self, state_dir, port, runtime="crun", extra=()):
         self.state_dir = state_dir
         self.port = port
         self.runtime = runtime
+        self.extra = list(extra)
         self.proc = None
         self.log_path = os.path.join(os.path.dirname(state_dir), "daemon-%d.log" % port)
 
@@ -52,7 +53,7 @@ class Daemon:
         env = dict(os.environ, ASAN_OPTIONS="detect_leaks=1:abort_on_error=0")
         self.proc = subprocess.Popen(
             [BIN, "serve", "--listen", "127.0.0.1:%d" % self.port,
-             "--state-dir", self.state_dir, "--runtime", self.runtime],
+             "--state-dir", self.state_dir, "--runtime", self.runtime] + self.extra,
             stdout=self.log, stderr=subprocess.STDOUT, env=env)
         deadline = time.time() + 30
         while time.time() < deadline:
@@ -112,15 +113,29 @@ class Daemon:
 
 
 @pytest.fixture
-def daemon(tmp_path):
-    state = tmp_path / "state"
-    d = Daemon(str(state), free_port())
-    d.start()
-    yield d
-    if d.proc:
-        rc = d.stop()
-        assert rc == 0, "daemon exited %d: %s" % (rc, d.daemon_log())
-    assert_no_leftovers(str(state))
+def make_daemon(tmp_path):
+    """Factory for daemons with extra `sluice serve` flags; all are stopped
+    (and checked for a clean exit and no leftovers) at the end."""
+    made = []
+
+    def make(*extra, runtime="crun"):
+        state = tmp_path / ("state%d" % len(made) if made else "state")
+        d = Daemon(str(state), free_port(), runtime=runtime, extra=extra)
+        d.start()
+        made.append(d)
+        return d
+
+    yield make
+    for d in made:
+        if d.proc:
+            rc = d.stop()
+            assert rc == 0, "daemon exited %d: %s" % (rc, d.daemon_log())
+        assert_no_leftovers(d.state_dir)
+
+
+@pytest.fixture
+def daemon(make_daemon):
+    return make_daemon()
 
 
 def mounts_under(path):
@@ -136,6 +151,34 @@ def cgroups_named(instance_ids):
             if os.path.exists(p):
                 found.append(p)
     return found
+
+
+def instance_netns_curl(pid, path, port=8080):
+    """GET from inside an instance's network namespace (bypassing sluice)."""
+    r = subprocess.run(["nsenter", "--net=/proc/%d/ns/net" % pid, "curl", "-sS",
+                        "--max-time", "10", "http://127.0.0.1:%d%s" % (port, path)],
+                       capture_output=True, text=True)
+    return r.stdout
+
+
+def hey(url, *args):
+    """Runs hey and returns (status code counts, error lines, raw output)."""
+    r = subprocess.run(["hey", *args, url], capture_output=True, text=True, timeout=600)
+    codes = {}
+    errors = []
+    section = None
+    for line in r.stdout.splitlines():
+        t = line.strip()
+        if t.startswith("Status code distribution"):
+            section = "codes"
+        elif t.startswith("Error distribution"):
+            section = "errors"
+        elif section == "codes" and t.startswith("["):
+            code, n = t[1:].split("]")
+            codes[int(code)] = int(n.split()[0])
+        elif section == "errors" and t:
+            errors.append(t)
+    return codes, errors, r.stdout
 
 
 def assert_no_leftovers(state):

@@ -1,0 +1,203 @@
+"""The serverless data path under real load (hey): per-instance concurrency
+limits, the activator queue, KPA autoscaling, scale to zero, timeouts and
+failure handling."""
+import os
+import signal
+import subprocess
+import threading
+import time
+
+import pytest
+
+from conftest import hey, instance_netns_curl
+
+FAST = ("--stable-window", "2s", "--scale-to-zero-grace", "1s", "--autoscale-tick", "50ms")
+
+
+def url(d, name, path):
+    return "http://127.0.0.1:%d%s" % (d.port, path)
+
+
+def instances(d, name):
+    return d.json("instances", name)["items"]
+
+
+def wait_for(pred, timeout, step=0.05):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        v = pred()
+        if v:
+            return v
+        time.sleep(step)
+    return pred()
+
+
+def test_concurrency_one_is_never_exceeded(make_daemon, images):
+    d = make_daemon(*FAST)
+    d.cli("deploy", "one", "--image", images["hello"], "--concurrency", "1", "--max", "4")
+    codes, errors, out = hey(url(d, "one", "/sleep?ms=20"), "-host", d.host("one"),
+                             "-z", "20s", "-c", "8")
+    assert errors == [], out
+    assert set(codes) == {200}, out
+    seen = 0
+    for inst in instances(d, "one"):
+        stats = instance_netns_curl(inst["pid"], "/stats")
+        kv = dict(p.split("=") for p in stats.split())
+        assert int(kv["sleeping_max"]) <= 1, (inst["name"], stats)
+        seen += int(kv["requests"])
+    assert seen > 0
+
+
+def test_scale_from_zero_and_back(make_daemon, images):
+    d = make_daemon(*FAST)
+    d.cli("deploy", "idle", "--image", images["hello"])
+    assert wait_for(lambda: instances(d, "idle") == [], 20), "did not scale to zero"
+    t0 = time.time()
+    code, body = d.curl("idle", "/")
+    cold = time.time() - t0
+    print("cold start to first response: %.1f ms" % (cold * 1000))
+    assert code == 200 and "revision=idle-00001" in body
+    assert len(instances(d, "idle")) == 1
+    assert wait_for(lambda: instances(d, "idle") == [], 20), "did not scale to zero again"
+    rev = d.json("revisions", "idle")["items"][0]
+    assert rev["status"]["actualReplicas"] == 0
+
+
+def test_load_step_scales_out_and_back(make_daemon, images):
+    d = make_daemon(*FAST)
+    d.cli("deploy", "step", "--image", images["hello"], "--concurrency", "10", "--max", "8",
+          "--min", "1")
+    result = {}
+
+    def load():
+        result["hey"] = hey(url(d, "step", "/sleep?ms=100"), "-host", d.host("step"),
+                            "-z", "6s", "-c", "50")
+
+    t = threading.Thread(target=load)
+    start = time.time()
+    t.start()
+    counts = []
+    reached = None
+    while t.is_alive():
+        n = len([i for i in instances(d, "step") if i["state"] in ("Ready", "Starting")])
+        counts.append(n)
+        if reached is None and n >= 5:
+            reached = time.time() - start
+        time.sleep(0.1)
+    t.join()
+    codes, errors, out = result["hey"]
+    print("instances over time:", counts, "reached 5 after", reached)
+    assert errors == [], out
+    assert set(codes) == {200}, out
+    assert reached is not None and reached <= 2.5, counts
+    assert max(counts) <= 8
+    assert wait_for(lambda: len(instances(d, "step")) == 1, 30), instances(d, "step")
+
+
+def test_timeout_seconds(make_daemon, images):
+    d = make_daemon(*FAST)
+    d.cli("deploy", "slow", "--image", images["hello"], "--timeout", "2")
+    code, _ = d.curl("slow", "/sleep?ms=1000")
+    assert code == 200
+    t0 = time.time()
+    code, body = d.curl("slow", "/sleep?ms=3000")
+    assert code == 504, body
+    assert time.time() - t0 < 2.9
+
+
+STREAM = r"""
+mkdir -p /tmp/www/cgi-bin
+cat > /tmp/www/cgi-bin/stream <<'EOS'
+#!/bin/sh
+printf 'Content-Type: text/plain\r\n\r\n'
+for i in 1 2 3 4; do echo "tick $i"; sleep 1; done
+EOS
+chmod 755 /tmp/www/cgi-bin/stream
+exec httpd -f -p "$PORT" -h /tmp/www
+"""
+
+
+def test_streaming_response_outlives_timeout(make_daemon, images):
+    import json
+    d = make_daemon(*FAST)
+    doc = {"apiVersion": "serving.knative.dev/v1", "kind": "Service",
+           "metadata": {"name": "stream"},
+           "spec": {"template": {"spec": {"timeoutSeconds": 2, "containers": [
+               {"image": images["busybox"], "command": ["/bin/sh", "-c", STREAM]}]}}}}
+    d.cli("apply", "-f", "-", "--wait", input=json.dumps(doc))
+    code, body = d.curl("stream", "/cgi-bin/stream")
+    assert code == 200, body
+    assert "tick 4" in body
+
+
+def test_killed_instance_loses_only_its_requests(make_daemon, images):
+    d = make_daemon(*FAST)
+    d.cli("deploy", "crash", "--image", images["hello"], "--concurrency", "5", "--min", "2")
+    assert wait_for(lambda: len([i for i in instances(d, "crash") if i["state"] == "Ready"]) >= 2, 20)
+    result = {}
+
+    def load():
+        result["hey"] = hey(url(d, "crash", "/sleep?ms=50"), "-host", d.host("crash"),
+                            "-z", "5s", "-c", "6")
+
+    t = threading.Thread(target=load)
+    t.start()
+    time.sleep(1.5)
+    victim = instances(d, "crash")[0]
+    os.kill(victim["pid"], signal.SIGKILL)
+    t.join()
+    codes, errors, out = result["hey"]
+    failed = sum(n for c, n in codes.items() if c != 200) + len(errors)
+    print("status codes:", codes, "errors:", errors)
+    # Only the requests the killed instance held may fail (at most its
+    # concurrency limit).
+    assert failed <= 5, out
+    assert codes.get(200, 0) > 100
+    code, _ = d.curl("crash", "/")
+    assert code == 200
+
+
+def test_scale_down_during_load_drops_nothing(make_daemon, images):
+    d = make_daemon(*FAST)
+    d.cli("deploy", "down", "--image", images["hello"], "--concurrency", "4", "--max", "10")
+    high = {}
+
+    def run(key, c, secs):
+        high[key] = hey(url(d, "down", "/sleep?ms=50"), "-host", d.host("down"),
+                        "-z", "%ds" % secs, "-c", str(c))
+
+    t1 = threading.Thread(target=run, args=("high", 30, 4))
+    t2 = threading.Thread(target=run, args=("low", 2, 10))
+    t1.start()
+    t2.start()
+    t1.join()
+    peak = len(instances(d, "down"))
+    t2.join()
+    after = len(instances(d, "down"))
+    for key in ("high", "low"):
+        codes, errors, out = high[key]
+        assert errors == [], out
+        assert set(codes) == {200}, out
+    print("instances at peak %d, after the low phase %d" % (peak, after))
+    assert peak >= 3
+    assert after < peak
+
+
+def test_queue_full_and_max_scale(make_daemon, images):
+    d = make_daemon(*FAST, "--queue-deadline", "500ms")
+    d.cli("deploy", "cap", "--image", images["hello"], "--concurrency", "1", "--max", "1",
+          "--min", "1")
+    codes, errors, out = hey(url(d, "cap", "/sleep?ms=400"), "-host", d.host("cap"),
+                             "-n", "12", "-c", "12")
+    print(codes)
+    assert codes.get(200, 0) >= 1
+    assert codes.get(429, 0) >= 1, out
+
+
+def test_invalid_autoscaling_input(daemon, images):
+    r = daemon.cli("deploy", "bad", "--image", images["hello"], "--min", "5", "--max", "2",
+                   check=False)
+    assert r.returncode != 0
+    assert "autoscaling.knative.dev/min-scale" in r.stderr
+    r = daemon.cli("deploy", "bad", "--image", images["hello"], "--min", "x", check=False)
+    assert r.returncode != 0 and "--min" in r.stderr
