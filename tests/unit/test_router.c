@@ -282,7 +282,7 @@ static const char *const bad_responses[] = {
 };
 #define N_BAD_RESPONSES (sizeof(bad_responses) / sizeof(bad_responses[0]))
 
-static unsigned atoi_safe(const char *s)
+static unsigned bad_index(const char *s)
 {
     return (unsigned)strtoul(s, NULL, 10);
 }
@@ -355,7 +355,7 @@ static bool be_serve_one(be_conn_t *bc, bool *drop_next)
             "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab";
         be_write(fd, m, sizeof(m) - 1);
     } else if (strncmp(path, "/badresp?i=", 11) == 0) {
-        const char *m = bad_responses[atoi_safe(path + 11) % N_BAD_RESPONSES];
+        const char *m = bad_responses[bad_index(path + 11) % N_BAD_RESPONSES];
         be_write(fd, m, strlen(m));
     } else if (strcmp(path, "/hang") == 0) {
         /* never answer; wait for the next request or EOF */
