@@ -496,6 +496,10 @@ static void route_knative(route_ctx_t *r, char **seg, size_t n)
             return;
         }
         route_services(r, ns, name);
+    } else if (!strcmp(kind, "revisions") && name && ns && method_is(r, "DELETE")) {
+        json_t *body = NULL;
+        int st = sl_controller_delete_revision(r->c->api->ctl, ns, name, &body);
+        send_json(r->c, st, body);
     } else if (!strcmp(kind, "revisions") && !name && method_is(r, "GET")) {
         char buf[256];
         json_t *body = NULL;

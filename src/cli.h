@@ -71,6 +71,10 @@ int sl_cmd_revisions(int argc, char **argv);
 int sl_cmd_instances(int argc, char **argv);
 int sl_cmd_images(int argc, char **argv);
 int sl_cmd_logs(int argc, char **argv);
+int sl_cmd_traffic(int argc, char **argv);
+int sl_cmd_usage(int argc, char **argv);
+int sl_cmd_debug(int argc, char **argv);
+int sl_cmd_runtimeclasses(int argc, char **argv);
 int sl_cmd_version(int argc, char **argv);
 int sl_cmd_doctor(int argc, char **argv);
 

@@ -31,6 +31,8 @@ static void deploy_usage(FILE *f)
             "  --cpu Q              cpu limit, e.g. 1 or 500m\n"
             "  --timeout S          request timeout in seconds (1..3600, default 300)\n"
             "  --runtime-class NAME runtime class\n"
+            "  --no-traffic         keep traffic on the revision serving now\n"
+            "  --tag T              serve the new revision at http://T-NAME.DOMAIN:PORT\n"
             "  --no-wait            return once the change is stored\n"
             "  --wait-timeout S     give up waiting after S seconds (default 300)\n"
             "  -n NS, --state-dir DIR, -o json|yaml\n");
@@ -188,6 +190,45 @@ static int put_service(const sl_cli_opts_t *o, json_t *svc, bool wait, int wait_
     return rc;
 }
 
+/* Cloud Run's way to stage a revision: --no-traffic pins the split to the
+ * revision serving now; --tag T gives the new (latest) revision the URL
+ * T-NAME.DOMAIN. */
+static int stage_traffic(json_t *svc, bool no_traffic, const char *tag)
+{
+    json_t *spec = json_object_get(svc, "spec");
+    json_t *traffic = json_object_get(spec, "traffic");
+    if (!json_is_array(traffic)) {
+        traffic = json_pack("[{s:b,s:i}]", "latestRevision", 1, "percent", 100);
+        json_object_set_new(spec, "traffic", traffic);
+    }
+    const char *ready = sl_json_str(svc, "status.latestReadyRevisionName");
+    size_t i;
+    json_t *t;
+    for (i = 0; i < json_array_size(traffic);) {
+        t = json_array_get(traffic, i);
+        const char *have = json_string_value(json_object_get(t, "tag"));
+        if (tag && have && !strcmp(have, tag) && !json_integer_value(json_object_get(t, "percent"))) {
+            json_array_remove(traffic, i);
+            continue;
+        }
+        if (tag && have && !strcmp(have, tag))
+            json_object_del(t, "tag");
+        if (no_traffic && json_is_true(json_object_get(t, "latestRevision")) &&
+            json_integer_value(json_object_get(t, "percent")) > 0) {
+            if (!ready)
+                return sl_cli_error("deploy --no-traffic: the service has no ready revision to "
+                                    "keep serving");
+            json_object_del(t, "latestRevision");
+            json_object_set_new(t, "revisionName", json_string(ready));
+        }
+        i++;
+    }
+    if (tag)
+        json_array_append_new(traffic, json_pack("{s:b,s:i,s:s}", "latestRevision", 1, "percent",
+                                                 0, "tag", tag));
+    return 0;
+}
+
 int sl_cmd_deploy(int argc, char **argv)
 {
     enum { O_IMAGE = 1000, O_PORT, O_ENV, O_CONC, O_MIN, O_MAX, O_MEM, O_CPU, O_TIMEOUT,
@@ -251,12 +292,15 @@ int sl_cmd_deploy(int argc, char **argv)
         json_decref(svc);
         svc = new_service(name, o.ns);
     } else {
-        json_object_del(svc, "status");
+        const char *ready = sl_json_str(svc, "status.latestReadyRevisionName");
+        json_t *keep = ready ? json_pack("{s:s}", "latestReadyRevisionName", ready) : json_object();
+        json_object_set_new(svc, "status", keep);
         json_object_del(json_object_get(sl_json_path(svc, "spec.template"), "metadata"), "name");
     }
     json_t *c = container_of(svc);
     json_t *pod = sl_json_path(svc, "spec.template.spec");
-    bool wait = true, have_image = exists;
+    bool wait = true, have_image = exists, no_traffic = false;
+    const char *tag = NULL;
     int64_t wait_timeout = 300;
     int rc = 0;
     optind = 1;
@@ -326,9 +370,12 @@ int sl_cmd_deploy(int argc, char **argv)
             json_object_set_new(pod, "runtimeClassName", json_string(optarg));
             break;
         case O_TAG:
+            if (!sl_is_dns1123_label(optarg))
+                rc = sl_cli_usage("--tag: '%s' must be a DNS-1123 label", optarg);
+            tag = optarg;
+            break;
         case O_NOTRAFFIC:
-            rc = sl_cli_usage("deploy: --tag and --no-traffic need traffic splitting, which this "
-                              "version does not support yet");
+            no_traffic = true;
             break;
         case O_NOWAIT:
             wait = false;
@@ -343,6 +390,11 @@ int sl_cmd_deploy(int argc, char **argv)
     }
     if (rc == 0 && !have_image)
         rc = sl_cli_usage("deploy: --image is required for a new service");
+    if (rc == 0 && no_traffic && !exists)
+        rc = sl_cli_usage("deploy: --no-traffic needs an existing service (a new one has no "
+                          "revision to keep serving)");
+    if (rc == 0 && (no_traffic || tag))
+        rc = stage_traffic(svc, no_traffic, tag);
     if (rc == 0)
         rc = put_service(&o, svc, wait, (int)wait_timeout);
     json_decref(svc);

@@ -169,9 +169,9 @@ int sl_cmd_instances(int argc, char **argv)
 
 static void print_revisions(json_t *list)
 {
-    static const char *h[] = {"NAME",    "SERVICE", "IMAGE", "CREATED", "TRAFFIC", "ACTUAL",
-                              "DESIRED", "MODE",    "READY", "REASON"};
-    sl_table_t *t = sl_table_new(10, h);
+    static const char *h[] = {"NAME",   "SERVICE", "IMAGE", "CREATED", "TRAFFIC", "TAGS",
+                              "ACTUAL", "DESIRED", "MODE",  "READY",   "REASON"};
+    sl_table_t *t = sl_table_new(11, h);
     size_t i;
     json_t *r;
     json_array_foreach(json_object_get(list, "items"), i, r)
@@ -180,6 +180,14 @@ static void print_revisions(json_t *list)
         snprintf(desired, sizeof(desired), "%lld",
                  (long long)json_integer_value(sl_json_path(r, "status.desiredReplicas")));
         const char *mode = sl_json_str(r, "status.autoscaler.mode");
+        char tags[256] = "";
+        size_t ti;
+        json_t *tg;
+        json_array_foreach(sl_json_path(r, "status.tags"), ti, tg)
+        {
+            size_t l = strlen(tags);
+            snprintf(tags + l, sizeof(tags) - l, "%s%s", l ? "," : "", json_string_value(tg));
+        }
         snprintf(pct, sizeof(pct), "%lld%%",
                  (long long)json_integer_value(sl_json_path(r, "status.trafficPercent")));
         snprintf(inst, sizeof(inst), "%lld",
@@ -193,6 +201,7 @@ static void print_revisions(json_t *list)
             sl_json_str(json_array_get(sl_json_path(r, "spec.containers"), 0), "image"),
             sl_json_str(r, "metadata.creationTimestamp"),
             pct,
+            tags,
             inst,
             desired,
             mode ? mode : "-",
@@ -207,11 +216,30 @@ int sl_cmd_revisions(int argc, char **argv)
 {
     get_args_t a;
     int rc = parse_get(argc, argv,
-                       "Usage: sluice revisions [NAME] [-n NS] [-o json|yaml]\n\n"
-                       "List revisions, of one service or all.\n",
-                       1, false, &a);
+                       "Usage: sluice revisions [NAME] [-n NS] [-o json|yaml]\n"
+                       "       sluice revisions delete REV [-n NS]\n\n"
+                       "List revisions, of one service or all; delete one that carries no "
+                       "traffic.\n",
+                       2, false, &a);
     if (rc)
         return rc < 0 ? 0 : rc;
+    if (a.name && !strcmp(a.name, "delete")) {
+        if (!a.extra)
+            return sl_cli_usage("revisions delete: REV is required");
+        sl_autofree char *dpath = xasprintf(
+            "/apis/serving.knative.dev/v1/namespaces/%s/revisions/%s", a.o.ns, a.extra);
+        long st;
+        json_t *resp = NULL;
+        if (sl_cli_call(&a.o, "DELETE", dpath, NULL, &st, &resp) != 0)
+            return 1;
+        rc = st == 200 ? 0 : sl_cli_fail(st, resp);
+        if (rc == 0)
+            printf("revision %s deleted\n", a.extra);
+        json_decref(resp);
+        return rc;
+    }
+    if (a.extra)
+        return sl_cli_usage("revisions: unexpected argument '%s'", a.extra);
     sl_autofree char *path =
         a.name ? xasprintf("/apis/serving.knative.dev/v1/namespaces/%s/revisions?service=%s", a.o.ns,
                            a.name)

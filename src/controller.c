@@ -28,7 +28,7 @@ json_t *sl_status_json(int code, const char *reason, const char *message)
                      "code", code);
 }
 
-static uint32_t hash_host(const char *p, size_t n)
+uint32_t ctl_hash_host(const char *p, size_t n)
 {
     uint32_t h = 2166136261u;
     for (size_t i = 0; i < n; i++)
@@ -36,14 +36,14 @@ static uint32_t hash_host(const char *p, size_t n)
     return h % HOST_BUCKETS;
 }
 
-static char *service_host(sl_controller_t *c, const char *ns, const char *name)
+char *ctl_host_for(sl_controller_t *c, const char *ns, const char *name)
 {
     if (!strcmp(ns, SL_DEFAULT_NAMESPACE))
         return xasprintf("%s.%s", name, c->domain);
     return xasprintf("%s.%s.%s", name, ns, c->domain);
 }
 
-static char *service_url(sl_controller_t *c, const char *host)
+char *ctl_url_for(sl_controller_t *c, const char *host)
 {
     if (c->url_port == 80)
         return xasprintf("http://%s", host);
@@ -120,11 +120,7 @@ void ctl_svc_update_status(svc_rt_t *s)
     }
     const char *route_status = s->ready ? "True" : cfg_status;
     const char *route_reason = s->ready ? NULL : cfg_reason;
-    json_t *traffic = json_array();
-    if (s->ready)
-        json_array_append_new(traffic, json_pack("{s:s,s:b,s:i}", "revisionName", s->ready->name,
-                                                 "latestRevision", 1, "percent", 100));
-    json_object_set_new(st, "traffic", traffic);
+    json_object_set_new(st, "traffic", ctl_traffic_status(s));
     sl_autofree char *full = msg ? xasprintf("Revision \"%s\" failed: %s", s->latest->name, msg)
                                  : NULL;
     json_object_set_new(st, "conditions",
@@ -237,7 +233,6 @@ void ctl_dispatch(rev_rt_t *r)
 
 /* ---- instances -------------------------------------------------------- */
 
-static void rev_maybe_free(rev_rt_t *r);
 
 static void retry_fire(uv_timer_t *t)
 {
@@ -258,15 +253,11 @@ static void became_ready(rev_rt_t *r)
         rev_changed(r);
     svc_rt_t *s = r->svc;
     if (s && s->latest == r && s->ready != r) {
-        rev_rt_t *old = s->ready;
         s->ready = r;
         ctl_svc_changed(s);
-        if (old && old != r) {
-            old->retired = true;
-            ctl_rev_ensure(old);
-        }
-        sl_info(MOD, "service %s/%s: revision %s is ready and serving", s->ns, s->name, r->name);
-    } else if (first) {
+        ctl_svc_reconcile(s);
+        sl_info(MOD, "service %s/%s: revision %s is ready", s->ns, s->name, r->name);
+    } else if (first && s) {
         ctl_svc_changed(s);
     }
 }
@@ -353,7 +344,7 @@ static void instance_cb(sl_instance_t *inst, sl_inst_state_t state, void *data)
         free(i);
     }
     ctl_rev_ensure(r);
-    rev_maybe_free(r);
+    ctl_rev_maybe_free(r);
 }
 
 void ctl_stop_instance(inst_rt_t *i)
@@ -517,7 +508,7 @@ static void rev_free(rev_rt_t *r)
     free(r);
 }
 
-static void rev_maybe_free(rev_rt_t *r)
+void ctl_rev_maybe_free(rev_rt_t *r)
 {
     sl_controller_t *c = r->ctl;
     if ((r->retired || c->shutting_down) && r->n_instances == 0 && r->n_waiting == 0 &&
@@ -592,12 +583,10 @@ svc_rt_t *ctl_svc_new(sl_controller_t *c, json_t *obj)
     s->ctl = c;
     s->ns = xstrdup(sl_json_str(obj, "metadata.namespace"));
     s->name = xstrdup(sl_json_str(obj, "metadata.name"));
-    s->host = service_host(c, s->ns, s->name);
-    s->url = service_url(c, s->host);
+    s->host = ctl_host_for(c, s->ns, s->name);
+    s->url = ctl_url_for(c, s->host);
     s->obj = json_incref(obj);
-    uint32_t h = hash_host(s->host, strlen(s->host));
-    s->hnext = c->buckets[h];
-    c->buckets[h] = s;
+    ctl_svc_set_traffic(s, NULL);
     s->next = c->svcs;
     if (c->svcs)
         c->svcs->prev = s;
@@ -608,13 +597,7 @@ svc_rt_t *ctl_svc_new(sl_controller_t *c, json_t *obj)
 void ctl_svc_free(svc_rt_t *s)
 {
     sl_controller_t *c = s->ctl;
-    uint32_t h = hash_host(s->host, strlen(s->host));
-    for (svc_rt_t **pp = &c->buckets[h]; *pp; pp = &(*pp)->hnext) {
-        if (*pp == s) {
-            *pp = s->hnext;
-            break;
-        }
-    }
+    ctl_svc_clear_routes(s);
     if (s->prev)
         s->prev->next = s->next;
     else
@@ -642,7 +625,7 @@ void ctl_retire_all(svc_rt_t *s)
             r->retired = true;
             r->svc = NULL;
             ctl_rev_ensure(r);
-            rev_maybe_free(r);
+            ctl_rev_maybe_free(r);
         }
         r = next;
     }
@@ -652,13 +635,8 @@ void ctl_retire_all(svc_rt_t *s)
  * r is ready. */
 void ctl_svc_set_latest(svc_rt_t *s, rev_rt_t *r)
 {
-    rev_rt_t *old = s->latest;
     s->latest = r;
-    if (old && old != r && old != s->ready) {
-        old->retired = true;
-        ctl_rev_ensure(old);
-        rev_maybe_free(old);
-    }
+    ctl_svc_reconcile(s);
     ctl_rev_ensure(r);
 }
 
@@ -666,25 +644,14 @@ void ctl_svc_set_latest(svc_rt_t *s, rev_rt_t *r)
 
 static void *op_resolve(void *ctx, sl_str_t host)
 {
-    sl_controller_t *c = ctx;
-    uint32_t h = hash_host(host.p, host.len);
-    for (svc_rt_t *s = c->buckets[h]; s; s = s->hnext)
-        if (strlen(s->host) == host.len && !memcmp(s->host, host.p, host.len))
-            return s;
-    return NULL;
-}
-
-static rev_rt_t *serving_rev(svc_rt_t *s)
-{
-    return s->ready ? s->ready : s->latest;
+    return ctl_route_find(ctx, host.p, host.len);
 }
 
 static int op_acquire(void *ctx, void *target, sl_waiter_t *w, sl_pick_t *pick,
                       const char **reason)
 {
     sl_controller_t *c = ctx;
-    svc_rt_t *s = target;
-    rev_rt_t *r = serving_rev(s);
+    rev_rt_t *r = ctl_route_pick(target);
     if (!r || c->shutting_down) {
         *reason = "service has no revision to serve";
         return 503;
@@ -717,7 +684,7 @@ static void op_cancel(void *ctx, void *target, sl_waiter_t *w)
     rev_rt_t *r = w->owner_data;
     if (r) {
         wq_remove(r, w);
-        rev_maybe_free(r);
+        ctl_rev_maybe_free(r);
     }
 }
 
@@ -732,7 +699,7 @@ static void op_release(void *ctx, void *instance, bool failed)
         if (i->inflight == 0) {
             r->n_lingering--;
             free(i);
-            rev_maybe_free(r);
+            ctl_rev_maybe_free(r);
         }
         return;
     }
@@ -753,8 +720,10 @@ static void op_release(void *ctx, void *instance, bool failed)
 
 static uint64_t op_timeout_ms(void *ctx, void *target)
 {
-    svc_rt_t *s = target;
-    rev_rt_t *r = serving_rev(s);
+    route_t *rt = target;
+    svc_rt_t *s = rt->svc;
+    rev_rt_t *r = rt->target >= 0 ? ctl_target_rev(s, &s->traffic[rt->target])
+                                  : (s->ready ? s->ready : s->latest);
     return r ? (uint64_t)r->cfg->timeout_s * 1000u : SL_DEFAULT_TIMEOUT_S * 1000u;
 }
 
@@ -829,6 +798,7 @@ static void load_service(sl_controller_t *c, json_t *obj)
         if (!latest || !strcmp(names[k], latest))
             s->latest = r;
     }
+    ctl_svc_reconcile(s);
     if (s->ready)
         ctl_rev_ensure(s->ready);
     if (s->latest && s->latest != s->ready)
@@ -867,7 +837,7 @@ void sl_controller_shutdown(sl_controller_t *c, void (*done)(void *), void *data
     while (r) {
         rev_rt_t *next = r->all_next;
         ctl_rev_ensure(r);
-        rev_maybe_free(r);
+        ctl_rev_maybe_free(r);
         r = next;
     }
     shutdown_check(c);

@@ -65,6 +65,10 @@ int sl_controller_list_instances(sl_controller_t *c, const char *ns, const char 
 int sl_controller_list_images(sl_controller_t *c, json_t **body);
 int sl_controller_delete_service(sl_controller_t *c, const char *ns, const char *name,
                                  json_t **body);
+/* Refused (409) while the revision is latest, latest ready, or named by
+ * the service's traffic. */
+int sl_controller_delete_revision(sl_controller_t *c, const char *ns, const char *name,
+                                  json_t **body);
 
 /* A Kubernetes-style Status object for errors. New reference. */
 json_t *sl_status_json(int code, const char *reason, const char *message);

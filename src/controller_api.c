@@ -29,6 +29,9 @@ typedef struct apply_req {
 
 static apply_req_t *pending;
 
+static int check_traffic_names(sl_controller_t *c, const json_t *svc, const char *new_rev,
+                               sl_error_t *err);
+
 static void reply(sl_controller_cb cb, void *data, int code, const char *reason, const char *msg)
 {
     cb(code, sl_status_json(code, reason, msg), data);
@@ -170,6 +173,7 @@ static void start_revision(apply_req_t *a, json_t *rev)
     } else {
         json_decref(s->obj);
         s->obj = json_incref(a->svc);
+        ctl_svc_set_traffic(s, NULL);
     }
     sl_error_t err = {0};
     rev_rt_t *r = ctl_rev_new(c, s, rev, &err);
@@ -243,8 +247,42 @@ static void apply_without_revision(sl_controller_t *c, svc_rt_t *s, json_t *svc,
     }
     json_decref(s->obj);
     s->obj = json_incref(svc);
+    ctl_svc_set_traffic(s, NULL);
+    ctl_svc_reconcile(s);
     ctl_svc_update_status(s);
     cb(200, json_deep_copy(s->obj), data);
+}
+
+/* Every revisionName in spec.traffic must be a revision of this service
+ * (or the one this change creates). */
+static int check_traffic_names(sl_controller_t *c, const json_t *svc, const char *new_rev,
+                               sl_error_t *err)
+{
+    const char *ns = sl_json_str(svc, "metadata.namespace");
+    const char *name = sl_json_str(svc, "metadata.name");
+    size_t i;
+    json_t *t;
+    json_array_foreach(sl_json_path(svc, "spec.traffic"), i, t)
+    {
+        const char *rev = json_string_value(json_object_get(t, "revisionName"));
+        if (!rev || (new_rev && !strcmp(rev, new_rev)))
+            continue;
+        json_t *obj = NULL;
+        if (sl_store_get(c->store, "revisions", ns, rev, &obj, NULL) < 0)
+            return sl_error_set(err, ENOENT,
+                                "spec.traffic[%zu].revisionName: revision \"%s\" does not exist",
+                                i, rev);
+        json_t *labels = sl_json_path(obj, "metadata.labels");
+        const char *owner = json_string_value(json_object_get(labels, SL_LABEL_SERVICE));
+        bool mine = owner && !strcmp(owner, name);
+        json_decref(obj);
+        if (!mine)
+            return sl_error_set(err, EINVAL,
+                                "spec.traffic[%zu].revisionName: revision \"%s\" belongs to "
+                                "another service",
+                                i, rev);
+    }
+    return 0;
 }
 
 void sl_controller_apply(sl_controller_t *c, json_t *svc, const char *ns_default,
@@ -269,6 +307,11 @@ void sl_controller_apply(sl_controller_t *c, json_t *svc, const char *ns_default
         sl_autofree char *msg = xasprintf("service %s/%s: another change is in progress", ns, name);
         json_decref(svc);
         reply(cb, data, 409, "Conflict", msg);
+        return;
+    }
+    if (check_traffic_names(c, svc, sl_json_str(svc, "spec.template.metadata.name"), &err) < 0) {
+        json_decref(svc);
+        reply(cb, data, 400, "BadRequest", err.msg);
         return;
     }
     sl_autofree char *key = sl_service_template_key(svc);
@@ -368,10 +411,7 @@ int sl_controller_list_services(sl_controller_t *c, const char *ns, json_t **bod
 
 static rev_rt_t *live_rev(sl_controller_t *c, const char *ns, const char *name)
 {
-    for (rev_rt_t *r = c->revs; r; r = r->all_next)
-        if (!strcmp(r->name, name) && !strcmp(r->cfg->namespace_, ns))
-            return r;
-    return NULL;
+    return ctl_rev_find(c, ns, name);
 }
 
 int sl_controller_list_revisions(sl_controller_t *c, const char *ns, const char *service,
@@ -405,8 +445,20 @@ int sl_controller_list_revisions(sl_controller_t *c, const char *ns, const char 
             json_object_del(st, "autoscaler");
         }
         svc_rt_t *s = svc ? ctl_svc_find(c, rns, svc) : NULL;
-        json_object_set_new(st, "trafficPercent",
-                            json_integer(s && s->ready && !strcmp(s->ready->name, rname) ? 100 : 0));
+        int pct = 0;
+        json_t *tags = json_array();
+        for (size_t k = 0; s && k < s->n_traffic; k++) {
+            rev_rt_t *tr = ctl_target_rev(s, &s->traffic[k]);
+            const char *tname = s->traffic[k].revision ? s->traffic[k].revision
+                                                       : (tr ? tr->name : NULL);
+            if (!tname || strcmp(tname, rname))
+                continue;
+            pct += s->traffic[k].percent;
+            if (s->traffic[k].tag)
+                json_array_append_new(tags, json_string(s->traffic[k].tag));
+        }
+        json_object_set_new(st, "trafficPercent", json_integer(pct));
+        json_object_set_new(st, "tags", tags);
         json_array_append_new(items, item);
     }
     json_decref(list);
@@ -509,6 +561,54 @@ int sl_controller_delete_service(sl_controller_t *c, const char *ns, const char 
     ctl_svc_free(s);
     sl_info(MOD, "service %s/%s deleted", ns, name);
     sl_autofree char *msg = xasprintf("service %s/%s deleted", ns, name);
+    *body = sl_status_json(200, "Deleted", msg);
+    return 200;
+}
+
+int sl_controller_delete_revision(sl_controller_t *c, const char *ns, const char *name,
+                                  json_t **body)
+{
+    json_t *obj = NULL;
+    sl_error_t err = {0};
+    if (sl_store_get(c->store, "revisions", ns, name, &obj, &err) < 0) {
+        *body = sl_status_json(404, "NotFound", err.msg);
+        return 404;
+    }
+    json_t *labels = sl_json_path(obj, "metadata.labels");
+    sl_autofree char *svc_name =
+        xstrdup(json_string_value(json_object_get(labels, SL_LABEL_SERVICE)));
+    json_decref(obj);
+    svc_rt_t *s = svc_name ? ctl_svc_find(c, ns, svc_name) : NULL;
+    if (s) {
+        const char *why = NULL;
+        if (s->latest && !strcmp(s->latest->name, name))
+            why = "it is the service's latest revision";
+        else if (s->ready && !strcmp(s->ready->name, name))
+            why = "it is the service's latest ready revision";
+        for (size_t i = 0; !why && i < s->n_traffic; i++) {
+            const traffic_target_t *t = &s->traffic[i];
+            if (t->revision && !strcmp(t->revision, name))
+                why = t->percent > 0 ? "it receives traffic" : "it carries a tag";
+        }
+        if (why) {
+            sl_autofree char *msg = xasprintf("revision %s/%s cannot be deleted: %s; move its "
+                                              "traffic first (sluice traffic)",
+                                              ns, name, why);
+            *body = sl_status_json(409, "Conflict", msg);
+            return 409;
+        }
+    }
+    if (sl_store_del(c->store, "revisions", ns, name, &err) < 0) {
+        *body = sl_status_json(500, "InternalError", err.msg);
+        return 500;
+    }
+    rev_rt_t *r = ctl_rev_find(c, ns, name);
+    if (r) {
+        r->retired = true;
+        ctl_rev_ensure(r);
+        ctl_rev_maybe_free(r);
+    }
+    sl_autofree char *msg = xasprintf("revision %s/%s deleted", ns, name);
     *body = sl_status_json(200, "Deleted", msg);
     return 200;
 }

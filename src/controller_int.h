@@ -58,14 +58,32 @@ struct rev_rt {
     rev_rt_t *all_prev, *all_next; /* controller's list of live revisions */
 };
 
+/* One spec.traffic entry. */
+typedef struct traffic_target {
+    char *revision; /* NULL: latestRevision (the latest ready one) */
+    int percent;
+    char *tag;      /* NULL when untagged */
+} traffic_target_t;
+
+/* A host the router resolves: the service's split, or one tag. */
+typedef struct route {
+    svc_rt_t *svc;
+    int target; /* -1: the weighted split; else index of the tagged target */
+    char *host;
+    struct route *hnext;
+} route_t;
+
 struct svc_rt {
     sl_controller_t *ctl;
     char *ns, *name, *host, *url;
     json_t *obj; /* stored Service (with status) */
     rev_rt_t *latest;
     rev_rt_t *ready;
+    traffic_target_t *traffic;
+    size_t n_traffic;
+    route_t *routes; /* [0] the service host, then one per tag */
+    size_t n_routes;
     bool busy; /* an apply is in progress */
-    svc_rt_t *hnext;
     svc_rt_t *prev, *next;
 };
 
@@ -81,7 +99,7 @@ struct sl_controller {
     sl_as_config_t as_defaults;
     uint64_t queue_deadline_ns;
     uv_timer_t *tick;
-    svc_rt_t *buckets[HOST_BUCKETS];
+    route_t *buckets[HOST_BUCKETS];
     svc_rt_t *svcs;
     rev_rt_t *revs;
     bool shutting_down;
@@ -112,6 +130,20 @@ void ctl_dispatch(rev_rt_t *r);
  * annotations. */
 void ctl_as_config_for(const sl_controller_t *c, const sl_revision_cfg_t *cfg,
                        sl_as_config_t *out);
+/* controller_traffic.c: spec.traffic → targets and routes; which
+ * revisions a service keeps alive. */
+int ctl_svc_set_traffic(svc_rt_t *s, sl_error_t *err);
+void ctl_svc_clear_routes(svc_rt_t *s);
+void ctl_svc_reconcile(svc_rt_t *s);
+rev_rt_t *ctl_target_rev(svc_rt_t *s, const traffic_target_t *t);
+rev_rt_t *ctl_route_pick(route_t *rt);
+route_t *ctl_route_find(sl_controller_t *c, const char *host, size_t len);
+json_t *ctl_traffic_status(svc_rt_t *s);
+rev_rt_t *ctl_rev_find(sl_controller_t *c, const char *ns, const char *name);
+char *ctl_host_for(sl_controller_t *c, const char *ns, const char *name);
+char *ctl_url_for(sl_controller_t *c, const char *host);
+uint32_t ctl_hash_host(const char *p, size_t n);
+void ctl_rev_maybe_free(rev_rt_t *r);
 /* controller_scale.c: the periodic autoscaling pass. */
 void ctl_scale_start(sl_controller_t *c);
 void ctl_scale_stop(sl_controller_t *c);

@@ -89,7 +89,7 @@ bool sl_runtimeclass_available(const sl_runtime_class_t *rc, char **reason);
  * plus "syscalls": the count its seccomp profile admits. New reference. */
 json_t *sl_runtimeclass_status_json(const sl_runtime_class_t *rc);
 
-/* The profile a handler gets (runtime binary, security settings), without
+/* The profile for a handler (runtime binary, security settings), without
  * overhead. Returns false for a handler that is not a DNS-1123 label. */
 bool sl_runtime_profile_for_handler(const char *handler, sl_runtime_profile_t *out);
 

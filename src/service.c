@@ -672,24 +672,62 @@ static int check_template(json_t *v, const char *path, sl_error_t *err)
     return rc;
 }
 
+static int check_percent(json_t *v, const char *path, sl_error_t *err)
+{
+    return check_int_range(v, path, 0, 100, err);
+}
+
+static int check_bool(json_t *v, const char *path, sl_error_t *err)
+{
+    return json_is_boolean(v) ? 0 : sl_error_set(err, EINVAL, "%s: must be true or false", path);
+}
+
+static int check_tag(json_t *v, const char *path, sl_error_t *err)
+{
+    const char *s = json_string_value(v);
+    if (!s || !sl_is_dns1123_label(s))
+        return sl_error_set(err, EINVAL, "%s: must be a DNS-1123 label", path);
+    return 0;
+}
+
+static const field_t traffic_fields[] = {
+    {"revisionName", check_name}, {"latestRevision", check_bool}, {"percent", check_percent},
+    {"tag", check_tag},           {"url", NULL},
+};
+
+/* Knative's rules: each entry names a revision or latestRevision: true (not
+ * both), percents are integers summing to 100, tags are unique. */
 static int check_traffic(json_t *v, const char *path, sl_error_t *err)
 {
     if (!json_is_array(v))
         return sl_error_set(err, EINVAL, "%s: must be a list", path);
     size_t i;
     json_t *t;
+    long sum = 0;
     json_array_foreach(v, i, t)
     {
-        json_t *latest = json_object_get(t, "latestRevision");
-        json_t *pct = json_object_get(t, "percent");
-        if (json_array_size(v) != 1 || !json_is_true(latest) ||
-            (pct && json_integer_value(pct) != 100) || json_object_get(t, "revisionName") ||
-            json_object_get(t, "tag"))
-            return sl_error_set(err, ENOTSUP,
-                                "%s: only [{latestRevision: true, percent: 100}] is supported "
-                                "in this version",
-                                path);
+        sl_autofree char *sub = xasprintf("%s[%zu]", path, i);
+        int rc = check_fields(t, sub, traffic_fields, SL_ARRAY_LEN(traffic_fields), err);
+        if (rc < 0)
+            return rc;
+        bool latest = json_is_true(json_object_get(t, "latestRevision"));
+        const char *rev = json_string_value(json_object_get(t, "revisionName"));
+        if (latest && rev)
+            return sl_error_set(err, EINVAL,
+                                "%s.revisionName: may not be set when latestRevision is true", sub);
+        if (!latest && !rev)
+            return sl_error_set(err, EINVAL,
+                                "%s: set revisionName or latestRevision: true", sub);
+        sum += (long)json_integer_value(json_object_get(t, "percent"));
+        const char *tag = json_string_value(json_object_get(t, "tag"));
+        for (size_t j = 0; tag && j < i; j++) {
+            const char *other = json_string_value(json_object_get(json_array_get(v, j), "tag"));
+            if (other && !strcmp(other, tag))
+                return sl_error_set(err, EINVAL, "%s.tag: \"%s\" is used twice", sub, tag);
+        }
     }
+    if (json_array_size(v) > 0 && sum != 100)
+        return sl_error_set(err, EINVAL, "%s: percents must add up to 100, got %ld", path, sum);
     return 0;
 }
 
@@ -734,7 +772,8 @@ static void fill_defaults(json_t *svc, const char *ns_default)
         json_t *p = json_pack("[{s:i}]", "containerPort", SL_DEFAULT_PORT);
         json_object_set_new(c, "ports", p);
     }
-    if (!json_object_get(svc, "spec") || !json_object_get(json_object_get(svc, "spec"), "traffic"))
+    json_t *traffic = json_object_get(json_object_get(svc, "spec"), "traffic");
+    if (!traffic || json_array_size(traffic) == 0)
         json_object_set_new(json_object_get(svc, "spec"), "traffic",
                             json_pack("[{s:b,s:i}]", "latestRevision", 1, "percent", 100));
 }
@@ -764,6 +803,17 @@ int sl_service_validate(json_t *svc, const char *ns_default, sl_error_t *err)
                             "spec.template.metadata.name: must start with the service name "
                             "followed by '-' (\"%s-…\"), got \"%s\"",
                             name, tname);
+    size_t i;
+    json_t *t;
+    json_array_foreach(sl_json_path(svc, "spec.traffic"), i, t)
+    {
+        const char *tag = json_string_value(json_object_get(t, "tag"));
+        if (tag && strlen(tag) + 1 + strlen(name) > 63)
+            return sl_error_set(err, EINVAL,
+                                "spec.traffic[%zu].tag: \"%s-%s\" would be longer than 63 "
+                                "characters",
+                                i, tag, name);
+    }
     fill_defaults(svc, ns_default);
     return 0;
 }

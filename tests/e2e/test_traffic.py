@@ -1,0 +1,132 @@
+"""Revisions, traffic splitting and tags, as Knative and Cloud Run users
+roll out changes."""
+import http.client
+import json
+import time
+
+import pytest
+
+
+def revision_counts(d, host, n):
+    """Sends n requests over one keep-alive connection; counts revisions."""
+    conn = http.client.HTTPConnection("127.0.0.1", d.port, timeout=30)
+    counts = {}
+    for _ in range(n):
+        conn.request("GET", "/", headers={"Host": host})
+        r = conn.getresponse()
+        body = r.read().decode()
+        assert r.status == 200, body
+        rev = body.strip().split("revision=")[1]
+        counts[rev] = counts.get(rev, 0) + 1
+    conn.close()
+    return counts
+
+
+def test_stage_with_no_traffic_and_tag_then_split(daemon, images):
+    d = daemon
+    d.cli("deploy", "web", "--image", images["hello"], "--env", "V=1")
+    r = d.cli("deploy", "web", "--env", "V=2", "--no-traffic", "--tag", "green")
+    assert revision_counts(d, "web.localhost", 50) == {"web-00001": 50}
+    assert revision_counts(d, "green-web.localhost", 20) == {"web-00002": 20}
+    svc = d.json("describe", "web")
+    tagged = [t for t in svc["status"]["traffic"] if t.get("tag") == "green"]
+    assert tagged and tagged[0]["url"] == "http://green-web.localhost:%d" % d.port
+    assert tagged[0]["revisionName"] == "web-00002"
+
+    d.cli("traffic", "web", "web-00001=50", "web-00002=50")
+    counts = revision_counts(d, "web.localhost", 1000)
+    print("50/50 split over 1000 requests:", counts)
+    assert abs(counts.get("web-00001", 0) - 500) <= 60
+    assert abs(counts.get("web-00002", 0) - 500) <= 60
+    # the tag still routes only to its revision
+    assert revision_counts(d, "green-web.localhost", 20) == {"web-00002": 20}
+
+    d.cli("traffic", "web", "web-00001=10", "web-00002=90")
+    counts = revision_counts(d, "web.localhost", 1000)
+    print("10/90 split over 1000 requests:", counts)
+    assert abs(counts.get("web-00001", 0) - 100) <= 40
+
+
+def test_revision_delete_refused_while_it_carries_traffic(daemon, images):
+    d = daemon
+    d.cli("deploy", "web", "--image", images["hello"], "--env", "V=1")
+    d.cli("deploy", "web", "--env", "V=2")
+    d.cli("traffic", "web", "web-00001=100")
+    r = d.cli("revisions", "delete", "web-00001", check=False)
+    assert r.returncode != 0 and "receives traffic" in r.stderr
+    d.cli("traffic", "web", "--latest=100")
+    assert revision_counts(d, "web.localhost", 10) == {"web-00002": 10}
+    d.cli("revisions", "delete", "web-00001")
+    names = [x["metadata"]["name"] for x in d.json("revisions", "web")["items"]]
+    assert names == ["web-00002"]
+    r = d.cli("revisions", "delete", "web-00002", check=False)
+    assert r.returncode != 0 and "latest" in r.stderr
+
+
+def test_invalid_traffic_is_rejected_and_changes_nothing(daemon, images):
+    d = daemon
+    d.cli("deploy", "web", "--image", images["hello"])
+    before = d.json("describe", "web")["spec"]
+    for args, needle in [
+        (["web-00001=60"], "add up to 100"),
+        (["web-00009=100"], "does not exist"),
+        (["web-00001=abc"], "PCT"),
+    ]:
+        r = d.cli("traffic", "web", *args, check=False)
+        assert r.returncode != 0 and needle in r.stderr, (args, r.stderr)
+    assert d.json("describe", "web")["spec"] == before
+    assert revision_counts(d, "web.localhost", 5) == {"web-00001": 5}
+
+
+MANIFEST = """
+apiVersion: serving.knative.dev/v1
+kind: Service
+metadata:
+  name: kn
+spec:
+  template:
+    metadata:
+      name: kn-blue
+    spec:
+      containers:
+        - image: {image}
+          env:
+            - name: COLOR
+              value: blue
+  traffic:
+    - revisionName: kn-blue
+      percent: 100
+      tag: blue
+"""
+
+
+def test_knative_manifest_with_named_revision_and_tag(daemon, images):
+    d = daemon
+    d.cli("apply", "-f", "-", "--wait", input=MANIFEST.format(image=images["hello"]))
+    assert revision_counts(d, "kn.localhost", 5) == {"kn-blue": 5}
+    assert revision_counts(d, "blue-kn.localhost", 5) == {"kn-blue": 5}
+    # same name, different template → refused
+    changed = MANIFEST.format(image=images["hello"]).replace("value: blue", "value: red")
+    r = d.cli("apply", "-f", "-", input=changed, check=False)
+    assert r.returncode != 0 and "kn-blue" in r.stderr
+
+
+def test_failing_new_revision_keeps_old_one_serving(daemon, images):
+    d = daemon
+    d.cli("deploy", "web", "--image", images["busybox"])
+    code, _ = d.curl("web", "/")
+    assert code == 200
+    bad = {"apiVersion": "serving.knative.dev/v1", "kind": "Service",
+           "metadata": {"name": "web"},
+           "spec": {"template": {"spec": {"containers": [
+               {"image": images["busybox"], "command": ["/bin/sh", "-c", "echo boom; exit 1"]}]}}}}
+    r = d.cli("apply", "-f", "-", "--wait", input=json.dumps(bad), check=False)
+    assert r.returncode != 0 and "boom" in r.stderr
+    for _ in range(5):
+        code, _ = d.curl("web", "/")
+        assert code == 200
+    svc = d.json("describe", "web")
+    assert svc["status"]["latestReadyRevisionName"] == "web-00001"
+    assert svc["status"]["latestCreatedRevisionName"] == "web-00002"
+    ready = [c for c in svc["status"]["conditions"] if c["type"] == "ConfigurationsReady"][0]
+    assert ready["status"] == "False" and "boom" in ready["message"]
