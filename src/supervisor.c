@@ -49,6 +49,8 @@
 #define PROBE_CONNECT_MAX_NS (1000 * 1000000ull)
 #define SCRATCH_DEFAULT      (512LL << 20) /* writable layer and /tmp without a memory limit */
 #define LOG_TAIL_LINES       10
+#define REAP_RETRY_MS        5
+#define REAP_WAIT_MAX_NS     (10000 * 1000000ull)
 #define NAME_MAX_LEN         200
 
 struct sl_supervisor {
@@ -81,18 +83,20 @@ struct sl_instance {
     int netns_fd, pidfd, probe_fd;
     pid_t pid;
     uint64_t started_ns, ready_ns, probe_since_ns, connect_since_ns;
-    char *reason;      /* the first cause of the exit */
-    char *exit_reason; /* reason + log tail, set when cleaned */
+    uint64_t reap_since_ns; /* first saw it exited but not reapable yet */
+    char *reason;           /* the first cause of the exit */
+    char *exit_reason;      /* reason + log tail, set when cleaned */
     bool runtime_failed;
     uv_process_t run_proc, del_proc;
     uv_poll_t pid_poll;
-    uv_timer_t probe_timer, deadline_timer;
+    uv_timer_t probe_timer, deadline_timer, reap_timer;
     uv_work_t fs_work; /* unmount + remove the bundle */
     int handles;       /* initialised handles (and queued work) not yet closed */
     bool run_active;   /* `RT run` still running */
     bool alive;        /* pid known and not yet reaped */
     bool stop_requested, cleaning, cleanup_queued, cleaned, silent, poll_inited;
     bool delete_failed;
+    bool reap_pending; /* exited, waiting to inherit the zombie */
 };
 
 static void begin_cleanup(sl_instance_t *inst);
@@ -333,6 +337,7 @@ static void fs_cleanup_done(uv_work_t *w, int status)
     build_exit_reason(inst);
     close_handle(inst, &inst->probe_timer);
     close_handle(inst, &inst->deadline_timer);
+    close_handle(inst, &inst->reap_timer);
     if (inst->poll_inited)
         close_handle(inst, &inst->pid_poll);
     maybe_finalize(inst);
@@ -433,24 +438,50 @@ static void begin_cleanup(sl_instance_t *inst)
 
 /* ---- the container process -------------------------------------------- */
 
+static void on_reap_retry(uv_timer_t *t);
+
+/* The container's pid has exited, been reaped elsewhere, or may not be
+ * reapable yet. Only this instance's pid is ever waited for (through its
+ * pidfd): a waitpid(-1) here or in the orphan reaper could take the status. */
 static void reap(sl_instance_t *inst)
 {
     if (!inst->alive)
         return;
-    int status = 0;
-    pid_t r = waitpid(inst->pid, &status, WNOHANG);
-    if (r == 0) /* the pidfd said it exited; the zombie is there */
-        r = waitpid(inst->pid, &status, 0);
-    inst->alive = false;
+    sv_exit_t ex = {0};
+    int rc = sv_wait_exit(inst->pidfd, inst->pid, &ex);
+    if (rc == SV_EXIT_PENDING) {
+        /* The pidfd said it exited, but the zombie is still the runtime
+         * helper's child: the helper exits just after `RT run -d` returns,
+         * and then the zombie is ours (SIGCHLD). Stop the level-triggered
+         * poll and retry from SIGCHLD or the timer. */
+        uint64_t now = sl_now_ns();
+        if (inst->poll_inited)
+            uv_poll_stop(&inst->pid_poll);
+        if (!inst->reap_since_ns)
+            inst->reap_since_ns = now;
+        if (now - inst->reap_since_ns < REAP_WAIT_MAX_NS) {
+            inst->reap_pending = true;
+            uv_timer_start(&inst->reap_timer, on_reap_retry, REAP_RETRY_MS, 0);
+            return;
+        }
+        rc = -ETIMEDOUT;
+    }
+    inst->alive = inst->reap_pending = false;
+    uv_timer_stop(&inst->reap_timer);
     if (inst->poll_inited)
         uv_poll_stop(&inst->pid_poll);
-    if (r == inst->pid && WIFEXITED(status))
-        set_reason(inst, "exited with status %d", WEXITSTATUS(status));
-    else if (r == inst->pid && WIFSIGNALED(status))
-        set_reason(inst, "killed by signal %d", WTERMSIG(status));
+    if (rc == SV_EXIT_DONE && ex.sig == 0)
+        set_reason(inst, "exited with status %d", ex.code);
+    else if (rc == SV_EXIT_DONE)
+        set_reason(inst, "killed by signal %d", ex.sig);
     else
-        set_reason(inst, "exited (status unavailable: %s)", strerror(errno));
+        set_reason(inst, "exited (status unavailable: %s)", strerror(-rc));
     begin_cleanup(inst);
+}
+
+static void on_reap_retry(uv_timer_t *t)
+{
+    reap(t->data);
 }
 
 static void on_pid_event(uv_poll_t *h, int status, int events)
@@ -902,8 +933,9 @@ sl_instance_t *sl_supervisor_start(sl_supervisor_t *sup, const sl_instance_spec_
     sup->n_instances++;
     uv_timer_init(sup->loop, &inst->probe_timer);
     uv_timer_init(sup->loop, &inst->deadline_timer);
-    inst->probe_timer.data = inst->deadline_timer.data = inst;
-    inst->handles += 2;
+    uv_timer_init(sup->loop, &inst->reap_timer);
+    inst->probe_timer.data = inst->deadline_timer.data = inst->reap_timer.data = inst;
+    inst->handles += 3;
     if (spawn_run(inst, err) < 0) {
         inst->silent = inst->cleaning = true; /* freed once its handles close */
         finish_cleanup(inst);
@@ -926,6 +958,12 @@ static void on_sigchld(uv_signal_t *h, int signum)
     pid_t keep[64];
     size_t nk = 0;
     names[n++] = sup->default_runtime;
+    /* A zombie the runtime's helper left us may be an instance's: collect. */
+    for (sl_instance_t *i = sup->instances, *next; i; i = next) {
+        next = i->next;
+        if (i->reap_pending)
+            reap(i);
+    }
     for (sl_instance_t *i = sup->instances; i; i = i->next) {
         if (i->alive && nk < SL_ARRAY_LEN(keep))
             keep[nk++] = i->pid;

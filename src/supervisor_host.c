@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 
@@ -318,6 +319,32 @@ void sv_reap_orphans(uv_loop_t *loop, const char *const *runtimes, size_t n_runt
     }
     closedir(d);
     free(busy.v);
+}
+
+int sv_wait_exit(int pidfd, pid_t pid, sv_exit_t *out)
+{
+    siginfo_t si;
+    int r;
+    do {
+        memset(&si, 0, sizeof(si));
+        r = pidfd >= 0 ? waitid(P_PIDFD, (id_t)pidfd, &si, WEXITED | WNOHANG)
+                       : waitid(P_PID, (id_t)pid, &si, WEXITED | WNOHANG);
+    } while (r < 0 && errno == EINTR);
+    if (r == 0 && si.si_pid == 0)
+        return SV_EXIT_PENDING; /* our child, still running */
+    if (r == 0) {
+        out->code = si.si_code == CLD_EXITED ? si.si_status : 0;
+        out->sig = si.si_code == CLD_EXITED ? 0 : si.si_status;
+        return SV_EXIT_DONE;
+    }
+    if (errno != ECHILD)
+        return -errno;
+    /* Not our child (yet). While the process (or its zombie) exists, the
+     * runtime's helper still parents it; once reaped elsewhere it is gone.
+     * Without a pidfd the pid may have been reused: take it as gone. */
+    if (pidfd >= 0 && syscall(SYS_pidfd_send_signal, pidfd, 0, NULL, 0) == 0)
+        return SV_EXIT_PENDING;
+    return -ECHILD;
 }
 
 /* Read at most the last TAIL_BYTES of path. */

@@ -42,6 +42,25 @@ void sv_remove_cgroups(const char *id);
 void sv_reap_orphans(uv_loop_t *loop, const char *const *runtimes, size_t n_runtimes,
                      const pid_t *keep, size_t n_keep);
 
+/* How a watched process ended, from sv_wait_exit. */
+typedef struct sv_exit {
+    int code; /* exit status when sig == 0 */
+    int sig;  /* killing signal, 0 when it exited */
+} sv_exit_t;
+
+enum { SV_EXIT_DONE = 1, SV_EXIT_PENDING = 0 };
+
+/*
+ * Collect the exit of a process that sluice watches through pidfd (or, when
+ * pidfd < 0, by pid), without blocking. SV_EXIT_DONE: reaped, *out filled.
+ * SV_EXIT_PENDING: not reapable yet: still running, or exited while still
+ * the child of the runtime's helper, which has not exited yet (sluice, the
+ * subreaper, inherits the zombie when it does). < 0 (-ECHILD): gone, reaped
+ * by someone else. Never waits on any other pid, so it cannot steal an exit
+ * status from libuv or a runtime helper.
+ */
+int sv_wait_exit(int pidfd, pid_t pid, sv_exit_t *out);
+
 /* The last `max_lines` non-empty lines of a file, joined by " | ", each cut
  * to 240 bytes; lines that occur inside `skip_in` (say, the runtime's
  * error already quoted) are left out. NULL when there are none. Caller

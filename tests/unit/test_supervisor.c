@@ -11,14 +11,18 @@
 
 #include "netns.h"
 #include "supervisor.h"
+#include "supervisor_int.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <glob.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -141,6 +145,10 @@ static char *const HTTPD[] = {"/bin/busybox", "httpd", "-f", "-p", "8080", "-h",
 
 /* ---- driving the loop ------------------------------------------------- */
 
+/* Set while a failed test's leftovers are torn down: its instances' rec_t
+ * lived on a stack that is gone, so their callbacks must not touch it. */
+static bool g_abandoned;
+
 typedef struct rec {
     sl_instance_t *inst;
     int n_ready, n_stopping, n_exited;
@@ -154,6 +162,8 @@ typedef struct rec {
 static void rec_cb(sl_instance_t *inst, sl_inst_state_t st, void *data)
 {
     rec_t *r = data;
+    if (g_abandoned)
+        return;
     assert_ptr_equal(sl_instance_data(inst), r);
     switch (st) {
     case SL_INST_READY:
@@ -182,37 +192,96 @@ static void rec_cb(sl_instance_t *inst, sl_inst_state_t st, void *data)
 
 static void wake(uv_timer_t *t) {}
 
+static char g_heap_handle; /* marks handles whose close callback frees them */
+
+static void free_heap_handle(uv_handle_t *h)
+{
+    free(h);
+}
+
 static void run_until(uv_loop_t *loop, const int *counter, int timeout_ms)
 {
-    uv_timer_t t;
-    uv_timer_init(loop, &t);
-    uv_timer_start(&t, wake, 5, 5);
+    /* On the heap: a failed assertion in a callback jumps out of here and a
+     * stack timer would be left on the loop. */
+    uv_timer_t *t = xmalloc(sizeof(*t));
+    uv_timer_init(loop, t);
+    t->data = &g_heap_handle;
+    uv_timer_start(t, wake, 5, 5);
     uint64_t deadline = sl_now_ms() + (uint64_t)timeout_ms;
     while (*counter == 0 && sl_now_ms() < deadline)
         uv_run(loop, UV_RUN_ONCE);
-    uv_close((uv_handle_t *)&t, NULL);
+    uv_close((uv_handle_t *)t, free_heap_handle);
     uv_run(loop, UV_RUN_NOWAIT);
 }
 
+/* Heap-allocated and remembered in g_env, so that when an assertion fails
+ * mid-test env_teardown can still shut the supervisor down and close the
+ * loop; a loop left open breaks every later test (libuv's signal state). */
 typedef struct env {
     uv_loop_t loop;
     sl_supervisor_t *sup;
     int done;
 } env_t;
 
-static void env_open(env_t *e, const char *runtime)
-{
-    memset(e, 0, sizeof(*e));
-    assert_int_equal(uv_loop_init(&e->loop), 0);
-    sl_error_t err = {0};
-    int rc = sl_supervisor_new(&e->loop, g_state, runtime, &e->sup, &err);
-    if (rc < 0)
-        fail_msg("sl_supervisor_new: %s", err.msg);
-}
+static env_t *g_env;
 
 static void on_done(void *data)
 {
     (*(int *)data)++;
+}
+
+static env_t *env_open(const char *runtime)
+{
+    env_t *e = xcalloc(1, sizeof(*e));
+    assert_int_equal(uv_loop_init(&e->loop), 0);
+    g_env = e;
+    sl_error_t err = {0};
+    int rc = sl_supervisor_new(&e->loop, g_state, runtime, &e->sup, &err);
+    if (rc < 0)
+        fail_msg("sl_supervisor_new: %s", err.msg);
+    return e;
+}
+
+/* After the supervisor's shutdown is done: free it, close the loop. */
+static void env_finish(env_t *e)
+{
+    sl_supervisor_free(e->sup);
+    e->sup = NULL;
+    uv_run(&e->loop, UV_RUN_NOWAIT);
+    int rc = uv_loop_close(&e->loop);
+    g_env = NULL;
+    free(e);
+    assert_int_equal(rc, 0);
+}
+
+static void close_any(uv_handle_t *h, void *arg)
+{
+    if (!uv_is_closing(h))
+        uv_close(h, h->data == &g_heap_handle ? free_heap_handle : NULL);
+}
+
+/* Per-test teardown: only has work when the test failed with an env open. */
+static int env_teardown(void **state)
+{
+    env_t *e = g_env;
+    if (!e)
+        return 0;
+    g_env = NULL;
+    g_abandoned = true;
+    if (e->sup) { /* a shutdown the test began keeps its on_done(&e->done) */
+        sl_supervisor_shutdown(e->sup, true, on_done, &e->done);
+        run_until(&e->loop, &e->done, 15000);
+        if (e->done)
+            sl_supervisor_free(e->sup);
+    }
+    uv_walk(&e->loop, close_any, NULL);
+    uv_run(&e->loop, UV_RUN_DEFAULT);
+    int rc = uv_loop_close(&e->loop);
+    g_abandoned = false;
+    if (rc != 0)
+        fprintf(stderr, "env_teardown: loop still busy: %s\n", uv_strerror(rc));
+    free(e); /* the supervisor leaks when it could not finish (logged) */
+    return 0;
 }
 
 /* Zombie children of this process: orphaned runtime helpers must be reaped. */
@@ -251,9 +320,7 @@ static void env_close(env_t *e)
     sl_supervisor_shutdown(e->sup, true, on_done, &e->done);
     run_until(&e->loop, &e->done, 15000);
     assert_int_equal(e->done, 1);
-    sl_supervisor_free(e->sup);
-    uv_run(&e->loop, UV_RUN_NOWAIT);
-    assert_int_equal(uv_loop_close(&e->loop), 0);
+    env_finish(e);
     assert_int_equal(count_zombies(), 0);
 }
 
@@ -384,20 +451,19 @@ static double ms_between(uint64_t a, uint64_t b)
 
 static void lifecycle(const char *runtime)
 {
-    env_t e;
-    env_open(&e, runtime);
+    env_t *e = env_open(runtime);
     img_t m;
     img_init(&m, NULL, HTTPD);
     sl_instance_spec_t s = base_spec(&m.img);
     s.runtime = runtime;
     rec_t r;
-    start(&e, &s, &r);
+    start(e, &s, &r);
     char dir[512];
     snprintf(dir, sizeof(dir), "%s/instances/%s", g_state, r.id);
     assert_true(mounted_below(dir));
     assert_int_equal(strncmp(r.id, "hello-00001-", 12), 0);
     assert_int_equal(strlen(r.id), strlen("hello-00001-") + 5);
-    run_until(&e.loop, &r.n_ready, 20000);
+    run_until(&e->loop, &r.n_ready, 20000);
     if (r.n_ready != 1)
         fail_msg("not ready: %s", r.reason);
     printf("  %s: start -> READY %.1f ms\n", runtime, ms_between(r.started_ns, r.ready_ns));
@@ -414,7 +480,7 @@ static void lifecycle(const char *runtime)
     sl_instance_stop(r.inst);
     assert_int_equal(r.n_stopping, 1);
     sl_instance_stop(r.inst); /* idempotent */
-    run_until(&e.loop, &r.n_exited, 15000);
+    run_until(&e->loop, &r.n_exited, 15000);
     assert_int_equal(r.n_exited, 1);
     printf("  %s: stop -> EXITED %.1f ms (%s)\n", runtime, ms_between(t0, r.exited_ns), r.reason);
     /* httpd as pid 1 has no SIGTERM handler, so the kernel drops SIGTERM. */
@@ -423,7 +489,7 @@ static void lifecycle(const char *runtime)
     struct stat st;
     assert_int_equal(stat(r.log_path, &st), 0); /* logs are kept */
     assert_true(kill(r.pid, 0) < 0);
-    env_close(&e);
+    env_close(e);
 }
 
 static void test_lifecycle_crun(void **state)
@@ -438,8 +504,7 @@ static void test_lifecycle_runc(void **state)
 
 static void test_env_contract(void **state)
 {
-    env_t e;
-    env_open(&e, "crun");
+    env_t *e = env_open("crun");
     char *const script[] = {"/bin/sh", "-c",
                             "env; echo host=$(hostname); echo cwd=$(pwd); ls /dev; "
                             "grep CapEff /proc/self/status; stat -c tmp=%a /tmp; "
@@ -463,10 +528,10 @@ static void test_env_contract(void **state)
     s.configuration = "svc-config";
     s.revision = "svc-00007";
     rec_t r;
-    start(&e, &s, &r);
-    run_until(&e.loop, &r.n_ready, 20000);
+    start(e, &s, &r);
+    run_until(&e->loop, &r.n_ready, 20000);
     assert_int_equal(r.n_ready, 1);
-    assert_true(log_contains(&e, &r, "rootfs-rw", 2000));
+    assert_true(log_contains(e, &r, "rootfs-rw", 2000));
     char *log = read_log(&r);
     const char *want[] = {"PORT=9090\n",
                           "K_SERVICE=svc\n",
@@ -501,10 +566,10 @@ static void test_env_contract(void **state)
     struct stat st;
     assert_int_equal(stat(lower_file, &st), -1); /* writes stay in the upper layer */
     sl_instance_stop(r.inst);
-    run_until(&e.loop, &r.n_exited, 15000);
+    run_until(&e->loop, &r.n_exited, 15000);
     assert_int_equal(r.n_exited, 1);
     assert_cleaned(r.id);
-    env_close(&e);
+    env_close(e);
 }
 
 /* Layers are bottom first; the top one wins. */
@@ -517,8 +582,7 @@ static void test_layers(void **state)
     assert_int_equal(sl_mkdir_p(p, 0755, &err), 0);
     snprintf(p, sizeof(p), "%s/www/index.html", top);
     write_text(p, "from the top layer\n");
-    env_t e;
-    env_open(&e, "crun");
+    env_t *e = env_open("crun");
     img_t m;
     img_init(&m, NULL, HTTPD);
     char *layers[] = {g_rootfs, top};
@@ -526,23 +590,22 @@ static void test_layers(void **state)
     m.img.n_layers = 2;
     sl_instance_spec_t s = base_spec(&m.img);
     rec_t r;
-    start(&e, &s, &r);
-    run_until(&e.loop, &r.n_ready, 20000);
+    start(e, &s, &r);
+    run_until(&e->loop, &r.n_ready, 20000);
     assert_int_equal(r.n_ready, 1);
     char *resp = http_get(r.inst, "/index.html");
     assert_non_null(strstr(resp, "from the top layer"));
     free(resp);
     sl_instance_stop(r.inst);
-    run_until(&e.loop, &r.n_exited, 15000);
+    run_until(&e->loop, &r.n_exited, 15000);
     assert_cleaned(r.id);
-    env_close(&e);
+    env_close(e);
     sl_rm_rf(top, &err);
 }
 
 static void test_user_nonroot(void **state)
 {
-    env_t e;
-    env_open(&e, "crun");
+    env_t *e = env_open("crun");
     char *const script[] = {"/bin/sh", "-c",
                             "echo uid=$(id -u) gid=$(id -g); "
                             "trap 'echo bye; exit 0' TERM; httpd -p 8080 -h /www; "
@@ -552,10 +615,10 @@ static void test_user_nonroot(void **state)
     img_init(&m, "nonroot", script);
     sl_instance_spec_t s = base_spec(&m.img);
     rec_t r;
-    start(&e, &s, &r);
-    run_until(&e.loop, &r.n_ready, 20000);
+    start(e, &s, &r);
+    run_until(&e->loop, &r.n_ready, 20000);
     assert_int_equal(r.n_ready, 1);
-    assert_true(log_contains(&e, &r, "uid=65532 gid=65532", 2000));
+    assert_true(log_contains(e, &r, "uid=65532 gid=65532", 2000));
     char path[64];
     snprintf(path, sizeof(path), "/proc/%d/status", r.pid);
     char *status = NULL;
@@ -566,61 +629,103 @@ static void test_user_nonroot(void **state)
     free(status);
     /* This one handles SIGTERM and exits 0 well within its grace. */
     sl_instance_stop(r.inst);
-    run_until(&e.loop, &r.n_exited, 15000);
+    run_until(&e->loop, &r.n_exited, 15000);
     assert_int_equal(r.n_exited, 1);
     assert_non_null(strstr(r.reason, "exited with status 0"));
     assert_non_null(strstr(r.reason, "bye"));
     assert_cleaned(r.id);
-    env_close(&e);
+    env_close(e);
 }
 
 static void test_unknown_user(void **state)
 {
-    env_t e;
-    env_open(&e, "crun");
+    env_t *e = env_open("crun");
     img_t m;
     img_init(&m, "ghost", HTTPD);
     sl_instance_spec_t s = base_spec(&m.img);
     sl_error_t err = {0};
     rec_t r = {0};
-    assert_null(sl_supervisor_start(e.sup, &s, rec_cb, &r, &err));
+    assert_null(sl_supervisor_start(e->sup, &s, rec_cb, &r, &err));
     assert_non_null(strstr(err.msg, "'ghost'"));
     /* nothing left behind */
     char dir[512];
     snprintf(dir, sizeof(dir), "%s/instances", g_state);
     assert_false(mounted_below(dir));
-    env_close(&e);
+    env_close(e);
 }
 
 static void test_no_command(void **state)
 {
-    env_t e;
-    env_open(&e, "crun");
+    env_t *e = env_open("crun");
     img_t m;
     img_init(&m, NULL, NULL);
     sl_instance_spec_t s = base_spec(&m.img);
     sl_error_t err = {0};
     rec_t r = {0};
-    assert_null(sl_supervisor_start(e.sup, &s, rec_cb, &r, &err));
+    assert_null(sl_supervisor_start(e->sup, &s, rec_cb, &r, &err));
     assert_non_null(strstr(err.msg, "no command"));
     s.port = 0;
-    assert_null(sl_supervisor_start(e.sup, &s, rec_cb, &r, &err));
+    assert_null(sl_supervisor_start(e->sup, &s, rec_cb, &r, &err));
     assert_non_null(strstr(err.msg, "port"));
-    env_close(&e);
+    env_close(e);
+}
+
+/* The race behind "exited (status unavailable: No child processes)": the
+ * container exits while it is still the child of the runtime's detached
+ * helper, so its pidfd turns readable before sluice (the subreaper) can reap
+ * it. The exit must stay pending until the helper exits, then be collected
+ * with its real status; nothing else may reap it meanwhile. */
+static void test_reap_after_helper(void **state)
+{
+    assert_int_equal(prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0), 0);
+    int pids[2], gate[2];
+    assert_int_equal(pipe2(pids, O_CLOEXEC), 0);
+    assert_int_equal(pipe2(gate, O_CLOEXEC), 0);
+    pid_t helper = fork();
+    assert_true(helper >= 0);
+    if (helper == 0) { /* the runtime's helper: parent of the "container" */
+        close(pids[0]);
+        close(gate[1]);
+        pid_t c = fork();
+        if (c == 0)
+            _exit(3);
+        char b;
+        if (write(pids[1], &c, sizeof(c)) != sizeof(c) || read(gate[0], &b, 1) < 0)
+            _exit(1);
+        _exit(0); /* c, a zombie by now, goes to the subreaper */
+    }
+    close(pids[1]);
+    close(gate[0]);
+    pid_t c = 0;
+    assert_int_equal(read(pids[0], &c, sizeof(c)), sizeof(c));
+    close(pids[0]);
+    int pidfd = (int)syscall(SYS_pidfd_open, c, 0);
+    assert_true(pidfd >= 0);
+    struct pollfd p = {.fd = pidfd, .events = POLLIN};
+    assert_int_equal(poll(&p, 1, 5000), 1); /* it has exited ... */
+    sv_exit_t ex = {-1, -1};
+    assert_int_equal(sv_wait_exit(pidfd, c, &ex), SV_EXIT_PENDING); /* ... not ours yet */
+    close(gate[1]);                                                 /* the helper exits */
+    int status = 0;
+    assert_int_equal(waitpid(helper, &status, 0), helper);
+    assert_int_equal(sv_wait_exit(pidfd, c, &ex), SV_EXIT_DONE);
+    assert_int_equal(ex.code, 3);
+    assert_int_equal(ex.sig, 0);
+    assert_int_equal(sv_wait_exit(pidfd, c, &ex), -ECHILD); /* reaped exactly once */
+    close(pidfd);
 }
 
 static void test_exit_status(void **state)
 {
-    env_t e;
-    env_open(&e, "crun");
+    env_t *e = env_open("crun");
     char *const script[] = {"/bin/sh", "-c", "echo first line; echo about to fail >&2; exit 3",
                             NULL};
     img_t m;
     img_init(&m, NULL, script);
     sl_instance_spec_t s = base_spec(&m.img);
     rec_t r;
-    start(&e, &s, &r);
-    run_until(&e.loop, &r.n_exited, 15000);
+    start(e, &s, &r);
+    run_until(&e->loop, &r.n_exited, 15000);
     assert_int_equal(r.n_exited, 1);
     assert_int_equal(r.n_ready, 0);
     assert_int_equal(r.n_stopping, 1);
@@ -629,27 +734,26 @@ static void test_exit_status(void **state)
     assert_non_null(strstr(r.reason, "about to fail"));
     assert_non_null(strstr(r.reason, "first line"));
     assert_cleaned(r.id);
-    env_close(&e);
+    env_close(e);
 }
 
 static void bad_command(const char *runtime)
 {
-    env_t e;
-    env_open(&e, runtime);
+    env_t *e = env_open(runtime);
     char *const cmd[] = {"/nonexistent/app", "--serve", NULL};
     img_t m;
     img_init(&m, NULL, cmd);
     sl_instance_spec_t s = base_spec(&m.img);
     s.runtime = runtime;
     rec_t r;
-    start(&e, &s, &r);
-    run_until(&e.loop, &r.n_exited, 15000);
+    start(e, &s, &r);
+    run_until(&e->loop, &r.n_exited, 15000);
     assert_int_equal(r.n_exited, 1);
     printf("  %s reason: %s\n", runtime, r.reason);
     assert_non_null(strstr(r.reason, "runtime failed: "));
     assert_non_null(strstr(r.reason, "/nonexistent/app"));
     assert_cleaned(r.id);
-    env_close(&e);
+    env_close(e);
 }
 
 static void test_bad_command_crun(void **state)
@@ -664,8 +768,7 @@ static void test_bad_command_runc(void **state)
 
 static void test_sigterm_ignored(void **state)
 {
-    env_t e;
-    env_open(&e, "crun");
+    env_t *e = env_open("crun");
     char *const script[] = {"/bin/sh", "-c",
                             "trap 'echo got TERM, ignoring' TERM; httpd -p 8080 -h /www; "
                             "while :; do sleep 0.02; done",
@@ -675,12 +778,12 @@ static void test_sigterm_ignored(void **state)
     sl_instance_spec_t s = base_spec(&m.img);
     s.grace_ms = 400;
     rec_t r;
-    start(&e, &s, &r);
-    run_until(&e.loop, &r.n_ready, 20000);
+    start(e, &s, &r);
+    run_until(&e->loop, &r.n_ready, 20000);
     assert_int_equal(r.n_ready, 1);
     uint64_t t0 = sl_now_ns();
     sl_instance_stop(r.inst);
-    run_until(&e.loop, &r.n_exited, 15000);
+    run_until(&e->loop, &r.n_exited, 15000);
     assert_int_equal(r.n_exited, 1);
     double took = ms_between(t0, r.exited_ns);
     printf("  SIGTERM ignored: EXITED after %.1f ms (%s)\n", took, r.reason);
@@ -688,13 +791,12 @@ static void test_sigterm_ignored(void **state)
     assert_non_null(strstr(r.reason, "killed by signal 9"));
     assert_non_null(strstr(r.reason, "got TERM, ignoring"));
     assert_cleaned(r.id);
-    env_close(&e);
+    env_close(e);
 }
 
 static void test_startup_timeout(void **state)
 {
-    env_t e;
-    env_open(&e, "crun");
+    env_t *e = env_open("crun");
     char *const script[] = {"/bin/busybox", "sleep", "100", NULL};
     img_t m;
     img_init(&m, NULL, script);
@@ -702,13 +804,13 @@ static void test_startup_timeout(void **state)
     s.startup_timeout_ms = 300;
     s.grace_ms = 100;
     rec_t r;
-    start(&e, &s, &r);
-    run_until(&e.loop, &r.n_exited, 15000);
+    start(e, &s, &r);
+    run_until(&e->loop, &r.n_exited, 15000);
     assert_int_equal(r.n_exited, 1);
     assert_int_equal(r.n_ready, 0);
     assert_non_null(strstr(r.reason, "not ready within 0.3s"));
     assert_cleaned(r.id);
-    env_close(&e);
+    env_close(e);
 }
 
 static long read_long(const char *path)
@@ -724,8 +826,7 @@ static long read_long(const char *path)
 
 static void test_limits(void **state)
 {
-    env_t e;
-    env_open(&e, "crun");
+    env_t *e = env_open("crun");
     img_t m;
     img_init(&m, NULL, HTTPD);
     sl_instance_spec_t s = base_spec(&m.img);
@@ -733,8 +834,8 @@ static void test_limits(void **state)
     s.cpu_millis = 500;
     s.pids_limit = 77;
     rec_t r;
-    start(&e, &s, &r);
-    run_until(&e.loop, &r.n_ready, 20000);
+    start(e, &s, &r);
+    run_until(&e->loop, &r.n_ready, 20000);
     assert_int_equal(r.n_ready, 1);
     char p[256];
     snprintf(p, sizeof(p), "/sys/fs/cgroup/memory/sluice/%s/memory.limit_in_bytes", r.id);
@@ -749,9 +850,9 @@ static void test_limits(void **state)
     snprintf(p, sizeof(p), "/sys/fs/cgroup/memory/sluice/%s/cgroup.procs", r.id);
     assert_int_equal(read_long(p), r.pid);
     sl_instance_stop(r.inst);
-    run_until(&e.loop, &r.n_exited, 15000);
+    run_until(&e->loop, &r.n_exited, 15000);
     assert_cleaned(r.id);
-    env_close(&e);
+    env_close(e);
 }
 
 /* ---- runtime classes -------------------------------------------------- */
@@ -805,8 +906,7 @@ static void stop_and_clean(env_t *e, rec_t *r)
 static void test_sandboxed(void **state)
 {
     make_secret();
-    env_t e;
-    env_open(&e, "crun");
+    env_t *e = env_open("crun");
     img_t m;
     img_init(&m, "nonroot", PROBE_SCRIPT);
     sl_instance_spec_t s = base_spec(&m.img);
@@ -814,12 +914,12 @@ static void test_sandboxed(void **state)
     assert_non_null(rc);
     s.profile = &rc->profile;
     rec_t r;
-    start(&e, &s, &r);
+    start(e, &s, &r);
     assert_true(sl_instance_userns(r.inst));
-    run_until(&e.loop, &r.n_ready, 20000);
+    run_until(&e->loop, &r.n_ready, 20000);
     if (r.n_ready != 1)
         fail_msg("sandboxed instance not ready: %s", r.reason);
-    assert_true(log_contains(&e, &r, "probes-done", 3000));
+    assert_true(log_contains(e, &r, "probes-done", 3000));
     char *log = read_log(&r);
     printf("  sandboxed probes: %s", log);
     assert_non_null(strstr(log, "uid=65532 gid=65532"));
@@ -859,8 +959,8 @@ static void test_sandboxed(void **state)
     free(map);
     snprintf(path, sizeof(path), "/sys/fs/cgroup/pids/sluice/%s/pids.max", r.id);
     assert_int_equal(read_long(path), SL_SANDBOX_PIDS_LIMIT);
-    stop_and_clean(&e, &r);
-    env_close(&e);
+    stop_and_clean(e, &r);
+    env_close(e);
 }
 
 /* The same probes under the default class: chroot is allowed there (root,
@@ -868,20 +968,19 @@ static void test_sandboxed(void **state)
 static void test_default_class(void **state)
 {
     make_secret();
-    env_t e;
-    env_open(&e, "crun");
+    env_t *e = env_open("crun");
     img_t m;
     img_init(&m, NULL, PROBE_SCRIPT);
     sl_instance_spec_t s = base_spec(&m.img);
     const sl_runtime_class_t *rc = sl_runtimeclass_builtin("default");
     s.profile = &rc->profile;
     rec_t r;
-    start(&e, &s, &r);
+    start(e, &s, &r);
     assert_false(sl_instance_userns(r.inst));
-    run_until(&e.loop, &r.n_ready, 20000);
+    run_until(&e->loop, &r.n_ready, 20000);
     if (r.n_ready != 1)
         fail_msg("default-class instance not ready: %s", r.reason);
-    assert_true(log_contains(&e, &r, "probes-done", 3000));
+    assert_true(log_contains(e, &r, "probes-done", 3000));
     char *log = read_log(&r);
     printf("  default probes: %s", log);
     assert_non_null(strstr(log, "uid=0 gid=0"));
@@ -903,15 +1002,14 @@ static void test_default_class(void **state)
     printf("  allowed syscalls: default %zu, sandboxed %zu\n",
            sl_seccomp_profile_count(SL_SECCOMP_DEFAULT),
            sl_seccomp_profile_count(SL_SECCOMP_SANDBOXED));
-    stop_and_clean(&e, &r);
-    env_close(&e);
+    stop_and_clean(e, &r);
+    env_close(e);
 }
 
 /* Pod overhead: 128Mi + 64Mi overhead = 192Mi; 500m + 100m = 600m. */
 static void test_overhead(void **state)
 {
-    env_t e;
-    env_open(&e, "crun");
+    env_t *e = env_open("crun");
     img_t m;
     img_init(&m, NULL, HTTPD);
     sl_instance_spec_t s = base_spec(&m.img);
@@ -923,33 +1021,32 @@ static void test_overhead(void **state)
     prof.overhead_cpu_millis = 100;
     s.profile = &prof;
     rec_t r;
-    start(&e, &s, &r);
+    start(e, &s, &r);
     assert_int_equal(sl_instance_memory_limit(r.inst), 192 << 20);
     assert_int_equal(sl_instance_cpu_millis(r.inst), 600);
-    run_until(&e.loop, &r.n_ready, 20000);
+    run_until(&e->loop, &r.n_ready, 20000);
     assert_int_equal(r.n_ready, 1);
     char p[256];
     snprintf(p, sizeof(p), "/sys/fs/cgroup/memory/sluice/%s/memory.limit_in_bytes", r.id);
     assert_int_equal(read_long(p), 192 << 20);
     snprintf(p, sizeof(p), "/sys/fs/cgroup/cpu/sluice/%s/cpu.cfs_quota_us", r.id);
     assert_int_equal(read_long(p), 60000);
-    stop_and_clean(&e, &r);
-    env_close(&e);
+    stop_and_clean(e, &r);
+    env_close(e);
 }
 
 /* An image USER outside the sandbox's 65536 ids is refused up front. */
 static void test_sandboxed_user_range(void **state)
 {
-    env_t e;
-    env_open(&e, "crun");
+    env_t *e = env_open("crun");
     img_t m;
     img_init(&m, "70000", HTTPD);
     sl_instance_spec_t s = base_spec(&m.img);
     s.profile = &sl_runtimeclass_builtin("sandboxed")->profile;
     sl_error_t err = {0};
-    assert_null(sl_supervisor_start(e.sup, &s, rec_cb, NULL, &err));
+    assert_null(sl_supervisor_start(e->sup, &s, rec_cb, NULL, &err));
     assert_non_null(strstr(err.msg, "outside the sandbox's user namespace"));
-    env_close(&e);
+    env_close(e);
 }
 
 /* Run a debug container against pid with stdout captured into *out. */
@@ -976,14 +1073,13 @@ static int debug_capture(int pid, bool privileged, char *const *argv, char **out
 
 static void test_debug_container(void **state)
 {
-    env_t e;
-    env_open(&e, "crun");
+    env_t *e = env_open("crun");
     img_t m;
     img_init(&m, NULL, HTTPD);
     sl_instance_spec_t s = base_spec(&m.img);
     rec_t r;
-    start(&e, &s, &r);
-    run_until(&e.loop, &r.n_ready, 20000);
+    start(e, &s, &r);
+    run_until(&e->loop, &r.n_ready, 20000);
     assert_int_equal(r.n_ready, 1);
     char *const argv[] = {"sh", "-c",
                           "ps; echo port=$PORT; wget -qO- 127.0.0.1:$PORT/index.html; "
@@ -1016,22 +1112,21 @@ static void test_debug_container(void **state)
     snprintf(p, sizeof(p), "%s/debug/debug-*", g_state);
     assert_int_equal(glob(p, 0, NULL, &g), GLOB_NOMATCH);
     globfree(&g);
-    stop_and_clean(&e, &r);
-    env_close(&e);
+    stop_and_clean(e, &r);
+    env_close(e);
 }
 
 /* A sandboxed instance refuses a debug container unless privileged. */
 static void test_debug_sandboxed(void **state)
 {
-    env_t e;
-    env_open(&e, "crun");
+    env_t *e = env_open("crun");
     img_t m;
     img_init(&m, "nonroot", HTTPD);
     sl_instance_spec_t s = base_spec(&m.img);
     s.profile = &sl_runtimeclass_builtin("sandboxed")->profile;
     rec_t r;
-    start(&e, &s, &r);
-    run_until(&e.loop, &r.n_ready, 20000);
+    start(e, &s, &r);
+    run_until(&e->loop, &r.n_ready, 20000);
     assert_int_equal(r.n_ready, 1);
     char *const argv[] = {"sh", "-c", "wget -qO- 127.0.0.1:$PORT/index.html", NULL};
     char *out = NULL;
@@ -1045,42 +1140,39 @@ static void test_debug_sandboxed(void **state)
     assert_int_equal(code, 0);
     assert_non_null(strstr(out, "hello from sluice"));
     free(out);
-    stop_and_clean(&e, &r);
-    env_close(&e);
+    stop_and_clean(e, &r);
+    env_close(e);
 }
 
 static void test_shutdown_many(void **state)
 {
-    env_t e;
-    env_open(&e, "crun");
+    env_t *e = env_open("crun");
     img_t m;
     img_init(&m, NULL, HTTPD);
     sl_instance_spec_t s = base_spec(&m.img);
     s.grace_ms = 10000; /* fast shutdown must not wait for this */
     rec_t r[3];
     for (int i = 0; i < 3; i++)
-        start(&e, &s, &r[i]);
+        start(e, &s, &r[i]);
     for (int i = 0; i < 3; i++) {
-        run_until(&e.loop, &r[i].n_ready, 20000);
+        run_until(&e->loop, &r[i].n_ready, 20000);
         assert_int_equal(r[i].n_ready, 1);
         printf("  instance %d: start -> READY %.1f ms\n", i,
                ms_between(r[i].started_ns, r[i].ready_ns));
     }
     uint64_t t0 = sl_now_ns();
-    sl_supervisor_shutdown(e.sup, true, on_done, &e.done);
+    sl_supervisor_shutdown(e->sup, true, on_done, &e->done);
     sl_error_t err = {0};
     rec_t late;
-    assert_null(sl_supervisor_start(e.sup, &s, rec_cb, &late, &err));
-    run_until(&e.loop, &e.done, 15000);
-    assert_int_equal(e.done, 1);
+    assert_null(sl_supervisor_start(e->sup, &s, rec_cb, &late, &err));
+    run_until(&e->loop, &e->done, 15000);
+    assert_int_equal(e->done, 1);
     printf("  fast shutdown of 3: %.1f ms\n", ms_between(t0, sl_now_ns()));
     for (int i = 0; i < 3; i++) {
         assert_int_equal(r[i].n_exited, 1);
         assert_cleaned(r[i].id);
     }
-    sl_supervisor_free(e.sup);
-    uv_run(&e.loop, UV_RUN_NOWAIT);
-    assert_int_equal(uv_loop_close(&e.loop), 0);
+    env_finish(e);
 }
 
 static int count_fds(void)
@@ -1107,20 +1199,19 @@ static void test_cold_start_timing(void **state)
     uv_run(&warm, UV_RUN_DEFAULT);
     uv_loop_close(&warm);
     int fds_before = count_fds();
-    env_t e;
-    env_open(&e, "crun");
+    env_t *e = env_open("crun");
     img_t m;
     img_init(&m, NULL, HTTPD);
     sl_instance_spec_t s = base_spec(&m.img);
     double t[8];
     for (int i = 0; i < 8; i++) {
         rec_t r;
-        start(&e, &s, &r);
-        run_until(&e.loop, &r.n_ready, 20000);
+        start(e, &s, &r);
+        run_until(&e->loop, &r.n_ready, 20000);
         assert_int_equal(r.n_ready, 1);
         t[i] = ms_between(r.started_ns, r.ready_ns);
         sl_instance_stop(r.inst);
-        run_until(&e.loop, &r.n_exited, 15000);
+        run_until(&e->loop, &r.n_exited, 15000);
         assert_int_equal(r.n_exited, 1);
     }
     double min = t[0], sum = 0;
@@ -1129,7 +1220,7 @@ static void test_cold_start_timing(void **state)
         sum += t[i];
     }
     printf("  cold start (busybox httpd, crun, 8 runs): min %.1f ms, mean %.1f ms\n", min, sum / 8);
-    env_close(&e);
+    env_close(e);
     assert_int_equal(count_fds(), fds_before); /* nothing leaks */
 }
 
@@ -1182,13 +1273,12 @@ static void test_leftovers_cleaned(void **state)
     assert_true(mounted_below(dir));
     assert_true(count_cgroups(id) > 0);
 
-    env_t e;
-    env_open(&e, "crun");
+    env_t *e = env_open("crun");
     assert_false(mounted_below(dir));
     assert_cleaned(id);
     /* the orphaned container was re-parented to us (subreaper) and killed */
     assert_int_equal(waitpid(pid, &status, 0), pid);
-    env_close(&e);
+    env_close(e);
 }
 
 int main(void)
@@ -1199,28 +1289,29 @@ int main(void)
         cmocka_set_test_filter(getenv("TEST_FILTER"));
     // clang-format off
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_lifecycle_crun),
-        cmocka_unit_test(test_lifecycle_runc),
-        cmocka_unit_test(test_env_contract),
-        cmocka_unit_test(test_layers),
-        cmocka_unit_test(test_user_nonroot),
-        cmocka_unit_test(test_unknown_user),
-        cmocka_unit_test(test_no_command),
-        cmocka_unit_test(test_exit_status),
-        cmocka_unit_test(test_bad_command_crun),
-        cmocka_unit_test(test_bad_command_runc),
-        cmocka_unit_test(test_sigterm_ignored),
-        cmocka_unit_test(test_startup_timeout),
-        cmocka_unit_test(test_limits),
-        cmocka_unit_test(test_sandboxed),
-        cmocka_unit_test(test_default_class),
-        cmocka_unit_test(test_overhead),
-        cmocka_unit_test(test_sandboxed_user_range),
-        cmocka_unit_test(test_debug_container),
-        cmocka_unit_test(test_debug_sandboxed),
-        cmocka_unit_test(test_shutdown_many),
-        cmocka_unit_test(test_cold_start_timing),
-        cmocka_unit_test(test_leftovers_cleaned),
+        cmocka_unit_test_teardown(test_lifecycle_crun, env_teardown),
+        cmocka_unit_test_teardown(test_lifecycle_runc, env_teardown),
+        cmocka_unit_test_teardown(test_env_contract, env_teardown),
+        cmocka_unit_test_teardown(test_layers, env_teardown),
+        cmocka_unit_test_teardown(test_user_nonroot, env_teardown),
+        cmocka_unit_test_teardown(test_unknown_user, env_teardown),
+        cmocka_unit_test_teardown(test_no_command, env_teardown),
+        cmocka_unit_test_teardown(test_reap_after_helper, env_teardown),
+        cmocka_unit_test_teardown(test_exit_status, env_teardown),
+        cmocka_unit_test_teardown(test_bad_command_crun, env_teardown),
+        cmocka_unit_test_teardown(test_bad_command_runc, env_teardown),
+        cmocka_unit_test_teardown(test_sigterm_ignored, env_teardown),
+        cmocka_unit_test_teardown(test_startup_timeout, env_teardown),
+        cmocka_unit_test_teardown(test_limits, env_teardown),
+        cmocka_unit_test_teardown(test_sandboxed, env_teardown),
+        cmocka_unit_test_teardown(test_default_class, env_teardown),
+        cmocka_unit_test_teardown(test_overhead, env_teardown),
+        cmocka_unit_test_teardown(test_sandboxed_user_range, env_teardown),
+        cmocka_unit_test_teardown(test_debug_container, env_teardown),
+        cmocka_unit_test_teardown(test_debug_sandboxed, env_teardown),
+        cmocka_unit_test_teardown(test_shutdown_many, env_teardown),
+        cmocka_unit_test_teardown(test_cold_start_timing, env_teardown),
+        cmocka_unit_test_teardown(test_leftovers_cleaned, env_teardown),
     };
     // clang-format on
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
