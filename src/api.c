@@ -558,6 +558,30 @@ static void route_sluice(route_ctx_t *r, char **seg, size_t n)
     }
 }
 
+static void route_runtimeclasses(route_ctx_t *r, const char *name)
+{
+    sl_controller_t *ctl = r->c->api->ctl;
+    json_t *body = NULL;
+    int st;
+    if (!name && method_is(r, "GET")) {
+        st = sl_controller_list_runtimeclasses(ctl, &body);
+    } else if (name && method_is(r, "GET")) {
+        st = sl_controller_get_runtimeclass(ctl, name, &body);
+    } else if (name && method_is(r, "PUT")) {
+        json_t *obj = parse_body(r);
+        if (!obj)
+            return;
+        st = sl_controller_put_runtimeclass(ctl, name, obj, &body);
+        json_decref(obj);
+    } else if (name && method_is(r, "DELETE")) {
+        st = sl_controller_delete_runtimeclass(ctl, name, &body);
+    } else {
+        send_error(r->c, 405, "MethodNotAllowed", "use GET, PUT or DELETE");
+        return;
+    }
+    send_json(r->c, st, body);
+}
+
 static void dispatch_request(route_ctx_t *r)
 {
     sl_str_t p = r->msg->path;
@@ -590,6 +614,9 @@ static void dispatch_request(route_ctx_t *r)
     size_t n = split_path(r->path, seg, 10);
     if (n >= 4 && !strcmp(seg[0], "apis") && !strcmp(seg[1], SL_API_GROUP) && !strcmp(seg[2], "v1"))
         route_knative(r, seg, n);
+    else if (n >= 4 && !strcmp(seg[0], "apis") && !strcmp(seg[1], "node.k8s.io") &&
+             !strcmp(seg[2], "v1") && !strcmp(seg[3], "runtimeclasses") && n <= 5)
+        route_runtimeclasses(r, n == 5 ? seg[4] : NULL);
     else if (n >= 4 && !strcmp(seg[0], "apis") && !strcmp(seg[1], "sluice.dev") &&
              !strcmp(seg[2], "v1"))
         route_sluice(r, seg, n);

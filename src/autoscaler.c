@@ -165,7 +165,10 @@ int sl_as_decide(sl_autoscaler_t *as, int ready, uint64_t now_ns)
     if (desired == 0) {
         uint64_t hold = c->scale_to_zero_grace_ns > c->retention_ns ? c->scale_to_zero_grace_ns
                                                                     : c->retention_ns;
-        bool quiet = as->current == 0 && as->observed_stable == 0;
+        /* A revision younger than one stable window has not been observed
+         * long enough to call it idle. */
+        bool quiet = as->current == 0 && as->observed_stable == 0 &&
+                     now_ns - as->created_ns >= c->stable_window_ns;
         if (!quiet || now_ns - as->last_active_ns < hold)
             desired = 1;
     }

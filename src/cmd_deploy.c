@@ -438,6 +438,22 @@ static int read_input(const char *file, char **out, size_t *len)
     return 0;
 }
 
+static int put_runtimeclass(const sl_cli_opts_t *o, json_t *doc, const char *name)
+{
+    sl_autofree char *path = xasprintf("/apis/node.k8s.io/v1/runtimeclasses/%s", name);
+    long st;
+    json_t *resp = NULL;
+    if (sl_cli_call(o, "PUT", path, doc, &st, &resp) != 0)
+        return 1;
+    int rc = st == 200 ? 0 : sl_cli_fail(st, resp);
+    if (rc == 0 && o->output != SL_OUT_TABLE)
+        sl_cli_print(resp, o->output);
+    else if (rc == 0)
+        fprintf(stderr, "runtimeclass.node.k8s.io/%s configured\n", name);
+    json_decref(resp);
+    return rc;
+}
+
 int sl_cmd_apply(int argc, char **argv)
 {
     static const struct option longopts[] = {
@@ -491,9 +507,15 @@ int sl_cmd_apply(int argc, char **argv)
             rc = sl_cli_error("document %zu: metadata.name: is required", i + 1);
             break;
         }
+        if (kind && !strcmp(kind, "RuntimeClass")) {
+            rc = put_runtimeclass(&o, doc, name);
+            if (rc != 0)
+                break;
+            continue;
+        }
         if (!kind || strcmp(kind, "Service")) {
-            rc = sl_cli_error("document %zu (%s): kind: only Service is supported, got %s", i + 1,
-                              name, kind ? kind : "nothing");
+            rc = sl_cli_error("document %zu (%s): kind: must be Service or RuntimeClass, got %s",
+                              i + 1, name, kind ? kind : "nothing");
             break;
         }
         json_t *md = json_object_get(doc, "metadata");

@@ -409,3 +409,46 @@ int sl_cmd_logs(int argc, char **argv)
     }
     return sl_cli_stream(&a.o, path);
 }
+
+int sl_cmd_runtimeclasses(int argc, char **argv)
+{
+    get_args_t a;
+    int rc = parse_get(argc, argv,
+                       "Usage: sluice runtimeclasses [-o json|yaml]\n\n"
+                       "List runtime classes (built in and applied), whether each is available\n"
+                       "on this host and why not, its overhead and its seccomp profile.\n",
+                       0, false, &a);
+    if (rc)
+        return rc < 0 ? 0 : rc;
+    json_t *list = NULL;
+    if ((rc = fetch(&a.o, "/apis/node.k8s.io/v1/runtimeclasses", &list)))
+        return rc;
+    if (a.o.output != SL_OUT_TABLE) {
+        sl_cli_print(list, a.o.output);
+        json_decref(list);
+        return 0;
+    }
+    static const char *h[] = {"NAME",    "HANDLER",  "AVAILABLE", "OVERHEAD-CPU",
+                              "OVERHEAD-MEMORY", "SECCOMP", "SYSCALLS",  "REASON"};
+    sl_table_t *t = sl_table_new(8, h);
+    size_t i;
+    json_t *c;
+    json_array_foreach(json_object_get(list, "items"), i, c)
+    {
+        char sys[16];
+        snprintf(sys, sizeof(sys), "%lld",
+                 (long long)json_integer_value(sl_json_path(c, "status.syscalls")));
+        const char *row[] = {sl_json_str(c, "metadata.name"),
+                             sl_json_str(c, "handler"),
+                             json_is_true(sl_json_path(c, "status.available")) ? "yes" : "no",
+                             sl_json_str(c, "overhead.podFixed.cpu"),
+                             sl_json_str(c, "overhead.podFixed.memory"),
+                             sl_json_str(c, "status.seccompProfile"),
+                             sys,
+                             sl_json_str(c, "status.reason")};
+        sl_table_add(t, row);
+    }
+    sl_table_print(t);
+    json_decref(list);
+    return 0;
+}

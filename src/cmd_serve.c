@@ -58,18 +58,22 @@ static void serve_usage(FILE *f)
             "  --max-scale N                     instances per revision at most (default 100)\n"
             "  --autoscale-tick D                decision interval (default 100ms)\n"
             "  --queue-deadline D                queued this long at max scale → 429 (default 10s)\n"
-            "Durations are Go-style: 500ms, 30s, 1m.\n");
+            "Durations are Go-style: 500ms, 30s, 1m.\n\n"
+            "Node capacity (instances reserve requests + runtime class overhead):\n"
+            "  --capacity-cpu Q, --capacity-memory Q  allocatable (default: the machine's\n"
+            "                                    minus 100m cpu and 512Mi memory)\n");
 }
 
 typedef struct serve_opts {
     sl_as_config_t as;
+    int64_t capacity_cpu, capacity_memory;
     uint64_t queue_deadline_ms;
     int max_scale;
 } serve_opts_t;
 
 enum {
     O_STABLE = 1000, O_PANIC_PCT, O_PANIC_THR, O_UTIL, O_TARGET, O_GRACE, O_UP, O_DOWN, O_MAXSCALE,
-    O_TICK, O_QDEADLINE
+    O_TICK, O_QDEADLINE, O_CAP_CPU, O_CAP_MEM
 };
 
 static int duration_opt(const char *flag, const char *arg, uint64_t *ns)
@@ -129,6 +133,14 @@ static int autoscale_opt(serve_opts_t *o, int opt, const char *arg)
         if (ns < 10000000ull || ns > 10000000000ull)
             return sl_cli_usage("--autoscale-tick: must be 10ms..10s");
         o->as.tick_ns = ns;
+        return 0;
+    case O_CAP_CPU:
+        if (sl_parse_cpu(arg, &o->capacity_cpu) < 0 || o->capacity_cpu <= 0)
+            return sl_cli_usage("--capacity-cpu: expected a quantity like 2 or 1500m, got '%s'", arg);
+        return 0;
+    case O_CAP_MEM:
+        if (sl_parse_memory(arg, &o->capacity_memory) < 0 || o->capacity_memory <= 0)
+            return sl_cli_usage("--capacity-memory: expected a quantity like 8Gi, got '%s'", arg);
         return 0;
     case O_QDEADLINE:
         if ((rc = duration_opt("--queue-deadline", arg, &ns)))
@@ -258,8 +270,16 @@ static int run_daemon(const char *listen, const char *domain, const char *state_
                                    .url_port = port,
                                    .autoscaling = &so->as,
                                    .max_scale_default = so->max_scale,
-                                   .queue_deadline_ms = so->queue_deadline_ms};
-    sl_controller_new(d.loop, d.store, d.sup, &ccfg, &d.ctl, &err);
+                                   .queue_deadline_ms = so->queue_deadline_ms,
+                                   .capacity_cpu_millis = so->capacity_cpu,
+                                   .capacity_memory = so->capacity_memory};
+    if (sl_controller_new(d.loop, d.store, d.sup, &ccfg, &d.ctl, &err) < 0) {
+        sl_cli_error("%s", err.msg);
+        d.ctl = NULL;
+        begin_shutdown(&d);
+        uv_run(d.loop, UV_RUN_DEFAULT);
+        goto out;
+    }
     sl_router_config_t rcfg = {.listen = listen};
     if (sl_router_new(d.loop, &rcfg, &sl_controller_router_ops, d.ctl, &d.router, &err) < 0) {
         sl_cli_error("%s", err.msg);
@@ -321,6 +341,8 @@ int sl_cmd_serve(int argc, char **argv)
         {"max-scale", required_argument, NULL, O_MAXSCALE},
         {"autoscale-tick", required_argument, NULL, O_TICK},
         {"queue-deadline", required_argument, NULL, O_QDEADLINE},
+        {"capacity-cpu", required_argument, NULL, O_CAP_CPU},
+        {"capacity-memory", required_argument, NULL, O_CAP_MEM},
         {NULL, 0, NULL, 0},
     };
     const char *listen = "127.0.0.1:8080", *domain = "localhost", *runtime = "crun";

@@ -76,13 +76,18 @@ void ctl_rev_update_status(rev_rt_t *r)
 {
     json_t *st = sl_json_ensure_obj(r->obj, "status");
     const char *s = r->state == REV_READY ? "True" : r->state == REV_FAILED ? "False" : "Unknown";
-    const char *reason = r->state == REV_FAILED ? "ContainerFailed"
+    const char *reason = r->state == REV_FAILED ? (r->unschedulable ? "Unschedulable"
+                                                   : r->blocked      ? "RuntimeClassUnavailable"
+                                                                     : "ContainerFailed")
                          : r->state == REV_PENDING ? "Deploying"
                                                    : NULL;
     json_object_set_new(st, "conditions",
                         json_pack("[o,o,o]", condition("Ready", s, reason, r->reason),
                                   condition("ContainerHealthy", s, reason, r->reason),
-                                  condition("ResourcesAvailable", "True", NULL, NULL)));
+                                  r->unschedulable
+                                      ? condition("ResourcesAvailable", "False", "Unschedulable",
+                                                  r->reason)
+                                      : condition("ResourcesAvailable", "True", NULL, NULL)));
     json_object_set_new(st, "actualReplicas", json_integer(r->n_ready));
     json_object_set_new(st, "desiredReplicas", json_integer(r->as.desired));
     json_object_set_new(st, "observedGeneration", json_integer(1));
@@ -336,6 +341,8 @@ static void instance_cb(sl_instance_t *inst, sl_inst_state_t state, void *data)
     }
     i->inst = NULL;
     i->pool = NULL;
+    sl_capacity_release(&c->capacity, i->fp_cpu, i->fp_memory);
+    i->fp_cpu = i->fp_memory = 0;
     if (i->inflight > 0) {
         /* The router still holds requests on it; they fail and release. */
         i->gone = true;
@@ -374,12 +381,39 @@ int ctl_start_instance(rev_rt_t *r)
         .n_args = cfg->n_args,
         .memory_limit = cfg->memory_limit,
         .cpu_millis = cfg->cpu_millis,
+        .profile = &r->profile,
     };
     inst_rt_t *i = xcalloc(1, sizeof(*i));
     i->rev = r;
     sl_error_t err = {0};
+    if (ctl_capacity_reserve(r, &i->fp_cpu, &i->fp_memory, &err) < 0) {
+        free(i);
+        if (!r->unschedulable)
+            sl_warn(MOD, "revision %s is unschedulable: %s", r->name, err.msg);
+        r->unschedulable = true;
+        free(r->reason);
+        r->reason = xasprintf("Unschedulable: %s", err.msg);
+        if (r->n_ready == 0 && r->n_starting == 0) {
+            /* Nothing runs: the revision fails (and retries with backoff). */
+            r->state = REV_FAILED;
+            r->failures++;
+            ctl_fail_waiters(r, 503, r->reason);
+            if (r->svc)
+                ctl_svc_changed(r->svc);
+        }
+        rev_changed(r);
+        return -1;
+    }
+    if (r->unschedulable) {
+        r->unschedulable = false;
+        if (r->state == REV_READY) {
+            free(r->reason);
+            r->reason = NULL;
+        }
+    }
     i->inst = sl_supervisor_start(c->sup, &spec, instance_cb, i, &err);
     if (!i->inst) {
+        sl_capacity_release(&c->capacity, i->fp_cpu, i->fp_memory);
         free(i);
         sl_err(MOD, "starting an instance of %s: %s", r->name, err.msg);
         instance_failed_start(r, err.msg);
@@ -411,7 +445,7 @@ void ctl_rev_ensure(rev_rt_t *r)
         ctl_fail_waiters(r, 503, "revision is no longer serving");
         return;
     }
-    if (!r->image || (r->retry && uv_is_active((uv_handle_t *)r->retry)))
+    if (!r->image || r->blocked || (r->retry && uv_is_active((uv_handle_t *)r->retry)))
         return;
     int max = r->as.cfg.max_scale > 0 ? r->as.cfg.max_scale : c->max_scale;
     int active = r->n_instances - r->n_draining;
@@ -504,6 +538,7 @@ static void rev_free(rev_rt_t *r)
     sl_revision_cfg_free(r->cfg);
     sl_image_free(r->image);
     free(r->reason);
+    free(r->class_name);
     free(r->name);
     free(r);
 }
@@ -562,6 +597,13 @@ rev_rt_t *ctl_rev_new(sl_controller_t *c, svc_rt_t *s, json_t *obj, sl_error_t *
     }
     r->ever_ready = ready && !strcmp(ready, "True");
     r->state = REV_PENDING;
+    if (ctl_rev_resolve_class(r, err) < 0) {
+        /* Kept, but failed: the service reports why. */
+        r->state = REV_FAILED;
+        r->reason = xstrdup(err->msg);
+        r->failures = 1;
+        r->blocked = true;
+    }
     sl_as_config_t asc;
     ctl_as_config_for(c, cfg, &asc);
     sl_as_init(&r->as, &asc, sl_now_ns());
@@ -754,6 +796,12 @@ int sl_controller_new(uv_loop_t *loop, sl_store_t *store, sl_supervisor_t *sup,
     else
         sl_as_config_defaults(&c->as_defaults);
     c->queue_deadline_ns = (cfg->queue_deadline_ms ? cfg->queue_deadline_ms : 10000) * 1000000ull;
+    if (sl_capacity_init(&c->capacity, cfg->capacity_cpu_millis, cfg->capacity_memory, err) < 0) {
+        free(c->state_dir);
+        free(c->domain);
+        free(c);
+        return -1;
+    }
     ctl_scale_start(c);
     *out = c;
     return 0;

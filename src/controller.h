@@ -29,6 +29,8 @@ typedef struct sl_controller_config {
     int max_scale_default;  /* instances per revision at most (default 100) */
     const sl_as_config_t *autoscaling; /* daemon-wide defaults; NULL = Knative's */
     uint64_t queue_deadline_ms; /* queued this long at max scale → 429 (default 10000) */
+    int64_t capacity_cpu_millis; /* node allocatable; 0 = the machine's minus a reserve */
+    int64_t capacity_memory;
 } sl_controller_config_t;
 
 int sl_controller_new(uv_loop_t *loop, sl_store_t *store, sl_supervisor_t *sup,
@@ -69,6 +71,14 @@ int sl_controller_delete_service(sl_controller_t *c, const char *ns, const char 
  * the service's traffic. */
 int sl_controller_delete_revision(sl_controller_t *c, const char *ns, const char *name,
                                   json_t **body);
+
+/* RuntimeClass objects (node.k8s.io/v1): built-ins plus stored ones. */
+int sl_controller_list_runtimeclasses(sl_controller_t *c, json_t **body);
+int sl_controller_get_runtimeclass(sl_controller_t *c, const char *name, json_t **body);
+/* Takes a reference to obj. */
+int sl_controller_put_runtimeclass(sl_controller_t *c, const char *name, json_t *obj,
+                                   json_t **body);
+int sl_controller_delete_runtimeclass(sl_controller_t *c, const char *name, json_t **body);
 
 /* A Kubernetes-style Status object for errors. New reference. */
 json_t *sl_status_json(int code, const char *reason, const char *message);

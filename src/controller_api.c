@@ -309,6 +309,12 @@ void sl_controller_apply(sl_controller_t *c, json_t *svc, const char *ns_default
         reply(cb, data, 409, "Conflict", msg);
         return;
     }
+    const char *rcn = sl_json_str(svc, "spec.template.spec.runtimeClassName");
+    if (rcn && ctl_check_runtime_class(c, rcn, &err) < 0) {
+        json_decref(svc);
+        reply(cb, data, 400, "BadRequest", err.msg);
+        return;
+    }
     if (check_traffic_names(c, svc, sl_json_str(svc, "spec.template.metadata.name"), &err) < 0) {
         json_decref(svc);
         reply(cb, data, 400, "BadRequest", err.msg);
@@ -499,6 +505,13 @@ int sl_controller_list_instances(sl_controller_t *c, const char *ns, const char 
                 sl_instance_pid(i->inst), "inFlight", i->inflight, "ageSeconds",
                 (double)(sl_now_ns() - started) / 1e9, "startupMs",
                 ready ? (double)(ready - started) / 1e6 : 0.0);
+            char cpu[32], mem[32];
+            json_object_set_new(item, "runtimeClass",
+                                json_string(r->class_name ? r->class_name : "default"));
+            json_object_set_new(item, "footprint",
+                                json_pack("{s:s,s:s}", "cpu",
+                                          sl_format_cpu(i->fp_cpu, cpu, sizeof(cpu)), "memory",
+                                          sl_format_memory(i->fp_memory, mem, sizeof(mem))));
             json_array_append_new(items, item);
         }
     }

@@ -9,6 +9,8 @@
 #include "controller.h"
 #include "image.h"
 #include "autoscaler.h"
+#include "capacity.h"
+#include "runtimeclass.h"
 #include "service.h"
 
 #define HOST_BUCKETS 1024
@@ -30,6 +32,7 @@ struct inst_rt {
     bool gone;     /* exited; kept only until the router releases it */
     bool dying;    /* its process exited or is being stopped: no new requests */
     int fail_streak; /* consecutive failed requests; ejected at 3 */
+    int64_t fp_cpu, fp_memory; /* capacity reserved for it */
     inst_rt_t *prev, *next;
 };
 
@@ -46,6 +49,10 @@ struct rev_rt {
     int inflight;          /* requests in flight on all instances */
     sl_autoscaler_t as;
     int initial_scale;     /* instances to reach before the first Ready */
+    sl_runtime_profile_t profile; /* from the runtime class */
+    char *class_name;
+    bool unschedulable;    /* the last start did not fit the node */
+    bool blocked;          /* cannot run at all (e.g. its runtime class is gone) */
     sl_waiter_t *wq_head, *wq_tail;
     size_t n_waiting;
     rev_state_t state;
@@ -99,6 +106,7 @@ struct sl_controller {
     sl_as_config_t as_defaults;
     uint64_t queue_deadline_ns;
     uv_timer_t *tick;
+    sl_capacity_t capacity;
     route_t *buckets[HOST_BUCKETS];
     svc_rt_t *svcs;
     rev_rt_t *revs;
@@ -144,6 +152,14 @@ char *ctl_host_for(sl_controller_t *c, const char *ns, const char *name);
 char *ctl_url_for(sl_controller_t *c, const char *host);
 uint32_t ctl_hash_host(const char *p, size_t n);
 void ctl_rev_maybe_free(rev_rt_t *r);
+/* controller_rtc.c: runtime classes and capacity. */
+int ctl_runtime_class_get(sl_controller_t *c, const char *name, sl_runtime_class_t **owned,
+                          const sl_runtime_class_t **rc, sl_error_t *err);
+int ctl_rev_resolve_class(rev_rt_t *r, sl_error_t *err);
+int ctl_check_runtime_class(sl_controller_t *c, const char *name, sl_error_t *err);
+void ctl_rev_footprint(const rev_rt_t *r, int64_t *cpu, int64_t *mem);
+int ctl_capacity_reserve(rev_rt_t *r, int64_t *cpu, int64_t *mem, sl_error_t *err);
+int ctl_capacity_headroom(const rev_rt_t *r);
 /* controller_scale.c: the periodic autoscaling pass. */
 void ctl_scale_start(sl_controller_t *c);
 void ctl_scale_stop(sl_controller_t *c);

@@ -72,7 +72,7 @@ static void expire_queue(rev_rt_t *r, uint64_t now)
 
 static void scale_revision(rev_rt_t *r, uint64_t now)
 {
-    if (r->retired || !r->image)
+    if (r->retired || !r->image || r->blocked)
         return;
     int active = r->n_instances - r->n_draining;
     int ready = r->n_ready;
@@ -87,6 +87,12 @@ static void scale_revision(rev_rt_t *r, uint64_t now)
         desired = active;
     if (desired > max_scale_of(r))
         desired = max_scale_of(r);
+    /* The node's free capacity caps what can be added. */
+    if (desired > active) {
+        int room = ctl_capacity_headroom(r);
+        if (desired > active + room)
+            desired = active + room;
+    }
     if (desired > active) {
         int need = desired - active - undrain(r, desired - active);
         if (need > 0)
