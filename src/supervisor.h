@@ -10,7 +10,9 @@
  * /dev/null and stdout/stderr appended to the instance log, watches the
  * container's pid with a pidfd (sluice is the child subreaper, so it also
  * reaps it), and probes readiness by connecting to 127.0.0.1:PORT inside the
- * namespace every few milliseconds. Stop = SIGTERM, grace, SIGKILL, then
+ * namespace every few milliseconds (or with the spec's readiness probe:
+ * tcpSocket, httpGet, exec), and, once ready, keeps running the readiness
+ * and liveness probes every period. Stop = SIGTERM, grace, SIGKILL, then
  * `runtime delete -f`, unmount, remove the bundle and the netns.
  *
  * State dir layout: instances/<id>/{config.json,rootfs,upper(tmpfs)},
@@ -34,6 +36,37 @@ typedef enum {
     SL_INST_STOPPING,     /* SIGTERM sent, waiting for exit */
     SL_INST_EXITED        /* gone: last callback; inst freed after it returns */
 } sl_inst_state_t;
+
+/*
+ * A Kubernetes/Knative probe (readinessProbe, livenessProbe). Times are in
+ * milliseconds; 0 = Kubernetes' default: initial delay 0, period 10000,
+ * timeout 1000, success threshold 1, failure threshold 3.
+ *   TCP:  connect to 127.0.0.1:port inside the instance's network namespace.
+ *   HTTP: `GET path HTTP/1.1` with Host and `User-Agent: sluice-probe`;
+ *         passes on a 2xx or 3xx status.
+ *   EXEC: `RT exec <id> exec_cmd...` inside the container; passes on exit 0.
+ * Every attempt is abandoned (and fails) after timeout_ms.
+ */
+typedef enum { SL_PROBE_NONE = 0, SL_PROBE_TCP, SL_PROBE_HTTP, SL_PROBE_EXEC } sl_probe_kind_t;
+
+typedef struct sl_probe {
+    sl_probe_kind_t kind;  /* NONE = no probe (liveness) / the default (readiness) */
+    int port;              /* TCP/HTTP; 0 = the instance's PORT */
+    const char *path;      /* HTTP: absolute path, "/" when NULL */
+    char *const *exec_cmd; /* EXEC: argv, exec_cmd[0] an absolute path in the image */
+    size_t n_exec;
+    int initial_delay_ms;  /* before the first attempt (liveness: from start) */
+    int period_ms;         /* between attempts once READY */
+    int timeout_ms;        /* per attempt */
+    int success_threshold; /* consecutive passes to be ready again (liveness: 1) */
+    int failure_threshold; /* consecutive failures to be unready / to restart */
+} sl_probe_t;
+
+/* Readiness after the first READY (explicit readiness probes only): false
+ * once failure_threshold consecutive attempts failed — send it no new
+ * requests; the instance keeps running and keeps the SL_INST_READY state —
+ * and true once success_threshold consecutive attempts passed again. */
+typedef void (*sl_instance_readiness_cb)(sl_instance_t *inst, bool ready, void *data);
 
 typedef struct sl_instance_spec {
     const char *namespace_;    /* Knative namespace, e.g. "default" */
@@ -60,6 +93,17 @@ typedef struct sl_instance_spec {
      * cpu_millis when those are set (as Kubernetes sizes the pod cgroup);
      * its pids_limit caps pids_limit. */
     const sl_runtime_profile_t *profile;
+    /* Probes, borrowed for the call (copied). readiness NULL or kind NONE:
+     * TCP connect to PORT, every few ms during start-up only. Whatever the
+     * kind, start-up polls every few ms (backing off), not every period;
+     * an explicit readiness probe then runs every period_ms while READY and
+     * reports through readiness_cb. liveness NULL or NONE: none; otherwise
+     * it runs every period_ms once READY, and failure_threshold consecutive
+     * failures stop the instance (SIGTERM, grace, SIGKILL) with the exit
+     * reason "liveness probe failed: <why>". */
+    const sl_probe_t *readiness;
+    const sl_probe_t *liveness;
+    sl_instance_readiness_cb readiness_cb; /* NULL: readiness changes only logged */
 } sl_instance_spec_t;
 
 /* Called on every state change. On SL_INST_EXITED this is the last call;
@@ -98,8 +142,11 @@ int sl_instance_pid(const sl_instance_t *inst); /* 0 until known */
 const char *sl_instance_log_path(const sl_instance_t *inst);
 uint64_t sl_instance_started_ns(const sl_instance_t *inst); /* sl_now_ns() at start */
 uint64_t sl_instance_ready_ns(const sl_instance_t *inst);   /* 0 until READY */
+/* READY and its readiness probe not failing: may get new requests. */
+bool sl_instance_serving(const sl_instance_t *inst);
 /* Why it exited: "exited with status 1", "killed by signal 9", "not ready
- * within 120s", "runtime failed: <crun stderr>", followed by
+ * within 120s", "liveness probe failed: <why>", "runtime failed: <crun
+ * stderr>", followed by
  * "; last log lines: ..." when the log has any. NULL while running. */
 const char *sl_instance_exit_reason(const sl_instance_t *inst);
 void *sl_instance_data(const sl_instance_t *inst);

@@ -53,8 +53,9 @@ static int copy_file(const char *from, const char *to)
 
 static void build_rootfs(void)
 {
-    static const char *applets[] = {"sh", "httpd",    "env",  "id",   "sleep", "cat",  "echo",
-                                    "ls", "hostname", "true", "grep", "stat",  "touch"};
+    static const char *applets[] = {"sh",    "httpd", "env",      "id",   "sleep", "cat",
+                                    "echo",  "ls",    "hostname", "true", "grep",  "stat",
+                                    "touch", "rm",    "test",     "nc",   "printf"};
     char p[512];
     const char *dirs[] = {"bin", "etc", "www", "tmp", "home", "home/nonroot"};
     for (size_t i = 0; i < SL_ARRAY_LEN(dirs); i++) {
@@ -157,6 +158,7 @@ typedef struct rec {
     char log_path[512];
     int pid;
     uint64_t started_ns, ready_ns, exited_ns;
+    int n_unready, n_ready_again; /* readiness_cb(false) / (true) */
 } rec_t;
 
 static void rec_cb(sl_instance_t *inst, sl_inst_state_t st, void *data)
@@ -188,6 +190,19 @@ static void rec_cb(sl_instance_t *inst, sl_inst_state_t st, void *data)
     default:
         break;
     }
+}
+
+static void rec_readiness_cb(sl_instance_t *inst, bool ready, void *data)
+{
+    rec_t *r = data;
+    if (g_abandoned)
+        return;
+    assert_ptr_equal(sl_instance_data(inst), r);
+    assert_int_equal(sl_instance_serving(inst), ready);
+    if (ready)
+        r->n_ready_again++;
+    else
+        r->n_unready++;
 }
 
 static void wake(uv_timer_t *t) {}
@@ -1281,6 +1296,208 @@ static void test_leftovers_cleaned(void **state)
     env_close(e);
 }
 
+/* ---- probes ----------------------------------------------------------- */
+
+static char *http_status_line(sl_instance_t *inst, const char *path)
+{
+    char *resp = http_get(inst, path);
+    resp[strcspn(resp, "\r\n")] = '\0';
+    return resp;
+}
+
+/* httpGet readiness: httpd answers at once, /healthz only after 300 ms, so
+ * READY must wait for the file (a TCP probe would pass within ~40 ms); then
+ * removing it makes the instance unready, re-creating it ready again. */
+static void test_readiness_http(void **state)
+{
+    env_t *e = env_open("crun");
+    char *const script[] = {"/bin/sh", "-c",
+                            "(sleep 0.3; echo ok > /www/healthz; sleep 0.8; rm /www/healthz; "
+                            "sleep 0.8; echo ok > /www/healthz) & "
+                            "exec /bin/busybox httpd -f -p 8080 -h /www",
+                            NULL};
+    img_t m;
+    img_init(&m, NULL, script);
+    sl_instance_spec_t s = base_spec(&m.img);
+    sl_probe_t ready = {.kind = SL_PROBE_HTTP,
+                        .path = "/healthz",
+                        .period_ms = 50,
+                        .timeout_ms = 500,
+                        .failure_threshold = 2};
+    s.readiness = &ready;
+    s.readiness_cb = rec_readiness_cb;
+    rec_t r;
+    start(e, &s, &r);
+    run_until(&e->loop, &r.n_ready, 20000);
+    assert_int_equal(r.n_ready, 1);
+    double ms = ms_between(r.started_ns, r.ready_ns);
+    printf("  httpGet readiness: READY after %.1f ms\n", ms);
+    assert_true(ms >= 300);
+    assert_true(sl_instance_serving(r.inst));
+    char *line = http_status_line(r.inst, "/healthz");
+    printf("  GET /healthz at READY: %s\n", line);
+    assert_non_null(strstr(line, " 200"));
+    free(line);
+    run_until(&e->loop, &r.n_unready, 5000);
+    assert_int_equal(r.n_unready, 1);
+    assert_false(sl_instance_serving(r.inst));
+    assert_int_equal(sl_instance_state(r.inst), SL_INST_READY); /* still running */
+    run_until(&e->loop, &r.n_ready_again, 5000);
+    assert_int_equal(r.n_ready_again, 1);
+    assert_true(sl_instance_serving(r.inst));
+    assert_int_equal(r.n_exited, 0);
+    assert_int_equal(r.n_ready, 1); /* readiness flips do not repeat READY */
+    stop_and_clean(e, &r);
+    env_close(e);
+}
+
+/* What an httpGet probe sends: the app (nc) logs the request it got. */
+static void test_probe_http_request(void **state)
+{
+    env_t *e = env_open("crun");
+    char *const script[] = {"/bin/sh", "-c",
+                            "while :; do printf 'HTTP/1.1 204 No Content\\r\\n\\r\\n' | "
+                            "nc -l -p 8080; done",
+                            NULL};
+    img_t m;
+    img_init(&m, NULL, script);
+    sl_instance_spec_t s = base_spec(&m.img);
+    sl_probe_t ready = {.kind = SL_PROBE_HTTP, .path = "/probe-check?x=1"};
+    s.readiness = &ready;
+    rec_t r;
+    start(e, &s, &r);
+    run_until(&e->loop, &r.n_ready, 20000);
+    assert_int_equal(r.n_ready, 1);
+    assert_true(log_contains(e, &r, "GET /probe-check?x=1 HTTP/1.1\r\n", 2000));
+    assert_true(log_contains(e, &r, "Host: 127.0.0.1:8080\r\n", 2000));
+    assert_true(log_contains(e, &r, "User-Agent: sluice-probe\r\n", 2000));
+    stop_and_clean(e, &r);
+    env_close(e);
+}
+
+/* A liveness probe that starts failing stops the instance (to be replaced)
+ * with the probe's reason. */
+static void test_liveness_http(void **state)
+{
+    env_t *e = env_open("crun");
+    char *const script[] = {"/bin/sh", "-c",
+                            "echo ok > /www/healthz; (sleep 0.6; rm /www/healthz) & "
+                            "exec /bin/busybox httpd -f -p 8080 -h /www",
+                            NULL};
+    img_t m;
+    img_init(&m, NULL, script);
+    sl_instance_spec_t s = base_spec(&m.img);
+    sl_probe_t live = {.kind = SL_PROBE_HTTP,
+                       .path = "/healthz",
+                       .period_ms = 100,
+                       .timeout_ms = 500,
+                       .failure_threshold = 2};
+    s.liveness = &live;
+    rec_t r;
+    start(e, &s, &r);
+    run_until(&e->loop, &r.n_ready, 20000);
+    assert_int_equal(r.n_ready, 1);
+    run_until(&e->loop, &r.n_exited, 10000);
+    assert_int_equal(r.n_exited, 1);
+    assert_int_equal(r.n_stopping, 1);
+    printf("  reason: %s (%.0f ms after READY)\n", r.reason, ms_between(r.ready_ns, r.exited_ns));
+    assert_non_null(strstr(r.reason, "liveness probe failed: "));
+    assert_non_null(strstr(r.reason, "status 404"));
+    assert_true(ms_between(r.ready_ns, r.exited_ns) >= 400); /* passed while the file was there */
+    assert_cleaned(r.id);
+    env_close(e);
+}
+
+/* exec readiness: `test -f /tmp/ready` run in the container by the runtime. */
+static void exec_readiness(const char *runtime)
+{
+    env_t *e = env_open(runtime);
+    char *const script[] = {"/bin/sh", "-c",
+                            "(sleep 0.3; touch /tmp/ready) & "
+                            "exec /bin/busybox httpd -f -p 8080 -h /www",
+                            NULL};
+    img_t m;
+    img_init(&m, NULL, script);
+    sl_instance_spec_t s = base_spec(&m.img);
+    s.runtime = runtime;
+    char *const cmd[] = {"/bin/test", "-f", "/tmp/ready"};
+    sl_probe_t ready = {.kind = SL_PROBE_EXEC, .exec_cmd = cmd, .n_exec = 3, .timeout_ms = 5000};
+    s.readiness = &ready;
+    rec_t r;
+    start(e, &s, &r);
+    run_until(&e->loop, &r.n_ready, 20000);
+    assert_int_equal(r.n_ready, 1);
+    double ms = ms_between(r.started_ns, r.ready_ns);
+    printf("  %s exec readiness: READY after %.1f ms\n", runtime, ms);
+    assert_true(ms >= 300);
+    stop_and_clean(e, &r);
+    env_close(e);
+}
+
+static void test_readiness_exec_crun(void **state)
+{
+    exec_readiness("crun");
+}
+
+static void test_readiness_exec_runc(void **state)
+{
+    exec_readiness("runc");
+}
+
+/* An explicit tcpSocket readiness probe on another port: READY only once
+ * something listens there, though PORT answers at once. */
+static void test_readiness_tcp_port(void **state)
+{
+    env_t *e = env_open("crun");
+    char *const script[] = {"/bin/sh", "-c",
+                            "/bin/busybox httpd -p 8080 -h /www; sleep 0.3; "
+                            "exec /bin/busybox httpd -f -p 9090 -h /www",
+                            NULL};
+    img_t m;
+    img_init(&m, NULL, script);
+    sl_instance_spec_t s = base_spec(&m.img);
+    sl_probe_t ready = {.kind = SL_PROBE_TCP, .port = 9090};
+    s.readiness = &ready;
+    rec_t r;
+    start(e, &s, &r);
+    run_until(&e->loop, &r.n_ready, 20000);
+    assert_int_equal(r.n_ready, 1);
+    assert_true(ms_between(r.started_ns, r.ready_ns) >= 300);
+    stop_and_clean(e, &r);
+    env_close(e);
+}
+
+static void expect_spec_error(env_t *e, sl_instance_spec_t *s, const char *needle)
+{
+    sl_error_t err = {0};
+    rec_t r = {0};
+    assert_null(sl_supervisor_start(e->sup, s, rec_cb, &r, &err));
+    printf("  %s\n", err.msg);
+    assert_non_null(strstr(err.msg, needle));
+}
+
+static void test_probe_spec_errors(void **state)
+{
+    env_t *e = env_open("crun");
+    img_t m;
+    img_init(&m, NULL, HTTPD);
+    sl_instance_spec_t s = base_spec(&m.img);
+    sl_probe_t bad_path = {.kind = SL_PROBE_HTTP, .path = "healthz"};
+    s.readiness = &bad_path;
+    expect_spec_error(e, &s, "readinessProbe.httpGet.path");
+    sl_probe_t no_cmd = {.kind = SL_PROBE_EXEC};
+    s.readiness = &no_cmd;
+    expect_spec_error(e, &s, "readinessProbe.exec.command");
+    s.readiness = NULL;
+    sl_probe_t live = {.kind = SL_PROBE_TCP, .success_threshold = 2};
+    s.liveness = &live;
+    expect_spec_error(e, &s, "livenessProbe.successThreshold must be 1");
+    sl_probe_t neg = {.kind = SL_PROBE_TCP, .period_ms = -1};
+    s.liveness = &neg;
+    expect_spec_error(e, &s, "livenessProbe");
+    env_close(e);
+}
+
 int main(void)
 {
     setvbuf(stdout, NULL, _IONBF, 0);
@@ -1309,6 +1526,13 @@ int main(void)
         cmocka_unit_test_teardown(test_sandboxed_user_range, env_teardown),
         cmocka_unit_test_teardown(test_debug_container, env_teardown),
         cmocka_unit_test_teardown(test_debug_sandboxed, env_teardown),
+        cmocka_unit_test_teardown(test_readiness_http, env_teardown),
+        cmocka_unit_test_teardown(test_probe_http_request, env_teardown),
+        cmocka_unit_test_teardown(test_liveness_http, env_teardown),
+        cmocka_unit_test_teardown(test_readiness_exec_crun, env_teardown),
+        cmocka_unit_test_teardown(test_readiness_exec_runc, env_teardown),
+        cmocka_unit_test_teardown(test_readiness_tcp_port, env_teardown),
+        cmocka_unit_test_teardown(test_probe_spec_errors, env_teardown),
         cmocka_unit_test_teardown(test_shutdown_many, env_teardown),
         cmocka_unit_test_teardown(test_cold_start_timing, env_teardown),
         cmocka_unit_test_teardown(test_leftovers_cleaned, env_teardown),
