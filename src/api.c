@@ -10,6 +10,7 @@
 #include "api.h"
 
 #include "http_parse.h"
+#include "metrics.h"
 #include "service.h"
 #include "version.h"
 
@@ -33,7 +34,11 @@ typedef struct log_file {
 } log_file_t;
 
 typedef struct api_conn {
-    uv_pipe_t pipe;
+    union {
+        uv_pipe_t pipe; /* the API socket */
+        uv_tcp_t tcp;   /* --metrics-listen: /metrics and /healthz only */
+    } h;
+    bool metrics_only;
     sl_api_t *api;
     char *buf;
     size_t len, cap;
@@ -53,6 +58,7 @@ typedef struct api_conn {
 struct sl_api {
     uv_loop_t *loop;
     uv_pipe_t listener;
+    uv_tcp_t *metrics_listener;
     sl_controller_t *ctl;
     char *state_dir;
     char *path;
@@ -98,7 +104,7 @@ static void conn_write(api_conn_t *c, char *data, size_t len, bool close_after)
     w->close_after = close_after;
     uv_buf_t b = uv_buf_init(data, (unsigned)len);
     c->refs++;
-    if (uv_write(&w->req, (uv_stream_t *)&c->pipe, &b, 1, write_done) < 0) {
+    if (uv_write(&w->req, (uv_stream_t *)&c->h, &b, 1, write_done) < 0) {
         free(data);
         free(w);
         c->refs--;
@@ -112,7 +118,7 @@ static void send_response(api_conn_t *c, int status, const char *ctype, const ch
     bool close_after = !c->keep_alive;
     if (close_after) {
         c->finished = true;
-        uv_read_stop((uv_stream_t *)&c->pipe);
+        uv_read_stop((uv_stream_t *)&c->h);
     }
     char *out = xasprintf("HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n%s\r\n",
                           status, sl_http_reason(status), ctype, blen,
@@ -201,7 +207,7 @@ static void conn_close(api_conn_t *c)
         uv_close((uv_handle_t *)c->follow, free_handle);
         c->follow = NULL;
     }
-    uv_close((uv_handle_t *)&c->pipe, conn_closed);
+    uv_close((uv_handle_t *)&c->h, conn_closed);
 }
 
 /* Controller callbacks hold a reference so the conn outlives them. */
@@ -546,7 +552,18 @@ static void route_sluice(route_ctx_t *r, char **seg, size_t n)
         ns = seg[4];
         k = 5;
     }
-    if (k < n && !strcmp(seg[k], "instances") && k + 1 == n && method_is(r, "GET")) {
+    if (k < n && !strcmp(seg[k], "usage") && k + 1 == n && method_is(r, "GET")) {
+        char sbuf[64];
+        const char *since = query_get(r->query, "since", sbuf, sizeof(sbuf));
+        int64_t since_wall = 0;
+        if (since && sl_parse_int64(since, 0, INT64_MAX, &since_wall) < 0) {
+            send_error(c, 400, "BadRequest", "since: must be epoch seconds");
+            return;
+        }
+        int st = sl_controller_usage(ctl, ns, service_filter(r, buf, sizeof(buf)), since_wall,
+                                     &body);
+        send_json(c, st, body);
+    } else if (k < n && !strcmp(seg[k], "instances") && k + 1 == n && method_is(r, "GET")) {
         int st = sl_controller_list_instances(ctl, ns, service_filter(r, buf, sizeof(buf)), &body);
         send_json(c, st, body);
     } else if (ns && k + 3 == n && !strcmp(seg[k], "services") && !strcmp(seg[k + 2], "logs") &&
@@ -602,6 +619,23 @@ static void dispatch_request(route_ctx_t *r)
     r->query[ql] = '\0';
     if (!strcmp(r->path, "/healthz")) {
         send_response(r->c, 200, "text/plain", "ok\n", 3);
+        r->c->busy = false;
+        conn_process(r->c);
+        return;
+    }
+    if (r->c->metrics_only && strcmp(r->path, "/metrics") && strcmp(r->path, "/healthz")) {
+        send_error(r->c, 404, "NotFound", "this listener serves /metrics and /healthz only");
+        return;
+    }
+    if (!strcmp(r->path, "/metrics") && method_is(r, "GET")) {
+        char *text = NULL;
+        size_t len = 0;
+        if (sl_controller_metrics(r->c->api->ctl, &text, &len) < 0) {
+            send_error(r->c, 500, "InternalError", "metrics unavailable");
+            return;
+        }
+        send_response(r->c, 200, SL_METRICS_CONTENT_TYPE, text, len);
+        free(text);
         r->c->busy = false;
         conn_process(r->c);
         return;
@@ -716,27 +750,78 @@ static void read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
     conn_process(c);
 }
 
-static void on_connection(uv_stream_t *server, int status)
+static void accept_conn(uv_stream_t *server, bool metrics_only)
 {
     sl_api_t *api = server->data;
-    if (status < 0)
-        return;
     api_conn_t *c = xcalloc(1, sizeof(*c));
     c->api = api;
     c->refs = 1;
-    uv_pipe_init(api->loop, &c->pipe, 0);
-    c->pipe.data = c;
+    c->metrics_only = metrics_only;
+    if (metrics_only) {
+        uv_tcp_init(api->loop, &c->h.tcp);
+        uv_tcp_nodelay(&c->h.tcp, 1);
+    } else {
+        uv_pipe_init(api->loop, &c->h.pipe, 0);
+    }
+    c->h.pipe.data = c;
     api->open_handles++;
-    if (uv_accept(server, (uv_stream_t *)&c->pipe) < 0) {
+    if (uv_accept(server, (uv_stream_t *)&c->h) < 0) {
         c->closing = true;
-        uv_close((uv_handle_t *)&c->pipe, conn_closed);
+        uv_close((uv_handle_t *)&c->h, conn_closed);
         return;
     }
     c->next = api->conns;
     if (api->conns)
         api->conns->prev = c;
     api->conns = c;
-    uv_read_start((uv_stream_t *)&c->pipe, alloc_cb, read_cb);
+    uv_read_start((uv_stream_t *)&c->h, alloc_cb, read_cb);
+}
+
+static void on_connection(uv_stream_t *server, int status)
+{
+    if (status >= 0)
+        accept_conn(server, false);
+}
+
+static void on_metrics_connection(uv_stream_t *server, int status)
+{
+    if (status >= 0)
+        accept_conn(server, true);
+}
+
+int sl_api_listen_metrics(sl_api_t *api, const char *addr, sl_error_t *err)
+{
+    char host[256];
+    const char *colon = strrchr(addr, ':');
+    int64_t port;
+    if (!colon || (size_t)(colon - addr) >= sizeof(host) ||
+        sl_parse_int64(colon + 1, 0, 65535, &port) < 0)
+        return sl_error_set(err, EINVAL, "--metrics-listen: expected ADDR:PORT, got '%s'", addr);
+    memcpy(host, addr, (size_t)(colon - addr));
+    host[colon - addr] = '\0';
+    struct sockaddr_storage ss;
+    size_t hl = strlen(host);
+    int rc;
+    if (hl >= 2 && host[0] == '[' && host[hl - 1] == ']') {
+        host[hl - 1] = '\0';
+        rc = uv_ip6_addr(host + 1, (int)port, (struct sockaddr_in6 *)&ss);
+    } else {
+        rc = uv_ip4_addr(host, (int)port, (struct sockaddr_in *)&ss);
+    }
+    if (rc < 0)
+        return sl_error_set(err, EINVAL, "--metrics-listen: bad address '%s'", addr);
+    uv_tcp_t *l = xcalloc(1, sizeof(*l));
+    uv_tcp_init(api->loop, l);
+    l->data = api;
+    api->open_handles++;
+    rc = uv_tcp_bind(l, (struct sockaddr *)&ss, 0);
+    if (rc == 0)
+        rc = uv_listen((uv_stream_t *)l, 128, on_metrics_connection);
+    api->metrics_listener = l;
+    if (rc < 0)
+        return sl_error_set(err, -rc, "--metrics-listen %s: %s", addr, uv_strerror(rc));
+    sl_info(MOD, "metrics on http://%s/metrics", addr);
+    return 0;
 }
 
 int sl_api_new(uv_loop_t *loop, const char *socket_path, const char *state_dir,
@@ -785,6 +870,10 @@ void sl_api_close(sl_api_t *api, void (*cb)(void *), void *data)
     api->close_data = data;
     while (api->conns)
         conn_close(api->conns);
+    if (api->metrics_listener) {
+        uv_close((uv_handle_t *)api->metrics_listener, free_handle);
+        api->metrics_listener = NULL;
+    }
     uv_close((uv_handle_t *)&api->listener, listener_closed);
 }
 

@@ -25,6 +25,9 @@ typedef struct sl_api sl_api_t;
 
 int sl_api_new(uv_loop_t *loop, const char *socket_path, const char *state_dir,
                sl_controller_t *ctl, sl_api_t **out, sl_error_t *err);
+/* Also serve GET /metrics (and /healthz, nothing else) over TCP on
+ * ADDR:PORT, for Prometheus. */
+int sl_api_listen_metrics(sl_api_t *api, const char *addr, sl_error_t *err);
 /* Stop listening and close every connection; cb when all handles closed. */
 void sl_api_close(sl_api_t *api, void (*cb)(void *), void *data);
 /* Free after close's callback ran. */

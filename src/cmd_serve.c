@@ -61,11 +61,16 @@ static void serve_usage(FILE *f)
             "Durations are Go-style: 500ms, 30s, 1m.\n\n"
             "Node capacity (instances reserve requests + runtime class overhead):\n"
             "  --capacity-cpu Q, --capacity-memory Q  allocatable (default: the machine's\n"
-            "                                    minus 100m cpu and 512Mi memory)\n");
+            "                                    minus 100m cpu and 512Mi memory)\n\n"
+            "  --metrics-listen ADDR:PORT  also serve Prometheus /metrics over TCP\n"
+            "  --prices FILE        price table for `sluice usage` (JSON; default: public list\n"
+            "                       prices, see docs/metering.md)\n");
 }
 
 typedef struct serve_opts {
+    const char *metrics_listen;
     sl_as_config_t as;
+    sl_prices_t prices;
     int64_t capacity_cpu, capacity_memory;
     uint64_t queue_deadline_ms;
     int max_scale;
@@ -73,7 +78,7 @@ typedef struct serve_opts {
 
 enum {
     O_STABLE = 1000, O_PANIC_PCT, O_PANIC_THR, O_UTIL, O_TARGET, O_GRACE, O_UP, O_DOWN, O_MAXSCALE,
-    O_TICK, O_QDEADLINE, O_CAP_CPU, O_CAP_MEM
+    O_TICK, O_QDEADLINE, O_CAP_CPU, O_CAP_MEM, O_PRICES, O_METRICS
 };
 
 static int duration_opt(const char *flag, const char *arg, uint64_t *ns)
@@ -142,6 +147,15 @@ static int autoscale_opt(serve_opts_t *o, int opt, const char *arg)
         if (sl_parse_memory(arg, &o->capacity_memory) < 0 || o->capacity_memory <= 0)
             return sl_cli_usage("--capacity-memory: expected a quantity like 8Gi, got '%s'", arg);
         return 0;
+    case O_METRICS:
+        o->metrics_listen = arg;
+        return 0;
+    case O_PRICES: {
+        sl_error_t err = {0};
+        if (sl_prices_load(arg, &o->prices, &err) < 0)
+            return sl_cli_usage("--prices: %s", err.msg);
+        return 0;
+    }
     case O_QDEADLINE:
         if ((rc = duration_opt("--queue-deadline", arg, &ns)))
             return rc;
@@ -272,7 +286,8 @@ static int run_daemon(const char *listen, const char *domain, const char *state_
                                    .max_scale_default = so->max_scale,
                                    .queue_deadline_ms = so->queue_deadline_ms,
                                    .capacity_cpu_millis = so->capacity_cpu,
-                                   .capacity_memory = so->capacity_memory};
+                                   .capacity_memory = so->capacity_memory,
+                                   .prices = &so->prices};
     if (sl_controller_new(d.loop, d.store, d.sup, &ccfg, &d.ctl, &err) < 0) {
         sl_cli_error("%s", err.msg);
         d.ctl = NULL;
@@ -291,7 +306,12 @@ static int run_daemon(const char *listen, const char *domain, const char *state_
             d.api = NULL;
         }
     }
-    if (!d.router || !d.api) {
+    bool failed = !d.router || !d.api;
+    if (!failed && so->metrics_listen && sl_api_listen_metrics(d.api, so->metrics_listen, &err) < 0) {
+        sl_cli_error("%s", err.msg);
+        failed = true;
+    }
+    if (failed) {
         begin_shutdown(&d);
         uv_run(d.loop, UV_RUN_DEFAULT);
         goto out;
@@ -343,12 +363,15 @@ int sl_cmd_serve(int argc, char **argv)
         {"queue-deadline", required_argument, NULL, O_QDEADLINE},
         {"capacity-cpu", required_argument, NULL, O_CAP_CPU},
         {"capacity-memory", required_argument, NULL, O_CAP_MEM},
+        {"prices", required_argument, NULL, O_PRICES},
+        {"metrics-listen", required_argument, NULL, O_METRICS},
         {NULL, 0, NULL, 0},
     };
     const char *listen = "127.0.0.1:8080", *domain = "localhost", *runtime = "crun";
     const char *state_dir = sl_cli_default_state_dir();
     serve_opts_t so = {.max_scale = 100, .queue_deadline_ms = 10000};
     sl_as_config_defaults(&so.as);
+    sl_prices_default(&so.prices);
     int opt;
     optind = 1;
     while ((opt = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {

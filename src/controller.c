@@ -208,17 +208,15 @@ inst_rt_t *ctl_pick_instance(rev_rt_t *r)
 
 void ctl_fail_waiters_one(rev_rt_t *r, sl_waiter_t *w, int status, const char *reason)
 {
+    ctl_obs_answered(r, status);
     wq_remove(r, w);
     w->ready(w, status, NULL, reason);
 }
 
 void ctl_fail_waiters(rev_rt_t *r, int status, const char *reason)
 {
-    while (r->wq_head) {
-        sl_waiter_t *w = r->wq_head;
-        wq_remove(r, w);
-        w->ready(w, status, NULL, reason);
-    }
+    while (r->wq_head)
+        ctl_fail_waiters_one(r, r->wq_head, status, reason);
 }
 
 void ctl_dispatch(rev_rt_t *r)
@@ -231,7 +229,7 @@ void ctl_dispatch(rev_rt_t *r)
         i->inflight++;
         r->inflight++;
         wq_remove(r, w);
-        sl_pick_t pick = {.pool = i->pool, .instance = i};
+        sl_pick_t pick = {.pool = i->pool, .instance = i, .token = ctl_obs_request_begin(i)};
         w->ready(w, 0, &pick, NULL);
     }
 }
@@ -293,6 +291,8 @@ static void instance_cb(sl_instance_t *inst, sl_inst_state_t state, void *data)
     case SL_INST_STARTING:
         return;
     case SL_INST_STOPPING:
+        if (!i->dying)
+            ctl_obs_instance_stopping(i);
         i->dying = true;
         return;
     case SL_INST_READY:
@@ -304,6 +304,7 @@ static void instance_cb(sl_instance_t *inst, sl_inst_state_t state, void *data)
         if (c->router)
             i->pool = sl_upstream_pool_new(c->router, sl_instance_netns_fd(inst),
                                            sl_instance_port(inst));
+        ctl_obs_instance_ready(i);
         sl_info(MOD, "instance %s ready in %.1f ms", sl_instance_id(inst),
                 (double)(sl_instance_ready_ns(inst) - sl_instance_started_ns(inst)) / 1e6);
         became_ready(r);
@@ -315,6 +316,7 @@ static void instance_cb(sl_instance_t *inst, sl_inst_state_t state, void *data)
     }
     const char *why = sl_instance_exit_reason(inst);
     bool was_ready = i->ready;
+    ctl_obs_instance_exited(i);
     if (was_ready)
         r->n_ready--;
     else
@@ -348,6 +350,7 @@ static void instance_cb(sl_instance_t *inst, sl_inst_state_t state, void *data)
         i->gone = true;
         r->n_lingering++;
     } else {
+        ctl_obs_instance_free(i);
         free(i);
     }
     ctl_rev_ensure(r);
@@ -359,6 +362,9 @@ void ctl_stop_instance(inst_rt_t *i)
     if (i->stopped || !i->inst)
         return;
     i->stopped = true;
+    if (!i->dying)
+        ctl_obs_instance_stopping(i);
+    i->dying = true;
     sl_instance_stop(i->inst);
 }
 
@@ -419,6 +425,7 @@ int ctl_start_instance(rev_rt_t *r)
         instance_failed_start(r, err.msg);
         return -1;
     }
+    ctl_obs_instance_start(i);
     i->next = r->instances;
     if (r->instances)
         r->instances->prev = i;
@@ -539,6 +546,7 @@ static void rev_free(rev_rt_t *r)
     sl_image_free(r->image);
     free(r->reason);
     free(r->class_name);
+    ctl_obs_rev_free(r);
     free(r->name);
     free(r);
 }
@@ -604,6 +612,7 @@ rev_rt_t *ctl_rev_new(sl_controller_t *c, svc_rt_t *s, json_t *obj, sl_error_t *
         r->failures = 1;
         r->blocked = true;
     }
+    ctl_obs_rev_init(r);
     sl_as_config_t asc;
     ctl_as_config_for(c, cfg, &asc);
     sl_as_init(&r->as, &asc, sl_now_ns());
@@ -705,14 +714,17 @@ static int op_acquire(void *ctx, void *target, sl_waiter_t *w, sl_pick_t *pick,
         ctl_rev_load_changed(r);
         pick->pool = i->pool;
         pick->instance = i;
+        pick->token = ctl_obs_request_begin(i);
         return SL_OK;
     }
     if (r->state == REV_FAILED && r->n_instances == 0) {
         *reason = r->reason ? r->reason : "revision failed";
+        ctl_obs_answered(r, 502);
         return 502;
     }
     if (r->n_waiting >= c->queue_max) {
         *reason = "request queue is full";
+        ctl_obs_answered(r, 503);
         return 503;
     }
     w->enqueued_ns = sl_now_ns();
@@ -730,16 +742,23 @@ static void op_cancel(void *ctx, void *target, sl_waiter_t *w)
     }
 }
 
-static void op_release(void *ctx, void *instance, bool failed)
+static void op_release(void *ctx, const sl_pick_t *pick, int status, bool failed)
 {
-    inst_rt_t *i = instance;
+    inst_rt_t *i = pick->instance;
     rev_rt_t *r = i->rev;
     i->inflight--;
     r->inflight--;
     ctl_rev_load_changed(r);
+    /* A queued request takes the freed slot before this one's metering
+     * ends, so back-to-back requests make one busy period, as they do for
+     * an instance that never went idle. */
+    if (!i->gone && !failed && r->wq_head)
+        ctl_dispatch(r);
+    ctl_obs_request_end(i, pick->token, status, failed);
     if (i->gone) {
         if (i->inflight == 0) {
             r->n_lingering--;
+            ctl_obs_instance_free(i);
             free(i);
             ctl_rev_maybe_free(r);
         }
@@ -797,6 +816,12 @@ int sl_controller_new(uv_loop_t *loop, sl_store_t *store, sl_supervisor_t *sup,
         sl_as_config_defaults(&c->as_defaults);
     c->queue_deadline_ns = (cfg->queue_deadline_ms ? cfg->queue_deadline_ms : 10000) * 1000000ull;
     if (sl_capacity_init(&c->capacity, cfg->capacity_cpu_millis, cfg->capacity_memory, err) < 0) {
+        free(c->state_dir);
+        free(c->domain);
+        free(c);
+        return -1;
+    }
+    if (ctl_obs_init(c, cfg->prices, err) < 0) {
         free(c->state_dir);
         free(c->domain);
         free(c);
@@ -879,6 +904,7 @@ void sl_controller_shutdown(sl_controller_t *c, void (*done)(void *), void *data
 {
     c->shutting_down = true;
     ctl_scale_stop(c);
+    ctl_obs_stop(c);
     c->shutdown_done = done;
     c->shutdown_data = data;
     rev_rt_t *r = c->revs;
@@ -897,6 +923,7 @@ void sl_controller_free(sl_controller_t *c)
         return;
     while (c->svcs)
         ctl_svc_free(c->svcs);
+    ctl_obs_free(c);
     free(c->state_dir);
     free(c->domain);
     free(c);

@@ -13,6 +13,7 @@
 
 #include "common.h"
 #include "autoscaler.h"
+#include "prices.h"
 #include "router.h"
 #include "store.h"
 #include "supervisor.h"
@@ -31,6 +32,7 @@ typedef struct sl_controller_config {
     uint64_t queue_deadline_ms; /* queued this long at max scale → 429 (default 10000) */
     int64_t capacity_cpu_millis; /* node allocatable; 0 = the machine's minus a reserve */
     int64_t capacity_memory;
+    const sl_prices_t *prices;   /* NULL = list prices (prices.c) */
 } sl_controller_config_t;
 
 int sl_controller_new(uv_loop_t *loop, sl_store_t *store, sl_supervisor_t *sup,
@@ -79,6 +81,12 @@ int sl_controller_get_runtimeclass(sl_controller_t *c, const char *name, json_t 
 int sl_controller_put_runtimeclass(sl_controller_t *c, const char *name, json_t *obj,
                                    json_t **body);
 int sl_controller_delete_runtimeclass(sl_controller_t *c, const char *name, json_t **body);
+
+/* Prometheus text of the daemon's metrics; *text malloc'd. */
+int sl_controller_metrics(sl_controller_t *c, char **text, size_t *len);
+/* Usage report with costs (meter.h, prices.h) since a wall-clock time. */
+int sl_controller_usage(sl_controller_t *c, const char *ns, const char *service,
+                        int64_t since_wall, json_t **body);
 
 /* A Kubernetes-style Status object for errors. New reference. */
 json_t *sl_status_json(int code, const char *reason, const char *message);

@@ -10,6 +10,9 @@
 #include "image.h"
 #include "autoscaler.h"
 #include "capacity.h"
+#include "meter.h"
+#include "metrics.h"
+#include "prices.h"
 #include "runtimeclass.h"
 #include "service.h"
 
@@ -18,6 +21,8 @@
 typedef struct svc_rt svc_rt_t;
 typedef struct rev_rt rev_rt_t;
 typedef struct inst_rt inst_rt_t;
+typedef struct ctl_obs ctl_obs_t;
+typedef struct ctl_rev_metrics ctl_rev_metrics_t;
 
 typedef enum { REV_PENDING, REV_READY, REV_FAILED } rev_state_t;
 
@@ -33,6 +38,7 @@ struct inst_rt {
     bool dying;    /* its process exited or is being stopped: no new requests */
     int fail_streak; /* consecutive failed requests; ejected at 3 */
     int64_t fp_cpu, fp_memory; /* capacity reserved for it */
+    sl_meter_instance_t *meter;
     inst_rt_t *prev, *next;
 };
 
@@ -53,6 +59,7 @@ struct rev_rt {
     char *class_name;
     bool unschedulable;    /* the last start did not fit the node */
     bool blocked;          /* cannot run at all (e.g. its runtime class is gone) */
+    ctl_rev_metrics_t *metrics;
     sl_waiter_t *wq_head, *wq_tail;
     size_t n_waiting;
     rev_state_t state;
@@ -107,6 +114,7 @@ struct sl_controller {
     uint64_t queue_deadline_ns;
     uv_timer_t *tick;
     sl_capacity_t capacity;
+    ctl_obs_t *obs;
     route_t *buckets[HOST_BUCKETS];
     svc_rt_t *svcs;
     rev_rt_t *revs;
@@ -160,6 +168,21 @@ int ctl_check_runtime_class(sl_controller_t *c, const char *name, sl_error_t *er
 void ctl_rev_footprint(const rev_rt_t *r, int64_t *cpu, int64_t *mem);
 int ctl_capacity_reserve(rev_rt_t *r, int64_t *cpu, int64_t *mem, sl_error_t *err);
 int ctl_capacity_headroom(const rev_rt_t *r);
+/* controller_obs.c: metering and metrics. */
+int ctl_obs_init(sl_controller_t *c, const sl_prices_t *prices, sl_error_t *err);
+void ctl_obs_flush(sl_controller_t *c);
+void ctl_obs_stop(sl_controller_t *c);
+void ctl_obs_free(sl_controller_t *c);
+void ctl_obs_rev_init(rev_rt_t *r);
+void ctl_obs_rev_free(rev_rt_t *r);
+void ctl_obs_answered(rev_rt_t *r, int status);
+void ctl_obs_instance_start(inst_rt_t *i);
+void ctl_obs_instance_ready(inst_rt_t *i);
+void ctl_obs_instance_stopping(inst_rt_t *i);
+void ctl_obs_instance_exited(inst_rt_t *i);
+void ctl_obs_instance_free(inst_rt_t *i);
+uint64_t ctl_obs_request_begin(inst_rt_t *i);
+void ctl_obs_request_end(inst_rt_t *i, uint64_t token, int status, bool failed);
 /* controller_scale.c: the periodic autoscaling pass. */
 void ctl_scale_start(sl_controller_t *c);
 void ctl_scale_stop(sl_controller_t *c);

@@ -58,6 +58,7 @@ typedef struct sl_waiter sl_waiter_t;
 typedef struct sl_pick {
     sl_upstream_pool_t *pool; /* the instance's pool (netns + port) */
     void *instance;           /* owner's instance handle, given back in release */
+    uint64_t token;           /* owner's per-request value (e.g. metering), given back */
 } sl_pick_t;
 
 /*
@@ -88,8 +89,10 @@ typedef struct sl_router_ops {
     int (*acquire)(void *ctx, void *target, sl_waiter_t *w, sl_pick_t *pick, const char **reason);
     /* Remove a queued waiter (client went away or timed out). */
     void (*cancel)(void *ctx, void *target, sl_waiter_t *w);
-    /* The request finished with the instance; failed = upstream error. */
-    void (*release)(void *ctx, void *instance, bool failed);
+    /* The request finished with the instance: pick as acquired, status the
+     * instance's response status (0 if none arrived), failed = upstream
+     * error (connect, reset, unframeable response). */
+    void (*release)(void *ctx, const sl_pick_t *pick, int status, bool failed);
     /* Per-target request timeout in ms (Knative timeoutSeconds); 0 = none. */
     uint64_t (*timeout_ms)(void *ctx, void *target);
 } sl_router_ops_t;

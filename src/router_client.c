@@ -128,7 +128,7 @@ void sl_client_drop_upstream(sl_client_t *c, bool failed)
     c->bp_paused = false;
     if (c->have_pick) {
         c->have_pick = false;
-        r->ops.release(r->ctx, c->pick.instance, failed);
+        r->ops.release(r->ctx, &c->pick, c->resp_status, failed);
     }
 }
 
@@ -557,6 +557,7 @@ static void c_reset_request(sl_client_t *c)
     c->have_pick = false;
     c->timeout_ms = c->deadline_ms = c->body_progress_ms = 0;
     c->resp_head_done = c->resp_started = c->resp_done = c->up_reusable = false;
+    c->resp_status = 0;
     c->rb_mode = RB_NONE;
     c->resp_left = 0;
     sl_chunked_init(&c->resp_chunk);
@@ -937,7 +938,7 @@ void sl_client_exchange_done(sl_client_t *c)
     c->bp_paused = false;
     if (c->have_pick) {
         c->have_pick = false;
-        c->r->ops.release(c->r->ctx, c->pick.instance, false);
+        c->r->ops.release(c->r->ctx, &c->pick, c->resp_status, false);
     }
     c_end_request(c, c->must_close || !c->keep_alive || !c->req_done);
 }

@@ -139,6 +139,7 @@ struct sl_client {
 
     /* Response relay. */
     bool resp_head_done, resp_started, resp_done, up_reusable;
+    int resp_status; /* the instance's final status, 0 until its head arrived */
     int rb_mode;
     uint64_t resp_left;
     sl_chunked_t resp_chunk;

@@ -133,6 +133,7 @@ static bool resp_parse_head(sl_client_t *c, uv_buf_t *iov, size_t *n)
         return true;
     }
     c->resp_head_done = true;
+    c->resp_status = m.status;
     c->plan = NULL; /* no retry from here on */
     sl_client_set_timer(c, T_SEND, c->r->cfg.idle_timeout_ms);
     resp_framing(c, &m);

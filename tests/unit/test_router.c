@@ -531,7 +531,7 @@ typedef struct harness {
     int port;
     target_t targets[4];
     int ntargets;
-    atomic_int acquires, releases, releases_failed, cancels;
+    atomic_int acquires, releases, releases_failed, cancels, last_status;
     atomic_bool closed;
 } harness_t;
 
@@ -592,9 +592,10 @@ static void op_cancel(void *ctx, void *target, sl_waiter_t *w)
         t->waiting = NULL;
 }
 
-static void op_release(void *ctx, void *instance, bool failed)
+static void op_release(void *ctx, const sl_pick_t *pick, int status, bool failed)
 {
     harness_t *h = ctx;
+    atomic_store(&h->last_status, status);
     atomic_fetch_add(&h->releases, 1);
     if (failed)
         atomic_fetch_add(&h->releases_failed, 1);
@@ -868,6 +869,7 @@ static void test_get_keepalive_reuses_upstream(void **state)
     WAIT_FOR(atomic_load(&H.releases) == 3, 2000);
     assert_int_equal(atomic_load(&H.releases), 3);
     assert_int_equal(atomic_load(&H.releases_failed), 0);
+    assert_int_equal(atomic_load(&H.last_status), 200); /* the instance's status is reported */
     teardown_basic(b);
 }
 

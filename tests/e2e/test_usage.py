@@ -1,0 +1,108 @@
+"""Metering the way Cloud Run bills (overlapping requests count once),
+beside per-request and per-lifetime models; Prometheus metrics."""
+import json
+import os
+import shutil
+import subprocess
+import threading
+import time
+import urllib.parse
+import urllib.request
+
+import pytest
+
+from conftest import free_port, hey
+
+
+def usage(d, name):
+    return json.loads(d.cli("usage", name, "-o", "json").stdout)
+
+
+def seconds(report, model):
+    return report["totals"]["models"][model]["seconds"]
+
+
+def burst(d, name, n, ms):
+    """n concurrent requests of `ms` each; returns wall time of the burst."""
+    t0 = time.time()
+    codes, errors, out = hey("http://127.0.0.1:%d/sleep?ms=%d" % (d.port, ms), "-host",
+                             d.host(name), "-n", str(n), "-c", str(n))
+    assert codes == {200: n}, out
+    return time.time() - t0
+
+
+@pytest.mark.parametrize("concurrency,cloudrun,lam", [(10, 1.0, 10.0), (1, 10.0, 10.0)])
+def test_concurrent_requests_bill_once(daemon, images, concurrency, cloudrun, lam):
+    d = daemon
+    name = "c%d" % concurrency
+    d.cli("deploy", name, "--image", images["hello"], "--concurrency", str(concurrency),
+          "--max", "1", "--min", "1")
+    time.sleep(0.3)
+    before = usage(d, name)
+    wall = burst(d, name, 10, 1000)
+    time.sleep(0.2)
+    after = usage(d, name)
+    cr = seconds(after, "cloudrun") - seconds(before, "cloudrun")
+    lm = seconds(after, "lambda") - seconds(before, "lambda")
+    print("concurrency %d: burst took %.3f s; billed cloudrun %.3f s, lambda %.3f s"
+          % (concurrency, wall, cr, lm))
+    # One busy period of ~1 s (or ~10 s back to back), rounded up to 100 ms.
+    assert cloudrun - 0.05 <= cr <= cloudrun + 0.2, after
+    assert lam - 0.05 <= lm <= lam + 0.2, after
+    assert after["totals"]["requests"] - before["totals"]["requests"] == 10
+    # Costs and savings are reported next to the seconds.
+    assert "cost" in after["totals"]["models"]["cloudrun"]
+    assert "savings" in after["totals"]
+
+
+def test_usage_survives_restart(daemon, images):
+    d = daemon
+    d.cli("deploy", "keep", "--image", images["hello"], "--min", "1")
+    burst(d, "keep", 5, 200)
+    time.sleep(0.2)
+    before = usage(d, "keep")
+    assert d.stop() == 0
+    d.start()
+    after = usage(d, "keep")
+    assert after["totals"]["requests"] >= before["totals"]["requests"] == 5
+    assert seconds(after, "cloudrun") >= seconds(before, "cloudrun") - 0.001
+
+
+@pytest.mark.skipif(not shutil.which("prometheus"), reason="prometheus is not installed")
+def test_prometheus_scrapes_request_count(make_daemon, images, tmp_path):
+    mport = free_port()
+    d = make_daemon("--metrics-listen", "127.0.0.1:%d" % mport)
+    d.cli("deploy", "prom", "--image", images["hello"])
+    n = 40
+    codes, errors, out = hey("http://127.0.0.1:%d/" % d.port, "-host", d.host("prom"), "-n",
+                             str(n), "-c", "4")
+    assert codes == {200: n}, out
+    pport = free_port()
+    cfg = tmp_path / "prometheus.yml"
+    cfg.write_text("global:\n  scrape_interval: 1s\nscrape_configs:\n"
+                   "  - job_name: sluice\n    static_configs:\n"
+                   "      - targets: ['127.0.0.1:%d']\n" % mport)
+    p = subprocess.Popen(["prometheus", "--config.file=%s" % cfg,
+                          "--storage.tsdb.path=%s" % (tmp_path / "tsdb"),
+                          "--web.listen-address=127.0.0.1:%d" % pport],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        q = urllib.parse.quote('sum(sluice_requests_total{service="prom",code_class="2xx"})')
+        url = "http://127.0.0.1:%d/api/v1/query?query=%s" % (pport, q)
+        value = None
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            try:
+                with urllib.request.urlopen(url, timeout=5) as r:
+                    res = json.load(r)["data"]["result"]
+                if res:
+                    value = float(res[0]["value"][1])
+                    if value >= n:
+                        break
+            except OSError:
+                pass
+            time.sleep(0.5)
+        assert value == n
+    finally:
+        p.terminate()
+        p.wait(10)
