@@ -193,7 +193,7 @@ inst_rt_t *ctl_pick_instance(rev_rt_t *r)
     int ties = 0;
     int limit = r->cfg->concurrency;
     for (inst_rt_t *i = r->instances; i; i = i->next) {
-        if (!i->ready || i->draining || i->dying || i->fail_streak >= 3 || !i->pool ||
+        if (!i->ready || i->draining || i->dying || i->unready || i->fail_streak >= 3 || !i->pool ||
             (limit > 0 && i->inflight >= limit))
             continue;
         if (!best || i->inflight < best->inflight) {
@@ -368,10 +368,41 @@ void ctl_stop_instance(inst_rt_t *i)
     sl_instance_stop(i->inst);
 }
 
+static void to_probe(const sl_probe_cfg_t *in, sl_probe_t *out)
+{
+    *out = (sl_probe_t){
+        .kind = (sl_probe_kind_t)in->kind,
+        .port = in->port,
+        .path = in->path,
+        .exec_cmd = in->exec,
+        .n_exec = in->n_exec,
+        .initial_delay_ms = in->initial_delay_ms,
+        .period_ms = in->period_ms,
+        .timeout_ms = in->timeout_ms,
+        .success_threshold = in->success_threshold,
+        .failure_threshold = in->failure_threshold,
+    };
+}
+
+/* A readiness probe failing after READY takes the instance out of rotation
+ * until it passes again. */
+static void readiness_cb(sl_instance_t *inst, bool ready, void *data)
+{
+    inst_rt_t *i = data;
+    i->unready = !ready;
+    sl_info(MOD, "instance %s %s", sl_instance_id(inst),
+            ready ? "passes its readiness probe again" : "is failing its readiness probe");
+    if (ready)
+        ctl_dispatch(i->rev);
+}
+
 int ctl_start_instance(rev_rt_t *r)
 {
     sl_controller_t *c = r->ctl;
     sl_revision_cfg_t *cfg = r->cfg;
+    sl_probe_t readiness, liveness;
+    to_probe(&cfg->readiness, &readiness);
+    to_probe(&cfg->liveness, &liveness);
     sl_instance_spec_t spec = {
         .namespace_ = cfg->namespace_,
         .service = cfg->service,
@@ -388,6 +419,9 @@ int ctl_start_instance(rev_rt_t *r)
         .memory_limit = cfg->memory_limit,
         .cpu_millis = cfg->cpu_millis,
         .profile = &r->profile,
+        .readiness = cfg->readiness.kind ? &readiness : NULL,
+        .liveness = cfg->liveness.kind ? &liveness : NULL,
+        .readiness_cb = readiness_cb,
     };
     inst_rt_t *i = xcalloc(1, sizeof(*i));
     i->rev = r;

@@ -36,6 +36,7 @@ struct inst_rt {
     bool stopped;  /* sluice asked it to stop; its exit is not a failure */
     bool gone;     /* exited; kept only until the router releases it */
     bool dying;    /* its process exited or is being stopped: no new requests */
+    bool unready;  /* failing its readiness probe after it was ready */
     int fail_streak; /* consecutive failed requests; ejected at 3 */
     int64_t fp_cpu, fp_memory; /* capacity reserved for it */
     sl_meter_instance_t *meter;

@@ -592,6 +592,79 @@ static int check_image(json_t *v, const char *path, sl_error_t *err)
     return 0;
 }
 
+static int check_probe_port(json_t *v, const char *path, sl_error_t *err)
+{
+    if (json_is_string(v))
+        return 0; /* a named port: resolved to the container's port */
+    return check_port_number(v, path, err);
+}
+
+static const field_t http_get_fields[] = {
+    {"path", check_string}, {"port", check_probe_port},  {"httpHeaders", NULL},
+    {"scheme", NULL},       {"host", check_string},
+};
+
+static int check_http_get(json_t *v, const char *path, sl_error_t *err)
+{
+    int rc = check_fields(v, path, http_get_fields, SL_ARRAY_LEN(http_get_fields), err);
+    const char *p = sl_json_str(v, "path");
+    if (rc == 0 && p && p[0] != '/')
+        return sl_error_set(err, EINVAL, "%s.path: must start with '/'", path);
+    const char *scheme = sl_json_str(v, "scheme");
+    if (rc == 0 && scheme && strcmp(scheme, "HTTP"))
+        return sl_error_set(err, EINVAL, "%s.scheme: only HTTP is supported", path);
+    return rc;
+}
+
+static const field_t tcp_fields[] = {{"port", check_probe_port}, {"host", check_string}};
+
+static int check_tcp(json_t *v, const char *path, sl_error_t *err)
+{
+    return check_fields(v, path, tcp_fields, SL_ARRAY_LEN(tcp_fields), err);
+}
+
+static const field_t exec_fields[] = {{"command", check_string_array}};
+
+static int check_exec(json_t *v, const char *path, sl_error_t *err)
+{
+    int rc = check_fields(v, path, exec_fields, SL_ARRAY_LEN(exec_fields), err);
+    if (rc == 0 && json_array_size(json_object_get(v, "command")) == 0)
+        return sl_error_set(err, EINVAL, "%s.command: must not be empty", path);
+    return rc;
+}
+
+static int check_seconds(json_t *v, const char *path, sl_error_t *err)
+{
+    return check_int_range(v, path, 0, 3600, err);
+}
+
+static int check_threshold(json_t *v, const char *path, sl_error_t *err)
+{
+    return check_int_range(v, path, 1, 100, err);
+}
+
+static const field_t probe_fields[] = {
+    {"httpGet", check_http_get},         {"tcpSocket", check_tcp},
+    {"exec", check_exec},                {"initialDelaySeconds", check_seconds},
+    {"periodSeconds", check_seconds},    {"timeoutSeconds", check_seconds},
+    {"successThreshold", check_threshold}, {"failureThreshold", check_threshold},
+    {"grpc", NULL},
+};
+
+static int check_probe(json_t *v, const char *path, sl_error_t *err)
+{
+    int rc = check_fields(v, path, probe_fields, SL_ARRAY_LEN(probe_fields), err);
+    if (rc < 0)
+        return rc;
+    int handlers = !!json_object_get(v, "httpGet") + !!json_object_get(v, "tcpSocket") +
+                   !!json_object_get(v, "exec") + !!json_object_get(v, "grpc");
+    if (handlers > 1)
+        return sl_error_set(err, EINVAL, "%s: give one of httpGet, tcpSocket or exec", path);
+    if (json_object_get(v, "grpc"))
+        return sl_error_set(err, ENOTSUP, "%s.grpc: gRPC probes are not supported", path);
+    return 0;
+}
+
 static const field_t container_fields[] = {
     {"name", check_string},
     {"image", check_image},
@@ -601,9 +674,8 @@ static const field_t container_fields[] = {
     {"args", check_string_array},
     {"workingDir", check_string},
     {"resources", check_resources},
-    /* Accepted; readiness is a TCP connect to the port. */
-    {"readinessProbe", check_any_object},
-    {"livenessProbe", check_any_object},
+    {"readinessProbe", check_probe},
+    {"livenessProbe", check_probe},
     {"startupProbe", check_any_object},
     {"imagePullPolicy", check_string},
     {"securityContext", check_any_object},
@@ -879,6 +951,46 @@ static int64_t quantity(const json_t *res, const char *which, const char *key, b
     return q;
 }
 
+static int seconds_ms(const json_t *probe, const char *key)
+{
+    json_t *v = json_object_get(probe, key);
+    return v ? (int)json_integer_value(v) * 1000 : 0;
+}
+
+/* A validated probe object → runtime settings; numeric ports only (a named
+ * port means the container's port). */
+static void probe_from_json(const json_t *p, int port, sl_probe_cfg_t *out)
+{
+    memset(out, 0, sizeof(*out));
+    if (!p)
+        return;
+    json_t *h = json_object_get(p, "httpGet"), *t = json_object_get(p, "tcpSocket"),
+           *e = json_object_get(p, "exec");
+    json_t *pp = h ? json_object_get(h, "port") : t ? json_object_get(t, "port") : NULL;
+    out->port = json_is_integer(pp) ? (int)json_integer_value(pp) : port;
+    if (h) {
+        out->kind = 2;
+        const char *path = sl_json_str(h, "path");
+        out->path = xstrdup(path ? path : "/");
+    } else if (e) {
+        out->kind = 3;
+        out->exec = str_array(json_object_get(e, "command"), &out->n_exec);
+    } else {
+        out->kind = 1;
+    }
+    out->initial_delay_ms = seconds_ms(p, "initialDelaySeconds");
+    out->period_ms = seconds_ms(p, "periodSeconds");
+    out->timeout_ms = seconds_ms(p, "timeoutSeconds");
+    out->success_threshold = (int)json_integer_value(json_object_get(p, "successThreshold"));
+    out->failure_threshold = (int)json_integer_value(json_object_get(p, "failureThreshold"));
+}
+
+static void probe_free(sl_probe_cfg_t *p)
+{
+    free(p->path);
+    str_array_free(p->exec, p->n_exec);
+}
+
 int sl_revision_cfg_from_json(const json_t *rev, sl_revision_cfg_t **out, sl_error_t *err)
 {
     json_t *spec = json_object_get(rev, "spec");
@@ -916,6 +1028,8 @@ int sl_revision_cfg_from_json(const json_t *rev, sl_revision_cfg_t **out, sl_err
     json_t *to = json_object_get(spec, "timeoutSeconds");
     cfg->timeout_s = to ? (int)json_integer_value(to) : SL_DEFAULT_TIMEOUT_S;
     cfg->runtime_class = xstrdup(json_string_value(json_object_get(spec, "runtimeClassName")));
+    probe_from_json(json_object_get(c, "readinessProbe"), cfg->port, &cfg->readiness);
+    probe_from_json(json_object_get(c, "livenessProbe"), cfg->port, &cfg->liveness);
     as_values_t v = {.min = -1, .max = -1, .initial = -1, .activation = -1};
     json_t *ann = sl_json_path(rev, "metadata.annotations");
     if (ann && read_autoscaling(ann, "metadata.annotations", &v, err) < 0) {
@@ -949,5 +1063,7 @@ void sl_revision_cfg_free(sl_revision_cfg_t *cfg)
     str_array_free(cfg->command, cfg->n_command);
     str_array_free(cfg->args, cfg->n_args);
     free(cfg->runtime_class);
+    probe_free(&cfg->readiness);
+    probe_free(&cfg->liveness);
     free(cfg);
 }

@@ -24,6 +24,17 @@
 #define SL_DEFAULT_TIMEOUT_S 300
 #define SL_MAX_TIMEOUT_S 3600
 
+/* A readinessProbe / livenessProbe (Kubernetes' fields), times in ms;
+ * kind 0 = none, 1 = tcpSocket, 2 = httpGet, 3 = exec (as sl_probe_kind_t). */
+typedef struct sl_probe_cfg {
+    int kind;
+    int port;
+    char *path;
+    char **exec;
+    size_t n_exec;
+    int initial_delay_ms, period_ms, timeout_ms, success_threshold, failure_threshold;
+} sl_probe_cfg_t;
+
 /* What a revision needs at run time, resolved from its template. */
 typedef struct sl_revision_cfg {
     char *namespace_;
@@ -48,6 +59,7 @@ typedef struct sl_revision_cfg {
     int min_scale, max_scale, initial_scale, activation_scale;
     double target, target_utilization_pct, panic_window_pct, panic_threshold_pct;
     uint64_t window_ns, retention_ns;
+    sl_probe_cfg_t readiness, liveness;
 } sl_revision_cfg_t;
 
 #define SL_AS_PREFIX "autoscaling.knative.dev/"
