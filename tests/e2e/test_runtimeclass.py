@@ -3,6 +3,7 @@
 import json
 import os
 import subprocess
+import time
 
 RUNSC_CLASS = """
 apiVersion: node.k8s.io/v1
@@ -57,6 +58,58 @@ def test_sandboxed_instance(daemon, images):
     assert inst["runtimeClass"] == "sandboxed"
 
 
+PROBE_SCRIPT = r"""
+mkdir -p /tmp/www/cgi-bin
+cat > /tmp/www/cgi-bin/probe <<'EOS'
+#!/bin/sh
+printf 'Content-Type: text/plain\r\n\r\n'
+try() { if "$@" >/dev/null 2>&1; then echo "$name=allowed"; else echo "$name=denied"; fi; }
+name=unshare try unshare -n true
+name=mount try mount -t tmpfs none /tmp/www
+name=write_root try touch /probe-file
+name=write_tmp try touch /tmp/probe-file
+name=chroot try chroot / true
+kallsyms=$(head -c 64 /proc/kallsyms 2>/dev/null | wc -c)
+echo "kallsyms_bytes=$kallsyms"
+echo "capeff=$(grep CapEff /proc/self/status | cut -f2)"
+echo "uid=$(id -u)"
+EOS
+chmod 755 /tmp/www/cgi-bin/probe
+exec httpd -f -p "$PORT" -h /tmp/www
+"""
+
+
+def probe_under(d, images, name, rtc):
+    doc = {"apiVersion": "serving.knative.dev/v1", "kind": "Service", "metadata": {"name": name},
+           "spec": {"template": {"spec": {"runtimeClassName": rtc, "containers": [
+               {"image": images["busybox"], "command": ["/bin/sh", "-c", PROBE_SCRIPT]}]}}}}
+    d.cli("apply", "-f", "-", "--wait", input=json.dumps(doc))
+    code, body = d.curl(name, "/cgi-bin/probe")
+    assert code == 200, body
+    return dict(l.split("=", 1) for l in body.splitlines() if "=" in l)
+
+
+def test_sandbox_shrinks_what_the_app_can_do(daemon, images):
+    d = daemon
+    sb = probe_under(d, images, "sb", "sandboxed")
+    df = probe_under(d, images, "df", "default")
+    print("sandboxed:", sb)
+    print("default:  ", df)
+    for k in ("unshare", "mount", "write_root", "chroot"):
+        assert sb[k] == "denied", k
+    assert sb["write_tmp"] == "allowed"
+    assert sb["kallsyms_bytes"] == "0"               # masked /proc path
+    assert sb["capeff"] == "0000000000000000"        # no capabilities to raise
+    # the same app under the default class serves too
+    assert df["write_tmp"] == "allowed"
+    items = {c["metadata"]["name"]: c for c in d.json("runtimeclasses")["items"]}
+    print("allowed syscalls: default %d, sandboxed %d" % (
+        items["default"]["status"]["syscalls"], items["sandboxed"]["status"]["syscalls"]))
+    # the sandboxed process's host uid is not 0
+    inst = d.json("instances", "sb")["items"][0]
+    assert int(status_of(inst["pid"])["Uid"].split()[0]) != 0
+
+
 def test_unavailable_class_is_reported(daemon, images):
     d = daemon
     d.cli("apply", "-f", "-", input=RUNSC_CLASS)
@@ -70,6 +123,24 @@ def test_unavailable_class_is_reported(daemon, images):
     bad = RUNSC_CLASS.replace("handler: runsc", "handler: Not_A_Label")
     r = d.cli("apply", "-f", "-", input=bad, check=False)
     assert r.returncode != 0 and "handler" in r.stderr
+
+
+def test_fourth_instance_does_not_fit(make_daemon, images):
+    # room for exactly three 192Mi footprints (128Mi + 64Mi overhead)
+    d = make_daemon("--capacity-cpu", "2", "--capacity-memory", "600Mi")
+    d.cli("apply", "-f", "-", input=HEAVY_CLASS)
+    d.cli("deploy", "three", "--image", images["hello"], "--runtime-class", "heavy",
+          "--memory", "128Mi", "--cpu", "100m", "--min", "3")
+    deadline = time.time() + 20
+    while time.time() < deadline and len(d.json("instances", "three")["items"]) < 3:
+        time.sleep(0.1)
+    assert len(d.json("instances", "three")["items"]) == 3
+    r = d.cli("deploy", "four", "--image", images["hello"], "--runtime-class", "heavy",
+              "--memory", "128Mi", "--cpu", "100m", "--wait-timeout", "20", check=False)
+    assert r.returncode != 0 and "Unschedulable" in r.stderr and "192Mi" in r.stderr, r.stderr
+    assert d.json("instances", "four")["items"] == []
+    code, _ = d.curl("three", "/")
+    assert code == 200
 
 
 def test_overhead_in_cgroup_and_capacity(make_daemon, images):
@@ -98,13 +169,19 @@ def test_debug_container_joins_instance(daemon, images):
     d = daemon
     d.cli("deploy", "hello", "--image", images["hello"])
     pid = d.json("instances", "hello")["items"][0]["pid"]
+    d.curl("hello", "/")
+    before = dict(p.split("=") for p in d.curl("hello", "/stats")[1].split())
+    r = d.cli("debug", "hello", "--", "ps", check=False, input="")
+    assert r.returncode == 0 and "/hello" in r.stdout, r.stderr
     r = d.cli("debug", "hello", "--", "sh", "-c",
               "ps; wget -qO- 127.0.0.1:$PORT/; exit 7", check=False, input="")
     assert r.returncode == 7, r.stderr
     assert "/hello" in r.stdout            # sees the app's processes
     assert "Hello from sluice!" in r.stdout  # reaches its loopback
-    # the app is untouched
+    # the app is untouched: same process, its request counter carried on
     assert d.json("instances", "hello")["items"][0]["pid"] == pid
+    after = dict(p.split("=") for p in d.curl("hello", "/stats")[1].split())
+    assert int(after["requests"]) == int(before["requests"]) + 2  # the debug wget + this
     code, _ = d.curl("hello", "/")
     assert code == 200
     # the throwaway bundle is gone (only the debug runtime's own root stays)
