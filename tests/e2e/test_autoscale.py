@@ -89,7 +89,7 @@ def test_load_step_scales_out_and_back(make_daemon, images):
     print("instances over time:", counts, "reached 5 after", reached)
     assert errors == [], out
     assert set(codes) == {200}, out
-    assert reached is not None and reached <= 2.5, counts
+    assert reached is not None and reached <= 2.0, counts
     assert max(counts) <= 8
     assert wait_for(lambda: len(instances(d, "step")) == 1, 30), instances(d, "step")
 
