@@ -88,6 +88,21 @@ static int fetch(const sl_cli_opts_t *o, const char *path, json_t **out)
     return 0;
 }
 
+/* DELETE one object and say so; the daemon's message on failure. */
+static int delete_object(const sl_cli_opts_t *o, const char *path, const char *what,
+                         const char *name)
+{
+    long st;
+    json_t *resp = NULL;
+    if (sl_cli_call(o, "DELETE", path, NULL, &st, &resp) != 0)
+        return 1;
+    int rc = st == 200 ? 0 : sl_cli_fail(st, resp);
+    if (rc == 0)
+        printf("%s %s deleted\n", what, name);
+    json_decref(resp);
+    return rc;
+}
+
 int sl_cmd_services(int argc, char **argv)
 {
     get_args_t a;
@@ -228,15 +243,7 @@ int sl_cmd_revisions(int argc, char **argv)
             return sl_cli_usage("revisions delete: REV is required");
         sl_autofree char *dpath = xasprintf(
             "/apis/serving.knative.dev/v1/namespaces/%s/revisions/%s", a.o.ns, a.extra);
-        long st;
-        json_t *resp = NULL;
-        if (sl_cli_call(&a.o, "DELETE", dpath, NULL, &st, &resp) != 0)
-            return 1;
-        rc = st == 200 ? 0 : sl_cli_fail(st, resp);
-        if (rc == 0)
-            printf("revision %s deleted\n", a.extra);
-        json_decref(resp);
-        return rc;
+        return delete_object(&a.o, dpath, "revision", a.extra);
     }
     if (a.extra)
         return sl_cli_usage("revisions: unexpected argument '%s'", a.extra);
@@ -311,15 +318,7 @@ int sl_cmd_delete(int argc, char **argv)
         return sl_cli_usage("delete: NAME is required");
     sl_autofree char *path =
         xasprintf("/apis/serving.knative.dev/v1/namespaces/%s/services/%s", a.o.ns, a.name);
-    long st;
-    json_t *resp = NULL;
-    if (sl_cli_call(&a.o, "DELETE", path, NULL, &st, &resp) != 0)
-        return 1;
-    rc = st == 200 ? 0 : sl_cli_fail(st, resp);
-    if (rc == 0)
-        printf("service %s deleted\n", a.name);
-    json_decref(resp);
-    return rc;
+    return delete_object(&a.o, path, "service", a.name);
 }
 
 int sl_cmd_images(int argc, char **argv)
