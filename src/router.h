@@ -37,6 +37,20 @@
  * - A pooled connection that fails before any response byte is retried
  *   once on a fresh connection when the whole request is still buffered and
  *   the method is idempotent or there is no body.
+ * - A request that never reached its instance (the connection failed while
+ *   connecting: refused, reset, or the pool was closed) and is still wholly
+ *   buffered is released with failed = true and acquired again, at most
+ *   twice (so up to three instances) and only before its deadline; then 502.
+ * - A status the owner answers (acquire's or w->ready's) goes out with its
+ *   reason as the body; 429 and 503 also carry "Retry-After: 1".
+ * - WebSocket: an HTTP/1.1 request without a body carrying Connection:
+ *   upgrade and Upgrade: websocket is forwarded with those two fields. A 101
+ *   from the instance is relayed and the connection becomes a byte tunnel
+ *   both ways (back-pressure as for bodies; a client FIN is passed on, the
+ *   instance closing ends it) until either side closes or no byte moves
+ *   for idle_timeout_ms; the request timeout stops at the 101. It stays one
+ *   request in flight until then and is released with status 101. Any other
+ *   answer is relayed as usual; a 101 to any other request is a 502.
  * - A client that sends EOF while its request is queued or in flight is
  *   gone: the request is cancelled / released. A client that stops reading
  *   a response (no write progress for idle_timeout_ms) is disconnected, so it

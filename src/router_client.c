@@ -67,8 +67,8 @@ static void c_alloc_cb(uv_handle_t *h, size_t hint, uv_buf_t *buf)
 void sl_client_update_reading(sl_client_t *c)
 {
     bool want;
-    if (c->state == C_CLOSED)
-        want = false;
+    if (c->state == C_CLOSED || c->tunnel_rd_eof)
+        want = false; /* a tunnel's client half-closed: nothing more to read */
     else if (c->state == C_LINGER)
         want = true;
     else
@@ -161,8 +161,8 @@ static void c_shutdown_cb(uv_shutdown_t *req, int status)
 {
     sl_client_t *c = req->handle->data;
     c->shutting_down = false;
-    if (status < 0)
-        sl_client_destroy(c);
+    if (status < 0 || c->tunnel_rd_eof)
+        sl_client_destroy(c); /* failed, or the client has closed its side too */
     else if (c->state == C_LINGER)
         sl_client_set_timer(c, T_LINGER, SL_LINGER_MS); /* all sent: drain briefly */
 }
@@ -277,7 +277,12 @@ static bool c_skip_body(sl_client_t *c)
     return false;
 }
 
-void sl_client_local_error(sl_client_t *c, int status, const char *fmt, ...)
+/* Answer status with a short text body; extra is added to the head as is
+ * ("" or complete header lines). */
+static void c_vanswer(sl_client_t *c, int status, const char *extra, const char *fmt, va_list ap)
+    __attribute__((format(printf, 4, 0)));
+
+static void c_vanswer(sl_client_t *c, int status, const char *extra, const char *fmt, va_list ap)
 {
     if (c->state == C_CLOSED || c->state == C_LINGER)
         return;
@@ -288,10 +293,7 @@ void sl_client_local_error(sl_client_t *c, int status, const char *fmt, ...)
     }
     sl_client_drop_upstream(c, false);
     char body[640];
-    va_list ap;
-    va_start(ap, fmt);
     int bl = vsnprintf(body, sizeof(body) - 1, fmt, ap);
-    va_end(ap);
     if (bl < 0)
         bl = 0;
     if ((size_t)bl > sizeof(body) - 2)
@@ -304,8 +306,8 @@ void sl_client_local_error(sl_client_t *c, int status, const char *fmt, ...)
     char *out = sl_client_gen(c, cap);
     int hl = snprintf(out, cap,
                       "HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\n"
-                      "Content-Length: %d\r\n%s\r\n",
-                      status, sl_http_reason(status), bl, conn);
+                      "Content-Length: %d\r\n%s%s\r\n",
+                      status, sl_http_reason(status), bl, extra, conn);
     size_t len = (size_t)hl;
     if (!(c->in_request && c->is_head)) {
         memcpy(out + len, body, (size_t)bl);
@@ -318,6 +320,39 @@ void sl_client_local_error(sl_client_t *c, int status, const char *fmt, ...)
         return;
     }
     c_end_request(c, close);
+}
+
+void sl_client_local_error(sl_client_t *c, int status, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    c_vanswer(c, status, "", fmt, ap);
+    va_end(ap);
+}
+
+static void c_answer_extra(sl_client_t *c, int status, const char *extra, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static void c_answer_extra(sl_client_t *c, int status, const char *extra, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    c_vanswer(c, status, extra, fmt, ap);
+    va_end(ap);
+}
+
+/*
+ * A status the owner decided (queue full, over capacity, revision failed).
+ * 429 and 503 are "come back later": Retry-After says so, with one second —
+ * long enough to spread a retry storm, short next to a cold start — so
+ * clients that honour it back off instead of hammering.
+ */
+static void c_owner_status(sl_client_t *c, int status, const char *reason)
+{
+    if (status < 400 || status > 599)
+        status = 503;
+    const char *extra = status == 429 || status == 503 ? "Retry-After: 1\r\n" : "";
+    c_answer_extra(c, status, extra, "%s", reason ? reason : sl_http_reason(status));
 }
 
 /* ---- timers ------------------------------------------------------------- */
@@ -387,6 +422,18 @@ static void c_request_timer(sl_client_t *c)
     }
 }
 
+/* A tunnel with no bytes moving either way for idle_timeout_ms is closed.
+ * Traffic only stamps tunnel_active_ms; the timer checks it lazily. */
+static void c_tunnel_timer(sl_client_t *c)
+{
+    uint64_t now = uv_now(c->r->loop);
+    uint64_t idle = c->r->cfg.idle_timeout_ms;
+    if (now - c->tunnel_active_ms >= idle)
+        sl_client_destroy(c);
+    else
+        sl_client_set_timer(c, T_TUNNEL, c->tunnel_active_ms + idle - now);
+}
+
 static void c_timer_cb(uv_timer_t *t)
 {
     sl_client_t *c = t->data;
@@ -411,6 +458,9 @@ static void c_timer_cb(uv_timer_t *t)
             break;
         }
         sl_client_destroy(c);
+        break;
+    case T_TUNNEL:
+        c_tunnel_timer(c);
         break;
     case T_IDLE:
     case T_FLUSH:
@@ -525,6 +575,8 @@ static void c_plan_request(sl_client_t *c, const sl_http_msg_t *m, const char *h
     n = sl_plan_headers(m, head_fields_end(head, head_len), iov, n, req_skip, &absolute);
     if (m->body == SL_BODY_CHUNKED)
         IOVS("Transfer-Encoding: chunked\r\n");
+    if (c->upgrade)
+        IOVS("Connection: Upgrade\r\nUpgrade: websocket\r\n");
 
     IOVS("X-Forwarded-For: ");
     n = plan_joined(m, SL_STR("X-Forwarded-For"), iov, n);
@@ -541,6 +593,19 @@ static void c_plan_request(sl_client_t *c, const sl_http_msg_t *m, const char *h
     c->plan_n = c->plan_head_n = (unsigned)n;
 }
 
+/*
+ * Only a WebSocket handshake is tunnelled: an HTTP/1.1 request without a
+ * body that says Connection: upgrade and Upgrade: websocket. Anything else
+ * (h2c, a body with the upgrade) is forwarded as a plain request, its
+ * Upgrade header dropped as hop-by-hop.
+ */
+static bool c_wants_websocket(const sl_http_msg_t *m, sl_http_body_t body)
+{
+    if (!m->upgrade || m->minor_version != 1 || body != SL_BODY_NONE)
+        return false;
+    return sl_str_caseeq(sl_http_header_get(m, SL_STR("Upgrade")), SL_STR("websocket"));
+}
+
 /* ---- request lifecycle --------------------------------------------------- */
 
 static void c_reset_request(sl_client_t *c)
@@ -551,7 +616,8 @@ static void c_reset_request(sl_client_t *c)
     sl_chunked_init(&c->req_chunk);
     c->plan = NULL;
     c->plan_n = c->plan_head_n = 0;
-    c->attempts = 0;
+    c->attempts = c->reroutes = 0;
+    c->upgrade = c->tunnel = c->tunnel_rd_eof = false;
     c->target = NULL;
     c->queued = c->in_acquire = c->ready_stashed = false;
     c->have_pick = false;
@@ -580,9 +646,7 @@ static void c_deliver(sl_client_t *c, int status, const sl_pick_t *pick, const c
         c_got_pick(c);
         return;
     }
-    if (status < 400 || status > 599)
-        status = 503;
-    sl_client_local_error(c, status, "%s", reason ? reason : sl_http_reason(status));
+    c_owner_status(c, status, reason);
 }
 
 static void c_waiter_ready(sl_waiter_t *w, int status, const sl_pick_t *pick, const char *reason)
@@ -625,8 +689,7 @@ static void c_acquire(sl_client_t *c)
         c->queued = true;
         sl_client_update_reading(c); /* keep reading: notice a client that leaves */
     } else {
-        int st = rc >= 400 && rc <= 599 ? rc : 503;
-        sl_client_local_error(c, st, "%s", reason ? reason : sl_http_reason(st));
+        c_owner_status(c, rc, reason);
     }
 }
 
@@ -652,6 +715,7 @@ static void c_start_request(sl_client_t *c, const sl_http_msg_t *m, size_t head_
     c->body_left = m->body == SL_BODY_LENGTH ? m->content_length : 0;
     if (c->req_body == SL_BODY_LENGTH && c->body_left == 0)
         c->req_body = SL_BODY_NONE;
+    c->upgrade = c_wants_websocket(m, c->req_body);
 
     char host[256];
     if (method_is(m->method, "CONNECT")) {
@@ -853,24 +917,30 @@ static void c_attach(sl_client_t *c, sl_upconn_t *up)
         c_arm_request_timer(c);
 }
 
+/*
+ * The request never reached the instance (connect refused, instance gone):
+ * give the slot back as failed and ask the owner again, at most SL_REROUTES
+ * times and only before the deadline. The owner's answer may be a queue.
+ * True when the request went back to the owner.
+ */
+static bool c_reroute(sl_client_t *c)
+{
+    if (!c->replayable || c->resp_head_done || c->reroutes >= SL_REROUTES || !c->plan)
+        return false;
+    if (c->deadline_ms && uv_now(c->r->loop) >= c->deadline_ms)
+        return false;
+    c->reroutes++;
+    c->attempts = 0;
+    sl_client_drop_upstream(c, true);
+    c_acquire(c);
+    return true;
+}
+
 static void c_got_pick(sl_client_t *c)
 {
-    sl_upstream_pool_t *pool = c->pick.pool;
-    if (!pool || pool->closed) {
-        sl_client_drop_upstream(c, true);
-        sl_client_local_error(c, 502, "instance failed: instance is stopping");
-        return;
-    }
-    int err = 0;
-    sl_upconn_t *up = sl_up_get(pool, false, &err);
-    if (!up) {
-        sl_client_drop_upstream(c, true);
-        sl_client_local_error(c, 502, "instance failed: connect: %s", uv_strerror(err));
-        return;
-    }
-    c_attach(c, up);
     /* Body bytes that arrived with the head (or while queued) go in the
-     * same write; a request whose body is all here can be replayed. */
+     * same write; a request whose body is all here can be replayed, here
+     * or on another instance. A re-routed request has taken it already. */
     size_t k;
     const char *why = NULL;
     int st = c_body_take(c, &k, &why);
@@ -885,6 +955,20 @@ static void c_got_pick(sl_client_t *c)
         c->rd.start += k;
     }
     c->replayable = c->req_done;
+    sl_upstream_pool_t *pool = c->pick.pool;
+    int err = 0;
+    sl_upconn_t *up = pool && !pool->closed ? sl_up_get(pool, false, &err) : NULL;
+    if (!up) {
+        if (c_reroute(c))
+            return;
+        sl_client_drop_upstream(c, true);
+        if (err)
+            sl_client_local_error(c, 502, "instance failed: connect: %s", uv_strerror(err));
+        else
+            sl_client_local_error(c, 502, "instance failed: instance is stopping");
+        return;
+    }
+    c_attach(c, up);
     c_send_plan(c);
     if (c->state == C_PROXY)
         sl_client_update_reading(c);
@@ -893,6 +977,8 @@ static void c_got_pick(sl_client_t *c)
 void sl_client_upstream_failed(sl_client_t *c, int err, const char *what)
 {
     sl_upconn_t *up = c->up;
+    /* Still connecting: not one byte of the request reached the instance. */
+    bool never_sent = up && up->state == UP_CONNECTING;
     bool retry = up && up->reused && up->resp_bytes == 0 && !c->resp_head_done && c->replayable &&
                  c->attempts == 0 && (c->idempotent || c->req_body == SL_BODY_NONE);
     if (retry) {
@@ -911,7 +997,10 @@ void sl_client_upstream_failed(sl_client_t *c, int err, const char *what)
         }
         err = e ? e : UV_ECANCELED;
         what = "reconnect";
+        never_sent = true;
     }
+    if (never_sent && c_reroute(c))
+        return;
     sl_client_drop_upstream(c, true);
     if (c->resp_started) {
         sl_client_destroy(c);
@@ -943,6 +1032,46 @@ void sl_client_exchange_done(sl_client_t *c)
     c_end_request(c, c->must_close || !c->keep_alive || !c->req_done);
 }
 
+/* ---- tunnel (after a relayed 101) ----------------------------------------- */
+
+/* Client bytes go to the instance as they arrive, with back-pressure. */
+static void c_tunnel_forward(sl_client_t *c)
+{
+    sl_rd_t *rd = &c->rd;
+    size_t k = rd->b ? rd->end - rd->start : 0;
+    if (k == 0)
+        return;
+    uv_buf_t b = uv_buf_init(rd->b->data + rd->start, (unsigned)k);
+    rd->start = rd->end;
+    c->tunnel_active_ms = uv_now(c->r->loop);
+    if (!c->up || c->up_write_failed)
+        return; /* the read side will see the instance go */
+    int rc = sl_send(c->r, (uv_stream_t *)&c->up->tcp, &b, 1, &rd->b, 1, sl_up_write_cb);
+    if (rc < 0)
+        c_up_write_error(c, rc);
+    else
+        c_check_backpressure(c);
+}
+
+/* The client half-closed: pass the FIN on once its bytes are delivered and
+ * keep relaying the instance's bytes until the instance closes too. */
+static void c_tunnel_client_eof(sl_client_t *c)
+{
+    c->tunnel_rd_eof = true;
+    c->reading = false; /* libuv stopped reading at EOF */
+    if (!c->up || sl_up_shutdown(c->up) < 0)
+        sl_client_destroy(c);
+}
+
+void sl_client_tunnel_start(sl_client_t *c)
+{
+    c->tunnel = true;
+    c->must_close = true;
+    c->tunnel_active_ms = uv_now(c->r->loop);
+    sl_client_set_timer(c, T_TUNNEL, c->r->cfg.idle_timeout_ms);
+    c_tunnel_forward(c); /* bytes the client sent before the 101 */
+}
+
 /* ---- reading ------------------------------------------------------------ */
 
 static void c_on_eof(sl_client_t *c, ssize_t err)
@@ -951,6 +1080,10 @@ static void c_on_eof(sl_client_t *c, ssize_t err)
         /* Buffer full of bytes we cannot use yet (pipelined, or queued
          * body): wait until they are consumed. */
         sl_client_update_reading(c);
+        return;
+    }
+    if (err == UV_EOF && c->tunnel && c->state == C_PROXY) {
+        c_tunnel_client_eof(c);
         return;
     }
     sl_client_destroy(c);
@@ -979,7 +1112,9 @@ static void c_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
             sl_client_set_timer(c, T_HEADER, c->r->cfg.header_timeout_ms);
         break;
     case C_PROXY:
-        if (!c->req_done)
+        if (c->tunnel)
+            c_tunnel_forward(c);
+        else if (!c->req_done)
             c_stream_body(c);
         break;
     case C_LINGER:
@@ -1003,6 +1138,8 @@ void sl_client_write_cb(uv_write_t *req, int status)
     }
     if (c->timer_mode == T_SEND || c->timer_mode == T_IDLE || c->timer_mode == T_FLUSH)
         sl_client_set_timer(c, c->timer_mode, c->r->cfg.idle_timeout_ms);
+    else if (c->tunnel)
+        c->tunnel_active_ms = uv_now(c->r->loop); /* a slow reader still drains */
     if (c->up && c->up->bp_paused &&
         uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) <= SL_BP_LOW) {
         c->up->bp_paused = false;

@@ -26,6 +26,7 @@
 #define SL_BP_LOW       (64 * 1024)  /* resume it at or below */
 #define SL_WREQ_REFS    4
 #define SL_LINGER_MS    3000
+#define SL_REROUTES     2 /* never-sent requests asked of the owner again */
 
 #define sl_container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
 
@@ -56,6 +57,7 @@ enum { UP_CONNECTING, UP_BUSY, UP_IDLE, UP_CLOSING };
 struct sl_upconn {
     uv_tcp_t tcp;
     uv_connect_t connect_req;
+    uv_shutdown_t shutdown_req; /* tunnel: the client half-closed */
     sl_upstream_pool_t *pool;
     sl_client_t *client;      /* while busy */
     sl_upconn_t *prev, *next; /* pool's idle list, most recent first */
@@ -84,7 +86,7 @@ struct sl_upstream_pool {
 /* Client connection states. */
 enum { C_HEAD, C_WAIT, C_PROXY, C_LINGER, C_CLOSED };
 /* What the client timer is measuring. */
-enum { T_NONE, T_HEADER, T_IDLE, T_REQUEST, T_SEND, T_FLUSH, T_LINGER };
+enum { T_NONE, T_HEADER, T_IDLE, T_REQUEST, T_SEND, T_FLUSH, T_LINGER, T_TUNNEL };
 /* How the response body travels to the client. */
 enum { RB_NONE, RB_LENGTH, RB_CHUNKED, RB_DECHUNK, RB_CLOSE_RAW, RB_CLOSE_CHUNK };
 
@@ -123,7 +125,9 @@ struct sl_client {
     unsigned plan_n, plan_head_n;
     sl_rbuf_t *plan_body_buf; /* ref: buffer with the buffered body bytes */
     bool replayable;
-    int attempts;
+    int attempts; /* fresh-connection retries on this pick */
+    int reroutes; /* picks given back because the request was never sent */
+    bool upgrade; /* a WebSocket upgrade was forwarded */
     void *target;
     sl_waiter_t waiter;
     bool queued, in_acquire, ready_stashed;
@@ -143,6 +147,10 @@ struct sl_client {
     int rb_mode;
     uint64_t resp_left;
     sl_chunked_t resp_chunk;
+
+    /* After a relayed 101: bytes flow both ways until either side ends. */
+    bool tunnel, tunnel_rd_eof;
+    uint64_t tunnel_active_ms; /* loop time bytes last moved */
 };
 
 struct sl_router {
@@ -205,6 +213,8 @@ char *sl_client_gen(sl_client_t *c, size_t n);
 size_t sl_plan_headers(const sl_http_msg_t *m, const char *fields_end, uv_buf_t *iov, size_t n,
                        bool (*skip)(const sl_http_msg_t *, sl_str_t, void *), void *arg);
 void sl_client_write_cb(uv_write_t *req, int status);
+/* The 101 went out: switch the client connection to a byte tunnel. */
+void sl_client_tunnel_start(sl_client_t *c);
 
 /* router_resp.c */
 void sl_resp_process(sl_client_t *c);
@@ -219,5 +229,7 @@ void sl_up_update_reading(sl_upconn_t *up);
 void sl_up_sweep(uv_timer_t *t);
 void sl_pool_close_all(sl_router_t *r);
 void sl_up_write_cb(uv_write_t *req, int status);
+/* Send FIN once queued writes drain (tunnel half-close). 0 or libuv error. */
+int sl_up_shutdown(sl_upconn_t *up);
 
 #endif

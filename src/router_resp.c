@@ -94,6 +94,36 @@ static void resp_framing(sl_client_t *c, const sl_http_msg_t *m)
     c->must_close = close;
 }
 
+/*
+ * The instance accepted a WebSocket upgrade: relay the 101 with the
+ * Connection/Upgrade fields it needs (hop-by-hop, so dropped from the
+ * relayed head otherwise), then every later byte is tunnel data, relayed
+ * raw until the instance closes (RB_CLOSE_RAW), while the client side
+ * forwards its bytes the other way.
+ */
+static bool resp_switch(sl_client_t *c, const sl_http_msg_t *m, const char *head, size_t hl,
+                        uv_buf_t *iov, size_t *n)
+{
+    sl_str_t proto = sl_http_header_get(m, SL_STR("Upgrade"));
+    if (!c->upgrade || !proto.p) {
+        resp_bad(c, c->upgrade ? "101 without Upgrade" : "unexpected 101 Switching Protocols");
+        return false;
+    }
+    c->resp_head_done = true;
+    c->resp_status = 101;
+    c->plan = NULL;
+    c->up_reusable = false;
+    c->rb_mode = RB_CLOSE_RAW;
+    *n = resp_head_iov(m, head, hl, iov);
+    iov[(*n)++] = uv_buf_init((char *)"Connection: Upgrade\r\nUpgrade: ", 30);
+    iov[(*n)++] = uv_buf_init((char *)proto.p, (unsigned)proto.len);
+    iov[(*n)++] = uv_buf_init((char *)"\r\n\r\n", 4);
+    c->resp_started = true;
+    c->up->rd.start += hl;
+    sl_client_tunnel_start(c);
+    return true;
+}
+
 /* Returns false when it cannot go on (needs bytes, or failed). Adds the
  * final head to iov; sends interim ones itself. */
 static bool resp_parse_head(sl_client_t *c, uv_buf_t *iov, size_t *n)
@@ -116,10 +146,8 @@ static bool resp_parse_head(sl_client_t *c, uv_buf_t *iov, size_t *n)
         return false;
     }
     if (m.status < 200) {
-        if (m.status == 101) {
-            resp_bad(c, "unexpected 101 Switching Protocols");
-            return false;
-        }
+        if (m.status == 101)
+            return resp_switch(c, &m, head, (size_t)hl, iov, n);
         if (c->minor >= 1) {
             uv_buf_t tmp[RESP_IOV];
             size_t k = resp_head_iov(&m, head, (size_t)hl, tmp);
@@ -219,6 +247,8 @@ void sl_resp_process(sl_client_t *c)
     uv_buf_t iov[RESP_IOV];
     size_t n = 0;
     bool done = false;
+    if (c->tunnel)
+        c->tunnel_active_ms = uv_now(c->r->loop);
     while (!c->resp_head_done) {
         if (!resp_parse_head(c, iov, &n))
             return;
@@ -251,6 +281,12 @@ void sl_resp_eof(sl_client_t *c, int err)
 {
     if (!c->resp_head_done) {
         sl_client_upstream_failed(c, err, "read");
+        return;
+    }
+    if (c->tunnel) {
+        /* The instance ended the tunnel (closed or reset): deliver what
+         * it sent, then close the client; the request ends with its 101. */
+        sl_client_exchange_done(c);
         return;
     }
     if (err == UV_EOF && (c->rb_mode == RB_CLOSE_RAW || c->rb_mode == RB_CLOSE_CHUNK)) {

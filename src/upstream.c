@@ -311,3 +311,18 @@ void sl_up_write_cb(uv_write_t *req, int status)
         sl_client_update_reading(c);
     }
 }
+
+static void up_shutdown_cb(uv_shutdown_t *req, int status)
+{
+    /* Nothing to do: the instance answers a FIN with its own EOF, which the
+     * read side turns into the end of the tunnel. */
+    SL_UNUSED(req);
+    SL_UNUSED(status);
+}
+
+int sl_up_shutdown(sl_upconn_t *up)
+{
+    if (up->state != UP_BUSY)
+        return UV_ENOTCONN;
+    return uv_shutdown(&up->shutdown_req, (uv_stream_t *)&up->tcp, up_shutdown_cb);
+}

@@ -287,6 +287,27 @@ static unsigned bad_index(const char *s)
     return (unsigned)strtoul(s, NULL, 10);
 }
 
+/* A WebSocket-ish endpoint: answer 101 whatever was asked, then echo
+ * every byte (those that came with the head first) until EOF. */
+static void be_ws_echo(int fd, rdr_t *r)
+{
+    static const char m[] = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                            "Connection: Upgrade\r\nX-Backend: ws\r\n\r\n";
+    be_write(fd, m, sizeof(m) - 1);
+    if (r->len)
+        be_write(fd, r->buf, r->len);
+    r->len = 0;
+    char buf[16384];
+    for (;;) {
+        ssize_t n = read(fd, buf, sizeof(buf));
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;
+        be_write(fd, buf, (size_t)n);
+    }
+}
+
 /* Serve one request; false ends the connection. */
 static bool be_serve_one(be_conn_t *bc, bool *drop_next)
 {
@@ -357,6 +378,11 @@ static bool be_serve_one(be_conn_t *bc, bool *drop_next)
     } else if (strncmp(path, "/badresp?i=", 11) == 0) {
         const char *m = bad_responses[bad_index(path + 11) % N_BAD_RESPONSES];
         be_write(fd, m, strlen(m));
+    } else if (strcmp(path, "/ws") == 0) {
+        be_ws_echo(fd, r);
+        keep = false;
+    } else if (strcmp(path, "/ws-refuse") == 0) {
+        be_respond(fd, "no upgrade", 10);
     } else if (strcmp(path, "/hang") == 0) {
         /* never answer; wait for the next request or EOF */
     } else if (strcmp(path, "/oneshot") == 0) {
@@ -505,7 +531,7 @@ static int dead_port(void)
 
 /* ---- harness: router on a loop thread ----------------------------------- */
 
-enum { M_OK, M_QUEUE, M_QUEUE_FOREVER, M_REJECT };
+enum { M_OK, M_QUEUE, M_QUEUE_FOREVER, M_REJECT, M_QUEUE_REJECT };
 
 typedef struct target {
     const char *host;
@@ -515,6 +541,11 @@ typedef struct target {
     uint64_t timeout_ms;
     sl_upstream_pool_t *pool;
     sl_waiter_t *waiting;
+    int status;         /* M_REJECT / M_QUEUE_REJECT: the owner's answer (503) */
+    const char *reason; /* and its reason ("queue full") */
+    int alt_port;       /* a second instance: every pick after the first goes there */
+    sl_upstream_pool_t *alt_pool;
+    int picks;
 } target_t;
 
 typedef struct harness {
@@ -546,16 +577,25 @@ static void *op_resolve(void *ctx, sl_str_t host)
     return NULL;
 }
 
+static sl_pick_t t_pick(target_t *t)
+{
+    bool alt = t->alt_pool && t->picks++ > 0;
+    return (sl_pick_t){.pool = alt ? t->alt_pool : t->pool, .instance = t};
+}
+
 static void qtimer_cb(uv_timer_t *t)
 {
     harness_t *h = t->data;
     for (int i = 0; i < h->ntargets; i++) {
         target_t *tg = &h->targets[i];
-        if (tg->waiting && tg->mode == M_QUEUE) {
+        if (tg->waiting && (tg->mode == M_QUEUE || tg->mode == M_QUEUE_REJECT)) {
             sl_waiter_t *w = tg->waiting;
             tg->waiting = NULL;
-            sl_pick_t pick = {.pool = tg->pool, .instance = tg};
-            w->ready(w, 0, &pick, NULL);
+            sl_pick_t pick = t_pick(tg);
+            if (tg->mode == M_QUEUE)
+                w->ready(w, 0, &pick, NULL);
+            else
+                w->ready(w, tg->status ? tg->status : 503, NULL, tg->reason);
         }
     }
 }
@@ -567,10 +607,10 @@ static int op_acquire(void *ctx, void *target, sl_waiter_t *w, sl_pick_t *pick, 
     atomic_fetch_add(&h->acquires, 1);
     switch (t->mode) {
     case M_OK:
-        pick->pool = t->pool;
-        pick->instance = t;
+        *pick = t_pick(t);
         return SL_OK;
     case M_QUEUE:
+    case M_QUEUE_REJECT:
         t->waiting = w;
         uv_timer_start(&h->qtimer, qtimer_cb, 100, 0);
         return SL_AGAIN;
@@ -578,8 +618,8 @@ static int op_acquire(void *ctx, void *target, sl_waiter_t *w, sl_pick_t *pick, 
         t->waiting = w;
         return SL_AGAIN;
     default:
-        *reason = "queue full";
-        return 503;
+        *reason = t->reason ? t->reason : "queue full";
+        return t->status ? t->status : 503;
     }
 }
 
@@ -680,6 +720,8 @@ static void h_start(const sl_router_config_t *cfg_in)
         int fd = t->ns_fd >= 0 ? t->ns_fd : open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
         t->pool = sl_upstream_pool_new(h->r, fd, t->port);
         assert_non_null(t->pool);
+        if (t->alt_port)
+            t->alt_pool = sl_upstream_pool_new(h->r, fd, t->alt_port);
         if (t->ns_fd < 0)
             close(fd);
     }
@@ -1094,8 +1136,88 @@ static void test_refused_is_502(void **state)
     assert_string_equal(rp.body.p, "instance failed: connect: connection refused\n");
     resp_free(&rp);
     cl_close(c);
-    assert_int_equal(atomic_load(&H.releases_failed), 1);
+    /* never sent, so asked of the owner twice more before the 502 */
+    assert_int_equal(atomic_load(&H.acquires), 3);
+    assert_int_equal(atomic_load(&H.releases_failed), 3);
     h_stop();
+}
+
+static void test_owner_status_retry_after(void **state)
+{
+    h_reset();
+    h_target("full.test", dead_port())->mode = M_REJECT; /* 503 "queue full" at once */
+    target_t *t = h_target("max.test", dead_port());
+    t->mode = M_QUEUE_REJECT; /* 429 later, through w->ready */
+    t->status = 429;
+    t->reason = "over max scale";
+    t = h_target("failed.test", dead_port());
+    t->mode = M_REJECT;
+    t->status = 502;
+    t->reason = "revision failed";
+    h_start(NULL);
+    rdr_t *c = cl_open();
+    const char *hosts[] = {"full.test", "max.test", "failed.test", "nope.test"};
+    const int codes[] = {503, 429, 502, 404};
+    const char *bodies[] = {"queue full\n", "over max scale\n", "revision failed\n",
+                            "no service for host nope.test\n"};
+    for (int i = 0; i < 4; i++) {
+        char req[128], v[32];
+        snprintf(req, sizeof(req), "GET / HTTP/1.1\r\nHost: %s\r\n\r\n", hosts[i]);
+        cl_send(c, req);
+        resp_t rp;
+        assert_int_equal(cl_resp(c, &rp, false, false), 0);
+        assert_int_equal(rp.status, codes[i]);
+        assert_string_equal(rp.body.p, bodies[i]);
+        bool later = codes[i] == 429 || codes[i] == 503;
+        assert_int_equal(hdr_get(rp.head, "Retry-After", v, sizeof(v)), later);
+        if (later)
+            assert_string_equal(v, "1");
+        resp_free(&rp);
+    }
+    cl_close(c);
+    assert_int_equal(atomic_load(&H.releases), 0);
+    h_stop();
+}
+
+static void test_never_sent_is_rerouted(void **state)
+{
+    h_reset();
+    backend_t *b = be_start(false);
+    target_t *t = h_target("two.test", dead_port()); /* first instance refuses */
+    t->alt_port = b->port;
+    t = h_target("q.test", dead_port()); /* same, the second pick queued */
+    t->alt_port = b->port;
+    t->mode = M_QUEUE;
+    t = h_target("body.test", dead_port());
+    t->alt_port = b->port;
+    h_start(NULL);
+    rdr_t *c = cl_open();
+    cl_send(c, "POST /echo HTTP/1.1\r\nHost: two.test\r\nContent-Length: 5\r\n\r\nhello");
+    resp_t rp;
+    assert_int_equal(cl_resp(c, &rp, false, false), 0);
+    assert_int_equal(rp.status, 200);
+    assert_string_equal(rp.body.p, "hello"); /* the buffered body was replayed */
+    resp_free(&rp);
+    assert_int_equal(atomic_load(&H.acquires), 2);
+    WAIT_FOR(atomic_load(&H.releases) == 2, 2000);
+    assert_int_equal(atomic_load(&H.releases), 2);
+    assert_int_equal(atomic_load(&H.releases_failed), 1);
+    get_ok(c, "q.test", "/hello", "hello");
+    assert_int_equal(atomic_load(&H.acquires), 4);
+    WAIT_FOR(atomic_load(&H.releases) == 4, 2000);
+    assert_int_equal(atomic_load(&H.releases_failed), 2);
+    assert_int_equal(atomic_load(&H.cancels), 0);
+    /* A body still on its way cannot be replayed: 502, no second pick. */
+    cl_send(c, "POST /echo HTTP/1.1\r\nHost: body.test\r\nContent-Length: 10\r\n\r\n");
+    assert_int_equal(cl_resp(c, &rp, false, false), 0);
+    assert_int_equal(rp.status, 502);
+    resp_free(&rp);
+    assert_int_equal(atomic_load(&H.acquires), 5);
+    assert_true(cl_closed(c));
+    cl_close(c);
+    assert_int_equal(atomic_load(&b->accepts), 2);
+    h_stop();
+    be_stop(b);
 }
 
 static void test_timeout_is_504(void **state)
@@ -1397,6 +1519,145 @@ static void pool_close_fn(harness_t *h, void *arg)
     sl_upstream_pool_close(((target_t *)arg)->pool);
 }
 
+typedef struct bulk {
+    int fd;
+    size_t n;
+} bulk_t;
+
+static unsigned char bulk_byte(size_t i)
+{
+    return (unsigned char)(i * 7 + i / 4096);
+}
+
+static void *bulk_writer(void *arg)
+{
+    bulk_t *bk = arg;
+    static unsigned char chunk[65536];
+    for (size_t off = 0; off < bk->n; off += sizeof(chunk)) {
+        for (size_t i = 0; i < sizeof(chunk); i++)
+            chunk[i] = bulk_byte(off + i);
+        be_write(bk->fd, chunk, sizeof(chunk));
+    }
+    return NULL;
+}
+
+static const char ws_req[] = "GET /ws HTTP/1.1\r\nHost: app.test\r\nConnection: Upgrade\r\n"
+                             "Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
+                             "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
+
+/* Read the 101 head and check what the router relayed. */
+static void ws_expect_101(rdr_t *c)
+{
+    ssize_t hl = rdr_head(c);
+    assert_true(hl > 0);
+    char head[1024], v[64];
+    snprintf(head, sizeof(head), "%.*s", (int)hl, c->buf);
+    rdr_consume(c, (size_t)hl);
+    assert_int_equal(strncmp(head, "HTTP/1.1 101 ", 13), 0);
+    assert_true(hdr_get(head, "Upgrade", v, sizeof(v)));
+    assert_string_equal(v, "websocket");
+    assert_true(hdr_get(head, "Connection", v, sizeof(v)));
+    assert_string_equal(v, "Upgrade");
+    assert_true(hdr_get(head, "X-Backend", v, sizeof(v)));
+    assert_string_equal(v, "ws");
+}
+
+static void ws_echo(rdr_t *c, const char *s)
+{
+    cl_send(c, s);
+    dyn_t d = {0};
+    assert_int_equal(rdr_exact(c, strlen(s), &d, NULL), 0);
+    assert_string_equal(d.p, s);
+    dyn_free(&d);
+}
+
+static void test_websocket_tunnel(void **state)
+{
+    sl_router_config_t cfg = {.listen = "127.0.0.1:0", .idle_timeout_ms = 800};
+    h_reset();
+    backend_t *b = be_start(false);
+    h_target("app.test", b->port)->timeout_ms = 200;
+    h_start(&cfg);
+    rdr_t *c = cl_open();
+    char req[512], v[128];
+    snprintf(req, sizeof(req), "%searly", ws_req); /* bytes before the 101 wait for it */
+    cl_send(c, req);
+    ws_expect_101(c);
+    char bh[2048];
+    be_last_head(b, bh, sizeof(bh)); /* the instance got the handshake fields */
+    assert_true(hdr_get(bh, "Upgrade", v, sizeof(v)));
+    assert_string_equal(v, "websocket");
+    assert_true(hdr_get(bh, "Connection", v, sizeof(v)));
+    assert_string_equal(v, "Upgrade");
+    assert_true(hdr_get(bh, "Sec-WebSocket-Key", v, sizeof(v)));
+    dyn_t d = {0};
+    assert_int_equal(rdr_exact(c, 5, &d, NULL), 0);
+    assert_string_equal(d.p, "early");
+    dyn_free(&d);
+    usleep(400000); /* past the request timeout: it stopped at the 101 */
+    ws_echo(c, "ping");
+    assert_int_equal(h_stats().requests_in_flight, 1); /* one request until it closes */
+    assert_int_equal(atomic_load(&H.releases), 0);
+
+    /* Both directions at once, more than the back-pressure marks. */
+    bulk_t bk = {c->fd, 4u << 20};
+    pthread_t wt;
+    pthread_create(&wt, NULL, bulk_writer, &bk);
+    bool same = true;
+    for (size_t off = 0; off < bk.n && same;) {
+        if (c->len == 0 && rdr_fill(c) <= 0)
+            break;
+        for (size_t i = 0; i < c->len && same; i++)
+            same = (unsigned char)c->buf[i] == bulk_byte(off + i);
+        off += c->len;
+        c->len = 0;
+    }
+    pthread_join(wt, NULL);
+    assert_true(same);
+
+    /* The client half-closes: the instance sees EOF, closes, the client
+     * gets EOF and the request ends with its 101. */
+    shutdown(c->fd, SHUT_WR);
+    assert_true(cl_closed(c));
+    cl_close(c);
+    WAIT_FOR(atomic_load(&H.releases) == 1, 2000);
+    assert_int_equal(atomic_load(&H.releases), 1);
+    assert_int_equal(atomic_load(&H.last_status), 101);
+    assert_int_equal(atomic_load(&H.releases_failed), 0);
+    assert_int_equal(h_stats().requests_in_flight, 0);
+
+    /* An idle tunnel is closed after idle_timeout_ms. */
+    c = cl_open();
+    cl_send(c, ws_req);
+    ws_expect_101(c);
+    uint64_t t0 = sl_now_ms();
+    assert_true(cl_closed(c));
+    uint64_t el = sl_now_ms() - t0;
+    assert_true(el >= 600 && el < 4000);
+    cl_close(c);
+    WAIT_FOR(atomic_load(&H.releases) == 2, 2000);
+    assert_int_equal(atomic_load(&H.last_status), 101);
+
+    /* An instance that declines answers normally; the connection stays. */
+    c = cl_open();
+    snprintf(req, sizeof(req), "GET /ws-refuse%s", ws_req + 7);
+    cl_send(c, req);
+    resp_t rp;
+    assert_int_equal(cl_resp(c, &rp, false, false), 0);
+    assert_int_equal(rp.status, 200);
+    assert_string_equal(rp.body.p, "no upgrade");
+    resp_free(&rp);
+    get_ok(c, "app.test", "/hello", "hello");
+    /* A 101 nobody asked for is a broken instance. */
+    cl_send(c, "GET /ws HTTP/1.1\r\nHost: app.test\r\n\r\n");
+    assert_int_equal(cl_resp(c, &rp, false, false), 0);
+    assert_int_equal(rp.status, 502);
+    resp_free(&rp);
+    cl_close(c);
+    h_stop();
+    be_stop(b);
+}
+
 static void test_pool_closed_while_busy(void **state)
 {
     backend_t *b = setup_basic(NULL);
@@ -1642,6 +1903,9 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_forwarding_headers),
         cmocka_unit_test(test_backend_closes_mid_response),
         cmocka_unit_test(test_refused_is_502),
+        cmocka_unit_test(test_owner_status_retry_after),
+        cmocka_unit_test(test_never_sent_is_rerouted),
+        cmocka_unit_test(test_websocket_tunnel),
         cmocka_unit_test(test_timeout_is_504),
         cmocka_unit_test(test_queued_request_is_served),
         cmocka_unit_test(test_client_leaves_while_queued),
