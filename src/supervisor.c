@@ -1,8 +1,9 @@
 /*
  * supervisor.c — instances of revisions, run through an OCI runtime.
  *
- * An instance's life: prepare (process args/env/user, instance dir, overlay
- * rootfs, network namespace, config.json) → `RT run -d` via uv_spawn →
+ * An instance's life: prepare (process args/env on the loop; then on the
+ * thread pool: instance dir, user, overlay rootfs, network namespace,
+ * config.json) → `RT run -d` via uv_spawn →
  * pid from the pid file, watched through a pidfd → readiness probe (TCP
  * connect to 127.0.0.1:PORT inside the namespace by default; httpGet or
  * exec) polled every few ms → READY → readiness and liveness probes every
@@ -67,8 +68,9 @@ struct sl_supervisor {
     uv_loop_t *loop;
     char *state_dir, *inst_root, *logs_root, *rt_root;
     char *default_runtime;
-    int host_netns; /* the loop thread's own network namespace */
-    int userns_fd;  /* the sandbox's id mapping, for idmapped roots; lazily */
+    int host_netns;         /* the loop thread's own network namespace */
+    int userns_fd;          /* the sandbox's id mapping, for idmapped roots; lazily */
+    uv_mutex_t userns_lock; /* userns_fd: made by the first pool thread needing it */
     int devnull;
     int64_t nofile; /* containers' RLIMIT_NOFILE */
     uv_signal_t sigchld;
@@ -93,6 +95,9 @@ struct sl_instance {
     int netns_fd, pidfd;
     pid_t pid;
     uint64_t started_ns, ready_ns;
+    /* start-up milestones (sl_instance_startup); the pool thread's are
+     * copied in when its work is done */
+    uint64_t prep_begin_ns, rootfs_ns, netns_ns, bundle_ns, spawned_ns, runtime_ns;
     uint64_t reap_since_ns; /* first saw it exited but not reapable yet */
     char *reason;           /* the first cause of the exit */
     char *exit_reason;      /* reason + log tail, set when cleaned */
@@ -102,11 +107,14 @@ struct sl_instance {
     uv_timer_t deadline_timer, reap_timer;
     struct probe *readiness, *liveness; /* readiness always set; liveness optional */
     sl_instance_readiness_cb readiness_cb;
-    bool unready;      /* READY, but its readiness probe fails */
-    uv_work_t fs_work; /* unmount + remove the bundle */
-    int handles;       /* initialised handles (and queued work) not yet closed */
-    bool run_active;   /* `RT run` still running */
-    bool alive;        /* pid known and not yet reaped */
+    bool unready;        /* READY, but its readiness probe fails */
+    uv_work_t fs_work;   /* unmount + remove the bundle */
+    uv_work_t prep_work; /* build the bundle */
+    struct prep *prep;   /* owned by prep_work while it runs */
+    bool preparing;      /* prep_work queued or running */
+    int handles;         /* initialised handles (and queued work) not yet closed */
+    bool run_active;     /* `RT run` still running */
+    bool alive;          /* pid known and not yet reaped */
     bool stop_requested, cleaning, cleanup_queued, cleaned, silent, poll_inited;
     bool delete_failed;
     bool reap_pending; /* exited, waiting to inherit the zombie */
@@ -272,6 +280,19 @@ int64_t sl_instance_cpu_millis(const sl_instance_t *inst)
 bool sl_instance_userns(const sl_instance_t *inst)
 {
     return inst->userns;
+}
+void sl_instance_startup(const sl_instance_t *inst, sl_instance_startup_t *out)
+{
+    *out = (sl_instance_startup_t){
+        .started_ns = inst->started_ns,
+        .prep_begin_ns = inst->prep_begin_ns,
+        .rootfs_ns = inst->rootfs_ns,
+        .netns_ns = inst->netns_ns,
+        .bundle_ns = inst->bundle_ns,
+        .spawned_ns = inst->spawned_ns,
+        .runtime_ns = inst->runtime_ns,
+        .ready_ns = inst->ready_ns,
+    };
 }
 
 /* ---- teardown --------------------------------------------------------- */
@@ -884,12 +905,24 @@ static void start_liveness(sl_instance_t *inst)
     probe_schedule(p, delay);
 }
 
+static double ms_since(uint64_t from_ns, uint64_t to_ns)
+{
+    return from_ns && to_ns > from_ns ? (double)(to_ns - from_ns) / 1e6 : 0.0;
+}
+
 static void became_ready(sl_instance_t *inst)
 {
     inst->ready_ns = sl_now_ns();
     uv_timer_stop(&inst->deadline_timer);
     sl_debug(MOD, "instance %s: ready at %.2f ms", inst->id,
              (double)(inst->ready_ns - inst->started_ns) / 1e6);
+    sl_info(MOD,
+            "instance %s ready in %.1f ms (rootfs %.1f ms, bundle %.1f ms, runtime %.1f ms, "
+            "app %.1f ms)",
+            inst->id, ms_since(inst->started_ns, inst->ready_ns),
+            ms_since(inst->started_ns, inst->rootfs_ns), ms_since(inst->rootfs_ns, inst->bundle_ns),
+            ms_since(inst->bundle_ns, inst->runtime_ns),
+            ms_since(inst->runtime_ns, inst->ready_ns));
     notify(inst, SL_INST_READY);
     probe_t *r = inst->readiness;
     if (!r->is_default)
@@ -981,6 +1014,10 @@ static void on_grace_over(uv_timer_t *t)
 static void do_stop(sl_instance_t *inst, int grace_ms)
 {
     inst->stop_requested = true;
+    /* Still queued: drop it (prep_done then cleans up); running: prep_done
+     * sees stop_requested and does not spawn the runtime. */
+    if (inst->preparing)
+        uv_cancel((uv_req_t *)&inst->prep_work);
     probes_stop(inst);
     uv_timer_start(&inst->deadline_timer, on_grace_over, (uint64_t)grace_ms, 0);
     if (inst->state != SL_INST_STOPPING)
@@ -1070,8 +1107,9 @@ static void on_run_exit(uv_process_t *p, int64_t status, int sig)
         begin_cleanup(inst);
         return;
     }
+    inst->runtime_ns = sl_now_ns();
     sl_debug(MOD, "instance %s: %s run done at %.2f ms", inst->id, inst->runtime,
-             (double)(sl_now_ns() - inst->started_ns) / 1e6);
+             (double)(inst->runtime_ns - inst->started_ns) / 1e6);
     if (read_pid(inst) < 0) {
         inst->runtime_failed = true;
         set_reason(inst, "runtime failed: no pid in %s", inst->pid_path);
@@ -1081,12 +1119,9 @@ static void on_run_exit(uv_process_t *p, int64_t status, int sig)
     watch_pid(inst);
 }
 
-static int spawn_run(sl_instance_t *inst, sl_error_t *err)
+/* `RT run -d`, its output appended to the instance log (log_fd, borrowed). */
+static int spawn_run(sl_instance_t *inst, int log_fd, sl_error_t *err)
 {
-    sl_autoclose int log_fd =
-        open(inst->log_path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOCTTY, 0640);
-    if (log_fd < 0)
-        return sl_error_errno(err, errno, "open %s", inst->log_path);
     char *argv[] = {inst->runtime_bin, "--root",   inst->rt_root, "--log",  inst->rtlog_path,
                     "--log-format",    "json",     "run",         "-d",     "--pid-file",
                     inst->pid_path,    "--bundle", inst->dir,     inst->id, NULL};
@@ -1098,7 +1133,7 @@ static int spawn_run(sl_instance_t *inst, sl_error_t *err)
     return 0;
 }
 
-/* ---- preparing an instance -------------------------------------------- */
+/* ---- validating a spec ------------------------------------------------ */
 
 /* Kubernetes' rules for probe fields; `field` names the probe for the user. */
 static int validate_probe(const sl_probe_t *p, const char *field, bool liveness, sl_error_t *err)
@@ -1169,30 +1204,52 @@ static int validate_spec(const sl_instance_spec_t *s, sl_error_t *err)
     return 0;
 }
 
-/* instances/<revision>-<5 random>/, retrying on the unlikely collision. */
-static int make_instance_dir(sl_instance_t *inst, const char *revision, sl_error_t *err)
+/* ---- preparing an instance (thread pool) ------------------------------ */
+
+/*
+ * Everything that touches the filesystem or the kernel before `RT run`
+ * (instance and log dirs, the image's USER from its passwd files, tmpfs +
+ * overlay or idmapped mounts, the network namespace, config.json) runs on a
+ * pool thread: it takes milliseconds, and on the loop it would stall the
+ * router for every service. A prep holds owned copies of the spec's
+ * borrowed parts and what the work made; the loop leaves it alone while the
+ * work runs, and the instance fields the work reads (id, dir, paths, runtime
+ * root, limits, userns) never change after sl_supervisor_start. unshare and
+ * setns act on the calling thread only, so making the namespace there and
+ * switching back is as safe as on the loop thread.
+ */
+typedef struct prep {
+    char **layers; /* NULL-terminated */
+    size_t n_layers;
+    char *user, *cwd, *log_dir;
+    char **args, **env;
+    char *namespace_, *service, *revision;
+    bool has_profile, readonly_rootfs, no_capabilities;
+    sl_seccomp_profile_t seccomp;
+    int64_t scratch, pids;
+    /* made by the work */
+    int rc;
+    sl_error_t err;
+    int netns_fd, log_fd;
+    uint64_t begin_ns, rootfs_ns, netns_ns, bundle_ns;
+} prep_t;
+
+static void prep_free(prep_t *p)
 {
-    for (int tries = 0; tries < 16; tries++) {
-        char sfx[6];
-        random_suffix(sfx);
-        char *id = xasprintf("%s-%s", revision, sfx);
-        char *dir = xasprintf("%s/%s", inst->sup->inst_root, id);
-        if (mkdir(dir, 0700) == 0) {
-            inst->id = id;
-            inst->dir = dir;
-            /* In a user namespace the runtime reaches rootfs/ as an
-             * unprivileged uid: let it through, without listing. */
-            if (inst->userns && chmod(dir, 0711) < 0)
-                return sl_error_errno(err, errno, "chmod %s", dir);
-            return 0;
-        }
-        int e = errno;
-        free(id);
-        free(dir);
-        if (e != EEXIST)
-            return sl_error_errno(err, e, "mkdir %s/%s-…", inst->sup->inst_root, revision);
-    }
-    return sl_error_set(err, EEXIST, "could not pick a free instance id for %s", revision);
+    if (!p)
+        return;
+    sl_strv_free(p->layers);
+    sl_strv_free(p->args);
+    sl_strv_free(p->env);
+    free(p->user);
+    free(p->cwd);
+    free(p->log_dir);
+    free(p->namespace_);
+    free(p->service);
+    free(p->revision);
+    sl_closep(&p->netns_fd);
+    sl_closep(&p->log_fd);
+    free(p);
 }
 
 /* pids.max: the spec's (or the default), capped by the class. */
@@ -1204,29 +1261,131 @@ static int64_t pids_limit(const sl_instance_spec_t *s)
     return pids;
 }
 
+static char *image_cwd(const sl_image_t *img)
+{
+    if (img->workdir && img->workdir[0] == '/')
+        return xstrdup(img->workdir);
+    return img->workdir && img->workdir[0] ? xasprintf("/%s", img->workdir) : xstrdup("/");
+}
+
+/* On the loop: the pure parts (args, env) fail a bad spec at once; the
+ * rest is copied for the pool thread. */
+static prep_t *prep_new(sl_instance_t *inst, const sl_instance_spec_t *s, sl_error_t *err)
+{
+    const sl_image_t *img = s->image;
+    sl_oci_contract_t c = {s->port, s->service, s->configuration ? s->configuration : s->service,
+                           s->revision};
+    prep_t *p = xcalloc(1, sizeof(*p));
+    p->netns_fd = p->log_fd = -1;
+    if (sl_oci_compose_args(img, s->command, s->n_command, s->args, s->n_args, &p->args, err) < 0 ||
+        sl_oci_compose_env(img->env, img->n_env, s->env, s->n_env, &c, &p->env, err) < 0) {
+        prep_free(p);
+        return NULL;
+    }
+    p->layers = xcalloc(img->n_layers + 1, sizeof(char *));
+    for (size_t i = 0; i < img->n_layers; i++)
+        p->layers[i] = xstrdup(img->layers[i]);
+    p->n_layers = img->n_layers;
+    p->user = xstrdup(img->user ? img->user : "");
+    p->cwd = image_cwd(img);
+    p->log_dir = xasprintf("%s/%s/%s", inst->sup->logs_root, s->namespace_, s->service);
+    p->namespace_ = xstrdup(s->namespace_);
+    p->service = xstrdup(s->service);
+    p->revision = xstrdup(s->revision);
+    p->has_profile = s->profile != NULL;
+    if (s->profile) {
+        p->seccomp = s->profile->seccomp;
+        p->readonly_rootfs = s->profile->readonly_rootfs;
+        p->no_capabilities = s->profile->no_capabilities;
+    }
+    p->scratch = s->memory_limit > 0 ? s->memory_limit : SCRATCH_DEFAULT;
+    p->pids = pids_limit(s);
+    return p;
+}
+
+/* The sandbox's id mapping, made once per supervisor by whichever pool
+ * thread needs it first. */
+static int sup_userns_fd(sl_supervisor_t *sup, sl_error_t *err)
+{
+    uv_mutex_lock(&sup->userns_lock);
+    if (sup->userns_fd < 0) {
+        int fd = sl_rootfs_userns_open(SL_SANDBOX_HOST_ID_BASE, SL_SANDBOX_HOST_ID_BASE,
+                                       SL_SANDBOX_ID_RANGE, err);
+        sup->userns_fd = fd < 0 ? -1 : fd;
+        if (fd < 0) {
+            uv_mutex_unlock(&sup->userns_lock);
+            return fd;
+        }
+    }
+    int fd = sup->userns_fd;
+    uv_mutex_unlock(&sup->userns_lock);
+    return fd;
+}
+
+/* The instance dir, the runtime root, the log dir and the log file. */
+static int prep_dirs(sl_instance_t *inst, prep_t *p, sl_error_t *err)
+{
+    if (mkdir(inst->dir, 0700) < 0)
+        return sl_error_errno(err, errno, "mkdir %s", inst->dir);
+    /* In a user namespace the runtime reaches rootfs/ as an unprivileged
+     * uid: let it through, without listing. */
+    if (inst->userns && chmod(inst->dir, 0711) < 0)
+        return sl_error_errno(err, errno, "chmod %s", inst->dir);
+    if (sl_mkdir_p(inst->rt_root, 0700, err) < 0 || sl_mkdir_p(p->log_dir, 0700, err) < 0)
+        return -err->code;
+    p->log_fd = open(inst->log_path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOCTTY, 0640);
+    if (p->log_fd < 0)
+        return sl_error_errno(err, errno, "open %s", inst->log_path);
+    return 0;
+}
+
+/* The image's USER, within the sandbox's ids when it has a user namespace. */
+static int prep_user(const sl_instance_t *inst, const prep_t *p, sl_oci_user_t *user,
+                     sl_error_t *err)
+{
+    if (sl_rootfs_resolve_user(p->layers, p->n_layers, p->user, user, err) < 0)
+        return -err->code;
+    if (!inst->userns)
+        return 0;
+    if (user->uid >= SL_SANDBOX_ID_RANGE || user->gid >= SL_SANDBOX_ID_RANGE)
+        return sl_error_set(err, EINVAL,
+                            "image USER %u:%u is outside the sandbox's user namespace (ids "
+                            "0..%u)",
+                            user->uid, user->gid, SL_SANDBOX_ID_RANGE - 1);
+    for (size_t i = 0; i < user->n_gids; i++)
+        if (user->gids[i] >= SL_SANDBOX_ID_RANGE)
+            return sl_error_set(err, EINVAL,
+                                "image USER's group %u is outside the sandbox's user namespace",
+                                user->gids[i]);
+    return 0;
+}
+
+static int prep_rootfs(sl_instance_t *inst, prep_t *p, sl_error_t *err)
+{
+    if (!inst->userns)
+        return sl_rootfs_mount(inst->dir, p->layers, p->n_layers, p->scratch, err);
+    int userns_fd = sup_userns_fd(inst->sup, err);
+    if (userns_fd < 0)
+        return sl_error_wrap(err, "user namespace");
+    return sl_rootfs_mount_idmapped(inst->dir, p->layers, p->n_layers, userns_fd, err);
+}
+
 static const char *const SANDBOX_MASKED[] = {"/proc/kallsyms",   "/proc/modules",
                                              "/proc/interrupts", "/proc/vmallocinfo",
                                              "/sys/kernel",      NULL};
 
-static int write_bundle(sl_instance_t *inst, const sl_instance_spec_t *s, char **args, char **env,
-                        const sl_oci_user_t *user, sl_error_t *err)
+static int write_bundle(sl_instance_t *inst, prep_t *p, const sl_oci_user_t *user, sl_error_t *err)
 {
-    const sl_image_t *img = s->image;
-    const sl_runtime_profile_t *prof = s->profile;
-    int64_t scratch = s->memory_limit > 0 ? s->memory_limit : SCRATCH_DEFAULT;
     sl_oci_idmap_t idmap = {SL_SANDBOX_HOST_ID_BASE, SL_SANDBOX_HOST_ID_BASE, SL_SANDBOX_ID_RANGE};
-    json_t *seccomp = prof ? sl_seccomp_profile_json(prof->seccomp) : NULL;
-    sl_autofree char *cwd = img->workdir && img->workdir[0] == '/' ? xstrdup(img->workdir)
-                            : img->workdir && img->workdir[0]      ? xasprintf("/%s", img->workdir)
-                                                                   : xstrdup("/");
+    json_t *seccomp = p->has_profile ? sl_seccomp_profile_json(p->seccomp) : NULL;
     /* Our fd's magic link: works with crun and runc, and nothing to clean. */
-    sl_autofree char *netns = xasprintf("/proc/%d/fd/%d", (int)getpid(), inst->netns_fd);
+    sl_autofree char *netns = xasprintf("/proc/%d/fd/%d", (int)getpid(), p->netns_fd);
     sl_autofree char *cgroup = xasprintf("/sluice/%s", inst->id);
     sl_autofree char *hostname = xstrndup(inst->id, strnlen(inst->id, 63)); /* HOST_NAME_MAX */
-    sl_oci_params_t p = {
-        .args = args,
-        .env = env,
-        .cwd = cwd,
+    sl_oci_params_t o = {
+        .args = p->args,
+        .env = p->env,
+        .cwd = p->cwd,
         .user = user,
         .hostname = hostname,
         .rootfs = "rootfs",
@@ -1234,99 +1393,116 @@ static int write_bundle(sl_instance_t *inst, const sl_instance_spec_t *s, char *
         .cgroups_path = cgroup,
         .memory_limit = inst->memory_limit,
         .cpu_millis = inst->cpu_millis,
-        .pids_limit = pids_limit(s),
-        .tmp_size = scratch,
+        .pids_limit = p->pids,
+        .tmp_size = p->scratch,
         .nofile = inst->sup->nofile,
-        .annotations = {{"dev.sluice.namespace", s->namespace_},
-                        {"dev.sluice.service", s->service},
-                        {"dev.sluice.revision", s->revision}},
+        .annotations = {{"dev.sluice.namespace", p->namespace_},
+                        {"dev.sluice.service", p->service},
+                        {"dev.sluice.revision", p->revision}},
         .seccomp = seccomp,
-        .readonly_rootfs = prof && prof->readonly_rootfs,
-        .no_capabilities = prof && prof->no_capabilities,
+        .readonly_rootfs = p->readonly_rootfs,
+        .no_capabilities = p->no_capabilities,
         .idmap = inst->userns ? &idmap : NULL,
         .extra_masked = inst->userns ? SANDBOX_MASKED : NULL,
     };
-    int rc = sl_oci_spec_write(inst->dir, &p, err);
+    int rc = sl_oci_spec_write(inst->dir, &o, err);
     json_decref(seccomp);
     return rc;
 }
 
-/* Instance dir, log dir, rootfs, network namespace, config.json. */
-static int make_bundle(sl_instance_t *inst, const sl_instance_spec_t *s, char **args, char **env,
-                       const sl_oci_user_t *user, sl_error_t *err)
+/* Pool thread. Whatever it made before failing stays for the cleanup. */
+static int prep_run(sl_instance_t *inst, prep_t *p, sl_error_t *err)
 {
-    sl_supervisor_t *sup = inst->sup;
-    if (make_instance_dir(inst, s->revision, err) < 0)
-        return -err->code;
-    inst->pid_path = xasprintf("%s/pid", inst->dir);
-    inst->rtlog_path = xasprintf("%s/runtime.log", inst->dir);
-    sl_autofree char *log_dir = xasprintf("%s/%s/%s", sup->logs_root, s->namespace_, s->service);
-    inst->log_path = xasprintf("%s/%s.log", log_dir, inst->id);
-    if (sl_mkdir_p(log_dir, 0700, err) < 0)
-        return -err->code;
-    int64_t scratch = s->memory_limit > 0 ? s->memory_limit : SCRATCH_DEFAULT;
-    if (inst->userns) {
-        if (sup->userns_fd < 0 &&
-            (sup->userns_fd = sl_rootfs_userns_open(
-                 SL_SANDBOX_HOST_ID_BASE, SL_SANDBOX_HOST_ID_BASE, SL_SANDBOX_ID_RANGE, err)) < 0)
-            return sl_error_wrap(err, "instance %s user namespace", inst->id);
-        if (sl_rootfs_mount_idmapped(inst->dir, s->image->layers, s->image->n_layers,
-                                     sup->userns_fd, err) < 0)
-            return sl_error_wrap(err, "instance %s rootfs", inst->id);
-    } else if (sl_rootfs_mount(inst->dir, s->image->layers, s->image->n_layers, scratch, err) < 0) {
-        return sl_error_wrap(err, "instance %s rootfs", inst->id);
-    }
-    inst->netns_fd = sl_netns_create(err);
-    if (inst->netns_fd < 0)
-        return sl_error_wrap(err, "instance %s network namespace", inst->id);
-    if (write_bundle(inst, s, args, env, user, err) < 0)
-        return sl_error_wrap(err, "instance %s", inst->id);
-    return 0;
-}
-
-/* Args, env and user come first, so a bad spec or image fails before
- * anything is created or mounted. */
-static int prepare(sl_instance_t *inst, const sl_instance_spec_t *s, sl_error_t *err)
-{
-    const sl_image_t *img = s->image;
-    char **args = NULL, **env = NULL;
     sl_oci_user_t user = {0};
-    sl_oci_contract_t c = {s->port, s->service, s->configuration ? s->configuration : s->service,
-                           s->revision};
-    int rc = sl_oci_compose_args(img, s->command, s->n_command, s->args, s->n_args, &args, err);
+    int rc = prep_dirs(inst, p, err);
     if (rc == 0)
-        rc = sl_oci_compose_env(img->env, img->n_env, s->env, s->n_env, &c, &env, err);
-    if (rc == 0)
-        rc = sl_rootfs_resolve_user(img->layers, img->n_layers, img->user, &user, err);
-    if (rc == 0 && inst->userns &&
-        (user.uid >= SL_SANDBOX_ID_RANGE || user.gid >= SL_SANDBOX_ID_RANGE))
-        rc = sl_error_set(err, EINVAL,
-                          "image USER %u:%u is outside the sandbox's user namespace (ids "
-                          "0..%u)",
-                          user.uid, user.gid, SL_SANDBOX_ID_RANGE - 1);
-    for (size_t i = 0; rc == 0 && inst->userns && i < user.n_gids; i++)
-        if (user.gids[i] >= SL_SANDBOX_ID_RANGE)
-            rc = sl_error_set(err, EINVAL,
-                              "image USER's group %u is outside the sandbox's user namespace",
-                              user.gids[i]);
-    if (rc == 0)
-        rc = make_bundle(inst, s, args, env, &user, err);
-    sl_strv_free(args);
-    sl_strv_free(env);
+        rc = prep_user(inst, p, &user, err);
+    if (rc == 0 && (rc = prep_rootfs(inst, p, err)) < 0)
+        sl_error_wrap(err, "instance %s rootfs", inst->id);
+    p->rootfs_ns = sl_now_ns();
+    if (rc == 0 && (rc = p->netns_fd = sl_netns_create(err)) < 0)
+        sl_error_wrap(err, "instance %s network namespace", inst->id);
+    p->netns_ns = sl_now_ns();
+    if (rc >= 0 && (rc = write_bundle(inst, p, &user, err)) < 0)
+        sl_error_wrap(err, "instance %s", inst->id);
+    p->bundle_ns = sl_now_ns();
     sl_oci_user_clear(&user);
-    return rc;
+    return rc < 0 ? rc : 0;
 }
 
-/* Undo a prepare that failed before any handle existed. */
-static void discard(sl_instance_t *inst)
+static void prep_work(uv_work_t *w)
 {
-    if (inst->dir) {
-        sl_error_t err = {0};
-        sl_rootfs_umount_under(inst->dir, &err);
-        if (sl_rm_rf(inst->dir, &err) < 0)
-            sl_warn(MOD, "%s", err.msg);
+    sl_instance_t *inst = w->data;
+    prep_t *p = inst->prep;
+    p->begin_ns = sl_now_ns();
+    p->rc = prep_run(inst, p, &p->err);
+}
+
+/* Preparation failed or was stopped: no container was created, so no
+ * `RT delete`; unmount and remove what was made, then EXITED. */
+static void abort_start(sl_instance_t *inst)
+{
+    inst->cleaning = true;
+    probes_stop(inst);
+    uv_timer_stop(&inst->deadline_timer);
+    if (inst->state == SL_INST_STARTING)
+        notify(inst, SL_INST_STOPPING);
+    finish_cleanup(inst);
+}
+
+/* Loop: the bundle is ready (or not); spawn `RT run -d` unless a stop or
+ * shutdown came meanwhile. */
+static void prep_done(uv_work_t *w, int status)
+{
+    sl_instance_t *inst = w->data;
+    prep_t *p = inst->prep;
+    inst->prep = NULL;
+    inst->preparing = false;
+    inst->handles--;
+    if (status != UV_ECANCELED) {
+        inst->netns_fd = p->netns_fd;
+        p->netns_fd = -1;
+        inst->prep_begin_ns = p->begin_ns;
+        inst->rootfs_ns = p->rootfs_ns;
+        inst->netns_ns = p->netns_ns;
+        inst->bundle_ns = p->bundle_ns;
     }
-    instance_free(inst);
+    sl_error_t err = {0};
+    if (status == UV_ECANCELED || (p->rc == 0 && inst->stop_requested))
+        set_reason(inst, "stopped before it started");
+    else if (p->rc < 0)
+        set_reason(inst, "%s", p->err.msg);
+    else if (spawn_run(inst, p->log_fd, &err) < 0)
+        set_reason(inst, "runtime failed: %s", err.msg);
+    prep_free(p);
+    if (!inst->run_active) {
+        abort_start(inst);
+        return;
+    }
+    inst->spawned_ns = sl_now_ns();
+    sl_debug(MOD, "instance %s: prepared and %s spawned in %.2f ms", inst->id, inst->runtime,
+             (double)(inst->spawned_ns - inst->started_ns) / 1e6);
+}
+
+static bool id_in_use(const sl_supervisor_t *sup, const char *id)
+{
+    for (const sl_instance_t *i = sup->instances; i; i = i->next)
+        if (strcmp(i->id, id) == 0)
+            return true;
+    return false;
+}
+
+/* <revision>-<5 random>, unique among this supervisor's instances: each
+ * one's dir lives until it is finalized, and leftovers of an earlier run
+ * went at startup, so the pool thread's mkdir will not collide. */
+static void assign_id(sl_instance_t *inst, const char *revision)
+{
+    char sfx[6];
+    do {
+        free(inst->id);
+        random_suffix(sfx);
+        inst->id = xasprintf("%s-%s", revision, sfx);
+    } while (id_in_use(inst->sup, inst->id));
 }
 
 static sl_instance_t *instance_alloc(sl_supervisor_t *sup, const sl_instance_spec_t *s,
@@ -1355,6 +1531,8 @@ static sl_instance_t *instance_alloc(sl_supervisor_t *sup, const sl_instance_spe
     return inst;
 }
 
+/* The runtime's binary (PATH lookups only; its root dir is made by the
+ * preparation). */
 static int pick_runtime(sl_instance_t *inst, const char *runtime, sl_error_t *err)
 {
     if (!sv_valid_runtime_name(runtime))
@@ -1364,7 +1542,19 @@ static int pick_runtime(sl_instance_t *inst, const char *runtime, sl_error_t *er
         return sl_error_set(err, ENOENT, "runtime '%s' not found on PATH", runtime);
     inst->runtime = xstrdup(runtime);
     inst->rt_root = xasprintf("%s/%s", inst->sup->rt_root, runtime);
-    return sl_mkdir_p(inst->rt_root, 0700, err);
+    return 0;
+}
+
+/* Id and paths; nothing on disk yet. */
+static void name_instance(sl_instance_t *inst, const sl_instance_spec_t *s)
+{
+    sl_supervisor_t *sup = inst->sup;
+    assign_id(inst, s->revision);
+    inst->dir = xasprintf("%s/%s", sup->inst_root, inst->id);
+    inst->pid_path = xasprintf("%s/pid", inst->dir);
+    inst->rtlog_path = xasprintf("%s/runtime.log", inst->dir);
+    inst->log_path =
+        xasprintf("%s/%s/%s/%s.log", sup->logs_root, s->namespace_, s->service, inst->id);
 }
 
 sl_instance_t *sl_supervisor_start(sl_supervisor_t *sup, const sl_instance_spec_t *spec,
@@ -1380,10 +1570,20 @@ sl_instance_t *sl_supervisor_start(sl_supervisor_t *sup, const sl_instance_spec_
     const char *rt = spec->runtime                             ? spec->runtime
                      : spec->profile && spec->profile->runtime ? spec->profile->runtime
                                                                : sup->default_runtime;
-    if (pick_runtime(inst, rt, err) < 0 || prepare(inst, spec, err) < 0) {
-        discard(inst);
+    if (pick_runtime(inst, rt, err) < 0 || !(inst->prep = prep_new(inst, spec, err))) {
+        instance_free(inst);
         return NULL;
     }
+    name_instance(inst, spec);
+    inst->prep_work.data = inst;
+    if (uv_queue_work(sup->loop, &inst->prep_work, prep_work, prep_done) < 0) {
+        sl_error_set(err, EAGAIN, "instance %s: cannot queue its preparation", inst->id);
+        prep_free(inst->prep);
+        instance_free(inst);
+        return NULL;
+    }
+    inst->preparing = true;
+    inst->handles++; /* the work request counts as one until it is done */
     inst->next = sup->instances;
     if (sup->instances)
         sup->instances->prev = inst;
@@ -1397,15 +1597,9 @@ sl_instance_t *sl_supervisor_start(sl_supervisor_t *sup, const sl_instance_spec_
     if (spec->liveness && spec->liveness->kind != SL_PROBE_NONE)
         inst->liveness = probe_new(inst, spec->liveness, "liveness");
     inst->readiness_cb = spec->readiness_cb;
-    if (spawn_run(inst, err) < 0) {
-        inst->silent = inst->cleaning = true; /* freed once its handles close */
-        finish_cleanup(inst);
-        return NULL;
-    }
+    /* The start-up timeout covers the preparation too. */
     uv_timer_start(&inst->deadline_timer, on_startup_timeout, (uint64_t)inst->startup_timeout_ms,
                    0);
-    sl_debug(MOD, "instance %s: prepared and %s spawned in %.2f ms", inst->id, inst->runtime,
-             (double)(sl_now_ns() - inst->started_ns) / 1e6);
     return inst;
 }
 
@@ -1444,6 +1638,7 @@ static void supervisor_free_fields(sl_supervisor_t *sup)
     sl_closep(&sup->host_netns);
     sl_closep(&sup->devnull);
     sl_closep(&sup->userns_fd);
+    uv_mutex_destroy(&sup->userns_lock);
     free(sup->state_dir);
     free(sup->inst_root);
     free(sup->logs_root);
@@ -1484,6 +1679,8 @@ int sl_supervisor_new(uv_loop_t *loop, const char *state_dir, const char *defaul
     sl_supervisor_t *sup = xcalloc(1, sizeof(*sup));
     sup->loop = loop;
     sup->host_netns = sup->devnull = sup->userns_fd = -1;
+    if (uv_mutex_init(&sup->userns_lock) < 0)
+        abort();
     sup->default_runtime = xstrdup(default_runtime);
     sup->nofile = (int64_t)sv_nofile_limit();
     int rc = make_dirs(sup, state_dir, err);

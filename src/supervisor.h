@@ -15,6 +15,10 @@
  * and liveness probes every period. Stop = SIGTERM, grace, SIGKILL, then
  * `runtime delete -f`, unmount, remove the bundle and the netns.
  *
+ * The preparation (dirs, the image's USER, mounts, the network namespace,
+ * config.json) runs on libuv's thread pool; the loop only spawns the runtime
+ * and watches. Each cold start is logged at INFO with its phases.
+ *
  * State dir layout: instances/<id>/{config.json,rootfs,upper(tmpfs)},
  * logs/<namespace>/<service>/<id>.log, runtime/<crun|runc>/ (runtime root).
  * All callbacks run on the loop thread.
@@ -122,9 +126,13 @@ int sl_supervisor_new(uv_loop_t *loop, const char *state_dir, const char *defaul
                       sl_supervisor_t **out, sl_error_t *err);
 
 /*
- * Start an instance asynchronously. Returns NULL with err set when it cannot
- * even begin (bad spec, mount failed); otherwise the instance in
- * SL_INST_STARTING, and cb is called with READY or EXITED later.
+ * Start an instance asynchronously; returns at once. Returns NULL with err
+ * set when it cannot even begin (bad spec: names, port, no command, bad
+ * env, unknown runtime); otherwise the instance in SL_INST_STARTING, and cb
+ * is called with READY or STOPPING + EXITED later. What fails while the
+ * instance is prepared off the loop (unknown USER, mount, namespace,
+ * config.json) or run arrives as EXITED with the reason, as does a stop
+ * before the runtime ran ("stopped before it started").
  */
 sl_instance_t *sl_supervisor_start(sl_supervisor_t *sup, const sl_instance_spec_t *spec,
                                    sl_instance_cb cb, void *data, sl_error_t *err);
@@ -159,6 +167,25 @@ int64_t sl_instance_memory_limit(const sl_instance_t *inst);
 int64_t sl_instance_cpu_millis(const sl_instance_t *inst);
 /* True when the instance runs in a user namespace (sandboxed profile). */
 bool sl_instance_userns(const sl_instance_t *inst);
+
+/* Where a cold start's time went: sl_now_ns() timestamps, 0 until reached
+ * (pool-thread milestones appear once the preparation is done). Placement
+ * happens before sl_supervisor_start, so it ends at started_ns. Phases as
+ * logged: rootfs = rootfs - started (pool queue, dirs, USER, mounts),
+ * bundle = bundle - rootfs (namespace, config.json), runtime = runtime -
+ * bundle (`RT run -d`), app = ready - runtime (until the readiness probe
+ * passes). */
+typedef struct sl_instance_startup {
+    uint64_t started_ns;    /* sl_supervisor_start called */
+    uint64_t prep_begin_ns; /* a pool thread began preparing */
+    uint64_t rootfs_ns;     /* rootfs mounted */
+    uint64_t netns_ns;      /* network namespace made */
+    uint64_t bundle_ns;     /* config.json written */
+    uint64_t spawned_ns;    /* `RT run -d` spawned (loop) */
+    uint64_t runtime_ns;    /* it returned: container started, pid known */
+    uint64_t ready_ns;      /* READY */
+} sl_instance_startup_t;
+void sl_instance_startup(const sl_instance_t *inst, sl_instance_startup_t *out);
 
 /* An ephemeral debug container (kubectl debug --target): joins the pid,
  * network, ipc and uts namespaces of a running instance's process. */

@@ -475,12 +475,12 @@ static void lifecycle(const char *runtime)
     start(e, &s, &r);
     char dir[512];
     snprintf(dir, sizeof(dir), "%s/instances/%s", g_state, r.id);
-    assert_true(mounted_below(dir));
     assert_int_equal(strncmp(r.id, "hello-00001-", 12), 0);
     assert_int_equal(strlen(r.id), strlen("hello-00001-") + 5);
     run_until(&e->loop, &r.n_ready, 20000);
     if (r.n_ready != 1)
         fail_msg("not ready: %s", r.reason);
+    assert_true(mounted_below(dir));
     printf("  %s: start -> READY %.1f ms\n", runtime, ms_between(r.started_ns, r.ready_ns));
     assert_true(r.pid > 1);
     assert_int_equal(sl_instance_state(r.inst), SL_INST_READY);
@@ -652,16 +652,36 @@ static void test_user_nonroot(void **state)
     env_close(e);
 }
 
+/* A start that fails while the instance is prepared off the loop: either
+ * at once (NULL, err) or as STOPPING + EXITED with the reason, never READY,
+ * and nothing left behind. */
+static void expect_start_fails(env_t *e, const sl_instance_spec_t *s, const char *needle)
+{
+    sl_error_t err = {0};
+    rec_t r = {0};
+    r.inst = sl_supervisor_start(e->sup, s, rec_cb, &r, &err);
+    if (!r.inst) {
+        assert_non_null(strstr(err.msg, needle));
+        return;
+    }
+    snprintf(r.id, sizeof(r.id), "%s", sl_instance_id(r.inst));
+    run_until(&e->loop, &r.n_exited, 15000);
+    assert_int_equal(r.n_exited, 1);
+    assert_int_equal(r.n_ready, 0);
+    assert_int_equal(r.n_stopping, 1);
+    printf("  %s\n", r.reason);
+    if (!strstr(r.reason, needle))
+        fail_msg("exit reason '%s' lacks '%s'", r.reason, needle);
+    assert_cleaned(r.id);
+}
+
 static void test_unknown_user(void **state)
 {
     env_t *e = env_open("crun");
     img_t m;
     img_init(&m, "ghost", HTTPD);
     sl_instance_spec_t s = base_spec(&m.img);
-    sl_error_t err = {0};
-    rec_t r = {0};
-    assert_null(sl_supervisor_start(e->sup, &s, rec_cb, &r, &err));
-    assert_non_null(strstr(err.msg, "'ghost'"));
+    expect_start_fails(e, &s, "'ghost'");
     /* nothing left behind */
     char dir[512];
     snprintf(dir, sizeof(dir), "%s/instances", g_state);
@@ -1050,7 +1070,7 @@ static void test_overhead(void **state)
     env_close(e);
 }
 
-/* An image USER outside the sandbox's 65536 ids is refused up front. */
+/* An image USER outside the sandbox's 65536 ids is refused before it runs. */
 static void test_sandboxed_user_range(void **state)
 {
     env_t *e = env_open("crun");
@@ -1058,9 +1078,7 @@ static void test_sandboxed_user_range(void **state)
     img_init(&m, "70000", HTTPD);
     sl_instance_spec_t s = base_spec(&m.img);
     s.profile = &sl_runtimeclass_builtin("sandboxed")->profile;
-    sl_error_t err = {0};
-    assert_null(sl_supervisor_start(e->sup, &s, rec_cb, NULL, &err));
-    assert_non_null(strstr(err.msg, "outside the sandbox's user namespace"));
+    expect_start_fails(e, &s, "outside the sandbox's user namespace");
     env_close(e);
 }
 
@@ -1498,6 +1516,244 @@ static void test_probe_spec_errors(void **state)
     env_close(e);
 }
 
+/* ---- preparation off the loop ----------------------------------------- */
+
+/* Pool threads held busy so that an instance's preparation stays queued. */
+typedef struct pool_block {
+    uv_sem_t started, release;
+    uv_work_t w[4]; /* libuv's default pool size (UV_THREADPOOL_SIZE unset) */
+    int done;
+} pool_block_t;
+
+static void block_work(uv_work_t *w)
+{
+    pool_block_t *b = w->data;
+    uv_sem_post(&b->started);
+    uv_sem_wait(&b->release);
+}
+
+static void block_done(uv_work_t *w, int status)
+{
+    pool_block_t *b = w->data;
+    b->done++;
+}
+
+static void pool_block(uv_loop_t *loop, pool_block_t *b)
+{
+    memset(b, 0, sizeof(*b));
+    assert_int_equal(uv_sem_init(&b->started, 0), 0);
+    assert_int_equal(uv_sem_init(&b->release, 0), 0);
+    for (size_t i = 0; i < SL_ARRAY_LEN(b->w); i++) {
+        b->w[i].data = b;
+        assert_int_equal(uv_queue_work(loop, &b->w[i], block_work, block_done), 0);
+    }
+    for (size_t i = 0; i < SL_ARRAY_LEN(b->w); i++)
+        uv_sem_wait(&b->started);
+}
+
+static void pool_unblock(pool_block_t *b)
+{
+    for (size_t i = 0; i < SL_ARRAY_LEN(b->w); i++)
+        uv_sem_post(&b->release);
+}
+
+/* A stop while the preparation is still queued: it never runs, nothing is
+ * made, STOPPING then EXITED with the reason. */
+static void test_stop_while_queued(void **state)
+{
+    if (getenv("UV_THREADPOOL_SIZE"))
+        skip();
+    env_t *e = env_open("crun");
+    img_t m;
+    img_init(&m, NULL, HTTPD);
+    sl_instance_spec_t s = base_spec(&m.img);
+    pool_block_t *b = xmalloc(sizeof(*b));
+    pool_block(&e->loop, b);
+    rec_t r;
+    start(e, &s, &r);
+    sl_instance_stop(r.inst);
+    assert_int_equal(r.n_stopping, 1);
+    pool_unblock(b);
+    run_until(&e->loop, &r.n_exited, 15000);
+    assert_int_equal(r.n_exited, 1);
+    assert_int_equal(r.n_ready, 0);
+    assert_non_null(strstr(r.reason, "stopped before it started"));
+    assert_cleaned(r.id);
+    int four = 0;
+    while (b->done < 4 && four++ < 100)
+        run_until(&e->loop, &b->done, 10);
+    assert_int_equal(b->done, 4);
+    uv_sem_destroy(&b->started);
+    uv_sem_destroy(&b->release);
+    free(b);
+    env_close(e);
+}
+
+/* A stop after the bundle was made but before the loop spawned the
+ * runtime: no container runs, the mounts and the dir go. */
+static void test_stop_after_prepared(void **state)
+{
+    env_t *e = env_open("crun");
+    img_t m;
+    img_init(&m, NULL, HTTPD);
+    sl_instance_spec_t s = base_spec(&m.img);
+    rec_t r;
+    start(e, &s, &r);
+    usleep(300 * 1000); /* the pool thread prepares; the loop does not run */
+    sl_instance_stop(r.inst);
+    run_until(&e->loop, &r.n_exited, 15000);
+    assert_int_equal(r.n_exited, 1);
+    assert_int_equal(r.n_ready, 0);
+    assert_int_equal(r.pid, 0);
+    assert_non_null(strstr(r.reason, "stopped before it started"));
+    assert_cleaned(r.id);
+    env_close(e);
+}
+
+/* Shutdown with instances at every stage of preparation: all EXITED and
+ * cleaned, then done. */
+static void test_shutdown_while_preparing(void **state)
+{
+    env_t *e = env_open("crun");
+    img_t m;
+    img_init(&m, NULL, HTTPD);
+    sl_instance_spec_t s = base_spec(&m.img);
+    rec_t r[6];
+    for (int i = 0; i < 6; i++)
+        start(e, &s, &r[i]);
+    uv_run(&e->loop, UV_RUN_NOWAIT);
+    sl_supervisor_shutdown(e->sup, true, on_done, &e->done);
+    run_until(&e->loop, &e->done, 15000);
+    assert_int_equal(e->done, 1);
+    for (int i = 0; i < 6; i++) {
+        assert_int_equal(r[i].n_exited, 1);
+        assert_cleaned(r[i].id);
+    }
+    env_finish(e);
+    assert_int_equal(count_zombies(), 0);
+}
+
+/* The cold-start breakdown: every milestone set, in order, ending at
+ * READY; pool-thread ones still 0 right after the start returns. */
+static void test_startup_breakdown(void **state)
+{
+    env_t *e = env_open("crun");
+    img_t m;
+    img_init(&m, NULL, HTTPD);
+    sl_instance_spec_t s = base_spec(&m.img);
+    rec_t r;
+    start(e, &s, &r);
+    sl_instance_startup_t t;
+    sl_instance_startup(r.inst, &t);
+    assert_true(t.started_ns >= r.started_ns);
+    assert_int_equal(t.rootfs_ns, 0);
+    assert_int_equal(t.spawned_ns, 0);
+    assert_int_equal(t.ready_ns, 0);
+    run_until(&e->loop, &r.n_ready, 20000);
+    assert_int_equal(r.n_ready, 1);
+    sl_instance_startup(r.inst, &t);
+    uint64_t seq[] = {t.started_ns, t.prep_begin_ns, t.rootfs_ns,  t.netns_ns,
+                      t.bundle_ns,  t.spawned_ns,    t.runtime_ns, t.ready_ns};
+    for (size_t i = 0; i < SL_ARRAY_LEN(seq); i++) {
+        assert_true(seq[i] > 0);
+        if (i > 0)
+            assert_true(seq[i] >= seq[i - 1]);
+    }
+    assert_int_equal(t.started_ns, sl_instance_started_ns(r.inst));
+    assert_int_equal(t.ready_ns, sl_instance_ready_ns(r.inst));
+    printf("  ready in %.1f ms: queue %.2f, rootfs %.2f, netns %.2f, config %.2f, spawn %.2f, "
+           "runtime %.1f, app %.1f ms\n",
+           ms_between(t.started_ns, t.ready_ns), ms_between(t.started_ns, t.prep_begin_ns),
+           ms_between(t.prep_begin_ns, t.rootfs_ns), ms_between(t.rootfs_ns, t.netns_ns),
+           ms_between(t.netns_ns, t.bundle_ns), ms_between(t.bundle_ns, t.spawned_ns),
+           ms_between(t.spawned_ns, t.runtime_ns), ms_between(t.runtime_ns, t.ready_ns));
+    sl_instance_stop(r.inst);
+    run_until(&e->loop, &r.n_exited, 15000);
+    assert_int_equal(r.n_exited, 1);
+    env_close(e);
+}
+
+/* ---- loop stall: what starting instances costs every other loop user -- */
+
+typedef struct stall {
+    env_t *e;
+    const sl_instance_spec_t *spec;
+    rec_t r[10];
+    int n_started, n_ready;
+    uint64_t last_tick_ns, max_late_ns, first_call_ns, max_call_ns, sum_late_ns, n_ticks;
+    uv_timer_t tick, starter;
+} stall_t;
+
+static void stall_tick(uv_timer_t *t)
+{
+    stall_t *st = t->data;
+    uint64_t now = sl_now_ns();
+    if (st->last_tick_ns) {
+        uint64_t gap = now - st->last_tick_ns;
+        uint64_t late = gap > 1000000u ? gap - 1000000u : 0;
+        st->max_late_ns = late > st->max_late_ns ? late : st->max_late_ns;
+        st->sum_late_ns += late;
+        st->n_ticks++;
+    }
+    st->last_tick_ns = now;
+    int ready = 0;
+    for (int i = 0; i < st->n_started; i++)
+        ready += st->r[i].n_ready;
+    st->n_ready = ready == (int)SL_ARRAY_LEN(st->r) ? 1 : 0;
+}
+
+/* One start every 10 ms from a loop callback, as the controller does. */
+static void stall_start_one(uv_timer_t *t)
+{
+    stall_t *st = t->data;
+    if (st->n_started == (int)SL_ARRAY_LEN(st->r)) {
+        uv_timer_stop(t);
+        return;
+    }
+    uint64_t t0 = sl_now_ns();
+    start(st->e, st->spec, &st->r[st->n_started++]);
+    uint64_t d = sl_now_ns() - t0;
+    if (st->n_started == 1)
+        st->first_call_ns = d; /* may include starting libuv's thread pool */
+    else if (d > st->max_call_ns)
+        st->max_call_ns = d;
+}
+
+/* A 1 ms timer keeps ticking while 10 instances start; its lateness is how
+ * long the loop (and so the router) was held up. Printed, never asserted. */
+static void test_loop_stall(void **state)
+{
+    env_t *e = env_open("crun");
+    img_t m;
+    img_init(&m, NULL, HTTPD);
+    sl_instance_spec_t s = base_spec(&m.img);
+    stall_t *st = xcalloc(1, sizeof(*st));
+    st->e = e;
+    st->spec = &s;
+    uv_timer_init(&e->loop, &st->tick);
+    uv_timer_init(&e->loop, &st->starter);
+    st->tick.data = st->starter.data = st;
+    uv_timer_start(&st->tick, stall_tick, 1, 1);
+    uv_timer_start(&st->starter, stall_start_one, 10, 10);
+    run_until(&e->loop, &st->n_ready, 30000);
+    assert_int_equal(st->n_ready, 1);
+    printf("  loop stall starting 10 instances: tick lateness max %.2f ms, mean %.3f ms; "
+           "sl_supervisor_start call: first %.2f ms, longest of the rest %.2f ms\n",
+           (double)st->max_late_ns / 1e6,
+           st->n_ticks ? (double)st->sum_late_ns / (double)st->n_ticks / 1e6 : 0.0,
+           (double)st->first_call_ns / 1e6, (double)st->max_call_ns / 1e6);
+    uv_close((uv_handle_t *)&st->tick, NULL);
+    uv_close((uv_handle_t *)&st->starter, NULL);
+    for (size_t i = 0; i < SL_ARRAY_LEN(st->r); i++)
+        sl_instance_stop(st->r[i].inst);
+    for (size_t i = 0; i < SL_ARRAY_LEN(st->r); i++) {
+        run_until(&e->loop, &st->r[i].n_exited, 15000);
+        assert_int_equal(st->r[i].n_exited, 1);
+    }
+    env_close(e);
+    free(st);
+}
+
 int main(void)
 {
     setvbuf(stdout, NULL, _IONBF, 0);
@@ -1536,6 +1792,11 @@ int main(void)
         cmocka_unit_test_teardown(test_shutdown_many, env_teardown),
         cmocka_unit_test_teardown(test_cold_start_timing, env_teardown),
         cmocka_unit_test_teardown(test_leftovers_cleaned, env_teardown),
+        cmocka_unit_test_teardown(test_loop_stall, env_teardown),
+        cmocka_unit_test_teardown(test_stop_while_queued, env_teardown),
+        cmocka_unit_test_teardown(test_stop_after_prepared, env_teardown),
+        cmocka_unit_test_teardown(test_shutdown_while_preparing, env_teardown),
+        cmocka_unit_test_teardown(test_startup_breakdown, env_teardown),
     };
     // clang-format on
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
