@@ -1,0 +1,112 @@
+"""The router against the real daemon: WebSocket upgrades are tunnelled to
+a real instance (busybox nc answering the 101 and echoing with cat), count
+as one request in flight until closed, and outlive the request timeout."""
+import json
+import socket
+import threading
+import time
+
+WS_SCRIPT = r"""
+set -u
+cat > /tmp/ws.sh <<'EOS'
+#!/bin/sh
+# One connection: read the request head, answer 101 to an upgrade (then
+# echo every byte with cat) or 426 to anything else.
+up=no
+while IFS= read -r line; do
+  line=${line%$(printf '\r')}
+  [ -z "$line" ] && break
+  case "$line" in [Uu]pgrade:*websocket*) up=yes ;; esac
+done
+if [ "$up" = yes ]; then
+  printf 'HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n'
+  exec cat
+fi
+printf 'HTTP/1.1 426 Upgrade Required\r\nContent-Length: 9\r\nConnection: close\r\n\r\nupgrade!\n'
+EOS
+chmod 755 /tmp/ws.sh
+exec nc -ll -p "$PORT" -e /tmp/ws.sh
+"""
+
+
+def ws_manifest(image, timeout_s=1):
+    c = {"image": image, "command": ["/bin/sh", "-c", WS_SCRIPT]}
+    doc = {"apiVersion": "serving.knative.dev/v1", "kind": "Service",
+           "metadata": {"name": "ws"},
+           "spec": {"template": {"spec": {"timeoutSeconds": timeout_s, "containers": [c]}}}}
+    return json.dumps(doc)
+
+
+def recv_head(s):
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        chunk = s.recv(4096)
+        assert chunk, "connection closed before a response head: %r" % buf
+        buf += chunk
+    head, _, rest = buf.partition(b"\r\n\r\n")
+    lines = head.decode().split("\r\n")
+    fields = {}
+    for l in lines[1:]:
+        k, _, v = l.partition(":")
+        fields[k.strip().lower()] = v.strip()
+    return lines[0], fields, rest
+
+
+def recv_exact(s, n, rest=b""):
+    buf = rest
+    while len(buf) < n:
+        chunk = s.recv(min(65536, n - len(buf)))
+        assert chunk, "tunnel closed after %d of %d bytes" % (len(buf), n)
+        buf += chunk
+    return buf
+
+
+def in_flight(daemon):
+    return sum(i["inFlight"] for i in daemon.json("instances", "ws")["items"])
+
+
+def test_websocket_is_tunnelled_to_the_instance(daemon, images):
+    daemon.cli("apply", "-f", "-", "--wait", input=ws_manifest(images["busybox"]))
+    # A plain request is answered by the instance as a normal response.
+    code, body = daemon.curl("ws", "/chat")
+    assert code == 426 and body == "upgrade!\n"
+
+    s = socket.create_connection(("127.0.0.1", daemon.port), timeout=20)
+    s.sendall(b"GET /chat HTTP/1.1\r\nHost: ws.localhost\r\nConnection: Upgrade\r\n"
+              b"Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
+              b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+    status, fields, rest = recv_head(s)
+    assert status.startswith("HTTP/1.1 101 "), status
+    assert fields.get("upgrade") == "websocket"
+    assert fields.get("connection", "").lower() == "upgrade"
+
+    msg = b"hello through the tunnel\n"
+    s.sendall(msg)
+    assert recv_exact(s, len(msg), rest) == msg
+    assert in_flight(daemon) == 1  # one request until the tunnel closes
+
+    # timeoutSeconds is 1: it stopped applying at the 101.
+    time.sleep(1.5)
+    s.sendall(b"still here\n")
+    assert recv_exact(s, 11) == b"still here\n"
+
+    # A few MB both ways at once: back-pressure, no loss, no reordering.
+    payload = bytes((i * 7 + i // 4096) & 0xFF for i in range(3 << 20))
+    w = threading.Thread(target=s.sendall, args=(payload,))
+    w.start()
+    got = recv_exact(s, len(payload))
+    w.join()
+    assert got == payload
+
+    # Half-close: the instance's cat sees EOF and exits, the router closes.
+    s.shutdown(socket.SHUT_WR)
+    assert s.recv(1) == b""
+    s.close()
+    deadline = time.time() + 10
+    while time.time() < deadline and in_flight(daemon) != 0:
+        time.sleep(0.05)
+    assert in_flight(daemon) == 0
+
+    # The service keeps serving afterwards.
+    code, body = daemon.curl("ws", "/again")
+    assert code == 426
