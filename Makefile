@@ -46,7 +46,7 @@ FUZZ_BIN  := $(patsubst tests/fuzz/%.c,$(FUZZ_DIR)/%,$(FUZZ_SRC))
 FUZZ_SECONDS ?= 300
 FUZZ_SMOKE_SECONDS ?= 10
 
-.PHONY: FORCE all build run test unit e2e fuzz-smoke fuzz lint format deps bench clean examples asan
+.PHONY: FORCE all build run test unit e2e fuzz-smoke fuzz lint format deps bench clean examples asan soak
 
 all: build
 build: $(REL_DIR)/sluice examples
@@ -109,6 +109,11 @@ fuzz-smoke: $(FUZZ_BIN)
 
 fuzz: $(FUZZ_BIN)
 	@sh scripts/run-fuzz.sh $(FUZZ_SECONDS) $(FUZZ_BIN)
+
+# Soak: one ASan daemon under mixed load and scheduled faults (tests/soak).
+soak: asan
+	SLUICE_BIN=$(CURDIR)/$(SAN_DIR)/sluice SOAK_SECONDS=$(or $(SOAK_SECONDS),600) \
+		/usr/bin/python3 tests/soak/soak.py
 
 lint:
 	@sh scripts/lint.sh
