@@ -144,7 +144,9 @@ void sl_instance_stop(sl_instance_t *inst);
 
 const char *sl_instance_id(const sl_instance_t *inst); /* "<revision>-<5 chars>" */
 sl_inst_state_t sl_instance_state(const sl_instance_t *inst);
-int sl_instance_netns_fd(const sl_instance_t *inst); /* valid until EXITED */
+/* The instance's network namespace: -1 until its preparation is done (always
+ * set by READY), then valid until EXITED. */
+int sl_instance_netns_fd(const sl_instance_t *inst);
 int sl_instance_port(const sl_instance_t *inst);
 int sl_instance_pid(const sl_instance_t *inst); /* 0 until known */
 const char *sl_instance_log_path(const sl_instance_t *inst);
