@@ -305,8 +305,6 @@ static void instance_cb(sl_instance_t *inst, sl_inst_state_t state, void *data)
             i->pool = sl_upstream_pool_new(c->router, sl_instance_netns_fd(inst),
                                            sl_instance_port(inst));
         ctl_obs_instance_ready(i);
-        sl_info(MOD, "instance %s ready in %.1f ms", sl_instance_id(inst),
-                (double)(sl_instance_ready_ns(inst) - sl_instance_started_ns(inst)) / 1e6);
         became_ready(r);
         ctl_dispatch(r);
         ctl_rev_ensure(r);
