@@ -177,6 +177,16 @@ int sl_as_decide(sl_autoscaler_t *as, int ready, uint64_t now_ns)
     /* As Knative: any non-zero scale is at least the activation scale. */
     if (desired > 0 && desired < c->activation_scale)
         desired = c->activation_scale;
+    /* scale-down-delay: a lower decision applies only once the higher one
+     * has not been needed for the whole delay. */
+    if (c->scale_down_delay_ns > 0) {
+        if (desired >= as->held || now_ns >= as->held_until_ns) {
+            as->held = desired;
+            as->held_until_ns = now_ns + c->scale_down_delay_ns;
+        } else {
+            desired = as->held;
+        }
+    }
     if (desired < c->min_scale)
         desired = c->min_scale;
     if (c->max_scale > 0 && desired > c->max_scale)

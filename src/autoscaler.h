@@ -36,6 +36,7 @@ typedef struct sl_as_config {
     int activation_scale;        /* instances to start from zero (default 1) */
     uint64_t scale_to_zero_grace_ns; /* default 30 s */
     uint64_t retention_ns;       /* scale-to-zero-pod-retention-period (default 0) */
+    uint64_t scale_down_delay_ns; /* a lower scale applies only after this long (default 0) */
     uint64_t tick_ns;            /* decision interval; also the bucket size floor */
 } sl_as_config_t;
 
@@ -55,6 +56,8 @@ typedef struct sl_autoscaler {
     uint64_t panic_since_ns;
     uint64_t last_over_threshold_ns;
     int max_panic;
+    int held;                    /* highest recent decision, for scale-down-delay */
+    uint64_t held_until_ns;
     /* last decision, for status and metrics */
     double observed_stable, observed_panic;
     int desired;

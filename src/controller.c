@@ -553,6 +553,8 @@ void ctl_as_config_for(const sl_controller_t *c, const sl_revision_cfg_t *cfg,
         out->activation_scale = cfg->activation_scale;
     if (cfg->retention_ns > 0)
         out->retention_ns = cfg->retention_ns;
+    if (cfg->scale_down_delay_ns > 0)
+        out->scale_down_delay_ns = cfg->scale_down_delay_ns;
     if (out->max_scale == 0 || out->max_scale > c->max_scale)
         out->max_scale = c->max_scale;
 }

@@ -334,7 +334,7 @@ static int annotation_duration(const json_t *ann, const char *key, const char *p
 
 typedef struct as_values {
     double min, max, initial, activation, target, util, panic_pct, panic_threshold;
-    uint64_t window, retention;
+    uint64_t window, retention, scale_down_delay;
     bool has_min, has_max;
 } as_values_t;
 
@@ -413,6 +413,10 @@ static int read_autoscaling(const json_t *ann, const char *path, as_values_t *v,
         return r;
     r = annotation_duration(ann, SL_AS_PREFIX "scale-to-zero-pod-retention-period", path, 0,
                             3600000000000ull, &v->retention, err);
+    if (r < 0)
+        return r;
+    r = annotation_duration(ann, SL_AS_PREFIX "scale-down-delay", path, 0, 3600000000000ull,
+                            &v->scale_down_delay, err);
     if (r < 0)
         return r;
     if (v->has_min && v->has_max && v->max > 0 && v->min > v->max)
@@ -1046,6 +1050,7 @@ int sl_revision_cfg_from_json(const json_t *rev, sl_revision_cfg_t **out, sl_err
     cfg->panic_threshold_pct = v.panic_threshold;
     cfg->window_ns = v.window;
     cfg->retention_ns = v.retention;
+    cfg->scale_down_delay_ns = v.scale_down_delay;
     *out = cfg;
     return 0;
 }

@@ -58,7 +58,7 @@ typedef struct sl_revision_cfg {
      * durations) = not set, use the daemon's default */
     int min_scale, max_scale, initial_scale, activation_scale;
     double target, target_utilization_pct, panic_window_pct, panic_threshold_pct;
-    uint64_t window_ns, retention_ns;
+    uint64_t window_ns, retention_ns, scale_down_delay_ns;
     sl_probe_cfg_t readiness, liveness;
 } sl_revision_cfg_t;
 

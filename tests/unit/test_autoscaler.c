@@ -136,6 +136,30 @@ static void test_time_weighting(void **state)
     assert_float_equal(as.observed_stable, 5.0, 0.05);
 }
 
+static int after_drop(uint64_t delay, uint64_t drop_for)
+{
+    sl_as_config_t c = cfg_for(10);
+    c.panic_threshold_pct = 1000;
+    c.max_scale_down_rate = 100;
+    c.scale_down_delay_ns = delay;
+    sl_autoscaler_t as;
+    uint64_t now = 1000 * S;
+    sl_as_init(&as, &c, now);
+    int ready = 1;
+    assert_int_equal(run(&as, &now, 15 * S, 40, &ready), 4);
+    return run(&as, &now, drop_for, 5, &ready);
+}
+
+static void test_scale_down_delay_holds_the_peak(void **state)
+{
+    /* Without a delay, a window after the drop the scale is 1 ... */
+    assert_int_equal(after_drop(0, 11 * S), 1);
+    /* ... with a 5 s delay the higher scale is still held then ... */
+    assert_true(after_drop(5 * S, 11 * S) > 1);
+    /* ... and released once the lower scale held for the whole delay. */
+    assert_int_equal(after_drop(5 * S, 20 * S), 1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -145,6 +169,7 @@ int main(void)
         cmocka_unit_test(test_min_max_and_activation),
         cmocka_unit_test(test_scale_down_rate_limited),
         cmocka_unit_test(test_time_weighting),
+        cmocka_unit_test(test_scale_down_delay_holds_the_peak),
     };
     return cmocka_run_group_tests_name("autoscaler", tests, NULL, NULL);
 }
