@@ -18,6 +18,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
+#include <strings.h>
 #include <sys/stat.h>
 
 #define API_MAX_BODY (4u << 20)
@@ -36,9 +37,10 @@ typedef struct log_file {
 typedef struct api_conn {
     union {
         uv_pipe_t pipe; /* the API socket */
-        uv_tcp_t tcp;   /* --metrics-listen: /metrics and /healthz only */
+        uv_tcp_t tcp;   /* --metrics-listen or --api-listen */
     } h;
-    bool metrics_only;
+    bool metrics_only; /* --metrics-listen: /metrics and /healthz only */
+    bool needs_token;  /* --api-listen: every request but /healthz carries the token */
     sl_api_t *api;
     char *buf;
     size_t len, cap;
@@ -59,6 +61,8 @@ struct sl_api {
     uv_loop_t *loop;
     uv_pipe_t listener;
     uv_tcp_t *metrics_listener;
+    uv_tcp_t *tcp_listener;
+    char *token; /* bearer token of the TCP API */
     sl_controller_t *ctl;
     char *state_dir;
     char *path;
@@ -599,6 +603,21 @@ static void route_runtimeclasses(route_ctx_t *r, const char *name)
     send_json(r->c, st, body);
 }
 
+/* Constant-time comparison of the request's bearer token. */
+static bool token_ok(route_ctx_t *r)
+{
+    const char *want = r->c->api->token;
+    sl_str_t auth = sl_http_header_get(r->msg, SL_STR("Authorization"));
+    static const char prefix[] = "Bearer ";
+    size_t pl = sizeof(prefix) - 1, wl = want ? strlen(want) : 0;
+    if (!want || !auth.p || auth.len != pl + wl || strncasecmp(auth.p, prefix, pl))
+        return false;
+    unsigned char diff = 0;
+    for (size_t i = 0; i < wl; i++)
+        diff |= (unsigned char)(auth.p[pl + i] ^ want[i]);
+    return diff == 0;
+}
+
 static void dispatch_request(route_ctx_t *r)
 {
     sl_str_t p = r->msg->path;
@@ -621,6 +640,11 @@ static void dispatch_request(route_ctx_t *r)
         send_response(r->c, 200, "text/plain", "ok\n", 3);
         r->c->busy = false;
         conn_process(r->c);
+        return;
+    }
+    if (r->c->needs_token && !token_ok(r)) {
+        send_error(r->c, 401, "Unauthorized",
+                   "this API listener needs \"Authorization: Bearer TOKEN\" (see --api-token-file)");
         return;
     }
     if (r->c->metrics_only && strcmp(r->path, "/metrics") && strcmp(r->path, "/healthz")) {
@@ -750,14 +774,17 @@ static void read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
     conn_process(c);
 }
 
-static void accept_conn(uv_stream_t *server, bool metrics_only)
+typedef enum { CONN_UNIX, CONN_METRICS, CONN_TCP_API } conn_kind_t;
+
+static void accept_conn(uv_stream_t *server, conn_kind_t kind)
 {
     sl_api_t *api = server->data;
     api_conn_t *c = xcalloc(1, sizeof(*c));
     c->api = api;
     c->refs = 1;
-    c->metrics_only = metrics_only;
-    if (metrics_only) {
+    c->metrics_only = kind == CONN_METRICS;
+    c->needs_token = kind == CONN_TCP_API;
+    if (kind != CONN_UNIX) {
         uv_tcp_init(api->loop, &c->h.tcp);
         uv_tcp_nodelay(&c->h.tcp, 1);
     } else {
@@ -780,23 +807,31 @@ static void accept_conn(uv_stream_t *server, bool metrics_only)
 static void on_connection(uv_stream_t *server, int status)
 {
     if (status >= 0)
-        accept_conn(server, false);
+        accept_conn(server, CONN_UNIX);
 }
 
 static void on_metrics_connection(uv_stream_t *server, int status)
 {
     if (status >= 0)
-        accept_conn(server, true);
+        accept_conn(server, CONN_METRICS);
 }
 
-int sl_api_listen_metrics(sl_api_t *api, const char *addr, sl_error_t *err)
+static void on_tcp_api_connection(uv_stream_t *server, int status)
+{
+    if (status >= 0)
+        accept_conn(server, CONN_TCP_API);
+}
+
+/* Bind and listen on ADDR:PORT ("[v6]:port" too); *slot owns the handle. */
+static int listen_tcp(sl_api_t *api, const char *flag, const char *addr, uv_connection_cb cb,
+                      uv_tcp_t **slot, sl_error_t *err)
 {
     char host[256];
     const char *colon = strrchr(addr, ':');
     int64_t port;
     if (!colon || (size_t)(colon - addr) >= sizeof(host) ||
         sl_parse_int64(colon + 1, 0, 65535, &port) < 0)
-        return sl_error_set(err, EINVAL, "--metrics-listen: expected ADDR:PORT, got '%s'", addr);
+        return sl_error_set(err, EINVAL, "%s: expected ADDR:PORT, got '%s'", flag, addr);
     memcpy(host, addr, (size_t)(colon - addr));
     host[colon - addr] = '\0';
     struct sockaddr_storage ss;
@@ -809,19 +844,39 @@ int sl_api_listen_metrics(sl_api_t *api, const char *addr, sl_error_t *err)
         rc = uv_ip4_addr(host, (int)port, (struct sockaddr_in *)&ss);
     }
     if (rc < 0)
-        return sl_error_set(err, EINVAL, "--metrics-listen: bad address '%s'", addr);
+        return sl_error_set(err, EINVAL, "%s: bad address '%s'", flag, addr);
     uv_tcp_t *l = xcalloc(1, sizeof(*l));
     uv_tcp_init(api->loop, l);
     l->data = api;
     api->open_handles++;
     rc = uv_tcp_bind(l, (struct sockaddr *)&ss, 0);
     if (rc == 0)
-        rc = uv_listen((uv_stream_t *)l, 128, on_metrics_connection);
-    api->metrics_listener = l;
+        rc = uv_listen((uv_stream_t *)l, 128, cb);
+    *slot = l;
     if (rc < 0)
-        return sl_error_set(err, -rc, "--metrics-listen %s: %s", addr, uv_strerror(rc));
-    sl_info(MOD, "metrics on http://%s/metrics", addr);
+        return sl_error_set(err, -rc, "%s %s: %s", flag, addr, uv_strerror(rc));
     return 0;
+}
+
+int sl_api_listen_metrics(sl_api_t *api, const char *addr, sl_error_t *err)
+{
+    int rc = listen_tcp(api, "--metrics-listen", addr, on_metrics_connection,
+                        &api->metrics_listener, err);
+    if (rc == 0)
+        sl_info(MOD, "metrics on http://%s/metrics", addr);
+    return rc;
+}
+
+int sl_api_listen_tcp(sl_api_t *api, const char *addr, const char *token, sl_error_t *err)
+{
+    if (!token || strlen(token) < 16)
+        return sl_error_set(err, EINVAL, "--api-listen: the API token must be at least 16 characters");
+    free(api->token);
+    api->token = xstrdup(token);
+    int rc = listen_tcp(api, "--api-listen", addr, on_tcp_api_connection, &api->tcp_listener, err);
+    if (rc == 0)
+        sl_info(MOD, "API on http://%s (bearer token required)", addr);
+    return rc;
 }
 
 int sl_api_new(uv_loop_t *loop, const char *socket_path, const char *state_dir,
@@ -874,6 +929,10 @@ void sl_api_close(sl_api_t *api, void (*cb)(void *), void *data)
         uv_close((uv_handle_t *)api->metrics_listener, free_handle);
         api->metrics_listener = NULL;
     }
+    if (api->tcp_listener) {
+        uv_close((uv_handle_t *)api->tcp_listener, free_handle);
+        api->tcp_listener = NULL;
+    }
     uv_close((uv_handle_t *)&api->listener, listener_closed);
 }
 
@@ -883,5 +942,6 @@ void sl_api_free(sl_api_t *api)
         return;
     free(api->state_dir);
     free(api->path);
+    free(api->token);
     free(api);
 }

@@ -21,7 +21,15 @@ const char *sl_cli_default_state_dir(void)
 
 void sl_cli_opts_init(sl_cli_opts_t *o)
 {
+    static char *file_token;
     o->state_dir = sl_cli_default_state_dir();
+    o->server = getenv("SLUICE_SERVER");
+    o->token = getenv("SLUICE_TOKEN");
+    const char *tf = getenv("SLUICE_TOKEN_FILE");
+    if (!o->token && tf && !file_token && sl_read_file(tf, 4096, &file_token, NULL, NULL) == 0)
+        file_token[strcspn(file_token, "\r\n")] = '\0';
+    if (!o->token)
+        o->token = file_token;
     o->ns = "default";
     o->output = SL_OUT_TABLE;
 }
@@ -111,20 +119,34 @@ static CURL *easy_for(const sl_cli_opts_t *o, const char *path)
     CURL *h = curl_easy_init();
     if (!h)
         return NULL;
-    char sock[PATH_MAX];
-    snprintf(sock, sizeof(sock), "%s/sluice.sock", o->state_dir);
-    sl_autofree char *url = xasprintf("http://sluice%s", path);
-    curl_easy_setopt(h, CURLOPT_UNIX_SOCKET_PATH, sock);
-    curl_easy_setopt(h, CURLOPT_URL, url);
+    if (o->server && *o->server) {
+        size_t n = strlen(o->server);
+        sl_autofree char *url = xasprintf("%.*s%s", (int)(o->server[n - 1] == '/' ? n - 1 : n),
+                                          o->server, path);
+        curl_easy_setopt(h, CURLOPT_URL, url);
+        if (o->token) {
+            curl_easy_setopt(h, CURLOPT_XOAUTH2_BEARER, o->token);
+            curl_easy_setopt(h, CURLOPT_HTTPAUTH, CURLAUTH_BEARER);
+        }
+    } else {
+        char sock[PATH_MAX];
+        snprintf(sock, sizeof(sock), "%s/sluice.sock", o->state_dir);
+        sl_autofree char *url = xasprintf("http://sluice%s", path);
+        curl_easy_setopt(h, CURLOPT_UNIX_SOCKET_PATH, sock);
+        curl_easy_setopt(h, CURLOPT_URL, url);
+    }
     curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
     return h;
 }
 
 static void unreachable(const sl_cli_opts_t *o, CURLcode rc)
 {
-    sl_cli_error("cannot reach the sluice daemon at %s/sluice.sock (%s); is `sluice serve` "
-                 "running with the same --state-dir?",
-                 o->state_dir, curl_easy_strerror(rc));
+    if (o->server && *o->server)
+        sl_cli_error("cannot reach the sluice API at %s (%s)", o->server, curl_easy_strerror(rc));
+    else
+        sl_cli_error("cannot reach the sluice daemon at %s/sluice.sock (%s); is `sluice serve` "
+                     "running with the same --state-dir?",
+                     o->state_dir, curl_easy_strerror(rc));
 }
 
 int sl_cli_call(const sl_cli_opts_t *o, const char *method, const char *path, const json_t *body,

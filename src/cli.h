@@ -21,6 +21,8 @@ typedef enum { SL_OUT_TABLE, SL_OUT_JSON, SL_OUT_YAML } sl_output_t;
 /* Common options, filled by sl_cli_common_opt. */
 typedef struct sl_cli_opts {
     const char *state_dir;
+    const char *server; /* $SLUICE_SERVER: http://HOST:PORT of a TCP API, else the socket */
+    const char *token;  /* $SLUICE_TOKEN (or read from $SLUICE_TOKEN_FILE) */
     const char *ns;
     sl_output_t output;
 } sl_cli_opts_t;

@@ -63,12 +63,18 @@ static void serve_usage(FILE *f)
             "  --capacity-cpu Q, --capacity-memory Q  allocatable (default: the machine's\n"
             "                                    minus 100m cpu and 512Mi memory)\n\n"
             "  --metrics-listen ADDR:PORT  also serve Prometheus /metrics over TCP\n"
+            "  --api-listen ADDR:PORT      also serve the API over TCP; every request needs\n"
+            "                              Authorization: Bearer TOKEN\n"
+            "  --api-token-file FILE       the token (mode 0600; default STATE/api-token,\n"
+            "                              created with a random token when missing)\n"
             "  --prices FILE        price table for `sluice usage` (JSON; default: public list\n"
             "                       prices, see docs/metering.md)\n");
 }
 
 typedef struct serve_opts {
     const char *metrics_listen;
+    const char *api_listen;
+    const char *api_token_file;
     sl_as_config_t as;
     sl_prices_t prices;
     int64_t capacity_cpu, capacity_memory;
@@ -78,7 +84,7 @@ typedef struct serve_opts {
 
 enum {
     O_STABLE = 1000, O_PANIC_PCT, O_PANIC_THR, O_UTIL, O_TARGET, O_GRACE, O_UP, O_DOWN, O_MAXSCALE,
-    O_TICK, O_QDEADLINE, O_CAP_CPU, O_CAP_MEM, O_PRICES, O_METRICS
+    O_TICK, O_QDEADLINE, O_CAP_CPU, O_CAP_MEM, O_PRICES, O_METRICS, O_API_LISTEN, O_API_TOKEN
 };
 
 static int duration_opt(const char *flag, const char *arg, uint64_t *ns)
@@ -149,6 +155,12 @@ static int autoscale_opt(serve_opts_t *o, int opt, const char *arg)
         return 0;
     case O_METRICS:
         o->metrics_listen = arg;
+        return 0;
+    case O_API_LISTEN:
+        o->api_listen = arg;
+        return 0;
+    case O_API_TOKEN:
+        o->api_token_file = arg;
         return 0;
     case O_PRICES: {
         sl_error_t err = {0};
@@ -225,6 +237,41 @@ static void close_leftover(uv_handle_t *h, void *arg)
 {
     if (!uv_is_closing(h))
         uv_close(h, NULL);
+}
+
+/* Read the TCP API token, creating a random one at the default path. */
+static char *load_token(const char *path, bool create, sl_error_t *err)
+{
+    struct stat st;
+    if (stat(path, &st) < 0 && errno == ENOENT && create) {
+        unsigned char raw[24];
+        sl_autoclose int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+        if (fd < 0 || read(fd, raw, sizeof(raw)) != (ssize_t)sizeof(raw)) {
+            sl_error_errno(err, errno, "reading /dev/urandom");
+            return NULL;
+        }
+        char hex[sizeof(raw) * 2 + 2];
+        for (size_t i = 0; i < sizeof(raw); i++)
+            snprintf(hex + 2 * i, 3, "%02x", raw[i]);
+        hex[sizeof(raw) * 2] = '\n';
+        if (sl_write_file_atomic(path, hex, sizeof(raw) * 2 + 1, 0600, err) < 0)
+            return NULL;
+        sl_info(MOD, "created an API token in %s", path);
+    }
+    if (stat(path, &st) < 0) {
+        sl_error_errno(err, errno, "--api-token-file %s", path);
+        return NULL;
+    }
+    if (st.st_mode & 077) {
+        sl_error_set(err, EPERM, "--api-token-file %s: readable by others (mode %03o); chmod 600 it",
+                     path, (unsigned)(st.st_mode & 0777));
+        return NULL;
+    }
+    char *tok = NULL;
+    if (sl_read_file(path, 4096, &tok, NULL, err) < 0)
+        return NULL;
+    tok[strcspn(tok, "\r\n")] = '\0';
+    return tok;
 }
 
 static int lock_state_dir(const char *dir, sl_error_t *err)
@@ -311,6 +358,15 @@ static int run_daemon(const char *listen, const char *domain, const char *state_
         sl_cli_error("%s", err.msg);
         failed = true;
     }
+    if (!failed && so->api_listen) {
+        sl_autofree char *def = xasprintf("%s/api-token", state_dir);
+        sl_autofree char *tok =
+            load_token(so->api_token_file ? so->api_token_file : def, !so->api_token_file, &err);
+        if (!tok || sl_api_listen_tcp(d.api, so->api_listen, tok, &err) < 0) {
+            sl_cli_error("%s", err.msg);
+            failed = true;
+        }
+    }
     if (failed) {
         begin_shutdown(&d);
         uv_run(d.loop, UV_RUN_DEFAULT);
@@ -365,6 +421,8 @@ int sl_cmd_serve(int argc, char **argv)
         {"capacity-memory", required_argument, NULL, O_CAP_MEM},
         {"prices", required_argument, NULL, O_PRICES},
         {"metrics-listen", required_argument, NULL, O_METRICS},
+        {"api-listen", required_argument, NULL, O_API_LISTEN},
+        {"api-token-file", required_argument, NULL, O_API_TOKEN},
         {NULL, 0, NULL, 0},
     };
     const char *listen = "127.0.0.1:8080", *domain = "localhost", *runtime = "crun";
