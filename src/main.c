@@ -35,9 +35,11 @@ static void usage(FILE *f)
     fprintf(f, "sluice — serverless containers on your own machine\n\n"
                "Usage: sluice COMMAND [OPTIONS]\n\nCommands:\n");
     for (size_t i = 0; i < SL_ARRAY_LEN(commands); i++)
-        fprintf(f, "  %-11s %s\n", commands[i].name, commands[i].summary);
+        fprintf(f, "  %-15s %s\n", commands[i].name, commands[i].summary);
     fprintf(f, "\nCommon options: --state-dir DIR (or SLUICE_STATE_DIR; default "
                "/var/lib/sluice), -n NAMESPACE, -o json|yaml\n"
+               "A TCP API (serve --api-listen) is reached with SLUICE_SERVER=http://HOST:PORT\n"
+               "and SLUICE_TOKEN or SLUICE_TOKEN_FILE.\n"
                "Run `sluice COMMAND --help` for a command's options.\n");
 }
 
