@@ -177,6 +177,11 @@ int sl_as_decide(sl_autoscaler_t *as, int ready, uint64_t now_ns)
     /* As Knative: any non-zero scale is at least the activation scale. */
     if (desired > 0 && desired < c->activation_scale)
         desired = c->activation_scale;
+    /* Never below what the requests in flight and queued right now need at
+     * full target: averaging must not drain instances that are busy. */
+    int need_now = (int)ceil(as->current / (c->target > 0.01 ? c->target : 0.01) - 1e-9);
+    if (desired < need_now)
+        desired = need_now;
     /* scale-down-delay: a lower decision applies only once the higher one
      * has not been needed for the whole delay. */
     if (c->scale_down_delay_ns > 0) {

@@ -60,6 +60,7 @@ struct rev_rt {
     char *class_name;
     bool unschedulable;    /* the last start did not fit the node */
     bool blocked;          /* cannot run at all (e.g. its runtime class is gone) */
+    int last_logged_desired;
     ctl_rev_metrics_t *metrics;
     sl_waiter_t *wq_head, *wq_tail;
     size_t n_waiting;

@@ -176,9 +176,13 @@ void ctl_obs_instance_start(inst_rt_t *i)
     if (!o)
         return;
     rev_rt_t *r = i->rev;
+    /* Billed at the configured size, or Cloud Run's defaults (1 vCPU,
+     * 512 MiB) when none is set, plus the runtime class's overhead. */
+    int64_t cpu = (r->cfg->cpu_millis ? r->cfg->cpu_millis : 1000) + r->profile.overhead_cpu_millis;
+    int64_t mem = (r->cfg->memory_limit ? r->cfg->memory_limit : 512LL << 20) +
+                  r->profile.overhead_memory;
     i->meter = sl_meter_instance_start(o->meter, r->cfg->namespace_, r->cfg->service, r->name,
-                                       sl_instance_id(i->inst), i->fp_cpu, i->fp_memory,
-                                       sl_now_ns());
+                                       sl_instance_id(i->inst), cpu, mem, sl_now_ns());
     if (r->metrics)
         sl_metric_inc(r->metrics->cold);
 }

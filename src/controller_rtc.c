@@ -14,9 +14,10 @@
 #include <errno.h>
 #include <stdio.h>
 
-/* Footprint of an instance whose limits are unset, as a scheduler request. */
-#define DEFAULT_REQUEST_CPU_MILLIS 100
-#define DEFAULT_REQUEST_MEMORY (128LL << 20)
+/* An instance whose limits are unset requests nothing (Kubernetes'
+ * BestEffort): only its class's overhead counts against capacity. */
+#define DEFAULT_REQUEST_CPU_MILLIS 0
+#define DEFAULT_REQUEST_MEMORY 0LL
 
 int ctl_runtime_class_get(sl_controller_t *c, const char *name, sl_runtime_class_t **owned,
                           const sl_runtime_class_t **rc, sl_error_t *err)

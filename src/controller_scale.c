@@ -104,9 +104,11 @@ static void scale_revision(rev_rt_t *r, uint64_t now)
                 break;
         ctl_dispatch(r);
     } else if (desired < active && r->n_starting == 0) {
-        sl_debug(MOD, "%s: scaling down %d → %d", r->name, active, desired);
+        if (desired != r->last_logged_desired)
+            sl_debug(MOD, "%s: scaling down %d → %d", r->name, active, desired);
         drain(r, active - desired);
     }
+    r->last_logged_desired = desired;
     expire_queue(r, now);
 }
 
