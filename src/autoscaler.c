@@ -32,31 +32,40 @@ void sl_as_init(sl_autoscaler_t *as, const sl_as_config_t *cfg, uint64_t now_ns)
 {
     memset(as, 0, sizeof(*as));
     as->cfg = *cfg;
-    /* Buckets are a tick long unless the stable window needs more than the
-     * ring holds, then window / SL_AS_MAX_BUCKETS. */
+    /* Buckets are a tick long unless the stable window needs more than
+     * SL_AS_MAX_BUCKETS of them; the ring holds one window (plus slack). */
     uint64_t b = cfg->tick_ns ? cfg->tick_ns : 100000000ull;
     uint64_t min_b = cfg->stable_window_ns / SL_AS_MAX_BUCKETS + 1;
     as->bucket_ns = b > min_b ? b : min_b;
+    uint64_t n = cfg->stable_window_ns / as->bucket_ns + 2;
+    as->n_buckets = n > SL_AS_MAX_BUCKETS ? SL_AS_MAX_BUCKETS : (size_t)n;
+    as->buckets = xcalloc(as->n_buckets, sizeof(double));
     as->created_ns = now_ns;
     as->last_change_ns = now_ns;
     as->last_active_ns = now_ns;
-    as->bucket_start[0] = now_ns - now_ns % as->bucket_ns;
+    as->head_start = now_ns - now_ns % as->bucket_ns;
 }
 
-/* Move the ring forward so the head bucket contains t. */
+void sl_as_free(sl_autoscaler_t *as)
+{
+    free(as->buckets);
+    as->buckets = NULL;
+}
+
+/* Move the ring forward so the head bucket contains t. Buckets are
+ * contiguous in time: the one k places behind the head starts k buckets
+ * earlier. */
 static void advance(sl_autoscaler_t *as, uint64_t t)
 {
-    uint64_t start = as->bucket_start[as->head];
-    uint64_t gap = (t - start) / as->bucket_ns;
+    uint64_t gap = (t - as->head_start) / as->bucket_ns;
     if (gap == 0)
         return;
-    if (gap > SL_AS_MAX_BUCKETS)
-        gap = SL_AS_MAX_BUCKETS;
-    uint64_t base = t - t % as->bucket_ns - (gap - 1) * as->bucket_ns;
+    as->head_start += gap * as->bucket_ns;
+    if (gap > as->n_buckets)
+        gap = as->n_buckets;
     for (uint64_t i = 0; i < gap; i++) {
-        as->head = (as->head + 1) % SL_AS_MAX_BUCKETS;
+        as->head = (as->head + 1) % as->n_buckets;
         as->buckets[as->head] = 0;
-        as->bucket_start[as->head] = base + i * as->bucket_ns;
     }
 }
 
@@ -68,7 +77,7 @@ static void integrate(sl_autoscaler_t *as, uint64_t t)
     uint64_t from = as->last_change_ns;
     while (from < t) {
         advance(as, from);
-        uint64_t end = as->bucket_start[as->head] + as->bucket_ns;
+        uint64_t end = as->head_start + as->bucket_ns;
         uint64_t to = t < end ? t : end;
         as->buckets[as->head] += as->current * (double)(to - from);
         from = to;
@@ -97,18 +106,18 @@ static double average(const sl_autoscaler_t *as, uint64_t window, uint64_t now)
         return as->current;
     double area = 0;
     size_t idx = as->head;
-    uint64_t prev_start = UINT64_MAX;
-    for (size_t n = 0; n < SL_AS_MAX_BUCKETS; n++) {
-        uint64_t bs = as->bucket_start[idx];
+    for (size_t k = 0; k < as->n_buckets; k++) {
+        if (k * as->bucket_ns > as->head_start)
+            break;
+        uint64_t bs = as->head_start - k * as->bucket_ns;
         uint64_t be = bs + as->bucket_ns;
-        if (bs >= prev_start || be <= since)
+        if (be <= since)
             break;
         if (bs >= since)
             area += as->buckets[idx];
         else
             area += as->buckets[idx] * (double)(be - since) / (double)as->bucket_ns;
-        prev_start = bs;
-        idx = (idx + SL_AS_MAX_BUCKETS - 1) % SL_AS_MAX_BUCKETS;
+        idx = (idx + as->n_buckets - 1) % as->n_buckets;
     }
     return area / (double)(now - since);
 }

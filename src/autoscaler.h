@@ -45,9 +45,10 @@ typedef struct sl_as_config {
 typedef struct sl_autoscaler {
     sl_as_config_t cfg;
     uint64_t bucket_ns;
-    double buckets[SL_AS_MAX_BUCKETS]; /* concurrency-nanoseconds per bucket */
-    uint64_t bucket_start[SL_AS_MAX_BUCKETS];
+    double *buckets;             /* ring of concurrency×ns per bucket, one window long */
+    size_t n_buckets;
     size_t head;                 /* bucket being filled */
+    uint64_t head_start;         /* when the head bucket began */
     uint64_t created_ns;
     double current;              /* concurrency now */
     uint64_t last_change_ns;
@@ -65,7 +66,9 @@ typedef struct sl_autoscaler {
 
 /* Knative's defaults (tick 100 ms). */
 void sl_as_config_defaults(sl_as_config_t *cfg);
+/* Allocates the bucket ring; sl_as_free releases it. */
 void sl_as_init(sl_autoscaler_t *as, const sl_as_config_t *cfg, uint64_t now_ns);
+void sl_as_free(sl_autoscaler_t *as);
 /* Concurrency (in flight + queued) changed to `value` at `now_ns`. */
 void sl_as_record(sl_autoscaler_t *as, double value, uint64_t now_ns);
 /* Decide the desired instance count given how many are ready (or

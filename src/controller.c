@@ -580,6 +580,7 @@ static void rev_free(rev_rt_t *r)
     sl_image_free(r->image);
     free(r->reason);
     free(r->class_name);
+    sl_as_free(&r->as);
     ctl_obs_rev_free(r);
     free(r->name);
     free(r);

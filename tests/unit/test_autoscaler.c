@@ -39,14 +39,16 @@ static int run(sl_autoscaler_t *as, uint64_t *now, uint64_t dur, double v, int *
 static void test_steady_load_scales_to_demand(void **state)
 {
     sl_as_config_t c = cfg_for(10);
-    sl_autoscaler_t as;
+    sl_autoscaler_t as = {0};
     uint64_t now = 1000 * S;
+    sl_as_free(&as);
     sl_as_init(&as, &c, now);
     int ready = 1;
     /* 35 concurrent requests at target 10 → 4 instances. */
     int d = run(&as, &now, 20 * S, 35, &ready);
     assert_int_equal(d, 4);
     assert_float_equal(as.observed_stable, 35, 0.01);
+    sl_as_free(&as);
 }
 
 static void test_load_step_panics_within_a_second(void **state)
@@ -55,8 +57,9 @@ static void test_load_step_panics_within_a_second(void **state)
     /* aim at half the target, so the panic window (not only the requests in
      * flight right now) decides the step */
     c.utilization = 0.5;
-    sl_autoscaler_t as;
+    sl_autoscaler_t as = {0};
     uint64_t now = 1000 * S;
+    sl_as_free(&as);
     sl_as_init(&as, &c, now);
     int ready = 1;
     run(&as, &now, 10 * S, 5, &ready);
@@ -69,13 +72,15 @@ static void test_load_step_panics_within_a_second(void **state)
     int before = ready;
     d = run(&as, &now, 2 * S, 10, &ready);
     assert_true(d >= before);
+    sl_as_free(&as);
 }
 
 static void test_scale_to_zero_after_quiet_window_and_grace(void **state)
 {
     sl_as_config_t c = cfg_for(10);
-    sl_autoscaler_t as;
+    sl_autoscaler_t as = {0};
     uint64_t now = 1000 * S;
+    sl_as_free(&as);
     sl_as_init(&as, &c, now);
     int ready = 1;
     run(&as, &now, 3 * S, 3, &ready);
@@ -86,6 +91,7 @@ static void test_scale_to_zero_after_quiet_window_and_grace(void **state)
     /* After a whole quiet window (+ grace), zero. */
     d = run(&as, &now, 8 * S, 0, &ready);
     assert_int_equal(d, 0);
+    sl_as_free(&as);
 }
 
 static void test_min_max_and_activation(void **state)
@@ -93,8 +99,9 @@ static void test_min_max_and_activation(void **state)
     sl_as_config_t c = cfg_for(1);
     c.min_scale = 2;
     c.max_scale = 3;
-    sl_autoscaler_t as;
+    sl_autoscaler_t as = {0};
     uint64_t now = 1000 * S;
+    sl_as_free(&as);
     sl_as_init(&as, &c, now);
     int ready = 0;
     assert_int_equal(run(&as, &now, 1 * S, 0, &ready), 2);
@@ -103,17 +110,20 @@ static void test_min_max_and_activation(void **state)
     c.min_scale = 0;
     c.max_scale = 0;
     c.activation_scale = 2;
+    sl_as_free(&as);
     sl_as_init(&as, &c, now);
     sl_as_record(&as, 1, now);
     assert_int_equal(sl_as_decide(&as, 0, now + 1), 2);
+    sl_as_free(&as);
 }
 
 static void test_scale_down_rate_limited(void **state)
 {
     sl_as_config_t c = cfg_for(10);
     c.panic_threshold_pct = 1000; /* keep out of panic */
-    sl_autoscaler_t as;
+    sl_autoscaler_t as = {0};
     uint64_t now = 1000 * S;
+    sl_as_free(&as);
     sl_as_init(&as, &c, now);
     sl_as_record(&as, 80, now);
     now += 20 * S;
@@ -122,13 +132,15 @@ static void test_scale_down_rate_limited(void **state)
     now += 20 * S;
     /* demand says 1, but at most halve per step (rate 2) */
     assert_int_equal(sl_as_decide(&as, 8, now), 4);
+    sl_as_free(&as);
 }
 
 static void test_time_weighting(void **state)
 {
     sl_as_config_t c = cfg_for(10);
-    sl_autoscaler_t as;
+    sl_autoscaler_t as = {0};
     uint64_t now = 1000 * S;
+    sl_as_free(&as);
     sl_as_init(&as, &c, now);
     /* 10 for 5 s then 0 for 5 s → average 5 over the 10 s window. */
     sl_as_record(&as, 10, now);
@@ -137,6 +149,7 @@ static void test_time_weighting(void **state)
     now += 5 * S;
     sl_as_decide(&as, 1, now);
     assert_float_equal(as.observed_stable, 5.0, 0.05);
+    sl_as_free(&as);
 }
 
 static int after_drop(uint64_t delay, uint64_t drop_for)
@@ -145,12 +158,15 @@ static int after_drop(uint64_t delay, uint64_t drop_for)
     c.panic_threshold_pct = 1000;
     c.max_scale_down_rate = 100;
     c.scale_down_delay_ns = delay;
-    sl_autoscaler_t as;
+    sl_autoscaler_t as = {0};
     uint64_t now = 1000 * S;
+    sl_as_free(&as);
     sl_as_init(&as, &c, now);
     int ready = 1;
     assert_int_equal(run(&as, &now, 15 * S, 40, &ready), 4);
-    return run(&as, &now, drop_for, 5, &ready);
+    int d = run(&as, &now, drop_for, 5, &ready);
+    sl_as_free(&as);
+    return d;
 }
 
 static void test_scale_down_delay_holds_the_peak(void **state)
@@ -167,8 +183,9 @@ static void test_never_below_what_is_in_flight(void **state)
 {
     sl_as_config_t c = cfg_for(10);
     c.panic_threshold_pct = 1000; /* no panic: only the floor holds it */
-    sl_autoscaler_t as;
+    sl_autoscaler_t as = {0};
     uint64_t now = 1000 * S;
+    sl_as_free(&as);
     sl_as_init(&as, &c, now);
     int ready = 1;
     run(&as, &now, 10 * S, 5, &ready);
@@ -176,6 +193,7 @@ static void test_never_below_what_is_in_flight(void **state)
      * activator): the stable average is still low, but they stay. */
     ready = 10;
     assert_int_equal(run(&as, &now, 2 * S, 100, &ready), 10);
+    sl_as_free(&as);
 }
 
 int main(void)
