@@ -486,19 +486,15 @@ void ctl_rev_ensure(rev_rt_t *r)
     }
     if (!r->image || r->blocked || (r->retry && uv_is_active((uv_handle_t *)r->retry)))
         return;
-    int max = r->as.cfg.max_scale > 0 ? r->as.cfg.max_scale : c->max_scale;
+    int max = ctl_max_scale(r);
     int active = r->n_instances - r->n_draining;
     int want = active;
     if (!r->ever_ready && want < r->initial_scale)
         want = r->initial_scale;
     if (r->n_waiting > 0 && r->n_starting == 0 && !ctl_pick_instance(r)) {
-        for (inst_rt_t *i = r->instances; i; i = i->next) {
-            if (i->draining && !i->stopped) {
-                i->draining = false;
-                r->n_draining--;
-                ctl_dispatch(r);
-                return;
-            }
+        if (ctl_undrain(r, 1)) {
+            ctl_dispatch(r);
+            return;
         }
         int act = r->as.cfg.activation_scale > 0 ? r->as.cfg.activation_scale : 1;
         want = active == 0 ? act : active + 1;
@@ -811,7 +807,9 @@ static void op_release(void *ctx, const sl_pick_t *pick, int status, bool failed
     if (i->draining && i->inflight == 0)
         ctl_stop_instance(i);
     ctl_dispatch(r);
-    ctl_rev_ensure(r);
+    /* Only a failure can have taken capacity away that waiters now need. */
+    if (failed)
+        ctl_rev_ensure(r);
 }
 
 static uint64_t op_timeout_ms(void *ctx, void *target)
@@ -819,7 +817,7 @@ static uint64_t op_timeout_ms(void *ctx, void *target)
     route_t *rt = target;
     svc_rt_t *s = rt->svc;
     rev_rt_t *r = rt->target >= 0 ? ctl_target_rev(s, &s->traffic[rt->target])
-                                  : (s->ready ? s->ready : s->latest);
+                                  : ctl_route_default(s);
     return r ? (uint64_t)r->cfg->timeout_s * 1000u : SL_DEFAULT_TIMEOUT_S * 1000u;
 }
 

@@ -415,11 +415,6 @@ int sl_controller_list_services(sl_controller_t *c, const char *ns, json_t **bod
     return 200;
 }
 
-static rev_rt_t *live_rev(sl_controller_t *c, const char *ns, const char *name)
-{
-    return ctl_rev_find(c, ns, name);
-}
-
 int sl_controller_list_revisions(sl_controller_t *c, const char *ns, const char *service,
                                  json_t **body)
 {
@@ -440,7 +435,7 @@ int sl_controller_list_revisions(sl_controller_t *c, const char *ns, const char 
             continue;
         const char *rns = sl_json_str(obj, "metadata.namespace");
         const char *rname = sl_json_str(obj, "metadata.name");
-        rev_rt_t *r = live_rev(c, rns, rname);
+        rev_rt_t *r = ctl_rev_find(c, rns, rname);
         json_t *item = r ? json_deep_copy(r->obj) : json_incref(obj);
         if (r)
             ctl_rev_update_status(r);

@@ -154,6 +154,9 @@ int ctl_svc_set_traffic(svc_rt_t *s, sl_error_t *err);
 void ctl_svc_clear_routes(svc_rt_t *s);
 void ctl_svc_reconcile(svc_rt_t *s);
 rev_rt_t *ctl_target_rev(svc_rt_t *s, const traffic_target_t *t);
+/* The revision a route serves when no target decides: latest ready, else
+ * latest created. */
+rev_rt_t *ctl_route_default(svc_rt_t *s);
 rev_rt_t *ctl_route_pick(route_t *rt);
 route_t *ctl_route_find(sl_controller_t *c, const char *host, size_t len);
 json_t *ctl_traffic_status(svc_rt_t *s);
@@ -187,6 +190,10 @@ uint64_t ctl_obs_request_begin(inst_rt_t *i);
 void ctl_obs_request_end(inst_rt_t *i, uint64_t token, int status, bool failed);
 /* controller_scale.c: the periodic autoscaling pass. */
 void ctl_scale_start(sl_controller_t *c);
+/* Instances the revision may have at most (its max-scale, else the daemon's). */
+int ctl_max_scale(const rev_rt_t *r);
+/* Take up to n draining instances back into rotation; returns how many. */
+int ctl_undrain(rev_rt_t *r, int n);
 void ctl_scale_stop(sl_controller_t *c);
 
 #endif

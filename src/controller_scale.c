@@ -12,7 +12,7 @@
 
 static const char *MOD = "autoscaler";
 
-static int max_scale_of(const rev_rt_t *r)
+int ctl_max_scale(const rev_rt_t *r)
 {
     return r->as.cfg.max_scale > 0 ? r->as.cfg.max_scale : r->ctl->max_scale;
 }
@@ -41,7 +41,7 @@ static void drain(rev_rt_t *r, int n)
 }
 
 /* Take back draining instances before starting new ones. */
-static int undrain(rev_rt_t *r, int n)
+int ctl_undrain(rev_rt_t *r, int n)
 {
     int got = 0;
     for (inst_rt_t *i = r->instances; i && got < n; i = i->next) {
@@ -57,7 +57,7 @@ static int undrain(rev_rt_t *r, int n)
 static void expire_queue(rev_rt_t *r, uint64_t now)
 {
     sl_controller_t *c = r->ctl;
-    if (r->n_instances < max_scale_of(r))
+    if (r->n_instances < ctl_max_scale(r))
         return;
     while (r->wq_head && now - r->wq_head->enqueued_ns > c->queue_deadline_ns) {
         sl_waiter_t *w = r->wq_head;
@@ -65,7 +65,7 @@ static void expire_queue(rev_rt_t *r, uint64_t now)
         snprintf(msg, sizeof(msg),
                  "revision %s is at its maximum scale (%d instances) and no instance freed up "
                  "within %.0f s; retry later",
-                 r->name, max_scale_of(r), (double)c->queue_deadline_ns / 1e9);
+                 r->name, ctl_max_scale(r), (double)c->queue_deadline_ns / 1e9);
         ctl_fail_waiters_one(r, w, 429, msg);
     }
 }
@@ -85,8 +85,8 @@ static void scale_revision(rev_rt_t *r, uint64_t now)
     /* A revision that keeps failing is retried by its backoff, not here. */
     if (r->state == REV_FAILED && r->n_ready == 0 && desired > active)
         desired = active;
-    if (desired > max_scale_of(r))
-        desired = max_scale_of(r);
+    if (desired > ctl_max_scale(r))
+        desired = ctl_max_scale(r);
     /* The node's free capacity caps what can be added. */
     if (desired > active) {
         int room = ctl_capacity_headroom(r);
@@ -94,7 +94,7 @@ static void scale_revision(rev_rt_t *r, uint64_t now)
             desired = active + room;
     }
     if (desired > active) {
-        int need = desired - active - undrain(r, desired - active);
+        int need = desired - active - ctl_undrain(r, desired - active);
         if (need > 0)
             sl_debug(MOD, "%s: scaling up %d → %d (%s, observed %.2f/%.2f)", r->name, active,
                      desired, r->as.panic ? "panic" : "stable", r->as.observed_stable,

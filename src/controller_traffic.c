@@ -94,10 +94,15 @@ rev_rt_t *ctl_rev_find(sl_controller_t *c, const char *ns, const char *name)
     return NULL;
 }
 
+rev_rt_t *ctl_route_default(svc_rt_t *s)
+{
+    return s->ready ? s->ready : s->latest;
+}
+
 rev_rt_t *ctl_target_rev(svc_rt_t *s, const traffic_target_t *t)
 {
     if (!t->revision)
-        return s->ready ? s->ready : s->latest;
+        return ctl_route_default(s);
     return ctl_rev_find(s->ctl, s->ns, t->revision);
 }
 
@@ -112,7 +117,7 @@ rev_rt_t *ctl_route_pick(route_t *rt)
         if (roll < 0)
             return ctl_target_rev(s, &s->traffic[i]);
     }
-    return s->ready ? s->ready : s->latest;
+    return ctl_route_default(s);
 }
 
 static bool wanted(svc_rt_t *s, const rev_rt_t *r)
