@@ -542,6 +542,17 @@ static int check_env(json_t *v, const char *path, sl_error_t *err)
     return 0;
 }
 
+/* A quantity as text: strings as given, JSON numbers (YAML `cpu: 1`)
+ * formatted into buf; NULL for anything else. */
+static const char *quantity_text(const json_t *v, char *buf, size_t len)
+{
+    if (json_is_number(v)) {
+        snprintf(buf, len, "%g", json_number_value(v));
+        return buf;
+    }
+    return json_string_value(v);
+}
+
 static int check_quantity_map(json_t *v, const char *path, sl_error_t *err)
 {
     if (!json_is_object(v))
@@ -551,12 +562,8 @@ static int check_quantity_map(json_t *v, const char *path, sl_error_t *err)
     json_object_foreach(v, k, x)
     {
         int64_t q;
-        const char *s = json_string_value(x);
-        sl_autofree char *num = NULL;
-        if (json_is_integer(x) || json_is_real(x)) {
-            num = xasprintf("%g", json_number_value(x));
-            s = num;
-        }
+        char num[64];
+        const char *s = quantity_text(x, num, sizeof(num));
         if (!strcmp(k, "memory")) {
             if (!s || sl_parse_memory(s, &q) < 0 || q < 4 * 1024 * 1024)
                 return sl_error_set(err, EINVAL,
@@ -945,11 +952,7 @@ static int64_t quantity(const json_t *res, const char *which, const char *key, b
     v = json_object_get(v, key);
     int64_t q = 0;
     char num[64];
-    const char *s = json_string_value(v);
-    if (json_is_number(v)) {
-        snprintf(num, sizeof(num), "%g", json_number_value(v));
-        s = num;
-    }
+    const char *s = quantity_text(v, num, sizeof(num));
     if (s && (cpu ? sl_parse_cpu(s, &q) : sl_parse_memory(s, &q)) < 0)
         q = 0;
     return q;
@@ -1005,11 +1008,9 @@ int sl_revision_cfg_from_json(const json_t *rev, sl_revision_cfg_t **out, sl_err
     sl_revision_cfg_t *cfg = xcalloc(1, sizeof(*cfg));
     cfg->namespace_ = xstrdup(sl_json_str(rev, "metadata.namespace"));
     cfg->name = xstrdup(sl_json_str(rev, "metadata.name"));
-    cfg->service = xstrdup(sl_json_str(rev, "metadata.labels." SL_LABEL_SERVICE));
-    if (!cfg->service) {
-        json_t *labels = sl_json_path(rev, "metadata.labels");
-        cfg->service = xstrdup(json_string_value(json_object_get(labels, SL_LABEL_SERVICE)));
-    }
+    /* Label keys contain dots, so they are looked up directly, not by path. */
+    json_t *labels = sl_json_path(rev, "metadata.labels");
+    cfg->service = xstrdup(json_string_value(json_object_get(labels, SL_LABEL_SERVICE)));
     cfg->image_ref = xstrdup(json_string_value(json_object_get(c, "image")));
     cfg->image_id = xstrdup(sl_json_str(rev, "status.imageDigest"));
     json_t *port = sl_json_path(json_array_get(json_object_get(c, "ports"), 0), "containerPort");
