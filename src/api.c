@@ -726,23 +726,16 @@ static void conn_process(api_conn_t *c)
     }
     c->keep_alive = msg.keep_alive;
     c->busy = true;
-    route_ctx_t *r = xcalloc(1, sizeof(*r));
-    r->c = c;
-    r->msg = &msg;
-    /* The handler may answer asynchronously; the body is parsed before. */
+    /* Answering may go on to the next pipelined request in c->buf, so this
+     * one moves out of the buffer first and is parsed again where it lands
+     * (its slices must point into the copy). */
     sl_autofree char *copy = xmalloc(head + body_len + 1);
     memcpy(copy, c->buf, head + body_len);
-    sl_http_msg_t m2;
-    int s2;
-    const char *w2;
-    sl_http_parse_request(copy, head, &m2, NULL, &s2, &w2);
-    r->msg = &m2;
-    r->body = copy + head;
-    r->body_len = body_len;
     consume(c, head + body_len);
+    sl_http_parse_request(copy, head, &msg, NULL, &status, &why);
+    route_ctx_t r = {.c = c, .msg = &msg, .body = copy + head, .body_len = body_len};
     c->refs++;
-    dispatch_request(r);
-    free(r);
+    dispatch_request(&r);
     conn_unref(c);
 }
 
