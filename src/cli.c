@@ -56,6 +56,16 @@ int sl_cli_usage(const char *fmt, ...)
     return 2;
 }
 
+int sl_cli_number(const char *flag, const char *arg, double lo, double hi, double *out)
+{
+    char *end = NULL;
+    double v = strtod(arg, &end);
+    if (!*arg || !end || *end || v < lo || v > hi)
+        return sl_cli_usage("%s: expected a number in %g..%g, got '%s'", flag, lo, hi, arg);
+    *out = v;
+    return 0;
+}
+
 int sl_cli_common_opt(sl_cli_opts_t *o, int opt, const char *arg)
 {
     switch (opt) {

@@ -46,6 +46,8 @@ int sl_cli_stream(const sl_cli_opts_t *o, const char *path);
 /* Print the message of a Status object (or a generic one) to stderr as
  * "sluice: error: …" and return 1. */
 int sl_cli_fail(long status, const json_t *body);
+/* A number flag in [lo, hi]; 0, or the usage exit code after saying why. */
+int sl_cli_number(const char *flag, const char *arg, double lo, double hi, double *out);
 /* Print an object or list as JSON or YAML. */
 void sl_cli_print(const json_t *v, sl_output_t out);
 /* Print "sluice: error: fmt" to stderr; returns 1 (or 2 for usage). */

@@ -342,11 +342,10 @@ int sl_cmd_deploy(int argc, char **argv)
             break;
         }
         case O_TARGET: {
-            char *end = NULL;
-            double v = strtod(optarg, &end);
-            if (!*optarg || *end || v < 0.01)
-                rc = sl_cli_usage("--target: must be a number >= 0.01, got '%s'", optarg);
-            else
+            double v;
+            /* the bounds of autoscaling.knative.dev/target */
+            rc = sl_cli_number("--target", optarg, 0.01, 1e9, &v);
+            if (rc == 0)
                 set_annotation(svc, "autoscaling.knative.dev/target", optarg);
             break;
         }

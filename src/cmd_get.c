@@ -88,6 +88,30 @@ static int fetch(const sl_cli_opts_t *o, const char *path, json_t **out)
     return 0;
 }
 
+/* GET a list and print it: the API's objects with -o json|yaml, else the
+ * command's table. */
+static int show_list(const sl_cli_opts_t *o, const char *path, void (*table)(json_t *list))
+{
+    json_t *list = NULL;
+    int rc = fetch(o, path, &list);
+    if (rc)
+        return rc;
+    if (o->output != SL_OUT_TABLE)
+        sl_cli_print(list, o->output);
+    else
+        table(list);
+    json_decref(list);
+    return 0;
+}
+
+/* API_PREFIX/namespaces/NS/KIND, filtered to one service when NAME is set. */
+static char *ns_list_path(const char *api_prefix, const char *kind, const get_args_t *a)
+{
+    if (a->name)
+        return xasprintf("%s/namespaces/%s/%s?service=%s", api_prefix, a->o.ns, kind, a->name);
+    return xasprintf("%s/namespaces/%s/%s", api_prefix, a->o.ns, kind);
+}
+
 /* DELETE one object and say so; the daemon's message on failure. */
 static int delete_object(const sl_cli_opts_t *o, const char *path, const char *what,
                          const char *name)
@@ -103,6 +127,24 @@ static int delete_object(const sl_cli_opts_t *o, const char *path, const char *w
     return rc;
 }
 
+static void print_services(json_t *list)
+{
+    static const char *h[] = {"NAME", "URL", "LATESTCREATED", "LATESTREADY", "READY", "REASON"};
+    sl_table_t *t = sl_table_new(6, h);
+    size_t i;
+    json_t *s;
+    json_array_foreach(json_object_get(list, "items"), i, s)
+    {
+        const char *reason = NULL;
+        const char *ready = cond(s, "Ready", &reason);
+        const char *row[] = {sl_json_str(s, "metadata.name"), sl_json_str(s, "status.url"),
+                             sl_json_str(s, "status.latestCreatedRevisionName"),
+                             sl_json_str(s, "status.latestReadyRevisionName"), ready, reason};
+        sl_table_add(t, row);
+    }
+    sl_table_print(t);
+}
+
 int sl_cmd_services(int argc, char **argv)
 {
     get_args_t a;
@@ -111,30 +153,8 @@ int sl_cmd_services(int argc, char **argv)
                        false, &a);
     if (rc)
         return rc < 0 ? 0 : rc;
-    sl_autofree char *path = xasprintf("/apis/serving.knative.dev/v1/namespaces/%s/services", a.o.ns);
-    json_t *list = NULL;
-    if ((rc = fetch(&a.o, path, &list)))
-        return rc;
-    if (a.o.output != SL_OUT_TABLE) {
-        sl_cli_print(list, a.o.output);
-    } else {
-        static const char *h[] = {"NAME", "URL", "LATESTCREATED", "LATESTREADY", "READY", "REASON"};
-        sl_table_t *t = sl_table_new(6, h);
-        size_t i;
-        json_t *s;
-        json_array_foreach(json_object_get(list, "items"), i, s)
-        {
-            const char *reason = NULL;
-            const char *ready = cond(s, "Ready", &reason);
-            const char *row[] = {sl_json_str(s, "metadata.name"), sl_json_str(s, "status.url"),
-                                 sl_json_str(s, "status.latestCreatedRevisionName"),
-                                 sl_json_str(s, "status.latestReadyRevisionName"), ready, reason};
-            sl_table_add(t, row);
-        }
-        sl_table_print(t);
-    }
-    json_decref(list);
-    return 0;
+    sl_autofree char *path = ns_list_path("/apis/serving.knative.dev/v1", "services", &a);
+    return show_list(&a.o, path, print_services);
 }
 
 static void print_instances(json_t *list)
@@ -168,18 +188,8 @@ int sl_cmd_instances(int argc, char **argv)
                        1, false, &a);
     if (rc)
         return rc < 0 ? 0 : rc;
-    sl_autofree char *path = a.name ? xasprintf("/apis/sluice.dev/v1/namespaces/%s/instances?service=%s",
-                                                a.o.ns, a.name)
-                                    : xasprintf("/apis/sluice.dev/v1/namespaces/%s/instances", a.o.ns);
-    json_t *list = NULL;
-    if ((rc = fetch(&a.o, path, &list)))
-        return rc;
-    if (a.o.output != SL_OUT_TABLE)
-        sl_cli_print(list, a.o.output);
-    else
-        print_instances(list);
-    json_decref(list);
-    return 0;
+    sl_autofree char *path = ns_list_path("/apis/sluice.dev/v1", "instances", &a);
+    return show_list(&a.o, path, print_instances);
 }
 
 static void print_revisions(json_t *list)
@@ -247,19 +257,8 @@ int sl_cmd_revisions(int argc, char **argv)
     }
     if (a.extra)
         return sl_cli_usage("revisions: unexpected argument '%s'", a.extra);
-    sl_autofree char *path =
-        a.name ? xasprintf("/apis/serving.knative.dev/v1/namespaces/%s/revisions?service=%s", a.o.ns,
-                           a.name)
-               : xasprintf("/apis/serving.knative.dev/v1/namespaces/%s/revisions", a.o.ns);
-    json_t *list = NULL;
-    if ((rc = fetch(&a.o, path, &list)))
-        return rc;
-    if (a.o.output != SL_OUT_TABLE)
-        sl_cli_print(list, a.o.output);
-    else
-        print_revisions(list);
-    json_decref(list);
-    return 0;
+    sl_autofree char *path = ns_list_path("/apis/serving.knative.dev/v1", "revisions", &a);
+    return show_list(&a.o, path, print_revisions);
 }
 
 int sl_cmd_describe(int argc, char **argv)
@@ -287,10 +286,8 @@ int sl_cmd_describe(int argc, char **argv)
     json_decref(svc);
     if (a.o.output == SL_OUT_YAML)
         return 0;
-    sl_autofree char *rpath = xasprintf(
-        "/apis/serving.knative.dev/v1/namespaces/%s/revisions?service=%s", a.o.ns, a.name);
-    sl_autofree char *ipath =
-        xasprintf("/apis/sluice.dev/v1/namespaces/%s/instances?service=%s", a.o.ns, a.name);
+    sl_autofree char *rpath = ns_list_path("/apis/serving.knative.dev/v1", "revisions", &a);
+    sl_autofree char *ipath = ns_list_path("/apis/sluice.dev/v1", "instances", &a);
     json_t *list = NULL;
     if (fetch(&a.o, rpath, &list) == 0) {
         printf("\nRevisions:\n");
@@ -319,6 +316,26 @@ int sl_cmd_delete(int argc, char **argv)
     sl_autofree char *path =
         xasprintf("/apis/serving.knative.dev/v1/namespaces/%s/services/%s", a.o.ns, a.name);
     return delete_object(&a.o, path, "service", a.name);
+}
+
+static void print_images(json_t *list)
+{
+    static const char *h[] = {"ID", "REF", "LAYERS", "SIZE"};
+    sl_table_t *t = sl_table_new(4, h);
+    size_t i;
+    json_t *im;
+    json_array_foreach(json_object_get(list, "items"), i, im)
+    {
+        char layers[16], size[32], id[20];
+        snprintf(layers, sizeof(layers), "%zu", json_array_size(json_object_get(im, "layers")));
+        snprintf(size, sizeof(size), "%.1fMB",
+                 (double)json_integer_value(json_object_get(im, "size")) / 1e6);
+        const char *full = sl_json_str(im, "id");
+        snprintf(id, sizeof(id), "%.19s", full ? full : "");
+        const char *row[] = {id, sl_json_str(im, "ref"), layers, size};
+        sl_table_add(t, row);
+    }
+    sl_table_print(t);
 }
 
 int sl_cmd_images(int argc, char **argv)
@@ -357,30 +374,7 @@ int sl_cmd_images(int argc, char **argv)
     }
     if (a.name)
         return sl_cli_usage("images: unknown subcommand '%s'", a.name);
-    if ((rc = fetch(&a.o, "/apis/sluice.dev/v1/images", &out)))
-        return rc;
-    if (a.o.output != SL_OUT_TABLE) {
-        sl_cli_print(out, a.o.output);
-    } else {
-        static const char *h[] = {"ID", "REF", "LAYERS", "SIZE"};
-        sl_table_t *t = sl_table_new(4, h);
-        size_t i;
-        json_t *im;
-        json_array_foreach(json_object_get(out, "items"), i, im)
-        {
-            char layers[16], size[32], id[20];
-            snprintf(layers, sizeof(layers), "%zu", json_array_size(json_object_get(im, "layers")));
-            snprintf(size, sizeof(size), "%.1fMB",
-                     (double)json_integer_value(json_object_get(im, "size")) / 1e6);
-            const char *full = sl_json_str(im, "id");
-            snprintf(id, sizeof(id), "%.19s", full ? full : "");
-            const char *row[] = {id, sl_json_str(im, "ref"), layers, size};
-            sl_table_add(t, row);
-        }
-        sl_table_print(t);
-    }
-    json_decref(out);
-    return 0;
+    return show_list(&a.o, "/apis/sluice.dev/v1/images", print_images);
 }
 
 int sl_cmd_logs(int argc, char **argv)
@@ -409,24 +403,8 @@ int sl_cmd_logs(int argc, char **argv)
     return sl_cli_stream(&a.o, path);
 }
 
-int sl_cmd_runtimeclasses(int argc, char **argv)
+static void print_runtimeclasses(json_t *list)
 {
-    get_args_t a;
-    int rc = parse_get(argc, argv,
-                       "Usage: sluice runtimeclasses [-o json|yaml]\n\n"
-                       "List runtime classes (built in and applied), whether each is available\n"
-                       "on this host and why not, its overhead and its seccomp profile.\n",
-                       0, false, &a);
-    if (rc)
-        return rc < 0 ? 0 : rc;
-    json_t *list = NULL;
-    if ((rc = fetch(&a.o, "/apis/node.k8s.io/v1/runtimeclasses", &list)))
-        return rc;
-    if (a.o.output != SL_OUT_TABLE) {
-        sl_cli_print(list, a.o.output);
-        json_decref(list);
-        return 0;
-    }
     static const char *h[] = {"NAME",    "HANDLER",  "AVAILABLE", "OVERHEAD-CPU",
                               "OVERHEAD-MEMORY", "SECCOMP", "SYSCALLS",  "REASON"};
     sl_table_t *t = sl_table_new(8, h);
@@ -448,6 +426,17 @@ int sl_cmd_runtimeclasses(int argc, char **argv)
         sl_table_add(t, row);
     }
     sl_table_print(t);
-    json_decref(list);
-    return 0;
+}
+
+int sl_cmd_runtimeclasses(int argc, char **argv)
+{
+    get_args_t a;
+    int rc = parse_get(argc, argv,
+                       "Usage: sluice runtimeclasses [-o json|yaml]\n\n"
+                       "List runtime classes (built in and applied), whether each is available\n"
+                       "on this host and why not, its overhead and its seccomp profile.\n",
+                       0, false, &a);
+    if (rc)
+        return rc < 0 ? 0 : rc;
+    return show_list(&a.o, "/apis/node.k8s.io/v1/runtimeclasses", print_runtimeclasses);
 }

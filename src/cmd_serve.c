@@ -94,16 +94,6 @@ static int duration_opt(const char *flag, const char *arg, uint64_t *ns)
     return 0;
 }
 
-static int number_opt(const char *flag, const char *arg, double lo, double hi, double *out)
-{
-    char *end = NULL;
-    double v = strtod(arg, &end);
-    if (!*arg || !end || *end || v < lo || v > hi)
-        return sl_cli_usage("%s: expected a number in %g..%g, got '%s'", flag, lo, hi, arg);
-    *out = v;
-    return 0;
-}
-
 /* Autoscaling flags; returns 0, a usage exit code, or -1 if not ours. */
 static int autoscale_opt(serve_opts_t *o, int opt, const char *arg)
 {
@@ -116,25 +106,25 @@ static int autoscale_opt(serve_opts_t *o, int opt, const char *arg)
             return rc;
         return o->as.stable_window_ns ? 0 : sl_cli_usage("--stable-window: must be > 0");
     case O_PANIC_PCT:
-        return number_opt("--panic-window-percentage", arg, 1, 100, &o->as.panic_window_pct);
+        return sl_cli_number("--panic-window-percentage", arg, 1, 100, &o->as.panic_window_pct);
     case O_PANIC_THR:
-        return number_opt("--panic-threshold-percentage", arg, 110, 1000,
+        return sl_cli_number("--panic-threshold-percentage", arg, 110, 1000,
                           &o->as.panic_threshold_pct);
     case O_UTIL:
-        if ((rc = number_opt("--target-utilization-percentage", arg, 1, 100, &v)))
+        if ((rc = sl_cli_number("--target-utilization-percentage", arg, 1, 100, &v)))
             return rc;
         o->as.utilization = v / 100.0;
         return 0;
     case O_TARGET:
-        return number_opt("--container-concurrency-target-default", arg, 0.01, 1e6, &o->as.target);
+        return sl_cli_number("--container-concurrency-target-default", arg, 0.01, 1e6, &o->as.target);
     case O_GRACE:
         return duration_opt("--scale-to-zero-grace", arg, &o->as.scale_to_zero_grace_ns);
     case O_UP:
-        return number_opt("--max-scale-up-rate", arg, 1.0001, 1e6, &o->as.max_scale_up_rate);
+        return sl_cli_number("--max-scale-up-rate", arg, 1.0001, 1e6, &o->as.max_scale_up_rate);
     case O_DOWN:
-        return number_opt("--max-scale-down-rate", arg, 1.0001, 1e6, &o->as.max_scale_down_rate);
+        return sl_cli_number("--max-scale-down-rate", arg, 1.0001, 1e6, &o->as.max_scale_down_rate);
     case O_MAXSCALE:
-        if ((rc = number_opt("--max-scale", arg, 1, 100000, &v)))
+        if ((rc = sl_cli_number("--max-scale", arg, 1, 100000, &v)))
             return rc;
         o->max_scale = (int)v;
         return 0;

@@ -234,12 +234,11 @@ int sl_cmd_traffic(int argc, char **argv)
             {
                 const char *rev = sl_json_str(t, "revisionName");
                 const char *tag = sl_json_str(t, "tag");
-                printf("%3lld%%  %s%s%s%s%s\n",
+                printf("%3lld%%  %s%s%s%s\n",
                        (long long)json_integer_value(json_object_get(t, "percent")),
                        rev ? rev : "(latest, none ready)",
                        json_is_true(json_object_get(t, "latestRevision")) ? " (latest)" : "",
-                       tag ? "  tag " : "", tag ? tag : "",
-                       sl_json_str(t, "url") ? "" : "");
+                       tag ? "  tag " : "", tag ? tag : "");
                 if (sl_json_str(t, "url"))
                     printf("      %s\n", sl_json_str(t, "url"));
             }
