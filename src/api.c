@@ -21,9 +21,9 @@
 #include <strings.h>
 #include <sys/stat.h>
 
-#define API_MAX_BODY (4u << 20)
-#define API_MAX_HEAD (64u << 10)
-#define LOG_FILES_MAX 256
+#define API_MAX_BODY    (4u << 20)
+#define API_MAX_HEAD    (64u << 10)
+#define LOG_FILES_MAX   256
 #define LOG_INITIAL_MAX (1u << 20)
 
 static const char *MOD = "api";
@@ -46,9 +46,9 @@ typedef struct api_conn {
     size_t len, cap;
     int refs;
     bool closing;
-    bool busy;        /* a request is being answered */
+    bool busy; /* a request is being answered */
     bool keep_alive;
-    bool finished;    /* last response sent; the connection closes after it */
+    bool finished; /* last response sent; the connection closes after it */
     /* log following */
     uv_timer_t *follow;
     char *log_dir;
@@ -124,9 +124,9 @@ static void send_response(api_conn_t *c, int status, const char *ctype, const ch
         c->finished = true;
         uv_read_stop((uv_stream_t *)&c->h);
     }
-    char *out = xasprintf("HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n%s\r\n",
-                          status, sl_http_reason(status), ctype, blen,
-                          close_after ? "Connection: close\r\n" : "");
+    char *out =
+        xasprintf("HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n%s\r\n", status,
+                  sl_http_reason(status), ctype, blen, close_after ? "Connection: close\r\n" : "");
     size_t hlen = strlen(out);
     out = xrealloc(out, hlen + blen);
     memcpy(out + hlen, body, blen);
@@ -513,8 +513,8 @@ static void route_knative(route_ctx_t *r, char **seg, size_t n)
     } else if (!strcmp(kind, "revisions") && !name && method_is(r, "GET")) {
         char buf[256];
         json_t *body = NULL;
-        int st = sl_controller_list_revisions(r->c->api->ctl, ns, service_filter(r, buf, sizeof(buf)),
-                                              &body);
+        int st = sl_controller_list_revisions(r->c->api->ctl, ns,
+                                              service_filter(r, buf, sizeof(buf)), &body);
         send_json(r->c, st, body);
     } else {
         send_error(r->c, 404, "NotFound", "no such API path");
@@ -564,8 +564,8 @@ static void route_sluice(route_ctx_t *r, char **seg, size_t n)
             send_error(c, 400, "BadRequest", "since: must be epoch seconds");
             return;
         }
-        int st = sl_controller_usage(ctl, ns, service_filter(r, buf, sizeof(buf)), since_wall,
-                                     &body);
+        int st =
+            sl_controller_usage(ctl, ns, service_filter(r, buf, sizeof(buf)), since_wall, &body);
         send_json(c, st, body);
     } else if (k < n && !strcmp(seg[k], "instances") && k + 1 == n && method_is(r, "GET")) {
         int st = sl_controller_list_instances(ctl, ns, service_filter(r, buf, sizeof(buf)), &body);
@@ -643,8 +643,9 @@ static void dispatch_request(route_ctx_t *r)
         return;
     }
     if (r->c->needs_token && !token_ok(r)) {
-        send_error(r->c, 401, "Unauthorized",
-                   "this API listener needs \"Authorization: Bearer TOKEN\" (see --api-token-file)");
+        send_error(
+            r->c, 401, "Unauthorized",
+            "this API listener needs \"Authorization: Bearer TOKEN\" (see --api-token-file)");
         return;
     }
     if (r->c->metrics_only && strcmp(r->path, "/metrics") && strcmp(r->path, "/healthz")) {
@@ -863,7 +864,8 @@ int sl_api_listen_metrics(sl_api_t *api, const char *addr, sl_error_t *err)
 int sl_api_listen_tcp(sl_api_t *api, const char *addr, const char *token, sl_error_t *err)
 {
     if (!token || strlen(token) < 16)
-        return sl_error_set(err, EINVAL, "--api-listen: the API token must be at least 16 characters");
+        return sl_error_set(err, EINVAL,
+                            "--api-listen: the API token must be at least 16 characters");
     free(api->token);
     api->token = xstrdup(token);
     int rc = listen_tcp(api, "--api-listen", addr, on_tcp_api_connection, &api->tcp_listener, err);

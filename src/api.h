@@ -1,8 +1,8 @@
 /*
  * api.h — the control-plane REST API: Knative-shaped JSON over HTTP/1.1 on
  * the unix socket STATE_DIR/sluice.sock (mode 0600, so only its owner can
- * reach it), and optionally over TCP with a bearer token. Requests are parsed with the same strict parser as the router;
- * bodies are bounded (413 beyond 4 MiB).
+ * reach it), and optionally over TCP with a bearer token. Requests are parsed with the same strict
+ * parser as the router; bodies are bounded (413 beyond 4 MiB).
  *
  *   GET    /healthz, /version
  *   GET    /apis/serving.knative.dev/v1/services                 all namespaces

@@ -24,20 +24,20 @@
 #include "common.h"
 
 typedef struct sl_as_config {
-    double target;               /* concurrency per instance the scaler aims at */
-    double utilization;          /* 0..1: fraction of target to use (default 0.7) */
-    uint64_t stable_window_ns;   /* default 60 s */
-    double panic_window_pct;     /* default 10 */
-    double panic_threshold_pct;  /* default 200 */
-    double max_scale_up_rate;    /* default 1000 */
-    double max_scale_down_rate;  /* default 2 */
-    int min_scale;               /* default 0 */
-    int max_scale;               /* 0 = unbounded */
-    int activation_scale;        /* instances to start from zero (default 1) */
+    double target;                   /* concurrency per instance the scaler aims at */
+    double utilization;              /* 0..1: fraction of target to use (default 0.7) */
+    uint64_t stable_window_ns;       /* default 60 s */
+    double panic_window_pct;         /* default 10 */
+    double panic_threshold_pct;      /* default 200 */
+    double max_scale_up_rate;        /* default 1000 */
+    double max_scale_down_rate;      /* default 2 */
+    int min_scale;                   /* default 0 */
+    int max_scale;                   /* 0 = unbounded */
+    int activation_scale;            /* instances to start from zero (default 1) */
     uint64_t scale_to_zero_grace_ns; /* default 30 s */
-    uint64_t retention_ns;       /* scale-to-zero-pod-retention-period (default 0) */
-    uint64_t scale_down_delay_ns; /* a lower scale applies only after this long (default 0) */
-    uint64_t tick_ns;            /* decision interval; also the bucket size floor */
+    uint64_t retention_ns;           /* scale-to-zero-pod-retention-period (default 0) */
+    uint64_t scale_down_delay_ns;    /* a lower scale applies only after this long (default 0) */
+    uint64_t tick_ns;                /* decision interval; also the bucket size floor */
 } sl_as_config_t;
 
 #define SL_AS_MAX_BUCKETS 1200
@@ -45,19 +45,19 @@ typedef struct sl_as_config {
 typedef struct sl_autoscaler {
     sl_as_config_t cfg;
     uint64_t bucket_ns;
-    double *buckets;             /* ring of concurrency×ns per bucket, one window long */
+    double *buckets; /* ring of concurrency×ns per bucket, one window long */
     size_t n_buckets;
-    size_t head;                 /* bucket being filled */
-    uint64_t head_start;         /* when the head bucket began */
+    size_t head;         /* bucket being filled */
+    uint64_t head_start; /* when the head bucket began */
     uint64_t created_ns;
-    double current;              /* concurrency now */
+    double current; /* concurrency now */
     uint64_t last_change_ns;
-    uint64_t last_active_ns;     /* last time concurrency was > 0 */
+    uint64_t last_active_ns; /* last time concurrency was > 0 */
     bool panic;
     uint64_t panic_since_ns;
     uint64_t last_over_threshold_ns;
     int max_panic;
-    int held;                    /* highest recent decision, for scale-down-delay */
+    int held; /* highest recent decision, for scale-down-delay */
     uint64_t held_until_ns;
     /* last decision, for status and metrics */
     double observed_stable, observed_panic;

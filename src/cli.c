@@ -83,8 +83,9 @@ int sl_cli_common_opt(sl_cli_opts_t *o, int opt, const char *arg)
         else if (!strcmp(arg, "table") || !strcmp(arg, "wide"))
             o->output = SL_OUT_TABLE;
         else
-            return sl_cli_usage("-o: unknown output format '%s' (use json, yaml or table)", arg) ? -1
-                                                                                                   : -1;
+            return sl_cli_usage("-o: unknown output format '%s' (use json, yaml or table)", arg)
+                       ? -1
+                       : -1;
         return 1;
     default:
         return 0;
@@ -131,8 +132,8 @@ static CURL *easy_for(const sl_cli_opts_t *o, const char *path)
         return NULL;
     if (o->server && *o->server) {
         size_t n = strlen(o->server);
-        sl_autofree char *url = xasprintf("%.*s%s", (int)(o->server[n - 1] == '/' ? n - 1 : n),
-                                          o->server, path);
+        sl_autofree char *url =
+            xasprintf("%.*s%s", (int)(o->server[n - 1] == '/' ? n - 1 : n), o->server, path);
         curl_easy_setopt(h, CURLOPT_URL, url);
         if (o->token) {
             curl_easy_setopt(h, CURLOPT_XOAUTH2_BEARER, o->token);

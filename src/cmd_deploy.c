@@ -16,26 +16,27 @@
 
 static void deploy_usage(FILE *f)
 {
-    fprintf(f,
-            "Usage: sluice deploy NAME --image REF [OPTIONS]\n\n"
-            "Create or update a service and wait until its new revision is Ready.\n"
-            "Prints the service URL on stdout.\n\n"
-            "  --image REF          oci:DIR[:TAG], docker-archive:FILE or dir:ROOTFS\n"
-            "  --port N             port the container listens on (default 8080)\n"
-            "  --env K=V            environment variable (repeatable)\n"
-            "  --concurrency N      requests per instance at once (0 = unlimited; default 80)\n"
-            "  --min N, --max N     autoscaling bounds (autoscaling.knative.dev/min-scale, max-scale)\n"
-            "  --target N           concurrency per instance the autoscaler aims at\n"
-            "                       (autoscaling.knative.dev/target)\n"
-            "  --memory Q           memory limit, e.g. 256Mi\n"
-            "  --cpu Q              cpu limit, e.g. 1 or 500m\n"
-            "  --timeout S          request timeout in seconds (1..3600, default 300)\n"
-            "  --runtime-class NAME runtime class\n"
-            "  --no-traffic         keep traffic on the revision serving now\n"
-            "  --tag T              serve the new revision at http://T-NAME.DOMAIN:PORT\n"
-            "  --no-wait            return once the change is stored\n"
-            "  --wait-timeout S     give up waiting after S seconds (default 300)\n"
-            "  -n NS, --state-dir DIR, -o json|yaml\n");
+    fprintf(
+        f,
+        "Usage: sluice deploy NAME --image REF [OPTIONS]\n\n"
+        "Create or update a service and wait until its new revision is Ready.\n"
+        "Prints the service URL on stdout.\n\n"
+        "  --image REF          oci:DIR[:TAG], docker-archive:FILE or dir:ROOTFS\n"
+        "  --port N             port the container listens on (default 8080)\n"
+        "  --env K=V            environment variable (repeatable)\n"
+        "  --concurrency N      requests per instance at once (0 = unlimited; default 80)\n"
+        "  --min N, --max N     autoscaling bounds (autoscaling.knative.dev/min-scale, max-scale)\n"
+        "  --target N           concurrency per instance the autoscaler aims at\n"
+        "                       (autoscaling.knative.dev/target)\n"
+        "  --memory Q           memory limit, e.g. 256Mi\n"
+        "  --cpu Q              cpu limit, e.g. 1 or 500m\n"
+        "  --timeout S          request timeout in seconds (1..3600, default 300)\n"
+        "  --runtime-class NAME runtime class\n"
+        "  --no-traffic         keep traffic on the revision serving now\n"
+        "  --tag T              serve the new revision at http://T-NAME.DOMAIN:PORT\n"
+        "  --no-wait            return once the change is stored\n"
+        "  --wait-timeout S     give up waiting after S seconds (default 300)\n"
+        "  -n NS, --state-dir DIR, -o json|yaml\n");
 }
 
 static json_t *container_of(json_t *svc)
@@ -45,9 +46,9 @@ static json_t *container_of(json_t *svc)
 
 static json_t *new_service(const char *name, const char *ns)
 {
-    return json_pack("{s:s,s:s,s:{s:s,s:s},s:{s:{s:{},s:{s:[{}]}}}}", "apiVersion",
-                     SL_API_VERSION, "kind", "Service", "metadata", "name", name, "namespace", ns,
-                     "spec", "template", "metadata", "spec", "containers");
+    return json_pack("{s:s,s:s,s:{s:s,s:s},s:{s:{s:{},s:{s:[{}]}}}}", "apiVersion", SL_API_VERSION,
+                     "kind", "Service", "metadata", "name", name, "namespace", ns, "spec",
+                     "template", "metadata", "spec", "containers");
 }
 
 static int set_env(json_t *c, const char *kv)
@@ -207,7 +208,8 @@ static int stage_traffic(json_t *svc, bool no_traffic, const char *tag)
     for (i = 0; i < json_array_size(traffic);) {
         t = json_array_get(traffic, i);
         const char *have = json_string_value(json_object_get(t, "tag"));
-        if (tag && have && !strcmp(have, tag) && !json_integer_value(json_object_get(t, "percent"))) {
+        if (tag && have && !strcmp(have, tag) &&
+            !json_integer_value(json_object_get(t, "percent"))) {
             json_array_remove(traffic, i);
             continue;
         }
@@ -224,15 +226,30 @@ static int stage_traffic(json_t *svc, bool no_traffic, const char *tag)
         i++;
     }
     if (tag)
-        json_array_append_new(traffic, json_pack("{s:b,s:i,s:s}", "latestRevision", 1, "percent",
-                                                 0, "tag", tag));
+        json_array_append_new(
+            traffic, json_pack("{s:b,s:i,s:s}", "latestRevision", 1, "percent", 0, "tag", tag));
     return 0;
 }
 
 int sl_cmd_deploy(int argc, char **argv)
 {
-    enum { O_IMAGE = 1000, O_PORT, O_ENV, O_CONC, O_MIN, O_MAX, O_MEM, O_CPU, O_TIMEOUT,
-           O_RTC, O_NOWAIT, O_WAITTO, O_TAG, O_NOTRAFFIC, O_TARGET };
+    enum {
+        O_IMAGE = 1000,
+        O_PORT,
+        O_ENV,
+        O_CONC,
+        O_MIN,
+        O_MAX,
+        O_MEM,
+        O_CPU,
+        O_TIMEOUT,
+        O_RTC,
+        O_NOWAIT,
+        O_WAITTO,
+        O_TAG,
+        O_NOTRAFFIC,
+        O_TARGET
+    };
     static const struct option longopts[] = {
         {"image", required_argument, NULL, O_IMAGE},
         {"port", required_argument, NULL, O_PORT},
@@ -316,8 +333,8 @@ int sl_cmd_deploy(int argc, char **argv)
         case O_PORT:
             json_object_set_new(c, "ports", json_array());
             json_array_append_new(json_object_get(c, "ports"), json_object());
-            rc = set_int(json_array_get(json_object_get(c, "ports"), 0), "containerPort",
-                         "--port", optarg, 1, 65535);
+            rc = set_int(json_array_get(json_object_get(c, "ports"), 0), "containerPort", "--port",
+                         optarg, 1, 65535);
             break;
         case O_ENV:
             rc = set_env(c, optarg);
@@ -336,8 +353,9 @@ int sl_cmd_deploy(int argc, char **argv)
                                   opt == O_MIN ? "--min" : "--max", optarg);
                 break;
             }
-            set_annotation(svc, opt == O_MIN ? "autoscaling.knative.dev/min-scale"
-                                             : "autoscaling.knative.dev/max-scale",
+            set_annotation(svc,
+                           opt == O_MIN ? "autoscaling.knative.dev/min-scale"
+                                        : "autoscaling.knative.dev/max-scale",
                            optarg);
             break;
         }
@@ -456,9 +474,12 @@ static int put_runtimeclass(const sl_cli_opts_t *o, json_t *doc, const char *nam
 int sl_cmd_apply(int argc, char **argv)
 {
     static const struct option longopts[] = {
-        {"filename", required_argument, NULL, 'f'}, {"wait", no_argument, NULL, 'w'},
-        {"state-dir", required_argument, NULL, 'S'}, {"namespace", required_argument, NULL, 'n'},
-        {"output", required_argument, NULL, 'o'},    {"help", no_argument, NULL, 'h'},
+        {"filename", required_argument, NULL, 'f'},
+        {"wait", no_argument, NULL, 'w'},
+        {"state-dir", required_argument, NULL, 'S'},
+        {"namespace", required_argument, NULL, 'n'},
+        {"output", required_argument, NULL, 'o'},
+        {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     sl_cli_opts_t o;

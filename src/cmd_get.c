@@ -22,9 +22,12 @@ static int parse_get(int argc, char **argv, const char *usage, int max_pos, bool
                      get_args_t *a)
 {
     static const struct option longopts[] = {
-        {"state-dir", required_argument, NULL, 'S'}, {"namespace", required_argument, NULL, 'n'},
-        {"output", required_argument, NULL, 'o'},    {"follow", no_argument, NULL, 'f'},
-        {"help", no_argument, NULL, 'h'},             {NULL, 0, NULL, 0},
+        {"state-dir", required_argument, NULL, 'S'},
+        {"namespace", required_argument, NULL, 'n'},
+        {"output", required_argument, NULL, 'o'},
+        {"follow", no_argument, NULL, 'f'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
     };
     memset(a, 0, sizeof(*a));
     sl_cli_opts_init(&a->o);
@@ -137,9 +140,12 @@ static void print_services(json_t *list)
     {
         const char *reason = NULL;
         const char *ready = cond(s, "Ready", &reason);
-        const char *row[] = {sl_json_str(s, "metadata.name"), sl_json_str(s, "status.url"),
+        const char *row[] = {sl_json_str(s, "metadata.name"),
+                             sl_json_str(s, "status.url"),
                              sl_json_str(s, "status.latestCreatedRevisionName"),
-                             sl_json_str(s, "status.latestReadyRevisionName"), ready, reason};
+                             sl_json_str(s, "status.latestReadyRevisionName"),
+                             ready,
+                             reason};
         sl_table_add(t, row);
     }
     sl_table_print(t);
@@ -148,9 +154,9 @@ static void print_services(json_t *list)
 int sl_cmd_services(int argc, char **argv)
 {
     get_args_t a;
-    int rc = parse_get(argc, argv,
-                       "Usage: sluice services [-n NS] [-o json|yaml]\n\nList services.\n", 0,
-                       false, &a);
+    int rc =
+        parse_get(argc, argv, "Usage: sluice services [-n NS] [-o json|yaml]\n\nList services.\n",
+                  0, false, &a);
     if (rc)
         return rc < 0 ? 0 : rc;
     sl_autofree char *path = ns_list_path("/apis/serving.knative.dev/v1", "services", &a);
@@ -166,14 +172,20 @@ static void print_instances(json_t *list)
     json_array_foreach(json_object_get(list, "items"), i, it)
     {
         char pid[32], inflight[32], age[32], startup[32];
-        snprintf(pid, sizeof(pid), "%lld", (long long)json_integer_value(json_object_get(it, "pid")));
+        snprintf(pid, sizeof(pid), "%lld",
+                 (long long)json_integer_value(json_object_get(it, "pid")));
         snprintf(inflight, sizeof(inflight), "%lld",
                  (long long)json_integer_value(json_object_get(it, "inFlight")));
         snprintf(age, sizeof(age), "%.0fs", json_number_value(json_object_get(it, "ageSeconds")));
         snprintf(startup, sizeof(startup), "%.1fms",
                  json_number_value(json_object_get(it, "startupMs")));
-        const char *row[] = {sl_json_str(it, "name"), sl_json_str(it, "revision"),
-                             sl_json_str(it, "state"), pid, inflight, age, startup};
+        const char *row[] = {sl_json_str(it, "name"),
+                             sl_json_str(it, "revision"),
+                             sl_json_str(it, "state"),
+                             pid,
+                             inflight,
+                             age,
+                             startup};
         sl_table_add(t, row);
     }
     sl_table_print(t);
@@ -251,8 +263,8 @@ int sl_cmd_revisions(int argc, char **argv)
     if (a.name && !strcmp(a.name, "delete")) {
         if (!a.extra)
             return sl_cli_usage("revisions delete: REV is required");
-        sl_autofree char *dpath = xasprintf(
-            "/apis/serving.knative.dev/v1/namespaces/%s/revisions/%s", a.o.ns, a.extra);
+        sl_autofree char *dpath =
+            xasprintf("/apis/serving.knative.dev/v1/namespaces/%s/revisions/%s", a.o.ns, a.extra);
         return delete_object(&a.o, dpath, "revision", a.extra);
     }
     if (a.extra)
@@ -405,8 +417,8 @@ int sl_cmd_logs(int argc, char **argv)
 
 static void print_runtimeclasses(json_t *list)
 {
-    static const char *h[] = {"NAME",    "HANDLER",  "AVAILABLE", "OVERHEAD-CPU",
-                              "OVERHEAD-MEMORY", "SECCOMP", "SYSCALLS",  "REASON"};
+    static const char *h[] = {"NAME",    "HANDLER",  "AVAILABLE", "OVERHEAD-CPU", "OVERHEAD-MEMORY",
+                              "SECCOMP", "SYSCALLS", "REASON"};
     sl_table_t *t = sl_table_new(8, h);
     size_t i;
     json_t *c;

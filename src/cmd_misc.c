@@ -79,7 +79,8 @@ int sl_cmd_doctor(int argc, char **argv)
     } else if (hybrid) {
         bool hugetlb = stat("/sys/fs/cgroup/hugetlb/cgroup.procs", &st) == 0;
         printf("[info] cgroups: hybrid (v1 controllers, v2 at /sys/fs/cgroup/unified)\n");
-        bad += check(!crun || hugetlb, "hugetlb has a v1 hierarchy (crun refuses hybrid mode otherwise)",
+        bad += check(!crun || hugetlb,
+                     "hugetlb has a v1 hierarchy (crun refuses hybrid mode otherwise)",
                      "mkdir -p /sys/fs/cgroup/hugetlb && mount -t cgroup -o hugetlb cgroup "
                      "/sys/fs/cgroup/hugetlb   (or run `make deps`, or use --runtime runc)");
     } else {

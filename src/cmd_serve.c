@@ -37,38 +37,39 @@ typedef struct daemon {
 
 static void serve_usage(FILE *f)
 {
-    fprintf(f,
-            "Usage: sluice serve [OPTIONS]\n\n"
-            "Run the sluice daemon in the foreground.\n\n"
-            "  --listen ADDR:PORT   router address (default 127.0.0.1:8080)\n"
-            "  --domain DOMAIN      services are NAME.DOMAIN (default localhost)\n"
-            "  --state-dir DIR      state, images, logs and the API socket\n"
-            "                       (default $SLUICE_STATE_DIR or /var/lib/sluice)\n"
-            "  --runtime crun|runc  OCI runtime (default crun)\n"
-            "  --log-level LEVEL    debug, info, warn or error (default info)\n\n"
-            "Autoscaling defaults (Knative's names; revisions override them with\n"
-            "autoscaling.knative.dev annotations):\n"
-            "  --stable-window D                 averaging window (default 60s)\n"
-            "  --panic-window-percentage P       panic window, %% of stable (default 10)\n"
-            "  --panic-threshold-percentage P    panic when demand reaches P%% (default 200)\n"
-            "  --target-utilization-percentage P (default 70)\n"
-            "  --container-concurrency-target-default N (default 100)\n"
-            "  --scale-to-zero-grace D           idle time before the last instance goes (default 30s)\n"
-            "  --max-scale-up-rate R, --max-scale-down-rate R (defaults 1000, 2)\n"
-            "  --max-scale N                     instances per revision at most (default 100)\n"
-            "  --autoscale-tick D                decision interval (default 100ms)\n"
-            "  --queue-deadline D                queued this long at max scale → 429 (default 10s)\n"
-            "Durations are Go-style: 500ms, 30s, 1m.\n\n"
-            "Node capacity (instances reserve requests + runtime class overhead):\n"
-            "  --capacity-cpu Q, --capacity-memory Q  allocatable (default: the machine's\n"
-            "                                    minus 100m cpu and 512Mi memory)\n\n"
-            "  --metrics-listen ADDR:PORT  also serve Prometheus /metrics over TCP\n"
-            "  --api-listen ADDR:PORT      also serve the API over TCP; every request needs\n"
-            "                              Authorization: Bearer TOKEN\n"
-            "  --api-token-file FILE       the token (mode 0600; default STATE/api-token,\n"
-            "                              created with a random token when missing)\n"
-            "  --prices FILE        price table for `sluice usage` (JSON; default: public list\n"
-            "                       prices, see docs/metering.md)\n");
+    fprintf(
+        f, "Usage: sluice serve [OPTIONS]\n\n"
+           "Run the sluice daemon in the foreground.\n\n"
+           "  --listen ADDR:PORT   router address (default 127.0.0.1:8080)\n"
+           "  --domain DOMAIN      services are NAME.DOMAIN (default localhost)\n"
+           "  --state-dir DIR      state, images, logs and the API socket\n"
+           "                       (default $SLUICE_STATE_DIR or /var/lib/sluice)\n"
+           "  --runtime crun|runc  OCI runtime (default crun)\n"
+           "  --log-level LEVEL    debug, info, warn or error (default info)\n\n"
+           "Autoscaling defaults (Knative's names; revisions override them with\n"
+           "autoscaling.knative.dev annotations):\n"
+           "  --stable-window D                 averaging window (default 60s)\n"
+           "  --panic-window-percentage P       panic window, %% of stable (default 10)\n"
+           "  --panic-threshold-percentage P    panic when demand reaches P%% (default 200)\n"
+           "  --target-utilization-percentage P (default 70)\n"
+           "  --container-concurrency-target-default N (default 100)\n"
+           "  --scale-to-zero-grace D           idle time before the last instance goes (default "
+           "30s)\n"
+           "  --max-scale-up-rate R, --max-scale-down-rate R (defaults 1000, 2)\n"
+           "  --max-scale N                     instances per revision at most (default 100)\n"
+           "  --autoscale-tick D                decision interval (default 100ms)\n"
+           "  --queue-deadline D                queued this long at max scale → 429 (default 10s)\n"
+           "Durations are Go-style: 500ms, 30s, 1m.\n\n"
+           "Node capacity (instances reserve requests + runtime class overhead):\n"
+           "  --capacity-cpu Q, --capacity-memory Q  allocatable (default: the machine's\n"
+           "                                    minus 100m cpu and 512Mi memory)\n\n"
+           "  --metrics-listen ADDR:PORT  also serve Prometheus /metrics over TCP\n"
+           "  --api-listen ADDR:PORT      also serve the API over TCP; every request needs\n"
+           "                              Authorization: Bearer TOKEN\n"
+           "  --api-token-file FILE       the token (mode 0600; default STATE/api-token,\n"
+           "                              created with a random token when missing)\n"
+           "  --prices FILE        price table for `sluice usage` (JSON; default: public list\n"
+           "                       prices, see docs/metering.md)\n");
 }
 
 typedef struct serve_opts {
@@ -83,8 +84,23 @@ typedef struct serve_opts {
 } serve_opts_t;
 
 enum {
-    O_STABLE = 1000, O_PANIC_PCT, O_PANIC_THR, O_UTIL, O_TARGET, O_GRACE, O_UP, O_DOWN, O_MAXSCALE,
-    O_TICK, O_QDEADLINE, O_CAP_CPU, O_CAP_MEM, O_PRICES, O_METRICS, O_API_LISTEN, O_API_TOKEN
+    O_STABLE = 1000,
+    O_PANIC_PCT,
+    O_PANIC_THR,
+    O_UTIL,
+    O_TARGET,
+    O_GRACE,
+    O_UP,
+    O_DOWN,
+    O_MAXSCALE,
+    O_TICK,
+    O_QDEADLINE,
+    O_CAP_CPU,
+    O_CAP_MEM,
+    O_PRICES,
+    O_METRICS,
+    O_API_LISTEN,
+    O_API_TOKEN
 };
 
 static int duration_opt(const char *flag, const char *arg, uint64_t *ns)
@@ -109,14 +125,15 @@ static int autoscale_opt(serve_opts_t *o, int opt, const char *arg)
         return sl_cli_number("--panic-window-percentage", arg, 1, 100, &o->as.panic_window_pct);
     case O_PANIC_THR:
         return sl_cli_number("--panic-threshold-percentage", arg, 110, 1000,
-                          &o->as.panic_threshold_pct);
+                             &o->as.panic_threshold_pct);
     case O_UTIL:
         if ((rc = sl_cli_number("--target-utilization-percentage", arg, 1, 100, &v)))
             return rc;
         o->as.utilization = v / 100.0;
         return 0;
     case O_TARGET:
-        return sl_cli_number("--container-concurrency-target-default", arg, 0.01, 1e6, &o->as.target);
+        return sl_cli_number("--container-concurrency-target-default", arg, 0.01, 1e6,
+                             &o->as.target);
     case O_GRACE:
         return duration_opt("--scale-to-zero-grace", arg, &o->as.scale_to_zero_grace_ns);
     case O_UP:
@@ -137,7 +154,8 @@ static int autoscale_opt(serve_opts_t *o, int opt, const char *arg)
         return 0;
     case O_CAP_CPU:
         if (sl_parse_cpu(arg, &o->capacity_cpu) < 0 || o->capacity_cpu <= 0)
-            return sl_cli_usage("--capacity-cpu: expected a quantity like 2 or 1500m, got '%s'", arg);
+            return sl_cli_usage("--capacity-cpu: expected a quantity like 2 or 1500m, got '%s'",
+                                arg);
         return 0;
     case O_CAP_MEM:
         if (sl_parse_memory(arg, &o->capacity_memory) < 0 || o->capacity_memory <= 0)
@@ -253,8 +271,9 @@ static char *load_token(const char *path, bool create, sl_error_t *err)
         return NULL;
     }
     if (st.st_mode & 077) {
-        sl_error_set(err, EPERM, "--api-token-file %s: readable by others (mode %03o); chmod 600 it",
-                     path, (unsigned)(st.st_mode & 0777));
+        sl_error_set(err, EPERM,
+                     "--api-token-file %s: readable by others (mode %03o); chmod 600 it", path,
+                     (unsigned)(st.st_mode & 0777));
         return NULL;
     }
     char *tok = NULL;
@@ -344,7 +363,8 @@ static int run_daemon(const char *listen, const char *domain, const char *state_
         }
     }
     bool failed = !d.router || !d.api;
-    if (!failed && so->metrics_listen && sl_api_listen_metrics(d.api, so->metrics_listen, &err) < 0) {
+    if (!failed && so->metrics_listen &&
+        sl_api_listen_metrics(d.api, so->metrics_listen, &err) < 0) {
         sl_cli_error("%s", err.msg);
         failed = true;
     }
@@ -393,9 +413,12 @@ out:
 int sl_cmd_serve(int argc, char **argv)
 {
     static const struct option longopts[] = {
-        {"listen", required_argument, NULL, 'l'},   {"domain", required_argument, NULL, 'd'},
-        {"state-dir", required_argument, NULL, 'S'}, {"runtime", required_argument, NULL, 'r'},
-        {"log-level", required_argument, NULL, 'L'}, {"help", no_argument, NULL, 'h'},
+        {"listen", required_argument, NULL, 'l'},
+        {"domain", required_argument, NULL, 'd'},
+        {"state-dir", required_argument, NULL, 'S'},
+        {"runtime", required_argument, NULL, 'r'},
+        {"log-level", required_argument, NULL, 'L'},
+        {"help", no_argument, NULL, 'h'},
         {"stable-window", required_argument, NULL, O_STABLE},
         {"panic-window-percentage", required_argument, NULL, O_PANIC_PCT},
         {"panic-threshold-percentage", required_argument, NULL, O_PANIC_THR},

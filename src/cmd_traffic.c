@@ -89,11 +89,10 @@ static int build_split(json_t *old, char **revs, int nrevs, const char *latest_p
         if (e && !json_object_get(e, "tag"))
             json_object_set_new(e, "tag", json_string(tag));
         else
-            json_array_append_new(split, json_pack("{s:O,s:O,s:i,s:s}", "revisionName",
-                                                   rev ? json_string(rev) : json_null(),
-                                                   "latestRevision",
-                                                   json_boolean(rev == NULL), "percent", 0, "tag",
-                                                   tag));
+            json_array_append_new(split,
+                                  json_pack("{s:O,s:O,s:i,s:s}", "revisionName",
+                                            rev ? json_string(rev) : json_null(), "latestRevision",
+                                            json_boolean(rev == NULL), "percent", 0, "tag", tag));
     }
     json_array_foreach(split, i, t)
     {
@@ -119,7 +118,8 @@ static int apply_tag(json_t *traffic, const char *arg)
     {
         const char *name = json_string_value(json_object_get(t, "revisionName"));
         bool l = json_is_true(json_object_get(t, "latestRevision"));
-        if (!json_object_get(t, "tag") && ((latest && l) || (!latest && name && !strcmp(name, rev))))
+        if (!json_object_get(t, "tag") &&
+            ((latest && l) || (!latest && name && !strcmp(name, rev))))
             e = t;
     }
     if (!e) {
@@ -151,10 +151,14 @@ int sl_cmd_traffic(int argc, char **argv)
 {
     enum { O_LATEST = 1000, O_TAG, O_UNTAG };
     static const struct option longopts[] = {
-        {"latest", required_argument, NULL, O_LATEST}, {"tag", required_argument, NULL, O_TAG},
-        {"untag", required_argument, NULL, O_UNTAG},   {"state-dir", required_argument, NULL, 'S'},
-        {"namespace", required_argument, NULL, 'n'},   {"output", required_argument, NULL, 'o'},
-        {"help", no_argument, NULL, 'h'},              {NULL, 0, NULL, 0},
+        {"latest", required_argument, NULL, O_LATEST},
+        {"tag", required_argument, NULL, O_TAG},
+        {"untag", required_argument, NULL, O_UNTAG},
+        {"state-dir", required_argument, NULL, 'S'},
+        {"namespace", required_argument, NULL, 'n'},
+        {"output", required_argument, NULL, 'o'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
     };
     sl_cli_opts_t o;
     sl_cli_opts_init(&o);

@@ -12,8 +12,8 @@
 #include <sys/stat.h>
 #include <time.h>
 
-__attribute__((format(printf, 3, 0))) static void error_vset(sl_error_t *err, int code, const char *fmt,
-                                                          va_list ap)
+__attribute__((format(printf, 3, 0))) static void error_vset(sl_error_t *err, int code,
+                                                             const char *fmt, va_list ap)
 {
     if (!err)
         return;
@@ -180,9 +180,10 @@ void sl_log(sl_log_level_t lvl, const char *module, const char *fmt, ...)
     struct tm tm;
     clock_gettime(CLOCK_REALTIME, &ts);
     gmtime_r(&ts.tv_sec, &tm);
-    int n = snprintf(line, sizeof(line), "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ %-5s %s: ",
-                     tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
-                     tm.tm_sec, ts.tv_nsec / 1000000, names[lvl], module);
+    int n = snprintf(line, sizeof(line),
+                     "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ %-5s %s: ", tm.tm_year + 1900,
+                     tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+                     ts.tv_nsec / 1000000, names[lvl], module);
     va_list ap;
     va_start(ap, fmt);
     if (n > 0 && (size_t)n < sizeof(line))

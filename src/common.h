@@ -52,7 +52,7 @@ char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Cleanup attributes for owned locals (crun's cleanup_free / cleanup_close). */
 void sl_freep(void *p);
 void sl_closep(int *fd);
-#define sl_autofree __attribute__((cleanup(sl_freep)))
+#define sl_autofree  __attribute__((cleanup(sl_freep)))
 #define sl_autoclose __attribute__((cleanup(sl_closep)))
 
 /* Hand ownership on: returns *pp and sets *pp to NULL. */
@@ -96,13 +96,16 @@ void sl_log_set_level(sl_log_level_t lvl);
 void sl_log(sl_log_level_t lvl, const char *module, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 #define sl_debug(mod, ...) sl_log(SL_LOG_DEBUG, mod, __VA_ARGS__)
-#define sl_info(mod, ...) sl_log(SL_LOG_INFO, mod, __VA_ARGS__)
-#define sl_warn(mod, ...) sl_log(SL_LOG_WARN, mod, __VA_ARGS__)
-#define sl_err(mod, ...) sl_log(SL_LOG_ERROR, mod, __VA_ARGS__)
+#define sl_info(mod, ...)  sl_log(SL_LOG_INFO, mod, __VA_ARGS__)
+#define sl_warn(mod, ...)  sl_log(SL_LOG_WARN, mod, __VA_ARGS__)
+#define sl_err(mod, ...)   sl_log(SL_LOG_ERROR, mod, __VA_ARGS__)
 
 /* Monotonic clock in nanoseconds / milliseconds. */
 uint64_t sl_now_ns(void);
-static inline uint64_t sl_now_ms(void) { return sl_now_ns() / 1000000u; }
+static inline uint64_t sl_now_ms(void)
+{
+    return sl_now_ns() / 1000000u;
+}
 
 /* Parse a decimal integer in [min,max]; whole string must be consumed.
  * Returns 0 or -1. Replaces atoi. */
@@ -118,6 +121,6 @@ int sl_mkdir_p(const char *path, int mode, sl_error_t *err);
 int sl_rm_rf(const char *path, sl_error_t *err);
 
 #define SL_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
-#define SL_UNUSED(x) ((void)(x))
+#define SL_UNUSED(x)    ((void)(x))
 
 #endif

@@ -76,18 +76,18 @@ void ctl_rev_update_status(rev_rt_t *r)
 {
     json_t *st = sl_json_ensure_obj(r->obj, "status");
     const char *s = r->state == REV_READY ? "True" : r->state == REV_FAILED ? "False" : "Unknown";
-    const char *reason = r->state == REV_FAILED ? (r->unschedulable ? "Unschedulable"
-                                                   : r->blocked      ? "RuntimeClassUnavailable"
-                                                                     : "ContainerFailed")
+    const char *reason = r->state == REV_FAILED    ? (r->unschedulable ? "Unschedulable"
+                                                      : r->blocked     ? "RuntimeClassUnavailable"
+                                                                       : "ContainerFailed")
                          : r->state == REV_PENDING ? "Deploying"
                                                    : NULL;
-    json_object_set_new(st, "conditions",
-                        json_pack("[o,o,o]", condition("Ready", s, reason, r->reason),
-                                  condition("ContainerHealthy", s, reason, r->reason),
-                                  r->unschedulable
-                                      ? condition("ResourcesAvailable", "False", "Unschedulable",
-                                                  r->reason)
-                                      : condition("ResourcesAvailable", "True", NULL, NULL)));
+    json_object_set_new(
+        st, "conditions",
+        json_pack("[o,o,o]", condition("Ready", s, reason, r->reason),
+                  condition("ContainerHealthy", s, reason, r->reason),
+                  r->unschedulable
+                      ? condition("ResourcesAvailable", "False", "Unschedulable", r->reason)
+                      : condition("ResourcesAvailable", "True", NULL, NULL)));
     json_object_set_new(st, "actualReplicas", json_integer(r->n_ready));
     json_object_set_new(st, "desiredReplicas", json_integer(r->as.desired));
     json_object_set_new(st, "observedGeneration", json_integer(1));
@@ -126,11 +126,11 @@ void ctl_svc_update_status(svc_rt_t *s)
     const char *route_status = s->ready ? "True" : cfg_status;
     const char *route_reason = s->ready ? NULL : cfg_reason;
     json_object_set_new(st, "traffic", ctl_traffic_status(s));
-    sl_autofree char *full = msg ? xasprintf("Revision \"%s\" failed: %s", s->latest->name, msg)
-                                 : NULL;
+    sl_autofree char *full =
+        msg ? xasprintf("Revision \"%s\" failed: %s", s->latest->name, msg) : NULL;
     json_object_set_new(st, "conditions",
-                        json_pack("[o,o,o]", condition("ConfigurationsReady", cfg_status,
-                                                       cfg_reason, full),
+                        json_pack("[o,o,o]",
+                                  condition("ConfigurationsReady", cfg_status, cfg_reason, full),
                                   condition("Ready", cfg_status, cfg_reason, full),
                                   condition("RoutesReady", route_status, route_reason, NULL)));
 }
@@ -236,7 +236,6 @@ void ctl_dispatch(rev_rt_t *r)
 
 /* ---- instances -------------------------------------------------------- */
 
-
 static void retry_fire(uv_timer_t *t)
 {
     rev_rt_t *r = t->data;
@@ -302,8 +301,8 @@ static void instance_cb(sl_instance_t *inst, sl_inst_state_t state, void *data)
         r->n_starting--;
         r->n_ready++;
         if (c->router)
-            i->pool = sl_upstream_pool_new(c->router, sl_instance_netns_fd(inst),
-                                           sl_instance_port(inst));
+            i->pool =
+                sl_upstream_pool_new(c->router, sl_instance_netns_fd(inst), sl_instance_port(inst));
         ctl_obs_instance_ready(i);
         became_ready(r);
         ctl_dispatch(r);
@@ -524,8 +523,7 @@ void ctl_rev_load_changed(rev_rt_t *r)
     sl_as_record(&r->as, (double)(r->inflight + (int)r->n_waiting), sl_now_ns());
 }
 
-void ctl_as_config_for(const sl_controller_t *c, const sl_revision_cfg_t *cfg,
-                       sl_as_config_t *out)
+void ctl_as_config_for(const sl_controller_t *c, const sl_revision_cfg_t *cfg, sl_as_config_t *out)
 {
     *out = c->as_defaults;
     /* Knative: the target defaults to containerConcurrency when it is set. */
@@ -729,8 +727,7 @@ static void *op_resolve(void *ctx, sl_str_t host)
     return ctl_route_find(ctx, host.p, host.len);
 }
 
-static int op_acquire(void *ctx, void *target, sl_waiter_t *w, sl_pick_t *pick,
-                      const char **reason)
+static int op_acquire(void *ctx, void *target, sl_waiter_t *w, sl_pick_t *pick, const char **reason)
 {
     sl_controller_t *c = ctx;
     rev_rt_t *r = ctl_route_pick(target);
@@ -816,8 +813,8 @@ static uint64_t op_timeout_ms(void *ctx, void *target)
 {
     route_t *rt = target;
     svc_rt_t *s = rt->svc;
-    rev_rt_t *r = rt->target >= 0 ? ctl_target_rev(s, &s->traffic[rt->target])
-                                  : ctl_route_default(s);
+    rev_rt_t *r =
+        rt->target >= 0 ? ctl_target_rev(s, &s->traffic[rt->target]) : ctl_route_default(s);
     return r ? (uint64_t)r->cfg->timeout_s * 1000u : SL_DEFAULT_TIMEOUT_S * 1000u;
 }
 

@@ -24,15 +24,15 @@ typedef struct sl_controller sl_controller_t;
 
 typedef struct sl_controller_config {
     const char *state_dir;
-    const char *domain;     /* "localhost" */
-    int url_port;           /* router port shown in URLs (80 → omitted) */
-    size_t queue_max;       /* waiting requests per revision before 503 (default 1000) */
-    int max_scale_default;  /* instances per revision at most (default 100) */
+    const char *domain;                /* "localhost" */
+    int url_port;                      /* router port shown in URLs (80 → omitted) */
+    size_t queue_max;                  /* waiting requests per revision before 503 (default 1000) */
+    int max_scale_default;             /* instances per revision at most (default 100) */
     const sl_as_config_t *autoscaling; /* daemon-wide defaults; NULL = Knative's */
-    uint64_t queue_deadline_ms; /* queued this long at max scale → 429 (default 10000) */
-    int64_t capacity_cpu_millis; /* node allocatable; 0 = the machine's minus a reserve */
+    uint64_t queue_deadline_ms;        /* queued this long at max scale → 429 (default 10000) */
+    int64_t capacity_cpu_millis;       /* node allocatable; 0 = the machine's minus a reserve */
     int64_t capacity_memory;
-    const sl_prices_t *prices;   /* NULL = list prices (prices.c) */
+    const sl_prices_t *prices; /* NULL = list prices (prices.c) */
 } sl_controller_config_t;
 
 int sl_controller_new(uv_loop_t *loop, sl_store_t *store, sl_supervisor_t *sup,
@@ -53,8 +53,8 @@ extern const sl_router_ops_t sl_controller_router_ops;
 typedef void (*sl_controller_cb)(int http_status, json_t *body, void *data);
 
 /* Create (create_only) or create-or-replace a Service from a manifest. */
-void sl_controller_apply(sl_controller_t *c, json_t *svc, const char *ns_default,
-                         bool create_only, sl_controller_cb cb, void *data);
+void sl_controller_apply(sl_controller_t *c, json_t *svc, const char *ns_default, bool create_only,
+                         sl_controller_cb cb, void *data);
 /* Import an image reference into the store. */
 void sl_controller_import_image(sl_controller_t *c, const char *ref, sl_controller_cb cb,
                                 void *data);
@@ -85,8 +85,8 @@ int sl_controller_delete_runtimeclass(sl_controller_t *c, const char *name, json
 /* Prometheus text of the daemon's metrics; *text malloc'd. */
 int sl_controller_metrics(sl_controller_t *c, char **text, size_t *len);
 /* Usage report with costs (meter.h, prices.h) since a wall-clock time. */
-int sl_controller_usage(sl_controller_t *c, const char *ns, const char *service,
-                        int64_t since_wall, json_t **body);
+int sl_controller_usage(sl_controller_t *c, const char *ns, const char *service, int64_t since_wall,
+                        json_t **body);
 
 /* A Kubernetes-style Status object for errors. New reference. */
 json_t *sl_status_json(int code, const char *reason, const char *message);

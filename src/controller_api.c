@@ -127,8 +127,8 @@ static void carry_metadata(json_t *svc, const json_t *old, long generation)
         json_object_set_new(md, "uid",
                             json_sprintf("%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x"
                                          "%02x%02x%02x",
-                                         b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8],
-                                         b[9], b[10], b[11], b[12], b[13], b[14], b[15]));
+                                         b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9],
+                                         b[10], b[11], b[12], b[13], b[14], b[15]));
     }
     json_t *old_status = old ? json_object_get(old, "status") : NULL;
     if (old_status)
@@ -235,7 +235,8 @@ static void apply_without_revision(sl_controller_t *c, svc_rt_t *s, json_t *svc,
                                    sl_controller_cb cb, void *data)
 {
     sl_autofree char *a = json_dumps(json_object_get(svc, "spec"), JSON_SORT_KEYS | JSON_COMPACT);
-    sl_autofree char *b = json_dumps(json_object_get(s->obj, "spec"), JSON_SORT_KEYS | JSON_COMPACT);
+    sl_autofree char *b =
+        json_dumps(json_object_get(s->obj, "spec"), JSON_SORT_KEYS | JSON_COMPACT);
     bool spec_changed = strcmp(a, b) != 0;
     long gen = spec_changed ? next_generation(s->obj)
                             : (long)json_integer_value(sl_json_path(s->obj, "metadata.generation"));
@@ -270,8 +271,8 @@ static int check_traffic_names(sl_controller_t *c, const json_t *svc, const char
         json_t *obj = NULL;
         if (sl_store_get(c->store, "revisions", ns, rev, &obj, NULL) < 0)
             return sl_error_set(err, ENOENT,
-                                "spec.traffic[%zu].revisionName: revision \"%s\" does not exist",
-                                i, rev);
+                                "spec.traffic[%zu].revisionName: revision \"%s\" does not exist", i,
+                                rev);
         json_t *labels = sl_json_path(obj, "metadata.labels");
         const char *owner = json_string_value(json_object_get(labels, SL_LABEL_SERVICE));
         bool mine = owner && !strcmp(owner, name);
@@ -285,8 +286,8 @@ static int check_traffic_names(sl_controller_t *c, const json_t *svc, const char
     return 0;
 }
 
-void sl_controller_apply(sl_controller_t *c, json_t *svc, const char *ns_default,
-                         bool create_only, sl_controller_cb cb, void *data)
+void sl_controller_apply(sl_controller_t *c, json_t *svc, const char *ns_default, bool create_only,
+                         sl_controller_cb cb, void *data)
 {
     sl_error_t err = {0};
     if (sl_service_validate(svc, ns_default, &err) < 0) {
@@ -344,7 +345,8 @@ void sl_controller_apply(sl_controller_t *c, json_t *svc, const char *ns_default
     a->svc = svc;
     a->ns = xstrdup(ns);
     a->name = xstrdup(name);
-    a->ref = xstrdup(sl_json_str(json_array_get(sl_json_path(svc, "spec.template.spec.containers"), 0), "image"));
+    a->ref = xstrdup(sl_json_str(
+        json_array_get(sl_json_path(svc, "spec.template.spec.containers"), 0), "image"));
     a->create_only = create_only;
     a->cb = cb;
     a->data = data;
@@ -450,8 +452,8 @@ int sl_controller_list_revisions(sl_controller_t *c, const char *ns, const char 
         json_t *tags = json_array();
         for (size_t k = 0; s && k < s->n_traffic; k++) {
             rev_rt_t *tr = ctl_target_rev(s, &s->traffic[k]);
-            const char *tname = s->traffic[k].revision ? s->traffic[k].revision
-                                                       : (tr ? tr->name : NULL);
+            const char *tname =
+                s->traffic[k].revision ? s->traffic[k].revision : (tr ? tr->name : NULL);
             if (!tname || strcmp(tname, rname))
                 continue;
             pct += s->traffic[k].percent;
@@ -496,8 +498,8 @@ int sl_controller_list_instances(sl_controller_t *c, const char *ns, const char 
             json_t *item = json_pack(
                 "{s:s,s:s,s:s,s:s,s:s,s:i,s:i,s:f,s:f}", "name", sl_instance_id(i->inst),
                 "namespace", r->cfg->namespace_, "service", r->cfg->service, "revision", r->name,
-                "state", i->draining ? "Draining" : inst_state_name(sl_instance_state(i->inst)), "pid",
-                sl_instance_pid(i->inst), "inFlight", i->inflight, "ageSeconds",
+                "state", i->draining ? "Draining" : inst_state_name(sl_instance_state(i->inst)),
+                "pid", sl_instance_pid(i->inst), "inFlight", i->inflight, "ageSeconds",
                 (double)(sl_now_ns() - started) / 1e9, "startupMs",
                 ready ? (double)(ready - started) / 1e6 : 0.0);
             char cpu[32], mem[32];

@@ -32,12 +32,12 @@ struct inst_rt {
     sl_upstream_pool_t *pool;
     int inflight;
     bool ready;
-    bool draining; /* chosen for scale-down: no new requests, stop when idle */
-    bool stopped;  /* sluice asked it to stop; its exit is not a failure */
-    bool gone;     /* exited; kept only until the router releases it */
-    bool dying;    /* its process exited or is being stopped: no new requests */
-    bool unready;  /* failing its readiness probe after it was ready */
-    int fail_streak; /* consecutive failed requests; ejected at 3 */
+    bool draining;             /* chosen for scale-down: no new requests, stop when idle */
+    bool stopped;              /* sluice asked it to stop; its exit is not a failure */
+    bool gone;                 /* exited; kept only until the router releases it */
+    bool dying;                /* its process exited or is being stopped: no new requests */
+    bool unready;              /* failing its readiness probe after it was ready */
+    int fail_streak;           /* consecutive failed requests; ejected at 3 */
     int64_t fp_cpu, fp_memory; /* capacity reserved for it */
     sl_meter_instance_t *meter;
     inst_rt_t *prev, *next;
@@ -47,19 +47,19 @@ struct rev_rt {
     sl_controller_t *ctl;
     svc_rt_t *svc; /* NULL once retired from its service */
     char *name;
-    json_t *obj;   /* stored Revision */
+    json_t *obj; /* stored Revision */
     sl_revision_cfg_t *cfg;
     sl_image_t *image;
     inst_rt_t *instances;
     int n_instances, n_ready, n_starting, n_draining;
-    int n_lingering;       /* exited instances still referenced by requests */
-    int inflight;          /* requests in flight on all instances */
+    int n_lingering; /* exited instances still referenced by requests */
+    int inflight;    /* requests in flight on all instances */
     sl_autoscaler_t as;
-    int initial_scale;     /* instances to reach before the first Ready */
+    int initial_scale;            /* instances to reach before the first Ready */
     sl_runtime_profile_t profile; /* from the runtime class */
     char *class_name;
-    bool unschedulable;    /* the last start did not fit the node */
-    bool blocked;          /* cannot run at all (e.g. its runtime class is gone) */
+    bool unschedulable; /* the last start did not fit the node */
+    bool blocked;       /* cannot run at all (e.g. its runtime class is gone) */
     int last_logged_desired;
     ctl_rev_metrics_t *metrics;
     sl_waiter_t *wq_head, *wq_tail;
@@ -78,7 +78,7 @@ struct rev_rt {
 typedef struct traffic_target {
     char *revision; /* NULL: latestRevision (the latest ready one) */
     int percent;
-    char *tag;      /* NULL when untagged */
+    char *tag; /* NULL when untagged */
 } traffic_target_t;
 
 /* A host the router resolves: the service's split, or one tag. */
@@ -125,7 +125,6 @@ struct sl_controller {
     void *shutdown_data;
 };
 
-
 svc_rt_t *ctl_svc_find(sl_controller_t *c, const char *ns, const char *name);
 svc_rt_t *ctl_svc_new(sl_controller_t *c, json_t *obj);
 void ctl_svc_free(svc_rt_t *s);
@@ -146,8 +145,7 @@ void ctl_fail_waiters_one(rev_rt_t *r, sl_waiter_t *w, int status, const char *r
 void ctl_dispatch(rev_rt_t *r);
 /* Autoscaler settings for a revision: daemon defaults overridden by its
  * annotations. */
-void ctl_as_config_for(const sl_controller_t *c, const sl_revision_cfg_t *cfg,
-                       sl_as_config_t *out);
+void ctl_as_config_for(const sl_controller_t *c, const sl_revision_cfg_t *cfg, sl_as_config_t *out);
 /* controller_traffic.c: spec.traffic → targets and routes; which
  * revisions a service keeps alive. */
 int ctl_svc_set_traffic(svc_rt_t *s, sl_error_t *err);

@@ -51,16 +51,16 @@ int ctl_obs_init(sl_controller_t *c, const sl_prices_t *prices, sl_error_t *err)
     double lat[] = SL_METRICS_LATENCY_BUCKETS, cold[] = SL_METRICS_COLD_START_BUCKETS;
     families_t *f = &o->f;
     f->requests = sl_metrics_family(o->reg, SL_METRIC_COUNTER, SL_METRIC_REQUESTS_TOTAL,
-                                    "Requests answered, by service, revision and status class.",
-                                    3, sr, NULL, 0, err);
+                                    "Requests answered, by service, revision and status class.", 3,
+                                    sr, NULL, 0, err);
     f->duration = sl_metrics_family(o->reg, SL_METRIC_HISTOGRAM, SL_METRIC_REQUEST_DURATION,
                                     "Time an instance spent on a request.", 2, sr, lat,
                                     SL_ARRAY_LEN(lat), err);
     f->in_flight = sl_metrics_family(o->reg, SL_METRIC_GAUGE, SL_METRIC_REQUESTS_IN_FLIGHT,
                                      "Requests being served by instances.", 2, sr, NULL, 0, err);
-    f->queue = sl_metrics_family(o->reg, SL_METRIC_GAUGE, SL_METRIC_QUEUE_LENGTH,
-                                 "Requests waiting in the activator for capacity.", 2, sr, NULL,
-                                 0, err);
+    f->queue =
+        sl_metrics_family(o->reg, SL_METRIC_GAUGE, SL_METRIC_QUEUE_LENGTH,
+                          "Requests waiting in the activator for capacity.", 2, sr, NULL, 0, err);
     f->instances = sl_metrics_family(o->reg, SL_METRIC_GAUGE, SL_METRIC_INSTANCES,
                                      "Instances by state.", 3, srs, NULL, 0, err);
     f->desired = sl_metrics_family(o->reg, SL_METRIC_GAUGE, SL_METRIC_DESIRED_INSTANCES,
@@ -69,9 +69,9 @@ int ctl_obs_init(sl_controller_t *c, const sl_prices_t *prices, sl_error_t *err)
                                   "Instances ready to serve.", 2, sr, NULL, 0, err);
     f->cold = sl_metrics_family(o->reg, SL_METRIC_COUNTER, SL_METRIC_COLD_STARTS_TOTAL,
                                 "Instances started.", 2, sr, NULL, 0, err);
-    f->cold_duration = sl_metrics_family(o->reg, SL_METRIC_HISTOGRAM, SL_METRIC_COLD_START_DURATION,
-                                         "Instance start to ready.", 2, sr, cold,
-                                         SL_ARRAY_LEN(cold), err);
+    f->cold_duration =
+        sl_metrics_family(o->reg, SL_METRIC_HISTOGRAM, SL_METRIC_COLD_START_DURATION,
+                          "Instance start to ready.", 2, sr, cold, SL_ARRAY_LEN(cold), err);
     f->billable = sl_metrics_family(o->reg, SL_METRIC_COUNTER, SL_METRIC_BILLABLE_SECONDS_TOTAL,
                                     "Billable instance-seconds as Cloud Run request-based billing "
                                     "counts them (overlapping requests once, 100 ms rounding).",
@@ -179,8 +179,8 @@ void ctl_obs_instance_start(inst_rt_t *i)
     /* Billed at the configured size, or Cloud Run's defaults (1 vCPU,
      * 512 MiB) when none is set, plus the runtime class's overhead. */
     int64_t cpu = (r->cfg->cpu_millis ? r->cfg->cpu_millis : 1000) + r->profile.overhead_cpu_millis;
-    int64_t mem = (r->cfg->memory_limit ? r->cfg->memory_limit : 512LL << 20) +
-                  r->profile.overhead_memory;
+    int64_t mem =
+        (r->cfg->memory_limit ? r->cfg->memory_limit : 512LL << 20) + r->profile.overhead_memory;
     i->meter = sl_meter_instance_start(o->meter, r->cfg->namespace_, r->cfg->service, r->name,
                                        sl_instance_id(i->inst), cpu, mem, sl_now_ns());
     if (r->metrics)
@@ -279,9 +279,9 @@ int sl_controller_metrics(sl_controller_t *c, char **text, size_t *len)
         json_t *e;
         json_array_foreach(json_object_get(report, "revisions"), k, e)
         {
-            rev_rt_t *r = ctl_rev_find(c, sl_json_str(e, "namespace") ? sl_json_str(e, "namespace")
-                                                                      : "",
-                                       sl_json_str(e, "revision") ? sl_json_str(e, "revision") : "");
+            rev_rt_t *r =
+                ctl_rev_find(c, sl_json_str(e, "namespace") ? sl_json_str(e, "namespace") : "",
+                             sl_json_str(e, "revision") ? sl_json_str(e, "revision") : "");
             sl_usage_totals_t t;
             sl_usage_totals_from_json(e, &t);
             if (r && r->metrics)
@@ -292,14 +292,13 @@ int sl_controller_metrics(sl_controller_t *c, char **text, size_t *len)
     return sl_metrics_render(c->obs->reg, text, len);
 }
 
-int sl_controller_usage(sl_controller_t *c, const char *ns, const char *service,
-                        int64_t since_wall, json_t **body)
+int sl_controller_usage(sl_controller_t *c, const char *ns, const char *service, int64_t since_wall,
+                        json_t **body)
 {
     sl_error_t err = {0};
     json_t *report = NULL;
-    if (!c->obs ||
-        sl_meter_query(c->obs->meter, c->store, ns, service, since_wall, sl_now_ns(), &report,
-                       &err) < 0) {
+    if (!c->obs || sl_meter_query(c->obs->meter, c->store, ns, service, since_wall, sl_now_ns(),
+                                  &report, &err) < 0) {
         *body = sl_status_json(500, "InternalError", err.msg[0] ? err.msg : "metering is off");
         return 500;
     }

@@ -17,7 +17,7 @@
 /* An instance whose limits are unset requests nothing (Kubernetes'
  * BestEffort): only its class's overhead counts against capacity. */
 #define DEFAULT_REQUEST_CPU_MILLIS 0
-#define DEFAULT_REQUEST_MEMORY 0LL
+#define DEFAULT_REQUEST_MEMORY     0LL
 
 int ctl_runtime_class_get(sl_controller_t *c, const char *name, sl_runtime_class_t **owned,
                           const sl_runtime_class_t **rc, sl_error_t *err)
@@ -137,8 +137,7 @@ int sl_controller_get_runtimeclass(sl_controller_t *c, const char *name, json_t 
     return 200;
 }
 
-int sl_controller_put_runtimeclass(sl_controller_t *c, const char *name, json_t *obj,
-                                   json_t **body)
+int sl_controller_put_runtimeclass(sl_controller_t *c, const char *name, json_t *obj, json_t **body)
 {
     sl_error_t err = {0};
     const char *oname = sl_json_str(obj, "metadata.name");
@@ -174,8 +173,8 @@ int sl_controller_delete_runtimeclass(sl_controller_t *c, const char *name, json
     }
     for (rev_rt_t *r = c->revs; r; r = r->all_next) {
         if (!r->retired && r->class_name && !strcmp(r->class_name, name)) {
-            sl_autofree char *msg = xasprintf("runtime class \"%s\" is used by revision %s",
-                                              name, r->name);
+            sl_autofree char *msg =
+                xasprintf("runtime class \"%s\" is used by revision %s", name, r->name);
             *body = sl_status_json(409, "Conflict", msg);
             return 409;
         }

@@ -8,8 +8,8 @@
  * (CL+TE, duplicate differing CL, non-final chunked, obs-fold, whitespace
  * before the colon, bare CR, NUL/CTL in values, invalid chunk sizes,
  * Content_Length / Transfer_Encoding spelled with an underscore, which
- * CGI-style servers read as the real thing) is an error, never a guess. The same rules apply to responses read from
- * instances, so nothing is smuggled back through a pooled connection.
+ * CGI-style servers read as the real thing) is an error, never a guess. The same rules apply to
+ * responses read from instances, so nothing is smuggled back through a pooled connection.
  */
 #ifndef SL_HTTP_PARSE_H
 #define SL_HTTP_PARSE_H

@@ -163,8 +163,7 @@ static int check_fields(json_t *obj, const char *path, const field_t *fields, si
             if (strcmp(fields[i].key, key) == 0)
                 break;
         if (i == n)
-            return sl_error_set(err, EINVAL, "%s%s%s: unknown field", path, *path ? "." : "",
-                                key);
+            return sl_error_set(err, EINVAL, "%s%s%s: unknown field", path, *path ? "." : "", key);
         if (fields[i].check) {
             sl_autofree char *sub = xasprintf("%s%s%s", path, *path ? "." : "", key);
             int rc = fields[i].check(v, sub, err);
@@ -262,7 +261,8 @@ int sl_parse_duration(const char *s, uint64_t *ns)
     static const struct {
         const char *unit;
         double mul;
-    } units[] = {{"ns", 1}, {"us", 1e3}, {"µs", 1e3}, {"ms", 1e6}, {"s", 1e9}, {"m", 60e9}, {"h", 3600e9}};
+    } units[] = {{"ns", 1},  {"us", 1e3}, {"µs", 1e3},  {"ms", 1e6},
+                 {"s", 1e9}, {"m", 60e9}, {"h", 3600e9}};
     if (!s || !*s)
         return -1;
     if (!strcmp(s, "0")) {
@@ -317,17 +317,17 @@ static int annotation_number(const json_t *ann, const char *key, const char *pat
     return 0;
 }
 
-static int annotation_duration(const json_t *ann, const char *key, const char *path,
-                               uint64_t lo, uint64_t hi, uint64_t *out, sl_error_t *err)
+static int annotation_duration(const json_t *ann, const char *key, const char *path, uint64_t lo,
+                               uint64_t hi, uint64_t *out, sl_error_t *err)
 {
     const char *v = json_string_value(json_object_get(ann, key));
     if (!v)
         return 1;
     uint64_t ns;
     if (sl_parse_duration(v, &ns) < 0 || ns < lo || ns > hi)
-        return sl_error_set(err, EINVAL,
-                            "%s.%s: must be a duration like \"60s\" between %gs and %gs, got \"%s\"",
-                            path, key, (double)lo / 1e9, (double)hi / 1e9, v);
+        return sl_error_set(
+            err, EINVAL, "%s.%s: must be a duration like \"60s\" between %gs and %gs, got \"%s\"",
+            path, key, (double)lo / 1e9, (double)hi / 1e9, v);
     *out = ns;
     return 0;
 }
@@ -347,12 +347,22 @@ static int read_autoscaling(const json_t *ann, const char *path, as_values_t *v,
         if (strncmp(key, SL_AS_PREFIX, strlen(SL_AS_PREFIX)))
             continue;
         const char *k = key + strlen(SL_AS_PREFIX);
-        static const char *known[] = {"min-scale", "max-scale", "initial-scale", "target",
-                                      "target-utilization-percentage", "window",
-                                      "panic-window-percentage", "panic-threshold-percentage",
-                                      "scale-to-zero-pod-retention-period", "activation-scale",
-                                      "class", "metric", "minScale", "maxScale",
-                                      "initialScale", "scale-down-delay"};
+        static const char *known[] = {"min-scale",
+                                      "max-scale",
+                                      "initial-scale",
+                                      "target",
+                                      "target-utilization-percentage",
+                                      "window",
+                                      "panic-window-percentage",
+                                      "panic-threshold-percentage",
+                                      "scale-to-zero-pod-retention-period",
+                                      "activation-scale",
+                                      "class",
+                                      "metric",
+                                      "minScale",
+                                      "maxScale",
+                                      "initialScale",
+                                      "scale-down-delay"};
         bool ok = false;
         for (size_t i = 0; i < SL_ARRAY_LEN(known) && !ok; i++)
             ok = !strcmp(k, known[i]);
@@ -379,8 +389,10 @@ static int read_autoscaling(const json_t *ann, const char *path, as_values_t *v,
         bool integral;
         size_t off;
     } nums[] = {
-        {SL_AS_PREFIX "min-scale", SL_AS_PREFIX "minScale", 0, 1e9, true, offsetof(as_values_t, min)},
-        {SL_AS_PREFIX "max-scale", SL_AS_PREFIX "maxScale", 0, 1e9, true, offsetof(as_values_t, max)},
+        {SL_AS_PREFIX "min-scale", SL_AS_PREFIX "minScale", 0, 1e9, true,
+         offsetof(as_values_t, min)},
+        {SL_AS_PREFIX "max-scale", SL_AS_PREFIX "maxScale", 0, 1e9, true,
+         offsetof(as_values_t, max)},
         {SL_AS_PREFIX "initial-scale", SL_AS_PREFIX "initialScale", 0, 1e9, true,
          offsetof(as_values_t, initial)},
         {SL_AS_PREFIX "activation-scale", NULL, 1, 1e9, true, offsetof(as_values_t, activation)},
@@ -452,8 +464,7 @@ static int check_template_metadata(json_t *v, const char *path, sl_error_t *err)
                         err);
 }
 
-static int check_int_range(json_t *v, const char *path, long long lo, long long hi,
-                           sl_error_t *err)
+static int check_int_range(json_t *v, const char *path, long long lo, long long hi, sl_error_t *err)
 {
     if (!json_is_integer(v))
         return sl_error_set(err, EINVAL, "%s: must be an integer", path);
@@ -521,8 +532,8 @@ static int check_env(json_t *v, const char *path, sl_error_t *err)
     {
         const char *name = sl_json_str(e, "name");
         if (!json_is_object(e) || !is_env_name(name))
-            return sl_error_set(err, EINVAL, "%s[%zu].name: must be a valid environment variable name",
-                                path, i);
+            return sl_error_set(err, EINVAL,
+                                "%s[%zu].name: must be a valid environment variable name", path, i);
         const char *k;
         json_t *x;
         json_object_foreach(e, k, x)
@@ -536,8 +547,8 @@ static int check_env(json_t *v, const char *path, sl_error_t *err)
             return sl_error_set(err, EINVAL, "%s[%zu].value: must be a string", path, i);
         if (!strcmp(name, "PORT") || !strcmp(name, "K_SERVICE") ||
             !strcmp(name, "K_CONFIGURATION") || !strcmp(name, "K_REVISION"))
-            return sl_error_set(err, EINVAL, "%s[%zu].name: %s is reserved and set by sluice",
-                                path, i, name);
+            return sl_error_set(err, EINVAL, "%s[%zu].name: %s is reserved and set by sluice", path,
+                                i, name);
     }
     return 0;
 }
@@ -571,8 +582,8 @@ static int check_quantity_map(json_t *v, const char *path, sl_error_t *err)
                                     path);
         } else if (!strcmp(k, "cpu")) {
             if (!s || sl_parse_cpu(s, &q) < 0 || q < 1)
-                return sl_error_set(err, EINVAL, "%s.cpu: must be a quantity like \"1\" or \"500m\"",
-                                    path);
+                return sl_error_set(err, EINVAL,
+                                    "%s.cpu: must be a quantity like \"1\" or \"500m\"", path);
         } else if (strcmp(k, "ephemeral-storage") != 0) {
             return sl_error_set(err, EINVAL, "%s.%s: unknown resource", path, k);
         }
@@ -611,7 +622,7 @@ static int check_probe_port(json_t *v, const char *path, sl_error_t *err)
 }
 
 static const field_t http_get_fields[] = {
-    {"path", check_string}, {"port", check_probe_port},  {"httpHeaders", NULL},
+    {"path", check_string}, {"port", check_probe_port}, {"httpHeaders", NULL},
     {"scheme", NULL},       {"host", check_string},
 };
 
@@ -655,10 +666,14 @@ static int check_threshold(json_t *v, const char *path, sl_error_t *err)
 }
 
 static const field_t probe_fields[] = {
-    {"httpGet", check_http_get},         {"tcpSocket", check_tcp},
-    {"exec", check_exec},                {"initialDelaySeconds", check_seconds},
-    {"periodSeconds", check_seconds},    {"timeoutSeconds", check_seconds},
-    {"successThreshold", check_threshold}, {"failureThreshold", check_threshold},
+    {"httpGet", check_http_get},
+    {"tcpSocket", check_tcp},
+    {"exec", check_exec},
+    {"initialDelaySeconds", check_seconds},
+    {"periodSeconds", check_seconds},
+    {"timeoutSeconds", check_seconds},
+    {"successThreshold", check_threshold},
+    {"failureThreshold", check_threshold},
     {"grpc", NULL},
 };
 
@@ -726,12 +741,9 @@ static int check_runtime_class(json_t *v, const char *path, sl_error_t *err)
 }
 
 static const field_t pod_fields[] = {
-    {"containers", check_containers},
-    {"containerConcurrency", check_concurrency},
-    {"timeoutSeconds", check_timeout},
-    {"runtimeClassName", check_runtime_class},
-    {"serviceAccountName", check_string},
-    {"enableServiceLinks", NULL},
+    {"containers", check_containers},     {"containerConcurrency", check_concurrency},
+    {"timeoutSeconds", check_timeout},    {"runtimeClassName", check_runtime_class},
+    {"serviceAccountName", check_string}, {"enableServiceLinks", NULL},
 };
 
 static int check_pod_spec(json_t *v, const char *path, sl_error_t *err)
@@ -774,8 +786,11 @@ static int check_tag(json_t *v, const char *path, sl_error_t *err)
 }
 
 static const field_t traffic_fields[] = {
-    {"revisionName", check_name}, {"latestRevision", check_bool}, {"percent", check_percent},
-    {"tag", check_tag},           {"url", NULL},
+    {"revisionName", check_name},
+    {"latestRevision", check_bool},
+    {"percent", check_percent},
+    {"tag", check_tag},
+    {"url", NULL},
 };
 
 /* Knative's rules: each entry names a revision or latestRevision: true (not
@@ -799,8 +814,7 @@ static int check_traffic(json_t *v, const char *path, sl_error_t *err)
             return sl_error_set(err, EINVAL,
                                 "%s.revisionName: may not be set when latestRevision is true", sub);
         if (!latest && !rev)
-            return sl_error_set(err, EINVAL,
-                                "%s: set revisionName or latestRevision: true", sub);
+            return sl_error_set(err, EINVAL, "%s: set revisionName or latestRevision: true", sub);
         sum += (long)json_integer_value(json_object_get(t, "percent"));
         const char *tag = json_string_value(json_object_get(t, "tag"));
         for (size_t j = 0; tag && j < i; j++) {
@@ -837,8 +851,8 @@ static void fill_defaults(json_t *svc, const char *ns_default)
     json_t *md = json_object_get(svc, "metadata");
     if (!json_object_get(md, "namespace"))
         json_object_set_new(md, "namespace", json_string(ns_default));
-    static const char *server_set[] = {"uid", "resourceVersion", "generation",
-                                       "creationTimestamp", "managedFields", "selfLink"};
+    static const char *server_set[] = {
+        "uid", "resourceVersion", "generation", "creationTimestamp", "managedFields", "selfLink"};
     for (size_t i = 0; i < SL_ARRAY_LEN(server_set); i++)
         json_object_del(md, server_set[i]);
     json_object_del(svc, "status");
@@ -871,7 +885,8 @@ int sl_service_validate(json_t *svc, const char *ns_default, sl_error_t *err)
         return sl_error_set(err, EINVAL, "apiVersion: must be \"%s\", got %s%s%s", SL_API_VERSION,
                             av ? "\"" : "", av ? av : "nothing", av ? "\"" : "");
     if (!kind || strcmp(kind, "Service"))
-        return sl_error_set(err, EINVAL, "kind: must be \"Service\", got %s", kind ? kind : "nothing");
+        return sl_error_set(err, EINVAL, "kind: must be \"Service\", got %s",
+                            kind ? kind : "nothing");
     int rc = check_fields(svc, "", service_fields, SL_ARRAY_LEN(service_fields), err);
     if (rc < 0)
         return rc;
@@ -920,11 +935,11 @@ json_t *sl_revision_build(const json_t *svc, const char *rev_name, long generati
     json_object_set_new(labels, "serving.knative.dev/configurationGeneration",
                         json_sprintf("%ld", generation));
     json_t *ann = json_object_get(tmd, "annotations");
-    json_t *rev = json_pack("{s:s,s:s,s:{s:s,s:s,s:o,s:o,s:s},s:O}", "apiVersion", SL_API_VERSION,
-                            "kind", "Revision", "metadata", "name", rev_name, "namespace", ns,
-                            "labels", labels, "annotations",
-                            ann ? json_deep_copy(ann) : json_object(), "creationTimestamp",
-                            sl_rfc3339_now(), "spec", json_object_get(tmpl, "spec"));
+    json_t *rev =
+        json_pack("{s:s,s:s,s:{s:s,s:s,s:o,s:o,s:s},s:O}", "apiVersion", SL_API_VERSION, "kind",
+                  "Revision", "metadata", "name", rev_name, "namespace", ns, "labels", labels,
+                  "annotations", ann ? json_deep_copy(ann) : json_object(), "creationTimestamp",
+                  sl_rfc3339_now(), "spec", json_object_get(tmpl, "spec"));
     json_t *spec = json_deep_copy(json_object_get(rev, "spec"));
     json_object_set_new(rev, "spec", spec);
     return rev;

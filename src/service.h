@@ -13,16 +13,16 @@
 #include "common.h"
 #include <jansson.h>
 
-#define SL_API_GROUP "serving.knative.dev"
-#define SL_API_VERSION "serving.knative.dev/v1"
-#define SL_LABEL_SERVICE "serving.knative.dev/service"
+#define SL_API_GROUP           "serving.knative.dev"
+#define SL_API_VERSION         "serving.knative.dev/v1"
+#define SL_LABEL_SERVICE       "serving.knative.dev/service"
 #define SL_LABEL_CONFIGURATION "serving.knative.dev/configuration"
-#define SL_LABEL_REVISION "serving.knative.dev/revision"
-#define SL_DEFAULT_NAMESPACE "default"
-#define SL_DEFAULT_PORT 8080
+#define SL_LABEL_REVISION      "serving.knative.dev/revision"
+#define SL_DEFAULT_NAMESPACE   "default"
+#define SL_DEFAULT_PORT        8080
 #define SL_DEFAULT_CONCURRENCY 80
-#define SL_DEFAULT_TIMEOUT_S 300
-#define SL_MAX_TIMEOUT_S 3600
+#define SL_DEFAULT_TIMEOUT_S   300
+#define SL_MAX_TIMEOUT_S       3600
 
 /* A readinessProbe / livenessProbe (Kubernetes' fields), times in ms;
  * kind 0 = none, 1 = tcpSocket, 2 = httpGet, 3 = exec (as sl_probe_kind_t). */
@@ -41,9 +41,9 @@ typedef struct sl_revision_cfg {
     char *service;
     char *name;
     char *image_ref;
-    char *image_id;  /* "sha256:…" of the imported image */
+    char *image_id; /* "sha256:…" of the imported image */
     int port;
-    char **env;      /* "K=V" */
+    char **env; /* "K=V" */
     size_t n_env;
     char **command;
     size_t n_command;
@@ -53,7 +53,7 @@ typedef struct sl_revision_cfg {
     int64_t cpu_millis;   /* 0 = none */
     int concurrency;      /* 0 = unlimited */
     int timeout_s;
-    char *runtime_class;  /* may be NULL */
+    char *runtime_class; /* may be NULL */
     /* autoscaling.knative.dev annotations; < 0 (or 0 for the doubles and
      * durations) = not set, use the daemon's default */
     int min_scale, max_scale, initial_scale, activation_scale;

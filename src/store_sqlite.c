@@ -120,8 +120,8 @@ static int db_error(sqlite3 *db, int rc, sl_error_t *err, const char *ctx)
     const char *msg = db ? sqlite3_errmsg(db) : sqlite3_errstr(rc);
     const char *file = db ? sqlite3_db_filename(db, "main") : NULL;
     if ((rc & 0xff) == SQLITE_FULL)
-        return sl_error_set(err, ENOSPC, "%s: %s: no space left on the device holding %s", ctx,
-                            msg, file && *file ? file : "the store");
+        return sl_error_set(err, ENOSPC, "%s: %s: no space left on the device holding %s", ctx, msg,
+                            file && *file ? file : "the store");
     return sl_error_set(err, sqlite_to_errno(rc), "%s: %s", ctx, msg);
 }
 

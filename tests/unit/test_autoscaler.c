@@ -8,7 +8,7 @@
 
 #include "autoscaler.h"
 
-#define S 1000000000ull
+#define S  1000000000ull
 #define MS 1000000ull
 
 static sl_as_config_t cfg_for(double target)

@@ -127,13 +127,14 @@ static void test_validate_errors(void **state)
 
 static void test_revision_and_cfg(void **state)
 {
-    json_t *s = load(SVC_HEAD "\"metadata\":{\"name\":\"web\",\"namespace\":\"prod\","
-                              "\"labels\":{\"team\":\"a\"}},\"spec\":{\"template\":{\"metadata\":{"
-                              "\"annotations\":{\"autoscaling.knative.dev/max-scale\":\"3\"}},"
-                              "\"spec\":{\"containerConcurrency\":10,\"timeoutSeconds\":30,"
-                              "\"containers\":[{\"image\":\"oci:/img\",\"ports\":[{"
-                              "\"containerPort\":9000}],\"env\":[{\"name\":\"A\",\"value\":\"1\"}],"
-                              "\"resources\":{\"limits\":{\"memory\":\"128Mi\",\"cpu\":\"500m\"}}}]}}}}");
+    json_t *s =
+        load(SVC_HEAD "\"metadata\":{\"name\":\"web\",\"namespace\":\"prod\","
+                      "\"labels\":{\"team\":\"a\"}},\"spec\":{\"template\":{\"metadata\":{"
+                      "\"annotations\":{\"autoscaling.knative.dev/max-scale\":\"3\"}},"
+                      "\"spec\":{\"containerConcurrency\":10,\"timeoutSeconds\":30,"
+                      "\"containers\":[{\"image\":\"oci:/img\",\"ports\":[{"
+                      "\"containerPort\":9000}],\"env\":[{\"name\":\"A\",\"value\":\"1\"}],"
+                      "\"resources\":{\"limits\":{\"memory\":\"128Mi\",\"cpu\":\"500m\"}}}]}}}}");
     sl_error_t err = {0};
     assert_int_equal(sl_service_validate(s, "default", &err), 0);
     json_t *rev = sl_revision_build(s, "web-00001", 1);
@@ -143,8 +144,8 @@ static void test_revision_and_cfg(void **state)
     /* service labels do not leak into revisions */
     assert_null(json_object_get(labels, "team"));
     json_t *ann = sl_json_path(rev, "metadata.annotations");
-    assert_string_equal(json_string_value(json_object_get(ann, "autoscaling.knative.dev/max-scale")),
-                        "3");
+    assert_string_equal(
+        json_string_value(json_object_get(ann, "autoscaling.knative.dev/max-scale")), "3");
     sl_revision_cfg_t *cfg = NULL;
     assert_int_equal(sl_revision_cfg_from_json(rev, &cfg, &err), 0);
     assert_string_equal(cfg->service, "web");
@@ -170,7 +171,7 @@ static void test_revision_and_cfg(void **state)
 }
 
 #define ANN(a)                                                                                     \
-    SVC_HEAD "\"metadata\":{\"name\":\"a\"},\"spec\":{\"template\":{\"metadata\":{"                 \
+    SVC_HEAD "\"metadata\":{\"name\":\"a\"},\"spec\":{\"template\":{\"metadata\":{"                \
              "\"annotations\":{" a "}},\"spec\":{\"containers\":[{\"image\":\"oci:/x\"}]}}}}"
 
 static void test_autoscaling_annotations(void **state)
@@ -219,12 +220,9 @@ static void test_autoscaling_annotations(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_dns_names),
-        cmocka_unit_test(test_quantities),
-        cmocka_unit_test(test_validate_defaults),
-        cmocka_unit_test(test_validate_errors),
-        cmocka_unit_test(test_revision_and_cfg),
-        cmocka_unit_test(test_autoscaling_annotations),
+        cmocka_unit_test(test_dns_names),         cmocka_unit_test(test_quantities),
+        cmocka_unit_test(test_validate_defaults), cmocka_unit_test(test_validate_errors),
+        cmocka_unit_test(test_revision_and_cfg),  cmocka_unit_test(test_autoscaling_annotations),
     };
     return cmocka_run_group_tests_name("service", tests, NULL, NULL);
 }
