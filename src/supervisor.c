@@ -11,8 +11,9 @@
  * SIGKILL) or a crash → `RT delete -f` → unmount, remove the bundle, close
  * the namespace → EXITED, then freed. One deadline timer serves each phase
  * in turn (startup timeout, stop grace, delete timeout); each probe has a
- * timer pacing its attempts. The instance is freed only after all of its
- * libuv handles have closed, right after the EXITED callback returns.
+ * timer pacing its attempts (supervisor_probe.c). The instance is freed
+ * only after all of its libuv handles have closed, right after the EXITED
+ * callback returns.
  *
  * sluice is the child subreaper, so each container's init process becomes
  * its child once the runtime's detached helper exits; it reaps them (and
@@ -28,112 +29,36 @@
 #include "seccomp_profiles.h"
 #include "supervisor_int.h"
 
-#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
-#include <netinet/in.h>
-#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <sys/prctl.h>
 #include <sys/random.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 
-#define MOD                             "supervisor"
-#define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
-#define DEFAULT_GRACE_MS                10000
-#define DEFAULT_STARTUP_MS              120000
-#define DEFAULT_PIDS                    1024
-#define FAST_GRACE_MS                   500
-#define DELETE_TIMEOUT_MS               10000
-#define PROBE_FAST_MS                   2
-#define PROBE_SLOW_MS                   20
-#define PROBE_FAST_FOR_NS               (1000 * 1000000ull)
-#define PROBE_PERIOD_MS                 10000 /* Kubernetes' defaults */
-#define PROBE_TIMEOUT_MS                1000
-#define PROBE_FAILURES                  3
-#define PROBE_EXEC_FIRST_MS             5
-#define PROBE_EXEC_MAX_MS               50
-#define SCRATCH_DEFAULT                 (512LL << 20) /* writable layer and /tmp without a memory limit */
-#define LOG_TAIL_LINES                  10
-#define REAP_RETRY_MS                   5
-#define REAP_WAIT_MAX_NS                (10000 * 1000000ull)
-#define NAME_MAX_LEN                    200
-
-struct sl_supervisor {
-    uv_loop_t *loop;
-    char *state_dir, *inst_root, *logs_root, *rt_root;
-    char *default_runtime;
-    int host_netns;         /* the loop thread's own network namespace */
-    int userns_fd;          /* the sandbox's id mapping, for idmapped roots; lazily */
-    uv_mutex_t userns_lock; /* userns_fd: made by the first pool thread needing it */
-    int devnull;
-    int64_t nofile; /* containers' RLIMIT_NOFILE */
-    uv_signal_t sigchld;
-    sl_instance_t *instances;
-    size_t n_instances;
-    bool shutting_down, closing;
-    void (*done)(void *);
-    void *done_data;
-};
-
-struct sl_instance {
-    sl_supervisor_t *sup;
-    sl_instance_t *prev, *next;
-    sl_instance_cb cb;
-    void *data;
-    char *id, *runtime, *runtime_bin, *rt_root;
-    char *dir, *log_path, *pid_path, *rtlog_path;
-    int port, grace_ms, startup_timeout_ms;
-    int64_t memory_limit, cpu_millis; /* applied: requests + class overhead */
-    bool userns;
-    sl_inst_state_t state;
-    int netns_fd, pidfd;
-    pid_t pid;
-    uint64_t started_ns, ready_ns;
-    /* start-up milestones (sl_instance_startup); the pool thread's are
-     * copied in when its work is done */
-    uint64_t prep_begin_ns, rootfs_ns, netns_ns, bundle_ns, spawned_ns, runtime_ns;
-    uint64_t reap_since_ns; /* first saw it exited but not reapable yet */
-    char *reason;           /* the first cause of the exit */
-    char *exit_reason;      /* reason + log tail, set when cleaned */
-    bool runtime_failed;
-    uv_process_t run_proc, del_proc;
-    uv_poll_t pid_poll;
-    uv_timer_t deadline_timer, reap_timer;
-    struct probe *readiness, *liveness; /* readiness always set; liveness optional */
-    sl_instance_readiness_cb readiness_cb;
-    bool unready;        /* READY, but its readiness probe fails */
-    uv_work_t fs_work;   /* unmount + remove the bundle */
-    uv_work_t prep_work; /* build the bundle */
-    struct prep *prep;   /* owned by prep_work while it runs */
-    bool preparing;      /* prep_work queued or running */
-    int handles;         /* initialised handles (and queued work) not yet closed */
-    bool run_active;     /* `RT run` still running */
-    bool alive;          /* pid known and not yet reaped */
-    bool stop_requested, cleaning, cleanup_queued, cleaned, silent, poll_inited;
-    bool delete_failed;
-    bool reap_pending; /* exited, waiting to inherit the zombie */
-};
+#define MOD                "supervisor"
+#define DEFAULT_GRACE_MS   10000
+#define DEFAULT_STARTUP_MS 120000
+#define DEFAULT_PIDS       1024
+#define FAST_GRACE_MS      500
+#define DELETE_TIMEOUT_MS  10000
+#define SCRATCH_DEFAULT    (512LL << 20) /* writable layer and /tmp without a memory limit */
+#define LOG_TAIL_LINES     10
+#define REAP_RETRY_MS      5
+#define REAP_WAIT_MAX_NS   (10000 * 1000000ull)
+#define NAME_MAX_LEN       200
 
 static void begin_cleanup(sl_instance_t *inst);
-static void do_stop(sl_instance_t *inst, int grace_ms);
-static void probes_stop(sl_instance_t *inst);
-static void close_probes(sl_instance_t *inst);
-static void probe_free(struct probe *p);
-static void start_probes(sl_instance_t *inst);
 static void finish_cleanup(sl_instance_t *inst);
 static void check_shutdown(sl_supervisor_t *sup);
 
 /* ---- small helpers ---------------------------------------------------- */
 
-static void set_reason(sl_instance_t *inst, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-static void set_reason(sl_instance_t *inst, const char *fmt, ...)
+void sv_set_reason(sl_instance_t *inst, const char *fmt, ...)
 {
     if (inst->reason)
         return;
@@ -154,7 +79,7 @@ static void notify(sl_instance_t *inst, sl_inst_state_t state)
 static void finalize(sl_instance_t *inst);
 
 /* The instance goes once it is cleaned up and its last handle closed. */
-static void maybe_finalize(sl_instance_t *inst)
+void sv_maybe_finalize(sl_instance_t *inst)
 {
     if (inst->cleaned && inst->handles == 0)
         finalize(inst);
@@ -164,10 +89,10 @@ static void on_handle_closed(uv_handle_t *h)
 {
     sl_instance_t *inst = h->data;
     inst->handles--;
-    maybe_finalize(inst);
+    sv_maybe_finalize(inst);
 }
 
-static void close_handle(sl_instance_t *inst, void *handle)
+void sv_close_handle(sl_instance_t *inst, void *handle)
 {
     uv_handle_t *h = handle;
     if (!uv_is_closing(h))
@@ -301,8 +226,8 @@ static void instance_free(sl_instance_t *inst)
 {
     sl_closep(&inst->pidfd);
     sl_closep(&inst->netns_fd);
-    probe_free(inst->readiness);
-    probe_free(inst->liveness);
+    sv_probe_free(inst->readiness);
+    sv_probe_free(inst->liveness);
     free(inst->id);
     free(inst->runtime);
     free(inst->runtime_bin);
@@ -373,12 +298,12 @@ static void fs_cleanup_done(uv_work_t *w, int status)
      * pools) hold its number until then, and a reused number would point
      * them into another instance's namespace. */
     build_exit_reason(inst);
-    close_probes(inst);
-    close_handle(inst, &inst->deadline_timer);
-    close_handle(inst, &inst->reap_timer);
+    sv_probes_close(inst);
+    sv_close_handle(inst, &inst->deadline_timer);
+    sv_close_handle(inst, &inst->reap_timer);
     if (inst->poll_inited)
-        close_handle(inst, &inst->pid_poll);
-    maybe_finalize(inst);
+        sv_close_handle(inst, &inst->pid_poll);
+    sv_maybe_finalize(inst);
 }
 
 /* Unmount and remove the bundle (off the loop), then close the handles;
@@ -407,7 +332,7 @@ static void on_delete_exit(uv_process_t *p, int64_t status, int sig)
 {
     sl_instance_t *inst = p->data;
     uv_timer_stop(&inst->deadline_timer);
-    close_handle(inst, p);
+    sv_close_handle(inst, p);
     if (status != 0 || sig != 0) {
         sl_autofree char *errs = sv_runtime_errors(inst->rtlog_path);
         sl_warn(MOD, "instance %s: %s delete failed: %s", inst->id, inst->runtime,
@@ -437,7 +362,7 @@ static int spawn_runtime(sl_instance_t *inst, uv_process_t *proc, char **argv, i
     proc->data = inst;
     inst->handles++; /* initialised even when the spawn failed */
     if (rc < 0)
-        close_handle(inst, proc);
+        sv_close_handle(inst, proc);
     return rc;
 }
 
@@ -447,7 +372,7 @@ static void begin_cleanup(sl_instance_t *inst)
     if (inst->cleaning)
         return;
     inst->cleaning = true;
-    probes_stop(inst);
+    sv_probes_stop(inst);
     uv_timer_stop(&inst->deadline_timer);
     if (inst->state == SL_INST_STARTING || inst->state == SL_INST_READY)
         notify(inst, SL_INST_STOPPING);
@@ -494,7 +419,7 @@ static void reap(sl_instance_t *inst)
         uint64_t now = sl_now_ns();
         if (inst->poll_inited)
             uv_poll_stop(&inst->pid_poll);
-        probes_stop(inst);
+        sv_probes_stop(inst);
         if (!inst->reap_since_ns)
             inst->reap_since_ns = now;
         if (now - inst->reap_since_ns < REAP_WAIT_MAX_NS) {
@@ -509,11 +434,11 @@ static void reap(sl_instance_t *inst)
     if (inst->poll_inited)
         uv_poll_stop(&inst->pid_poll);
     if (rc == SV_EXIT_DONE && ex.sig == 0)
-        set_reason(inst, "exited with status %d", ex.code);
+        sv_set_reason(inst, "exited with status %d", ex.code);
     else if (rc == SV_EXIT_DONE)
-        set_reason(inst, "killed by signal %d", ex.sig);
+        sv_set_reason(inst, "killed by signal %d", ex.sig);
     else
-        set_reason(inst, "exited (status unavailable: %s)", strerror(-rc));
+        sv_set_reason(inst, "exited (status unavailable: %s)", strerror(-rc));
     begin_cleanup(inst);
 }
 
@@ -527,390 +452,12 @@ static void on_pid_event(uv_poll_t *h, int status, int events)
     reap(h->data);
 }
 
-/* ---- probes ----------------------------------------------------------- */
-
-/* One attempt at a time per probe; its timer paces the attempts and, while
- * one runs, is its timeout. Sockets are made inside the instance's network
- * namespace and watched with a uv_poll; exec probes are `RT exec` children.
- * The poll and process handles of an attempt live on the heap and close on
- * their own, so an abandoned attempt never holds up the next one. */
-typedef struct probe {
-    sl_instance_t *inst;
-    sl_probe_t cfg;   /* defaults applied; path and exec_cmd owned */
-    const char *what; /* "readiness" | "liveness" */
-    bool is_default;  /* the built-in TCP readiness: start-up only */
-    uv_timer_t timer; /* .data = inst, for on_handle_closed */
-    int fd;
-    uv_poll_t *io;
-    uv_process_t *proc;
-    bool connected;
-    char *req;
-    size_t req_len, sent, got;
-    char resp[256];
-    int successes, failures;
-    unsigned backoff_ms;
-    uint64_t since_ns; /* start-up polling began */
-} probe_t;
-
-static void probe_fire(uv_timer_t *t);
-static void probe_result(probe_t *p, bool ok, const char *why);
-
-static const char *probe_kind_name(sl_probe_kind_t k)
-{
-    return k == SL_PROBE_HTTP ? "httpGet" : k == SL_PROBE_EXEC ? "exec" : "tcpSocket";
-}
-
-static int probe_port(const probe_t *p)
-{
-    return p->cfg.port > 0 ? p->cfg.port : p->inst->port;
-}
-
-static probe_t *probe_new(sl_instance_t *inst, const sl_probe_t *cfg, const char *what)
-{
-    probe_t *p = xcalloc(1, sizeof(*p));
-    p->inst = inst;
-    p->what = what;
-    p->fd = -1;
-    p->is_default = !cfg || cfg->kind == SL_PROBE_NONE;
-    if (!p->is_default)
-        p->cfg = *cfg;
-    if (p->is_default)
-        p->cfg.kind = SL_PROBE_TCP;
-    p->cfg.path = xstrdup(p->cfg.kind == SL_PROBE_HTTP && cfg->path ? cfg->path : "/");
-    p->cfg.exec_cmd = NULL;
-    if (p->cfg.kind == SL_PROBE_EXEC) {
-        char **argv = xcalloc(cfg->n_exec + 1, sizeof(char *));
-        for (size_t i = 0; i < cfg->n_exec; i++)
-            argv[i] = xstrdup(cfg->exec_cmd[i]);
-        p->cfg.exec_cmd = argv;
-    }
-    if (p->cfg.period_ms <= 0)
-        p->cfg.period_ms = PROBE_PERIOD_MS;
-    if (p->cfg.timeout_ms <= 0)
-        p->cfg.timeout_ms = PROBE_TIMEOUT_MS;
-    if (p->cfg.success_threshold <= 0)
-        p->cfg.success_threshold = 1;
-    if (p->cfg.failure_threshold <= 0)
-        p->cfg.failure_threshold = PROBE_FAILURES;
-    uv_timer_init(inst->sup->loop, &p->timer);
-    p->timer.data = inst;
-    inst->handles++;
-    return p;
-}
-
-static void probe_free(probe_t *p)
-{
-    if (!p)
-        return;
-    free((char *)p->cfg.path);
-    for (size_t i = 0; p->cfg.exec_cmd && i < p->cfg.n_exec; i++)
-        free(p->cfg.exec_cmd[i]);
-    free((void *)p->cfg.exec_cmd);
-    free(p->req);
-    sl_closep(&p->fd);
-    free(p);
-}
-
-/* Probes run while the container runs and nobody is stopping it. */
-static bool probe_active(const probe_t *p)
-{
-    const sl_instance_t *inst = p->inst;
-    return inst->alive && !inst->reap_pending && !inst->stop_requested && !inst->cleaning &&
-           (inst->state == SL_INST_STARTING || inst->state == SL_INST_READY);
-}
-
-static void on_attempt_handle_closed(uv_handle_t *h)
-{
-    probe_t *p = h->data;
-    sl_instance_t *inst = p->inst;
-    free(h);
-    inst->handles--;
-    maybe_finalize(inst);
-}
-
-/* Drop what the attempt in flight holds; a running exec is killed and its
- * exit, when it comes, is ignored. */
-static void attempt_end(probe_t *p)
-{
-    uv_timer_stop(&p->timer);
-    if (p->io) {
-        uv_close((uv_handle_t *)p->io, on_attempt_handle_closed); /* off epoll now */
-        p->io = NULL;
-    }
-    sl_closep(&p->fd);
-    if (p->proc) {
-        uv_process_kill(p->proc, SIGKILL);
-        p->proc = NULL;
-    }
-    free(p->req);
-    p->req = NULL;
-    p->connected = false;
-    p->req_len = p->sent = p->got = 0;
-}
-
-static void probe_schedule(probe_t *p, uint64_t ms)
-{
-    if (probe_active(p))
-        uv_timer_start(&p->timer, probe_fire, ms, 0);
-}
-
-static void probes_stop(sl_instance_t *inst)
-{
-    probe_t *ps[] = {inst->readiness, inst->liveness};
-    for (size_t i = 0; i < SL_ARRAY_LEN(ps); i++)
-        if (ps[i])
-            attempt_end(ps[i]);
-}
-
-static void close_probes(sl_instance_t *inst)
-{
-    probe_t *ps[] = {inst->readiness, inst->liveness};
-    for (size_t i = 0; i < SL_ARRAY_LEN(ps); i++) {
-        if (!ps[i])
-            continue;
-        attempt_end(ps[i]);
-        close_handle(inst, &ps[i]->timer);
-    }
-}
-
-/* "HTTP/1.1 200 OK\r\n..." → 200; -1 when not a status line. */
-static int http_status(const char *resp, size_t len)
-{
-    if (len < 12 || memcmp(resp, "HTTP/", 5) != 0)
-        return -1;
-    const char *sp = memchr(resp, ' ', len);
-    if (!sp || (size_t)(sp - resp) + 4 > len)
-        return -1;
-    int code = 0;
-    for (int i = 1; i <= 3; i++) {
-        if (sp[i] < '0' || sp[i] > '9')
-            return -1;
-        code = code * 10 + (sp[i] - '0');
-    }
-    return code;
-}
-
-/* The status line is all an httpGet probe needs. */
-static void http_read(probe_t *p)
-{
-    ssize_t n = 0;
-    size_t room;
-    while ((room = sizeof(p->resp) - 1 - p->got) > 0 && !memchr(p->resp, '\n', p->got)) {
-        n = read(p->fd, p->resp + p->got, room);
-        if (n <= 0)
-            break;
-        p->got += (size_t)n;
-    }
-    char why[160];
-    if (n < 0 && (errno == EAGAIN || errno == EINTR))
-        return; /* the rest of the line is still to come */
-    if (n < 0) {
-        snprintf(why, sizeof(why), "HTTP probe read: %s", strerror(errno));
-        probe_result(p, false, why);
-        return;
-    }
-    int code = http_status(p->resp, p->got);
-    if (code < 0)
-        snprintf(why, sizeof(why), "HTTP probe got no status line from port %d", probe_port(p));
-    else
-        snprintf(why, sizeof(why), "HTTP probe of %.80s failed with status %d", p->cfg.path, code);
-    probe_result(p, code >= 200 && code < 400, why);
-}
-
-static void http_write(probe_t *p)
-{
-    while (p->sent < p->req_len) {
-        ssize_t n = write(p->fd, p->req + p->sent, p->req_len - p->sent);
-        if (n < 0 && (errno == EAGAIN || errno == EINTR))
-            return;
-        if (n < 0) {
-            char why[128];
-            snprintf(why, sizeof(why), "HTTP probe write: %s", strerror(errno));
-            probe_result(p, false, why);
-            return;
-        }
-        p->sent += (size_t)n;
-    }
-}
-
-static void on_probe_io(uv_poll_t *h, int status, int events)
-{
-    probe_t *p = h->data;
-    char why[128];
-    if (status < 0) {
-        snprintf(why, sizeof(why), "%s probe: %s", probe_kind_name(p->cfg.kind),
-                 uv_strerror(status));
-        probe_result(p, false, why);
-        return;
-    }
-    if (!p->connected) {
-        int e = 0;
-        socklen_t len = sizeof(e);
-        if (getsockopt(p->fd, SOL_SOCKET, SO_ERROR, &e, &len) < 0)
-            e = errno;
-        if (e != 0) {
-            snprintf(why, sizeof(why), "dial tcp 127.0.0.1:%d: %s", probe_port(p), strerror(e));
-            probe_result(p, false, why);
-            return;
-        }
-        p->connected = true;
-        if (p->cfg.kind == SL_PROBE_TCP) {
-            probe_result(p, true, NULL);
-            return;
-        }
-    }
-    if (p->sent < p->req_len) {
-        http_write(p);
-        if (p->io && p->sent == p->req_len)
-            uv_poll_start(p->io, UV_READABLE, on_probe_io);
-        return;
-    }
-    if (events & (UV_READABLE | UV_DISCONNECT))
-        http_read(p);
-}
-
-/* TCP and HTTP: a non-blocking connect from inside the namespace. */
-static int attempt_socket(probe_t *p, char *why, size_t why_len)
-{
-    sl_instance_t *inst = p->inst;
-    sl_error_t err = {0};
-    p->fd = sl_netns_socket(inst->netns_fd, inst->sup->host_netns, AF_INET,
-                            SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, &err);
-    if (p->fd < 0) {
-        snprintf(why, why_len, "%.200s", err.msg);
-        return -1;
-    }
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)probe_port(p))};
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (connect(p->fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 && errno != EINPROGRESS) {
-        snprintf(why, why_len, "dial tcp 127.0.0.1:%d: %s", probe_port(p), strerror(errno));
-        return -1;
-    }
-    if (p->cfg.kind == SL_PROBE_HTTP) {
-        p->req = xasprintf("GET %s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nUser-Agent: sluice-probe\r\n"
-                           "Accept: */*\r\nConnection: close\r\n\r\n",
-                           p->cfg.path, probe_port(p));
-        p->req_len = strlen(p->req);
-    }
-    p->io = xmalloc(sizeof(*p->io));
-    uv_poll_init(inst->sup->loop, p->io, p->fd);
-    p->io->data = p;
-    inst->handles++;
-    uv_poll_start(p->io, UV_WRITABLE, on_probe_io);
-    return 0;
-}
-
-static void on_exec_exit(uv_process_t *proc, int64_t status, int sig)
-{
-    probe_t *p = proc->data;
-    bool current = p->proc == proc;
-    uv_close((uv_handle_t *)proc, on_attempt_handle_closed);
-    if (!current)
-        return; /* abandoned: timed out or stopped */
-    p->proc = NULL;
-    char why[128];
-    if (sig)
-        snprintf(why, sizeof(why), "exec probe %s killed by signal %d", p->cfg.exec_cmd[0], sig);
-    else
-        snprintf(why, sizeof(why), "exec probe %s exited with status %d", p->cfg.exec_cmd[0],
-                 (int)status);
-    probe_result(p, status == 0 && sig == 0, why);
-}
-
-/* EXEC: `RT --root R exec <id> cmd...`, stdio on /dev/null. */
-static int attempt_exec(probe_t *p, char *why, size_t why_len)
-{
-    sl_instance_t *inst = p->inst;
-    size_t n = 5 + p->cfg.n_exec + 1;
-    sl_autofree char **argv = xcalloc(n, sizeof(char *));
-    argv[0] = inst->runtime_bin;
-    argv[1] = "--root";
-    argv[2] = inst->rt_root;
-    argv[3] = "exec";
-    argv[4] = inst->id;
-    for (size_t i = 0; i < p->cfg.n_exec; i++)
-        argv[5 + i] = p->cfg.exec_cmd[i];
-    uv_stdio_container_t stdio[3] = {
-        {.flags = UV_INHERIT_FD, .data.fd = inst->sup->devnull},
-        {.flags = UV_INHERIT_FD, .data.fd = inst->sup->devnull},
-        {.flags = UV_INHERIT_FD, .data.fd = inst->sup->devnull},
-    };
-    uv_process_options_t o = {
-        .file = inst->runtime_bin,
-        .args = argv,
-        .exit_cb = on_exec_exit,
-        .stdio_count = 3,
-        .stdio = stdio,
-    };
-    uv_process_t *proc = xmalloc(sizeof(*proc));
-    int rc = uv_spawn(inst->sup->loop, proc, &o);
-    proc->data = p;
-    inst->handles++;
-    if (rc < 0) {
-        uv_close((uv_handle_t *)proc, on_attempt_handle_closed);
-        snprintf(why, why_len, "spawning %s exec: %s", inst->runtime, uv_strerror(rc));
-        return -1;
-    }
-    p->proc = proc;
-    return 0;
-}
-
-static void on_attempt_timeout(uv_timer_t *t)
-{
-    probe_t *p = container_of(t, probe_t, timer);
-    char why[128];
-    snprintf(why, sizeof(why), "%s probe timed out after %d ms", probe_kind_name(p->cfg.kind),
-             p->cfg.timeout_ms);
-    probe_result(p, false, why);
-}
-
-static void probe_fire(uv_timer_t *t)
-{
-    probe_t *p = container_of(t, probe_t, timer);
-    if (!probe_active(p))
-        return;
-    char why[256] = "";
-    int rc = p->cfg.kind == SL_PROBE_EXEC ? attempt_exec(p, why, sizeof(why))
-                                          : attempt_socket(p, why, sizeof(why));
-    if (rc < 0) {
-        probe_result(p, false, why);
-        return;
-    }
-    uv_timer_start(&p->timer, on_attempt_timeout, (uint64_t)p->cfg.timeout_ms, 0);
-}
-
-/* Start-up polls every few ms whatever the period (as Knative's
- * queue-proxy does); exec probes, a process each, back off faster. */
-static uint64_t startup_delay(probe_t *p)
-{
-    if (p->cfg.kind == SL_PROBE_EXEC) {
-        p->backoff_ms = p->backoff_ms ? p->backoff_ms * 2 : PROBE_EXEC_FIRST_MS;
-        if (p->backoff_ms > PROBE_EXEC_MAX_MS)
-            p->backoff_ms = PROBE_EXEC_MAX_MS;
-        return p->backoff_ms;
-    }
-    bool early = sl_now_ns() - p->since_ns < PROBE_FAST_FOR_NS;
-    return early ? PROBE_FAST_MS : PROBE_SLOW_MS;
-}
-
-static void start_liveness(sl_instance_t *inst)
-{
-    probe_t *p = inst->liveness;
-    if (!p)
-        return;
-    uint64_t since_ms = (sl_now_ns() - inst->started_ns) / 1000000u;
-    uint64_t delay = (uint64_t)p->cfg.period_ms;
-    if ((uint64_t)p->cfg.initial_delay_ms > since_ms + delay)
-        delay = (uint64_t)p->cfg.initial_delay_ms - since_ms;
-    probe_schedule(p, delay);
-}
-
 static double ms_since(uint64_t from_ns, uint64_t to_ns)
 {
     return from_ns && to_ns > from_ns ? (double)(to_ns - from_ns) / 1e6 : 0.0;
 }
 
-static void became_ready(sl_instance_t *inst)
+void sv_became_ready(sl_instance_t *inst)
 {
     inst->ready_ns = sl_now_ns();
     uv_timer_stop(&inst->deadline_timer);
@@ -924,78 +471,6 @@ static void became_ready(sl_instance_t *inst)
             ms_since(inst->bundle_ns, inst->runtime_ns),
             ms_since(inst->runtime_ns, inst->ready_ns));
     notify(inst, SL_INST_READY);
-    probe_t *r = inst->readiness;
-    if (!r->is_default)
-        probe_schedule(r, (uint64_t)r->cfg.period_ms);
-    start_liveness(inst);
-}
-
-static void readiness_result(probe_t *p, bool ok, const char *why)
-{
-    sl_instance_t *inst = p->inst;
-    if (inst->state == SL_INST_STARTING) {
-        if (ok && p->successes >= p->cfg.success_threshold)
-            became_ready(inst);
-        else
-            probe_schedule(p, startup_delay(p));
-        return;
-    }
-    bool flip = false;
-    if (!inst->unready && !ok && p->failures >= p->cfg.failure_threshold) {
-        inst->unready = flip = true;
-        sl_warn(MOD, "instance %s: not ready (readiness probe failed %d times: %s)", inst->id,
-                p->failures, why);
-    } else if (inst->unready && ok && p->successes >= p->cfg.success_threshold) {
-        inst->unready = false;
-        flip = true;
-        sl_info(MOD, "instance %s: ready again", inst->id);
-    }
-    probe_schedule(p, (uint64_t)p->cfg.period_ms);
-    if (flip && inst->readiness_cb && !inst->silent)
-        inst->readiness_cb(inst, !inst->unready, inst->data);
-}
-
-static void liveness_result(probe_t *p, bool ok, const char *why)
-{
-    sl_instance_t *inst = p->inst;
-    if (!ok && p->failures >= p->cfg.failure_threshold) {
-        sl_warn(MOD, "instance %s: liveness probe failed %d times (%s); stopping it", inst->id,
-                p->failures, why);
-        set_reason(inst, "liveness probe failed: %s", why);
-        do_stop(inst, inst->grace_ms);
-        return;
-    }
-    if (!ok)
-        sl_debug(MOD, "instance %s: liveness probe failed: %s", inst->id, why);
-    probe_schedule(p, (uint64_t)p->cfg.period_ms);
-}
-
-static void probe_result(probe_t *p, bool ok, const char *why)
-{
-    attempt_end(p);
-    if (!probe_active(p))
-        return;
-    if (ok) {
-        p->successes++;
-        p->failures = 0;
-    } else {
-        p->failures++;
-        p->successes = 0;
-    }
-    if (p == p->inst->readiness)
-        readiness_result(p, ok, why ? why : "");
-    else
-        liveness_result(p, ok, why ? why : "");
-}
-
-static void start_probes(sl_instance_t *inst)
-{
-    probe_t *p = inst->readiness;
-    p->since_ns = sl_now_ns();
-    if (p->cfg.initial_delay_ms > 0)
-        probe_schedule(p, (uint64_t)p->cfg.initial_delay_ms);
-    else
-        probe_fire(&p->timer);
 }
 
 /* ---- stopping --------------------------------------------------------- */
@@ -1011,14 +486,14 @@ static void on_grace_over(uv_timer_t *t)
         uv_process_kill(&inst->run_proc, SIGKILL);
 }
 
-static void do_stop(sl_instance_t *inst, int grace_ms)
+void sv_stop(sl_instance_t *inst, int grace_ms)
 {
     inst->stop_requested = true;
     /* Still queued: drop it (prep_done then cleans up); running: prep_done
      * sees stop_requested and does not spawn the runtime. */
     if (inst->preparing)
         uv_cancel((uv_req_t *)&inst->prep_work);
-    probes_stop(inst);
+    sv_probes_stop(inst);
     uv_timer_start(&inst->deadline_timer, on_grace_over, (uint64_t)grace_ms, 0);
     if (inst->state != SL_INST_STOPPING)
         notify(inst, SL_INST_STOPPING);
@@ -1033,7 +508,7 @@ void sl_instance_stop(sl_instance_t *inst)
 {
     if (!inst || inst->cleaning || inst->stop_requested)
         return;
-    do_stop(inst, inst->grace_ms);
+    sv_stop(inst, inst->grace_ms);
 }
 
 static void on_startup_timeout(uv_timer_t *t)
@@ -1041,10 +516,10 @@ static void on_startup_timeout(uv_timer_t *t)
     sl_instance_t *inst = t->data;
     int ms = inst->startup_timeout_ms;
     if (ms % 1000 == 0)
-        set_reason(inst, "not ready within %ds", ms / 1000);
+        sv_set_reason(inst, "not ready within %ds", ms / 1000);
     else
-        set_reason(inst, "not ready within %.1fs", ms / 1000.0);
-    do_stop(inst, inst->grace_ms);
+        sv_set_reason(inst, "not ready within %.1fs", ms / 1000.0);
+    sv_stop(inst, inst->grace_ms);
 }
 
 /* ---- running the runtime ---------------------------------------------- */
@@ -1069,7 +544,7 @@ static void watch_pid(sl_instance_t *inst)
         int e = errno;
         inst->alive = true; /* the zombie, if it is ours, is still waitable */
         if (e != ESRCH) {
-            set_reason(inst, "cannot watch pid %d: %s", (int)inst->pid, strerror(e));
+            sv_set_reason(inst, "cannot watch pid %d: %s", (int)inst->pid, strerror(e));
             kill(inst->pid, SIGKILL);
         }
         reap(inst);
@@ -1085,7 +560,7 @@ static void watch_pid(sl_instance_t *inst)
     if (inst->stop_requested) {
         signal_pid(inst, SIGTERM);
     } else {
-        start_probes(inst);
+        sv_probes_start(inst);
     }
 }
 
@@ -1093,17 +568,17 @@ static void on_run_exit(uv_process_t *p, int64_t status, int sig)
 {
     sl_instance_t *inst = p->data;
     inst->run_active = false;
-    close_handle(inst, p);
+    sv_close_handle(inst, p);
     if (status != 0 || sig != 0) {
         sl_autofree char *errs = sv_runtime_errors(inst->rtlog_path);
         inst->runtime_failed = true;
         if (errs)
-            set_reason(inst, "runtime failed: %s", errs);
+            sv_set_reason(inst, "runtime failed: %s", errs);
         else if (sig)
-            set_reason(inst, "runtime failed: %s killed by signal %d", inst->runtime, sig);
+            sv_set_reason(inst, "runtime failed: %s killed by signal %d", inst->runtime, sig);
         else
-            set_reason(inst, "runtime failed: %s exited with status %d", inst->runtime,
-                       (int)status);
+            sv_set_reason(inst, "runtime failed: %s exited with status %d", inst->runtime,
+                          (int)status);
         begin_cleanup(inst);
         return;
     }
@@ -1112,7 +587,7 @@ static void on_run_exit(uv_process_t *p, int64_t status, int sig)
              (double)(inst->runtime_ns - inst->started_ns) / 1e6);
     if (read_pid(inst) < 0) {
         inst->runtime_failed = true;
-        set_reason(inst, "runtime failed: no pid in %s", inst->pid_path);
+        sv_set_reason(inst, "runtime failed: no pid in %s", inst->pid_path);
         begin_cleanup(inst);
         return;
     }
@@ -1134,45 +609,6 @@ static int spawn_run(sl_instance_t *inst, int log_fd, sl_error_t *err)
 }
 
 /* ---- validating a spec ------------------------------------------------ */
-
-/* Kubernetes' rules for probe fields; `field` names the probe for the user. */
-static int validate_probe(const sl_probe_t *p, const char *field, bool liveness, sl_error_t *err)
-{
-    if (!p || p->kind == SL_PROBE_NONE)
-        return 0;
-    if (p->kind != SL_PROBE_TCP && p->kind != SL_PROBE_HTTP && p->kind != SL_PROBE_EXEC)
-        return sl_error_set(err, EINVAL, "instance spec: %s: unknown probe kind %d", field,
-                            (int)p->kind);
-    if (p->port < 0 || p->port > 65535)
-        return sl_error_set(err, EINVAL, "instance spec: %s.port must be 0..65535, got %d", field,
-                            p->port);
-    if (p->initial_delay_ms < 0 || p->period_ms < 0 || p->timeout_ms < 0 ||
-        p->success_threshold < 0 || p->failure_threshold < 0)
-        return sl_error_set(err, EINVAL,
-                            "instance spec: %s: times and thresholds must not be "
-                            "negative",
-                            field);
-    if (liveness && p->success_threshold > 1)
-        return sl_error_set(err, EINVAL, "instance spec: %s.successThreshold must be 1, got %d",
-                            field, p->success_threshold);
-    if (p->kind == SL_PROBE_HTTP && p->path) {
-        size_t n = strlen(p->path);
-        if (p->path[0] != '/' || n > 1024 || strcspn(p->path, " \t\r\n") != n)
-            return sl_error_set(err, EINVAL,
-                                "instance spec: %s.httpGet.path must be an absolute path "
-                                "without spaces, got '%.100s'",
-                                field, p->path);
-    }
-    if (p->kind == SL_PROBE_EXEC) {
-        if (p->n_exec == 0 || !p->exec_cmd)
-            return sl_error_set(err, EINVAL, "instance spec: %s.exec.command is empty", field);
-        for (size_t i = 0; i < p->n_exec; i++)
-            if (!p->exec_cmd[i])
-                return sl_error_set(err, EINVAL, "instance spec: %s.exec.command[%zu] is null",
-                                    field, i);
-    }
-    return 0;
-}
 
 static int validate_spec(const sl_instance_spec_t *s, sl_error_t *err)
 {
@@ -1198,8 +634,8 @@ static int validate_spec(const sl_instance_spec_t *s, sl_error_t *err)
     if (s->profile && (s->profile->overhead_memory < 0 || s->profile->overhead_cpu_millis < 0 ||
                        s->profile->pids_limit < 0))
         return sl_error_set(err, EINVAL, "instance spec: negative runtime class overhead");
-    if (validate_probe(s->readiness, "readinessProbe", false, err) < 0 ||
-        validate_probe(s->liveness, "livenessProbe", true, err) < 0)
+    if (sv_probe_validate(s->readiness, "readinessProbe", false, err) < 0 ||
+        sv_probe_validate(s->liveness, "livenessProbe", true, err) < 0)
         return -err->code;
     return 0;
 }
@@ -1443,7 +879,7 @@ static void prep_work(uv_work_t *w)
 static void abort_start(sl_instance_t *inst)
 {
     inst->cleaning = true;
-    probes_stop(inst);
+    sv_probes_stop(inst);
     uv_timer_stop(&inst->deadline_timer);
     if (inst->state == SL_INST_STARTING)
         notify(inst, SL_INST_STOPPING);
@@ -1469,11 +905,11 @@ static void prep_done(uv_work_t *w, int status)
     }
     sl_error_t err = {0};
     if (status == UV_ECANCELED || (p->rc == 0 && inst->stop_requested))
-        set_reason(inst, "stopped before it started");
+        sv_set_reason(inst, "stopped before it started");
     else if (p->rc < 0)
-        set_reason(inst, "%s", p->err.msg);
+        sv_set_reason(inst, "%s", p->err.msg);
     else if (spawn_run(inst, p->log_fd, &err) < 0)
-        set_reason(inst, "runtime failed: %s", err.msg);
+        sv_set_reason(inst, "runtime failed: %s", err.msg);
     prep_free(p);
     if (!inst->run_active) {
         abort_start(inst);
@@ -1593,9 +1029,9 @@ sl_instance_t *sl_supervisor_start(sl_supervisor_t *sup, const sl_instance_spec_
     uv_timer_init(sup->loop, &inst->reap_timer);
     inst->deadline_timer.data = inst->reap_timer.data = inst;
     inst->handles += 2;
-    inst->readiness = probe_new(inst, spec->readiness, "readiness");
+    inst->readiness = sv_probe_new(inst, spec->readiness, "readiness");
     if (spec->liveness && spec->liveness->kind != SL_PROBE_NONE)
-        inst->liveness = probe_new(inst, spec->liveness, "liveness");
+        inst->liveness = sv_probe_new(inst, spec->liveness, "liveness");
     inst->readiness_cb = spec->readiness_cb;
     /* The start-up timeout covers the preparation too. */
     uv_timer_start(&inst->deadline_timer, on_startup_timeout, (uint64_t)inst->startup_timeout_ms,
@@ -1730,7 +1166,7 @@ void sl_supervisor_shutdown(sl_supervisor_t *sup, bool fast, void (*done)(void *
             continue;
         int grace = fast && i->grace_ms > FAST_GRACE_MS ? FAST_GRACE_MS : i->grace_ms;
         if (!i->stop_requested)
-            do_stop(i, grace);
+            sv_stop(i, grace);
         else if (fast) /* already stopping: shorten its grace */
             uv_timer_start(&i->deadline_timer, on_grace_over, (uint64_t)grace, 0);
     }

@@ -1,13 +1,16 @@
 /*
- * supervisor_int.h — pieces of the supervisor that do not need its state:
- * host housekeeping at startup (leftovers of an earlier run), reaping
- * orphaned runtime processes, finding binaries, reading the tail of logs.
- * Internal to supervisor*.c.
+ * supervisor_int.h — internal to supervisor*.c. Two parts: the pieces of
+ * the supervisor that do not need its state (host housekeeping at startup,
+ * reaping orphaned runtime processes, finding binaries, reading the tail of
+ * logs: supervisor_host.c), and the supervisor's and its instances' state,
+ * shared by supervisor.c (the lifecycle) and supervisor_probe.c (readiness
+ * and liveness probes).
  */
 #ifndef SL_SUPERVISOR_INT_H
 #define SL_SUPERVISOR_INT_H
 
 #include "common.h"
+#include "supervisor.h"
 #include <sys/types.h>
 #include <uv.h>
 
@@ -70,5 +73,109 @@ char *sv_log_tail(const char *path, int max_lines, const char *skip_in);
 /* The error messages an OCI runtime wrote to its --log-format=json file,
  * joined by "; "; NULL when there are none. Caller frees. */
 char *sv_runtime_errors(const char *path);
+
+/* ---- the supervisor's state (supervisor.c, supervisor_probe.c) ------- */
+
+struct sl_supervisor {
+    uv_loop_t *loop;
+    char *state_dir, *inst_root, *logs_root, *rt_root;
+    char *default_runtime;
+    int host_netns;         /* the loop thread's own network namespace */
+    int userns_fd;          /* the sandbox's id mapping, for idmapped roots; lazily */
+    uv_mutex_t userns_lock; /* userns_fd: made by the first pool thread needing it */
+    int devnull;
+    int64_t nofile; /* containers' RLIMIT_NOFILE */
+    uv_signal_t sigchld;
+    sl_instance_t *instances;
+    size_t n_instances;
+    bool shutting_down, closing;
+    void (*done)(void *);
+    void *done_data;
+};
+
+typedef struct sv_probe sv_probe_t;
+
+struct sl_instance {
+    sl_supervisor_t *sup;
+    sl_instance_t *prev, *next;
+    sl_instance_cb cb;
+    void *data;
+    char *id, *runtime, *runtime_bin, *rt_root;
+    char *dir, *log_path, *pid_path, *rtlog_path;
+    int port, grace_ms, startup_timeout_ms;
+    int64_t memory_limit, cpu_millis; /* applied: requests + class overhead */
+    bool userns;
+    sl_inst_state_t state;
+    int netns_fd, pidfd;
+    pid_t pid;
+    uint64_t started_ns, ready_ns;
+    /* start-up milestones (sl_instance_startup); the pool thread's are
+     * copied in when its work is done */
+    uint64_t prep_begin_ns, rootfs_ns, netns_ns, bundle_ns, spawned_ns, runtime_ns;
+    uint64_t reap_since_ns; /* first saw it exited but not reapable yet */
+    char *reason;           /* the first cause of the exit */
+    char *exit_reason;      /* reason + log tail, set when cleaned */
+    bool runtime_failed;
+    uv_process_t run_proc, del_proc;
+    uv_poll_t pid_poll;
+    uv_timer_t deadline_timer, reap_timer;
+    sv_probe_t *readiness, *liveness; /* readiness always set; liveness optional */
+    sl_instance_readiness_cb readiness_cb;
+    bool unready;        /* READY, but its readiness probe fails */
+    uv_work_t fs_work;   /* unmount + remove the bundle */
+    uv_work_t prep_work; /* build the bundle */
+    struct prep *prep;   /* owned by prep_work while it runs */
+    bool preparing;      /* prep_work queued or running */
+    int handles;         /* initialised handles (and queued work) not yet closed */
+    bool run_active;     /* `RT run` still running */
+    bool alive;          /* pid known and not yet reaped */
+    bool stop_requested, cleaning, cleanup_queued, cleaned, silent, poll_inited;
+    bool delete_failed;
+    bool reap_pending; /* exited, waiting to inherit the zombie */
+};
+
+/* ---- the lifecycle, for the probes (supervisor.c) --------------------- */
+
+/* The first cause of the exit wins; later calls are ignored. */
+void sv_set_reason(sl_instance_t *inst, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Close one of the instance's handles (counted in inst->handles); the
+ * instance is finalized once the last one has closed. */
+void sv_close_handle(sl_instance_t *inst, void *handle);
+
+/* A handle of the instance closed (inst->handles already decremented):
+ * finalize it when it was the last and the cleanup is done. */
+void sv_maybe_finalize(sl_instance_t *inst);
+
+/* The readiness probe passed during start-up: stop the start-up deadline,
+ * log the cold start's phases, report READY. */
+void sv_became_ready(sl_instance_t *inst);
+
+/* Graceful stop: SIGTERM, then SIGKILL after grace_ms. */
+void sv_stop(sl_instance_t *inst, int grace_ms);
+
+/* ---- probes (supervisor_probe.c) -------------------------------------- */
+
+/* Kubernetes' rules for a probe's fields; `field` names it for the user
+ * ("readinessProbe"). NULL or kind NONE is valid. */
+int sv_probe_validate(const sl_probe_t *p, const char *field, bool liveness, sl_error_t *err);
+
+/* A probe of inst from cfg (copied; NULL or NONE = the built-in TCP
+ * readiness, start-up only); `what` is a static "readiness"|"liveness".
+ * Its timer is initialised and counted in inst->handles; it is closed by
+ * sv_probes_close and freed by sv_probe_free once the instance goes. */
+sv_probe_t *sv_probe_new(sl_instance_t *inst, const sl_probe_t *cfg, const char *what);
+void sv_probe_free(sv_probe_t *p);
+
+/* The container runs: begin start-up polling of the readiness probe
+ * (after its initial delay). Liveness begins once READY. */
+void sv_probes_start(sl_instance_t *inst);
+
+/* Abandon the attempts in flight (a running exec is killed); no more are
+ * scheduled while the instance is stopping. */
+void sv_probes_stop(sl_instance_t *inst);
+
+/* sv_probes_stop, and close the probes' timers (the instance's cleanup). */
+void sv_probes_close(sl_instance_t *inst);
 
 #endif

@@ -1,0 +1,526 @@
+/*
+ * supervisor_probe.c — an instance's readiness and liveness probes
+ * (Kubernetes' tcpSocket, httpGet and exec), run from the loop.
+ *
+ * Start-up polls the readiness probe every few ms until it passes (the
+ * instance is then READY); from then on an explicit readiness probe runs
+ * every period and flips the instance's serving flag through readiness_cb,
+ * and a liveness probe runs every period and stops the instance after
+ * failure_threshold consecutive failures. The lifecycle itself (READY,
+ * stopping, handles and finalizing) stays in supervisor.c; see
+ * supervisor_int.h.
+ */
+#include "netns.h"
+#include "supervisor_int.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <sys/socket.h>
+
+#define MOD                             "supervisor"
+#define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
+#define PROBE_FAST_MS                   2
+#define PROBE_SLOW_MS                   20
+#define PROBE_FAST_FOR_NS               (1000 * 1000000ull)
+#define PROBE_PERIOD_MS                 10000 /* Kubernetes' defaults */
+#define PROBE_TIMEOUT_MS                1000
+#define PROBE_FAILURES                  3
+#define PROBE_EXEC_FIRST_MS             5
+#define PROBE_EXEC_MAX_MS               50
+
+/* One attempt at a time per probe; its timer paces the attempts and, while
+ * one runs, is its timeout. Sockets are made inside the instance's network
+ * namespace and watched with a uv_poll; exec probes are `RT exec` children.
+ * The poll and process handles of an attempt live on the heap and close on
+ * their own, so an abandoned attempt never holds up the next one. */
+struct sv_probe {
+    sl_instance_t *inst;
+    sl_probe_t cfg;   /* defaults applied; path and exec_cmd owned */
+    const char *what; /* "readiness" | "liveness" */
+    bool is_default;  /* the built-in TCP readiness: start-up only */
+    uv_timer_t timer; /* .data = inst, for on_handle_closed */
+    int fd;
+    uv_poll_t *io;
+    uv_process_t *proc;
+    bool connected;
+    char *req;
+    size_t req_len, sent, got;
+    char resp[256];
+    int successes, failures;
+    unsigned backoff_ms;
+    uint64_t since_ns; /* start-up polling began */
+};
+
+static void probe_fire(uv_timer_t *t);
+static void probe_result(sv_probe_t *p, bool ok, const char *why);
+
+static const char *probe_kind_name(sl_probe_kind_t k)
+{
+    return k == SL_PROBE_HTTP ? "httpGet" : k == SL_PROBE_EXEC ? "exec" : "tcpSocket";
+}
+
+static int probe_port(const sv_probe_t *p)
+{
+    return p->cfg.port > 0 ? p->cfg.port : p->inst->port;
+}
+
+sv_probe_t *sv_probe_new(sl_instance_t *inst, const sl_probe_t *cfg, const char *what)
+{
+    sv_probe_t *p = xcalloc(1, sizeof(*p));
+    p->inst = inst;
+    p->what = what;
+    p->fd = -1;
+    p->is_default = !cfg || cfg->kind == SL_PROBE_NONE;
+    if (!p->is_default)
+        p->cfg = *cfg;
+    if (p->is_default)
+        p->cfg.kind = SL_PROBE_TCP;
+    p->cfg.path = xstrdup(p->cfg.kind == SL_PROBE_HTTP && cfg->path ? cfg->path : "/");
+    p->cfg.exec_cmd = NULL;
+    if (p->cfg.kind == SL_PROBE_EXEC) {
+        char **argv = xcalloc(cfg->n_exec + 1, sizeof(char *));
+        for (size_t i = 0; i < cfg->n_exec; i++)
+            argv[i] = xstrdup(cfg->exec_cmd[i]);
+        p->cfg.exec_cmd = argv;
+    }
+    if (p->cfg.period_ms <= 0)
+        p->cfg.period_ms = PROBE_PERIOD_MS;
+    if (p->cfg.timeout_ms <= 0)
+        p->cfg.timeout_ms = PROBE_TIMEOUT_MS;
+    if (p->cfg.success_threshold <= 0)
+        p->cfg.success_threshold = 1;
+    if (p->cfg.failure_threshold <= 0)
+        p->cfg.failure_threshold = PROBE_FAILURES;
+    uv_timer_init(inst->sup->loop, &p->timer);
+    p->timer.data = inst;
+    inst->handles++;
+    return p;
+}
+
+void sv_probe_free(sv_probe_t *p)
+{
+    if (!p)
+        return;
+    free((char *)p->cfg.path);
+    for (size_t i = 0; p->cfg.exec_cmd && i < p->cfg.n_exec; i++)
+        free(p->cfg.exec_cmd[i]);
+    free((void *)p->cfg.exec_cmd);
+    free(p->req);
+    sl_closep(&p->fd);
+    free(p);
+}
+
+/* Probes run while the container runs and nobody is stopping it. */
+static bool probe_active(const sv_probe_t *p)
+{
+    const sl_instance_t *inst = p->inst;
+    return inst->alive && !inst->reap_pending && !inst->stop_requested && !inst->cleaning &&
+           (inst->state == SL_INST_STARTING || inst->state == SL_INST_READY);
+}
+
+static void on_attempt_handle_closed(uv_handle_t *h)
+{
+    sv_probe_t *p = h->data;
+    sl_instance_t *inst = p->inst;
+    free(h);
+    inst->handles--;
+    sv_maybe_finalize(inst);
+}
+
+/* Drop what the attempt in flight holds; a running exec is killed and its
+ * exit, when it comes, is ignored. */
+static void attempt_end(sv_probe_t *p)
+{
+    uv_timer_stop(&p->timer);
+    if (p->io) {
+        uv_close((uv_handle_t *)p->io, on_attempt_handle_closed); /* off epoll now */
+        p->io = NULL;
+    }
+    sl_closep(&p->fd);
+    if (p->proc) {
+        uv_process_kill(p->proc, SIGKILL);
+        p->proc = NULL;
+    }
+    free(p->req);
+    p->req = NULL;
+    p->connected = false;
+    p->req_len = p->sent = p->got = 0;
+}
+
+static void probe_schedule(sv_probe_t *p, uint64_t ms)
+{
+    if (probe_active(p))
+        uv_timer_start(&p->timer, probe_fire, ms, 0);
+}
+
+void sv_probes_stop(sl_instance_t *inst)
+{
+    sv_probe_t *ps[] = {inst->readiness, inst->liveness};
+    for (size_t i = 0; i < SL_ARRAY_LEN(ps); i++)
+        if (ps[i])
+            attempt_end(ps[i]);
+}
+
+void sv_probes_close(sl_instance_t *inst)
+{
+    sv_probe_t *ps[] = {inst->readiness, inst->liveness};
+    for (size_t i = 0; i < SL_ARRAY_LEN(ps); i++) {
+        if (!ps[i])
+            continue;
+        attempt_end(ps[i]);
+        sv_close_handle(inst, &ps[i]->timer);
+    }
+}
+
+/* "HTTP/1.1 200 OK\r\n..." → 200; -1 when not a status line. */
+static int http_status(const char *resp, size_t len)
+{
+    if (len < 12 || memcmp(resp, "HTTP/", 5) != 0)
+        return -1;
+    const char *sp = memchr(resp, ' ', len);
+    if (!sp || (size_t)(sp - resp) + 4 > len)
+        return -1;
+    int code = 0;
+    for (int i = 1; i <= 3; i++) {
+        if (sp[i] < '0' || sp[i] > '9')
+            return -1;
+        code = code * 10 + (sp[i] - '0');
+    }
+    return code;
+}
+
+/* The status line is all an httpGet probe needs. */
+static void http_read(sv_probe_t *p)
+{
+    ssize_t n = 0;
+    size_t room;
+    while ((room = sizeof(p->resp) - 1 - p->got) > 0 && !memchr(p->resp, '\n', p->got)) {
+        n = read(p->fd, p->resp + p->got, room);
+        if (n <= 0)
+            break;
+        p->got += (size_t)n;
+    }
+    char why[160];
+    if (n < 0 && (errno == EAGAIN || errno == EINTR))
+        return; /* the rest of the line is still to come */
+    if (n < 0) {
+        snprintf(why, sizeof(why), "HTTP probe read: %s", strerror(errno));
+        probe_result(p, false, why);
+        return;
+    }
+    int code = http_status(p->resp, p->got);
+    if (code < 0)
+        snprintf(why, sizeof(why), "HTTP probe got no status line from port %d", probe_port(p));
+    else
+        snprintf(why, sizeof(why), "HTTP probe of %.80s failed with status %d", p->cfg.path, code);
+    probe_result(p, code >= 200 && code < 400, why);
+}
+
+static void http_write(sv_probe_t *p)
+{
+    while (p->sent < p->req_len) {
+        ssize_t n = write(p->fd, p->req + p->sent, p->req_len - p->sent);
+        if (n < 0 && (errno == EAGAIN || errno == EINTR))
+            return;
+        if (n < 0) {
+            char why[128];
+            snprintf(why, sizeof(why), "HTTP probe write: %s", strerror(errno));
+            probe_result(p, false, why);
+            return;
+        }
+        p->sent += (size_t)n;
+    }
+}
+
+static void on_probe_io(uv_poll_t *h, int status, int events)
+{
+    sv_probe_t *p = h->data;
+    char why[128];
+    if (status < 0) {
+        snprintf(why, sizeof(why), "%s probe: %s", probe_kind_name(p->cfg.kind),
+                 uv_strerror(status));
+        probe_result(p, false, why);
+        return;
+    }
+    if (!p->connected) {
+        int e = 0;
+        socklen_t len = sizeof(e);
+        if (getsockopt(p->fd, SOL_SOCKET, SO_ERROR, &e, &len) < 0)
+            e = errno;
+        if (e != 0) {
+            snprintf(why, sizeof(why), "dial tcp 127.0.0.1:%d: %s", probe_port(p), strerror(e));
+            probe_result(p, false, why);
+            return;
+        }
+        p->connected = true;
+        if (p->cfg.kind == SL_PROBE_TCP) {
+            probe_result(p, true, NULL);
+            return;
+        }
+    }
+    if (p->sent < p->req_len) {
+        http_write(p);
+        if (p->io && p->sent == p->req_len)
+            uv_poll_start(p->io, UV_READABLE, on_probe_io);
+        return;
+    }
+    if (events & (UV_READABLE | UV_DISCONNECT))
+        http_read(p);
+}
+
+/* TCP and HTTP: a non-blocking connect from inside the namespace. */
+static int attempt_socket(sv_probe_t *p, char *why, size_t why_len)
+{
+    sl_instance_t *inst = p->inst;
+    sl_error_t err = {0};
+    p->fd = sl_netns_socket(inst->netns_fd, inst->sup->host_netns, AF_INET,
+                            SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, &err);
+    if (p->fd < 0) {
+        snprintf(why, why_len, "%.200s", err.msg);
+        return -1;
+    }
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)probe_port(p))};
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (connect(p->fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 && errno != EINPROGRESS) {
+        snprintf(why, why_len, "dial tcp 127.0.0.1:%d: %s", probe_port(p), strerror(errno));
+        return -1;
+    }
+    if (p->cfg.kind == SL_PROBE_HTTP) {
+        p->req = xasprintf("GET %s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nUser-Agent: sluice-probe\r\n"
+                           "Accept: */*\r\nConnection: close\r\n\r\n",
+                           p->cfg.path, probe_port(p));
+        p->req_len = strlen(p->req);
+    }
+    p->io = xmalloc(sizeof(*p->io));
+    uv_poll_init(inst->sup->loop, p->io, p->fd);
+    p->io->data = p;
+    inst->handles++;
+    uv_poll_start(p->io, UV_WRITABLE, on_probe_io);
+    return 0;
+}
+
+static void on_exec_exit(uv_process_t *proc, int64_t status, int sig)
+{
+    sv_probe_t *p = proc->data;
+    bool current = p->proc == proc;
+    uv_close((uv_handle_t *)proc, on_attempt_handle_closed);
+    if (!current)
+        return; /* abandoned: timed out or stopped */
+    p->proc = NULL;
+    char why[128];
+    if (sig)
+        snprintf(why, sizeof(why), "exec probe %s killed by signal %d", p->cfg.exec_cmd[0], sig);
+    else
+        snprintf(why, sizeof(why), "exec probe %s exited with status %d", p->cfg.exec_cmd[0],
+                 (int)status);
+    probe_result(p, status == 0 && sig == 0, why);
+}
+
+/* EXEC: `RT --root R exec <id> cmd...`, stdio on /dev/null. */
+static int attempt_exec(sv_probe_t *p, char *why, size_t why_len)
+{
+    sl_instance_t *inst = p->inst;
+    size_t n = 5 + p->cfg.n_exec + 1;
+    sl_autofree char **argv = xcalloc(n, sizeof(char *));
+    argv[0] = inst->runtime_bin;
+    argv[1] = "--root";
+    argv[2] = inst->rt_root;
+    argv[3] = "exec";
+    argv[4] = inst->id;
+    for (size_t i = 0; i < p->cfg.n_exec; i++)
+        argv[5 + i] = p->cfg.exec_cmd[i];
+    uv_stdio_container_t stdio[3] = {
+        {.flags = UV_INHERIT_FD, .data.fd = inst->sup->devnull},
+        {.flags = UV_INHERIT_FD, .data.fd = inst->sup->devnull},
+        {.flags = UV_INHERIT_FD, .data.fd = inst->sup->devnull},
+    };
+    uv_process_options_t o = {
+        .file = inst->runtime_bin,
+        .args = argv,
+        .exit_cb = on_exec_exit,
+        .stdio_count = 3,
+        .stdio = stdio,
+    };
+    uv_process_t *proc = xmalloc(sizeof(*proc));
+    int rc = uv_spawn(inst->sup->loop, proc, &o);
+    proc->data = p;
+    inst->handles++;
+    if (rc < 0) {
+        uv_close((uv_handle_t *)proc, on_attempt_handle_closed);
+        snprintf(why, why_len, "spawning %s exec: %s", inst->runtime, uv_strerror(rc));
+        return -1;
+    }
+    p->proc = proc;
+    return 0;
+}
+
+static void on_attempt_timeout(uv_timer_t *t)
+{
+    sv_probe_t *p = container_of(t, sv_probe_t, timer);
+    char why[128];
+    snprintf(why, sizeof(why), "%s probe timed out after %d ms", probe_kind_name(p->cfg.kind),
+             p->cfg.timeout_ms);
+    probe_result(p, false, why);
+}
+
+static void probe_fire(uv_timer_t *t)
+{
+    sv_probe_t *p = container_of(t, sv_probe_t, timer);
+    if (!probe_active(p))
+        return;
+    char why[256] = "";
+    int rc = p->cfg.kind == SL_PROBE_EXEC ? attempt_exec(p, why, sizeof(why))
+                                          : attempt_socket(p, why, sizeof(why));
+    if (rc < 0) {
+        probe_result(p, false, why);
+        return;
+    }
+    uv_timer_start(&p->timer, on_attempt_timeout, (uint64_t)p->cfg.timeout_ms, 0);
+}
+
+/* Start-up polls every few ms whatever the period (as Knative's
+ * queue-proxy does); exec probes, a process each, back off faster. */
+static uint64_t startup_delay(sv_probe_t *p)
+{
+    if (p->cfg.kind == SL_PROBE_EXEC) {
+        p->backoff_ms = p->backoff_ms ? p->backoff_ms * 2 : PROBE_EXEC_FIRST_MS;
+        if (p->backoff_ms > PROBE_EXEC_MAX_MS)
+            p->backoff_ms = PROBE_EXEC_MAX_MS;
+        return p->backoff_ms;
+    }
+    bool early = sl_now_ns() - p->since_ns < PROBE_FAST_FOR_NS;
+    return early ? PROBE_FAST_MS : PROBE_SLOW_MS;
+}
+
+static void start_liveness(sl_instance_t *inst)
+{
+    sv_probe_t *p = inst->liveness;
+    if (!p)
+        return;
+    uint64_t since_ms = (sl_now_ns() - inst->started_ns) / 1000000u;
+    uint64_t delay = (uint64_t)p->cfg.period_ms;
+    if ((uint64_t)p->cfg.initial_delay_ms > since_ms + delay)
+        delay = (uint64_t)p->cfg.initial_delay_ms - since_ms;
+    probe_schedule(p, delay);
+}
+
+/* READY: an explicit readiness probe goes on every period, and the
+ * liveness probe begins. */
+static void became_ready(sl_instance_t *inst)
+{
+    sv_became_ready(inst);
+    sv_probe_t *r = inst->readiness;
+    if (!r->is_default)
+        probe_schedule(r, (uint64_t)r->cfg.period_ms);
+    start_liveness(inst);
+}
+
+static void readiness_result(sv_probe_t *p, bool ok, const char *why)
+{
+    sl_instance_t *inst = p->inst;
+    if (inst->state == SL_INST_STARTING) {
+        if (ok && p->successes >= p->cfg.success_threshold)
+            became_ready(inst);
+        else
+            probe_schedule(p, startup_delay(p));
+        return;
+    }
+    bool flip = false;
+    if (!inst->unready && !ok && p->failures >= p->cfg.failure_threshold) {
+        inst->unready = flip = true;
+        sl_warn(MOD, "instance %s: not ready (readiness probe failed %d times: %s)", inst->id,
+                p->failures, why);
+    } else if (inst->unready && ok && p->successes >= p->cfg.success_threshold) {
+        inst->unready = false;
+        flip = true;
+        sl_info(MOD, "instance %s: ready again", inst->id);
+    }
+    probe_schedule(p, (uint64_t)p->cfg.period_ms);
+    if (flip && inst->readiness_cb && !inst->silent)
+        inst->readiness_cb(inst, !inst->unready, inst->data);
+}
+
+static void liveness_result(sv_probe_t *p, bool ok, const char *why)
+{
+    sl_instance_t *inst = p->inst;
+    if (!ok && p->failures >= p->cfg.failure_threshold) {
+        sl_warn(MOD, "instance %s: liveness probe failed %d times (%s); stopping it", inst->id,
+                p->failures, why);
+        sv_set_reason(inst, "liveness probe failed: %s", why);
+        sv_stop(inst, inst->grace_ms);
+        return;
+    }
+    if (!ok)
+        sl_debug(MOD, "instance %s: liveness probe failed: %s", inst->id, why);
+    probe_schedule(p, (uint64_t)p->cfg.period_ms);
+}
+
+static void probe_result(sv_probe_t *p, bool ok, const char *why)
+{
+    attempt_end(p);
+    if (!probe_active(p))
+        return;
+    if (ok) {
+        p->successes++;
+        p->failures = 0;
+    } else {
+        p->failures++;
+        p->successes = 0;
+    }
+    if (p == p->inst->readiness)
+        readiness_result(p, ok, why ? why : "");
+    else
+        liveness_result(p, ok, why ? why : "");
+}
+
+void sv_probes_start(sl_instance_t *inst)
+{
+    sv_probe_t *p = inst->readiness;
+    p->since_ns = sl_now_ns();
+    if (p->cfg.initial_delay_ms > 0)
+        probe_schedule(p, (uint64_t)p->cfg.initial_delay_ms);
+    else
+        probe_fire(&p->timer);
+}
+
+/* Kubernetes' rules for probe fields; `field` names the probe for the user. */
+int sv_probe_validate(const sl_probe_t *p, const char *field, bool liveness, sl_error_t *err)
+{
+    if (!p || p->kind == SL_PROBE_NONE)
+        return 0;
+    if (p->kind != SL_PROBE_TCP && p->kind != SL_PROBE_HTTP && p->kind != SL_PROBE_EXEC)
+        return sl_error_set(err, EINVAL, "instance spec: %s: unknown probe kind %d", field,
+                            (int)p->kind);
+    if (p->port < 0 || p->port > 65535)
+        return sl_error_set(err, EINVAL, "instance spec: %s.port must be 0..65535, got %d", field,
+                            p->port);
+    if (p->initial_delay_ms < 0 || p->period_ms < 0 || p->timeout_ms < 0 ||
+        p->success_threshold < 0 || p->failure_threshold < 0)
+        return sl_error_set(err, EINVAL,
+                            "instance spec: %s: times and thresholds must not be "
+                            "negative",
+                            field);
+    if (liveness && p->success_threshold > 1)
+        return sl_error_set(err, EINVAL, "instance spec: %s.successThreshold must be 1, got %d",
+                            field, p->success_threshold);
+    if (p->kind == SL_PROBE_HTTP && p->path) {
+        size_t n = strlen(p->path);
+        if (p->path[0] != '/' || n > 1024 || strcspn(p->path, " \t\r\n") != n)
+            return sl_error_set(err, EINVAL,
+                                "instance spec: %s.httpGet.path must be an absolute path "
+                                "without spaces, got '%.100s'",
+                                field, p->path);
+    }
+    if (p->kind == SL_PROBE_EXEC) {
+        if (p->n_exec == 0 || !p->exec_cmd)
+            return sl_error_set(err, EINVAL, "instance spec: %s.exec.command is empty", field);
+        for (size_t i = 0; i < p->n_exec; i++)
+            if (!p->exec_cmd[i])
+                return sl_error_set(err, EINVAL, "instance spec: %s.exec.command[%zu] is null",
+                                    field, i);
+    }
+    return 0;
+}
