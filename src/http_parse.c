@@ -458,6 +458,7 @@ typedef struct {
     bool te_other;        /* some other coding was listed */
     bool conn_close, conn_keep_alive, conn_upgrade;
     bool has_upgrade;
+    bool has_connection;
     bool expect_continue;
 } fields_t;
 
@@ -545,8 +546,10 @@ static int gather_fields(hp_t *p, const sl_http_msg_t *m, fields_t *f, int bad)
                 f->has_upgrade = true;
             break;
         case 10:
-            if (EQ(h->name, "connection"))
+            if (EQ(h->name, "connection")) {
+                f->has_connection = true;
                 rc = field_connection(p, f, h->value, bad);
+            }
             break;
         /* Servers that map '-' and '_' alike (CGI, WSGI, some frameworks)
          * would read the underscore spellings as framing we did not use. */
@@ -575,6 +578,7 @@ static void set_connection(sl_http_msg_t *m, const fields_t *f)
 {
     m->keep_alive = !f->conn_close && (m->minor_version == 1 || f->conn_keep_alive);
     m->upgrade = f->conn_upgrade && f->has_upgrade;
+    m->has_connection = f->has_connection;
 }
 
 /* RFC 9112 §6.3 for requests, strictly: anything ambiguous is a 400. */
@@ -685,7 +689,7 @@ static void msg_start(sl_http_msg_t *m)
     m->n_headers = 0;
     m->body = SL_BODY_NONE;
     m->content_length = 0;
-    m->keep_alive = m->expect_continue = m->upgrade = false;
+    m->keep_alive = m->expect_continue = m->upgrade = m->has_connection = false;
     m->head_len = 0;
 }
 
@@ -780,21 +784,38 @@ sl_str_t sl_http_header_get(const sl_http_msg_t *msg, sl_str_t name)
 
 bool sl_http_is_hop_by_hop(const sl_http_msg_t *msg, sl_str_t name)
 {
-    static const sl_str_t fixed[] = {
-        SL_STR("connection"),
-        SL_STR("keep-alive"),
-        SL_STR("proxy-connection"),
-        SL_STR("te"),
-        SL_STR("trailer"),
-        SL_STR("transfer-encoding"),
-        SL_STR("upgrade"),
-        SL_STR("proxy-authenticate"),
-        SL_STR("proxy-authorization"),
-    };
-    for (size_t i = 0; i < SL_ARRAY_LEN(fixed); i++)
-        if (sl_str_caseeq(name, fixed[i]))
-            return true;
-    if (!msg || name.len == 0)
+    /* Every message's every field passes through here: decide by length
+     * first, so most names cost one switch and at most one compare. */
+    bool fixed;
+    switch (name.len) {
+    case 2:
+        fixed = EQ(name, "te");
+        break;
+    case 7:
+        fixed = EQ(name, "trailer") || EQ(name, "upgrade");
+        break;
+    case 10:
+        fixed = EQ(name, "connection") || EQ(name, "keep-alive");
+        break;
+    case 16:
+        fixed = EQ(name, "proxy-connection");
+        break;
+    case 17:
+        fixed = EQ(name, "transfer-encoding");
+        break;
+    case 18:
+        fixed = EQ(name, "proxy-authenticate");
+        break;
+    case 19:
+        fixed = EQ(name, "proxy-authorization");
+        break;
+    default:
+        fixed = false;
+        break;
+    }
+    if (fixed)
+        return true;
+    if (!msg || !msg->has_connection || name.len == 0)
         return false;
     for (size_t k = 0; k < msg->n_headers; k++) {
         if (!EQ(msg->headers[k].name, "connection"))

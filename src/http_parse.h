@@ -65,6 +65,7 @@ typedef struct sl_http_msg {
     bool keep_alive;         /* after this message, per version + Connection */
     bool expect_continue;    /* request had "Expect: 100-continue" */
     bool upgrade;            /* Connection: upgrade + Upgrade header present */
+    bool has_connection;     /* at least one Connection header (it may name more fields) */
     size_t head_len;         /* bytes of the head, including the final CRLF */
 
     /* Progress kept by the *_resume variants between SL_AGAIN calls; private. */
