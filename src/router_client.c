@@ -35,14 +35,24 @@ static void c_timer_cb(uv_timer_t *t);
  * queued) are re-armed by every completed client write, so they measure
  * time without progress: a client that stops reading is cut off after
  * idle_timeout_ms instead of holding an instance slot forever.
+ *
+ * Every request moves its connection through several modes, so setting one
+ * only records the mode and its due time. The libuv timer is re-armed only
+ * when the new due time is earlier than the one it is armed for; when it
+ * fires early the callback re-arms it for what is left. A keep-alive request
+ * therefore costs no timer-heap operation at all in the steady state.
  */
 void sl_client_set_timer(sl_client_t *c, int mode, uint64_t ms)
 {
     c->timer_mode = mode;
     if (mode == T_NONE)
-        uv_timer_stop(&c->timer);
-    else
-        uv_timer_start(&c->timer, c_timer_cb, ms, 0);
+        return; /* an armed timer finds T_NONE and does nothing */
+    uint64_t due = uv_now(c->r->loop) + ms;
+    c->timer_due = due;
+    if (c->timer_fire && c->timer_fire <= due)
+        return;
+    c->timer_fire = due;
+    uv_timer_start(&c->timer, c_timer_cb, ms, 0);
 }
 
 char *sl_client_gen(sl_client_t *c, size_t n)
@@ -437,6 +447,15 @@ static void c_tunnel_timer(sl_client_t *c)
 static void c_timer_cb(uv_timer_t *t)
 {
     sl_client_t *c = t->data;
+    c->timer_fire = 0;
+    if (c->timer_mode == T_NONE)
+        return;
+    uint64_t now = uv_now(c->r->loop);
+    if (now < c->timer_due) {
+        c->timer_fire = c->timer_due;
+        uv_timer_start(&c->timer, c_timer_cb, c->timer_due - now, 0);
+        return;
+    }
     int mode = c->timer_mode;
     c->timer_mode = T_NONE;
     switch (mode) {
@@ -761,16 +780,18 @@ static void c_parse_heads(sl_client_t *c)
                 sl_client_set_timer(c, T_IDLE, c->r->cfg.idle_timeout_ms);
             break;
         }
-        if (c->timer_mode != T_HEADER)
-            sl_client_set_timer(c, T_HEADER, c->r->cfg.header_timeout_ms);
         sl_http_msg_t m;
         int status = 400;
         const char *why = "bad request";
         int n =
             sl_http_parse_request(rd->b->data + rd->start, avail, &m, &c->r->limits, &status, &why);
         if (n == SL_AGAIN) {
+            /* The head timeout runs from its first bytes; a head that
+             * arrived whole never needs it. */
             if (avail >= SL_RBUF_SIZE)
                 sl_client_local_error(c, 431, "request head larger than %d bytes", SL_RBUF_SIZE);
+            else if (c->timer_mode != T_HEADER)
+                sl_client_set_timer(c, T_HEADER, c->r->cfg.header_timeout_ms);
             break;
         }
         if (n <= 0) {

@@ -99,6 +99,8 @@ struct sl_client {
     int pending_closes;
     int state;
     int timer_mode;
+    uint64_t timer_due;  /* loop time (ms) the current mode expires */
+    uint64_t timer_fire; /* loop time the libuv timer is armed for; 0 = not armed */
     bool reading, bp_paused, shutting_down, in_parse;
     uint64_t n_requests;
     char peer[INET6_ADDRSTRLEN + 2];
