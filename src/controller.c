@@ -168,7 +168,7 @@ static void wq_push(rev_rt_t *r, sl_waiter_t *w)
     r->wq_tail = w;
     w->owner_data = r;
     r->n_waiting++;
-    ctl_rev_load_changed(r);
+    ctl_rev_load_changed(r, sl_now_ns());
 }
 
 static void wq_remove(rev_rt_t *r, sl_waiter_t *w)
@@ -184,7 +184,7 @@ static void wq_remove(rev_rt_t *r, sl_waiter_t *w)
     w->prev = w->next = NULL;
     w->owner_data = NULL;
     r->n_waiting--;
-    ctl_rev_load_changed(r);
+    ctl_rev_load_changed(r, sl_now_ns());
 }
 
 inst_rt_t *ctl_pick_instance(rev_rt_t *r)
@@ -229,7 +229,8 @@ void ctl_dispatch(rev_rt_t *r)
         i->inflight++;
         r->inflight++;
         wq_remove(r, w);
-        sl_pick_t pick = {.pool = i->pool, .instance = i, .token = ctl_obs_request_begin(i)};
+        sl_pick_t pick = {
+            .pool = i->pool, .instance = i, .token = ctl_obs_request_begin(i, sl_now_ns())};
         w->ready(w, 0, &pick, NULL);
     }
 }
@@ -518,9 +519,9 @@ void ctl_rev_ensure(rev_rt_t *r)
             break;
 }
 
-void ctl_rev_load_changed(rev_rt_t *r)
+void ctl_rev_load_changed(rev_rt_t *r, uint64_t now)
 {
-    sl_as_record(&r->as, (double)(r->inflight + (int)r->n_waiting), sl_now_ns());
+    sl_as_record(&r->as, (double)(r->inflight + (int)r->n_waiting), now);
 }
 
 void ctl_as_config_for(const sl_controller_t *c, const sl_revision_cfg_t *cfg, sl_as_config_t *out)
@@ -739,10 +740,10 @@ static int op_acquire(void *ctx, void *target, sl_waiter_t *w, sl_pick_t *pick, 
     if (i) {
         i->inflight++;
         r->inflight++;
-        ctl_rev_load_changed(r);
+        ctl_rev_load_changed(r, w->enqueued_ns);
         pick->pool = i->pool;
         pick->instance = i;
-        pick->token = ctl_obs_request_begin(i);
+        pick->token = ctl_obs_request_begin(i, w->enqueued_ns);
         return SL_OK;
     }
     if (r->state == REV_FAILED && r->n_instances == 0) {
@@ -755,7 +756,6 @@ static int op_acquire(void *ctx, void *target, sl_waiter_t *w, sl_pick_t *pick, 
         ctl_obs_answered(r, 503);
         return 503;
     }
-    w->enqueued_ns = sl_now_ns();
     wq_push(r, w);
     ctl_rev_ensure(r);
     return SL_AGAIN;
@@ -774,15 +774,16 @@ static void op_release(void *ctx, const sl_pick_t *pick, int status, bool failed
 {
     inst_rt_t *i = pick->instance;
     rev_rt_t *r = i->rev;
+    uint64_t now = sl_now_ns();
     i->inflight--;
     r->inflight--;
-    ctl_rev_load_changed(r);
+    ctl_rev_load_changed(r, now);
     /* A queued request takes the freed slot before this one's metering
      * ends, so back-to-back requests make one busy period, as they do for
      * an instance that never went idle. */
     if (!i->gone && !failed && r->wq_head)
         ctl_dispatch(r);
-    ctl_obs_request_end(i, pick->token, status, failed);
+    ctl_obs_request_end(i, pick->token, status, failed, now);
     if (i->gone) {
         if (i->inflight == 0) {
             r->n_lingering--;

@@ -136,7 +136,8 @@ rev_rt_t *ctl_rev_new(sl_controller_t *c, svc_rt_t *s, json_t *obj, sl_error_t *
 void ctl_rev_update_status(rev_rt_t *r);
 void ctl_rev_ensure(rev_rt_t *r);
 /* Requests in flight plus queued changed: feed the autoscaler. */
-void ctl_rev_load_changed(rev_rt_t *r);
+/* In-flight + queued changed at monotonic time now (sl_now_ns). */
+void ctl_rev_load_changed(rev_rt_t *r, uint64_t now);
 inst_rt_t *ctl_pick_instance(rev_rt_t *r);
 int ctl_start_instance(rev_rt_t *r);
 void ctl_stop_instance(inst_rt_t *i);
@@ -184,8 +185,10 @@ void ctl_obs_instance_ready(inst_rt_t *i);
 void ctl_obs_instance_stopping(inst_rt_t *i);
 void ctl_obs_instance_exited(inst_rt_t *i);
 void ctl_obs_instance_free(inst_rt_t *i);
-uint64_t ctl_obs_request_begin(inst_rt_t *i);
-void ctl_obs_request_end(inst_rt_t *i, uint64_t token, int status, bool failed);
+/* A request started / ended on i at monotonic time now (one clock read
+ * serves the autoscaler and the meter). */
+uint64_t ctl_obs_request_begin(inst_rt_t *i, uint64_t now);
+void ctl_obs_request_end(inst_rt_t *i, uint64_t token, int status, bool failed, uint64_t now);
 /* controller_scale.c: the periodic autoscaling pass. */
 void ctl_scale_start(sl_controller_t *c);
 /* Instances the revision may have at most (its max-scale, else the daemon's). */

@@ -220,17 +220,15 @@ void ctl_obs_instance_free(inst_rt_t *i)
     i->meter = NULL;
 }
 
-uint64_t ctl_obs_request_begin(inst_rt_t *i)
+uint64_t ctl_obs_request_begin(inst_rt_t *i, uint64_t now)
 {
     ctl_obs_t *o = i->rev->ctl->obs;
-    uint64_t now = sl_now_ns();
     return o && i->meter ? sl_meter_request_begin(o->meter, i->meter, now) : now;
 }
 
-void ctl_obs_request_end(inst_rt_t *i, uint64_t token, int status, bool failed)
+void ctl_obs_request_end(inst_rt_t *i, uint64_t token, int status, bool failed, uint64_t now)
 {
     ctl_obs_t *o = i->rev->ctl->obs;
-    uint64_t now = sl_now_ns();
     if (o && i->meter)
         sl_meter_request_end(o->meter, i->meter, token, now);
     rev_rt_t *r = i->rev;

@@ -84,8 +84,8 @@ typedef struct sl_pick {
 struct sl_waiter {
     void (*ready)(sl_waiter_t *w, int status, const sl_pick_t *pick, const char *reason);
     struct sl_waiter *prev, *next; /* owner's queue links */
-    uint64_t enqueued_ns;
-    void *owner_data; /* for the owner's use */
+    uint64_t enqueued_ns; /* sl_now_ns() when the router asked: the owner's "now" in acquire */
+    void *owner_data;     /* for the owner's use */
 };
 
 typedef struct sl_router_ops {
