@@ -270,6 +270,12 @@ static void read_new_lines(log_file_t *f, char **out, size_t *len, size_t *cap)
     int fd = open(f->path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
         return;
+    /* Shorter than what was read: the supervisor dropped its oldest part
+     * (the cap on a running instance's log). Where the new data starts is
+     * unknown, so follow on from the end. */
+    struct stat st;
+    if (fstat(fd, &st) == 0 && st.st_size < f->off)
+        f->off = st.st_size;
     char buf[65536];
     for (;;) {
         ssize_t r = pread(fd, buf, sizeof(buf), f->off);
@@ -294,8 +300,8 @@ static void read_new_lines(log_file_t *f, char **out, size_t *len, size_t *cap)
         if (used == 0 && (size_t)r == sizeof(buf))
             used = (size_t)r; /* a line longer than the buffer: skip it */
         f->off += (off_t)used;
-        if (used < (size_t)r)
-            break;
+        if (used < (size_t)r && (size_t)r < sizeof(buf))
+            break; /* an incomplete last line: the rest is still to come */
     }
     close(fd);
 }

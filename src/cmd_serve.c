@@ -46,6 +46,14 @@ static void serve_usage(FILE *f)
            "                       (default $SLUICE_STATE_DIR or /var/lib/sluice)\n"
            "  --runtime crun|runc  OCI runtime (default crun)\n"
            "  --log-level LEVEL    debug, info, warn or error (default info)\n\n"
+           "Instance logs (STATE/logs/NAMESPACE/SERVICE/INSTANCE.log, `sluice logs`):\n"
+           "  --instance-log-max SIZE         a running instance's log keeps its newest\n"
+           "                                  output when it grows past SIZE (default 10Mi;\n"
+           "                                  checked every 2s; 0 = unbounded)\n"
+           "  --instance-log-retention D      exited instances' logs are deleted D after\n"
+           "                                  the exit (default 24h; 0 = never by age)\n"
+           "  --instance-logs-per-revision N  exited instances' logs kept per revision\n"
+           "                                  (default 5; 0 = no limit)\n\n"
            "Autoscaling defaults (Knative's names; revisions override them with\n"
            "autoscaling.knative.dev annotations):\n"
            "  --stable-window D                 averaging window (default 60s)\n"
@@ -81,6 +89,7 @@ typedef struct serve_opts {
     int64_t capacity_cpu, capacity_memory;
     uint64_t queue_deadline_ms;
     int max_scale;
+    sl_log_limits_t logs;
 } serve_opts_t;
 
 enum {
@@ -100,7 +109,10 @@ enum {
     O_PRICES,
     O_METRICS,
     O_API_LISTEN,
-    O_API_TOKEN
+    O_API_TOKEN,
+    O_LOG_MAX,
+    O_LOG_RETENTION,
+    O_LOG_PER_REV
 };
 
 static int duration_opt(const char *flag, const char *arg, uint64_t *ns)
@@ -176,6 +188,20 @@ static int autoscale_opt(serve_opts_t *o, int opt, const char *arg)
             return sl_cli_usage("--prices: %s", err.msg);
         return 0;
     }
+    case O_LOG_MAX:
+        if (sl_parse_memory(arg, &o->logs.max_bytes) < 0 ||
+            (o->logs.max_bytes > 0 && o->logs.max_bytes < (64 << 10)))
+            return sl_cli_usage("--instance-log-max: expected 0 or a size of at least 64Ki like "
+                                "10Mi, got '%s'",
+                                arg);
+        return 0;
+    case O_LOG_RETENTION:
+        return duration_opt("--instance-log-retention", arg, &o->logs.retention_ns);
+    case O_LOG_PER_REV:
+        if ((rc = sl_cli_number("--instance-logs-per-revision", arg, 0, 100000, &v)))
+            return rc;
+        o->logs.per_revision = (int)v;
+        return 0;
     case O_QDEADLINE:
         if ((rc = duration_opt("--queue-deadline", arg, &ns)))
             return rc;
@@ -335,6 +361,7 @@ static int run_daemon(const char *listen, const char *domain, const char *state_
         sl_cli_error("%s", err.msg);
         goto out;
     }
+    sl_supervisor_set_log_limits(d.sup, &so->logs);
     sl_controller_config_t ccfg = {.state_dir = state_dir,
                                    .domain = domain,
                                    .url_port = port,
@@ -436,11 +463,17 @@ int sl_cmd_serve(int argc, char **argv)
         {"metrics-listen", required_argument, NULL, O_METRICS},
         {"api-listen", required_argument, NULL, O_API_LISTEN},
         {"api-token-file", required_argument, NULL, O_API_TOKEN},
+        {"instance-log-max", required_argument, NULL, O_LOG_MAX},
+        {"instance-log-retention", required_argument, NULL, O_LOG_RETENTION},
+        {"instance-logs-per-revision", required_argument, NULL, O_LOG_PER_REV},
         {NULL, 0, NULL, 0},
     };
     const char *listen = "127.0.0.1:8080", *domain = "localhost", *runtime = "crun";
     const char *state_dir = sl_cli_default_state_dir();
-    serve_opts_t so = {.max_scale = 100, .queue_deadline_ms = 10000};
+    serve_opts_t so = {
+        .max_scale = 100,
+        .queue_deadline_ms = 10000,
+        .logs = {SL_LOG_MAX_DEFAULT, SL_LOG_RETENTION_DEFAULT, SL_LOG_PER_REVISION_DEFAULT}};
     sl_as_config_defaults(&so.as);
     sl_prices_default(&so.prices);
     int opt;

@@ -267,6 +267,7 @@ static void finalize(sl_instance_t *inst)
 {
     sl_supervisor_t *sup = inst->sup;
     list_remove(inst);
+    sv_logs_exited(inst);
     if (!inst->silent)
         sl_debug(MOD, "instance %s exited: %s", inst->id, inst->exit_reason);
     notify(inst, SL_INST_EXITED);
@@ -1135,15 +1136,20 @@ int sl_supervisor_new(uv_loop_t *loop, const char *state_dir, const char *defaul
     uv_signal_init(loop, &sup->sigchld);
     sup->sigchld.data = sup;
     uv_signal_start(&sup->sigchld, on_sigchld, SIGCHLD);
+    sv_logs_init(sup);
     *out = sup;
     return 0;
 }
 
+void sv_close_done(sl_supervisor_t *sup)
+{
+    if (--sup->closes_pending == 0 && sup->done)
+        sup->done(sup->done_data);
+}
+
 static void on_sigchld_closed(uv_handle_t *h)
 {
-    sl_supervisor_t *sup = h->data;
-    if (sup->done)
-        sup->done(sup->done_data);
+    sv_close_done(h->data);
 }
 
 static void check_shutdown(sl_supervisor_t *sup)
@@ -1151,6 +1157,7 @@ static void check_shutdown(sl_supervisor_t *sup)
     if (!sup->shutting_down || sup->closing || sup->n_instances > 0)
         return;
     sup->closing = true;
+    sup->closes_pending = 1 + sv_logs_close(sup);
     uv_close((uv_handle_t *)&sup->sigchld, on_sigchld_closed);
 }
 

@@ -20,7 +20,8 @@
  * and watches. Each cold start is logged at INFO with its phases.
  *
  * State dir layout: instances/<id>/{config.json,rootfs,upper(tmpfs)},
- * logs/<namespace>/<service>/<id>.log, runtime/<crun|runc>/ (runtime root).
+ * logs/<namespace>/<service>/<id>.log (bounded: sl_log_limits_t),
+ * runtime/<crun|runc>/ (runtime root).
  * All callbacks run on the loop thread.
  */
 #ifndef SL_SUPERVISOR_H
@@ -210,6 +211,29 @@ typedef struct sl_debug_spec {
  * runtime is missing, or the target is sandboxed and privileged is unset.
  */
 int sl_debug_run(const sl_debug_spec_t *spec, int *exit_code, sl_error_t *err);
+
+/*
+ * Bounds on instance logs (STATE/logs/<namespace>/<service>/<id>.log).
+ * A live instance's log that grew past max_bytes loses its oldest bytes
+ * (about a quarter of the cap, so trims are rare), checked every few
+ * seconds off the loop: a log may overshoot the cap by what the instance
+ * writes between two checks. An exited instance's log is kept for
+ * retention_ns after the exit, and only the newest per_revision exited
+ * logs of each revision are kept; the rest are deleted, whether or not the
+ * service still exists.
+ */
+typedef struct sl_log_limits {
+    int64_t max_bytes;     /* per live instance; 0 = unbounded */
+    uint64_t retention_ns; /* after the exit; 0 = no time limit */
+    int per_revision;      /* exited instances' logs per revision; 0 = no limit */
+} sl_log_limits_t;
+
+#define SL_LOG_MAX_DEFAULT          (10LL << 20)
+#define SL_LOG_RETENTION_DEFAULT    (24ull * 3600 * 1000000000ull)
+#define SL_LOG_PER_REVISION_DEFAULT 5
+
+/* Replace the defaults above (set by sl_supervisor_new); copied. */
+void sl_supervisor_set_log_limits(sl_supervisor_t *sup, const sl_log_limits_t *limits);
 
 /* Stop every instance (SIGKILL after a short grace when fast is set), wait
  * for all to exit and clean up, then call done. */

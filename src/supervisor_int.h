@@ -91,6 +91,12 @@ struct sl_supervisor {
     bool shutting_down, closing;
     void (*done)(void *);
     void *done_data;
+    int closes_pending; /* shutting down: handles and work still to finish */
+    /* instance logs (supervisor_logs.c) */
+    sl_log_limits_t log_limits;
+    uv_timer_t log_timer;
+    uv_work_t log_work;
+    struct sv_log_job *log_job; /* the pass in flight, or NULL */
 };
 
 typedef struct sv_probe sv_probe_t;
@@ -177,5 +183,50 @@ void sv_probes_stop(sl_instance_t *inst);
 
 /* sv_probes_stop, and close the probes' timers (the instance's cleanup). */
 void sv_probes_close(sl_instance_t *inst);
+
+/* ---- instance logs (supervisor_logs.c) -------------------------------- */
+
+/* What sv_log_trim did. */
+typedef struct sv_log_trim {
+    int64_t dropped; /* bytes dropped from the front */
+    bool collapsed;  /* by FALLOC_FL_COLLAPSE_RANGE, else by copying the tail */
+} sv_log_trim_t;
+
+/*
+ * Drop the oldest bytes of the log at path so that at most about `keep`
+ * bytes remain (nothing when it is not larger). First tries
+ * FALLOC_FL_COLLAPSE_RANGE on a block-aligned prefix: atomic for the
+ * container's O_APPEND writes, nothing copied. Where the filesystem refuses
+ * (tmpfs, btrfs: EOPNOTSUPP/EINVAL), copies the newest lines (from the
+ * first line start in the last `keep` bytes) to an unnamed temp file,
+ * truncates the log and appends them back a line at a time, so the
+ * container's concurrent writes never split a line (they may land among
+ * the copied lines). Blocking: thread pool only.
+ */
+int sv_log_trim(const char *path, int64_t keep, sv_log_trim_t *out, sl_error_t *err);
+
+/*
+ * Delete exited instances' logs under logs_root/<ns>/<service>/: those
+ * last modified more than limits->retention_ns before now_ns (CLOCK_REALTIME)
+ * and, per revision, all but the newest limits->per_revision. Never touches
+ * the logs of `live` ids (sorted with strcmp) nor any log modified at or
+ * after since_ns (an instance started after `live` was taken). Returns the
+ * number deleted. Blocking: thread pool only.
+ */
+size_t sv_log_sweep(const char *logs_root, char *const *live, size_t n_live,
+                    const sl_log_limits_t *limits, int64_t now_ns, int64_t since_ns);
+
+/* Defaults and the periodic check (an unreferenced timer). */
+void sv_logs_init(sl_supervisor_t *sup);
+
+/* Shutting down: stop the checks. Returns how many completions (each
+ * calling sv_close_done) to wait for. */
+int sv_logs_close(sl_supervisor_t *sup);
+
+/* One of the supervisor's last handles or work requests finished. */
+void sv_close_done(sl_supervisor_t *sup);
+
+/* The instance exited: its log's retention starts now (mtime). */
+void sv_logs_exited(sl_instance_t *inst);
 
 #endif

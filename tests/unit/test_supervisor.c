@@ -22,6 +22,7 @@
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <arpa/inet.h>
@@ -1763,6 +1764,128 @@ static void test_loop_stall(void **state)
     free(st);
 }
 
+/* ---- instance logs ---------------------------------------------------- */
+
+/* A log of `lines` numbered 103-byte lines at dir/name; returns its path. */
+static char *write_log(const char *dir, const char *name, int lines)
+{
+    char *path = xasprintf("%s/%s", dir, name);
+    FILE *f = fopen(path, "we");
+    assert_non_null(f);
+    for (int i = 0; i < lines; i++)
+        fprintf(f, "line %08d %088d\n", i, 0);
+    fclose(f);
+    return path;
+}
+
+/* What trimming keeps: whole newest lines, ending with the last one, at
+ * most `keep` bytes. */
+static void check_trimmed(const char *path, int lines, int64_t keep)
+{
+    sl_autofree char *text = NULL;
+    size_t len = 0;
+    sl_error_t err = {0};
+    assert_int_equal(sl_read_file(path, 64u << 20, &text, &len, &err), 0);
+    assert_true(len > 0 && (int64_t)len <= keep);
+    char last[32];
+    snprintf(last, sizeof(last), "line %08d ", lines - 1);
+    const char *tail = text + len - 103;
+    assert_memory_equal(tail, last, strlen(last));
+    assert_null(strstr(text, "line 00000000 "));
+}
+
+static void trim_in(const char *dir, bool expect_collapse)
+{
+    const int lines = 200000; /* 20.6 MB */
+    const int64_t keep = 10 << 20;
+    sl_autofree char *path = write_log(dir, "rev-00001-abcde.log", lines);
+    struct stat st;
+    assert_int_equal(stat(path, &st), 0);
+    int64_t size = st.st_size;
+    sv_log_trim_t r;
+    sl_error_t err = {0};
+    assert_int_equal(sv_log_trim(path, keep, &r, &err), 0);
+    assert_int_equal(r.collapsed, expect_collapse);
+    assert_true(r.dropped >= size - keep);
+    assert_int_equal(stat(path, &st), 0);
+    assert_int_equal(st.st_size, size - r.dropped);
+    check_trimmed(path, lines, keep);
+    if (!expect_collapse) { /* the copy starts at a line */
+        sl_autoclose int fd = open(path, O_RDONLY | O_CLOEXEC);
+        char head[5];
+        assert_int_equal(read(fd, head, 5), 5);
+        assert_memory_equal(head, "line ", 5);
+    }
+    /* Under the cap: nothing to do. */
+    assert_int_equal(sv_log_trim(path, keep, &r, &err), 0);
+    assert_int_equal(r.dropped, 0);
+    unlink(path);
+}
+
+/* The filesystem under /tmp (ext4 here) collapses the range; tmpfs refuses
+ * and the tail is copied instead. */
+static void test_log_trim(void **state)
+{
+    struct statfs fs;
+    if (statfs(g_tmp, &fs) == 0 && (fs.f_type == 0xEF53 || fs.f_type == 0x58465342))
+        trim_in(g_tmp, true); /* ext4, xfs */
+    char shm[] = "/dev/shm/sluice-trim-XXXXXX";
+    if (mkdtemp(shm)) {
+        trim_in(shm, false);
+        rmdir(shm);
+    }
+}
+
+static void set_mtime(const char *path, int64_t ns)
+{
+    struct timespec ts[2] = {{ns / 1000000000, ns % 1000000000},
+                             {ns / 1000000000, ns % 1000000000}};
+    assert_int_equal(utimensat(AT_FDCWD, path, ts, 0), 0);
+}
+
+static bool exists(const char *dir, const char *name)
+{
+    sl_autofree char *p = xasprintf("%s/%s", dir, name);
+    return access(p, F_OK) == 0;
+}
+
+/* Exited instances' logs: gone after the retention, at most N per
+ * revision (the newest), and never a live one's or a just-made one's. */
+static void test_log_sweep(void **state)
+{
+    sl_autofree char *root = xasprintf("%s/sweep-logs", g_tmp);
+    sl_autofree char *dir = xasprintf("%s/default/svc", root);
+    sl_error_t err = {0};
+    assert_int_equal(sl_mkdir_p(dir, 0700, &err), 0);
+    const int64_t s = 1000000000, now = 1700000000 * s;
+    struct {
+        const char *name;
+        int64_t age_s;
+        bool kept;
+    } logs[] = {
+        {"svc-00001-aaaaa.log", 7200, false}, /* past the retention */
+        {"svc-00002-live1.log", 7200, true},  /* live */
+        {"svc-00002-bbbbb.log", 10, true},    /* newest two of rev 2 */
+        {"svc-00002-ccccc.log", 20, true},    {"svc-00002-ddddd.log", 30, false}, /* third newest */
+        {"svc-00003-eeeee.log", 40, true}, /* its revision's only one */
+        {"svc-00003-fffff.log", -5, true}, /* made after the snapshot */
+    };
+    for (size_t i = 0; i < SL_ARRAY_LEN(logs); i++) {
+        sl_autofree char *p = write_log(dir, logs[i].name, 1);
+        set_mtime(p, now - logs[i].age_s * s);
+    }
+    char *live[] = {"svc-00002-live1"};
+    sl_log_limits_t lim = {.max_bytes = 0, .retention_ns = 3600 * s, .per_revision = 2};
+    assert_int_equal(sv_log_sweep(root, live, 1, &lim, now, now), 2);
+    for (size_t i = 0; i < SL_ARRAY_LEN(logs); i++)
+        if (exists(dir, logs[i].name) != logs[i].kept)
+            fail_msg("%s: expected %s", logs[i].name, logs[i].kept ? "kept" : "deleted");
+    /* No limits: nothing goes. */
+    sl_log_limits_t none = {0};
+    assert_int_equal(sv_log_sweep(root, NULL, 0, &none, now + 3600 * s, now + 3600 * s), 0);
+    sl_rm_rf(root, &err);
+}
+
 int main(void)
 {
     setvbuf(stdout, NULL, _IONBF, 0);
@@ -1806,6 +1929,8 @@ int main(void)
         cmocka_unit_test_teardown(test_stop_after_prepared, env_teardown),
         cmocka_unit_test_teardown(test_shutdown_while_preparing, env_teardown),
         cmocka_unit_test_teardown(test_startup_breakdown, env_teardown),
+        cmocka_unit_test(test_log_trim),
+        cmocka_unit_test(test_log_sweep),
     };
     // clang-format on
     return cmocka_run_group_tests(tests, group_setup, group_teardown);

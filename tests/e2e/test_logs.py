@@ -1,0 +1,94 @@
+"""Instance logs are bounded: a running instance's log keeps its newest
+output under --instance-log-max, and exited instances' logs go after
+--instance-log-retention (and beyond --instance-logs-per-revision)."""
+import glob
+import json
+import os
+import time
+
+CAP = 256 * 1024
+
+# ~3.3 MB of numbered lines in the background while httpd serves.
+CHATTY = r"""
+mkdir -p /tmp/www
+echo hi > /tmp/www/index.html
+(
+  pad=0123456789012345678901234567890123456789012345678901234567890123456789012345678901234567890123456789
+  i=0
+  while [ $i -lt 30000 ]; do echo "line $i $pad"; i=$((i+1)); done
+  echo "newest-line-of-output"
+) &
+exec httpd -f -p "$PORT" -h /tmp/www
+"""
+
+
+def manifest(name, image, script, env=()):
+    c = {"image": image, "command": ["/bin/sh", "-c", script],
+         "env": [{"name": k, "value": v} for k, v in env]}
+    return json.dumps({"apiVersion": "serving.knative.dev/v1", "kind": "Service",
+                       "metadata": {"name": name},
+                       "spec": {"template": {"spec": {"containers": [c]}}}})
+
+
+def log_files(d, name):
+    return sorted(glob.glob(os.path.join(d.state_dir, "logs", "default", name, "*.log")))
+
+
+def wait_for(cond, what, d, timeout=60):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if cond():
+            return
+        time.sleep(0.2)
+    raise AssertionError("%s never happened\n%s" % (what, d.daemon_log()[-3000:]))
+
+
+def test_log_cap_keeps_the_newest_output(make_daemon, images):
+    d = make_daemon("--instance-log-max", "256Ki")
+    d.cli("apply", "-f", "-", "--wait", input=manifest("chatty", images["busybox"], CHATTY))
+    first = d.json("instances", "chatty")["items"][0]["name"]
+    [path] = log_files(d, "chatty")
+
+    def trimmed():
+        with open(path, "rb") as f:
+            data = f.read()
+        return b"newest-line-of-output" in data and len(data) <= CAP
+
+    # The app writes more than ten times the cap; once it is done, its log
+    # is under the cap and still ends with its newest line.
+    wait_for(trimmed, "log under the cap with the newest line", d)
+    out = d.cli("logs", "chatty").stdout
+    assert "newest-line-of-output" in out
+    assert "line 29999 " in out
+    assert "line 0 " not in out
+    # The same instance, still serving.
+    code, body = d.curl("chatty", "/index.html")
+    assert code == 200 and body.strip() == "hi"
+    assert [i["name"] for i in d.json("instances", "chatty")["items"]] == [first]
+
+
+def test_exited_instance_logs_expire(make_daemon, images):
+    d = make_daemon("--instance-log-retention", "1s")
+    serve = 'echo "output of $MARK"; exec httpd -f -p "$PORT" -h /'
+    d.cli("apply", "-f", "-", "--wait",
+          input=manifest("rot", images["busybox"], serve, env=[("MARK", "rev-one")]))
+    [old] = log_files(d, "rot")
+    wait_for(lambda: "output of rev-one" in d.cli("logs", "rot").stdout, "rev-one output", d)
+    # A new revision takes the traffic; the old instance drains and exits.
+    d.cli("apply", "-f", "-", "--wait",
+          input=manifest("rot", images["busybox"], serve, env=[("MARK", "rev-two")]))
+    wait_for(lambda: not os.path.exists(old), "the exited instance's log removed", d)
+    out = d.cli("logs", "rot").stdout
+    assert "output of rev-one" not in out
+    assert "output of rev-two" in out  # the live instance's log stays
+    assert d.curl("rot", "/")[0] in (200, 403, 404)
+
+
+def test_crashed_instance_log_stays_readable(daemon, images):
+    script = "echo 'fatal: missing DATABASE_URL' >&2; exit 3"
+    r = daemon.cli("apply", "-f", "-", "--wait", check=False,
+                   input=manifest("broken", images["busybox"], script))
+    assert r.returncode != 0
+    # The default retention keeps the exited instances' logs: `sluice logs`
+    # shows why they crashed.
+    assert "missing DATABASE_URL" in daemon.cli("logs", "broken").stdout
