@@ -133,6 +133,7 @@ typedef struct {
     size_t max_fields;
     int status;
     const char *why;
+    bool lf_ok; /* a bare LF ends a line too (responses; RFC 9112 §2.2) */
 } hp_t;
 
 enum { PH_START = 0, PH_FIELDS = 1 };
@@ -160,7 +161,7 @@ static int need_more(hp_t *p)
  */
 static inline bool stopped(const hp_t *p, size_t i, size_t stop)
 {
-    return i == stop && (i == p->end || p->b[i] != '\r');
+    return i == stop && (i == p->end || (p->b[i] != '\r' && !(p->lf_ok && p->b[i] == '\n')));
 }
 
 static int line_stop(hp_t *p, size_t i, int status, const char *why)
@@ -170,9 +171,14 @@ static int line_stop(hp_t *p, size_t i, int status, const char *why)
     return fail(p, status, why);
 }
 
-/* b[i] is CR: require LF after it; *next is the index past the LF. */
+/* b[i] is CR (or, where allowed, a bare LF): the line ends here; *next is
+ * the index past its LF. */
 static int crlf(hp_t *p, size_t i, size_t *next)
 {
+    if (p->lf_ok && p->b[i] == '\n') {
+        *next = i + 1;
+        return SL_OK;
+    }
     if (i + 1 >= p->end)
         return need_more(p);
     if (p->b[i + 1] != '\n')
@@ -351,7 +357,7 @@ static int parse_status_line(hp_t *p, sl_http_msg_t *m, size_t *pos)
         if (stopped(p, i, stop))
             return line_stop(p, i, 502, too_long);
     }
-    if (b[i] != '\r')
+    if (b[i] != '\r' && b[i] != '\n')
         return fail(p, 502, "malformed status line");
     m->reason = slice(p, r, i);
     return crlf(p, i, pos);
@@ -371,7 +377,7 @@ static int parse_fields(hp_t *p, sl_http_msg_t *m, size_t *pos)
         if (s >= p->end)
             return need_more(p);
         unsigned char c = b[s];
-        if (c == '\r')
+        if (c == '\r' || (c == '\n' && p->lf_ok))
             return crlf(p, s, pos);
         if (is_ows(c))
             return fail(p, 400, "obsolete line folding");
@@ -396,7 +402,7 @@ static int parse_fields(hp_t *p, sl_http_msg_t *m, size_t *pos)
         i = scan_value(b, i, stop);
         if (stopped(p, i, stop))
             return line_stop(p, i, 431, too_long);
-        if (b[i] != '\r')
+        if (b[i] != '\r' && !(b[i] == '\n' && p->lf_ok))
             return fail(p, 400,
                         b[i] == '\n' ? "bare LF in header section"
                                      : "invalid character in field value");
@@ -678,6 +684,7 @@ static void hp_init(hp_t *p, const char *buf, size_t len, const sl_http_limits_t
     p->max_fields =
         min_sz(lim && lim->max_headers ? lim->max_headers : d->max_headers, SL_HTTP_MAX_HEADERS);
     p->status = 0;
+    p->lf_ok = false;
     p->why = NULL;
 }
 
@@ -704,6 +711,10 @@ static int parse_head(const char *buf, size_t len, sl_http_msg_t *m, const sl_ht
 {
     hp_t p;
     hp_init(&p, buf, len, lim);
+    /* Requests stay strict (a bare LF is where request smuggling hides);
+     * an instance that ends its response lines with LF alone is read as
+     * it meant them, and the router re-emits every line with CRLF. */
+    p.lf_ok = resp_method != NULL;
     size_t pos = 0;
     unsigned phase = PH_START, blanks = 0;
     if (resume && m->resume.base == buf && m->resume.base && m->resume.pos <= len) {

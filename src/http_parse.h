@@ -9,7 +9,9 @@
  * before the colon, bare CR, NUL/CTL in values, invalid chunk sizes,
  * Content_Length / Transfer_Encoding spelled with an underscore, which
  * CGI-style servers read as the real thing) is an error, never a guess. The same rules apply to
- * responses read from instances, so nothing is smuggled back through a pooled connection.
+ * responses read from instances, so nothing is smuggled back through a pooled connection,
+ * with one leniency RFC 9112 §2.2 allows a recipient: a response line may end in a bare LF
+ * (CGI scripts print "\n"); requests must use CRLF.
  */
 #ifndef SL_HTTP_PARSE_H
 #define SL_HTTP_PARSE_H

@@ -525,7 +525,9 @@ size_t sl_plan_headers(const sl_http_msg_t *m, const char *fields_end, uv_buf_t 
         const sl_http_header_t *h = &m->headers[i];
         const char *ls = h->name.p;
         const char *le = i + 1 < m->n_headers ? m->headers[i + 1].name.p : fields_end;
-        bool contiguous = le > ls && le[-1] == '\n' && (!run || run_end == ls);
+        /* A line that ends in a bare LF (responses may) is rebuilt too. */
+        bool whole = le - ls >= 2 && le[-1] == '\n' && le[-2] == '\r';
+        bool contiguous = whole && (!run || run_end == ls);
         bool drop = skip(m, h->name, arg);
         if (run && (drop || !contiguous)) {
             IOV(run, run_end - run);
@@ -533,7 +535,7 @@ size_t sl_plan_headers(const sl_http_msg_t *m, const char *fields_end, uv_buf_t 
         }
         if (drop)
             continue;
-        if (le > ls && le[-1] == '\n') {
+        if (whole) {
             if (!run)
                 run = ls;
             run_end = le;

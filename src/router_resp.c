@@ -4,7 +4,8 @@
  * Parses the head from the upstream connection's buffer (interim 1xx heads
  * are relayed to HTTP/1.1 clients and the final one read after them),
  * rewrites only what a proxy must (HTTP/1.1 status line, hop-by-hop fields
- * out, Transfer-Encoding / Connection as this hop needs), and streams the
+ * out, Transfer-Encoding / Connection as this hop needs, CRLF for lines the
+ * instance ended with a bare LF), and streams the
  * body in its original framing: Content-Length and chunked pass through
  * byte for byte (chunked is validated by sl_chunked_scan to find its end);
  * a body delimited by close is re-chunked for a keep-alive HTTP/1.1 client;
@@ -31,7 +32,12 @@ static size_t resp_head_iov(const sl_http_msg_t *m, const char *head, size_t hea
     const char *sl_end = m->n_headers ? m->headers[0].name.p : fields_end;
     size_t n = 0;
     iov[n++] = uv_buf_init((char *)"HTTP/1.1", 8);
-    iov[n++] = uv_buf_init((char *)head + 8, (unsigned)(sl_end - head - 8));
+    if (sl_end[-2] == '\r') {
+        iov[n++] = uv_buf_init((char *)head + 8, (unsigned)(sl_end - head - 8));
+    } else { /* ended by a bare LF: this hop sends CRLF */
+        iov[n++] = uv_buf_init((char *)head + 8, (unsigned)(sl_end - 1 - head - 8));
+        iov[n++] = uv_buf_init((char *)"\r\n", 2);
+    }
     return sl_plan_headers(m, fields_end, iov, n, resp_skip, NULL);
 }
 

@@ -110,3 +110,44 @@ def test_websocket_is_tunnelled_to_the_instance(daemon, images):
     # The service keeps serving afterwards.
     code, body = daemon.curl("ws", "/again")
     assert code == 426
+
+
+CGI_SCRIPT = r"""
+set -u
+mkdir -p /tmp/www/cgi-bin
+cat > /tmp/www/cgi-bin/lf <<'EOS'
+#!/bin/sh
+echo "Content-Type: text/plain"
+echo "X-From: cgi"
+echo
+echo "lines ended by LF alone"
+EOS
+chmod 755 /tmp/www/cgi-bin/lf
+exec httpd -f -p "$PORT" -h /tmp/www
+"""
+
+
+def test_cgi_head_with_bare_lf_is_relayed_with_crlf(daemon, images):
+    """busybox httpd passes a CGI script's "\\n"-terminated header lines on as
+    they are; RFC 9112 §2.2 lets a recipient take a bare LF as a line end, so
+    the router serves the response and sends every line with CRLF."""
+    c = {"image": images["busybox"], "command": ["/bin/sh", "-c", CGI_SCRIPT]}
+    doc = {"apiVersion": "serving.knative.dev/v1", "kind": "Service",
+           "metadata": {"name": "cgi"}, "spec": {"template": {"spec": {"containers": [c]}}}}
+    daemon.cli("apply", "-f", "-", "--wait", input=json.dumps(doc))
+    s = socket.create_connection(("127.0.0.1", daemon.port))
+    s.sendall(("GET /cgi-bin/lf HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n"
+               % daemon.host("cgi")).encode())
+    raw = b""
+    while True:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        raw += chunk
+    s.close()
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), raw
+    lines = head.split(b"\r\n")
+    assert b"Content-Type: text/plain" in lines and b"X-From: cgi" in lines, raw
+    assert all(b"\n" not in l for l in lines), raw  # no bare LF reaches the client
+    assert b"lines ended by LF alone" in body

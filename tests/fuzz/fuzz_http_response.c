@@ -3,7 +3,8 @@
  *
  * Input: byte 0 picks the request method and limits, bytes 1-2 a split
  * point, the rest is the response. Checks prefix consistency, the resumable
- * variant against a fresh parse, slice bounds and the framing rules.
+ * variant against a fresh parse, slice bounds, line limits (a line ends at
+ * CRLF or, in a response, a bare LF) and the framing rules.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -100,9 +101,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (lim) {
             check(m1.head_len <= lim->max_head && m1.n_headers <= lim->max_headers, "limits");
             for (size_t k = 0; k < m1.n_headers; k++) {
+                /* the line ends at its CR, or at a bare LF (responses) */
                 const char *v = m1.headers[k].value.p + m1.headers[k].value.len;
-                const char *cr = memchr(v, '\r', (size_t)(b + m1.head_len - v));
-                check(cr && (size_t)(cr - m1.headers[k].name.p) <= lim->max_header_line,
+                const char *end = b + m1.head_len, *eol = v;
+                while (eol < end && *eol != '\r' && *eol != '\n')
+                    eol++;
+                check(eol < end && (size_t)(eol - m1.headers[k].name.p) <= lim->max_header_line,
                       "max_header_line");
             }
         }

@@ -530,6 +530,13 @@ static const resp_case_t valid_responses[] = {
      "\xc3\xa7"
      "a va\t!",
      SL_BODY_LENGTH, 2, true},
+    /* RFC 9112 §2.2: a recipient may take a bare LF as a line end (CGI
+     * scripts print "\n"); requests never get this leniency */
+    {RAW("HTTP/1.1 200 OK\nContent-Length: 3\n\n"), "GET", 200, "OK", SL_BODY_LENGTH, 3, true},
+    {RAW("HTTP/1.1 200 OK\r\nContent-Length: 0\n\n"), "GET", 200, "OK", SL_BODY_NONE, 0, true},
+    {RAW("HTTP/1.1 404 Not Found\nContent-Type: text/plain\r\nContent-Length: 1\r\n\n"), "GET", 404,
+     "Not Found", SL_BODY_LENGTH, 1, true},
+    {RAW("HTTP/1.0 200 OK\nX-A: b \n\n"), "GET", 200, "OK", SL_BODY_UNTIL_CLOSE, 0, false},
 };
 
 static void check_resp(const resp_case_t *c, int rc)
@@ -590,9 +597,11 @@ static const bad_resp_t bad_responses[] = {
     {RAW("HTTP/1.1 200 OK\r\n X-Fold: a\r\n\r\n"), "GET"},
     {RAW("HTTP/1.1 200 OK\r\nX-A : a\r\n\r\n"), "GET"},
     {RAW("HTTP/1.1 200 OK\r\nX-A: a\x00\r\n\r\n"), "GET"},
-    {RAW("HTTP/1.1 200 OK\nContent-Length: 0\r\n\r\n"), "GET"},
-    {RAW("HTTP/1.1 200 OK\r\nContent-Length: 0\n\n"), "GET"},
-    {RAW("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\n"), "GET"},
+    /* bare LF ends a response line (below); a bare CR never does */
+    {RAW("HTTP/1.1 200 OK\rContent-Length: 0\r\n\r\n"), "GET"},
+    {RAW("HTTP/1.1 200 OK\nContent-Length: 0\r\r\n"), "GET"},
+    {RAW("HTTP/1.1 200 OK\nX-A: a\rb\n\n"), "GET"},
+    {RAW("HTTP/1.1 200 OK\n\rContent-Length: 0\n\n"), "GET"},
     {RAW("HTTP/2 200 OK\r\n\r\n"), "GET"},
     {RAW("HTTP/1.2 200 OK\r\n\r\n"), "GET"},
     {RAW("HTTP/1.1 20 OK\r\n\r\n"), "GET"},

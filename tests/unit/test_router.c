@@ -375,6 +375,11 @@ static bool be_serve_one(be_conn_t *bc, bool *drop_next)
         static const char m[] =
             "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab";
         be_write(fd, m, sizeof(m) - 1);
+    } else if (strcmp(path, "/lf") == 0) {
+        /* a CGI-style head: every line ends in a bare LF */
+        static const char m[] = "HTTP/1.1 201 Created\nContent-Type: text/plain\nX-B: b\n"
+                                "Connection: x-hop\nX-Hop: 1\nContent-Length: 2\n\nok";
+        be_write(fd, m, sizeof(m) - 1);
     } else if (strncmp(path, "/badresp?i=", 11) == 0) {
         const char *m = bad_responses[bad_index(path + 11) % N_BAD_RESPONSES];
         be_write(fd, m, strlen(m));
@@ -1492,6 +1497,31 @@ static void test_bad_response_is_502(void **state)
     teardown_basic(b);
 }
 
+/* Lines the instance ends with a bare LF reach the client as CRLF lines,
+ * hop-by-hop fields still dropped, and the connection is pooled as usual. */
+static void test_bare_lf_response_is_normalised(void **state)
+{
+    backend_t *b = setup_basic(NULL);
+    rdr_t *c = cl_open();
+    for (int k = 0; k < 2; k++) {
+        resp_t rp;
+        cl_send(c, "GET /lf HTTP/1.1\r\nHost: app.test\r\n\r\n");
+        assert_int_equal(cl_resp(c, &rp, false, false), 0);
+        assert_int_equal(rp.status, 201);
+        assert_string_equal(rp.body.p, "ok");
+        assert_non_null(strstr(rp.head, "HTTP/1.1 201 Created\r\n"));
+        assert_non_null(strstr(rp.head, "\r\nContent-Type: text/plain\r\n"));
+        assert_non_null(strstr(rp.head, "\r\nX-B: b\r\n"));
+        assert_null(strstr(rp.head, "X-Hop"));
+        for (const char *p = strchr(rp.head, '\n'); p; p = strchr(p + 1, '\n'))
+            assert_true(p > rp.head && p[-1] == '\r');
+        resp_free(&rp);
+    }
+    cl_close(c);
+    assert_int_equal(atomic_load(&b->accepts), 1);
+    teardown_basic(b);
+}
+
 static void test_ipv6_client_forwarded_quoted(void **state)
 {
     h_reset();
@@ -1917,6 +1947,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_limits),
         cmocka_unit_test(test_timeouts_close_idle_connections),
         cmocka_unit_test(test_bad_response_is_502),
+        cmocka_unit_test(test_bare_lf_response_is_normalised),
         cmocka_unit_test(test_ipv6_client_forwarded_quoted),
         cmocka_unit_test(test_pool_closed_while_busy),
         cmocka_unit_test(test_client_aborts_transfers),
