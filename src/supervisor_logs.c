@@ -343,7 +343,10 @@ static void log_work(uv_work_t *w)
             continue;
         sv_log_trim_t r;
         sl_error_t err = {0};
-        if (sv_log_trim(j->paths[i], j->lim.max_bytes - j->lim.max_bytes / 4, &r, &err) < 0) {
+        /* Down to half the cap: a trim holds the file's lock while the
+         * filesystem writes back and drops its cached pages, stalling the
+         * app's writes, so a chatty app should meet one rarely. */
+        if (sv_log_trim(j->paths[i], j->lim.max_bytes / 2, &r, &err) < 0) {
             if (!j->first_error)
                 j->first_error = xstrdup(err.msg);
             continue;
