@@ -210,13 +210,15 @@ def first_byte(name, path="/", timeout=60):
 # ----------------------------------------------------------------- wrk
 
 
-def wrk(url, conns, secs, hdr=None, netns_pid=None):
+def wrk(url, conns, secs, hdr=None, netns_pid=None, cpu=None):
     cmd = ["wrk", "-t1", "-c%d" % conns, "-d%ds" % secs, "--latency", "--timeout", "10s"]
     if hdr:
         cmd += ["-H", "Host: %s" % hdr]
     cmd.append(url)
     if netns_pid:
         cmd = ["nsenter", "--net=/proc/%d/ns/net" % netns_pid] + cmd
+    if cpu is not None:
+        cmd = ["taskset", "-c", str(cpu)] + cmd
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=secs + 60).stdout
     return parse_wrk(out)
 
@@ -315,58 +317,77 @@ def start_nginx(base, netns_pid):
     raise RuntimeError("nginx worker did not start")
 
 
+def set_affinity(tids, cpus):
+    for t in tids:
+        try:
+            os.sched_setaffinity(t, cpus)
+        except OSError:
+            pass  # a thread that exited meanwhile
+
+
 def bench_datapath(d, a):
     log("data path: deploying the backend (one instance, concurrency 1000)")
-    d.cli("deploy", "dp", "--image", a.image, "--concurrency", "1000", "--min", "1", "--max", "1")
+    # ACCESS_LOG=off: the backend writes no log line per request, so its
+    # cost is the socket I/O alone and the proxies' share of the machine
+    # (what this stage compares) is not diluted by a file write per request.
+    d.cli("deploy", "dp", "--image", a.image, "--concurrency", "1000", "--min", "1", "--max", "1",
+          "--env", "ACCESS_LOG=off")
     inst = [i for i in d.instances("dp") if i["state"] == "Ready"][0]
     pid = inst["pid"]
     nginx, worker = start_nginx(a.base, pid)
     direct_url = "http://127.0.0.1:8080/"
     nginx_url = "http://127.0.0.1:%d/" % NGINX_PORT
     sluice_url = "http://127.0.0.1:%d/" % PORT
+    pin = {"cpu": None}  # the client's CPU under the current placement
     paths = {
-        "direct": lambda c, s: wrk(direct_url, c, s, netns_pid=pid),
-        "nginx": lambda c, s: wrk(nginx_url, c, s, hdr=host("dp"), netns_pid=pid),
-        "sluice": lambda c, s: wrk(sluice_url, c, s, hdr=host("dp")),
+        "direct": lambda c, s: wrk(direct_url, c, s, netns_pid=pid, cpu=pin["cpu"]),
+        "nginx": lambda c, s: wrk(nginx_url, c, s, hdr=host("dp"), netns_pid=pid, cpu=pin["cpu"]),
+        "sluice": lambda c, s: wrk(sluice_url, c, s, hdr=host("dp"), cpu=pin["cpu"]),
     }
     cpu_of = {"nginx": lambda: proc_cpu_ns(worker), "sluice": d.cpu_ns,
               "direct": lambda: 0}
     out = {"setup": "wrk -t1 -cN -d%ds --latency; %d round(s), proxies' order swapped each round; "
                     "median round per path, and the median of the rounds' sluice/nginx ratios; backend pid %d"
            % (a.dp_secs, a.dp_rounds, pid)}
+
+    def level(c, names, n_rounds):
+        rounds = {k: [] for k in names}
+        pair_ratios = []
+        for k in range(n_rounds):
+            # the two proxies back to back, their order swapped every
+            # round: a slow spell of the shared machine lands on both, and
+            # the round's ratio cancels it.
+            order = [x for x in names if x == "direct"] + (
+                ["nginx", "sluice"] if k % 2 == 0 else ["sluice", "nginx"])
+            for name in order:
+                c0 = cpu_of[name]()
+                r = paths[name](c, a.dp_secs)
+                used = cpu_of[name]() - c0
+                r["proxy_cpu_us_per_req"] = (used / 1e3 / r["requests"]) if r["requests"] and used else None
+                rounds[name].append(r)
+            n_r, s_r = rounds["nginx"][-1]["rps"], rounds["sluice"][-1]["rps"]
+            pair_ratios.append(s_r / n_r if n_r else 0.0)
+        row = {}
+        for name, rs in rounds.items():
+            rs = sorted(rs, key=lambda r: r["rps"])
+            row[name] = rs[len(rs) // 2]
+            row[name]["rounds_rps"] = [round(r["rps"]) for r in rounds[name]]
+        n, s = row["nginx"], row["sluice"]
+        row["ratio_rps_sluice_nginx"] = s["rps"] / n["rps"] if n["rps"] else None
+        row["round_ratios"] = [round(x, 3) for x in pair_ratios]
+        row["median_round_ratio"] = median(pair_ratios)
+        row["ratio_p99_sluice_nginx"] = (s["p99_us"] / n["p99_us"]) if n["p99_us"] else None
+        log("  c=%-3d %snginx %8.0f  sluice %8.0f req/s  (sluice/nginx %.2f, per round %s; p99 %s/%s us)"
+            % (c, ("direct %8.0f  " % row["direct"]["rps"]) if "direct" in row else "", n["rps"],
+               s["rps"], row["ratio_rps_sluice_nginx"] or 0,
+               " ".join("%.2f" % x for x in pair_ratios), s["p99_us"], n["p99_us"]))
+        return row
+
     try:
         for name, fn in paths.items():  # warm pools and caches
             fn(64, 1)
         for c in (1, 32, 256):
-            rounds = {k: [] for k in paths}
-            pair_ratios = []
-            for k in range(a.dp_rounds):
-                # direct, then the two proxies back to back, their order
-                # swapped every round: a slow spell of the shared machine
-                # lands on both, and the round's ratio cancels it.
-                order = ["direct"] + (["nginx", "sluice"] if k % 2 == 0 else ["sluice", "nginx"])
-                for name in order:
-                    c0 = cpu_of[name]()
-                    r = paths[name](c, a.dp_secs)
-                    used = cpu_of[name]() - c0
-                    r["proxy_cpu_us_per_req"] = (used / 1e3 / r["requests"]) if r["requests"] and used else None
-                    rounds[name].append(r)
-                n_r, s_r = rounds["nginx"][-1]["rps"], rounds["sluice"][-1]["rps"]
-                pair_ratios.append(s_r / n_r if n_r else 0.0)
-            row = {}
-            for name, rs in rounds.items():
-                rs = sorted(rs, key=lambda r: r["rps"])
-                row[name] = rs[len(rs) // 2]
-                row[name]["rounds_rps"] = [round(r["rps"]) for r in rounds[name]]
-            n, s = row["nginx"], row["sluice"]
-            row["ratio_rps_sluice_nginx"] = s["rps"] / n["rps"] if n["rps"] else None
-            row["round_ratios"] = [round(x, 3) for x in pair_ratios]
-            row["median_round_ratio"] = median(pair_ratios)
-            row["ratio_p99_sluice_nginx"] = (s["p99_us"] / n["p99_us"]) if n["p99_us"] else None
-            out["c%d" % c] = row
-            log("  c=%-3d direct %8.0f  nginx %8.0f  sluice %8.0f req/s  (sluice/nginx %.2f, per round %s; p99 %s/%s us)"
-                % (c, row["direct"]["rps"], n["rps"], s["rps"], row["ratio_rps_sluice_nginx"] or 0,
-                   " ".join("%.2f" % x for x in pair_ratios), s["p99_us"], n["p99_us"]))
+            out["c%d" % c] = level(c, ["direct", "nginx", "sluice"], a.dp_rounds)
         c1 = out["c1"]
         out["added_latency_us"] = {
             "sluice_p50": c1["sluice"]["p50_us"] - c1["direct"]["p50_us"],
@@ -376,6 +397,29 @@ def bench_datapath(d, a):
         }
         log("  added latency at c=1: sluice p50 %+.0f us p99 %+.0f us; nginx p50 %+.0f us p99 %+.0f us"
             % tuple(out["added_latency_us"][k] for k in ("sluice_p50", "sluice_p99", "nginx_p50", "nginx_p99")))
+        # Fixed placements. Unpinned, a request at low concurrency crosses
+        # CPUs several times, and on this VM each cross-CPU wake-up is an
+        # IPI (a VM exit) costing more than either proxy's own work, so
+        # where the scheduler happens to put the three processes decides
+        # c=1. Pinned the same way for both proxies, that noise goes:
+        #   one-core: client, proxy and backend all on CPU 0 — no IPIs; the
+        #             chain's CPU per request alone sets the rate;
+        #   split:    client and proxy on CPU 0, the backend on CPU 1.
+        if a.dp_pinned_rounds and len(os.sched_getaffinity(0)) >= 2:
+            proxies = [worker] + [int(t) for t in os.listdir("/proc/%d/task" % d.proc.pid)]
+            try:
+                for place, proxy_cpu, backend_cpu in (("one_core", 0, 0), ("split", 0, 1)):
+                    log("  placement %s: client and proxy on CPU %d, backend on CPU %d"
+                        % (place, proxy_cpu, backend_cpu))
+                    set_affinity(proxies, {proxy_cpu})
+                    set_affinity([pid], {backend_cpu})
+                    pin["cpu"] = proxy_cpu
+                    out[place] = {"c%d" % c: level(c, ["nginx", "sluice"], a.dp_pinned_rounds)
+                                  for c in (1, 32, 256)}
+            finally:
+                pin["cpu"] = None
+                every = set(range(os.cpu_count()))
+                set_affinity(proxies + [pid], every)
         if a.perf:
             out["perf"] = profile_router(d, a)
     finally:
@@ -863,6 +907,7 @@ def main():
     a.image = "oci:%s:latest" % a.oci
     q = a.quick
     a.dp_secs, a.dp_rounds = (2, 1) if q else (4, 6)
+    a.dp_pinned_rounds = 0 if q else 4
     a.cold_n = 10 if q else 50
     a.zero_wait = 40 if q else 90
     a.deploys = 10 if q else 50
