@@ -3,7 +3,7 @@
  *
  * An instance's life: prepare (process args/env on the loop; then on the
  * thread pool: instance dir, user, overlay rootfs, network namespace,
- * config.json) → `RT run -d` via uv_spawn →
+ * config.json) → `RT run -d` via posix_spawn →
  * pid from the pid file, watched through a pidfd → readiness probe (TCP
  * connect to 127.0.0.1:PORT inside the namespace by default; httpGet or
  * exec) polled every few ms → READY → readiness and liveness probes every
@@ -21,6 +21,14 @@
  * its pidfd is readable but it is not ours to wait for yet, so the exit is
  * collected (waitid on the pidfd, never waitpid(-1)) once SIGCHLD says the
  * zombie was handed over.
+ *
+ * The runtime itself (`RT run -d`, `RT delete -f`) is started with
+ * posix_spawn, not uv_spawn: libuv forks, and copying the daemon's page
+ * tables held up the loop (and the router on it) for milliseconds at every
+ * start and stop. glibc's posix_spawn clones with CLONE_VM|CLONE_VFORK, so
+ * the loop waits only until the child has exec'd. Its exit is watched
+ * through a pidfd like a container's, and reaped with waitid on that pidfd;
+ * libuv reaps only the pids of its own process handles (exec probes).
  */
 #include "supervisor.h"
 #include "netns.h"
@@ -33,12 +41,14 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <signal.h>
+#include <spawn.h>
 #include <stdio.h>
 #include <sys/prctl.h>
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
+#include <time.h>
 
 #define MOD                "supervisor"
 #define DEFAULT_GRACE_MS   10000
@@ -51,6 +61,8 @@
 #define REAP_RETRY_MS      5
 #define REAP_WAIT_MAX_NS   (10000 * 1000000ull)
 #define NAME_MAX_LEN       200
+
+extern char **environ;
 
 static void begin_cleanup(sl_instance_t *inst);
 static void finish_cleanup(sl_instance_t *inst);
@@ -131,13 +143,159 @@ static void random_suffix(char out[6])
     out[5] = '\0';
 }
 
+/* ---- processes the supervisor waits for (sv_proc_t) ------------------ */
+
+static void on_proc_closed(uv_handle_t *h)
+{
+    sv_proc_t *p = container_of(h, sv_proc_t, poll);
+    sl_closep(&p->pidfd);
+    on_handle_closed(h);
+}
+
+/* Watch p->pid through a pidfd: cb runs (level-triggered) once it has
+ * exited, until proc_done. Errors are -errno (-ESRCH: already reaped). */
+static int proc_watch(sl_instance_t *inst, sv_proc_t *p, uv_poll_cb cb)
+{
+    int fd = (int)syscall(SYS_pidfd_open, p->pid, 0);
+    if (fd < 0)
+        return -errno;
+    p->pidfd = fd;
+    uv_poll_init(inst->sup->loop, &p->poll, fd);
+    p->poll.data = inst;
+    p->watched = true;
+    inst->handles++;
+    uv_poll_start(&p->poll, UV_READABLE, cb);
+    return 0;
+}
+
+/* Reaped (or given up on): close the watch; the pidfd goes with it. */
+static void proc_done(sl_instance_t *inst, sv_proc_t *p)
+{
+    p->running = false;
+    if (p->watched && !uv_is_closing((uv_handle_t *)&p->poll))
+        uv_close((uv_handle_t *)&p->poll, on_proc_closed);
+}
+
+/* Its pidfd turned readable: reap it without blocking. SV_EXIT_PENDING:
+ * not reapable (yet), still watched; else done, with sv_wait_exit's
+ * result. */
+static int proc_collect(sl_instance_t *inst, sv_proc_t *p, sv_exit_t *ex)
+{
+    int rc = sv_wait_exit(p->pidfd, p->pid, ex);
+    if (rc != SV_EXIT_PENDING)
+        proc_done(inst, p);
+    return rc;
+}
+
+/* Through the pidfd, so a reused pid is never hit; one already reaped
+ * (ESRCH) is not an error. */
+static int proc_signal(const sv_proc_t *p, int sig)
+{
+    if (!p->running)
+        return 0;
+    int r = p->pidfd >= 0 ? (int)syscall(SYS_pidfd_send_signal, p->pidfd, sig, NULL, 0)
+                          : kill(p->pid, sig);
+    return r < 0 && errno != ESRCH ? -errno : 0;
+}
+
+/* "exited with status 1", "killed by signal 9", or why it is not known. */
+static char *exit_text(int rc, const sv_exit_t *ex)
+{
+    if (rc < 0)
+        return xasprintf("exited (status unavailable: %s)", strerror(-rc));
+    if (ex->sig)
+        return xasprintf("killed by signal %d", ex->sig);
+    return xasprintf("exited with status %d", ex->code);
+}
+
+/* CPU time of the calling thread: with wall time, tells a hold that
+ * works from one that waits. */
+static uint64_t thread_cpu_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* posix_spawn dup2s in order, so a source among 0..2 could be overwritten
+ * before it is used: give it a number above them (*tmp, closed after). */
+static int above_stdio(int fd, int *tmp)
+{
+    if (fd > 2)
+        return fd;
+    *tmp = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+    return *tmp >= 0 ? *tmp : fd;
+}
+
+#define RT_ARGS_MAX 16
+
+/*
+ * Start `RT --root R --log L --log-format json ARGS...` (args NULL-ended,
+ * args[0] the command) with stdin on /dev/null and stdout/stderr on out_fd
+ * (borrowed), signals unblocked and at their defaults (sluice ignores
+ * SIGPIPE), in a session of its own when `detach`; then watch it through p,
+ * cb running once it has exited. glibc's posix_spawn clones with
+ * CLONE_VM|CLONE_VFORK: unlike fork (and so uv_spawn) it copies no page
+ * tables, and the loop waits only until the child has exec'd. Every fd
+ * sluice opens is O_CLOEXEC, so the runtime gets these three alone.
+ * Returns -errno.
+ */
+static int spawn_runtime(sl_instance_t *inst, sv_proc_t *p, const char *const *args, int out_fd,
+                         bool detach, uv_poll_cb cb)
+{
+    const char *argv[RT_ARGS_MAX] = {inst->runtime_bin, "--root",       inst->rt_root, "--log",
+                                     inst->rtlog_path,  "--log-format", "json"};
+    size_t n = 7;
+    for (size_t i = 0; args[i] && n < RT_ARGS_MAX - 1; i++)
+        argv[n++] = args[i];
+    uint64_t t0 = sl_now_ns(), c0 = thread_cpu_ns();
+    int tmp_in = -1, tmp_out = -1;
+    int in_fd = above_stdio(inst->sup->devnull, &tmp_in);
+    out_fd = above_stdio(out_fd, &tmp_out);
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, in_fd, 0);
+    posix_spawn_file_actions_adddup2(&fa, out_fd, 1);
+    posix_spawn_file_actions_adddup2(&fa, out_fd, 2);
+    posix_spawnattr_t at;
+    posix_spawnattr_init(&at);
+    sigset_t none, all;
+    sigemptyset(&none);
+    /* Every signal: sigfillset leaves out glibc's internal two (32, 33),
+     * which posix_spawn would then leave ignored, through exec, for the
+     * runtime and so for the container. */
+    memset(&all, 0xff, sizeof(all));
+    posix_spawnattr_setsigmask(&at, &none);
+    posix_spawnattr_setsigdefault(&at, &all);
+    posix_spawnattr_setflags(&at, (short)(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF |
+                                          (detach ? POSIX_SPAWN_SETSID : 0)));
+    pid_t pid;
+    int rc = -posix_spawn(&pid, argv[0], &fa, &at, (char *const *)argv, environ);
+    posix_spawnattr_destroy(&at);
+    posix_spawn_file_actions_destroy(&fa);
+    sl_closep(&tmp_in);
+    sl_closep(&tmp_out);
+    if (rc < 0)
+        return rc;
+    p->pid = pid;
+    p->running = true;
+    if ((rc = proc_watch(inst, p, cb)) < 0) {
+        /* Unwatched it would go unnoticed: stop it now (it exits at once). */
+        kill(pid, SIGKILL);
+        while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+            ;
+        p->running = false;
+        return rc;
+    }
+    sl_debug(MOD, "instance %s: %s %s spawned, loop held %.3f ms (cpu %.3f ms)", inst->id,
+             inst->runtime, args[0], (double)(sl_now_ns() - t0) / 1e6,
+             (double)(thread_cpu_ns() - c0) / 1e6);
+    return 0;
+}
+
 static int signal_pid(sl_instance_t *inst, int sig)
 {
-    if (!inst->alive)
-        return 0;
-    if (syscall(SYS_pidfd_send_signal, inst->pidfd, sig, NULL, 0) < 0 && errno != ESRCH)
-        return -errno;
-    return 0;
+    return proc_signal(&inst->ctr, sig);
 }
 
 /* ---- accessors -------------------------------------------------------- */
@@ -160,7 +318,7 @@ int sl_instance_port(const sl_instance_t *inst)
 }
 int sl_instance_pid(const sl_instance_t *inst)
 {
-    return inst->pid;
+    return inst->ctr.pid;
 }
 const char *sl_instance_log_path(const sl_instance_t *inst)
 {
@@ -224,7 +382,9 @@ void sl_instance_startup(const sl_instance_t *inst, sl_instance_startup_t *out)
 
 static void instance_free(sl_instance_t *inst)
 {
-    sl_closep(&inst->pidfd);
+    sl_closep(&inst->ctr.pidfd);
+    sl_closep(&inst->run_proc.pidfd);
+    sl_closep(&inst->del_proc.pidfd);
     sl_closep(&inst->netns_fd);
     sv_probe_free(inst->readiness);
     sv_probe_free(inst->liveness);
@@ -302,8 +462,7 @@ static void fs_cleanup_done(uv_work_t *w, int status)
     sv_probes_close(inst);
     sv_close_handle(inst, &inst->deadline_timer);
     sv_close_handle(inst, &inst->reap_timer);
-    if (inst->poll_inited)
-        sv_close_handle(inst, &inst->pid_poll);
+    proc_done(inst, &inst->ctr); /* closed when reaped; not if never watched */
     sv_maybe_finalize(inst);
 }
 
@@ -326,45 +485,38 @@ static void on_delete_timeout(uv_timer_t *t)
 {
     sl_instance_t *inst = t->data;
     sl_warn(MOD, "instance %s: '%s delete' hangs; killing it", inst->id, inst->runtime);
-    uv_process_kill(&inst->del_proc, SIGKILL);
+    proc_signal(&inst->del_proc, SIGKILL);
 }
 
-static void on_delete_exit(uv_process_t *p, int64_t status, int sig)
+/* A runtime invocation's pidfd turned readable: SV_EXIT_PENDING (not yet),
+ * SV_EXIT_DONE (it succeeded) or -1, it failed and *why (caller frees) says
+ * how: the runtime's own errors, else its exit. */
+static int runtime_exit(sl_instance_t *inst, sv_proc_t *p, char **why)
 {
-    sl_instance_t *inst = p->data;
+    sv_exit_t ex = {0};
+    int rc = proc_collect(inst, p, &ex);
+    if (rc == SV_EXIT_PENDING || (rc == SV_EXIT_DONE && ex.code == 0 && ex.sig == 0))
+        return rc;
+    if (!(*why = sv_runtime_errors(inst->rtlog_path))) {
+        sl_autofree char *how = exit_text(rc, &ex);
+        *why = xasprintf("%s %s", inst->runtime, how);
+    }
+    return -1;
+}
+
+static void on_delete_exit(uv_poll_t *h, int status, int events)
+{
+    sl_instance_t *inst = h->data;
+    sl_autofree char *why = NULL;
+    int rc = runtime_exit(inst, &inst->del_proc, &why);
+    if (rc == SV_EXIT_PENDING)
+        return;
     uv_timer_stop(&inst->deadline_timer);
-    sv_close_handle(inst, p);
-    if (status != 0 || sig != 0) {
-        sl_autofree char *errs = sv_runtime_errors(inst->rtlog_path);
-        sl_warn(MOD, "instance %s: %s delete failed: %s", inst->id, inst->runtime,
-                errs ? errs : "no message");
+    if (rc < 0) {
+        sl_warn(MOD, "instance %s: %s delete failed: %s", inst->id, inst->runtime, why);
         inst->delete_failed = true;
     }
     finish_cleanup(inst);
-}
-
-static int spawn_runtime(sl_instance_t *inst, uv_process_t *proc, char **argv, int out_fd,
-                         uv_exit_cb exit_cb, unsigned flags)
-{
-    uv_stdio_container_t stdio[3] = {
-        {.flags = UV_INHERIT_FD, .data.fd = inst->sup->devnull},
-        {.flags = UV_INHERIT_FD, .data.fd = out_fd},
-        {.flags = UV_INHERIT_FD, .data.fd = out_fd},
-    };
-    uv_process_options_t o = {
-        .file = inst->runtime_bin,
-        .args = argv,
-        .exit_cb = exit_cb,
-        .flags = flags,
-        .stdio_count = 3,
-        .stdio = stdio,
-    };
-    int rc = uv_spawn(inst->sup->loop, proc, &o);
-    proc->data = inst;
-    inst->handles++; /* initialised even when the spawn failed */
-    if (rc < 0)
-        sv_close_handle(inst, proc);
-    return rc;
 }
 
 /* The container is gone (or never ran): `RT delete -f`, then the rest. */
@@ -377,21 +529,10 @@ static void begin_cleanup(sl_instance_t *inst)
     uv_timer_stop(&inst->deadline_timer);
     if (inst->state == SL_INST_STARTING || inst->state == SL_INST_READY)
         notify(inst, SL_INST_STOPPING);
-    char *argv[] = {inst->runtime_bin,
-                    "--root",
-                    inst->rt_root,
-                    "--log",
-                    inst->rtlog_path,
-                    "--log-format",
-                    "json",
-                    "delete",
-                    "-f",
-                    inst->id,
-                    NULL};
-    int rc = spawn_runtime(inst, &inst->del_proc, argv, inst->sup->devnull, on_delete_exit, 0);
+    const char *args[] = {"delete", "-f", inst->id, NULL};
+    int rc = spawn_runtime(inst, &inst->del_proc, args, inst->sup->devnull, false, on_delete_exit);
     if (rc < 0) {
-        sl_warn(MOD, "instance %s: spawning %s delete: %s", inst->id, inst->runtime,
-                uv_strerror(rc));
+        sl_warn(MOD, "instance %s: spawning %s delete: %s", inst->id, inst->runtime, strerror(-rc));
         inst->delete_failed = true;
         finish_cleanup(inst);
         return;
@@ -408,18 +549,18 @@ static void on_reap_retry(uv_timer_t *t);
  * pidfd): a waitpid(-1) here or in the orphan reaper could take the status. */
 static void reap(sl_instance_t *inst)
 {
-    if (!inst->alive)
+    if (!inst->ctr.running)
         return;
     sv_exit_t ex = {0};
-    int rc = sv_wait_exit(inst->pidfd, inst->pid, &ex);
+    int rc = proc_collect(inst, &inst->ctr, &ex);
     if (rc == SV_EXIT_PENDING) {
         /* The pidfd said it exited, but the zombie is still the runtime
          * helper's child: the helper exits just after `RT run -d` returns,
          * and then the zombie is ours (SIGCHLD). Stop the level-triggered
          * poll and retry from SIGCHLD or the timer. */
         uint64_t now = sl_now_ns();
-        if (inst->poll_inited)
-            uv_poll_stop(&inst->pid_poll);
+        if (inst->ctr.watched)
+            uv_poll_stop(&inst->ctr.poll);
         sv_probes_stop(inst);
         if (!inst->reap_since_ns)
             inst->reap_since_ns = now;
@@ -429,17 +570,12 @@ static void reap(sl_instance_t *inst)
             return;
         }
         rc = -ETIMEDOUT;
+        proc_done(inst, &inst->ctr);
     }
-    inst->alive = inst->reap_pending = false;
+    inst->reap_pending = false;
     uv_timer_stop(&inst->reap_timer);
-    if (inst->poll_inited)
-        uv_poll_stop(&inst->pid_poll);
-    if (rc == SV_EXIT_DONE && ex.sig == 0)
-        sv_set_reason(inst, "exited with status %d", ex.code);
-    else if (rc == SV_EXIT_DONE)
-        sv_set_reason(inst, "killed by signal %d", ex.sig);
-    else
-        sv_set_reason(inst, "exited (status unavailable: %s)", strerror(-rc));
+    sl_autofree char *how = exit_text(rc, &ex);
+    sv_set_reason(inst, "%s", how);
     begin_cleanup(inst);
 }
 
@@ -479,12 +615,11 @@ void sv_became_ready(sl_instance_t *inst)
 static void on_grace_over(uv_timer_t *t)
 {
     sl_instance_t *inst = t->data;
-    if (inst->alive) {
+    if (inst->ctr.running) {
         sl_info(MOD, "instance %s: still running after the grace period; SIGKILL", inst->id);
         signal_pid(inst, SIGKILL);
     }
-    if (inst->run_active)
-        uv_process_kill(&inst->run_proc, SIGKILL);
+    proc_signal(&inst->run_proc, SIGKILL);
 }
 
 void sv_stop(sl_instance_t *inst, int grace_ms)
@@ -498,7 +633,7 @@ void sv_stop(sl_instance_t *inst, int grace_ms)
     uv_timer_start(&inst->deadline_timer, on_grace_over, (uint64_t)grace_ms, 0);
     if (inst->state != SL_INST_STOPPING)
         notify(inst, SL_INST_STOPPING);
-    if (inst->alive && !inst->cleaning) {
+    if (inst->ctr.running && !inst->cleaning) {
         int rc = signal_pid(inst, SIGTERM);
         if (rc < 0)
             sl_warn(MOD, "instance %s: SIGTERM: %s", inst->id, strerror(-rc));
@@ -534,30 +669,22 @@ static int read_pid(sl_instance_t *inst)
     int64_t pid;
     if (sl_parse_int64(text, 2, INT32_MAX, &pid) < 0)
         return -1;
-    inst->pid = (pid_t)pid;
+    inst->ctr.pid = (pid_t)pid;
     return 0;
 }
 
 static void watch_pid(sl_instance_t *inst)
 {
-    int fd = (int)syscall(SYS_pidfd_open, inst->pid, 0);
-    if (fd < 0) {
-        int e = errno;
-        inst->alive = true; /* the zombie, if it is ours, is still waitable */
-        if (e != ESRCH) {
-            sv_set_reason(inst, "cannot watch pid %d: %s", (int)inst->pid, strerror(e));
-            kill(inst->pid, SIGKILL);
+    inst->ctr.running = true; /* if gone, its zombie (ours) is still waitable */
+    int rc = proc_watch(inst, &inst->ctr, on_pid_event);
+    if (rc < 0) {
+        if (rc != -ESRCH) {
+            sv_set_reason(inst, "cannot watch pid %d: %s", (int)inst->ctr.pid, strerror(-rc));
+            kill(inst->ctr.pid, SIGKILL);
         }
         reap(inst);
         return;
     }
-    inst->pidfd = fd;
-    inst->alive = true;
-    uv_poll_init(inst->sup->loop, &inst->pid_poll, fd);
-    inst->pid_poll.data = inst;
-    inst->poll_inited = true;
-    inst->handles++;
-    uv_poll_start(&inst->pid_poll, UV_READABLE, on_pid_event);
     if (inst->stop_requested) {
         signal_pid(inst, SIGTERM);
     } else {
@@ -565,21 +692,16 @@ static void watch_pid(sl_instance_t *inst)
     }
 }
 
-static void on_run_exit(uv_process_t *p, int64_t status, int sig)
+static void on_run_exit(uv_poll_t *h, int status, int events)
 {
-    sl_instance_t *inst = p->data;
-    inst->run_active = false;
-    sv_close_handle(inst, p);
-    if (status != 0 || sig != 0) {
-        sl_autofree char *errs = sv_runtime_errors(inst->rtlog_path);
+    sl_instance_t *inst = h->data;
+    sl_autofree char *why = NULL;
+    int rc = runtime_exit(inst, &inst->run_proc, &why);
+    if (rc == SV_EXIT_PENDING)
+        return;
+    if (rc < 0) {
         inst->runtime_failed = true;
-        if (errs)
-            sv_set_reason(inst, "runtime failed: %s", errs);
-        else if (sig)
-            sv_set_reason(inst, "runtime failed: %s killed by signal %d", inst->runtime, sig);
-        else
-            sv_set_reason(inst, "runtime failed: %s exited with status %d", inst->runtime,
-                          (int)status);
+        sv_set_reason(inst, "runtime failed: %s", why);
         begin_cleanup(inst);
         return;
     }
@@ -598,14 +720,12 @@ static void on_run_exit(uv_process_t *p, int64_t status, int sig)
 /* `RT run -d`, its output appended to the instance log (log_fd, borrowed). */
 static int spawn_run(sl_instance_t *inst, int log_fd, sl_error_t *err)
 {
-    char *argv[] = {inst->runtime_bin, "--root",   inst->rt_root, "--log",  inst->rtlog_path,
-                    "--log-format",    "json",     "run",         "-d",     "--pid-file",
-                    inst->pid_path,    "--bundle", inst->dir,     inst->id, NULL};
+    const char *args[] = {"run",      "-d",      "--pid-file", inst->pid_path,
+                          "--bundle", inst->dir, inst->id,     NULL};
     /* Detached: its own session, so a terminal's ^C reaches sluice alone. */
-    int rc = spawn_runtime(inst, &inst->run_proc, argv, log_fd, on_run_exit, UV_PROCESS_DETACHED);
+    int rc = spawn_runtime(inst, &inst->run_proc, args, log_fd, true, on_run_exit);
     if (rc < 0)
-        return sl_error_set(err, -rc, "spawning %s: %s", inst->runtime_bin, uv_strerror(rc));
-    inst->run_active = true;
+        return sl_error_set(err, -rc, "spawning %s: %s", inst->runtime_bin, strerror(-rc));
     return 0;
 }
 
@@ -912,7 +1032,7 @@ static void prep_done(uv_work_t *w, int status)
     else if (spawn_run(inst, p->log_fd, &err) < 0)
         sv_set_reason(inst, "runtime failed: %s", err.msg);
     prep_free(p);
-    if (!inst->run_active) {
+    if (!inst->run_proc.running) {
         abort_start(inst);
         return;
     }
@@ -949,7 +1069,7 @@ static sl_instance_t *instance_alloc(sl_supervisor_t *sup, const sl_instance_spe
     inst->sup = sup;
     inst->cb = cb;
     inst->data = data;
-    inst->netns_fd = inst->pidfd = -1;
+    inst->netns_fd = inst->ctr.pidfd = inst->run_proc.pidfd = inst->del_proc.pidfd = -1;
     inst->state = SL_INST_STARTING;
     inst->started_ns = sl_now_ns();
     inst->port = s->port;
@@ -1047,7 +1167,7 @@ static void on_sigchld(uv_signal_t *h, int signum)
     sl_supervisor_t *sup = h->data;
     const char *names[16];
     size_t n = 0;
-    pid_t keep[64];
+    sl_autofree pid_t *keep = xcalloc(3 * sup->n_instances + 1, sizeof(pid_t));
     size_t nk = 0;
     names[n++] = sup->default_runtime;
     /* A zombie the runtime's helper left us may be an instance's: collect. */
@@ -1056,17 +1176,19 @@ static void on_sigchld(uv_signal_t *h, int signum)
         if (i->reap_pending)
             reap(i);
     }
+    /* What we wait for ourselves is never the orphan reaper's: runtime
+     * invocations (runtime-named, so it would take them) and containers. */
     for (sl_instance_t *i = sup->instances; i; i = i->next) {
-        if (i->alive && nk < SL_ARRAY_LEN(keep))
-            keep[nk++] = i->pid;
+        const sv_proc_t *mine[] = {&i->ctr, &i->run_proc, &i->del_proc};
+        for (size_t k = 0; k < SL_ARRAY_LEN(mine); k++)
+            if (mine[k]->running)
+                keep[nk++] = mine[k]->pid;
         bool seen = false;
         for (size_t k = 0; k < n; k++)
             seen = seen || strcmp(names[k], i->runtime) == 0;
         if (!seen && n < SL_ARRAY_LEN(names))
             names[n++] = i->runtime;
     }
-    /* With more live containers than `keep` holds, their zombies are still
-     * safe: only runtime-named processes are reaped. */
     sv_reap_orphans(sup->loop, names, n, keep, nk);
 }
 

@@ -6,7 +6,7 @@
  * per-instance upper+work on tmpfs), writes the OCI bundle (config.json with
  * pid/mount/ipc/uts namespaces, the pre-made network namespace by path,
  * cgroup limits, the image's USER, the Knative container contract env), runs
- * `crun|runc --root STATE/runtime/<rt> run -d` via uv_spawn with stdin
+ * `crun|runc --root STATE/runtime/<rt> run -d` via posix_spawn with stdin
  * /dev/null and stdout/stderr appended to the instance log, watches the
  * container's pid with a pidfd (sluice is the child subreaper, so it also
  * reaps it), and probes readiness by connecting to 127.0.0.1:PORT inside the

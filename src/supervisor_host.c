@@ -236,6 +236,8 @@ typedef struct pidset {
     size_t n;
 } pidset_t;
 
+/* libuv waits for the pids of its process handles (exec probes' `RT exec`,
+ * runtime-named): reaping one here would take its exit status. */
 static void collect_process_pids(uv_handle_t *h, void *arg)
 {
     pidset_t *s = arg;

@@ -38,9 +38,10 @@ void sv_remove_cgroups(const char *id);
 
 /*
  * Reap zombie children that are orphaned runtime helpers (comm starting
- * with one of `runtimes`), never a pid libuv is waiting for and never one
- * of `keep`. crun's detaching helper exits after its parent, so as child
- * subreaper sluice inherits it.
+ * with one of `runtimes`), never a pid libuv is waiting for (exec probes)
+ * and never one of `keep` (the runtime invocations and containers sluice
+ * waits for itself). crun's detaching helper exits after its parent, so as
+ * child subreaper sluice inherits it.
  */
 void sv_reap_orphans(uv_loop_t *loop, const char *const *runtimes, size_t n_runtimes,
                      const pid_t *keep, size_t n_keep);
@@ -75,6 +76,25 @@ char *sv_log_tail(const char *path, int max_lines, const char *skip_in);
 char *sv_runtime_errors(const char *path);
 
 /* ---- the supervisor's state (supervisor.c, supervisor_probe.c) ------- */
+
+#ifndef container_of
+#define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
+#endif
+
+/*
+ * A process the supervisor waits for itself, through a pidfd polled on the
+ * loop: a runtime invocation it spawned (`RT run -d`, `RT delete -f`) or a
+ * container's init, which it inherits as the child subreaper. The poll
+ * handle's data is the instance, and it counts in inst->handles while open;
+ * the pidfd is closed when the handle has closed.
+ */
+typedef struct sv_proc {
+    uv_poll_t poll;
+    int pidfd;    /* -1 until watched */
+    pid_t pid;    /* 0 until known; kept after the exit */
+    bool running; /* known and not yet reaped */
+    bool watched; /* poll initialised (and counted in inst->handles) */
+} sv_proc_t;
 
 struct sl_supervisor {
     uv_loop_t *loop;
@@ -112,8 +132,7 @@ struct sl_instance {
     int64_t memory_limit, cpu_millis; /* applied: requests + class overhead */
     bool userns;
     sl_inst_state_t state;
-    int netns_fd, pidfd;
-    pid_t pid;
+    int netns_fd;
     uint64_t started_ns, ready_ns;
     /* start-up milestones (sl_instance_startup); the pool thread's are
      * copied in when its work is done */
@@ -122,8 +141,8 @@ struct sl_instance {
     char *reason;           /* the first cause of the exit */
     char *exit_reason;      /* reason + log tail, set when cleaned */
     bool runtime_failed;
-    uv_process_t run_proc, del_proc;
-    uv_poll_t pid_poll;
+    sv_proc_t ctr;                /* the container's init */
+    sv_proc_t run_proc, del_proc; /* `RT run -d`, `RT delete -f` */
     uv_timer_t deadline_timer, reap_timer;
     sv_probe_t *readiness, *liveness; /* readiness always set; liveness optional */
     sl_instance_readiness_cb readiness_cb;
@@ -133,9 +152,7 @@ struct sl_instance {
     struct prep *prep;   /* owned by prep_work while it runs */
     bool preparing;      /* prep_work queued or running */
     int handles;         /* initialised handles (and queued work) not yet closed */
-    bool run_active;     /* `RT run` still running */
-    bool alive;          /* pid known and not yet reaped */
-    bool stop_requested, cleaning, cleanup_queued, cleaned, silent, poll_inited;
+    bool stop_requested, cleaning, cleanup_queued, cleaned, silent;
     bool delete_failed;
     bool reap_pending; /* exited, waiting to inherit the zombie */
 };

@@ -20,16 +20,15 @@
 #include <stdio.h>
 #include <sys/socket.h>
 
-#define MOD                             "supervisor"
-#define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
-#define PROBE_FAST_MS                   2
-#define PROBE_SLOW_MS                   20
-#define PROBE_FAST_FOR_NS               (1000 * 1000000ull)
-#define PROBE_PERIOD_MS                 10000 /* Kubernetes' defaults */
-#define PROBE_TIMEOUT_MS                1000
-#define PROBE_FAILURES                  3
-#define PROBE_EXEC_FIRST_MS             5
-#define PROBE_EXEC_MAX_MS               50
+#define MOD                 "supervisor"
+#define PROBE_FAST_MS       2
+#define PROBE_SLOW_MS       20
+#define PROBE_FAST_FOR_NS   (1000 * 1000000ull)
+#define PROBE_PERIOD_MS     10000 /* Kubernetes' defaults */
+#define PROBE_TIMEOUT_MS    1000
+#define PROBE_FAILURES      3
+#define PROBE_EXEC_FIRST_MS 5
+#define PROBE_EXEC_MAX_MS   50
 
 /* One attempt at a time per probe; its timer paces the attempts and, while
  * one runs, is its timeout. Sockets are made inside the instance's network
@@ -117,7 +116,7 @@ void sv_probe_free(sv_probe_t *p)
 static bool probe_active(const sv_probe_t *p)
 {
     const sl_instance_t *inst = p->inst;
-    return inst->alive && !inst->reap_pending && !inst->stop_requested && !inst->cleaning &&
+    return inst->ctr.running && !inst->reap_pending && !inst->stop_requested && !inst->cleaning &&
            (inst->state == SL_INST_STARTING || inst->state == SL_INST_READY);
 }
 

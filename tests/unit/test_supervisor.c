@@ -17,6 +17,7 @@
 #include <fcntl.h>
 #include <glob.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <sys/prctl.h>
@@ -800,6 +801,107 @@ static void test_bad_command_crun(void **state)
 static void test_bad_command_runc(void **state)
 {
     bad_command("runc");
+}
+
+/* Descriptors above 2 this process lets a child inherit (a harness's, say:
+ * make's jobserver); sluice's own are all close-on-exec. */
+static int count_inheritable_fds(void)
+{
+    glob_t g;
+    int n = 0;
+    if (glob("/proc/self/fd/*", 0, NULL, &g) != 0)
+        return 0;
+    for (size_t i = 0; i < g.gl_pathc; i++) {
+        int64_t fd;
+        if (sl_parse_int64(strrchr(g.gl_pathv[i], '/') + 1, 0, INT32_MAX, &fd) < 0)
+            continue;
+        int flags = fcntl((int)fd, F_GETFD);
+        if (fd > 2 && flags >= 0 && !(flags & FD_CLOEXEC))
+            n++;
+    }
+    globfree(&g);
+    return n;
+}
+
+/* An fd the stand-in runtime below may hold, from its `ls -l` line. */
+static bool fd_expected(int fd, const char *target, size_t len, const char *log, const char *script)
+{
+    if (fd == 0)
+        return strncmp(target, "/dev/null", len) == 0;
+    if (fd == 1 || fd == 2)
+        return strlen(log) == len && strncmp(target, log, len) == 0;
+    return strncmp(target, "/proc/", 6) == 0 ||
+           (strlen(script) == len && strncmp(target, script, len) == 0);
+}
+
+/*
+ * What the runtime process gets: a stand-in runtime on PATH records its
+ * session, signal mask and ignored signals, and (as `ls -l`, exec'd in its
+ * place) its fds into the instance log, then writes no pid file, so the
+ * start fails and the log lines land in the exit reason. It must run in a
+ * session of its own, with nothing blocked or ignored although the loop
+ * thread blocks SIGUSR2 and ignores SIGPIPE, and with no fd from sluice but
+ * stdin (/dev/null), stdout and stderr (the log).
+ */
+static void test_runtime_process(void **state)
+{
+    char bin[400], path[512], script[512];
+    snprintf(bin, sizeof(bin), "%s/fakebin", g_tmp);
+    mkdir(bin, 0755);
+    snprintf(script, sizeof(script), "%s/fakert", bin);
+    write_text(script, "#!/bin/sh\n"
+                       "[ \"$7\" = run ] || exit 0\n"
+                       "echo \"cmd $7 sid $(cut -d' ' -f6 /proc/$$/stat) pid $$\"\n"
+                       "grep -E '^Sig(Blk|Ign)' /proc/$$/status\n"
+                       "exec ls -l /proc/self/fd\n");
+    assert_int_equal(chmod(script, 0755), 0);
+    char *old_path = xstrdup(getenv("PATH") ? getenv("PATH") : "/usr/bin:/bin");
+    snprintf(path, sizeof(path), "%s:%s", bin, old_path);
+    setenv("PATH", path, 1);
+    sigset_t usr2, old_mask;
+    sigemptyset(&usr2);
+    sigaddset(&usr2, SIGUSR2);
+    pthread_sigmask(SIG_BLOCK, &usr2, &old_mask);
+    void (*old_pipe)(int) = signal(SIGPIPE, SIG_IGN);
+    int inheritable = count_inheritable_fds();
+
+    env_t *e = env_open("crun");
+    img_t m;
+    img_init(&m, NULL, HTTPD);
+    sl_instance_spec_t s = base_spec(&m.img);
+    s.runtime = "fakert";
+    rec_t r;
+    start(e, &s, &r);
+    run_until(&e->loop, &r.n_exited, 15000);
+    pthread_sigmask(SIG_SETMASK, &old_mask, NULL);
+    signal(SIGPIPE, old_pipe);
+    setenv("PATH", old_path, 1);
+    free(old_path);
+    assert_int_equal(r.n_exited, 1);
+    printf("  reason: %s\n", r.reason);
+    assert_non_null(strstr(r.reason, "runtime failed: no pid in"));
+    int sid = 0, pid = -1;
+    const char *cmd = strstr(r.reason, "cmd run sid ");
+    assert_non_null(cmd);
+    assert_int_equal(sscanf(cmd, "cmd run sid %d pid %d", &sid, &pid), 2);
+    assert_int_equal(sid, pid);
+    assert_non_null(strstr(r.reason, "SigBlk:\t0000000000000000"));
+    assert_non_null(strstr(r.reason, "SigIgn:\t0000000000000000"));
+    /* ls's own (reading the dir) and the shell's script aside, only what
+     * this process lets any child inherit may be there beyond 0..2. */
+    int fds = 0, extra = 0;
+    for (const char *c = strstr(r.reason, " -> "); c; c = strstr(c + 4, " -> ")) {
+        const char *fd = c, *target = c + 4;
+        while (fd > r.reason && fd[-1] != ' ')
+            fd--;
+        fds++;
+        extra += !fd_expected((int)strtol(fd, NULL, 10), target, strcspn(target, " |"), r.log_path,
+                              script);
+    }
+    assert_true(fds >= 4);
+    assert_int_equal(extra, inheritable);
+    assert_cleaned(r.id);
+    env_close(e);
 }
 
 static void test_sigterm_ignored(void **state)
@@ -1905,6 +2007,7 @@ int main(void)
         cmocka_unit_test_teardown(test_exit_status, env_teardown),
         cmocka_unit_test_teardown(test_bad_command_crun, env_teardown),
         cmocka_unit_test_teardown(test_bad_command_runc, env_teardown),
+        cmocka_unit_test_teardown(test_runtime_process, env_teardown),
         cmocka_unit_test_teardown(test_sigterm_ignored, env_teardown),
         cmocka_unit_test_teardown(test_startup_timeout, env_teardown),
         cmocka_unit_test_teardown(test_limits, env_teardown),
