@@ -5,7 +5,7 @@ set -eu
 
 PKGS="build-essential pkg-config clang libclang-rt-14-dev clang-format
 libuv1-dev libsqlite3-dev libjansson-dev libyaml-dev libarchive-dev
-libcurl4-openssl-dev libssl-dev libcmocka-dev
+libcurl4-openssl-dev libssl-dev libcmocka-dev libseccomp-dev
 crun runc busybox-static umoci skopeo
 python3 python3-pytest python3-yaml curl wrk hey nginx file prometheus
 iproute2 util-linux procps"

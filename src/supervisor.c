@@ -34,6 +34,7 @@
 #include "netns.h"
 #include "oci_spec.h"
 #include "rootfs.h"
+#include "seccomp_bpf.h"
 #include "seccomp_profiles.h"
 #include "supervisor_int.h"
 
@@ -931,10 +932,21 @@ static const char *const SANDBOX_MASKED[] = {"/proc/kallsyms",   "/proc/modules"
                                              "/proc/interrupts", "/proc/vmallocinfo",
                                              "/sys/kernel",      NULL};
 
+/* crun takes the profile precompiled (run.oci.seccomp_bpf_data) and then
+ * ignores linux.seccomp, so the JSON is left out; runc, or a profile that
+ * failed to compile, gets the JSON. */
+static const char *seccomp_bpf_for(const sl_instance_t *inst, const prep_t *p)
+{
+    if (!p->has_profile || strcmp(inst->runtime, "crun") != 0)
+        return NULL;
+    return sl_seccomp_bpf_base64(p->seccomp);
+}
+
 static int write_bundle(sl_instance_t *inst, prep_t *p, const sl_oci_user_t *user, sl_error_t *err)
 {
     sl_oci_idmap_t idmap = {SL_SANDBOX_HOST_ID_BASE, SL_SANDBOX_HOST_ID_BASE, SL_SANDBOX_ID_RANGE};
-    json_t *seccomp = p->has_profile ? sl_seccomp_profile_json(p->seccomp) : NULL;
+    const char *bpf = seccomp_bpf_for(inst, p);
+    json_t *seccomp = p->has_profile && !bpf ? sl_seccomp_profile_json(p->seccomp) : NULL;
     /* Our fd's magic link: works with crun and runc, and nothing to clean. */
     sl_autofree char *netns = xasprintf("/proc/%d/fd/%d", (int)getpid(), p->netns_fd);
     sl_autofree char *cgroup = xasprintf("/sluice/%s", inst->id);
@@ -955,7 +967,8 @@ static int write_bundle(sl_instance_t *inst, prep_t *p, const sl_oci_user_t *use
         .nofile = inst->sup->nofile,
         .annotations = {{"dev.sluice.namespace", p->namespace_},
                         {"dev.sluice.service", p->service},
-                        {"dev.sluice.revision", p->revision}},
+                        {"dev.sluice.revision", p->revision},
+                        {bpf ? SL_SECCOMP_BPF_ANNOTATION : NULL, bpf}},
         .seccomp = seccomp,
         .readonly_rootfs = p->readonly_rootfs,
         .no_capabilities = p->no_capabilities,
