@@ -1236,6 +1236,29 @@ static int make_dirs(sl_supervisor_t *sup, const char *state_dir, sl_error_t *er
     return 0;
 }
 
+/* The seccomp programs are compiled once per process; doing it on the
+ * thread pool at start-up keeps that ~8 ms off the first instances. */
+static void seccomp_warm_work(uv_work_t *w)
+{
+    SL_UNUSED(w);
+    sl_seccomp_bpf_base64(SL_SECCOMP_DEFAULT);
+    sl_seccomp_bpf_base64(SL_SECCOMP_SANDBOXED);
+}
+
+static void seccomp_warm_done(uv_work_t *w, int status)
+{
+    SL_UNUSED(w);
+    SL_UNUSED(status);
+}
+
+static void seccomp_warm(uv_loop_t *loop)
+{
+    static uv_work_t work; /* process-wide, like the cache it fills */
+    static bool queued;
+    if (!queued && uv_queue_work(loop, &work, seccomp_warm_work, seccomp_warm_done) == 0)
+        queued = true;
+}
+
 int sl_supervisor_new(uv_loop_t *loop, const char *state_dir, const char *default_runtime,
                       sl_supervisor_t **out, sl_error_t *err)
 {
@@ -1272,6 +1295,9 @@ int sl_supervisor_new(uv_loop_t *loop, const char *state_dir, const char *defaul
     sup->sigchld.data = sup;
     uv_signal_start(&sup->sigchld, on_sigchld, SIGCHLD);
     sv_logs_init(sup);
+    sl_autofree char *crun = sv_find_in_path("crun");
+    if (crun)
+        seccomp_warm(loop);
     *out = sup;
     return 0;
 }
