@@ -107,12 +107,28 @@ void sl_wreq_done(sl_router_t *r, uv_write_t *req)
     wreq_put(r, sl_container_of(req, sl_wreq_t, req));
 }
 
+size_t sl_iov_len(const uv_buf_t *iov, size_t n)
+{
+    size_t total = 0;
+    for (size_t i = 0; i < n; i++)
+        total += iov[i].len;
+    return total;
+}
+
+char *sl_iov_gather(const uv_buf_t *iov, size_t n, char *dst)
+{
+    char *w = dst;
+    for (size_t i = 0; i < n; i++) {
+        memcpy(w, iov[i].base, iov[i].len);
+        w += iov[i].len;
+    }
+    return dst;
+}
+
 int sl_send(sl_router_t *r, uv_stream_t *s, uv_buf_t *iov, unsigned n, sl_rbuf_t **refs,
             unsigned nrefs, uv_write_cb cb)
 {
-    size_t total = 0;
-    for (unsigned i = 0; i < n; i++)
-        total += iov[i].len;
+    size_t total = sl_iov_len(iov, n);
     if (total == 0)
         return 0;
     int rc = uv_try_write(s, iov, n);

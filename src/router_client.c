@@ -55,10 +55,20 @@ void sl_client_set_timer(sl_client_t *c, int mode, uint64_t ms)
     uv_timer_start(&c->timer, c_timer_cb, ms, 0);
 }
 
+static size_t gen_round(size_t n)
+{
+    return (n + 15) & ~(size_t)15;
+}
+
+bool sl_client_gen_fits(const sl_client_t *c, size_t n)
+{
+    return c->gen && c->gen_used + gen_round(n) <= SL_RBUF_SIZE;
+}
+
 char *sl_client_gen(sl_client_t *c, size_t n)
 {
-    n = (n + 15) & ~(size_t)15;
-    if (!c->gen || c->gen_used + n > SL_RBUF_SIZE) {
+    n = gen_round(n);
+    if (!sl_client_gen_fits(c, n)) {
         sl_rbuf_unref(c->r, c->gen);
         c->gen = sl_rbuf_get(c->r);
         c->gen_used = 0;
@@ -570,8 +580,7 @@ static size_t plan_joined(const sl_http_msg_t *m, sl_str_t name, uv_buf_t *iov, 
 }
 
 /* Every header line, rebuilt (4 iovecs each), plus the fixed parts. */
-#define PLAN_IOV      (4 * SL_HTTP_MAX_HEADERS + 40)
-#define PLAN_FLAT_MAX 4096
+#define PLAN_IOV (4 * SL_HTTP_MAX_HEADERS + 40)
 
 /* Build the upstream request head in c->gen (kept for a retry). */
 static void c_plan_request(sl_client_t *c, const sl_http_msg_t *m, const char *head,
@@ -617,17 +626,10 @@ static void c_plan_request(sl_client_t *c, const sl_http_msg_t *m, const char *h
     /* The plan lives in gen (a retry resends it) with room for one body
      * iovec. A head of usual size is copied into one contiguous string:
      * the kernel then copies one segment instead of a dozen small ones. */
-    size_t total = 0;
-    for (size_t i = 0; i < n; i++)
-        total += iov[i].len;
-    if (total <= PLAN_FLAT_MAX) {
+    size_t total = sl_iov_len(iov, n);
+    if (total <= SL_FLAT_MAX) {
         uv_buf_t *plan = (uv_buf_t *)sl_client_gen(c, 2 * sizeof(uv_buf_t) + total);
-        char *flat = (char *)(plan + 2), *w = flat;
-        for (size_t i = 0; i < n; i++) {
-            memcpy(w, iov[i].base, iov[i].len);
-            w += iov[i].len;
-        }
-        plan[0] = uv_buf_init(flat, (unsigned)total);
+        plan[0] = uv_buf_init(sl_iov_gather(iov, n, (char *)(plan + 2)), (unsigned)total);
         c->plan = plan;
         c->plan_n = c->plan_head_n = 1;
         return;

@@ -196,6 +196,12 @@ void sl_rd_release(sl_router_t *r, sl_rd_t *rd);
 int sl_send(sl_router_t *r, uv_stream_t *s, uv_buf_t *iov, unsigned n, sl_rbuf_t **refs,
             unsigned nrefs, uv_write_cb cb);
 void sl_wreq_done(sl_router_t *r, uv_write_t *req);
+/* Writes of at most this many bytes are gathered into one contiguous
+ * segment: the kernel's send loop costs more per iovec than the copy. */
+#define SL_FLAT_MAX 4096
+size_t sl_iov_len(const uv_buf_t *iov, size_t n);
+/* Copy iov[0..n) back to back into dst; returns dst. */
+char *sl_iov_gather(const uv_buf_t *iov, size_t n, char *dst);
 void sl_handle_closed(sl_router_t *r);
 
 /* router_client.c */
@@ -210,6 +216,9 @@ void sl_client_update_reading(sl_client_t *c);
 void sl_client_close_graceful(sl_client_t *c);
 void sl_client_set_timer(sl_client_t *c, int mode, uint64_t ms);
 char *sl_client_gen(sl_client_t *c, size_t n);
+/* True when sl_client_gen(c, n) would use the current gen buffer's room
+ * (no fresh buffer that an iovec could point into after a give-back). */
+bool sl_client_gen_fits(const sl_client_t *c, size_t n);
 /* Append m's header lines minus those skip() rejects to iov[n..]; returns
  * the new count. Needs at most n_headers + 1 + 4 * (rebuilt lines) slots. */
 size_t sl_plan_headers(const sl_http_msg_t *m, const char *fields_end, uv_buf_t *iov, size_t n,

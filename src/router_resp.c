@@ -16,8 +16,7 @@
 
 #include <stdio.h>
 
-#define RESP_IOV      (4 * SL_HTTP_MAX_HEADERS + 20)
-#define RESP_FLAT_MAX 4096
+#define RESP_IOV (4 * SL_HTTP_MAX_HEADERS + 20)
 
 static bool resp_skip(const sl_http_msg_t *m, sl_str_t name, void *arg)
 {
@@ -52,17 +51,9 @@ static size_t resp_head_iov(const sl_http_msg_t *m, const char *head, size_t hea
 static int resp_send(sl_client_t *c, uv_buf_t *iov, size_t n)
 {
     sl_rbuf_t *refs[2] = {c->up ? c->up->rd.b : NULL, c->gen};
-    size_t total = 0;
-    for (size_t i = 0; i < n; i++)
-        total += iov[i].len;
-    if (n > 1 && total <= RESP_FLAT_MAX && c->gen &&
-        c->gen_used + ((total + 15) & ~(size_t)15) <= SL_RBUF_SIZE) {
-        char *flat = sl_client_gen(c, total), *w = flat;
-        for (size_t i = 0; i < n; i++) {
-            memcpy(w, iov[i].base, iov[i].len);
-            w += iov[i].len;
-        }
-        uv_buf_t one = uv_buf_init(flat, (unsigned)total);
+    size_t total = sl_iov_len(iov, n);
+    if (n > 1 && total <= SL_FLAT_MAX && sl_client_gen_fits(c, total)) {
+        uv_buf_t one = uv_buf_init(sl_iov_gather(iov, n, sl_client_gen(c, total)), (unsigned)total);
         return sl_send(c->r, (uv_stream_t *)&c->tcp, &one, 1, &c->gen, 1, sl_client_write_cb);
     }
     return sl_send(c->r, (uv_stream_t *)&c->tcp, iov, (unsigned)n, refs, 2, sl_client_write_cb);
