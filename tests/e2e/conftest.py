@@ -161,6 +161,29 @@ def instance_netns_curl(pid, path, port=8080):
     return r.stdout
 
 
+def exchange(port, data, timeout=15):
+    """Send data, then read until the router closes. Returns (bytes, closed)."""
+    s = socket.create_connection(("127.0.0.1", port))
+    s.settimeout(timeout)
+    out = b""
+    closed = False
+    try:
+        s.sendall(data)
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                closed = True
+                break
+            out += chunk
+    except ConnectionResetError:
+        closed = True
+    except socket.timeout:
+        pass
+    finally:
+        s.close()
+    return out, closed
+
+
 def hey(url, *args):
     """Runs hey and returns (status code counts, error lines, raw output)."""
     r = subprocess.run(["hey", *args, url], capture_output=True, text=True, timeout=600)

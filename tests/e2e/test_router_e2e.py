@@ -6,6 +6,8 @@ import socket
 import threading
 import time
 
+from conftest import exchange
+
 WS_SCRIPT = r"""
 set -u
 cat > /tmp/ws.sh <<'EOS'
@@ -135,16 +137,8 @@ def test_cgi_head_with_bare_lf_is_relayed_with_crlf(daemon, images):
     doc = {"apiVersion": "serving.knative.dev/v1", "kind": "Service",
            "metadata": {"name": "cgi"}, "spec": {"template": {"spec": {"containers": [c]}}}}
     daemon.cli("apply", "-f", "-", "--wait", input=json.dumps(doc))
-    s = socket.create_connection(("127.0.0.1", daemon.port))
-    s.sendall(("GET /cgi-bin/lf HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n"
-               % daemon.host("cgi")).encode())
-    raw = b""
-    while True:
-        chunk = s.recv(65536)
-        if not chunk:
-            break
-        raw += chunk
-    s.close()
+    raw, _ = exchange(daemon.port, ("GET /cgi-bin/lf HTTP/1.1\r\nHost: %s\r\nConnection: close"
+                                    "\r\n\r\n" % daemon.host("cgi")).encode())
     head, _, body = raw.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200"), raw
     lines = head.split(b"\r\n")

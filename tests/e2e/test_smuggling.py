@@ -6,12 +6,11 @@ Each vector is followed on the same connection by a valid request for a
 path the hello app would log and answer; the test reads everything until
 EOF and asserts exactly one response (the router's rejection)."""
 import json
-import socket
 import time
 
 import pytest
 
-from conftest import Daemon, free_port, assert_no_leftovers
+from conftest import Daemon, free_port, assert_no_leftovers, exchange
 
 H = b"Host: hello.localhost\r\n"
 FOLLOW = b"GET /smuggled HTTP/1.1\r\nHost: hello.localhost\r\n\r\n"
@@ -98,29 +97,6 @@ def served(tmp_path_factory, images):
     rc = d.stop()
     assert rc == 0, "daemon exited %d: %s" % (rc, d.daemon_log())
     assert_no_leftovers(d.state_dir)
-
-
-def exchange(port, data, timeout=15):
-    """Send data, then read until the router closes. Returns (bytes, closed)."""
-    s = socket.create_connection(("127.0.0.1", port))
-    s.settimeout(timeout)
-    out = b""
-    closed = False
-    try:
-        s.sendall(data)
-        while True:
-            chunk = s.recv(65536)
-            if not chunk:
-                closed = True
-                break
-            out += chunk
-    except ConnectionResetError:
-        closed = True
-    except socket.timeout:
-        pass
-    finally:
-        s.close()
-    return out, closed
 
 
 def statuses(raw):
