@@ -1041,25 +1041,33 @@ static void stop_and_clean(env_t *e, rec_t *r)
     assert_cleaned(r->id);
 }
 
+/* Start the probe image under the built-in runtime class `cls`, wait until
+ * Ready and the script printed "probes-done", and return its log. */
+static char *start_probed(env_t *e, img_t *m, const char *cls, rec_t *r)
+{
+    sl_instance_spec_t s = base_spec(&m->img);
+    const sl_runtime_class_t *rc = sl_runtimeclass_builtin(cls);
+    assert_non_null(rc);
+    s.profile = &rc->profile;
+    start(e, &s, r);
+    run_until(&e->loop, &r->n_ready, 20000);
+    if (r->n_ready != 1)
+        fail_msg("%s-class instance not ready: %s", cls, r->reason);
+    assert_true(log_contains(e, r, "probes-done", 3000));
+    char *log = read_log(r);
+    printf("  %s probes: %s", cls, log);
+    return log;
+}
+
 static void test_sandboxed(void **state)
 {
     make_secret();
     env_t *e = env_open("crun");
     img_t m;
     img_init(&m, "nonroot", PROBE_SCRIPT);
-    sl_instance_spec_t s = base_spec(&m.img);
-    const sl_runtime_class_t *rc = sl_runtimeclass_builtin("sandboxed");
-    assert_non_null(rc);
-    s.profile = &rc->profile;
     rec_t r;
-    start(e, &s, &r);
+    char *log = start_probed(e, &m, "sandboxed", &r);
     assert_true(sl_instance_userns(r.inst));
-    run_until(&e->loop, &r.n_ready, 20000);
-    if (r.n_ready != 1)
-        fail_msg("sandboxed instance not ready: %s", r.reason);
-    assert_true(log_contains(e, &r, "probes-done", 3000));
-    char *log = read_log(&r);
-    printf("  sandboxed probes: %s", log);
     assert_non_null(strstr(log, "uid=65532 gid=65532"));
     assert_null(strstr(log, "unshare=0"));
     assert_null(strstr(log, "mount=0"));
@@ -1109,18 +1117,9 @@ static void test_default_class(void **state)
     env_t *e = env_open("crun");
     img_t m;
     img_init(&m, NULL, PROBE_SCRIPT);
-    sl_instance_spec_t s = base_spec(&m.img);
-    const sl_runtime_class_t *rc = sl_runtimeclass_builtin("default");
-    s.profile = &rc->profile;
     rec_t r;
-    start(e, &s, &r);
+    char *log = start_probed(e, &m, "default", &r);
     assert_false(sl_instance_userns(r.inst));
-    run_until(&e->loop, &r.n_ready, 20000);
-    if (r.n_ready != 1)
-        fail_msg("default-class instance not ready: %s", r.reason);
-    assert_true(log_contains(e, &r, "probes-done", 3000));
-    char *log = read_log(&r);
-    printf("  default probes: %s", log);
     assert_non_null(strstr(log, "uid=0 gid=0"));
     assert_null(strstr(log, "unshare=0"));
     assert_null(strstr(log, "mount=0"));
