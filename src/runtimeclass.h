@@ -28,15 +28,19 @@
 #define SL_RUNTIMECLASS_KIND        "RuntimeClass"
 #define SL_RUNTIMECLASS_DEFAULT     "default"
 #define SL_SANDBOX_PIDS_LIMIT       512
-/* Container ids 0..65535 map to host 100000..165535 in the sandbox. */
+/* Each sandboxed instance has its own 65536 host ids: container ids
+ * 0..65535 map to host BASE + k * 65536.., k the lowest range no running
+ * instance holds (k = 0: 100000..165535). The last range ends below
+ * 2^32 - 1, which is no id. */
 #define SL_SANDBOX_HOST_ID_BASE 100000u
 #define SL_SANDBOX_ID_RANGE     65536u
+#define SL_SANDBOX_ID_RANGES    65534u
 
 /* What the supervisor applies to an instance of a class. */
 typedef struct sl_runtime_profile {
     const char *runtime;          /* OCI runtime binary name; NULL = supervisor default */
     sl_seccomp_profile_t seccomp; /* linux.seccomp */
-    bool userns;                  /* container ids map to SL_SANDBOX_HOST_ID_BASE.. */
+    bool userns;                  /* own user namespace and host id range */
     bool readonly_rootfs;         /* root.readonly; /tmp stays a writable tmpfs */
     bool no_capabilities;         /* empty capability sets (else Docker's default set) */
     int64_t pids_limit;           /* upper bound for pids.max; 0 = no class bound */

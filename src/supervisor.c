@@ -379,6 +379,88 @@ void sl_instance_startup(const sl_instance_t *inst, sl_instance_startup_t *out)
     };
 }
 
+/* ---- sandboxed instances' host id ranges ------------------------------ */
+
+struct sv_id_range {
+    bool held;
+    int userns_fd; /* -1 until a pool thread needs it */
+};
+
+static uint32_t id_range_host(int k)
+{
+    return SL_SANDBOX_HOST_ID_BASE + (uint32_t)k * SL_SANDBOX_ID_RANGE;
+}
+
+/* Loop thread: the lowest range nobody holds, so the ranges in use stay
+ * few and their user namespaces get reused. */
+static int id_range_take(sl_instance_t *inst, sl_error_t *err)
+{
+    sl_supervisor_t *sup = inst->sup;
+    if (!inst->userns)
+        return 0;
+    uv_mutex_lock(&sup->id_lock);
+    size_t k = 0;
+    while (k < sup->n_id_ranges && sup->id_ranges[k].held)
+        k++;
+    if (k == sup->n_id_ranges && k < SL_SANDBOX_ID_RANGES) {
+        size_t n = k ? k * 2 : 8;
+        n = n < SL_SANDBOX_ID_RANGES ? n : SL_SANDBOX_ID_RANGES;
+        sup->id_ranges = xrealloc(sup->id_ranges, n * sizeof(*sup->id_ranges));
+        for (size_t i = k; i < n; i++)
+            sup->id_ranges[i] = (struct sv_id_range){.userns_fd = -1};
+        sup->n_id_ranges = n;
+    }
+    if (k < sup->n_id_ranges) {
+        sup->id_ranges[k].held = true;
+        inst->id_range = (int)k;
+    }
+    uv_mutex_unlock(&sup->id_lock);
+    if (inst->id_range < 0)
+        return sl_error_set(err, EAGAIN, "all %u host id ranges for sandboxed instances are in use",
+                            SL_SANDBOX_ID_RANGES);
+    return 0;
+}
+
+static void id_range_put(sl_instance_t *inst)
+{
+    sl_supervisor_t *sup = inst->sup;
+    if (inst->id_range < 0)
+        return;
+    uv_mutex_lock(&sup->id_lock);
+    sup->id_ranges[inst->id_range].held = false;
+    uv_mutex_unlock(&sup->id_lock);
+    inst->id_range = -1;
+}
+
+/* Pool thread: the user namespace mapping the instance's range, for its
+ * idmapped layers. Only the range's holder makes it, so it is made once;
+ * the helper process is forked outside the lock. */
+static int id_range_userns(sl_instance_t *inst, sl_error_t *err)
+{
+    sl_supervisor_t *sup = inst->sup;
+    uv_mutex_lock(&sup->id_lock);
+    int fd = sup->id_ranges[inst->id_range].userns_fd;
+    uv_mutex_unlock(&sup->id_lock);
+    if (fd >= 0)
+        return fd;
+    uint32_t host = id_range_host(inst->id_range);
+    fd = sl_rootfs_userns_open(host, host, SL_SANDBOX_ID_RANGE, err);
+    if (fd < 0)
+        return fd;
+    uv_mutex_lock(&sup->id_lock);
+    sup->id_ranges[inst->id_range].userns_fd = fd;
+    uv_mutex_unlock(&sup->id_lock);
+    return fd;
+}
+
+static void id_ranges_free(sl_supervisor_t *sup)
+{
+    for (size_t k = 0; k < sup->n_id_ranges; k++)
+        sl_closep(&sup->id_ranges[k].userns_fd);
+    free(sup->id_ranges);
+    uv_mutex_destroy(&sup->id_lock);
+}
+
 /* ---- teardown --------------------------------------------------------- */
 
 static void instance_free(sl_instance_t *inst)
@@ -399,6 +481,7 @@ static void instance_free(sl_instance_t *inst)
     free(inst->rtlog_path);
     free(inst->reason);
     free(inst->exit_reason);
+    id_range_put(inst);
     free(inst);
 }
 
@@ -861,25 +944,6 @@ static prep_t *prep_new(sl_instance_t *inst, const sl_instance_spec_t *s, sl_err
     return p;
 }
 
-/* The sandbox's id mapping, made once per supervisor by whichever pool
- * thread needs it first. */
-static int sup_userns_fd(sl_supervisor_t *sup, sl_error_t *err)
-{
-    uv_mutex_lock(&sup->userns_lock);
-    if (sup->userns_fd < 0) {
-        int fd = sl_rootfs_userns_open(SL_SANDBOX_HOST_ID_BASE, SL_SANDBOX_HOST_ID_BASE,
-                                       SL_SANDBOX_ID_RANGE, err);
-        sup->userns_fd = fd < 0 ? -1 : fd;
-        if (fd < 0) {
-            uv_mutex_unlock(&sup->userns_lock);
-            return fd;
-        }
-    }
-    int fd = sup->userns_fd;
-    uv_mutex_unlock(&sup->userns_lock);
-    return fd;
-}
-
 /* The instance dir, the runtime root, the log dir and the log file. */
 static int prep_dirs(sl_instance_t *inst, prep_t *p, sl_error_t *err)
 {
@@ -922,7 +986,7 @@ static int prep_rootfs(sl_instance_t *inst, prep_t *p, sl_error_t *err)
 {
     if (!inst->userns)
         return sl_rootfs_mount(inst->dir, p->layers, p->n_layers, p->scratch, err);
-    int userns_fd = sup_userns_fd(inst->sup, err);
+    int userns_fd = id_range_userns(inst, err);
     if (userns_fd < 0)
         return sl_error_wrap(err, "user namespace");
     return sl_rootfs_mount_idmapped(inst->dir, p->layers, p->n_layers, userns_fd, err);
@@ -944,7 +1008,8 @@ static const char *seccomp_bpf_for(const sl_instance_t *inst, const prep_t *p)
 
 static int write_bundle(sl_instance_t *inst, prep_t *p, const sl_oci_user_t *user, sl_error_t *err)
 {
-    sl_oci_idmap_t idmap = {SL_SANDBOX_HOST_ID_BASE, SL_SANDBOX_HOST_ID_BASE, SL_SANDBOX_ID_RANGE};
+    uint32_t host = inst->userns ? id_range_host(inst->id_range) : 0;
+    sl_oci_idmap_t idmap = {host, host, SL_SANDBOX_ID_RANGE};
     const char *bpf = seccomp_bpf_for(inst, p);
     json_t *seccomp = p->has_profile && !bpf ? sl_seccomp_profile_json(p->seccomp) : NULL;
     /* Our fd's magic link: works with crun and runc, and nothing to clean. */
@@ -1098,6 +1163,7 @@ static sl_instance_t *instance_alloc(sl_supervisor_t *sup, const sl_instance_spe
     if (prof && inst->cpu_millis > 0)
         inst->cpu_millis += prof->overhead_cpu_millis;
     inst->userns = prof && prof->userns;
+    inst->id_range = -1;
     return inst;
 }
 
@@ -1140,7 +1206,8 @@ sl_instance_t *sl_supervisor_start(sl_supervisor_t *sup, const sl_instance_spec_
     const char *rt = spec->runtime                             ? spec->runtime
                      : spec->profile && spec->profile->runtime ? spec->profile->runtime
                                                                : sup->default_runtime;
-    if (pick_runtime(inst, rt, err) < 0 || !(inst->prep = prep_new(inst, spec, err))) {
+    if (pick_runtime(inst, rt, err) < 0 || id_range_take(inst, err) < 0 ||
+        !(inst->prep = prep_new(inst, spec, err))) {
         instance_free(inst);
         return NULL;
     }
@@ -1209,8 +1276,7 @@ static void supervisor_free_fields(sl_supervisor_t *sup)
 {
     sl_closep(&sup->host_netns);
     sl_closep(&sup->devnull);
-    sl_closep(&sup->userns_fd);
-    uv_mutex_destroy(&sup->userns_lock);
+    id_ranges_free(sup);
     free(sup->state_dir);
     free(sup->inst_root);
     free(sup->logs_root);
@@ -1273,8 +1339,8 @@ int sl_supervisor_new(uv_loop_t *loop, const char *state_dir, const char *defaul
         return sl_error_set(err, ENOENT, "runtime '%s' not found on PATH", default_runtime);
     sl_supervisor_t *sup = xcalloc(1, sizeof(*sup));
     sup->loop = loop;
-    sup->host_netns = sup->devnull = sup->userns_fd = -1;
-    if (uv_mutex_init(&sup->userns_lock) < 0)
+    sup->host_netns = sup->devnull = -1;
+    if (uv_mutex_init(&sup->id_lock) < 0)
         abort();
     sup->default_runtime = xstrdup(default_runtime);
     sup->nofile = (int64_t)sv_nofile_limit();

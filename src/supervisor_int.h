@@ -100,9 +100,15 @@ struct sl_supervisor {
     uv_loop_t *loop;
     char *state_dir, *inst_root, *logs_root, *rt_root;
     char *default_runtime;
-    int host_netns;         /* the loop thread's own network namespace */
-    int userns_fd;          /* the sandbox's id mapping, for idmapped roots; lazily */
-    uv_mutex_t userns_lock; /* userns_fd: made by the first pool thread needing it */
+    int host_netns; /* the loop thread's own network namespace */
+    /* Sandboxed instances' host id ranges (SL_SANDBOX_ID_RANGES): a range
+     * is held from an instance's start to its end (loop thread); its user
+     * namespace, for idmapped roots, is made by the first pool thread that
+     * needs it and kept for the range's next holders. The lock covers the
+     * array, which grows. */
+    struct sv_id_range *id_ranges;
+    size_t n_id_ranges;
+    uv_mutex_t id_lock;
     int devnull;
     int64_t nofile; /* containers' RLIMIT_NOFILE */
     uv_signal_t sigchld;
@@ -131,6 +137,7 @@ struct sl_instance {
     int port, grace_ms, startup_timeout_ms;
     int64_t memory_limit, cpu_millis; /* applied: requests + class overhead */
     bool userns;
+    int id_range; /* sandboxed: index of its host id range; else -1 */
     sl_inst_state_t state;
     int netns_fd;
     uint64_t started_ns, ready_ns;

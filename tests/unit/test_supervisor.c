@@ -1041,6 +1041,20 @@ static void stop_and_clean(env_t *e, rec_t *r)
     assert_cleaned(r->id);
 }
 
+/* The first host id of a process's user namespace (uid_map "0 HOST N"). */
+static unsigned uid_map_host(int pid)
+{
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/%d/uid_map", pid);
+    char *map = read_text(path);
+    unsigned inside = 1, host = 0, n = 0;
+    assert_int_equal(sscanf(map, "%u %u %u", &inside, &host, &n), 3);
+    free(map);
+    assert_int_equal(inside, 0);
+    assert_int_equal(n, 65536);
+    return host;
+}
+
 /* Start the probe image under the built-in runtime class `cls`, wait until
  * Ready and the script printed "probes-done", and return its log. */
 static char *start_probed(env_t *e, img_t *m, const char *cls, rec_t *r)
@@ -1095,17 +1109,29 @@ static void test_sandboxed(void **state)
     assert_non_null(strstr(st, "NoNewPrivs:\t1"));
     assert_non_null(strstr(st, "Seccomp:\t2"));
     free(st);
-    snprintf(path, sizeof(path), "/proc/%d/uid_map", r.pid);
-    char *map = read_text(path);
-    unsigned a = 0, b = 0, c = 0;
-    assert_int_equal(sscanf(map, "%u %u %u", &a, &b, &c), 3);
-    assert_int_equal(a, 0);
-    assert_int_equal(b, 100000);
-    assert_int_equal(c, 65536);
-    free(map);
+    assert_int_equal(uid_map_host(r.pid), 100000);
     snprintf(path, sizeof(path), "/sys/fs/cgroup/pids/sluice/%s/pids.max", r.id);
     assert_int_equal(read_long(path), SL_SANDBOX_PIDS_LIMIT);
+
+    /* A second sandboxed instance has host ids of its own (its layers
+     * idmapped through them: the secret still reads as its owner's); a
+     * range is free again once its instance has gone. */
+    rec_t r2, r3;
+    log = start_probed(e, &m, "sandboxed", &r2);
+    assert_non_null(strstr(log, "secret=s3cret"));
+    free(log);
+    assert_int_equal(uid_map_host(r2.pid), 100000 + 65536);
+    snprintf(path, sizeof(path), "/proc/%d/status", r2.pid);
+    st = read_text(path);
+    assert_non_null(strstr(st, "Uid:\t231068\t"));
+    free(st);
     stop_and_clean(e, &r);
+    log = start_probed(e, &m, "sandboxed", &r3);
+    assert_non_null(strstr(log, "secret=s3cret"));
+    free(log);
+    assert_int_equal(uid_map_host(r3.pid), 100000);
+    stop_and_clean(e, &r2);
+    stop_and_clean(e, &r3);
     env_close(e);
 }
 
