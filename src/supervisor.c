@@ -953,9 +953,18 @@ static int prep_dirs(sl_instance_t *inst, prep_t *p, sl_error_t *err)
      * uid: let it through, without listing. */
     if (inst->userns && chmod(inst->dir, 0711) < 0)
         return sl_error_errno(err, errno, "chmod %s", inst->dir);
-    if (sl_mkdir_p(inst->rt_root, 0700, err) < 0 || sl_mkdir_p(p->log_dir, 0700, err) < 0)
+    if (sl_mkdir_p(inst->rt_root, 0700, err) < 0)
         return -err->code;
-    p->log_fd = open(inst->log_path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOCTTY, 0640);
+    /* Twice: the log sweep removes a service's folder once it is empty,
+     * and may do so between the mkdir and the open. */
+    for (int tries = 0; p->log_fd < 0 && tries < 2; tries++) {
+        if (sl_mkdir_p(p->log_dir, 0700, err) < 0)
+            return -err->code;
+        p->log_fd =
+            open(inst->log_path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOCTTY, 0640);
+        if (p->log_fd < 0 && errno != ENOENT)
+            break;
+    }
     if (p->log_fd < 0)
         return sl_error_errno(err, errno, "open %s", inst->log_path);
     return 0;

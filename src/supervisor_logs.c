@@ -247,7 +247,10 @@ static size_t sweep_dir(int dfd, char *const *live, size_t n_live, const sl_log_
     return removed;
 }
 
-/* Calls fn on each subdirectory of dfd (consumed), opened as a dir fd. */
+/* Calls fn on each subdirectory of dfd (consumed), opened as a dir fd,
+ * then removes the subdirectory if it is left empty: a deleted service's
+ * folder goes with its last log (an instance being prepared makes its
+ * folder again, see prep_dirs). */
 static size_t each_subdir(int dfd, size_t (*fn)(int, void *), void *arg)
 {
     DIR *d = fdopendir(dfd);
@@ -261,8 +264,10 @@ static size_t each_subdir(int dfd, size_t (*fn)(int, void *), void *arg)
         if (de->d_name[0] == '.')
             continue;
         int sub = openat(dirfd(d), de->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-        if (sub >= 0)
-            total += fn(sub, arg);
+        if (sub < 0)
+            continue;
+        total += fn(sub, arg);
+        unlinkat(dirfd(d), de->d_name, AT_REMOVEDIR); /* ENOTEMPTY unless empty */
     }
     closedir(d);
     return total;

@@ -2005,12 +2005,26 @@ static void test_log_sweep(void **state)
         sl_autofree char *p = write_log(dir, logs[i].name, 1);
         set_mtime(p, now - logs[i].age_s * s);
     }
+    /* A deleted service's last log, and a namespace with only such a one. */
+    sl_autofree char *gone = xasprintf("%s/default/gone", root);
+    sl_autofree char *other = xasprintf("%s/other/old", root);
+    assert_int_equal(sl_mkdir_p(gone, 0700, &err), 0);
+    assert_int_equal(sl_mkdir_p(other, 0700, &err), 0);
+    sl_autofree char *p1 = write_log(gone, "gone-00001-aaaaa.log", 1);
+    sl_autofree char *p2 = write_log(other, "old-00001-aaaaa.log", 1);
+    set_mtime(p1, now - 7200 * s);
+    set_mtime(p2, now - 7200 * s);
     char *live[] = {"svc-00002-live1"};
     sl_log_limits_t lim = {.max_bytes = 0, .retention_ns = 3600 * s, .per_revision = 2};
-    assert_int_equal(sv_log_sweep(root, live, 1, &lim, now, now), 2);
+    assert_int_equal(sv_log_sweep(root, live, 1, &lim, now, now), 4);
     for (size_t i = 0; i < SL_ARRAY_LEN(logs); i++)
         if (exists(dir, logs[i].name) != logs[i].kept)
             fail_msg("%s: expected %s", logs[i].name, logs[i].kept ? "kept" : "deleted");
+    /* Folders left empty are gone; the others stay. */
+    sl_autofree char *ns = xasprintf("%s/default", root);
+    assert_false(exists(ns, "gone"));
+    assert_false(exists(root, "other"));
+    assert_true(exists(ns, "svc"));
     /* No limits: nothing goes. */
     sl_log_limits_t none = {0};
     assert_int_equal(sv_log_sweep(root, NULL, 0, &none, now + 3600 * s, now + 3600 * s), 0);
