@@ -28,7 +28,8 @@
  * start and stop. glibc's posix_spawn clones with CLONE_VM|CLONE_VFORK, so
  * the loop waits only until the child has exec'd. Its exit is watched
  * through a pidfd like a container's, and reaped with waitid on that pidfd;
- * libuv reaps only the pids of its own process handles (exec probes).
+ * so are exec probes' `RT exec` (sv_exec_start). Nothing is spawned through
+ * libuv.
  */
 #include "supervisor.h"
 #include "netns.h"
@@ -228,26 +229,40 @@ static int above_stdio(int fd, int *tmp)
     return *tmp >= 0 ? *tmp : fd;
 }
 
-#define RT_ARGS_MAX 16
+enum {
+    SPAWN_DETACH = 1, /* a session of its own */
+    SPAWN_NO_LOG = 2, /* no --log: its errors are not the instance's runtime errors */
+};
 
 /*
- * Start `RT --root R --log L --log-format json ARGS...` (args NULL-ended,
+ * Start `RT --root R [--log L --log-format json] ARGS...` (args NULL-ended,
  * args[0] the command) with stdin on /dev/null and stdout/stderr on out_fd
  * (borrowed), signals unblocked and at their defaults (sluice ignores
- * SIGPIPE), in a session of its own when `detach`; then watch it through p,
- * cb running once it has exited. glibc's posix_spawn clones with
- * CLONE_VM|CLONE_VFORK: unlike fork (and so uv_spawn) it copies no page
- * tables, and the loop waits only until the child has exec'd. Every fd
- * sluice opens is O_CLOEXEC, so the runtime gets these three alone.
+ * SIGPIPE), in a session of its own with SPAWN_DETACH; then watch it
+ * through p, cb running once it has exited. glibc's posix_spawn clones
+ * with CLONE_VM|CLONE_VFORK: unlike fork (and so uv_spawn) it copies no
+ * page tables, and the loop waits only until the child has exec'd. Every
+ * fd sluice opens is O_CLOEXEC, so the runtime gets these three alone.
  * Returns -errno.
  */
 static int spawn_runtime(sl_instance_t *inst, sv_proc_t *p, const char *const *args, int out_fd,
-                         bool detach, uv_poll_cb cb)
+                         int flags, uv_poll_cb cb)
 {
-    const char *argv[RT_ARGS_MAX] = {inst->runtime_bin, "--root",       inst->rt_root, "--log",
-                                     inst->rtlog_path,  "--log-format", "json"};
-    size_t n = 7;
-    for (size_t i = 0; args[i] && n < RT_ARGS_MAX - 1; i++)
+    size_t n_args = 0;
+    while (args[n_args])
+        n_args++;
+    sl_autofree const char **argv = xcalloc(n_args + 8, sizeof(char *));
+    size_t n = 0;
+    argv[n++] = inst->runtime_bin;
+    argv[n++] = "--root";
+    argv[n++] = inst->rt_root;
+    if (!(flags & SPAWN_NO_LOG)) {
+        argv[n++] = "--log";
+        argv[n++] = inst->rtlog_path;
+        argv[n++] = "--log-format";
+        argv[n++] = "json";
+    }
+    for (size_t i = 0; i < n_args; i++)
         argv[n++] = args[i];
     uint64_t t0 = sl_now_ns(), c0 = thread_cpu_ns();
     int tmp_in = -1, tmp_out = -1;
@@ -269,7 +284,7 @@ static int spawn_runtime(sl_instance_t *inst, sv_proc_t *p, const char *const *a
     posix_spawnattr_setsigmask(&at, &none);
     posix_spawnattr_setsigdefault(&at, &all);
     posix_spawnattr_setflags(&at, (short)(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF |
-                                          (detach ? POSIX_SPAWN_SETSID : 0)));
+                                          (flags & SPAWN_DETACH ? POSIX_SPAWN_SETSID : 0)));
     pid_t pid;
     int rc = -posix_spawn(&pid, argv[0], &fa, &at, (char *const *)argv, environ);
     posix_spawnattr_destroy(&at);
@@ -297,6 +312,74 @@ static int spawn_runtime(sl_instance_t *inst, sv_proc_t *p, const char *const *a
 static int signal_pid(sl_instance_t *inst, int sig)
 {
     return proc_signal(&inst->ctr, sig);
+}
+
+/* ---- exec probes' `RT exec` -------------------------------------------- */
+
+struct sv_exec {
+    sv_proc_t proc;  /* proc.poll.data = inst */
+    sv_exec_t *next; /* inst->execs */
+    sv_exec_cb cb;   /* NULL once abandoned */
+    void *data;
+};
+
+static void on_exec_closed(uv_handle_t *h)
+{
+    sl_instance_t *inst = h->data;
+    sv_exec_t *x = container_of(h, sv_exec_t, proc.poll);
+    for (sv_exec_t **pp = &inst->execs; *pp; pp = &(*pp)->next)
+        if (*pp == x) {
+            *pp = x->next;
+            break;
+        }
+    sl_closep(&x->proc.pidfd);
+    free(x);
+    inst->handles--;
+    sv_maybe_finalize(inst);
+}
+
+static void on_exec_exit(uv_poll_t *h, int status, int events)
+{
+    sv_exec_t *x = container_of(h, sv_exec_t, proc.poll);
+    sv_exit_t ex = {0};
+    int rc = sv_wait_exit(x->proc.pidfd, x->proc.pid, &ex);
+    if (rc == SV_EXIT_PENDING)
+        return;
+    x->proc.running = false;
+    uv_close((uv_handle_t *)h, on_exec_closed);
+    sv_exec_cb cb = x->cb;
+    x->cb = NULL;
+    if (cb)
+        cb(x->data, rc, &ex);
+}
+
+int sv_exec_start(sl_instance_t *inst, char *const *cmd, size_t n_cmd, sv_exec_cb cb, void *data,
+                  sv_exec_t **out)
+{
+    sl_autofree const char **args = xcalloc(n_cmd + 3, sizeof(char *));
+    args[0] = "exec";
+    args[1] = inst->id;
+    for (size_t i = 0; i < n_cmd; i++)
+        args[2 + i] = cmd[i];
+    sv_exec_t *x = xcalloc(1, sizeof(*x));
+    x->proc.pidfd = -1;
+    int rc = spawn_runtime(inst, &x->proc, args, inst->sup->devnull, SPAWN_NO_LOG, on_exec_exit);
+    if (rc < 0) {
+        free(x); /* not watched: nothing else holds it */
+        return rc;
+    }
+    x->cb = cb;
+    x->data = data;
+    x->next = inst->execs;
+    inst->execs = x;
+    *out = x;
+    return 0;
+}
+
+void sv_exec_abandon(sv_exec_t *x)
+{
+    x->cb = NULL;
+    proc_signal(&x->proc, SIGKILL);
 }
 
 /* ---- accessors -------------------------------------------------------- */
@@ -614,7 +697,7 @@ static void begin_cleanup(sl_instance_t *inst)
     if (inst->state == SL_INST_STARTING || inst->state == SL_INST_READY)
         notify(inst, SL_INST_STOPPING);
     const char *args[] = {"delete", "-f", inst->id, NULL};
-    int rc = spawn_runtime(inst, &inst->del_proc, args, inst->sup->devnull, false, on_delete_exit);
+    int rc = spawn_runtime(inst, &inst->del_proc, args, inst->sup->devnull, 0, on_delete_exit);
     if (rc < 0) {
         sl_warn(MOD, "instance %s: spawning %s delete: %s", inst->id, inst->runtime, strerror(-rc));
         inst->delete_failed = true;
@@ -807,7 +890,7 @@ static int spawn_run(sl_instance_t *inst, int log_fd, sl_error_t *err)
     const char *args[] = {"run",      "-d",      "--pid-file", inst->pid_path,
                           "--bundle", inst->dir, inst->id,     NULL};
     /* Detached: its own session, so a terminal's ^C reaches sluice alone. */
-    int rc = spawn_runtime(inst, &inst->run_proc, args, log_fd, true, on_run_exit);
+    int rc = spawn_runtime(inst, &inst->run_proc, args, log_fd, SPAWN_DETACH, on_run_exit);
     if (rc < 0)
         return sl_error_set(err, -rc, "spawning %s: %s", inst->runtime_bin, strerror(-rc));
     return 0;
@@ -1256,7 +1339,13 @@ static void on_sigchld(uv_signal_t *h, int signum)
     sl_supervisor_t *sup = h->data;
     const char *names[16];
     size_t n = 0;
-    sl_autofree pid_t *keep = xcalloc(3 * sup->n_instances + 1, sizeof(pid_t));
+    size_t max_keep = 1;
+    for (sl_instance_t *i = sup->instances; i; i = i->next) {
+        max_keep += 3;
+        for (const sv_exec_t *x = i->execs; x; x = x->next)
+            max_keep++;
+    }
+    sl_autofree pid_t *keep = xcalloc(max_keep, sizeof(pid_t));
     size_t nk = 0;
     names[n++] = sup->default_runtime;
     /* A zombie the runtime's helper left us may be an instance's: collect. */
@@ -1266,19 +1355,23 @@ static void on_sigchld(uv_signal_t *h, int signum)
             reap(i);
     }
     /* What we wait for ourselves is never the orphan reaper's: runtime
-     * invocations (runtime-named, so it would take them) and containers. */
+     * invocations (runtime-named, so it would take them, exec probes' too)
+     * and containers. */
     for (sl_instance_t *i = sup->instances; i; i = i->next) {
         const sv_proc_t *mine[] = {&i->ctr, &i->run_proc, &i->del_proc};
         for (size_t k = 0; k < SL_ARRAY_LEN(mine); k++)
             if (mine[k]->running)
                 keep[nk++] = mine[k]->pid;
+        for (const sv_exec_t *x = i->execs; x; x = x->next)
+            if (x->proc.running)
+                keep[nk++] = x->proc.pid;
         bool seen = false;
         for (size_t k = 0; k < n; k++)
             seen = seen || strcmp(names[k], i->runtime) == 0;
         if (!seen && n < SL_ARRAY_LEN(names))
             names[n++] = i->runtime;
     }
-    sv_reap_orphans(sup->loop, names, n, keep, nk);
+    sv_reap_orphans(names, n, keep, nk);
 }
 
 static void supervisor_free_fields(sl_supervisor_t *sup)

@@ -231,22 +231,6 @@ void sv_remove_cgroups(const char *id)
     remove_cgroup_dir(v2);
 }
 
-typedef struct pidset {
-    pid_t *v;
-    size_t n;
-} pidset_t;
-
-/* libuv waits for the pids of its process handles (exec probes' `RT exec`,
- * runtime-named): reaping one here would take its exit status. */
-static void collect_process_pids(uv_handle_t *h, void *arg)
-{
-    pidset_t *s = arg;
-    if (h->type != UV_PROCESS)
-        return;
-    s->v = xrealloc(s->v, (s->n + 1) * sizeof(pid_t));
-    s->v[s->n++] = ((uv_process_t *)h)->pid;
-}
-
 static bool pid_in(const pid_t *v, size_t n, pid_t p)
 {
     for (size_t i = 0; i < n; i++)
@@ -276,11 +260,45 @@ static bool proc_stat(pid_t pid, char *state, char *comm, size_t comm_len)
     return true;
 }
 
+/* Whether pid lives in a pid namespace below ours ("NSpid:" lists more
+ * than one pid): a container's process, never one sluice spawned itself. */
+static bool in_child_pidns(pid_t pid)
+{
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+    sl_autofree char *text = NULL;
+    if (sl_read_file(path, 1u << 16, &text, NULL, NULL) < 0)
+        return false;
+    const char *l = strstr(text, "\nNSpid:");
+    if (!l)
+        return false;
+    l += strlen("\nNSpid:");
+    int fields = 0;
+    for (bool in = false; *l && *l != '\n'; l++) {
+        bool space = *l == ' ' || *l == '\t';
+        fields += !space && !in;
+        in = !space;
+    }
+    return fields > 1;
+}
+
+/*
+ * Reap pid if it is a zombie nobody else waits for: a runtime-named one (a
+ * runtime's helper, exited after its child was reparented to us), or a
+ * container's process reparented to us when the runtime that started it
+ * went (an exec probe's command after its `RT exec` was killed). The
+ * latter must go: while any process of a pid namespace is unreaped, its
+ * init cannot finish exiting, and the instance would never be seen gone.
+ */
 static void maybe_reap(pid_t pid, const char *const *runtimes, size_t n_runtimes)
 {
     char state = 0, comm[32];
     if (!proc_stat(pid, &state, comm, sizeof(comm)) || state != 'Z')
         return;
+    if (in_child_pidns(pid)) {
+        waitpid(pid, NULL, WNOHANG);
+        return;
+    }
     for (size_t i = 0; i < n_runtimes; i++) {
         size_t len = strlen(runtimes[i]);
         if (len > 15)
@@ -292,16 +310,12 @@ static void maybe_reap(pid_t pid, const char *const *runtimes, size_t n_runtimes
     }
 }
 
-void sv_reap_orphans(uv_loop_t *loop, const char *const *runtimes, size_t n_runtimes,
-                     const pid_t *keep, size_t n_keep)
+void sv_reap_orphans(const char *const *runtimes, size_t n_runtimes, const pid_t *keep,
+                     size_t n_keep)
 {
-    pidset_t busy = {0};
-    uv_walk(loop, collect_process_pids, &busy);
     DIR *d = opendir("/proc/self/task");
-    if (!d) {
-        free(busy.v);
+    if (!d)
         return;
-    }
     struct dirent *de;
     while ((de = readdir(d))) {
         if (de->d_name[0] == '.')
@@ -313,14 +327,12 @@ void sv_reap_orphans(uv_loop_t *loop, const char *const *runtimes, size_t n_runt
         char *save = NULL;
         for (char *t = strtok_r(kids, " \n", &save); t; t = strtok_r(NULL, " \n", &save)) {
             int64_t pid;
-            if (sl_parse_int64(t, 1, INT32_MAX, &pid) < 0 || pid_in(keep, n_keep, (pid_t)pid) ||
-                pid_in(busy.v, busy.n, (pid_t)pid))
+            if (sl_parse_int64(t, 1, INT32_MAX, &pid) < 0 || pid_in(keep, n_keep, (pid_t)pid))
                 continue;
             maybe_reap((pid_t)pid, runtimes, n_runtimes);
         }
     }
     closedir(d);
-    free(busy.v);
 }
 
 int sv_wait_exit(int pidfd, pid_t pid, sv_exit_t *out)

@@ -37,14 +37,15 @@ int sv_cleanup_leftovers(const char *state_dir, sl_error_t *err);
 void sv_remove_cgroups(const char *id);
 
 /*
- * Reap zombie children that are orphaned runtime helpers (comm starting
- * with one of `runtimes`), never a pid libuv is waiting for (exec probes)
- * and never one of `keep` (the runtime invocations and containers sluice
- * waits for itself). crun's detaching helper exits after its parent, so as
- * child subreaper sluice inherits it.
+ * Reap zombie children nobody waits for: orphaned runtime helpers (comm
+ * starting with one of `runtimes`; crun's detaching helper exits after its
+ * parent, so as child subreaper sluice inherits it) and container processes
+ * reparented to sluice (see maybe_reap); never one of `keep`, the runtime
+ * invocations and containers sluice waits for itself. Every child the loop
+ * spawns must be in `keep`: sluice spawns none through libuv.
  */
-void sv_reap_orphans(uv_loop_t *loop, const char *const *runtimes, size_t n_runtimes,
-                     const pid_t *keep, size_t n_keep);
+void sv_reap_orphans(const char *const *runtimes, size_t n_runtimes, const pid_t *keep,
+                     size_t n_keep);
 
 /* How a watched process ended, from sv_wait_exit. */
 typedef struct sv_exit {
@@ -126,6 +127,7 @@ struct sl_supervisor {
 };
 
 typedef struct sv_probe sv_probe_t;
+typedef struct sv_exec sv_exec_t;
 
 struct sl_instance {
     sl_supervisor_t *sup;
@@ -152,6 +154,7 @@ struct sl_instance {
     sv_proc_t run_proc, del_proc; /* `RT run -d`, `RT delete -f` */
     uv_timer_t deadline_timer, reap_timer;
     sv_probe_t *readiness, *liveness; /* readiness always set; liveness optional */
+    sv_exec_t *execs;                 /* exec probes' runtime invocations not yet closed */
     sl_instance_readiness_cb readiness_cb;
     bool unready;        /* READY, but its readiness probe fails */
     uv_work_t fs_work;   /* unmount + remove the bundle */
@@ -207,6 +210,23 @@ void sv_probes_stop(sl_instance_t *inst);
 
 /* sv_probes_stop, and close the probes' timers (the instance's cleanup). */
 void sv_probes_close(sl_instance_t *inst);
+
+/* ---- exec probes' runtime invocations (supervisor.c) ------------------ */
+
+/* rc: SV_EXIT_DONE with *ex, or -errno when its exit status was lost. */
+typedef void (*sv_exec_cb)(void *data, int rc, const sv_exit_t *ex);
+
+/*
+ * `RT --root R exec <id> cmd...` with stdio on /dev/null, spawned like the
+ * runtime's other invocations (posix_spawn, not a fork of the loop) and
+ * watched through a pidfd; it counts in inst->handles until closed. cb runs
+ * once it has exited, unless it was abandoned. Returns -errno.
+ */
+int sv_exec_start(sl_instance_t *inst, char *const *cmd, size_t n_cmd, sv_exec_cb cb, void *data,
+                  sv_exec_t **out);
+
+/* Kill it; cb will not run. It is reaped and freed when it exits. */
+void sv_exec_abandon(sv_exec_t *x);
 
 /* ---- instance logs (supervisor_logs.c) -------------------------------- */
 

@@ -32,9 +32,10 @@
 
 /* One attempt at a time per probe; its timer paces the attempts and, while
  * one runs, is its timeout. Sockets are made inside the instance's network
- * namespace and watched with a uv_poll; exec probes are `RT exec` children.
- * The poll and process handles of an attempt live on the heap and close on
- * their own, so an abandoned attempt never holds up the next one. */
+ * namespace and watched with a uv_poll; exec probes are `RT exec` children
+ * (sv_exec_start). The poll handle and the exec of an attempt live on the
+ * heap and close on their own, so an abandoned attempt never holds up the
+ * next one. */
 struct sv_probe {
     sl_instance_t *inst;
     sl_probe_t cfg;   /* defaults applied; path and exec_cmd owned */
@@ -43,7 +44,7 @@ struct sv_probe {
     uv_timer_t timer; /* .data = inst, for on_handle_closed */
     int fd;
     uv_poll_t *io;
-    uv_process_t *proc;
+    sv_exec_t *exec; /* the exec attempt in flight */
     bool connected;
     char *req;
     size_t req_len, sent, got;
@@ -139,9 +140,9 @@ static void attempt_end(sv_probe_t *p)
         p->io = NULL;
     }
     sl_closep(&p->fd);
-    if (p->proc) {
-        uv_process_kill(p->proc, SIGKILL);
-        p->proc = NULL;
+    if (p->exec) {
+        sv_exec_abandon(p->exec);
+        p->exec = NULL;
     }
     free(p->req);
     p->req = NULL;
@@ -301,58 +302,32 @@ static int attempt_socket(sv_probe_t *p, char *why, size_t why_len)
     return 0;
 }
 
-static void on_exec_exit(uv_process_t *proc, int64_t status, int sig)
+static void on_exec_exit(void *data, int rc, const sv_exit_t *ex)
 {
-    sv_probe_t *p = proc->data;
-    bool current = p->proc == proc;
-    uv_close((uv_handle_t *)proc, on_attempt_handle_closed);
-    if (!current)
-        return; /* abandoned: timed out or stopped */
-    p->proc = NULL;
+    sv_probe_t *p = data;
+    p->exec = NULL;
     char why[128];
-    if (sig)
-        snprintf(why, sizeof(why), "exec probe %s killed by signal %d", p->cfg.exec_cmd[0], sig);
+    if (rc < 0)
+        snprintf(why, sizeof(why), "exec probe %s: exit status lost (%s)", p->cfg.exec_cmd[0],
+                 strerror(-rc));
+    else if (ex->sig)
+        snprintf(why, sizeof(why), "exec probe %s killed by signal %d", p->cfg.exec_cmd[0],
+                 ex->sig);
     else
         snprintf(why, sizeof(why), "exec probe %s exited with status %d", p->cfg.exec_cmd[0],
-                 (int)status);
-    probe_result(p, status == 0 && sig == 0, why);
+                 ex->code);
+    probe_result(p, rc >= 0 && ex->code == 0 && ex->sig == 0, why);
 }
 
 /* EXEC: `RT --root R exec <id> cmd...`, stdio on /dev/null. */
 static int attempt_exec(sv_probe_t *p, char *why, size_t why_len)
 {
     sl_instance_t *inst = p->inst;
-    size_t n = 5 + p->cfg.n_exec + 1;
-    sl_autofree char **argv = xcalloc(n, sizeof(char *));
-    argv[0] = inst->runtime_bin;
-    argv[1] = "--root";
-    argv[2] = inst->rt_root;
-    argv[3] = "exec";
-    argv[4] = inst->id;
-    for (size_t i = 0; i < p->cfg.n_exec; i++)
-        argv[5 + i] = p->cfg.exec_cmd[i];
-    uv_stdio_container_t stdio[3] = {
-        {.flags = UV_INHERIT_FD, .data.fd = inst->sup->devnull},
-        {.flags = UV_INHERIT_FD, .data.fd = inst->sup->devnull},
-        {.flags = UV_INHERIT_FD, .data.fd = inst->sup->devnull},
-    };
-    uv_process_options_t o = {
-        .file = inst->runtime_bin,
-        .args = argv,
-        .exit_cb = on_exec_exit,
-        .stdio_count = 3,
-        .stdio = stdio,
-    };
-    uv_process_t *proc = xmalloc(sizeof(*proc));
-    int rc = uv_spawn(inst->sup->loop, proc, &o);
-    proc->data = p;
-    inst->handles++;
+    int rc = sv_exec_start(inst, p->cfg.exec_cmd, p->cfg.n_exec, on_exec_exit, p, &p->exec);
     if (rc < 0) {
-        uv_close((uv_handle_t *)proc, on_attempt_handle_closed);
-        snprintf(why, why_len, "spawning %s exec: %s", inst->runtime, uv_strerror(rc));
+        snprintf(why, why_len, "spawning %s exec: %s", inst->runtime, strerror(-rc));
         return -1;
     }
-    p->proc = proc;
     return 0;
 }
 

@@ -13,6 +13,7 @@
 #include "supervisor.h"
 #include "supervisor_int.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <glob.h>
@@ -1590,6 +1591,68 @@ static void test_readiness_exec_runc(void **state)
     exec_readiness("runc");
 }
 
+/* Whether some process has both a and b among its arguments. */
+static bool process_with_args(const char *a, const char *b)
+{
+    DIR *d = opendir("/proc");
+    assert_non_null(d);
+    bool found = false;
+    struct dirent *de;
+    while (!found && (de = readdir(d))) {
+        char path[288], buf[4096];
+        snprintf(path, sizeof(path), "/proc/%s/cmdline", de->d_name);
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+            continue;
+        ssize_t n = read(fd, buf, sizeof(buf) - 1);
+        close(fd);
+        if (n <= 0)
+            continue;
+        buf[n] = '\0';
+        bool has_a = false, has_b = false;
+        for (char *arg = buf; arg < buf + n; arg += strlen(arg) + 1) {
+            has_a = has_a || strcmp(arg, a) == 0;
+            has_b = has_b || strcmp(arg, b) == 0;
+        }
+        found = has_a && has_b;
+    }
+    closedir(d);
+    return found;
+}
+
+/* An exec liveness probe that hangs times out: each attempt's `crun exec`
+ * is killed and reaped (none is left behind), and after failure_threshold
+ * of them the instance is stopped with the probe's reason. */
+static void test_liveness_exec_timeout(void **state)
+{
+    env_t *e = env_open("crun");
+    char *const script[] = {"/bin/sh", "-c", "exec /bin/busybox httpd -f -p 8080 -h /www", NULL};
+    img_t m;
+    img_init(&m, NULL, script);
+    sl_instance_spec_t s = base_spec(&m.img);
+    char *const cmd[] = {"/bin/sleep", "4242"};
+    sl_probe_t live = {.kind = SL_PROBE_EXEC,
+                       .exec_cmd = cmd,
+                       .n_exec = 2,
+                       .period_ms = 100,
+                       .timeout_ms = 300,
+                       .failure_threshold = 2};
+    s.liveness = &live;
+    rec_t r;
+    start(e, &s, &r);
+    run_until(&e->loop, &r.n_ready, 20000);
+    assert_int_equal(r.n_ready, 1);
+    run_until(&e->loop, &r.n_exited, 10000);
+    assert_int_equal(r.n_exited, 1);
+    printf("  reason: %s (%.0f ms after READY)\n", r.reason, ms_between(r.ready_ns, r.exited_ns));
+    assert_non_null(strstr(r.reason, "liveness probe failed: exec probe timed out after 300 ms"));
+    assert_true(ms_between(r.ready_ns, r.exited_ns) >= 600); /* two timeouts */
+    assert_cleaned(r.id);
+    assert_false(process_with_args("/bin/sleep", "4242"));
+    assert_false(process_with_args("exec", r.id));
+    env_close(e);
+}
+
 /* An explicit tcpSocket readiness probe on another port: READY only once
  * something listens there, though PORT answers at once. */
 static void test_readiness_tcp_port(void **state)
@@ -2065,6 +2128,7 @@ int main(void)
         cmocka_unit_test_teardown(test_liveness_http, env_teardown),
         cmocka_unit_test_teardown(test_readiness_exec_crun, env_teardown),
         cmocka_unit_test_teardown(test_readiness_exec_runc, env_teardown),
+        cmocka_unit_test_teardown(test_liveness_exec_timeout, env_teardown),
         cmocka_unit_test_teardown(test_readiness_tcp_port, env_teardown),
         cmocka_unit_test_teardown(test_probe_spec_errors, env_teardown),
         cmocka_unit_test_teardown(test_shutdown_many, env_teardown),
