@@ -371,6 +371,22 @@ static sl_instance_t *start(env_t *e, const sl_instance_spec_t *s, rec_t *r)
     return r->inst;
 }
 
+/* start, then wait (up to 20 s) until it is READY. */
+static void start_ready(env_t *e, const sl_instance_spec_t *s, rec_t *r)
+{
+    start(e, s, r);
+    run_until(&e->loop, &r->n_ready, 20000);
+    if (r->n_ready != 1)
+        fail_msg("instance not ready: %s", r->reason);
+}
+
+/* Wait (up to timeout_ms) until it has exited. */
+static void wait_exited(env_t *e, rec_t *r, int timeout_ms)
+{
+    run_until(&e->loop, &r->n_exited, timeout_ms);
+    assert_int_equal(r->n_exited, 1);
+}
+
 /* ---- checks ----------------------------------------------------------- */
 
 static bool mounted_below(const char *dir)
@@ -498,8 +514,7 @@ static void lifecycle(const char *runtime)
     sl_instance_stop(r.inst);
     assert_int_equal(r.n_stopping, 1);
     sl_instance_stop(r.inst); /* idempotent */
-    run_until(&e->loop, &r.n_exited, 15000);
-    assert_int_equal(r.n_exited, 1);
+    wait_exited(e, &r, 15000);
     printf("  %s: stop -> EXITED %.1f ms (%s)\n", runtime, ms_between(t0, r.exited_ns), r.reason);
     /* httpd as pid 1 has no SIGTERM handler, so the kernel drops SIGTERM. */
     assert_non_null(strstr(r.reason, "killed by signal 9"));
@@ -546,9 +561,7 @@ static void test_env_contract(void **state)
     s.configuration = "svc-config";
     s.revision = "svc-00007";
     rec_t r;
-    start(e, &s, &r);
-    run_until(&e->loop, &r.n_ready, 20000);
-    assert_int_equal(r.n_ready, 1);
+    start_ready(e, &s, &r);
     assert_true(log_contains(e, &r, "rootfs-rw", 2000));
     char *log = read_log(&r);
     const char *want[] = {"PORT=9090\n",
@@ -584,8 +597,7 @@ static void test_env_contract(void **state)
     struct stat st;
     assert_int_equal(stat(lower_file, &st), -1); /* writes stay in the upper layer */
     sl_instance_stop(r.inst);
-    run_until(&e->loop, &r.n_exited, 15000);
-    assert_int_equal(r.n_exited, 1);
+    wait_exited(e, &r, 15000);
     assert_cleaned(r.id);
     env_close(e);
 }
@@ -608,9 +620,7 @@ static void test_layers(void **state)
     m.img.n_layers = 2;
     sl_instance_spec_t s = base_spec(&m.img);
     rec_t r;
-    start(e, &s, &r);
-    run_until(&e->loop, &r.n_ready, 20000);
-    assert_int_equal(r.n_ready, 1);
+    start_ready(e, &s, &r);
     char *resp = http_get(r.inst, "/index.html");
     assert_non_null(strstr(resp, "from the top layer"));
     free(resp);
@@ -633,9 +643,7 @@ static void test_user_nonroot(void **state)
     img_init(&m, "nonroot", script);
     sl_instance_spec_t s = base_spec(&m.img);
     rec_t r;
-    start(e, &s, &r);
-    run_until(&e->loop, &r.n_ready, 20000);
-    assert_int_equal(r.n_ready, 1);
+    start_ready(e, &s, &r);
     assert_true(log_contains(e, &r, "uid=65532 gid=65532", 2000));
     char path[64];
     snprintf(path, sizeof(path), "/proc/%d/status", r.pid);
@@ -647,8 +655,7 @@ static void test_user_nonroot(void **state)
     free(status);
     /* This one handles SIGTERM and exits 0 well within its grace. */
     sl_instance_stop(r.inst);
-    run_until(&e->loop, &r.n_exited, 15000);
-    assert_int_equal(r.n_exited, 1);
+    wait_exited(e, &r, 15000);
     assert_non_null(strstr(r.reason, "exited with status 0"));
     assert_non_null(strstr(r.reason, "bye"));
     assert_cleaned(r.id);
@@ -668,8 +675,7 @@ static void expect_start_fails(env_t *e, const sl_instance_spec_t *s, const char
         return;
     }
     snprintf(r.id, sizeof(r.id), "%s", sl_instance_id(r.inst));
-    run_until(&e->loop, &r.n_exited, 15000);
-    assert_int_equal(r.n_exited, 1);
+    wait_exited(e, &r, 15000);
     assert_int_equal(r.n_ready, 0);
     assert_int_equal(r.n_stopping, 1);
     printf("  %s\n", r.reason);
@@ -763,8 +769,7 @@ static void test_exit_status(void **state)
     sl_instance_spec_t s = base_spec(&m.img);
     rec_t r;
     start(e, &s, &r);
-    run_until(&e->loop, &r.n_exited, 15000);
-    assert_int_equal(r.n_exited, 1);
+    wait_exited(e, &r, 15000);
     assert_int_equal(r.n_ready, 0);
     assert_int_equal(r.n_stopping, 1);
     printf("  reason: %s\n", r.reason);
@@ -785,8 +790,7 @@ static void bad_command(const char *runtime)
     s.runtime = runtime;
     rec_t r;
     start(e, &s, &r);
-    run_until(&e->loop, &r.n_exited, 15000);
-    assert_int_equal(r.n_exited, 1);
+    wait_exited(e, &r, 15000);
     printf("  %s reason: %s\n", runtime, r.reason);
     assert_non_null(strstr(r.reason, "runtime failed: "));
     assert_non_null(strstr(r.reason, "/nonexistent/app"));
@@ -917,13 +921,10 @@ static void test_sigterm_ignored(void **state)
     sl_instance_spec_t s = base_spec(&m.img);
     s.grace_ms = 400;
     rec_t r;
-    start(e, &s, &r);
-    run_until(&e->loop, &r.n_ready, 20000);
-    assert_int_equal(r.n_ready, 1);
+    start_ready(e, &s, &r);
     uint64_t t0 = sl_now_ns();
     sl_instance_stop(r.inst);
-    run_until(&e->loop, &r.n_exited, 15000);
-    assert_int_equal(r.n_exited, 1);
+    wait_exited(e, &r, 15000);
     double took = ms_between(t0, r.exited_ns);
     printf("  SIGTERM ignored: EXITED after %.1f ms (%s)\n", took, r.reason);
     assert_true(took >= 400);
@@ -944,8 +945,7 @@ static void test_startup_timeout(void **state)
     s.grace_ms = 100;
     rec_t r;
     start(e, &s, &r);
-    run_until(&e->loop, &r.n_exited, 15000);
-    assert_int_equal(r.n_exited, 1);
+    wait_exited(e, &r, 15000);
     assert_int_equal(r.n_ready, 0);
     assert_non_null(strstr(r.reason, "not ready within 0.3s"));
     assert_cleaned(r.id);
@@ -973,9 +973,7 @@ static void test_limits(void **state)
     s.cpu_millis = 500;
     s.pids_limit = 77;
     rec_t r;
-    start(e, &s, &r);
-    run_until(&e->loop, &r.n_ready, 20000);
-    assert_int_equal(r.n_ready, 1);
+    start_ready(e, &s, &r);
     char p[256];
     snprintf(p, sizeof(p), "/sys/fs/cgroup/memory/sluice/%s/memory.limit_in_bytes", r.id);
     assert_int_equal(read_long(p), 64 << 20);
@@ -1037,8 +1035,7 @@ static void make_secret(void)
 static void stop_and_clean(env_t *e, rec_t *r)
 {
     sl_instance_stop(r->inst);
-    run_until(&e->loop, &r->n_exited, 15000);
-    assert_int_equal(r->n_exited, 1);
+    wait_exited(e, r, 15000);
     assert_cleaned(r->id);
 }
 
@@ -1064,10 +1061,7 @@ static char *start_probed(env_t *e, img_t *m, const char *cls, rec_t *r)
     const sl_runtime_class_t *rc = sl_runtimeclass_builtin(cls);
     assert_non_null(rc);
     s.profile = &rc->profile;
-    start(e, &s, r);
-    run_until(&e->loop, &r->n_ready, 20000);
-    if (r->n_ready != 1)
-        fail_msg("%s-class instance not ready: %s", cls, r->reason);
+    start_ready(e, &s, r);
     assert_true(log_contains(e, r, "probes-done", 3000));
     char *log = read_log(r);
     printf("  %s probes: %s", cls, log);
@@ -1240,9 +1234,7 @@ static void test_debug_container(void **state)
     img_init(&m, NULL, HTTPD);
     sl_instance_spec_t s = base_spec(&m.img);
     rec_t r;
-    start(e, &s, &r);
-    run_until(&e->loop, &r.n_ready, 20000);
-    assert_int_equal(r.n_ready, 1);
+    start_ready(e, &s, &r);
     char *const argv[] = {"sh", "-c",
                           "ps; echo port=$PORT; wget -qO- 127.0.0.1:$PORT/index.html; "
                           "echo host=$(hostname); ls /proc/1/root/www; exit 7",
@@ -1287,9 +1279,7 @@ static void test_debug_sandboxed(void **state)
     sl_instance_spec_t s = base_spec(&m.img);
     s.profile = &sl_runtimeclass_builtin("sandboxed")->profile;
     rec_t r;
-    start(e, &s, &r);
-    run_until(&e->loop, &r.n_ready, 20000);
-    assert_int_equal(r.n_ready, 1);
+    start_ready(e, &s, &r);
     char *const argv[] = {"sh", "-c", "wget -qO- 127.0.0.1:$PORT/index.html", NULL};
     char *out = NULL;
     sl_error_t err = {0};
@@ -1474,9 +1464,7 @@ static void test_readiness_http(void **state)
     s.readiness = &ready;
     s.readiness_cb = rec_readiness_cb;
     rec_t r;
-    start(e, &s, &r);
-    run_until(&e->loop, &r.n_ready, 20000);
-    assert_int_equal(r.n_ready, 1);
+    start_ready(e, &s, &r);
     double ms = ms_between(r.started_ns, r.ready_ns);
     printf("  httpGet readiness: READY after %.1f ms\n", ms);
     assert_true(ms >= 300);
@@ -1512,9 +1500,7 @@ static void test_probe_http_request(void **state)
     sl_probe_t ready = {.kind = SL_PROBE_HTTP, .path = "/probe-check?x=1"};
     s.readiness = &ready;
     rec_t r;
-    start(e, &s, &r);
-    run_until(&e->loop, &r.n_ready, 20000);
-    assert_int_equal(r.n_ready, 1);
+    start_ready(e, &s, &r);
     assert_true(log_contains(e, &r, "GET /probe-check?x=1 HTTP/1.1\r\n", 2000));
     assert_true(log_contains(e, &r, "Host: 127.0.0.1:8080\r\n", 2000));
     assert_true(log_contains(e, &r, "User-Agent: sluice-probe\r\n", 2000));
@@ -1541,11 +1527,8 @@ static void test_liveness_http(void **state)
                        .failure_threshold = 2};
     s.liveness = &live;
     rec_t r;
-    start(e, &s, &r);
-    run_until(&e->loop, &r.n_ready, 20000);
-    assert_int_equal(r.n_ready, 1);
-    run_until(&e->loop, &r.n_exited, 10000);
-    assert_int_equal(r.n_exited, 1);
+    start_ready(e, &s, &r);
+    wait_exited(e, &r, 10000);
     assert_int_equal(r.n_stopping, 1);
     printf("  reason: %s (%.0f ms after READY)\n", r.reason, ms_between(r.ready_ns, r.exited_ns));
     assert_non_null(strstr(r.reason, "liveness probe failed: "));
@@ -1571,9 +1554,7 @@ static void exec_readiness(const char *runtime)
     sl_probe_t ready = {.kind = SL_PROBE_EXEC, .exec_cmd = cmd, .n_exec = 3, .timeout_ms = 5000};
     s.readiness = &ready;
     rec_t r;
-    start(e, &s, &r);
-    run_until(&e->loop, &r.n_ready, 20000);
-    assert_int_equal(r.n_ready, 1);
+    start_ready(e, &s, &r);
     double ms = ms_between(r.started_ns, r.ready_ns);
     printf("  %s exec readiness: READY after %.1f ms\n", runtime, ms);
     assert_true(ms >= 300);
@@ -1639,11 +1620,8 @@ static void test_liveness_exec_timeout(void **state)
                        .failure_threshold = 2};
     s.liveness = &live;
     rec_t r;
-    start(e, &s, &r);
-    run_until(&e->loop, &r.n_ready, 20000);
-    assert_int_equal(r.n_ready, 1);
-    run_until(&e->loop, &r.n_exited, 10000);
-    assert_int_equal(r.n_exited, 1);
+    start_ready(e, &s, &r);
+    wait_exited(e, &r, 10000);
     printf("  reason: %s (%.0f ms after READY)\n", r.reason, ms_between(r.ready_ns, r.exited_ns));
     assert_non_null(strstr(r.reason, "liveness probe failed: exec probe timed out after 300 ms"));
     assert_true(ms_between(r.ready_ns, r.exited_ns) >= 600); /* two timeouts */
@@ -1668,9 +1646,7 @@ static void test_readiness_tcp_port(void **state)
     sl_probe_t ready = {.kind = SL_PROBE_TCP, .port = 9090};
     s.readiness = &ready;
     rec_t r;
-    start(e, &s, &r);
-    run_until(&e->loop, &r.n_ready, 20000);
-    assert_int_equal(r.n_ready, 1);
+    start_ready(e, &s, &r);
     assert_true(ms_between(r.started_ns, r.ready_ns) >= 300);
     stop_and_clean(e, &r);
     env_close(e);
@@ -1765,8 +1741,7 @@ static void test_stop_while_queued(void **state)
     sl_instance_stop(r.inst);
     assert_int_equal(r.n_stopping, 1);
     pool_unblock(b);
-    run_until(&e->loop, &r.n_exited, 15000);
-    assert_int_equal(r.n_exited, 1);
+    wait_exited(e, &r, 15000);
     assert_int_equal(r.n_ready, 0);
     assert_non_null(strstr(r.reason, "stopped before it started"));
     assert_cleaned(r.id);
@@ -1796,8 +1771,7 @@ static void test_stop_after_prepared(void **state)
     start(e, &s, &r);
     usleep(300 * 1000); /* the pool thread prepares; the loop does not run */
     sl_instance_stop(r.inst);
-    run_until(&e->loop, &r.n_exited, 15000);
-    assert_int_equal(r.n_exited, 1);
+    wait_exited(e, &r, 15000);
     assert_int_equal(r.n_ready, 0);
     assert_int_equal(r.pid, 0);
     assert_non_null(strstr(r.reason, "stopped before it started"));
@@ -1863,8 +1837,7 @@ static void test_startup_breakdown(void **state)
            ms_between(t.netns_ns, t.bundle_ns), ms_between(t.bundle_ns, t.spawned_ns),
            ms_between(t.spawned_ns, t.runtime_ns), ms_between(t.runtime_ns, t.ready_ns));
     sl_instance_stop(r.inst);
-    run_until(&e->loop, &r.n_exited, 15000);
-    assert_int_equal(r.n_exited, 1);
+    wait_exited(e, &r, 15000);
     env_close(e);
 }
 
