@@ -260,9 +260,12 @@ static bool proc_stat(pid_t pid, char *state, char *comm, size_t comm_len)
     return true;
 }
 
-/* Whether pid lives in a pid namespace below ours ("NSpid:" lists more
- * than one pid): a container's process, never one sluice spawned itself. */
-static bool in_child_pidns(pid_t pid)
+/* Whether pid is a process of a pid namespace below ours ("NSpid:" lists
+ * more than one pid) other than its init (innermost pid 1): a container's
+ * process that is neither its main process, which sluice waits for itself
+ * (possibly before it knows the pid: the runtime's helper hands it over
+ * first), nor one sluice spawned. */
+static bool container_orphan(pid_t pid)
 {
     char path[64];
     snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
@@ -274,12 +277,17 @@ static bool in_child_pidns(pid_t pid)
         return false;
     l += strlen("\nNSpid:");
     int fields = 0;
-    for (bool in = false; *l && *l != '\n'; l++) {
-        bool space = *l == ' ' || *l == '\t';
-        fields += !space && !in;
-        in = !space;
+    long inner = 0;
+    while (*l && *l != '\n') {
+        char *end;
+        long v = strtol(l, &end, 10);
+        if (end == l)
+            break;
+        fields++;
+        inner = v;
+        l = end;
     }
-    return fields > 1;
+    return fields > 1 && inner != 1;
 }
 
 /*
@@ -295,7 +303,7 @@ static void maybe_reap(pid_t pid, const char *const *runtimes, size_t n_runtimes
     char state = 0, comm[32];
     if (!proc_stat(pid, &state, comm, sizeof(comm)) || state != 'Z')
         return;
-    if (in_child_pidns(pid)) {
+    if (container_orphan(pid)) {
         waitpid(pid, NULL, WNOHANG);
         return;
     }

@@ -40,9 +40,11 @@ void sv_remove_cgroups(const char *id);
  * Reap zombie children nobody waits for: orphaned runtime helpers (comm
  * starting with one of `runtimes`; crun's detaching helper exits after its
  * parent, so as child subreaper sluice inherits it) and container processes
- * reparented to sluice (see maybe_reap); never one of `keep`, the runtime
- * invocations and containers sluice waits for itself. Every child the loop
- * spawns must be in `keep`: sluice spawns none through libuv.
+ * other than a container's init reparented to sluice (see maybe_reap);
+ * never one of `keep`, the runtime invocations and containers sluice waits
+ * for itself. A child the loop spawns must be in `keep`; pool threads'
+ * short-lived helpers (the user namespace holder of sl_rootfs_userns_open)
+ * are neither runtime-named nor in a container, so they are left alone.
  */
 void sv_reap_orphans(const char *const *runtimes, size_t n_runtimes, const pid_t *keep,
                      size_t n_keep);
