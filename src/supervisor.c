@@ -161,8 +161,12 @@ static int proc_watch(sl_instance_t *inst, sv_proc_t *p, uv_poll_cb cb)
     int fd = (int)syscall(SYS_pidfd_open, p->pid, 0);
     if (fd < 0)
         return -errno;
+    int rc = uv_poll_init(inst->sup->loop, &p->poll, fd);
+    if (rc < 0) {
+        close(fd);
+        return rc;
+    }
     p->pidfd = fd;
-    uv_poll_init(inst->sup->loop, &p->poll, fd);
     p->poll.data = inst;
     p->watched = true;
     inst->handles++;
@@ -594,6 +598,7 @@ static void finalize(sl_instance_t *inst)
 {
     sl_supervisor_t *sup = inst->sup;
     list_remove(inst);
+    id_range_put(inst); /* its processes are gone: a replacement may take it */
     sv_logs_exited(inst);
     if (!inst->silent)
         sl_debug(MOD, "instance %s exited: %s", inst->id, inst->exit_reason);
@@ -1038,11 +1043,15 @@ static int prep_dirs(sl_instance_t *inst, prep_t *p, sl_error_t *err)
         return sl_error_errno(err, errno, "chmod %s", inst->dir);
     if (sl_mkdir_p(inst->rt_root, 0700, err) < 0)
         return -err->code;
-    /* Twice: the log sweep removes a service's folder once it is empty,
-     * and may do so between the mkdir and the open. */
-    for (int tries = 0; p->log_fd < 0 && tries < 2; tries++) {
-        if (sl_mkdir_p(p->log_dir, 0700, err) < 0)
+    /* The log sweep (another pool thread) removes the service's and the
+     * namespace's folders once empty, and may do so between these steps:
+     * start over when one finds its parent gone. */
+    for (int tries = 0; p->log_fd < 0 && tries < 5; tries++) {
+        if (sl_mkdir_p(p->log_dir, 0700, err) < 0) {
+            if (err->code == ENOENT)
+                continue;
             return -err->code;
+        }
         p->log_fd =
             open(inst->log_path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOCTTY, 0640);
         if (p->log_fd < 0 && errno != ENOENT)

@@ -249,8 +249,8 @@ static size_t sweep_dir(int dfd, char *const *live, size_t n_live, const sl_log_
 
 /* Calls fn on each subdirectory of dfd (consumed), opened as a dir fd,
  * then removes the subdirectory if it is left empty: a deleted service's
- * folder goes with its last log (an instance being prepared makes its
- * folder again, see prep_dirs). */
+ * folder goes with its last log, a namespace's with its last service's (an
+ * instance being prepared makes its folders again, see prep_dirs). */
 static size_t each_subdir(int dfd, size_t (*fn)(int, void *), void *arg)
 {
     DIR *d = fdopendir(dfd);
