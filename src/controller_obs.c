@@ -154,9 +154,24 @@ void ctl_obs_rev_init(rev_rt_t *r)
     r->metrics = m;
 }
 
+/* The revision no longer runs (deleted, or out of every traffic target):
+ * its series go, so that neither memory nor the per-family series cap
+ * grows with every revision a service ever had. Should it serve again, its
+ * counters restart from zero and its billable total from the meter's. */
 void ctl_obs_rev_free(rev_rt_t *r)
 {
-    free(r->metrics);
+    ctl_rev_metrics_t *m = r->metrics;
+    if (!m)
+        return;
+    for (size_t i = 0; i < SL_ARRAY_LEN(m->requests); i++)
+        sl_metric_remove(m->requests[i]);
+    for (size_t i = 0; i < SL_ARRAY_LEN(m->instances); i++)
+        sl_metric_remove(m->instances[i]);
+    sl_metric_t *one[] = {m->duration, m->in_flight, m->queue,         m->desired,
+                          m->actual,   m->cold,      m->cold_duration, m->billable};
+    for (size_t i = 0; i < SL_ARRAY_LEN(one); i++)
+        sl_metric_remove(one[i]);
+    free(m);
     r->metrics = NULL;
 }
 

@@ -56,6 +56,13 @@ static void free_strv(char **v, size_t n)
     free(v);
 }
 
+static void series_free(sl_metric_t *m)
+{
+    free_strv(m->values, m->fam->nlabels);
+    free(m->buckets);
+    free(m);
+}
+
 void sl_metrics_free(sl_metrics_t *reg)
 {
     if (!reg)
@@ -63,11 +70,8 @@ void sl_metrics_free(sl_metrics_t *reg)
     sl_metric_family_t *f = reg->first;
     while (f) {
         sl_metric_family_t *next = f->next;
-        for (size_t i = 0; i < f->nseries; i++) {
-            free_strv(f->series[i]->values, f->nlabels);
-            free(f->series[i]->buckets);
-            free(f->series[i]);
-        }
+        for (size_t i = 0; i < f->nseries; i++)
+            series_free(f->series[i]);
         free(f->series);
         free_strv(f->labels, f->nlabels);
         free(f->name);
@@ -203,6 +207,22 @@ sl_metric_t *sl_metrics_series(sl_metric_family_t *f, const char *const *values)
         m->buckets = xcalloc(f->nbounds + 1, sizeof(uint64_t));
     f->series[f->nseries++] = m;
     return m;
+}
+
+void sl_metric_remove(sl_metric_t *m)
+{
+    if (!m)
+        return;
+    sl_metric_family_t *f = m->fam;
+    for (size_t i = 0; i < f->nseries; i++) {
+        if (f->series[i] != m)
+            continue;
+        /* Keep the order of the rest: the exposition lists series as made. */
+        memmove(&f->series[i], &f->series[i + 1], (f->nseries - i - 1) * sizeof(*f->series));
+        f->nseries--;
+        break;
+    }
+    series_free(m);
 }
 
 /* ---- updates ---- */

@@ -102,6 +102,12 @@ sl_metric_family_t *sl_metrics_family(sl_metrics_t *reg, sl_metric_type_t type, 
  * handle. */
 sl_metric_t *sl_metrics_series(sl_metric_family_t *fam, const char *const *values);
 
+/* Remove a series (NULL is ignored): it leaves the exposition and frees
+ * its place under the cap; the handle is invalid after. A later
+ * sl_metrics_series with the same values starts it again from zero (a
+ * counter reset to Prometheus). */
+void sl_metric_remove(sl_metric_t *m);
+
 /* Counters: add a non-negative amount (negative or NaN is ignored). */
 void sl_metric_inc(sl_metric_t *m);
 void sl_metric_add(sl_metric_t *m, double v);

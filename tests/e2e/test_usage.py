@@ -108,3 +108,28 @@ def test_prometheus_scrapes_request_count(make_daemon, images, tmp_path):
     finally:
         p.terminate()
         p.wait(10)
+
+
+def test_retired_revision_leaves_metrics(make_daemon, images):
+    """A revision out of every traffic target stops, and its series leave
+    /metrics (the series cap is per family: a service redeployed hundreds of
+    times must not fill it); the serving revision's stay."""
+    mport = free_port()
+    d = make_daemon("--metrics-listen", "127.0.0.1:%d" % mport)
+
+    def scrape():
+        with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % mport, timeout=5) as r:
+            return r.read().decode()
+
+    d.cli("deploy", "churn", "--image", images["hello"], "--env", "V=1")
+    assert d.curl("churn", "/")[0] == 200
+    assert 'revision="churn-00001"' in scrape()
+    d.cli("deploy", "churn", "--image", images["hello"], "--env", "V=2")
+    assert d.curl("churn", "/")[0] == 200
+    deadline = time.time() + 20
+    text = scrape()
+    while 'revision="churn-00001"' in text and time.time() < deadline:
+        time.sleep(0.2)
+        text = scrape()
+    assert 'revision="churn-00001"' not in text
+    assert 'sluice_requests_total{service="churn",revision="churn-00002",code_class="2xx"} 1' in text

@@ -1,7 +1,8 @@
 /*
  * test_metrics.c — the Prometheus registry through its public API: exact
  * text exposition for a small registry, escaping, name validation, the
- * label-set cap, histogram buckets, and counter/gauge semantics.
+ * label-set cap, removing series, histogram buckets, and counter/gauge
+ * semantics.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -132,6 +133,48 @@ static void test_label_cap(void **state)
     sl_metrics_free(r);
 }
 
+/* A removed series leaves the text and its place under the cap; made
+ * again, it starts from zero. The others keep their order and values. */
+static void test_series_removed(void **state)
+{
+    (void)state;
+    sl_metrics_t *r = sl_metrics_new(2);
+    static const char *const labels[] = {"revision"};
+    sl_metric_family_t *f =
+        fam(r, SL_METRIC_COUNTER, "sluice_test_total", "Test.", 1, labels, NULL, 0);
+    double b[] = {1, 2};
+    sl_metric_family_t *h =
+        fam(r, SL_METRIC_HISTOGRAM, "sluice_test_seconds", "Test.", 1, labels, b, SL_ARRAY_LEN(b));
+    const char *v1[] = {"r1"}, *v2[] = {"r2"}, *v3[] = {"r3"};
+    sl_metric_t *m1 = sl_metrics_series(f, v1), *m2 = sl_metrics_series(f, v2);
+    sl_metric_t *h1 = sl_metrics_series(h, v1);
+    sl_metric_add(m1, 5);
+    sl_metric_add(m2, 7);
+    sl_metric_observe(h1, 1.5);
+    assert_null(sl_metrics_series(f, v3)); /* at the cap */
+    sl_metric_remove(m1);
+    sl_metric_remove(h1);
+    sl_metric_remove(NULL);
+    sl_metric_t *m3 = sl_metrics_series(f, v3);
+    assert_non_null(m3);
+    sl_metric_inc(m3);
+    char *text = render(r);
+    assert_null(strstr(text, "revision=\"r1\""));
+    const char *p2 = strstr(text, "sluice_test_total{revision=\"r2\"} 7\n");
+    const char *p3 = strstr(text, "sluice_test_total{revision=\"r3\"} 1\n");
+    assert_non_null(p2);
+    assert_non_null(p3);
+    assert_true(p2 < p3);
+    free(text);
+    sl_metric_remove(m2);
+    sl_metric_t *again = sl_metrics_series(f, v1);
+    assert_non_null(again);
+    text = render(r);
+    assert_non_null(strstr(text, "sluice_test_total{revision=\"r1\"} 0\n"));
+    free(text);
+    sl_metrics_free(r);
+}
+
 static void test_names_validated(void **state)
 {
     (void)state;
@@ -251,13 +294,10 @@ static void test_declared_names_valid(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_exact_text),
-        cmocka_unit_test(test_escaping),
-        cmocka_unit_test(test_label_cap),
-        cmocka_unit_test(test_names_validated),
-        cmocka_unit_test(test_counter_gauge_semantics),
-        cmocka_unit_test(test_histogram_buckets),
-        cmocka_unit_test(test_declared_names_valid),
+        cmocka_unit_test(test_exact_text),        cmocka_unit_test(test_escaping),
+        cmocka_unit_test(test_label_cap),         cmocka_unit_test(test_series_removed),
+        cmocka_unit_test(test_names_validated),   cmocka_unit_test(test_counter_gauge_semantics),
+        cmocka_unit_test(test_histogram_buckets), cmocka_unit_test(test_declared_names_valid),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
