@@ -76,14 +76,30 @@ static int store_image(sl_controller_t *c, const sl_image_t *img, sl_error_t *er
     return rc;
 }
 
-/* Pick NAME-000NN: one past the service's revision count, skipping names
- * that exist. */
-static char *next_revision_name(sl_controller_t *c, const char *ns, const char *name)
+/* The NN of "NAME-000NN", or 0 when rev is not named so. */
+static size_t revision_number(const char *rev, const char *name)
 {
-    json_t *list = NULL;
+    size_t nl = strlen(name);
+    if (!rev || strncmp(rev, name, nl) != 0 || rev[nl] != '-')
+        return 0;
+    int64_t v;
+    const char *digits = rev + nl + 1;
+    if (strlen(digits) < 5 || sl_parse_int64(digits, 1, INT32_MAX, &v) < 0)
+        return 0;
+    return (size_t)v;
+}
+
+/* Pick NAME-000NN: one past the service's latest created revision when
+ * that was so named (one lookup per deploy), else one past its revision
+ * count (a scan of the namespace's revisions); skipping names that exist. */
+static char *next_revision_name(sl_controller_t *c, const char *ns, const char *name,
+                                const json_t *old)
+{
     sl_error_t err = {0};
-    size_t n = 0;
-    if (sl_store_list(c->store, "revisions", ns, &list, &err) == 0) {
+    size_t n =
+        old ? revision_number(sl_json_str(old, "status.latestCreatedRevisionName"), name) : 0;
+    json_t *list = NULL;
+    if (n == 0 && sl_store_list(c->store, "revisions", ns, &list, &err) == 0) {
         size_t i;
         json_t *r;
         json_array_foreach(list, i, r)
@@ -140,7 +156,8 @@ static int commit_revision(apply_req_t *a, const json_t *old, json_t **rev_out, 
 {
     sl_controller_t *c = a->c;
     const char *tname = sl_json_str(a->svc, "spec.template.metadata.name");
-    sl_autofree char *rev_name = tname ? xstrdup(tname) : next_revision_name(c, a->ns, a->name);
+    sl_autofree char *rev_name =
+        tname ? xstrdup(tname) : next_revision_name(c, a->ns, a->name, old);
     long gen = next_generation(old);
     carry_metadata(a->svc, old, gen);
     json_t *rev = sl_revision_build(a->svc, rev_name, gen);
