@@ -54,6 +54,13 @@ static void serve_usage(FILE *f)
            "                                  the exit (default 24h; 0 = never by age)\n"
            "  --instance-logs-per-revision N  exited instances' logs kept per revision\n"
            "                                  (default 5; 0 = no limit)\n\n"
+           "Revision garbage collection (Knative's config-gc; a revision no traffic\n"
+           "target, latest revision or serving.knative.dev/no-gc names is non-active):\n"
+           "  --revision-gc-retain-since-create D|disabled  never one younger (default 48h)\n"
+           "  --revision-gc-retain-since-active D|disabled  nor one routed within D (15h)\n"
+           "  --revision-gc-min-non-active N    kept whatever their age (default 20)\n"
+           "  --revision-gc-max-non-active N|disabled  at most N kept (default 1000)\n"
+           "  --revision-gc-interval D          how often it runs (default 5m)\n\n"
            "Autoscaling defaults (Knative's names; revisions override them with\n"
            "autoscaling.knative.dev annotations):\n"
            "  --stable-window D                 averaging window (default 60s)\n"
@@ -90,6 +97,7 @@ typedef struct serve_opts {
     uint64_t queue_deadline_ms;
     int max_scale;
     sl_log_limits_t logs;
+    sl_revision_gc_t gc;
 } serve_opts_t;
 
 enum {
@@ -112,7 +120,12 @@ enum {
     O_API_TOKEN,
     O_LOG_MAX,
     O_LOG_RETENTION,
-    O_LOG_PER_REV
+    O_LOG_PER_REV,
+    O_GC_CREATE,
+    O_GC_ACTIVE,
+    O_GC_MIN,
+    O_GC_MAX,
+    O_GC_INTERVAL
 };
 
 static int duration_opt(const char *flag, const char *arg, uint64_t *ns)
@@ -120,6 +133,60 @@ static int duration_opt(const char *flag, const char *arg, uint64_t *ns)
     if (sl_parse_duration(arg, ns) < 0)
         return sl_cli_usage("%s: expected a duration like 500ms or 30s, got '%s'", flag, arg);
     return 0;
+}
+
+/* A duration in whole seconds, or "disabled" (SL_GC_DISABLED). */
+static int gc_duration_opt(const char *flag, const char *arg, int64_t *out)
+{
+    uint64_t ns;
+    if (!strcmp(arg, "disabled")) {
+        *out = SL_GC_DISABLED;
+        return 0;
+    }
+    if (sl_parse_duration(arg, &ns) < 0)
+        return sl_cli_usage("%s: expected a duration like 48h or \"disabled\", got '%s'", flag,
+                            arg);
+    *out = (int64_t)(ns / 1000000000u);
+    return 0;
+}
+
+/* Revision GC flags; returns 0, a usage exit code, or -1 if not ours. */
+static int gc_opt(serve_opts_t *o, int opt, const char *arg)
+{
+    double v;
+    uint64_t ns;
+    int rc;
+    switch (opt) {
+    case O_GC_CREATE:
+        return gc_duration_opt("--revision-gc-retain-since-create", arg,
+                               &o->gc.retain_since_create_s);
+    case O_GC_ACTIVE:
+        return gc_duration_opt("--revision-gc-retain-since-active", arg,
+                               &o->gc.retain_since_active_s);
+    case O_GC_MIN:
+        if ((rc = sl_cli_number("--revision-gc-min-non-active", arg, 0, 1e9, &v)))
+            return rc;
+        o->gc.min_non_active = (int64_t)v;
+        return 0;
+    case O_GC_MAX:
+        if (!strcmp(arg, "disabled")) {
+            o->gc.max_non_active = SL_GC_DISABLED;
+            return 0;
+        }
+        if ((rc = sl_cli_number("--revision-gc-max-non-active", arg, 0, 1e9, &v)))
+            return rc;
+        o->gc.max_non_active = (int64_t)v;
+        return 0;
+    case O_GC_INTERVAL:
+        if ((rc = duration_opt("--revision-gc-interval", arg, &ns)))
+            return rc;
+        if (ns < 1000000000ull)
+            return sl_cli_usage("--revision-gc-interval: must be at least 1s");
+        o->gc.interval_ns = ns;
+        return 0;
+    default:
+        return -1;
+    }
 }
 
 /* Autoscaling flags; returns 0, a usage exit code, or -1 if not ours. */
@@ -370,7 +437,8 @@ static int run_daemon(const char *listen, const char *domain, const char *state_
                                    .queue_deadline_ms = so->queue_deadline_ms,
                                    .capacity_cpu_millis = so->capacity_cpu,
                                    .capacity_memory = so->capacity_memory,
-                                   .prices = &so->prices};
+                                   .prices = &so->prices,
+                                   .revision_gc = &so->gc};
     if (sl_controller_new(d.loop, d.store, d.sup, &ccfg, &d.ctl, &err) < 0) {
         sl_cli_error("%s", err.msg);
         d.ctl = NULL;
@@ -466,6 +534,11 @@ int sl_cmd_serve(int argc, char **argv)
         {"instance-log-max", required_argument, NULL, O_LOG_MAX},
         {"instance-log-retention", required_argument, NULL, O_LOG_RETENTION},
         {"instance-logs-per-revision", required_argument, NULL, O_LOG_PER_REV},
+        {"revision-gc-retain-since-create", required_argument, NULL, O_GC_CREATE},
+        {"revision-gc-retain-since-active", required_argument, NULL, O_GC_ACTIVE},
+        {"revision-gc-min-non-active", required_argument, NULL, O_GC_MIN},
+        {"revision-gc-max-non-active", required_argument, NULL, O_GC_MAX},
+        {"revision-gc-interval", required_argument, NULL, O_GC_INTERVAL},
         {NULL, 0, NULL, 0},
     };
     const char *listen = "127.0.0.1:8080", *domain = "localhost", *runtime = "crun";
@@ -476,6 +549,7 @@ int sl_cmd_serve(int argc, char **argv)
         .logs = {SL_LOG_MAX_DEFAULT, SL_LOG_RETENTION_DEFAULT, SL_LOG_PER_REVISION_DEFAULT}};
     sl_as_config_defaults(&so.as);
     sl_prices_default(&so.prices);
+    sl_revision_gc_defaults(&so.gc);
     int opt;
     optind = 1;
     while ((opt = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
@@ -511,6 +585,8 @@ int sl_cmd_serve(int argc, char **argv)
             return 0;
         default: {
             int rc = autoscale_opt(&so, opt, optarg);
+            if (rc < 0)
+                rc = gc_opt(&so, opt, optarg);
             if (rc >= 0) {
                 if (rc)
                     return rc;
@@ -525,5 +601,9 @@ int sl_cmd_serve(int argc, char **argv)
         return sl_cli_usage("serve: unexpected argument '%s'", argv[optind]);
     if (!sl_is_valid_domain(domain))
         return sl_cli_usage("--domain: '%s' is not a valid DNS name", domain);
+    if (so.gc.max_non_active != SL_GC_DISABLED && so.gc.max_non_active < so.gc.min_non_active)
+        return sl_cli_usage("--revision-gc-max-non-active (%lld) must be at least "
+                            "--revision-gc-min-non-active (%lld)",
+                            (long long)so.gc.max_non_active, (long long)so.gc.min_non_active);
     return run_daemon(listen, domain, state_dir, runtime, &so);
 }

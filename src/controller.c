@@ -846,6 +846,10 @@ int sl_controller_new(uv_loop_t *loop, sl_store_t *store, sl_supervisor_t *sup,
     else
         sl_as_config_defaults(&c->as_defaults);
     c->queue_deadline_ns = (cfg->queue_deadline_ms ? cfg->queue_deadline_ms : 10000) * 1000000ull;
+    if (cfg->revision_gc)
+        c->gc = *cfg->revision_gc;
+    else
+        sl_revision_gc_defaults(&c->gc);
     if (sl_capacity_init(&c->capacity, cfg->capacity_cpu_millis, cfg->capacity_memory, err) < 0) {
         free(c->state_dir);
         free(c->domain);
@@ -859,6 +863,7 @@ int sl_controller_new(uv_loop_t *loop, sl_store_t *store, sl_supervisor_t *sup,
         return -1;
     }
     ctl_scale_start(c);
+    ctl_gc_start(c);
     *out = c;
     return 0;
 }
@@ -935,6 +940,7 @@ void sl_controller_shutdown(sl_controller_t *c, void (*done)(void *), void *data
 {
     c->shutting_down = true;
     ctl_scale_stop(c);
+    ctl_gc_stop(c);
     ctl_obs_stop(c);
     c->shutdown_done = done;
     c->shutdown_data = data;

@@ -17,6 +17,8 @@
 #include "router.h"
 #include "store.h"
 #include "supervisor.h"
+#include "revision_gc.h"
+
 #include <jansson.h>
 #include <uv.h>
 
@@ -32,7 +34,8 @@ typedef struct sl_controller_config {
     uint64_t queue_deadline_ms;        /* queued this long at max scale → 429 (default 10000) */
     int64_t capacity_cpu_millis;       /* node allocatable; 0 = the machine's minus a reserve */
     int64_t capacity_memory;
-    const sl_prices_t *prices; /* NULL = list prices (prices.c) */
+    const sl_prices_t *prices;           /* NULL = list prices (prices.c) */
+    const sl_revision_gc_t *revision_gc; /* NULL = Knative's defaults */
 } sl_controller_config_t;
 
 int sl_controller_new(uv_loop_t *loop, sl_store_t *store, sl_supervisor_t *sup,

@@ -13,6 +13,7 @@
 #include "meter.h"
 #include "metrics.h"
 #include "prices.h"
+#include "revision_gc.h"
 #include "runtimeclass.h"
 #include "service.h"
 
@@ -99,7 +100,8 @@ struct svc_rt {
     size_t n_traffic;
     route_t *routes; /* [0] the service host, then one per tag */
     size_t n_routes;
-    bool busy; /* an apply is in progress */
+    bool busy;    /* an apply is in progress */
+    bool gc_seen; /* visited by the revision collector's pass */
     svc_rt_t *prev, *next;
 };
 
@@ -115,6 +117,8 @@ struct sl_controller {
     sl_as_config_t as_defaults;
     uint64_t queue_deadline_ns;
     uv_timer_t *tick;
+    sl_revision_gc_t gc;
+    uv_timer_t *gc_timer;
     sl_capacity_t capacity;
     ctl_obs_t *obs;
     route_t *buckets[HOST_BUCKETS];
@@ -124,6 +128,14 @@ struct sl_controller {
     void (*shutdown_done)(void *);
     void *shutdown_data;
 };
+
+/* Revision garbage collection (controller_gc.c). */
+void ctl_gc_start(sl_controller_t *c);
+void ctl_gc_stop(sl_controller_t *c);
+void ctl_gc_pass(sl_controller_t *c);
+/* The revision left every traffic target (routed false) or came back:
+ * record its routing state and since when, in its stored object. */
+void ctl_gc_routing_changed(rev_rt_t *r, bool routed);
 
 svc_rt_t *ctl_svc_find(sl_controller_t *c, const char *ns, const char *name);
 svc_rt_t *ctl_svc_new(sl_controller_t *c, json_t *obj);

@@ -143,11 +143,13 @@ void ctl_svc_reconcile(svc_rt_t *s)
         if (sl_store_get(c->store, "revisions", s->ns, name, &obj, &err) == 0)
             r = ctl_rev_new(c, s, obj, &err);
         json_decref(obj);
-        if (!r)
+        if (!r) {
             sl_err(MOD, "service %s/%s: traffic names revision %s: %s", s->ns, s->name, name,
                    err.msg);
-        else
+        } else {
+            ctl_gc_routing_changed(r, true);
             ctl_rev_ensure(r);
+        }
     }
     rev_rt_t *r = c->revs;
     while (r) {
@@ -156,6 +158,7 @@ void ctl_svc_reconcile(svc_rt_t *s)
             sl_info(MOD, "service %s/%s: revision %s no longer receives traffic", s->ns, s->name,
                     r->name);
             r->retired = true;
+            ctl_gc_routing_changed(r, false);
             ctl_rev_ensure(r);
             ctl_rev_maybe_free(r);
         }

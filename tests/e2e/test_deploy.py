@@ -235,3 +235,44 @@ def test_container_that_exits_fails_deploy_with_its_logs(daemon, images):
     ready = [c for c in svc["status"]["conditions"] if c["type"] == "Ready"][0]
     assert ready["status"] == "False"
     assert "missing DATABASE_URL" in ready["message"]
+
+
+def test_revision_gc_keeps_the_needed_and_the_newest(make_daemon, images):
+    """Knative's config-gc by count alone (time bounds disabled, at most 2
+    non-active kept): of five revisions, the latest and the one marked
+    serving.knative.dev/no-gc stay whatever their number, the two most
+    recently routed of the rest stay, the oldest goes."""
+    d = make_daemon("--revision-gc-interval", "1s", "--revision-gc-min-non-active", "0",
+                    "--revision-gc-max-non-active", "2",
+                    "--revision-gc-retain-since-create", "disabled",
+                    "--revision-gc-retain-since-active", "disabled")
+
+    def apply(v, annotations=None):
+        tmeta = {"annotations": annotations} if annotations else {}
+        doc = {"apiVersion": "serving.knative.dev/v1", "kind": "Service",
+               "metadata": {"name": "gc"},
+               "spec": {"template": {"metadata": tmeta, "spec": {"containers": [
+                   {"image": images["hello"], "env": [{"name": "V", "value": str(v)}]}]}}}}
+        d.cli("apply", "-f", "-", "--wait", input=json.dumps(doc))
+        time.sleep(1.1)  # routing times are kept to the second
+
+    apply(1, {"serving.knative.dev/no-gc": "true"})
+    for v in range(2, 6):
+        apply(v)
+
+    def names():
+        return sorted(r["metadata"]["name"] for r in d.json("revisions", "gc")["items"])
+
+    want = ["gc-00001", "gc-00003", "gc-00004", "gc-00005"]
+    deadline = time.time() + 15
+    while names() != want and time.time() < deadline:
+        time.sleep(0.2)
+    assert names() == want
+    time.sleep(2.5)  # further passes delete nothing more
+    assert names() == want
+    reserve = d.json("revisions", "gc")["items"]
+    states = {r["metadata"]["name"]: r["metadata"]["labels"].get("serving.knative.dev/routingState")
+              for r in reserve}
+    assert states["gc-00003"] == "reserve" and states["gc-00004"] == "reserve"
+    code, body = d.curl("gc", "/env")
+    assert code == 200 and "V=5" in body.splitlines()
