@@ -504,11 +504,8 @@ void ctl_rev_ensure(rev_rt_t *r)
     if (active >= want)
         return;
     if (r->state == REV_FAILED && r->failures > 0 && !r->backoff_due) {
-        if (!r->retry) {
-            r->retry = xcalloc(1, sizeof(*r->retry));
-            uv_timer_init(c->loop, r->retry);
-            r->retry->data = r;
-        }
+        if (!r->retry)
+            r->retry = ctl_timer_new(c->loop, r);
         uint64_t backoff = 500u << (r->failures > 8 ? 7 : r->failures - 1);
         uv_timer_start(r->retry, retry_fire, backoff, 0);
         return;
@@ -559,6 +556,22 @@ static void free_handle_cb(uv_handle_t *h)
     free(h);
 }
 
+uv_timer_t *ctl_timer_new(uv_loop_t *loop, void *data)
+{
+    uv_timer_t *t = xcalloc(1, sizeof(*t));
+    uv_timer_init(loop, t);
+    t->data = data;
+    return t;
+}
+
+void ctl_timer_close(uv_timer_t **t)
+{
+    if (*t) {
+        uv_close((uv_handle_t *)*t, free_handle_cb);
+        *t = NULL;
+    }
+}
+
 static void rev_free(rev_rt_t *r)
 {
     sl_controller_t *c = r->ctl;
@@ -568,8 +581,7 @@ static void rev_free(rev_rt_t *r)
         c->revs = r->all_next;
     if (r->all_next)
         r->all_next->all_prev = r->all_prev;
-    if (r->retry)
-        uv_close((uv_handle_t *)r->retry, free_handle_cb);
+    ctl_timer_close(&r->retry);
     json_decref(r->obj);
     sl_revision_cfg_free(r->cfg);
     sl_image_free(r->image);

@@ -163,23 +163,13 @@ void ctl_gc_start(sl_controller_t *c)
 {
     if (sl_revision_gc_disabled(&c->gc))
         return;
-    c->gc_timer = xcalloc(1, sizeof(*c->gc_timer));
-    uv_timer_init(c->loop, c->gc_timer);
-    c->gc_timer->data = c;
+    c->gc_timer = ctl_timer_new(c->loop, c);
     uint64_t ms = c->gc.interval_ns / 1000000u;
     uv_timer_start(c->gc_timer, gc_tick, ms ? ms : 1, ms ? ms : 1);
     uv_unref((uv_handle_t *)c->gc_timer);
 }
 
-static void free_timer(uv_handle_t *h)
-{
-    free(h);
-}
-
 void ctl_gc_stop(sl_controller_t *c)
 {
-    if (c->gc_timer) {
-        uv_close((uv_handle_t *)c->gc_timer, free_timer);
-        c->gc_timer = NULL;
-    }
+    ctl_timer_close(&c->gc_timer);
 }

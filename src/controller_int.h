@@ -129,6 +129,11 @@ struct sl_controller {
     void *shutdown_data;
 };
 
+/* A heap timer on the loop (data set), and its close (it is freed once
+ * closed; *t becomes NULL; a NULL *t is left alone). */
+uv_timer_t *ctl_timer_new(uv_loop_t *loop, void *data);
+void ctl_timer_close(uv_timer_t **t);
+
 /* Revision garbage collection (controller_gc.c). */
 void ctl_gc_start(sl_controller_t *c);
 void ctl_gc_stop(sl_controller_t *c);

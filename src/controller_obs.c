@@ -87,9 +87,7 @@ int ctl_obs_init(sl_controller_t *c, const sl_prices_t *prices, sl_error_t *err)
         o->prices = *prices;
     else
         sl_prices_default(&o->prices);
-    o->flush = xcalloc(1, sizeof(*o->flush));
-    uv_timer_init(c->loop, o->flush);
-    o->flush->data = c;
+    o->flush = ctl_timer_new(c->loop, c);
     uv_timer_start(o->flush, flush_tick, FLUSH_MS, FLUSH_MS);
     c->obs = o;
     return 0;
@@ -102,17 +100,10 @@ void ctl_obs_flush(sl_controller_t *c)
         sl_warn(MOD, "flushing usage: %s", err.msg);
 }
 
-static void free_timer(uv_handle_t *h)
-{
-    free(h);
-}
-
 void ctl_obs_stop(sl_controller_t *c)
 {
-    if (c->obs && c->obs->flush) {
-        uv_close((uv_handle_t *)c->obs->flush, free_timer);
-        c->obs->flush = NULL;
-    }
+    if (c->obs)
+        ctl_timer_close(&c->obs->flush);
 }
 
 void ctl_obs_free(sl_controller_t *c)

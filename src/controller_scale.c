@@ -126,22 +126,12 @@ static void tick(uv_timer_t *t)
 
 void ctl_scale_start(sl_controller_t *c)
 {
-    c->tick = xcalloc(1, sizeof(*c->tick));
-    uv_timer_init(c->loop, c->tick);
-    c->tick->data = c;
+    c->tick = ctl_timer_new(c->loop, c);
     uint64_t ms = c->as_defaults.tick_ns / 1000000u;
     uv_timer_start(c->tick, tick, ms ? ms : 100, ms ? ms : 100);
 }
 
-static void free_timer(uv_handle_t *h)
-{
-    free(h);
-}
-
 void ctl_scale_stop(sl_controller_t *c)
 {
-    if (c->tick) {
-        uv_close((uv_handle_t *)c->tick, free_timer);
-        c->tick = NULL;
-    }
+    ctl_timer_close(&c->tick);
 }
