@@ -153,7 +153,6 @@ static int gc_duration_opt(const char *flag, const char *arg, int64_t *out)
 /* Revision GC flags; returns 0, a usage exit code, or -1 if not ours. */
 static int gc_opt(serve_opts_t *o, int opt, const char *arg)
 {
-    double v;
     uint64_t ns;
     int rc;
     switch (opt) {
@@ -164,18 +163,18 @@ static int gc_opt(serve_opts_t *o, int opt, const char *arg)
         return gc_duration_opt("--revision-gc-retain-since-active", arg,
                                &o->gc.retain_since_active_s);
     case O_GC_MIN:
-        if ((rc = sl_cli_number("--revision-gc-min-non-active", arg, 0, 1e9, &v)))
-            return rc;
-        o->gc.min_non_active = (int64_t)v;
+        if (sl_parse_int64(arg, 0, INT32_MAX, &o->gc.min_non_active) < 0)
+            return sl_cli_usage("--revision-gc-min-non-active: expected a count, got '%s'", arg);
         return 0;
     case O_GC_MAX:
         if (!strcmp(arg, "disabled")) {
             o->gc.max_non_active = SL_GC_DISABLED;
             return 0;
         }
-        if ((rc = sl_cli_number("--revision-gc-max-non-active", arg, 0, 1e9, &v)))
-            return rc;
-        o->gc.max_non_active = (int64_t)v;
+        if (sl_parse_int64(arg, 0, INT32_MAX, &o->gc.max_non_active) < 0)
+            return sl_cli_usage("--revision-gc-max-non-active: expected a count or "
+                                "\"disabled\", got '%s'",
+                                arg);
         return 0;
     case O_GC_INTERVAL:
         if ((rc = duration_opt("--revision-gc-interval", arg, &ns)))

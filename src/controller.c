@@ -705,6 +705,7 @@ void ctl_svc_free(svc_rt_t *s)
     free(s->name);
     free(s->host);
     free(s->url);
+    free(s->loaded_ready);
     free(s);
 }
 
@@ -898,6 +899,7 @@ static void load_service(sl_controller_t *c, json_t *obj)
     svc_rt_t *s = ctl_svc_new(c, obj);
     const char *latest = sl_json_str(obj, "status.latestCreatedRevisionName");
     const char *ready = sl_json_str(obj, "status.latestReadyRevisionName");
+    s->loaded_ready = ready ? xstrdup(ready) : NULL;
     sl_error_t err = {0};
     const char *names[2] = {ready, latest};
     for (int k = 0; k < 2; k++) {

@@ -37,7 +37,7 @@ static void reply(sl_controller_cb cb, void *data, int code, const char *reason,
     cb(code, sl_status_json(code, reason, msg), data);
 }
 
-static bool apply_pending(const char *ns, const char *name)
+bool ctl_apply_pending(const char *ns, const char *name)
 {
     for (apply_req_t *a = pending; a; a = a->next)
         if (a->ns && !strcmp(a->ns, ns) && !strcmp(a->name, name))
@@ -321,7 +321,7 @@ void sl_controller_apply(sl_controller_t *c, json_t *svc, const char *ns_default
         reply(cb, data, 409, "AlreadyExists", msg);
         return;
     }
-    if (apply_pending(ns, name)) {
+    if (ctl_apply_pending(ns, name)) {
         sl_autofree char *msg = xasprintf("service %s/%s: another change is in progress", ns, name);
         json_decref(svc);
         reply(cb, data, 409, "Conflict", msg);
@@ -554,7 +554,7 @@ int sl_controller_delete_service(sl_controller_t *c, const char *ns, const char 
         *body = sl_status_json(404, "NotFound", msg);
         return 404;
     }
-    if (apply_pending(ns, name)) {
+    if (ctl_apply_pending(ns, name)) {
         sl_autofree char *msg = xasprintf("service %s/%s: a change is in progress", ns, name);
         *body = sl_status_json(409, "Conflict", msg);
         return 409;
@@ -606,6 +606,14 @@ int sl_controller_delete_revision(sl_controller_t *c, const char *ns, const char
         xstrdup(json_string_value(json_object_get(labels, SL_LABEL_SERVICE)));
     json_decref(obj);
     svc_rt_t *s = svc_name ? ctl_svc_find(c, ns, svc_name) : NULL;
+    if (svc_name && ctl_apply_pending(ns, svc_name)) {
+        /* Its traffic may be about to name this revision. */
+        sl_autofree char *msg = xasprintf("revision %s/%s cannot be deleted now: an apply of "
+                                          "service %s is in progress; try again",
+                                          ns, name, svc_name);
+        *body = sl_status_json(409, "Conflict", msg);
+        return 409;
+    }
     if (s) {
         const char *why = NULL;
         if (s->latest && !strcmp(s->latest->name, name))

@@ -5,11 +5,11 @@
  *
  * A pass lists each namespace's revisions once and, for every service not
  * in the middle of an apply, deletes what the rule selects through
- * sl_controller_delete_revision, which refuses anything the service still
- * needs. The idle time of a revision counts from its
- * serving.knative.dev/routingStateModified annotation, written when it
- * left every traffic target; a revision that never had one (stored before
- * this existed) is stamped at its first pass and counts from then.
+ * sl_controller_delete_revision, which also refuses the latest revisions,
+ * traffic targets and revisions of a service being applied. The idle time of a revision counts from
+ * its serving.knative.dev/routingStateModified annotation, written when it left every traffic
+ * target; a revision that never had one (stored before this existed) is stamped at its first pass
+ * and counts from then.
  */
 #include "controller_int.h"
 
@@ -66,15 +66,18 @@ void ctl_gc_routing_changed(rev_rt_t *r, bool routed)
     persist_rev(r->ctl, r->cfg->namespace_, r->name, r->obj);
 }
 
-/* Needed by the service: its latest created or ready revision (running or
- * as its status says), or one a traffic target names. */
+/* Needed by the service: its latest created or ready revision (running,
+ * as its status says, or as it said when loaded: a ready revision that
+ * failed to load is still the one to roll back to), or one a traffic
+ * target names. */
 static bool needed(const svc_rt_t *s, const char *name)
 {
     if ((s->latest && !strcmp(s->latest->name, name)) ||
         (s->ready && !strcmp(s->ready->name, name)))
         return true;
     const char *st[] = {sl_json_str(s->obj, "status.latestCreatedRevisionName"),
-                        sl_json_str(s->obj, "status.latestReadyRevisionName")};
+                        sl_json_str(s->obj, "status.latestReadyRevisionName"),
+                        s->ready ? NULL : s->loaded_ready};
     for (size_t i = 0; i < SL_ARRAY_LEN(st); i++)
         if (st[i] && !strcmp(st[i], name))
             return true;
@@ -102,8 +105,12 @@ static void collect_service(sl_controller_t *c, svc_rt_t *s, json_t *list, int64
         const char *no_gc = json_string_value(json_object_get(ann, ANN_NO_GC));
         int64_t created = parse_utc(json_string_value(json_object_get(md, "creationTimestamp")));
         int64_t moved = parse_utc(json_string_value(json_object_get(ann, ANN_ROUTING_TIME)));
+        const char *state =
+            json_string_value(json_object_get(json_object_get(md, "labels"), LABEL_ROUTING));
         bool active = needed(s, name) || (no_gc && !strcasecmp(no_gc, "true")) || created < 0;
-        if (!active && moved < 0) { /* never stamped: idle from now */
+        /* Never stamped, or stamped active by a copy that did not see it
+         * leave: idle from now. */
+        if (!active && (moved < 0 || !state || strcmp(state, "reserve") != 0)) {
             set_routing(obj, "reserve");
             persist_rev(c, s->ns, name, obj);
             moved = now;
@@ -118,10 +125,13 @@ static void collect_service(sl_controller_t *c, svc_rt_t *s, json_t *list, int64
             const char *name = sl_json_str(objs[k], "metadata.name");
             json_t *body = NULL;
             int code = sl_controller_delete_revision(c, s->ns, name, &body);
-            json_decref(body);
             if (code == 200)
                 sl_info(MOD, "service %s/%s: revision %s deleted (not routed for %llds)", s->ns,
                         s->name, name, (long long)(now - revs[k].last_active_s));
+            else
+                sl_warn(MOD, "service %s/%s: revision %s kept: %s", s->ns, s->name, name,
+                        sl_json_str(body, "message") ? sl_json_str(body, "message") : "refused");
+            json_decref(body);
         }
     }
     free(revs);
@@ -147,7 +157,7 @@ void ctl_gc_pass(sl_controller_t *c)
             if (t->gc_seen || strcmp(t->ns, s->ns) != 0)
                 continue;
             t->gc_seen = true;
-            if (!t->busy)
+            if (!ctl_apply_pending(t->ns, t->name))
                 collect_service(c, t, list, now);
         }
         json_decref(list);

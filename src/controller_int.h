@@ -100,8 +100,8 @@ struct svc_rt {
     size_t n_traffic;
     route_t *routes; /* [0] the service host, then one per tag */
     size_t n_routes;
-    bool busy;    /* an apply is in progress */
-    bool gc_seen; /* visited by the revision collector's pass */
+    char *loaded_ready; /* status.latestReadyRevisionName when loaded, until ready is set */
+    bool gc_seen;       /* visited by the revision collector's pass */
     svc_rt_t *prev, *next;
 };
 
@@ -128,6 +128,9 @@ struct sl_controller {
     void (*shutdown_done)(void *);
     void *shutdown_data;
 };
+
+/* Whether an apply of service ns/name is under way (controller_api.c). */
+bool ctl_apply_pending(const char *ns, const char *name);
 
 /* A heap timer on the loop (data set), and its close (it is freed once
  * closed; *t becomes NULL; a NULL *t is left alone). */

@@ -38,7 +38,8 @@ static bool stale(const sl_gc_rev_t *r, const sl_revision_gc_t *cfg, int64_t now
     return true;
 }
 
-/* Oldest last-active first; by creation among equals, so a pass is stable. */
+/* Oldest last-active first; by creation, then as given, among equals, so
+ * a pass is deterministic. */
 static int cmp_last_active(const void *a, const void *b)
 {
     const sl_gc_rev_t *x = *(sl_gc_rev_t *const *)a, *y = *(sl_gc_rev_t *const *)b;
@@ -46,7 +47,7 @@ static int cmp_last_active(const void *a, const void *b)
         return x->last_active_s < y->last_active_s ? -1 : 1;
     if (x->created_s != y->created_s)
         return x->created_s < y->created_s ? -1 : 1;
-    return 0;
+    return x < y ? -1 : x > y; /* then as given */
 }
 
 size_t sl_revision_gc_select(sl_gc_rev_t *revs, size_t n, const sl_revision_gc_t *cfg,
@@ -77,8 +78,10 @@ size_t sl_revision_gc_select(sl_gc_rev_t *revs, size_t n, const sl_revision_gc_t
                 kept[nk++] = cand[i];
             }
         }
-        /* Past the maximum, the least recently active of the rest go. */
-        if (cfg->max_non_active != SL_GC_DISABLED && (int64_t)nk > cfg->max_non_active) {
+        /* Past the maximum, the least recently active of the rest go
+         * (unless the minimum was reached: then the pass is over). */
+        if ((int64_t)left > cfg->min_non_active && cfg->max_non_active != SL_GC_DISABLED &&
+            (int64_t)nk > cfg->max_non_active) {
             size_t extra = nk - (size_t)cfg->max_non_active;
             for (size_t i = 0; i < extra; i++) {
                 kept[i]->remove = true;

@@ -113,12 +113,30 @@ static void test_disabled_bounds(void **state)
     assert_int_equal(sl_revision_gc_select(NULL, 0, &no_time, NOW), 0);
 }
 
+/* Once stale deletions reach the minimum the pass is over, as in Knative:
+ * a maximum below the minimum (the CLI refuses one) cuts nothing more. */
+static void test_min_ends_the_pass(void **state)
+{
+    (void)state;
+    sl_revision_gc_t c = cfg(48, 15, 3, 1);
+    sl_gc_rev_t r[] = {rev(100, 90, false), rev(100, 80, false), rev(100, 70, false),
+                       rev(100, 60, false)};
+    assert_int_equal(sl_revision_gc_select(r, 4, &c, NOW), 1);
+    assert_true(r[0].remove);
+    assert_false(r[1].remove || r[2].remove || r[3].remove);
+    /* Ties in last-active and creation time are broken by position. */
+    sl_revision_gc_t one = cfg(SL_GC_DISABLED, SL_GC_DISABLED, 0, 1);
+    sl_gc_rev_t t[] = {rev(5, 5, false), rev(5, 5, false), rev(5, 5, false)};
+    assert_int_equal(sl_revision_gc_select(t, 3, &one, NOW), 2);
+    assert_true(t[0].remove && t[1].remove && !t[2].remove);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_defaults_are_knatives), cmocka_unit_test(test_stale_ones_go),
         cmocka_unit_test(test_min_keeps_the_newest),  cmocka_unit_test(test_max_cuts_the_oldest),
-        cmocka_unit_test(test_disabled_bounds),
+        cmocka_unit_test(test_disabled_bounds),       cmocka_unit_test(test_min_ends_the_pass),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
