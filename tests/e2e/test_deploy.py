@@ -1,8 +1,10 @@
 """Deploy a real image, get a URL, and the Knative/Cloud Run container
 contract holds inside the instance."""
+import calendar
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import time
 
@@ -276,3 +278,50 @@ def test_revision_gc_keeps_the_needed_and_the_newest(make_daemon, images):
     assert states["gc-00003"] == "reserve" and states["gc-00004"] == "reserve"
     code, body = d.curl("gc", "/env")
     assert code == 200 and "V=5" in body.splitlines()
+
+
+def test_revision_gc_counts_idle_time_of_unstamped_revisions_from_now(make_daemon, images):
+    """Revisions stored without a routing state (as by a daemon before the
+    collector) are stamped reserve at the first pass and their idle time
+    counts from then: created long ago but never seen leaving the traffic,
+    they are kept for --revision-gc-retain-since-active, not deleted at once."""
+    d = make_daemon()
+    for v in (1, 2, 3):
+        d.cli("deploy", "old", "--image", images["hello"], "--env", "V=%d" % v)
+    assert d.stop() == 0
+    db = sqlite3.connect(os.path.join(d.state_dir, "sluice.db"))
+    for name in ("old-00001", "old-00002"):
+        (body,) = db.execute("SELECT body FROM objects WHERE kind='revisions' AND name=?",
+                             (name,)).fetchone()
+        rev = json.loads(body)
+        rev["metadata"]["creationTimestamp"] = "2020-01-01T00:00:00Z"
+        rev["metadata"].get("labels", {}).pop("serving.knative.dev/routingState", None)
+        rev["metadata"].get("annotations", {}).pop("serving.knative.dev/routingStateModified",
+                                                   None)
+        db.execute("UPDATE objects SET body=? WHERE kind='revisions' AND name=?",
+                   (json.dumps(rev), name))
+    db.commit()
+    db.close()
+    t0 = time.time()
+    d.extra = ["--revision-gc-interval", "1s", "--revision-gc-retain-since-create", "1h",
+               "--revision-gc-retain-since-active", "1h", "--revision-gc-min-non-active", "0",
+               "--revision-gc-max-non-active", "disabled"]
+    d.start()
+
+    def revs():
+        return {r["metadata"]["name"]: r["metadata"] for r in d.json("revisions", "old")["items"]}
+
+    deadline = time.time() + 15
+    while time.time() < deadline and any(
+            "serving.knative.dev/routingState" not in revs()[n].get("labels", {})
+            for n in ("old-00001", "old-00002")):
+        time.sleep(0.2)
+    time.sleep(2.5)  # passes after the stamping delete nothing
+    got = revs()
+    assert sorted(got) == ["old-00001", "old-00002", "old-00003"]
+    for n in ("old-00001", "old-00002"):
+        assert got[n]["labels"]["serving.knative.dev/routingState"] == "reserve"
+        stamped = calendar.timegm(time.strptime(
+            got[n]["annotations"]["serving.knative.dev/routingStateModified"],
+            "%Y-%m-%dT%H:%M:%SZ"))
+        assert stamped >= int(t0) - 1
