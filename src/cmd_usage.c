@@ -10,6 +10,7 @@
  */
 #include "cli.h"
 #include "meter.h"
+#include "service.h"
 
 #include <getopt.h>
 #include <stdio.h>
@@ -73,45 +74,6 @@ static int parse_duration(const char *s, int64_t *out)
     return 0;
 }
 
-/* RFC 3339: YYYY-MM-DDTHH:MM:SS[.frac](Z|±HH:MM) → epoch seconds. */
-static int parse_rfc3339(const char *s, int64_t *out)
-{
-    struct tm tm = {0};
-    const char *p = strptime(s, "%Y-%m-%dT%H:%M:%S", &tm);
-    if (!p) {
-        p = strptime(s, "%Y-%m-%dt%H:%M:%S", &tm);
-        if (!p)
-            return -1;
-    }
-    if (*p == '.') {
-        p++;
-        if (*p < '0' || *p > '9')
-            return -1;
-        while (*p >= '0' && *p <= '9')
-            p++;
-    }
-    int64_t offset = 0;
-    if (*p == 'Z' || *p == 'z') {
-        p++;
-    } else if (*p == '+' || *p == '-') {
-        int sign = *p == '-' ? -1 : 1;
-        int hh, mm, used = 0;
-        if (sscanf(p + 1, "%2d:%2d%n", &hh, &mm, &used) != 2 || used != 5 || hh > 23 || mm > 59)
-            return -1;
-        offset = sign * (hh * 3600 + mm * 60);
-        p += 1 + used;
-    } else {
-        return -1;
-    }
-    if (*p)
-        return -1;
-    time_t t = timegm(&tm);
-    if (t == (time_t)-1)
-        return -1;
-    *out = (int64_t)t - offset;
-    return 0;
-}
-
 static int parse_since(const char *s, int64_t *out)
 {
     int64_t v, d;
@@ -119,7 +81,7 @@ static int parse_since(const char *s, int64_t *out)
         *out = v;
         return 0;
     }
-    if (parse_rfc3339(s, out) == 0)
+    if (sl_parse_rfc3339(s, out) == 0)
         return 0;
     if (parse_duration(s, &d) == 0) {
         int64_t now = (int64_t)time(NULL);

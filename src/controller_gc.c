@@ -13,7 +13,6 @@
  */
 #include "controller_int.h"
 
-#include <stdio.h>
 #include <time.h>
 
 static const char *MOD = "gc";
@@ -22,22 +21,11 @@ static const char *MOD = "gc";
 #define LABEL_ROUTING    "serving.knative.dev/routingState"
 #define ANN_ROUTING_TIME "serving.knative.dev/routingStateModified"
 
-/* RFC 3339 UTC ("2006-01-02T15:04:05Z", fractions allowed) → Unix seconds;
- * -1 when not so. */
-static int64_t parse_utc(const char *s)
+/* An RFC 3339 timestamp → Unix seconds; -1 when absent or not one. */
+static int64_t parse_time(const char *s)
 {
-    if (!s)
-        return -1;
-    struct tm tm = {0};
-    const char *p = strptime(s, "%Y-%m-%dT%H:%M:%S", &tm);
-    if (!p)
-        return -1;
-    if (*p == '.')
-        for (p++; *p >= '0' && *p <= '9'; p++)
-            ;
-    if (strcmp(p, "Z") != 0)
-        return -1;
-    return (int64_t)timegm(&tm);
+    int64_t t;
+    return s && sl_parse_rfc3339(s, &t) == 0 ? t : -1;
 }
 
 static void set_routing(json_t *obj, const char *state)
@@ -103,8 +91,8 @@ static void collect_service(sl_controller_t *c, svc_rt_t *s, json_t *list, int64
             continue;
         json_t *ann = json_object_get(md, "annotations");
         const char *no_gc = json_string_value(json_object_get(ann, ANN_NO_GC));
-        int64_t created = parse_utc(json_string_value(json_object_get(md, "creationTimestamp")));
-        int64_t moved = parse_utc(json_string_value(json_object_get(ann, ANN_ROUTING_TIME)));
+        int64_t created = parse_time(json_string_value(json_object_get(md, "creationTimestamp")));
+        int64_t moved = parse_time(json_string_value(json_object_get(ann, ANN_ROUTING_TIME)));
         const char *state =
             json_string_value(json_object_get(json_object_get(md, "labels"), LABEL_ROUTING));
         bool active = needed(s, name) || (no_gc && !strcasecmp(no_gc, "true")) || created < 0;

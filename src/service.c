@@ -141,6 +141,44 @@ const char *sl_rfc3339_now(void)
     return buf;
 }
 
+int sl_parse_rfc3339(const char *s, int64_t *out)
+{
+    struct tm tm = {0};
+    const char *p = strptime(s, "%Y-%m-%dT%H:%M:%S", &tm);
+    if (!p) {
+        p = strptime(s, "%Y-%m-%dt%H:%M:%S", &tm);
+        if (!p)
+            return -1;
+    }
+    if (*p == '.') {
+        p++;
+        if (*p < '0' || *p > '9')
+            return -1;
+        while (*p >= '0' && *p <= '9')
+            p++;
+    }
+    int64_t offset = 0;
+    if (*p == 'Z' || *p == 'z') {
+        p++;
+    } else if (*p == '+' || *p == '-') {
+        int sign = *p == '-' ? -1 : 1;
+        int hh, mm, used = 0;
+        if (sscanf(p + 1, "%2d:%2d%n", &hh, &mm, &used) != 2 || used != 5 || hh > 23 || mm > 59)
+            return -1;
+        offset = sign * (hh * 3600 + mm * 60);
+        p += 1 + used;
+    } else {
+        return -1;
+    }
+    if (*p)
+        return -1;
+    time_t t = timegm(&tm);
+    if (t == (time_t)-1)
+        return -1;
+    *out = (int64_t)t - offset;
+    return 0;
+}
+
 /* ---- validation ------------------------------------------------------ */
 
 typedef int (*check_fn)(json_t *v, const char *path, sl_error_t *err);

@@ -113,5 +113,7 @@ json_t *sl_json_path(const json_t *obj, const char *path);    /* borrowed */
 json_t *sl_json_ensure_obj(json_t *obj, const char *key);     /* borrowed, created if absent */
 /* RFC 3339 UTC timestamp of now; static buffer per thread. */
 const char *sl_rfc3339_now(void);
+/* RFC 3339 (YYYY-MM-DDTHH:MM:SS[.frac](Z|±HH:MM)) → Unix seconds; -1 if not. */
+int sl_parse_rfc3339(const char *s, int64_t *out);
 
 #endif

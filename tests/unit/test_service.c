@@ -9,6 +9,9 @@
 
 #include "service.h"
 
+#include <stdlib.h>
+#include <time.h>
+
 static void test_dns_names(void **state)
 {
     assert_true(sl_is_dns1035("hello"));
@@ -217,12 +220,36 @@ static void test_autoscaling_annotations(void **state)
     assert_int_equal(sl_parse_duration("s", &ns), -1);
 }
 
+/* RFC 3339 timestamps, as stored (creationTimestamp) and as typed
+ * (`sluice usage --since`). */
+static void test_rfc3339(void **state)
+{
+    (void)state;
+    int64_t t = 0;
+    assert_int_equal(sl_parse_rfc3339("2026-11-27T10:00:00Z", &t), 0);
+    assert_int_equal(t, 1795773600);
+    assert_int_equal(sl_parse_rfc3339("2026-11-27T10:00:00.123456Z", &t), 0);
+    assert_int_equal(t, 1795773600);
+    assert_int_equal(sl_parse_rfc3339("2026-11-27T12:30:00+02:30", &t), 0);
+    assert_int_equal(t, 1795773600);
+    assert_int_equal(sl_parse_rfc3339("2026-11-27t10:00:00z", &t), 0);
+    assert_int_equal(t, 1795773600);
+    assert_int_equal(sl_parse_rfc3339(sl_rfc3339_now(), &t), 0);
+    assert_true(llabs(t - (int64_t)time(NULL)) <= 1);
+    assert_int_equal(sl_parse_rfc3339("2026-11-27T10:00:00", &t), -1); /* no zone */
+    assert_int_equal(sl_parse_rfc3339("2026-11-27T10:00:00.Z", &t), -1);
+    assert_int_equal(sl_parse_rfc3339("2026-11-27T10:00:00+2:00", &t), -1);
+    assert_int_equal(sl_parse_rfc3339("2026-11-27T10:00:00Zx", &t), -1);
+    assert_int_equal(sl_parse_rfc3339("yesterday", &t), -1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_dns_names),         cmocka_unit_test(test_quantities),
         cmocka_unit_test(test_validate_defaults), cmocka_unit_test(test_validate_errors),
         cmocka_unit_test(test_revision_and_cfg),  cmocka_unit_test(test_autoscaling_annotations),
+        cmocka_unit_test(test_rfc3339),
     };
     return cmocka_run_group_tests_name("service", tests, NULL, NULL);
 }
