@@ -204,16 +204,6 @@ static int proc_signal(const sv_proc_t *p, int sig)
     return r < 0 && errno != ESRCH ? -errno : 0;
 }
 
-/* "exited with status 1", "killed by signal 9", or why it is not known. */
-static char *exit_text(int rc, const sv_exit_t *ex)
-{
-    if (rc < 0)
-        return xasprintf("exited (status unavailable: %s)", strerror(-rc));
-    if (ex->sig)
-        return xasprintf("killed by signal %d", ex->sig);
-    return xasprintf("exited with status %d", ex->code);
-}
-
 /* CPU time of the calling thread: with wall time, tells a hold that
  * works from one that waits. */
 static uint64_t thread_cpu_ns(void)
@@ -336,10 +326,8 @@ static void on_exec_closed(uv_handle_t *h)
             *pp = x->next;
             break;
         }
-    sl_closep(&x->proc.pidfd);
+    on_proc_closed(h); /* the pidfd and the handle count; may finalize inst */
     free(x);
-    inst->handles--;
-    sv_maybe_finalize(inst);
 }
 
 static void on_exec_exit(uv_poll_t *h, int status, int events)
@@ -670,7 +658,7 @@ static int runtime_exit(sl_instance_t *inst, sv_proc_t *p, char **why)
     if (rc == SV_EXIT_PENDING || (rc == SV_EXIT_DONE && ex.code == 0 && ex.sig == 0))
         return rc;
     if (!(*why = sv_runtime_errors(inst->rtlog_path))) {
-        sl_autofree char *how = exit_text(rc, &ex);
+        sl_autofree char *how = sv_exit_text(rc, &ex);
         *why = xasprintf("%s %s", inst->runtime, how);
     }
     return -1;
@@ -746,7 +734,7 @@ static void reap(sl_instance_t *inst)
     }
     inst->reap_pending = false;
     uv_timer_stop(&inst->reap_timer);
-    sl_autofree char *how = exit_text(rc, &ex);
+    sl_autofree char *how = sv_exit_text(rc, &ex);
     sv_set_reason(inst, "%s", how);
     begin_cleanup(inst);
 }

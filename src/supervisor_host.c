@@ -369,6 +369,15 @@ int sv_wait_exit(int pidfd, pid_t pid, sv_exit_t *out)
     return -ECHILD;
 }
 
+char *sv_exit_text(int rc, const sv_exit_t *ex)
+{
+    if (rc < 0)
+        return xasprintf("exited (status unavailable: %s)", strerror(-rc));
+    if (ex->sig)
+        return xasprintf("killed by signal %d", ex->sig);
+    return xasprintf("exited with status %d", ex->code);
+}
+
 /* Read at most the last TAIL_BYTES of path. */
 static char *read_tail(const char *path, bool *cut)
 {

@@ -68,6 +68,10 @@ enum { SV_EXIT_DONE = 1, SV_EXIT_PENDING = 0 };
  */
 int sv_wait_exit(int pidfd, pid_t pid, sv_exit_t *out);
 
+/* "exited with status 1", "killed by signal 9", or, for an sv_wait_exit
+ * error rc, why the status is not known. Caller frees. */
+char *sv_exit_text(int rc, const sv_exit_t *ex);
+
 /* The last `max_lines` non-empty lines of a file, joined by " | ", each cut
  * to 240 bytes; lines that occur inside `skip_in` (say, the runtime's
  * error already quoted) are left out. NULL when there are none. Caller

@@ -306,16 +306,9 @@ static void on_exec_exit(void *data, int rc, const sv_exit_t *ex)
 {
     sv_probe_t *p = data;
     p->exec = NULL;
-    char why[128];
-    if (rc < 0)
-        snprintf(why, sizeof(why), "exec probe %s: exit status lost (%s)", p->cfg.exec_cmd[0],
-                 strerror(-rc));
-    else if (ex->sig)
-        snprintf(why, sizeof(why), "exec probe %s killed by signal %d", p->cfg.exec_cmd[0],
-                 ex->sig);
-    else
-        snprintf(why, sizeof(why), "exec probe %s exited with status %d", p->cfg.exec_cmd[0],
-                 ex->code);
+    sl_autofree char *how = sv_exit_text(rc, ex);
+    char why[256];
+    snprintf(why, sizeof(why), "exec probe %s %s", p->cfg.exec_cmd[0], how);
     probe_result(p, rc >= 0 && ex->code == 0 && ex->sig == 0, why);
 }
 
