@@ -84,8 +84,8 @@ static void collect_service(sl_controller_t *c, svc_rt_t *s, json_t *list, int64
     json_array_foreach(list, i, obj)
     {
         json_t *md = json_object_get(obj, "metadata");
-        const char *svc =
-            json_string_value(json_object_get(json_object_get(md, "labels"), SL_LABEL_SERVICE));
+        json_t *labels = json_object_get(md, "labels");
+        const char *svc = json_string_value(json_object_get(labels, SL_LABEL_SERVICE));
         const char *name = json_string_value(json_object_get(md, "name"));
         if (!svc || strcmp(svc, s->name) != 0 || !name)
             continue;
@@ -93,8 +93,7 @@ static void collect_service(sl_controller_t *c, svc_rt_t *s, json_t *list, int64
         const char *no_gc = json_string_value(json_object_get(ann, ANN_NO_GC));
         int64_t created = parse_time(json_string_value(json_object_get(md, "creationTimestamp")));
         int64_t moved = parse_time(json_string_value(json_object_get(ann, ANN_ROUTING_TIME)));
-        const char *state =
-            json_string_value(json_object_get(json_object_get(md, "labels"), LABEL_ROUTING));
+        const char *state = json_string_value(json_object_get(labels, LABEL_ROUTING));
         bool active = needed(s, name) || (no_gc && !strcasecmp(no_gc, "true")) || created < 0;
         /* Never stamped, or stamped active by a copy that did not see it
          * leave: idle from now. */
