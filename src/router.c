@@ -11,6 +11,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <sys/stat.h>
@@ -254,6 +255,8 @@ static void apply_defaults(sl_router_t *r, const sl_router_config_t *cfg)
         r->cfg.body_timeout_ms = 30000;
     if (!r->cfg.upstream_max_idle)
         r->cfg.upstream_max_idle = 256;
+    if (r->cfg.busy_poll_ns > SL_BUSY_POLL_MAX_NS)
+        r->cfg.busy_poll_ns = SL_BUSY_POLL_MAX_NS;
     r->cfg.listen = NULL; /* not kept: the caller owns the string */
     r->limits = sl_http_default_limits;
     r->limits.max_head = SL_RBUF_SIZE;
@@ -274,6 +277,40 @@ static int open_host_ns(sl_router_t *r, sl_error_t *err)
     r->host_ns_ino = st.st_ino;
     r->host_ns_dev = st.st_dev;
     return 0;
+}
+
+/* ---- busy polling --------------------------------------------------- */
+
+/* An active idle handle makes libuv poll with a zero timeout. Each turn of
+ * the loop checks whether the router read anything since the last turn; the
+ * window restarts if it did, and the handle stops (the next poll may sleep)
+ * once a whole window passed without I/O. */
+static void on_busy_idle(uv_idle_t *h)
+{
+    sl_router_t *r = h->data;
+    uint64_t now = uv_hrtime();
+    if (r->busy_io) {
+        r->busy_io = false;
+        r->busy_until = now + r->cfg.busy_poll_ns;
+    } else if (now >= r->busy_until) {
+        uv_idle_stop(h);
+        r->busy_on = false;
+        r->stats.busy_poll_ns += now - r->busy_since;
+    } else {
+        /* Whatever else is runnable on this CPU (the client, an instance)
+         * goes first: polling must not delay the work it waits for. */
+        sched_yield();
+    }
+}
+
+void sl_busy_start(sl_router_t *r)
+{
+    if (r->closing)
+        return;
+    r->busy_on = true;
+    r->busy_since = uv_hrtime();
+    r->busy_until = r->busy_since + r->cfg.busy_poll_ns;
+    uv_idle_start(&r->busy, on_busy_idle);
 }
 
 static int start_listener(sl_router_t *r, const char *listen, sl_error_t *err)
@@ -323,6 +360,11 @@ int sl_router_new(uv_loop_t *loop, const sl_router_config_t *cfg, const sl_route
     every = every < 10 ? 10 : every > 1000 ? 1000 : every;
     uv_timer_start(&r->sweep, sl_up_sweep, every, every);
     uv_unref((uv_handle_t *)&r->sweep);
+    if (r->cfg.busy_poll_ns) {
+        uv_idle_init(loop, &r->busy);
+        r->busy.data = r;
+        r->n_handles++;
+    }
     *out = r;
     return 0;
 }
@@ -337,6 +379,8 @@ void sl_router_close(sl_router_t *r, void (*cb)(void *), void *data)
     r->n_handles++; /* hold: nothing may finish before we are done here */
     uv_close((uv_handle_t *)&r->listener, on_router_handle_close);
     uv_close((uv_handle_t *)&r->sweep, on_router_handle_close);
+    if (r->cfg.busy_poll_ns)
+        uv_close((uv_handle_t *)&r->busy, on_router_handle_close);
     while (r->clients) {
         sl_client_t *c = r->clients;
         sl_client_destroy(c); /* unlinks c */

@@ -126,7 +126,15 @@ typedef struct sl_router_config {
     /* Idle pooled connections kept per instance; beyond it the oldest idle
      * one is closed (default 256). */
     size_t upstream_max_idle;
+    /* Busy polling (opt-in, HAProxy's busy-polling): for this long after the
+     * router last read from a client or an instance, the loop polls for I/O
+     * without sleeping. On a VM, a CPU that sleeps costs the next request a
+     * halt and a wake-up IPI, both VM exits; polling trades CPU for that
+     * latency. 0 = off (default); at most SL_BUSY_POLL_MAX_NS. */
+    uint64_t busy_poll_ns;
 } sl_router_config_t;
+
+#define SL_BUSY_POLL_MAX_NS 10000000ull /* 10ms */
 
 int sl_router_new(uv_loop_t *loop, const sl_router_config_t *cfg, const sl_router_ops_t *ops,
                   void *ctx, sl_router_t **out, sl_error_t *err);
@@ -166,6 +174,7 @@ typedef struct sl_router_stats {
     uint64_t requests_total;
     uint64_t requests_in_flight;
     uint64_t upstream_conns_open;
+    uint64_t busy_poll_ns; /* time the loop spent in busy-polling windows, ended ones */
 } sl_router_stats_t;
 void sl_router_stats(const sl_router_t *r, sl_router_stats_t *out);
 

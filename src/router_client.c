@@ -247,6 +247,7 @@ void sl_client_on_accept(uv_stream_t *server, int status)
     sl_router_t *r = server->data;
     if (status < 0 || r->closing)
         return;
+    sl_busy_touch(r);
     sl_client_t *c = xcalloc(1, sizeof(*c));
     c->r = r;
     uv_tcp_init(r->loop, &c->tcp);
@@ -1150,6 +1151,7 @@ static void c_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         return;
     }
     c->rd.end += (size_t)nread;
+    sl_busy_touch(c->r);
     switch (c->state) {
     case C_HEAD:
         /* A head can only complete (or fail a line) where a line ends:

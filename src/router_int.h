@@ -159,6 +159,11 @@ struct sl_router {
     uv_loop_t *loop;
     uv_tcp_t listener;
     uv_timer_t sweep;
+    uv_idle_t busy;      /* keeps the loop's poll non-blocking (cfg.busy_poll_ns) */
+    uint64_t busy_since; /* uv_hrtime() at which the current window began */
+    uint64_t busy_until; /* uv_hrtime() at which polling stops unless I/O came */
+    bool busy_on;        /* busy handle started */
+    bool busy_io;        /* the router read something since the last check */
     sl_router_config_t cfg;
     sl_router_ops_t ops;
     void *ctx;
@@ -203,6 +208,16 @@ size_t sl_iov_len(const uv_buf_t *iov, size_t n);
 /* Copy iov[0..n) back to back into dst; returns dst. */
 char *sl_iov_gather(const uv_buf_t *iov, size_t n, char *dst);
 void sl_handle_closed(sl_router_t *r);
+void sl_busy_start(sl_router_t *r);
+/* The router read from a socket: with busy polling on, keep polling. */
+static inline void sl_busy_touch(sl_router_t *r)
+{
+    if (r->cfg.busy_poll_ns) {
+        r->busy_io = true;
+        if (!r->busy_on)
+            sl_busy_start(r);
+    }
+}
 
 /* router_client.c */
 void sl_client_on_accept(uv_stream_t *server, int status);

@@ -3,10 +3,11 @@ a real instance (busybox nc answering the 101 and echoing with cat), count
 as one request in flight until closed, and outlive the request timeout."""
 import json
 import socket
+import subprocess
 import threading
 import time
 
-from conftest import exchange
+from conftest import BIN, exchange, hey
 
 WS_SCRIPT = r"""
 set -u
@@ -145,3 +146,22 @@ def test_cgi_head_with_bare_lf_is_relayed_with_crlf(daemon, images):
     assert b"Content-Type: text/plain" in lines and b"X-From: cgi" in lines, raw
     assert all(b"\n" not in l for l in lines), raw  # no bare LF reaches the client
     assert b"lines ended by LF alone" in body
+
+
+def test_busy_poll_serves_and_refuses_bad_values(make_daemon, images, tmp_path):
+    """`serve --busy-poll`: a daemon polling 50us after each read serves
+    keep-alive and fresh connections alike (hey, real client), and values
+    out of range are refused naming the flag."""
+    d = make_daemon("--busy-poll", "50us")
+    d.cli("deploy", "bp", "--image", images["hello"])
+    codes, errors, out = hey("http://127.0.0.1:%d/" % d.port, "-host", d.host("bp"),
+                             "-n", "2000", "-c", "4")
+    assert errors == [] and codes == {200: 2000}, out
+    codes, errors, out = hey("http://127.0.0.1:%d/" % d.port, "-host", d.host("bp"),
+                             "-n", "200", "-c", "2", "-disable-keepalive")
+    assert errors == [] and codes == {200: 200}, out
+    for bad, why in (("11ms", "at most 10ms"), ("soon", "expected a duration")):
+        r = subprocess.run([BIN, "serve", "--state-dir", str(tmp_path / "x"), "--busy-poll", bad],
+                           capture_output=True, text=True, timeout=30)
+        assert r.returncode == 2 and "--busy-poll" in r.stderr and why in r.stderr, r.stderr
+    assert not (tmp_path / "x").exists()

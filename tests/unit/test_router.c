@@ -1843,6 +1843,39 @@ static void test_idle_pool_is_capped(void **state)
     teardown_basic(b);
 }
 
+static uint64_t thread_cpu_ns(pthread_t t)
+{
+    clockid_t id;
+    struct timespec ts;
+    assert_int_equal(pthread_getcpuclockid(t, &id), 0);
+    assert_int_equal(clock_gettime(id, &ts), 0);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* --busy-poll: each window lasts at least its length after the last read,
+ * requests are served as usual, and the loop sleeps again once idle. */
+static void test_busy_poll_windows_end(void **state)
+{
+    const uint64_t window = 2000000; /* 2ms */
+    sl_router_config_t cfg = {.listen = "127.0.0.1:0", .busy_poll_ns = window};
+    backend_t *b = setup_basic(&cfg);
+    rdr_t *c = cl_open();
+    for (int i = 0; i < 20; i++)
+        get_ok(c, "app.test", "/hello", "hello");
+    cl_close(c);
+    usleep(100000); /* the last window (2ms) is over */
+    uint64_t polled = h_stats().busy_poll_ns;
+    assert_true(polled >= window);
+    /* Idle: no window is open, so the loop thread blocks in epoll_wait.
+     * A loop left polling would use the whole interval. */
+    uint64_t cpu0 = thread_cpu_ns(H.thread);
+    usleep(400000);
+    uint64_t used = thread_cpu_ns(H.thread) - cpu0;
+    assert_true(used < 100000000u);
+    assert_int_equal(h_stats().busy_poll_ns, polled);
+    teardown_basic(b);
+}
+
 static void test_normalize_host(void **state)
 {
     static const struct {
@@ -1956,6 +1989,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_bad_responses_close_upstream),
         cmocka_unit_test(test_stalled_body_is_408),
         cmocka_unit_test(test_idle_pool_is_capped),
+        cmocka_unit_test(test_busy_poll_windows_end),
         cmocka_unit_test(test_normalize_host),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
