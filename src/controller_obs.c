@@ -29,6 +29,7 @@ struct ctl_obs {
     sl_meter_t *meter;
     sl_prices_t prices;
     uv_timer_t *flush;
+    sl_metric_t *busy_poll; /* the router's busy-polling time, seconds */
 };
 
 struct ctl_rev_metrics {
@@ -76,8 +77,15 @@ int ctl_obs_init(sl_controller_t *c, const sl_prices_t *prices, sl_error_t *err)
                                     "Billable instance-seconds as Cloud Run request-based billing "
                                     "counts them (overlapping requests once, 100 ms rounding).",
                                     2, sr, NULL, 0, err);
+    sl_metric_family_t *busy =
+        sl_metrics_family(o->reg, SL_METRIC_COUNTER, SL_METRIC_BUSY_POLL_SECONDS_TOTAL,
+                          "Time the router's loop spent polling without sleeping "
+                          "(serve --busy-poll), windows that ended.",
+                          0, NULL, NULL, 0, err);
+    o->busy_poll = busy ? sl_metrics_series(busy, NULL) : NULL;
     if (!f->requests || !f->duration || !f->in_flight || !f->queue || !f->instances ||
-        !f->desired || !f->actual || !f->cold || !f->cold_duration || !f->billable) {
+        !f->desired || !f->actual || !f->cold || !f->cold_duration || !f->billable ||
+        !o->busy_poll) {
         sl_metrics_free(o->reg);
         free(o);
         return -1;
@@ -293,6 +301,11 @@ int sl_controller_metrics(sl_controller_t *c, char **text, size_t *len)
         }
     }
     json_decref(report);
+    if (c->router) {
+        sl_router_stats_t st;
+        sl_router_stats(c->router, &st);
+        sl_metric_set(c->obs->busy_poll, (double)st.busy_poll_ns / 1e9);
+    }
     return sl_metrics_render(c->obs->reg, text, len);
 }
 

@@ -51,17 +51,18 @@
  *       Cloud Run request-based billable seconds (meter.h), mirrored from
  *       the meter with sl_metric_set (never decreases).
  */
-#define SL_METRIC_REQUESTS_TOTAL         "sluice_requests_total"
-#define SL_METRIC_REQUEST_DURATION       "sluice_request_duration_seconds"
-#define SL_METRIC_REQUESTS_IN_FLIGHT     "sluice_requests_in_flight"
-#define SL_METRIC_QUEUE_LENGTH           "sluice_queue_length"
-#define SL_METRIC_INSTANCES              "sluice_instances"
-#define SL_METRIC_DESIRED_INSTANCES      "sluice_desired_instances"
-#define SL_METRIC_ACTUAL_INSTANCES       "sluice_actual_instances"
-#define SL_METRIC_COLD_STARTS_TOTAL      "sluice_cold_starts_total"
-#define SL_METRIC_COLD_START_DURATION    "sluice_cold_start_duration_seconds"
-#define SL_METRIC_BILLABLE_SECONDS_TOTAL "sluice_billable_instance_seconds_total"
-#define SL_METRIC_DROPPED_SERIES_TOTAL   "sluice_metrics_dropped_series_total"
+#define SL_METRIC_REQUESTS_TOTAL          "sluice_requests_total"
+#define SL_METRIC_REQUEST_DURATION        "sluice_request_duration_seconds"
+#define SL_METRIC_REQUESTS_IN_FLIGHT      "sluice_requests_in_flight"
+#define SL_METRIC_QUEUE_LENGTH            "sluice_queue_length"
+#define SL_METRIC_INSTANCES               "sluice_instances"
+#define SL_METRIC_DESIRED_INSTANCES       "sluice_desired_instances"
+#define SL_METRIC_ACTUAL_INSTANCES        "sluice_actual_instances"
+#define SL_METRIC_COLD_STARTS_TOTAL       "sluice_cold_starts_total"
+#define SL_METRIC_COLD_START_DURATION     "sluice_cold_start_duration_seconds"
+#define SL_METRIC_BILLABLE_SECONDS_TOTAL  "sluice_billable_instance_seconds_total"
+#define SL_METRIC_DROPPED_SERIES_TOTAL    "sluice_metrics_dropped_series_total"
+#define SL_METRIC_BUSY_POLL_SECONDS_TOTAL "sluice_router_busy_poll_seconds_total"
 
 /* Upper bounds (seconds); +Inf is implicit. */
 #define SL_METRICS_LATENCY_BUCKETS                                                                 \

@@ -6,8 +6,9 @@ import socket
 import subprocess
 import threading
 import time
+import urllib.request
 
-from conftest import BIN, exchange, hey
+from conftest import BIN, exchange, free_port, hey
 
 WS_SCRIPT = r"""
 set -u
@@ -151,8 +152,10 @@ def test_cgi_head_with_bare_lf_is_relayed_with_crlf(daemon, images):
 def test_busy_poll_serves_and_refuses_bad_values(make_daemon, images, tmp_path):
     """`serve --busy-poll`: a daemon polling 50us after each read serves
     keep-alive and fresh connections alike (hey, real client), and values
-    out of range are refused naming the flag."""
-    d = make_daemon("--busy-poll", "50us")
+    out of range are refused naming the flag. The time spent polling is
+    exported in /metrics."""
+    mport = free_port()
+    d = make_daemon("--busy-poll", "50us", "--metrics-listen", "127.0.0.1:%d" % mport)
     d.cli("deploy", "bp", "--image", images["hello"])
     codes, errors, out = hey("http://127.0.0.1:%d/" % d.port, "-host", d.host("bp"),
                              "-n", "2000", "-c", "4")
@@ -160,6 +163,12 @@ def test_busy_poll_serves_and_refuses_bad_values(make_daemon, images, tmp_path):
     codes, errors, out = hey("http://127.0.0.1:%d/" % d.port, "-host", d.host("bp"),
                              "-n", "200", "-c", "2", "-disable-keepalive")
     assert errors == [] and codes == {200: 200}, out
+    time.sleep(0.2)  # the last window (50us) has ended
+    with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % mport, timeout=10) as r:
+        text = r.read().decode()
+    polled = [float(l.split()[1]) for l in text.splitlines()
+              if l.startswith("sluice_router_busy_poll_seconds_total ")]
+    assert polled and polled[0] >= 50e-6, text
     for bad, why in (("11ms", "at most 10ms"), ("soon", "expected a duration")):
         r = subprocess.run([BIN, "serve", "--state-dir", str(tmp_path / "x"), "--busy-poll", bad],
                            capture_output=True, text=True, timeout=30)
