@@ -79,9 +79,11 @@ def median(xs):
 
 
 class Daemon:
-    def __init__(self, binary, base):
+    def __init__(self, binary, base, port=PORT, flags=()):
         self.bin = binary
         self.base = base
+        self.port = port
+        self.flags = list(flags)
         self.state = os.path.join(base, "st")
         self.log_path = os.path.join(base, "daemon.log")
         self.proc = None
@@ -100,10 +102,10 @@ class Daemon:
             # and cold stages measure idle instances, not admission, so the
             # bench raises allocatable far above what they need.
             extra += ["--capacity-cpu", "1000", "--capacity-memory", "1Ti"]
-        self.extra = extra
+        self.extra = extra + self.flags
         self.proc = subprocess.Popen(
-            [self.bin, "serve", "--listen", "127.0.0.1:%d" % PORT, "--state-dir", self.state,
-             "--log-level", "debug"] + extra, stdout=self.logf, stderr=subprocess.STDOUT)
+            [self.bin, "serve", "--listen", "127.0.0.1:%d" % self.port, "--state-dir", self.state,
+             "--log-level", "debug"] + self.extra, stdout=self.logf, stderr=subprocess.STDOUT)
         with open(os.path.join(self.base, "daemon.pid"), "w") as f:
             f.write("%d\n" % self.proc.pid)
         deadline = time.time() + 30
@@ -325,32 +327,39 @@ def set_affinity(tids, cpus):
             pass  # a thread that exited meanwhile
 
 
-def bench_datapath(d, a):
-    log("data path: deploying the backend (one instance, concurrency 1000)")
-    # ACCESS_LOG=off: the backend writes no log line per request, so its
-    # cost is the socket I/O alone and the proxies' share of the machine
-    # (what this stage compares) is not diluted by a file write per request.
-    d.cli("deploy", "dp", "--image", a.image, "--concurrency", "1000", "--min", "1", "--max", "1",
-          "--env", "ACCESS_LOG=off")
-    inst = [i for i in d.instances("dp") if i["state"] == "Ready"][0]
-    pid = inst["pid"]
-    nginx, worker = start_nginx(a.base, pid)
-    direct_url = "http://127.0.0.1:8080/"
-    nginx_url = "http://127.0.0.1:%d/" % NGINX_PORT
-    sluice_url = "http://127.0.0.1:%d/" % PORT
-    pin = {"cpu": None}  # the client's CPU under the current placement
-    paths = {
-        "direct": lambda c, s: wrk(direct_url, c, s, netns_pid=pid, cpu=pin["cpu"]),
-        "nginx": lambda c, s: wrk(nginx_url, c, s, hdr=host("dp"), netns_pid=pid, cpu=pin["cpu"]),
-        "sluice": lambda c, s: wrk(sluice_url, c, s, hdr=host("dp"), cpu=pin["cpu"]),
-    }
-    cpu_of = {"nginx": lambda: proc_cpu_ns(worker), "sluice": d.cpu_ns,
-              "direct": lambda: 0}
-    out = {"setup": "wrk -t1 -cN -d%ds --latency; %d round(s), proxies' order swapped each round; "
-                    "median round per path, and the median of the rounds' sluice/nginx ratios; backend pid %d"
-           % (a.dp_secs, a.dp_rounds, pid)}
+PLACEMENTS = (("one_core", 0, 0), ("split", 0, 1))
 
-    def level(c, names, n_rounds):
+
+class Rig:
+    """The data-path rig of one daemon: the backend deployed as "dp", nginx
+    in its network namespace, and the three paths to it."""
+
+    def __init__(self, d, a):
+        self.d, self.a = d, a
+        # ACCESS_LOG=off: the backend writes no log line per request, so its
+        # cost is the socket I/O alone and the proxies' share of the machine
+        # (what this stage compares) is not diluted by a file write per request.
+        d.cli("deploy", "dp", "--image", a.image, "--concurrency", "1000", "--min", "1",
+              "--max", "1", "--env", "ACCESS_LOG=off")
+        inst = [i for i in d.instances("dp") if i["state"] == "Ready"][0]
+        self.pid = pid = inst["pid"]
+        self.nginx, self.worker = start_nginx(d.base, pid)
+        direct_url = "http://127.0.0.1:8080/"
+        nginx_url = "http://127.0.0.1:%d/" % NGINX_PORT
+        sluice_url = "http://127.0.0.1:%d/" % d.port
+        self.cpu = None  # the client's CPU under the current placement
+        self.paths = {
+            "direct": lambda c, s: wrk(direct_url, c, s, netns_pid=pid, cpu=self.cpu),
+            "nginx": lambda c, s: wrk(nginx_url, c, s, hdr=host("dp"), netns_pid=pid, cpu=self.cpu),
+            "sluice": lambda c, s: wrk(sluice_url, c, s, hdr=host("dp"), cpu=self.cpu),
+        }
+        self.cpu_of = {"nginx": lambda: proc_cpu_ns(self.worker), "sluice": d.cpu_ns,
+                       "direct": lambda: 0}
+        for fn in self.paths.values():  # warm pools and caches
+            fn(64, 1)
+
+    def level(self, c, names, n_rounds):
+        a = self.a
         rounds = {k: [] for k in names}
         pair_ratios = []
         for k in range(n_rounds):
@@ -360,9 +369,9 @@ def bench_datapath(d, a):
             order = [x for x in names if x == "direct"] + (
                 ["nginx", "sluice"] if k % 2 == 0 else ["sluice", "nginx"])
             for name in order:
-                c0 = cpu_of[name]()
-                r = paths[name](c, a.dp_secs)
-                used = cpu_of[name]() - c0
+                c0 = self.cpu_of[name]()
+                r = self.paths[name](c, a.dp_secs)
+                used = self.cpu_of[name]() - c0
                 r["proxy_cpu_us_per_req"] = (used / 1e3 / r["requests"]) if r["requests"] and used else None
                 rounds[name].append(r)
             n_r, s_r = rounds["nginx"][-1]["rps"], rounds["sluice"][-1]["rps"]
@@ -383,11 +392,110 @@ def bench_datapath(d, a):
                " ".join("%.2f" % x for x in pair_ratios), s["p99_us"], n["p99_us"]))
         return row
 
+    def placed(self, levels, n_rounds, places=PLACEMENTS):
+        """Fixed placements. Unpinned, a request at low concurrency crosses
+        CPUs several times, and on this VM each cross-CPU wake-up is an IPI
+        (a VM exit) costing more than either proxy's own work, so where the
+        scheduler happens to put the three processes decides c=1. Pinned the
+        same way for both proxies, that noise goes:
+          one_core: client, proxy and backend all on CPU 0 — no IPIs; the
+                    chain's CPU per request alone sets the rate;
+          split:    client and proxy on CPU 0, the backend on CPU 1."""
+        out = {}
+        proxies = [self.worker] + [int(t) for t in os.listdir("/proc/%d/task" % self.d.proc.pid)]
+        try:
+            for place, proxy_cpu, backend_cpu in places:
+                log("  placement %s: client and proxy on CPU %d, backend on CPU %d"
+                    % (place, proxy_cpu, backend_cpu))
+                set_affinity(proxies, {proxy_cpu})
+                set_affinity([self.pid], {backend_cpu})
+                self.cpu = proxy_cpu
+                out[place] = {"c%d" % c: self.level(c, ["nginx", "sluice"], n_rounds)
+                              for c in levels}
+        finally:
+            self.cpu = None
+            set_affinity(proxies + [self.pid], set(range(os.cpu_count())))
+        return out
+
+    def close(self):
+        self.nginx.send_signal(signal.SIGTERM)  # nginx: fast shutdown
+        try:
+            self.nginx.wait(10)
+        except subprocess.TimeoutExpired:
+            self.nginx.kill()
+            self.nginx.wait()
+        self.d.cli("delete", "dp", check=False)
+
+
+HALT_POLL = "/sys/module/haltpoll/parameters/guest_halt_poll_ns"
+HALT_POLL_DEFAULT_NS = 200000  # the kernel's default (drivers/cpuidle/Kconfig)
+
+
+def read_int(path):
     try:
-        for name, fn in paths.items():  # warm pools and caches
-            fn(64, 1)
+        with open(path) as f:
+            return int(f.read().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def bench_halt_poll(rig, a):
+    """The same comparison with the guest kernel's halt polling at its
+    default. This VM's cpuidle driver is haltpoll with guest_halt_poll_ns=0:
+    an idle vCPU halts at once, so every wake-up of a sleeping proxy,
+    backend or client is a halt exit plus a wake-up IPI. With the kernel's
+    default an idle vCPU polls up to 200 us first. The setting is machine-wide,
+    so it is changed only for this sub-stage and put back."""
+    was = read_int(HALT_POLL)
+    if was is None or was == HALT_POLL_DEFAULT_NS or not os.access(HALT_POLL, os.W_OK):
+        return {"skipped": "guest_halt_poll_ns is %s" % was}
+    log("  guest halt polling: guest_halt_poll_ns %d -> %d for this sub-stage"
+        % (was, HALT_POLL_DEFAULT_NS))
+    out = {"guest_halt_poll_ns": HALT_POLL_DEFAULT_NS, "machine_value": was}
+    try:
+        with open(HALT_POLL, "w") as f:
+            f.write(str(HALT_POLL_DEFAULT_NS))
+        out["unpinned"] = {"c%d" % c: rig.level(c, ["nginx", "sluice"], a.dp_pinned_rounds)
+                           for c in a.dp_extra_levels}
+        out.update(rig.placed(a.dp_extra_levels, a.dp_pinned_rounds, PLACEMENTS[1:]))
+    finally:
+        with open(HALT_POLL, "w") as f:
+            f.write(str(was))
+        log("  guest_halt_poll_ns back to %d" % read_int(HALT_POLL))
+    return out
+
+
+def bench_busy_poll(a, flag):
+    """sluice with `--busy-poll` against nginx (which has no such option), on a
+    daemon of its own: its own state, port, backend instance and nginx."""
+    base = os.path.join(a.base, "busy-poll")
+    os.makedirs(base, exist_ok=True)
+    d = Daemon(a.bin, base, port=PORT + 1, flags=["--busy-poll", flag])
+    d.start()
+    out = {"flag": "--busy-poll %s" % flag}
+    log("  sluice serve --busy-poll %s (daemon pid %d)" % (flag, d.proc.pid))
+    rig = None
+    try:
+        rig = Rig(d, a)
+        out["unpinned"] = {"c%d" % c: rig.level(c, ["nginx", "sluice"], a.dp_pinned_rounds)
+                           for c in a.dp_extra_levels}
+        out.update(rig.placed(a.dp_extra_levels, a.dp_pinned_rounds))
+    finally:
+        if rig:
+            rig.close()
+        out["daemon_exit"] = d.stop()
+    return out
+
+
+def bench_datapath(d, a):
+    log("data path: deploying the backend (one instance, concurrency 1000)")
+    rig = Rig(d, a)
+    out = {"setup": "wrk -t1 -cN -d%ds --latency; %d round(s), proxies' order swapped each round; "
+                    "median round per path, and the median of the rounds' sluice/nginx ratios; backend pid %d"
+           % (a.dp_secs, a.dp_rounds, rig.pid)}
+    try:
         for c in (1, 32, 256):
-            out["c%d" % c] = level(c, ["direct", "nginx", "sluice"], a.dp_rounds)
+            out["c%d" % c] = rig.level(c, ["direct", "nginx", "sluice"], a.dp_rounds)
         c1 = out["c1"]
         out["added_latency_us"] = {
             "sluice_p50": c1["sluice"]["p50_us"] - c1["direct"]["p50_us"],
@@ -397,39 +505,16 @@ def bench_datapath(d, a):
         }
         log("  added latency at c=1: sluice p50 %+.0f us p99 %+.0f us; nginx p50 %+.0f us p99 %+.0f us"
             % tuple(out["added_latency_us"][k] for k in ("sluice_p50", "sluice_p99", "nginx_p50", "nginx_p99")))
-        # Fixed placements. Unpinned, a request at low concurrency crosses
-        # CPUs several times, and on this VM each cross-CPU wake-up is an
-        # IPI (a VM exit) costing more than either proxy's own work, so
-        # where the scheduler happens to put the three processes decides
-        # c=1. Pinned the same way for both proxies, that noise goes:
-        #   one-core: client, proxy and backend all on CPU 0 — no IPIs; the
-        #             chain's CPU per request alone sets the rate;
-        #   split:    client and proxy on CPU 0, the backend on CPU 1.
-        if a.dp_pinned_rounds and len(os.sched_getaffinity(0)) >= 2:
-            proxies = [worker] + [int(t) for t in os.listdir("/proc/%d/task" % d.proc.pid)]
-            try:
-                for place, proxy_cpu, backend_cpu in (("one_core", 0, 0), ("split", 0, 1)):
-                    log("  placement %s: client and proxy on CPU %d, backend on CPU %d"
-                        % (place, proxy_cpu, backend_cpu))
-                    set_affinity(proxies, {proxy_cpu})
-                    set_affinity([pid], {backend_cpu})
-                    pin["cpu"] = proxy_cpu
-                    out[place] = {"c%d" % c: level(c, ["nginx", "sluice"], a.dp_pinned_rounds)
-                                  for c in (1, 32, 256)}
-            finally:
-                pin["cpu"] = None
-                every = set(range(os.cpu_count()))
-                set_affinity(proxies + [pid], every)
+        pinned = a.dp_pinned_rounds and len(os.sched_getaffinity(0)) >= 2
+        if pinned:
+            out.update(rig.placed((1, 32, 256), a.dp_pinned_rounds))
+            out["halt_poll"] = bench_halt_poll(rig, a)
         if a.perf:
             out["perf"] = profile_router(d, a)
     finally:
-        nginx.send_signal(signal.SIGTERM)  # nginx: fast shutdown
-        try:
-            nginx.wait(10)
-        except subprocess.TimeoutExpired:
-            nginx.kill()
-            nginx.wait()
-        d.cli("delete", "dp", check=False)
+        rig.close()
+    if pinned and a.busy_poll:
+        out["busy_poll"] = bench_busy_poll(a, a.busy_poll)
     results["datapath"] = out
 
 
@@ -886,6 +971,8 @@ def machine():
             "nginx": sh("nginx", "-v") or subprocess.run(["nginx", "-v"], capture_output=True, text=True).stderr.strip(),
             "wrk": "wrk -t1", "loadavg_at_start": open("/proc/loadavg").read().split()[:3],
             "mem_total_kib": int(open("/proc/meminfo").readline().split()[1]),
+            "cpuidle_driver": sh("cat", "/sys/devices/system/cpu/cpuidle/current_driver"),
+            "guest_halt_poll_ns": read_int(HALT_POLL),
             "sluice": sh(BIN_COPY[0], "version")}
 
 
@@ -902,12 +989,17 @@ def main():
     p.add_argument("--cold-mode", default=os.environ.get("BENCH_COLD_MODE", "auto"),
                    choices=["auto", "zero", "fresh"])
     p.add_argument("--no-perf", action="store_true")
+    p.add_argument("--busy-poll", default="50us",
+                   help="window of the data path's extra `serve --busy-poll` run (0: skip it)")
     a = p.parse_args()
+    if a.busy_poll in ("0", ""):
+        a.busy_poll = None
     a.oci_dir = a.oci
     a.image = "oci:%s:latest" % a.oci
     q = a.quick
     a.dp_secs, a.dp_rounds = (2, 1) if q else (4, 6)
     a.dp_pinned_rounds = 0 if q else 4
+    a.dp_extra_levels = (1, 32)  # halt-poll and busy-poll sub-stages
     a.cold_n = 10 if q else 50
     a.zero_wait = 40 if q else 90
     a.deploys = 10 if q else 50
