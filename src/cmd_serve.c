@@ -429,6 +429,7 @@ static int run_daemon(const char *listen, const char *domain, const char *state_
         goto out;
     }
     if (sl_image_store_init(state_dir, &err) < 0 || sl_store_open_sqlite(db, &d.store, &err) < 0 ||
+        sl_store_sqlite_offload_checkpoints(d.store, d.loop, &err) < 0 ||
         sl_supervisor_new(d.loop, state_dir, runtime, &d.sup, &err) < 0) {
         sl_cli_error("%s", err.msg);
         goto out;

@@ -14,6 +14,7 @@
 #include "common.h"
 #include <errno.h>
 #include <jansson.h>
+#include <uv.h>
 
 typedef struct sl_store sl_store_t;
 
@@ -39,6 +40,14 @@ struct sl_store {
 /* Open (creating if needed, mode 0600) the SQLite store at path; WAL, foreign keys, busy
  * timeout. A handle is one connection: use it from one thread at a time. */
 int sl_store_open_sqlite(const char *path, sl_store_t **out, sl_error_t *err);
+
+/* Take the WAL checkpoints of a SQLite store off the thread that writes
+ * (the daemon's loop): commits no longer checkpoint inline, with the fsyncs
+ * that takes; once the WAL holds SL_STORE_CHECKPOINT_PAGES pages (SQLite's
+ * own auto-checkpoint threshold), a passive checkpoint runs on libuv's thread
+ * pool over a connection of its own. Call once, on the loop's thread. */
+#define SL_STORE_CHECKPOINT_PAGES 1000
+int sl_store_sqlite_offload_checkpoints(sl_store_t *s, uv_loop_t *loop, sl_error_t *err);
 
 /* get: -ENOENT (with message "KIND NS/NAME not found") when missing; *out new reference. */
 static inline int sl_store_get(sl_store_t *s, const char *kind, const char *ns, const char *name,

@@ -78,12 +78,26 @@ static const char *const migrations[SCHEMA_VERSION] = {
     "INSERT INTO meta(key, value) VALUES ('revision', 0);",
 };
 
+/* Checkpoints on libuv's thread pool (sl_store_sqlite_offload_checkpoints).
+ * Its own connection, used by one work item at a time; outlives the store
+ * when the store closes while a checkpoint runs. */
+typedef struct ckpt {
+    sqlite3 *db;
+    uv_work_t work;
+    bool running;
+    bool orphaned; /* the store closed meanwhile: free on completion */
+    int rc;
+    char path[];
+} ckpt_t;
+
 typedef struct sqlite_store {
     sl_store_t base;
     sqlite3 *db;
     sqlite3_stmt *stmt[ST__COUNT];
     bool in_txn;
     bool txn_aborted; /* SQLite rolled the explicit transaction back on an error */
+    uv_loop_t *loop;
+    ckpt_t *ckpt;
 } sqlite_store_t;
 
 static int sqlite_to_errno(int rc)
@@ -428,6 +442,12 @@ static int sqlite_revision(sl_store_t *s, int64_t *out, sl_error_t *err)
     return stmt_int64((sqlite_store_t *)s, ST_REVISION, out, err, "store: revision");
 }
 
+static void ckpt_free(ckpt_t *k)
+{
+    sqlite3_close(k->db); /* the last connection: checkpoints and removes the WAL */
+    free(k);
+}
+
 static void sqlite_close(sl_store_t *s)
 {
     sqlite_store_t *st = (sqlite_store_t *)s;
@@ -435,6 +455,10 @@ static void sqlite_close(sl_store_t *s)
     for (size_t i = 0; i < ST__COUNT; i++)
         sqlite3_finalize(st->stmt[i]);
     sqlite3_close(st->db);
+    if (st->ckpt && st->ckpt->running)
+        st->ckpt->orphaned = true;
+    else if (st->ckpt)
+        ckpt_free(st->ckpt);
     free(st);
 }
 
@@ -554,6 +578,72 @@ static int precreate(const char *path, sl_error_t *err)
     if (fd < 0)
         return sl_error_errno(err, errno, "store %s: create", path);
     close(fd);
+    return 0;
+}
+
+/* ---- checkpoints off the loop -------------------------------------------- */
+
+static void ckpt_work(uv_work_t *w)
+{
+    ckpt_t *k = w->data;
+    /* PASSIVE: copies what no reader still needs, waits for nobody; the
+     * writer keeps appending to the WAL meanwhile. */
+    k->rc = sqlite3_wal_checkpoint_v2(k->db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+}
+
+static void ckpt_done(uv_work_t *w, int status)
+{
+    ckpt_t *k = w->data;
+    k->running = false;
+    if (k->orphaned) {
+        ckpt_free(k);
+        return;
+    }
+    if (status == 0 && k->rc != SQLITE_OK && (k->rc & 0xff) != SQLITE_BUSY)
+        sl_warn("store", "checkpointing %s: %s", k->path, sqlite3_errstr(k->rc));
+}
+
+/* After every commit of the loop's connection, with the WAL's size in
+ * pages: past the threshold, start a checkpoint unless one is running. */
+static int on_wal_commit(void *arg, sqlite3 *db, const char *name, int pages)
+{
+    sqlite_store_t *st = arg;
+    ckpt_t *k = st->ckpt;
+    if (pages < SL_STORE_CHECKPOINT_PAGES || k->running)
+        return SQLITE_OK;
+    k->running = true;
+    if (uv_queue_work(st->loop, &k->work, ckpt_work, ckpt_done) < 0)
+        k->running = false; /* tried again at the next commit */
+    return SQLITE_OK;
+}
+
+int sl_store_sqlite_offload_checkpoints(sl_store_t *s, uv_loop_t *loop, sl_error_t *err)
+{
+    sqlite_store_t *st = (sqlite_store_t *)s;
+    if (s->ops != &sqlite_ops)
+        return sl_error_set(err, EINVAL, "store: not a SQLite store");
+    if (st->ckpt)
+        return 0;
+    const char *path = sqlite3_db_filename(st->db, "main");
+    size_t n = strlen(path) + 1;
+    ckpt_t *k = xcalloc(1, sizeof(*k) + n);
+    memcpy(k->path, path, n);
+    k->work.data = k;
+    /* configure() also makes the connection see the file's WAL mode: a
+     * connection that never read the file would checkpoint nothing. */
+    int rc = sqlite3_open_v2(path, &k->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL);
+    int ret = rc == SQLITE_OK
+                  ? configure(k->db, path, err)
+                  : db_error(k->db, rc, err, "store: opening the checkpoint connection");
+    if (ret < 0) {
+        ckpt_free(k);
+        return ret;
+    }
+    st->loop = loop;
+    st->ckpt = k;
+    /* Replaces SQLite's own auto-checkpoint (also a WAL hook), which
+     * would run the checkpoint, and its fsyncs, inside the commit. */
+    sqlite3_wal_hook(st->db, on_wal_commit, st);
     return 0;
 }
 

@@ -443,6 +443,82 @@ static void test_second_connection(void **state)
     sl_store_close(reader);
 }
 
+static off_t file_size(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0 ? st.st_size : 0;
+}
+
+/* n commits of a ~16 KiB object each (~9 WAL frames), distinct names. */
+static void put_big(sl_store_t *s, int from, int n)
+{
+    char *img = xcalloc(1, 16384);
+    memset(img, 'x', 16383);
+    for (int i = from; i < from + n; i++) {
+        char name[32];
+        snprintf(name, sizeof(name), "svc-%d", i);
+        put_svc(s, "default", name, img);
+    }
+    free(img);
+}
+
+/* With checkpoints offloaded, commits never checkpoint inline (the WAL grows
+ * past SQLite's 1000-page auto-checkpoint while the loop does not run), the
+ * checkpoint runs on the thread pool all the same (the main file fills while
+ * the loop is idle), and the data is intact. */
+static void test_checkpoints_off_the_writer(void **state)
+{
+    fixture_t *f = *state;
+    sl_error_t err = {0};
+    uv_loop_t loop;
+    assert_int_equal(uv_loop_init(&loop), 0);
+    assert_int_equal(sl_store_sqlite_offload_checkpoints(f->s, &loop, &err), 0);
+    char *wal = xasprintf("%s-wal", f->path);
+    off_t main0 = file_size(f->path);
+    put_big(f->s, 0, 800); /* ~7000 WAL frames; the loop is not run */
+    assert_true(file_size(wal) > 2000 * 4096);
+    /* One checkpoint was queued at 1000 WAL frames (~500 distinct pages:
+     * the same pages are rewritten by many commits) and runs on its own. */
+    for (int i = 0; i < 500 && file_size(f->path) < main0 + 256 * 4096; i++)
+        usleep(10000);
+    assert_true(file_size(f->path) >= main0 + 256 * 4096);
+    assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0); /* its completion */
+    put_big(f->s, 800, 400);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    sl_store_close(f->s);
+    f->s = NULL;
+    assert_int_equal(uv_loop_close(&loop), 0);
+    assert_int_equal(file_size(wal), 0); /* the last connection removed it */
+    assert_int_equal(sl_store_open_sqlite(f->path, &f->s, &err), 0);
+    json_t *all = NULL;
+    assert_int_equal(sl_store_list(f->s, "services", NULL, &all, &err), 0);
+    assert_int_equal(json_array_size(all), 1200);
+    json_decref(all);
+    free(wal);
+}
+
+/* Closing the store while a checkpoint runs leaves the checkpoint's
+ * connection to its completion, which frees it (ASan: no leak). */
+static void test_close_during_checkpoint(void **state)
+{
+    fixture_t *f = *state;
+    sl_error_t err = {0};
+    uv_loop_t loop;
+    assert_int_equal(uv_loop_init(&loop), 0);
+    assert_int_equal(sl_store_sqlite_offload_checkpoints(f->s, &loop, &err), 0);
+    assert_int_equal(sl_store_sqlite_offload_checkpoints(f->s, &loop, &err), 0); /* once */
+    put_big(f->s, 0, 220);
+    sl_store_close(f->s);
+    f->s = NULL;
+    assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
+    assert_int_equal(uv_loop_close(&loop), 0);
+    assert_int_equal(sl_store_open_sqlite(f->path, &f->s, &err), 0);
+    json_t *all = NULL;
+    assert_int_equal(sl_store_list(f->s, "services", NULL, &all, &err), 0);
+    assert_int_equal(json_array_size(all), 220);
+    json_decref(all);
+}
+
 static void test_open_errors(void **state)
 {
     fixture_t *f = *state;
@@ -481,6 +557,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_fds_cloexec, setup, teardown),
         cmocka_unit_test_setup_teardown(test_second_connection, setup, teardown),
         cmocka_unit_test_setup_teardown(test_open_errors, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_checkpoints_off_the_writer, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_close_during_checkpoint, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
