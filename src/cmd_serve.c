@@ -38,57 +38,59 @@ typedef struct daemon {
 static void serve_usage(FILE *f)
 {
     fprintf(
-        f, "Usage: sluice serve [OPTIONS]\n\n"
-           "Run the sluice daemon in the foreground.\n\n"
-           "  --listen ADDR:PORT   router address (default 127.0.0.1:8080)\n"
-           "  --domain DOMAIN      services are NAME.DOMAIN (default localhost)\n"
-           "  --state-dir DIR      state, images, logs and the API socket\n"
-           "                       (default $SLUICE_STATE_DIR or /var/lib/sluice)\n"
-           "  --runtime crun|runc  OCI runtime (default crun)\n"
-           "  --log-level LEVEL    debug, info, warn or error (default info)\n"
-           "  --busy-poll D        after the router last read from a socket, poll for D\n"
-           "                       (at most 10ms, e.g. 50us) without sleeping: lower\n"
-           "                       latency on VMs, where a sleeping CPU's wake-up is\n"
-           "                       costly, for CPU spent polling (default 0: off)\n\n"
-           "Instance logs (STATE/logs/NAMESPACE/SERVICE/INSTANCE.log, `sluice logs`):\n"
-           "  --instance-log-max SIZE         a running instance's log keeps its newest\n"
-           "                                  output when it grows past SIZE (default 10Mi;\n"
-           "                                  checked every 2s; 0 = unbounded)\n"
-           "  --instance-log-retention D      exited instances' logs are deleted D after\n"
-           "                                  the exit (default 24h; 0 = never by age)\n"
-           "  --instance-logs-per-revision N  exited instances' logs kept per revision\n"
-           "                                  (default 5; 0 = no limit)\n\n"
-           "Revision garbage collection (Knative's config-gc; a revision no traffic\n"
-           "target, latest revision or serving.knative.dev/no-gc names is non-active):\n"
-           "  --revision-gc-retain-since-create D|disabled  never one younger (default 48h)\n"
-           "  --revision-gc-retain-since-active D|disabled  nor one routed within D (15h)\n"
-           "  --revision-gc-min-non-active N    kept whatever their age (default 20)\n"
-           "  --revision-gc-max-non-active N|disabled  at most N kept (default 1000)\n"
-           "  --revision-gc-interval D          how often it runs (default 5m)\n\n"
-           "Autoscaling defaults (Knative's names; revisions override them with\n"
-           "autoscaling.knative.dev annotations):\n"
-           "  --stable-window D                 averaging window (default 60s)\n"
-           "  --panic-window-percentage P       panic window, %% of stable (default 10)\n"
-           "  --panic-threshold-percentage P    panic when demand reaches P%% (default 200)\n"
-           "  --target-utilization-percentage P (default 70)\n"
-           "  --container-concurrency-target-default N (default 100)\n"
-           "  --scale-to-zero-grace D           idle time before the last instance goes (default "
-           "30s)\n"
-           "  --max-scale-up-rate R, --max-scale-down-rate R (defaults 1000, 2)\n"
-           "  --max-scale N                     instances per revision at most (default 100)\n"
-           "  --autoscale-tick D                decision interval (default 100ms)\n"
-           "  --queue-deadline D                queued this long at max scale → 429 (default 10s)\n"
-           "Durations are Go-style: 500ms, 30s, 1m.\n\n"
-           "Node capacity (instances reserve requests + runtime class overhead):\n"
-           "  --capacity-cpu Q, --capacity-memory Q  allocatable (default: the machine's\n"
-           "                                    minus 100m cpu and 512Mi memory)\n\n"
-           "  --metrics-listen ADDR:PORT  also serve Prometheus /metrics over TCP\n"
-           "  --api-listen ADDR:PORT      also serve the API over TCP; every request needs\n"
-           "                              Authorization: Bearer TOKEN\n"
-           "  --api-token-file FILE       the token (mode 0600; default STATE/api-token,\n"
-           "                              created with a random token when missing)\n"
-           "  --prices FILE        price table for `sluice usage` (JSON; default: public list\n"
-           "                       prices, see docs/metering.md)\n");
+        f,
+        "Usage: sluice serve [OPTIONS]\n\n"
+        "Run the sluice daemon in the foreground.\n\n"
+        "  --listen ADDR:PORT   router address (default 127.0.0.1:8080)\n"
+        "  --domain DOMAIN      services are NAME.DOMAIN (default localhost)\n"
+        "  --state-dir DIR      state, images, logs and the API socket\n"
+        "                       (default $SLUICE_STATE_DIR or /var/lib/sluice)\n"
+        "  --runtime crun|runc  OCI runtime (default crun)\n"
+        "  --log-level LEVEL    debug, info, warn or error (default info)\n"
+        "  --busy-poll D        after the router last read from a socket, poll for D\n"
+        "                       (at most %llums, e.g. 50us) without sleeping: lower\n"
+        "                       latency on VMs, where a sleeping CPU's wake-up is\n"
+        "                       costly, for CPU spent polling (default 0: off)\n\n"
+        "Instance logs (STATE/logs/NAMESPACE/SERVICE/INSTANCE.log, `sluice logs`):\n"
+        "  --instance-log-max SIZE         a running instance's log keeps its newest\n"
+        "                                  output when it grows past SIZE (default 10Mi;\n"
+        "                                  checked every 2s; 0 = unbounded)\n"
+        "  --instance-log-retention D      exited instances' logs are deleted D after\n"
+        "                                  the exit (default 24h; 0 = never by age)\n"
+        "  --instance-logs-per-revision N  exited instances' logs kept per revision\n"
+        "                                  (default 5; 0 = no limit)\n\n"
+        "Revision garbage collection (Knative's config-gc; a revision no traffic\n"
+        "target, latest revision or serving.knative.dev/no-gc names is non-active):\n"
+        "  --revision-gc-retain-since-create D|disabled  never one younger (default 48h)\n"
+        "  --revision-gc-retain-since-active D|disabled  nor one routed within D (15h)\n"
+        "  --revision-gc-min-non-active N    kept whatever their age (default 20)\n"
+        "  --revision-gc-max-non-active N|disabled  at most N kept (default 1000)\n"
+        "  --revision-gc-interval D          how often it runs (default 5m)\n\n"
+        "Autoscaling defaults (Knative's names; revisions override them with\n"
+        "autoscaling.knative.dev annotations):\n"
+        "  --stable-window D                 averaging window (default 60s)\n"
+        "  --panic-window-percentage P       panic window, %% of stable (default 10)\n"
+        "  --panic-threshold-percentage P    panic when demand reaches P%% (default 200)\n"
+        "  --target-utilization-percentage P (default 70)\n"
+        "  --container-concurrency-target-default N (default 100)\n"
+        "  --scale-to-zero-grace D           idle time before the last instance goes (default "
+        "30s)\n"
+        "  --max-scale-up-rate R, --max-scale-down-rate R (defaults 1000, 2)\n"
+        "  --max-scale N                     instances per revision at most (default 100)\n"
+        "  --autoscale-tick D                decision interval (default 100ms)\n"
+        "  --queue-deadline D                queued this long at max scale → 429 (default 10s)\n"
+        "Durations are Go-style: 500ms, 30s, 1m.\n\n"
+        "Node capacity (instances reserve requests + runtime class overhead):\n"
+        "  --capacity-cpu Q, --capacity-memory Q  allocatable (default: the machine's\n"
+        "                                    minus 100m cpu and 512Mi memory)\n\n"
+        "  --metrics-listen ADDR:PORT  also serve Prometheus /metrics over TCP\n"
+        "  --api-listen ADDR:PORT      also serve the API over TCP; every request needs\n"
+        "                              Authorization: Bearer TOKEN\n"
+        "  --api-token-file FILE       the token (mode 0600; default STATE/api-token,\n"
+        "                              created with a random token when missing)\n"
+        "  --prices FILE        price table for `sluice usage` (JSON; default: public list\n"
+        "                       prices, see docs/metering.md)\n",
+        SL_BUSY_POLL_MAX_NS / 1000000ull);
 }
 
 typedef struct serve_opts {
@@ -504,8 +506,13 @@ out:
     sl_controller_free(d.ctl);
     sl_supervisor_free(d.sup);
     sl_store_close(d.store);
-    uv_loop_close(d.loop);
-    free(d.loop);
+    /* The last commits (the controller's usage flush) may have started a
+     * checkpoint on the thread pool; it finishes before the loop goes. */
+    uv_run(d.loop, UV_RUN_DEFAULT);
+    if (uv_loop_close(d.loop) == 0)
+        free(d.loop);
+    else
+        sl_warn(MOD, "event loop still had open handles or requests at exit");
     close(lockfd);
     sl_info(MOD, "stopped");
     return rc;
@@ -592,7 +599,8 @@ int sl_cmd_serve(int argc, char **argv)
             if (rc)
                 return rc;
             if (so.busy_poll_ns > SL_BUSY_POLL_MAX_NS)
-                return sl_cli_usage("--busy-poll: at most 10ms, got '%s'", optarg);
+                return sl_cli_usage("--busy-poll: at most %llums, got '%s'",
+                                    SL_BUSY_POLL_MAX_NS / 1000000ull, optarg);
             break;
         }
         case 'h':
