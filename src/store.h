@@ -38,14 +38,17 @@ struct sl_store {
 };
 
 /* Open (creating if needed, mode 0600) the SQLite store at path; WAL, foreign keys, busy
- * timeout. A handle is one connection: use it from one thread at a time. */
+ * timeout. Use a handle from one thread at a time (the checkpoint connection
+ * of sl_store_sqlite_offload_checkpoints is the handle's own affair). */
 int sl_store_open_sqlite(const char *path, sl_store_t **out, sl_error_t *err);
 
 /* Take the WAL checkpoints of a SQLite store off the thread that writes
  * (the daemon's loop): commits no longer checkpoint inline, with the fsyncs
- * that takes; once the WAL holds SL_STORE_CHECKPOINT_PAGES pages (SQLite's
+ * that takes; once the WAL holds SL_STORE_CHECKPOINT_PAGES frames (SQLite's
  * own auto-checkpoint threshold), a passive checkpoint runs on libuv's thread
- * pool over a connection of its own. Call once, on the loop's thread. */
+ * pool over a second connection of the store's own. Call once, on the loop's
+ * thread. After sl_store_close, run the loop until it has no more work: a
+ * checkpoint still running then finishes and frees its connection. */
 #define SL_STORE_CHECKPOINT_PAGES 1000
 int sl_store_sqlite_offload_checkpoints(sl_store_t *s, uv_loop_t *loop, sl_error_t *err);
 

@@ -15,7 +15,9 @@
  * savepoint, so a failed write leaves the transaction as it was.
  *
  * A store handle is one connection and is not thread-safe; open one per
- * thread (or process) instead.
+ * thread (or process) instead. The daemon's handle also keeps a second
+ * connection that only checkpoints, on libuv's thread pool
+ * (sl_store_sqlite_offload_checkpoints).
  */
 #include "store.h"
 
@@ -86,6 +88,7 @@ typedef struct ckpt {
     uv_work_t work;
     bool running;
     bool orphaned; /* the store closed meanwhile: free on completion */
+    bool warned;   /* the inline fallback was logged */
     int rc;
     char path[];
 } ckpt_t;
@@ -508,7 +511,12 @@ static int configure(sqlite3 *db, const char *path, sl_error_t *err)
     if (strcmp(mode, "wal") != 0)
         return sl_error_set(err, ENOTSUP, "store %s: journal mode is '%s', WAL unavailable", path,
                             mode);
-    return exec_sql(db, "PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON", path, err);
+    /* journal_size_limit: a WAL that a burst of writes grew is cut back to
+     * 16 MiB when it starts over, not kept at its largest. */
+    return exec_sql(db,
+                    "PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; "
+                    "PRAGMA journal_size_limit = 16777216",
+                    path, err);
 }
 
 static int user_version(sqlite3 *db, int *out, const char *path, sl_error_t *err)
@@ -603,13 +611,25 @@ static void ckpt_done(uv_work_t *w, int status)
         sl_warn("store", "checkpointing %s: %s", k->path, sqlite3_errstr(k->rc));
 }
 
-/* After every commit of the loop's connection, with the WAL's size in
- * pages: past the threshold, start a checkpoint unless one is running. */
-static int on_wal_commit(void *arg, sqlite3 *db, const char *name, int pages)
+/* After every commit of the loop's connection, with the WAL's length in
+ * frames: past the threshold, start a checkpoint unless one is running. A
+ * passive checkpoint copies the frames that existed when it began, and the
+ * WAL starts over only when a write finds all of them copied; should commits
+ * keep landing during every checkpoint, the WAL would grow without end, so
+ * far past the threshold the commit checkpoints inline as SQLite would. */
+static int on_wal_commit(void *arg, sqlite3 *db, const char *name, int frames)
 {
     sqlite_store_t *st = arg;
     ckpt_t *k = st->ckpt;
-    if (pages < SL_STORE_CHECKPOINT_PAGES || k->running)
+    if (frames >= 8 * SL_STORE_CHECKPOINT_PAGES) {
+        if (!k->warned)
+            sl_warn("store", "%s: the write-ahead log reached %d frames; checkpointing inline",
+                    k->path, frames);
+        k->warned = true;
+        sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+        return SQLITE_OK;
+    }
+    if (frames < SL_STORE_CHECKPOINT_PAGES || k->running)
         return SQLITE_OK;
     k->running = true;
     if (uv_queue_work(st->loop, &k->work, ckpt_work, ckpt_done) < 0)
@@ -624,6 +644,9 @@ int sl_store_sqlite_offload_checkpoints(sl_store_t *s, uv_loop_t *loop, sl_error
         return sl_error_set(err, EINVAL, "store: not a SQLite store");
     if (st->ckpt)
         return 0;
+    if (!sqlite3_threadsafe())
+        return sl_error_set(err, ENOTSUP,
+                            "store: this SQLite library is built without thread support");
     const char *path = sqlite3_db_filename(st->db, "main");
     size_t n = strlen(path) + 1;
     ckpt_t *k = xcalloc(1, sizeof(*k) + n);
