@@ -79,8 +79,9 @@ int ctl_obs_init(sl_controller_t *c, const sl_prices_t *prices, sl_error_t *err)
                                     2, sr, NULL, 0, err);
     sl_metric_family_t *busy =
         sl_metrics_family(o->reg, SL_METRIC_COUNTER, SL_METRIC_BUSY_POLL_SECONDS_TOTAL,
-                          "Time the router's loop spent polling without sleeping "
-                          "(serve --busy-poll), windows that ended.",
+                          "Time the router's loop spent with busy polling on: polling "
+                          "without sleeping, and serving what the polls found "
+                          "(serve --busy-poll).",
                           0, NULL, NULL, 0, err);
     o->busy_poll = busy ? sl_metrics_series(busy, NULL) : NULL;
     if (!f->requests || !f->duration || !f->in_flight || !f->queue || !f->instances ||

@@ -50,6 +50,9 @@
  *   sluice_billable_instance_seconds_total{service,revision}   counter
  *       Cloud Run request-based billable seconds (meter.h), mirrored from
  *       the meter with sl_metric_set (never decreases).
+ *   sluice_router_busy_poll_seconds_total                      counter
+ *       time the router's loop spent with busy polling on (serve
+ *       --busy-poll); 0 when it is off.
  */
 #define SL_METRIC_REQUESTS_TOTAL          "sluice_requests_total"
 #define SL_METRIC_REQUEST_DURATION        "sluice_request_duration_seconds"

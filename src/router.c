@@ -452,4 +452,6 @@ int sl_router_port(const sl_router_t *r)
 void sl_router_stats(const sl_router_t *r, sl_router_stats_t *out)
 {
     *out = r->stats;
+    if (r->busy_on) /* the window still open counts too */
+        out->busy_poll_ns += uv_hrtime() - r->busy_since;
 }

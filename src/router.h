@@ -174,7 +174,7 @@ typedef struct sl_router_stats {
     uint64_t requests_total;
     uint64_t requests_in_flight;
     uint64_t upstream_conns_open;
-    uint64_t busy_poll_ns; /* time the loop spent in busy-polling windows, ended ones */
+    uint64_t busy_poll_ns; /* time the loop spent with busy polling on (--busy-poll) */
 } sl_router_stats_t;
 void sl_router_stats(const sl_router_t *r, sl_router_stats_t *out);
 
