@@ -336,27 +336,32 @@ class Rig:
 
     def __init__(self, d, a):
         self.d, self.a = d, a
+        self.nginx = None
         # ACCESS_LOG=off: the backend writes no log line per request, so its
         # cost is the socket I/O alone and the proxies' share of the machine
         # (what this stage compares) is not diluted by a file write per request.
         d.cli("deploy", "dp", "--image", a.image, "--concurrency", "1000", "--min", "1",
               "--max", "1", "--env", "ACCESS_LOG=off")
-        inst = [i for i in d.instances("dp") if i["state"] == "Ready"][0]
-        self.pid = pid = inst["pid"]
-        self.nginx, self.worker = start_nginx(d.base, pid)
-        direct_url = "http://127.0.0.1:8080/"
-        nginx_url = "http://127.0.0.1:%d/" % NGINX_PORT
-        sluice_url = "http://127.0.0.1:%d/" % d.port
-        self.cpu = None  # the client's CPU under the current placement
-        self.paths = {
-            "direct": lambda c, s: wrk(direct_url, c, s, netns_pid=pid, cpu=self.cpu),
-            "nginx": lambda c, s: wrk(nginx_url, c, s, hdr=host("dp"), netns_pid=pid, cpu=self.cpu),
-            "sluice": lambda c, s: wrk(sluice_url, c, s, hdr=host("dp"), cpu=self.cpu),
-        }
-        self.cpu_of = {"nginx": lambda: proc_cpu_ns(self.worker), "sluice": d.cpu_ns,
-                       "direct": lambda: 0}
-        for fn in self.paths.values():  # warm pools and caches
-            fn(64, 1)
+        try:
+            inst = [i for i in d.instances("dp") if i["state"] == "Ready"][0]
+            self.pid = pid = inst["pid"]
+            self.nginx, self.worker = start_nginx(d.base, pid)
+            direct_url = "http://127.0.0.1:8080/"
+            nginx_url = "http://127.0.0.1:%d/" % NGINX_PORT
+            sluice_url = "http://127.0.0.1:%d/" % d.port
+            self.cpu = None  # the client's CPU under the current placement
+            self.paths = {
+                "direct": lambda c, s: wrk(direct_url, c, s, netns_pid=pid, cpu=self.cpu),
+                "nginx": lambda c, s: wrk(nginx_url, c, s, hdr=host("dp"), netns_pid=pid, cpu=self.cpu),
+                "sluice": lambda c, s: wrk(sluice_url, c, s, hdr=host("dp"), cpu=self.cpu),
+            }
+            self.cpu_of = {"nginx": lambda: proc_cpu_ns(self.worker), "sluice": d.cpu_ns,
+                           "direct": lambda: 0}
+            for fn in self.paths.values():  # warm pools and caches
+                fn(64, 1)
+        except BaseException:
+            self.close()
+            raise
 
     def level(self, c, names, n_rounds):
         a = self.a
@@ -417,18 +422,33 @@ class Rig:
             set_affinity(proxies + [self.pid], set(range(os.cpu_count())))
         return out
 
+    def unpinned(self, levels, n_rounds):
+        return {"c%d" % c: self.level(c, ["nginx", "sluice"], n_rounds) for c in levels}
+
     def close(self):
-        self.nginx.send_signal(signal.SIGTERM)  # nginx: fast shutdown
-        try:
-            self.nginx.wait(10)
-        except subprocess.TimeoutExpired:
-            self.nginx.kill()
-            self.nginx.wait()
+        if self.nginx:
+            self.nginx.send_signal(signal.SIGTERM)  # nginx: fast shutdown
+            try:
+                self.nginx.wait(10)
+            except subprocess.TimeoutExpired:
+                self.nginx.kill()
+                self.nginx.wait()
         self.d.cli("delete", "dp", check=False)
 
 
 HALT_POLL = "/sys/module/haltpoll/parameters/guest_halt_poll_ns"
 HALT_POLL_DEFAULT_NS = 200000  # the kernel's default (drivers/cpuidle/Kconfig)
+
+
+CPUIDLE_DRIVER = "/sys/devices/system/cpu/cpuidle/current_driver"
+
+
+def read_text(path):
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError:
+        return None
 
 
 def read_int(path):
@@ -447,21 +467,25 @@ def bench_halt_poll(rig, a):
     default an idle vCPU polls up to 200 us first. The setting is machine-wide,
     so it is changed only for this sub-stage and put back."""
     was = read_int(HALT_POLL)
-    if was is None or was == HALT_POLL_DEFAULT_NS or not os.access(HALT_POLL, os.W_OK):
-        return {"skipped": "guest_halt_poll_ns is %s" % was}
+    driver = read_text(CPUIDLE_DRIVER)
+    if driver != "haltpoll" or was is None or was == HALT_POLL_DEFAULT_NS \
+            or not os.access(HALT_POLL, os.W_OK):
+        return {"skipped": "cpuidle driver %s, guest_halt_poll_ns %s" % (driver, was)}
     log("  guest halt polling: guest_halt_poll_ns %d -> %d for this sub-stage"
         % (was, HALT_POLL_DEFAULT_NS))
     out = {"guest_halt_poll_ns": HALT_POLL_DEFAULT_NS, "machine_value": was}
     try:
         with open(HALT_POLL, "w") as f:
             f.write(str(HALT_POLL_DEFAULT_NS))
-        out["unpinned"] = {"c%d" % c: rig.level(c, ["nginx", "sluice"], a.dp_pinned_rounds)
-                           for c in a.dp_extra_levels}
+        out["unpinned"] = rig.unpinned(a.dp_extra_levels, a.dp_pinned_rounds)
         out.update(rig.placed(a.dp_extra_levels, a.dp_pinned_rounds, PLACEMENTS[1:]))
     finally:
-        with open(HALT_POLL, "w") as f:
-            f.write(str(was))
-        log("  guest_halt_poll_ns back to %d" % read_int(HALT_POLL))
+        try:
+            with open(HALT_POLL, "w") as f:
+                f.write(str(was))
+        except OSError as e:
+            log("  could not put guest_halt_poll_ns back to %d: %s" % (was, e))
+        log("  guest_halt_poll_ns back to %s" % read_int(HALT_POLL))
     return out
 
 
@@ -471,14 +495,13 @@ def bench_busy_poll(a, flag):
     base = os.path.join(a.base, "busy-poll")
     os.makedirs(base, exist_ok=True)
     d = Daemon(a.bin, base, port=PORT + 1, flags=["--busy-poll", flag])
-    d.start()
     out = {"flag": "--busy-poll %s" % flag}
-    log("  sluice serve --busy-poll %s (daemon pid %d)" % (flag, d.proc.pid))
     rig = None
     try:
+        d.start()
+        log("  sluice serve --busy-poll %s (daemon pid %d)" % (flag, d.proc.pid))
         rig = Rig(d, a)
-        out["unpinned"] = {"c%d" % c: rig.level(c, ["nginx", "sluice"], a.dp_pinned_rounds)
-                           for c in a.dp_extra_levels}
+        out["unpinned"] = rig.unpinned(a.dp_extra_levels, a.dp_pinned_rounds)
         out.update(rig.placed(a.dp_extra_levels, a.dp_pinned_rounds))
     finally:
         if rig:
@@ -487,12 +510,24 @@ def bench_busy_poll(a, flag):
     return out
 
 
+def substage(out, key, fn, *args):
+    """A variant's failure is recorded and logged; the figures measured
+    before it are kept."""
+    try:
+        out[key] = fn(*args)
+    except Exception as e:  # noqa: BLE001 (the run goes on)
+        log("  %s failed: %s" % (key, e))
+        out[key] = {"error": str(e)}
+
+
 def bench_datapath(d, a):
     log("data path: deploying the backend (one instance, concurrency 1000)")
     rig = Rig(d, a)
     out = {"setup": "wrk -t1 -cN -d%ds --latency; %d round(s), proxies' order swapped each round; "
                     "median round per path, and the median of the rounds' sluice/nginx ratios; backend pid %d"
            % (a.dp_secs, a.dp_rounds, rig.pid)}
+    results["datapath"] = out
+    pinned = a.dp_pinned_rounds and len(os.sched_getaffinity(0)) >= 2
     try:
         for c in (1, 32, 256):
             out["c%d" % c] = rig.level(c, ["direct", "nginx", "sluice"], a.dp_rounds)
@@ -505,17 +540,15 @@ def bench_datapath(d, a):
         }
         log("  added latency at c=1: sluice p50 %+.0f us p99 %+.0f us; nginx p50 %+.0f us p99 %+.0f us"
             % tuple(out["added_latency_us"][k] for k in ("sluice_p50", "sluice_p99", "nginx_p50", "nginx_p99")))
-        pinned = a.dp_pinned_rounds and len(os.sched_getaffinity(0)) >= 2
         if pinned:
             out.update(rig.placed((1, 32, 256), a.dp_pinned_rounds))
-            out["halt_poll"] = bench_halt_poll(rig, a)
+            substage(out, "halt_poll", bench_halt_poll, rig, a)
         if a.perf:
             out["perf"] = profile_router(d, a)
     finally:
         rig.close()
     if pinned and a.busy_poll:
-        out["busy_poll"] = bench_busy_poll(a, a.busy_poll)
-    results["datapath"] = out
+        substage(out, "busy_poll", bench_busy_poll, a, a.busy_poll)
 
 
 def profile_router(d, a):
@@ -971,7 +1004,7 @@ def machine():
             "nginx": sh("nginx", "-v") or subprocess.run(["nginx", "-v"], capture_output=True, text=True).stderr.strip(),
             "wrk": "wrk -t1", "loadavg_at_start": open("/proc/loadavg").read().split()[:3],
             "mem_total_kib": int(open("/proc/meminfo").readline().split()[1]),
-            "cpuidle_driver": sh("cat", "/sys/devices/system/cpu/cpuidle/current_driver"),
+            "cpuidle_driver": read_text(CPUIDLE_DRIVER),
             "guest_halt_poll_ns": read_int(HALT_POLL),
             "sluice": sh(BIN_COPY[0], "version")}
 
@@ -992,7 +1025,10 @@ def main():
     p.add_argument("--busy-poll", default="50us",
                    help="window of the data path's extra `serve --busy-poll` run (0: skip it)")
     a = p.parse_args()
-    if a.busy_poll in ("0", ""):
+    # SIGTERM unwinds like ^C: the finally blocks stop the daemons and put
+    # guest_halt_poll_ns back.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    if re.fullmatch(r"0*(\.0*)?[a-zµ]*", a.busy_poll):  # 0, 0us, 0.0ms: skip the variant
         a.busy_poll = None
     a.oci_dir = a.oci
     a.image = "oci:%s:latest" % a.oci

@@ -9,6 +9,10 @@
 # binary mid-run), its own state dir /tmp/sluice-bench-<pid> and ports
 # 18600 (router) and 18680 (nginx, inside the backend's netns). The daemon is
 # always stopped with SIGTERM; the run fails if mounts are left behind.
+# The full run's data-path stage also starts a second daemon (port 18601,
+# --busy-poll) and, on a VM whose haltpoll cpuidle driver has
+# guest_halt_poll_ns set away from the kernel's default, sets it to 200000
+# for one sub-stage and puts the old value back (bench/README.md, stage 2).
 # Results: bench/out/results-{quick,full}.json; see bench/README.md.
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
