@@ -1,6 +1,6 @@
 /*
  * cmd_misc.c — `sluice version` and `sluice doctor` (host checks: OCI
- * runtimes, cgroup layout, overlayfs, namespaces).
+ * runtimes, cgroup layout, overlayfs, namespaces; the VM's halt polling).
  */
 #include "cli.h"
 #include "version.h"
@@ -53,6 +53,38 @@ static int check(bool ok, const char *what, const char *fix)
     return ok ? 0 : 1;
 }
 
+/* Read a small sysfs value into buf without its newline; false if absent. */
+static bool read_sys(const char *path, char *buf, size_t cap)
+{
+    char *data = NULL;
+    size_t len = 0;
+    if (sl_read_file(path, 4096, &data, &len, NULL) < 0)
+        return false;
+    while (len && (data[len - 1] == '\n' || data[len - 1] == ' '))
+        len--;
+    snprintf(buf, cap, "%.*s", (int)len, data);
+    free(data);
+    return true;
+}
+
+/* Latency, not correctness: on a KVM guest whose cpuidle driver is haltpoll
+ * with polling off, an idle vCPU halts at once, and each hop of a request
+ * that wakes one pays a halt exit and a wake-up IPI (bench/RESULTS.md). */
+static void halt_poll_info(void)
+{
+    char driver[64], ns[32];
+    if (!read_sys("/sys/devices/system/cpu/cpuidle/current_driver", driver, sizeof(driver)) ||
+        strcmp(driver, "haltpoll") ||
+        !read_sys("/sys/module/haltpoll/parameters/guest_halt_poll_ns", ns, sizeof(ns)))
+        return;
+    printf("[info] cpuidle: haltpoll, guest_halt_poll_ns %s\n", ns);
+    if (!strcmp(ns, "0"))
+        printf("       an idle vCPU halts at once: requests at low concurrency pay VM exits at\n"
+               "       every hop. The kernel's default polls first: echo 200000 >\n"
+               "       /sys/module/haltpoll/parameters/guest_halt_poll_ns, or run\n"
+               "       `sluice serve --busy-poll 50us` (the router alone polls)\n");
+}
+
 int sl_cmd_doctor(int argc, char **argv)
 {
     if (argc > 1 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
@@ -88,6 +120,7 @@ int sl_cmd_doctor(int argc, char **argv)
     }
     bad += check(stat("/sys/fs/cgroup/memory", &st) == 0 || v2_only,
                  "the memory cgroup controller is mounted", NULL);
+    halt_poll_info();
     printf("%s\n", bad ? "Some checks failed." : "This host can run sluice.");
     return bad ? 1 : 0;
 }

@@ -174,3 +174,26 @@ def test_busy_poll_serves_and_refuses_bad_values(make_daemon, images, tmp_path):
                            capture_output=True, text=True, timeout=30)
         assert r.returncode == 2 and "--busy-poll" in r.stderr and why in r.stderr, r.stderr
     assert not (tmp_path / "x").exists()
+
+
+def read_sys(path):
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+def test_doctor_reports_guest_halt_polling():
+    """`sluice doctor` passes on the test host and, on a KVM guest with the
+    haltpoll cpuidle driver, reports its polling, with the remedies when it
+    is off."""
+    r = subprocess.run([BIN, "doctor"], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0 and "This host can run sluice." in r.stdout, r.stdout + r.stderr
+    driver = read_sys("/sys/devices/system/cpu/cpuidle/current_driver")
+    ns = read_sys("/sys/module/haltpoll/parameters/guest_halt_poll_ns")
+    if driver == "haltpoll" and ns is not None:
+        assert "[info] cpuidle: haltpoll, guest_halt_poll_ns %s\n" % ns in r.stdout, r.stdout
+        assert ("--busy-poll" in r.stdout) == (ns == "0"), r.stdout
+    else:
+        assert "cpuidle" not in r.stdout, r.stdout
