@@ -462,6 +462,17 @@ static void put_big(sl_store_t *s, int from, int n)
     free(img);
 }
 
+/* Reopen the closed store: it holds n services. */
+static void reopen_holds(fixture_t *f, size_t n)
+{
+    sl_error_t err = {0};
+    json_t *all = NULL;
+    assert_int_equal(sl_store_open_sqlite(f->path, &f->s, &err), 0);
+    assert_int_equal(sl_store_list(f->s, "services", NULL, &all, &err), 0);
+    assert_int_equal(json_array_size(all), n);
+    json_decref(all);
+}
+
 /* With checkpoints offloaded, commits do not checkpoint inline (the WAL grows
  * past SQLite's 1000-frame auto-checkpoint while the loop does not run), the
  * checkpoint runs on the thread pool all the same (the main file fills while
@@ -494,11 +505,7 @@ static void test_checkpoints_off_the_writer(void **state)
     f->s = NULL;
     assert_int_equal(uv_loop_close(&loop), 0);
     assert_int_equal(file_size(wal), 0); /* the last connection removed it */
-    assert_int_equal(sl_store_open_sqlite(f->path, &f->s, &err), 0);
-    json_t *all = NULL;
-    assert_int_equal(sl_store_list(f->s, "services", NULL, &all, &err), 0);
-    assert_int_equal(json_array_size(all), 1900);
-    json_decref(all);
+    reopen_holds(f, 1900);
     free(wal);
 }
 
@@ -518,11 +525,7 @@ static void test_close_during_checkpoint(void **state)
     f->s = NULL;
     assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
     assert_int_equal(uv_loop_close(&loop), 0);
-    assert_int_equal(sl_store_open_sqlite(f->path, &f->s, &err), 0);
-    json_t *all = NULL;
-    assert_int_equal(sl_store_list(f->s, "services", NULL, &all, &err), 0);
-    assert_int_equal(json_array_size(all), 220);
-    json_decref(all);
+    reopen_holds(f, 220);
 }
 
 static void test_open_errors(void **state)
