@@ -29,6 +29,7 @@ mounts or cgroups left. Exit status 0 only if nothing was lost and the
 daemon behaved.
 
   SLUICE_BIN=build/asan/sluice SOAK_SECONDS=600 python3 tests/soak/soak.py
+  (SOAK_SERVE_FLAGS adds `sluice serve` flags, e.g. "--busy-poll 50us")
 """
 import collections
 import errno
@@ -58,7 +59,8 @@ WRK_C = 6                     # wrk connections on one
 PROBE_CLIENTS = {"hello": 2, "split": 2, "one": 1}
 SLOW_N = 300
 SERVE_FLAGS = ("--stable-window", "4s", "--scale-to-zero-grace", "1s",
-               "--autoscale-tick", "100ms", "--log-level", "info")
+               "--autoscale-tick", "100ms", "--log-level", "info") + tuple(
+    os.environ.get("SOAK_SERVE_FLAGS", "").split())  # e.g. "--busy-poll 50us"
 SAN_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:",
                "SUMMARY: UndefinedBehaviorSanitizer", "SUMMARY: AddressSanitizer")
 
