@@ -517,11 +517,21 @@ static int check_port_number(json_t *v, const char *path, sl_error_t *err)
     return check_int_range(v, path, 1, 65535, err);
 }
 
+/* Knative reads the port's name as the protocol the container speaks.
+ * "h2c" (HTTP/2 without TLS, what gRPC servers expect) is refused rather
+ * than accepted and spoken to in HTTP/1.1, which such a server would answer
+ * with errors at every request. */
 static int check_port_name(json_t *v, const char *path, sl_error_t *err)
 {
     const char *s = json_string_value(v);
-    if (!s || (strcmp(s, "http1") && strcmp(s, "h2c") && strcmp(s, "http")))
-        return sl_error_set(err, EINVAL, "%s: must be \"http1\" or \"h2c\"", path);
+    if (s && !strcmp(s, "h2c"))
+        return sl_error_set(err, ENOTSUP,
+                            "%s: \"h2c\" (HTTP/2 to the container, e.g. gRPC) is not supported; "
+                            "sluice speaks HTTP/1.1 to instances: name the port \"http1\" or "
+                            "leave the name out",
+                            path);
+    if (!s || (strcmp(s, "http1") && strcmp(s, "http")))
+        return sl_error_set(err, EINVAL, "%s: must be \"http1\" (or \"h2c\", not supported)", path);
     return 0;
 }
 

@@ -69,6 +69,9 @@ def test_oversize_api_body(served):
     (dict(svc(), apiVersion="v1"), "apiVersion"),
     (dict(svc(), kind="Deployment"), "kind"),
     (svc(image="docker://nginx"), "unsupported image reference"),
+    (dict(svc(), spec={"template": {"spec": {"containers": [
+        {"image": "oci:/x", "ports": [{"name": "h2c", "containerPort": 8080}]}]}}}),
+     'ports[0].name: "h2c" (HTTP/2 to the container, e.g. gRPC) is not supported'),
 ])
 def test_invalid_fields(served, doc, needle):
     r = apply(served, json.dumps(doc))

@@ -122,6 +122,14 @@ static void test_validate_errors(void **state)
                             "\"containers\":[{\"image\":\"oci:/x\",\"ports\":[{\"containerPort\":"
                             "70000}]}]}}}}",
                    "containerPort: must be 1..65535");
+    expect_invalid(SVC_HEAD "\"metadata\":{\"name\":\"a\"},\"spec\":{\"template\":{\"spec\":{"
+                            "\"containers\":[{\"image\":\"oci:/x\",\"ports\":[{\"name\":"
+                            "\"h2c\",\"containerPort\":8080}]}]}}}}",
+                   "ports[0].name: \"h2c\" (HTTP/2 to the container, e.g. gRPC) is not supported");
+    expect_invalid(SVC_HEAD "\"metadata\":{\"name\":\"a\"},\"spec\":{\"template\":{\"spec\":{"
+                            "\"containers\":[{\"image\":\"oci:/x\",\"ports\":[{\"name\":"
+                            "\"grpc\"}]}]}}}}",
+                   "ports[0].name: must be \"http1\"");
     expect_invalid(SVC_HEAD "\"metadata\":{\"name\":\"a\"},\"spec\":{\"template\":{\"metadata\":{"
                             "\"name\":\"other-1\"},\"spec\":{\"containers\":[{\"image\":\"oci:/"
                             "x\"}]}}}}",
