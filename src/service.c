@@ -524,6 +524,8 @@ static int check_port_number(json_t *v, const char *path, sl_error_t *err)
 static int check_port_name(json_t *v, const char *path, sl_error_t *err)
 {
     const char *s = json_string_value(v);
+    if (json_is_null(v) || (s && !*s))
+        return 0; /* Knative: no name is HTTP/1.1 */
     if (s && !strcmp(s, "h2c"))
         return sl_error_set(err, ENOTSUP,
                             "%s: \"h2c\" (HTTP/2 to the container, e.g. gRPC) is not supported; "
@@ -531,7 +533,7 @@ static int check_port_name(json_t *v, const char *path, sl_error_t *err)
                             "leave the name out",
                             path);
     if (!s || (strcmp(s, "http1") && strcmp(s, "http")))
-        return sl_error_set(err, EINVAL, "%s: must be \"http1\" (or \"h2c\", not supported)", path);
+        return sl_error_set(err, EINVAL, "%s: must be \"http1\" or empty", path);
     return 0;
 }
 

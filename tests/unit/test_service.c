@@ -126,10 +126,24 @@ static void test_validate_errors(void **state)
                             "\"containers\":[{\"image\":\"oci:/x\",\"ports\":[{\"name\":"
                             "\"h2c\",\"containerPort\":8080}]}]}}}}",
                    "ports[0].name: \"h2c\" (HTTP/2 to the container, e.g. gRPC) is not supported");
+    /* Knative's port names: none, "" or http1 is HTTP/1.1. */
+    const char *ok_names[] = {"\"\"", "null", "\"http1\""};
+    for (size_t i = 0; i < SL_ARRAY_LEN(ok_names); i++) {
+        char *text = xasprintf(SVC_HEAD "\"metadata\":{\"name\":\"a\"},\"spec\":{\"template\":{"
+                                        "\"spec\":{\"containers\":[{\"image\":\"oci:/x\","
+                                        "\"ports\":[{\"name\":%s,\"containerPort\":8080}]}]}}}}",
+                               ok_names[i]);
+        json_t *svc = load(text);
+        sl_error_t err = {0};
+        if (sl_service_validate(svc, "default", &err) < 0)
+            fail_msg("port name %s: %s", ok_names[i], err.msg);
+        json_decref(svc);
+        free(text);
+    }
     expect_invalid(SVC_HEAD "\"metadata\":{\"name\":\"a\"},\"spec\":{\"template\":{\"spec\":{"
                             "\"containers\":[{\"image\":\"oci:/x\",\"ports\":[{\"name\":"
                             "\"grpc\"}]}]}}}}",
-                   "ports[0].name: must be \"http1\"");
+                   "ports[0].name: must be \"http1\" or empty");
     expect_invalid(SVC_HEAD "\"metadata\":{\"name\":\"a\"},\"spec\":{\"template\":{\"metadata\":{"
                             "\"name\":\"other-1\"},\"spec\":{\"containers\":[{\"image\":\"oci:/"
                             "x\"}]}}}}",
