@@ -626,7 +626,9 @@ static int on_wal_commit(void *arg, sqlite3 *db, const char *name, int frames)
             sl_warn("store", "%s: the write-ahead log reached %d frames; checkpointing inline",
                     k->path, frames);
         k->warned = true;
-        sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+        int rc = sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+        if (rc != SQLITE_OK && (rc & 0xff) != SQLITE_BUSY && (rc & 0xff) != SQLITE_LOCKED)
+            sl_warn("store", "checkpointing %s: %s", k->path, sqlite3_errstr(rc));
         return SQLITE_OK;
     }
     if (frames < SL_STORE_CHECKPOINT_PAGES || k->running)
