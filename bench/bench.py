@@ -441,6 +441,7 @@ HALT_POLL_DEFAULT_NS = 200000  # the kernel's default (drivers/cpuidle/Kconfig)
 
 
 CPUIDLE_DRIVER = "/sys/devices/system/cpu/cpuidle/current_driver"
+CPUIDLE_GOVERNOR = "/sys/devices/system/cpu/cpuidle/current_governor"  # its parameter
 
 
 def read_text(path):
@@ -468,9 +469,11 @@ def bench_halt_poll(rig, a):
     so it is changed only for this sub-stage and put back."""
     was = read_int(HALT_POLL)
     driver = read_text(CPUIDLE_DRIVER)
-    if driver != "haltpoll" or was is None or was == HALT_POLL_DEFAULT_NS \
-            or not os.access(HALT_POLL, os.W_OK):
-        return {"skipped": "cpuidle driver %s, guest_halt_poll_ns %s" % (driver, was)}
+    governor = read_text(CPUIDLE_GOVERNOR) or read_text(CPUIDLE_GOVERNOR + "_ro")
+    if driver != "haltpoll" or governor != "haltpoll" or was is None \
+            or was == HALT_POLL_DEFAULT_NS or not os.access(HALT_POLL, os.W_OK):
+        return {"skipped": "cpuidle driver %s, governor %s, guest_halt_poll_ns %s"
+                           % (driver, governor, was)}
     log("  guest halt polling: guest_halt_poll_ns %d -> %d for this sub-stage"
         % (was, HALT_POLL_DEFAULT_NS))
     out = {"guest_halt_poll_ns": HALT_POLL_DEFAULT_NS, "machine_value": was}
