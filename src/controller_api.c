@@ -309,7 +309,10 @@ void sl_controller_apply(sl_controller_t *c, json_t *svc, const char *ns_default
     sl_error_t err = {0};
     if (sl_service_validate(svc, ns_default, &err) < 0) {
         json_decref(svc);
-        reply(cb, data, err.code == ENOTSUP ? 422 : 400, "BadRequest", err.msg);
+        /* Kubernetes: a well-formed object the server cannot accept is 422
+         * Invalid; a malformed one 400 BadRequest. */
+        bool unsupported = err.code == ENOTSUP;
+        reply(cb, data, unsupported ? 422 : 400, unsupported ? "Invalid" : "BadRequest", err.msg);
         return;
     }
     const char *ns = sl_json_str(svc, "metadata.namespace");

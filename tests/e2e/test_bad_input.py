@@ -49,6 +49,19 @@ def test_malformed_json_api_body(served):
     assert st["code"] == 400 and "invalid JSON" in st["message"]
 
 
+def test_unsupported_field_is_422_invalid(served):
+    """An object that parses and validates in shape but asks for what sluice
+    does not do (an h2c port) is 422 Invalid, as Kubernetes answers."""
+    sock = os.path.join(served.state_dir, "sluice.sock")
+    doc = svc()
+    doc["spec"]["template"]["spec"]["containers"][0]["ports"] = [{"name": "h2c"}]
+    r = subprocess.run(["curl", "-sS", "--unix-socket", sock, "-X", "PUT", "-d", json.dumps(doc),
+                        "http://x/apis/serving.knative.dev/v1/namespaces/default/services/x"],
+                       capture_output=True, text=True)
+    st = json.loads(r.stdout)
+    assert st["code"] == 422 and st["reason"] == "Invalid" and "h2c" in st["message"], st
+
+
 def test_oversize_api_body(served):
     sock = os.path.join(served.state_dir, "sluice.sock")
     big = "x" * (5 << 20)
