@@ -462,6 +462,14 @@ static void put_big(sl_store_t *s, int from, int n)
     free(img);
 }
 
+/* A fresh loop, and f's store checkpointing on its thread pool. */
+static void offload_on(fixture_t *f, uv_loop_t *loop)
+{
+    sl_error_t err = {0};
+    assert_int_equal(uv_loop_init(loop), 0);
+    assert_int_equal(sl_store_sqlite_offload_checkpoints(f->s, loop, &err), 0);
+}
+
 /* Reopen the closed store: it holds n services. */
 static void reopen_holds(fixture_t *f, size_t n)
 {
@@ -481,10 +489,8 @@ static void reopen_holds(fixture_t *f, size_t n)
 static void test_checkpoints_off_the_writer(void **state)
 {
     fixture_t *f = *state;
-    sl_error_t err = {0};
     uv_loop_t loop;
-    assert_int_equal(uv_loop_init(&loop), 0);
-    assert_int_equal(sl_store_sqlite_offload_checkpoints(f->s, &loop, &err), 0);
+    offload_on(f, &loop);
     char *wal = xasprintf("%s-wal", f->path);
     off_t main0 = file_size(f->path);
     put_big(f->s, 0, 800); /* ~7000 WAL frames; the loop is not run */
@@ -516,10 +522,9 @@ static void test_checkpoints_off_the_writer(void **state)
 static void test_close_during_checkpoint(void **state)
 {
     fixture_t *f = *state;
-    sl_error_t err = {0};
     uv_loop_t loop;
-    assert_int_equal(uv_loop_init(&loop), 0);
-    assert_int_equal(sl_store_sqlite_offload_checkpoints(f->s, &loop, &err), 0);
+    sl_error_t err = {0};
+    offload_on(f, &loop);
     assert_int_equal(sl_store_sqlite_offload_checkpoints(f->s, &loop, &err), 0); /* once */
     put_big(f->s, 0, 220);
     assert_true(uv_loop_alive(&loop)); /* a checkpoint is queued, not yet reaped */
