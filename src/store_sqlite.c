@@ -85,6 +85,7 @@ static const char *const migrations[SCHEMA_VERSION] = {
  * when the store closes while a checkpoint runs. */
 typedef struct ckpt {
     sqlite3 *db;
+    uv_loop_t *loop;
     uv_work_t work;
     bool running;
     bool orphaned; /* the store closed meanwhile: free on completion */
@@ -99,7 +100,6 @@ typedef struct sqlite_store {
     sqlite3_stmt *stmt[ST__COUNT];
     bool in_txn;
     bool txn_aborted; /* SQLite rolled the explicit transaction back on an error */
-    uv_loop_t *loop;
     ckpt_t *ckpt;
 } sqlite_store_t;
 
@@ -599,6 +599,14 @@ static void ckpt_work(uv_work_t *w)
     k->rc = sqlite3_wal_checkpoint_v2(k->db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
 }
 
+/* A checkpoint's result: BUSY (another checkpoint holds the lock) and
+ * LOCKED (a statement of the connection is open) are tried again later. */
+static void ckpt_report(const ckpt_t *k, int rc)
+{
+    if (rc != SQLITE_OK && (rc & 0xff) != SQLITE_BUSY && (rc & 0xff) != SQLITE_LOCKED)
+        sl_warn("store", "checkpointing %s: %s", k->path, sqlite3_errstr(rc));
+}
+
 static void ckpt_done(uv_work_t *w, int status)
 {
     ckpt_t *k = w->data;
@@ -607,8 +615,8 @@ static void ckpt_done(uv_work_t *w, int status)
         ckpt_free(k);
         return;
     }
-    if (status == 0 && k->rc != SQLITE_OK && (k->rc & 0xff) != SQLITE_BUSY)
-        sl_warn("store", "checkpointing %s: %s", k->path, sqlite3_errstr(k->rc));
+    if (status == 0)
+        ckpt_report(k, k->rc);
 }
 
 /* After every commit of the loop's connection, with the WAL's length in
@@ -626,15 +634,13 @@ static int on_wal_commit(void *arg, sqlite3 *db, const char *name, int frames)
             sl_warn("store", "%s: the write-ahead log reached %d frames; checkpointing inline",
                     k->path, frames);
         k->warned = true;
-        int rc = sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
-        if (rc != SQLITE_OK && (rc & 0xff) != SQLITE_BUSY && (rc & 0xff) != SQLITE_LOCKED)
-            sl_warn("store", "checkpointing %s: %s", k->path, sqlite3_errstr(rc));
+        ckpt_report(k, sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL));
         return SQLITE_OK;
     }
     if (frames < SL_STORE_CHECKPOINT_PAGES || k->running)
         return SQLITE_OK;
     k->running = true;
-    if (uv_queue_work(st->loop, &k->work, ckpt_work, ckpt_done) < 0)
+    if (uv_queue_work(k->loop, &k->work, ckpt_work, ckpt_done) < 0)
         k->running = false; /* tried again at the next commit */
     return SQLITE_OK;
 }
@@ -653,6 +659,7 @@ int sl_store_sqlite_offload_checkpoints(sl_store_t *s, uv_loop_t *loop, sl_error
     size_t n = strlen(path) + 1;
     ckpt_t *k = xcalloc(1, sizeof(*k) + n);
     memcpy(k->path, path, n);
+    k->loop = loop;
     k->work.data = k;
     /* configure() also makes the connection see the file's WAL mode: a
      * connection that never read the file would checkpoint nothing. */
@@ -664,7 +671,6 @@ int sl_store_sqlite_offload_checkpoints(sl_store_t *s, uv_loop_t *loop, sl_error
         ckpt_free(k);
         return ret;
     }
-    st->loop = loop;
     st->ckpt = k;
     /* Replaces SQLite's own auto-checkpoint (also a WAL hook), which
      * would run the checkpoint, and its fsyncs, inside the commit. */
