@@ -415,14 +415,15 @@ class Rig:
                 set_affinity(proxies, {proxy_cpu})
                 set_affinity([self.pid], {backend_cpu})
                 self.cpu = proxy_cpu
-                out[place] = {"c%d" % c: self.level(c, ["nginx", "sluice"], n_rounds)
-                              for c in levels}
+                out[place] = self.proxies(levels, n_rounds)
         finally:
             self.cpu = None
             set_affinity(proxies + [self.pid], set(range(os.cpu_count())))
         return out
 
-    def unpinned(self, levels, n_rounds):
+    def proxies(self, levels, n_rounds):
+        """nginx and sluice (no direct path) at each concurrency level, under
+        whatever placement is in force."""
         return {"c%d" % c: self.level(c, ["nginx", "sluice"], n_rounds) for c in levels}
 
     def close(self):
@@ -454,9 +455,8 @@ def read_text(path):
 
 def read_int(path):
     try:
-        with open(path) as f:
-            return int(f.read().strip())
-    except (OSError, ValueError):
+        return int(read_text(path))
+    except (TypeError, ValueError):
         return None
 
 
@@ -480,7 +480,7 @@ def bench_halt_poll(rig, a):
     try:
         with open(HALT_POLL, "w") as f:
             f.write(str(HALT_POLL_DEFAULT_NS))
-        out["unpinned"] = rig.unpinned(a.dp_extra_levels, a.dp_pinned_rounds)
+        out["unpinned"] = rig.proxies(a.dp_extra_levels, a.dp_pinned_rounds)
         out.update(rig.placed(a.dp_extra_levels, a.dp_pinned_rounds, PLACEMENTS[1:]))
     finally:
         try:
@@ -504,7 +504,7 @@ def bench_busy_poll(a, flag):
         d.start()
         log("  sluice serve --busy-poll %s (daemon pid %d)" % (flag, d.proc.pid))
         rig = Rig(d, a)
-        out["unpinned"] = rig.unpinned(a.dp_extra_levels, a.dp_pinned_rounds)
+        out["unpinned"] = rig.proxies(a.dp_extra_levels, a.dp_pinned_rounds)
         out.update(rig.placed(a.dp_extra_levels, a.dp_pinned_rounds))
     finally:
         if rig:
