@@ -124,7 +124,9 @@ struct sl_supervisor {
     bool shutting_down, closing;
     void (*done)(void *);
     void *done_data;
-    int closes_pending; /* shutting down: handles and work still to finish */
+    int closes_pending;  /* shutting down: handles and work still to finish */
+    uv_work_t warm_work; /* compiling the seccomp programs */
+    bool warming;
     /* instance logs (supervisor_logs.c) */
     sl_log_limits_t log_limits;
     uv_timer_t log_timer;
