@@ -272,10 +272,12 @@ static void read_new_lines(log_file_t *f, char **out, size_t *len, size_t *cap)
         return;
     /* Shorter than what was read: the supervisor dropped its oldest part
      * (the cap on a running instance's log). Where the new data starts is
-     * unknown, so follow on from the end. */
+     * unknown, so follow on from the end. Where the filesystem punched it
+     * out instead, the offsets stay, and a reader behind skips the hole. */
     struct stat st;
     if (fstat(fd, &st) == 0 && st.st_size < f->off)
         f->off = st.st_size;
+    f->off = sl_data_from(fd, f->off);
     char buf[65536];
     for (;;) {
         ssize_t r = pread(fd, buf, sizeof(buf), f->off);

@@ -279,6 +279,12 @@ int sl_read_file(const char *path, size_t max, char **out, size_t *outlen, sl_er
     return 0;
 }
 
+off_t sl_data_from(int fd, off_t off)
+{
+    off_t d = lseek(fd, off, SEEK_DATA);
+    return d > off ? d : off;
+}
+
 int sl_mkdir_p(const char *path, int mode, sl_error_t *err)
 {
     char buf[PATH_MAX];

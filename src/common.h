@@ -115,6 +115,10 @@ int sl_parse_int64(const char *s, int64_t min, int64_t max, int64_t *out);
 int sl_write_file_atomic(const char *path, const void *data, size_t len, int mode, sl_error_t *err);
 /* Reads a whole file (at most max bytes, else EFBIG). *out is NUL-terminated. */
 int sl_read_file(const char *path, size_t max, char **out, size_t *len, sl_error_t *err);
+/* The first offset at or after off that holds data: a file whose start
+ * was punched out (a trimmed log) reads as zeros there. off itself when
+ * it holds data, is at or past the end, or the filesystem cannot say. */
+off_t sl_data_from(int fd, off_t off);
 /* mkdir -p with mode. */
 int sl_mkdir_p(const char *path, int mode, sl_error_t *err);
 /* rm -rf that does not cross mount points; missing path is not an error. */

@@ -385,7 +385,7 @@ static char *read_tail(const char *path, bool *cut)
     struct stat st;
     if (fd < 0 || fstat(fd, &st) < 0)
         return NULL;
-    off_t off = st.st_size > TAIL_BYTES ? st.st_size - TAIL_BYTES : 0;
+    off_t off = sl_data_from(fd, st.st_size > TAIL_BYTES ? st.st_size - TAIL_BYTES : 0);
     *cut = off > 0;
     char *buf = xmalloc(TAIL_BYTES + 1);
     ssize_t n = pread(fd, buf, TAIL_BYTES, off);

@@ -239,23 +239,35 @@ void sv_exec_abandon(sv_exec_t *x);
 /* ---- instance logs (supervisor_logs.c) -------------------------------- */
 
 /* What sv_log_trim did. */
+typedef enum { SV_TRIM_NONE, SV_TRIM_COLLAPSE, SV_TRIM_PUNCH, SV_TRIM_COPY } sv_trim_how_t;
 typedef struct sv_log_trim {
-    int64_t dropped; /* bytes dropped from the front */
-    bool collapsed;  /* by FALLOC_FL_COLLAPSE_RANGE, else by copying the tail */
+    int64_t dropped; /* bytes of the log dropped from the front */
+    sv_trim_how_t how;
 } sv_log_trim_t;
 
 /*
- * Drop the oldest bytes of the log at path so that at most about `keep`
- * bytes remain (nothing when it is not larger). First tries
- * FALLOC_FL_COLLAPSE_RANGE on a block-aligned prefix: atomic for the
- * container's O_APPEND writes, nothing copied. Where the filesystem refuses
- * (tmpfs, btrfs: EOPNOTSUPP/EINVAL), copies the newest lines (from the
- * first line start in the last `keep` bytes) to an unnamed temp file,
- * truncates the log and appends them back a line at a time, so the
- * container's concurrent writes never split a line (they may land among
- * the copied lines). Blocking: thread pool only.
+ * When the log at path holds more than `max` bytes, drop its oldest so
+ * that about `keep` remain. The container writes with O_APPEND while this
+ * runs; no byte it writes may be lost, and none is where the filesystem
+ * can do one of:
+ *  - FALLOC_FL_COLLAPSE_RANGE of a block-aligned prefix (ext4, xfs): the
+ *    file gets shorter, atomically for the writer; nothing is copied.
+ *  - FALLOC_FL_PUNCH_HOLE of it (tmpfs, btrfs, ...): the blocks are freed
+ *    and the size stays, so the file starts with a hole that readers skip
+ *    (sl_data_from) and that later trims count as gone.
+ * Otherwise sv_log_trim_copy. Blocking: thread pool only.
  */
-int sv_log_trim(const char *path, int64_t keep, sv_log_trim_t *out, sl_error_t *err);
+int sv_log_trim(const char *path, int64_t max, int64_t keep, sv_log_trim_t *out, sl_error_t *err);
+
+/*
+ * The last resort of sv_log_trim, for filesystems that can do neither:
+ * copy the newest lines (from the first line start in the last `keep`
+ * bytes) to an unnamed temp file, truncate the log, append them back a
+ * line at a time, so the writer never splits a line (its lines may land
+ * among the copied ones). What it writes between the copy's end and the
+ * truncation is lost. fd is the log, open O_RDWR | O_APPEND.
+ */
+int sv_log_trim_copy(int fd, const char *path, int64_t keep, sv_log_trim_t *out, sl_error_t *err);
 
 /*
  * Delete exited instances' logs under logs_root/<ns>/<service>/: those

@@ -106,8 +106,9 @@ static int append_lines(int tmp, int fd, char *buf)
     }
 }
 
-static int trim_by_copy(int fd, const char *path, int64_t keep, sv_log_trim_t *out, sl_error_t *err)
+int sv_log_trim_copy(int fd, const char *path, int64_t keep, sv_log_trim_t *out, sl_error_t *err)
 {
+    *out = (sv_log_trim_t){.how = SV_TRIM_COPY};
     sl_autofree char *copy = xstrdup(path);
     const char *dir = dirname(copy);
     sl_autoclose int tmp = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
@@ -130,32 +131,47 @@ static int trim_by_copy(int fd, const char *path, int64_t keep, sv_log_trim_t *o
     return 0;
 }
 
-int sv_log_trim(const char *path, int64_t keep, sv_log_trim_t *out, sl_error_t *err)
+/* The filesystem cannot do this fallocate mode (EOPNOTSUPP; EINVAL where
+ * it cannot for this file, e.g. ext4 with a journal in data mode). */
+static bool refused(int e)
+{
+    return e == EOPNOTSUPP || e == EINVAL || e == ENOSYS;
+}
+
+int sv_log_trim(const char *path, int64_t max, int64_t keep, sv_log_trim_t *out, sl_error_t *err)
 {
     *out = (sv_log_trim_t){0};
     if (keep < 0)
         keep = 0;
+    if (max < keep)
+        max = keep;
     sl_autoclose int fd = open(path, O_RDWR | O_APPEND | O_CLOEXEC | O_NOCTTY);
     if (fd < 0)
         return sl_error_errno(err, errno, "open %s", path);
     struct stat st;
     if (fstat(fd, &st) < 0)
         return sl_error_errno(err, errno, "stat %s", path);
-    if (st.st_size <= keep)
+    off_t start = sl_data_from(fd, 0); /* past what earlier trims punched out */
+    if (st.st_size - start <= max)
         return 0;
     int64_t blk = st.st_blksize > 0 ? st.st_blksize : 4096;
-    int64_t drop = (st.st_size - keep + blk - 1) / blk * blk;
-    /* The range may not reach the end of the file. */
-    if (drop < st.st_size) {
-        if (fallocate(fd, FALLOC_FL_COLLAPSE_RANGE, 0, drop) == 0) {
-            out->dropped = drop;
-            out->collapsed = true;
+    /* The new start, block-aligned; the range may not reach the end. */
+    off_t end = (st.st_size - keep + blk - 1) / blk * blk;
+    if (end < st.st_size && end > start) {
+        if (fallocate(fd, FALLOC_FL_COLLAPSE_RANGE, 0, end) == 0) {
+            *out = (sv_log_trim_t){end - start, SV_TRIM_COLLAPSE};
             return 0;
         }
-        if (errno != EOPNOTSUPP && errno != EINVAL && errno != ENOSYS)
+        if (!refused(errno))
             return sl_error_errno(err, errno, "dropping the start of %s", path);
+        if (fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, start, end - start) == 0) {
+            *out = (sv_log_trim_t){end - start, SV_TRIM_PUNCH};
+            return 0;
+        }
+        if (!refused(errno))
+            return sl_error_errno(err, errno, "punching out the start of %s", path);
     }
-    return trim_by_copy(fd, path, keep, out, err);
+    return sv_log_trim_copy(fd, path, keep, out, err);
 }
 
 /* ---- deleting exited instances' logs (thread pool) -------------------- */
@@ -343,7 +359,7 @@ static void log_work(uv_work_t *w)
     sl_supervisor_t *sup = w->data;
     sv_log_job_t *j = sup->log_job;
     for (size_t i = 0; j->lim.max_bytes > 0 && i < j->n; i++) {
-        struct stat st;
+        struct stat st; /* the size counts punched-out bytes too: a first filter */
         if (stat(j->paths[i], &st) < 0 || st.st_size <= j->lim.max_bytes)
             continue;
         sv_log_trim_t r;
@@ -351,12 +367,12 @@ static void log_work(uv_work_t *w)
         /* Down to half the cap: a trim holds the file's lock while the
          * filesystem writes back and drops its cached pages, stalling the
          * app's writes, so a chatty app should meet one rarely. */
-        if (sv_log_trim(j->paths[i], j->lim.max_bytes / 2, &r, &err) < 0) {
+        if (sv_log_trim(j->paths[i], j->lim.max_bytes, j->lim.max_bytes / 2, &r, &err) < 0) {
             if (!j->first_error)
                 j->first_error = xstrdup(err.msg);
             continue;
         }
-        j->n_trimmed++;
+        j->n_trimmed += r.dropped > 0;
         j->dropped += r.dropped;
     }
     j->removed = sv_log_sweep(j->logs_root, j->ids, j->n, &j->lim, j->now_ns, j->now_ns);

@@ -114,12 +114,13 @@ class Daemon:
 
 @pytest.fixture
 def make_daemon(tmp_path):
-    """Factory for daemons with extra `sluice serve` flags; all are stopped
-    (and checked for a clean exit and no leftovers) at the end."""
+    """Factory for daemons with extra `sluice serve` flags, their state in
+    tmp_path or `under`; all are stopped (and checked for a clean exit and
+    no leftovers) at the end."""
     made = []
 
-    def make(*extra, runtime="crun"):
-        state = tmp_path / ("state%d" % len(made) if made else "state")
+    def make(*extra, runtime="crun", under=None):
+        state = (under or tmp_path) / ("state%d" % len(made) if made else "state")
         d = Daemon(str(state), free_port(), runtime=runtime, extra=extra)
         d.start()
         made.append(d)

@@ -1951,23 +1951,39 @@ static char *write_log(const char *dir, const char *name, int lines)
     return path;
 }
 
-/* What trimming keeps: whole newest lines, ending with the last one, at
- * most `keep` bytes. */
-static void check_trimmed(const char *path, int lines, int64_t keep)
+/* The log's data: from its first byte that is not in a punched-out hole. */
+static char *read_data(const char *path, size_t *len)
 {
-    sl_autofree char *text = NULL;
+    sl_autoclose int fd = open(path, O_RDONLY | O_CLOEXEC);
+    assert_true(fd >= 0);
+    struct stat st;
+    assert_int_equal(fstat(fd, &st), 0);
+    off_t from = sl_data_from(fd, 0);
+    *len = (size_t)(st.st_size - from);
+    char *text = xmalloc(*len + 1);
+    assert_int_equal(pread(fd, text, *len, from), (ssize_t)*len);
+    text[*len] = '\0';
+    return text;
+}
+
+/* What trimming keeps: the newest lines, ending with the last one, at
+ * most `keep` bytes (a copy starts at a line, the others at a block). */
+static void check_trimmed(const char *path, int lines, int64_t keep, sv_trim_how_t how)
+{
     size_t len = 0;
-    sl_error_t err = {0};
-    assert_int_equal(sl_read_file(path, 64u << 20, &text, &len, &err), 0);
+    sl_autofree char *text = read_data(path, &len);
     assert_true(len > 0 && (int64_t)len <= keep);
+    assert_int_equal(memchr(text, '\0', len), NULL); /* no hole read */
     char last[32];
     snprintf(last, sizeof(last), "line %08d ", lines - 1);
     const char *tail = text + len - 103;
     assert_memory_equal(tail, last, strlen(last));
     assert_null(strstr(text, "line 00000000 "));
+    if (how == SV_TRIM_COPY)
+        assert_memory_equal(text, "line ", 5);
 }
 
-static void trim_in(const char *dir, bool expect_collapse)
+static void trim_in(const char *dir, sv_trim_how_t expect)
 {
     const int lines = 200000; /* 20.6 MB */
     const int64_t keep = 10 << 20;
@@ -1977,36 +1993,88 @@ static void trim_in(const char *dir, bool expect_collapse)
     int64_t size = st.st_size;
     sv_log_trim_t r;
     sl_error_t err = {0};
-    assert_int_equal(sv_log_trim(path, keep, &r, &err), 0);
-    assert_int_equal(r.collapsed, expect_collapse);
+    if (expect == SV_TRIM_COPY) {
+        sl_autoclose int fd = open(path, O_RDWR | O_APPEND | O_CLOEXEC);
+        assert_int_equal(sv_log_trim_copy(fd, path, keep, &r, &err), 0);
+    } else {
+        assert_int_equal(sv_log_trim(path, keep, keep, &r, &err), 0);
+    }
+    assert_int_equal(r.how, expect);
     assert_true(r.dropped >= size - keep);
     assert_int_equal(stat(path, &st), 0);
-    assert_int_equal(st.st_size, size - r.dropped);
-    check_trimmed(path, lines, keep);
-    if (!expect_collapse) { /* the copy starts at a line */
-        sl_autoclose int fd = open(path, O_RDONLY | O_CLOEXEC);
-        char head[5];
-        assert_int_equal(read(fd, head, 5), 5);
-        assert_memory_equal(head, "line ", 5);
-    }
-    /* Under the cap: nothing to do. */
-    assert_int_equal(sv_log_trim(path, keep, &r, &err), 0);
+    /* Collapsed or copied: shorter. Punched: as long, the blocks freed. */
+    assert_int_equal(st.st_size, expect == SV_TRIM_PUNCH ? size : size - r.dropped);
+    assert_true((int64_t)st.st_blocks * 512 <= size - r.dropped + 65536);
+    check_trimmed(path, lines, keep, expect);
+    /* Under the cap: nothing to do, holes not counted. */
+    assert_int_equal(sv_log_trim(path, keep, keep, &r, &err), 0);
     assert_int_equal(r.dropped, 0);
+    assert_int_equal(r.how, SV_TRIM_NONE);
     unlink(path);
 }
 
-/* The filesystem under /tmp (ext4 here) collapses the range; tmpfs refuses
- * and the tail is copied instead. */
+/* A container appending lines while its log is trimmed, again and again:
+ * after the first (cut) line, every line it wrote since is there, in
+ * order, through its last. */
+static void trim_while_writing(const char *dir)
+{
+    sl_autofree char *path = xasprintf("%s/rev-00001-write.log", dir);
+    sl_autoclose int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+    assert_true(fd >= 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        char line[128];
+        for (int i = 0; i < 400000; i++) {
+            int n = snprintf(line, sizeof(line), "line %08d %088d\n", i, 0);
+            if (write(fd, line, (size_t)n) != n)
+                _exit(1);
+        }
+        _exit(0);
+    }
+    int trims = 0;
+    for (int status; waitpid(pid, &status, WNOHANG) == 0;) {
+        sv_log_trim_t r;
+        sl_error_t err = {0};
+        assert_int_equal(sv_log_trim(path, 1 << 20, 512 << 10, &r, &err), 0);
+        trims += r.dropped > 0;
+        usleep(2000);
+    }
+    printf("  %d trims while writing 41 MB\n", trims);
+    assert_true(trims > 0);
+    size_t len = 0;
+    sl_autofree char *text = read_data(path, &len);
+    char *p = memchr(text, '\n', len);
+    assert_non_null(p);
+    int next = -1, n = 0;
+    for (p++; p < text + len; p += 103, n++) {
+        int i = -1;
+        assert_int_equal(sscanf(p, "line %08d ", &i), 1);
+        assert_true(next < 0 || i == next);
+        assert_int_equal(p[102], '\n');
+        next = i + 1;
+    }
+    assert_int_equal(next, 400000);
+    assert_true(n > 0 && p == text + len);
+    unlink(path);
+}
+
+/* The filesystem under /tmp (ext4 here) collapses the range; tmpfs
+ * punches it out; the copy, for filesystems that can do neither, is tried
+ * on tmpfs too. */
 static void test_log_trim(void **state)
 {
     struct statfs fs;
-    if (statfs(g_tmp, &fs) == 0 && (fs.f_type == 0xEF53 || fs.f_type == 0x58465342))
-        trim_in(g_tmp, true); /* ext4, xfs */
-    char shm[] = "/dev/shm/sluice-trim-XXXXXX";
-    if (mkdtemp(shm)) {
-        trim_in(shm, false);
-        rmdir(shm);
+    if (statfs(g_tmp, &fs) == 0 && (fs.f_type == 0xEF53 || fs.f_type == 0x58465342)) {
+        trim_in(g_tmp, SV_TRIM_COLLAPSE); /* ext4, xfs */
+        trim_while_writing(g_tmp);
     }
+    char shm[] = "/dev/shm/sluice-trim-XXXXXX";
+    assert_non_null(mkdtemp(shm));
+    trim_in(shm, SV_TRIM_PUNCH);
+    trim_in(shm, SV_TRIM_COPY);
+    trim_while_writing(shm);
+    rmdir(shm);
 }
 
 static void set_mtime(const char *path, int64_t ns)
