@@ -1486,6 +1486,9 @@ static void check_shutdown(sl_supervisor_t *sup)
     if (!sup->shutting_down || sup->closing || sup->n_instances > 0)
         return;
     sup->closing = true;
+    /* What exited since the last SIGCHLD was handled is taken now: the
+     * handle is closed, and a later signal may never be read. */
+    on_sigchld(&sup->sigchld, SIGCHLD);
     sup->closes_pending = 1 + sv_logs_close(sup) + (sup->warming ? 1 : 0);
     uv_close((uv_handle_t *)&sup->sigchld, on_sigchld_closed);
 }
