@@ -32,6 +32,8 @@ typedef struct log_file {
     char *path;
     char *id;
     off_t off;
+    int64_t mtime_ns;  /* for the order: oldest first */
+    bool skip_partial; /* started inside the file: its first line is cut */
 } log_file_t;
 
 typedef struct api_conn {
@@ -49,8 +51,12 @@ typedef struct api_conn {
     bool busy; /* a request is being answered */
     bool keep_alive;
     bool finished; /* last response sent; the connection closes after it */
-    /* log following */
+    /* logs: read on the thread pool, one pass at a time */
     uv_timer_t *follow;
+    uv_work_t log_work;
+    bool log_busy;
+    char *log_out; /* a pass's result: "[id] line\n"... */
+    size_t log_len, log_budget;
     char *log_dir;
     log_file_t files[LOG_FILES_MAX];
     size_t n_files;
@@ -176,6 +182,7 @@ static void conn_free(api_conn_t *c)
         free(c->files[i].path);
         free(c->files[i].id);
     }
+    free(c->log_out);
     free(c->log_dir);
     free(c->buf);
     free(c);
@@ -227,15 +234,22 @@ static void op_done(int status, json_t *body, void *data)
 
 /* ---- log streaming ---------------------------------------------------- */
 
+/*
+ * `sluice logs` reads the service's instance logs (the last
+ * LOG_INITIAL_MAX of each, oldest first) and, with follow, what they add
+ * every FOLLOW_MS. The reading happens on the thread pool, never on the
+ * loop the data path shares: a pass works on the conn's files alone while
+ * log_busy, and the conn holds a reference until it is done. A follow tick
+ * is skipped while a pass runs or the client has not taken the last one.
+ */
+#define FOLLOW_MS        200
+#define FOLLOW_PASS_MAX  (4u << 20) /* read per follow pass; the rest next time */
+#define FOLLOW_QUEUE_MAX (1u << 20) /* unsent output that holds the next pass */
+
 static int cmp_mtime(const void *a, const void *b)
 {
     const log_file_t *x = a, *y = b;
-    struct stat sa, sb;
-    if (stat(x->path, &sa) < 0 || stat(y->path, &sb) < 0)
-        return 0;
-    if (sa.st_mtim.tv_sec != sb.st_mtim.tv_sec)
-        return sa.st_mtim.tv_sec < sb.st_mtim.tv_sec ? -1 : 1;
-    return sa.st_mtim.tv_nsec < sb.st_mtim.tv_nsec ? -1 : sa.st_mtim.tv_nsec > sb.st_mtim.tv_nsec;
+    return (x->mtime_ns > y->mtime_ns) - (x->mtime_ns < y->mtime_ns);
 }
 
 static void scan_log_dir(api_conn_t *c)
@@ -254,22 +268,28 @@ static void scan_log_dir(api_conn_t *c)
         if (known)
             continue;
         log_file_t *f = &c->files[c->n_files++];
-        f->path = xasprintf("%s/%s", c->log_dir, de->d_name);
-        f->id = xstrndup(de->d_name, n - 4);
+        *f = (log_file_t){.path = xasprintf("%s/%s", c->log_dir, de->d_name),
+                          .id = xstrndup(de->d_name, n - 4)};
         struct stat st;
-        f->off = 0;
-        if (stat(f->path, &st) == 0 && st.st_size > (off_t)LOG_INITIAL_MAX)
-            f->off = st.st_size - (off_t)LOG_INITIAL_MAX;
+        if (stat(f->path, &st) == 0) {
+            f->mtime_ns = (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
+            if (st.st_size > (off_t)LOG_INITIAL_MAX) {
+                f->off = st.st_size - (off_t)LOG_INITIAL_MAX;
+                f->skip_partial = true;
+            }
+        }
     }
     closedir(d);
+    qsort(c->files, c->n_files, sizeof(c->files[0]), cmp_mtime);
 }
 
-/* Append new complete lines of f to out as "[id] line\n". */
-static void read_new_lines(log_file_t *f, char **out, size_t *len, size_t *cap)
+/* Append new complete lines of f to out as "[id] line\n", reading at most
+ * about `budget` bytes; returns what it read. */
+static size_t read_new_lines(log_file_t *f, char **out, size_t *len, size_t *cap, size_t budget)
 {
     int fd = open(f->path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
-        return;
+        return 0;
     /* Shorter than what was read: the supervisor dropped its oldest part
      * (the cap on a running instance's log). Where the new data starts is
      * unknown, so follow on from the end. Where the filesystem punched it
@@ -277,13 +297,26 @@ static void read_new_lines(log_file_t *f, char **out, size_t *len, size_t *cap)
     struct stat st;
     if (fstat(fd, &st) == 0 && st.st_size < f->off)
         f->off = st.st_size;
-    f->off = sl_data_from(fd, f->off);
+    off_t data = sl_data_from(fd, f->off);
+    if (data > f->off) {
+        f->off = data;
+        f->skip_partial = true;
+    }
     char buf[65536];
-    for (;;) {
+    size_t read_total = 0;
+    while (read_total < budget) {
         ssize_t r = pread(fd, buf, sizeof(buf), f->off);
         if (r <= 0)
             break;
+        read_total += (size_t)r;
         size_t used = 0;
+        if (f->skip_partial) {
+            char *nl = memchr(buf, '\n', (size_t)r);
+            if (!nl && (size_t)r < sizeof(buf))
+                break; /* the cut line's end is still to come */
+            used = nl ? (size_t)(nl - buf) + 1 : (size_t)r;
+            f->skip_partial = nl == NULL;
+        }
         for (;;) {
             char *nl = memchr(buf + used, '\n', (size_t)r - used);
             if (!nl)
@@ -306,34 +339,71 @@ static void read_new_lines(log_file_t *f, char **out, size_t *len, size_t *cap)
             break; /* an incomplete last line: the rest is still to come */
     }
     close(fd);
+    return read_total;
 }
 
-static char *collect_logs(api_conn_t *c, size_t *len)
+/* Thread pool: new files of the dir, then what each added. */
+static void log_pass(uv_work_t *w)
 {
+    api_conn_t *c = w->data;
     scan_log_dir(c);
-    qsort(c->files, c->n_files, sizeof(c->files[0]), cmp_mtime);
-    size_t cap = 4096;
-    char *out = xmalloc(cap);
-    *len = 0;
-    for (size_t i = 0; i < c->n_files; i++)
-        read_new_lines(&c->files[i], &out, len, &cap);
-    return out;
+    size_t cap = 4096, budget = c->log_budget;
+    c->log_out = xmalloc(cap);
+    c->log_len = 0;
+    for (size_t i = 0; i < c->n_files && budget > 0; i++) {
+        size_t n = read_new_lines(&c->files[i], &c->log_out, &c->log_len, &cap, budget);
+        budget -= n < budget ? n : budget;
+    }
 }
 
-static void follow_tick(uv_timer_t *t)
+static void log_pass_done(uv_work_t *w, int status)
 {
-    api_conn_t *c = t->data;
-    size_t len = 0;
-    char *data = collect_logs(c, &len);
-    if (len > 0) {
+    api_conn_t *c = w->data;
+    char *data = c->log_out;
+    size_t len = c->log_len;
+    c->log_out = NULL;
+    c->log_busy = false;
+    if (c->closing || status < 0) {
+        free(data);
+    } else if (!c->follow) {
+        send_response(c, 200, "text/plain; charset=utf-8", data, len);
+        free(data);
+        c->busy = false;
+        conn_process(c);
+    } else if (len > 0) {
         char *chunk = xasprintf("%zx\r\n", len);
         size_t hl = strlen(chunk);
         chunk = xrealloc(chunk, hl + len + 2);
         memcpy(chunk + hl, data, len);
         memcpy(chunk + hl + len, "\r\n", 2);
         conn_write(c, chunk, hl + len + 2, false);
+        free(data);
+    } else {
+        free(data);
     }
-    free(data);
+    conn_unref(c);
+}
+
+static void log_pass_start(api_conn_t *c)
+{
+    if (c->log_busy || c->closing)
+        return;
+    c->log_work.data = c;
+    c->log_budget = c->follow ? FOLLOW_PASS_MAX : SIZE_MAX;
+    if (uv_queue_work(c->api->loop, &c->log_work, log_pass, log_pass_done) < 0) {
+        if (!c->follow) /* following, the next tick tries again */
+            send_error(c, 500, "InternalError", "could not queue reading the logs");
+        return;
+    }
+    c->log_busy = true;
+    c->refs++;
+}
+
+static void follow_tick(uv_timer_t *t)
+{
+    api_conn_t *c = t->data;
+    if (uv_stream_get_write_queue_size((uv_stream_t *)&c->h) < FOLLOW_QUEUE_MAX)
+        log_pass_start(c);
 }
 
 static void handle_logs(api_conn_t *c, const char *ns, const char *name, bool follow)
@@ -346,27 +416,16 @@ static void handle_logs(api_conn_t *c, const char *ns, const char *name, bool fo
     }
     json_decref(svc);
     c->log_dir = xasprintf("%s/logs/%s/%s", api->state_dir, ns, name);
-    size_t len = 0;
-    char *data = collect_logs(c, &len);
-    if (!follow) {
-        send_response(c, 200, "text/plain; charset=utf-8", data, len);
-        free(data);
-        c->busy = false;
-        conn_process(c);
-        return;
+    if (follow) {
+        char *head = xasprintf("HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\n"
+                               "Transfer-Encoding: chunked\r\n\r\n");
+        conn_write(c, head, strlen(head), false);
+        c->follow = xcalloc(1, sizeof(*c->follow));
+        uv_timer_init(api->loop, c->follow);
+        c->follow->data = c;
+        uv_timer_start(c->follow, follow_tick, FOLLOW_MS, FOLLOW_MS);
     }
-    char *head = xasprintf("HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\n"
-                           "Transfer-Encoding: chunked\r\n\r\n");
-    conn_write(c, head, strlen(head), false);
-    free(data);
-    /* Re-read from where the first pass started so the stream starts whole. */
-    for (size_t i = 0; i < c->n_files; i++)
-        c->files[i].off = 0;
-    c->follow = xcalloc(1, sizeof(*c->follow));
-    uv_timer_init(api->loop, c->follow);
-    c->follow->data = c;
-    follow_tick(c->follow);
-    uv_timer_start(c->follow, follow_tick, 200, 200);
+    log_pass_start(c);
 }
 
 /* ---- routing ---------------------------------------------------------- */

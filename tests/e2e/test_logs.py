@@ -6,6 +6,7 @@ import json
 import os
 import pathlib
 import shutil
+import subprocess
 import tempfile
 import time
 
@@ -91,6 +92,40 @@ def test_log_cap_keeps_the_newest_output(log_fs, make_daemon, images):
     code, body = d.curl("chatty", "/index.html")
     assert code == 200 and body.strip() == "hi"
     assert [i["name"] for i in d.json("instances", "chatty")["items"]] == [first]
+
+
+def test_logs_start_at_the_last_mib_and_follow(daemon, images):
+    """`sluice logs` and `logs -f` start at the last MiB of a log, at a
+    whole line, and go on from there, each line once."""
+    daemon.cli("apply", "-f", "-", "--wait", input=manifest("chatty", images["busybox"], CHATTY))
+    [path] = log_files(daemon, "chatty")
+    wait_for(lambda: b"newest-line-of-output" in open(path, "rb").read(), "the app's output", daemon)
+    assert os.path.getsize(path) > 3 << 20
+
+    def numbered(out):
+        lines = [l.split() for l in out.splitlines() if l.split()[1:2] == ["line"]]
+        assert all(len(l) == 4 and len(l[3]) == 100 for l in lines), "a cut line"
+        return [int(l[2]) for l in lines]
+
+    out = daemon.cli("logs", "chatty").stdout
+    kept = numbered(out)
+    assert kept == list(range(kept[0], 30000)) and kept[0] > 0
+    assert len(out) <= (1 << 20) + 30 * len(kept)
+    env = dict(os.environ, SLUICE_STATE_DIR=daemon.state_dir)
+    p = subprocess.Popen([os.environ.get("SLUICE_BIN", "build/sluice"), "logs", "chatty", "-f"],
+                         stdout=subprocess.PIPE, env=env)
+    try:
+        seen = b""
+        os.set_blocking(p.stdout.fileno(), False)
+        deadline = time.time() + 20
+        while time.time() < deadline and b"newest-line-of-output" not in seen:
+            seen += p.stdout.read() or b""
+            time.sleep(0.1)
+    finally:
+        p.terminate()
+        p.wait()
+    assert b"newest-line-of-output" in seen
+    assert numbered(seen.decode()) == kept
 
 
 def test_exited_instance_logs_expire(make_daemon, images):
