@@ -59,7 +59,10 @@ bool sl_is_valid_domain(const char *s)
     return true;
 }
 
-/* Parse "<decimal>[suffix]" into a value scaled by the suffix table. */
+/* Parse "<decimal>[suffix]" into a value scaled by the suffix table, at
+ * most 2^53 (8 PiB of memory, 9e12 CPUs in millis): sums of a few such
+ * values (a footprint with its overhead) and the CPU quota (millis x 100)
+ * stay within int64_t. */
 static int parse_quantity(const char *s, int64_t unit_scale, int64_t *out)
 {
     static const struct {
@@ -80,7 +83,7 @@ static int parse_quantity(const char *s, int64_t unit_scale, int64_t *out)
     for (size_t i = 0; i < SL_ARRAY_LEN(sfx); i++) {
         if (strcmp(end, sfx[i].sfx) == 0) {
             double r = v * sfx[i].mul * (double)unit_scale;
-            if (r > 9.0e18)
+            if (r > 9007199254740992.0)
                 return -1;
             *out = (int64_t)ceil(r - 1e-9);
             return 0;

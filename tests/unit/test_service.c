@@ -55,6 +55,13 @@ static void test_quantities(void **state)
     assert_int_equal(sl_parse_memory("1Xi", &v), -1);
     assert_int_equal(sl_parse_memory("", &v), -1);
     assert_int_equal(sl_parse_memory("99999999999Ei", &v), -1);
+    /* At most 2^53: a footprint (limit + a runtime class's overhead) and
+     * the CPU quota (millis x 100) cannot overflow. */
+    assert_int_equal(sl_parse_memory("9100000000000000", &v), -1);
+    assert_int_equal(sl_parse_memory("8191Ti", &v), 0);
+    assert_int_equal(sl_parse_cpu("9000000000000000", &v), -1);
+    assert_int_equal(sl_parse_cpu("9000000000000", &v), 0);
+    assert_int_equal(v, 9000000000000000);
 }
 
 static json_t *load(const char *text)
