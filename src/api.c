@@ -548,15 +548,35 @@ static void route_services(route_ctx_t *r, const char *ns, const char *name)
     }
 }
 
+/* seg[3], seg[4] = "namespaces", NS: *ns = NS, *k = 5; else NULL and 3.
+ * False, the 400 sent, when NS is not a namespace's name: a DNS-1123
+ * label, as in Kubernetes (it names directories and cgroups too). */
+static bool path_namespace(route_ctx_t *r, char **seg, size_t n, const char **ns, size_t *k)
+{
+    *ns = NULL;
+    *k = 3;
+    if (n < 5 || strcmp(seg[3], "namespaces") != 0)
+        return true;
+    if (!sl_is_dns1123_label(seg[4])) {
+        sl_autofree char *msg =
+            xasprintf("namespace \"%.80s\": must be a DNS-1123 label (lower-case "
+                      "letters, digits and '-', at most 63 characters)",
+                      seg[4]);
+        send_error(r->c, 400, "BadRequest", msg);
+        return false;
+    }
+    *ns = seg[4];
+    *k = 5;
+    return true;
+}
+
 static void route_knative(route_ctx_t *r, char **seg, size_t n)
 {
     /* seg: apis serving.knative.dev v1 [namespaces NS] KIND [NAME] */
-    const char *ns = NULL;
-    size_t k = 3;
-    if (n >= 5 && !strcmp(seg[3], "namespaces")) {
-        ns = seg[4];
-        k = 5;
-    }
+    const char *ns;
+    size_t k;
+    if (!path_namespace(r, seg, n, &ns, &k))
+        return;
     if (k >= n) {
         send_error(r->c, 404, "NotFound", "no such API path");
         return;
@@ -617,12 +637,10 @@ static void route_sluice(route_ctx_t *r, char **seg, size_t n)
         }
         return;
     }
-    const char *ns = NULL;
-    size_t k = 3;
-    if (n >= 5 && !strcmp(seg[3], "namespaces")) {
-        ns = seg[4];
-        k = 5;
-    }
+    const char *ns;
+    size_t k;
+    if (!path_namespace(r, seg, n, &ns, &k))
+        return;
     if (k < n && !strcmp(seg[k], "usage") && k + 1 == n && method_is(r, "GET")) {
         char sbuf[64];
         const char *since = query_get(r->query, "since", sbuf, sizeof(sbuf));

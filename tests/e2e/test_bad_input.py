@@ -62,6 +62,26 @@ def test_unsupported_field_is_422_invalid(served):
     assert st["code"] == 422 and st["reason"] == "Invalid" and "h2c" in st["message"], st
 
 
+@pytest.mark.parametrize("ns", ["..", "Evil.NS_x", "a%22b", "-lead", "x" * 64])
+def test_bad_namespace_in_path(served, ns):
+    """A namespace in the URL is a DNS-1123 label or the request is refused
+    (it would name directories and cgroups): nothing is stored under it."""
+    sock = os.path.join(served.state_dir, "sluice.sock")
+    url = "http://x/apis/serving.knative.dev/v1/namespaces/%s/services/x" % ns
+    r = subprocess.run(["curl", "-sS", "--path-as-is", "--unix-socket", sock, "-X", "PUT",
+                        "-d", json.dumps(svc()), url], capture_output=True, text=True)
+    st = json.loads(r.stdout)
+    assert st["code"] == 400 and "namespace" in st["message"] and "DNS-1123" in st["message"]
+    r = subprocess.run(["curl", "-sS", "--path-as-is", "--unix-socket", sock,
+                        "http://x/apis/sluice.dev/v1/namespaces/%s/instances" % ns],
+                       capture_output=True, text=True)
+    assert json.loads(r.stdout)["code"] == 400
+    r = subprocess.run(["curl", "-sS", "--unix-socket", sock,
+                        "http://x/apis/serving.knative.dev/v1/services"],
+                       capture_output=True, text=True)
+    assert [s["metadata"]["namespace"] for s in json.loads(r.stdout)["items"]] == ["default"]
+
+
 def test_oversize_api_body(served):
     sock = os.path.join(served.state_dir, "sluice.sock")
     big = "x" * (5 << 20)
