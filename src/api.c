@@ -25,6 +25,10 @@
 #define API_MAX_HEAD    (64u << 10)
 #define LOG_FILES_MAX   256
 #define LOG_INITIAL_MAX (1u << 20)
+/* A TCP client (API or metrics) has this long from the connection or its
+ * last response to send a whole request, else it is closed: an idle or
+ * trickling client cannot hold a connection (and its buffer) forever. */
+#define API_TCP_IDLE_MS 60000
 
 static const char *MOD = "api";
 
@@ -50,7 +54,8 @@ typedef struct api_conn {
     bool closing;
     bool busy; /* a request is being answered */
     bool keep_alive;
-    bool finished; /* last response sent; the connection closes after it */
+    bool finished;    /* last response sent; the connection closes after it */
+    uv_timer_t *idle; /* TCP only: API_TCP_IDLE_MS to the next whole request */
     /* logs: read on the thread pool, one pass at a time */
     uv_timer_t *follow;
     uv_work_t log_work;
@@ -212,11 +217,14 @@ static void conn_close(api_conn_t *c)
         api->conns = c->next;
     if (c->next)
         c->next->prev = c->prev;
-    if (c->follow) {
-        c->follow->data = api;
-        api->open_handles++;
-        uv_close((uv_handle_t *)c->follow, free_handle);
-        c->follow = NULL;
+    uv_timer_t **timers[] = {&c->follow, &c->idle};
+    for (size_t i = 0; i < SL_ARRAY_LEN(timers); i++) {
+        if (*timers[i]) {
+            (*timers[i])->data = api;
+            api->open_handles++;
+            uv_close((uv_handle_t *)*timers[i], free_handle);
+            *timers[i] = NULL;
+        }
     }
     uv_close((uv_handle_t *)&c->h, conn_closed);
 }
@@ -689,10 +697,10 @@ static void route_runtimeclasses(route_ctx_t *r, const char *name)
 }
 
 /* Constant-time comparison of the request's bearer token. */
-static bool token_ok(route_ctx_t *r)
+static bool token_ok(const api_conn_t *c, const sl_http_msg_t *msg)
 {
-    const char *want = r->c->api->token;
-    sl_str_t auth = sl_http_header_get(r->msg, SL_STR("Authorization"));
+    const char *want = c->api->token;
+    sl_str_t auth = sl_http_header_get(msg, SL_STR("Authorization"));
     static const char prefix[] = "Bearer ";
     size_t pl = sizeof(prefix) - 1, wl = want ? strlen(want) : 0;
     if (!want || !auth.p || auth.len != pl + wl || strncasecmp(auth.p, prefix, pl))
@@ -701,6 +709,12 @@ static bool token_ok(route_ctx_t *r)
     for (size_t i = 0; i < wl; i++)
         diff |= (unsigned char)(auth.p[pl + i] ^ want[i]);
     return diff == 0;
+}
+
+static void send_unauthorized(api_conn_t *c)
+{
+    send_error(c, 401, "Unauthorized",
+               "this API listener needs \"Authorization: Bearer TOKEN\" (see --api-token-file)");
 }
 
 static void dispatch_request(route_ctx_t *r)
@@ -727,10 +741,8 @@ static void dispatch_request(route_ctx_t *r)
         conn_process(r->c);
         return;
     }
-    if (r->c->needs_token && !token_ok(r)) {
-        send_error(
-            r->c, 401, "Unauthorized",
-            "this API listener needs \"Authorization: Bearer TOKEN\" (see --api-token-file)");
+    if (r->c->needs_token && !token_ok(r->c, r->msg)) {
+        send_unauthorized(r->c);
         return;
     }
     if (r->c->metrics_only && strcmp(r->path, "/metrics") && strcmp(r->path, "/healthz")) {
@@ -776,9 +788,20 @@ static void consume(api_conn_t *c, size_t n)
     c->len -= n;
 }
 
+static void on_idle_timeout(uv_timer_t *t)
+{
+    conn_close(t->data);
+}
+
 static void conn_process(api_conn_t *c)
 {
-    if (c->closing || c->finished || c->busy || c->follow || c->len == 0)
+    if (c->closing || c->finished || c->busy || c->follow)
+        return;
+    /* Idle from now (the connection or the last response) until a whole
+     * request is in. */
+    if (c->idle && !uv_is_active((uv_handle_t *)c->idle))
+        uv_timer_start(c->idle, on_idle_timeout, API_TCP_IDLE_MS, 0);
+    if (c->len == 0)
         return;
     sl_http_msg_t msg;
     int status = 400;
@@ -794,6 +817,19 @@ static void conn_process(api_conn_t *c)
     }
     size_t head = (size_t)rc;
     size_t body_len = 0;
+    /* Whether a body will be taken is known from the head: a client of the
+     * TCP API without the token, or any of the metrics listener, is
+     * answered before its body is read and cannot make the daemon hold up
+     * to API_MAX_BODY for it. */
+    if (msg.body != SL_BODY_NONE && (c->metrics_only || (c->needs_token && !token_ok(c, &msg)))) {
+        c->keep_alive = false;
+        c->busy = true;
+        if (c->metrics_only)
+            send_error(c, 413, "RequestEntityTooLarge", "this listener takes no request bodies");
+        else
+            send_unauthorized(c);
+        return;
+    }
     if (msg.body == SL_BODY_LENGTH) {
         if (msg.content_length > API_MAX_BODY) {
             c->keep_alive = false;
@@ -812,6 +848,8 @@ static void conn_process(api_conn_t *c)
     }
     c->keep_alive = msg.keep_alive;
     c->busy = true;
+    if (c->idle)
+        uv_timer_stop(c->idle);
     /* Answering may go on to the next pipelined request in c->buf, so this
      * one moves out of the buffer first and is parsed again where it lands
      * (its slices must point into the copy). */
@@ -880,7 +918,13 @@ static void accept_conn(uv_stream_t *server, conn_kind_t kind)
     if (api->conns)
         api->conns->prev = c;
     api->conns = c;
+    if (kind != CONN_UNIX) {
+        c->idle = xcalloc(1, sizeof(*c->idle));
+        uv_timer_init(api->loop, c->idle);
+        c->idle->data = c;
+    }
     uv_read_start((uv_stream_t *)&c->h, alloc_cb, read_cb);
+    conn_process(c); /* starts the idle timer */
 }
 
 static void on_connection(uv_stream_t *server, int status)

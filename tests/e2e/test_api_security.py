@@ -2,8 +2,10 @@
 bearer token."""
 import json
 import os
+import socket
 import stat
 import subprocess
+import time
 import urllib.error
 import urllib.request
 
@@ -53,6 +55,55 @@ def test_tcp_api_needs_the_token(make_daemon, images):
     assert r.returncode == 0 and json.loads(r.stdout)["items"][0]["metadata"]["name"] == "x"
     code, _ = d.curl("x", "/")
     assert code == 200
+
+
+def recv_all(sock, timeout):
+    """What the peer sends until it closes (or the timeout passes)."""
+    sock.settimeout(timeout)
+    out = b""
+    try:
+        while True:
+            b = sock.recv(65536)
+            if not b:
+                return out, True
+            out += b
+    except socket.timeout:
+        return out, False
+
+
+def test_tcp_clients_cannot_hold_memory_or_connections(make_daemon):
+    """Without the token a body is refused from the head alone, before it is
+    read (so no client makes the daemon hold 4 MiB for it); the metrics
+    listener takes no bodies; a TCP client that sends no whole request
+    within 60 s is closed."""
+    api_port, metrics_port = free_port(), free_port()
+    d = make_daemon("--api-listen", "127.0.0.1:%d" % api_port,
+                    "--metrics-listen", "127.0.0.1:%d" % metrics_port)
+    token = open(os.path.join(d.state_dir, "api-token")).read().strip()
+    head = ("PUT /apis/serving.knative.dev/v1/namespaces/default/services/x HTTP/1.1\r\n"
+            "Host: x\r\nContent-Length: 4194304\r\n%s\r\n")
+    for port, hdr, status in [(api_port, "", b" 401 "),
+                              (api_port, "Authorization: Bearer %s\r\n" % ("0" * len(token)), b" 401 "),
+                              (metrics_port, "", b" 413 ")]:
+        s = socket.create_connection(("127.0.0.1", port))
+        s.sendall((head % hdr).encode())  # the head only: the answer comes anyway
+        out, closed = recv_all(s, 10)
+        s.close()
+        assert out.startswith(b"HTTP/1.1" + status) and closed, out
+    idle = socket.create_connection(("127.0.0.1", api_port))
+    trickle = socket.create_connection(("127.0.0.1", api_port))
+    start = time.time()
+    try:
+        for ch in b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 20:
+            trickle.send(bytes([ch]))  # a byte each 5 s, never a whole head
+            time.sleep(5)
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+    assert 55 < time.time() - start < 75
+    assert recv_all(idle, 5) == (b"", True)
+    # A whole request on a fresh connection is served.
+    with urllib.request.urlopen("http://127.0.0.1:%d/healthz" % api_port, timeout=5) as resp:
+        assert resp.status == 200
 
 
 def test_readable_token_file_is_refused(tmp_path):
