@@ -828,6 +828,12 @@ bool sl_http_is_hop_by_hop(const sl_http_msg_t *msg, sl_str_t name)
         return true;
     if (!msg || !msg->has_connection || name.len == 0)
         return false;
+    /* A connection option may not take away what frames or routes the
+     * message: with Content-Length dropped, the body would reach the next
+     * hop as a request (or response) of its own. A sender must not name
+     * them (RFC 9110 §7.6.1); they stay, as if it had not. */
+    if (EQ(name, "content-length") || EQ(name, "host"))
+        return false;
     for (size_t k = 0; k < msg->n_headers; k++) {
         if (!EQ(msg->headers[k].name, "connection"))
             continue;

@@ -131,7 +131,8 @@ sl_str_t sl_http_header_get(const sl_http_msg_t *msg, sl_str_t name);
  * True if header `name` must not be forwarded by a proxy: the RFC 9110 §7.6.1
  * hop-by-hop set (Connection, Keep-Alive, Proxy-Connection, TE, Trailer,
  * Transfer-Encoding, Upgrade, Proxy-Authenticate, Proxy-Authorization) and
- * every field named in this message's Connection header.
+ * every field named in this message's Connection header but Content-Length
+ * and Host, which frame and route the message and are never dropped.
  */
 bool sl_http_is_hop_by_hop(const sl_http_msg_t *msg, sl_str_t name);
 

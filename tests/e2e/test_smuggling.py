@@ -149,6 +149,20 @@ def test_valid_pipelined_requests_still_work(served):
     assert statuses(out)[0] == [200, 200], out[:400]
 
 
+def test_connection_option_cannot_drop_content_length(served):
+    # Naming Content-Length in Connection must not strip it on the way
+    # upstream: the body would arrive as a request of its own (and a
+    # partial one would prefix the next client's request on that pooled
+    # connection). The body stays the POST's; two requests, two responses.
+    body = FOLLOW
+    out, _ = exchange(served.port, b"POST / HTTP/1.1\r\n" + H +
+                      b"Connection: content-length, host\r\nContent-Length: %d\r\n\r\n" % len(body) +
+                      body + b"GET / HTTP/1.1\r\n" + H + b"Connection: close\r\n\r\n")
+    codes, rest = statuses(out)
+    assert len(codes) == 2 and codes[1] == 200, out[:600]
+    assert rest == b""
+
+
 def test_no_smuggled_request_reached_the_app(served):
     # Runs after the table (pytest keeps file order): the app logs every
     # request line; none of the hidden follow-ups may be among them.
@@ -178,13 +192,14 @@ def test_hop_by_hop_headers_named_in_connection_are_stripped(served, images):
            "spec": {"template": {"spec": {"containers": [
                {"image": images["busybox"], "command": ["/bin/sh", "-c", HEADERS_SCRIPT]}]}}}}
     served.cli("apply", "-f", "-", "--wait", input=json.dumps(doc))
-    code, body = served.curl("hdrs", "/cgi-bin/h", "-H", "Connection: keep-alive, X-Secret",
+    code, body = served.curl("hdrs", "/cgi-bin/h", "-H", "Connection: keep-alive, X-Secret, Host",
                              "-H", "X-Secret: s3cr3t", "-H", "Keep-Alive: timeout=5",
                              "-H", "TE: trailers", "-H", "X-Kept: yes",
                              "-H", "X-Forwarded-Host: evil.example")
     assert code == 200, body
     env = dict(l.split("=", 1) for l in body.splitlines() if "=" in l)
     assert env.get("HTTP_X_KEPT") == "yes", body
+    assert env.get("HTTP_HOST") == "hdrs.localhost:%d" % served.port, body  # never dropped
     for gone in ("HTTP_X_SECRET", "HTTP_KEEP_ALIVE", "HTTP_TE"):
         assert gone not in env, (gone, body)
     assert env.get("HTTP_X_FORWARDED_HOST") == "hdrs.localhost:%d" % served.port, body
