@@ -36,7 +36,8 @@
  *   authority gets 404 like an unknown Host and is never proxied.
  * - A pooled connection that fails before any response byte is retried
  *   once on a fresh connection when the whole request is still buffered and
- *   the method is idempotent or there is no body.
+ *   the method is idempotent: the instance may have read a POST and acted on
+ *   it before it died, and a proxy must not repeat it (RFC 9112 §9.3.1).
  * - A request that never reached its instance (the connection failed while
  *   connecting: refused, reset, or the pool was closed) and is still wholly
  *   buffered is released with failed = true and acquired again, at most

@@ -671,6 +671,7 @@ static void c_reset_request(sl_client_t *c)
     c->timeout_ms = c->deadline_ms = c->body_progress_ms = 0;
     c->resp_head_done = c->resp_started = c->resp_done = c->up_reusable = false;
     c->resp_status = 0;
+    c->interim_bytes = 0;
     c->rb_mode = RB_NONE;
     c->resp_left = 0;
     sl_chunked_init(&c->resp_chunk);
@@ -1029,7 +1030,7 @@ void sl_client_upstream_failed(sl_client_t *c, int err, const char *what)
     /* Still connecting: not one byte of the request reached the instance. */
     bool never_sent = up && up->state == UP_CONNECTING;
     bool retry = up && up->reused && up->resp_bytes == 0 && !c->resp_head_done && c->replayable &&
-                 c->attempts == 0 && (c->idempotent || c->req_body == SL_BODY_NONE);
+                 c->attempts == 0 && c->idempotent;
     if (retry) {
         /* A pooled connection the instance had already given up on. */
         c->attempts++;

@@ -23,6 +23,7 @@
 #define SL_RBUF_MINREAD 4096
 #define SL_FREE_BUFS    512          /* buffers kept on the free list */
 #define SL_BP_HIGH      (256 * 1024) /* pause the source above this queue size */
+#define SL_INTERIM_MAX  SL_BP_HIGH   /* 1xx heads relayed in one exchange, in bytes */
 #define SL_BP_LOW       (64 * 1024)  /* resume it at or below */
 #define SL_WREQ_REFS    4
 #define SL_LINGER_MS    3000
@@ -145,7 +146,8 @@ struct sl_client {
 
     /* Response relay. */
     bool resp_head_done, resp_started, resp_done, up_reusable;
-    int resp_status; /* the instance's final status, 0 until its head arrived */
+    int resp_status;        /* the instance's final status, 0 until its head arrived */
+    uint32_t interim_bytes; /* of the 1xx heads relayed before it */
     int rb_mode;
     uint64_t resp_left;
     sl_chunked_t resp_chunk;

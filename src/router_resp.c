@@ -166,6 +166,14 @@ static bool resp_parse_head(sl_client_t *c, uv_buf_t *iov, size_t *n)
     if (m.status < 200) {
         if (m.status == 101)
             return resp_switch(c, &m, head, (size_t)hl, iov, n);
+        /* Each is written at once, and the client may not be reading:
+         * what an instance may make the router hold for it is bounded. */
+        c->interim_bytes += (uint32_t)hl;
+        if (c->interim_bytes > SL_INTERIM_MAX) {
+            resp_bad(c, "interim (1xx) responses over 256 KiB");
+            return false;
+        }
+        c->plan = NULL; /* the instance has the request: no retry from here on */
         if (c->minor >= 1) {
             uv_buf_t tmp[RESP_IOV];
             size_t k = resp_head_iov(&m, head, (size_t)hl, tmp);

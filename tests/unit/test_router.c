@@ -388,6 +388,15 @@ static bool be_serve_one(be_conn_t *bc, bool *drop_next)
         keep = false;
     } else if (strcmp(path, "/ws-refuse") == 0) {
         be_respond(fd, "no upgrade", 10);
+    } else if (strncmp(path, "/hints?n=", 9) == 0) {
+        /* n 103 Early Hints of 3 KiB each, then the response */
+        char hint[3072];
+        int pre = snprintf(hint, sizeof(hint), "HTTP/1.1 103 Early Hints\r\nLink: <");
+        memset(hint + pre, 'a', sizeof(hint) - (size_t)pre);
+        memcpy(hint + sizeof(hint) - 5, ">\r\n\r\n", 5);
+        for (long i = strtol(path + 9, NULL, 10); i > 0; i--)
+            be_write(fd, hint, sizeof(hint));
+        be_respond(fd, "hinted", 6);
     } else if (strcmp(path, "/hang") == 0) {
         /* never answer; wait for the next request or EOF */
     } else if (strcmp(path, "/oneshot") == 0) {
@@ -1396,6 +1405,58 @@ static void test_stale_pooled_conn_is_retried(void **state)
     teardown_basic(b);
 }
 
+/* The same failure under a POST, even one without a body, is a 502: the
+ * instance may have read it and acted before it went (RFC 9112 §9.3.1). */
+static void test_post_on_a_failed_pooled_conn_is_not_retried(void **state)
+{
+    backend_t *b = setup_basic(NULL);
+    rdr_t *c = cl_open();
+    get_ok(c, "app.test", "/oneshot", "oneshot");
+    cl_send(c, "POST /charge HTTP/1.1\r\nHost: app.test\r\n\r\n");
+    resp_t rp;
+    assert_int_equal(cl_resp(c, &rp, false, false), 0);
+    assert_int_equal(rp.status, 502);
+    resp_free(&rp);
+    cl_close(c);
+    assert_int_equal(atomic_load(&b->accepts), 1);
+    teardown_basic(b);
+}
+
+/* Interim responses are relayed, up to 256 KiB of them per exchange: an
+ * instance sending them without end to a client that does not read would
+ * make the router hold each one. Past that, 502. */
+static void test_interim_responses_bounded(void **state)
+{
+    backend_t *b = setup_basic(NULL);
+    const long ns[] = {2, 200};
+    for (size_t k = 0; k < SL_ARRAY_LEN(ns); k++) {
+        rdr_t *c = cl_open();
+        char req[128];
+        snprintf(req, sizeof(req), "GET /hints?n=%ld HTTP/1.1\r\nHost: app.test\r\n\r\n", ns[k]);
+        cl_send(c, req);
+        long hints = 0;
+        ssize_t hl;
+        while ((hl = rdr_head(c)) > 0 && strncmp(c->buf, "HTTP/1.1 103 ", 13) == 0) {
+            hints++;
+            rdr_consume(c, (size_t)hl);
+        }
+        assert_true(hl > 0);
+        resp_t rp;
+        assert_int_equal(cl_resp(c, &rp, false, false), 0);
+        if (k == 0) {
+            assert_int_equal(hints, 2);
+            assert_int_equal(rp.status, 200);
+            assert_string_equal(rp.body.p, "hinted");
+        } else {
+            assert_true(hints > 0 && hints <= (256 << 10) / 3072);
+            assert_int_equal(rp.status, 502);
+        }
+        resp_free(&rp);
+        cl_close(c);
+    }
+    teardown_basic(b);
+}
+
 static void test_expect_continue_relayed(void **state)
 {
     backend_t *b = setup_basic(NULL);
@@ -1976,6 +2037,8 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_large_bodies_both_ways),
         cmocka_unit_test(test_instance_in_own_netns),
         cmocka_unit_test(test_stale_pooled_conn_is_retried),
+        cmocka_unit_test(test_post_on_a_failed_pooled_conn_is_not_retried),
+        cmocka_unit_test(test_interim_responses_bounded),
         cmocka_unit_test(test_expect_continue_relayed),
         cmocka_unit_test(test_limits),
         cmocka_unit_test(test_timeouts_close_idle_connections),
