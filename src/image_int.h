@@ -54,10 +54,6 @@ typedef struct sl_layer_info {
 int sl_image__layer_stream(const sl_layer_src_t *src, int destfd, const sl_image_limits_t *lim,
                            sl_layer_info_t *info, sl_error_t *err);
 
-/* Hash a whole source: out = "sha256:<hex>", *size = bytes. */
-int sl_image__hash_src(const sl_layer_src_t *src, char out[SL_DIGEST_STR_LEN], uint64_t *size,
-                       sl_error_t *err);
-
 /* Enable the decompression filters libarchive implements natively (never
  * the external-program fallbacks) on a read archive. */
 struct archive;

@@ -865,23 +865,6 @@ int sl_image__layer_stream(const sl_layer_src_t *src, int destfd, const sl_image
     return rc < 0 ? -1 : 0;
 }
 
-int sl_image__hash_src(const sl_layer_src_t *src, char out[SL_DIGEST_STR_LEN], uint64_t *size,
-                       sl_error_t *err)
-{
-    hasher_t h;
-    hasher_init(&h);
-    sl_autofree unsigned char *buf = xmalloc(BUF_SZ);
-    ssize_t n;
-    while ((n = src->read(src->ctx, buf, BUF_SZ, err)) > 0)
-        hasher_update(&h, buf, (size_t)n);
-    if (n == 0) {
-        hasher_final(&h, out);
-        *size = h.n;
-    }
-    hasher_free(&h);
-    return n < 0 ? -1 : 0;
-}
-
 void sl_image__enable_filters(struct archive *a)
 {
     pthread_once(&filters_once, probe_filters);

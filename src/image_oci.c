@@ -327,14 +327,21 @@ static int oci_layer(sl_import_t *im, const char *dir, const desc_t *d, const ch
         return -1;
     sl_layer_src_t src = {fd_read, &fd};
     if (sl_image__layer_present(im, diff_hex)) {
-        /* Reused: only prove the blob is the one the manifest names. */
-        char got[SL_DIGEST_STR_LEN];
-        uint64_t n;
-        if (sl_image__hash_src(&src, got, &n, err) < 0)
+        /* Reused only if this blob is the layer: the blob is the one the
+         * manifest names, and its content is the DiffID the config names
+         * (else any image could claim a stored layer, another's files,
+         * by naming its DiffID). Hashed as it streams, not unpacked. */
+        sl_layer_info_t info;
+        if (sl_image__layer_stream(&src, -1, &im->lim, &info, err) < 0)
             return sl_error_wrap(err, "layer %s", d->digest);
-        if (strcmp(got, d->digest) != 0)
+        if (strcmp(info.blob_digest, d->digest) != 0)
             return sl_error_set(err, EBADMSG, "layer %s: digest mismatch: expected %s, got %s",
-                                d->digest, d->digest, got);
+                                d->digest, d->digest, info.blob_digest);
+        if (strcmp(info.diff_id, diff) != 0)
+            return sl_error_set(err, EBADMSG,
+                                "layer %s: DiffID mismatch: config rootfs.diff_ids says %s, "
+                                "uncompressed content is %s",
+                                d->digest, diff, info.diff_id);
         sl_autofree char *path = sl_image__layer_path(im, diff_hex);
         sl_image__push_layer(im, diff_hex, sl_image__du(path));
         return 0;

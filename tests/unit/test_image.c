@@ -740,6 +740,43 @@ static void test_diffid_mismatch(void **state)
     free(tar);
 }
 
+/* A layer in the store is not anyone's to claim: an image whose config
+ * names a stored layer's DiffID gets it only with a blob that is it. */
+static void test_stored_layer_not_claimable(void **state)
+{
+    if (!is_root())
+        skip();
+    sl_autofree char *a = path_in("claim-a");
+    layout_init(a);
+    const ent_t secret[] = {FILE_("secret.txt", "another tenant's")};
+    layer_spec_t la = {secret, 1, 0, NULL};
+    write_index(a, json_pack("[o]", tagged(build_image(a, &la, 1, NULL), "latest")));
+    sl_autofree char *ra = xasprintf("oci:%s:latest", a);
+    sl_image_t *img = import_ok(ra);
+    const char *stored = strrchr(img->layers[0], '/') + 1;
+    sl_autofree char *diff = xasprintf("sha256:%s", stored);
+
+    sl_autofree char *b = path_in("claim-b");
+    layout_init(b);
+    const ent_t mine[] = {FILE_("b.txt", "b")};
+    size_t tlen;
+    void *tar = mk_tar(mine, 1, &tlen);
+    json_t *ld = put_blob(b, "application/vnd.oci.image.layer.v1.tar", tar, tlen);
+    json_t *cfg =
+        json_pack("{s:{}, s:{s:s, s:[s]}}", "config", "rootfs", "type", "layers", "diff_ids", diff);
+    json_t *cd = put_json_blob(b, "application/vnd.oci.image.config.v1+json", cfg);
+    json_t *man = json_pack("{s:i, s:o, s:[o]}", "schemaVersion", 2, "config", cd, "layers", ld);
+    write_index(
+        b, json_pack("[o]", put_json_blob(b, "application/vnd.oci.image.manifest.v1+json", man)));
+    sl_autofree char *rb = xasprintf("oci:%s", b);
+    sl_error_t err;
+    import_fails(rb, NULL, &err);
+    assert_contains(err.msg, "DiffID mismatch");
+    assert_contains(err.msg, diff);
+    free(tar);
+    sl_image_free(img);
+}
+
 static void test_config_errors(void **state)
 {
     if (!is_root())
@@ -1313,6 +1350,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_truncated_gzip, setup, teardown),
         cmocka_unit_test_setup_teardown(test_missing_blob, setup, teardown),
         cmocka_unit_test_setup_teardown(test_diffid_mismatch, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stored_layer_not_claimable, setup, teardown),
         cmocka_unit_test_setup_teardown(test_config_errors, setup, teardown),
         cmocka_unit_test_setup_teardown(test_docker_archive, setup, teardown),
         cmocka_unit_test_setup_teardown(test_dir_ref, setup, teardown),
