@@ -18,6 +18,7 @@
 #include <getopt.h>
 #include <stdio.h>
 #include <sys/file.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 
@@ -405,11 +406,38 @@ static int parse_port(const char *listen)
     return (int)port;
 }
 
+/* The soft limit on open files is often 1024, for select()'s sake (the
+ * loop uses epoll); the router's connections and the unpacking of deep
+ * layers need the hard one. Runtimes inherit it; each container gets its
+ * own in its spec. */
+static void raise_nofile(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur >= rl.rlim_max)
+        return;
+    rlim_t was = rl.rlim_cur;
+    if (rl.rlim_max == RLIM_INFINITY) { /* beyond fs.nr_open is refused */
+        sl_autofree char *nr = NULL;
+        int64_t v;
+        if (sl_read_file("/proc/sys/fs/nr_open", 64, &nr, NULL, NULL) < 0)
+            return;
+        nr[strcspn(nr, "\n")] = '\0';
+        if (sl_parse_int64(nr, 1, INT64_MAX, &v) < 0)
+            return;
+        rl.rlim_max = (rlim_t)v;
+    }
+    rl.rlim_cur = rl.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &rl) == 0)
+        sl_debug("serve", "open files: soft limit raised from %llu to %llu",
+                 (unsigned long long)was, (unsigned long long)rl.rlim_cur);
+}
+
 static int run_daemon(const char *listen, const char *domain, const char *state_dir,
                       const char *runtime, const serve_opts_t *so)
 {
     sl_error_t err = {0};
     daemon_t d = {0};
+    raise_nofile();
     int port = parse_port(listen);
     if (port < 0)
         return sl_cli_usage("--listen: expected ADDR:PORT, got '%s'", listen);

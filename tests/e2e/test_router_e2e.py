@@ -2,11 +2,14 @@
 a real instance (busybox nc answering the 101 and echoing with cat), count
 as one request in flight until closed, and outlive the request timeout."""
 import json
+import resource
 import socket
 import subprocess
 import threading
 import time
 import urllib.request
+
+import pytest
 
 from conftest import BIN, exchange, free_port, hey
 
@@ -199,3 +202,30 @@ def test_doctor_reports_guest_halt_polling():
         assert ("--busy-poll" in r.stdout) == (ns == "0"), r.stdout
     else:
         assert "cpuidle" not in r.stdout, r.stdout
+
+
+def test_daemon_raises_its_open_file_limit(make_daemon, images):
+    """Started with the common soft limit of a few hundred or 1024 open
+    files, the daemon takes the hard limit: it holds more connections than
+    the soft limit it was given and still serves."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard < 4096:
+        pytest.skip("hard limit on open files below 4096")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
+    try:
+        d = make_daemon()
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    with open("/proc/%d/limits" % d.proc.pid) as f:
+        line = [l for l in f if l.startswith("Max open files")][0]
+    assert line.split()[3] == line.split()[4] == str(hard), line
+    d.cli("deploy", "hello", "--image", images["hello"])
+    assert d.curl("hello", "/")[0] == 200
+    held = [socket.create_connection(("127.0.0.1", d.port)) for _ in range(600)]
+    try:
+        time.sleep(0.5)
+        code, body = d.curl("hello", "/")
+        assert code == 200 and "hello-00001" in body
+    finally:
+        for s in held:
+            s.close()
