@@ -560,6 +560,17 @@ static int docker_scan(dscan_t *s, member_fn fn, sl_error_t *err)
             break;
         }
         const char *raw = archive_entry_pathname(e);
+        /* No member may be larger than a layer: each is read or skipped
+         * through the archive's compression, and a small .tar.bz2 can hold
+         * terabytes of zeros. */
+        la_int64_t size = archive_entry_size(e);
+        uint64_t most = s->im->lim.max_layer_bytes + (1u << 20);
+        if (size > 0 && (uint64_t)size > most) {
+            rc = sl_error_set(err, EFBIG,
+                              "member '%s' is %lld bytes, more than a layer may be (%llu)",
+                              raw ? raw : "?", (long long)size, (unsigned long long)most);
+            break;
+        }
         sl_autofree char *name = raw ? member_norm(NULL, raw) : NULL;
         if (!name)
             continue;

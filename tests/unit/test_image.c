@@ -842,6 +842,26 @@ static void write_docker(const char *path, const member_t *m, size_t n)
     free(e);
 }
 
+/* A member larger than any layer may be is refused before it is read or
+ * skipped (through the archive's compression: a small .tar.bz2 may hold
+ * terabytes of zeros). */
+static void test_docker_member_too_large(void **state)
+{
+    if (!is_root())
+        skip();
+    size_t n = 3u << 20;
+    char *zeros = calloc(1, n);
+    member_t mem[] = {{"padding.bin", zeros, n, NULL}, {"manifest.json", "[]", 2, NULL}};
+    sl_autofree char *file = path_in("bomb.tar");
+    write_docker(file, mem, SL_ARRAY_LEN(mem));
+    sl_autofree char *ref = xasprintf("docker-archive:%s", file);
+    sl_image_limits_t lim = {.max_layer_bytes = 1000};
+    sl_error_t err;
+    import_fails(ref, &lim, &err);
+    assert_contains(err.msg, "member 'padding.bin' is 3145728 bytes, more than a layer may be");
+    free(zeros);
+}
+
 static void test_docker_archive(void **state)
 {
     if (!is_root())
@@ -1353,6 +1373,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_stored_layer_not_claimable, setup, teardown),
         cmocka_unit_test_setup_teardown(test_config_errors, setup, teardown),
         cmocka_unit_test_setup_teardown(test_docker_archive, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_docker_member_too_large, setup, teardown),
         cmocka_unit_test_setup_teardown(test_dir_ref, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tar_slip, setup, teardown),
         cmocka_unit_test_setup_teardown(test_whiteout_same_layer, setup, teardown),
