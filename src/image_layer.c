@@ -35,18 +35,21 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <linux/openat2.h>
 #include <openssl/evp.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/sysmacros.h>
 #include <sys/xattr.h>
 
-#define BUF_SZ       (128 * 1024)
-#define MAX_DEPTH    (PATH_MAX / 2)
-#define OPAQUE_XATTR "trusted.overlay.opaque"
-#define WH_PREFIX    ".wh."
-#define WH_OPAQUE    ".wh..wh..opq"
+#define BUF_SZ        (128 * 1024)
+#define MAX_DEPTH     (PATH_MAX / 2)
+#define PARENT_LEVELS 64 /* directories of the last entry's path held open */
+#define OPAQUE_XATTR  "trusted.overlay.opaque"
+#define WH_PREFIX     ".wh."
+#define WH_OPAQUE     ".wh..wh..opq"
 
 /* ---- sha256 ---------------------------------------------------------- */
 
@@ -271,6 +274,15 @@ typedef struct unpack {
     char first_skipped[256];
     char path[PATH_MAX]; /* current entry, canonical, for messages */
     unsigned char *buf;
+    /* The directories down to the one the last entry went into, open:
+     * tar lists a directory's entries together, and the next entry walks
+     * only from where its path leaves this one. They stay valid: an entry
+     * removes (clear_slot) only a name in its own directory, which is the
+     * deepest held then, so never a held one. */
+    int level_fd[PARENT_LEVELS];     /* level i: the directory of components 0..i */
+    size_t level_end[PARENT_LEVELS]; /* where component i ends in parent */
+    size_t levels;                   /* held */
+    char parent[PATH_MAX];
 } unpack_t;
 
 static bool is_whiteout(const struct stat *st)
@@ -319,71 +331,131 @@ static int set_opaque(int dfd, const char *what, sl_error_t *err)
 }
 
 /*
- * Open the directory holding the last component of canonical path `rel`,
- * walking from the root without following symlinks. With `create`, missing
- * parents are made (0755) and whiteout devices in the way become opaque
- * directories (the layer itself re-creates what it whited out). *name
- * points into rel. Returns a dirfd or < 0 with err set.
+ * One step of a walk down canonical path `rel`: open `comp` (the component
+ * ending at rel + end) below directory fd, without following a symlink.
+ * With `create`, a missing directory is made (0755) and a whiteout device
+ * becomes an opaque directory (the layer itself re-creates what it whited
+ * out). Returns the new dirfd, or < 0 with err set; fd stays open.
  */
-static int open_parent(unpack_t *u, const char *rel, bool create, const char **name,
+static int walk_step(int fd, const char *comp, const char *rel, size_t end, bool create,
+                     sl_error_t *err)
+{
+    struct stat st;
+    bool fresh = false, opaque = false;
+    if (fstatat(fd, comp, &st, AT_SYMLINK_NOFOLLOW) < 0) {
+        if (errno != ENOENT || !create)
+            return sl_error_errno(err, errno, "'%s': parent '%.*s'", rel, (int)end, rel);
+        fresh = true;
+    } else if (S_ISLNK(st.st_mode)) {
+        return sl_error_set(err, ELOOP, "entry '%s' resolves through the symlink '%.*s' (refused)",
+                            rel, (int)end, rel);
+    } else if (create && is_whiteout(&st)) {
+        if (unlinkat(fd, comp, 0) < 0)
+            return sl_error_errno(err, errno, "'%s': removing whiteout", rel);
+        fresh = opaque = true;
+    } else if (!S_ISDIR(st.st_mode)) {
+        return sl_error_set(err, ENOTDIR, "entry '%s': parent '%.*s' is not a directory", rel,
+                            (int)end, rel);
+    }
+    if (fresh && mkdirat(fd, comp, 0755) < 0)
+        return sl_error_errno(err, errno, "'%s': mkdir parent '%s'", rel, comp);
+    int nfd = open_dir_nofollow(fd, comp);
+    if (nfd < 0)
+        return sl_error_errno(err, errno, "'%s': open parent '%s'", rel, comp);
+    if (opaque && set_opaque(nfd, rel, err) < 0) {
+        close(nfd);
+        return -1;
+    }
+    return nfd;
+}
+
+/* The directory at relative path `path` below dirfd, resolved in the
+ * kernel in one call, refusing any symlink and any escape; < 0 where it
+ * cannot (a component missing, not a directory or a symlink; or a kernel
+ * before 5.6), for the walk to deal with. */
+static int open_beneath(int dirfd, const char *path)
+{
+    struct open_how how = {.flags = O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC,
+                           .resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS |
+                                      RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV};
+    return (int)syscall(SYS_openat2, dirfd, path, &how, sizeof(how));
+}
+
+static void levels_drop(unpack_t *u, size_t keep)
+{
+    while (u->levels > keep)
+        close(u->level_fd[--u->levels]);
+}
+
+/*
+ * Open the directory holding the last component of canonical path `rel`
+ * (*name points into rel): walking from the deepest held directory that
+ * rel's directory shares, or from the root, never through a symlink (see
+ * walk_step for `create`). With `hold` (the entry's own directory), the
+ * directories walked become the held ones; without (a hardlink's target),
+ * the walk starts at the root and holds nothing. Returns a dirfd the
+ * caller closes, or < 0 with err set.
+ */
+static int open_parent(unpack_t *u, const char *rel, bool create, bool hold, const char **name,
                        sl_error_t *err)
 {
     const char *slash = strrchr(rel, '/');
     *name = slash ? slash + 1 : rel;
-    int fd = open_dir_nofollow(u->rootfd, ".");
-    if (fd < 0)
-        return sl_error_errno(err, errno, "open layer root");
-    const char *p = rel;
-    char comp[NAME_MAX + 1];
-    while (slash && p < slash) {
-        const char *e = strchr(p, '/');
-        size_t n = (size_t)(e - p);
-        memcpy(comp, p, n);
-        comp[n] = '\0';
-        p = e + 1;
-        struct stat st;
-        bool fresh = false, opaque = false;
-        if (fstatat(fd, comp, &st, AT_SYMLINK_NOFOLLOW) < 0) {
-            if (errno != ENOENT || !create) {
-                int e2 = errno;
-                close(fd);
-                return sl_error_errno(err, e2, "'%s': parent '%.*s'", rel, (int)(p - 1 - rel), rel);
-            }
-            fresh = true;
-        } else if (S_ISLNK(st.st_mode)) {
-            close(fd);
-            return sl_error_set(err, ELOOP,
-                                "entry '%s' resolves through the symlink '%.*s' (refused)", rel,
-                                (int)(p - 1 - rel), rel);
-        } else if (create && is_whiteout(&st)) {
-            if (unlinkat(fd, comp, 0) < 0) {
-                int e2 = errno;
-                close(fd);
-                return sl_error_errno(err, e2, "'%s': removing whiteout", rel);
-            }
-            fresh = opaque = true;
-        } else if (!S_ISDIR(st.st_mode)) {
-            close(fd);
-            return sl_error_set(err, ENOTDIR, "entry '%s': parent '%.*s' is not a directory", rel,
-                                (int)(p - 1 - rel), rel);
-        }
-        if (fresh && mkdirat(fd, comp, 0755) < 0) {
-            int e2 = errno;
-            close(fd);
-            return sl_error_errno(err, e2, "'%s': mkdir parent '%s'", rel, comp);
-        }
-        int nfd = open_dir_nofollow(fd, comp);
-        int e2 = errno;
-        close(fd);
-        if (nfd < 0)
-            return sl_error_errno(err, e2, "'%s': open parent '%s'", rel, comp);
-        fd = nfd;
-        if (opaque && set_opaque(fd, rel, err) < 0) {
-            close(fd);
-            return -1;
-        }
+    size_t len = slash ? (size_t)(slash - rel) : 0;
+    size_t k = 0, start = 0; /* levels shared; where rel's next component starts */
+    while (hold && k < u->levels) {
+        size_t end = u->level_end[k];
+        if (end > len || (end < len && rel[end] != '/') ||
+            memcmp(rel + start, u->parent + start, end - start) != 0)
+            break;
+        start = end + 1;
+        k++;
     }
-    return fd;
+    if (hold)
+        levels_drop(u, k);
+    int fd = k ? u->level_fd[k - 1] : u->rootfd; /* held: not closed here */
+    bool held = true;
+    char comp[NAME_MAX + 1];
+    bool tried = false;
+    while (start < len) {
+        if (!tried && (!hold || !held || u->levels == PARENT_LEVELS)) {
+            /* Nothing more to hold: the rest in one call if it is all
+             * there (a deep path would cost a walk per entry). */
+            tried = true;
+            char rest[PATH_MAX];
+            memcpy(rest, rel + start, len - start);
+            rest[len - start] = '\0';
+            int nfd = open_beneath(fd, rest);
+            if (nfd >= 0) {
+                if (!held)
+                    close(fd);
+                return nfd;
+            }
+        }
+        const char *e = memchr(rel + start, '/', len - start);
+        size_t end = e ? (size_t)(e - rel) : len;
+        memcpy(comp, rel + start, end - start);
+        comp[end - start] = '\0';
+        int nfd = walk_step(fd, comp, rel, end, create, err);
+        if (!held)
+            close(fd);
+        if (nfd < 0)
+            return -1;
+        fd = nfd;
+        held = hold && u->levels < PARENT_LEVELS;
+        if (held) {
+            memcpy(u->parent + start, rel + start, end - start);
+            u->level_fd[u->levels] = fd;
+            u->level_end[u->levels++] = end;
+        }
+        start = end + 1;
+    }
+    if (!held)
+        return fd;
+    int out = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    if (out < 0)
+        return sl_error_errno(err, errno, "'%s': dup", rel);
+    return out;
 }
 
 static int rmtree_at(int pfd, const char *name, int depth)
@@ -530,6 +602,11 @@ static int apply_meta_at(unpack_t *u, int pfd, const char *name, struct archive_
 
 static void defer_dirtime(unpack_t *u, struct archive_entry *e)
 {
+    dirtime_t *last = u->n_dirs ? &u->dirs[u->n_dirs - 1] : NULL;
+    if (last && strcmp(last->path, u->path) == 0) { /* the same directory again: it wins */
+        entry_times(e, last->ts);
+        return;
+    }
     if (u->n_dirs == u->cap_dirs) {
         u->cap_dirs = u->cap_dirs ? u->cap_dirs * 2 : 64;
         u->dirs = xrealloc(u->dirs, u->cap_dirs * sizeof(*u->dirs));
@@ -548,7 +625,7 @@ static void apply_dirtimes(unpack_t *u)
             futimens(u->rootfd, d->ts);
         } else {
             const char *name;
-            int pfd = open_parent(u, d->path, false, &name, &ign);
+            int pfd = open_parent(u, d->path, false, true, &name, &ign);
             if (pfd >= 0) {
                 utimensat(pfd, name, d->ts, AT_SYMLINK_NOFOLLOW);
                 close(pfd);
@@ -661,7 +738,7 @@ static int do_hardlink(unpack_t *u, int pfd, const char *name, const char *targe
         return sl_error_set(err, EINVAL, "entry '%s': bad hardlink target '%s'", u->path, target);
     const char *tname;
     sl_error_t terr;
-    sl_autoclose int tpfd = open_parent(u, tpath, false, &tname, &terr);
+    sl_autoclose int tpfd = open_parent(u, tpath, false, false, &tname, &terr);
     if (tpfd < 0)
         return sl_error_set(err, terr.code, "entry '%s': hardlink target: %s", u->path, terr.msg);
     struct stat tst, st;
@@ -755,7 +832,7 @@ static int do_entry(unpack_t *u, struct archive *a, struct archive_entry *e, sl_
     if (!u->path[0])
         return do_root(u, e, err);
     const char *name;
-    sl_autoclose int pfd = open_parent(u, u->path, true, &name, err);
+    sl_autoclose int pfd = open_parent(u, u->path, true, true, &name, err);
     if (pfd < 0)
         return -1;
     int w = do_whiteout_name(u, pfd, name, err);
@@ -834,6 +911,7 @@ int sl_image__layer_stream(const sl_layer_src_t *src, int destfd, const sl_image
         rc = unpack_all(&p, &u, err);
         apply_dirtimes(&u);
     }
+    levels_drop(&u, 0);
     if (rc == 0)
         rc = pipeline_drain(&p, err);
     memset(info, 0, sizeof(*info));

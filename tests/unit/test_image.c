@@ -1067,6 +1067,14 @@ static void test_tar_slip(void **state)
     expect_reject(wh_via, 2, "symlink");
     const ent_t opq_via[] = {LINK_("l", outside), FILE_("l/.wh..wh..opq", "")};
     expect_reject(opq_via, 2, "symlink");
+    /* a directory entries went into, replaced by a symlink: the next entry
+     * there is walked again (not written into the removed directory) */
+    const ent_t replaced[] = {DIR_("d"), FILE_("d/x", "x"), LINK_("d", outside),
+                              FILE_("d/pwned", "evil")};
+    expect_reject(replaced, 4, "symlink 'd'");
+    const ent_t replaced_deep[] = {FILE_("a/b/x", "x"), LINK_("a", outside),
+                                   FILE_("a/b/pwned", "evil")};
+    expect_reject(replaced_deep, 3, "symlink 'a'");
 
     /* hardlinks to outside / through a symlink / to a missing file */
     const ent_t hl_out[] = {HARD_("h", "../outside/secret")};
@@ -1125,6 +1133,43 @@ static void test_tar_slip(void **state)
     join(p, root, "/fifo");
     assert_int_equal(lstat(p, &st), 0);
     assert_true(S_ISFIFO(st.st_mode));
+}
+
+/* Paths deeper than the directories an unpack holds open (64): the rest is
+ * resolved in one call when it is all there, else walked; either way never
+ * through a symlink, and a whiteout in the way still becomes an opaque
+ * directory. Entries alternate between two deep directories, as in a tar
+ * that lists a directory before each of its files. */
+static void test_deep_paths(void **state)
+{
+    if (!is_root())
+        skip();
+    char deep[400], deeper[410], f1[420], f2[420], wh[420], under[430], sym[420], via[430];
+    size_t o = 0;
+    for (int i = 0; i < 100; i++) /* 100 levels */
+        o += (size_t)snprintf(deep + o, sizeof(deep) - o, i ? "/d" : "d");
+    snprintf(deeper, sizeof(deeper), "%s/e", deep);
+    snprintf(f1, sizeof(f1), "%s/f1", deeper);
+    snprintf(f2, sizeof(f2), "%s/f2", deeper);
+    snprintf(wh, sizeof(wh), "%s/.wh.w", deep);
+    snprintf(under, sizeof(under), "%s/w/x", deep);
+    const ent_t e[] = {DIR_(deep),   DIR_(deeper),   FILE_(f1, "1"), DIR_(deep),
+                       DIR_(deeper), FILE_(f2, "2"), FILE_(wh, ""),  FILE_(under, "x")};
+    sl_error_t err;
+    char root[PATH_MAX], v[4];
+    assert_int_equal(unpack_ents(e, SL_ARRAY_LEN(e), NULL, &err, root), 0);
+    sl_autofree char *p1 = xasprintf("%s/%s", root, f2);
+    assert_int_equal(access(p1, F_OK), 0);
+    sl_autofree char *p2 = xasprintf("%s/%s/w", root, deep);
+    assert_int_equal(getxattr(p2, "trusted.overlay.opaque", v, sizeof(v)), 1);
+    sl_autofree char *p3 = xasprintf("%s/%s", root, under);
+    assert_int_equal(access(p3, F_OK), 0);
+
+    sl_autofree char *outside = path_in("box/outside");
+    snprintf(sym, sizeof(sym), "%s/l", deep);
+    snprintf(via, sizeof(via), "%s/l/pwned", deep);
+    const ent_t bad[] = {DIR_(deep), FILE_(f1, "1"), LINK_(sym, outside), FILE_(via, "evil")};
+    expect_reject(bad, SL_ARRAY_LEN(bad), "symlink");
 }
 
 static void test_whiteout_same_layer(void **state)
@@ -1377,6 +1422,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_dir_ref, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tar_slip, setup, teardown),
         cmocka_unit_test_setup_teardown(test_whiteout_same_layer, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_deep_paths, setup, teardown),
         cmocka_unit_test_setup_teardown(test_limits, setup, teardown),
         cmocka_unit_test_setup_teardown(test_corrupt_tar, setup, teardown),
         cmocka_unit_test_setup_teardown(test_json_roundtrip, setup, teardown),
