@@ -383,13 +383,36 @@ static int parse_ref(const char *ref, ref_kind_t *kind, char **path, char **rest
                         ref);
 }
 
-static int import_dir(sl_import_t *im, const char *abs, sl_error_t *err)
+/* Whether directory `dir` is `path` or one above it (both real paths). */
+static bool holds(const char *dir, const char *path)
+{
+    size_t n = strlen(dir);
+    if (n == 1 && dir[0] == '/')
+        return true;
+    return strncmp(dir, path, n) == 0 && (path[n] == '\0' || path[n] == '/');
+}
+
+/* A plain root filesystem used as it is, as the one lower layer; never one
+ * holding the daemon's state (its API token, store and every instance's
+ * files would be readable in the container): "/", "/var", ... */
+static int import_dir(sl_import_t *im, const char *abs, const char *state_dir, sl_error_t *err)
 {
     struct stat st;
     if (stat(abs, &st) < 0)
         return sl_error_errno(err, errno, "%s", abs);
     if (!S_ISDIR(st.st_mode))
         return sl_error_set(err, ENOTDIR, "%s: not a directory", abs);
+    char state[PATH_MAX];
+    if (!realpath(state_dir, state)) { /* not made yet: where it will be */
+        if (errno != ENOENT || state_dir[0] != '/' || strlen(state_dir) >= sizeof(state))
+            return sl_error_errno(err, errno, "state directory %s", state_dir);
+        snprintf(state, sizeof(state), "%s", state_dir);
+    }
+    if (holds(abs, state))
+        return sl_error_set(err, EACCES,
+                            "%s holds the daemon's state directory %s: not usable as a root "
+                            "filesystem",
+                            abs, state);
     char id[SL_DIGEST_STR_LEN];
     sl_image__sha256_buf(abs, strlen(abs), id);
     im->img->id = xstrdup(id);
@@ -422,7 +445,7 @@ int sl_image_import(const char *state_dir, const char *ref, const sl_image_limit
     im.img->ref = xasprintf("%s:%s%s%s", tp, abs, rest ? ":" : "", rest ? rest : "");
     int rc;
     if (kind == REF_DIR) {
-        rc = import_dir(&im, abs, err);
+        rc = import_dir(&im, abs, state_dir, err);
     } else {
         rc = store_open(&im, state_dir, err);
         if (rc == 0) {

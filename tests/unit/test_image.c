@@ -997,6 +997,17 @@ static void test_dir_ref(void **state)
     assert_int_equal(img->n_cmd, 0);
     assert_int_equal(img->size, 5);
     sl_image_free(img);
+    /* never a directory that holds the daemon's state: "/" or above it */
+    sl_autofree char *st = path_in("state");
+    assert_int_equal(sl_mkdir_p(st, 0700, NULL), 0);
+    sl_autofree char *self = xasprintf("dir:%s", st), *parent = xasprintf("dir:%s/..", st);
+    const char *above[] = {"dir:/", self, parent};
+    for (size_t i = 0; i < SL_ARRAY_LEN(above); i++) {
+        const char *r = above[i];
+        sl_error_t err;
+        import_fails(r, NULL, &err);
+        assert_contains(err.msg, "holds the daemon's state directory");
+    }
 
     sl_error_t err;
     sl_autofree char *fref = xasprintf("dir:%s", f);
