@@ -29,6 +29,11 @@
  * last response to send a whole request, else it is closed: an idle or
  * trickling client cannot hold a connection (and its buffer) forever. */
 #define API_TCP_IDLE_MS 60000
+/* A request answered before its body was read (401, 413) is closed after
+ * the answer with a FIN, and what the client still sends is read and
+ * dropped for this long: closing at once would reset the connection, and
+ * the client could lose the answer. */
+#define API_LINGER_MS 2000
 
 static const char *MOD = "api";
 
@@ -55,6 +60,7 @@ typedef struct api_conn {
     bool busy; /* a request is being answered */
     bool keep_alive;
     bool finished;    /* last response sent; the connection closes after it */
+    bool linger;      /* ...after a lingering close (API_LINGER_MS) */
     uv_timer_t *idle; /* TCP only: API_TCP_IDLE_MS to the next whole request */
     /* logs: read on the thread pool, one pass at a time */
     uv_timer_t *follow;
@@ -93,16 +99,45 @@ typedef struct write_req {
 static void conn_unref(api_conn_t *c);
 static void conn_close(api_conn_t *c);
 static void conn_process(api_conn_t *c);
+static void conn_idle_arm(api_conn_t *c);
+static void on_idle_timeout(uv_timer_t *t);
 
 /* ---- output ----------------------------------------------------------- */
+
+static void shutdown_done(uv_shutdown_t *req, int status)
+{
+    api_conn_t *c = req->data;
+    free(req);
+    conn_unref(c);
+}
+
+/* The answer is out: FIN, then drop what still comes until the client
+ * closes or API_LINGER_MS pass. */
+static void conn_linger(api_conn_t *c)
+{
+    uv_shutdown_t *sh = xcalloc(1, sizeof(*sh));
+    sh->data = c;
+    c->refs++;
+    if (uv_shutdown(sh, (uv_stream_t *)&c->h, shutdown_done) < 0) {
+        free(sh);
+        c->refs--;
+        conn_close(c);
+        return;
+    }
+    uv_timer_start(c->idle, on_idle_timeout, API_LINGER_MS, 0);
+}
 
 static void write_done(uv_write_t *req, int status)
 {
     write_req_t *w = (write_req_t *)req;
     api_conn_t *c = w->conn;
     free(w->data);
-    if (w->close_after || status < 0)
+    if (status >= 0 && w->close_after && c->linger && !c->closing)
+        conn_linger(c);
+    else if (w->close_after || status < 0)
         conn_close(c);
+    else
+        conn_idle_arm(c);
     free(w);
     conn_unref(c);
 }
@@ -133,7 +168,8 @@ static void send_response(api_conn_t *c, int status, const char *ctype, const ch
     bool close_after = !c->keep_alive;
     if (close_after) {
         c->finished = true;
-        uv_read_stop((uv_stream_t *)&c->h);
+        if (!c->linger)
+            uv_read_stop((uv_stream_t *)&c->h);
     }
     char *out =
         xasprintf("HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n%s\r\n", status,
@@ -423,6 +459,12 @@ static void handle_logs(api_conn_t *c, const char *ns, const char *name, bool fo
         return;
     }
     json_decref(svc);
+    for (size_t i = 0; i < c->n_files; i++) { /* an earlier request's, on this connection */
+        free(c->files[i].path);
+        free(c->files[i].id);
+    }
+    c->n_files = 0;
+    free(c->log_dir);
     c->log_dir = xasprintf("%s/logs/%s/%s", api->state_dir, ns, name);
     if (follow) {
         char *head = xasprintf("HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\n"
@@ -793,14 +835,22 @@ static void on_idle_timeout(uv_timer_t *t)
     conn_close(t->data);
 }
 
+/* Idle from the connection or the end of the last response (its last
+ * byte written, however slowly the client reads) until a whole request is
+ * in: API_TCP_IDLE_MS for a TCP client. */
+static void conn_idle_arm(api_conn_t *c)
+{
+    if (c->idle && !c->busy && !c->follow && !c->finished && !c->closing &&
+        uv_stream_get_write_queue_size((uv_stream_t *)&c->h) == 0 &&
+        !uv_is_active((uv_handle_t *)c->idle))
+        uv_timer_start(c->idle, on_idle_timeout, API_TCP_IDLE_MS, 0);
+}
+
 static void conn_process(api_conn_t *c)
 {
     if (c->closing || c->finished || c->busy || c->follow)
         return;
-    /* Idle from now (the connection or the last response) until a whole
-     * request is in. */
-    if (c->idle && !uv_is_active((uv_handle_t *)c->idle))
-        uv_timer_start(c->idle, on_idle_timeout, API_TCP_IDLE_MS, 0);
+    conn_idle_arm(c);
     if (c->len == 0)
         return;
     sl_http_msg_t msg;
@@ -823,7 +873,9 @@ static void conn_process(api_conn_t *c)
      * to API_MAX_BODY for it. */
     if (msg.body != SL_BODY_NONE && (c->metrics_only || (c->needs_token && !token_ok(c, &msg)))) {
         c->keep_alive = false;
+        c->linger = true;
         c->busy = true;
+        uv_timer_stop(c->idle);
         if (c->metrics_only)
             send_error(c, 413, "RequestEntityTooLarge", "this listener takes no request bodies");
         else
@@ -879,6 +931,10 @@ static void read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
     api_conn_t *c = s->data;
     if (n < 0) {
         conn_close(c);
+        return;
+    }
+    if (c->finished && c->linger) {
+        c->len = 0; /* a refused body: dropped */
         return;
     }
     c->len += (size_t)n;
