@@ -165,11 +165,16 @@ int sv_log_trim(const char *path, int64_t max, int64_t keep, sv_log_trim_t *out,
         if (!refused(errno))
             return sl_error_errno(err, errno, "dropping the start of %s", path);
         if (fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, start, end - start) == 0) {
-            *out = (sv_log_trim_t){end - start, SV_TRIM_PUNCH};
-            return 0;
-        }
-        if (!refused(errno))
+            /* Readers find the data by SEEK_DATA: where the filesystem
+             * does not report the hole, the zeros would be read as the
+             * log, so the tail is copied after all. */
+            if (sl_data_from(fd, 0) >= end) {
+                *out = (sv_log_trim_t){end - start, SV_TRIM_PUNCH};
+                return 0;
+            }
+        } else if (!refused(errno)) {
             return sl_error_errno(err, errno, "punching out the start of %s", path);
+        }
     }
     return sv_log_trim_copy(fd, path, keep, out, err);
 }
