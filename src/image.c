@@ -165,6 +165,26 @@ static int check_layer(const char *name, const sl_layer_info_t *info, const char
     return 0;
 }
 
+/* A stream that failed is reported as a digest or size mismatch when it is
+ * one (a corrupt blob), else as what broke. */
+static int stream_failed(const char *name, const sl_layer_info_t *info, const char *want_blob,
+                         uint64_t want_blob_size, sl_error_t *err)
+{
+    if (!info->blob_digest[0] || check_layer(name, info, want_blob, want_blob_size, NULL, err) == 0)
+        return sl_error_wrap(err, "layer %s", name);
+    return -1;
+}
+
+int sl_image__layer_verify(sl_import_t *im, const char *name, const sl_layer_src_t *src,
+                           const char *want_blob, uint64_t want_blob_size, const char *want_diff,
+                           sl_error_t *err)
+{
+    sl_layer_info_t info;
+    if (sl_image__layer_stream(src, -1, &im->lim, &info, err) < 0)
+        return stream_failed(name, &info, want_blob, want_blob_size, err);
+    return check_layer(name, &info, want_blob, want_blob_size, want_diff, err);
+}
+
 int sl_image__layer_add(sl_import_t *im, const char *name, const sl_layer_src_t *src,
                         const char *want_blob, uint64_t want_blob_size, const char *want_diff,
                         sl_layer_info_t *info, sl_error_t *err)
@@ -176,12 +196,8 @@ int sl_image__layer_add(sl_import_t *im, const char *name, const sl_layer_src_t 
     int fd = open(tmp, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd < 0 || fchmod(fd, 0755) < 0)
         rc = sl_error_errno(err, errno, "layer %s: open %s", name, tmp);
-    if (rc == 0 && sl_image__layer_stream(src, fd, &im->lim, info, err) < 0) {
-        rc = -1;
-        if (!info->blob_digest[0] ||
-            check_layer(name, info, want_blob, want_blob_size, NULL, err) == 0)
-            rc = sl_error_wrap(err, "layer %s", name);
-    }
+    if (rc == 0 && sl_image__layer_stream(src, fd, &im->lim, info, err) < 0)
+        rc = stream_failed(name, info, want_blob, want_blob_size, err);
     if (rc == 0)
         rc = check_layer(name, info, want_blob, want_blob_size, want_diff, err);
     /* Contents must be durable before the directory claims completeness. */

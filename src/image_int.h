@@ -100,6 +100,12 @@ int sl_image__layer_add(sl_import_t *im, const char *name, const sl_layer_src_t 
                         const char *want_blob, uint64_t want_blob_size, const char *want_diff,
                         sl_layer_info_t *info, sl_error_t *err);
 
+/* What sl_image__layer_add checks, for a layer the store has: stream src
+ * without unpacking it and compare what was measured. */
+int sl_image__layer_verify(sl_import_t *im, const char *name, const sl_layer_src_t *src,
+                           const char *want_blob, uint64_t want_blob_size, const char *want_diff,
+                           sl_error_t *err);
+
 /* Append a store layer (by DiffID hex) to im->img->layers, topmost last. */
 void sl_image__push_layer(sl_import_t *im, const char *diff_hex, uint64_t size);
 

@@ -331,17 +331,8 @@ static int oci_layer(sl_import_t *im, const char *dir, const desc_t *d, const ch
          * manifest names, and its content is the DiffID the config names
          * (else any image could claim a stored layer, another's files,
          * by naming its DiffID). Hashed as it streams, not unpacked. */
-        sl_layer_info_t info;
-        if (sl_image__layer_stream(&src, -1, &im->lim, &info, err) < 0)
-            return sl_error_wrap(err, "layer %s", d->digest);
-        if (strcmp(info.blob_digest, d->digest) != 0)
-            return sl_error_set(err, EBADMSG, "layer %s: digest mismatch: expected %s, got %s",
-                                d->digest, d->digest, info.blob_digest);
-        if (strcmp(info.diff_id, diff) != 0)
-            return sl_error_set(err, EBADMSG,
-                                "layer %s: DiffID mismatch: config rootfs.diff_ids says %s, "
-                                "uncompressed content is %s",
-                                d->digest, diff, info.diff_id);
+        if (sl_image__layer_verify(im, d->digest, &src, d->digest, d->size, diff, err) < 0)
+            return -1;
         sl_autofree char *path = sl_image__layer_path(im, diff_hex);
         sl_image__push_layer(im, diff_hex, sl_image__du(path));
         return 0;
@@ -642,16 +633,9 @@ static int docker_layer(dscan_t *s, struct archive *a, size_t i, const char *nam
                                    diff, &info, err) < 0
                    ? -1
                    : (s->sizes[i] = info.bytes, 0);
-    if (sl_image__layer_stream(&src, -1, &im->lim, &info, err) < 0)
-        return sl_error_wrap(err, "layer %s", label);
-    if (want_blob[0] && strcmp(want_blob, info.blob_digest) != 0)
-        return sl_error_set(err, EBADMSG, "layer %s: digest mismatch: expected %s, got %s", label,
-                            want_blob, info.blob_digest);
-    if (strcmp(diff, info.diff_id) != 0)
-        return sl_error_set(err, EBADMSG,
-                            "layer %s: DiffID mismatch: config rootfs.diff_ids says %s, "
-                            "uncompressed content is %s",
-                            label, diff, info.diff_id);
+    if (sl_image__layer_verify(im, label, &src, want_blob[0] ? want_blob : NULL, UINT64_MAX, diff,
+                               err) < 0)
+        return -1;
     sl_autofree char *path = sl_image__layer_path(im, hex);
     s->sizes[i] = sl_image__du(path);
     return 0;

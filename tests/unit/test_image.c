@@ -644,6 +644,18 @@ static void test_digest_mismatch(void **state)
     assert_contains(err.msg, "got sha256:");
     assert_tmp_empty();
 
+    /* the same when the store has the layer (reused, not unpacked) */
+    fd = open(p, O_RDWR);
+    c ^= 0x55;
+    assert_int_equal(pwrite(fd, &c, 1, st.st_size / 2), 1);
+    sl_image_free(import_ok(ref));
+    c ^= 0x55;
+    assert_int_equal(pwrite(fd, &c, 1, st.st_size / 2), 1);
+    close(fd);
+    import_fails(ref, NULL, &err);
+    assert_contains(err.msg, "digest mismatch");
+    assert_contains(err.msg, ld);
+
     /* a corrupt config is caught too */
     json_t *man = load_blob(dir, json_string_value(json_object_get(m, "digest")));
     const char *cd = json_string_value(json_object_get(json_object_get(man, "config"), "digest"));
