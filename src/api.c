@@ -27,8 +27,11 @@
 #define LOG_INITIAL_MAX (1u << 20)
 /* A TCP client (API or metrics) has this long from the connection or its
  * last response to send a whole request, else it is closed: an idle or
- * trickling client cannot hold a connection (and its buffer) forever. */
-#define API_TCP_IDLE_MS 60000
+ * trickling client cannot hold a connection (and its buffer) forever.
+ * Longer than Prometheus' default scrape interval (1 m), as nginx's
+ * keepalive_timeout (75 s), so a scraper's kept-alive connection is not
+ * closed just as it is used again. */
+#define API_TCP_IDLE_MS 75000
 /* A request answered before its body was read (401, 413) is closed after
  * the answer with a FIN, and what the client still sends is read and
  * dropped for this long: closing at once would reset the connection, and
