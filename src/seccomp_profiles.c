@@ -16,6 +16,7 @@
 #define AF_INET_    2
 #define AF_INET6_   10
 #define AF_NETLINK_ 16
+#define AF_VSOCK_   40
 
 /* ---- the default profile ---------------------------------------------- */
 
@@ -263,7 +264,10 @@ static json_t *default_json(void)
     json_t *rules = json_array();
     json_array_append_new(rules, rule(names_json(default_allow), "SCMP_ACT_ALLOW", 0, NULL));
     json_array_append_new(rules, clone_rule());
-    json_array_append_new(rules, rule(json_pack("[s]", "socket"), "SCMP_ACT_ALLOW", 0, NULL));
+    /* Any socket family but AF_VSOCK, as moby's profile: vsock is not
+     * confined by network namespaces and reaches the hypervisor's host. */
+    json_array_append_new(rules, rule(json_pack("[s]", "socket"), "SCMP_ACT_ALLOW", 0,
+                                      json_pack("[o]", arg(0, AF_VSOCK_, 0, "SCMP_CMP_NE"))));
     json_array_append_new(rules, rule(json_pack("[s]", "clone3"), "SCMP_ACT_ERRNO", ENOSYS, NULL));
     return json_pack("{s:s,s:i,s:o,s:o}", "defaultAction", "SCMP_ACT_ERRNO", "defaultErrnoRet",
                      EPERM, "architectures", native_arches(true), "syscalls", rules);

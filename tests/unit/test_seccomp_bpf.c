@@ -93,8 +93,9 @@ static void test_default_profile(void **state)
     const probe_t probes[] = {
         {SYS_getpid, 0, 0, 0, 0},
         {SYS_close, -1, 0, 0, 0},
-        {SYS_socket, AF_PACKET, SOCK_RAW, 0, 0}, /* socket: any family */
-        {SYS_mount, 0, 0, 0, EPERM},             /* not listed: default EPERM */
+        {SYS_socket, AF_PACKET, SOCK_RAW, 0, 0},       /* socket: any family */
+        {SYS_socket, AF_VSOCK, SOCK_STREAM, 0, EPERM}, /* but vsock */
+        {SYS_mount, 0, 0, 0, EPERM},                   /* not listed: default EPERM */
         {SYS_unshare, CLONE_NEWNET_, 0, 0, EPERM},
         {SYS_clone3, 0, 0, 0, ENOSYS},           /* rule with errnoRet */
         {SYS_clone, CLONE_NEWNET_, 0, 0, EPERM}, /* masked condition fails */
