@@ -302,15 +302,28 @@ json_t *sl_oci_spec_build(const sl_oci_params_t *p)
     return spec;
 }
 
+static int write_json(const char *path, json_t *doc, sl_error_t *err)
+{
+    if (!doc)
+        return sl_error_set(err, EINVAL, "building %s failed", path);
+    sl_autofree char *text = json_dumps(doc, JSON_INDENT(1));
+    json_decref(doc);
+    if (!text)
+        return sl_error_set(err, ENOMEM, "serialising %s failed", path);
+    return sl_write_file_atomic(path, text, strlen(text), 0600, err);
+}
+
 int sl_oci_spec_write(const char *bundle_dir, const sl_oci_params_t *p, sl_error_t *err)
 {
-    json_t *spec = sl_oci_spec_build(p);
-    if (!spec)
-        return sl_error_set(err, EINVAL, "building config.json failed");
-    sl_autofree char *text = json_dumps(spec, JSON_INDENT(1));
-    json_decref(spec);
-    if (!text)
-        return sl_error_set(err, ENOMEM, "serialising config.json failed");
     sl_autofree char *path = xasprintf("%s/config.json", bundle_dir);
-    return sl_write_file_atomic(path, text, strlen(text), 0600, err);
+    return write_json(path, sl_oci_spec_build(p), err);
+}
+
+int sl_oci_process_write(const char *path, const sl_oci_params_t *p, char *const *args,
+                         sl_error_t *err)
+{
+    sl_oci_params_t q = *p;
+    q.args = args;
+    q.terminal = false;
+    return write_json(path, process(&q), err);
 }

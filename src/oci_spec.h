@@ -91,4 +91,11 @@ json_t *sl_oci_spec_build(const sl_oci_params_t *p);
 /* Build and write BUNDLE/config.json atomically (mode 0600). */
 int sl_oci_spec_write(const char *bundle_dir, const sl_oci_params_t *p, sl_error_t *err);
 
+/* Write config.json's process object (user, capabilities,
+ * noNewPrivileges, rlimits, env, cwd) with `args` instead of p->args to
+ * path (mode 0600): for `RT exec --process`, so that a command run in the
+ * container later has what its own process has, no more. */
+int sl_oci_process_write(const char *path, const sl_oci_params_t *p, char *const *args,
+                         sl_error_t *err);
+
 #endif

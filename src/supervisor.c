@@ -345,14 +345,15 @@ static void on_exec_exit(uv_poll_t *h, int status, int events)
         cb(x->data, rc, &ex);
 }
 
-int sv_exec_start(sl_instance_t *inst, char *const *cmd, size_t n_cmd, sv_exec_cb cb, void *data,
+char *sv_exec_process_path(const sl_instance_t *inst, const char *what)
+{
+    return xasprintf("%s/exec-%s.json", inst->dir, what);
+}
+
+int sv_exec_start(sl_instance_t *inst, const char *process, sv_exec_cb cb, void *data,
                   sv_exec_t **out)
 {
-    sl_autofree const char **args = xcalloc(n_cmd + 3, sizeof(char *));
-    args[0] = "exec";
-    args[1] = inst->id;
-    for (size_t i = 0; i < n_cmd; i++)
-        args[2 + i] = cmd[i];
+    const char *args[] = {"exec", "--process", process, inst->id, NULL};
     sv_exec_t *x = xcalloc(1, sizeof(*x));
     x->proc.pidfd = -1;
     int rc = spawn_runtime(inst, &x->proc, args, inst->sup->devnull, SPAWN_NO_LOG, on_exec_exit);
@@ -944,6 +945,7 @@ typedef struct prep {
     bool has_profile, readonly_rootfs, no_capabilities;
     sl_seccomp_profile_t seccomp;
     int64_t scratch, pids;
+    char **exec_args[2]; /* the exec probes' commands: readiness, liveness */
     /* made by the work */
     int rc;
     sl_error_t err;
@@ -958,6 +960,8 @@ static void prep_free(prep_t *p)
     sl_strv_free(p->layers);
     sl_strv_free(p->args);
     sl_strv_free(p->env);
+    sl_strv_free(p->exec_args[0]);
+    sl_strv_free(p->exec_args[1]);
     free(p->user);
     free(p->cwd);
     free(p->log_dir);
@@ -1017,6 +1021,14 @@ static prep_t *prep_new(sl_instance_t *inst, const sl_instance_spec_t *s, sl_err
     }
     p->scratch = s->memory_limit > 0 ? s->memory_limit : SCRATCH_DEFAULT;
     p->pids = pids_limit(s);
+    const sl_probe_t *probes[] = {s->readiness, s->liveness};
+    for (size_t k = 0; k < SL_ARRAY_LEN(probes); k++) {
+        if (!probes[k] || probes[k]->kind != SL_PROBE_EXEC)
+            continue;
+        p->exec_args[k] = xcalloc(probes[k]->n_exec + 1, sizeof(char *));
+        for (size_t i = 0; i < probes[k]->n_exec; i++)
+            p->exec_args[k][i] = xstrdup(probes[k]->exec_cmd[i]);
+    }
     return p;
 }
 
@@ -1130,6 +1142,14 @@ static int write_bundle(sl_instance_t *inst, prep_t *p, const sl_oci_user_t *use
         .extra_masked = inst->userns ? SANDBOX_MASKED : NULL,
     };
     int rc = sl_oci_spec_write(inst->dir, &o, err);
+    /* The exec probes' processes: the container's, with their commands. */
+    static const char *const what[] = {"readiness", "liveness"};
+    for (size_t k = 0; rc == 0 && k < SL_ARRAY_LEN(p->exec_args); k++) {
+        if (!p->exec_args[k])
+            continue;
+        sl_autofree char *path = sv_exec_process_path(inst, what[k]);
+        rc = sl_oci_process_write(path, &o, p->exec_args[k], err);
+    }
     json_decref(seccomp);
     return rc;
 }

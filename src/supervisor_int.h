@@ -224,13 +224,20 @@ void sv_probes_close(sl_instance_t *inst);
 /* rc: SV_EXIT_DONE with *ex, or -errno when its exit status was lost. */
 typedef void (*sv_exec_cb)(void *data, int rc, const sv_exit_t *ex);
 
+/* Where the bundle keeps the process of an exec probe ("readiness",
+ * "liveness"): the container's own process with the probe's command,
+ * written with config.json. Caller frees. */
+char *sv_exec_process_path(const sl_instance_t *inst, const char *what);
+
 /*
- * `RT --root R exec <id> cmd...` with stdio on /dev/null, spawned like the
+ * `RT --root R exec --process FILE <id>` with stdio on /dev/null: the
+ * command runs as the container's process does (user, capabilities,
+ * noNewPrivileges), never as the runtime's default root. Spawned like the
  * runtime's other invocations (posix_spawn, not a fork of the loop) and
  * watched through a pidfd; it counts in inst->handles until closed. cb runs
  * once it has exited, unless it was abandoned. Returns -errno.
  */
-int sv_exec_start(sl_instance_t *inst, char *const *cmd, size_t n_cmd, sv_exec_cb cb, void *data,
+int sv_exec_start(sl_instance_t *inst, const char *process, sv_exec_cb cb, void *data,
                   sv_exec_t **out);
 
 /* Kill it; cb will not run. It is reaped and freed when it exits. */

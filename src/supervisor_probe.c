@@ -312,11 +312,12 @@ static void on_exec_exit(void *data, int rc, const sv_exit_t *ex)
     probe_result(p, rc >= 0 && ex->code == 0 && ex->sig == 0, why);
 }
 
-/* EXEC: `RT --root R exec <id> cmd...`, stdio on /dev/null. */
+/* EXEC: `RT --root R exec --process FILE <id>`, stdio on /dev/null. */
 static int attempt_exec(sv_probe_t *p, char *why, size_t why_len)
 {
     sl_instance_t *inst = p->inst;
-    int rc = sv_exec_start(inst, p->cfg.exec_cmd, p->cfg.n_exec, on_exec_exit, p, &p->exec);
+    sl_autofree char *process = sv_exec_process_path(inst, p->what);
+    int rc = sv_exec_start(inst, process, on_exec_exit, p, &p->exec);
     if (rc < 0) {
         snprintf(why, why_len, "spawning %s exec: %s", inst->runtime, strerror(-rc));
         return -1;

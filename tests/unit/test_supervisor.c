@@ -1544,25 +1544,35 @@ static void test_liveness_http(void **state)
     env_close(e);
 }
 
-/* exec readiness: `test -f /tmp/ready` run in the container by the runtime. */
-static void exec_readiness(const char *runtime)
+/* exec readiness: a command run in the container by the runtime, once
+ * /dev/shm/ready exists (a fresh tmpfs, 1777 with either runtime); it passes only if it runs as the
+ * app does (the image's user, the app's capabilities, no_new_privs), never as the runtime's default
+ * root. */
+static void exec_readiness(const char *runtime, bool sandboxed)
 {
     env_t *e = env_open(runtime);
     char *const script[] = {"/bin/sh", "-c",
-                            "(sleep 0.3; touch /tmp/ready) & "
+                            "(sleep 0.3; touch /dev/shm/ready) & "
                             "exec /bin/busybox httpd -f -p 8080 -h /www",
                             NULL};
     img_t m;
-    img_init(&m, NULL, script);
+    img_init(&m, "nonroot", script);
     sl_instance_spec_t s = base_spec(&m.img);
     s.runtime = runtime;
-    char *const cmd[] = {"/bin/test", "-f", "/tmp/ready"};
+    if (sandboxed)
+        s.profile = &sl_runtimeclass_builtin("sandboxed")->profile;
+    char *const cmd[] = {
+        "/bin/sh", "-c",
+        "test -f /dev/shm/ready && [ \"$(id -u)\" = \"$(stat -c %u /proc/1)\" ] && "
+        "[ \"$(grep CapEff /proc/self/status)\" = \"$(grep CapEff /proc/1/status)\" ] "
+        "&& grep -q 'NoNewPrivs:.1' /proc/self/status"};
     sl_probe_t ready = {.kind = SL_PROBE_EXEC, .exec_cmd = cmd, .n_exec = 3, .timeout_ms = 5000};
     s.readiness = &ready;
     rec_t r;
     start_ready(e, &s, &r);
     double ms = ms_between(r.started_ns, r.ready_ns);
-    printf("  %s exec readiness: READY after %.1f ms\n", runtime, ms);
+    printf("  %s%s exec readiness: READY after %.1f ms\n", runtime, sandboxed ? " sandboxed" : "",
+           ms);
     assert_true(ms >= 300);
     stop_and_clean(e, &r);
     env_close(e);
@@ -1570,12 +1580,13 @@ static void exec_readiness(const char *runtime)
 
 static void test_readiness_exec_crun(void **state)
 {
-    exec_readiness("crun");
+    exec_readiness("crun", false);
+    exec_readiness("crun", true);
 }
 
 static void test_readiness_exec_runc(void **state)
 {
-    exec_readiness("runc");
+    exec_readiness("runc", false);
 }
 
 /* Whether some process has both a and b among its arguments. */
