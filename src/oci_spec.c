@@ -213,8 +213,16 @@ static json_t *mounts(const sl_oci_params_t *p)
                                    STRV("nosuid", "noexec", "nodev", "mode=1777", "size=65536k")));
     json_array_append_new(
         m, mount("/dev/mqueue", "mqueue", "mqueue", STRV("nosuid", "noexec", "nodev")));
-    json_array_append_new(m,
-                          mount("/sys", "sysfs", "sysfs", STRV("nosuid", "noexec", "nodev", "ro")));
+    if (p->idmap && p->netns_path)
+        /* In a user namespace that does not own the joined network
+         * namespace no sysfs can be mounted, and the runtime would bind
+         * the host's /sys, writable: bind it read-only, to the bottom
+         * (rro); the sandboxed class masks its network listings. */
+        json_array_append_new(
+            m, mount("/sys", "bind", "/sys", STRV("rbind", "rro", "nosuid", "noexec", "nodev")));
+    else
+        json_array_append_new(
+            m, mount("/sys", "sysfs", "sysfs", STRV("nosuid", "noexec", "nodev", "ro")));
     json_array_append_new(
         m, mount("/tmp", "tmpfs", "tmpfs", STRV("nosuid", "nodev", "mode=1777", tmpsize)));
     return m;

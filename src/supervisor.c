@@ -1093,9 +1093,11 @@ static int prep_rootfs(sl_instance_t *inst, prep_t *p, sl_error_t *err)
     return sl_rootfs_mount_idmapped(inst->dir, p->layers, p->n_layers, userns_fd, err);
 }
 
-static const char *const SANDBOX_MASKED[] = {"/proc/kallsyms",   "/proc/modules",
-                                             "/proc/interrupts", "/proc/vmallocinfo",
-                                             "/sys/kernel",      NULL};
+/* /sys is the host's, bound read-only (oci_spec.c): the host's network
+ * devices are not the instance's business. */
+static const char *const SANDBOX_MASKED[] = {
+    "/proc/kallsyms", "/proc/modules",  "/proc/interrupts",         "/proc/vmallocinfo",
+    "/sys/kernel",    "/sys/class/net", "/sys/devices/virtual/net", NULL};
 
 /* crun takes the profile precompiled (run.oci.seccomp_bpf_data) and then
  * ignores linux.seccomp, so the JSON is left out; runc, or a profile that

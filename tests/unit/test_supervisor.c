@@ -1195,6 +1195,28 @@ static void test_overhead(void **state)
     env_close(e);
 }
 
+/* A sandboxed instance cannot mount a sysfs of its own (its user namespace
+ * does not own the network namespace it joins): the host's /sys is bound
+ * read-only all the way down, without the host's network devices. */
+static void test_sandboxed_sys_read_only(void **state)
+{
+    env_t *e = env_open("crun");
+    img_t m;
+    img_init(&m, "nonroot", HTTPD);
+    sl_instance_spec_t s = base_spec(&m.img);
+    s.profile = &sl_runtimeclass_builtin("sandboxed")->profile;
+    char *const cmd[] = {"/bin/sh", "-c",
+                         "grep -qE '^([^ ]+ ){4}/sys ro,' /proc/self/mountinfo && "
+                         "! grep -E '^([^ ]+ ){4}/sys(/[^ ]*)? rw' /proc/self/mountinfo && "
+                         "[ -z \"$(ls /sys/class/net)\" ] && ! touch /sys/fs/x"};
+    sl_probe_t ready = {.kind = SL_PROBE_EXEC, .exec_cmd = cmd, .n_exec = 3, .timeout_ms = 5000};
+    s.readiness = &ready;
+    rec_t r;
+    start_ready(e, &s, &r);
+    stop_and_clean(e, &r);
+    env_close(e);
+}
+
 /* An image USER outside the sandbox's 65536 ids is refused before it runs. */
 static void test_sandboxed_user_range(void **state)
 {
@@ -2191,6 +2213,7 @@ int main(void)
         cmocka_unit_test_teardown(test_probe_spec_errors, env_teardown),
         cmocka_unit_test_teardown(test_shutdown_many, env_teardown),
         cmocka_unit_test_teardown(test_cold_start_timing, env_teardown),
+        cmocka_unit_test_teardown(test_sandboxed_sys_read_only, env_teardown),
         cmocka_unit_test_teardown(test_leftovers_cleaned, env_teardown),
         cmocka_unit_test_teardown(test_loop_stall, env_teardown),
         cmocka_unit_test_teardown(test_stop_while_queued, env_teardown),
