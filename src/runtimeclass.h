@@ -30,8 +30,9 @@
 #define SL_SANDBOX_PIDS_LIMIT       512
 /* Each sandboxed instance has its own 65536 host ids: container ids
  * 0..65535 map to host BASE + k * 65536.., k the lowest range no running
- * instance holds (k = 0: 100000..165535). The last range ends below
- * 2^32 - 1, which is no id. */
+ * instance holds and /etc/subuid and /etc/subgid do not give to a user
+ * (k = 0: 100000..165535). The last range ends below 2^32 - 1, which is
+ * no id. */
 #define SL_SANDBOX_HOST_ID_BASE 100000u
 #define SL_SANDBOX_ID_RANGE     65536u
 #define SL_SANDBOX_ID_RANGES    65534u

@@ -462,9 +462,42 @@ struct sv_id_range {
     int userns_fd; /* -1 until a pool thread needs it */
 };
 
+struct sv_id_span {
+    uint64_t lo, hi; /* [lo, hi) */
+};
+
 static uint32_t id_range_host(int k)
 {
     return SL_SANDBOX_HOST_ID_BASE + (uint32_t)k * SL_SANDBOX_ID_RANGE;
+}
+
+void sv_id_ranges_avoid(sl_supervisor_t *sup, const char *path)
+{
+    sl_autofree char *text = NULL;
+    if (sl_read_file(path, 1u << 20, &text, NULL, NULL) < 0)
+        return;
+    char *save = NULL;
+    for (char *l = strtok_r(text, "\n", &save); l; l = strtok_r(NULL, "\n", &save)) {
+        char *start = strchr(l, ':'), *count = start ? strchr(start + 1, ':') : NULL;
+        if (!count)
+            continue;
+        *count++ = '\0';
+        int64_t s, n;
+        if (sl_parse_int64(start + 1, 0, UINT32_MAX, &s) < 0 ||
+            sl_parse_int64(count, 1, UINT32_MAX, &n) < 0)
+            continue;
+        sup->foreign = xrealloc(sup->foreign, (sup->n_foreign + 1) * sizeof(*sup->foreign));
+        sup->foreign[sup->n_foreign++] = (struct sv_id_span){(uint64_t)s, (uint64_t)(s + n)};
+    }
+}
+
+static bool id_range_foreign(const sl_supervisor_t *sup, size_t k)
+{
+    uint64_t lo = id_range_host((int)k), hi = lo + SL_SANDBOX_ID_RANGE;
+    for (size_t i = 0; i < sup->n_foreign; i++)
+        if (sup->foreign[i].lo < hi && lo < sup->foreign[i].hi)
+            return true;
+    return false;
 }
 
 /* Loop thread: the lowest range nobody holds, so the ranges in use stay
@@ -476,9 +509,11 @@ static int id_range_take(sl_instance_t *inst, sl_error_t *err)
         return 0;
     uv_mutex_lock(&sup->id_lock);
     size_t k = 0;
-    while (k < sup->n_id_ranges && sup->id_ranges[k].held)
-        k++;
-    if (k == sup->n_id_ranges && k < SL_SANDBOX_ID_RANGES) {
+    for (;;) {
+        while (k < sup->n_id_ranges && (sup->id_ranges[k].held || id_range_foreign(sup, k)))
+            k++;
+        if (k < sup->n_id_ranges || k == SL_SANDBOX_ID_RANGES)
+            break;
         size_t n = k ? k * 2 : 8;
         n = n < SL_SANDBOX_ID_RANGES ? n : SL_SANDBOX_ID_RANGES;
         sup->id_ranges = xrealloc(sup->id_ranges, n * sizeof(*sup->id_ranges));
@@ -534,6 +569,7 @@ static void id_ranges_free(sl_supervisor_t *sup)
     for (size_t k = 0; k < sup->n_id_ranges; k++)
         sl_closep(&sup->id_ranges[k].userns_fd);
     free(sup->id_ranges);
+    free(sup->foreign);
     uv_mutex_destroy(&sup->id_lock);
 }
 
@@ -1485,6 +1521,8 @@ int sl_supervisor_new(uv_loop_t *loop, const char *state_dir, const char *defaul
     sup->sigchld.data = sup;
     uv_signal_start(&sup->sigchld, on_sigchld, SIGCHLD);
     sv_logs_init(sup);
+    sv_id_ranges_avoid(sup, "/etc/subuid");
+    sv_id_ranges_avoid(sup, "/etc/subgid");
     sl_autofree char *crun = sv_find_in_path("crun");
     if (crun)
         seccomp_warm(sup);

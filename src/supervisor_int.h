@@ -116,6 +116,8 @@ struct sl_supervisor {
     struct sv_id_range *id_ranges;
     size_t n_id_ranges;
     uv_mutex_t id_lock;
+    struct sv_id_span *foreign; /* host ids given to users (subuid, subgid) */
+    size_t n_foreign;
     int devnull;
     int64_t nofile; /* containers' RLIMIT_NOFILE */
     uv_signal_t sigchld;
@@ -223,6 +225,12 @@ void sv_probes_close(sl_instance_t *inst);
 
 /* rc: SV_EXIT_DONE with *ex, or -errno when its exit status was lost. */
 typedef void (*sv_exec_cb)(void *data, int rc, const sv_exit_t *ex);
+
+/* Host ids the sandboxed instances' ranges keep clear of: those listed in
+ * a subordinate id file (/etc/subuid format, "name:start:count" lines),
+ * given to users for their own containers. A missing file lists none.
+ * Loop thread, before any sandboxed instance starts. */
+void sv_id_ranges_avoid(sl_supervisor_t *sup, const char *path);
 
 /* Where the bundle keeps the process of an exec probe ("readiness",
  * "liveness"): the container's own process with the probe's command,

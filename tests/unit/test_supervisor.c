@@ -1217,6 +1217,27 @@ static void test_sandboxed_sys_read_only(void **state)
     env_close(e);
 }
 
+/* Host ids a subordinate id file gives to a user (rootless containers'
+ * ids) are never a sandboxed instance's: the first range goes past them. */
+static void test_sandboxed_ids_avoid_subuid(void **state)
+{
+    env_t *e = env_open("crun");
+    sl_autofree char *file = xasprintf("%s/subuid", g_tmp);
+    const char *text = "# rootless podman users\nalice:100000:65536\nbob:165536:1\nbad line\n";
+    sl_error_t err = {0};
+    assert_int_equal(sl_write_file_atomic(file, text, strlen(text), 0644, &err), 0);
+    sv_id_ranges_avoid(e->sup, file);
+    img_t m;
+    img_init(&m, NULL, HTTPD);
+    sl_instance_spec_t s = base_spec(&m.img);
+    s.profile = &sl_runtimeclass_builtin("sandboxed")->profile;
+    rec_t r;
+    start_ready(e, &s, &r);
+    assert_int_equal(uid_map_host(r.pid), 100000 + 2 * 65536);
+    stop_and_clean(e, &r);
+    env_close(e);
+}
+
 /* An image USER outside the sandbox's 65536 ids is refused before it runs. */
 static void test_sandboxed_user_range(void **state)
 {
@@ -2214,6 +2235,7 @@ int main(void)
         cmocka_unit_test_teardown(test_shutdown_many, env_teardown),
         cmocka_unit_test_teardown(test_cold_start_timing, env_teardown),
         cmocka_unit_test_teardown(test_sandboxed_sys_read_only, env_teardown),
+        cmocka_unit_test_teardown(test_sandboxed_ids_avoid_subuid, env_teardown),
         cmocka_unit_test_teardown(test_leftovers_cleaned, env_teardown),
         cmocka_unit_test_teardown(test_loop_stall, env_teardown),
         cmocka_unit_test_teardown(test_stop_while_queued, env_teardown),
