@@ -9,7 +9,11 @@
  */
 #include "controller_int.h"
 
+#include <dirent.h>
+#include <malloc.h>
 #include <stdio.h>
+#include <sys/resource.h>
+#include <unistd.h>
 
 #define FLUSH_MS 5000
 
@@ -29,7 +33,8 @@ struct ctl_obs {
     sl_meter_t *meter;
     sl_prices_t prices;
     uv_timer_t *flush;
-    sl_metric_t *busy_poll; /* the router's busy-polling time, seconds */
+    sl_metric_t *busy_poll;  /* the router's busy-polling time, seconds */
+    sl_metric_t *process[5]; /* cpu, resident, open fds, max fds, heap (process_gauges) */
 };
 
 struct ctl_rev_metrics {
@@ -84,9 +89,28 @@ int ctl_obs_init(sl_controller_t *c, const sl_prices_t *prices, sl_error_t *err)
                           "(serve --busy-poll).",
                           0, NULL, NULL, 0, err);
     o->busy_poll = busy ? sl_metrics_series(busy, NULL) : NULL;
+    static const struct {
+        sl_metric_type_t type;
+        const char *name, *help;
+    } proc[SL_ARRAY_LEN(o->process)] = {
+        {SL_METRIC_COUNTER, SL_METRIC_PROCESS_CPU_SECONDS, "User and system CPU time, seconds."},
+        {SL_METRIC_GAUGE, SL_METRIC_PROCESS_RESIDENT, "Resident memory, bytes."},
+        {SL_METRIC_GAUGE, SL_METRIC_PROCESS_OPEN_FDS, "Open file descriptors."},
+        {SL_METRIC_GAUGE, SL_METRIC_PROCESS_MAX_FDS, "The limit on open file descriptors."},
+        {SL_METRIC_GAUGE, SL_METRIC_HEAP_IN_USE,
+         "Heap bytes allocated and not freed, as glibc's malloc counts them (what a leak "
+         "grows; 0 under another allocator)."},
+    };
+    bool proc_ok = true;
+    for (size_t i = 0; i < SL_ARRAY_LEN(proc); i++) {
+        sl_metric_family_t *pf = sl_metrics_family(o->reg, proc[i].type, proc[i].name, proc[i].help,
+                                                   0, NULL, NULL, 0, err);
+        o->process[i] = pf ? sl_metrics_series(pf, NULL) : NULL;
+        proc_ok = proc_ok && o->process[i];
+    }
     if (!f->requests || !f->duration || !f->in_flight || !f->queue || !f->instances ||
         !f->desired || !f->actual || !f->cold || !f->cold_duration || !f->billable ||
-        !o->busy_poll) {
+        !o->busy_poll || !proc_ok) {
         sl_metrics_free(o->reg);
         free(o);
         return -1;
@@ -279,6 +303,33 @@ static void refresh_gauges(sl_controller_t *c)
     }
 }
 
+/* The daemon's own figures, read at each scrape. */
+static void process_gauges(ctl_obs_t *o)
+{
+    struct rusage ru;
+    if (getrusage(RUSAGE_SELF, &ru) == 0)
+        sl_metric_set(o->process[0], (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+                                         (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6);
+    sl_autofree char *statm = NULL;
+    long pages = 0;
+    if (sl_read_file("/proc/self/statm", 256, &statm, NULL, NULL) == 0 &&
+        sscanf(statm, "%*s %ld", &pages) == 1)
+        sl_metric_set(o->process[1], (double)pages * (double)sysconf(_SC_PAGESIZE));
+    DIR *d = opendir("/proc/self/fd");
+    if (d) {
+        long n = 0;
+        for (struct dirent *de; (de = readdir(d));)
+            n += de->d_name[0] != '.';
+        closedir(d);
+        sl_metric_set(o->process[2], (double)(n - 1)); /* not the one reading it */
+    }
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0)
+        sl_metric_set(o->process[3], (double)rl.rlim_cur);
+    struct mallinfo2 mi = mallinfo2();
+    sl_metric_set(o->process[4], (double)(mi.uordblks + mi.hblkhd));
+}
+
 int sl_controller_metrics(sl_controller_t *c, char **text, size_t *len)
 {
     if (!c->obs)
@@ -307,6 +358,7 @@ int sl_controller_metrics(sl_controller_t *c, char **text, size_t *len)
         sl_router_stats(c->router, &st);
         sl_metric_set(c->obs->busy_poll, (double)st.busy_poll_ns / 1e9);
     }
+    process_gauges(c->obs);
     return sl_metrics_render(c->obs->reg, text, len);
 }
 

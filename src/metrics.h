@@ -66,6 +66,12 @@
 #define SL_METRIC_BILLABLE_SECONDS_TOTAL  "sluice_billable_instance_seconds_total"
 #define SL_METRIC_DROPPED_SERIES_TOTAL    "sluice_metrics_dropped_series_total"
 #define SL_METRIC_BUSY_POLL_SECONDS_TOTAL "sluice_router_busy_poll_seconds_total"
+/* The daemon process, with the Prometheus client libraries' names. */
+#define SL_METRIC_PROCESS_CPU_SECONDS "process_cpu_seconds_total"
+#define SL_METRIC_PROCESS_RESIDENT    "process_resident_memory_bytes"
+#define SL_METRIC_PROCESS_OPEN_FDS    "process_open_fds"
+#define SL_METRIC_PROCESS_MAX_FDS     "process_max_fds"
+#define SL_METRIC_HEAP_IN_USE         "sluice_heap_in_use_bytes"
 
 /* Upper bounds (seconds); +Inf is implicit. */
 #define SL_METRICS_LATENCY_BUCKETS                                                                 \

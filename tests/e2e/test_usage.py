@@ -133,3 +133,36 @@ def test_retired_revision_leaves_metrics(make_daemon, images):
         text = scrape()
     assert 'revision="churn-00001"' not in text
     assert 'sluice_requests_total{service="churn",revision="churn-00002",code_class="2xx"} 1' in text
+
+
+def test_process_metrics(make_daemon, images):
+    """The daemon's own figures under the client libraries' names, and its
+    heap in use: what an operator watches for a leak."""
+    mport = free_port()
+    d = make_daemon("--metrics-listen", "127.0.0.1:%d" % mport)
+    d.cli("deploy", "proc", "--image", images["hello"])
+    assert d.curl("proc", "/")[0] == 200
+
+    def scrape():
+        with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % mport, timeout=5) as r:
+            text = r.read().decode()
+        return {l.split()[0]: float(l.split()[1]) for l in text.splitlines()
+                if l and not l.startswith("#") and "{" not in l}
+
+    m = scrape()
+    fds = len(os.listdir("/proc/%d/fd" % d.proc.pid))
+    with open("/proc/%d/limits" % d.proc.pid) as f:
+        max_fds = int([l for l in f if l.startswith("Max open files")][0].split()[3])
+    with open("/proc/%d/status" % d.proc.pid) as f:
+        rss = int([l for l in f if l.startswith("VmRSS:")][0].split()[1]) * 1024
+    assert m["process_cpu_seconds_total"] > 0
+    assert abs(m["process_open_fds"] - fds) <= 3, (m["process_open_fds"], fds)
+    assert m["process_max_fds"] == max_fds
+    assert 0.5 * rss < m["process_resident_memory_bytes"] < 2 * rss
+    with open("/proc/%d/maps" % d.proc.pid) as f:
+        asan = "libasan" in f.read()
+    if asan:  # the sanitizer's allocator: glibc's malloc has nothing to tell
+        assert m["sluice_heap_in_use_bytes"] == 0
+    else:
+        assert 0 < m["sluice_heap_in_use_bytes"] < m["process_resident_memory_bytes"]
+    assert scrape()["process_cpu_seconds_total"] >= m["process_cpu_seconds_total"]
