@@ -162,6 +162,22 @@ def instance_netns_curl(pid, path, port=8080):
     return r.stdout
 
 
+def recv_until_close(sock, timeout):
+    """What the peer sends until it closes or the timeout passes: (bytes, closed)."""
+    sock.settimeout(timeout)
+    out = b""
+    try:
+        while True:
+            b = sock.recv(65536)
+            if not b:
+                return out, True
+            out += b
+    except ConnectionResetError:
+        return out, True
+    except socket.timeout:
+        return out, False
+
+
 def exchange(port, data, timeout=15):
     """Send data, then read until the router closes. Returns (bytes, closed)."""
     s = socket.create_connection(("127.0.0.1", port))

@@ -10,7 +10,7 @@ import time
 import urllib.error
 import urllib.request
 
-from conftest import BIN, Daemon, free_port
+from conftest import BIN, Daemon, free_port, recv_until_close
 
 
 def cli_env(d, **extra):
@@ -58,20 +58,6 @@ def test_tcp_api_needs_the_token(make_daemon, images):
     assert code == 200
 
 
-def recv_all(sock, timeout):
-    """What the peer sends until it closes (or the timeout passes)."""
-    sock.settimeout(timeout)
-    out = b""
-    try:
-        while True:
-            b = sock.recv(65536)
-            if not b:
-                return out, True
-            out += b
-    except socket.timeout:
-        return out, False
-
-
 def test_tcp_clients_cannot_hold_memory_or_connections(make_daemon):
     """Without the token a body is refused from the head alone, before it is
     read (so no client makes the daemon hold 4 MiB for it); the metrics
@@ -88,14 +74,14 @@ def test_tcp_clients_cannot_hold_memory_or_connections(make_daemon):
                               (metrics_port, "", b" 413 ")]:
         s = socket.create_connection(("127.0.0.1", port))
         s.sendall((head % hdr).encode())  # the head only: the answer comes anyway
-        out, closed = recv_all(s, 10)
+        out, closed = recv_until_close(s, 10)
         s.close()
         assert out.startswith(b"HTTP/1.1" + status) and closed, out
         # A client that sends the whole body before reading still gets the
         # answer (the rest is read and dropped), not a reset.
         s = socket.create_connection(("127.0.0.1", port))
         s.sendall((head % hdr).encode() + b"x" * 4194304)
-        out, closed = recv_all(s, 10)
+        out, closed = recv_until_close(s, 10)
         s.close()
         assert out.startswith(b"HTTP/1.1" + status) and closed, out[:200]
     idle = socket.create_connection(("127.0.0.1", api_port))
@@ -112,7 +98,7 @@ def test_tcp_clients_cannot_hold_memory_or_connections(make_daemon):
             closed = True
             break
     assert closed and 73 < time.time() - start < 85, time.time() - start
-    assert recv_all(idle, 5) == (b"", True)
+    assert recv_until_close(idle, 5) == (b"", True)
     # A whole request on a fresh connection is served.
     with urllib.request.urlopen("http://127.0.0.1:%d/healthz" % api_port, timeout=5) as resp:
         assert resp.status == 200

@@ -13,6 +13,8 @@ import time
 
 import pytest
 
+from conftest import recv_until_close
+
 CAP = 256 * 1024
 
 # ~3.3 MB of numbered lines in the background while httpd serves.
@@ -144,13 +146,7 @@ def test_logs_of_two_services_on_one_connection(daemon, images):
     s = socket.socket(socket.AF_UNIX)
     s.connect(os.path.join(daemon.state_dir, "sluice.sock"))
     s.sendall((req % ("one", "") + req % ("two", "Connection: close\r\n")).encode())
-    s.settimeout(15)
-    out = b""
-    while True:
-        b = s.recv(65536)
-        if not b:
-            break
-        out += b
+    out, _ = recv_until_close(s, 15)
     s.close()
     first, _, second = out.partition(b"HTTP/1.1 200 OK", )[2].partition(b"HTTP/1.1 200 OK")
     assert b"output of one" in first and b"output of two" not in first, out

@@ -1198,13 +1198,20 @@ static void test_overhead(void **state)
 /* A sandboxed instance cannot mount a sysfs of its own (its user namespace
  * does not own the network namespace it joins): the host's /sys is bound
  * read-only all the way down, without the host's network devices. */
+/* An httpd instance of the sandboxed class, running as `user`. */
+static sl_instance_spec_t sandboxed_httpd(img_t *m, const char *user)
+{
+    img_init(m, user, HTTPD);
+    sl_instance_spec_t s = base_spec(&m->img);
+    s.profile = &sl_runtimeclass_builtin("sandboxed")->profile;
+    return s;
+}
+
 static void test_sandboxed_sys_read_only(void **state)
 {
     env_t *e = env_open("crun");
     img_t m;
-    img_init(&m, "nonroot", HTTPD);
-    sl_instance_spec_t s = base_spec(&m.img);
-    s.profile = &sl_runtimeclass_builtin("sandboxed")->profile;
+    sl_instance_spec_t s = sandboxed_httpd(&m, "nonroot");
     char *const cmd[] = {"/bin/sh", "-c",
                          "grep -qE '^([^ ]+ ){4}/sys ro,' /proc/self/mountinfo && "
                          "! grep -E '^([^ ]+ ){4}/sys(/[^ ]*)? rw' /proc/self/mountinfo && "
@@ -1228,9 +1235,7 @@ static void test_sandboxed_ids_avoid_subuid(void **state)
     assert_int_equal(sl_write_file_atomic(file, text, strlen(text), 0644, &err), 0);
     sv_id_ranges_avoid(e->sup, file);
     img_t m;
-    img_init(&m, NULL, HTTPD);
-    sl_instance_spec_t s = base_spec(&m.img);
-    s.profile = &sl_runtimeclass_builtin("sandboxed")->profile;
+    sl_instance_spec_t s = sandboxed_httpd(&m, NULL);
     rec_t r;
     start_ready(e, &s, &r);
     assert_int_equal(uid_map_host(r.pid), 100000 + 2 * 65536);
@@ -1243,9 +1248,7 @@ static void test_sandboxed_user_range(void **state)
 {
     env_t *e = env_open("crun");
     img_t m;
-    img_init(&m, "70000", HTTPD);
-    sl_instance_spec_t s = base_spec(&m.img);
-    s.profile = &sl_runtimeclass_builtin("sandboxed")->profile;
+    sl_instance_spec_t s = sandboxed_httpd(&m, "70000");
     expect_start_fails(e, &s, "outside the sandbox's user namespace");
     env_close(e);
 }
@@ -1320,9 +1323,7 @@ static void test_debug_sandboxed(void **state)
 {
     env_t *e = env_open("crun");
     img_t m;
-    img_init(&m, "nonroot", HTTPD);
-    sl_instance_spec_t s = base_spec(&m.img);
-    s.profile = &sl_runtimeclass_builtin("sandboxed")->profile;
+    sl_instance_spec_t s = sandboxed_httpd(&m, "nonroot");
     rec_t r;
     start_ready(e, &s, &r);
     char *const argv[] = {"sh", "-c", "wget -qO- 127.0.0.1:$PORT/index.html", NULL};
