@@ -219,13 +219,19 @@ static void free_handle(uv_handle_t *h)
     api_handle_closed(api);
 }
 
-static void conn_free(api_conn_t *c)
+static void log_files_clear(api_conn_t *c)
 {
-    sl_api_t *api = c->api;
     for (size_t i = 0; i < c->n_files; i++) {
         free(c->files[i].path);
         free(c->files[i].id);
     }
+    c->n_files = 0;
+}
+
+static void conn_free(api_conn_t *c)
+{
+    sl_api_t *api = c->api;
+    log_files_clear(c);
     free(c->log_out);
     free(c->log_dir);
     free(c->buf);
@@ -411,10 +417,9 @@ static void log_pass_done(uv_work_t *w, int status)
     c->log_out = NULL;
     c->log_busy = false;
     if (c->closing || status < 0) {
-        free(data);
+        /* nobody to answer */
     } else if (!c->follow) {
         send_response(c, 200, "text/plain; charset=utf-8", data, len);
-        free(data);
         c->busy = false;
         conn_process(c);
     } else if (len > 0) {
@@ -424,10 +429,8 @@ static void log_pass_done(uv_work_t *w, int status)
         memcpy(chunk + hl, data, len);
         memcpy(chunk + hl + len, "\r\n", 2);
         conn_write(c, chunk, hl + len + 2, false);
-        free(data);
-    } else {
-        free(data);
     }
+    free(data);
     conn_unref(c);
 }
 
@@ -462,11 +465,7 @@ static void handle_logs(api_conn_t *c, const char *ns, const char *name, bool fo
         return;
     }
     json_decref(svc);
-    for (size_t i = 0; i < c->n_files; i++) { /* an earlier request's, on this connection */
-        free(c->files[i].path);
-        free(c->files[i].id);
-    }
-    c->n_files = 0;
+    log_files_clear(c); /* an earlier request's, on this connection */
     free(c->log_dir);
     c->log_dir = xasprintf("%s/logs/%s/%s", api->state_dir, ns, name);
     if (follow) {
