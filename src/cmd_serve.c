@@ -417,14 +417,10 @@ static void raise_nofile(void)
         return;
     rlim_t was = rl.rlim_cur;
     if (rl.rlim_max == RLIM_INFINITY) { /* beyond fs.nr_open is refused */
-        sl_autofree char *nr = NULL;
-        int64_t v;
-        if (sl_read_file("/proc/sys/fs/nr_open", 64, &nr, NULL, NULL) < 0)
+        int64_t nr_open = sl_nr_open();
+        if (nr_open < 0)
             return;
-        nr[strcspn(nr, "\n")] = '\0';
-        if (sl_parse_int64(nr, 1, INT64_MAX, &v) < 0)
-            return;
-        rl.rlim_max = (rlim_t)v;
+        rl.rlim_max = (rlim_t)nr_open;
     }
     rl.rlim_cur = rl.rlim_max;
     if (setrlimit(RLIMIT_NOFILE, &rl) == 0)

@@ -285,6 +285,16 @@ off_t sl_data_from(int fd, off_t off)
     return d > off ? d : off;
 }
 
+int64_t sl_nr_open(void)
+{
+    sl_autofree char *text = NULL;
+    int64_t v;
+    if (sl_read_file("/proc/sys/fs/nr_open", 64, &text, NULL, NULL) < 0)
+        return -1;
+    text[strcspn(text, "\n")] = '\0';
+    return sl_parse_int64(text, 1, INT64_MAX, &v) == 0 ? v : -1;
+}
+
 int sl_mkdir_p(const char *path, int mode, sl_error_t *err)
 {
     char buf[PATH_MAX];

@@ -119,6 +119,9 @@ int sl_read_file(const char *path, size_t max, char **out, size_t *len, sl_error
  * was punched out (a trimmed log) reads as zeros there. off itself when
  * it holds data, is at or past the end, or the filesystem cannot say. */
 off_t sl_data_from(int fd, off_t off);
+/* fs.nr_open, the kernel's bound on a process's open files; -1 when it
+ * cannot be read. */
+int64_t sl_nr_open(void);
 /* mkdir -p with mode. */
 int sl_mkdir_p(const char *path, int mode, sl_error_t *err);
 /* rm -rf that does not cross mount points; missing path is not an error. */

@@ -66,13 +66,9 @@ static bool have_cap(int bit)
 uint64_t sv_nofile_limit(void)
 {
     uint64_t want = NOFILE_WANTED;
-    sl_autofree char *nr_open = NULL;
-    int64_t v;
-    if (sl_read_file("/proc/sys/fs/nr_open", 64, &nr_open, NULL, NULL) == 0) {
-        nr_open[strcspn(nr_open, "\n")] = '\0';
-        if (sl_parse_int64(nr_open, 1, INT64_MAX, &v) == 0 && (uint64_t)v < want)
-            want = (uint64_t)v;
-    }
+    int64_t nr_open = sl_nr_open();
+    if (nr_open > 0 && (uint64_t)nr_open < want)
+        want = (uint64_t)nr_open;
     if (have_cap(CAP_SYS_RESOURCE_BIT))
         return want;
     struct rlimit rl;
