@@ -418,7 +418,7 @@ static int open_parent(unpack_t *u, const char *rel, bool create, bool hold, con
     char comp[NAME_MAX + 1];
     bool tried = false;
     while (start < len) {
-        if (!tried && (!hold || !held || u->levels == PARENT_LEVELS)) {
+        if (!tried && (!hold || u->levels == PARENT_LEVELS)) {
             /* Nothing more to hold: the rest in one call if it is all
              * there (a deep path would cost a walk per entry). */
             tried = true;
