@@ -972,6 +972,9 @@ static int validate_spec(const sl_instance_spec_t *s, sl_error_t *err)
  * setns act on the calling thread only, so making the namespace there and
  * switching back is as safe as on the loop thread.
  */
+/* The probes, by the name their exec process files and messages use. */
+static const char *const PROBE_WHAT[] = {"readiness", "liveness"};
+
 typedef struct prep {
     char **layers; /* NULL-terminated */
     size_t n_layers;
@@ -981,7 +984,7 @@ typedef struct prep {
     bool has_profile, readonly_rootfs, no_capabilities;
     sl_seccomp_profile_t seccomp;
     int64_t scratch, pids;
-    char **exec_args[2]; /* the exec probes' commands: readiness, liveness */
+    char **exec_args[2]; /* the exec probes' commands, as PROBE_WHAT */
     /* made by the work */
     int rc;
     sl_error_t err;
@@ -1057,7 +1060,7 @@ static prep_t *prep_new(sl_instance_t *inst, const sl_instance_spec_t *s, sl_err
     }
     p->scratch = s->memory_limit > 0 ? s->memory_limit : SCRATCH_DEFAULT;
     p->pids = pids_limit(s);
-    const sl_probe_t *probes[] = {s->readiness, s->liveness};
+    const sl_probe_t *probes[] = {s->readiness, s->liveness}; /* as PROBE_WHAT */
     for (size_t k = 0; k < SL_ARRAY_LEN(probes); k++) {
         if (!probes[k] || probes[k]->kind != SL_PROBE_EXEC)
             continue;
@@ -1181,11 +1184,10 @@ static int write_bundle(sl_instance_t *inst, prep_t *p, const sl_oci_user_t *use
     };
     int rc = sl_oci_spec_write(inst->dir, &o, err);
     /* The exec probes' processes: the container's, with their commands. */
-    static const char *const what[] = {"readiness", "liveness"};
     for (size_t k = 0; rc == 0 && k < SL_ARRAY_LEN(p->exec_args); k++) {
         if (!p->exec_args[k])
             continue;
-        sl_autofree char *path = sv_exec_process_path(inst, what[k]);
+        sl_autofree char *path = sv_exec_process_path(inst, PROBE_WHAT[k]);
         rc = sl_oci_process_write(path, &o, p->exec_args[k], err);
     }
     json_decref(seccomp);
@@ -1377,9 +1379,9 @@ sl_instance_t *sl_supervisor_start(sl_supervisor_t *sup, const sl_instance_spec_
     uv_timer_init(sup->loop, &inst->reap_timer);
     inst->deadline_timer.data = inst->reap_timer.data = inst;
     inst->handles += 2;
-    inst->readiness = sv_probe_new(inst, spec->readiness, "readiness");
+    inst->readiness = sv_probe_new(inst, spec->readiness, PROBE_WHAT[0]);
     if (spec->liveness && spec->liveness->kind != SL_PROBE_NONE)
-        inst->liveness = sv_probe_new(inst, spec->liveness, "liveness");
+        inst->liveness = sv_probe_new(inst, spec->liveness, PROBE_WHAT[1]);
     inst->readiness_cb = spec->readiness_cb;
     /* The start-up timeout covers the preparation too. */
     uv_timer_start(&inst->deadline_timer, on_startup_timeout, (uint64_t)inst->startup_timeout_ms,
