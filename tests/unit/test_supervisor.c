@@ -382,6 +382,16 @@ static void start_ready(env_t *e, const sl_instance_spec_t *s, rec_t *r)
         fail_msg("instance not ready: %s", r->reason);
 }
 
+/* Start s, READY only once `sh -c script` passes in the container (an exec
+ * readiness probe, run by the runtime). */
+static void start_ready_when(env_t *e, sl_instance_spec_t s, const char *script, rec_t *r)
+{
+    char *const cmd[] = {"/bin/sh", "-c", (char *)script};
+    sl_probe_t ready = {.kind = SL_PROBE_EXEC, .exec_cmd = cmd, .n_exec = 3, .timeout_ms = 5000};
+    s.readiness = &ready;
+    start_ready(e, &s, r);
+}
+
 /* Wait (up to timeout_ms) until it has exited. */
 static void wait_exited(env_t *e, rec_t *r, int timeout_ms)
 {
@@ -1212,14 +1222,12 @@ static void test_sandboxed_sys_read_only(void **state)
     env_t *e = env_open("crun");
     img_t m;
     sl_instance_spec_t s = sandboxed_httpd(&m, "nonroot");
-    char *const cmd[] = {"/bin/sh", "-c",
-                         "grep -qE '^([^ ]+ ){4}/sys ro,' /proc/self/mountinfo && "
-                         "! grep -E '^([^ ]+ ){4}/sys(/[^ ]*)? rw' /proc/self/mountinfo && "
-                         "[ -z \"$(ls /sys/class/net)\" ] && ! touch /sys/fs/x"};
-    sl_probe_t ready = {.kind = SL_PROBE_EXEC, .exec_cmd = cmd, .n_exec = 3, .timeout_ms = 5000};
-    s.readiness = &ready;
     rec_t r;
-    start_ready(e, &s, &r);
+    start_ready_when(e, s,
+                     "grep -qE '^([^ ]+ ){4}/sys ro,' /proc/self/mountinfo && "
+                     "! grep -E '^([^ ]+ ){4}/sys(/[^ ]*)? rw' /proc/self/mountinfo && "
+                     "[ -z \"$(ls /sys/class/net)\" ] && ! touch /sys/fs/x",
+                     &r);
     stop_and_clean(e, &r);
     env_close(e);
 }
@@ -1605,15 +1613,12 @@ static void exec_readiness(const char *runtime, bool sandboxed)
     s.runtime = runtime;
     if (sandboxed)
         s.profile = &sl_runtimeclass_builtin("sandboxed")->profile;
-    char *const cmd[] = {
-        "/bin/sh", "-c",
-        "test -f /dev/shm/ready && [ \"$(id -u)\" = \"$(stat -c %u /proc/1)\" ] && "
-        "[ \"$(grep CapEff /proc/self/status)\" = \"$(grep CapEff /proc/1/status)\" ] "
-        "&& grep -q 'NoNewPrivs:.1' /proc/self/status"};
-    sl_probe_t ready = {.kind = SL_PROBE_EXEC, .exec_cmd = cmd, .n_exec = 3, .timeout_ms = 5000};
-    s.readiness = &ready;
     rec_t r;
-    start_ready(e, &s, &r);
+    start_ready_when(e, s,
+                     "test -f /dev/shm/ready && [ \"$(id -u)\" = \"$(stat -c %u /proc/1)\" ] && "
+                     "[ \"$(grep CapEff /proc/self/status)\" = \"$(grep CapEff /proc/1/status)\" ] "
+                     "&& grep -q 'NoNewPrivs:.1' /proc/self/status",
+                     &r);
     double ms = ms_between(r.started_ns, r.ready_ns);
     printf("  %s%s exec readiness: READY after %.1f ms\n", runtime, sandboxed ? " sandboxed" : "",
            ms);
