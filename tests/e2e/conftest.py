@@ -182,23 +182,22 @@ def exchange(port, data, timeout=15):
     """Send data, then read until the router closes. Returns (bytes, closed)."""
     s = socket.create_connection(("127.0.0.1", port))
     s.settimeout(timeout)
-    out = b""
-    closed = False
     try:
         s.sendall(data)
-        while True:
-            chunk = s.recv(65536)
-            if not chunk:
-                closed = True
-                break
-            out += chunk
+        return recv_until_close(s, timeout)
     except ConnectionResetError:
-        closed = True
+        return b"", True
     except socket.timeout:
-        pass
+        return b"", False
     finally:
         s.close()
-    return out, closed
+
+
+def open_file_limits(pid):
+    """A process's limit on open files: (soft, hard)."""
+    with open("/proc/%d/limits" % pid) as f:
+        fields = [l for l in f if l.startswith("Max open files")][0].split()
+    return int(fields[3]), int(fields[4])
 
 
 def hey(url, *args):

@@ -11,7 +11,7 @@ import urllib.request
 
 import pytest
 
-from conftest import BIN, exchange, free_port, hey
+from conftest import BIN, exchange, free_port, hey, open_file_limits
 
 WS_SCRIPT = r"""
 set -u
@@ -216,9 +216,7 @@ def test_daemon_raises_its_open_file_limit(make_daemon, images):
         d = make_daemon()
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
-    with open("/proc/%d/limits" % d.proc.pid) as f:
-        line = [l for l in f if l.startswith("Max open files")][0]
-    assert line.split()[3] == line.split()[4] == str(hard), line
+    assert open_file_limits(d.proc.pid) == (hard, hard)
     d.cli("deploy", "hello", "--image", images["hello"])
     assert d.curl("hello", "/")[0] == 200
     held = [socket.create_connection(("127.0.0.1", d.port)) for _ in range(600)]

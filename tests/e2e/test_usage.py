@@ -11,7 +11,7 @@ import urllib.request
 
 import pytest
 
-from conftest import free_port, hey
+from conftest import free_port, hey, open_file_limits
 
 
 def usage(d, name):
@@ -151,8 +151,7 @@ def test_process_metrics(make_daemon, images):
 
     m = scrape()
     fds = len(os.listdir("/proc/%d/fd" % d.proc.pid))
-    with open("/proc/%d/limits" % d.proc.pid) as f:
-        max_fds = int([l for l in f if l.startswith("Max open files")][0].split()[3])
+    max_fds = open_file_limits(d.proc.pid)[0]
     with open("/proc/%d/status" % d.proc.pid) as f:
         rss = int([l for l in f if l.startswith("VmRSS:")][0].split()[1]) * 1024
     assert m["process_cpu_seconds_total"] > 0
