@@ -98,8 +98,8 @@ int ctl_obs_init(sl_controller_t *c, const sl_prices_t *prices, sl_error_t *err)
         {SL_METRIC_GAUGE, SL_METRIC_PROCESS_OPEN_FDS, "Open file descriptors."},
         {SL_METRIC_GAUGE, SL_METRIC_PROCESS_MAX_FDS, "The limit on open file descriptors."},
         {SL_METRIC_GAUGE, SL_METRIC_HEAP_IN_USE,
-         "Heap bytes allocated and not freed, as glibc's malloc counts them (what a leak "
-         "grows; 0 under another allocator)."},
+         "Heap bytes glibc's malloc counts in use: live allocations plus the chunks its "
+         "per-thread caches hold (0 under another allocator)."},
     };
     bool proc_ok = true;
     for (size_t i = 0; i < SL_ARRAY_LEN(proc); i++) {
