@@ -170,7 +170,10 @@ static bool resp_parse_head(sl_client_t *c, uv_buf_t *iov, size_t *n)
          * what an instance may make the router hold for it is bounded. */
         c->interim_bytes += (uint32_t)hl;
         if (c->interim_bytes > SL_INTERIM_MAX) {
-            resp_bad(c, "interim (1xx) responses over 256 KiB");
+            char why_big[48];
+            snprintf(why_big, sizeof(why_big), "interim (1xx) responses over %d KiB",
+                     SL_INTERIM_MAX / 1024);
+            resp_bad(c, why_big);
             return false;
         }
         c->plan = NULL; /* the instance has the request: no retry from here on */

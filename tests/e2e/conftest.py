@@ -9,6 +9,7 @@ import socket
 import subprocess
 import tempfile
 import time
+import urllib.request
 
 import pytest
 
@@ -198,6 +199,18 @@ def open_file_limits(pid):
     with open("/proc/%d/limits" % pid) as f:
         fields = [l for l in f if l.startswith("Max open files")][0].split()
     return int(fields[3]), int(fields[4])
+
+
+def scrape_metrics(port):
+    """The text of GET /metrics on a daemon's --metrics-listen port."""
+    with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % port, timeout=10) as r:
+        return r.read().decode()
+
+
+def unlabelled_metrics(text):
+    """The unlabelled samples of a /metrics text: {name: value}."""
+    return {l.split()[0]: float(l.split()[1]) for l in text.splitlines()
+            if l and not l.startswith("#") and "{" not in l}
 
 
 def hey(url, *args):

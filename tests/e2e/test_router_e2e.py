@@ -7,11 +7,10 @@ import socket
 import subprocess
 import threading
 import time
-import urllib.request
 
 import pytest
 
-from conftest import BIN, exchange, free_port, hey, open_file_limits
+from conftest import BIN, exchange, free_port, hey, open_file_limits, scrape_metrics
 
 WS_SCRIPT = r"""
 set -u
@@ -167,8 +166,7 @@ def test_busy_poll_serves_and_refuses_bad_values(make_daemon, images, tmp_path):
                              "-n", "200", "-c", "2", "-disable-keepalive")
     assert errors == [] and codes == {200: 200}, out
     time.sleep(0.2)  # the last window (50us) has ended
-    with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % mport, timeout=10) as r:
-        text = r.read().decode()
+    text = scrape_metrics(mport)
     polled = [float(l.split()[1]) for l in text.splitlines()
               if l.startswith("sluice_router_busy_poll_seconds_total ")]
     assert polled and polled[0] >= 50e-6, text

@@ -11,7 +11,7 @@ import urllib.request
 
 import pytest
 
-from conftest import free_port, hey, open_file_limits
+from conftest import free_port, hey, open_file_limits, scrape_metrics, unlabelled_metrics
 
 
 def usage(d, name):
@@ -117,20 +117,16 @@ def test_retired_revision_leaves_metrics(make_daemon, images):
     mport = free_port()
     d = make_daemon("--metrics-listen", "127.0.0.1:%d" % mport)
 
-    def scrape():
-        with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % mport, timeout=5) as r:
-            return r.read().decode()
-
     d.cli("deploy", "churn", "--image", images["hello"], "--env", "V=1")
     assert d.curl("churn", "/")[0] == 200
-    assert 'revision="churn-00001"' in scrape()
+    assert 'revision="churn-00001"' in scrape_metrics(mport)
     d.cli("deploy", "churn", "--image", images["hello"], "--env", "V=2")
     assert d.curl("churn", "/")[0] == 200
     deadline = time.time() + 20
-    text = scrape()
+    text = scrape_metrics(mport)
     while 'revision="churn-00001"' in text and time.time() < deadline:
         time.sleep(0.2)
-        text = scrape()
+        text = scrape_metrics(mport)
     assert 'revision="churn-00001"' not in text
     assert 'sluice_requests_total{service="churn",revision="churn-00002",code_class="2xx"} 1' in text
 
@@ -143,13 +139,7 @@ def test_process_metrics(make_daemon, images):
     d.cli("deploy", "proc", "--image", images["hello"])
     assert d.curl("proc", "/")[0] == 200
 
-    def scrape():
-        with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % mport, timeout=5) as r:
-            text = r.read().decode()
-        return {l.split()[0]: float(l.split()[1]) for l in text.splitlines()
-                if l and not l.startswith("#") and "{" not in l}
-
-    m = scrape()
+    m = unlabelled_metrics(scrape_metrics(mport))
     fds = len(os.listdir("/proc/%d/fd" % d.proc.pid))
     max_fds = open_file_limits(d.proc.pid)[0]
     with open("/proc/%d/status" % d.proc.pid) as f:
@@ -164,4 +154,5 @@ def test_process_metrics(make_daemon, images):
         assert m["sluice_heap_in_use_bytes"] == 0
     else:
         assert 0 < m["sluice_heap_in_use_bytes"] < m["process_resident_memory_bytes"]
-    assert scrape()["process_cpu_seconds_total"] >= m["process_cpu_seconds_total"]
+    later = unlabelled_metrics(scrape_metrics(mport))
+    assert later["process_cpu_seconds_total"] >= m["process_cpu_seconds_total"]
