@@ -123,10 +123,6 @@ char *sl_format_memory(int64_t bytes, char *buf, size_t len)
             return buf;
         }
     }
-    /* not a whole unit: the nearest Mi above 1Mi reads better than bytes */
-    if (bytes >= (1LL << 20))
-        snprintf(buf, len, "%.1fMi", (double)bytes / (double)(1LL << 20));
-    else
-        snprintf(buf, len, "%" PRId64, bytes);
+    snprintf(buf, len, "%" PRId64, bytes); /* exact: it may be parsed back */
     return buf;
 }

@@ -3,10 +3,12 @@
  * an ephemeral debug container beside a running instance (kubectl debug
  * --target). The daemon names the instance and its pid; this process builds
  * and runs the container itself (sl_debug_run), attached to the terminal,
- * and exits with the command's status.
+ * with the instance's memory and CPU limits in a cgroup of its own, and
+ * exits with the command's status.
  */
 #include "cli.h"
 #include "image.h"
+#include "service.h"
 #include "supervisor.h"
 
 #include <errno.h>
@@ -91,7 +93,19 @@ static const json_t *pick_instance(const json_t *items, const char *want)
     return NULL;
 }
 
-static int find_target(const debug_opts_t *o, int *pid)
+/* The target's cgroup limits from its instance item; absent = unlimited. */
+static void target_limits(const json_t *it, sl_debug_spec_t *d)
+{
+    const json_t *limits = json_object_get(it, "limits");
+    const char *cpu = json_string_value(json_object_get(limits, "cpu"));
+    const char *mem = json_string_value(json_object_get(limits, "memory"));
+    if (cpu && sl_parse_cpu(cpu, &d->cpu_millis) < 0)
+        d->cpu_millis = 0;
+    if (mem && sl_parse_memory(mem, &d->memory_limit) < 0)
+        d->memory_limit = 0;
+}
+
+static int find_target(const debug_opts_t *o, sl_debug_spec_t *d)
 {
     sl_autofree char *path =
         xasprintf("/apis/sluice.dev/v1/namespaces/%s/instances?service=%s", o->common.ns, o->name);
@@ -110,9 +124,11 @@ static int find_target(const debug_opts_t *o, int *pid)
         rc = sl_cli_error("service %s has no ready instance to debug (it may be scaled to zero; "
                           "send it a request first)",
                           o->name);
-    else if ((*pid = (int)json_integer_value(json_object_get(it, "pid"))) <= 1)
+    else if ((d->target_pid = (int)json_integer_value(json_object_get(it, "pid"))) <= 1)
         rc = sl_cli_error("instance %s has no process yet",
                           json_string_value(json_object_get(it, "name")));
+    else
+        target_limits(it, d);
     json_decref(body);
     return rc;
 }
@@ -123,8 +139,13 @@ int sl_cmd_debug(int argc, char **argv)
     int rc = parse(argc, argv, &o);
     if (rc >= 0)
         return rc;
-    int pid = 0;
-    if ((rc = find_target(&o, &pid)) != 0)
+    sl_debug_spec_t d = {
+        .state_dir = o.common.state_dir,
+        .argv = o.cmd,
+        .terminal = isatty(0) && isatty(1),
+        .privileged = o.privileged,
+    };
+    if ((rc = find_target(&o, &d)) != 0)
         return rc;
     sl_image_t *img = NULL;
     sl_error_t err = {0};
@@ -133,15 +154,10 @@ int sl_cmd_debug(int argc, char **argv)
         if (sl_image_import(o.common.state_dir, ref, NULL, &img, &err) < 0)
             return sl_cli_error("--image: %s", err.msg);
     }
-    sl_debug_spec_t d = {
-        .state_dir = o.common.state_dir,
-        .target_pid = pid,
-        .layers = img ? img->layers : NULL,
-        .n_layers = img ? img->n_layers : 0,
-        .argv = o.cmd,
-        .terminal = isatty(0) && isatty(1),
-        .privileged = o.privileged,
-    };
+    if (img) {
+        d.layers = img->layers;
+        d.n_layers = img->n_layers;
+    }
     int code = 1;
     rc = sl_debug_run(&d, &code, &err);
     sl_image_free(img);

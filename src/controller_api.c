@@ -529,6 +529,17 @@ int sl_controller_list_instances(sl_controller_t *c, const char *ns, const char 
                                 json_pack("{s:s,s:s}", "cpu",
                                           sl_format_cpu(i->fp_cpu, cpu, sizeof(cpu)), "memory",
                                           sl_format_memory(i->fp_memory, mem, sizeof(mem))));
+            /* The cgroup's own limits (what `sluice debug` gives its container). */
+            json_t *limits = json_object();
+            if (sl_instance_cpu_millis(i->inst) > 0)
+                json_object_set_new(
+                    limits, "cpu",
+                    json_string(sl_format_cpu(sl_instance_cpu_millis(i->inst), cpu, sizeof(cpu))));
+            if (sl_instance_memory_limit(i->inst) > 0)
+                json_object_set_new(limits, "memory",
+                                    json_string(sl_format_memory(sl_instance_memory_limit(i->inst),
+                                                                 mem, sizeof(mem))));
+            json_object_set_new(item, "limits", limits);
             json_array_append_new(items, item);
         }
     }

@@ -201,6 +201,11 @@ typedef struct sl_debug_spec {
     char *const *argv; /* NULL-terminated; NULL or empty = {"sh"} */
     bool terminal;     /* the runtime's own pty (stdin is a terminal) */
     bool privileged;   /* allow a target in its own user namespace (sandboxed) */
+    /* The target's cgroup limits (sl_instance_memory_limit/_cpu_millis), which
+     * the debug container gets too, in a cgroup of its own: it may use as much
+     * as its instance may, and never the instance's share. 0 = unlimited. */
+    int64_t memory_limit;
+    int64_t cpu_millis;
 } sl_debug_spec_t;
 
 /*

@@ -191,6 +191,8 @@ static int write_config(const sl_debug_spec_t *s, const char *bundle, const char
         .ipc_ns_path = ns[2],
         .uts_ns_path = ns[3],
         .cgroups_path = cgroup,
+        .memory_limit = s->memory_limit,
+        .cpu_millis = s->cpu_millis,
         .tmp_size = 64 << 20,
         .nofile = (int64_t)sv_nofile_limit(),
         .terminal = s->terminal,

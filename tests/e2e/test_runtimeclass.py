@@ -5,6 +5,10 @@ import os
 import subprocess
 import time
 
+import pytest
+
+from conftest import BIN
+
 RUNSC_CLASS = """
 apiVersion: node.k8s.io/v1
 kind: RuntimeClass
@@ -191,3 +195,51 @@ def test_debug_container_joins_instance(daemon, images):
     runtime_root = os.path.join(dbg, ".runtime")
     if os.path.isdir(runtime_root):
         assert os.listdir(runtime_root) == []
+
+
+
+def cgroup_limits(path):
+    """(memory limit, cpu quota, cpu period) of cgroup PATH (e.g.
+    /sluice/ID) on the host, v1 hierarchies or v2."""
+    def read(*files):
+        for f in files:
+            try:
+                with open("/sys/fs/cgroup/" + f.format(path)) as fh:
+                    return fh.read().split()
+            except OSError:
+                pass
+        raise AssertionError("no %s for %s" % (files, path))
+    try:
+        mem = read("memory{}/memory.limit_in_bytes")[0]
+        quota, period = read("cpu{}/cpu.cfs_quota_us")[0], read("cpu{}/cpu.cfs_period_us")[0]
+    except AssertionError:
+        mem = read("{}/memory.max".lstrip("/"))[0]
+        quota, period = read("{}/cpu.max".lstrip("/"))
+    return mem, quota, period
+
+
+def test_debug_container_gets_instance_limits(daemon, images):
+    """A debug container runs in a cgroup of its own with its instance's
+    memory and CPU limits: it may use as much as the instance may, not all
+    the host has."""
+    d = daemon
+    d.cli("deploy", "lim", "--image", images["hello"], "--memory", "96Mi", "--cpu", "500m")
+    item = d.json("instances", "lim")["items"][0]
+    assert item["limits"] == {"cpu": "500m", "memory": "96Mi"}, item
+    env = dict(os.environ, SLUICE_STATE_DIR=d.state_dir)
+    p = subprocess.Popen([BIN, "debug", "lim", "--", "sh", "-c",
+                          "grep memory: /proc/self/cgroup; sleep 4"],
+                         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        line = p.stdout.readline()
+        assert ":memory:/sluice/debug-" in line, line
+        own = line.strip().split(":", 2)[2]
+        assert cgroup_limits(own) == cgroup_limits("/sluice/" + item["name"])
+        assert cgroup_limits(own)[0] == str(96 << 20)
+        # the instance's cgroup is not the debug container's
+        assert item["name"] not in own
+    finally:
+        assert p.wait(60) == 0
+    # an instance without limits: none for its debug container either
+    d.cli("deploy", "free", "--image", images["hello"])
+    assert d.json("instances", "free")["items"][0]["limits"] == {}
