@@ -16,6 +16,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <limits.h>
 #include <stdio.h>
 #include <sys/file.h>
 #include <sys/resource.h>
@@ -89,6 +90,9 @@ static void serve_usage(FILE *f)
         "                              Authorization: Bearer TOKEN\n"
         "  --api-token-file FILE       the token (mode 0600; default STATE/api-token,\n"
         "                              created with a random token when missing)\n"
+        "  --image-root DIR            images only from oci: layouts and docker-archive:\n"
+        "                              files below DIR, read through no symlink; dir:\n"
+        "                              refused (for API users who may not read the host)\n"
         "  --prices FILE        price table for `sluice usage` (JSON; default: public list\n"
         "                       prices, see docs/metering.md)\n",
         SL_BUSY_POLL_MAX_NS / 1000000ull);
@@ -98,6 +102,7 @@ typedef struct serve_opts {
     const char *metrics_listen;
     const char *api_listen;
     const char *api_token_file;
+    char image_root[PATH_MAX]; /* real path; "" = any */
     sl_as_config_t as;
     sl_prices_t prices;
     int64_t capacity_cpu, capacity_memory;
@@ -126,6 +131,7 @@ enum {
     O_METRICS,
     O_API_LISTEN,
     O_API_TOKEN,
+    O_IMAGE_ROOT,
     O_LOG_MAX,
     O_LOG_RETENTION,
     O_LOG_PER_REV,
@@ -257,6 +263,14 @@ static int autoscale_opt(serve_opts_t *o, int opt, const char *arg)
     case O_API_TOKEN:
         o->api_token_file = arg;
         return 0;
+    case O_IMAGE_ROOT: {
+        struct stat st;
+        if (!realpath(arg, o->image_root))
+            return sl_cli_usage("--image-root: '%s': %s", arg, strerror(errno));
+        if (stat(o->image_root, &st) < 0 || !S_ISDIR(st.st_mode))
+            return sl_cli_usage("--image-root: '%s' is not a directory", arg);
+        return 0;
+    }
     case O_PRICES: {
         sl_error_t err = {0};
         if (sl_prices_load(arg, &o->prices, &err) < 0)
@@ -440,6 +454,14 @@ static int run_daemon(const char *listen, const char *domain, const char *state_
     if (sl_mkdir_p(state_dir, 0700, &err) < 0)
         return sl_cli_error("state dir: %s", err.msg);
     chmod(state_dir, 0700);
+    char state_real[PATH_MAX];
+    size_t rl = strlen(so->image_root);
+    if (rl && realpath(state_dir, state_real) &&
+        (rl == 1 || (strncmp(state_real, so->image_root, rl) == 0 &&
+                     (state_real[rl] == '\0' || state_real[rl] == '/'))))
+        return sl_cli_usage("--image-root: %s holds the state directory %s; give a directory "
+                            "of images only",
+                            so->image_root, state_real);
     int lockfd = lock_state_dir(state_dir, &err);
     if (lockfd < 0)
         return sl_cli_error("%s", err.msg);
@@ -470,6 +492,7 @@ static int run_daemon(const char *listen, const char *domain, const char *state_
                                    .capacity_cpu_millis = so->capacity_cpu,
                                    .capacity_memory = so->capacity_memory,
                                    .prices = &so->prices,
+                                   .image_root = so->image_root[0] ? so->image_root : NULL,
                                    .revision_gc = &so->gc};
     if (sl_controller_new(d.loop, d.store, d.sup, &ccfg, &d.ctl, &err) < 0) {
         sl_cli_error("%s", err.msg);
@@ -568,6 +591,7 @@ int sl_cmd_serve(int argc, char **argv)
         {"metrics-listen", required_argument, NULL, O_METRICS},
         {"api-listen", required_argument, NULL, O_API_LISTEN},
         {"api-token-file", required_argument, NULL, O_API_TOKEN},
+        {"image-root", required_argument, NULL, O_IMAGE_ROOT},
         {"instance-log-max", required_argument, NULL, O_LOG_MAX},
         {"instance-log-retention", required_argument, NULL, O_LOG_RETENTION},
         {"instance-logs-per-revision", required_argument, NULL, O_LOG_PER_REV},

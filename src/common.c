@@ -8,8 +8,10 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <linux/openat2.h>
 #include <stdio.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <time.h>
 
 __attribute__((format(printf, 3, 0))) static void error_vset(sl_error_t *err, int code,
@@ -253,6 +255,11 @@ int sl_read_file(const char *path, size_t max, char **out, size_t *outlen, sl_er
     sl_autoclose int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
         return sl_error_errno(err, errno, "open %s", path);
+    return sl_read_fd(fd, path, max, out, outlen, err);
+}
+
+int sl_read_fd(int fd, const char *path, size_t max, char **out, size_t *outlen, sl_error_t *err)
+{
     size_t cap = 4096, len = 0;
     sl_autofree char *buf = xmalloc(cap + 1);
     for (;;) {
@@ -277,6 +284,30 @@ int sl_read_file(const char *path, size_t max, char **out, size_t *outlen, sl_er
         *outlen = len;
     *out = sl_steal(&buf);
     return 0;
+}
+
+int sl_open_under(const char *root, const char *path, int flags)
+{
+    if (!root) {
+        int fd = open(path, flags | O_CLOEXEC);
+        return fd < 0 ? -errno : fd;
+    }
+    size_t n = strlen(root);
+    while (n > 0 && root[n - 1] == '/')
+        n--; /* "/" and "/srv/" alike */
+    if (strncmp(path, root, n) != 0 || path[n] != '/')
+        return -EXDEV;
+    const char *rel = path + n;
+    while (*rel == '/')
+        rel++;
+    sl_autoclose int dfd = open(n ? root : "/", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd < 0)
+        return -errno;
+    struct open_how how = {.flags = (uint64_t)(flags | O_CLOEXEC),
+                           .resolve =
+                               RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS};
+    int fd = (int)syscall(SYS_openat2, dfd, *rel ? rel : ".", &how, sizeof(how));
+    return fd < 0 ? -errno : fd;
 }
 
 off_t sl_data_from(int fd, off_t off)

@@ -115,6 +115,17 @@ int sl_parse_int64(const char *s, int64_t min, int64_t max, int64_t *out);
 int sl_write_file_atomic(const char *path, const void *data, size_t len, int mode, sl_error_t *err);
 /* Reads a whole file (at most max bytes, else EFBIG). *out is NUL-terminated. */
 int sl_read_file(const char *path, size_t max, char **out, size_t *len, sl_error_t *err);
+/* The same from an open fd (read to its end); `path` names it in errors. */
+int sl_read_fd(int fd, const char *path, size_t max, char **out, size_t *len, sl_error_t *err);
+/*
+ * open(path, flags | O_CLOEXEC); with `root` (a real path) only where
+ * absolute `path` lies below root and no component after root is a symlink,
+ * resolved by the kernel in one call (openat2 RESOLVE_BENEATH |
+ * RESOLVE_NO_SYMLINKS), so a path swapped for a symlink meanwhile cannot
+ * lead outside. Returns the fd or -errno (-EXDEV: not below root; -ELOOP:
+ * a symlink on the way).
+ */
+int sl_open_under(const char *root, const char *path, int flags);
 /* The first offset at or after off that holds data: a file whose start
  * was punched out (a trimmed log) reads as zeros there. off itself when
  * it holds data, is at or past the end, or the filesystem cannot say. */

@@ -875,6 +875,7 @@ int sl_controller_new(uv_loop_t *loop, sl_store_t *store, sl_supervisor_t *sup,
         free(c);
         return -1;
     }
+    c->image_root = cfg->image_root ? xstrdup(cfg->image_root) : NULL;
     ctl_scale_start(c);
     ctl_gc_start(c);
     *out = c;
@@ -976,6 +977,7 @@ void sl_controller_free(sl_controller_t *c)
         ctl_svc_free(c->svcs);
     ctl_obs_free(c);
     free(c->state_dir);
+    free(c->image_root);
     free(c->domain);
     free(c);
 }

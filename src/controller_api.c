@@ -64,7 +64,8 @@ static void apply_req_free(apply_req_t *a)
 static void import_work(uv_work_t *w)
 {
     apply_req_t *a = w->data;
-    a->rc = sl_image_import(a->c->state_dir, a->ref, NULL, &a->image, &a->err);
+    sl_image_limits_t lim = {.root = a->c->image_root};
+    a->rc = sl_image_import(a->c->state_dir, a->ref, &lim, &a->image, &a->err);
 }
 
 static int store_image(sl_controller_t *c, const sl_image_t *img, sl_error_t *err)

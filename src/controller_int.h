@@ -111,6 +111,7 @@ struct sl_controller {
     sl_supervisor_t *sup;
     sl_router_t *router;
     char *state_dir, *domain;
+    char *image_root; /* NULL, or images only from below it (sl_image_limits_t.root) */
     int url_port;
     size_t queue_max;
     int max_scale;

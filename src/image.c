@@ -456,6 +456,14 @@ int sl_image_import(const char *state_dir, const char *ref, const sl_image_limit
         return sl_error_errno(err, errno, "%s: cannot access %s", ref, path);
     sl_import_t im = {.ref = ref};
     sl_image__limits(lim, &im.lim);
+    if (im.lim.root && kind == REF_DIR)
+        return sl_error_set(err, EACCES,
+                            "%s: dir: images are not accepted here; this daemon takes oci: and "
+                            "docker-archive: images below %s (serve --image-root)",
+                            ref, im.lim.root);
+    if (im.lim.root && !holds(im.lim.root, abs))
+        return sl_error_set(err, EACCES, "%s: %s is outside the image root %s (serve --image-root)",
+                            ref, abs, im.lim.root);
     im.img = xcalloc(1, sizeof(sl_image_t));
     const char *tp = kind == REF_OCI ? "oci" : kind == REF_DOCKER ? "docker-archive" : "dir";
     im.img->ref = xasprintf("%s:%s%s%s", tp, abs, rest ? ":" : "", rest ? rest : "");

@@ -92,12 +92,18 @@ static char *blob_path(const char *dir, const desc_t *d)
 }
 
 /* Open a blob and check its size against the descriptor. */
-static int open_blob(const char *dir, const desc_t *d, const char *what, sl_error_t *err)
+static int open_blob(const sl_import_t *im, const char *dir, const desc_t *d, const char *what,
+                     sl_error_t *err)
 {
     sl_autofree char *p = blob_path(dir, d);
-    int fd = open(p, O_RDONLY | O_CLOEXEC);
+    int fd = sl_open_under(im->lim.root, p, O_RDONLY);
+    if (fd == -ELOOP)
+        return sl_error_set(err, ELOOP,
+                            "%s %s: blob %s: a symlink on the way (not followed "
+                            "below the image root)",
+                            what, d->digest, p);
     if (fd < 0)
-        return sl_error_errno(err, errno, "%s %s: blob %s missing", what, d->digest, p);
+        return sl_error_errno(err, -fd, "%s %s: blob %s missing", what, d->digest, p);
     struct stat st;
     if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
         close(fd);
@@ -119,13 +125,13 @@ static int read_json_blob(sl_import_t *im, const char *dir, const desc_t *d, con
     if (d->size > im->lim.max_json)
         return sl_error_set(err, EFBIG, "%s %s: %llu bytes exceeds the %zu-byte limit (max_json)",
                             what, d->digest, (unsigned long long)d->size, im->lim.max_json);
-    sl_autoclose int fd = open_blob(dir, d, what, err);
+    sl_autoclose int fd = open_blob(im, dir, d, what, err);
     if (fd < 0)
         return -1;
     sl_autofree char *p = blob_path(dir, d);
     sl_autofree char *buf = NULL;
     size_t len = 0;
-    if (sl_read_file(p, im->lim.max_json, &buf, &len, err) < 0)
+    if (sl_read_fd(fd, p, im->lim.max_json, &buf, &len, err) < 0)
         return sl_error_wrap(err, "%s %s", what, d->digest);
     char got[SL_DIGEST_STR_LEN];
     sl_image__sha256_buf(buf, len, got);
@@ -157,7 +163,10 @@ static int read_json_file(sl_import_t *im, const char *dir, const char *name, js
     sl_autofree char *p = xasprintf("%s/%s", dir, name);
     sl_autofree char *buf = NULL;
     size_t len;
-    if (sl_read_file(p, im->lim.max_json, &buf, &len, err) < 0) {
+    sl_autoclose int fd = sl_open_under(im->lim.root, p, O_RDONLY);
+    if (fd < 0)
+        sl_error_errno(err, -fd, "open %s", p);
+    if (fd < 0 || sl_read_fd(fd, p, im->lim.max_json, &buf, &len, err) < 0) {
         if (err->code == EFBIG) /* a layout, but an oversized one */
             return sl_error_set(err, EFBIG, "%s: larger than the %zu-byte limit (max_json)", p,
                                 im->lim.max_json);
@@ -322,7 +331,7 @@ static int oci_layer(sl_import_t *im, const char *dir, const desc_t *d, const ch
         return sl_error_set(err, ENOTSUP,
                             "layer %s: media type '%s' needs zstd, which this libarchive lacks",
                             d->digest, d->media);
-    sl_autoclose int fd = open_blob(dir, d, "layer", err);
+    sl_autoclose int fd = open_blob(im, dir, d, "layer", err);
     if (fd < 0)
         return -1;
     sl_layer_src_t src = {fd_read, &fd};
@@ -532,7 +541,10 @@ static int docker_scan(dscan_t *s, member_fn fn, sl_error_t *err)
     sl_image__enable_filters(a);
     archive_read_support_format_tar(a);
     int rc = 0;
-    if (archive_read_open_filename(a, s->file, 64 * 1024) != ARCHIVE_OK)
+    sl_autoclose int fd = sl_open_under(s->im->lim.root, s->file, O_RDONLY);
+    if (fd < 0)
+        rc = sl_error_errno(err, -fd, "cannot open archive %s", s->file);
+    else if (archive_read_open_fd(a, fd, 64 * 1024) != ARCHIVE_OK)
         rc = sl_error_set(err, EIO, "cannot read archive: %s", archive_error_string(a));
     uint64_t n = 0;
     struct archive_entry *e;

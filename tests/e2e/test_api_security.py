@@ -113,3 +113,41 @@ def test_readable_token_file_is_refused(tmp_path):
                         "--state-dir", str(state), "--api-listen", "127.0.0.1:%d" % free_port(),
                         "--api-token-file", str(tok)], capture_output=True, text=True, timeout=60)
     assert r.returncode != 0 and "readable by others" in r.stderr
+
+
+def test_image_root_confines_what_the_api_reads(make_daemon, images, tmp_path):
+    """With --image-root, a token holder deploys oci: and docker-archive:
+    images from below it only: nothing else on the host is read as an image
+    or used as a root filesystem, and a refusal stores nothing."""
+    archive = images["hello_archive"].split(":", 1)[1]
+    hello_dir = os.path.dirname(archive)
+    port = free_port()
+    d = make_daemon("--api-listen", "127.0.0.1:%d" % port, "--image-root", hello_dir)
+    token = open(os.path.join(d.state_dir, "api-token")).read().strip()
+    env = cli_env(d, SLUICE_SERVER="http://127.0.0.1:%d" % port, SLUICE_TOKEN=token)
+    for name, ref in (("oci", images["hello"]), ("archive", images["hello_archive"])):
+        r = run(["deploy", name, "--image", ref], env)
+        assert r.returncode == 0, r.stderr
+        assert d.curl(name, "/")[0] == 200
+    refused = (("other", images["busybox"], "is outside the image root"),
+               ("rootfs", "dir:" + images["busybox_dir"], "dir: images are not accepted"),
+               ("up", "oci:%s/../busybox/oci:latest" % hello_dir,
+                "is outside the image root"))
+    for name, ref, why in refused:
+        r = run(["deploy", name, "--image", ref], env)
+        assert r.returncode != 0 and why in r.stderr and hello_dir in r.stderr, r.stderr
+    r = run(["images", "import", images["busybox"]], env)
+    assert r.returncode != 0 and "is outside the image root" in r.stderr, r.stderr
+    names = sorted(s["metadata"]["name"] for s in d.json("services")["items"])
+    assert names == ["archive", "oci"]
+    assert d.curl("oci", "/")[0] == 200
+
+    # a root that is not a directory, or that holds the state directory
+    state = tmp_path / "s"
+    for root, why in ((str(tmp_path / "none"), "No such file"),
+                      (archive, "is not a directory"),
+                      (str(tmp_path), "holds the state directory")):
+        r = subprocess.run([BIN, "serve", "--listen", "127.0.0.1:%d" % free_port(),
+                            "--state-dir", str(state), "--image-root", root],
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 2 and "--image-root" in r.stderr and why in r.stderr, r.stderr

@@ -1027,6 +1027,68 @@ static void test_dir_ref(void **state)
     assert_contains(err.msg, "not a directory");
 }
 
+/* With an image root (serve --image-root), only oci: and docker-archive:
+ * images below it are read, through no symlink; dir: images are refused. */
+static void test_image_root(void **state)
+{
+    if (!is_root())
+        skip();
+    sl_autofree char *built = make_two_layer_layout(NULL);
+    sl_autofree char *root = path_in("images");
+    sl_autofree char *dir = path_in("images/oci");
+    assert_int_equal(sl_mkdir_p(root, 0755, NULL), 0);
+    assert_int_equal(rename(built, dir), 0);
+    sl_image_limits_t lim = {.root = root};
+    sl_autofree char *ref = xasprintf("oci:%s", dir);
+    sl_autofree char *st = path_in("state");
+    sl_error_t err = {0};
+    sl_image_t *img = NULL;
+    if (sl_image_import(st, ref, &lim, &img, &err) < 0)
+        fail_msg("import %s below its root: %s", ref, err.msg);
+    sl_image_free(img);
+
+    /* outside, directly or through a symlink below the root */
+    sl_autofree char *other = path_in("other");
+    assert_int_equal(sl_mkdir_p(other, 0755, NULL), 0);
+    sl_image_limits_t narrow = {.root = other};
+    import_fails(ref, &narrow, &err);
+    assert_contains(err.msg, "is outside the image root");
+    sl_autofree char *link = path_in("other/link");
+    assert_int_equal(symlink(dir, link), 0);
+    sl_autofree char *lref = xasprintf("oci:%s", link);
+    import_fails(lref, &narrow, &err);
+    assert_contains(err.msg, "is outside the image root");
+
+    /* a blob that is a symlink (here to its own bytes, moved out) is not
+     * followed; without a root it is */
+    sl_autofree char *blobs = path_in("images/oci/blobs/sha256");
+    DIR *d = opendir(blobs);
+    assert_non_null(d);
+    struct dirent *de;
+    char victim[PATH_MAX] = "";
+    while ((de = readdir(d)))
+        if (de->d_name[0] != '.' && !victim[0])
+            snprintf(victim, sizeof(victim), "%s/%s", blobs, de->d_name);
+    closedir(d);
+    sl_autofree char *moved = path_in("moved-blob");
+    assert_int_equal(rename(victim, moved), 0);
+    assert_int_equal(symlink(moved, victim), 0);
+    sl_autofree char *st2 = path_in("state2");
+    import_fails(ref, &lim, &err);
+    assert_true(strstr(err.msg, "symlink") || strstr(err.msg, "Too many levels"));
+    img = NULL;
+    if (sl_image_import(st2, ref, NULL, &img, &err) < 0)
+        fail_msg("import %s without a root: %s", ref, err.msg);
+    sl_image_free(img);
+
+    /* dir: names a live host directory: refused whatever its place */
+    sl_autofree char *rootfs = path_in("images/rootfs");
+    assert_int_equal(sl_mkdir_p(rootfs, 0755, NULL), 0);
+    sl_autofree char *dref = xasprintf("dir:%s", rootfs);
+    import_fails(dref, &lim, &err);
+    assert_contains(err.msg, "dir: images are not accepted");
+}
+
 /* ---- tests: unpack safety ----------------------------------------------- */
 
 /* Unpack ents into a fresh g_tmp/box/root; the box must hold nothing else
@@ -1443,6 +1505,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_docker_archive, setup, teardown),
         cmocka_unit_test_setup_teardown(test_docker_member_too_large, setup, teardown),
         cmocka_unit_test_setup_teardown(test_dir_ref, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_image_root, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tar_slip, setup, teardown),
         cmocka_unit_test_setup_teardown(test_whiteout_same_layer, setup, teardown),
         cmocka_unit_test_setup_teardown(test_deep_paths, setup, teardown),
