@@ -394,6 +394,21 @@ static void readiness_cb(sl_instance_t *inst, bool ready, void *data)
         ctl_dispatch(i->rev);
 }
 
+/* securityContext's runAsUser / runAsGroup as a USER string; NULL when
+ * neither is set (the image's USER then). */
+static char *ctl_run_as(const sl_revision_cfg_t *cfg, const sl_image_t *img)
+{
+    if (cfg->run_as_user < 0 && cfg->run_as_group < 0)
+        return NULL;
+    if (cfg->run_as_group < 0)
+        return xasprintf("%lld", (long long)cfg->run_as_user);
+    if (cfg->run_as_user >= 0)
+        return xasprintf("%lld:%lld", (long long)cfg->run_as_user, (long long)cfg->run_as_group);
+    const char *u = img && img->user && *img->user ? img->user : "0";
+    size_t ul = strcspn(u, ":");
+    return xasprintf("%.*s:%lld", (int)ul, u, (long long)cfg->run_as_group);
+}
+
 int ctl_start_instance(rev_rt_t *r)
 {
     sl_controller_t *c = r->ctl;
@@ -420,7 +435,13 @@ int ctl_start_instance(rev_rt_t *r)
         .readiness = cfg->readiness.kind ? &readiness : NULL,
         .liveness = cfg->liveness.kind ? &liveness : NULL,
         .readiness_cb = readiness_cb,
+        .working_dir = cfg->working_dir,
+        .run_as_non_root = cfg->run_as_non_root,
+        .readonly_rootfs = cfg->readonly_rootfs,
+        .caps = (const char *const *)cfg->caps,
     };
+    sl_autofree char *user = ctl_run_as(cfg, r->image);
+    spec.user = user;
     inst_rt_t *i = xcalloc(1, sizeof(*i));
     i->rev = r;
     sl_error_t err = {0};

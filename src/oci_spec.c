@@ -9,6 +9,7 @@
 
 #include <errno.h>
 #include <stdio.h>
+#include <strings.h>
 
 void sl_strv_free(char **v)
 {
@@ -142,27 +143,63 @@ static json_t *json_strv(const char *const *v)
 
 #define STRV(...) json_strv((const char *const[]){__VA_ARGS__, NULL})
 
-/* Docker's default capability set (plus extra), or none at all. */
+const char *const sl_oci_default_caps[] = {"CAP_CHOWN",
+                                           "CAP_DAC_OVERRIDE",
+                                           "CAP_FSETID",
+                                           "CAP_FOWNER",
+                                           "CAP_MKNOD",
+                                           "CAP_NET_RAW",
+                                           "CAP_SETGID",
+                                           "CAP_SETUID",
+                                           "CAP_SETFCAP",
+                                           "CAP_SETPCAP",
+                                           "CAP_NET_BIND_SERVICE",
+                                           "CAP_SYS_CHROOT",
+                                           "CAP_KILL",
+                                           "CAP_AUDIT_WRITE",
+                                           NULL};
+
+const char *sl_oci_cap_name(const char *name)
+{
+    if (!name)
+        return NULL;
+    const char *bare = strncasecmp(name, "CAP_", 4) == 0 ? name + 4 : name;
+    for (size_t i = 0; sl_oci_default_caps[i]; i++)
+        if (strcasecmp(sl_oci_default_caps[i] + 4, bare) == 0)
+            return sl_oci_default_caps[i];
+    return NULL;
+}
+
+static bool cap_listed(char *const *v, size_t n, const char *cap)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strcasecmp(v[i], "ALL") == 0 || sl_oci_cap_name(v[i]) == cap)
+            return true;
+    return false;
+}
+
+char **sl_oci_caps_apply(char *const *drop, size_t n_drop, char *const *add, size_t n_add)
+{
+    size_t n = 0;
+    char **out = xcalloc(SL_ARRAY_LEN(sl_oci_default_caps), sizeof(char *));
+    for (size_t i = 0; sl_oci_default_caps[i]; i++) {
+        const char *cap = sl_oci_default_caps[i];
+        bool added = false;
+        for (size_t k = 0; k < n_add && !added; k++)
+            added = sl_oci_cap_name(add[k]) == cap;
+        if (added || !cap_listed(drop, n_drop, cap))
+            out[n++] = xstrdup(cap);
+    }
+    return out;
+}
+
+/* The default capability set (or p->caps), plus extra; or none at all. */
 static json_t *capabilities(const sl_oci_params_t *p)
 {
     if (p->no_capabilities)
         return json_pack("{s:[],s:[],s:[],s:[],s:[]}", "bounding", "effective", "permitted",
                          "inheritable", "ambient");
-    static const char *const caps[] = {"CAP_CHOWN",
-                                       "CAP_DAC_OVERRIDE",
-                                       "CAP_FSETID",
-                                       "CAP_FOWNER",
-                                       "CAP_MKNOD",
-                                       "CAP_NET_RAW",
-                                       "CAP_SETGID",
-                                       "CAP_SETUID",
-                                       "CAP_SETFCAP",
-                                       "CAP_SETPCAP",
-                                       "CAP_NET_BIND_SERVICE",
-                                       "CAP_SYS_CHROOT",
-                                       "CAP_KILL",
-                                       "CAP_AUDIT_WRITE",
-                                       NULL};
+    const char *const *caps = p->caps ? p->caps : sl_oci_default_caps;
     json_t *set[3];
     for (size_t i = 0; i < 3; i++) {
         set[i] = json_strv(caps);

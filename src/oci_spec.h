@@ -76,7 +76,8 @@ typedef struct sl_oci_params {
     const json_t *seccomp;           /* linux.seccomp, borrowed; NULL = no filter */
     bool readonly_rootfs;            /* root.readonly (/tmp stays a writable tmpfs) */
     bool no_capabilities;            /* empty capability sets */
-    const char *const *extra_caps;   /* added to the default set, NULL-terminated */
+    const char *const *caps;         /* instead of the default set, NULL-terminated */
+    const char *const *extra_caps;   /* added to the (default) set, NULL-terminated */
     const sl_oci_idmap_t *idmap;     /* new user namespace with these mappings */
     const char *const *extra_masked; /* more maskedPaths, NULL-terminated */
     /* Join existing namespaces by path instead of new ones (debug). */
@@ -84,6 +85,23 @@ typedef struct sl_oci_params {
     bool terminal;         /* process.terminal (the runtime's own pty) */
     bool no_cgroup_limits; /* leave linux.resources out except devices */
 } sl_oci_params_t;
+
+/* Docker's default capability set ("CAP_CHOWN", ...), NULL-terminated: what
+ * an instance of the default class has unless its securityContext drops
+ * some, and the most it can add. */
+extern const char *const sl_oci_default_caps[];
+
+/*
+ * The set a container gets from Kubernetes' capabilities.drop / .add, each
+ * a list of names with or without "CAP_" ("ALL" drops every one): the
+ * default set minus drop, plus add. NULL-terminated; caller frees with
+ * sl_strv_free. Names must have been checked (sl_oci_cap_name).
+ */
+char **sl_oci_caps_apply(char *const *drop, size_t n_drop, char *const *add, size_t n_add);
+
+/* "NET_BIND_SERVICE" or "CAP_NET_BIND_SERVICE" → the default set's entry
+ * ("CAP_NET_BIND_SERVICE"); NULL when it is not in the default set. */
+const char *sl_oci_cap_name(const char *name);
 
 /* Build the config. Returns a new reference. */
 json_t *sl_oci_spec_build(const sl_oci_params_t *p);

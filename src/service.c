@@ -3,11 +3,13 @@
  * resolved revision settings. Pure functions over jansson values; no I/O.
  */
 #include "service.h"
+#include "oci_spec.h"
 
 #include <ctype.h>
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
+#include <strings.h>
 #include <time.h>
 
 bool sl_is_dns1035(const char *s)
@@ -218,6 +220,11 @@ static int check_fields(json_t *obj, const char *path, const field_t *fields, si
 static int check_string(json_t *v, const char *path, sl_error_t *err)
 {
     return json_is_string(v) ? 0 : sl_error_set(err, EINVAL, "%s: must be a string", path);
+}
+
+static int check_bool(json_t *v, const char *path, sl_error_t *err)
+{
+    return json_is_boolean(v) ? 0 : sl_error_set(err, EINVAL, "%s: must be true or false", path);
 }
 
 static int check_string_map(json_t *v, const char *path, sl_error_t *err)
@@ -744,6 +751,126 @@ static int check_probe(json_t *v, const char *path, sl_error_t *err)
     return 0;
 }
 
+static int check_uid(json_t *v, const char *path, sl_error_t *err)
+{
+    return check_int_range(v, path, 0, 2147483647, err);
+}
+
+static int check_cap_list(json_t *v, const char *path, bool adding, sl_error_t *err)
+{
+    if (check_string_array(v, path, err) < 0)
+        return -1;
+    size_t i;
+    json_t *c;
+    json_array_foreach(v, i, c)
+    {
+        const char *name = json_string_value(c);
+        if (!adding && strcasecmp(name, "ALL") == 0)
+            continue;
+        if (!sl_oci_cap_name(name))
+            return sl_error_set(err, EINVAL,
+                                "%s[%zu]: \"%s\" is %s; an instance has at most the default set "
+                                "(CHOWN, DAC_OVERRIDE, FSETID, FOWNER, MKNOD, NET_RAW, SETGID, "
+                                "SETUID, SETFCAP, SETPCAP, NET_BIND_SERVICE, SYS_CHROOT, KILL, "
+                                "AUDIT_WRITE)",
+                                path, i, name,
+                                adding ? "not a capability that may be added" : "not a capability");
+    }
+    return 0;
+}
+
+static int check_cap_add(json_t *v, const char *path, sl_error_t *err)
+{
+    return check_cap_list(v, path, true, err);
+}
+
+static int check_cap_drop(json_t *v, const char *path, sl_error_t *err)
+{
+    return check_cap_list(v, path, false, err);
+}
+
+static const field_t capabilities_fields[] = {{"add", check_cap_add}, {"drop", check_cap_drop}};
+
+static int check_capabilities(json_t *v, const char *path, sl_error_t *err)
+{
+    return check_fields(v, path, capabilities_fields, SL_ARRAY_LEN(capabilities_fields), err);
+}
+
+/* What Knative accepts is enforced; the rest is refused, not ignored. */
+static int check_escalation(json_t *v, const char *path, sl_error_t *err)
+{
+    if (check_bool(v, path, err) < 0)
+        return -1;
+    if (json_is_true(v))
+        return sl_error_set(err, ENOTSUP,
+                            "%s: true is not supported: instances always run with "
+                            "no_new_privs (setuid binaries do not raise privileges)",
+                            path);
+    return 0;
+}
+
+static int check_privileged(json_t *v, const char *path, sl_error_t *err)
+{
+    if (check_bool(v, path, err) < 0)
+        return -1;
+    if (json_is_true(v))
+        return sl_error_set(err, ENOTSUP, "%s: privileged containers are not supported", path);
+    return 0;
+}
+
+static int check_seccomp_profile(json_t *v, const char *path, sl_error_t *err)
+{
+    static const field_t fields[] = {{"type", check_string}, {"localhostProfile", check_string}};
+    if (check_fields(v, path, fields, SL_ARRAY_LEN(fields), err) < 0)
+        return -1;
+    const char *type = sl_json_str(v, "type");
+    if (!type || strcmp(type, "RuntimeDefault"))
+        return sl_error_set(err, ENOTSUP,
+                            "%s.type: only RuntimeDefault is supported (the runtime class "
+                            "decides the filter), got %s",
+                            path, type ? type : "nothing");
+    return 0;
+}
+
+static int check_unsupported(json_t *v, const char *path, sl_error_t *err)
+{
+    return sl_error_set(err, ENOTSUP, "%s: not supported", path);
+}
+
+static const field_t security_fields[] = {
+    {"runAsUser", check_uid},
+    {"runAsGroup", check_uid},
+    {"runAsNonRoot", check_bool},
+    {"readOnlyRootFilesystem", check_bool},
+    {"allowPrivilegeEscalation", check_escalation},
+    {"privileged", check_privileged},
+    {"capabilities", check_capabilities},
+    {"seccompProfile", check_seccomp_profile},
+    {"procMount", check_unsupported},
+    {"seLinuxOptions", check_unsupported},
+    {"windowsOptions", check_unsupported},
+    {"appArmorProfile", check_unsupported},
+};
+
+static int check_security_context(json_t *v, const char *path, sl_error_t *err)
+{
+    if (check_fields(v, path, security_fields, SL_ARRAY_LEN(security_fields), err) < 0)
+        return -1;
+    json_t *uid = json_object_get(v, "runAsUser");
+    if (json_is_true(json_object_get(v, "runAsNonRoot")) && uid && json_integer_value(uid) == 0)
+        return sl_error_set(err, EINVAL, "%s.runAsUser: 0 (root) contradicts runAsNonRoot: true",
+                            path);
+    return 0;
+}
+
+static int check_working_dir(json_t *v, const char *path, sl_error_t *err)
+{
+    const char *s = json_string_value(v);
+    if (!s || s[0] != '/')
+        return sl_error_set(err, EINVAL, "%s: must be an absolute path", path);
+    return 0;
+}
+
 static const field_t container_fields[] = {
     {"name", check_string},
     {"image", check_image},
@@ -751,13 +878,13 @@ static const field_t container_fields[] = {
     {"env", check_env},
     {"command", check_string_array},
     {"args", check_string_array},
-    {"workingDir", check_string},
+    {"workingDir", check_working_dir},
     {"resources", check_resources},
     {"readinessProbe", check_probe},
     {"livenessProbe", check_probe},
     {"startupProbe", check_any_object},
     {"imagePullPolicy", check_string},
-    {"securityContext", check_any_object},
+    {"securityContext", check_security_context},
     {"terminationMessagePolicy", check_string},
 };
 
@@ -823,11 +950,6 @@ static int check_template(json_t *v, const char *path, sl_error_t *err)
 static int check_percent(json_t *v, const char *path, sl_error_t *err)
 {
     return check_int_range(v, path, 0, 100, err);
-}
-
-static int check_bool(json_t *v, const char *path, sl_error_t *err)
-{
-    return json_is_boolean(v) ? 0 : sl_error_set(err, EINVAL, "%s: must be true or false", path);
 }
 
 static int check_tag(json_t *v, const char *path, sl_error_t *err)
@@ -1101,6 +1223,22 @@ int sl_revision_cfg_from_json(const json_t *rev, sl_revision_cfg_t **out, sl_err
     json_t *to = json_object_get(spec, "timeoutSeconds");
     cfg->timeout_s = to ? (int)json_integer_value(to) : SL_DEFAULT_TIMEOUT_S;
     cfg->runtime_class = xstrdup(json_string_value(json_object_get(spec, "runtimeClassName")));
+    cfg->working_dir = xstrdup(json_string_value(json_object_get(c, "workingDir")));
+    json_t *sc = json_object_get(c, "securityContext");
+    json_t *uid = json_object_get(sc, "runAsUser"), *gid = json_object_get(sc, "runAsGroup");
+    cfg->run_as_user = uid ? (int64_t)json_integer_value(uid) : -1;
+    cfg->run_as_group = gid ? (int64_t)json_integer_value(gid) : -1;
+    cfg->run_as_non_root = json_is_true(json_object_get(sc, "runAsNonRoot"));
+    cfg->readonly_rootfs = json_is_true(json_object_get(sc, "readOnlyRootFilesystem"));
+    json_t *caps = json_object_get(sc, "capabilities");
+    if (caps) {
+        size_t n_drop, n_add;
+        char **drop = str_array(json_object_get(caps, "drop"), &n_drop);
+        char **add = str_array(json_object_get(caps, "add"), &n_add);
+        cfg->caps = sl_oci_caps_apply(drop, n_drop, add, n_add);
+        str_array_free(drop, n_drop);
+        str_array_free(add, n_add);
+    }
     probe_from_json(json_object_get(c, "readinessProbe"), cfg->port, &cfg->readiness);
     probe_from_json(json_object_get(c, "livenessProbe"), cfg->port, &cfg->liveness);
     as_values_t v = {.min = -1, .max = -1, .initial = -1, .activation = -1};
@@ -1137,6 +1275,8 @@ void sl_revision_cfg_free(sl_revision_cfg_t *cfg)
     str_array_free(cfg->command, cfg->n_command);
     str_array_free(cfg->args, cfg->n_args);
     free(cfg->runtime_class);
+    free(cfg->working_dir);
+    sl_strv_free(cfg->caps);
     probe_free(&cfg->readiness);
     probe_free(&cfg->liveness);
     free(cfg);

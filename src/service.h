@@ -54,6 +54,11 @@ typedef struct sl_revision_cfg {
     int concurrency;      /* 0 = unlimited */
     int timeout_s;
     char *runtime_class; /* may be NULL */
+    char *working_dir;   /* NULL = the image's */
+    /* securityContext: -1 = the image's USER decides */
+    int64_t run_as_user, run_as_group;
+    bool run_as_non_root, readonly_rootfs;
+    char **caps; /* NULL = the class's default set; else exactly these (NULL-terminated) */
     /* autoscaling.knative.dev annotations; < 0 (or 0 for the doubles and
      * durations) = not set, use the daemon's default */
     int min_scale, max_scale, initial_scale, activation_scale;

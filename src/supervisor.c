@@ -981,7 +981,8 @@ typedef struct prep {
     char *user, *cwd, *log_dir;
     char **args, **env;
     char *namespace_, *service, *revision;
-    bool has_profile, readonly_rootfs, no_capabilities;
+    bool has_profile, readonly_rootfs, no_capabilities, run_as_non_root;
+    char **caps; /* NULL = the default set */
     sl_seccomp_profile_t seccomp;
     int64_t scratch, pids;
     char **exec_args[2]; /* the exec probes' commands, as PROBE_WHAT */
@@ -1001,6 +1002,7 @@ static void prep_free(prep_t *p)
     sl_strv_free(p->env);
     sl_strv_free(p->exec_args[0]);
     sl_strv_free(p->exec_args[1]);
+    sl_strv_free(p->caps);
     free(p->user);
     free(p->cwd);
     free(p->log_dir);
@@ -1046,8 +1048,18 @@ static prep_t *prep_new(sl_instance_t *inst, const sl_instance_spec_t *s, sl_err
     for (size_t i = 0; i < img->n_layers; i++)
         p->layers[i] = xstrdup(img->layers[i]);
     p->n_layers = img->n_layers;
-    p->user = xstrdup(img->user ? img->user : "");
-    p->cwd = image_cwd(img);
+    p->user = xstrdup(s->user ? s->user : img->user ? img->user : "");
+    p->cwd = s->working_dir ? xstrdup(s->working_dir) : image_cwd(img);
+    p->run_as_non_root = s->run_as_non_root;
+    p->readonly_rootfs = s->readonly_rootfs;
+    if (s->caps) {
+        size_t n = 0;
+        while (s->caps[n])
+            n++;
+        p->caps = xcalloc(n + 1, sizeof(char *));
+        for (size_t i = 0; i < n; i++)
+            p->caps[i] = xstrdup(s->caps[i]);
+    }
     p->log_dir = xasprintf("%s/%s/%s", inst->sup->logs_root, s->namespace_, s->service);
     p->namespace_ = xstrdup(s->namespace_);
     p->service = xstrdup(s->service);
@@ -1055,7 +1067,7 @@ static prep_t *prep_new(sl_instance_t *inst, const sl_instance_spec_t *s, sl_err
     p->has_profile = s->profile != NULL;
     if (s->profile) {
         p->seccomp = s->profile->seccomp;
-        p->readonly_rootfs = s->profile->readonly_rootfs;
+        p->readonly_rootfs |= s->profile->readonly_rootfs;
         p->no_capabilities = s->profile->no_capabilities;
     }
     p->scratch = s->memory_limit > 0 ? s->memory_limit : SCRATCH_DEFAULT;
@@ -1107,6 +1119,12 @@ static int prep_user(const sl_instance_t *inst, const prep_t *p, sl_oci_user_t *
 {
     if (sl_rootfs_resolve_user(p->layers, p->n_layers, p->user, user, err) < 0)
         return -err->code;
+    if (p->run_as_non_root && user->uid == 0)
+        return sl_error_set(err, EPERM,
+                            "runAsNonRoot: the container would run as root (user \"%s\" is "
+                            "uid 0); set securityContext.runAsUser or use an image whose USER "
+                            "is not root",
+                            *p->user ? p->user : "(image default)");
     if (!inst->userns)
         return 0;
     if (user->uid >= SL_SANDBOX_ID_RANGE || user->gid >= SL_SANDBOX_ID_RANGE)
@@ -1179,6 +1197,7 @@ static int write_bundle(sl_instance_t *inst, prep_t *p, const sl_oci_user_t *use
         .seccomp = seccomp,
         .readonly_rootfs = p->readonly_rootfs,
         .no_capabilities = p->no_capabilities,
+        .caps = (const char *const *)p->caps,
         .idmap = inst->userns ? &idmap : NULL,
         .extra_masked = inst->userns ? SANDBOX_MASKED : NULL,
     };

@@ -280,6 +280,41 @@ static void resolve_ok(const char *spec, uint32_t uid, uint32_t gid, size_t n_gi
     sl_oci_user_clear(&u);
 }
 
+/* securityContext.capabilities: the default set minus drop ("ALL" too), plus
+ * add (names with or without CAP_, any case); config.json carries exactly that. */
+static void test_caps_apply(void **state)
+{
+    char *drop_all[] = {"ALL"}, *add_bind[] = {"net_bind_service"};
+    char **caps = sl_oci_caps_apply(drop_all, 1, add_bind, 1);
+    assert_string_equal(caps[0], "CAP_NET_BIND_SERVICE");
+    assert_null(caps[1]);
+    sl_oci_params_t p = {.caps = (const char *const *)caps};
+    json_t *spec = sl_oci_spec_build(&p);
+    json_t *bnd = json_object_get(json_object_get(json_object_get(spec, "process"), "capabilities"),
+                                  "bounding");
+    assert_int_equal(json_array_size(bnd), 1);
+    assert_string_equal(json_string_value(json_array_get(bnd, 0)), "CAP_NET_BIND_SERVICE");
+    json_decref(spec);
+    sl_strv_free(caps);
+
+    char *drop[] = {"CHOWN", "CAP_KILL"};
+    caps = sl_oci_caps_apply(drop, 2, NULL, 0);
+    size_t n = 0;
+    for (; caps[n]; n++) {
+        assert_string_not_equal(caps[n], "CAP_CHOWN");
+        assert_string_not_equal(caps[n], "CAP_KILL");
+    }
+    size_t all = 0;
+    while (sl_oci_default_caps[all])
+        all++;
+    assert_int_equal(n, all - 2);
+    sl_strv_free(caps);
+
+    assert_string_equal(sl_oci_cap_name("Cap_Setuid"), "CAP_SETUID");
+    assert_null(sl_oci_cap_name("SYS_ADMIN"));
+    assert_null(sl_oci_cap_name("ALL"));
+}
+
 static void test_user_forms(void **state)
 {
     resolve_ok(NULL, 0, 0, 0);
@@ -343,6 +378,7 @@ int main(void)
         cmocka_unit_test(test_spec_fields),
     };
     const struct CMUnitTest users[] = {
+        cmocka_unit_test(test_caps_apply),
         cmocka_unit_test(test_user_forms),
         cmocka_unit_test(test_user_symlink_stays_inside),
     };
