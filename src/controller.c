@@ -372,6 +372,7 @@ static void to_probe(const sl_probe_cfg_t *in, sl_probe_t *out)
         .kind = (sl_probe_kind_t)in->kind,
         .port = in->port,
         .path = in->path,
+        .headers = in->headers,
         .exec_cmd = in->exec,
         .n_exec = in->n_exec,
         .initial_delay_ms = in->initial_delay_ms,
@@ -413,9 +414,10 @@ int ctl_start_instance(rev_rt_t *r)
 {
     sl_controller_t *c = r->ctl;
     sl_revision_cfg_t *cfg = r->cfg;
-    sl_probe_t readiness, liveness;
+    sl_probe_t readiness, liveness, startup;
     to_probe(&cfg->readiness, &readiness);
     to_probe(&cfg->liveness, &liveness);
+    to_probe(&cfg->startup, &startup);
     sl_instance_spec_t spec = {
         .namespace_ = cfg->namespace_,
         .service = cfg->service,
@@ -431,9 +433,12 @@ int ctl_start_instance(rev_rt_t *r)
         .n_args = cfg->n_args,
         .memory_limit = cfg->memory_limit,
         .cpu_millis = cfg->cpu_millis,
+        .cpu_request_millis = cfg->cpu_request_millis,
+        .scratch_bytes = cfg->ephemeral_storage,
         .profile = &r->profile,
         .readiness = cfg->readiness.kind ? &readiness : NULL,
         .liveness = cfg->liveness.kind ? &liveness : NULL,
+        .startup = cfg->startup.kind ? &startup : NULL,
         .readiness_cb = readiness_cb,
         .working_dir = cfg->working_dir,
         .run_as_non_root = cfg->run_as_non_root,

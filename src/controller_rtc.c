@@ -14,8 +14,9 @@
 #include <errno.h>
 #include <stdio.h>
 
-/* An instance whose limits are unset requests nothing (Kubernetes'
- * BestEffort): only its class's overhead counts against capacity. */
+/* An instance reserves its requests (its limits where it gives no
+ * requests); one with neither requests nothing (Kubernetes' BestEffort):
+ * only its class's overhead counts against capacity. */
 #define DEFAULT_REQUEST_CPU_MILLIS 0
 #define DEFAULT_REQUEST_MEMORY     0LL
 
@@ -64,8 +65,9 @@ int ctl_rev_resolve_class(rev_rt_t *r, sl_error_t *err)
 
 void ctl_rev_footprint(const rev_rt_t *r, int64_t *cpu, int64_t *mem)
 {
-    int64_t want_cpu = r->cfg->cpu_millis ? r->cfg->cpu_millis : DEFAULT_REQUEST_CPU_MILLIS;
-    int64_t want_mem = r->cfg->memory_limit ? r->cfg->memory_limit : DEFAULT_REQUEST_MEMORY;
+    int64_t want_cpu =
+        r->cfg->cpu_request_millis ? r->cfg->cpu_request_millis : DEFAULT_REQUEST_CPU_MILLIS;
+    int64_t want_mem = r->cfg->memory_request ? r->cfg->memory_request : DEFAULT_REQUEST_MEMORY;
     sl_capacity_footprint(want_cpu, want_mem, r->profile.overhead_cpu_millis,
                           r->profile.overhead_memory, cpu, mem);
 }

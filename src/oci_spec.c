@@ -297,15 +297,22 @@ static json_t *resources(const sl_oci_params_t *p)
                           "limit", (json_int_t)(p->pids_limit > 0 ? p->pids_limit : 1024));
     if (p->memory_limit > 0)
         json_object_set_new(r, "memory", json_pack("{s:I}", "limit", (json_int_t)p->memory_limit));
+    json_t *cpu = json_object();
     if (p->cpu_millis > 0) {
         /* quota = millis/1000 of the period; the kernel's floor is 1 ms. */
         int64_t quota = p->cpu_millis * 100;
         if (quota < 1000)
             quota = 1000;
-        json_object_set_new(
-            r, "cpu",
-            json_pack("{s:I,s:I}", "quota", (json_int_t)quota, "period", (json_int_t)100000));
+        json_object_set_new(cpu, "quota", json_integer(quota));
+        json_object_set_new(cpu, "period", json_integer(100000));
     }
+    if (p->cpu_shares > 0)
+        json_object_set_new(cpu, "shares",
+                            json_integer(p->cpu_shares > 262144 ? 262144 : p->cpu_shares));
+    if (json_object_size(cpu))
+        json_object_set_new(r, "cpu", cpu);
+    else
+        json_decref(cpu);
     return r;
 }
 

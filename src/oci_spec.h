@@ -67,6 +67,7 @@ typedef struct sl_oci_params {
     const char *cgroups_path;
     int64_t memory_limit;          /* bytes, 0 = unlimited */
     int64_t cpu_millis;            /* 0 = unlimited */
+    int64_t cpu_shares;            /* relative weight (2..262144); 0 = the runtime's default */
     int64_t pids_limit;            /* 0 = 1024 */
     int64_t tmp_size;              /* /tmp tmpfs bytes, 0 = 64 MiB */
     int64_t nofile;                /* RLIMIT_NOFILE soft = hard, 0 = 1048576 */

@@ -227,7 +227,32 @@ static int check_bool(json_t *v, const char *path, sl_error_t *err)
     return json_is_boolean(v) ? 0 : sl_error_set(err, EINVAL, "%s: must be true or false", path);
 }
 
-static int check_string_map(json_t *v, const char *path, sl_error_t *err)
+/* Kubernetes' name part of a label or annotation key, and a label value:
+ * [A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?, at most 63 characters. */
+static bool is_qualified_part(const char *s, size_t n)
+{
+    if (n == 0 || n > 63 || !isalnum((unsigned char)s[0]) || !isalnum((unsigned char)s[n - 1]))
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (!isalnum((unsigned char)s[i]) && !strchr("-_.", s[i]))
+            return false;
+    return true;
+}
+
+/* A key: [DNS-subdomain prefix "/"] name. */
+static bool is_qualified_key(const char *k)
+{
+    const char *slash = strchr(k, '/');
+    if (!slash)
+        return is_qualified_part(k, strlen(k));
+    size_t pl = (size_t)(slash - k);
+    if (pl == 0 || pl > 253)
+        return false;
+    sl_autofree char *prefix = xstrndup(k, pl);
+    return sl_is_valid_domain(prefix) && is_qualified_part(slash + 1, strlen(slash + 1));
+}
+
+static int check_keyed_map(json_t *v, const char *path, bool labels, sl_error_t *err)
 {
     if (!json_is_object(v))
         return sl_error_set(err, EINVAL, "%s: must be a map of strings", path);
@@ -237,10 +262,31 @@ static int check_string_map(json_t *v, const char *path, sl_error_t *err)
     {
         if (!json_is_string(x))
             return sl_error_set(err, EINVAL, "%s.%s: must be a string", path, k);
-        if (!*k || strlen(k) > 317)
-            return sl_error_set(err, EINVAL, "%s: invalid key '%s'", path, k);
+        if (!is_qualified_key(k))
+            return sl_error_set(err, EINVAL,
+                                "%s: invalid key \"%s\" (an optional DNS prefix and '/', then "
+                                "at most 63 letters, digits, '-', '_' or '.', starting and "
+                                "ending with a letter or digit)",
+                                path, k);
+        const char *val = json_string_value(x);
+        if (labels && *val && !is_qualified_part(val, strlen(val)))
+            return sl_error_set(err, EINVAL,
+                                "%s.%s: invalid label value \"%.80s\" (at most 63 letters, "
+                                "digits, '-', '_' or '.', starting and ending with a letter or "
+                                "digit)",
+                                path, k, val);
     }
     return 0;
+}
+
+static int check_string_map(json_t *v, const char *path, sl_error_t *err)
+{
+    return check_keyed_map(v, path, false, err);
+}
+
+static int check_labels(json_t *v, const char *path, sl_error_t *err)
+{
+    return check_keyed_map(v, path, true, err);
 }
 
 static int check_string_array(json_t *v, const char *path, sl_error_t *err)
@@ -255,11 +301,6 @@ static int check_string_array(json_t *v, const char *path, sl_error_t *err)
             return sl_error_set(err, EINVAL, "%s[%zu]: must be a string", path, i);
     }
     return 0;
-}
-
-static int check_any_object(json_t *v, const char *path, sl_error_t *err)
-{
-    return json_is_object(v) ? 0 : sl_error_set(err, EINVAL, "%s: must be an object", path);
 }
 
 static int check_name(json_t *v, const char *path, sl_error_t *err)
@@ -284,11 +325,50 @@ static int check_namespace(json_t *v, const char *path, sl_error_t *err)
     return 0;
 }
 
+/* A private service would be published here: every service is served on
+ * the router's listener, so what asks for less is refused. */
+static int check_service_labels(json_t *v, const char *path, sl_error_t *err)
+{
+    if (check_labels(v, path, err) < 0)
+        return -1;
+    const char *vis = json_string_value(json_object_get(v, "networking.knative.dev/visibility"));
+    if (vis && strcmp(vis, "external") != 0)
+        return sl_error_set(err, ENOTSUP,
+                            "%s.networking.knative.dev/visibility: \"%s\" is not supported: "
+                            "every service is served on the router's listener (bind --listen "
+                            "to loopback to keep them all private)",
+                            path, vis);
+    return 0;
+}
+
+static int check_service_annotations(json_t *v, const char *path, sl_error_t *err)
+{
+    if (check_string_map(v, path, err) < 0)
+        return -1;
+    const char *ingress = json_string_value(json_object_get(v, "run.googleapis.com/ingress"));
+    if (ingress && strcmp(ingress, "all") != 0)
+        return sl_error_set(err, ENOTSUP,
+                            "%s.run.googleapis.com/ingress: \"%s\" is not supported: every "
+                            "service is served on the router's listener",
+                            path, ingress);
+    const char *k;
+    json_t *x;
+    json_object_foreach(v, k, x)
+    {
+        if (!strncmp(k, SL_AS_PREFIX, strlen(SL_AS_PREFIX)))
+            return sl_error_set(err, EINVAL,
+                                "%s.%s: autoscaling annotations must be put under "
+                                "spec.template.metadata.annotations to work",
+                                path, k);
+    }
+    return 0;
+}
+
 static const field_t metadata_fields[] = {
     {"name", check_name},
     {"namespace", check_namespace},
-    {"labels", check_string_map},
-    {"annotations", check_string_map},
+    {"labels", check_service_labels},
+    {"annotations", check_service_annotations},
     {"generateName", check_string},
     /* server-set fields, accepted and replaced */
     {"uid", NULL},
@@ -414,6 +494,11 @@ static int read_autoscaling(const json_t *ann, const char *path, as_values_t *v,
         bool ok = false;
         for (size_t i = 0; i < SL_ARRAY_LEN(known) && !ok; i++)
             ok = !strcmp(k, known[i]);
+        if (!strcmp(k, "target-burst-capacity") || !strcmp(k, "targetBurstCapacity"))
+            return sl_error_set(err, ENOTSUP,
+                                "%s.%s: not supported: the router queues every request itself "
+                                "(there is no separate activator to put in the path)",
+                                path, key);
         if (!ok)
             return sl_error_set(err, EINVAL, "%s.%s: unknown autoscaling annotation", path, key);
         if (!json_is_string(val))
@@ -455,6 +540,10 @@ static int read_autoscaling(const json_t *ann, const char *path, as_values_t *v,
     int r;
     for (size_t i = 0; i < SL_ARRAY_LEN(nums); i++) {
         double *field = (double *)((char *)v + nums[i].off);
+        if (nums[i].alias && json_object_get(ann, nums[i].key) &&
+            json_object_get(ann, nums[i].alias))
+            return sl_error_set(err, EINVAL, "%s: give one of %s and %s, not both", path,
+                                nums[i].key, nums[i].alias);
         r = annotation_number(ann, nums[i].key, path, nums[i].lo, nums[i].hi, nums[i].integral,
                               field, err);
         if (r == 1 && nums[i].alias)
@@ -501,7 +590,7 @@ static int check_template_annotations(json_t *v, const char *path, sl_error_t *e
 
 static const field_t template_metadata_fields[] = {
     {"name", check_name},
-    {"labels", check_string_map},
+    {"labels", check_labels},
     {"annotations", check_template_annotations},
     {"creationTimestamp", NULL},
 };
@@ -542,8 +631,9 @@ static int check_port_name(json_t *v, const char *path, sl_error_t *err)
                             "sluice speaks HTTP/1.1 to instances: name the port \"http1\" or "
                             "leave the name out",
                             path);
-    if (!s || (strcmp(s, "http1") && strcmp(s, "http")))
-        return sl_error_set(err, EINVAL, "%s: must be \"http1\" or empty", path);
+    if (!s || strcmp(s, "http1"))
+        return sl_error_set(err, EINVAL, "%s: must be \"http1\" or empty, got %s%s%s", path,
+                            s ? "\"" : "", s ? s : "a non-string", s ? "\"" : "");
     return 0;
 }
 
@@ -624,6 +714,18 @@ static const char *quantity_text(const json_t *v, char *buf, size_t len)
     return json_string_value(v);
 }
 
+static int64_t quantity(const json_t *res, const char *which, const char *key, bool cpu)
+{
+    json_t *v = sl_json_path(res, which);
+    v = json_object_get(v, key);
+    int64_t q = 0;
+    char num[64];
+    const char *s = quantity_text(v, num, sizeof(num));
+    if (s && (cpu ? sl_parse_cpu(s, &q) : sl_parse_memory(s, &q)) < 0)
+        q = 0;
+    return q;
+}
+
 static int check_quantity_map(json_t *v, const char *path, sl_error_t *err)
 {
     if (!json_is_object(v))
@@ -644,7 +746,12 @@ static int check_quantity_map(json_t *v, const char *path, sl_error_t *err)
             if (!s || sl_parse_cpu(s, &q) < 0 || q < 1)
                 return sl_error_set(err, EINVAL,
                                     "%s.cpu: must be a quantity like \"1\" or \"500m\"", path);
-        } else if (strcmp(k, "ephemeral-storage") != 0) {
+        } else if (!strcmp(k, "ephemeral-storage")) {
+            if (!s || sl_parse_memory(s, &q) < 0 || q < 4 * 1024 * 1024)
+                return sl_error_set(
+                    err, EINVAL,
+                    "%s.ephemeral-storage: must be a quantity of at least 4Mi like \"1Gi\"", path);
+        } else {
             return sl_error_set(err, EINVAL, "%s.%s: unknown resource", path, k);
         }
     }
@@ -656,9 +763,22 @@ static const field_t resources_fields[] = {
     {"requests", check_quantity_map},
 };
 
+/* As Kubernetes: a request may not exceed its limit. */
 static int check_resources(json_t *v, const char *path, sl_error_t *err)
 {
-    return check_fields(v, path, resources_fields, SL_ARRAY_LEN(resources_fields), err);
+    if (check_fields(v, path, resources_fields, SL_ARRAY_LEN(resources_fields), err) < 0)
+        return -1;
+    static const char *const kinds[] = {"cpu", "memory", "ephemeral-storage"};
+    for (size_t i = 0; i < SL_ARRAY_LEN(kinds); i++) {
+        bool cpu = i == 0;
+        int64_t req = quantity(v, "requests", kinds[i], cpu);
+        int64_t lim = quantity(v, "limits", kinds[i], cpu);
+        if (req && lim && req > lim)
+            return sl_error_set(err, EINVAL,
+                                "%s.requests.%s: must be less than or equal to the %s limit", path,
+                                kinds[i], kinds[i]);
+    }
+    return 0;
 }
 
 static int check_image(json_t *v, const char *path, sl_error_t *err)
@@ -678,12 +798,61 @@ static int check_probe_port(json_t *v, const char *path, sl_error_t *err)
 {
     if (json_is_string(v))
         return 0; /* a named port: resolved to the container's port */
+    if (json_is_integer(v) && json_integer_value(v) == 0)
+        return 0; /* what Knative writes back: the container's port */
     return check_port_number(v, path, err);
 }
 
+/* Probes reach the instance on its own loopback. */
+static int check_probe_host(json_t *v, const char *path, sl_error_t *err)
+{
+    const char *s = json_string_value(v);
+    if (!s)
+        return sl_error_set(err, EINVAL, "%s: must be a string", path);
+    if (*s && strcmp(s, "localhost") && strcmp(s, "127.0.0.1"))
+        return sl_error_set(err, ENOTSUP,
+                            "%s: \"%s\": probes reach the instance on its loopback; to send a "
+                            "Host header, use httpHeaders",
+                            path, s);
+    return 0;
+}
+
+static bool is_token(const char *s)
+{
+    if (!s || !*s)
+        return false;
+    for (; *s; s++)
+        if (!isalnum((unsigned char)*s) && !strchr("!#$%&'*+-.^_`|~", *s))
+            return false;
+    return true;
+}
+
+static int check_http_headers(json_t *v, const char *path, sl_error_t *err)
+{
+    if (!json_is_array(v))
+        return sl_error_set(err, EINVAL, "%s: must be a list of {name, value}", path);
+    static const field_t fields[] = {{"name", check_string}, {"value", check_string}};
+    size_t i;
+    json_t *h;
+    json_array_foreach(v, i, h)
+    {
+        sl_autofree char *sub = xasprintf("%s[%zu]", path, i);
+        if (check_fields(h, sub, fields, SL_ARRAY_LEN(fields), err) < 0)
+            return -1;
+        if (!is_token(sl_json_str(h, "name")))
+            return sl_error_set(err, EINVAL, "%s.name: must be an HTTP field name", sub);
+        const char *val = sl_json_str(h, "value");
+        for (const char *c = val ? val : ""; *c; c++)
+            if ((unsigned char)*c < 0x20 && *c != '\t')
+                return sl_error_set(err, EINVAL, "%s.value: control characters are not allowed",
+                                    sub);
+    }
+    return 0;
+}
+
 static const field_t http_get_fields[] = {
-    {"path", check_string}, {"port", check_probe_port}, {"httpHeaders", NULL},
-    {"scheme", NULL},       {"host", check_string},
+    {"path", check_string}, {"port", check_probe_port}, {"httpHeaders", check_http_headers},
+    {"scheme", NULL},       {"host", check_probe_host},
 };
 
 static int check_http_get(json_t *v, const char *path, sl_error_t *err)
@@ -698,7 +867,7 @@ static int check_http_get(json_t *v, const char *path, sl_error_t *err)
     return rc;
 }
 
-static const field_t tcp_fields[] = {{"port", check_probe_port}, {"host", check_string}};
+static const field_t tcp_fields[] = {{"port", check_probe_port}, {"host", check_probe_host}};
 
 static int check_tcp(json_t *v, const char *path, sl_error_t *err)
 {
@@ -737,7 +906,9 @@ static const field_t probe_fields[] = {
     {"grpc", NULL},
 };
 
-static int check_probe(json_t *v, const char *path, sl_error_t *err)
+/* A readiness probe without a handler is a TCP one (Knative's default);
+ * liveness and startup probes need one, and pass once (successThreshold 1). */
+static int check_probe_as(json_t *v, const char *path, bool readiness, sl_error_t *err)
 {
     int rc = check_fields(v, path, probe_fields, SL_ARRAY_LEN(probe_fields), err);
     if (rc < 0)
@@ -746,9 +917,24 @@ static int check_probe(json_t *v, const char *path, sl_error_t *err)
                    !!json_object_get(v, "exec") + !!json_object_get(v, "grpc");
     if (handlers > 1)
         return sl_error_set(err, EINVAL, "%s: give one of httpGet, tcpSocket or exec", path);
+    if (handlers == 0 && !readiness)
+        return sl_error_set(err, EINVAL, "%s: give one of httpGet, tcpSocket or exec", path);
     if (json_object_get(v, "grpc"))
         return sl_error_set(err, ENOTSUP, "%s.grpc: gRPC probes are not supported", path);
+    json_t *st = json_object_get(v, "successThreshold");
+    if (!readiness && st && json_integer_value(st) != 1)
+        return sl_error_set(err, EINVAL, "%s.successThreshold: must be 1", path);
     return 0;
+}
+
+static int check_readiness_probe(json_t *v, const char *path, sl_error_t *err)
+{
+    return check_probe_as(v, path, true, err);
+}
+
+static int check_probe(json_t *v, const char *path, sl_error_t *err)
+{
+    return check_probe_as(v, path, false, err);
 }
 
 static int check_uid(json_t *v, const char *path, sl_error_t *err)
@@ -880,12 +1066,15 @@ static const field_t container_fields[] = {
     {"args", check_string_array},
     {"workingDir", check_working_dir},
     {"resources", check_resources},
-    {"readinessProbe", check_probe},
+    {"readinessProbe", check_readiness_probe},
     {"livenessProbe", check_probe},
-    {"startupProbe", check_any_object},
+    {"startupProbe", check_probe},
     {"imagePullPolicy", check_string},
     {"securityContext", check_security_context},
     {"terminationMessagePolicy", check_string},
+    {"envFrom", check_unsupported},
+    {"volumeMounts", check_unsupported},
+    {"lifecycle", check_unsupported},
 };
 
 static int check_containers(json_t *v, const char *path, sl_error_t *err)
@@ -921,9 +1110,15 @@ static int check_runtime_class(json_t *v, const char *path, sl_error_t *err)
 }
 
 static const field_t pod_fields[] = {
-    {"containers", check_containers},     {"containerConcurrency", check_concurrency},
-    {"timeoutSeconds", check_timeout},    {"runtimeClassName", check_runtime_class},
-    {"serviceAccountName", check_string}, {"enableServiceLinks", NULL},
+    {"containers", check_containers},      {"containerConcurrency", check_concurrency},
+    {"timeoutSeconds", check_timeout},     {"runtimeClassName", check_runtime_class},
+    {"serviceAccountName", check_string},  {"enableServiceLinks", NULL},
+    {"volumes", check_unsupported},        {"imagePullSecrets", check_unsupported},
+    {"initContainers", check_unsupported}, {"securityContext", check_unsupported},
+    {"nodeSelector", check_unsupported},   {"affinity", check_unsupported},
+    {"tolerations", check_unsupported},    {"priorityClassName", check_unsupported},
+    {"dnsPolicy", check_unsupported},      {"dnsConfig", check_unsupported},
+    {"hostAliases", check_unsupported},
 };
 
 static int check_pod_spec(json_t *v, const char *path, sl_error_t *err)
@@ -955,21 +1150,27 @@ static int check_percent(json_t *v, const char *path, sl_error_t *err)
 static int check_tag(json_t *v, const char *path, sl_error_t *err)
 {
     const char *s = json_string_value(v);
-    if (!s || !sl_is_dns1123_label(s))
-        return sl_error_set(err, EINVAL, "%s: must be a DNS-1123 label", path);
+    if (!s || !sl_is_dns1035(s))
+        return sl_error_set(err, EINVAL,
+                            "%s: must be a DNS-1035 label (lower-case letters, digits and '-', "
+                            "starting with a letter), got %s%s%s",
+                            path, s ? "\"" : "", s ? s : "a non-string", s ? "\"" : "");
     return 0;
 }
 
+static int check_traffic_url(json_t *v, const char *path, sl_error_t *err)
+{
+    return sl_error_set(err, EINVAL, "%s: is set by the server (status.traffic), not input", path);
+}
+
 static const field_t traffic_fields[] = {
-    {"revisionName", check_name},
-    {"latestRevision", check_bool},
-    {"percent", check_percent},
-    {"tag", check_tag},
-    {"url", NULL},
+    {"revisionName", check_name}, {"latestRevision", check_bool}, {"percent", check_percent},
+    {"tag", check_tag},           {"url", check_traffic_url},
 };
 
 /* Knative's rules: each entry names a revision or latestRevision: true (not
- * both), percents are integers summing to 100, tags are unique. */
+ * both; without either it is the latest, as Knative defaults it), percents
+ * are integers summing to 100, tags are unique. */
 static int check_traffic(json_t *v, const char *path, sl_error_t *err)
 {
     if (!json_is_array(v))
@@ -983,13 +1184,14 @@ static int check_traffic(json_t *v, const char *path, sl_error_t *err)
         int rc = check_fields(t, sub, traffic_fields, SL_ARRAY_LEN(traffic_fields), err);
         if (rc < 0)
             return rc;
-        bool latest = json_is_true(json_object_get(t, "latestRevision"));
+        json_t *lr = json_object_get(t, "latestRevision");
         const char *rev = json_string_value(json_object_get(t, "revisionName"));
+        bool latest = lr ? json_is_true(lr) : !rev;
         if (latest && rev)
             return sl_error_set(err, EINVAL,
                                 "%s.revisionName: may not be set when latestRevision is true", sub);
         if (!latest && !rev)
-            return sl_error_set(err, EINVAL, "%s: set revisionName or latestRevision: true", sub);
+            return sl_error_set(err, EINVAL, "%s: latestRevision: false needs a revisionName", sub);
         sum += (long)json_integer_value(json_object_get(t, "percent"));
         const char *tag = json_string_value(json_object_get(t, "tag"));
         for (size_t j = 0; tag && j < i; j++) {
@@ -1045,6 +1247,14 @@ static void fill_defaults(json_t *svc, const char *ns_default)
         json_object_set_new(c, "ports", p);
     }
     json_t *traffic = json_object_get(json_object_get(svc, "spec"), "traffic");
+    size_t i;
+    json_t *t;
+    json_array_foreach(traffic, i, t)
+    {
+        if (!json_object_get(t, "latestRevision"))
+            json_object_set_new(t, "latestRevision",
+                                json_boolean(!json_object_get(t, "revisionName")));
+    }
     if (!traffic || json_array_size(traffic) == 0)
         json_object_set_new(json_object_get(svc, "spec"), "traffic",
                             json_pack("[{s:b,s:i}]", "latestRevision", 1, "percent", 100));
@@ -1136,18 +1346,6 @@ static void str_array_free(char **a, size_t n)
     free(a);
 }
 
-static int64_t quantity(const json_t *res, const char *which, const char *key, bool cpu)
-{
-    json_t *v = sl_json_path(res, which);
-    v = json_object_get(v, key);
-    int64_t q = 0;
-    char num[64];
-    const char *s = quantity_text(v, num, sizeof(num));
-    if (s && (cpu ? sl_parse_cpu(s, &q) : sl_parse_memory(s, &q)) < 0)
-        q = 0;
-    return q;
-}
-
 static int seconds_ms(const json_t *probe, const char *key)
 {
     json_t *v = json_object_get(probe, key);
@@ -1169,6 +1367,15 @@ static void probe_from_json(const json_t *p, int port, sl_probe_cfg_t *out)
         out->kind = 2;
         const char *path = sl_json_str(h, "path");
         out->path = xstrdup(path ? path : "/");
+        size_t i;
+        json_t *hh;
+        json_array_foreach(json_object_get(h, "httpHeaders"), i, hh)
+        {
+            char *lines = xasprintf("%s%s: %s\r\n", out->headers ? out->headers : "",
+                                    sl_json_str(hh, "name"), sl_json_str(hh, "value"));
+            free(out->headers);
+            out->headers = lines;
+        }
     } else if (e) {
         out->kind = 3;
         out->exec = str_array(json_object_get(e, "command"), &out->n_exec);
@@ -1185,6 +1392,7 @@ static void probe_from_json(const json_t *p, int port, sl_probe_cfg_t *out)
 static void probe_free(sl_probe_cfg_t *p)
 {
     free(p->path);
+    free(p->headers);
     str_array_free(p->exec, p->n_exec);
 }
 
@@ -1218,6 +1426,13 @@ int sl_revision_cfg_from_json(const json_t *rev, sl_revision_cfg_t **out, sl_err
     json_t *res = json_object_get(c, "resources");
     cfg->memory_limit = quantity(res, "limits", "memory", false);
     cfg->cpu_millis = quantity(res, "limits", "cpu", true);
+    cfg->memory_request = quantity(res, "requests", "memory", false);
+    cfg->cpu_request_millis = quantity(res, "requests", "cpu", true);
+    if (!cfg->memory_request)
+        cfg->memory_request = cfg->memory_limit;
+    if (!cfg->cpu_request_millis)
+        cfg->cpu_request_millis = cfg->cpu_millis;
+    cfg->ephemeral_storage = quantity(res, "limits", "ephemeral-storage", false);
     json_t *cc = json_object_get(spec, "containerConcurrency");
     cfg->concurrency = cc ? (int)json_integer_value(cc) : SL_DEFAULT_CONCURRENCY;
     json_t *to = json_object_get(spec, "timeoutSeconds");
@@ -1241,6 +1456,7 @@ int sl_revision_cfg_from_json(const json_t *rev, sl_revision_cfg_t **out, sl_err
     }
     probe_from_json(json_object_get(c, "readinessProbe"), cfg->port, &cfg->readiness);
     probe_from_json(json_object_get(c, "livenessProbe"), cfg->port, &cfg->liveness);
+    probe_from_json(json_object_get(c, "startupProbe"), cfg->port, &cfg->startup);
     as_values_t v = {.min = -1, .max = -1, .initial = -1, .activation = -1};
     json_t *ann = sl_json_path(rev, "metadata.annotations");
     if (ann && read_autoscaling(ann, "metadata.annotations", &v, err) < 0) {
@@ -1279,5 +1495,6 @@ void sl_revision_cfg_free(sl_revision_cfg_t *cfg)
     sl_strv_free(cfg->caps);
     probe_free(&cfg->readiness);
     probe_free(&cfg->liveness);
+    probe_free(&cfg->startup);
     free(cfg);
 }

@@ -30,6 +30,7 @@ typedef struct sl_probe_cfg {
     int kind;
     int port;
     char *path;
+    char *headers; /* httpGet.httpHeaders as "Name: value\r\n" lines; NULL = none */
     char **exec;
     size_t n_exec;
     int initial_delay_ms, period_ms, timeout_ms, success_threshold, failure_threshold;
@@ -51,7 +52,11 @@ typedef struct sl_revision_cfg {
     size_t n_args;
     int64_t memory_limit; /* bytes, 0 = none */
     int64_t cpu_millis;   /* 0 = none */
-    int concurrency;      /* 0 = unlimited */
+    /* resources.requests (what capacity reserves, and the CPU weight); as
+     * in Kubernetes a request left out is the limit; 0 = none */
+    int64_t memory_request, cpu_request_millis;
+    int64_t ephemeral_storage; /* limits.ephemeral-storage: the writable layer and /tmp */
+    int concurrency;           /* 0 = unlimited */
     int timeout_s;
     char *runtime_class; /* may be NULL */
     char *working_dir;   /* NULL = the image's */
@@ -64,7 +69,7 @@ typedef struct sl_revision_cfg {
     int min_scale, max_scale, initial_scale, activation_scale;
     double target, target_utilization_pct, panic_window_pct, panic_threshold_pct;
     uint64_t window_ns, retention_ns, scale_down_delay_ns;
-    sl_probe_cfg_t readiness, liveness;
+    sl_probe_cfg_t readiness, liveness, startup;
 } sl_revision_cfg_t;
 
 #define SL_AS_PREFIX "autoscaling.knative.dev/"

@@ -55,14 +55,16 @@
 #define MOD                "supervisor"
 #define DEFAULT_GRACE_MS   10000
 #define DEFAULT_STARTUP_MS 120000
-#define DEFAULT_PIDS       1024
-#define FAST_GRACE_MS      500
-#define DELETE_TIMEOUT_MS  10000
-#define SCRATCH_DEFAULT    (512LL << 20) /* writable layer and /tmp without a memory limit */
-#define LOG_TAIL_LINES     10
-#define REAP_RETRY_MS      5
-#define REAP_WAIT_MAX_NS   (10000 * 1000000ull)
-#define NAME_MAX_LEN       200
+/* After a startup probe passes, the readiness probe has this long at most. */
+#define STARTUP_AFTER_PROBE_MS 10000
+#define DEFAULT_PIDS           1024
+#define FAST_GRACE_MS          500
+#define DELETE_TIMEOUT_MS      10000
+#define SCRATCH_DEFAULT        (512LL << 20) /* writable layer and /tmp without a memory limit */
+#define LOG_TAIL_LINES         10
+#define REAP_RETRY_MS          5
+#define REAP_WAIT_MAX_NS       (10000 * 1000000ull)
+#define NAME_MAX_LEN           200
 
 extern char **environ;
 
@@ -583,6 +585,7 @@ static void instance_free(sl_instance_t *inst)
     sl_closep(&inst->netns_fd);
     sv_probe_free(inst->readiness);
     sv_probe_free(inst->liveness);
+    sv_probe_free(inst->startup);
     free(inst->id);
     free(inst->runtime);
     free(inst->runtime_bin);
@@ -947,13 +950,14 @@ static int validate_spec(const sl_instance_spec_t *s, sl_error_t *err)
         return sl_error_set(err, EINVAL, "image %s has no layers",
                             s->image->ref ? s->image->ref : "(unnamed)");
     if (s->memory_limit < 0 || s->cpu_millis < 0 || s->pids_limit < 0 || s->grace_ms < 0 ||
-        s->startup_timeout_ms < 0)
+        s->cpu_request_millis < 0 || s->scratch_bytes < 0 || s->startup_timeout_ms < 0)
         return sl_error_set(err, EINVAL, "instance spec: negative limit");
     if (s->profile && (s->profile->overhead_memory < 0 || s->profile->overhead_cpu_millis < 0 ||
                        s->profile->pids_limit < 0))
         return sl_error_set(err, EINVAL, "instance spec: negative runtime class overhead");
     if (sv_probe_validate(s->readiness, "readinessProbe", false, err) < 0 ||
-        sv_probe_validate(s->liveness, "livenessProbe", true, err) < 0)
+        sv_probe_validate(s->liveness, "livenessProbe", true, err) < 0 ||
+        sv_probe_validate(s->startup, "startupProbe", true, err) < 0)
         return -err->code;
     return 0;
 }
@@ -973,7 +977,7 @@ static int validate_spec(const sl_instance_spec_t *s, sl_error_t *err)
  * switching back is as safe as on the loop thread.
  */
 /* The probes, by the name their exec process files and messages use. */
-static const char *const PROBE_WHAT[] = {"readiness", "liveness"};
+static const char *const PROBE_WHAT[] = {"readiness", "liveness", "startup"};
 
 typedef struct prep {
     char **layers; /* NULL-terminated */
@@ -984,8 +988,8 @@ typedef struct prep {
     bool has_profile, readonly_rootfs, no_capabilities, run_as_non_root;
     char **caps; /* NULL = the default set */
     sl_seccomp_profile_t seccomp;
-    int64_t scratch, pids;
-    char **exec_args[2]; /* the exec probes' commands, as PROBE_WHAT */
+    int64_t scratch, pids, cpu_shares;
+    char **exec_args[3]; /* the exec probes' commands, as PROBE_WHAT */
     /* made by the work */
     int rc;
     sl_error_t err;
@@ -1000,8 +1004,8 @@ static void prep_free(prep_t *p)
     sl_strv_free(p->layers);
     sl_strv_free(p->args);
     sl_strv_free(p->env);
-    sl_strv_free(p->exec_args[0]);
-    sl_strv_free(p->exec_args[1]);
+    for (size_t k = 0; k < SL_ARRAY_LEN(p->exec_args); k++)
+        sl_strv_free(p->exec_args[k]);
     sl_strv_free(p->caps);
     free(p->user);
     free(p->cwd);
@@ -1070,9 +1074,14 @@ static prep_t *prep_new(sl_instance_t *inst, const sl_instance_spec_t *s, sl_err
         p->readonly_rootfs |= s->profile->readonly_rootfs;
         p->no_capabilities = s->profile->no_capabilities;
     }
-    p->scratch = s->memory_limit > 0 ? s->memory_limit : SCRATCH_DEFAULT;
+    p->scratch = s->scratch_bytes > 0  ? s->scratch_bytes
+                 : s->memory_limit > 0 ? s->memory_limit
+                                       : SCRATCH_DEFAULT;
+    p->cpu_shares = s->cpu_request_millis > 0 ? s->cpu_request_millis * 1024 / 1000 : 0;
+    if (s->cpu_request_millis > 0 && p->cpu_shares < 2)
+        p->cpu_shares = 2; /* the kernel's least */
     p->pids = pids_limit(s);
-    const sl_probe_t *probes[] = {s->readiness, s->liveness}; /* as PROBE_WHAT */
+    const sl_probe_t *probes[] = {s->readiness, s->liveness, s->startup}; /* as PROBE_WHAT */
     for (size_t k = 0; k < SL_ARRAY_LEN(probes); k++) {
         if (!probes[k] || probes[k]->kind != SL_PROBE_EXEC)
             continue;
@@ -1187,6 +1196,7 @@ static int write_bundle(sl_instance_t *inst, prep_t *p, const sl_oci_user_t *use
         .cgroups_path = cgroup,
         .memory_limit = inst->memory_limit,
         .cpu_millis = inst->cpu_millis,
+        .cpu_shares = p->cpu_shares,
         .pids_limit = p->pids,
         .tmp_size = p->scratch,
         .nofile = inst->sup->nofile,
@@ -1322,6 +1332,11 @@ static sl_instance_t *instance_alloc(sl_supervisor_t *sup, const sl_instance_spe
     inst->grace_ms = s->grace_ms > 0 ? s->grace_ms : DEFAULT_GRACE_MS;
     inst->startup_timeout_ms =
         s->startup_timeout_ms > 0 ? s->startup_timeout_ms : DEFAULT_STARTUP_MS;
+    if (s->startup && s->startup->kind != SL_PROBE_NONE) {
+        uint64_t need = sv_startup_budget_ms(s->startup) + STARTUP_AFTER_PROBE_MS;
+        if (need > (uint64_t)inst->startup_timeout_ms)
+            inst->startup_timeout_ms = need > INT32_MAX ? INT32_MAX : (int)need;
+    }
     /* The overhead rides on top of a limit; an unlimited instance stays so. */
     const sl_runtime_profile_t *prof = s->profile;
     inst->memory_limit = s->memory_limit;
@@ -1401,6 +1416,8 @@ sl_instance_t *sl_supervisor_start(sl_supervisor_t *sup, const sl_instance_spec_
     inst->readiness = sv_probe_new(inst, spec->readiness, PROBE_WHAT[0]);
     if (spec->liveness && spec->liveness->kind != SL_PROBE_NONE)
         inst->liveness = sv_probe_new(inst, spec->liveness, PROBE_WHAT[1]);
+    if (spec->startup && spec->startup->kind != SL_PROBE_NONE)
+        inst->startup = sv_probe_new(inst, spec->startup, PROBE_WHAT[2]);
     inst->readiness_cb = spec->readiness_cb;
     /* The start-up timeout covers the preparation too. */
     uv_timer_start(&inst->deadline_timer, on_startup_timeout, (uint64_t)inst->startup_timeout_ms,

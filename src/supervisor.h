@@ -58,6 +58,8 @@ typedef struct sl_probe {
     sl_probe_kind_t kind;  /* NONE = no probe (liveness) / the default (readiness) */
     int port;              /* TCP/HTTP; 0 = the instance's PORT */
     const char *path;      /* HTTP: absolute path, "/" when NULL */
+    const char *headers;   /* HTTP: more "Name: value\r\n" lines (checked by the caller); a
+                            * Host or User-Agent among them replaces the probe's own */
     char *const *exec_cmd; /* EXEC: argv, exec_cmd[0] an absolute path in the image */
     size_t n_exec;
     int initial_delay_ms;  /* before the first attempt (liveness: from start) */
@@ -86,12 +88,14 @@ typedef struct sl_instance_spec {
     size_t n_command;
     char *const *args; /* overrides image Cmd when n_args > 0 */
     size_t n_args;
-    int64_t memory_limit;   /* bytes; 0 = unlimited */
-    int64_t cpu_millis;     /* 1000 = one cpu; 0 = unlimited */
-    int64_t pids_limit;     /* 0 = default (1024) */
-    int grace_ms;           /* SIGTERM→SIGKILL; 0 = default 10000 */
-    int startup_timeout_ms; /* not ready by then → stop, EXITED; 0 = 120000 */
-    const char *runtime;    /* "crun" | "runc"; NULL = the profile's, else supervisor default */
+    int64_t memory_limit;       /* bytes; 0 = unlimited */
+    int64_t cpu_millis;         /* 1000 = one cpu; 0 = unlimited */
+    int64_t cpu_request_millis; /* CPU weight (cpu.shares 1024 per cpu); 0 = the default */
+    int64_t scratch_bytes;      /* writable layer and /tmp (tmpfs); 0 = memory_limit or 512Mi */
+    int64_t pids_limit;         /* 0 = default (1024) */
+    int grace_ms;               /* SIGTERM→SIGKILL; 0 = default 10000 */
+    int startup_timeout_ms;     /* not ready by then → stop, EXITED; 0 = 120000 */
+    const char *runtime;        /* "crun" | "runc"; NULL = the profile's, else supervisor default */
     /* The runtime class's profile (borrowed for the call). NULL = the
      * classic settings: Docker's capabilities, no seccomp filter, writable
      * root, no user namespace. Its overhead is added to memory_limit and
@@ -108,6 +112,13 @@ typedef struct sl_instance_spec {
      * reason "liveness probe failed: <why>". */
     const sl_probe_t *readiness;
     const sl_probe_t *liveness;
+    /* startup NULL or NONE: none. Otherwise it runs first, polled like the
+     * readiness probe at start-up, and only once it passes does the
+     * readiness probe begin; the instance fails ("startup probe failed:
+     * <why>") when initial_delay + failure_threshold x period pass without a
+     * pass (Kubernetes' budget), and its start-up timeout is at least that
+     * plus 10 s for the readiness probe. */
+    const sl_probe_t *startup;
     sl_instance_readiness_cb readiness_cb; /* NULL: readiness changes only logged */
     /* The container's securityContext (all zero: the image's and the class's). */
     const char *user;        /* "UID[:GID]" or "NAME[:GID]" instead of the image's USER */

@@ -163,8 +163,8 @@ struct sl_instance {
     sv_proc_t ctr;                /* the container's init */
     sv_proc_t run_proc, del_proc; /* `RT run -d`, `RT delete -f` */
     uv_timer_t deadline_timer, reap_timer;
-    sv_probe_t *readiness, *liveness; /* readiness always set; liveness optional */
-    sv_exec_t *execs;                 /* exec probes' runtime invocations not yet closed */
+    sv_probe_t *readiness, *liveness, *startup; /* readiness always set; the others optional */
+    sv_exec_t *execs; /* exec probes' runtime invocations not yet closed */
     sl_instance_readiness_cb readiness_cb;
     bool unready;        /* READY, but its readiness probe fails */
     uv_work_t fs_work;   /* unmount + remove the bundle */
@@ -200,8 +200,13 @@ void sv_stop(sl_instance_t *inst, int grace_ms);
 /* ---- probes (supervisor_probe.c) -------------------------------------- */
 
 /* Kubernetes' rules for a probe's fields; `field` names it for the user
- * ("readinessProbe"). NULL or kind NONE is valid. */
-int sv_probe_validate(const sl_probe_t *p, const char *field, bool liveness, sl_error_t *err);
+ * ("readinessProbe"); `once` for liveness and startup probes (their
+ * successThreshold is 1). NULL or kind NONE is valid. */
+int sv_probe_validate(const sl_probe_t *p, const char *field, bool once, sl_error_t *err);
+
+/* How long a startup probe may go without passing before the instance
+ * fails: initial delay + failure threshold x period, with the defaults. */
+uint64_t sv_startup_budget_ms(const sl_probe_t *p);
 
 /* A probe of inst from cfg (copied; NULL or NONE = the built-in TCP
  * readiness, start-up only); `what` is a static "readiness"|"liveness".
@@ -210,8 +215,9 @@ int sv_probe_validate(const sl_probe_t *p, const char *field, bool liveness, sl_
 sv_probe_t *sv_probe_new(sl_instance_t *inst, const sl_probe_t *cfg, const char *what);
 void sv_probe_free(sv_probe_t *p);
 
-/* The container runs: begin start-up polling of the readiness probe
- * (after its initial delay). Liveness begins once READY. */
+/* The container runs: begin start-up polling of the startup probe if there
+ * is one, else of the readiness probe (after its initial delay). Liveness
+ * begins once READY. */
 void sv_probes_start(sl_instance_t *inst);
 
 /* Abandon the attempts in flight (a running exec is killed); no more are

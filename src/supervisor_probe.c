@@ -1,9 +1,11 @@
 /*
- * supervisor_probe.c — an instance's readiness and liveness probes
- * (Kubernetes' tcpSocket, httpGet and exec), run from the loop.
+ * supervisor_probe.c — an instance's startup, readiness and liveness
+ * probes (Kubernetes' tcpSocket, httpGet and exec), run from the loop.
  *
- * Start-up polls the readiness probe every few ms until it passes (the
- * instance is then READY); from then on an explicit readiness probe runs
+ * Start-up polls the startup probe, if any, every few ms until it passes
+ * (failing the instance once Kubernetes' budget for it is spent), then the
+ * readiness probe the same way until it passes (the instance is then
+ * READY); from then on an explicit readiness probe runs
  * every period and flips the instance's serving flag through readiness_cb,
  * and a liveness probe runs every period and stops the instance after
  * failure_threshold consecutive failures. The lifecycle itself (READY,
@@ -39,7 +41,7 @@
 struct sv_probe {
     sl_instance_t *inst;
     sl_probe_t cfg;   /* defaults applied; path and exec_cmd owned */
-    const char *what; /* "readiness" | "liveness" */
+    const char *what; /* "readiness" | "liveness" | "startup" */
     bool is_default;  /* the built-in TCP readiness: start-up only */
     uv_timer_t timer; /* .data = inst, for on_handle_closed */
     int fd;
@@ -79,6 +81,7 @@ sv_probe_t *sv_probe_new(sl_instance_t *inst, const sl_probe_t *cfg, const char 
     if (p->is_default)
         p->cfg.kind = SL_PROBE_TCP;
     p->cfg.path = xstrdup(p->cfg.kind == SL_PROBE_HTTP && cfg->path ? cfg->path : "/");
+    p->cfg.headers = p->cfg.kind == SL_PROBE_HTTP && cfg->headers ? xstrdup(cfg->headers) : NULL;
     p->cfg.exec_cmd = NULL;
     if (p->cfg.kind == SL_PROBE_EXEC) {
         char **argv = xcalloc(cfg->n_exec + 1, sizeof(char *));
@@ -105,6 +108,7 @@ void sv_probe_free(sv_probe_t *p)
     if (!p)
         return;
     free((char *)p->cfg.path);
+    free((char *)p->cfg.headers);
     for (size_t i = 0; p->cfg.exec_cmd && i < p->cfg.n_exec; i++)
         free(p->cfg.exec_cmd[i]);
     free((void *)p->cfg.exec_cmd);
@@ -158,7 +162,7 @@ static void probe_schedule(sv_probe_t *p, uint64_t ms)
 
 void sv_probes_stop(sl_instance_t *inst)
 {
-    sv_probe_t *ps[] = {inst->readiness, inst->liveness};
+    sv_probe_t *ps[] = {inst->readiness, inst->liveness, inst->startup};
     for (size_t i = 0; i < SL_ARRAY_LEN(ps); i++)
         if (ps[i])
             attempt_end(ps[i]);
@@ -166,13 +170,26 @@ void sv_probes_stop(sl_instance_t *inst)
 
 void sv_probes_close(sl_instance_t *inst)
 {
-    sv_probe_t *ps[] = {inst->readiness, inst->liveness};
+    sv_probe_t *ps[] = {inst->readiness, inst->liveness, inst->startup};
     for (size_t i = 0; i < SL_ARRAY_LEN(ps); i++) {
         if (!ps[i])
             continue;
         attempt_end(ps[i]);
         sv_close_handle(inst, &ps[i]->timer);
     }
+}
+
+/* Whether header lines "Name: value\r\n..." hold one called name. */
+static bool header_named(const char *lines, const char *name)
+{
+    size_t n = strlen(name);
+    for (const char *l = lines; *l; l = strchr(l, '\n') + 1) {
+        if (strncasecmp(l, name, n) == 0 && l[n] == ':')
+            return true;
+        if (!strchr(l, '\n'))
+            break;
+    }
+    return false;
 }
 
 /* "HTTP/1.1 200 OK\r\n..." → 200; -1 when not a status line. */
@@ -288,10 +305,14 @@ static int attempt_socket(sv_probe_t *p, char *why, size_t why_len)
         snprintf(why, why_len, "dial tcp 127.0.0.1:%d: %s", probe_port(p), strerror(errno));
         return -1;
     }
-    if (p->cfg.kind == SL_PROBE_HTTP) {
-        p->req = xasprintf("GET %s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nUser-Agent: sluice-probe\r\n"
-                           "Accept: */*\r\nConnection: close\r\n\r\n",
-                           p->cfg.path, probe_port(p));
+    if (p->cfg.kind == SL_PROBE_HTTP && !p->req) {
+        const char *h = p->cfg.headers ? p->cfg.headers : "";
+        char host[32] = "";
+        if (!header_named(h, "Host"))
+            snprintf(host, sizeof(host), "Host: 127.0.0.1:%d\r\n", probe_port(p));
+        p->req = xasprintf("GET %s HTTP/1.1\r\n%s%s%sAccept: */*\r\nConnection: close\r\n\r\n",
+                           p->cfg.path, host,
+                           header_named(h, "User-Agent") ? "" : "User-Agent: sluice-probe\r\n", h);
         p->req_len = strlen(p->req);
     }
     p->io = xmalloc(sizeof(*p->io));
@@ -426,6 +447,44 @@ static void liveness_result(sv_probe_t *p, bool ok, const char *why)
     probe_schedule(p, (uint64_t)p->cfg.period_ms);
 }
 
+uint64_t sv_startup_budget_ms(const sl_probe_t *p)
+{
+    uint64_t period = p->period_ms > 0 ? (uint64_t)p->period_ms : PROBE_PERIOD_MS;
+    uint64_t failures = p->failure_threshold > 0 ? (uint64_t)p->failure_threshold : PROBE_FAILURES;
+    return (uint64_t)(p->initial_delay_ms > 0 ? p->initial_delay_ms : 0) + failures * period;
+}
+
+/* Start-up polling of the readiness probe, after its initial delay. */
+static void start_readiness(sl_instance_t *inst)
+{
+    sv_probe_t *p = inst->readiness;
+    p->since_ns = sl_now_ns();
+    if (p->cfg.initial_delay_ms > 0)
+        probe_schedule(p, (uint64_t)p->cfg.initial_delay_ms);
+    else
+        probe_fire(&p->timer);
+}
+
+/* Until the startup probe passes nothing else runs; when its budget is
+ * spent without a pass, the instance fails as Kubernetes kills it. */
+static void startup_result(sv_probe_t *p, bool ok, const char *why)
+{
+    sl_instance_t *inst = p->inst;
+    if (ok) {
+        start_readiness(inst);
+        return;
+    }
+    uint64_t spent_ms = (sl_now_ns() - p->since_ns) / 1000000u;
+    if (spent_ms >= sv_startup_budget_ms(&p->cfg)) {
+        sl_warn(MOD, "instance %s: startup probe did not pass within %llums (%s); stopping it",
+                inst->id, (unsigned long long)spent_ms, why);
+        sv_set_reason(inst, "startup probe failed: %s", why);
+        sv_stop(inst, inst->grace_ms);
+        return;
+    }
+    probe_schedule(p, startup_delay(p));
+}
+
 static void probe_result(sv_probe_t *p, bool ok, const char *why)
 {
     attempt_end(p);
@@ -440,13 +499,19 @@ static void probe_result(sv_probe_t *p, bool ok, const char *why)
     }
     if (p == p->inst->readiness)
         readiness_result(p, ok, why ? why : "");
+    else if (p == p->inst->startup)
+        startup_result(p, ok, why ? why : "");
     else
         liveness_result(p, ok, why ? why : "");
 }
 
 void sv_probes_start(sl_instance_t *inst)
 {
-    sv_probe_t *p = inst->readiness;
+    sv_probe_t *p = inst->startup;
+    if (!p) {
+        start_readiness(inst);
+        return;
+    }
     p->since_ns = sl_now_ns();
     if (p->cfg.initial_delay_ms > 0)
         probe_schedule(p, (uint64_t)p->cfg.initial_delay_ms);
@@ -455,7 +520,7 @@ void sv_probes_start(sl_instance_t *inst)
 }
 
 /* Kubernetes' rules for probe fields; `field` names the probe for the user. */
-int sv_probe_validate(const sl_probe_t *p, const char *field, bool liveness, sl_error_t *err)
+int sv_probe_validate(const sl_probe_t *p, const char *field, bool once, sl_error_t *err)
 {
     if (!p || p->kind == SL_PROBE_NONE)
         return 0;
@@ -471,7 +536,7 @@ int sv_probe_validate(const sl_probe_t *p, const char *field, bool liveness, sl_
                             "instance spec: %s: times and thresholds must not be "
                             "negative",
                             field);
-    if (liveness && p->success_threshold > 1)
+    if (once && p->success_threshold > 1)
         return sl_error_set(err, EINVAL, "instance spec: %s.successThreshold must be 1, got %d",
                             field, p->success_threshold);
     if (p->kind == SL_PROBE_HTTP && p->path) {

@@ -118,12 +118,15 @@ spec:
     ("    - latestRevision: true\n      percent: 90\n", "add up to 100, got 90"),
     ("    - latestRevision: true\n      percent: 150\n", "percent: must be 0..100"),
     ("    - revisionName: hello-00009\n      percent: 100\n", "does not exist"),
-    ("    - latestRevision: true\n      percent: 100\n      tag: Not_OK\n", "DNS-1123"),
+    ("    - latestRevision: true\n      percent: 100\n      tag: Not_OK\n", "DNS-1035"),
+    ("    - latestRevision: true\n      percent: 100\n      tag: 2024-canary\n", "DNS-1035"),
+    ("    - latestRevision: true\n      percent: 100\n      url: http://x.example\n",
+     "is set by the server"),
     ("    - latestRevision: true\n      percent: 50\n      tag: a\n"
      "    - revisionName: hello-00001\n      percent: 50\n      tag: a\n", "used twice"),
     ("    - latestRevision: true\n      percent: 100\n      tag: %s\n" % ("t" * 60),
      "longer than 63"),
-    ("    - percent: 100\n", "set revisionName or latestRevision"),
+    ("    - latestRevision: false\n      percent: 100\n", "needs a revisionName"),
 ])
 def test_bad_traffic_is_refused_and_changes_nothing(daemon, traffic, needle):
     d = daemon

@@ -1,0 +1,160 @@
+"""Knative Service fields beyond the basics: what Knative accepts works
+(exported manifests re-apply, traffic defaults, startup probes, probe
+headers, resource requests), and what Knative refuses, or what would be
+ignored here, is refused with the field named and nothing stored."""
+import json
+import os
+import time
+
+import pytest
+
+from test_traffic import revision_counts
+
+HTTPD = r"""
+mkdir -p /tmp/www
+echo hello > /tmp/www/index.html
+exec httpd -f -vv -p "$PORT" -h /tmp/www
+"""
+
+
+def service(name, image, script=HTTPD, metadata=None, template_metadata=None, traffic=None,
+            **container):
+    c = {"image": image}
+    if script:
+        c["command"] = ["/bin/sh", "-c", script]
+    c.update(container)
+    doc = {"apiVersion": "serving.knative.dev/v1", "kind": "Service",
+           "metadata": dict({"name": name}, **(metadata or {})),
+           "spec": {"template": {"spec": {"containers": [c]}}}}
+    if template_metadata:
+        doc["spec"]["template"]["metadata"] = template_metadata
+    if traffic is not None:
+        doc["spec"]["traffic"] = traffic
+    return json.dumps(doc)
+
+
+def cgroup_file(d, name, controller, leaf):
+    inst = d.json("instances", name)["items"][0]["name"]
+    for path in ("/sys/fs/cgroup/%s/sluice/%s/%s" % (controller, inst, leaf),
+                 "/sys/fs/cgroup/sluice/%s/%s" % (inst, leaf)):
+        if os.path.exists(path):
+            with open(path) as f:
+                return f.read().strip()
+    return None
+
+
+def test_exported_manifest_reapplies(daemon, images):
+    """What Knative writes back (probe port 0, traffic with percent only,
+    latestRevision filled in) applies unchanged."""
+    d = daemon
+    doc = service("exp", images["hello"], None,
+                  readinessProbe={"successThreshold": 1, "tcpSocket": {"port": 0}},
+                  traffic=[{"percent": 100}])
+    d.cli("apply", "-f", "-", "--wait", input=doc)
+    assert d.curl("exp", "/")[0] == 200
+    svc = d.json("describe", "exp")
+    assert svc["spec"]["traffic"] == [{"latestRevision": True, "percent": 100}]
+    # tagged, still no revisionName: the latest
+    doc = service("exp", images["hello"], None, traffic=[{"tag": "current", "percent": 100}])
+    d.cli("apply", "-f", "-", "--wait", input=doc)
+    assert revision_counts(d, "current-exp.localhost", 3) == {"exp-00002": 3}
+    # the service as sluice prints it applies again
+    text = d.cli("describe", "exp", "-o", "json").stdout
+    d.cli("apply", "-f", "-", "--wait", input=text)
+    assert d.json("describe", "exp")["metadata"]["generation"] == svc["metadata"]["generation"] + 1
+
+
+def test_startup_probe_gates_then_readiness(daemon, images):
+    """A startup probe holds the instance back until it passes; one that
+    never passes within its budget fails the instance with the reason."""
+    d = daemon
+    slow = r"""
+mkdir -p /tmp/www
+echo hello > /tmp/www/index.html
+(sleep 2; echo ok > /tmp/www/started) &
+exec httpd -f -p "$PORT" -h /tmp/www
+"""
+    t0 = time.time()
+    d.cli("apply", "-f", "-", "--wait", input=service(
+        "gate", images["busybox"], slow,
+        startupProbe={"httpGet": {"path": "/started"}, "periodSeconds": 1,
+                      "failureThreshold": 10}))
+    assert time.time() - t0 >= 2
+    assert d.curl("gate", "/")[0] == 200
+    r = d.cli("apply", "-f", "-", "--wait", input=service(
+        "never", images["busybox"],
+        startupProbe={"httpGet": {"path": "/missing"}, "periodSeconds": 1,
+                      "failureThreshold": 2}), check=False, timeout=60)
+    assert r.returncode != 0
+    deadline = time.time() + 20
+    while time.time() < deadline and "startup probe failed" not in d.daemon_log():
+        time.sleep(0.2)
+    assert "startup probe failed: HTTP probe of /missing failed with status 404" in \
+        d.daemon_log()
+
+
+def test_probe_http_headers_are_sent(daemon, images):
+    """httpGet.httpHeaders reach the app (a Host among them replaces the
+    probe's own)."""
+    d = daemon
+    script = r"""
+mkdir -p /tmp/www/cgi-bin
+printf '#!/bin/sh\necho "host=$HTTP_HOST x=$HTTP_X_PROBE ua=$HTTP_USER_AGENT" >> /tmp/www/seen\n'\
+'echo Content-Type: text/plain\necho\necho ok\n' > /tmp/www/cgi-bin/h
+chmod +x /tmp/www/cgi-bin/h
+exec httpd -f -p "$PORT" -h /tmp/www
+"""
+    probe = {"httpGet": {"path": "/cgi-bin/h", "httpHeaders": [
+        {"name": "X-Probe", "value": "yes"}, {"name": "Host", "value": "probe.example"}]}}
+    d.cli("apply", "-f", "-", "--wait",
+          input=service("hdr", images["busybox"], script, readinessProbe=probe))
+    code, body = d.curl("hdr", "/seen")
+    assert code == 200 and "host=probe.example x=yes ua=sluice-probe" in body, body
+
+
+def test_requests_reserve_capacity_and_weigh_cpu(daemon, images):
+    d = daemon
+    res = {"requests": {"cpu": "250m", "memory": "64Mi"},
+           "limits": {"cpu": "1", "memory": "128Mi", "ephemeral-storage": "32Mi"}}
+    d.cli("apply", "-f", "-", "--wait", input=service("req", images["busybox"], resources=res))
+    item = d.json("instances", "req")["items"][0]
+    assert item["footprint"] == {"cpu": "250m", "memory": "64Mi"}, item
+    shares = cgroup_file(d, "req", "cpu", "cpu.shares")
+    if shares is not None:
+        assert int(shares) == 256
+    # the writable layer and /tmp: 32Mi
+    code, _ = d.curl("req", "/")
+    assert code == 200
+
+
+@pytest.mark.parametrize("kw,needle", [
+    ({"metadata": {"labels": {"networking.knative.dev/visibility": "cluster-local"}}},
+     "visibility: \"cluster-local\" is not supported"),
+    ({"metadata": {"annotations": {"run.googleapis.com/ingress": "internal"}}},
+     "ingress: \"internal\" is not supported"),
+    ({"metadata": {"annotations": {"autoscaling.knative.dev/min-scale": "2"}}},
+     "must be put under spec.template.metadata.annotations"),
+    ({"template_metadata": {"annotations": {"autoscaling.knative.dev/min-scale": "1",
+                                            "autoscaling.knative.dev/minScale": "2"}}},
+     "not both"),
+    ({"template_metadata": {"annotations": {
+        "autoscaling.knative.dev/target-burst-capacity": "200"}}}, "not supported"),
+    ({"metadata": {"labels": {"bad key": "x"}}}, "invalid key \"bad key\""),
+    ({"metadata": {"labels": {"app": "has space"}}}, "invalid label value"),
+    ({"ports": [{"containerPort": 8080, "name": "http"}]}, "must be \"http1\" or empty"),
+    ({"livenessProbe": {"periodSeconds": 1}}, "livenessProbe: give one of"),
+    ({"startupProbe": {"tcpSocket": {}, "successThreshold": 2}}, "successThreshold: must be 1"),
+    ({"readinessProbe": {"tcpSocket": {"host": "10.0.0.1"}}}, "probes reach the instance"),
+    ({"readinessProbe": {"httpGet": {"httpHeaders": [{"name": "Bad Name", "value": "x"}]}}},
+     "must be an HTTP field name"),
+    ({"resources": {"requests": {"memory": "1Gi"}, "limits": {"memory": "128Mi"}}},
+     "requests.memory: must be less than or equal"),
+    ({"resources": {"limits": {"ephemeral-storage": "banana"}}}, "ephemeral-storage"),
+    ({"envFrom": [{"configMapRef": {"name": "x"}}]}, "envFrom: not supported"),
+    ({"volumeMounts": [{"name": "v", "mountPath": "/v"}]}, "volumeMounts: not supported"),
+])
+def test_unsupported_or_invalid_is_refused(daemon, images, kw, needle):
+    d = daemon
+    r = d.cli("apply", "-f", "-", input=service("bad", images["busybox"], **kw), check=False)
+    assert r.returncode != 0 and needle in r.stderr, r.stderr
+    assert d.json("services")["items"] == []
