@@ -1389,6 +1389,65 @@ static void probe_from_json(const json_t *p, int port, sl_probe_cfg_t *out)
     out->failure_threshold = (int)json_integer_value(json_object_get(p, "failureThreshold"));
 }
 
+/* The value of NAME among "K=V" strings (the last one wins); NULL if none. */
+static const char *env_lookup(char *const *env, size_t n, const char *name, size_t len)
+{
+    for (size_t i = n; i-- > 0;)
+        if (strncmp(env[i], name, len) == 0 && env[i][len] == '=')
+            return env[i] + len + 1;
+    return NULL;
+}
+
+/*
+ * Kubernetes' variable references: $(NAME) becomes NAME's value from env,
+ * $$ becomes $, and anything else — an unknown name, an unclosed "$(" —
+ * stays as written. Caller frees.
+ */
+static char *k8s_expand(const char *s, char *const *env, size_t n_env)
+{
+    size_t cap = strlen(s) + 1, len = 0;
+    char *out = xmalloc(cap);
+    for (const char *p = s; *p;) {
+        const char *val = NULL;
+        size_t take = 1, vlen = 0;
+        if (p[0] == '$' && p[1] == '$') {
+            val = "$";
+            vlen = 1;
+            take = 2;
+        } else if (p[0] == '$' && p[1] == '(') {
+            const char *end = strchr(p + 2, ')');
+            const char *v = end ? env_lookup(env, n_env, p + 2, (size_t)(end - p - 2)) : NULL;
+            if (v) {
+                val = v;
+                vlen = strlen(v);
+                take = (size_t)(end - p) + 1;
+            }
+        }
+        if (!val) {
+            val = p;
+            vlen = 1;
+        }
+        if (len + vlen + 1 > cap) {
+            cap = (len + vlen + 1) * 2;
+            out = xrealloc(out, cap);
+        }
+        memcpy(out + len, val, vlen);
+        len += vlen;
+        p += take;
+    }
+    out[len] = '\0';
+    return out;
+}
+
+static void expand_all(char **v, size_t n, char *const *env, size_t n_env)
+{
+    for (size_t i = 0; i < n; i++) {
+        char *x = k8s_expand(v[i], env, n_env);
+        free(v[i]);
+        v[i] = x;
+    }
+}
+
 static void probe_free(sl_probe_cfg_t *p)
 {
     free(p->path);
@@ -1416,13 +1475,30 @@ int sl_revision_cfg_from_json(const json_t *rev, sl_revision_cfg_t **out, sl_err
     json_t *env = json_object_get(c, "env");
     cfg->n_env = json_array_size(env);
     cfg->env = xcalloc(cfg->n_env + 1, sizeof(char *));
+    /* A value may refer to the variables listed before it; command and
+     * args to all of them and to the runtime contract's, as Knative puts
+     * those in the container's env. */
     for (size_t i = 0; i < cfg->n_env; i++) {
         json_t *e = json_array_get(env, i);
         const char *v = sl_json_str(e, "value");
-        cfg->env[i] = xasprintf("%s=%s", sl_json_str(e, "name"), v ? v : "");
+        sl_autofree char *x = k8s_expand(v ? v : "", cfg->env, i);
+        cfg->env[i] = xasprintf("%s=%s", sl_json_str(e, "name"), x);
     }
     cfg->command = str_array(json_object_get(c, "command"), &cfg->n_command);
     cfg->args = str_array(json_object_get(c, "args"), &cfg->n_args);
+    char *contract[] = {xasprintf("PORT=%d", cfg->port),
+                        xasprintf("K_SERVICE=%s", cfg->service ? cfg->service : ""),
+                        xasprintf("K_CONFIGURATION=%s", cfg->service ? cfg->service : ""),
+                        xasprintf("K_REVISION=%s", cfg->name ? cfg->name : "")};
+    size_t n_all = cfg->n_env + SL_ARRAY_LEN(contract);
+    char **all = xcalloc(n_all, sizeof(char *));
+    memcpy(all, cfg->env, cfg->n_env * sizeof(char *));
+    memcpy(all + cfg->n_env, contract, sizeof(contract));
+    expand_all(cfg->command, cfg->n_command, all, n_all);
+    expand_all(cfg->args, cfg->n_args, all, n_all);
+    free(all);
+    for (size_t i = 0; i < SL_ARRAY_LEN(contract); i++)
+        free(contract[i]);
     json_t *res = json_object_get(c, "resources");
     cfg->memory_limit = quantity(res, "limits", "memory", false);
     cfg->cpu_millis = quantity(res, "limits", "cpu", true);

@@ -64,6 +64,29 @@ def test_exported_manifest_reapplies(daemon, images):
     assert d.json("describe", "exp")["metadata"]["generation"] == svc["metadata"]["generation"] + 1
 
 
+def test_variable_references_expand(daemon, images):
+    """$(VAR) in env values (earlier variables), command and args (all of
+    them and the contract's PORT, K_*); $$ is a $; unknown names stay."""
+    d = daemon
+    env = [{"name": "BASE", "value": "hello"},
+           {"name": "DERIVED", "value": "$(BASE)-world"},
+           {"name": "ESCAPED", "value": "$$(BASE)"},
+           {"name": "UNKNOWN", "value": "$(NOPE) $(LATER)"},
+           {"name": "LATER", "value": "x"}]
+    script = r"""
+mkdir -p /tmp/www
+echo "derived=$DERIVED escaped=$ESCAPED unknown=$UNKNOWN arg1=$1 arg2=$2" > /tmp/www/env
+exec httpd -f -p "$PORT" -h /tmp/www
+"""
+    d.cli("apply", "-f", "-", "--wait", input=service(
+        "vars", images["busybox"], script, env=env,
+        args=["sh", "$(PORT)", "$(K_REVISION)/$(DERIVED)"]))
+    code, body = d.curl("vars", "/env")
+    assert code == 200, body
+    assert ("derived=hello-world escaped=$(BASE) unknown=$(NOPE) $(LATER) "
+            "arg1=8080 arg2=vars-00001/hello-world") in body, body
+
+
 def test_startup_probe_gates_then_readiness(daemon, images):
     """A startup probe holds the instance back until it passes; one that
     never passes within its budget fails the instance with the reason."""
