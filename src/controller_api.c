@@ -504,6 +504,15 @@ static const char *inst_state_name(sl_inst_state_t st)
     }
 }
 
+/* Ready but failing its readiness probe (out of rotation): NotReady. */
+static const char *inst_item_state(const inst_rt_t *i)
+{
+    if (i->draining)
+        return "Draining";
+    sl_inst_state_t st = sl_instance_state(i->inst);
+    return st == SL_INST_READY && i->unready ? "NotReady" : inst_state_name(st);
+}
+
 int sl_controller_list_instances(sl_controller_t *c, const char *ns, const char *service,
                                  json_t **body)
 {
@@ -519,9 +528,8 @@ int sl_controller_list_instances(sl_controller_t *c, const char *ns, const char 
             json_t *item = json_pack(
                 "{s:s,s:s,s:s,s:s,s:s,s:i,s:i,s:f,s:f}", "name", sl_instance_id(i->inst),
                 "namespace", r->cfg->namespace_, "service", r->cfg->service, "revision", r->name,
-                "state", i->draining ? "Draining" : inst_state_name(sl_instance_state(i->inst)),
-                "pid", sl_instance_pid(i->inst), "inFlight", i->inflight, "ageSeconds",
-                (double)(sl_now_ns() - started) / 1e9, "startupMs",
+                "state", inst_item_state(i), "pid", sl_instance_pid(i->inst), "inFlight",
+                i->inflight, "ageSeconds", (double)(sl_now_ns() - started) / 1e9, "startupMs",
                 ready ? (double)(ready - started) / 1e6 : 0.0);
             char cpu[32], mem[32];
             json_object_set_new(item, "runtimeClass",

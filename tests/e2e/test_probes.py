@@ -72,3 +72,30 @@ def test_invalid_probe_is_rejected(daemon, images):
                    livenessProbe={"httpGet": {"path": "/"}, "tcpSocket": {"port": 8080}})
     r = d.cli("apply", "-f", "-", input=doc, check=False)
     assert r.returncode != 0 and "one of httpGet" in r.stderr
+
+
+def test_readiness_failing_after_ready_shows_not_ready(daemon, images):
+    """An instance whose readiness probe fails after it was Ready leaves
+    rotation and is listed NotReady, then Ready again once it passes."""
+    d = daemon
+    script = r"""
+mkdir -p /tmp/www
+echo ok > /tmp/www/healthz
+echo hi > /tmp/www/index.html
+(sleep 2; mv /tmp/www/healthz /tmp/www/off; sleep 4; mv /tmp/www/off /tmp/www/healthz) &
+exec httpd -f -p "$PORT" -h /tmp/www
+"""
+    doc = manifest("flip", images["busybox"], script,
+                   readinessProbe={"httpGet": {"path": "/healthz"}, "periodSeconds": 1,
+                                   "failureThreshold": 1})
+    d.cli("apply", "-f", "-", "--wait", input=doc)
+    seen = []
+    deadline = time.time() + 15
+    while time.time() < deadline:
+        state = d.json("instances", "flip")["items"][0]["state"]
+        if not seen or seen[-1] != state:
+            seen.append(state)
+        if seen[-3:] == ["Ready", "NotReady", "Ready"]:
+            break
+        time.sleep(0.1)
+    assert seen[-3:] == ["Ready", "NotReady", "Ready"], seen
