@@ -8,6 +8,8 @@ import sqlite3
 import subprocess
 import time
 
+import pytest
+
 from conftest import cgroups_named, mounts_under
 
 
@@ -325,3 +327,31 @@ def test_revision_gc_counts_idle_time_of_unstamped_revisions_from_now(make_daemo
             got[n]["annotations"]["serving.knative.dev/routingStateModified"],
             "%Y-%m-%dT%H:%M:%SZ"))
         assert stamped >= int(t0) - 1
+
+
+def test_yaml_output_keeps_strings_for_yaml11_readers(daemon, images):
+    """`-o yaml` quotes what a YAML 1.1 reader (PyYAML, kubectl) would turn
+    into another type: timestamps read back as strings, not datetimes."""
+    yaml = pytest.importorskip("yaml")
+    daemon.cli("deploy", "hello", "--image", images["hello"])
+
+    def not_strings(v, path="", out=None):
+        out = [] if out is None else out
+        if isinstance(v, dict):
+            for k, x in v.items():
+                not_strings(x, "%s.%s" % (path, k), out)
+        elif isinstance(v, list):
+            for i, x in enumerate(v):
+                not_strings(x, "%s[%d]" % (path, i), out)
+        elif not isinstance(v, (str, int, float, bool, type(None))):
+            out.append((path, v))
+        return out
+
+    svc = yaml.safe_load(daemon.cli("describe", "hello", "-o", "yaml").stdout)
+    assert isinstance(svc["metadata"]["creationTimestamp"], str)
+    stamps = [c["lastTransitionTime"] for c in svc["status"]["conditions"]]
+    assert stamps and all(isinstance(t, str) and t.endswith("Z") for t in stamps), stamps
+    assert not_strings(svc) == []
+    for listing in ("services", "revisions"):
+        items = yaml.safe_load(daemon.cli(listing, "-o", "yaml").stdout)["items"]
+        assert items and not_strings(items) == [], listing
