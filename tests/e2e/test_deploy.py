@@ -355,3 +355,44 @@ def test_yaml_output_keeps_strings_for_yaml11_readers(daemon, images):
     for listing in ("services", "revisions"):
         items = yaml.safe_load(daemon.cli(listing, "-o", "yaml").stdout)["items"]
         assert items and not_strings(items) == [], listing
+
+
+def test_condition_times_are_transition_times(daemon, images):
+    """lastTransitionTime is when a condition's status last changed: reads do
+    not move it; a change of status (a new revision deploying) does."""
+    d = daemon
+    d.cli("deploy", "hello", "--image", images["hello"])
+
+    def times(*args):
+        obj = d.json(*args)
+        return {c["type"]: (c["status"], c["lastTransitionTime"])
+                for c in obj["status"]["conditions"]}
+
+    def rev_times():
+        return {r["metadata"]["name"]: {c["type"]: c["lastTransitionTime"]
+                                        for c in r["status"]["conditions"]}
+                for r in d.json("revisions", "hello")["items"]}
+
+    svc1, revs1 = times("describe", "hello"), rev_times()
+    assert svc1["Ready"][0] == "True"
+    time.sleep(1.2)  # RFC 3339 times have whole seconds
+    assert times("describe", "hello") == svc1
+    assert d.json("services")["items"][0]["status"]["conditions"] == \
+        d.json("describe", "hello")["status"]["conditions"]
+    assert rev_times() == revs1
+    # Kept in the stored objects across a daemon restart while the status
+    # stays.
+    assert d.stop() == 0
+    d.start()
+    deadline = time.time() + 20
+    while time.time() < deadline and times("describe", "hello")["Ready"][0] != "True":
+        time.sleep(0.05)
+    after = times("describe", "hello")
+    assert after["RoutesReady"] == svc1["RoutesReady"]
+    assert after["Ready"][0] == "True"
+    assert rev_times()["hello-00001"]["ResourcesAvailable"] == \
+        revs1["hello-00001"]["ResourcesAvailable"]
+    # A new revision: Ready goes Unknown and back to True, a later time.
+    d.cli("deploy", "hello", "--env", "V=2")
+    svc2 = times("describe", "hello")
+    assert svc2["Ready"][0] == "True" and svc2["Ready"][1] > svc1["Ready"][1]
