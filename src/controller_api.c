@@ -459,9 +459,9 @@ int sl_controller_list_revisions(sl_controller_t *c, const char *ns, const char 
         const char *rns = sl_json_str(obj, "metadata.namespace");
         const char *rname = sl_json_str(obj, "metadata.name");
         rev_rt_t *r = ctl_rev_find(c, rns, rname);
-        json_t *item = r ? json_deep_copy(r->obj) : json_incref(obj);
         if (r)
             ctl_rev_update_status(r);
+        json_t *item = r ? json_deep_copy(r->obj) : json_incref(obj);
         json_t *st = sl_json_ensure_obj(item, "status");
         json_object_set_new(st, "actualReplicas", json_integer(r ? r->n_ready : 0));
         if (!r) {
