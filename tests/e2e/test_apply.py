@@ -33,12 +33,28 @@ SVC = "/apis/serving.knative.dev/v1/namespaces/default/services/"
 RTC = "/apis/node.k8s.io/v1/runtimeclasses/"
 
 
+def names(d, path):
+    code, body = api(d, "GET", path)
+    assert code == 200, body
+    return sorted("%s/%s" % (o["metadata"].get("namespace", ""), o["metadata"]["name"])
+                  for o in body["items"])
+
+
 def stored(d):
-    """What the daemon holds: services, revisions, instances, runtime classes."""
-    return ([s["metadata"]["name"] for s in d.json("services")["items"]],
-            [r["metadata"]["name"] for r in d.json("revisions")["items"]],
+    """What the daemon holds in every namespace: services, revisions,
+    instances and runtime classes."""
+    return (names(d, "/apis/serving.knative.dev/v1/services"),
+            names(d, "/apis/serving.knative.dev/v1/revisions"),
             len(d.json("instances")["items"]),
-            sorted(c["metadata"]["name"] for c in d.json("runtimeclasses")["items"]))
+            names(d, "/apis/node.k8s.io/v1/runtimeclasses"))
+
+
+def apply(d, *args, input=None):
+    return d.cli("apply", *args, input=input, check=False)
+
+
+def docs(*objs):
+    return "".join("---\n" + json.dumps(o) + "\n" for o in objs)
 
 
 def test_dry_run_validates_and_stores_nothing(daemon, images):
@@ -86,3 +102,72 @@ def test_dry_run_of_an_update(daemon, images):
     assert d.json("describe", "alpha")["metadata"]["generation"] == gen
     code, body = d.curl("alpha", "/env")
     assert code == 200 and "V=2" not in body.splitlines()
+
+
+def test_a_bad_document_applies_nothing(daemon, images):
+    """A manifest is checked whole before anything is stored; each error
+    names its document, by number, kind and name."""
+    d = daemon
+    before = stored(d)
+    bad = service("beta", images["hello"])
+    bad["spec"]["template"]["spec"]["containerConcurrency"] = 5000
+    three = [service("alpha", images["hello"]), bad, service("gamma", images["hello"])]
+    r = apply(d, "-f", "-", input=docs(*three))
+    assert r.returncode == 1
+    assert "document 2 (Service beta): spec.template.spec.containerConcurrency: must be " \
+        "0..1000, got 5000" in r.stderr, r.stderr
+    assert "nothing was applied" in r.stderr
+    assert stored(d) == before
+
+    # What only the daemon can check (the image's file): the same, and every
+    # failing document is named.
+    three[1] = service("beta", "oci:/nonexistent/beta")
+    three[2] = service("Gamma", images["hello"])
+    r = apply(d, "-f", "-", input=docs(*three))
+    assert r.returncode == 1
+    assert "document 2 (Service beta): spec.template.spec.containers[0].image: " \
+        "oci:/nonexistent/beta: cannot access /nonexistent/beta" in r.stderr, r.stderr
+    assert "document 3 (Service Gamma): metadata.name" in r.stderr, r.stderr
+    assert stored(d) == before
+
+    three[1] = service("beta", images["hello"])
+    three[2] = service("gamma", images["hello"])
+    r = apply(d, "-f", "-", input=docs(*three))
+    assert r.returncode == 0, r.stderr
+    assert names(d, "/apis/serving.knative.dev/v1/services") == \
+        ["default/alpha", "default/beta", "default/gamma"]
+
+
+def test_unsupported_kind_applies_nothing(daemon, images):
+    d = daemon
+    before = stored(d)
+    cm = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cfg"},
+          "data": {"k": "v"}}
+    r = apply(d, "-f", "-", input=docs(service("alpha", images["hello"]), cm))
+    assert r.returncode == 1
+    assert "document 2 (ConfigMap cfg): kind: ConfigMap is not supported; sluice applies " \
+        "Service (serving.knative.dev/v1) and RuntimeClass (node.k8s.io/v1)" in r.stderr, r.stderr
+    r = apply(d, "-f", "-", input=docs({"metadata": {"name": "x"}}))
+    assert r.returncode == 1 and "document 1: kind: is required" in r.stderr, r.stderr
+    r = apply(d, "-f", "-", input=docs(service("alpha", images["hello"]), ["a", "list"]))
+    assert r.returncode == 1
+    assert "document 2: must be an object (a mapping), got a list" in r.stderr, r.stderr
+    assert stored(d) == before
+
+
+def test_runtime_classes_are_checked_first_too(daemon, images):
+    d = daemon
+    before = stored(d)
+    bad = dict(RUNTIME_CLASS, metadata={"name": "worse"}, handler="Not_A_Label")
+    r = apply(d, "-f", "-", input=docs(RUNTIME_CLASS, bad))
+    assert r.returncode == 1
+    assert "document 2 (RuntimeClass worse): handler: must be a DNS-1123 label" in r.stderr, \
+        r.stderr
+    assert stored(d) == before
+    # A service may use a class defined before it in the same apply.
+    svc = service("alpha", images["hello"])
+    svc["spec"]["template"]["spec"]["runtimeClassName"] = "slim"
+    r = apply(d, "-f", "-", "--wait", input=docs(RUNTIME_CLASS, svc))
+    assert r.returncode == 0, r.stderr
+    assert "/slim" not in before[3] and "/slim" in names(d, RTC[:-1])
+    assert d.json("describe", "alpha")["status"]["latestReadyRevisionName"] == "alpha-00001"
