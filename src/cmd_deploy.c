@@ -437,7 +437,8 @@ static void apply_usage(FILE *f)
     fprintf(f, "Usage: sluice apply -f FILE|- [--wait] [-n NS] [--state-dir DIR] [-o json|yaml]\n\n"
                "Create or update services and runtime classes from Knative\n"
                "serving.knative.dev/v1 Service and node.k8s.io/v1 RuntimeClass manifests: YAML\n"
-               "or JSON, several documents separated by ---.\n"
+               "or JSON, several documents separated by ---, List documents (such as the\n"
+               "output of `sluice services -o yaml`).\n"
                "Every object is checked first, by the daemon too (a dry run), and nothing is\n"
                "applied unless all pass. Objects without metadata.namespace go to -n NS (default\n"
                "\"default\").\n"
@@ -477,7 +478,7 @@ static int read_input(const char *file, char **out, size_t *len)
 
 static const char SUPPORTED_KINDS[] =
     "sluice applies Service (serving.knative.dev/v1) and RuntimeClass (node.k8s.io/v1) "
-    "objects";
+    "objects, alone or in a List";
 
 /* One object to apply, and where it came from for messages. */
 typedef struct apply_obj {
@@ -505,6 +506,15 @@ static bool is_kind(const json_t *obj, const char *kind)
     return k && !strcmp(k, kind);
 }
 
+/* As in kubectl, a kind ending in "List" (List, ServiceList,
+ * RuntimeClassList) stands for its items. */
+static bool is_list(const json_t *obj)
+{
+    const char *k = sl_json_str(obj, "kind");
+    size_t n = k ? strlen(k) : 0;
+    return n >= 4 && !strcmp(k + n - 4, "List");
+}
+
 static char *where_of(size_t num, const json_t *obj)
 {
     const char *kind = sl_json_str(obj, "kind");
@@ -515,9 +525,24 @@ static char *where_of(size_t num, const json_t *obj)
     return xasprintf("document %zu%s", num, what);
 }
 
-/* Add doc as object number ++*num. */
+/* Add doc, or the items of a List, numbering them on from *num. */
 static int add_objects(apply_set_t *set, json_t *doc, size_t *num)
 {
+    if (is_list(doc)) {
+        json_t *items = json_object_get(doc, "items");
+        if (!json_is_array(items)) {
+            sl_autofree char *where = where_of(*num + 1, doc);
+            return sl_cli_error("%s: items: must be a list of objects", where);
+        }
+        size_t i;
+        json_t *item;
+        json_array_foreach(items, i, item)
+        {
+            if (add_objects(set, item, num) != 0)
+                return 1;
+        }
+        return 0;
+    }
     if (set->n >= APPLY_MAX_OBJECTS)
         return sl_cli_error("more than %d objects to apply", APPLY_MAX_OBJECTS);
     set->v = xrealloc(set->v, (set->n + 1) * sizeof(*set->v));

@@ -171,3 +171,36 @@ def test_runtime_classes_are_checked_first_too(daemon, images):
     assert r.returncode == 0, r.stderr
     assert "/slim" not in before[3] and "/slim" in names(d, RTC[:-1])
     assert d.json("describe", "alpha")["status"]["latestReadyRevisionName"] == "alpha-00001"
+
+
+def test_list_documents(daemon, images):
+    """kind: List and ServiceList stand for their items, each counted as a
+    document; `sluice services -o yaml` applies back unchanged."""
+    d = daemon
+    before = stored(d)
+    lst = {"apiVersion": "v1", "kind": "List",
+           "items": [service("alpha", images["hello"]), service("beta", "oci:/nonexistent/b")]}
+    r = apply(d, "-f", "-", input=docs(lst, service("gamma", images["hello"])))
+    assert r.returncode == 1
+    assert "document 2 (Service beta): spec.template.spec.containers[0].image" in r.stderr, \
+        r.stderr
+    assert "metadata.name: is required" not in r.stderr
+    assert stored(d) == before
+    r = apply(d, "-f", "-", input=docs(dict(lst, items=lst["items"][:1]),
+                                       service("Gamma", images["hello"])))
+    assert r.returncode == 1 and "document 2 (Service Gamma)" in r.stderr, r.stderr
+    assert stored(d) == before
+    r = apply(d, "-f", "-", input=docs(dict(lst, items="nope")))
+    assert r.returncode == 1 and "document 1 (List): items: must be a list" in r.stderr, r.stderr
+
+    lst["items"][1] = service("beta", images["hello"])
+    r = apply(d, "-f", "-", "--wait", input=docs(lst, service("gamma", images["hello"])))
+    assert r.returncode == 0, r.stderr
+    listed = stored(d)
+    assert listed[0] == ["default/alpha", "default/beta", "default/gamma"]
+    out = d.cli("services", "-o", "yaml").stdout
+    assert "kind: ServiceList" in out
+    r = apply(d, "-f", "-", input=out)
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.count("configured") == 3
+    assert stored(d) == listed  # the same templates: no new revisions
