@@ -434,11 +434,12 @@ int sl_cmd_deploy(int argc, char **argv)
 
 static void apply_usage(FILE *f)
 {
-    fprintf(f, "Usage: sluice apply -f FILE|- [--wait] [-n NS] [--state-dir DIR] [-o json|yaml]\n\n"
+    fprintf(f, "Usage: sluice apply -f FILE|- [-f FILE]... [--wait] [-n NS] [--state-dir DIR]\n"
+               "                    [-o json|yaml]\n\n"
                "Create or update services and runtime classes from Knative\n"
                "serving.knative.dev/v1 Service and node.k8s.io/v1 RuntimeClass manifests: YAML\n"
                "or JSON, several documents separated by ---, List documents (such as the\n"
-               "output of `sluice services -o yaml`).\n"
+               "output of `sluice services -o yaml`), several files applied in order.\n"
                "Every object is checked first, by the daemon too (a dry run), and nothing is\n"
                "applied unless all pass. Objects without metadata.namespace go to -n NS (default\n"
                "\"default\").\n"
@@ -483,7 +484,7 @@ static const char SUPPORTED_KINDS[] =
 /* One object to apply, and where it came from for messages. */
 typedef struct apply_obj {
     json_t *obj;
-    char *where; /* "document N[ (KIND[ NAME])]" */
+    char *where; /* "[FILE: ]document N[ (KIND[ NAME])]" */
 } apply_obj_t;
 
 typedef struct apply_set {
@@ -515,30 +516,30 @@ static bool is_list(const json_t *obj)
     return n >= 4 && !strcmp(k + n - 4, "List");
 }
 
-static char *where_of(size_t num, const json_t *obj)
+static char *where_of(const char *file, size_t num, const json_t *obj)
 {
     const char *kind = sl_json_str(obj, "kind");
     const char *name = sl_json_str(obj, "metadata.name");
     sl_autofree char *what = kind && name ? xasprintf(" (%.100s %.100s)", kind, name)
                              : kind       ? xasprintf(" (%.100s)", kind)
                                           : xstrdup("");
-    return xasprintf("document %zu%s", num, what);
+    return xasprintf("%s%sdocument %zu%s", file ? file : "", file ? ": " : "", num, what);
 }
 
 /* Add doc, or the items of a List, numbering them on from *num. */
-static int add_objects(apply_set_t *set, json_t *doc, size_t *num)
+static int add_objects(apply_set_t *set, const char *file, json_t *doc, size_t *num)
 {
     if (is_list(doc)) {
         json_t *items = json_object_get(doc, "items");
         if (!json_is_array(items)) {
-            sl_autofree char *where = where_of(*num + 1, doc);
+            sl_autofree char *where = where_of(file, *num + 1, doc);
             return sl_cli_error("%s: items: must be a list of objects", where);
         }
         size_t i;
         json_t *item;
         json_array_foreach(items, i, item)
         {
-            if (add_objects(set, item, num) != 0)
+            if (add_objects(set, file, item, num) != 0)
                 return 1;
         }
         return 0;
@@ -547,13 +548,13 @@ static int add_objects(apply_set_t *set, json_t *doc, size_t *num)
         return sl_cli_error("more than %d objects to apply", APPLY_MAX_OBJECTS);
     set->v = xrealloc(set->v, (set->n + 1) * sizeof(*set->v));
     set->v[set->n].obj = json_incref(doc);
-    set->v[set->n].where = where_of(++*num, doc);
+    set->v[set->n].where = where_of(file, ++*num, doc);
     set->n++;
     return 0;
 }
 
-/* Read and parse the -f argument into set. */
-static int load_file(apply_set_t *set, const char *file)
+/* Read and parse one -f argument into set; name_file: messages name it. */
+static int load_file(apply_set_t *set, const char *file, bool name_file)
 {
     sl_autofree char *text = NULL;
     size_t len = 0;
@@ -569,7 +570,7 @@ static int load_file(apply_set_t *set, const char *file)
     json_t *doc;
     json_array_foreach(docs, i, doc)
     {
-        rc = add_objects(set, doc, &num);
+        rc = add_objects(set, name_file ? shown : NULL, doc, &num);
         if (rc != 0)
             break;
     }
@@ -797,7 +798,8 @@ int sl_cmd_apply(int argc, char **argv)
     };
     sl_cli_opts_t o;
     sl_cli_opts_init(&o);
-    const char *file = NULL;
+    sl_autofree const char **files = xcalloc((size_t)argc + 1, sizeof(char *));
+    size_t nfiles = 0;
     bool wait = false;
     int opt;
     optind = 1;
@@ -806,7 +808,7 @@ int sl_cmd_apply(int argc, char **argv)
             apply_usage(stdout);
             return 0;
         } else if (opt == 'f') {
-            file = optarg;
+            files[nfiles++] = optarg;
         } else if (opt == 'w') {
             wait = true;
         } else {
@@ -819,10 +821,12 @@ int sl_cmd_apply(int argc, char **argv)
             }
         }
     }
-    if (!file || optind != argc)
+    if (!nfiles || optind != argc)
         return sl_cli_usage("apply: expected -f FILE or -f - (see `sluice apply --help`)");
     apply_set_t set = {0};
-    int rc = load_file(&set, file);
+    int rc = 0;
+    for (size_t f = 0; rc == 0 && f < nfiles; f++)
+        rc = load_file(&set, files[f], nfiles > 1);
     if (rc == 0)
         rc = apply_set(&o, &set, wait);
     apply_set_free(&set);

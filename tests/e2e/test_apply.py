@@ -204,3 +204,45 @@ def test_list_documents(daemon, images):
     assert r.returncode == 0, r.stderr
     assert r.stderr.count("configured") == 3
     assert stored(d) == listed  # the same templates: no new revisions
+
+
+def test_several_files_apply_in_order_as_one(daemon, images, tmp_path):
+    d = daemon
+    a, b = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    a.write_text(docs(service("alpha", images["hello"])))
+    b.write_text(docs(service("beta", images["hello"]), service("gamma", "oci:/nonexistent/g")))
+    before = stored(d)
+    r = apply(d, "-f", str(a), "-f", str(b))
+    assert r.returncode == 1
+    assert "%s: document 2 (Service gamma): spec.template.spec.containers[0].image" % b \
+        in r.stderr, r.stderr
+    assert stored(d) == before
+    b.write_text(docs(service("beta", images["hello"])))
+    r = apply(d, "-f", str(a), "--filename", str(b))
+    assert r.returncode == 0, r.stderr
+    assert names(d, "/apis/serving.knative.dev/v1/services") == ["default/alpha", "default/beta"]
+
+    # The same service twice: the second may name the revision the first
+    # creates (Knative's hello.yaml then hello-v2.yaml).
+    v2 = service("alpha", images["hello"])
+    v2["spec"]["template"]["metadata"] = {"name": "alpha-v2"}
+    v2["spec"]["template"]["spec"]["containers"][0]["env"] = [{"name": "V", "value": "2"}]
+    v2["spec"]["traffic"] = [{"revisionName": "alpha-v1", "percent": 50},
+                             {"latestRevision": True, "percent": 50}]
+    v1 = service("alpha", images["hello"])
+    v1["spec"]["template"]["metadata"] = {"name": "alpha-v1"}
+    a.write_text(docs(v1))
+    b.write_text(docs(v2))
+    r = apply(d, "-f", str(a), "-f", str(b), "--wait")
+    assert r.returncode == 0, r.stderr
+    svc = d.json("describe", "alpha")
+    assert sorted((t["revisionName"], t["percent"]) for t in svc["status"]["traffic"]) == \
+        [("alpha-v1", 50), ("alpha-v2", 50)]
+    # ... and what is wrong in it is still caught before anything is applied.
+    v2["spec"]["traffic"][0]["percent"] = 60
+    b.write_text(docs(v2))
+    before = stored(d)
+    r = apply(d, "-f", str(a), "-f", str(b))
+    assert r.returncode == 1 and "%s: document 1 (Service alpha): spec.traffic: percents " \
+        "must add up to 100, got 110" % b in r.stderr, r.stderr
+    assert stored(d) == before
