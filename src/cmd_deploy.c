@@ -827,6 +827,8 @@ int sl_cmd_apply(int argc, char **argv)
     int rc = 0;
     for (size_t f = 0; rc == 0 && f < nfiles; f++)
         rc = load_file(&set, files[f], nfiles > 1);
+    if (rc == 0 && set.n == 0)
+        rc = sl_cli_error("no objects passed to apply");
     if (rc == 0)
         rc = apply_set(&o, &set, wait);
     apply_set_free(&set);

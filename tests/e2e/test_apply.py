@@ -246,3 +246,10 @@ def test_several_files_apply_in_order_as_one(daemon, images, tmp_path):
     assert r.returncode == 1 and "%s: document 1 (Service alpha): spec.traffic: percents " \
         "must add up to 100, got 110" % b in r.stderr, r.stderr
     assert stored(d) == before
+
+
+@pytest.mark.parametrize("text", ["", "\n", "---\n", "# nothing\n---\n---\n",
+                                  '{"apiVersion": "v1", "kind": "List", "items": []}'])
+def test_no_objects_is_an_error(daemon, text):
+    r = apply(daemon, "-f", "-", input=text)
+    assert r.returncode == 1 and "no objects passed to apply" in r.stderr, r.stderr
