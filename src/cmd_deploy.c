@@ -442,7 +442,7 @@ static void apply_usage(FILE *f)
                "output of `sluice services -o yaml`), several files applied in order.\n"
                "Every object is checked first, by the daemon too (a dry run), and nothing is\n"
                "applied unless all pass. Objects without metadata.namespace go to -n NS (default\n"
-               "\"default\").\n"
+               "\"default\"); one in another namespace than an explicit -n is refused.\n"
                "Image paths in oci:, docker-archive: and dir: references are taken\n"
                "relative to the current directory.\n");
 }
@@ -633,6 +633,11 @@ static int check_local(const sl_cli_opts_t *o, apply_obj_t *a)
     if (ns && !path_safe(ns))
         return sl_cli_error("%s: metadata.namespace: \"%.100s\" is not a valid namespace", a->where,
                             ns);
+    if (ns && o->ns_given && strcmp(ns, o->ns))
+        return sl_cli_error("%s: the namespace from the provided object \"%s\" does not match "
+                            "the namespace \"%s\". You must pass '--namespace=%s' to perform "
+                            "this operation.",
+                            a->where, ns, o->ns, ns);
     if (!json_object_get(md, "namespace"))
         json_object_set_new(md, "namespace", json_string(o->ns));
     json_t *c = container_of(obj);

@@ -253,3 +253,26 @@ def test_several_files_apply_in_order_as_one(daemon, images, tmp_path):
 def test_no_objects_is_an_error(daemon, text):
     r = apply(daemon, "-f", "-", input=text)
     assert r.returncode == 1 and "no objects passed to apply" in r.stderr, r.stderr
+
+
+def test_namespace_flag_must_match_the_manifest(daemon, images):
+    """As kubectl: an explicit -n that differs from metadata.namespace is
+    refused; without -n the manifest's namespace is used."""
+    d = daemon
+    before = stored(d)
+    text = docs(service("alpha", images["hello"], namespace="team-a"),
+                service("beta", images["hello"]))
+    r = apply(d, "-n", "other", "-f", "-", input=text)
+    assert r.returncode == 1
+    assert ('document 1 (Service alpha): the namespace from the provided object "team-a" does '
+            'not match the namespace "other". You must pass \'--namespace=team-a\' to perform '
+            'this operation.') in r.stderr, r.stderr
+    assert stored(d) == before
+    r = apply(d, "--namespace", "team-a", "-f", "-", input=text)
+    assert r.returncode == 0, r.stderr
+    assert names(d, "/apis/serving.knative.dev/v1/services") == ["team-a/alpha", "team-a/beta"]
+    r = apply(d, "-f", "-", input=docs(service("alpha", images["hello"], namespace="team-a"),
+                                       service("gamma", images["hello"])))
+    assert r.returncode == 0, r.stderr
+    assert names(d, "/apis/serving.knative.dev/v1/services") == \
+        ["default/gamma", "team-a/alpha", "team-a/beta"]
