@@ -2,7 +2,10 @@
  * cmd_deploy.c — `sluice deploy` (Cloud Run style: flags in, URL out) and
  * `sluice apply -f` (Knative manifests in). Deploy updates only what its
  * flags name, like `gcloud run deploy`, then waits until the new revision
- * is Ready or has failed, and prints why when it fails.
+ * is Ready or has failed, and prints why when it fails. Apply reads every
+ * -f file, checks every object (here, then by the daemon's dry run) and
+ * applies them in order only when all pass, as one change as far as it can
+ * be checked before anything is stored.
  */
 #include "cli.h"
 #include "manifest.h"
