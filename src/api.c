@@ -547,6 +547,22 @@ static bool method_is(route_ctx_t *r, const char *m)
     return sl_str_eq(r->msg->method, sl_str_from(m));
 }
 
+/* Kubernetes' ?dryRun=All on a write: 1 for a dry run, 0 for none, -1
+ * (the 400 sent) for any other value. */
+static int dry_run_param(route_ctx_t *r)
+{
+    char buf[64];
+    const char *v = query_get(r->query, "dryRun", buf, sizeof(buf));
+    if (!v)
+        return 0;
+    if (!strcmp(v, "All"))
+        return 1;
+    sl_autofree char *msg =
+        xasprintf("dryRun: unsupported value \"%.40s\" (the supported value is \"All\")", v);
+    send_error(r->c, 400, "BadRequest", msg);
+    return -1;
+}
+
 static json_t *parse_body(route_ctx_t *r)
 {
     json_error_t jerr;
@@ -569,6 +585,9 @@ static void route_services(route_ctx_t *r, const char *ns, const char *name)
         st = sl_controller_list_services(ctl, ns, &body);
         send_json(c, st, body);
     } else if ((!name && method_is(r, "POST")) || (name && method_is(r, "PUT"))) {
+        int dry_run = dry_run_param(r);
+        if (dry_run < 0)
+            return;
         json_t *svc = parse_body(r);
         if (!svc)
             return;
@@ -588,7 +607,9 @@ static void route_services(route_ctx_t *r, const char *ns, const char *name)
         if (name && !bname && json_is_object(json_object_get(svc, "metadata")))
             json_object_set_new(json_object_get(svc, "metadata"), "name", json_string(name));
         c->refs++;
-        sl_controller_apply(ctl, svc, ns, !name, op_done, c);
+        sl_controller_apply(ctl, svc, ns,
+                            (name ? 0 : SL_APPLY_CREATE) | (dry_run ? SL_APPLY_DRY_RUN : 0),
+                            op_done, c);
     } else if (name && method_is(r, "GET")) {
         st = sl_controller_get_service(ctl, ns, name, &body);
         send_json(c, st, body);
@@ -726,10 +747,13 @@ static void route_runtimeclasses(route_ctx_t *r, const char *name)
     } else if (name && method_is(r, "GET")) {
         st = sl_controller_get_runtimeclass(ctl, name, &body);
     } else if (name && method_is(r, "PUT")) {
+        int dry_run = dry_run_param(r);
+        if (dry_run < 0)
+            return;
         json_t *obj = parse_body(r);
         if (!obj)
             return;
-        st = sl_controller_put_runtimeclass(ctl, name, obj, &body);
+        st = sl_controller_put_runtimeclass(ctl, name, obj, dry_run, &body);
         json_decref(obj);
     } else if (name && method_is(r, "DELETE")) {
         st = sl_controller_delete_runtimeclass(ctl, name, &body);

@@ -31,6 +31,7 @@ void sl_cli_opts_init(sl_cli_opts_t *o)
     if (!o->token)
         o->token = file_token;
     o->ns = "default";
+    o->ns_given = false;
     o->output = SL_OUT_TABLE;
 }
 
@@ -74,6 +75,7 @@ int sl_cli_common_opt(sl_cli_opts_t *o, int opt, const char *arg)
         return 1;
     case 'n':
         o->ns = arg;
+        o->ns_given = true;
         return 1;
     case 'o':
         if (!strcmp(arg, "json"))

@@ -24,6 +24,7 @@ typedef struct sl_cli_opts {
     const char *server; /* $SLUICE_SERVER: http://HOST:PORT of a TCP API, else the socket */
     const char *token;  /* $SLUICE_TOKEN (or read from $SLUICE_TOKEN_FILE) */
     const char *ns;
+    bool ns_given; /* -n / --namespace was on the command line */
     sl_output_t output;
 } sl_cli_opts_t;
 

@@ -2,7 +2,10 @@
  * cmd_deploy.c — `sluice deploy` (Cloud Run style: flags in, URL out) and
  * `sluice apply -f` (Knative manifests in). Deploy updates only what its
  * flags name, like `gcloud run deploy`, then waits until the new revision
- * is Ready or has failed, and prints why when it fails.
+ * is Ready or has failed, and prints why when it fails. Apply reads every
+ * -f file, checks every object (here, then by the daemon's dry run) and
+ * applies them in order only when all pass, as one change as far as it can
+ * be checked before anything is stored.
  */
 #include "cli.h"
 #include "manifest.h"
@@ -154,7 +157,21 @@ static int wait_ready(const sl_cli_opts_t *o, const char *path, const char *rev,
     }
 }
 
-static int put_service(const sl_cli_opts_t *o, json_t *svc, bool wait, int wait_timeout)
+/* The daemon's error for a request, after "where: " when where is set. */
+static int fail_in(const char *where, long status, const json_t *body)
+{
+    const char *msg = json_string_value(json_object_get(body, "message"));
+    if (!where)
+        return sl_cli_fail(status, body);
+    if (msg)
+        return sl_cli_error("%s: %s", where, msg);
+    return sl_cli_error("%s: the daemon answered HTTP %ld", where, status);
+}
+
+/* PUT the service, wait for its revision if asked, print it or its URL;
+ * errors name `where` when set. Returns the exit code. */
+static int put_service(const sl_cli_opts_t *o, json_t *svc, bool wait, int wait_timeout,
+                       const char *where)
 {
     const char *name = sl_json_str(svc, "metadata.name");
     const char *ns = sl_json_str(svc, "metadata.namespace");
@@ -165,7 +182,7 @@ static int put_service(const sl_cli_opts_t *o, json_t *svc, bool wait, int wait_
     if (sl_cli_call(o, "PUT", path, svc, &st, &resp) != 0)
         return 1;
     if (st != 200 && st != 201) {
-        int rc = sl_cli_fail(st, resp);
+        int rc = fail_in(where, st, resp);
         json_decref(resp);
         return rc;
     }
@@ -413,16 +430,22 @@ int sl_cmd_deploy(int argc, char **argv)
     if (rc == 0 && (no_traffic || tag))
         rc = stage_traffic(svc, no_traffic, tag);
     if (rc == 0)
-        rc = put_service(&o, svc, wait, (int)wait_timeout);
+        rc = put_service(&o, svc, wait, (int)wait_timeout, NULL);
     json_decref(svc);
     return rc;
 }
 
 static void apply_usage(FILE *f)
 {
-    fprintf(f, "Usage: sluice apply -f FILE|- [--wait] [-n NS] [--state-dir DIR] [-o json|yaml]\n\n"
-               "Create or update services from Knative serving.knative.dev/v1 Service\n"
-               "manifests (YAML or JSON, several documents separated by ---).\n"
+    fprintf(f, "Usage: sluice apply -f FILE|- [-f FILE]... [--wait] [-n NS] [--state-dir DIR]\n"
+               "                    [-o json|yaml]\n\n"
+               "Create or update services and runtime classes from Knative\n"
+               "serving.knative.dev/v1 Service and node.k8s.io/v1 RuntimeClass manifests: YAML\n"
+               "or JSON, several documents separated by ---, List documents (such as the\n"
+               "output of `sluice services -o yaml`), several files applied in order.\n"
+               "Every object is checked first, by the daemon too (a dry run), and nothing is\n"
+               "applied unless all pass. Objects without metadata.namespace go to -n NS (default\n"
+               "\"default\"); one in another namespace than an explicit -n is refused.\n"
                "Image paths in oci:, docker-archive: and dir: references are taken\n"
                "relative to the current directory.\n");
 }
@@ -455,20 +478,319 @@ static int read_input(const char *file, char **out, size_t *len)
     return 0;
 }
 
-static int put_runtimeclass(const sl_cli_opts_t *o, json_t *doc, const char *name)
+#define APPLY_MAX_OBJECTS 1000
+
+static const char SUPPORTED_KINDS[] =
+    "sluice applies Service (serving.knative.dev/v1) and RuntimeClass (node.k8s.io/v1) "
+    "objects, alone or in a List";
+
+/* One object to apply, and where it came from for messages. */
+typedef struct apply_obj {
+    json_t *obj;
+    char *where; /* "[FILE: ]document N[ (KIND[ NAME])]" */
+} apply_obj_t;
+
+typedef struct apply_set {
+    apply_obj_t *v;
+    size_t n;
+} apply_set_t;
+
+static void apply_set_free(apply_set_t *set)
 {
-    sl_autofree char *path = xasprintf("/apis/node.k8s.io/v1/runtimeclasses/%s", name);
+    for (size_t i = 0; i < set->n; i++) {
+        json_decref(set->v[i].obj);
+        free(set->v[i].where);
+    }
+    free(set->v);
+}
+
+static bool is_kind(const json_t *obj, const char *kind)
+{
+    const char *k = sl_json_str(obj, "kind");
+    return k && !strcmp(k, kind);
+}
+
+/* As in kubectl, a kind ending in "List" (List, ServiceList,
+ * RuntimeClassList) stands for its items. */
+static bool is_list(const json_t *obj)
+{
+    const char *k = sl_json_str(obj, "kind");
+    size_t n = k ? strlen(k) : 0;
+    return n >= 4 && !strcmp(k + n - 4, "List");
+}
+
+static char *where_of(const char *file, size_t num, const json_t *obj)
+{
+    const char *kind = sl_json_str(obj, "kind");
+    const char *name = sl_json_str(obj, "metadata.name");
+    sl_autofree char *what = kind && name ? xasprintf(" (%.100s %.100s)", kind, name)
+                             : kind       ? xasprintf(" (%.100s)", kind)
+                                          : xstrdup("");
+    return xasprintf("%s%sdocument %zu%s", file ? file : "", file ? ": " : "", num, what);
+}
+
+/* Add doc, or the items of a List, numbering them on from *num. */
+static int add_objects(apply_set_t *set, const char *file, json_t *doc, size_t *num)
+{
+    if (is_list(doc)) {
+        json_t *items = json_object_get(doc, "items");
+        if (!json_is_array(items)) {
+            sl_autofree char *where = where_of(file, *num + 1, doc);
+            return sl_cli_error("%s: items: must be a list of objects", where);
+        }
+        size_t i;
+        json_t *item;
+        json_array_foreach(items, i, item)
+        {
+            if (add_objects(set, file, item, num) != 0)
+                return 1;
+        }
+        return 0;
+    }
+    if (set->n >= APPLY_MAX_OBJECTS)
+        return sl_cli_error("more than %d objects to apply", APPLY_MAX_OBJECTS);
+    set->v = xrealloc(set->v, (set->n + 1) * sizeof(*set->v));
+    set->v[set->n].obj = json_incref(doc);
+    set->v[set->n].where = where_of(file, ++*num, doc);
+    set->n++;
+    return 0;
+}
+
+/* Read and parse one -f argument into set; name_file: messages name it. */
+static int load_file(apply_set_t *set, const char *file, bool name_file)
+{
+    sl_autofree char *text = NULL;
+    size_t len = 0;
+    if (read_input(file, &text, &len) != 0)
+        return 1;
+    const char *shown = strcmp(file, "-") ? file : "stdin";
+    json_t *docs = NULL;
+    sl_error_t err = {0};
+    if (sl_manifest_parse(text, len, APPLY_MAX_OBJECTS, &docs, &err) < 0)
+        return sl_cli_error("%s: %s", shown, err.msg);
+    int rc = 0;
+    size_t i, num = 0;
+    json_t *doc;
+    json_array_foreach(docs, i, doc)
+    {
+        rc = add_objects(set, name_file ? shown : NULL, doc, &num);
+        if (rc != 0)
+            break;
+    }
+    json_decref(docs);
+    return rc;
+}
+
+static const char *type_name(const json_t *v)
+{
+    switch (json_typeof(v)) {
+    case JSON_ARRAY:
+        return "a list";
+    case JSON_STRING:
+        return "a string";
+    case JSON_INTEGER:
+    case JSON_REAL:
+        return "a number";
+    case JSON_TRUE:
+    case JSON_FALSE:
+        return "a boolean";
+    default:
+        return "null";
+    }
+}
+
+/* Names go into API paths: anything but [A-Za-z0-9._-] (and "." or "..")
+ * could change the path. The daemon says what a valid name is. */
+static bool path_safe(const char *s)
+{
+    if (!*s || !strcmp(s, ".") || !strcmp(s, ".."))
+        return false;
+    for (; *s; s++)
+        if (!strchr("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-", *s))
+            return false;
+    return true;
+}
+
+/* The checks needing no daemon; fills in a Service's namespace (-n) and
+ * makes its image path absolute. */
+static int check_local(const sl_cli_opts_t *o, apply_obj_t *a)
+{
+    json_t *obj = a->obj;
+    if (!json_is_object(obj))
+        return sl_cli_error("%s: must be an object (a mapping), got %s", a->where, type_name(obj));
+    const char *kind = sl_json_str(obj, "kind");
+    if (!kind)
+        return sl_cli_error("%s: kind: is required; %s", a->where, SUPPORTED_KINDS);
+    if (strcmp(kind, "Service") && strcmp(kind, "RuntimeClass"))
+        return sl_cli_error("%s: kind: %.100s is not supported; %s", a->where, kind,
+                            SUPPORTED_KINDS);
+    const char *name = sl_json_str(obj, "metadata.name");
+    if (!name)
+        return sl_cli_error("%s: metadata.name: is required", a->where);
+    if (!path_safe(name))
+        return sl_cli_error("%s: metadata.name: \"%.100s\" is not a valid name", a->where, name);
+    if (strcmp(kind, "Service"))
+        return 0;
+    json_t *md = json_object_get(obj, "metadata");
+    const char *ns = sl_json_str(obj, "metadata.namespace");
+    if (ns && !path_safe(ns))
+        return sl_cli_error("%s: metadata.namespace: \"%.100s\" is not a valid namespace", a->where,
+                            ns);
+    if (ns && o->ns_given && strcmp(ns, o->ns))
+        return sl_cli_error("%s: the namespace from the provided object \"%s\" does not match "
+                            "the namespace \"%s\". You must pass '--namespace=%s' to perform "
+                            "this operation.",
+                            a->where, ns, o->ns, ns);
+    if (!json_object_get(md, "namespace"))
+        json_object_set_new(md, "namespace", json_string(o->ns));
+    json_t *c = container_of(obj);
+    const char *img = sl_json_str(c, "image");
+    if (img) {
+        char *ref = sl_cli_abs_image_ref(img);
+        json_object_set_new(c, "image", json_string(ref));
+        free(ref);
+    }
+    return 0;
+}
+
+static bool same_str(const char *a, const char *b)
+{
+    return a && b && !strcmp(a, b);
+}
+
+/*
+ * What the daemon dry-runs for Service i. It knows what is stored, not the
+ * objects before i in this apply, so references to those stay out of the
+ * dry run and are checked when applied: a runtimeClassName that an earlier
+ * RuntimeClass defines, and, when an earlier object is the same service,
+ * traffic to revisions by name (that one may create them; such an object is
+ * validated here in full instead). NULL after an error message.
+ */
+static json_t *dry_run_service(const apply_set_t *set, size_t i)
+{
+    const apply_obj_t *a = &set->v[i];
+    const char *name = sl_json_str(a->obj, "metadata.name");
+    const char *ns = sl_json_str(a->obj, "metadata.namespace");
+    const char *rcn = sl_json_str(a->obj, "spec.template.spec.runtimeClassName");
+    bool class_before = false, svc_before = false;
+    for (size_t k = 0; k < i; k++) {
+        const json_t *e = set->v[k].obj;
+        const char *ename = sl_json_str(e, "metadata.name");
+        if (is_kind(e, "RuntimeClass") && same_str(ename, rcn))
+            class_before = true;
+        if (is_kind(e, "Service") && same_str(ename, name) &&
+            same_str(sl_json_str(e, "metadata.namespace"), ns))
+            svc_before = true;
+    }
+    json_t *copy = json_deep_copy(a->obj);
+    if (svc_before) {
+        sl_error_t err = {0};
+        json_t *full = json_deep_copy(a->obj);
+        int rc = sl_service_validate(full, ns ? ns : "default", &err);
+        json_decref(full);
+        if (rc < 0) {
+            json_decref(copy);
+            sl_cli_error("%s: %s", a->where, err.msg);
+            return NULL;
+        }
+        size_t k;
+        json_t *t;
+        json_array_foreach(sl_json_path(copy, "spec.traffic"), k, t)
+        {
+            if (json_object_del(t, "revisionName") == 0)
+                json_object_set_new(t, "latestRevision", json_true());
+        }
+    }
+    if (class_before)
+        json_object_del(sl_json_path(copy, "spec.template.spec"), "runtimeClassName");
+    return copy;
+}
+
+static char *object_path(const json_t *obj, const char *query)
+{
+    const char *name = sl_json_str(obj, "metadata.name");
+    if (is_kind(obj, "RuntimeClass"))
+        return xasprintf("/apis/node.k8s.io/v1/runtimeclasses/%s%s", name, query);
+    return xasprintf("/apis/serving.knative.dev/v1/namespaces/%s/services/%s%s",
+                     sl_json_str(obj, "metadata.namespace"), name, query);
+}
+
+/* The daemon's dry run of object i: 0, 1 after an error message, or -1
+ * when the daemon cannot be reached. */
+static int dry_run(const sl_cli_opts_t *o, const apply_set_t *set, size_t i)
+{
+    const apply_obj_t *a = &set->v[i];
+    json_t *body = is_kind(a->obj, "Service") ? dry_run_service(set, i) : json_incref(a->obj);
+    if (!body)
+        return 1;
+    sl_autofree char *path = object_path(a->obj, "?dryRun=All");
+    long st;
+    json_t *resp = NULL;
+    int rc = sl_cli_call(o, "PUT", path, body, &st, &resp) != 0 ? -1
+             : st == 200 || st == 201                           ? 0
+                                                                : fail_in(a->where, st, resp);
+    json_decref(resp);
+    json_decref(body);
+    return rc;
+}
+
+static int put_runtimeclass(const sl_cli_opts_t *o, json_t *doc, const char *where)
+{
+    sl_autofree char *path = object_path(doc, "");
     long st;
     json_t *resp = NULL;
     if (sl_cli_call(o, "PUT", path, doc, &st, &resp) != 0)
         return 1;
-    int rc = st == 200 ? 0 : sl_cli_fail(st, resp);
+    int rc = st == 200 ? 0 : fail_in(where, st, resp);
     if (rc == 0 && o->output != SL_OUT_TABLE)
         sl_cli_print(resp, o->output);
     else if (rc == 0)
-        fprintf(stderr, "runtimeclass.node.k8s.io/%s configured\n", name);
+        fprintf(stderr, "runtimeclass.node.k8s.io/%s configured\n",
+                sl_json_str(doc, "metadata.name"));
     json_decref(resp);
     return rc;
+}
+
+static int apply_one(const sl_cli_opts_t *o, const apply_obj_t *a, bool wait)
+{
+    if (is_kind(a->obj, "RuntimeClass"))
+        return put_runtimeclass(o, a->obj, a->where);
+    int rc = put_service(o, a->obj, wait, 300, a->where);
+    if (rc == 0 && o->output == SL_OUT_TABLE)
+        fprintf(stderr, "service.serving.knative.dev/%s configured\n",
+                sl_json_str(a->obj, "metadata.name"));
+    return rc;
+}
+
+/* Check every object (all errors are reported), then apply them in order. */
+static int apply_set(const sl_cli_opts_t *o, apply_set_t *set, bool wait)
+{
+    int failed = 0;
+    for (size_t i = 0; i < set->n; i++) {
+        if (check_local(o, &set->v[i]) != 0) {
+            failed++;
+            continue;
+        }
+        int rc = dry_run(o, set, i);
+        if (rc < 0)
+            return 1;
+        failed += rc != 0;
+    }
+    if (failed) {
+        fprintf(stderr, "sluice: nothing was applied (%d of %zu object%s failed the checks)\n",
+                failed, set->n, set->n == 1 ? "" : "s");
+        return 1;
+    }
+    for (size_t i = 0; i < set->n; i++) {
+        int rc = apply_one(o, &set->v[i], wait);
+        if (rc != 0) {
+            if (i > 0)
+                fprintf(stderr, "sluice: the %zu object%s before it %s applied\n", i,
+                        i == 1 ? "" : "s", i == 1 ? "was" : "were");
+            return rc;
+        }
+    }
+    return 0;
 }
 
 int sl_cmd_apply(int argc, char **argv)
@@ -484,7 +806,8 @@ int sl_cmd_apply(int argc, char **argv)
     };
     sl_cli_opts_t o;
     sl_cli_opts_init(&o);
-    const char *file = NULL;
+    sl_autofree const char **files = xcalloc((size_t)argc + 1, sizeof(char *));
+    size_t nfiles = 0;
     bool wait = false;
     int opt;
     optind = 1;
@@ -493,7 +816,7 @@ int sl_cmd_apply(int argc, char **argv)
             apply_usage(stdout);
             return 0;
         } else if (opt == 'f') {
-            file = optarg;
+            files[nfiles++] = optarg;
         } else if (opt == 'w') {
             wait = true;
         } else {
@@ -506,56 +829,16 @@ int sl_cmd_apply(int argc, char **argv)
             }
         }
     }
-    if (!file || optind != argc)
+    if (!nfiles || optind != argc)
         return sl_cli_usage("apply: expected -f FILE or -f - (see `sluice apply --help`)");
-    sl_autofree char *text = NULL;
-    size_t len = 0;
-    if (read_input(file, &text, &len) != 0)
-        return 1;
-    json_t *docs = NULL;
-    sl_error_t err = {0};
-    if (sl_manifest_parse(text, len, 1000, &docs, &err) < 0)
-        return sl_cli_error("%s: %s", strcmp(file, "-") ? file : "stdin", err.msg);
+    apply_set_t set = {0};
     int rc = 0;
-    size_t i;
-    json_t *doc;
-    json_array_foreach(docs, i, doc)
-    {
-        const char *kind = sl_json_str(doc, "kind");
-        const char *name = sl_json_str(doc, "metadata.name");
-        if (!json_is_object(doc) || !name) {
-            rc = sl_cli_error("document %zu: metadata.name: is required", i + 1);
-            break;
-        }
-        if (kind && !strcmp(kind, "RuntimeClass")) {
-            rc = put_runtimeclass(&o, doc, name);
-            if (rc != 0)
-                break;
-            continue;
-        }
-        if (!kind || strcmp(kind, "Service")) {
-            rc = sl_cli_error("document %zu (%s): kind: must be Service or RuntimeClass, got %s",
-                              i + 1, name, kind ? kind : "nothing");
-            break;
-        }
-        json_t *md = json_object_get(doc, "metadata");
-        if (!json_object_get(md, "namespace"))
-            json_object_set_new(md, "namespace", json_string(o.ns));
-        json_t *c = container_of(doc);
-        const char *img = sl_json_str(c, "image");
-        if (img) {
-            char *ref = sl_cli_abs_image_ref(img);
-            json_object_set_new(c, "image", json_string(ref));
-            free(ref);
-        }
-        sl_output_t saved = o.output;
-        rc = put_service(&o, doc, wait, 300);
-        o.output = saved;
-        if (rc != 0)
-            break;
-        if (o.output == SL_OUT_TABLE)
-            fprintf(stderr, "service.serving.knative.dev/%s configured\n", name);
-    }
-    json_decref(docs);
+    for (size_t f = 0; rc == 0 && f < nfiles; f++)
+        rc = load_file(&set, files[f], nfiles > 1);
+    if (rc == 0 && set.n == 0)
+        rc = sl_cli_error("no objects passed to apply");
+    if (rc == 0)
+        rc = apply_set(&o, &set, wait);
+    apply_set_free(&set);
     return rc;
 }

@@ -58,11 +58,29 @@ svc_rt_t *ctl_svc_find(sl_controller_t *c, const char *ns, const char *name)
     return NULL;
 }
 
-static json_t *condition(const char *type, const char *status, const char *reason,
-                         const char *message)
+/* The lastTransitionTime of the condition `type` in prev (an object's
+ * status.conditions before the rebuild) when its status is unchanged: the
+ * time is when the status last changed, not when it was last read. */
+static const char *kept_transition(const json_t *prev, const char *type, const char *status)
 {
+    size_t i;
+    json_t *cnd;
+    json_array_foreach(prev, i, cnd)
+    {
+        const char *t = sl_json_str(cnd, "type");
+        const char *st = sl_json_str(cnd, "status");
+        if (t && !strcmp(t, type))
+            return st && !strcmp(st, status) ? sl_json_str(cnd, "lastTransitionTime") : NULL;
+    }
+    return NULL;
+}
+
+static json_t *condition(const json_t *prev, const char *type, const char *status,
+                         const char *reason, const char *message)
+{
+    const char *since = kept_transition(prev, type, status);
     json_t *cnd = json_pack("{s:s,s:s,s:s}", "type", type, "status", status, "lastTransitionTime",
-                            sl_rfc3339_now());
+                            since ? since : sl_rfc3339_now());
     if (reason)
         json_object_set_new(cnd, "reason", json_string(reason));
     if (message)
@@ -81,13 +99,15 @@ void ctl_rev_update_status(rev_rt_t *r)
                                                                        : "ContainerFailed")
                          : r->state == REV_PENDING ? "Deploying"
                                                    : NULL;
+    json_t *prev = json_incref(json_object_get(st, "conditions"));
     json_object_set_new(
         st, "conditions",
-        json_pack("[o,o,o]", condition("Ready", s, reason, r->reason),
-                  condition("ContainerHealthy", s, reason, r->reason),
+        json_pack("[o,o,o]", condition(prev, "Ready", s, reason, r->reason),
+                  condition(prev, "ContainerHealthy", s, reason, r->reason),
                   r->unschedulable
-                      ? condition("ResourcesAvailable", "False", "Unschedulable", r->reason)
-                      : condition("ResourcesAvailable", "True", NULL, NULL)));
+                      ? condition(prev, "ResourcesAvailable", "False", "Unschedulable", r->reason)
+                      : condition(prev, "ResourcesAvailable", "True", NULL, NULL)));
+    json_decref(prev);
     json_object_set_new(st, "actualReplicas", json_integer(r->n_ready));
     json_object_set_new(st, "desiredReplicas", json_integer(r->as.desired));
     json_object_set_new(st, "observedGeneration", json_integer(1));
@@ -128,11 +148,13 @@ void ctl_svc_update_status(svc_rt_t *s)
     json_object_set_new(st, "traffic", ctl_traffic_status(s));
     sl_autofree char *full =
         msg ? xasprintf("Revision \"%s\" failed: %s", s->latest->name, msg) : NULL;
-    json_object_set_new(st, "conditions",
-                        json_pack("[o,o,o]",
-                                  condition("ConfigurationsReady", cfg_status, cfg_reason, full),
-                                  condition("Ready", cfg_status, cfg_reason, full),
-                                  condition("RoutesReady", route_status, route_reason, NULL)));
+    json_t *prev = json_incref(json_object_get(st, "conditions"));
+    json_object_set_new(
+        st, "conditions",
+        json_pack("[o,o,o]", condition(prev, "ConfigurationsReady", cfg_status, cfg_reason, full),
+                  condition(prev, "Ready", cfg_status, cfg_reason, full),
+                  condition(prev, "RoutesReady", route_status, route_reason, NULL)));
+    json_decref(prev);
 }
 
 static void persist(sl_controller_t *c, const char *kind, const char *ns, const char *name,

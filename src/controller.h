@@ -56,8 +56,14 @@ extern const sl_router_ops_t sl_controller_router_ops;
  * Knative object or a Status), ownership passes to the callback. */
 typedef void (*sl_controller_cb)(int http_status, json_t *body, void *data);
 
-/* Create (create_only) or create-or-replace a Service from a manifest. */
-void sl_controller_apply(sl_controller_t *c, json_t *svc, const char *ns_default, bool create_only,
+/* sl_controller_apply flags. CREATE: refuse an existing service (POST).
+ * DRY_RUN: validate and answer as the apply would (200 or 201 and the
+ * object, or the error), storing, importing and starting nothing; the image
+ * reference is only checked to exist (Kubernetes' ?dryRun=All). */
+enum { SL_APPLY_CREATE = 1u << 0, SL_APPLY_DRY_RUN = 1u << 1 };
+
+/* Create or create-or-replace a Service from a manifest; takes svc. */
+void sl_controller_apply(sl_controller_t *c, json_t *svc, const char *ns_default, unsigned flags,
                          sl_controller_cb cb, void *data);
 /* Import an image reference into the store. */
 void sl_controller_import_image(sl_controller_t *c, const char *ref, sl_controller_cb cb,
@@ -81,8 +87,8 @@ int sl_controller_delete_revision(sl_controller_t *c, const char *ns, const char
 /* RuntimeClass objects (node.k8s.io/v1): built-ins plus stored ones. */
 int sl_controller_list_runtimeclasses(sl_controller_t *c, json_t **body);
 int sl_controller_get_runtimeclass(sl_controller_t *c, const char *name, json_t **body);
-/* Takes a reference to obj. */
-int sl_controller_put_runtimeclass(sl_controller_t *c, const char *name, json_t *obj,
+/* Takes a reference to obj. dry_run: validate and answer, store nothing. */
+int sl_controller_put_runtimeclass(sl_controller_t *c, const char *name, json_t *obj, bool dry_run,
                                    json_t **body);
 int sl_controller_delete_runtimeclass(sl_controller_t *c, const char *name, json_t **body);
 

@@ -1,9 +1,9 @@
 /*
  * controller_api.c — the controller's side of the API: applying Service
  * manifests (validate, import the image on the thread pool, cut a revision,
- * store everything in one transaction, then start it), reads, lists and
- * deletes. A failed apply stores nothing and leaves running revisions as
- * they were.
+ * store everything in one transaction, then start it), dry runs of them,
+ * reads, lists and deletes. A failed apply stores nothing and leaves running
+ * revisions as they were.
  */
 #include "controller_int.h"
 
@@ -19,6 +19,7 @@ typedef struct apply_req {
     char *ns, *name, *ref;
     bool create_only;
     bool import_only;
+    bool dry_run;
     sl_image_t *image;
     sl_error_t err;
     int rc;
@@ -248,17 +249,24 @@ static void import_after(uv_work_t *w, int status)
     apply_req_free(a);
 }
 
+/* The generation svc gets replacing old (NULL: none): the next one when
+ * the spec changes. */
+static long apply_generation(const json_t *old, const json_t *svc)
+{
+    if (!old)
+        return next_generation(NULL);
+    sl_autofree char *a = json_dumps(json_object_get(svc, "spec"), JSON_SORT_KEYS | JSON_COMPACT);
+    sl_autofree char *b = json_dumps(json_object_get(old, "spec"), JSON_SORT_KEYS | JSON_COMPACT);
+    if (strcmp(a, b) != 0)
+        return next_generation(old);
+    return (long)json_integer_value(sl_json_path(old, "metadata.generation"));
+}
+
 /* Same template as what is stored: only service-level fields change. */
 static void apply_without_revision(sl_controller_t *c, svc_rt_t *s, json_t *svc,
                                    sl_controller_cb cb, void *data)
 {
-    sl_autofree char *a = json_dumps(json_object_get(svc, "spec"), JSON_SORT_KEYS | JSON_COMPACT);
-    sl_autofree char *b =
-        json_dumps(json_object_get(s->obj, "spec"), JSON_SORT_KEYS | JSON_COMPACT);
-    bool spec_changed = strcmp(a, b) != 0;
-    long gen = spec_changed ? next_generation(s->obj)
-                            : (long)json_integer_value(sl_json_path(s->obj, "metadata.generation"));
-    carry_metadata(svc, s->obj, gen);
+    carry_metadata(svc, s->obj, apply_generation(s->obj, svc));
     sl_error_t err = {0};
     if (sl_store_put(c->store, "services", s->ns, s->name, svc, &err) < 0) {
         reply(cb, data, 500, "InternalError", err.msg);
@@ -270,6 +278,55 @@ static void apply_without_revision(sl_controller_t *c, svc_rt_t *s, json_t *svc,
     ctl_svc_reconcile(s);
     ctl_svc_update_status(s);
     cb(200, json_deep_copy(s->obj), data);
+}
+
+/* A dry run's answer: the object as the apply would store it (server-set
+ * metadata filled in, the current status kept), 201 for a new service.
+ * Takes svc. */
+static void dry_run_reply(sl_controller_t *c, json_t *svc, sl_controller_cb cb, void *data)
+{
+    svc_rt_t *s =
+        ctl_svc_find(c, sl_json_str(svc, "metadata.namespace"), sl_json_str(svc, "metadata.name"));
+    json_t *old = s ? s->obj : NULL;
+    carry_metadata(svc, old, apply_generation(old, svc));
+    cb(old ? 200 : 201, svc, data);
+}
+
+static void check_ref_work(uv_work_t *w)
+{
+    apply_req_t *a = w->data;
+    sl_image_limits_t lim = {.root = a->c->image_root};
+    a->rc = sl_image_check_ref(a->ref, &lim, &a->err);
+}
+
+static void dry_run_after(uv_work_t *w, int status)
+{
+    apply_req_t *a = w->data;
+    if (a->rc < 0) {
+        sl_autofree char *msg = xasprintf("spec.template.spec.containers[0].image: %s", a->err.msg);
+        reply(a->cb, a->data, 400, "ImageImportFailed", msg);
+    } else {
+        dry_run_reply(a->c, a->svc, a->cb, a->data);
+        a->svc = NULL;
+    }
+    apply_req_free(a);
+}
+
+/* A dry run of an apply that would import an image: the reference is
+ * checked on the thread pool (it stats files), not imported. Not pending:
+ * it holds up no real apply. */
+static void queue_dry_run(sl_controller_t *c, json_t *svc, const char *ref, sl_controller_cb cb,
+                          void *data)
+{
+    apply_req_t *a = xcalloc(1, sizeof(*a));
+    a->c = c;
+    a->svc = svc;
+    a->ref = xstrdup(ref);
+    a->dry_run = true;
+    a->cb = cb;
+    a->data = data;
+    a->work.data = a;
+    uv_queue_work(c->loop, &a->work, check_ref_work, dry_run_after);
 }
 
 /* Every revisionName in spec.traffic must be a revision of this service
@@ -304,9 +361,10 @@ static int check_traffic_names(sl_controller_t *c, const json_t *svc, const char
     return 0;
 }
 
-void sl_controller_apply(sl_controller_t *c, json_t *svc, const char *ns_default, bool create_only,
+void sl_controller_apply(sl_controller_t *c, json_t *svc, const char *ns_default, unsigned flags,
                          sl_controller_cb cb, void *data)
 {
+    bool create_only = flags & SL_APPLY_CREATE, dry_run = flags & SL_APPLY_DRY_RUN;
     sl_error_t err = {0};
     if (sl_service_validate(svc, ns_default, &err) < 0) {
         json_decref(svc);
@@ -345,6 +403,10 @@ void sl_controller_apply(sl_controller_t *c, json_t *svc, const char *ns_default
     sl_autofree char *key = sl_service_template_key(svc);
     sl_autofree char *old_key = s ? sl_service_template_key(s->obj) : NULL;
     if (s && s->latest && old_key && !strcmp(key, old_key)) {
+        if (dry_run) {
+            dry_run_reply(c, svc, cb, data);
+            return;
+        }
         apply_without_revision(c, s, svc, cb, data);
         json_decref(svc);
         return;
@@ -361,13 +423,18 @@ void sl_controller_apply(sl_controller_t *c, json_t *svc, const char *ns_default
         reply(cb, data, 409, "AlreadyExists", msg);
         return;
     }
+    const char *ref =
+        sl_json_str(json_array_get(sl_json_path(svc, "spec.template.spec.containers"), 0), "image");
+    if (dry_run) {
+        queue_dry_run(c, svc, ref, cb, data);
+        return;
+    }
     apply_req_t *a = xcalloc(1, sizeof(*a));
     a->c = c;
     a->svc = svc;
     a->ns = xstrdup(ns);
     a->name = xstrdup(name);
-    a->ref = xstrdup(sl_json_str(
-        json_array_get(sl_json_path(svc, "spec.template.spec.containers"), 0), "image"));
+    a->ref = xstrdup(ref);
     a->create_only = create_only;
     a->cb = cb;
     a->data = data;
@@ -459,9 +526,9 @@ int sl_controller_list_revisions(sl_controller_t *c, const char *ns, const char 
         const char *rns = sl_json_str(obj, "metadata.namespace");
         const char *rname = sl_json_str(obj, "metadata.name");
         rev_rt_t *r = ctl_rev_find(c, rns, rname);
-        json_t *item = r ? json_deep_copy(r->obj) : json_incref(obj);
         if (r)
             ctl_rev_update_status(r);
+        json_t *item = r ? json_deep_copy(r->obj) : json_incref(obj);
         json_t *st = sl_json_ensure_obj(item, "status");
         json_object_set_new(st, "actualReplicas", json_integer(r ? r->n_ready : 0));
         if (!r) {

@@ -139,7 +139,8 @@ int sl_controller_get_runtimeclass(sl_controller_t *c, const char *name, json_t 
     return 200;
 }
 
-int sl_controller_put_runtimeclass(sl_controller_t *c, const char *name, json_t *obj, json_t **body)
+int sl_controller_put_runtimeclass(sl_controller_t *c, const char *name, json_t *obj, bool dry_run,
+                                   json_t **body)
 {
     sl_error_t err = {0};
     const char *oname = sl_json_str(obj, "metadata.name");
@@ -158,6 +159,16 @@ int sl_controller_put_runtimeclass(sl_controller_t *c, const char *name, json_t 
         return 409;
     }
     json_object_del(obj, "status");
+    if (dry_run) {
+        sl_runtime_class_t *rc = NULL;
+        if (sl_runtimeclass_from_json(obj, &rc, &err) < 0) {
+            *body = sl_status_json(400, "BadRequest", err.msg);
+            return 400;
+        }
+        *body = class_item(rc);
+        sl_runtimeclass_free(rc);
+        return 200;
+    }
     if (sl_store_put(c->store, "runtimeclasses", "", name, obj, &err) < 0) {
         *body = sl_status_json(500, "InternalError", err.msg);
         return 500;

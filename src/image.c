@@ -389,6 +389,7 @@ static int parse_ref(const char *ref, ref_kind_t *kind, char **path, char **rest
         if (!**path) {
             free(*path);
             free(*rest);
+            *path = *rest = NULL;
             return sl_error_set(err, EINVAL, "%s: empty path", ref);
         }
         return 0;
@@ -439,6 +440,44 @@ static int import_dir(sl_import_t *im, const char *abs, const char *state_dir, s
     return 0;
 }
 
+/* What every import checks first: ref parses, its path exists (abs gets
+ * its real path) and the image root, when set, admits it. *path and *rest
+ * are set (caller frees) only on success. */
+static int resolve_ref(const char *ref, const char *root, ref_kind_t *kind, char **path,
+                       char **rest, char abs[PATH_MAX], sl_error_t *err)
+{
+    if (parse_ref(ref, kind, path, rest, err) < 0)
+        return -1;
+    int rc = 0;
+    if (!realpath(*path, abs))
+        rc = sl_error_errno(err, errno, "%s: cannot access %s", ref, *path);
+    else if (root && *kind == REF_DIR)
+        rc = sl_error_set(err, EACCES,
+                          "%s: dir: images are not accepted here; this daemon takes oci: and "
+                          "docker-archive: images below %s (serve --image-root)",
+                          ref, root);
+    else if (root && !holds(root, abs))
+        rc = sl_error_set(err, EACCES, "%s: %s is outside the image root %s (serve --image-root)",
+                          ref, abs, root);
+    if (rc < 0) {
+        free(*path);
+        free(*rest);
+        *path = *rest = NULL;
+    }
+    return rc;
+}
+
+int sl_image_check_ref(const char *ref, const sl_image_limits_t *lim, sl_error_t *err)
+{
+    if (!ref)
+        return sl_error_set(err, EINVAL, "sl_image_check_ref: missing argument");
+    ref_kind_t kind = REF_DIR;
+    sl_autofree char *path = NULL;
+    sl_autofree char *rest = NULL;
+    char abs[PATH_MAX];
+    return resolve_ref(ref, lim ? lim->root : NULL, &kind, &path, &rest, abs, err);
+}
+
 int sl_image_import(const char *state_dir, const char *ref, const sl_image_limits_t *lim,
                     sl_image_t **out, sl_error_t *err)
 {
@@ -449,21 +488,11 @@ int sl_image_import(const char *state_dir, const char *ref, const sl_image_limit
     ref_kind_t kind = REF_DIR;
     sl_autofree char *path = NULL;
     sl_autofree char *rest = NULL;
-    if (parse_ref(ref, &kind, &path, &rest, err) < 0)
-        return -1;
     char abs[PATH_MAX];
-    if (!realpath(path, abs))
-        return sl_error_errno(err, errno, "%s: cannot access %s", ref, path);
     sl_import_t im = {.ref = ref};
     sl_image__limits(lim, &im.lim);
-    if (im.lim.root && kind == REF_DIR)
-        return sl_error_set(err, EACCES,
-                            "%s: dir: images are not accepted here; this daemon takes oci: and "
-                            "docker-archive: images below %s (serve --image-root)",
-                            ref, im.lim.root);
-    if (im.lim.root && !holds(im.lim.root, abs))
-        return sl_error_set(err, EACCES, "%s: %s is outside the image root %s (serve --image-root)",
-                            ref, abs, im.lim.root);
+    if (resolve_ref(ref, im.lim.root, &kind, &path, &rest, abs, err) < 0)
+        return -1;
     im.img = xcalloc(1, sizeof(sl_image_t));
     const char *tp = kind == REF_OCI ? "oci" : kind == REF_DOCKER ? "docker-archive" : "dir";
     im.img->ref = xasprintf("%s:%s%s%s", tp, abs, rest ? ":" : "", rest ? rest : "");

@@ -84,6 +84,11 @@ typedef struct sl_image_limits {
 int sl_image_import(const char *state_dir, const char *ref, const sl_image_limits_t *lim,
                     sl_image_t **out, sl_error_t *err);
 
+/* Only the first, cheap checks of sl_image_import (the reference parses,
+ * its file or directory exists, lim->root admits it): a few stat calls, no
+ * reading. For dry runs. */
+int sl_image_check_ref(const char *ref, const sl_image_limits_t *lim, sl_error_t *err);
+
 /* JSON round trip for the store. from_json returns NULL with err set. */
 json_t *sl_image_to_json(const sl_image_t *img);
 sl_image_t *sl_image_from_json(const json_t *j, sl_error_t *err);

@@ -25,7 +25,8 @@
  *
  * Writing: libyaml's emitter, block style, 2-space indent, no line wrapping.
  * A string is written plain only when it would read back as the same string
- * here and in YAML 1.1 readers (yes/no/on/off, 1_000, 1:30 are quoted);
+ * here and in YAML 1.1 readers (yes/no/on/off, 1_000, 1:30, -0x1F and
+ * timestamps like 2026-11-27T16:41:54Z are quoted);
  * otherwise it is double-quoted with escapes, which also covers multi-line
  * strings. Reals always carry a '.' or exponent so they read back as reals.
  */
@@ -654,6 +655,81 @@ static bool special_utf8(const unsigned char *s, size_t left)
     return left >= 3 && s[0] == 0xef && s[1] == 0xbf && (s[2] == 0xbe || s[2] == 0xbf);
 }
 
+/* Skip a run of lo..hi digits at s[*i]; false when the run is shorter or
+ * longer. */
+static bool take_digits(const char *s, size_t n, size_t *i, size_t lo, size_t hi)
+{
+    size_t k = span(s + *i, n - *i, DIGITS);
+    if (k < lo || k > hi)
+        return false;
+    *i += k;
+    return true;
+}
+
+static bool take_char(const char *s, size_t n, size_t *i, char c)
+{
+    if (*i >= n || s[*i] != c)
+        return false;
+    (*i)++;
+    return true;
+}
+
+/* YAML 1.1's implicit timestamp (yaml.org/type/timestamp.html):
+ * 2001-12-14, and 2001-12-14T21:59:43.10Z / 2001-12-14 21:59:43.10 -5 with
+ * one- or two-digit month, day and hour. */
+static bool yaml11_timestamp(const char *s, size_t n)
+{
+    size_t i = 0;
+    if (!take_digits(s, n, &i, 4, 4) || !take_char(s, n, &i, '-'))
+        return false;
+    size_t month = i;
+    if (!take_digits(s, n, &i, 1, 2) || !take_char(s, n, &i, '-'))
+        return false;
+    size_t day = i;
+    if (!take_digits(s, n, &i, 1, 2))
+        return false;
+    if (i == n)
+        return day - month == 3 && i - day == 2;
+    if (!take_char(s, n, &i, 'T') && !take_char(s, n, &i, 't')) {
+        size_t blanks = span(s + i, n - i, " \t");
+        if (blanks == 0)
+            return false;
+        i += blanks;
+    }
+    if (!take_digits(s, n, &i, 1, 2) || !take_char(s, n, &i, ':') || !take_digits(s, n, &i, 2, 2) ||
+        !take_char(s, n, &i, ':') || !take_digits(s, n, &i, 2, 2))
+        return false;
+    if (take_char(s, n, &i, '.'))
+        i += span(s + i, n - i, DIGITS);
+    if (i == n)
+        return true;
+    i += span(s + i, n - i, " \t");
+    if (take_char(s, n, &i, 'Z'))
+        return i == n;
+    if (!take_char(s, n, &i, '-') && !take_char(s, n, &i, '+'))
+        return false;
+    if (!take_digits(s, n, &i, 1, 2))
+        return false;
+    if (take_char(s, n, &i, ':') && !take_digits(s, n, &i, 2, 2))
+        return false;
+    return i == n;
+}
+
+/* YAML 1.1's implicit int and float, signed or not: 0b1010, 0x1F, 0755,
+ * 1_000, 1:30 (base 60), 1.5e+3. Loose on purpose: what merely looks like
+ * a number is quoted too. */
+static bool yaml11_number(const char *s, size_t n)
+{
+    size_t i = n > 0 && (s[0] == '-' || s[0] == '+') ? 1 : 0;
+    const char *d = s + i;
+    size_t m = n - i;
+    if (m > 2 && d[0] == '0' && d[1] == 'b')
+        return span(d + 2, m - 2, "01_") == m - 2;
+    if (m > 2 && d[0] == '0' && d[1] == 'x')
+        return span(d + 2, m - 2, DIGITS "abcdefABCDEF_") == m - 2;
+    return m > 0 && d[0] && strchr(DIGITS ".", d[0]) && span(d, m, DIGITS "+-._:eE") == m;
+}
+
 /* YAML 1.1 readers (kubectl, PyYAML) give these another type; quote them
  * so a manifest means the same thing everywhere. */
 static bool yaml11_special(const char *s, size_t n)
@@ -661,14 +737,7 @@ static bool yaml11_special(const char *s, size_t n)
     static const char *const words[] = {"y",   "Y",   "yes", "Yes", "YES", "n",  "N",
                                         "no",  "No",  "NO",  "on",  "On",  "ON", "off",
                                         "Off", "OFF", "<<",  "=",   NULL};
-    if (is_one_of(s, n, words))
-        return true;
-    if (n > 2 && s[0] == '0' && s[1] == 'b' && span(s + 2, n - 2, "01_") == n - 2)
-        return true;
-    /* Numbers with underscores or sexagesimal parts (1_000, 1:30, 1.2.3). */
-    if (strchr(DIGITS "+.", s[0]) && span(s, n, DIGITS "+-._:eE") == n)
-        return true;
-    return false;
+    return is_one_of(s, n, words) || yaml11_number(s, n) || yaml11_timestamp(s, n);
 }
 
 static bool needs_quotes(const char *s, size_t n)

@@ -8,6 +8,8 @@ import sqlite3
 import subprocess
 import time
 
+import pytest
+
 from conftest import cgroups_named, mounts_under
 
 
@@ -325,3 +327,72 @@ def test_revision_gc_counts_idle_time_of_unstamped_revisions_from_now(make_daemo
             got[n]["annotations"]["serving.knative.dev/routingStateModified"],
             "%Y-%m-%dT%H:%M:%SZ"))
         assert stamped >= int(t0) - 1
+
+
+def test_yaml_output_keeps_strings_for_yaml11_readers(daemon, images):
+    """`-o yaml` quotes what a YAML 1.1 reader (PyYAML, kubectl) would turn
+    into another type: timestamps read back as strings, not datetimes."""
+    yaml = pytest.importorskip("yaml")
+    daemon.cli("deploy", "hello", "--image", images["hello"])
+
+    def not_strings(v, path="", out=None):
+        out = [] if out is None else out
+        if isinstance(v, dict):
+            for k, x in v.items():
+                not_strings(x, "%s.%s" % (path, k), out)
+        elif isinstance(v, list):
+            for i, x in enumerate(v):
+                not_strings(x, "%s[%d]" % (path, i), out)
+        elif not isinstance(v, (str, int, float, bool, type(None))):
+            out.append((path, v))
+        return out
+
+    svc = yaml.safe_load(daemon.cli("describe", "hello", "-o", "yaml").stdout)
+    assert isinstance(svc["metadata"]["creationTimestamp"], str)
+    stamps = [c["lastTransitionTime"] for c in svc["status"]["conditions"]]
+    assert stamps and all(isinstance(t, str) and t.endswith("Z") for t in stamps), stamps
+    assert not_strings(svc) == []
+    for listing in ("services", "revisions"):
+        items = yaml.safe_load(daemon.cli(listing, "-o", "yaml").stdout)["items"]
+        assert items and not_strings(items) == [], listing
+
+
+def test_condition_times_are_transition_times(daemon, images):
+    """lastTransitionTime is when a condition's status last changed: reads do
+    not move it; a change of status (a new revision deploying) does."""
+    d = daemon
+    d.cli("deploy", "hello", "--image", images["hello"])
+
+    def times(*args):
+        obj = d.json(*args)
+        return {c["type"]: (c["status"], c["lastTransitionTime"])
+                for c in obj["status"]["conditions"]}
+
+    def rev_times():
+        return {r["metadata"]["name"]: {c["type"]: c["lastTransitionTime"]
+                                        for c in r["status"]["conditions"]}
+                for r in d.json("revisions", "hello")["items"]}
+
+    svc1, revs1 = times("describe", "hello"), rev_times()
+    assert svc1["Ready"][0] == "True"
+    time.sleep(1.2)  # RFC 3339 times have whole seconds
+    assert times("describe", "hello") == svc1
+    assert d.json("services")["items"][0]["status"]["conditions"] == \
+        d.json("describe", "hello")["status"]["conditions"]
+    assert rev_times() == revs1
+    # Kept in the stored objects across a daemon restart while the status
+    # stays.
+    assert d.stop() == 0
+    d.start()
+    deadline = time.time() + 20
+    while time.time() < deadline and times("describe", "hello")["Ready"][0] != "True":
+        time.sleep(0.05)
+    after = times("describe", "hello")
+    assert after["RoutesReady"] == svc1["RoutesReady"]
+    assert after["Ready"][0] == "True"
+    assert rev_times()["hello-00001"]["ResourcesAvailable"] == \
+        revs1["hello-00001"]["ResourcesAvailable"]
+    # A new revision: Ready goes Unknown and back to True, a later time.
+    d.cli("deploy", "hello", "--env", "V=2")
+    svc2 = times("describe", "hello")
+    assert svc2["Ready"][0] == "True" and svc2["Ready"][1] > svc1["Ready"][1]

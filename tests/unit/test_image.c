@@ -600,6 +600,18 @@ static void test_oci_zstd_and_layout_errors(void **state)
     assert_contains(err.msg, "No such file");
     import_fails("registry:foo/bar", NULL, &err);
     assert_contains(err.msg, "unsupported image reference");
+    import_fails("oci::latest", NULL, &err);
+    assert_contains(err.msg, "empty path");
+
+    /* The dry-run check: the same first errors, without importing. */
+    assert_int_equal(sl_image_check_ref(ref, NULL, &err), 0);
+    assert_true(sl_image_check_ref(r2, NULL, &err) < 0);
+    assert_contains(err.msg, "No such file");
+    assert_contains(err.msg, r2);
+    assert_true(sl_image_check_ref("registry:foo/bar", NULL, &err) < 0);
+    assert_contains(err.msg, "unsupported image reference");
+    assert_true(sl_image_check_ref("docker-archive:", NULL, &err) < 0);
+    assert_contains(err.msg, "empty path");
 }
 
 static void test_unsupported_media_type(void **state)
@@ -1058,6 +1070,9 @@ static void test_image_root(void **state)
     sl_autofree char *lref = xasprintf("oci:%s", link);
     import_fails(lref, &narrow, &err);
     assert_contains(err.msg, "is outside the image root");
+    assert_int_equal(sl_image_check_ref(ref, &lim, &err), 0);
+    assert_true(sl_image_check_ref(lref, &narrow, &err) < 0);
+    assert_contains(err.msg, "is outside the image root");
 
     /* a blob that is a symlink (here to its own bytes, moved out) is not
      * followed; without a root it is */
@@ -1087,6 +1102,9 @@ static void test_image_root(void **state)
     sl_autofree char *dref = xasprintf("dir:%s", rootfs);
     import_fails(dref, &lim, &err);
     assert_contains(err.msg, "dir: images are not accepted");
+    assert_true(sl_image_check_ref(dref, &lim, &err) < 0);
+    assert_contains(err.msg, "dir: images are not accepted");
+    assert_int_equal(sl_image_check_ref(dref, NULL, &err), 0);
 }
 
 /* ---- tests: unpack safety ----------------------------------------------- */

@@ -582,6 +582,90 @@ static void test_to_yaml_strings(void **state)
     json_decref(v);
 }
 
+/* What YAML 1.1 readers (PyYAML's safe_load, kubectl) would resolve to a
+ * timestamp, number, bool or null is written quoted; look-alikes are not. */
+static void test_to_yaml_yaml11_types(void **state)
+{
+    static const char *const quoted[] = {
+        "2026-11-27T16:41:54Z",
+        "2026-11-27t16:41:54Z",
+        "2026-11-27T16:41:54.123456Z",
+        "2026-11-27T16:41:54+01:00",
+        "2026-11-27T16:41:54-5",
+        "2001-12-14 21:59:43.10 -5",
+        "2001-12-14 21:59:43.10 Z",
+        "2001-12-14 21:59:43",
+        "2001-1-4T1:59:43",
+        "2026-11-27",
+        "1e3",
+        "0x1F",
+        "-0x1F",
+        "+0x1f",
+        "0b1010",
+        "-0b1_0",
+        "0755",
+        "-0755",
+        "0o17",
+        "1:20",
+        "-1:20",
+        "190:20:30.15",
+        "1_000",
+        "-1_000",
+        "+1_000.5",
+        "-1.5_0",
+        ".5",
+        "yes",
+        "on",
+        "Y",
+        "~",
+        "null",
+        "NULL",
+        "",
+        "true",
+        "FALSE",
+        ".inf",
+        "-.Inf",
+        ".NaN",
+        "<<",
+        "=",
+    };
+    static const char *const plain[] = {
+        "2026-11-27T16:41",      /* no seconds */
+        "2026-11-27Tx",          /* not a time */
+        "2026-11-2x",            /* not a date */
+        "20261-11-27T16:41:54Z", /* five-digit year */
+        "2026-11-27T16:41:54Zx", /* trailing junk */
+        "v1.2.3",
+        "hello-00001",
+        "abc",
+        "x1e3",
+        "0xg",
+        "+",
+        "sha256:0123abcd",
+        "oci:/x:latest",
+    };
+    for (size_t i = 0; i < SL_ARRAY_LEN(quoted); i++) {
+        json_t *v = json_pack("{s:s}", "v", quoted[i]);
+        char *yaml = round_trip(v);
+        char *want = xasprintf("v: \"%s\"\n", quoted[i]);
+        if (strcmp(yaml, want))
+            fail_msg("'%s' must be quoted, got: %s", quoted[i], yaml);
+        free(want);
+        free(yaml);
+        json_decref(v);
+    }
+    for (size_t i = 0; i < SL_ARRAY_LEN(plain); i++) {
+        json_t *v = json_pack("{s:s}", "v", plain[i]);
+        char *yaml = round_trip(v);
+        char *want = xasprintf("v: %s\n", plain[i]);
+        if (strcmp(yaml, want))
+            fail_msg("'%s' needs no quotes, got: %s", plain[i], yaml);
+        free(want);
+        free(yaml);
+        json_decref(v);
+    }
+}
+
 static void test_to_yaml_values(void **state)
 {
     json_t *v = json_pack("{s:f, s:f, s:f, s:f, s:f, s:I, s:I, s:b, s:b, s:n, s:[[[]]], s:{s:{}}}",
@@ -628,12 +712,19 @@ static void test_service_round_trip(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_knative_service), cmocka_unit_test(test_example_manifest),
-        cmocka_unit_test(test_multi_document),  cmocka_unit_test(test_max_docs),
-        cmocka_unit_test(test_json_input),      cmocka_unit_test(test_depth),
-        cmocka_unit_test(test_errors),          cmocka_unit_test(test_scalar_typing),
-        cmocka_unit_test(test_to_yaml_format),  cmocka_unit_test(test_to_yaml_strings),
-        cmocka_unit_test(test_to_yaml_values),  cmocka_unit_test(test_service_round_trip),
+        cmocka_unit_test(test_knative_service),
+        cmocka_unit_test(test_example_manifest),
+        cmocka_unit_test(test_multi_document),
+        cmocka_unit_test(test_max_docs),
+        cmocka_unit_test(test_json_input),
+        cmocka_unit_test(test_depth),
+        cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_scalar_typing),
+        cmocka_unit_test(test_to_yaml_format),
+        cmocka_unit_test(test_to_yaml_strings),
+        cmocka_unit_test(test_to_yaml_values),
+        cmocka_unit_test(test_to_yaml_yaml11_types),
+        cmocka_unit_test(test_service_round_trip),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
