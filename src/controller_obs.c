@@ -52,36 +52,38 @@ int ctl_obs_init(sl_controller_t *c, const sl_prices_t *prices, sl_error_t *err)
 {
     ctl_obs_t *o = xcalloc(1, sizeof(*o));
     o->reg = sl_metrics_new(SL_METRICS_DEFAULT_SERIES_CAP);
-    const char *sr[] = {"service", "revision", "code_class"};
-    const char *srs[] = {"service", "revision", "state"};
+    /* A revision is named by its namespace too: two namespaces may each
+     * have a service (and revisions) of the same name. */
+    const char *sr[] = {"namespace", "service", "revision", "code_class"};
+    const char *srs[] = {"namespace", "service", "revision", "state"};
     double lat[] = SL_METRICS_LATENCY_BUCKETS, cold[] = SL_METRICS_COLD_START_BUCKETS;
     families_t *f = &o->f;
     f->requests = sl_metrics_family(o->reg, SL_METRIC_COUNTER, SL_METRIC_REQUESTS_TOTAL,
-                                    "Requests answered, by service, revision and status class.", 3,
+                                    "Requests answered, by service, revision and status class.", 4,
                                     sr, NULL, 0, err);
     f->duration = sl_metrics_family(o->reg, SL_METRIC_HISTOGRAM, SL_METRIC_REQUEST_DURATION,
-                                    "Time an instance spent on a request.", 2, sr, lat,
+                                    "Time an instance spent on a request.", 3, sr, lat,
                                     SL_ARRAY_LEN(lat), err);
     f->in_flight = sl_metrics_family(o->reg, SL_METRIC_GAUGE, SL_METRIC_REQUESTS_IN_FLIGHT,
-                                     "Requests being served by instances.", 2, sr, NULL, 0, err);
+                                     "Requests being served by instances.", 3, sr, NULL, 0, err);
     f->queue =
         sl_metrics_family(o->reg, SL_METRIC_GAUGE, SL_METRIC_QUEUE_LENGTH,
-                          "Requests waiting in the activator for capacity.", 2, sr, NULL, 0, err);
+                          "Requests waiting in the activator for capacity.", 3, sr, NULL, 0, err);
     f->instances = sl_metrics_family(o->reg, SL_METRIC_GAUGE, SL_METRIC_INSTANCES,
-                                     "Instances by state.", 3, srs, NULL, 0, err);
+                                     "Instances by state.", 4, srs, NULL, 0, err);
     f->desired = sl_metrics_family(o->reg, SL_METRIC_GAUGE, SL_METRIC_DESIRED_INSTANCES,
-                                   "Instances the autoscaler wants.", 2, sr, NULL, 0, err);
+                                   "Instances the autoscaler wants.", 3, sr, NULL, 0, err);
     f->actual = sl_metrics_family(o->reg, SL_METRIC_GAUGE, SL_METRIC_ACTUAL_INSTANCES,
-                                  "Instances ready to serve.", 2, sr, NULL, 0, err);
+                                  "Instances ready to serve.", 3, sr, NULL, 0, err);
     f->cold = sl_metrics_family(o->reg, SL_METRIC_COUNTER, SL_METRIC_COLD_STARTS_TOTAL,
-                                "Instances started.", 2, sr, NULL, 0, err);
+                                "Instances started.", 3, sr, NULL, 0, err);
     f->cold_duration =
         sl_metrics_family(o->reg, SL_METRIC_HISTOGRAM, SL_METRIC_COLD_START_DURATION,
-                          "Instance start to ready.", 2, sr, cold, SL_ARRAY_LEN(cold), err);
+                          "Instance start to ready.", 3, sr, cold, SL_ARRAY_LEN(cold), err);
     f->billable = sl_metrics_family(o->reg, SL_METRIC_COUNTER, SL_METRIC_BILLABLE_SECONDS_TOTAL,
                                     "Billable instance-seconds as Cloud Run request-based billing "
                                     "counts them (overlapping requests once, 100 ms rounding).",
-                                    2, sr, NULL, 0, err);
+                                    3, sr, NULL, 0, err);
     sl_metric_family_t *busy =
         sl_metrics_family(o->reg, SL_METRIC_COUNTER, SL_METRIC_BUSY_POLL_SECONDS_TOTAL,
                           "Time the router's loop spent with busy polling on: polling "
@@ -158,13 +160,13 @@ void ctl_obs_rev_init(rev_rt_t *r)
         return;
     ctl_rev_metrics_t *m = xcalloc(1, sizeof(*m));
     const char *svc = r->cfg->service ? r->cfg->service : "";
-    const char *sr[] = {svc, r->name, NULL};
+    const char *sr[] = {r->cfg->namespace_, svc, r->name, NULL};
     for (size_t i = 0; i < 5; i++) {
-        sr[2] = CODE_CLASSES[i];
+        sr[3] = CODE_CLASSES[i];
         m->requests[i] = sl_metrics_series(o->f.requests, sr);
     }
     for (size_t i = 0; i < 4; i++) {
-        sr[2] = STATES[i];
+        sr[3] = STATES[i];
         m->instances[i] = sl_metrics_series(o->f.instances, sr);
     }
     m->duration = sl_metrics_series(o->f.duration, sr);

@@ -20,6 +20,7 @@ struct sl_metric {
     double sum;        /* histogram */
     uint64_t count;    /* histogram */
     uint64_t *buckets; /* histogram: per-bound counts (non-cumulative), nbounds + 1 */
+    unsigned holders;  /* handles given out by sl_metrics_series, each removed once */
 };
 
 struct sl_metric_family {
@@ -191,8 +192,10 @@ sl_metric_t *sl_metrics_series(sl_metric_family_t *f, const char *const *values)
         size_t k = 0;
         while (k < f->nlabels && !strcmp(f->series[i]->values[k], values[k] ? values[k] : ""))
             k++;
-        if (k == f->nlabels)
+        if (k == f->nlabels) {
+            f->series[i]->holders++;
             return f->series[i];
+        }
     }
     if (f->nseries >= f->reg->max_series) {
         f->reg->dropped++;
@@ -200,6 +203,7 @@ sl_metric_t *sl_metrics_series(sl_metric_family_t *f, const char *const *values)
     }
     sl_metric_t *m = xcalloc(1, sizeof(*m));
     m->fam = f;
+    m->holders = 1;
     m->values = xcalloc(f->nlabels ? f->nlabels : 1, sizeof(char *));
     for (size_t k = 0; k < f->nlabels; k++)
         m->values[k] = xstrdup(values[k] ? values[k] : "");
@@ -211,8 +215,8 @@ sl_metric_t *sl_metrics_series(sl_metric_family_t *f, const char *const *values)
 
 void sl_metric_remove(sl_metric_t *m)
 {
-    if (!m)
-        return;
+    if (!m || --m->holders > 0)
+        return; /* another holder of the same labels still uses it */
     sl_metric_family_t *f = m->fam;
     for (size_t i = 0; i < f->nseries; i++) {
         if (f->series[i] != m)

@@ -107,13 +107,15 @@ sl_metric_family_t *sl_metrics_family(sl_metrics_t *reg, sl_metric_type_t type, 
                                       const char *help, size_t nlabels, const char *const *labels,
                                       const double *bounds, size_t nbounds, sl_error_t *err);
 /* The series with these label values (nlabels strings, copied; NULL when the
- * family has no labels), created on first use. NULL when the family is at
- * its series cap (counted as dropped). Not for the hot path: keep the
- * handle. */
+ * family has no labels), created on first use; every call gives a handle
+ * that sl_metric_remove gives back (the series goes with its last holder).
+ * NULL when the family is at its series cap (counted as dropped). Not for
+ * the hot path: keep the handle. */
 sl_metric_t *sl_metrics_series(sl_metric_family_t *fam, const char *const *values);
 
-/* Remove a series (NULL is ignored): it leaves the exposition and frees
- * its place under the cap; the handle is invalid after. A later
+/* Give a handle back (NULL is ignored); with the last one the series
+ * leaves the exposition and frees its place under the cap. The handle is
+ * invalid after. A later
  * sl_metrics_series with the same values starts it again from zero (a
  * counter reset to Prometheus). */
 void sl_metric_remove(sl_metric_t *m);

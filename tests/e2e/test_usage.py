@@ -128,7 +128,33 @@ def test_retired_revision_leaves_metrics(make_daemon, images):
         time.sleep(0.2)
         text = scrape_metrics(mport)
     assert 'revision="churn-00001"' not in text
-    assert 'sluice_requests_total{service="churn",revision="churn-00002",code_class="2xx"} 1' in text
+    assert ('sluice_requests_total{namespace="default",service="churn",revision="churn-00002",'
+            'code_class="2xx"} 1') in text
+
+
+def test_same_service_name_in_two_namespaces(make_daemon, images):
+    """Series are per namespace: a service named alike in another namespace
+    has its own, and deleting one leaves the other's intact (the daemon
+    runs under ASan here: a shared series freed twice would abort it)."""
+    mport = free_port()
+    d = make_daemon("--metrics-listen", "127.0.0.1:%d" % mport)
+    for ns in ("team-a", "team-b"):
+        d.cli("deploy", "same", "--image", images["hello"], "-n", ns)
+    assert d.curl("same", "/", ns="team-a")[0] == 200
+    for _ in range(2):
+        assert d.curl("same", "/", ns="team-b")[0] == 200
+    text = scrape_metrics(mport)
+    for ns, n in (("team-a", 1), ("team-b", 2)):
+        assert ('sluice_requests_total{namespace="%s",service="same",revision="same-00001",'
+                'code_class="2xx"} %d' % (ns, n)) in text, text
+    d.cli("delete", "same", "-n", "team-a")
+    assert d.curl("same", "/", ns="team-b")[0] == 200
+    text = scrape_metrics(mport)
+    assert 'namespace="team-a"' not in text
+    assert ('sluice_requests_total{namespace="team-b",service="same",revision="same-00001",'
+            'code_class="2xx"} 3') in text, text
+    assert d.stop() == 0
+    assert "AddressSanitizer" not in d.daemon_log()
 
 
 def test_process_metrics(make_daemon, images):

@@ -133,6 +133,32 @@ static void test_label_cap(void **state)
     sl_metrics_free(r);
 }
 
+/* Two holders of the same label values share one series; it stays until
+ * the last gives its handle back (one removal never frees it under the
+ * other). */
+static void test_series_shared_until_last_holder(void **state)
+{
+    (void)state;
+    sl_metrics_t *r = sl_metrics_new(10);
+    static const char *const labels[] = {"revision"};
+    sl_metric_family_t *f =
+        fam(r, SL_METRIC_COUNTER, "sluice_test_total", "Test.", 1, labels, NULL, 0);
+    const char *v[] = {"r1"};
+    sl_metric_t *a = sl_metrics_series(f, v), *b = sl_metrics_series(f, v);
+    assert_ptr_equal(a, b);
+    sl_metric_add(a, 2);
+    sl_metric_remove(a);
+    sl_metric_inc(b); /* still valid */
+    char *text = render(r);
+    assert_non_null(strstr(text, "sluice_test_total{revision=\"r1\"} 3\n"));
+    free(text);
+    sl_metric_remove(b);
+    text = render(r);
+    assert_null(strstr(text, "revision=\"r1\""));
+    free(text);
+    sl_metrics_free(r);
+}
+
 /* A removed series leaves the text and its place under the cap; made
  * again, it starts from zero. The others keep their order and values. */
 static void test_series_removed(void **state)
@@ -294,10 +320,15 @@ static void test_declared_names_valid(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_exact_text),        cmocka_unit_test(test_escaping),
-        cmocka_unit_test(test_label_cap),         cmocka_unit_test(test_series_removed),
-        cmocka_unit_test(test_names_validated),   cmocka_unit_test(test_counter_gauge_semantics),
-        cmocka_unit_test(test_histogram_buckets), cmocka_unit_test(test_declared_names_valid),
+        cmocka_unit_test(test_exact_text),
+        cmocka_unit_test(test_escaping),
+        cmocka_unit_test(test_label_cap),
+        cmocka_unit_test(test_series_removed),
+        cmocka_unit_test(test_series_shared_until_last_holder),
+        cmocka_unit_test(test_names_validated),
+        cmocka_unit_test(test_counter_gauge_semantics),
+        cmocka_unit_test(test_histogram_buckets),
+        cmocka_unit_test(test_declared_names_valid),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
