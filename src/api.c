@@ -563,6 +563,17 @@ static int dry_run_param(route_ctx_t *r)
     return -1;
 }
 
+/* A delete is never a dry run here: one asked for is refused (400) rather
+ * than carried out. True when it was refused. */
+static bool dry_run_delete_refused(route_ctx_t *r)
+{
+    char buf[64];
+    if (!query_get(r->query, "dryRun", buf, sizeof(buf)))
+        return false;
+    send_error(r->c, 400, "BadRequest", "dryRun: not supported on DELETE (nothing was deleted)");
+    return true;
+}
+
 static json_t *parse_body(route_ctx_t *r)
 {
     json_error_t jerr;
@@ -614,6 +625,8 @@ static void route_services(route_ctx_t *r, const char *ns, const char *name)
         st = sl_controller_get_service(ctl, ns, name, &body);
         send_json(c, st, body);
     } else if (name && method_is(r, "DELETE")) {
+        if (dry_run_delete_refused(r))
+            return;
         st = sl_controller_delete_service(ctl, ns, name, &body);
         send_json(c, st, body);
     } else {
@@ -667,6 +680,8 @@ static void route_knative(route_ctx_t *r, char **seg, size_t n)
         }
         route_services(r, ns, name);
     } else if (!strcmp(kind, "revisions") && name && ns && method_is(r, "DELETE")) {
+        if (dry_run_delete_refused(r))
+            return;
         json_t *body = NULL;
         int st = sl_controller_delete_revision(r->c->api->ctl, ns, name, &body);
         send_json(r->c, st, body);
@@ -756,6 +771,8 @@ static void route_runtimeclasses(route_ctx_t *r, const char *name)
         st = sl_controller_put_runtimeclass(ctl, name, obj, dry_run, &body);
         json_decref(obj);
     } else if (name && method_is(r, "DELETE")) {
+        if (dry_run_delete_refused(r))
+            return;
         st = sl_controller_delete_runtimeclass(ctl, name, &body);
     } else {
         send_error(r->c, 405, "MethodNotAllowed", "use GET, PUT or DELETE");

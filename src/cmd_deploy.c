@@ -658,13 +658,28 @@ static bool same_str(const char *a, const char *b)
     return a && b && !strcmp(a, b);
 }
 
+/* Whether an object before i of the same service names its template
+ * (its revision) rev. */
+static bool made_before(const apply_set_t *set, size_t i, const char *ns, const char *name,
+                        const char *rev)
+{
+    for (size_t k = 0; k < i; k++) {
+        const json_t *e = set->v[k].obj;
+        if (is_kind(e, "Service") && same_str(sl_json_str(e, "metadata.name"), name) &&
+            same_str(sl_json_str(e, "metadata.namespace"), ns) &&
+            same_str(sl_json_str(e, "spec.template.metadata.name"), rev))
+            return true;
+    }
+    return false;
+}
+
 /*
  * What the daemon dry-runs for Service i. It knows what is stored, not the
  * objects before i in this apply, so references to those stay out of the
  * dry run and are checked when applied: a runtimeClassName that an earlier
- * RuntimeClass defines, and, when an earlier object is the same service,
- * traffic to revisions by name (that one may create them; such an object is
- * validated here in full instead). NULL after an error message.
+ * RuntimeClass defines, and traffic to a revision an earlier object of the
+ * same service names (such an object is validated here in full too). NULL
+ * after an error message.
  */
 static json_t *dry_run_service(const apply_set_t *set, size_t i)
 {
@@ -697,8 +712,11 @@ static json_t *dry_run_service(const apply_set_t *set, size_t i)
         json_t *t;
         json_array_foreach(sl_json_path(copy, "spec.traffic"), k, t)
         {
-            if (json_object_del(t, "revisionName") == 0)
-                json_object_set_new(t, "latestRevision", json_true());
+            const char *rev = sl_json_str(t, "revisionName");
+            if (!made_before(set, i, ns, name, rev))
+                continue;
+            json_object_del(t, "revisionName");
+            json_object_set_new(t, "latestRevision", json_true());
         }
     }
     if (class_before)

@@ -170,6 +170,58 @@ const char *sl_oci_cap_name(const char *name)
     return NULL;
 }
 
+bool sl_oci_cap_known(const char *name)
+{
+    static const char *const all[] = {"CHOWN",
+                                      "DAC_OVERRIDE",
+                                      "DAC_READ_SEARCH",
+                                      "FOWNER",
+                                      "FSETID",
+                                      "KILL",
+                                      "SETGID",
+                                      "SETUID",
+                                      "SETPCAP",
+                                      "LINUX_IMMUTABLE",
+                                      "NET_BIND_SERVICE",
+                                      "NET_BROADCAST",
+                                      "NET_ADMIN",
+                                      "NET_RAW",
+                                      "IPC_LOCK",
+                                      "IPC_OWNER",
+                                      "SYS_MODULE",
+                                      "SYS_RAWIO",
+                                      "SYS_CHROOT",
+                                      "SYS_PTRACE",
+                                      "SYS_PACCT",
+                                      "SYS_ADMIN",
+                                      "SYS_BOOT",
+                                      "SYS_NICE",
+                                      "SYS_RESOURCE",
+                                      "SYS_TIME",
+                                      "SYS_TTY_CONFIG",
+                                      "MKNOD",
+                                      "LEASE",
+                                      "AUDIT_WRITE",
+                                      "AUDIT_CONTROL",
+                                      "SETFCAP",
+                                      "MAC_OVERRIDE",
+                                      "MAC_ADMIN",
+                                      "SYSLOG",
+                                      "WAKE_ALARM",
+                                      "BLOCK_SUSPEND",
+                                      "AUDIT_READ",
+                                      "PERFMON",
+                                      "BPF",
+                                      "CHECKPOINT_RESTORE"};
+    if (!name)
+        return false;
+    const char *bare = strncasecmp(name, "CAP_", 4) == 0 ? name + 4 : name;
+    for (size_t i = 0; i < SL_ARRAY_LEN(all); i++)
+        if (strcasecmp(all[i], bare) == 0)
+            return true;
+    return false;
+}
+
 static bool cap_listed(char *const *v, size_t n, const char *cap)
 {
     for (size_t i = 0; i < n; i++)

@@ -103,6 +103,8 @@ char **sl_oci_caps_apply(char *const *drop, size_t n_drop, char *const *add, siz
 /* "NET_BIND_SERVICE" or "CAP_NET_BIND_SERVICE" → the default set's entry
  * ("CAP_NET_BIND_SERVICE"); NULL when it is not in the default set. */
 const char *sl_oci_cap_name(const char *name);
+/* Whether name (with or without "CAP_", any case) is a Linux capability. */
+bool sl_oci_cap_known(const char *name);
 
 /* Build the config. Returns a new reference. */
 json_t *sl_oci_spec_build(const sl_oci_params_t *p);

@@ -466,7 +466,10 @@ typedef struct as_values {
     bool has_min, has_max;
 } as_values_t;
 
-static int read_autoscaling(const json_t *ann, const char *path, as_values_t *v, sl_error_t *err)
+/* strict: what is refused at apply only (a revision stored before a rule
+ * was added must still load). */
+static int read_autoscaling(const json_t *ann, const char *path, bool strict, as_values_t *v,
+                            sl_error_t *err)
 {
     const char *key;
     json_t *val;
@@ -540,7 +543,7 @@ static int read_autoscaling(const json_t *ann, const char *path, as_values_t *v,
     int r;
     for (size_t i = 0; i < SL_ARRAY_LEN(nums); i++) {
         double *field = (double *)((char *)v + nums[i].off);
-        if (nums[i].alias && json_object_get(ann, nums[i].key) &&
+        if (strict && nums[i].alias && json_object_get(ann, nums[i].key) &&
             json_object_get(ann, nums[i].alias))
             return sl_error_set(err, EINVAL, "%s: give one of %s and %s, not both", path,
                                 nums[i].key, nums[i].alias);
@@ -579,7 +582,7 @@ static int read_autoscaling(const json_t *ann, const char *path, as_values_t *v,
 int sl_validate_autoscaling(const json_t *annotations, const char *path, sl_error_t *err)
 {
     as_values_t v = {0};
-    return annotations ? read_autoscaling(annotations, path, &v, err) : 0;
+    return annotations ? read_autoscaling(annotations, path, true, &v, err) : 0;
 }
 
 static int check_template_annotations(json_t *v, const char *path, sl_error_t *err)
@@ -842,7 +845,9 @@ static int check_http_headers(json_t *v, const char *path, sl_error_t *err)
         if (!is_token(sl_json_str(h, "name")))
             return sl_error_set(err, EINVAL, "%s.name: must be an HTTP field name", sub);
         const char *val = sl_json_str(h, "value");
-        for (const char *c = val ? val : ""; *c; c++)
+        if (!val)
+            return sl_error_set(err, EINVAL, "%s.value: is required", sub);
+        for (const char *c = val; *c; c++)
             if ((unsigned char)*c < 0x20 && *c != '\t')
                 return sl_error_set(err, EINVAL, "%s.value: control characters are not allowed",
                                     sub);
@@ -951,7 +956,8 @@ static int check_cap_list(json_t *v, const char *path, bool adding, sl_error_t *
     json_array_foreach(v, i, c)
     {
         const char *name = json_string_value(c);
-        if (!adding && strcasecmp(name, "ALL") == 0)
+        /* Dropping one an instance never has is allowed (and does nothing). */
+        if (!adding && (strcasecmp(name, "ALL") == 0 || sl_oci_cap_known(name)))
             continue;
         if (!sl_oci_cap_name(name))
             return sl_error_set(err, EINVAL,
@@ -1298,6 +1304,16 @@ int sl_service_validate(json_t *svc, const char *ns_default, sl_error_t *err)
                                 i, tag, name);
     }
     fill_defaults(svc, ns_default);
+    /* What only resolving the template shows (variable references that
+     * expand past their bounds) fails the apply, not the revision later. */
+    sl_autofree char *rev_name = tname ? xstrdup(tname) : xasprintf("%s-00001", name);
+    json_t *rev = sl_revision_build(svc, rev_name, 1);
+    sl_revision_cfg_t *cfg = NULL;
+    int rc2 = sl_revision_cfg_from_json(rev, &cfg, err);
+    json_decref(rev);
+    sl_revision_cfg_free(cfg);
+    if (rc2 < 0)
+        return sl_error_wrap(err, "spec.template.spec.containers[0]");
     return 0;
 }
 
@@ -1398,34 +1414,41 @@ static const char *env_lookup(char *const *env, size_t n, const char *name, size
     return NULL;
 }
 
+/* What a container's variable references may expand to: a string at most
+ * what execve takes (MAX_ARG_STRLEN), all of them together 1 MiB. Values
+ * referring to earlier ones double at each step, so the bound is needed. */
+#define EXPAND_ONE_MAX   (128u * 1024)
+#define EXPAND_TOTAL_MAX (1024u * 1024)
+
 /*
- * Kubernetes' variable references: $(NAME) becomes NAME's value from env,
- * $$ becomes $, and anything else — an unknown name, an unclosed "$(" —
- * stays as written. Caller frees.
+ * Kubernetes' variable references (expansion.go): $(NAME) becomes NAME's
+ * value from env, $$ becomes $, and anything else — an unknown name, an
+ * unclosed "$(" — stays as written. NULL when the result would pass
+ * EXPAND_ONE_MAX or what is left of *budget (which it spends). Caller frees.
  */
-static char *k8s_expand(const char *s, char *const *env, size_t n_env)
+static char *k8s_expand(const char *s, char *const *env, size_t n_env, size_t *budget)
 {
     size_t cap = strlen(s) + 1, len = 0;
     char *out = xmalloc(cap);
     for (const char *p = s; *p;) {
-        const char *val = NULL;
-        size_t take = 1, vlen = 0;
+        const char *val = p;
+        size_t take = 1, vlen = 1;
         if (p[0] == '$' && p[1] == '$') {
             val = "$";
-            vlen = 1;
             take = 2;
         } else if (p[0] == '$' && p[1] == '(') {
             const char *end = strchr(p + 2, ')');
             const char *v = end ? env_lookup(env, n_env, p + 2, (size_t)(end - p - 2)) : NULL;
+            if (end)
+                take = vlen = (size_t)(end - p) + 1; /* unknown: as written, whole */
             if (v) {
                 val = v;
                 vlen = strlen(v);
-                take = (size_t)(end - p) + 1;
             }
         }
-        if (!val) {
-            val = p;
-            vlen = 1;
+        if (len + vlen >= EXPAND_ONE_MAX || len + vlen >= *budget) {
+            free(out);
+            return NULL;
         }
         if (len + vlen + 1 > cap) {
             cap = (len + vlen + 1) * 2;
@@ -1436,16 +1459,25 @@ static char *k8s_expand(const char *s, char *const *env, size_t n_env)
         p += take;
     }
     out[len] = '\0';
+    *budget -= len;
     return out;
 }
 
-static void expand_all(char **v, size_t n, char *const *env, size_t n_env)
+/* Expand v[0..n) in place; -1 with err naming field[i] when too large. */
+static int expand_all(char **v, size_t n, char *const *env, size_t n_env, size_t *budget,
+                      const char *field, sl_error_t *err)
 {
     for (size_t i = 0; i < n; i++) {
-        char *x = k8s_expand(v[i], env, n_env);
+        char *x = k8s_expand(v[i], env, n_env, budget);
+        if (!x)
+            return sl_error_set(err, E2BIG,
+                                "%s[%zu]: its variable references expand to more than %u KiB "
+                                "(%u KiB for all of a container's together)",
+                                field, i, EXPAND_ONE_MAX / 1024, EXPAND_TOTAL_MAX / 1024);
         free(v[i]);
         v[i] = x;
     }
+    return 0;
 }
 
 static void probe_free(sl_probe_cfg_t *p)
@@ -1478,11 +1510,19 @@ int sl_revision_cfg_from_json(const json_t *rev, sl_revision_cfg_t **out, sl_err
     /* A value may refer to the variables listed before it; command and
      * args to all of them and to the runtime contract's, as Knative puts
      * those in the container's env. */
+    size_t budget = EXPAND_TOTAL_MAX;
+    int rc = 0;
     for (size_t i = 0; i < cfg->n_env; i++) {
         json_t *e = json_array_get(env, i);
         const char *v = sl_json_str(e, "value");
-        sl_autofree char *x = k8s_expand(v ? v : "", cfg->env, i);
-        cfg->env[i] = xasprintf("%s=%s", sl_json_str(e, "name"), x);
+        sl_autofree char *x = rc < 0 ? NULL : k8s_expand(v ? v : "", cfg->env, i, &budget);
+        if (!x && rc == 0)
+            rc = sl_error_set(err, E2BIG,
+                              "env[%zu] (%s): its variable references expand to more than the "
+                              "%u KiB a value may have (%u KiB for all together)",
+                              i, sl_json_str(e, "name"), EXPAND_ONE_MAX / 1024,
+                              EXPAND_TOTAL_MAX / 1024);
+        cfg->env[i] = xasprintf("%s=%s", sl_json_str(e, "name"), x ? x : "");
     }
     cfg->command = str_array(json_object_get(c, "command"), &cfg->n_command);
     cfg->args = str_array(json_object_get(c, "args"), &cfg->n_args);
@@ -1494,11 +1534,25 @@ int sl_revision_cfg_from_json(const json_t *rev, sl_revision_cfg_t **out, sl_err
     char **all = xcalloc(n_all, sizeof(char *));
     memcpy(all, cfg->env, cfg->n_env * sizeof(char *));
     memcpy(all + cfg->n_env, contract, sizeof(contract));
-    expand_all(cfg->command, cfg->n_command, all, n_all);
-    expand_all(cfg->args, cfg->n_args, all, n_all);
+    if (rc == 0)
+        rc = expand_all(cfg->command, cfg->n_command, all, n_all, &budget, "command", err);
+    if (rc == 0)
+        rc = expand_all(cfg->args, cfg->n_args, all, n_all, &budget, "args", err);
+    /* Exec probes' commands too (Kubernetes' prober expands them). */
+    probe_from_json(json_object_get(c, "readinessProbe"), cfg->port, &cfg->readiness);
+    probe_from_json(json_object_get(c, "livenessProbe"), cfg->port, &cfg->liveness);
+    probe_from_json(json_object_get(c, "startupProbe"), cfg->port, &cfg->startup);
+    sl_probe_cfg_t *probes[] = {&cfg->readiness, &cfg->liveness, &cfg->startup};
+    for (size_t k = 0; rc == 0 && k < SL_ARRAY_LEN(probes); k++)
+        rc = expand_all(probes[k]->exec, probes[k]->n_exec, all, n_all, &budget,
+                        "exec probe command", err);
     free(all);
     for (size_t i = 0; i < SL_ARRAY_LEN(contract); i++)
         free(contract[i]);
+    if (rc < 0) {
+        sl_revision_cfg_free(cfg);
+        return -1;
+    }
     json_t *res = json_object_get(c, "resources");
     cfg->memory_limit = quantity(res, "limits", "memory", false);
     cfg->cpu_millis = quantity(res, "limits", "cpu", true);
@@ -1530,12 +1584,9 @@ int sl_revision_cfg_from_json(const json_t *rev, sl_revision_cfg_t **out, sl_err
         str_array_free(drop, n_drop);
         str_array_free(add, n_add);
     }
-    probe_from_json(json_object_get(c, "readinessProbe"), cfg->port, &cfg->readiness);
-    probe_from_json(json_object_get(c, "livenessProbe"), cfg->port, &cfg->liveness);
-    probe_from_json(json_object_get(c, "startupProbe"), cfg->port, &cfg->startup);
     as_values_t v = {.min = -1, .max = -1, .initial = -1, .activation = -1};
     json_t *ann = sl_json_path(rev, "metadata.annotations");
-    if (ann && read_autoscaling(ann, "metadata.annotations", &v, err) < 0) {
+    if (ann && read_autoscaling(ann, "metadata.annotations", false, &v, err) < 0) {
         sl_revision_cfg_free(cfg);
         return -1;
     }

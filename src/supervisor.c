@@ -1077,9 +1077,11 @@ static prep_t *prep_new(sl_instance_t *inst, const sl_instance_spec_t *s, sl_err
     p->scratch = s->scratch_bytes > 0  ? s->scratch_bytes
                  : s->memory_limit > 0 ? s->memory_limit
                                        : SCRATCH_DEFAULT;
-    p->cpu_shares = s->cpu_request_millis > 0 ? s->cpu_request_millis * 1024 / 1000 : 0;
-    if (s->cpu_request_millis > 0 && p->cpu_shares < 2)
-        p->cpu_shares = 2; /* the kernel's least */
+    /* Kubernetes' MilliCPUToShares: 1024 a cpu, and no request weighs
+     * least (2, the kernel's floor), below any instance that asked. */
+    p->cpu_shares = s->cpu_request_millis * 1024 / 1000;
+    if (p->cpu_shares < 2)
+        p->cpu_shares = 2;
     p->pids = pids_limit(s);
     const sl_probe_t *probes[] = {s->readiness, s->liveness, s->startup}; /* as PROBE_WHAT */
     for (size_t k = 0; k < SL_ARRAY_LEN(probes); k++) {

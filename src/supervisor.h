@@ -90,7 +90,7 @@ typedef struct sl_instance_spec {
     size_t n_args;
     int64_t memory_limit;       /* bytes; 0 = unlimited */
     int64_t cpu_millis;         /* 1000 = one cpu; 0 = unlimited */
-    int64_t cpu_request_millis; /* CPU weight (cpu.shares 1024 per cpu); 0 = the default */
+    int64_t cpu_request_millis; /* CPU weight: cpu.shares 1024 a cpu; 0 = the least (2) */
     int64_t scratch_bytes;      /* writable layer and /tmp (tmpfs); 0 = memory_limit or 512Mi */
     int64_t pids_limit;         /* 0 = default (1024) */
     int grace_ms;               /* SIGTERM→SIGKILL; 0 = default 10000 */

@@ -31,6 +31,7 @@
 #define PROBE_FAILURES      3
 #define PROBE_EXEC_FIRST_MS 5
 #define PROBE_EXEC_MAX_MS   50
+#define STARTUP_SLOW_MS     1000 /* a startup probe after its first second */
 
 /* One attempt at a time per probe; its timer paces the attempts and, while
  * one runs, is its timeout. Sockets are made inside the instance's network
@@ -310,9 +311,10 @@ static int attempt_socket(sv_probe_t *p, char *why, size_t why_len)
         char host[32] = "";
         if (!header_named(h, "Host"))
             snprintf(host, sizeof(host), "Host: 127.0.0.1:%d\r\n", probe_port(p));
-        p->req = xasprintf("GET %s HTTP/1.1\r\n%s%s%sAccept: */*\r\nConnection: close\r\n\r\n",
-                           p->cfg.path, host,
-                           header_named(h, "User-Agent") ? "" : "User-Agent: sluice-probe\r\n", h);
+        p->req =
+            xasprintf("GET %s HTTP/1.1\r\n%s%s%s%sConnection: close\r\n\r\n", p->cfg.path, host,
+                      header_named(h, "User-Agent") ? "" : "User-Agent: sluice-probe\r\n",
+                      header_named(h, "Accept") ? "" : "Accept: */*\r\n", h);
         p->req_len = strlen(p->req);
     }
     p->io = xmalloc(sizeof(*p->io));
@@ -454,13 +456,15 @@ uint64_t sv_startup_budget_ms(const sl_probe_t *p)
     return (uint64_t)(p->initial_delay_ms > 0 ? p->initial_delay_ms : 0) + failures * period;
 }
 
-/* Start-up polling of the readiness probe, after its initial delay. */
+/* Start-up polling of the readiness probe, once its initial delay from
+ * the container's start (as Kubernetes counts it) is over. */
 static void start_readiness(sl_instance_t *inst)
 {
     sv_probe_t *p = inst->readiness;
     p->since_ns = sl_now_ns();
-    if (p->cfg.initial_delay_ms > 0)
-        probe_schedule(p, (uint64_t)p->cfg.initial_delay_ms);
+    uint64_t since_ms = (p->since_ns - inst->started_ns) / 1000000u;
+    if ((uint64_t)p->cfg.initial_delay_ms > since_ms)
+        probe_schedule(p, (uint64_t)p->cfg.initial_delay_ms - since_ms);
     else
         probe_fire(&p->timer);
 }
@@ -482,7 +486,16 @@ static void startup_result(sv_probe_t *p, bool ok, const char *why)
         sv_stop(inst, inst->grace_ms);
         return;
     }
-    probe_schedule(p, startup_delay(p));
+    /* Fast for the first second, as the readiness probe at start-up; then
+     * every period, at most a second apart (a slow app is not kept waiting
+     * a whole period, nor probed hundreds of times a second). */
+    uint64_t delay = startup_delay(p);
+    if (sl_now_ns() - p->since_ns >= PROBE_FAST_FOR_NS) {
+        delay = (uint64_t)p->cfg.period_ms;
+        if (delay > STARTUP_SLOW_MS)
+            delay = STARTUP_SLOW_MS;
+    }
+    probe_schedule(p, delay);
 }
 
 static void probe_result(sv_probe_t *p, bool ok, const char *why)

@@ -104,6 +104,40 @@ def test_dry_run_of_an_update(daemon, images):
     assert code == 200 and "V=2" not in body.splitlines()
 
 
+def test_dry_run_delete_is_refused_not_done(daemon, images):
+    """A delete asked to be a dry run (kubectl delete --dry-run=server) is
+    refused; nothing is deleted."""
+    d = daemon
+    d.cli("deploy", "alpha", "--image", images["hello"])
+    before = stored(d)
+    for path in (SVC + "alpha?dryRun=All",
+                 "/apis/serving.knative.dev/v1/namespaces/default/revisions/alpha-00001"
+                 "?dryRun=All", RTC + "sandboxed?dryRun=All"):
+        code, st = api(d, "DELETE", path)
+        assert code == 400 and "nothing was deleted" in st["message"], (path, st)
+    assert stored(d) == before
+
+
+def test_traffic_to_a_revision_made_earlier_in_the_apply(daemon, images):
+    """Traffic may name a revision an earlier document of the same service
+    creates; a name nothing creates still fails the apply before anything
+    is stored."""
+    d = daemon
+    first = service("a", images["hello"])
+    first["spec"]["template"]["metadata"] = {"name": "a-v2"}
+    second = service("a", images["hello"])
+    second["spec"]["template"]["metadata"] = {"name": "a-v2"}
+    second["spec"]["traffic"] = [{"revisionName": "a-v2", "percent": 50},
+                                 {"revisionName": "a-v9", "percent": 50}]
+    before = stored(d)
+    r = apply(d, "-f", "-", input=docs(first, second))
+    assert r.returncode != 0 and "a-v9" in r.stderr and "document 2" in r.stderr, r.stderr
+    assert stored(d) == before
+    second["spec"]["traffic"] = [{"revisionName": "a-v2", "percent": 100}]
+    r = apply(d, "-f", "-", input=docs(first, second))
+    assert r.returncode == 0, r.stderr
+
+
 def test_a_bad_document_applies_nothing(daemon, images):
     """A manifest is checked whole before anything is stored; each error
     names its document, by number, kind and name."""

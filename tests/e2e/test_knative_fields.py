@@ -71,7 +71,7 @@ def test_variable_references_expand(daemon, images):
     env = [{"name": "BASE", "value": "hello"},
            {"name": "DERIVED", "value": "$(BASE)-world"},
            {"name": "ESCAPED", "value": "$$(BASE)"},
-           {"name": "UNKNOWN", "value": "$(NOPE) $(LATER)"},
+           {"name": "UNKNOWN", "value": "$(NOPE) $(LATER) $(FOO$$) $($(BASE))"},
            {"name": "LATER", "value": "x"}]
     script = r"""
 mkdir -p /tmp/www
@@ -80,11 +80,27 @@ exec httpd -f -p "$PORT" -h /tmp/www
 """
     d.cli("apply", "-f", "-", "--wait", input=service(
         "vars", images["busybox"], script, env=env,
-        args=["sh", "$(PORT)", "$(K_REVISION)/$(DERIVED)"]))
+        args=["sh", "$(PORT)", "$(K_REVISION)/$(DERIVED)"],
+        readinessProbe={"exec": {"command": ["/bin/test", "$(BASE)", "=", "hello"]}}))
     code, body = d.curl("vars", "/env")
     assert code == 200, body
-    assert ("derived=hello-world escaped=$(BASE) unknown=$(NOPE) $(LATER) "
+    assert ("derived=hello-world escaped=$(BASE) unknown=$(NOPE) $(LATER) $(FOO$$) $($(BASE)) "
             "arg1=8080 arg2=vars-00001/hello-world") in body, body
+
+
+def test_variable_references_are_bounded(daemon, images):
+    """Values that refer to earlier ones can double at each step: past the
+    bounds the apply is refused, nothing stored (it used to crash the
+    daemon, at apply and at every restart)."""
+    d = daemon
+    env = [{"name": "V0", "value": "x" * 16}]
+    for i in range(1, 41):
+        env.append({"name": "V%d" % i, "value": "$(V%d)$(V%d)" % (i - 1, i - 1)})
+    r = d.cli("apply", "-f", "-", input=service("bomb", images["busybox"], env=env), check=False)
+    assert r.returncode != 0 and "expand to more than" in r.stderr and "(V13)" in r.stderr, r.stderr
+    assert d.json("services")["items"] == []
+    d.cli("deploy", "alive", "--image", images["hello"])
+    assert d.curl("alive", "/")[0] == 200
 
 
 def test_startup_probe_gates_then_readiness(daemon, images):
@@ -145,6 +161,9 @@ def test_requests_reserve_capacity_and_weigh_cpu(daemon, images):
     shares = cgroup_file(d, "req", "cpu", "cpu.shares")
     if shares is not None:
         assert int(shares) == 256
+        # no request at all weighs least, as Kubernetes' BestEffort
+        d.cli("deploy", "free", "--image", images["hello"])
+        assert int(cgroup_file(d, "free", "cpu", "cpu.shares")) == 2
     # the writable layer and /tmp: 32Mi
     code, _ = d.curl("req", "/")
     assert code == 200
@@ -170,6 +189,7 @@ def test_requests_reserve_capacity_and_weigh_cpu(daemon, images):
     ({"readinessProbe": {"tcpSocket": {"host": "10.0.0.1"}}}, "probes reach the instance"),
     ({"readinessProbe": {"httpGet": {"httpHeaders": [{"name": "Bad Name", "value": "x"}]}}},
      "must be an HTTP field name"),
+    ({"readinessProbe": {"httpGet": {"httpHeaders": [{"name": "X-A"}]}}}, "value: is required"),
     ({"resources": {"requests": {"memory": "1Gi"}, "limits": {"memory": "128Mi"}}},
      "requests.memory: must be less than or equal"),
     ({"resources": {"limits": {"ephemeral-storage": "banana"}}}, "ephemeral-storage"),

@@ -70,7 +70,7 @@ def test_security_context_is_enforced(daemon, images):
     assert "uid=65532(nonroot) gid=4000" in report(d, "grp")
 
     # root with capabilities dropped: CHOWN gone, the rest there
-    sc = {"runAsUser": 0, "capabilities": {"drop": ["CHOWN", "CAP_KILL"]}}
+    sc = {"runAsUser": 0, "capabilities": {"drop": ["CHOWN", "CAP_KILL", "SYS_ADMIN"]}}
     d.cli("apply", "-f", "-", "--wait",
           input=service("rootish", images["busybox"], securityContext=sc))
     text = report(d, "rootish")

@@ -247,6 +247,22 @@ static void test_autoscaling_annotations(void **state)
     assert_int_equal(sl_parse_duration("1h", &ns), 0);
     assert_int_equal(sl_parse_duration("10", &ns), -1);
     assert_int_equal(sl_parse_duration("s", &ns), -1);
+
+    /* Both spellings of one annotation are refused at apply; a revision
+     * stored before that rule still loads (the hyphenated key wins). */
+    const char *both = ANN("\"autoscaling.knative.dev/min-scale\":\"2\","
+                           "\"autoscaling.knative.dev/minScale\":\"3\"");
+    expect_invalid(both, "give one of autoscaling.knative.dev/min-scale and "
+                         "autoscaling.knative.dev/minScale, not both");
+    s = load(both);
+    json_object_set_new(sl_json_path(s, "metadata"), "namespace", json_string("default"));
+    rev = sl_revision_build(s, "a-00001", 1);
+    cfg = NULL;
+    assert_int_equal(sl_revision_cfg_from_json(rev, &cfg, &err), 0);
+    assert_int_equal(cfg->min_scale, 2);
+    sl_revision_cfg_free(cfg);
+    json_decref(rev);
+    json_decref(s);
 }
 
 /* RFC 3339 timestamps, as stored (creationTimestamp) and as typed
