@@ -152,7 +152,23 @@ int sl_controller_put_runtimeclass(sl_controller_t *c, const char *name, json_t 
         *body = sl_status_json(400, "BadRequest", err.msg);
         return 400;
     }
-    if (sl_runtimeclass_builtin(name)) {
+    const sl_runtime_class_t *builtin = sl_runtimeclass_builtin(name);
+    if (builtin) {
+        /* Applying it back as listed (`runtimeclasses -o yaml`) changes
+         * nothing and succeeds; anything else would replace it. */
+        sl_runtime_class_t *rc = NULL;
+        bool same = false;
+        if (sl_runtimeclass_from_json(obj, &rc, &err) == 0) {
+            json_t *a = sl_runtimeclass_to_json(rc), *b = sl_runtimeclass_to_json(builtin);
+            same = json_equal(a, b);
+            json_decref(a);
+            json_decref(b);
+            sl_runtimeclass_free(rc);
+        }
+        if (same) {
+            *body = class_item(builtin);
+            return 200;
+        }
         sl_autofree char *msg =
             xasprintf("runtime class \"%s\" is built in and cannot be replaced", name);
         *body = sl_status_json(409, "Conflict", msg);

@@ -243,3 +243,18 @@ def test_debug_container_gets_instance_limits(daemon, images):
     # an instance without limits: none for its debug container either
     d.cli("deploy", "free", "--image", images["hello"])
     assert d.json("instances", "free")["items"][0]["limits"] == {}
+
+
+def test_builtin_classes_apply_back_unchanged(daemon):
+    """`runtimeclasses -o yaml` applies back (the built-in classes as they
+    are); changing a built-in one is refused, and nothing changes."""
+    d = daemon
+    listed = d.cli("runtimeclasses", "-o", "json").stdout
+    r = d.cli("apply", "-f", "-", input=listed, check=False)
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(listed)
+    doc["items"] = [i for i in doc["items"] if i["metadata"]["name"] == "sandboxed"]
+    doc["items"][0]["handler"] = "crun"
+    r = d.cli("apply", "-f", "-", input=json.dumps(doc), check=False)
+    assert r.returncode != 0 and "built in and cannot be replaced" in r.stderr, r.stderr
+    assert d.cli("runtimeclasses", "-o", "json").stdout == listed
