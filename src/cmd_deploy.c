@@ -581,24 +581,6 @@ static int load_file(apply_set_t *set, const char *file, bool name_file)
     return rc;
 }
 
-static const char *type_name(const json_t *v)
-{
-    switch (json_typeof(v)) {
-    case JSON_ARRAY:
-        return "a list";
-    case JSON_STRING:
-        return "a string";
-    case JSON_INTEGER:
-    case JSON_REAL:
-        return "a number";
-    case JSON_TRUE:
-    case JSON_FALSE:
-        return "a boolean";
-    default:
-        return "null";
-    }
-}
-
 /* Names go into API paths: anything but [A-Za-z0-9._-] (and "." or "..")
  * could change the path. The daemon says what a valid name is. */
 static bool path_safe(const char *s)
@@ -617,7 +599,8 @@ static int check_local(const sl_cli_opts_t *o, apply_obj_t *a)
 {
     json_t *obj = a->obj;
     if (!json_is_object(obj))
-        return sl_cli_error("%s: must be an object (a mapping), got %s", a->where, type_name(obj));
+        return sl_cli_error("%s: must be an object (a mapping), got %s", a->where,
+                            sl_json_type_name(obj));
     const char *kind = sl_json_str(obj, "kind");
     if (!kind)
         return sl_cli_error("%s: kind: is required; %s", a->where, SUPPORTED_KINDS);

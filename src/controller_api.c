@@ -315,17 +315,25 @@ static void dry_run_after(uv_work_t *w, int status)
 /* A dry run of an apply that would import an image: the reference is
  * checked on the thread pool (it stats files), not imported. Not pending:
  * it holds up no real apply. */
-static void queue_dry_run(sl_controller_t *c, json_t *svc, const char *ref, sl_controller_cb cb,
-                          void *data)
+/* A request for the thread pool: ref imported or checked, cb told after. */
+static apply_req_t *req_new(sl_controller_t *c, json_t *svc, const char *ref, sl_controller_cb cb,
+                            void *data)
 {
     apply_req_t *a = xcalloc(1, sizeof(*a));
     a->c = c;
     a->svc = svc;
     a->ref = xstrdup(ref);
-    a->dry_run = true;
     a->cb = cb;
     a->data = data;
     a->work.data = a;
+    return a;
+}
+
+static void queue_dry_run(sl_controller_t *c, json_t *svc, const char *ref, sl_controller_cb cb,
+                          void *data)
+{
+    apply_req_t *a = req_new(c, svc, ref, cb, data);
+    a->dry_run = true;
     uv_queue_work(c->loop, &a->work, check_ref_work, dry_run_after);
 }
 
@@ -429,16 +437,10 @@ void sl_controller_apply(sl_controller_t *c, json_t *svc, const char *ns_default
         queue_dry_run(c, svc, ref, cb, data);
         return;
     }
-    apply_req_t *a = xcalloc(1, sizeof(*a));
-    a->c = c;
-    a->svc = svc;
+    apply_req_t *a = req_new(c, svc, ref, cb, data);
     a->ns = xstrdup(ns);
     a->name = xstrdup(name);
-    a->ref = xstrdup(ref);
     a->create_only = create_only;
-    a->cb = cb;
-    a->data = data;
-    a->work.data = a;
     a->next = pending;
     pending = a;
     uv_queue_work(c->loop, &a->work, import_work, apply_after);
@@ -447,13 +449,8 @@ void sl_controller_apply(sl_controller_t *c, json_t *svc, const char *ns_default
 void sl_controller_import_image(sl_controller_t *c, const char *ref, sl_controller_cb cb,
                                 void *data)
 {
-    apply_req_t *a = xcalloc(1, sizeof(*a));
-    a->c = c;
-    a->ref = xstrdup(ref);
+    apply_req_t *a = req_new(c, NULL, ref, cb, data);
     a->import_only = true;
-    a->cb = cb;
-    a->data = data;
-    a->work.data = a;
     a->next = pending;
     pending = a;
     uv_queue_work(c->loop, &a->work, import_work, import_after);

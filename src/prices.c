@@ -34,6 +34,7 @@
  * section of a price file.
  */
 #include "prices.h"
+#include "service.h"
 
 #include <errno.h>
 #include <math.h>
@@ -121,32 +122,12 @@ static bool has_free_tier(const char *section)
     return false;
 }
 
-static const char *type_name(const json_t *v)
-{
-    switch (json_typeof(v)) {
-    case JSON_OBJECT:
-        return "an object";
-    case JSON_ARRAY:
-        return "an array";
-    case JSON_STRING:
-        return "a string";
-    case JSON_INTEGER:
-    case JSON_REAL:
-        return "a number";
-    case JSON_TRUE:
-    case JSON_FALSE:
-        return "a boolean";
-    default:
-        return "null";
-    }
-}
-
 static int set_number(const char *label, const char *path, const json_t *v, double *dst,
                       sl_error_t *err)
 {
     if (!json_is_number(v))
         return sl_error_set(err, EINVAL, "%s: %s: must be a number, got %s", label, path,
-                            type_name(v));
+                            sl_json_type_name(v));
     double d = json_number_value(v);
     if (!isfinite(d) || d < 0 || d > PRICE_MAX)
         return sl_error_set(err, EINVAL, "%s: %s: must be between 0 and %g, got %g", label, path,
@@ -161,7 +142,7 @@ static int load_object(const char *label, const char *section, bool free_tier, c
     const char *prefix = free_tier ? ".freeTier" : "";
     if (!json_is_object(obj))
         return sl_error_set(err, EINVAL, "%s: %s%s: must be an object, got %s", label, section,
-                            prefix, type_name(obj));
+                            prefix, sl_json_type_name(obj));
     const char *key;
     const json_t *v;
     json_object_foreach((json_t *)obj, key, v)
@@ -203,7 +184,8 @@ int sl_prices_from_json(const json_t *j, const char *label, sl_prices_t *p, sl_e
     sl_prices_default(&tmp);
     sl_prices_default(p);
     if (!json_is_object(j))
-        return sl_error_set(err, EINVAL, "%s: must be a JSON object, got %s", label, type_name(j));
+        return sl_error_set(err, EINVAL, "%s: must be a JSON object, got %s", label,
+                            sl_json_type_name(j));
     const char *key;
     const json_t *v;
     json_object_foreach((json_t *)j, key, v)

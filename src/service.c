@@ -126,6 +126,26 @@ const char *sl_json_str(const json_t *obj, const char *path)
     return json_string_value(sl_json_path(obj, path));
 }
 
+const char *sl_json_type_name(const json_t *v)
+{
+    switch (json_typeof(v)) {
+    case JSON_OBJECT:
+        return "an object";
+    case JSON_ARRAY:
+        return "a list";
+    case JSON_STRING:
+        return "a string";
+    case JSON_INTEGER:
+    case JSON_REAL:
+        return "a number";
+    case JSON_TRUE:
+    case JSON_FALSE:
+        return "a boolean";
+    default:
+        return "null";
+    }
+}
+
 json_t *sl_json_ensure_obj(json_t *obj, const char *key)
 {
     json_t *v = json_object_get(obj, key);

@@ -121,6 +121,8 @@ void sl_revision_cfg_free(sl_revision_cfg_t *cfg);
 const char *sl_json_str(const json_t *obj, const char *path); /* dotted path, NULL if absent */
 json_t *sl_json_path(const json_t *obj, const char *path);    /* borrowed */
 json_t *sl_json_ensure_obj(json_t *obj, const char *key);     /* borrowed, created if absent */
+/* What a JSON value is, for messages: "an object", "a list", "a string"... */
+const char *sl_json_type_name(const json_t *v);
 /* RFC 3339 UTC timestamp of now; static buffer per thread. */
 const char *sl_rfc3339_now(void);
 /* RFC 3339 (YYYY-MM-DDTHH:MM:SS[.frac](Z|±HH:MM)) → Unix seconds; -1 if not. */

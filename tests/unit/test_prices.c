@@ -137,7 +137,7 @@ static void test_load_invalid(void **state)
     expect_error("ft2.json", "{\"fargate\": {\"freeTier\": {}}}", "fargate.freeTier: unknown");
     expect_error("ft3.json", "{\"instance\": {\"freeTier\": 3}}",
                  "instance.freeTier: must be an object");
-    expect_error("sec.json", "{\"lambda\": []}", "lambda: must be an object, got an array");
+    expect_error("sec.json", "{\"lambda\": []}", "lambda: must be an object, got a list");
     expect_error("cur.json", "{\"currency\": \"usd\"}", "currency");
     expect_error("cur2.json", "{\"currency\": 1}", "currency");
     expect_error("top.json", "[1]", "must be a JSON object");
