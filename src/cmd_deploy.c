@@ -171,7 +171,7 @@ static int fail_in(const char *where, long status, const json_t *body)
 /* PUT the service, wait for its revision if asked, print it or its URL;
  * errors name `where` when set. Returns the exit code. */
 static int put_service(const sl_cli_opts_t *o, json_t *svc, bool wait, int wait_timeout,
-                       const char *where)
+                       const char *where, bool *created)
 {
     const char *name = sl_json_str(svc, "metadata.name");
     const char *ns = sl_json_str(svc, "metadata.namespace");
@@ -186,6 +186,8 @@ static int put_service(const sl_cli_opts_t *o, json_t *svc, bool wait, int wait_
         json_decref(resp);
         return rc;
     }
+    if (created)
+        *created = st == 201;
     const char *rev = sl_json_str(resp, "status.latestCreatedRevisionName");
     json_t *final = NULL;
     int rc = 0;
@@ -430,7 +432,7 @@ int sl_cmd_deploy(int argc, char **argv)
     if (rc == 0 && (no_traffic || tag))
         rc = stage_traffic(svc, no_traffic, tag);
     if (rc == 0)
-        rc = put_service(&o, svc, wait, (int)wait_timeout, NULL);
+        rc = put_service(&o, svc, wait, (int)wait_timeout, NULL, NULL);
     json_decref(svc);
     return rc;
 }
@@ -756,10 +758,11 @@ static int apply_one(const sl_cli_opts_t *o, const apply_obj_t *a, bool wait)
 {
     if (is_kind(a->obj, "RuntimeClass"))
         return put_runtimeclass(o, a->obj, a->where);
-    int rc = put_service(o, a->obj, wait, 300, a->where);
+    bool created = false;
+    int rc = put_service(o, a->obj, wait, 300, a->where, &created);
     if (rc == 0 && o->output == SL_OUT_TABLE)
-        fprintf(stderr, "service.serving.knative.dev/%s configured\n",
-                sl_json_str(a->obj, "metadata.name"));
+        fprintf(stderr, "service.serving.knative.dev/%s %s\n", sl_json_str(a->obj, "metadata.name"),
+                created ? "created" : "configured");
     return rc;
 }
 

@@ -230,6 +230,7 @@ def test_list_documents(daemon, images):
     lst["items"][1] = service("beta", images["hello"])
     r = apply(d, "-f", "-", "--wait", input=docs(lst, service("gamma", images["hello"])))
     assert r.returncode == 0, r.stderr
+    assert r.stderr.count(" created") == 3, r.stderr  # kubectl's words: new ones are created
     listed = stored(d)
     assert listed[0] == ["default/alpha", "default/beta", "default/gamma"]
     out = d.cli("services", "-o", "yaml").stdout
