@@ -146,7 +146,12 @@ int sl_as_decide(sl_autoscaler_t *as, int ready, uint64_t now_ns)
         panic_want = up;
     if (ready > 0 && stable_want < down)
         stable_want = down;
-    bool over = panic_want / readyc >= c->panic_threshold_pct / 100.0 && panic_want > 0;
+    /* Panic needs the demand still there: right after a burst the panic
+     * window's average stays high while fewer instances are ready, and
+     * panicking then would bring back instances nobody needs. */
+    double need_now_util = ceil(as->current / per_instance - 1e-9);
+    bool over = panic_want / readyc >= c->panic_threshold_pct / 100.0 && panic_want > 0 &&
+                need_now_util > ready;
     if (over)
         as->last_over_threshold_ns = now_ns;
     if (!as->panic && over) {
@@ -178,6 +183,10 @@ int sl_as_decide(sl_autoscaler_t *as, int ready, uint64_t now_ns)
          * long enough to call it idle. */
         bool quiet = as->current == 0 && as->observed_stable == 0 &&
                      now_ns - as->created_ns >= c->stable_window_ns;
+        /* The retention period runs from that decision (the stable window
+         * after the last request), as Knative keeps the last pod. */
+        if (c->retention_ns > 0 && c->stable_window_ns + c->retention_ns > hold)
+            hold = c->stable_window_ns + c->retention_ns;
         if (!quiet || now_ns - as->last_active_ns < hold)
             desired = 1;
     }
@@ -187,8 +196,9 @@ int sl_as_decide(sl_autoscaler_t *as, int ready, uint64_t now_ns)
     if (desired > 0 && desired < c->activation_scale)
         desired = c->activation_scale;
     /* Never below what the requests in flight and queued right now need at
-     * full target: averaging must not drain instances that are busy. */
-    int need_now = (int)ceil(as->current / (c->target > 0.01 ? c->target : 0.01) - 1e-9);
+     * the target utilization: averaging must not drain instances that are
+     * busy, and a step up gets the headroom the target asks for at once. */
+    int need_now = (int)need_now_util;
     if (desired < need_now)
         desired = need_now;
     /* scale-down-delay: a lower decision applies only once the higher one
@@ -205,6 +215,14 @@ int sl_as_decide(sl_autoscaler_t *as, int ready, uint64_t now_ns)
         desired = c->min_scale;
     if (c->max_scale > 0 && desired > c->max_scale)
         desired = c->max_scale;
+    /* max-scale-down-rate is per evaluation: Knative decides every 2 s,
+     * this every tick, so a step down waits for the last one's period. */
+    if (desired < ready) {
+        if (as->last_down_ns && now_ns - as->last_down_ns < SL_AS_DOWN_PERIOD_NS)
+            desired = ready;
+        else
+            as->last_down_ns = now_ns;
+    }
     as->desired = desired;
     return desired;
 }

@@ -41,6 +41,8 @@ typedef struct sl_as_config {
 } sl_as_config_t;
 
 #define SL_AS_MAX_BUCKETS 1200
+/* Knative's tick-interval: max-scale-down-rate applies per this period. */
+#define SL_AS_DOWN_PERIOD_NS 2000000000ull
 
 typedef struct sl_autoscaler {
     sl_as_config_t cfg;
@@ -59,6 +61,7 @@ typedef struct sl_autoscaler {
     int max_panic;
     int held; /* highest recent decision, for scale-down-delay */
     uint64_t held_until_ns;
+    uint64_t last_down_ns; /* last decision below the ready count (max-scale-down-rate) */
     /* last decision, for status and metrics */
     double observed_stable, observed_panic;
     int desired;

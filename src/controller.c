@@ -516,11 +516,14 @@ int ctl_start_instance(rev_rt_t *r)
 }
 
 /* Event-driven part of scaling (the autoscaler tick does the rest): a
- * retired revision stops everything; a revision that has never been ready
+ * retired revision stops everything (its queued requests move to the
+ * service's current traffic); a revision that has never been ready
  * reaches its initial scale; requests waiting with no capacity and nothing
  * starting get an instance at once (scale from zero without waiting for a
  * tick), first by taking back a draining one. A revision whose instances
  * fail to start retries with exponential backoff (0.5 s doubling to 64 s). */
+static void ctl_requeue_waiters(rev_rt_t *r);
+
 void ctl_rev_ensure(rev_rt_t *r)
 {
     sl_controller_t *c = r->ctl;
@@ -529,7 +532,10 @@ void ctl_rev_ensure(rev_rt_t *r)
             uv_timer_stop(r->retry);
         for (inst_rt_t *i = r->instances; i; i = i->next)
             ctl_stop_instance(i);
-        ctl_fail_waiters(r, 503, "revision is no longer serving");
+        if (c->shutting_down)
+            ctl_fail_waiters(r, 503, "revision is no longer serving");
+        else
+            ctl_requeue_waiters(r);
         return;
     }
     if (!r->image || r->blocked || (r->retry && uv_is_active((uv_handle_t *)r->retry)))
@@ -572,11 +578,14 @@ void ctl_rev_load_changed(rev_rt_t *r, uint64_t now)
 void ctl_as_config_for(const sl_controller_t *c, const sl_revision_cfg_t *cfg, sl_as_config_t *out)
 {
     *out = c->as_defaults;
-    /* Knative: the target defaults to containerConcurrency when it is set. */
-    if (cfg->concurrency > 0 && cfg->concurrency < out->target)
+    /* Knative's ResolveMetricTarget: containerConcurrency when it is set
+     * (the daemon's default only for unlimited concurrency); an annotated
+     * target instead, but never above containerConcurrency. */
+    if (cfg->concurrency > 0)
         out->target = cfg->concurrency;
     if (cfg->target > 0)
-        out->target = cfg->target;
+        out->target =
+            cfg->concurrency > 0 && cfg->target > cfg->concurrency ? cfg->concurrency : cfg->target;
     if (cfg->target_utilization_pct > 0)
         out->utilization = cfg->target_utilization_pct / 100.0;
     if (cfg->window_ns > 0)
@@ -789,14 +798,11 @@ static void *op_resolve(void *ctx, sl_str_t host)
     return ctl_route_find(ctx, host.p, host.len);
 }
 
-static int op_acquire(void *ctx, void *target, sl_waiter_t *w, sl_pick_t *pick, const char **reason)
+/* A slot on r for w now (SL_OK, pick filled), w queued on r (SL_AGAIN), or
+ * an HTTP status with *reason. */
+static int rev_acquire(rev_rt_t *r, sl_waiter_t *w, sl_pick_t *pick, const char **reason)
 {
-    sl_controller_t *c = ctx;
-    rev_rt_t *r = ctl_route_pick(target);
-    if (!r || c->shutting_down) {
-        *reason = "service has no revision to serve";
-        return 503;
-    }
+    sl_controller_t *c = r->ctl;
     inst_rt_t *i = r->wq_head ? NULL : ctl_pick_instance(r);
     if (i) {
         i->inflight++;
@@ -820,6 +826,41 @@ static int op_acquire(void *ctx, void *target, sl_waiter_t *w, sl_pick_t *pick, 
     wq_push(r, w);
     ctl_rev_ensure(r);
     return SL_AGAIN;
+}
+
+static int op_acquire(void *ctx, void *target, sl_waiter_t *w, sl_pick_t *pick, const char **reason)
+{
+    sl_controller_t *c = ctx;
+    rev_rt_t *r = ctl_route_pick(target);
+    if (!r || c->shutting_down) {
+        *reason = "service has no revision to serve";
+        return 503;
+    }
+    return rev_acquire(r, w, pick, reason);
+}
+
+/* A revision left every traffic target while requests waited for it (a
+ * deploy or a traffic move at capacity): they go where the service's
+ * traffic goes now, as new requests do, instead of failing. */
+static void ctl_requeue_waiters(rev_rt_t *r)
+{
+    svc_rt_t *s = r->svc;
+    while (r->wq_head) {
+        sl_waiter_t *w = r->wq_head;
+        rev_rt_t *to = s && s->n_routes ? ctl_route_pick(&s->routes[0]) : NULL;
+        if (!to || to == r || to->retired) {
+            ctl_fail_waiters_one(r, w, 503, "revision is no longer serving");
+            continue;
+        }
+        wq_remove(r, w);
+        sl_pick_t pick = {0};
+        const char *reason = NULL;
+        int st = rev_acquire(to, w, &pick, &reason);
+        if (st == SL_OK)
+            w->ready(w, 0, &pick, NULL);
+        else if (st != SL_AGAIN)
+            w->ready(w, st, NULL, reason);
+    }
 }
 
 static void op_cancel(void *ctx, void *target, sl_waiter_t *w)

@@ -369,6 +369,26 @@ static int check_traffic_names(sl_controller_t *c, const json_t *svc, const char
     return 0;
 }
 
+/* Scales a revision may ask for stay within the daemon's --max-scale (as
+ * Knative's max-scale-limit), rather than being cut to it unsaid. */
+static int scale_within_limit(const sl_controller_t *c, const json_t *svc, sl_error_t *err)
+{
+    static const char *const keys[] = {SL_AS_PREFIX "min-scale",     SL_AS_PREFIX "minScale",
+                                       SL_AS_PREFIX "max-scale",     SL_AS_PREFIX "maxScale",
+                                       SL_AS_PREFIX "initial-scale", SL_AS_PREFIX "initialScale"};
+    const json_t *ann = sl_json_path(svc, "spec.template.metadata.annotations");
+    for (size_t i = 0; i < SL_ARRAY_LEN(keys); i++) {
+        const char *v = json_string_value(json_object_get(ann, keys[i]));
+        double d = v ? strtod(v, NULL) : 0;
+        if (d > c->max_scale)
+            return sl_error_set(err, EINVAL,
+                                "spec.template.metadata.annotations.%s: %s is more than this "
+                                "daemon's limit of %d instances per revision (serve --max-scale)",
+                                keys[i], v, c->max_scale);
+    }
+    return 0;
+}
+
 void sl_controller_apply(sl_controller_t *c, json_t *svc, const char *ns_default, unsigned flags,
                          sl_controller_cb cb, void *data)
 {
@@ -380,6 +400,11 @@ void sl_controller_apply(sl_controller_t *c, json_t *svc, const char *ns_default
          * Invalid; a malformed one 400 BadRequest. */
         bool unsupported = err.code == ENOTSUP;
         reply(cb, data, unsupported ? 422 : 400, unsupported ? "Invalid" : "BadRequest", err.msg);
+        return;
+    }
+    if (scale_within_limit(c, svc, &err) < 0) {
+        json_decref(svc);
+        reply(cb, data, 422, "Invalid", err.msg);
         return;
     }
     const char *ns = sl_json_str(svc, "metadata.namespace");

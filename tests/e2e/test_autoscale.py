@@ -201,3 +201,64 @@ def test_invalid_autoscaling_input(daemon, images):
     assert "autoscaling.knative.dev/min-scale" in r.stderr
     r = daemon.cli("deploy", "bad", "--image", images["hello"], "--min", "x", check=False)
     assert r.returncode != 0 and "--min" in r.stderr
+
+
+def concurrent_gets(d, name, path, n):
+    """n requests at once on their own connections; their status codes."""
+    codes = [None] * n
+
+    def one(k):
+        codes[k] = d.curl(name, path, check=False)[0]
+
+    threads = [threading.Thread(target=one, args=(k,)) for k in range(n)]
+    for t in threads:
+        t.start()
+    return threads, codes
+
+
+def test_queued_requests_survive_a_deploy(daemon, images):
+    """Requests waiting for capacity when a new revision takes the traffic
+    go to it instead of failing (Knative keeps serving an unreachable
+    revision's buffered requests; Cloud Run fails none on a deploy)."""
+    d = daemon
+    d.cli("deploy", "q", "--image", images["hello"], "--concurrency", "1", "--max", "2")
+    threads, codes = concurrent_gets(d, "q", "/sleep?ms=1500", 8)
+    assert wait_for(lambda: d.json("revisions", "q")["items"][0]["status"]["autoscaler"]
+                    ["queued"] >= 4, 10)
+    d.cli("deploy", "q", "--env", "V=2")
+    for t in threads:
+        t.join(60)
+    assert codes == [200] * 8, codes
+
+
+def desired(d, name):
+    revs = d.json("revisions", name)["items"]
+    return max(r["status"].get("desiredReplicas", 0) for r in revs)
+
+
+@pytest.mark.parametrize("flags,clients,want", [
+    # an annotated target above containerConcurrency is capped by it: 30 / (10 x 0.7)
+    (("--concurrency", "10", "--target", "50"), 30, 5),
+    # containerConcurrency is the target, not the daemon's default of 100: 100 / (200 x 0.7)
+    (("--concurrency", "200"), 100, 1),
+])
+def test_target_follows_container_concurrency(make_daemon, images, flags, clients, want):
+    """Knative's ResolveMetricTarget: the target is containerConcurrency when
+    set, and an annotated target is never above it."""
+    d = make_daemon("--stable-window", "6s")
+    d.cli("deploy", "t", "--image", images["hello"], *flags)
+    threads, codes = concurrent_gets(d, "t", "/sleep?ms=4000", clients)
+    seen = wait_for(lambda: desired(d, "t") >= want, 3.5) and desired(d, "t")
+    for t in threads:
+        t.join(60)
+    assert seen == want, (seen, want)
+    assert set(codes) == {200}
+
+
+def test_scale_beyond_the_daemon_limit_is_refused(make_daemon, images):
+    d = make_daemon("--max-scale", "10")
+    for flag in ("--min", "--max"):
+        r = d.cli("deploy", "big", "--image", images["hello"], flag, "20", check=False)
+        assert r.returncode != 0 and "more than this daemon's limit of 10" in r.stderr, r.stderr
+    assert d.json("services")["items"] == []
+    d.cli("deploy", "ok", "--image", images["hello"], "--max", "10")

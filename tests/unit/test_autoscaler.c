@@ -196,6 +196,76 @@ static void test_never_below_what_is_in_flight(void **state)
     sl_as_free(&as);
 }
 
+/* After a burst the panic window still remembers it while fewer instances
+ * are ready: that is no reason to panic (no demand is left), and during
+ * the burst the floor already gives the target's headroom. */
+static void test_no_panic_once_the_burst_is_over(void **state)
+{
+    sl_as_config_t c = cfg_for(10);
+    c.utilization = 0.7;
+    c.stable_window_ns = 60 * S;
+    sl_autoscaler_t as = {0};
+    uint64_t now = 1000 * S;
+    sl_as_free(&as);
+    sl_as_init(&as, &c, now);
+    int ready = 1;
+    run(&as, &now, 61 * S, 0, &ready);
+    ready = 1;
+    int during = run(&as, &now, 15 * S, 100, &ready);
+    assert_int_equal(during, 15); /* ceil(100 / (10 x 0.7)) */
+    sl_as_record(&as, 0, now);
+    int most = 0;
+    for (int t = 0; t < 300; t++) {
+        now += 100 * MS;
+        int d = sl_as_decide(&as, ready, now);
+        assert_false(as.panic && d > ready);
+        most = d > most ? d : most;
+        ready = d;
+    }
+    assert_true(most <= during);
+    sl_as_free(&as);
+}
+
+/* max-scale-down-rate halves at most once per 2 s (Knative's evaluation
+ * period), not at every 100 ms tick. */
+static void test_scale_down_once_per_period(void **state)
+{
+    sl_as_config_t c = cfg_for(10);
+    c.panic_threshold_pct = 1000;
+    sl_autoscaler_t as = {0};
+    uint64_t now = 1000 * S;
+    sl_as_free(&as);
+    sl_as_init(&as, &c, now);
+    sl_as_record(&as, 160, now);
+    now += 20 * S;
+    assert_int_equal(sl_as_decide(&as, 16, now), 16);
+    sl_as_record(&as, 1, now);
+    now += 20 * S;
+    assert_int_equal(sl_as_decide(&as, 16, now), 8);
+    now += 1 * S;
+    assert_int_equal(sl_as_decide(&as, 8, now), 8);
+    now += 1100 * MS;
+    assert_int_equal(sl_as_decide(&as, 8, now), 4);
+    sl_as_free(&as);
+}
+
+/* scale-to-zero-pod-retention-period counts from the decision to go to
+ * zero (a quiet stable window), as Knative keeps the last pod. */
+static void test_retention_after_the_quiet_window(void **state)
+{
+    sl_as_config_t c = cfg_for(10);
+    c.retention_ns = 5 * S;
+    sl_autoscaler_t as = {0};
+    uint64_t now = 1000 * S;
+    sl_as_free(&as);
+    sl_as_init(&as, &c, now);
+    int ready = 1;
+    run(&as, &now, 3 * S, 3, &ready);
+    assert_int_equal(run(&as, &now, 13 * S, 0, &ready), 1); /* window 10 s + 3 s */
+    assert_int_equal(run(&as, &now, 3 * S, 0, &ready), 0);  /* past 10 + 5 */
+    sl_as_free(&as);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -207,6 +277,9 @@ int main(void)
         cmocka_unit_test(test_time_weighting),
         cmocka_unit_test(test_scale_down_delay_holds_the_peak),
         cmocka_unit_test(test_never_below_what_is_in_flight),
+        cmocka_unit_test(test_no_panic_once_the_burst_is_over),
+        cmocka_unit_test(test_scale_down_once_per_period),
+        cmocka_unit_test(test_retention_after_the_quiet_window),
     };
     return cmocka_run_group_tests_name("autoscaler", tests, NULL, NULL);
 }
