@@ -50,6 +50,32 @@ void sl_as_free(sl_autoscaler_t *as)
 {
     free(as->buckets);
     as->buckets = NULL;
+    free(as->peaks);
+    as->peaks = NULL;
+    as->n_peaks = as->cap_peaks = 0;
+}
+
+/* The highest decision of the last `delay` including d (Knative keeps a
+ * max.TimeWindow of them): a monotonic queue, each entry outlived by no
+ * higher later one, so its length is the number of distinct falling
+ * steps within the delay. */
+static int delayed_max(sl_autoscaler_t *as, int d, uint64_t now, uint64_t delay)
+{
+    size_t first = 0;
+    while (first < as->n_peaks && now - as->peaks[first].at_ns >= delay)
+        first++;
+    if (first) {
+        memmove(as->peaks, as->peaks + first, (as->n_peaks - first) * sizeof(*as->peaks));
+        as->n_peaks -= first;
+    }
+    while (as->n_peaks && as->peaks[as->n_peaks - 1].desired <= d)
+        as->n_peaks--;
+    if (as->n_peaks == as->cap_peaks) {
+        as->cap_peaks = as->cap_peaks ? as->cap_peaks * 2 : 8;
+        as->peaks = xrealloc(as->peaks, as->cap_peaks * sizeof(*as->peaks));
+    }
+    as->peaks[as->n_peaks++] = (struct sl_as_peak){now, d};
+    return as->peaks[0].desired;
 }
 
 /* Move the ring forward so the head bucket contains t. Buckets are
@@ -203,14 +229,8 @@ int sl_as_decide(sl_autoscaler_t *as, int ready, uint64_t now_ns)
         desired = need_now;
     /* scale-down-delay: a lower decision applies only once the higher one
      * has not been needed for the whole delay. */
-    if (c->scale_down_delay_ns > 0) {
-        if (desired >= as->held || now_ns >= as->held_until_ns) {
-            as->held = desired;
-            as->held_until_ns = now_ns + c->scale_down_delay_ns;
-        } else {
-            desired = as->held;
-        }
-    }
+    if (c->scale_down_delay_ns > 0)
+        desired = delayed_max(as, desired, now_ns, c->scale_down_delay_ns);
     if (desired < c->min_scale)
         desired = c->min_scale;
     if (c->max_scale > 0 && desired > c->max_scale)

@@ -59,8 +59,13 @@ typedef struct sl_autoscaler {
     uint64_t panic_since_ns;
     uint64_t last_over_threshold_ns;
     int max_panic;
-    int held; /* highest recent decision, for scale-down-delay */
-    uint64_t held_until_ns;
+    /* scale-down-delay: the decisions of the last delay that no later one
+     * reached, oldest (the highest) first: their maximum is the front. */
+    struct sl_as_peak {
+        uint64_t at_ns;
+        int desired;
+    } * peaks;
+    size_t n_peaks, cap_peaks;
     uint64_t last_down_ns; /* last decision below the ready count (max-scale-down-rate) */
     /* last decision, for status and metrics */
     double observed_stable, observed_panic;

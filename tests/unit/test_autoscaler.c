@@ -266,6 +266,28 @@ static void test_retention_after_the_quiet_window(void **state)
     sl_as_free(&as);
 }
 
+/* scale-down-delay keeps the highest decision of the whole delay, so an
+ * intermediate peak is held for its own delay (Knative's max.TimeWindow). */
+static void test_scale_down_delay_keeps_later_peaks(void **state)
+{
+    sl_as_config_t c = cfg_for(10);
+    c.stable_window_ns = 1 * S;
+    c.panic_threshold_pct = 1000;
+    c.max_scale_down_rate = 100;
+    c.scale_down_delay_ns = 20 * S;
+    sl_autoscaler_t as = {0};
+    uint64_t now = 1000 * S;
+    sl_as_free(&as);
+    sl_as_init(&as, &c, now);
+    int ready = 1;
+    assert_int_equal(run(&as, &now, 5 * S, 90, &ready), 9);
+    assert_int_equal(run(&as, &now, 5 * S, 40, &ready), 9);  /* held */
+    assert_int_equal(run(&as, &now, 3 * S, 60, &ready), 9);  /* 6 now, 9 still held */
+    assert_int_equal(run(&as, &now, 15 * S, 40, &ready), 6); /* 9 gone, 6 held */
+    assert_int_equal(run(&as, &now, 10 * S, 40, &ready), 4); /* 6 gone too */
+    sl_as_free(&as);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -280,6 +302,7 @@ int main(void)
         cmocka_unit_test(test_no_panic_once_the_burst_is_over),
         cmocka_unit_test(test_scale_down_once_per_period),
         cmocka_unit_test(test_retention_after_the_quiet_window),
+        cmocka_unit_test(test_scale_down_delay_keeps_later_peaks),
     };
     return cmocka_run_group_tests_name("autoscaler", tests, NULL, NULL);
 }
