@@ -578,6 +578,14 @@ static int read_autoscaling(const json_t *ann, const char *path, bool strict, as
             v->has_min = true;
         if (r == 0 && i == 1)
             v->has_max = true;
+        /* Knative refuses it unless the cluster allows it
+         * (allow-zero-initial-scale, off by default). */
+        if (strict && r == 0 && i == 2 && *field == 0)
+            return sl_error_set(err, EINVAL,
+                                "%s." SL_AS_PREFIX "initial-scale: 0 is not allowed (a revision "
+                                "is Ready once it runs); leave it out: with min-scale 0 the "
+                                "revision scales to zero once idle",
+                                path);
     }
     r = annotation_duration(ann, SL_AS_PREFIX "window", path, 6000000000ull, 3600000000000ull,
                             &v->window, err);

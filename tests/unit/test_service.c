@@ -222,6 +222,8 @@ static void test_autoscaling_annotations(void **state)
                    "panic-threshold-percentage");
     expect_invalid(ANN("\"autoscaling.knative.dev/metric\":\"rps\""), "metric");
     expect_invalid(ANN("\"autoscaling.knative.dev/bogus\":\"1\""), "unknown autoscaling");
+    expect_invalid(ANN("\"autoscaling.knative.dev/initial-scale\":\"0\""),
+                   "initial-scale: 0 is not allowed");
     json_t *s = load(ANN("\"autoscaling.knative.dev/min-scale\":\"1\","
                          "\"autoscaling.knative.dev/max-scale\":\"4\","
                          "\"autoscaling.knative.dev/target\":\"7.5\","
