@@ -28,6 +28,14 @@ size_t sl_strv_len(char *const *v)
     return n;
 }
 
+char **sl_strv_dup(char *const *v, size_t n)
+{
+    char **out = xcalloc(n + 1, sizeof(char *));
+    for (size_t i = 0; i < n; i++)
+        out[i] = xstrdup(v[i]);
+    return out;
+}
+
 void sl_oci_user_clear(sl_oci_user_t *u)
 {
     free(u->gids);
@@ -110,6 +118,14 @@ static bool env_valid(const char *kv)
     return eq && eq != kv;
 }
 
+void sl_oci_contract_env(const sl_oci_contract_t *c, char *out[SL_OCI_CONTRACT_VARS])
+{
+    out[0] = xasprintf("PORT=%d", c->port);
+    out[1] = xasprintf("K_SERVICE=%s", c->service ? c->service : "");
+    out[2] = xasprintf("K_CONFIGURATION=%s", c->configuration ? c->configuration : "");
+    out[3] = xasprintf("K_REVISION=%s", c->revision ? c->revision : "");
+}
+
 int sl_oci_compose_env(char *const *image_env, size_t n_image_env, char *const *user_env,
                        size_t n_user_env, const sl_oci_contract_t *c, char ***out, sl_error_t *err)
 {
@@ -125,10 +141,10 @@ int sl_oci_compose_env(char *const *image_env, size_t n_image_env, char *const *
         }
         env_set(&s, xstrdup(user_env[i]));
     }
-    env_set(&s, xasprintf("PORT=%d", c->port));
-    env_set(&s, xasprintf("K_SERVICE=%s", c->service ? c->service : ""));
-    env_set(&s, xasprintf("K_CONFIGURATION=%s", c->configuration ? c->configuration : ""));
-    env_set(&s, xasprintf("K_REVISION=%s", c->revision ? c->revision : ""));
+    char *contract[SL_OCI_CONTRACT_VARS];
+    sl_oci_contract_env(c, contract);
+    for (size_t i = 0; i < SL_OCI_CONTRACT_VARS; i++)
+        env_set(&s, contract[i]);
     *out = strv_steal(&s);
     return 0;
 }
@@ -159,11 +175,17 @@ const char *const sl_oci_default_caps[] = {"CAP_CHOWN",
                                            "CAP_AUDIT_WRITE",
                                            NULL};
 
+/* A capability's name without "CAP_" (as Kubernetes writes them). */
+static const char *cap_bare(const char *name)
+{
+    return strncasecmp(name, "CAP_", 4) == 0 ? name + 4 : name;
+}
+
 const char *sl_oci_cap_name(const char *name)
 {
     if (!name)
         return NULL;
-    const char *bare = strncasecmp(name, "CAP_", 4) == 0 ? name + 4 : name;
+    const char *bare = cap_bare(name);
     for (size_t i = 0; sl_oci_default_caps[i]; i++)
         if (strcasecmp(sl_oci_default_caps[i] + 4, bare) == 0)
             return sl_oci_default_caps[i];
@@ -215,17 +237,19 @@ bool sl_oci_cap_known(const char *name)
                                       "CHECKPOINT_RESTORE"};
     if (!name)
         return false;
-    const char *bare = strncasecmp(name, "CAP_", 4) == 0 ? name + 4 : name;
+    const char *bare = cap_bare(name);
     for (size_t i = 0; i < SL_ARRAY_LEN(all); i++)
         if (strcasecmp(all[i], bare) == 0)
             return true;
     return false;
 }
 
-static bool cap_listed(char *const *v, size_t n, const char *cap)
+/* Whether names v[0..n) list cap (a default-set entry); "ALL" does when
+ * all_counts. */
+static bool cap_listed(char *const *v, size_t n, const char *cap, bool all_counts)
 {
     for (size_t i = 0; i < n; i++)
-        if (strcasecmp(v[i], "ALL") == 0 || sl_oci_cap_name(v[i]) == cap)
+        if ((all_counts && strcasecmp(v[i], "ALL") == 0) || sl_oci_cap_name(v[i]) == cap)
             return true;
     return false;
 }
@@ -236,10 +260,7 @@ char **sl_oci_caps_apply(char *const *drop, size_t n_drop, char *const *add, siz
     char **out = xcalloc(SL_ARRAY_LEN(sl_oci_default_caps), sizeof(char *));
     for (size_t i = 0; sl_oci_default_caps[i]; i++) {
         const char *cap = sl_oci_default_caps[i];
-        bool added = false;
-        for (size_t k = 0; k < n_add && !added; k++)
-            added = sl_oci_cap_name(add[k]) == cap;
-        if (added || !cap_listed(drop, n_drop, cap))
+        if (cap_listed(add, n_add, cap, false) || !cap_listed(drop, n_drop, cap, true))
             out[n++] = xstrdup(cap);
     }
     return out;

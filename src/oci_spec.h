@@ -19,6 +19,8 @@
 /* A NULL-terminated, owned vector of owned strings. */
 void sl_strv_free(char **v);
 size_t sl_strv_len(char *const *v);
+/* Copies of the first n strings of v, NULL-terminated; free with sl_strv_free. */
+char **sl_strv_dup(char *const *v, size_t n);
 
 /* process.user */
 typedef struct sl_oci_user {
@@ -41,6 +43,11 @@ typedef struct sl_oci_contract {
     int port;
     const char *service, *configuration, *revision;
 } sl_oci_contract_t;
+
+/* The runtime contract's variables, "K=V": PORT, K_SERVICE,
+ * K_CONFIGURATION, K_REVISION; each freed by the caller. */
+#define SL_OCI_CONTRACT_VARS 4
+void sl_oci_contract_env(const sl_oci_contract_t *c, char *out[SL_OCI_CONTRACT_VARS]);
 
 /*
  * Environment: default PATH (unless the image sets one), image Env, user env

@@ -948,9 +948,7 @@ static int check_probe_as(json_t *v, const char *path, bool readiness, sl_error_
         return rc;
     int handlers = !!json_object_get(v, "httpGet") + !!json_object_get(v, "tcpSocket") +
                    !!json_object_get(v, "exec") + !!json_object_get(v, "grpc");
-    if (handlers > 1)
-        return sl_error_set(err, EINVAL, "%s: give one of httpGet, tcpSocket or exec", path);
-    if (handlers == 0 && !readiness)
+    if (handlers > 1 || (handlers == 0 && !readiness))
         return sl_error_set(err, EINVAL, "%s: give one of httpGet, tcpSocket or exec", path);
     if (json_object_get(v, "grpc"))
         return sl_error_set(err, ENOTSUP, "%s.grpc: gRPC probes are not supported", path);
@@ -987,14 +985,15 @@ static int check_cap_list(json_t *v, const char *path, bool adding, sl_error_t *
         /* Dropping one an instance never has is allowed (and does nothing). */
         if (!adding && (strcasecmp(name, "ALL") == 0 || sl_oci_cap_known(name)))
             continue;
-        if (!sl_oci_cap_name(name))
-            return sl_error_set(err, EINVAL,
-                                "%s[%zu]: \"%s\" is %s; an instance has at most the default set "
-                                "(CHOWN, DAC_OVERRIDE, FSETID, FOWNER, MKNOD, NET_RAW, SETGID, "
-                                "SETUID, SETFCAP, SETPCAP, NET_BIND_SERVICE, SYS_CHROOT, KILL, "
-                                "AUDIT_WRITE)",
-                                path, i, name,
-                                adding ? "not a capability that may be added" : "not a capability");
+        if (sl_oci_cap_name(name))
+            continue;
+        char set[512] = "";
+        for (size_t k = 0; sl_oci_default_caps[k]; k++) /* named as Kubernetes does */
+            snprintf(set + strlen(set), sizeof(set) - strlen(set), "%s%s", k ? ", " : "",
+                     sl_oci_default_caps[k] + 4);
+        return sl_error_set(
+            err, EINVAL, "%s[%zu]: \"%s\" is %s; an instance has at most the default set (%s)",
+            path, i, name, adding ? "not a capability that may be added" : "not a capability", set);
     }
     return 0;
 }
@@ -1554,10 +1553,9 @@ int sl_revision_cfg_from_json(const json_t *rev, sl_revision_cfg_t **out, sl_err
     }
     cfg->command = str_array(json_object_get(c, "command"), &cfg->n_command);
     cfg->args = str_array(json_object_get(c, "args"), &cfg->n_args);
-    char *contract[] = {xasprintf("PORT=%d", cfg->port),
-                        xasprintf("K_SERVICE=%s", cfg->service ? cfg->service : ""),
-                        xasprintf("K_CONFIGURATION=%s", cfg->service ? cfg->service : ""),
-                        xasprintf("K_REVISION=%s", cfg->name ? cfg->name : "")};
+    char *contract[SL_OCI_CONTRACT_VARS];
+    sl_oci_contract_env(&(sl_oci_contract_t){cfg->port, cfg->service, cfg->service, cfg->name},
+                        contract);
     size_t n_all = cfg->n_env + SL_ARRAY_LEN(contract);
     char **all = xcalloc(n_all, sizeof(char *));
     memcpy(all, cfg->env, cfg->n_env * sizeof(char *));

@@ -1048,22 +1048,14 @@ static prep_t *prep_new(sl_instance_t *inst, const sl_instance_spec_t *s, sl_err
         prep_free(p);
         return NULL;
     }
-    p->layers = xcalloc(img->n_layers + 1, sizeof(char *));
-    for (size_t i = 0; i < img->n_layers; i++)
-        p->layers[i] = xstrdup(img->layers[i]);
+    p->layers = sl_strv_dup(img->layers, img->n_layers);
     p->n_layers = img->n_layers;
     p->user = xstrdup(s->user ? s->user : img->user ? img->user : "");
     p->cwd = s->working_dir ? xstrdup(s->working_dir) : image_cwd(img);
     p->run_as_non_root = s->run_as_non_root;
     p->readonly_rootfs = s->readonly_rootfs;
-    if (s->caps) {
-        size_t n = 0;
-        while (s->caps[n])
-            n++;
-        p->caps = xcalloc(n + 1, sizeof(char *));
-        for (size_t i = 0; i < n; i++)
-            p->caps[i] = xstrdup(s->caps[i]);
-    }
+    if (s->caps)
+        p->caps = sl_strv_dup((char *const *)s->caps, sl_strv_len((char *const *)s->caps));
     p->log_dir = xasprintf("%s/%s/%s", inst->sup->logs_root, s->namespace_, s->service);
     p->namespace_ = xstrdup(s->namespace_);
     p->service = xstrdup(s->service);
@@ -1087,9 +1079,7 @@ static prep_t *prep_new(sl_instance_t *inst, const sl_instance_spec_t *s, sl_err
     for (size_t k = 0; k < SL_ARRAY_LEN(probes); k++) {
         if (!probes[k] || probes[k]->kind != SL_PROBE_EXEC)
             continue;
-        p->exec_args[k] = xcalloc(probes[k]->n_exec + 1, sizeof(char *));
-        for (size_t i = 0; i < probes[k]->n_exec; i++)
-            p->exec_args[k][i] = xstrdup(probes[k]->exec_cmd[i]);
+        p->exec_args[k] = sl_strv_dup(probes[k]->exec_cmd, probes[k]->n_exec);
     }
     return p;
 }

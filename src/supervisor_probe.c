@@ -13,6 +13,7 @@
  * supervisor_int.h.
  */
 #include "netns.h"
+#include "oci_spec.h"
 #include "supervisor_int.h"
 
 #include <arpa/inet.h>
@@ -84,12 +85,8 @@ sv_probe_t *sv_probe_new(sl_instance_t *inst, const sl_probe_t *cfg, const char 
     p->cfg.path = xstrdup(p->cfg.kind == SL_PROBE_HTTP && cfg->path ? cfg->path : "/");
     p->cfg.headers = p->cfg.kind == SL_PROBE_HTTP && cfg->headers ? xstrdup(cfg->headers) : NULL;
     p->cfg.exec_cmd = NULL;
-    if (p->cfg.kind == SL_PROBE_EXEC) {
-        char **argv = xcalloc(cfg->n_exec + 1, sizeof(char *));
-        for (size_t i = 0; i < cfg->n_exec; i++)
-            argv[i] = xstrdup(cfg->exec_cmd[i]);
-        p->cfg.exec_cmd = argv;
-    }
+    if (p->cfg.kind == SL_PROBE_EXEC)
+        p->cfg.exec_cmd = sl_strv_dup(cfg->exec_cmd, cfg->n_exec);
     if (p->cfg.period_ms <= 0)
         p->cfg.period_ms = PROBE_PERIOD_MS;
     if (p->cfg.timeout_ms <= 0)
@@ -110,9 +107,7 @@ void sv_probe_free(sv_probe_t *p)
         return;
     free((char *)p->cfg.path);
     free((char *)p->cfg.headers);
-    for (size_t i = 0; p->cfg.exec_cmd && i < p->cfg.n_exec; i++)
-        free(p->cfg.exec_cmd[i]);
-    free((void *)p->cfg.exec_cmd);
+    sl_strv_free((char **)p->cfg.exec_cmd);
     free(p->req);
     sl_closep(&p->fd);
     free(p);
