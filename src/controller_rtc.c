@@ -148,43 +148,36 @@ int sl_controller_put_runtimeclass(sl_controller_t *c, const char *name, json_t 
         *body = sl_status_json(400, "BadRequest", "metadata.name: does not match the URL");
         return 400;
     }
-    if (sl_runtimeclass_validate(obj, &err) < 0) {
+    sl_runtime_class_t *rc = NULL; /* validated and parsed once */
+    if (sl_runtimeclass_from_json(obj, &rc, &err) < 0) {
         *body = sl_status_json(400, "BadRequest", err.msg);
         return 400;
     }
+    json_object_del(obj, "status");
     const sl_runtime_class_t *builtin = sl_runtimeclass_builtin(name);
+    int st = 0;
     if (builtin) {
         /* Applying it back as listed (`runtimeclasses -o yaml`) changes
          * nothing and succeeds; anything else would replace it. */
-        sl_runtime_class_t *rc = NULL;
-        bool same = false;
-        if (sl_runtimeclass_from_json(obj, &rc, &err) == 0) {
-            json_t *a = sl_runtimeclass_to_json(rc), *b = sl_runtimeclass_to_json(builtin);
-            same = json_equal(a, b);
-            json_decref(a);
-            json_decref(b);
-            sl_runtimeclass_free(rc);
-        }
-        if (same) {
+        json_t *a = sl_runtimeclass_to_json(rc), *b = sl_runtimeclass_to_json(builtin);
+        if (json_equal(a, b)) {
             *body = class_item(builtin);
-            return 200;
+            st = 200;
+        } else {
+            sl_autofree char *msg =
+                xasprintf("runtime class \"%s\" is built in and cannot be replaced", name);
+            *body = sl_status_json(409, "Conflict", msg);
+            st = 409;
         }
-        sl_autofree char *msg =
-            xasprintf("runtime class \"%s\" is built in and cannot be replaced", name);
-        *body = sl_status_json(409, "Conflict", msg);
-        return 409;
-    }
-    json_object_del(obj, "status");
-    if (dry_run) {
-        sl_runtime_class_t *rc = NULL;
-        if (sl_runtimeclass_from_json(obj, &rc, &err) < 0) {
-            *body = sl_status_json(400, "BadRequest", err.msg);
-            return 400;
-        }
+        json_decref(a);
+        json_decref(b);
+    } else if (dry_run) {
         *body = class_item(rc);
-        sl_runtimeclass_free(rc);
-        return 200;
+        st = 200;
     }
+    sl_runtimeclass_free(rc);
+    if (st)
+        return st;
     if (sl_store_put(c->store, "runtimeclasses", "", name, obj, &err) < 0) {
         *body = sl_status_json(500, "InternalError", err.msg);
         return 500;
