@@ -18,8 +18,6 @@ typedef struct apply_req {
     json_t *svc;
     char *ns, *name, *ref;
     bool create_only;
-    bool import_only;
-    bool dry_run;
     sl_image_t *image;
     sl_error_t err;
     int rc;
@@ -312,9 +310,6 @@ static void dry_run_after(uv_work_t *w, int status)
     apply_req_free(a);
 }
 
-/* A dry run of an apply that would import an image: the reference is
- * checked on the thread pool (it stats files), not imported. Not pending:
- * it holds up no real apply. */
 /* A request for the thread pool: ref imported or checked, cb told after. */
 static apply_req_t *req_new(sl_controller_t *c, json_t *svc, const char *ref, sl_controller_cb cb,
                             void *data)
@@ -329,11 +324,13 @@ static apply_req_t *req_new(sl_controller_t *c, json_t *svc, const char *ref, sl
     return a;
 }
 
+/* A dry run of an apply that would import an image: the reference is
+ * checked on the thread pool (it stats files), not imported. Not pending:
+ * it holds up no real apply. */
 static void queue_dry_run(sl_controller_t *c, json_t *svc, const char *ref, sl_controller_cb cb,
                           void *data)
 {
     apply_req_t *a = req_new(c, svc, ref, cb, data);
-    a->dry_run = true;
     uv_queue_work(c->loop, &a->work, check_ref_work, dry_run_after);
 }
 
@@ -475,7 +472,6 @@ void sl_controller_import_image(sl_controller_t *c, const char *ref, sl_controll
                                 void *data)
 {
     apply_req_t *a = req_new(c, NULL, ref, cb, data);
-    a->import_only = true;
     a->next = pending;
     pending = a;
     uv_queue_work(c->loop, &a->work, import_work, import_after);
