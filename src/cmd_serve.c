@@ -455,10 +455,8 @@ static int run_daemon(const char *listen, const char *domain, const char *state_
         return sl_cli_error("state dir: %s", err.msg);
     chmod(state_dir, 0700);
     char state_real[PATH_MAX];
-    size_t rl = strlen(so->image_root);
-    if (rl && realpath(state_dir, state_real) &&
-        (rl == 1 || (strncmp(state_real, so->image_root, rl) == 0 &&
-                     (state_real[rl] == '\0' || state_real[rl] == '/'))))
+    if (so->image_root[0] && realpath(state_dir, state_real) &&
+        sl_path_holds(so->image_root, state_real))
         return sl_cli_usage("--image-root: %s holds the state directory %s; give a directory "
                             "of images only",
                             so->image_root, state_real);

@@ -310,6 +310,14 @@ int sl_open_under(const char *root, const char *path, int flags)
     return fd < 0 ? -errno : fd;
 }
 
+bool sl_path_holds(const char *dir, const char *path)
+{
+    size_t n = strlen(dir);
+    if (n == 1 && dir[0] == '/')
+        return true;
+    return strncmp(dir, path, n) == 0 && (path[n] == '\0' || path[n] == '/');
+}
+
 off_t sl_data_from(int fd, off_t off)
 {
     off_t d = lseek(fd, off, SEEK_DATA);

@@ -126,6 +126,8 @@ int sl_read_fd(int fd, const char *path, size_t max, char **out, size_t *len, sl
  * a symlink on the way).
  */
 int sl_open_under(const char *root, const char *path, int flags);
+/* Whether directory dir is path or one above it (both real paths). */
+bool sl_path_holds(const char *dir, const char *path);
 /* The first offset at or after off that holds data: a file whose start
  * was punched out (a trimmed log) reads as zeros there. off itself when
  * it holds data, is at or past the end, or the filesystem cannot say. */

@@ -400,15 +400,6 @@ static int parse_ref(const char *ref, ref_kind_t *kind, char **path, char **rest
                         ref);
 }
 
-/* Whether directory `dir` is `path` or one above it (both real paths). */
-static bool holds(const char *dir, const char *path)
-{
-    size_t n = strlen(dir);
-    if (n == 1 && dir[0] == '/')
-        return true;
-    return strncmp(dir, path, n) == 0 && (path[n] == '\0' || path[n] == '/');
-}
-
 /* A plain root filesystem used as it is, as the one lower layer; never one
  * holding the daemon's state (its API token, store and every instance's
  * files would be readable in the container): "/", "/var", ... */
@@ -425,7 +416,7 @@ static int import_dir(sl_import_t *im, const char *abs, const char *state_dir, s
             return sl_error_errno(err, errno, "state directory %s", state_dir);
         snprintf(state, sizeof(state), "%s", state_dir);
     }
-    if (holds(abs, state))
+    if (sl_path_holds(abs, state))
         return sl_error_set(err, EACCES,
                             "%s holds the daemon's state directory %s: not usable as a root "
                             "filesystem",
@@ -456,7 +447,7 @@ static int resolve_ref(const char *ref, const char *root, ref_kind_t *kind, char
                           "%s: dir: images are not accepted here; this daemon takes oci: and "
                           "docker-archive: images below %s (serve --image-root)",
                           ref, root);
-    else if (root && !holds(root, abs))
+    else if (root && !sl_path_holds(root, abs))
         rc = sl_error_set(err, EACCES, "%s: %s is outside the image root %s (serve --image-root)",
                           ref, abs, root);
     if (rc < 0) {
