@@ -643,18 +643,21 @@ static bool same_str(const char *a, const char *b)
     return a && b && !strcmp(a, b);
 }
 
+static bool same_service(const json_t *e, const char *ns, const char *name)
+{
+    return is_kind(e, "Service") && same_str(sl_json_str(e, "metadata.name"), name) &&
+           same_str(sl_json_str(e, "metadata.namespace"), ns);
+}
+
 /* Whether an object before i of the same service names its template
  * (its revision) rev. */
 static bool made_before(const apply_set_t *set, size_t i, const char *ns, const char *name,
                         const char *rev)
 {
-    for (size_t k = 0; k < i; k++) {
-        const json_t *e = set->v[k].obj;
-        if (is_kind(e, "Service") && same_str(sl_json_str(e, "metadata.name"), name) &&
-            same_str(sl_json_str(e, "metadata.namespace"), ns) &&
-            same_str(sl_json_str(e, "spec.template.metadata.name"), rev))
+    for (size_t k = 0; k < i; k++)
+        if (same_service(set->v[k].obj, ns, name) &&
+            same_str(sl_json_str(set->v[k].obj, "spec.template.metadata.name"), rev))
             return true;
-    }
     return false;
 }
 
@@ -675,11 +678,9 @@ static json_t *dry_run_service(const apply_set_t *set, size_t i)
     bool class_before = false, svc_before = false;
     for (size_t k = 0; k < i; k++) {
         const json_t *e = set->v[k].obj;
-        const char *ename = sl_json_str(e, "metadata.name");
-        if (is_kind(e, "RuntimeClass") && same_str(ename, rcn))
+        if (is_kind(e, "RuntimeClass") && same_str(sl_json_str(e, "metadata.name"), rcn))
             class_before = true;
-        if (is_kind(e, "Service") && same_str(ename, name) &&
-            same_str(sl_json_str(e, "metadata.namespace"), ns))
+        if (same_service(e, ns, name))
             svc_before = true;
     }
     json_t *copy = json_deep_copy(a->obj);
