@@ -201,6 +201,24 @@ def open_file_limits(pid):
     return int(fields[3]), int(fields[4])
 
 
+def service_manifest(name, image, script=None, metadata=None, template_metadata=None,
+                     traffic=None, **container):
+    """A Knative Service (JSON text) of one container: image, `sh -c script`
+    as its command when given, and any other container fields."""
+    c = {"image": image}
+    if script:
+        c["command"] = ["/bin/sh", "-c", script]
+    c.update(container)
+    doc = {"apiVersion": "serving.knative.dev/v1", "kind": "Service",
+           "metadata": dict({"name": name}, **(metadata or {})),
+           "spec": {"template": {"spec": {"containers": [c]}}}}
+    if template_metadata:
+        doc["spec"]["template"]["metadata"] = template_metadata
+    if traffic is not None:
+        doc["spec"]["traffic"] = traffic
+    return json.dumps(doc)
+
+
 def scrape_metrics(port):
     """The text of GET /metrics on a daemon's --metrics-listen port."""
     with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % port, timeout=10) as r:

@@ -2,12 +2,12 @@
 (exported manifests re-apply, traffic defaults, startup probes, probe
 headers, resource requests), and what Knative refuses, or what would be
 ignored here, is refused with the field named and nothing stored."""
-import json
 import os
 import time
 
 import pytest
 
+from conftest import service_manifest
 from test_traffic import revision_counts
 
 HTTPD = r"""
@@ -17,20 +17,8 @@ exec httpd -f -vv -p "$PORT" -h /tmp/www
 """
 
 
-def service(name, image, script=HTTPD, metadata=None, template_metadata=None, traffic=None,
-            **container):
-    c = {"image": image}
-    if script:
-        c["command"] = ["/bin/sh", "-c", script]
-    c.update(container)
-    doc = {"apiVersion": "serving.knative.dev/v1", "kind": "Service",
-           "metadata": dict({"name": name}, **(metadata or {})),
-           "spec": {"template": {"spec": {"containers": [c]}}}}
-    if template_metadata:
-        doc["spec"]["template"]["metadata"] = template_metadata
-    if traffic is not None:
-        doc["spec"]["traffic"] = traffic
-    return json.dumps(doc)
+def service(name, image, script=HTTPD, **fields):
+    return service_manifest(name, image, script, **fields)
 
 
 def cgroup_file(d, name, controller, leaf):

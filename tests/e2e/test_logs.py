@@ -2,7 +2,6 @@
 output under --instance-log-max, and exited instances' logs go after
 --instance-log-retention (and beyond --instance-logs-per-revision)."""
 import glob
-import json
 import os
 import pathlib
 import shutil
@@ -13,7 +12,7 @@ import time
 
 import pytest
 
-from conftest import recv_until_close
+from conftest import recv_until_close, service_manifest
 
 CAP = 256 * 1024
 
@@ -32,11 +31,7 @@ exec httpd -f -p "$PORT" -h /tmp/www
 
 
 def manifest(name, image, script, env=()):
-    c = {"image": image, "command": ["/bin/sh", "-c", script],
-         "env": [{"name": k, "value": v} for k, v in env]}
-    return json.dumps({"apiVersion": "serving.knative.dev/v1", "kind": "Service",
-                       "metadata": {"name": name},
-                       "spec": {"template": {"spec": {"containers": [c]}}}})
+    return service_manifest(name, image, script, env=[{"name": k, "value": v} for k, v in env])
 
 
 def log_files(d, name):

@@ -1,8 +1,7 @@
 """Readiness and liveness probes with Kubernetes' fields."""
-import json
 import time
 
-from conftest import instance_netns_curl
+from conftest import instance_netns_curl, service_manifest
 
 SLOW_START = r"""
 mkdir -p /tmp/www
@@ -13,11 +12,7 @@ exec httpd -f -p "$PORT" -h /tmp/www
 
 
 def manifest(name, image, script, **probes):
-    c = {"image": image, "command": ["/bin/sh", "-c", script]}
-    c.update(probes)
-    return json.dumps({"apiVersion": "serving.knative.dev/v1", "kind": "Service",
-                       "metadata": {"name": name},
-                       "spec": {"template": {"spec": {"containers": [c]}}}})
+    return service_manifest(name, image, script, **probes)
 
 
 def test_http_readiness_gates_traffic(daemon, images):

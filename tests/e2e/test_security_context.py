@@ -1,11 +1,12 @@
 """A container's securityContext is enforced as Kubernetes enforces it, or
 refused: runAsUser/runAsGroup, runAsNonRoot, readOnlyRootFilesystem,
 capabilities; and workingDir. Nothing is accepted and then ignored."""
-import json
 import os
 import shutil
 
 import pytest
+
+from conftest import service_manifest
 
 REPORT = r"""
 mkdir -p /tmp/www
@@ -17,11 +18,7 @@ exec httpd -f -p "$PORT" -h /tmp/www
 
 
 def service(name, image, **container):
-    c = {"image": image, "command": ["/bin/sh", "-c", REPORT]}
-    c.update(container)
-    return json.dumps({"apiVersion": "serving.knative.dev/v1", "kind": "Service",
-                       "metadata": {"name": name},
-                       "spec": {"template": {"spec": {"containers": [c]}}}})
+    return service_manifest(name, image, REPORT, **container)
 
 
 def report(d, name):

@@ -22,6 +22,14 @@ static sl_as_config_t cfg_for(double target)
     return c;
 }
 
+/* A fresh autoscaler with c on the test clock; returns its "now". */
+static uint64_t begin(sl_autoscaler_t *as, const sl_as_config_t *c)
+{
+    uint64_t now = 1000 * S;
+    sl_as_init(as, c, now);
+    return now;
+}
+
 /* Run ticks of 100 ms from *now for `dur`, with concurrency held at v, and
  * the ready count following the decision (instances appear at once). */
 static int run(sl_autoscaler_t *as, uint64_t *now, uint64_t dur, double v, int *ready)
@@ -39,10 +47,8 @@ static int run(sl_autoscaler_t *as, uint64_t *now, uint64_t dur, double v, int *
 static void test_steady_load_scales_to_demand(void **state)
 {
     sl_as_config_t c = cfg_for(10);
-    sl_autoscaler_t as = {0};
-    uint64_t now = 1000 * S;
-    sl_as_free(&as);
-    sl_as_init(&as, &c, now);
+    sl_autoscaler_t as;
+    uint64_t now = begin(&as, &c);
     int ready = 1;
     /* 35 concurrent requests at target 10 → 4 instances. */
     int d = run(&as, &now, 20 * S, 35, &ready);
@@ -57,10 +63,8 @@ static void test_load_step_panics_within_a_second(void **state)
     /* aim at half the target, so the panic window (not only the requests in
      * flight right now) decides the step */
     c.utilization = 0.5;
-    sl_autoscaler_t as = {0};
-    uint64_t now = 1000 * S;
-    sl_as_free(&as);
-    sl_as_init(&as, &c, now);
+    sl_autoscaler_t as;
+    uint64_t now = begin(&as, &c);
     int ready = 1;
     run(&as, &now, 10 * S, 5, &ready);
     assert_int_equal(ready, 1);
@@ -78,10 +82,8 @@ static void test_load_step_panics_within_a_second(void **state)
 static void test_scale_to_zero_after_quiet_window_and_grace(void **state)
 {
     sl_as_config_t c = cfg_for(10);
-    sl_autoscaler_t as = {0};
-    uint64_t now = 1000 * S;
-    sl_as_free(&as);
-    sl_as_init(&as, &c, now);
+    sl_autoscaler_t as;
+    uint64_t now = begin(&as, &c);
     int ready = 1;
     run(&as, &now, 3 * S, 3, &ready);
     assert_int_equal(ready, 1);
@@ -99,10 +101,8 @@ static void test_min_max_and_activation(void **state)
     sl_as_config_t c = cfg_for(1);
     c.min_scale = 2;
     c.max_scale = 3;
-    sl_autoscaler_t as = {0};
-    uint64_t now = 1000 * S;
-    sl_as_free(&as);
-    sl_as_init(&as, &c, now);
+    sl_autoscaler_t as;
+    uint64_t now = begin(&as, &c);
     int ready = 0;
     assert_int_equal(run(&as, &now, 1 * S, 0, &ready), 2);
     assert_int_equal(run(&as, &now, 5 * S, 50, &ready), 3);
@@ -121,10 +121,8 @@ static void test_scale_down_rate_limited(void **state)
 {
     sl_as_config_t c = cfg_for(10);
     c.panic_threshold_pct = 1000; /* keep out of panic */
-    sl_autoscaler_t as = {0};
-    uint64_t now = 1000 * S;
-    sl_as_free(&as);
-    sl_as_init(&as, &c, now);
+    sl_autoscaler_t as;
+    uint64_t now = begin(&as, &c);
     sl_as_record(&as, 80, now);
     now += 20 * S;
     assert_int_equal(sl_as_decide(&as, 8, now), 8);
@@ -138,10 +136,8 @@ static void test_scale_down_rate_limited(void **state)
 static void test_time_weighting(void **state)
 {
     sl_as_config_t c = cfg_for(10);
-    sl_autoscaler_t as = {0};
-    uint64_t now = 1000 * S;
-    sl_as_free(&as);
-    sl_as_init(&as, &c, now);
+    sl_autoscaler_t as;
+    uint64_t now = begin(&as, &c);
     /* 10 for 5 s then 0 for 5 s → average 5 over the 10 s window. */
     sl_as_record(&as, 10, now);
     now += 5 * S;
@@ -158,10 +154,8 @@ static int after_drop(uint64_t delay, uint64_t drop_for)
     c.panic_threshold_pct = 1000;
     c.max_scale_down_rate = 100;
     c.scale_down_delay_ns = delay;
-    sl_autoscaler_t as = {0};
-    uint64_t now = 1000 * S;
-    sl_as_free(&as);
-    sl_as_init(&as, &c, now);
+    sl_autoscaler_t as;
+    uint64_t now = begin(&as, &c);
     int ready = 1;
     assert_int_equal(run(&as, &now, 15 * S, 40, &ready), 4);
     int d = run(&as, &now, drop_for, 5, &ready);
@@ -183,10 +177,8 @@ static void test_never_below_what_is_in_flight(void **state)
 {
     sl_as_config_t c = cfg_for(10);
     c.panic_threshold_pct = 1000; /* no panic: only the floor holds it */
-    sl_autoscaler_t as = {0};
-    uint64_t now = 1000 * S;
-    sl_as_free(&as);
-    sl_as_init(&as, &c, now);
+    sl_autoscaler_t as;
+    uint64_t now = begin(&as, &c);
     int ready = 1;
     run(&as, &now, 10 * S, 5, &ready);
     /* 100 requests arrive and 10 instances are already up (started by the
@@ -204,10 +196,8 @@ static void test_no_panic_once_the_burst_is_over(void **state)
     sl_as_config_t c = cfg_for(10);
     c.utilization = 0.7;
     c.stable_window_ns = 60 * S;
-    sl_autoscaler_t as = {0};
-    uint64_t now = 1000 * S;
-    sl_as_free(&as);
-    sl_as_init(&as, &c, now);
+    sl_autoscaler_t as;
+    uint64_t now = begin(&as, &c);
     int ready = 1;
     run(&as, &now, 61 * S, 0, &ready);
     ready = 1;
@@ -232,10 +222,8 @@ static void test_scale_down_once_per_period(void **state)
 {
     sl_as_config_t c = cfg_for(10);
     c.panic_threshold_pct = 1000;
-    sl_autoscaler_t as = {0};
-    uint64_t now = 1000 * S;
-    sl_as_free(&as);
-    sl_as_init(&as, &c, now);
+    sl_autoscaler_t as;
+    uint64_t now = begin(&as, &c);
     sl_as_record(&as, 160, now);
     now += 20 * S;
     assert_int_equal(sl_as_decide(&as, 16, now), 16);
@@ -255,10 +243,8 @@ static void test_retention_after_the_quiet_window(void **state)
 {
     sl_as_config_t c = cfg_for(10);
     c.retention_ns = 5 * S;
-    sl_autoscaler_t as = {0};
-    uint64_t now = 1000 * S;
-    sl_as_free(&as);
-    sl_as_init(&as, &c, now);
+    sl_autoscaler_t as;
+    uint64_t now = begin(&as, &c);
     int ready = 1;
     run(&as, &now, 3 * S, 3, &ready);
     assert_int_equal(run(&as, &now, 13 * S, 0, &ready), 1); /* window 10 s + 3 s */
@@ -275,10 +261,8 @@ static void test_scale_down_delay_keeps_later_peaks(void **state)
     c.panic_threshold_pct = 1000;
     c.max_scale_down_rate = 100;
     c.scale_down_delay_ns = 20 * S;
-    sl_autoscaler_t as = {0};
-    uint64_t now = 1000 * S;
-    sl_as_free(&as);
-    sl_as_init(&as, &c, now);
+    sl_autoscaler_t as;
+    uint64_t now = begin(&as, &c);
     int ready = 1;
     assert_int_equal(run(&as, &now, 5 * S, 90, &ready), 9);
     assert_int_equal(run(&as, &now, 5 * S, 40, &ready), 9);  /* held */
