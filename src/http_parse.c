@@ -468,7 +468,10 @@ typedef struct {
     bool expect_continue;
 } fields_t;
 
-/* Content-Length = 1*DIGIT; a list of identical values counts as one. */
+/* Content-Length = 1*DIGIT, once. RFC 9110 §8.6 lets a recipient of
+ * identical repeated values either reject the message or replace them with
+ * one field before forwarding; the router forwards the head as it came, so
+ * it rejects them, as nginx does. Differing values are never accepted. */
 static int field_content_length(hp_t *p, fields_t *f, sl_str_t v, int bad)
 {
     sl_str_t rest = v, e;
@@ -486,8 +489,10 @@ static int field_content_length(hp_t *p, fields_t *f, sl_str_t v, int bad)
                 return fail(p, bad, "Content-Length too large");
             n = n * 10 + (c - '0');
         }
-        if (f->has_cl && n != f->cl)
-            return fail(p, bad, "conflicting Content-Length values");
+        if (f->has_cl)
+            return fail(p, bad,
+                        n != f->cl ? "conflicting Content-Length values"
+                                   : "duplicate Content-Length");
         f->has_cl = true;
         f->cl = n;
     }

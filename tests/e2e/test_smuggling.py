@@ -45,6 +45,9 @@ VECTORS = [
      b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400),
     ("duplicate differing CL", b"POST /echo HTTP/1.1\r\n" + H +
      b"Content-Length: 3\r\nContent-Length: 40\r\n\r\nabc", 400),
+    ("duplicate identical CL", b"POST /echo HTTP/1.1\r\n" + H +
+     b"Content-Length: 3\r\nContent-Length: 3\r\n\r\nabc", 400),
+    ("CL list identical", b"POST /echo HTTP/1.1\r\n" + H + b"Content-Length: 3, 3\r\n\r\nabc", 400),
     ("CL list differing", b"POST /echo HTTP/1.1\r\n" + H + b"Content-Length: 3, 40\r\n\r\nabc", 400),
     ("CL plus sign", b"POST /echo HTTP/1.1\r\n" + H + b"Content-Length: +3\r\n\r\nabc", 400),
     ("CL hex", b"POST /echo HTTP/1.1\r\n" + H + b"Content-Length: 0x3\r\n\r\nabc", 400),

@@ -90,11 +90,6 @@ static const req_case_t valid_requests[] = {
     /* Connection: upgrade without an Upgrade header is not an upgrade */
     {RAW("GET / HTTP/1.1\r\nHost: h\r\nConnection: upgrade\r\n\r\n"), "GET", "/", "/", "h", 1,
      SL_BODY_NONE, 0, true, false, false, 2},
-    /* identical duplicate Content-Length, also as a list */
-    {RAW("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\ncontent-length: 5\r\n\r\n"), "POST",
-     "/", "/", "h", 1, SL_BODY_LENGTH, 5, true, false, false, 3},
-    {RAW("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 7, 7,7\r\n\r\n"), "POST", "/", "/", "h", 1,
-     SL_BODY_LENGTH, 7, true, false, false, 2},
     {RAW("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 9223372036854775807\r\n\r\n"), "POST", "/",
      "/", "h", 1, SL_BODY_LENGTH, 9223372036854775807ull, true, false, false, 2},
     /* leading empty lines before the request line are skipped */
@@ -241,6 +236,10 @@ static const bad_case_t bad_requests[] = {
     {RAW("POST / HTTP/1.1\r\n" H "Content-Length: -1\r\n\r\n"), 400},
     {RAW("POST / HTTP/1.1\r\n" H "Content-Length: 5, 6\r\n\r\n"), 400},
     {RAW("POST / HTTP/1.1\r\n" H "Content-Length: 5\r\nContent-Length: 6\r\n\r\n"), 400},
+    /* identical values too: forwarded as they came, they would reach the
+     * instance as two fields or a list (RFC 9110 §8.6: reject or replace) */
+    {RAW("POST / HTTP/1.1\r\n" H "Content-Length: 5\r\ncontent-length: 5\r\n\r\n"), 400},
+    {RAW("POST / HTTP/1.1\r\n" H "Content-Length: 7, 7,7\r\n\r\n"), 400},
     {RAW("POST / HTTP/1.1\r\n" H "Content-Length: 0x10\r\n\r\n"), 400},
     {RAW("POST / HTTP/1.1\r\n" H "Content-Length: 1 0\r\n\r\n"), 400},
     {RAW("POST / HTTP/1.1\r\n" H "Content-Length: 5,\r\n\r\n"), 400},
@@ -584,6 +583,8 @@ static const bad_resp_t bad_responses[] = {
     {RAW("HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"), "GET"},
     {RAW("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n"), "HEAD"},
     {RAW("HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n"), "GET"},
+    {RAW("HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n"), "GET"},
+    {RAW("HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\n\r\n"), "GET"},
     {RAW("HTTP/1.1 200 OK\r\nContent-Length: -5\r\n\r\n"), "GET"},
     {RAW("HTTP/1.1 304 Not Modified\r\nContent-Length: x\r\n\r\n"), "GET"},
     {RAW("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n"), "GET"},
