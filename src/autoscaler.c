@@ -40,6 +40,8 @@ void sl_as_init(sl_autoscaler_t *as, const sl_as_config_t *cfg, uint64_t now_ns)
     uint64_t n = cfg->stable_window_ns / as->bucket_ns + 2;
     as->n_buckets = n > SL_AS_MAX_BUCKETS ? SL_AS_MAX_BUCKETS : (size_t)n;
     as->buckets = xcalloc(as->n_buckets, sizeof(double));
+    if (cfg->rps)
+        as->arrivals = xcalloc(as->n_buckets, sizeof(double));
     as->created_ns = now_ns;
     as->last_change_ns = now_ns;
     as->last_active_ns = now_ns;
@@ -50,6 +52,8 @@ void sl_as_free(sl_autoscaler_t *as)
 {
     free(as->buckets);
     as->buckets = NULL;
+    free(as->arrivals);
+    as->arrivals = NULL;
     free(as->peaks);
     as->peaks = NULL;
     as->n_peaks = as->cap_peaks = 0;
@@ -92,6 +96,8 @@ static void advance(sl_autoscaler_t *as, uint64_t t)
     for (uint64_t i = 0; i < gap; i++) {
         as->head = (as->head + 1) % as->n_buckets;
         as->buckets[as->head] = 0;
+        if (as->arrivals)
+            as->arrivals[as->head] = 0;
     }
 }
 
@@ -120,16 +126,25 @@ void sl_as_record(sl_autoscaler_t *as, double value, uint64_t now_ns)
     as->current = value;
 }
 
-/* Average concurrency over the last `window` ending at now. A revision
- * younger than the window averages over its lifetime. Buckets hold
- * concurrency×ns; one cut by the window's left edge counts pro rata. */
-static double average(const sl_autoscaler_t *as, uint64_t window, uint64_t now)
+void sl_as_arrival(sl_autoscaler_t *as, uint64_t now_ns)
+{
+    if (!as->arrivals)
+        return;
+    integrate(as, now_ns);
+    as->arrivals[as->head] += 1;
+}
+
+/* The sum of `ring` over the last `window` ending at now, per ns: the
+ * average concurrency for concurrency×ns buckets, arrivals per ns for
+ * arrival counts. A revision younger than the window averages over its
+ * lifetime; a bucket cut by the window's left edge counts pro rata. */
+static double per_ns(const sl_autoscaler_t *as, const double *ring, uint64_t window, uint64_t now)
 {
     uint64_t since = now > window ? now - window : 0;
     if (since < as->created_ns)
         since = as->created_ns;
     if (now <= since)
-        return as->current;
+        return -1;
     double area = 0;
     size_t idx = as->head;
     for (size_t k = 0; k < as->n_buckets; k++) {
@@ -140,12 +155,22 @@ static double average(const sl_autoscaler_t *as, uint64_t window, uint64_t now)
         if (be <= since)
             break;
         if (bs >= since)
-            area += as->buckets[idx];
+            area += ring[idx];
         else
-            area += as->buckets[idx] * (double)(be - since) / (double)as->bucket_ns;
+            area += ring[idx] * (double)(be - since) / (double)as->bucket_ns;
         idx = (idx + as->n_buckets - 1) % as->n_buckets;
     }
     return area / (double)(now - since);
+}
+
+/* The metric over the last `window`: average concurrency, or requests per
+ * second. */
+static double observe(const sl_autoscaler_t *as, uint64_t window, uint64_t now)
+{
+    double v = per_ns(as, as->arrivals ? as->arrivals : as->buckets, window, now);
+    if (v < 0) /* no time has passed: concurrency now, no rate yet */
+        return as->arrivals ? 0 : as->current;
+    return as->arrivals ? v * (double)NS_PER_S : v;
 }
 
 int sl_as_decide(sl_autoscaler_t *as, int ready, uint64_t now_ns)
@@ -155,8 +180,8 @@ int sl_as_decide(sl_autoscaler_t *as, int ready, uint64_t now_ns)
     uint64_t panic_window = (uint64_t)((double)c->stable_window_ns * c->panic_window_pct / 100.0);
     if (panic_window < as->bucket_ns)
         panic_window = as->bucket_ns;
-    as->observed_stable = average(as, c->stable_window_ns, now_ns);
-    as->observed_panic = average(as, panic_window, now_ns);
+    as->observed_stable = observe(as, c->stable_window_ns, now_ns);
+    as->observed_panic = observe(as, panic_window, now_ns);
     double per_instance = c->target * c->utilization;
     if (per_instance < 0.01)
         per_instance = 0.01;
@@ -174,8 +199,13 @@ int sl_as_decide(sl_autoscaler_t *as, int ready, uint64_t now_ns)
         stable_want = down;
     /* Panic needs the demand still there: right after a burst the panic
      * window's average stays high while fewer instances are ready, and
-     * panicking then would bring back instances nobody needs. */
-    double need_now_util = ceil(as->current / per_instance - 1e-9);
+     * panicking then would bring back instances nobody needs. With the rps
+     * metric the demand now is the last second's rate (or the panic
+     * window's, if shorter). */
+    double demand_now = as->current;
+    if (as->arrivals)
+        demand_now = observe(as, panic_window < NS_PER_S ? panic_window : NS_PER_S, now_ns);
+    double need_now_util = ceil(demand_now / per_instance - 1e-9);
     bool over = panic_want / readyc >= c->panic_threshold_pct / 100.0 && panic_want > 0 &&
                 need_now_util > ready;
     if (over)
@@ -223,8 +253,14 @@ int sl_as_decide(sl_autoscaler_t *as, int ready, uint64_t now_ns)
         desired = c->activation_scale;
     /* Never below what the requests in flight and queued right now need at
      * the target utilization: averaging must not drain instances that are
-     * busy, and a step up gets the headroom the target asks for at once. */
+     * busy, and a step up gets the headroom the target asks for at once.
+     * With the rps metric the target is a rate, so the floor is what
+     * containerConcurrency lets the requests in flight use. */
     int need_now = (int)need_now_util;
+    if (as->arrivals) {
+        int cc = c->container_concurrency;
+        need_now = cc > 0 ? (int)ceil(as->current / cc - 1e-9) : as->current > 0;
+    }
     if (desired < need_now)
         desired = need_now;
     /* scale-down-delay: a lower decision applies only once the higher one

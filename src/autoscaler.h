@@ -8,6 +8,9 @@
  *
  *   desired = ceil(observed concurrency / (target × utilisation))
  *
+ * or, with Knative's "rps" metric, the same over requests per second: the
+ * controller reports each arrival, counted into a second ring of buckets.
+ *
  * averaged over the stable window (default 60 s) and the panic window (10 %
  * of it). Panic starts when the panic-window demand reaches the panic
  * threshold (200 %) of current capacity; while panicking the revision never
@@ -24,7 +27,9 @@
 #include "common.h"
 
 typedef struct sl_as_config {
-    double target;                   /* concurrency per instance the scaler aims at */
+    bool rps;                        /* metric: requests per second, not concurrency */
+    double target;                   /* concurrency (or rps) per instance the scaler aims at */
+    int container_concurrency;       /* hard limit per instance, 0 = none (rps floor) */
     double utilization;              /* 0..1: fraction of target to use (default 0.7) */
     uint64_t stable_window_ns;       /* default 60 s */
     double panic_window_pct;         /* default 10 */
@@ -41,13 +46,16 @@ typedef struct sl_as_config {
 } sl_as_config_t;
 
 #define SL_AS_MAX_BUCKETS 1200
+/* Knative's requests-per-second-target-default. */
+#define SL_AS_RPS_TARGET_DEFAULT 200.0
 /* Knative's tick-interval: max-scale-down-rate applies per this period. */
 #define SL_AS_DOWN_PERIOD_NS 2000000000ull
 
 typedef struct sl_autoscaler {
     sl_as_config_t cfg;
     uint64_t bucket_ns;
-    double *buckets; /* ring of concurrency×ns per bucket, one window long */
+    double *buckets;  /* ring of concurrency×ns per bucket, one window long */
+    double *arrivals; /* rps metric: requests that arrived per bucket, same ring */
     size_t n_buckets;
     size_t head;         /* bucket being filled */
     uint64_t head_start; /* when the head bucket began */
@@ -79,6 +87,8 @@ void sl_as_init(sl_autoscaler_t *as, const sl_as_config_t *cfg, uint64_t now_ns)
 void sl_as_free(sl_autoscaler_t *as);
 /* Concurrency (in flight + queued) changed to `value` at `now_ns`. */
 void sl_as_record(sl_autoscaler_t *as, double value, uint64_t now_ns);
+/* A request arrived (counted only with the rps metric). */
+void sl_as_arrival(sl_autoscaler_t *as, uint64_t now_ns);
 /* Decide the desired instance count given how many are ready (or
  * starting) now. Updates mode and observed values. */
 int sl_as_decide(sl_autoscaler_t *as, int ready, uint64_t now_ns);

@@ -29,8 +29,11 @@ static void deploy_usage(FILE *f)
         "  --env K=V            environment variable (repeatable)\n"
         "  --concurrency N      requests per instance at once (0 = unlimited; default 80)\n"
         "  --min N, --max N     autoscaling bounds (autoscaling.knative.dev/min-scale, max-scale)\n"
-        "  --target N           concurrency per instance the autoscaler aims at\n"
+        "  --target N           concurrency (or requests per second, with --metric rps)\n"
+        "                       per instance the autoscaler aims at\n"
         "                       (autoscaling.knative.dev/target)\n"
+        "  --metric M           what the autoscaler scales on: concurrency (default) or rps\n"
+        "                       (autoscaling.knative.dev/metric)\n"
         "  --memory Q           memory limit, e.g. 256Mi\n"
         "  --cpu Q              cpu limit, e.g. 1 or 500m\n"
         "  --timeout S          request timeout in seconds (1..3600, default 300)\n"
@@ -267,7 +270,8 @@ int sl_cmd_deploy(int argc, char **argv)
         O_WAITTO,
         O_TAG,
         O_NOTRAFFIC,
-        O_TARGET
+        O_TARGET,
+        O_METRIC
     };
     static const struct option longopts[] = {
         {"image", required_argument, NULL, O_IMAGE},
@@ -277,6 +281,7 @@ int sl_cmd_deploy(int argc, char **argv)
         {"min", required_argument, NULL, O_MIN},
         {"max", required_argument, NULL, O_MAX},
         {"target", required_argument, NULL, O_TARGET},
+        {"metric", required_argument, NULL, O_METRIC},
         {"memory", required_argument, NULL, O_MEM},
         {"cpu", required_argument, NULL, O_CPU},
         {"timeout", required_argument, NULL, O_TIMEOUT},
@@ -386,6 +391,12 @@ int sl_cmd_deploy(int argc, char **argv)
                 set_annotation(svc, "autoscaling.knative.dev/target", optarg);
             break;
         }
+        case O_METRIC:
+            if (strcmp(optarg, "concurrency") && strcmp(optarg, "rps"))
+                rc = sl_cli_usage("--metric: expected concurrency or rps, got '%s'", optarg);
+            else
+                set_annotation(svc, "autoscaling.knative.dev/metric", optarg);
+            break;
         case O_MEM: {
             int64_t v;
             if (sl_parse_memory(optarg, &v) < 0)

@@ -111,12 +111,15 @@ void ctl_rev_update_status(rev_rt_t *r)
     json_object_set_new(st, "actualReplicas", json_integer(r->n_ready));
     json_object_set_new(st, "desiredReplicas", json_integer(r->as.desired));
     json_object_set_new(st, "observedGeneration", json_integer(1));
-    json_object_set_new(st, "autoscaler",
-                        json_pack("{s:s,s:f,s:f,s:i,s:i,s:i}", "mode",
-                                  r->as.panic ? "panic" : "stable", "observedStableConcurrency",
-                                  r->as.observed_stable, "observedPanicConcurrency",
-                                  r->as.observed_panic, "inFlight", r->inflight, "queued",
-                                  (int)r->n_waiting, "instances", r->n_instances));
+    json_object_set_new(
+        st, "autoscaler",
+        json_pack("{s:s,s:s,s:f,s:f,s:i,s:i,s:i}", "mode", r->as.panic ? "panic" : "stable",
+                  "metric", r->as.arrivals ? "rps" : "concurrency",
+                  r->as.arrivals ? "observedStableRPS" : "observedStableConcurrency",
+                  r->as.observed_stable,
+                  r->as.arrivals ? "observedPanicRPS" : "observedPanicConcurrency",
+                  r->as.observed_panic, "inFlight", r->inflight, "queued", (int)r->n_waiting,
+                  "instances", r->n_instances));
 }
 
 void ctl_svc_update_status(svc_rt_t *s)
@@ -580,10 +583,15 @@ void ctl_as_config_for(const sl_controller_t *c, const sl_revision_cfg_t *cfg, s
     *out = c->as_defaults;
     /* Knative's ResolveMetricTarget: containerConcurrency when it is set
      * (the daemon's default only for unlimited concurrency); an annotated
-     * target instead, but never above containerConcurrency. */
-    if (cfg->concurrency > 0)
+     * target instead, but never above containerConcurrency. With the rps
+     * metric: 200 requests per second, or the annotated target. */
+    out->container_concurrency = cfg->concurrency;
+    out->rps = cfg->metric_rps;
+    if (cfg->metric_rps)
+        out->target = cfg->target > 0 ? cfg->target : SL_AS_RPS_TARGET_DEFAULT;
+    else if (cfg->concurrency > 0)
         out->target = cfg->concurrency;
-    if (cfg->target > 0)
+    if (cfg->target > 0 && !cfg->metric_rps)
         out->target =
             cfg->concurrency > 0 && cfg->target > cfg->concurrency ? cfg->concurrency : cfg->target;
     if (cfg->target_utilization_pct > 0)
@@ -803,6 +811,7 @@ static void *op_resolve(void *ctx, sl_str_t host)
 static int rev_acquire(rev_rt_t *r, sl_waiter_t *w, sl_pick_t *pick, const char **reason)
 {
     sl_controller_t *c = r->ctl;
+    sl_as_arrival(&r->as, w->enqueued_ns);
     inst_rt_t *i = r->wq_head ? NULL : ctl_pick_instance(r);
     if (i) {
         i->inflight++;

@@ -483,7 +483,7 @@ static int annotation_duration(const json_t *ann, const char *key, const char *p
 typedef struct as_values {
     double min, max, initial, activation, target, util, panic_pct, panic_threshold;
     uint64_t window, retention, scale_down_delay;
-    bool has_min, has_max;
+    bool has_min, has_max, rps;
 } as_values_t;
 
 /* strict: what is refused at apply only (a revision stored before a rule
@@ -534,11 +534,12 @@ static int read_autoscaling(const json_t *ann, const char *path, bool strict, as
                             "supported, got \"%s\"",
                             path, cls);
     const char *metric = json_string_value(json_object_get(ann, SL_AS_PREFIX "metric"));
-    if (metric && strcmp(metric, "concurrency"))
+    if (metric && strcmp(metric, "concurrency") && strcmp(metric, "rps"))
         return sl_error_set(err, EINVAL,
-                            "%s." SL_AS_PREFIX "metric: only \"concurrency\" is supported, got "
-                            "\"%s\"",
+                            "%s." SL_AS_PREFIX "metric: Knative's KPA takes \"concurrency\" or "
+                            "\"rps\", got \"%s\"",
                             path, metric);
+    v->rps = metric && !strcmp(metric, "rps");
     static const struct {
         const char *key, *alias;
         double lo, hi;
@@ -1620,6 +1621,7 @@ int sl_revision_cfg_from_json(const json_t *rev, sl_revision_cfg_t **out, sl_err
     cfg->max_scale = (int)v.max;
     cfg->initial_scale = (int)v.initial;
     cfg->activation_scale = (int)v.activation;
+    cfg->metric_rps = v.rps;
     cfg->target = v.target;
     cfg->target_utilization_pct = v.util;
     cfg->panic_window_pct = v.panic_pct;

@@ -67,6 +67,7 @@ typedef struct sl_revision_cfg {
     /* autoscaling.knative.dev annotations; < 0 (or 0 for the doubles and
      * durations) = not set, use the daemon's default */
     int min_scale, max_scale, initial_scale, activation_scale;
+    bool metric_rps; /* autoscaling.knative.dev/metric: rps */
     double target, target_utilization_pct, panic_window_pct, panic_threshold_pct;
     uint64_t window_ns, retention_ns, scale_down_delay_ns;
     sl_probe_cfg_t readiness, liveness, startup;

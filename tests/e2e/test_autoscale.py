@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from conftest import hey, instance_netns_curl
+from conftest import hey, instance_netns_curl, service_manifest
 
 FAST = ("--stable-window", "2s", "--scale-to-zero-grace", "1s", "--autoscale-tick", "50ms")
 
@@ -201,6 +201,14 @@ def test_invalid_autoscaling_input(daemon, images):
     assert "autoscaling.knative.dev/min-scale" in r.stderr
     r = daemon.cli("deploy", "bad", "--image", images["hello"], "--min", "x", check=False)
     assert r.returncode != 0 and "--min" in r.stderr
+    r = daemon.cli("deploy", "bad", "--image", images["hello"], "--metric", "cpu", check=False)
+    assert r.returncode != 0 and "--metric: expected concurrency or rps, got 'cpu'" in r.stderr
+    assert daemon.json("services")["items"] == []
+    daemon.cli("deploy", "good", "--image", images["hello"], "--metric", "rps", "--target", "5")
+    rev = daemon.json("revisions", "good")["items"][0]
+    ann = rev["metadata"]["annotations"]
+    assert ann["autoscaling.knative.dev/metric"] == "rps", ann
+    assert rev["status"]["autoscaler"]["metric"] == "rps"
 
 
 def concurrent_gets(d, name, path, n):
@@ -262,3 +270,27 @@ def test_scale_beyond_the_daemon_limit_is_refused(make_daemon, images):
         assert r.returncode != 0 and "more than this daemon's limit of 10" in r.stderr, r.stderr
     assert d.json("services")["items"] == []
     d.cli("deploy", "ok", "--image", images["hello"], "--max", "10")
+
+
+@pytest.mark.parametrize("metric,want", [("rps", (5, 6, 7)), ("concurrency", (1,))])
+def test_rps_metric_scales_on_request_rate(make_daemon, images, metric, want):
+    """Knative's `metric: rps`: the target is requests per second per
+    instance. 40 short requests a second at a target of 10 (× 0.7) want 6
+    instances (5 or 7 if the window catches a second less or more of it);
+    scaled on concurrency, the same load (well under one request in flight)
+    wants 1."""
+    d = make_daemon("--scale-to-zero-grace", "1s")
+    ann = {"autoscaling.knative.dev/metric": metric, "autoscaling.knative.dev/target": "10",
+           "autoscaling.knative.dev/window": "6s"}
+    d.cli("apply", "-f", "-", input=service_manifest("r", images["hello"],
+                                                     template_metadata={"annotations": ann}))
+    codes, errors, out = hey(url(d, "r", "/"), "-host", d.host("r"), "-z", "7s", "-c", "4",
+                             "-q", "10")
+    assert set(codes) == {200} and not errors, out
+    st = d.json("revisions", "r")["items"][0]["status"]
+    assert st["autoscaler"]["metric"] == metric
+    assert st["desiredReplicas"] in want, st
+    if metric == "rps":
+        assert 25 <= st["autoscaler"]["observedStableRPS"] <= 45, st
+    else:
+        assert st["autoscaler"]["observedStableConcurrency"] < 1, st

@@ -44,6 +44,89 @@ static int run(sl_autoscaler_t *as, uint64_t *now, uint64_t dur, double v, int *
     return d;
 }
 
+/* Like run, with the rps metric's input: `rate` requests per second arrive
+ * evenly, each in flight for 1 ms. */
+static int run_rps(sl_autoscaler_t *as, uint64_t *now, uint64_t dur, double rate, int *ready)
+{
+    uint64_t gap = rate > 0 ? (uint64_t)((double)S / rate) : dur + 1;
+    uint64_t next = *now + gap;
+    int d = 0;
+    for (uint64_t t = 0; t < dur; t += 100 * MS) {
+        uint64_t tick = *now + 100 * MS;
+        for (; next < tick; next += gap) {
+            sl_as_arrival(as, next);
+            sl_as_record(as, 1, next);
+            sl_as_record(as, 0, next + 1 * MS);
+        }
+        *now = tick;
+        d = sl_as_decide(as, *ready, *now);
+        *ready = d;
+    }
+    return d;
+}
+
+static void test_rps_scales_to_request_rate(void **state)
+{
+    sl_as_config_t c = cfg_for(10);
+    c.rps = true;
+    sl_autoscaler_t as;
+    uint64_t now = begin(&as, &c);
+    int ready = 1;
+    /* 50 requests per second at a target of 10 per second → 5 instances,
+     * although a millisecond each keeps only 0.05 in flight. */
+    assert_int_equal(run_rps(&as, &now, 20 * S, 50, &ready), 5);
+    assert_float_equal(as.observed_stable, 50, 1);
+    sl_as_free(&as);
+    /* The same traffic, scaled on concurrency: one instance. */
+    c.rps = false;
+    now = begin(&as, &c);
+    ready = 1;
+    assert_int_equal(run_rps(&as, &now, 20 * S, 50, &ready), 1);
+    sl_as_free(&as);
+}
+
+static void test_rps_step_panics(void **state)
+{
+    sl_as_config_t c = cfg_for(10);
+    c.rps = true;
+    c.stable_window_ns = 60 * S;
+    sl_autoscaler_t as;
+    uint64_t now = begin(&as, &c);
+    int ready = 1;
+    run_rps(&as, &now, 10 * S, 5, &ready);
+    assert_int_equal(ready, 1);
+    /* 5 → 200 requests per second: the panic window (6 s) sees it within
+     * a second, the stable window (60 s) would take far longer. */
+    int d = run_rps(&as, &now, 1 * S, 200, &ready);
+    assert_true(as.panic);
+    assert_true(d >= 3);
+    d = run_rps(&as, &now, 6 * S, 200, &ready);
+    assert_int_equal(d, 20);
+    sl_as_free(&as);
+}
+
+/* With the rps metric the in-flight floor is containerConcurrency's: busy
+ * instances stay while no new request arrives, then the revision goes to
+ * zero like any other. */
+static void test_rps_floor_and_zero(void **state)
+{
+    sl_as_config_t c = cfg_for(10);
+    c.rps = true;
+    c.container_concurrency = 2;
+    sl_autoscaler_t as;
+    uint64_t now = begin(&as, &c);
+    int ready = 1;
+    run_rps(&as, &now, 10 * S, 10, &ready);
+    assert_int_equal(ready, 1);
+    /* Ten long requests arrive at once and stay: 10 / 2 instances. */
+    for (int k = 0; k < 10; k++)
+        sl_as_arrival(&as, now);
+    assert_int_equal(run(&as, &now, 2 * S, 10, &ready), 5);
+    /* They end; nothing arrives for a window and the grace period. */
+    assert_int_equal(run(&as, &now, 13 * S, 0, &ready), 0);
+    sl_as_free(&as);
+}
+
 static void test_steady_load_scales_to_demand(void **state)
 {
     sl_as_config_t c = cfg_for(10);
@@ -276,6 +359,9 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_steady_load_scales_to_demand),
+        cmocka_unit_test(test_rps_scales_to_request_rate),
+        cmocka_unit_test(test_rps_step_panics),
+        cmocka_unit_test(test_rps_floor_and_zero),
         cmocka_unit_test(test_load_step_panics_within_a_second),
         cmocka_unit_test(test_scale_to_zero_after_quiet_window_and_grace),
         cmocka_unit_test(test_min_max_and_activation),

@@ -220,7 +220,8 @@ static void test_autoscaling_annotations(void **state)
                    "target-utilization-percentage");
     expect_invalid(ANN("\"autoscaling.knative.dev/panic-threshold-percentage\":\"50\""),
                    "panic-threshold-percentage");
-    expect_invalid(ANN("\"autoscaling.knative.dev/metric\":\"rps\""), "metric");
+    expect_invalid(ANN("\"autoscaling.knative.dev/metric\":\"cpu\""),
+                   "metric: Knative's KPA takes \"concurrency\" or \"rps\", got \"cpu\"");
     expect_invalid(ANN("\"autoscaling.knative.dev/bogus\":\"1\""), "unknown autoscaling");
     expect_invalid(ANN("\"autoscaling.knative.dev/initial-scale\":\"0\""),
                    "initial-scale: 0 is not allowed");
@@ -240,6 +241,17 @@ static void test_autoscaling_annotations(void **state)
     assert_float_equal(cfg->target, 7.5, 1e-9);
     assert_int_equal(cfg->window_ns, 90000000000ull);
     assert_int_equal(cfg->retention_ns, 5000000000ull);
+    assert_false(cfg->metric_rps);
+    sl_revision_cfg_free(cfg);
+    json_decref(rev);
+    json_decref(s);
+    s = load(ANN("\"autoscaling.knative.dev/metric\":\"rps\","
+                 "\"autoscaling.knative.dev/target\":\"150\""));
+    assert_int_equal(sl_service_validate(s, "default", &err), 0);
+    rev = sl_revision_build(s, "a-00001", 1);
+    assert_int_equal(sl_revision_cfg_from_json(rev, &cfg, &err), 0);
+    assert_true(cfg->metric_rps);
+    assert_float_equal(cfg->target, 150, 1e-9);
     sl_revision_cfg_free(cfg);
     json_decref(rev);
     json_decref(s);
