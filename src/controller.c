@@ -146,17 +146,31 @@ void ctl_svc_update_status(svc_rt_t *s)
         cfg_reason = "RevisionFailed";
         msg = s->latest->reason;
     }
-    const char *route_status = s->ready ? "True" : cfg_status;
-    const char *route_reason = s->ready ? NULL : cfg_reason;
-    json_object_set_new(st, "traffic", ctl_traffic_status(s));
     sl_autofree char *full =
         msg ? xasprintf("Revision \"%s\" failed: %s", s->latest->name, msg) : NULL;
+    const char *route_status = s->ready ? "True" : cfg_status;
+    const char *route_reason = s->ready ? NULL : cfg_reason;
+    const char *route_msg = NULL;
+    const char *ready_status = cfg_status, *ready_reason = cfg_reason, *ready_msg = full;
+    if (s->n_ro > 1) {
+        /* Knative marks the route's ingress, and so the service, not yet
+         * Ready while a gradual rollout moves the traffic. */
+        route_status = "Unknown";
+        route_reason = "RolloutInProgress";
+        route_msg = "A gradual rollout of the latest revision(s) is in progress.";
+        if (!strcmp(cfg_status, "True")) {
+            ready_status = route_status;
+            ready_reason = route_reason;
+            ready_msg = route_msg;
+        }
+    }
+    json_object_set_new(st, "traffic", ctl_traffic_status(s));
     json_t *prev = json_incref(json_object_get(st, "conditions"));
     json_object_set_new(
         st, "conditions",
         json_pack("[o,o,o]", condition(prev, "ConfigurationsReady", cfg_status, cfg_reason, full),
-                  condition(prev, "Ready", cfg_status, cfg_reason, full),
-                  condition(prev, "RoutesReady", route_status, route_reason, NULL)));
+                  condition(prev, "Ready", ready_status, ready_reason, ready_msg),
+                  condition(prev, "RoutesReady", route_status, route_reason, route_msg)));
     json_decref(prev);
 }
 
@@ -281,6 +295,7 @@ static void became_ready(rev_rt_t *r)
         rev_changed(r);
     svc_rt_t *s = r->svc;
     if (s && s->latest == r && s->ready != r) {
+        ctl_rollout_begin(s, r, sl_now_ns());
         s->ready = r;
         ctl_svc_changed(s);
         ctl_svc_reconcile(s);
@@ -765,6 +780,7 @@ void ctl_svc_free(svc_rt_t *s)
     for (rev_rt_t *r = c->revs; r; r = r->all_next)
         if (r->svc == s)
             r->svc = NULL;
+    ctl_rollout_clear(s);
     json_decref(s->obj);
     free(s->ns);
     free(s->name);

@@ -728,6 +728,9 @@ int sl_controller_delete_revision(sl_controller_t *c, const char *ns, const char
             why = "it is the service's latest revision";
         else if (s->ready && !strcmp(s->ready->name, name))
             why = "it is the service's latest ready revision";
+        for (size_t i = 0; !why && i < s->n_ro; i++)
+            if (!strcmp(s->ro[i].rev->name, name))
+                why = "a gradual rollout is moving its traffic";
         for (size_t i = 0; !why && i < s->n_traffic; i++) {
             const traffic_target_t *t = &s->traffic[i];
             if (t->revision && !strcmp(t->revision, name))

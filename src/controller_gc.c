@@ -56,8 +56,8 @@ void ctl_gc_routing_changed(rev_rt_t *r, bool routed)
 
 /* Needed by the service: its latest created or ready revision (running,
  * as its status says, or as it said when loaded: a ready revision that
- * failed to load is still the one to roll back to), or one a traffic
- * target names. */
+ * failed to load is still the one to roll back to), one a traffic target
+ * names, or one a gradual rollout still sends traffic to. */
 static bool needed(const svc_rt_t *s, const char *name)
 {
     if ((s->latest && !strcmp(s->latest->name, name)) ||
@@ -71,6 +71,9 @@ static bool needed(const svc_rt_t *s, const char *name)
             return true;
     for (size_t i = 0; i < s->n_traffic; i++)
         if (s->traffic[i].revision && !strcmp(s->traffic[i].revision, name))
+            return true;
+    for (size_t i = 0; i < s->n_ro; i++)
+        if (!strcmp(s->ro[i].rev->name, name))
             return true;
     return false;
 }

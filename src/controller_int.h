@@ -101,7 +101,17 @@ struct svc_rt {
     route_t *routes; /* [0] the service host, then one per tag */
     size_t n_routes;
     char *loaded_ready; /* status.latestReadyRevisionName when loaded, until ready is set */
-    bool gc_seen;       /* visited by the revision collector's pass */
+    /* A gradual rollout (serving.knative.dev/rollout-duration) of the
+     * latest-revision traffic: revisions oldest first, with shares of 100;
+     * the newest is `ready`. Empty when none is under way. */
+    struct ctl_rollout {
+        rev_rt_t *rev;
+        int pct;
+    } * ro;
+    size_t n_ro;
+    int ro_step;                     /* share moved to the newest per step */
+    uint64_t ro_step_ns, ro_next_ns; /* time between steps, and of the next */
+    bool gc_seen;                    /* visited by the revision collector's pass */
     svc_rt_t *prev, *next;
 };
 
@@ -180,6 +190,13 @@ rev_rt_t *ctl_route_default(svc_rt_t *s);
 rev_rt_t *ctl_route_pick(route_t *rt);
 route_t *ctl_route_find(sl_controller_t *c, const char *host, size_t len);
 json_t *ctl_traffic_status(svc_rt_t *s);
+/* Gradual rollout: `to` became ready and takes the latest-revision traffic
+ * from s->ready over the service's rollout duration (nothing happens
+ * without one). The tick moves it on; ctl_rollout_has: r still takes part. */
+void ctl_rollout_begin(svc_rt_t *s, rev_rt_t *to, uint64_t now);
+void ctl_rollout_tick(sl_controller_t *c, uint64_t now);
+bool ctl_rollout_has(const svc_rt_t *s, const rev_rt_t *r);
+void ctl_rollout_clear(svc_rt_t *s);
 rev_rt_t *ctl_rev_find(sl_controller_t *c, const char *ns, const char *name);
 char *ctl_host_for(sl_controller_t *c, const char *ns, const char *name);
 char *ctl_url_for(sl_controller_t *c, const char *host);

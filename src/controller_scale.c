@@ -122,6 +122,7 @@ static void tick(uv_timer_t *t)
         scale_revision(r, now);
         r = next;
     }
+    ctl_rollout_tick(c, now);
 }
 
 void ctl_scale_start(sl_controller_t *c)

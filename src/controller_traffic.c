@@ -7,6 +7,7 @@
  */
 #include "controller_int.h"
 
+#include <math.h>
 #include <stdio.h>
 
 static const char *MOD = "traffic";
@@ -57,6 +58,9 @@ static void add_route(svc_rt_t *s, int target, char *host)
     c->buckets[h] = rt;
 }
 
+static int latest_percent(const svc_rt_t *s);
+static uint64_t rollout_ns(const svc_rt_t *s);
+
 int ctl_svc_set_traffic(svc_rt_t *s, sl_error_t *err)
 {
     ctl_svc_clear_routes(s);
@@ -76,6 +80,10 @@ int ctl_svc_set_traffic(svc_rt_t *s, sl_error_t *err)
         tt->percent = (int)json_integer_value(json_object_get(t, "percent"));
         tt->tag = xstrdup(json_string_value(json_object_get(t, "tag")));
     }
+    /* A rollout ends at once when the latest revision loses its traffic
+     * or the service its rollout duration. */
+    if (s->n_ro && (latest_percent(s) < 2 || !rollout_ns(s)))
+        ctl_rollout_clear(s);
     add_route(s, -1, xstrdup(s->host));
     for (size_t i = 0; i < s->n_traffic; i++) {
         if (!s->traffic[i].tag)
@@ -99,10 +107,24 @@ rev_rt_t *ctl_route_default(svc_rt_t *s)
     return s->ready ? s->ready : s->latest;
 }
 
+/* One of the rollout's revisions, by their shares. */
+static rev_rt_t *rollout_pick(svc_rt_t *s)
+{
+    int roll = rand() % 100;
+    for (size_t i = 0; i < s->n_ro; i++) {
+        roll -= s->ro[i].pct;
+        if (roll < 0)
+            return s->ro[i].rev;
+    }
+    return s->ro[s->n_ro - 1].rev;
+}
+
 rev_rt_t *ctl_target_rev(svc_rt_t *s, const traffic_target_t *t)
 {
+    /* A tag-only latest target (0 %) is not rolled out, as in Knative: its
+     * tag reaches the newest revision at once. */
     if (!t->revision)
-        return ctl_route_default(s);
+        return s->n_ro > 1 && t->percent > 0 ? rollout_pick(s) : ctl_route_default(s);
     return ctl_rev_find(s->ctl, s->ns, t->revision);
 }
 
@@ -122,7 +144,7 @@ rev_rt_t *ctl_route_pick(route_t *rt)
 
 static bool wanted(svc_rt_t *s, const rev_rt_t *r)
 {
-    if (r == s->latest || r == s->ready)
+    if (r == s->latest || r == s->ready || ctl_rollout_has(s, r))
         return true;
     for (size_t i = 0; i < s->n_traffic; i++)
         if (s->traffic[i].revision && !strcmp(s->traffic[i].revision, r->name))
@@ -166,23 +188,47 @@ void ctl_svc_reconcile(svc_rt_t *s)
     }
 }
 
-json_t *ctl_traffic_status(svc_rt_t *s)
+/* The status entries of target t: one, or during a rollout one per
+ * revision in it with t's percent split by their shares (the largest
+ * remainders get the points left over, so the entries add up to t's). */
+static void target_status(svc_rt_t *s, const traffic_target_t *t, size_t i, json_t *out)
 {
-    json_t *out = json_array();
-    for (size_t i = 0; i < s->n_traffic; i++) {
-        const traffic_target_t *t = &s->traffic[i];
-        rev_rt_t *r = t->revision ? NULL : s->ready;
+    bool rolling = !t->revision && s->n_ro > 1 && t->percent > 0;
+    size_t n = rolling ? s->n_ro : 1;
+    int *share = xcalloc(n, sizeof(*share));
+    bool *bumped = xcalloc(n, sizeof(*bumped));
+    int left = t->percent;
+    for (size_t k = 0; k < n; k++) {
+        share[k] = rolling ? t->percent * s->ro[k].pct / 100 : t->percent;
+        bumped[k] = false;
+        left -= share[k];
+    }
+    for (; left > 0; left--) {
+        size_t best = 0;
+        int best_rem = -1;
+        for (size_t k = 0; k < n; k++) {
+            int rem = t->percent * s->ro[k].pct % 100;
+            if (!bumped[k] && rem > best_rem) {
+                best = k;
+                best_rem = rem;
+            }
+        }
+        share[best]++;
+        bumped[best] = true;
+    }
+    for (size_t k = 0; k < n; k++) {
+        rev_rt_t *r = t->revision ? NULL : rolling ? s->ro[k].rev : s->ready;
         const char *name = t->revision ? t->revision : r ? r->name : NULL;
         json_t *e = json_object();
         if (name)
             json_object_set_new(e, "revisionName", json_string(name));
         json_object_set_new(e, "latestRevision", json_boolean(!t->revision));
-        json_object_set_new(e, "percent", json_integer(t->percent));
+        json_object_set_new(e, "percent", json_integer(share[k]));
         if (t->tag) {
             json_object_set_new(e, "tag", json_string(t->tag));
-            for (size_t k = 0; k < s->n_routes; k++) {
-                if (s->routes[k].target == (int)i) {
-                    char *url = ctl_url_for(s->ctl, s->routes[k].host);
+            for (size_t j = 0; j < s->n_routes; j++) {
+                if (s->routes[j].target == (int)i) {
+                    char *url = ctl_url_for(s->ctl, s->routes[j].host);
                     json_object_set_new(e, "url", json_string(url));
                     free(url);
                 }
@@ -190,5 +236,140 @@ json_t *ctl_traffic_status(svc_rt_t *s)
         }
         json_array_append_new(out, e);
     }
+    free(share);
+    free(bumped);
+}
+
+json_t *ctl_traffic_status(svc_rt_t *s)
+{
+    json_t *out = json_array();
+    for (size_t i = 0; i < s->n_traffic; i++)
+        target_status(s, &s->traffic[i], i, out);
     return out;
+}
+
+/* ---- gradual rollout ---------------------------------------------------- */
+
+bool ctl_rollout_has(const svc_rt_t *s, const rev_rt_t *r)
+{
+    for (size_t i = 0; i < s->n_ro; i++)
+        if (s->ro[i].rev == r)
+            return true;
+    return false;
+}
+
+void ctl_rollout_clear(svc_rt_t *s)
+{
+    free(s->ro);
+    s->ro = NULL;
+    s->n_ro = 0;
+}
+
+/* The latest revision's part of the service's traffic (Knative's
+ * configuration target percent). */
+static int latest_percent(const svc_rt_t *s)
+{
+    int p = 0;
+    for (size_t i = 0; i < s->n_traffic; i++)
+        if (!s->traffic[i].revision)
+            p += s->traffic[i].percent;
+    return p;
+}
+
+static uint64_t rollout_ns(const svc_rt_t *s)
+{
+    uint64_t ns = 0;
+    sl_error_t err = {0};
+    if (sl_rollout_duration(sl_json_path(s->obj, "metadata.annotations"), &ns, &err) < 0)
+        return 0; /* validated at apply; a stored object from before loads */
+    return ns;
+}
+
+/* Knative's rollout (route/traffic/rollout.go): the new revision gets 1 %
+ * at once, taken from the newest revision that has any; after the first
+ * step's time the rest moves in equal steps, at least 1 % each, spread over
+ * what is left of the duration. Knative times the first step by how long
+ * its ingress took to take the 1 % (at least 1 s); the router takes it at
+ * once, so it is 1 s here. */
+void ctl_rollout_begin(svc_rt_t *s, rev_rt_t *to, uint64_t now)
+{
+    uint64_t d = rollout_ns(s);
+    int p = latest_percent(s);
+    if (!d || p < 2 || !s->ready || s->ready == to) {
+        ctl_rollout_clear(s);
+        return;
+    }
+    if (s->n_ro == 0) {
+        s->ro = xcalloc(2, sizeof(*s->ro));
+        s->ro[0] = (struct ctl_rollout){s->ready, 100};
+        s->n_ro = 1;
+    } else {
+        s->ro = xrealloc(s->ro, (s->n_ro + 1) * sizeof(*s->ro));
+    }
+    for (size_t i = s->n_ro; i-- > 0;) {
+        if (s->ro[i].pct > 0) {
+            s->ro[i].pct--;
+            break;
+        }
+    }
+    size_t w = 0;
+    for (size_t i = 0; i < s->n_ro; i++)
+        if (s->ro[i].pct > 0)
+            s->ro[w++] = s->ro[i];
+    s->ro[w++] = (struct ctl_rollout){to, 1};
+    s->n_ro = w;
+    const double first = 1.0;
+    double secs = (double)d / 1e9 - first;
+    if (secs < 1)
+        secs = 1;
+    double steps = secs / first;
+    if (steps > p - 1)
+        steps = p - 1;
+    s->ro_step = (int)lround(99.0 / steps);
+    if (s->ro_step < 1)
+        s->ro_step = 1;
+    s->ro_step_ns = (uint64_t)(secs / steps * 1e9);
+    s->ro_next_ns = now + (uint64_t)(first * 1e9) + s->ro_step_ns;
+    sl_info(MOD, "service %s/%s: rolling %s out over %.0f s, %d %% every %.2f s", s->ns, s->name,
+            to->name, (double)d / 1e9, s->ro_step, (double)s->ro_step_ns / 1e9);
+}
+
+/* One step (Knative's stepRevisions): the newest gains ro_step, taken
+ * from the one before it, then the ones before that. */
+static void rollout_step(svc_rt_t *s)
+{
+    size_t newest = s->n_ro - 1;
+    int remaining = s->ro_step;
+    size_t keep = newest;
+    while (remaining > 0 && keep > 0) {
+        struct ctl_rollout *o = &s->ro[keep - 1];
+        if (o->pct > remaining) {
+            o->pct -= remaining;
+            remaining = 0;
+            break;
+        }
+        remaining -= o->pct;
+        keep--;
+    }
+    s->ro[keep] = s->ro[newest];
+    s->ro[keep].pct += s->ro_step - remaining;
+    s->n_ro = keep + 1;
+}
+
+void ctl_rollout_tick(sl_controller_t *c, uint64_t now)
+{
+    for (svc_rt_t *s = c->svcs; s; s = s->next) {
+        if (s->n_ro < 2 || now < s->ro_next_ns)
+            continue;
+        rollout_step(s);
+        s->ro_next_ns = now + s->ro_step_ns;
+        if (s->n_ro < 2) {
+            sl_info(MOD, "service %s/%s: rollout of %s done", s->ns, s->name, s->ro[0].rev->name);
+            ctl_rollout_clear(s);
+            ctl_svc_changed(s);
+            ctl_svc_reconcile(s);
+        } else {
+            ctl_svc_changed(s);
+        }
+    }
 }

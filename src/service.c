@@ -371,6 +371,14 @@ static int check_service_annotations(json_t *v, const char *path, sl_error_t *er
                             "%s.run.googleapis.com/ingress: \"%s\" is not supported: every "
                             "service is served on the router's listener",
                             path, ingress);
+    if (json_object_get(v, SL_ROLLOUT_KEY) && json_object_get(v, SL_ROLLOUT_KEY_ALIAS))
+        return sl_error_set(err, EINVAL, "%s: give one of %s and %s, not both", path,
+                            SL_ROLLOUT_KEY, SL_ROLLOUT_KEY_ALIAS);
+    uint64_t rollout;
+    if (sl_rollout_duration(v, &rollout, err) < 0) {
+        sl_autofree char *why = xstrdup(err->msg);
+        return sl_error_set(err, EINVAL, "%s.%s", path, why);
+    }
     const char *k;
     json_t *x;
     json_object_foreach(v, k, x)
@@ -402,6 +410,29 @@ static const field_t metadata_fields[] = {
 static int check_metadata(json_t *v, const char *path, sl_error_t *err)
 {
     return check_fields(v, path, metadata_fields, SL_ARRAY_LEN(metadata_fields), err);
+}
+
+int sl_rollout_duration(const json_t *annotations, uint64_t *ns, sl_error_t *err)
+{
+    *ns = 0;
+    const char *key = SL_ROLLOUT_KEY;
+    json_t *v = json_object_get(annotations, key);
+    if (!v) {
+        key = SL_ROLLOUT_KEY_ALIAS;
+        v = json_object_get(annotations, key);
+    }
+    if (!v)
+        return 0;
+    const char *str = json_string_value(v);
+    /* Knative's ValidateRolloutDurationAnnotation: a duration, at second
+     * precision, not negative (sl_parse_duration takes no sign). */
+    if (!str || sl_parse_duration(str, ns) < 0)
+        return sl_error_set(err, EINVAL,
+                            "%s: must be a duration like \"380s\" or \"5m\", got \"%s\"", key,
+                            str ? str : "(not a string)");
+    if (*ns % 1000000000ull)
+        return sl_error_set(err, EINVAL, "%s: %s is not at second precision", key, str);
+    return 0;
 }
 
 int sl_parse_duration(const char *s, uint64_t *ns)

@@ -78,6 +78,13 @@ typedef struct sl_revision_cfg {
 /* Go-style duration ("60s", "1m30s", "500ms", "1h") to nanoseconds. */
 int sl_parse_duration(const char *s, uint64_t *ns);
 
+/* Knative's gradual rollout, from a Service's metadata.annotations: the
+ * time over which traffic for the latest revision moves to a new one. */
+#define SL_ROLLOUT_KEY       "serving.knative.dev/rollout-duration"
+#define SL_ROLLOUT_KEY_ALIAS "serving.knative.dev/rolloutDuration"
+/* *ns = 0 when neither key is set; -1 with err when the value is invalid. */
+int sl_rollout_duration(const json_t *annotations, uint64_t *ns, sl_error_t *err);
+
 /* Validate the autoscaling.knative.dev annotations of a template; path
  * names the annotations object in messages. */
 int sl_validate_autoscaling(const json_t *annotations, const char *path, sl_error_t *err);

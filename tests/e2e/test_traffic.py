@@ -130,3 +130,69 @@ def test_failing_new_revision_keeps_old_one_serving(daemon, images):
     assert svc["status"]["latestCreatedRevisionName"] == "web-00002"
     ready = [c for c in svc["status"]["conditions"] if c["type"] == "ConfigurationsReady"][0]
     assert ready["status"] == "False" and "boom" in ready["message"]
+
+
+def conditions(svc):
+    return {c["type"]: c for c in svc["status"]["conditions"]}
+
+
+def test_gradual_rollout(daemon, images):
+    """serving.knative.dev/rollout-duration: the new revision takes 1 % at
+    once, then the rest in equal steps over the duration, while the service
+    says RolloutInProgress; then the old revision is retired."""
+    d = daemon
+    manifest = {"apiVersion": "serving.knative.dev/v1", "kind": "Service",
+                "metadata": {"name": "web",
+                             "annotations": {"serving.knative.dev/rollout-duration": "10s"}},
+                "spec": {"template": {"spec": {"containers": [
+                    {"image": images["hello"], "env": [{"name": "V", "value": "1"}]}]}}}}
+    d.cli("apply", "-f", "-", "--wait", input=json.dumps(manifest))
+    assert conditions(d.json("describe", "web"))["Ready"]["status"] == "True"
+
+    d.cli("deploy", "web", "--env", "V=2")
+    t0 = time.time()
+    svc = d.json("describe", "web")
+    ready = conditions(svc)["Ready"]
+    assert ready["status"] == "Unknown" and ready["reason"] == "RolloutInProgress", ready
+    split = {t["revisionName"]: t["percent"] for t in svc["status"]["traffic"]}
+    assert sum(split.values()) == 100 and set(split) == {"web-00001", "web-00002"}, split
+    assert split["web-00002"] <= 12, split  # 1 %, or one 11 % step later
+    early = revision_counts(d, "web.localhost", 50)
+    assert early.get("web-00001", 0) >= 35, early
+
+    time.sleep(max(0, t0 + 5.5 - time.time()))
+    middle = revision_counts(d, "web.localhost", 100)
+    print("5.5 s into a 10 s rollout:", middle)
+    assert middle.get("web-00001", 0) >= 10 and middle.get("web-00002", 0) >= 10, middle
+
+    deadline = t0 + 30
+    while conditions(svc)["Ready"]["status"] != "True" and time.time() < deadline:
+        time.sleep(0.2)
+        svc = d.json("describe", "web")
+    took = time.time() - t0
+    assert conditions(svc)["Ready"]["status"] == "True", svc["status"]
+    assert 8 <= took <= 15, took
+    assert [(t["revisionName"], t["percent"]) for t in svc["status"]["traffic"]] == \
+        [("web-00002", 100)]
+    assert revision_counts(d, "web.localhost", 30) == {"web-00002": 30}
+    # the old revision no longer serves, and can be deleted
+    d.cli("revisions", "delete", "web-00001")
+
+
+def test_rollout_duration_is_validated(daemon, images):
+    d = daemon
+    for value, why in (("1.5s", "not at second precision"), ("-10s", "must be a duration"),
+                       ("soon", "must be a duration")):
+        manifest = {"apiVersion": "serving.knative.dev/v1", "kind": "Service",
+                    "metadata": {"name": "web", "annotations": {
+                        "serving.knative.dev/rollout-duration": value}},
+                    "spec": {"template": {"spec": {"containers": [{"image": images["hello"]}]}}}}
+        r = d.cli("apply", "-f", "-", input=json.dumps(manifest), check=False)
+        assert r.returncode != 0, value
+        assert "metadata.annotations.serving.knative.dev/rollout-duration" in r.stderr, r.stderr
+        assert why in r.stderr, r.stderr
+    manifest["metadata"]["annotations"] = {"serving.knative.dev/rollout-duration": "5s",
+                                           "serving.knative.dev/rolloutDuration": "5s"}
+    r = d.cli("apply", "-f", "-", input=json.dumps(manifest), check=False)
+    assert r.returncode != 0 and "not both" in r.stderr, r.stderr
+    assert d.json("services")["items"] == []
