@@ -475,6 +475,8 @@ int ctl_start_instance(rev_rt_t *r)
         .cpu_millis = cfg->cpu_millis,
         .cpu_request_millis = cfg->cpu_request_millis,
         .scratch_bytes = cfg->ephemeral_storage,
+        .volumes = cfg->volumes,
+        .n_volumes = cfg->n_volumes,
         .profile = &r->profile,
         .readiness = cfg->readiness.kind ? &readiness : NULL,
         .liveness = cfg->liveness.kind ? &liveness : NULL,

@@ -335,7 +335,35 @@ static json_t *mounts(const sl_oci_params_t *p)
             m, mount("/sys", "sysfs", "sysfs", STRV("nosuid", "noexec", "nodev", "ro")));
     json_array_append_new(
         m, mount("/tmp", "tmpfs", "tmpfs", STRV("nosuid", "nodev", "mode=1777", tmpsize)));
+    for (size_t i = 0; i < p->n_volumes; i++) {
+        const sl_oci_volume_t *v = &p->volumes[i];
+        char size[48];
+        snprintf(size, sizeof(size), "size=%lld", (long long)(v->size > 0 ? v->size : tmp));
+        json_t *opts = STRV("nosuid", "nodev", "mode=1777", size);
+        if (v->readonly)
+            json_array_append_new(opts, json_string("ro"));
+        json_array_append_new(m, mount(v->path, "tmpfs", "tmpfs", opts));
+    }
     return m;
+}
+
+sl_oci_volume_t *sl_oci_volumes_dup(const sl_oci_volume_t *v, size_t n)
+{
+    if (!n)
+        return NULL;
+    sl_oci_volume_t *out = xcalloc(n, sizeof(*out));
+    for (size_t i = 0; i < n; i++) {
+        out[i] = v[i];
+        out[i].path = xstrdup(v[i].path);
+    }
+    return out;
+}
+
+void sl_oci_volumes_free(sl_oci_volume_t *v, size_t n)
+{
+    for (size_t i = 0; v && i < n; i++)
+        free(v[i].path);
+    free(v);
 }
 
 static json_t *ns(const char *type, const char *path)

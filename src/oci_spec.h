@@ -63,6 +63,17 @@ typedef struct sl_oci_idmap {
     uint32_t host_uid, host_gid, size;
 } sl_oci_idmap_t;
 
+/* An emptyDir volume: a tmpfs of `size` bytes (0 = the size of /tmp) at
+ * the absolute `path` in the container. */
+typedef struct sl_oci_volume {
+    char *path;
+    int64_t size;
+    bool readonly;
+} sl_oci_volume_t;
+
+sl_oci_volume_t *sl_oci_volumes_dup(const sl_oci_volume_t *v, size_t n);
+void sl_oci_volumes_free(sl_oci_volume_t *v, size_t n);
+
 typedef struct sl_oci_params {
     char *const *args; /* NULL-terminated */
     char *const *env;  /* NULL-terminated */
@@ -72,11 +83,13 @@ typedef struct sl_oci_params {
     const char *rootfs;     /* bundle-relative or absolute */
     const char *netns_path; /* joined network namespace; NULL = new one */
     const char *cgroups_path;
-    int64_t memory_limit;          /* bytes, 0 = unlimited */
-    int64_t cpu_millis;            /* 0 = unlimited */
-    int64_t cpu_shares;            /* relative weight (2..262144); 0 = the runtime's default */
-    int64_t pids_limit;            /* 0 = 1024 */
-    int64_t tmp_size;              /* /tmp tmpfs bytes, 0 = 64 MiB */
+    int64_t memory_limit;           /* bytes, 0 = unlimited */
+    int64_t cpu_millis;             /* 0 = unlimited */
+    int64_t cpu_shares;             /* relative weight (2..262144); 0 = the runtime's default */
+    int64_t pids_limit;             /* 0 = 1024 */
+    int64_t tmp_size;               /* /tmp tmpfs bytes, 0 = 64 MiB */
+    const sl_oci_volume_t *volumes; /* emptyDir tmpfs mounts, after /tmp */
+    size_t n_volumes;
     int64_t nofile;                /* RLIMIT_NOFILE soft = hard, 0 = 1048576 */
     const char *annotations[8][2]; /* key/value pairs, NULL-terminated */
     /* Security profile (all zero = the defaults above: Docker's

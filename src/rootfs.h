@@ -38,7 +38,7 @@ int sl_rootfs_userns_open(uint32_t host_uid, uint32_t host_gid, uint32_t size, s
  * mounted.
  */
 int sl_rootfs_mount_idmapped(const char *inst_dir, char *const *layers, size_t n_layers,
-                             int userns_fd, sl_error_t *err);
+                             int userns_fd, char *const *mountpoints, sl_error_t *err);
 
 /* Unmount (lazily) every mount at or below dir, newest first. Returns the
  * number of mounts removed or < 0 with err set. */

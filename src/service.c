@@ -1122,6 +1122,181 @@ static int check_working_dir(json_t *v, const char *path, sl_error_t *err)
     return 0;
 }
 
+/* ---- volumes: emptyDir only --------------------------------------------- */
+
+/* Knative's reserved mount paths, and what the runtime mounts itself. */
+static const char *const reserved_mount_paths[] = {"/",    "/dev", "/dev/log",
+                                                   "/tmp", "/var", "/var/log"};
+static const char *const runtime_mount_roots[] = {"/proc", "/sys", "/dev"};
+
+static int check_mount_path(json_t *v, const char *path, sl_error_t *err)
+{
+    const char *s = json_string_value(v);
+    if (!s || s[0] != '/')
+        return sl_error_set(err, EINVAL, "%s: must be an absolute path", path);
+    for (const char *c = s; *c; c++) {
+        if (c[0] == '/' && c[1] == '.' &&
+            (c[2] == '/' || !c[2] || (c[2] == '.' && (c[3] == '/' || !c[3]))))
+            return sl_error_set(err, EINVAL, "%s: \"%s\" must not contain . or .. components", path,
+                                s);
+        if (c[0] == '/' && c[1] == '/')
+            return sl_error_set(err, EINVAL, "%s: \"%s\" must not contain empty components", path,
+                                s);
+    }
+    size_t n = strlen(s);
+    while (n > 1 && s[n - 1] == '/')
+        n--;
+    for (size_t i = 0; i < SL_ARRAY_LEN(reserved_mount_paths); i++)
+        if (strlen(reserved_mount_paths[i]) == n && !strncmp(s, reserved_mount_paths[i], n))
+            return sl_error_set(err, EINVAL, "%s: \"%.*s\" is a reserved path", path, (int)n, s);
+    for (size_t i = 0; i < SL_ARRAY_LEN(runtime_mount_roots); i++)
+        if (sl_path_holds(runtime_mount_roots[i], s))
+            return sl_error_set(err, EINVAL, "%s: \"%s\" is under %s, which the runtime mounts",
+                                path, s, runtime_mount_roots[i]);
+    return 0;
+}
+
+static const field_t volume_mount_fields[] = {
+    {"name", check_string},
+    {"mountPath", check_mount_path},
+    {"readOnly", check_bool},
+    {"subPath", check_unsupported},
+    {"subPathExpr", check_unsupported},
+    {"mountPropagation", check_unsupported},
+    {"recursiveReadOnly", check_unsupported},
+};
+
+static int check_volume_mounts(json_t *v, const char *path, sl_error_t *err)
+{
+    if (!json_is_array(v))
+        return sl_error_set(err, EINVAL, "%s: must be a list", path);
+    for (size_t i = 0; i < json_array_size(v); i++) {
+        json_t *m = json_array_get(v, i);
+        sl_autofree char *sub = xasprintf("%s[%zu]", path, i);
+        if (check_fields(m, sub, volume_mount_fields, SL_ARRAY_LEN(volume_mount_fields), err) < 0)
+            return -1;
+        if (!json_object_get(m, "name") || !json_object_get(m, "mountPath"))
+            return sl_error_set(err, EINVAL, "%s: name and mountPath are required", sub);
+        const char *mp = json_string_value(json_object_get(m, "mountPath"));
+        for (size_t k = 0; k < i; k++) {
+            const char *other =
+                json_string_value(json_object_get(json_array_get(v, k), "mountPath"));
+            size_t a = strlen(mp), b = strlen(other);
+            while (a > 1 && mp[a - 1] == '/')
+                a--;
+            while (b > 1 && other[b - 1] == '/')
+                b--;
+            if (a == b && !strncmp(mp, other, a))
+                return sl_error_set(err, EINVAL, "%s.mountPath: \"%s\" must be unique", sub, mp);
+        }
+    }
+    return 0;
+}
+
+static int check_medium(json_t *v, const char *path, sl_error_t *err)
+{
+    const char *s = json_string_value(v);
+    if (!s || (*s && strcmp(s, "Memory")))
+        return sl_error_set(err, EINVAL, "%s: must be \"\" or \"Memory\" (both are tmpfs)", path);
+    return 0;
+}
+
+static int check_size_limit(json_t *v, const char *path, sl_error_t *err)
+{
+    int64_t q;
+    char num[64];
+    const char *s = quantity_text(v, num, sizeof(num));
+    if (!s || sl_parse_memory(s, &q) < 0 || q < 1)
+        return sl_error_set(err, EINVAL, "%s: must be a quantity like \"64Mi\"", path);
+    return 0;
+}
+
+static const field_t empty_dir_fields[] = {
+    {"medium", check_medium},
+    {"sizeLimit", check_size_limit},
+};
+
+static int check_empty_dir(json_t *v, const char *path, sl_error_t *err)
+{
+    return check_fields(v, path, empty_dir_fields, SL_ARRAY_LEN(empty_dir_fields), err);
+}
+
+static int check_volume_source(json_t *v, const char *path, sl_error_t *err)
+{
+    return sl_error_set(err, ENOTSUP, "%s: not supported: only emptyDir volumes are", path);
+}
+
+static int check_label_name(json_t *v, const char *path, sl_error_t *err)
+{
+    const char *s = json_string_value(v);
+    if (!s || !sl_is_dns1123_label(s))
+        return sl_error_set(err, EINVAL, "%s: must be a DNS-1123 label", path);
+    return 0;
+}
+
+static const field_t volume_fields[] = {
+    {"name", check_label_name},         {"emptyDir", check_empty_dir},
+    {"secret", check_volume_source},    {"configMap", check_volume_source},
+    {"projected", check_volume_source}, {"persistentVolumeClaim", check_volume_source},
+    {"hostPath", check_volume_source},  {"csi", check_volume_source},
+    {"nfs", check_volume_source},       {"downwardAPI", check_volume_source},
+    {"ephemeral", check_volume_source}, {"image", check_volume_source},
+};
+
+static int check_volumes(json_t *v, const char *path, sl_error_t *err)
+{
+    if (!json_is_array(v))
+        return sl_error_set(err, EINVAL, "%s: must be a list", path);
+    for (size_t i = 0; i < json_array_size(v); i++) {
+        json_t *vol = json_array_get(v, i);
+        sl_autofree char *sub = xasprintf("%s[%zu]", path, i);
+        if (check_fields(vol, sub, volume_fields, SL_ARRAY_LEN(volume_fields), err) < 0)
+            return -1;
+        const char *name = json_string_value(json_object_get(vol, "name"));
+        if (!name)
+            return sl_error_set(err, EINVAL, "%s.name: is required", sub);
+        if (!json_object_get(vol, "emptyDir"))
+            return sl_error_set(err, EINVAL, "%s: emptyDir is required (the only volume type)",
+                                sub);
+        for (size_t k = 0; k < i; k++)
+            if (!strcmp(name, json_string_value(json_object_get(json_array_get(v, k), "name"))))
+                return sl_error_set(err, EINVAL, "%s.name: \"%s\" must be unique", sub, name);
+    }
+    return 0;
+}
+
+/* The volumes and the container's mounts name each other, as Knative
+ * checks: a mount names a volume, and every volume is mounted. */
+static int check_volumes_mounted(json_t *pod, const char *path, sl_error_t *err)
+{
+    json_t *vols = json_object_get(pod, "volumes");
+    json_t *mounts =
+        json_object_get(json_array_get(json_object_get(pod, "containers"), 0), "volumeMounts");
+    for (size_t i = 0; i < json_array_size(mounts); i++) {
+        const char *name = json_string_value(json_object_get(json_array_get(mounts, i), "name"));
+        bool found = false;
+        for (size_t k = 0; k < json_array_size(vols) && !found; k++)
+            found =
+                !strcmp(name, json_string_value(json_object_get(json_array_get(vols, k), "name")));
+        if (!found)
+            return sl_error_set(err, EINVAL,
+                                "%s.containers[0].volumeMounts[%zu].name: \"%s\" has no matching "
+                                "volume",
+                                path, i, name);
+    }
+    for (size_t k = 0; k < json_array_size(vols); k++) {
+        const char *name = json_string_value(json_object_get(json_array_get(vols, k), "name"));
+        bool found = false;
+        for (size_t i = 0; i < json_array_size(mounts) && !found; i++)
+            found = !strcmp(name,
+                            json_string_value(json_object_get(json_array_get(mounts, i), "name")));
+        if (!found)
+            return sl_error_set(err, EINVAL, "%s.volumes[%zu]: volume with name \"%s\" not mounted",
+                                path, k, name);
+    }
+    return 0;
+}
+
 static const field_t container_fields[] = {
     {"name", check_string},
     {"image", check_image},
@@ -1138,7 +1313,7 @@ static const field_t container_fields[] = {
     {"securityContext", check_security_context},
     {"terminationMessagePolicy", check_string},
     {"envFrom", check_unsupported},
-    {"volumeMounts", check_unsupported},
+    {"volumeMounts", check_volume_mounts},
     {"lifecycle", check_unsupported},
 };
 
@@ -1175,14 +1350,22 @@ static int check_runtime_class(json_t *v, const char *path, sl_error_t *err)
 }
 
 static const field_t pod_fields[] = {
-    {"containers", check_containers},      {"containerConcurrency", check_concurrency},
-    {"timeoutSeconds", check_timeout},     {"runtimeClassName", check_runtime_class},
-    {"serviceAccountName", check_string},  {"enableServiceLinks", NULL},
-    {"volumes", check_unsupported},        {"imagePullSecrets", check_unsupported},
-    {"initContainers", check_unsupported}, {"securityContext", check_unsupported},
-    {"nodeSelector", check_unsupported},   {"affinity", check_unsupported},
-    {"tolerations", check_unsupported},    {"priorityClassName", check_unsupported},
-    {"dnsPolicy", check_unsupported},      {"dnsConfig", check_unsupported},
+    {"containers", check_containers},
+    {"containerConcurrency", check_concurrency},
+    {"timeoutSeconds", check_timeout},
+    {"runtimeClassName", check_runtime_class},
+    {"serviceAccountName", check_string},
+    {"enableServiceLinks", NULL},
+    {"volumes", check_volumes},
+    {"imagePullSecrets", check_unsupported},
+    {"initContainers", check_unsupported},
+    {"securityContext", check_unsupported},
+    {"nodeSelector", check_unsupported},
+    {"affinity", check_unsupported},
+    {"tolerations", check_unsupported},
+    {"priorityClassName", check_unsupported},
+    {"dnsPolicy", check_unsupported},
+    {"dnsConfig", check_unsupported},
     {"hostAliases", check_unsupported},
 };
 
@@ -1191,6 +1374,8 @@ static int check_pod_spec(json_t *v, const char *path, sl_error_t *err)
     int rc = check_fields(v, path, pod_fields, SL_ARRAY_LEN(pod_fields), err);
     if (rc == 0 && !json_object_get(v, "containers"))
         return sl_error_set(err, EINVAL, "%s.containers: is required", path);
+    if (rc == 0)
+        rc = check_volumes_mounted(v, path, err);
     return rc;
 }
 
@@ -1642,6 +1827,22 @@ int sl_revision_cfg_from_json(const json_t *rev, sl_revision_cfg_t **out, sl_err
         str_array_free(drop, n_drop);
         str_array_free(add, n_add);
     }
+    json_t *mounts = json_object_get(c, "volumeMounts");
+    json_t *vols = json_object_get(spec, "volumes");
+    cfg->n_volumes = json_array_size(mounts);
+    cfg->volumes = cfg->n_volumes ? xcalloc(cfg->n_volumes, sizeof(*cfg->volumes)) : NULL;
+    for (size_t i = 0; i < cfg->n_volumes; i++) {
+        json_t *m = json_array_get(mounts, i);
+        const char *name = json_string_value(json_object_get(m, "name"));
+        cfg->volumes[i].path = xstrdup(json_string_value(json_object_get(m, "mountPath")));
+        cfg->volumes[i].readonly = json_is_true(json_object_get(m, "readOnly"));
+        for (size_t k = 0; k < json_array_size(vols); k++) {
+            json_t *vol = json_array_get(vols, k);
+            const char *vn = json_string_value(json_object_get(vol, "name"));
+            if (name && vn && !strcmp(name, vn))
+                cfg->volumes[i].size = quantity(vol, "emptyDir", "sizeLimit", false);
+        }
+    }
     as_values_t v = {.min = -1, .max = -1, .initial = -1, .activation = -1};
     json_t *ann = sl_json_path(rev, "metadata.annotations");
     if (ann && read_autoscaling(ann, "metadata.annotations", false, &v, err) < 0) {
@@ -1679,6 +1880,7 @@ void sl_revision_cfg_free(sl_revision_cfg_t *cfg)
     free(cfg->runtime_class);
     free(cfg->working_dir);
     sl_strv_free(cfg->caps);
+    sl_oci_volumes_free(cfg->volumes, cfg->n_volumes);
     probe_free(&cfg->readiness);
     probe_free(&cfg->liveness);
     probe_free(&cfg->startup);

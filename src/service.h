@@ -11,6 +11,7 @@
 #define SL_SERVICE_H
 
 #include "common.h"
+#include "oci_spec.h"
 #include <jansson.h>
 
 #define SL_API_GROUP           "serving.knative.dev"
@@ -64,6 +65,8 @@ typedef struct sl_revision_cfg {
     int64_t run_as_user, run_as_group;
     bool run_as_non_root, readonly_rootfs;
     char **caps; /* NULL = the class's default set; else exactly these (NULL-terminated) */
+    sl_oci_volume_t *volumes; /* emptyDir volumes as mounted, in volumeMounts' order */
+    size_t n_volumes;
     /* autoscaling.knative.dev annotations; < 0 (or 0 for the doubles and
      * durations) = not set, use the daemon's default */
     int min_scale, max_scale, initial_scale, activation_scale;

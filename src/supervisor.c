@@ -987,6 +987,8 @@ typedef struct prep {
     char *namespace_, *service, *revision;
     bool has_profile, readonly_rootfs, no_capabilities, run_as_non_root;
     char **caps; /* NULL = the default set */
+    sl_oci_volume_t *volumes;
+    size_t n_volumes;
     sl_seccomp_profile_t seccomp;
     int64_t scratch, pids, cpu_shares;
     char **exec_args[3]; /* the exec probes' commands, as PROBE_WHAT */
@@ -1007,6 +1009,7 @@ static void prep_free(prep_t *p)
     for (size_t k = 0; k < SL_ARRAY_LEN(p->exec_args); k++)
         sl_strv_free(p->exec_args[k]);
     sl_strv_free(p->caps);
+    sl_oci_volumes_free(p->volumes, p->n_volumes);
     free(p->user);
     free(p->cwd);
     free(p->log_dir);
@@ -1056,6 +1059,8 @@ static prep_t *prep_new(sl_instance_t *inst, const sl_instance_spec_t *s, sl_err
     p->readonly_rootfs = s->readonly_rootfs;
     if (s->caps)
         p->caps = sl_strv_dup((char *const *)s->caps, sl_strv_len((char *const *)s->caps));
+    p->volumes = sl_oci_volumes_dup(s->volumes, s->n_volumes);
+    p->n_volumes = s->n_volumes;
     p->log_dir = xasprintf("%s/%s/%s", inst->sup->logs_root, s->namespace_, s->service);
     p->namespace_ = xstrdup(s->namespace_);
     p->service = xstrdup(s->service);
@@ -1148,7 +1153,14 @@ static int prep_rootfs(sl_instance_t *inst, prep_t *p, sl_error_t *err)
     int userns_fd = id_range_userns(inst, err);
     if (userns_fd < 0)
         return sl_error_wrap(err, "user namespace");
-    return sl_rootfs_mount_idmapped(inst->dir, p->layers, p->n_layers, userns_fd, err);
+    /* The root is read-only: the volumes' mount points are made in it. */
+    char **mountpoints = xcalloc(p->n_volumes + 1, sizeof(char *));
+    for (size_t i = 0; i < p->n_volumes; i++)
+        mountpoints[i] = p->volumes[i].path;
+    int rc =
+        sl_rootfs_mount_idmapped(inst->dir, p->layers, p->n_layers, userns_fd, mountpoints, err);
+    free(mountpoints);
+    return rc;
 }
 
 /* /sys is the host's, bound read-only (oci_spec.c): the host's network
@@ -1191,6 +1203,8 @@ static int write_bundle(sl_instance_t *inst, prep_t *p, const sl_oci_user_t *use
         .cpu_shares = p->cpu_shares,
         .pids_limit = p->pids,
         .tmp_size = p->scratch,
+        .volumes = p->volumes,
+        .n_volumes = p->n_volumes,
         .nofile = inst->sup->nofile,
         .annotations = {{"dev.sluice.namespace", p->namespace_},
                         {"dev.sluice.service", p->service},

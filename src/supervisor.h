@@ -29,6 +29,7 @@
 
 #include "common.h"
 #include "image.h"
+#include "oci_spec.h"
 #include "runtimeclass.h"
 #include <uv.h>
 
@@ -121,11 +122,13 @@ typedef struct sl_instance_spec {
     const sl_probe_t *startup;
     sl_instance_readiness_cb readiness_cb; /* NULL: readiness changes only logged */
     /* The container's securityContext (all zero: the image's and the class's). */
-    const char *user;        /* "UID[:GID]" or "NAME[:GID]" instead of the image's USER */
-    const char *working_dir; /* absolute, instead of the image's WorkingDir */
-    bool run_as_non_root;    /* refuse to run as uid 0 (the instance fails to start) */
-    bool readonly_rootfs;    /* besides the class's read-only root */
-    const char *const *caps; /* instead of the default set (a class with none keeps none) */
+    const char *user;               /* "UID[:GID]" or "NAME[:GID]" instead of the image's USER */
+    const char *working_dir;        /* absolute, instead of the image's WorkingDir */
+    bool run_as_non_root;           /* refuse to run as uid 0 (the instance fails to start) */
+    bool readonly_rootfs;           /* besides the class's read-only root */
+    const char *const *caps;        /* instead of the default set (a class with none keeps none) */
+    const sl_oci_volume_t *volumes; /* emptyDir volumes (copied) */
+    size_t n_volumes;
 } sl_instance_spec_t;
 
 /* Called on every state change. On SL_INST_EXITED this is the last call;

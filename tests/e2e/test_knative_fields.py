@@ -2,6 +2,7 @@
 (exported manifests re-apply, traffic defaults, startup probes, probe
 headers, resource requests), and what Knative refuses, or what would be
 ignored here, is refused with the field named and nothing stored."""
+import json
 import os
 import time
 
@@ -182,10 +183,91 @@ def test_requests_reserve_capacity_and_weigh_cpu(daemon, images):
      "requests.memory: must be less than or equal"),
     ({"resources": {"limits": {"ephemeral-storage": "banana"}}}, "ephemeral-storage"),
     ({"envFrom": [{"configMapRef": {"name": "x"}}]}, "envFrom: not supported"),
-    ({"volumeMounts": [{"name": "v", "mountPath": "/v"}]}, "volumeMounts: not supported"),
+    ({"volumeMounts": [{"name": "v", "mountPath": "/v"}]}, "\"v\" has no matching volume"),
 ])
 def test_unsupported_or_invalid_is_refused(daemon, images, kw, needle):
     d = daemon
     r = d.cli("apply", "-f", "-", input=service("bad", images["busybox"], **kw), check=False)
+    assert r.returncode != 0 and needle in r.stderr, r.stderr
+    assert d.json("services")["items"] == []
+
+
+VOLUMES = r"""
+mkdir -p /tmp/www
+{ awk '$5 == "/cache" || $5 == "/seed" { print $5, $6, $9, $10 }' /proc/self/mountinfo
+  echo kept > /cache/f && cat /cache/f
+  dd if=/dev/zero of=/cache/big bs=1024 count=9000 2>&1 | grep -o 'No space left on device'
+  touch /seed/f 2>&1 | grep -o 'Read-only file system'
+} > /tmp/www/report 2>&1
+exec httpd -f -p "$PORT" -h /tmp/www
+"""
+
+
+def with_volumes(name, image, script, volumes, **container):
+    doc = json.loads(service_manifest(name, image, script, **container))
+    doc["spec"]["template"]["spec"]["volumes"] = volumes
+    return json.dumps(doc)
+
+
+@pytest.mark.parametrize("variant", ["default", "readonly-root", "sandboxed"])
+def test_empty_dir_volumes(daemon, images, variant):
+    """emptyDir volumes (Knative's and Cloud Run's in-memory volumes): a
+    tmpfs of sizeLimit at mountPath, read-only if the mount says so,
+    writable by the container's user, its writes counted against it."""
+    d = daemon
+    doc = with_volumes("vol", images["busybox"], VOLUMES,
+                       [{"name": "cache", "emptyDir": {"medium": "Memory", "sizeLimit": "8Mi"}},
+                        {"name": "seed", "emptyDir": {}}],
+                       volumeMounts=[{"name": "cache", "mountPath": "/cache"},
+                                     {"name": "seed", "mountPath": "/seed", "readOnly": True}],
+                       **({"securityContext": {"readOnlyRootFilesystem": True}}
+                          if variant == "readonly-root" else {}))
+    if variant == "sandboxed":  # a read-only root the daemon mounts itself
+        doc = json.loads(doc)
+        doc["spec"]["template"]["spec"]["runtimeClassName"] = "sandboxed"
+        doc = json.dumps(doc)
+    d.cli("apply", "-f", "-", "--wait", input=doc)
+    code, text = d.curl("vol", "/report")
+    assert code == 200, text
+    lines = text.splitlines()
+    cache = [l for l in lines if l.startswith("/cache ")]
+    seed = [l for l in lines if l.startswith("/seed ")]
+    # mount point, mount options, source, superblock options
+    assert cache and cache[0].split()[2] == "tmpfs" and "size=8192k" in cache[0], text
+    assert cache[0].split()[1].startswith("rw,"), text
+    assert seed and seed[0].split()[2] == "tmpfs" and seed[0].split()[1].startswith("ro,"), text
+    assert "kept" in lines, text
+    assert "No space left on device" in text, text
+    assert "Read-only file system" in text, text
+    rev = d.json("revisions", "vol")["items"][0]
+    assert rev["spec"]["volumes"][0]["name"] == "cache"
+
+
+@pytest.mark.parametrize("volumes,mounts,needle", [
+    ([{"name": "s", "secret": {"secretName": "x"}}], [{"name": "s", "mountPath": "/s"}],
+     "volumes[0].secret: not supported: only emptyDir volumes are"),
+    ([{"name": "a", "emptyDir": {}}], [], "volume with name \"a\" not mounted"),
+    ([{"name": "a", "emptyDir": {}}], [{"name": "a", "mountPath": "/tmp"}],
+     "\"/tmp\" is a reserved path"),
+    ([{"name": "a", "emptyDir": {}}], [{"name": "a", "mountPath": "data"}],
+     "mountPath: must be an absolute path"),
+    ([{"name": "a", "emptyDir": {}}], [{"name": "a", "mountPath": "/proc/x"}], "under /proc"),
+    ([{"name": "a", "emptyDir": {}}], [{"name": "a", "mountPath": "/a/../etc"}],
+     "must not contain . or .. components"),
+    ([{"name": "a", "emptyDir": {}}, {"name": "b", "emptyDir": {}}],
+     [{"name": "a", "mountPath": "/d"}, {"name": "b", "mountPath": "/d/"}], "must be unique"),
+    ([{"name": "a", "emptyDir": {}}], [{"name": "a", "mountPath": "/d", "subPath": "x"}],
+     "subPath: not supported"),
+    ([{"name": "a", "emptyDir": {"medium": "HugePages"}}], [{"name": "a", "mountPath": "/d"}],
+     "medium: must be"),
+    ([{"name": "a", "emptyDir": {"sizeLimit": "lots"}}], [{"name": "a", "mountPath": "/d"}],
+     "sizeLimit: must be a quantity"),
+    ([{"name": "A_b", "emptyDir": {}}], [{"name": "A_b", "mountPath": "/d"}],
+     "name: must be a DNS-1123 label"),
+])
+def test_invalid_volumes_are_refused(daemon, images, volumes, mounts, needle):
+    d = daemon
+    doc = with_volumes("bad", images["busybox"], None, volumes, volumeMounts=mounts)
+    r = d.cli("apply", "-f", "-", input=doc, check=False)
     assert r.returncode != 0 and needle in r.stderr, r.stderr
     assert d.json("services")["items"] == []
