@@ -248,8 +248,11 @@ int sl_as_decide(sl_autoscaler_t *as, int ready, uint64_t now_ns)
     }
     if (desired == 0 && as->current > 0)
         desired = 1;
-    /* As Knative: any non-zero scale is at least the activation scale. */
-    if (desired > 0 && desired < c->activation_scale)
+    /* As Knative: any non-zero scale is at least the activation scale, but
+     * only while there is demand, so it never holds an idle revision up
+     * (the scale-down rate keeps an idle pair at one, not at two). */
+    bool demand = as->observed_stable > 0 || as->observed_panic > 0 || as->current > 0;
+    if (desired > 0 && desired < c->activation_scale && demand)
         desired = c->activation_scale;
     /* Never below what the requests in flight and queued right now need at
      * the target utilization: averaging must not drain instances that are

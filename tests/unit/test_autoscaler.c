@@ -197,6 +197,13 @@ static void test_min_max_and_activation(void **state)
     sl_as_init(&as, &c, now);
     sl_as_record(&as, 1, now);
     assert_int_equal(sl_as_decide(&as, 0, now + 1), 2);
+    /* Idle, the pair still goes to zero: the activation scale holds only
+     * while there is demand (the scale-down rate stops it at one). */
+    now += 1;
+    ready = 2;
+    run(&as, &now, 1 * S, 1, &ready);
+    assert_int_equal(ready, 2);
+    assert_int_equal(run(&as, &now, 20 * S, 0, &ready), 0);
     sl_as_free(&as);
 }
 
