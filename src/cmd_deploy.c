@@ -40,6 +40,7 @@ static void deploy_usage(FILE *f)
         "  --runtime-class NAME runtime class\n"
         "  --no-traffic         keep traffic on the revision serving now\n"
         "  --tag T              serve the new revision at http://T-NAME.DOMAIN:PORT\n"
+        "                       (the tag stays on it; a later deploy does not move it)\n"
         "  --no-wait            return once the change is stored\n"
         "  --wait-timeout S     give up waiting after S seconds (default 300)\n"
         "  -n NS, --state-dir DIR, -o json|yaml\n");
@@ -171,10 +172,29 @@ static int fail_in(const char *where, long status, const json_t *body)
     return sl_cli_error("%s: the daemon answered HTTP %ld", where, status);
 }
 
+/* The traffic entry tagged `tag` that follows the latest revision now
+ * names `rev` instead, so the tag stays on it (Cloud Run's deploy --tag).
+ * Returns whether there was one. */
+static bool pin_tag(json_t *svc, const char *tag, const char *rev)
+{
+    json_t *traffic = sl_json_path(svc, "spec.traffic");
+    for (size_t i = 0; i < json_array_size(traffic); i++) {
+        json_t *t = json_array_get(traffic, i);
+        const char *have = json_string_value(json_object_get(t, "tag"));
+        if (have && !strcmp(have, tag) && json_is_true(json_object_get(t, "latestRevision"))) {
+            json_object_del(t, "latestRevision");
+            json_object_set_new(t, "revisionName", json_string(rev));
+            return true;
+        }
+    }
+    return false;
+}
+
 /* PUT the service, wait for its revision if asked, print it or its URL;
- * errors name `where` when set. Returns the exit code. */
+ * errors name `where` when set. With `tag`, a second PUT pins that tag to
+ * the revision the first one created. Returns the exit code. */
 static int put_service(const sl_cli_opts_t *o, json_t *svc, bool wait, int wait_timeout,
-                       const char *where, bool *created)
+                       const char *where, bool *created, const char *tag)
 {
     const char *name = sl_json_str(svc, "metadata.name");
     const char *ns = sl_json_str(svc, "metadata.namespace");
@@ -194,6 +214,20 @@ static int put_service(const sl_cli_opts_t *o, json_t *svc, bool wait, int wait_
     const char *rev = sl_json_str(resp, "status.latestCreatedRevisionName");
     json_t *final = NULL;
     int rc = 0;
+    if (tag && rev && pin_tag(svc, tag, rev)) {
+        json_t *again = NULL;
+        if (sl_cli_call(o, "PUT", path, svc, &st, &again) != 0) {
+            json_decref(resp);
+            return 1;
+        }
+        if (st != 200 && st != 201) {
+            rc = fail_in(where, st, again);
+            json_decref(again);
+            json_decref(resp);
+            return rc;
+        }
+        json_decref(again);
+    }
     if (wait && rev) {
         fprintf(stderr, "Deploying %s: waiting for revision %s to be ready...\n", name, rev);
         rc = wait_ready(o, path, rev, wait_timeout, &final);
@@ -214,8 +248,9 @@ static int put_service(const sl_cli_opts_t *o, json_t *svc, bool wait, int wait_
 }
 
 /* Cloud Run's way to stage a revision: --no-traffic pins the split to the
- * revision serving now; --tag T gives the new (latest) revision the URL
- * T-NAME.DOMAIN. */
+ * revision serving now; --tag T gives the new revision the URL
+ * T-NAME.DOMAIN (put_service then pins the tag to it, so a later deploy
+ * does not move it). */
 static int stage_traffic(json_t *svc, bool no_traffic, const char *tag)
 {
     json_t *spec = json_object_get(svc, "spec");
@@ -443,7 +478,7 @@ int sl_cmd_deploy(int argc, char **argv)
     if (rc == 0 && (no_traffic || tag))
         rc = stage_traffic(svc, no_traffic, tag);
     if (rc == 0)
-        rc = put_service(&o, svc, wait, (int)wait_timeout, NULL, NULL);
+        rc = put_service(&o, svc, wait, (int)wait_timeout, NULL, NULL, tag);
     json_decref(svc);
     return rc;
 }
@@ -771,7 +806,7 @@ static int apply_one(const sl_cli_opts_t *o, const apply_obj_t *a, bool wait)
     if (is_kind(a->obj, "RuntimeClass"))
         return put_runtimeclass(o, a->obj, a->where);
     bool created = false;
-    int rc = put_service(o, a->obj, wait, 300, a->where, &created);
+    int rc = put_service(o, a->obj, wait, 300, a->where, &created, NULL);
     if (rc == 0 && o->output == SL_OUT_TABLE)
         fprintf(stderr, "service.serving.knative.dev/%s %s\n", sl_json_str(a->obj, "metadata.name"),
                 created ? "created" : "configured");

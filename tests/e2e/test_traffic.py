@@ -46,6 +46,14 @@ def test_stage_with_no_traffic_and_tag_then_split(daemon, images):
     print("10/90 split over 1000 requests:", counts)
     assert abs(counts.get("web-00001", 0) - 100) <= 40
 
+    # as Cloud Run's deploy --tag: the tag stays on the revision it was
+    # deployed with; a later deploy does not move it
+    d.cli("deploy", "web", "--env", "V=3")
+    assert revision_counts(d, "green-web.localhost", 10) == {"web-00002": 10}
+    d.cli("deploy", "web", "--env", "V=4", "--tag", "blue")
+    d.cli("deploy", "web", "--env", "V=5")
+    assert revision_counts(d, "blue-web.localhost", 10) == {"web-00004": 10}
+
 
 def test_revision_delete_refused_while_it_carries_traffic(daemon, images):
     d = daemon
