@@ -791,12 +791,12 @@ static int put_runtimeclass(const sl_cli_opts_t *o, json_t *doc, const char *whe
     json_t *resp = NULL;
     if (sl_cli_call(o, "PUT", path, doc, &st, &resp) != 0)
         return 1;
-    int rc = st == 200 ? 0 : fail_in(where, st, resp);
+    int rc = st == 200 || st == 201 ? 0 : fail_in(where, st, resp);
     if (rc == 0 && o->output != SL_OUT_TABLE)
         sl_cli_print(resp, o->output);
     else if (rc == 0)
-        fprintf(stderr, "runtimeclass.node.k8s.io/%s configured\n",
-                sl_json_str(doc, "metadata.name"));
+        fprintf(stderr, "runtimeclass.node.k8s.io/%s %s\n", sl_json_str(doc, "metadata.name"),
+                st == 201 ? "created" : "configured");
     json_decref(resp);
     return rc;
 }

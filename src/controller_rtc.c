@@ -178,11 +178,16 @@ int sl_controller_put_runtimeclass(sl_controller_t *c, const char *name, json_t 
     sl_runtimeclass_free(rc);
     if (st)
         return st;
+    json_t *was = NULL;
+    bool existed = sl_store_get(c->store, "runtimeclasses", "", name, &was, &err) == 0;
+    json_decref(was);
     if (sl_store_put(c->store, "runtimeclasses", "", name, obj, &err) < 0) {
         *body = sl_status_json(500, "InternalError", err.msg);
         return 500;
     }
-    return sl_controller_get_runtimeclass(c, name, body);
+    st = sl_controller_get_runtimeclass(c, name, body);
+    /* As Kubernetes answers a PUT: 201 when it created the object. */
+    return st == 200 && !existed ? 201 : st;
 }
 
 int sl_controller_delete_runtimeclass(sl_controller_t *c, const char *name, json_t **body)

@@ -116,7 +116,10 @@ def test_sandbox_shrinks_what_the_app_can_do(daemon, images):
 
 def test_unavailable_class_is_reported(daemon, images):
     d = daemon
-    d.cli("apply", "-f", "-", input=RUNSC_CLASS)
+    r = d.cli("apply", "-f", "-", input=RUNSC_CLASS)
+    assert "runtimeclass.node.k8s.io/gvisor created" in r.stderr, r.stderr
+    r = d.cli("apply", "-f", "-", input=RUNSC_CLASS)
+    assert "runtimeclass.node.k8s.io/gvisor configured" in r.stderr, r.stderr
     items = {c["metadata"]["name"]: c for c in d.json("runtimeclasses")["items"]}
     assert items["gvisor"]["status"]["available"] is False
     assert "runsc" in items["gvisor"]["status"]["reason"]
