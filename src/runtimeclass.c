@@ -432,6 +432,17 @@ bool sl_runtimeclass_available(const sl_runtime_class_t *rc, char **reason)
                 xasprintf("handler %s: runtime binary '%s' not found on PATH", rc->handler, bin);
         return false;
     }
+    /* runc mounts the root from inside the user namespace, as the
+     * sandbox's mapped root, which cannot search the 0700 state directory
+     * on the way to the bundle; crun mounts it before. */
+    if (rc->profile.userns && !strcmp(bin, "runc")) {
+        if (reason)
+            *reason = xasprintf("handler %s: runc mounts the root inside the user namespace, "
+                                "where the state directory (0700) cannot be searched; use "
+                                "crun-sandboxed",
+                                rc->handler);
+        return false;
+    }
     return true;
 }
 

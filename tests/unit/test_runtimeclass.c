@@ -165,6 +165,20 @@ static void test_builtins(void **state)
     assert_true(sl_runtime_profile_for_handler("runc-sandboxed", &p));
     assert_string_equal(p.runtime, "runc");
     assert_true(p.userns);
+    /* ...which runc cannot run under a 0700 state directory: unavailable,
+     * saying why, rather than failing every start */
+    json_t *j = json_loads("{\"apiVersion\":\"node.k8s.io/v1\",\"kind\":\"RuntimeClass\","
+                           "\"metadata\":{\"name\":\"rs\"},\"handler\":\"runc-sandboxed\"}",
+                           0, NULL);
+    sl_runtime_class_t *rs = NULL;
+    sl_error_t e = {0};
+    assert_int_equal(sl_runtimeclass_from_json(j, &rs, &e), 0);
+    char *why = NULL;
+    assert_false(sl_runtimeclass_available(rs, &why));
+    assert_non_null(strstr(why, "use crun-sandboxed"));
+    free(why);
+    sl_runtimeclass_free(rs);
+    json_decref(j);
     assert_false(sl_runtime_profile_for_handler("Not A Label", &p));
 }
 
