@@ -216,15 +216,14 @@ static int put_service(const sl_cli_opts_t *o, json_t *svc, bool wait, int wait_
     int rc = 0;
     if (tag && rev && pin_tag(svc, tag, rev)) {
         json_t *again = NULL;
-        if (sl_cli_call(o, "PUT", path, svc, &st, &again) != 0) {
-            json_decref(resp);
-            return 1;
-        }
-        if (st != 200 && st != 201) {
-            rc = fail_in(where, st, again);
+        if (sl_cli_call(o, "PUT", path, svc, &st, &again) != 0 || (st != 200 && st != 201)) {
+            const char *msg = json_string_value(json_object_get(again, "message"));
+            sl_cli_error("revision %s is deployed, but tag %s still follows the latest revision "
+                         "(%s); pin it with `sluice traffic %s --tag %s=%s`",
+                         rev, tag, msg ? msg : "the daemon did not answer", name, rev, tag);
             json_decref(again);
             json_decref(resp);
-            return rc;
+            return 1;
         }
         json_decref(again);
     }

@@ -685,6 +685,7 @@ void ctl_rev_maybe_free(rev_rt_t *r)
                 r->svc->latest = NULL;
             if (r->svc->ready == r)
                 r->svc->ready = NULL;
+            ctl_rollout_forget(r->svc, r);
         }
         rev_free(r);
         if (c->shutting_down && !c->revs && c->shutdown_done) {

@@ -102,13 +102,16 @@ struct svc_rt {
     size_t n_routes;
     char *loaded_ready; /* status.latestReadyRevisionName when loaded, until ready is set */
     /* A gradual rollout (serving.knative.dev/rollout-duration) of the
-     * latest-revision traffic: revisions oldest first, with shares of 100;
-     * the newest is `ready`. Empty when none is under way. */
+     * latest-revision traffic: revisions oldest first, with their percent
+     * of the service's traffic (adding up to ro_total, the latest
+     * revision's part); the newest is `ready`. Empty when none is under
+     * way. */
     struct ctl_rollout {
         rev_rt_t *rev;
         int pct;
     } * ro;
     size_t n_ro;
+    int ro_total;
     int ro_step;                     /* share moved to the newest per step */
     uint64_t ro_step_ns, ro_next_ns; /* time between steps, and of the next */
     bool gc_seen;                    /* visited by the revision collector's pass */
@@ -197,6 +200,8 @@ void ctl_rollout_begin(svc_rt_t *s, rev_rt_t *to, uint64_t now);
 void ctl_rollout_tick(sl_controller_t *c, uint64_t now);
 bool ctl_rollout_has(const svc_rt_t *s, const rev_rt_t *r);
 void ctl_rollout_clear(svc_rt_t *s);
+/* r is being freed: it leaves the rollout (which ends if one is left). */
+void ctl_rollout_forget(svc_rt_t *s, const rev_rt_t *r);
 rev_rt_t *ctl_rev_find(sl_controller_t *c, const char *ns, const char *name);
 char *ctl_host_for(sl_controller_t *c, const char *ns, const char *name);
 char *ctl_url_for(sl_controller_t *c, const char *host);

@@ -81,9 +81,32 @@ int ctl_svc_set_traffic(svc_rt_t *s, sl_error_t *err)
         tt->tag = xstrdup(json_string_value(json_object_get(t, "tag")));
     }
     /* A rollout ends at once when the latest revision loses its traffic
-     * or the service its rollout duration. */
-    if (s->n_ro && (latest_percent(s) < 2 || !rollout_ns(s)))
+     * or the service its rollout duration; a changed part is taken from
+     * the oldest revisions or given to the newest (Knative's
+     * adjustPercentage). */
+    int total = latest_percent(s);
+    if (s->n_ro && (total < 2 || !rollout_ns(s)))
         ctl_rollout_clear(s);
+    if (s->n_ro && total > s->ro_total) {
+        s->ro[s->n_ro - 1].pct += total - s->ro_total;
+    } else if (s->n_ro && total < s->ro_total) {
+        int cut = s->ro_total - total;
+        size_t first = 0;
+        while (cut > 0 && first < s->n_ro - 1) {
+            int take = s->ro[first].pct < cut ? s->ro[first].pct : cut;
+            s->ro[first].pct -= take;
+            cut -= take;
+            if (s->ro[first].pct == 0)
+                first++;
+        }
+        s->ro[s->n_ro - 1].pct -= cut;
+        memmove(s->ro, s->ro + first, (s->n_ro - first) * sizeof(*s->ro));
+        s->n_ro -= first;
+        if (s->n_ro < 2)
+            ctl_rollout_clear(s);
+    }
+    if (s->n_ro)
+        s->ro_total = total;
     add_route(s, -1, xstrdup(s->host));
     for (size_t i = 0; i < s->n_traffic; i++) {
         if (!s->traffic[i].tag)
@@ -110,7 +133,7 @@ rev_rt_t *ctl_route_default(svc_rt_t *s)
 /* One of the rollout's revisions, by their shares. */
 static rev_rt_t *rollout_pick(svc_rt_t *s)
 {
-    int roll = rand() % 100;
+    int roll = rand() % s->ro_total;
     for (size_t i = 0; i < s->n_ro; i++) {
         roll -= s->ro[i].pct;
         if (roll < 0)
@@ -189,8 +212,9 @@ void ctl_svc_reconcile(svc_rt_t *s)
 }
 
 /* The status entries of target t: one, or during a rollout one per
- * revision in it with t's percent split by their shares (the largest
- * remainders get the points left over, so the entries add up to t's). */
+ * revision in it with t's percent split by their shares (t's own when it
+ * is the only latest target; with several, the largest remainders get the
+ * points left over, so the entries add up to t's). */
 static void target_status(svc_rt_t *s, const traffic_target_t *t, size_t i, json_t *out)
 {
     bool rolling = !t->revision && s->n_ro > 1 && t->percent > 0;
@@ -199,7 +223,7 @@ static void target_status(svc_rt_t *s, const traffic_target_t *t, size_t i, json
     bool *bumped = xcalloc(n, sizeof(*bumped));
     int left = t->percent;
     for (size_t k = 0; k < n; k++) {
-        share[k] = rolling ? t->percent * s->ro[k].pct / 100 : t->percent;
+        share[k] = rolling ? t->percent * s->ro[k].pct / s->ro_total : t->percent;
         bumped[k] = false;
         left -= share[k];
     }
@@ -207,7 +231,7 @@ static void target_status(svc_rt_t *s, const traffic_target_t *t, size_t i, json
         size_t best = 0;
         int best_rem = -1;
         for (size_t k = 0; k < n; k++) {
-            int rem = t->percent * s->ro[k].pct % 100;
+            int rem = t->percent * s->ro[k].pct % s->ro_total;
             if (!bumped[k] && rem > best_rem) {
                 best = k;
                 best_rem = rem;
@@ -263,6 +287,27 @@ void ctl_rollout_clear(svc_rt_t *s)
     free(s->ro);
     s->ro = NULL;
     s->n_ro = 0;
+    s->ro_total = 0;
+}
+
+void ctl_rollout_forget(svc_rt_t *s, const rev_rt_t *r)
+{
+    size_t w = 0;
+    for (size_t i = 0; i < s->n_ro; i++)
+        if (s->ro[i].rev != r)
+            s->ro[w++] = s->ro[i];
+    if (w == s->n_ro)
+        return;
+    s->n_ro = w;
+    if (w < 2) {
+        ctl_rollout_clear(s);
+        return;
+    }
+    /* what it had goes to the newest */
+    int sum = 0;
+    for (size_t i = 0; i < w; i++)
+        sum += s->ro[i].pct;
+    s->ro[w - 1].pct += s->ro_total - sum;
 }
 
 /* The latest revision's part of the service's traffic (Knative's
@@ -301,8 +346,9 @@ void ctl_rollout_begin(svc_rt_t *s, rev_rt_t *to, uint64_t now)
     }
     if (s->n_ro == 0) {
         s->ro = xcalloc(2, sizeof(*s->ro));
-        s->ro[0] = (struct ctl_rollout){s->ready, 100};
+        s->ro[0] = (struct ctl_rollout){s->ready, p};
         s->n_ro = 1;
+        s->ro_total = p;
     } else {
         s->ro = xrealloc(s->ro, (s->n_ro + 1) * sizeof(*s->ro));
     }
@@ -325,7 +371,7 @@ void ctl_rollout_begin(svc_rt_t *s, rev_rt_t *to, uint64_t now)
     double steps = secs / first;
     if (steps > p - 1)
         steps = p - 1;
-    s->ro_step = (int)lround(99.0 / steps);
+    s->ro_step = (int)lround((p - 1) / steps);
     if (s->ro_step < 1)
         s->ro_step = 1;
     s->ro_step_ns = (uint64_t)(secs / steps * 1e9);

@@ -1283,6 +1283,14 @@ static int check_volumes_mounted(json_t *pod, const char *path, sl_error_t *err)
                                 "%s.containers[0].volumeMounts[%zu].name: \"%s\" has no matching "
                                 "volume",
                                 path, i, name);
+        for (size_t k = 0; k < i; k++)
+            if (!strcmp(name,
+                        json_string_value(json_object_get(json_array_get(mounts, k), "name"))))
+                return sl_error_set(err, ENOTSUP,
+                                    "%s.containers[0].volumeMounts[%zu].name: \"%s\" is "
+                                    "mounted twice: not supported (each mount is a tmpfs of its "
+                                    "own)",
+                                    path, i, name);
     }
     for (size_t k = 0; k < json_array_size(vols); k++) {
         const char *name = json_string_value(json_object_get(json_array_get(vols, k), "name"));

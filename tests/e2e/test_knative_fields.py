@@ -264,6 +264,8 @@ def test_empty_dir_volumes(daemon, images, variant):
      "sizeLimit: must be a quantity"),
     ([{"name": "A_b", "emptyDir": {}}], [{"name": "A_b", "mountPath": "/d"}],
      "name: must be a DNS-1123 label"),
+    ([{"name": "a", "emptyDir": {}}], [{"name": "a", "mountPath": "/d"},
+                                       {"name": "a", "mountPath": "/e"}], "mounted twice"),
 ])
 def test_invalid_volumes_are_refused(daemon, images, volumes, mounts, needle):
     d = daemon

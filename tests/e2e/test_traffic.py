@@ -204,3 +204,33 @@ def test_rollout_duration_is_validated(daemon, images):
     r = d.cli("apply", "-f", "-", input=json.dumps(manifest), check=False)
     assert r.returncode != 0 and "not both" in r.stderr, r.stderr
     assert d.json("services")["items"] == []
+
+
+def test_gradual_rollout_of_part_of_the_traffic(daemon, images):
+    """With half the traffic pinned, the rollout moves only the latest
+    revision's half, in percent of all traffic: 1 % at first, as Knative."""
+    d = daemon
+    manifest = {"apiVersion": "serving.knative.dev/v1", "kind": "Service",
+                "metadata": {"name": "web",
+                             "annotations": {"serving.knative.dev/rollout-duration": "4s"}},
+                "spec": {"template": {"spec": {"containers": [
+                    {"image": images["hello"], "env": [{"name": "V", "value": "1"}]}]}}}}
+    d.cli("apply", "-f", "-", "--wait", input=json.dumps(manifest))
+    d.cli("traffic", "web", "web-00001=50", "--latest=50")
+    d.cli("deploy", "web", "--env", "V=2")
+    t0 = time.time()
+    svc = d.json("describe", "web")
+    entries = [(t["revisionName"], t["percent"], t["latestRevision"])
+               for t in svc["status"]["traffic"]]
+    assert sum(p for _, p, _ in entries) == 100, entries
+    assert ("web-00001", 50, False) in entries, entries
+    assert ("web-00002", 1, True) in entries or time.time() - t0 > 1.5, entries
+    deadline = t0 + 20
+    while conditions(svc)["Ready"]["status"] != "True" and time.time() < deadline:
+        time.sleep(0.2)
+        svc = d.json("describe", "web")
+    entries = sorted((t["revisionName"], t["percent"], t["latestRevision"])
+                     for t in svc["status"]["traffic"])
+    assert entries == [("web-00001", 50, False), ("web-00002", 50, True)], entries
+    counts = revision_counts(d, "web.localhost", 400)
+    assert abs(counts.get("web-00002", 0) - 200) <= 50, counts
