@@ -165,6 +165,11 @@ void ctl_svc_update_status(svc_rt_t *s)
         }
     }
     json_object_set_new(st, "traffic", ctl_traffic_status(s));
+    json_t *ro = ctl_rollout_status(s);
+    if (ro)
+        json_object_set_new(st, "rollout", ro);
+    else
+        json_object_del(st, "rollout");
     json_t *prev = json_incref(json_object_get(st, "conditions"));
     json_object_set_new(
         st, "conditions",
@@ -1039,7 +1044,12 @@ static void load_service(sl_controller_t *c, json_t *obj)
         if (!latest || !strcmp(names[k], latest))
             s->latest = r;
     }
+    json_t *ro = sl_json_path(obj, "status.rollout");
+    if (ro)
+        ctl_rollout_restore(s, ro);
     ctl_svc_reconcile(s);
+    for (size_t i = 0; i + 1 < s->n_ro; i++)
+        ctl_rev_ensure(s->ro[i].rev);
     if (s->ready)
         ctl_rev_ensure(s->ready);
     if (s->latest && s->latest != s->ready)

@@ -202,6 +202,10 @@ bool ctl_rollout_has(const svc_rt_t *s, const rev_rt_t *r);
 void ctl_rollout_clear(svc_rt_t *s);
 /* r is being freed: it leaves the rollout (which ends if one is left). */
 void ctl_rollout_forget(svc_rt_t *s, const rev_rt_t *r);
+/* status.rollout while one is under way (NULL otherwise), and at load the
+ * rollout a stored status.rollout describes. */
+json_t *ctl_rollout_status(const svc_rt_t *s);
+void ctl_rollout_restore(svc_rt_t *s, const json_t *rollout);
 rev_rt_t *ctl_rev_find(sl_controller_t *c, const char *ns, const char *name);
 char *ctl_host_for(sl_controller_t *c, const char *ns, const char *name);
 char *ctl_url_for(sl_controller_t *c, const char *host);

@@ -9,6 +9,7 @@
 
 #include <math.h>
 #include <stdio.h>
+#include <time.h>
 
 static const char *MOD = "traffic";
 
@@ -400,6 +401,83 @@ static void rollout_step(svc_rt_t *s)
     s->ro[keep] = s->ro[newest];
     s->ro[keep].pct += s->ro_step - remaining;
     s->n_ro = keep + 1;
+}
+
+static int64_t wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+json_t *ctl_rollout_status(const svc_rt_t *s)
+{
+    if (s->n_ro < 2)
+        return NULL;
+    json_t *revs = json_array();
+    for (size_t i = 0; i < s->n_ro; i++)
+        json_array_append_new(revs, json_pack("{s:s,s:i}", "revisionName", s->ro[i].rev->name,
+                                              "percent", s->ro[i].pct));
+    uint64_t now = sl_now_ns();
+    int64_t left_ms = s->ro_next_ns > now ? (int64_t)((s->ro_next_ns - now) / 1000000u) : 0;
+    return json_pack("{s:i,s:o,s:i,s:I,s:I}", "percent", s->ro_total, "revisions", revs,
+                     "stepPercent", s->ro_step, "stepMillis",
+                     (json_int_t)(s->ro_step_ns / 1000000u), "nextStepUnixMillis",
+                     (json_int_t)(wall_ms() + left_ms));
+}
+
+/* At load: the rollout the stored status describes, if it still holds
+ * together (its newest revision is the latest ready one, and the shares
+ * add up), goes on where it was; revisions it names are loaded. */
+void ctl_rollout_restore(svc_rt_t *s, const json_t *st)
+{
+    json_t *revs = json_object_get(st, "revisions");
+    size_t n = json_array_size(revs);
+    int total = (int)json_integer_value(json_object_get(st, "percent"));
+    int step = (int)json_integer_value(json_object_get(st, "stepPercent"));
+    json_int_t step_ms = json_integer_value(json_object_get(st, "stepMillis"));
+    json_int_t next_ms = json_integer_value(json_object_get(st, "nextStepUnixMillis"));
+    if (n < 2 || !s->ready || total != latest_percent(s) || step < 1 || step_ms < 1 ||
+        !rollout_ns(s))
+        return;
+    const char *newest =
+        json_string_value(json_object_get(json_array_get(revs, n - 1), "revisionName"));
+    if (!newest || strcmp(newest, s->ready->name))
+        return;
+    struct ctl_rollout *ro = xcalloc(n, sizeof(*ro));
+    int sum = 0;
+    for (size_t i = 0; i < n; i++) {
+        json_t *e = json_array_get(revs, i);
+        const char *name = json_string_value(json_object_get(e, "revisionName"));
+        rev_rt_t *r = i == n - 1 ? s->ready : name ? ctl_rev_find(s->ctl, s->ns, name) : NULL;
+        if (!r && name) {
+            json_t *obj = NULL;
+            sl_error_t err = {0};
+            if (sl_store_get(s->ctl->store, "revisions", s->ns, name, &obj, &err) == 0)
+                r = ctl_rev_new(s->ctl, s, obj, &err);
+            json_decref(obj);
+        }
+        int pct = (int)json_integer_value(json_object_get(e, "percent"));
+        if (!r || pct < 1) {
+            free(ro);
+            return;
+        }
+        ro[i] = (struct ctl_rollout){r, pct};
+        sum += pct;
+    }
+    if (sum != total) {
+        free(ro);
+        return;
+    }
+    s->ro = ro;
+    s->n_ro = n;
+    s->ro_total = total;
+    s->ro_step = step;
+    s->ro_step_ns = (uint64_t)step_ms * 1000000u;
+    int64_t left = next_ms - wall_ms();
+    s->ro_next_ns = sl_now_ns() + (left > 0 ? (uint64_t)left * 1000000u : 0);
+    sl_info(MOD, "service %s/%s: rollout of %s resumed at %d %% of %d", s->ns, s->name,
+            s->ready->name, ro[n - 1].pct, total);
 }
 
 void ctl_rollout_tick(sl_controller_t *c, uint64_t now)

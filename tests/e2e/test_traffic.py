@@ -234,3 +234,39 @@ def test_gradual_rollout_of_part_of_the_traffic(daemon, images):
     assert entries == [("web-00001", 50, False), ("web-00002", 50, True)], entries
     counts = revision_counts(d, "web.localhost", 400)
     assert abs(counts.get("web-00002", 0) - 200) <= 50, counts
+
+
+def test_gradual_rollout_survives_a_restart(daemon, images):
+    """The rollout's state is in status.rollout: a daemon restart resumes it
+    where it was instead of sending all the traffic to the new revision."""
+    d = daemon
+    manifest = {"apiVersion": "serving.knative.dev/v1", "kind": "Service",
+                "metadata": {"name": "web",
+                             "annotations": {"serving.knative.dev/rollout-duration": "20s"}},
+                "spec": {"template": {"spec": {"containers": [
+                    {"image": images["hello"], "env": [{"name": "V", "value": "1"}]}]}}}}
+    d.cli("apply", "-f", "-", "--wait", input=json.dumps(manifest))
+    d.cli("deploy", "web", "--env", "V=2")
+    time.sleep(3)
+    before = d.json("describe", "web")["status"]["rollout"]
+    assert [r["revisionName"] for r in before["revisions"]] == ["web-00001", "web-00002"]
+    assert d.stop() == 0
+    d.start()
+    svc = d.json("describe", "web")
+    deadline = time.time() + 15  # the instances start again
+    while conditions(svc)["ConfigurationsReady"]["status"] != "True" and time.time() < deadline:
+        time.sleep(0.1)
+        svc = d.json("describe", "web")
+    ready = conditions(svc)["Ready"]
+    assert ready["status"] == "Unknown" and ready["reason"] == "RolloutInProgress", ready
+    split = {t["revisionName"]: t["percent"] for t in svc["status"]["traffic"]}
+    assert 1 <= split["web-00002"] <= 60 and sum(split.values()) == 100, split
+    counts = revision_counts(d, "web.localhost", 100)
+    assert counts.get("web-00001", 0) >= 20, counts
+    deadline = time.time() + 40
+    while conditions(svc)["Ready"]["status"] != "True" and time.time() < deadline:
+        time.sleep(0.3)
+        svc = d.json("describe", "web")
+    assert [(t["revisionName"], t["percent"]) for t in svc["status"]["traffic"]] == \
+        [("web-00002", 100)], svc["status"]
+    assert "rollout" not in svc["status"]
