@@ -835,7 +835,8 @@ static void *op_resolve(void *ctx, sl_str_t host)
 static int rev_acquire(rev_rt_t *r, sl_waiter_t *w, sl_pick_t *pick, const char **reason)
 {
     sl_controller_t *c = r->ctl;
-    sl_as_arrival(&r->as, w->enqueued_ns);
+    if (!w->retry) /* a request sent again is one arrival */
+        sl_as_arrival(&r->as, w->enqueued_ns);
     inst_rt_t *i = r->wq_head ? NULL : ctl_pick_instance(r);
     if (i) {
         i->inflight++;

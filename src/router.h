@@ -86,6 +86,7 @@ struct sl_waiter {
     void (*ready)(sl_waiter_t *w, int status, const sl_pick_t *pick, const char *reason);
     struct sl_waiter *prev, *next; /* owner's queue links */
     uint64_t enqueued_ns; /* sl_now_ns() when the router asked: the owner's "now" in acquire */
+    bool retry;           /* the same request asked again (it never reached an instance) */
     void *owner_data;     /* for the owner's use */
 };
 

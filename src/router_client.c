@@ -722,6 +722,7 @@ static void c_acquire(sl_client_t *c)
     memset(&c->waiter, 0, sizeof(c->waiter));
     c->waiter.ready = c_waiter_ready;
     c->waiter.enqueued_ns = sl_now_ns();
+    c->waiter.retry = c->reroutes > 0;
     c->in_acquire = true;
     int rc = r->ops.acquire(r->ctx, c->target, &c->waiter, &pick, &reason);
     c->in_acquire = false;
