@@ -310,9 +310,22 @@ static void became_ready(rev_rt_t *r)
     }
 }
 
+/* What an HTTP client is told of a failed start: the cause without the
+ * app's last log lines, which may hold anything (describe and logs show
+ * them to the service's owner). */
+static char *client_reason(const rev_rt_t *r, const char *why)
+{
+    const char *cut = strstr(why, "; last log lines:");
+    int n = cut ? (int)(cut - why) : (int)strlen(why);
+    return xasprintf("revision %s failed to start: %.*s (see `sluice describe %s`)", r->name, n,
+                     why, r->svc ? r->svc->name : r->cfg->service);
+}
+
 static void instance_failed_start(rev_rt_t *r, const char *why)
 {
     r->failures++;
+    free(r->client_reason);
+    r->client_reason = client_reason(r, why);
     if (!r->ever_ready || r->state != REV_READY) {
         r->state = REV_FAILED;
         free(r->reason);
@@ -321,10 +334,10 @@ static void instance_failed_start(rev_rt_t *r, const char *why)
         if (r->svc)
             ctl_svc_changed(r->svc);
     }
-    if (r->n_ready == 0 && r->n_starting == 0) {
-        sl_autofree char *msg = xasprintf("revision %s failed to start: %s", r->name, why);
-        ctl_fail_waiters(r, 502, msg);
-    }
+    /* Waiting requests fail now unless an instance may still take them;
+     * a revision that never started gets no more of them (rev_acquire). */
+    if (r->n_ready == 0 && (r->n_starting == 0 || r->state == REV_FAILED))
+        ctl_fail_waiters(r, 502, r->client_reason);
 }
 
 static void instance_cb(sl_instance_t *inst, sl_inst_state_t state, void *data)
@@ -673,6 +686,7 @@ static void rev_free(rev_rt_t *r)
     sl_revision_cfg_free(r->cfg);
     sl_image_free(r->image);
     free(r->reason);
+    free(r->client_reason);
     free(r->class_name);
     sl_as_free(&r->as);
     ctl_obs_rev_free(r);
@@ -739,6 +753,7 @@ rev_rt_t *ctl_rev_new(sl_controller_t *c, svc_rt_t *s, json_t *obj, sl_error_t *
         /* Kept, but failed: the service reports why. */
         r->state = REV_FAILED;
         r->reason = xstrdup(err->msg);
+        r->client_reason = client_reason(r, r->reason);
         r->failures = 1;
         r->blocked = true;
     }
@@ -847,8 +862,11 @@ static int rev_acquire(rev_rt_t *r, sl_waiter_t *w, sl_pick_t *pick, const char 
         pick->token = ctl_obs_request_begin(i, w->enqueued_ns);
         return SL_OK;
     }
-    if (r->state == REV_FAILED && r->n_instances == 0) {
-        *reason = r->reason ? r->reason : "revision failed";
+    /* A revision that failed to start answers at once, as Cloud Run does,
+     * while it retries in the background: a request would otherwise wait
+     * for a start that is likely to fail the same way. */
+    if (r->state == REV_FAILED && r->n_ready == 0) {
+        *reason = r->client_reason ? r->client_reason : "revision failed to start";
         ctl_obs_answered(r, 502);
         return 502;
     }

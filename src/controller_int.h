@@ -67,6 +67,7 @@ struct rev_rt {
     size_t n_waiting;
     rev_state_t state;
     char *reason;
+    char *client_reason; /* what HTTP clients are told of a failed start (no app output) */
     int failures;
     bool ever_ready;
     bool retired;

@@ -775,7 +775,17 @@ static void reap(sl_instance_t *inst)
     inst->reap_pending = false;
     uv_timer_stop(&inst->reap_timer);
     sl_autofree char *how = sv_exit_text(rc, &ex);
-    sv_set_reason(inst, "%s", how);
+    long ooms = sv_oom_kills(inst->id);
+    if (ooms > 0 && inst->memory_limit > 0)
+        /* as Cloud Run names it: the limit, and what to change */
+        sv_set_reason(inst,
+                      "%s: out of memory (the memory limit of %lld MiB was exceeded; raise "
+                      "resources.limits.memory)",
+                      how, (long long)(inst->memory_limit >> 20));
+    else if (ooms > 0)
+        sv_set_reason(inst, "%s: out of memory", how);
+    else
+        sv_set_reason(inst, "%s", how);
     begin_cleanup(inst);
 }
 
@@ -851,11 +861,14 @@ static void on_startup_timeout(uv_timer_t *t)
 {
     sl_instance_t *inst = t->data;
     int ms = inst->startup_timeout_ms;
+    char why[400];
+    sv_probe_timeout_reason(inst, why, sizeof(why));
     if (ms % 1000 == 0)
-        sv_set_reason(inst, "not ready within %ds", ms / 1000);
+        sv_set_reason(inst, "not ready within %ds: %s", ms / 1000, why);
     else
-        sv_set_reason(inst, "not ready within %.1fs", ms / 1000.0);
-    sv_stop(inst, inst->grace_ms);
+        sv_set_reason(inst, "not ready within %.1fs: %s", ms / 1000.0, why);
+    /* It never served: nothing to drain, no grace to wait for. */
+    sv_stop(inst, 0);
 }
 
 /* ---- running the runtime ---------------------------------------------- */

@@ -218,6 +218,38 @@ static void remove_cgroup_in(const char *root, const char *hierarchy, void *arg)
     remove_cgroup_dir(cg);
 }
 
+/* "oom_kill N" from a memory controller file (v1 memory.oom_control, v2
+ * memory.events); -1 when there is none to read. */
+static long oom_kills_in(const char *path)
+{
+    char buf[512];
+    sl_autoclose int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    ssize_t n = read(fd, buf, sizeof(buf) - 1);
+    if (n <= 0)
+        return -1;
+    buf[n] = '\0';
+    for (char *line = buf; line && *line; line = strchr(line, '\n') ? strchr(line, '\n') + 1 : NULL)
+        if (!strncmp(line, "oom_kill ", 9))
+            return strtol(line + 9, NULL, 10);
+    return -1;
+}
+
+long sv_oom_kills(const char *id)
+{
+    if (!id || !*id || strchr(id, '/') || id[0] == '.')
+        return -1;
+    sl_autofree char *v1 =
+        xasprintf(CGROUP_ROOT "/memory/" CGROUP_PARENT "/%s/memory.oom_control", id);
+    long n = oom_kills_in(v1);
+    if (n < 0) {
+        sl_autofree char *v2 = xasprintf(CGROUP_ROOT "/" CGROUP_PARENT "/%s/memory.events", id);
+        n = oom_kills_in(v2);
+    }
+    return n;
+}
+
 void sv_remove_cgroups(const char *id)
 {
     if (!id || !*id || strchr(id, '/') || id[0] == '.')

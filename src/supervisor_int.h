@@ -35,6 +35,9 @@ int sv_cleanup_leftovers(const char *state_dir, sl_error_t *err);
 /* Remove the cgroup /sluice/<id> from every mounted hierarchy. Best effort;
  * kills what still runs inside first. Blocking (short). */
 void sv_remove_cgroups(const char *id);
+/* How many processes the kernel's OOM killer killed in instance id's
+ * memory cgroup; -1 when it cannot be read. */
+long sv_oom_kills(const char *id);
 
 /*
  * Reap zombie children nobody waits for: orphaned runtime helpers (comm
@@ -226,6 +229,8 @@ void sv_probes_stop(sl_instance_t *inst);
 
 /* sv_probes_stop, and close the probes' timers (the instance's cleanup). */
 void sv_probes_close(sl_instance_t *inst);
+/* Why the probes had not passed when the start-up timeout came. */
+void sv_probe_timeout_reason(const sl_instance_t *inst, char *buf, size_t len);
 
 /* ---- exec probes' runtime invocations (supervisor.c) ------------------ */
 

@@ -55,7 +55,8 @@ struct sv_probe {
     char resp[256];
     int successes, failures;
     unsigned backoff_ms;
-    uint64_t since_ns; /* start-up polling began */
+    uint64_t since_ns;  /* start-up polling began */
+    char last_why[160]; /* the last failure, for a start-up timeout's reason */
 };
 
 static void probe_fire(uv_timer_t *t);
@@ -252,7 +253,9 @@ static void on_probe_io(uv_poll_t *h, int status, int events)
 {
     sv_probe_t *p = h->data;
     char why[128];
-    if (status < 0) {
+    /* libuv reports POLLERR as UV_EBADF; a refused connect is one, and
+     * the socket's own error says which */
+    if (status < 0 && (p->connected || status != UV_EBADF)) {
         snprintf(why, sizeof(why), "%s probe: %s", probe_kind_name(p->cfg.kind),
                  uv_strerror(status));
         probe_result(p, false, why);
@@ -263,6 +266,8 @@ static void on_probe_io(uv_poll_t *h, int status, int events)
         socklen_t len = sizeof(e);
         if (getsockopt(p->fd, SOL_SOCKET, SO_ERROR, &e, &len) < 0)
             e = errno;
+        if (e == 0 && status < 0)
+            e = EBADF;
         if (e != 0) {
             snprintf(why, sizeof(why), "dial tcp 127.0.0.1:%d: %s", probe_port(p), strerror(e));
             probe_result(p, false, why);
@@ -504,6 +509,7 @@ static void probe_result(sv_probe_t *p, bool ok, const char *why)
     } else {
         p->failures++;
         p->successes = 0;
+        snprintf(p->last_why, sizeof(p->last_why), "%s", why ? why : "");
     }
     if (p == p->inst->readiness)
         readiness_result(p, ok, why ? why : "");
@@ -564,4 +570,23 @@ int sv_probe_validate(const sl_probe_t *p, const char *field, bool once, sl_erro
                                     field, i);
     }
     return 0;
+}
+
+/* Why an instance was not ready in time, from the probe it was waiting on:
+ * with the built-in probe, that nothing listened on $PORT, as Cloud Run
+ * says it (the usual cause); else the probe's last failure. */
+void sv_probe_timeout_reason(const sl_instance_t *inst, char *buf, size_t len)
+{
+    const sv_probe_t *p =
+        inst->startup && !inst->startup->successes ? inst->startup : inst->readiness;
+    if (!p || !p->last_why[0]) {
+        snprintf(buf, len, "no probe attempt completed");
+    } else if (p->is_default) {
+        snprintf(buf, len,
+                 "the container did not listen on port %d, the PORT environment variable "
+                 "(last attempt: %s)",
+                 inst->port, p->last_why);
+    } else {
+        snprintf(buf, len, "%s probe: %s", p->what, p->last_why);
+    }
 }

@@ -396,3 +396,28 @@ def test_condition_times_are_transition_times(daemon, images):
     d.cli("deploy", "hello", "--env", "V=2")
     svc2 = times("describe", "hello")
     assert svc2["Ready"][0] == "True" and svc2["Ready"][1] > svc1["Ready"][1]
+
+
+def test_failed_revision_answers_at_once_without_app_output(daemon, images):
+    """A revision that failed to start answers 502 at once while it retries
+    (Cloud Run does not hold requests for it), and the body names the cause
+    but not the app's output, which may hold anything; describe has it."""
+    d = daemon
+    from conftest import service_manifest
+    doc = service_manifest("broken", images["busybox"],
+                           "echo 'FATAL: DATABASE_URL=postgres://u:s3cret@db' >&2; exit 1")
+    r = d.cli("apply", "-f", "-", "--wait", input=doc, check=False)
+    assert r.returncode != 0 and "exited with status 1" in r.stderr, r.stderr
+    assert "s3cret" in r.stderr  # the owner sees the log line
+    for _ in range(3):
+        t0 = time.time()
+        code, body = d.curl("broken", "/", check=False)
+        took = time.time() - t0
+        assert code == 502, (code, body)
+        assert took < 2, took
+        assert "failed to start: exited with status 1" in body, body
+        assert "s3cret" not in body and "last log lines" not in body, body
+        time.sleep(0.5)
+    st = d.json("revisions", "broken")["items"][0]["status"]
+    ready = [c for c in st["conditions"] if c["type"] == "Ready"][0]
+    assert "s3cret" in ready["message"], ready

@@ -960,12 +960,43 @@ static void test_startup_timeout(void **state)
     img_init(&m, NULL, script);
     sl_instance_spec_t s = base_spec(&m.img);
     s.startup_timeout_ms = 300;
-    s.grace_ms = 100;
+    s.grace_ms = 5000;
     rec_t r;
     start(e, &s, &r);
     wait_exited(e, &r, 15000);
     assert_int_equal(r.n_ready, 0);
+    printf("  %s\n", r.reason);
     assert_non_null(strstr(r.reason, "not ready within 0.3s"));
+    /* the usual cause named, with what the probe saw */
+    char want[96];
+    snprintf(want, sizeof(want), "did not listen on port %d, the PORT environment variable",
+             s.port);
+    assert_non_null(strstr(r.reason, want));
+    assert_non_null(strstr(r.reason, "Connection refused"));
+    /* it never served: killed at once, not after the 5 s grace */
+    assert_true(ms_between(r.started_ns, r.exited_ns) < 4000);
+    assert_cleaned(r.id);
+    env_close(e);
+}
+
+/* A container the memory cgroup kills says so, as Cloud Run's "Memory
+ * limit exceeded", not only "killed by signal 9". */
+static void test_out_of_memory_is_named(void **state)
+{
+    env_t *e = env_open("crun");
+    char *const script[] = {"/bin/busybox", "awk", "BEGIN { s = \"x\"; while (1) s = s s }", NULL};
+    img_t m;
+    img_init(&m, NULL, script);
+    sl_instance_spec_t s = base_spec(&m.img);
+    s.memory_limit = 32 << 20;
+    s.startup_timeout_ms = 10000;
+    rec_t r;
+    start(e, &s, &r);
+    wait_exited(e, &r, 15000);
+    printf("  %s\n", r.reason);
+    assert_int_equal(r.n_ready, 0);
+    assert_non_null(strstr(r.reason, "killed by signal 9: out of memory"));
+    assert_non_null(strstr(r.reason, "memory limit of 32 MiB was exceeded"));
     assert_cleaned(r.id);
     env_close(e);
 }
@@ -2229,6 +2260,7 @@ int main(void)
         cmocka_unit_test_teardown(test_runtime_process, env_teardown),
         cmocka_unit_test_teardown(test_sigterm_ignored, env_teardown),
         cmocka_unit_test_teardown(test_startup_timeout, env_teardown),
+        cmocka_unit_test_teardown(test_out_of_memory_is_named, env_teardown),
         cmocka_unit_test_teardown(test_limits, env_teardown),
         cmocka_unit_test_teardown(test_sandboxed, env_teardown),
         cmocka_unit_test_teardown(test_default_class, env_teardown),
