@@ -100,15 +100,26 @@ void ctl_rev_update_status(rev_rt_t *r)
                          : r->state == REV_PENDING ? "Deploying"
                                                    : NULL;
     json_t *prev = json_incref(json_object_get(st, "conditions"));
+    /* A crash loop: the container is not healthy, although instances come
+     * up (and serve) between the crashes. */
+    bool looping = r->crash_streak >= 2 && r->state == REV_READY;
+    sl_autofree char *loop_msg =
+        looping ? xasprintf("%d instances in a row exited soon after they became ready; the "
+                            "last: %s",
+                            r->crash_streak, r->crash_reason ? r->crash_reason : "exited")
+                : NULL;
     json_object_set_new(
         st, "conditions",
         json_pack("[o,o,o]", condition(prev, "Ready", s, reason, r->reason),
-                  condition(prev, "ContainerHealthy", s, reason, r->reason),
+                  looping
+                      ? condition(prev, "ContainerHealthy", "False", "CrashLoopBackOff", loop_msg)
+                      : condition(prev, "ContainerHealthy", s, reason, r->reason),
                   r->unschedulable
                       ? condition(prev, "ResourcesAvailable", "False", "Unschedulable", r->reason)
                       : condition(prev, "ResourcesAvailable", "True", NULL, NULL)));
     json_decref(prev);
     json_object_set_new(st, "actualReplicas", json_integer(r->n_ready));
+    json_object_set_new(st, "containerRestarts", json_integer(r->restarts));
     json_object_set_new(st, "desiredReplicas", json_integer(r->as.desired));
     json_object_set_new(st, "observedGeneration", json_integer(1));
     json_object_set_new(
@@ -340,6 +351,46 @@ static void instance_failed_start(rev_rt_t *r, const char *why)
         ctl_fail_waiters(r, 502, r->client_reason);
 }
 
+/* A ready instance exited on its own. One that was up for less than
+ * CRASH_UPTIME_NS after another did makes a crash loop: the next start
+ * waits 1 s, doubling to 60 s (Kubernetes' CrashLoopBackOff, shorter: a
+ * serverless revision has requests waiting), and ContainerHealthy says so. */
+#define CRASH_UPTIME_NS  (10 * 1000000000ull)
+#define CRASH_BACKOFF_NS (60 * 1000000000ull)
+
+static void instance_crashed(rev_rt_t *r, const inst_rt_t *i, const char *why)
+{
+    uint64_t now = sl_now_ns();
+    r->restarts++;
+    r->crash_streak = now - i->ready_ns < CRASH_UPTIME_NS ? r->crash_streak + 1 : 1;
+    r->crash_last = now;
+    free(r->crash_reason);
+    r->crash_reason = xstrdup(why);
+    if (r->crash_streak >= 2) {
+        int k = r->crash_streak - 2 < 6 ? r->crash_streak - 2 : 6;
+        uint64_t wait = 1000000000ull << k;
+        r->crash_until = now + (wait < CRASH_BACKOFF_NS ? wait : CRASH_BACKOFF_NS);
+        sl_warn(MOD, "revision %s: crash loop (%d in a row): next start in %.0f s", r->name,
+                r->crash_streak, (double)(r->crash_until - now) / 1e9);
+    }
+    rev_changed(r);
+}
+
+/* An instance up for CRASH_UPTIME_NS after the last crash ends the loop. */
+void ctl_crash_loop_check(rev_rt_t *r, uint64_t now)
+{
+    if (r->crash_streak == 0 || now - r->crash_last < CRASH_UPTIME_NS)
+        return;
+    for (inst_rt_t *i = r->instances; i; i = i->next) {
+        if (i->ready && now - i->ready_ns >= CRASH_UPTIME_NS) {
+            r->crash_streak = 0;
+            r->crash_until = 0;
+            rev_changed(r);
+            return;
+        }
+    }
+}
+
 static void instance_cb(sl_instance_t *inst, sl_inst_state_t state, void *data)
 {
     inst_rt_t *i = data;
@@ -357,6 +408,7 @@ static void instance_cb(sl_instance_t *inst, sl_inst_state_t state, void *data)
         if (i->ready)
             return;
         i->ready = true;
+        i->ready_ns = sl_now_ns();
         r->n_starting--;
         r->n_ready++;
         if (c->router)
@@ -392,10 +444,13 @@ static void instance_cb(sl_instance_t *inst, sl_inst_state_t state, void *data)
     if (!stopping) {
         sl_warn(MOD, "instance %s of %s exited: %s", sl_instance_id(inst), r->name,
                 why ? why : "unknown reason");
-        if (!was_ready)
+        if (!was_ready) {
             instance_failed_start(r, why ? why : "exited before it was ready");
-        else if (r->svc)
-            ctl_svc_changed(r->svc);
+        } else {
+            instance_crashed(r, i, why ? why : "exited");
+            if (r->svc)
+                ctl_svc_changed(r->svc);
+        }
     }
     i->inst = NULL;
     i->pool = NULL;
@@ -471,6 +526,8 @@ static char *ctl_run_as(const sl_revision_cfg_t *cfg, const sl_image_t *img)
 int ctl_start_instance(rev_rt_t *r)
 {
     sl_controller_t *c = r->ctl;
+    if (r->crash_until && sl_now_ns() < r->crash_until)
+        return -1; /* crash-loop back-off: the tick starts it once it is over */
     sl_revision_cfg_t *cfg = r->cfg;
     sl_probe_t readiness, liveness, startup;
     to_probe(&cfg->readiness, &readiness);
@@ -687,6 +744,7 @@ static void rev_free(rev_rt_t *r)
     sl_image_free(r->image);
     free(r->reason);
     free(r->client_reason);
+    free(r->crash_reason);
     free(r->class_name);
     sl_as_free(&r->as);
     ctl_obs_rev_free(r);

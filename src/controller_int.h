@@ -38,6 +38,7 @@ struct inst_rt {
     bool gone;                 /* exited; kept only until the router releases it */
     bool dying;                /* its process exited or is being stopped: no new requests */
     bool unready;              /* failing its readiness probe after it was ready */
+    uint64_t ready_ns;         /* when it became ready */
     int fail_streak;           /* consecutive failed requests; ejected at 3 */
     int64_t fp_cpu, fp_memory; /* capacity reserved for it */
     sl_meter_instance_t *meter;
@@ -69,6 +70,13 @@ struct rev_rt {
     char *reason;
     char *client_reason; /* what HTTP clients are told of a failed start (no app output) */
     int failures;
+    /* Instances that crash soon after they became ready (a crash loop):
+     * restarts wait, 1 s doubling to 60 s, as Kubernetes' CrashLoopBackOff. */
+    int restarts;         /* ready instances that exited on their own */
+    int crash_streak;     /* of them, in a row, each up for under CRASH_UPTIME */
+    uint64_t crash_until; /* no instance starts before (sl_now_ns) */
+    uint64_t crash_last;  /* the last of those exits */
+    char *crash_reason;   /* its exit reason */
     bool ever_ready;
     bool retired;
     bool backoff_due;
@@ -199,6 +207,8 @@ json_t *ctl_traffic_status(svc_rt_t *s);
  * without one). The tick moves it on; ctl_rollout_has: r still takes part. */
 void ctl_rollout_begin(svc_rt_t *s, rev_rt_t *to, uint64_t now);
 void ctl_rollout_tick(sl_controller_t *c, uint64_t now);
+/* Ends a revision's crash loop once an instance has stayed up (the tick). */
+void ctl_crash_loop_check(rev_rt_t *r, uint64_t now);
 bool ctl_rollout_has(const svc_rt_t *s, const rev_rt_t *r);
 void ctl_rollout_clear(svc_rt_t *s);
 /* r is being freed: it leaves the rollout (which ends if one is left). */

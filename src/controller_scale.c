@@ -119,6 +119,7 @@ static void tick(uv_timer_t *t)
     rev_rt_t *r = c->revs;
     while (r) {
         rev_rt_t *next = r->all_next;
+        ctl_crash_loop_check(r, now);
         scale_revision(r, now);
         r = next;
     }

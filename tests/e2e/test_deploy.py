@@ -421,3 +421,24 @@ def test_failed_revision_answers_at_once_without_app_output(daemon, images):
     st = d.json("revisions", "broken")["items"][0]["status"]
     ready = [c for c in st["conditions"] if c["type"] == "Ready"][0]
     assert "s3cret" in ready["message"], ready
+
+
+def test_crash_loop_backs_off_and_says_so(daemon, images):
+    """An app that dies soon after it became ready is restarted with a
+    growing wait (1 s doubling), not dozens of times a second, and its
+    revision says CrashLoopBackOff with the exit, and counts restarts."""
+    d = daemon
+    from conftest import service_manifest
+    doc = service_manifest("loop", images["busybox"],
+                           "mkdir -p /tmp/www; echo hi > /tmp/www/index.html; "
+                           "httpd -p \"$PORT\" -h /tmp/www; sleep 0.5; exit 2",
+                           template_metadata={"annotations": {
+                               "autoscaling.knative.dev/min-scale": "1"}})
+    d.cli("apply", "-f", "-", "--wait", input=doc)
+    time.sleep(8)
+    st = d.json("revisions", "loop")["items"][0]["status"]
+    print("restarts in 8 s:", st["containerRestarts"])
+    assert 2 <= st["containerRestarts"] <= 10, st
+    health = [c for c in st["conditions"] if c["type"] == "ContainerHealthy"][0]
+    assert health["status"] == "False" and health["reason"] == "CrashLoopBackOff", health
+    assert "exited with status 2" in health["message"], health
