@@ -147,6 +147,9 @@ static int wait_ready(const sl_cli_opts_t *o, const char *path, const char *rev,
         }
         if (!strcmp(cfg, "False")) {
             sl_cli_error("%s", msg ? msg : "revision failed");
+            /* as gcloud does: what serves meanwhile */
+            if (ready && strcmp(ready, rev))
+                fprintf(stderr, "Revision %s keeps serving the traffic it had.\n", ready);
             json_decref(svc);
             return 1;
         }

@@ -914,7 +914,17 @@ static void on_run_exit(uv_poll_t *h, int status, int events)
         return;
     if (rc < 0) {
         inst->runtime_failed = true;
-        sv_set_reason(inst, "runtime failed: %s", why);
+        /* crun: "executable file `X` not found in $PATH"; runc: "exec: \"X\":
+         * stat X: no such file or directory": the app's command, not the
+         * runtime, is what is wrong */
+        if (strstr(why, "not found in $PATH") ||
+            (strstr(why, "exec: ") && strstr(why, "no such file or directory")))
+            sv_set_reason(inst,
+                          "the container's command is not in the image (check command and "
+                          "args, or the image's ENTRYPOINT and CMD): %s",
+                          why);
+        else
+            sv_set_reason(inst, "runtime failed: %s", why);
         begin_cleanup(inst);
         return;
     }

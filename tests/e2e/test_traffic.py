@@ -130,6 +130,7 @@ def test_failing_new_revision_keeps_old_one_serving(daemon, images):
                {"image": images["busybox"], "command": ["/bin/sh", "-c", "echo boom; exit 1"]}]}}}}
     r = d.cli("apply", "-f", "-", "--wait", input=json.dumps(bad), check=False)
     assert r.returncode != 0 and "boom" in r.stderr
+    assert "Revision web-00001 keeps serving the traffic it had." in r.stderr, r.stderr
     for _ in range(5):
         code, _ = d.curl("web", "/")
         assert code == 200

@@ -810,7 +810,7 @@ static void bad_command(const char *runtime)
     start(e, &s, &r);
     wait_exited(e, &r, 15000);
     printf("  %s reason: %s\n", runtime, r.reason);
-    assert_non_null(strstr(r.reason, "runtime failed: "));
+    assert_non_null(strstr(r.reason, "the container's command is not in the image"));
     assert_non_null(strstr(r.reason, "/nonexistent/app"));
     assert_cleaned(r.id);
     env_close(e);
