@@ -94,9 +94,11 @@ void ctl_rev_update_status(rev_rt_t *r)
 {
     json_t *st = sl_json_ensure_obj(r->obj, "status");
     const char *s = r->state == REV_READY ? "True" : r->state == REV_FAILED ? "False" : "Unknown";
-    const char *reason = r->state == REV_FAILED    ? (r->unschedulable ? "Unschedulable"
-                                                      : r->blocked     ? "RuntimeClassUnavailable"
-                                                                       : "ContainerFailed")
+    const char *reason = r->state == REV_FAILED
+                             ? (r->unschedulable       ? "Unschedulable"
+                                : r->deadline_exceeded ? "ProgressDeadlineExceeded"
+                                : r->blocked           ? "RuntimeClassUnavailable"
+                                                       : "ContainerFailed")
                          : r->state == REV_PENDING ? "Deploying"
                                                    : NULL;
     json_t *prev = json_incref(json_object_get(st, "conditions"));
@@ -335,6 +337,19 @@ static char *client_reason(const rev_rt_t *r, const char *why)
 static void instance_failed_start(rev_rt_t *r, const char *why)
 {
     r->failures++;
+    /* Knative's progress deadline: a revision that has not become Ready
+     * by then stops trying (a redeploy makes a new one). */
+    uint64_t deadline =
+        r->cfg->progress_deadline_ns ? r->cfg->progress_deadline_ns : SL_PROGRESS_DEADLINE_NS;
+    sl_autofree char *late = NULL;
+    if (!r->ever_ready && sl_now_ns() - r->created_ns >= deadline) {
+        r->deadline_exceeded = r->blocked = true;
+        late = xasprintf("not ready within the progress deadline of %llus, no more attempts; the "
+                         "last: %s",
+                         (unsigned long long)(deadline / 1000000000ull), why);
+        why = late;
+        sl_warn(MOD, "revision %s: %s", r->name, why);
+    }
     free(r->client_reason);
     r->client_reason = client_reason(r, why);
     if (!r->ever_ready || r->state != REV_READY) {
@@ -807,6 +822,7 @@ rev_rt_t *ctl_rev_new(sl_controller_t *c, svc_rt_t *s, json_t *obj, sl_error_t *
     }
     r->ever_ready = ready && !strcmp(ready, "True");
     r->state = REV_PENDING;
+    r->created_ns = sl_now_ns();
     if (ctl_rev_resolve_class(r, err) < 0) {
         /* Kept, but failed: the service reports why. */
         r->state = REV_FAILED;

@@ -72,11 +72,13 @@ struct rev_rt {
     int failures;
     /* Instances that crash soon after they became ready (a crash loop):
      * restarts wait, 1 s doubling to 60 s, as Kubernetes' CrashLoopBackOff. */
-    int restarts;         /* ready instances that exited on their own */
-    int crash_streak;     /* of them, in a row, each up for under CRASH_UPTIME */
-    uint64_t crash_until; /* no instance starts before (sl_now_ns) */
-    uint64_t crash_last;  /* the last of those exits */
-    char *crash_reason;   /* its exit reason */
+    uint64_t created_ns;    /* when this daemon loaded or created it (progress deadline) */
+    bool deadline_exceeded; /* never Ready within its progress deadline: stopped trying */
+    int restarts;           /* ready instances that exited on their own */
+    int crash_streak;       /* of them, in a row, each up for under CRASH_UPTIME */
+    uint64_t crash_until;   /* no instance starts before (sl_now_ns) */
+    uint64_t crash_last;    /* the last of those exits */
+    char *crash_reason;     /* its exit reason */
     bool ever_ready;
     bool retired;
     bool backoff_due;

@@ -645,9 +645,30 @@ int sl_validate_autoscaling(const json_t *annotations, const char *path, sl_erro
     return annotations ? read_autoscaling(annotations, path, true, &v, err) : 0;
 }
 
+/* Knative's: a positive duration at second precision. */
+static int progress_deadline(const json_t *annotations, uint64_t *ns)
+{
+    const char *s = json_string_value(json_object_get(annotations, SL_PROGRESS_DEADLINE_KEY));
+    *ns = 0;
+    if (!s)
+        return 0;
+    if (sl_parse_duration(s, ns) < 0 || *ns == 0 || *ns % 1000000000ull)
+        return -1;
+    return 0;
+}
+
 static int check_template_annotations(json_t *v, const char *path, sl_error_t *err)
 {
     int rc = check_string_map(v, path, err);
+    uint64_t ns;
+    if (rc == 0 && progress_deadline(v, &ns) < 0)
+        return sl_error_set(err, EINVAL,
+                            "%s." SL_PROGRESS_DEADLINE_KEY ": must be a positive duration in "
+                            "whole seconds like \"600s\", got \"%s\"",
+                            path,
+                            json_string_value(json_object_get(v, SL_PROGRESS_DEADLINE_KEY))
+                                ? json_string_value(json_object_get(v, SL_PROGRESS_DEADLINE_KEY))
+                                : "(not a string)");
     return rc < 0 ? rc : sl_validate_autoscaling(v, path, err);
 }
 
@@ -1862,6 +1883,8 @@ int sl_revision_cfg_from_json(const json_t *rev, sl_revision_cfg_t **out, sl_err
     cfg->initial_scale = (int)v.initial;
     cfg->activation_scale = (int)v.activation;
     cfg->metric_rps = v.rps;
+    if (ann)
+        progress_deadline(ann, &cfg->progress_deadline_ns);
     cfg->target = v.target;
     cfg->target_utilization_pct = v.util;
     cfg->panic_window_pct = v.panic_pct;

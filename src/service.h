@@ -70,13 +70,17 @@ typedef struct sl_revision_cfg {
     /* autoscaling.knative.dev annotations; < 0 (or 0 for the doubles and
      * durations) = not set, use the daemon's default */
     int min_scale, max_scale, initial_scale, activation_scale;
-    bool metric_rps; /* autoscaling.knative.dev/metric: rps */
+    bool metric_rps;               /* autoscaling.knative.dev/metric: rps */
+    uint64_t progress_deadline_ns; /* serving.knative.dev/progress-deadline; 0 = 600 s */
     double target, target_utilization_pct, panic_window_pct, panic_threshold_pct;
     uint64_t window_ns, retention_ns, scale_down_delay_ns;
     sl_probe_cfg_t readiness, liveness, startup;
 } sl_revision_cfg_t;
 
 #define SL_AS_PREFIX "autoscaling.knative.dev/"
+/* Knative's progress deadline: a revision not Ready by then stops trying. */
+#define SL_PROGRESS_DEADLINE_KEY "serving.knative.dev/progress-deadline"
+#define SL_PROGRESS_DEADLINE_NS  (600 * 1000000000ull)
 
 /* Go-style duration ("60s", "1m30s", "500ms", "1h") to nanoseconds. */
 int sl_parse_duration(const char *s, uint64_t *ns);

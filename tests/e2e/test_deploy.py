@@ -442,3 +442,36 @@ def test_crash_loop_backs_off_and_says_so(daemon, images):
     health = [c for c in st["conditions"] if c["type"] == "ContainerHealthy"][0]
     assert health["status"] == "False" and health["reason"] == "CrashLoopBackOff", health
     assert "exited with status 2" in health["message"], health
+
+
+def test_progress_deadline_stops_a_revision_that_never_starts(daemon, images):
+    """serving.knative.dev/progress-deadline (Knative's, default 600 s): a
+    revision not Ready by then stops trying, says so, and answers 502."""
+    d = daemon
+    from conftest import service_manifest
+    doc = service_manifest("never", images["busybox"], "echo no; exit 1", template_metadata={
+        "annotations": {"serving.knative.dev/progress-deadline": "3s"}})
+    d.cli("apply", "-f", "-", input=doc)
+    deadline = time.time() + 20
+    ready = {}
+    while time.time() < deadline:
+        st = d.json("revisions", "never")["items"][0]["status"]
+        ready = [c for c in st["conditions"] if c["type"] == "Ready"][0]
+        if ready.get("reason") == "ProgressDeadlineExceeded":
+            break
+        time.sleep(0.2)
+    assert ready.get("reason") == "ProgressDeadlineExceeded", ready
+    assert "progress deadline of 3s" in ready["message"], ready
+    time.sleep(1)
+    assert d.json("instances", "never")["items"] == []
+    restarts_then = d.daemon_log().count("instance never-00001")
+    time.sleep(3)
+    assert d.json("instances", "never")["items"] == []
+    assert d.daemon_log().count("instance never-00001") == restarts_then  # no more attempts
+    code, body = d.curl("never", "/", check=False)
+    assert code == 502 and "progress deadline" in body, body
+    for bad in ("1.5s", "0s", "soon"):
+        doc = service_manifest("bad", images["busybox"], "true", template_metadata={
+            "annotations": {"serving.knative.dev/progress-deadline": bad}})
+        r = d.cli("apply", "-f", "-", input=doc, check=False)
+        assert r.returncode != 0 and "progress-deadline: must be a positive duration" in r.stderr
