@@ -172,4 +172,7 @@ def test_crashed_instance_log_stays_readable(daemon, images):
     assert r.returncode != 0
     # The default retention keeps the exited instances' logs: `sluice logs`
     # shows why they crashed.
-    assert "missing DATABASE_URL" in daemon.cli("logs", "broken").stdout
+    out = daemon.cli("logs", "broken").stdout
+    assert "missing DATABASE_URL" in out
+    # and how each instance ended, after what it wrote
+    assert "[sluice] instance broken-00001-" in out and "failed: exited with status 3" in out, out
