@@ -304,6 +304,8 @@ static void retry_fire(uv_timer_t *t)
 static void became_ready(rev_rt_t *r)
 {
     bool first = r->state != REV_READY;
+    if (r->deadline_exceeded) /* an instance started after all */
+        r->deadline_exceeded = r->blocked = false;
     r->state = REV_READY;
     r->ever_ready = true;
     r->failures = 0;
@@ -342,7 +344,8 @@ static void instance_failed_start(rev_rt_t *r, const char *why)
     uint64_t deadline =
         r->cfg->progress_deadline_ns ? r->cfg->progress_deadline_ns : SL_PROGRESS_DEADLINE_NS;
     sl_autofree char *late = NULL;
-    if (!r->ever_ready && sl_now_ns() - r->created_ns >= deadline) {
+    if (!r->ever_ready && !(r->svc && r->svc->ready == r) &&
+        sl_now_ns() - r->created_ns >= deadline) {
         r->deadline_exceeded = r->blocked = true;
         late = xasprintf("not ready within the progress deadline of %llus, no more attempts; the "
                          "last: %s",
@@ -362,7 +365,7 @@ static void instance_failed_start(rev_rt_t *r, const char *why)
     }
     /* Waiting requests fail now unless an instance may still take them;
      * a revision that never started gets no more of them (rev_acquire). */
-    if (r->n_ready == 0 && (r->n_starting == 0 || r->state == REV_FAILED))
+    if (r->n_ready == 0 && (r->n_starting == 0 || (r->state == REV_FAILED && !r->ever_ready)))
         ctl_fail_waiters(r, 502, r->client_reason);
 }
 
@@ -377,7 +380,9 @@ static void instance_crashed(rev_rt_t *r, const inst_rt_t *i, const char *why)
 {
     uint64_t now = sl_now_ns();
     r->restarts++;
-    r->crash_streak = now - i->ready_ns < CRASH_UPTIME_NS ? r->crash_streak + 1 : 1;
+    /* a crash long after the last one starts a new count */
+    bool recent = r->crash_last && now - r->crash_last < CRASH_BACKOFF_NS + CRASH_UPTIME_NS;
+    r->crash_streak = now - i->ready_ns < CRASH_UPTIME_NS && recent ? r->crash_streak + 1 : 1;
     r->crash_last = now;
     free(r->crash_reason);
     r->crash_reason = xstrdup(why);
@@ -397,7 +402,8 @@ void ctl_crash_loop_check(rev_rt_t *r, uint64_t now)
     if (r->crash_streak == 0 || now - r->crash_last < CRASH_UPTIME_NS)
         return;
     for (inst_rt_t *i = r->instances; i; i = i->next) {
-        if (i->ready && now - i->ready_ns >= CRASH_UPTIME_NS) {
+        /* one started after the last crash, not one that was up before */
+        if (i->ready && i->ready_ns >= r->crash_last && now - i->ready_ns >= CRASH_UPTIME_NS) {
             r->crash_streak = 0;
             r->crash_until = 0;
             rev_changed(r);
@@ -815,17 +821,31 @@ rev_rt_t *ctl_rev_new(sl_controller_t *c, svc_rt_t *s, json_t *obj, sl_error_t *
     json_t *conds = sl_json_path(obj, "status.conditions");
     size_t k;
     json_t *cnd;
+    const char *ready_reason = NULL, *ready_msg = NULL;
     json_array_foreach(conds, k, cnd)
     {
-        if (!strcmp(sl_json_str(cnd, "type") ? sl_json_str(cnd, "type") : "", "Ready"))
+        if (!strcmp(sl_json_str(cnd, "type") ? sl_json_str(cnd, "type") : "", "Ready")) {
             ready = sl_json_str(cnd, "status");
+            ready_reason = sl_json_str(cnd, "reason");
+            ready_msg = sl_json_str(cnd, "message");
+        }
     }
     r->ever_ready = ready && !strcmp(ready, "True");
     r->state = REV_PENDING;
     r->created_ns = sl_now_ns();
+    if (ready_reason && !strcmp(ready_reason, "ProgressDeadlineExceeded")) {
+        /* it stopped trying before the restart, and still does */
+        r->state = REV_FAILED;
+        r->deadline_exceeded = r->blocked = true;
+        r->failures = 1;
+        r->reason = xstrdup(ready_msg ? ready_msg : "not ready within the progress deadline");
+        r->client_reason = client_reason(r, r->reason);
+    }
     if (ctl_rev_resolve_class(r, err) < 0) {
         /* Kept, but failed: the service reports why. */
         r->state = REV_FAILED;
+        free(r->reason);
+        free(r->client_reason);
         r->reason = xstrdup(err->msg);
         r->client_reason = client_reason(r, r->reason);
         r->failures = 1;
@@ -936,13 +956,17 @@ static int rev_acquire(rev_rt_t *r, sl_waiter_t *w, sl_pick_t *pick, const char 
         pick->token = ctl_obs_request_begin(i, w->enqueued_ns);
         return SL_OK;
     }
-    /* A revision that failed to start answers at once, as Cloud Run does,
+    /* A revision that never started answers at once, as Cloud Run does,
      * while it retries in the background: a request would otherwise wait
-     * for a start that is likely to fail the same way. */
-    if (r->state == REV_FAILED && r->n_ready == 0) {
-        *reason = r->client_reason ? r->client_reason : "revision failed to start";
-        ctl_obs_answered(r, 502);
-        return 502;
+     * for a start that is likely to fail the same way. One that has served
+     * before queues requests for its retry (a cold start can fail once). */
+    if (r->state == REV_FAILED && r->n_ready == 0 && !r->ever_ready) {
+        int st = r->unschedulable ? 503 : 502;
+        *reason = r->unschedulable   ? r->reason
+                  : r->client_reason ? r->client_reason
+                                     : "revision failed to start";
+        ctl_obs_answered(r, st);
+        return st;
     }
     if (r->n_waiting >= c->queue_max) {
         *reason = "request queue is full";

@@ -775,7 +775,9 @@ static void reap(sl_instance_t *inst)
     inst->reap_pending = false;
     uv_timer_stop(&inst->reap_timer);
     sl_autofree char *how = sv_exit_text(rc, &ex);
-    long ooms = sv_oom_kills(inst->id);
+    /* the OOM killer's SIGKILL; the count covers the instance's life, so
+     * an exit of another kind is not blamed on it */
+    long ooms = ex.sig == SIGKILL ? sv_oom_kills(inst->id) : 0;
     if (ooms > 0 && inst->memory_limit > 0)
         /* as Cloud Run names it: the limit, and what to change */
         sv_set_reason(inst,

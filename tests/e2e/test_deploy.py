@@ -470,6 +470,14 @@ def test_progress_deadline_stops_a_revision_that_never_starts(daemon, images):
     assert d.daemon_log().count("instance never-00001") == restarts_then  # no more attempts
     code, body = d.curl("never", "/", check=False)
     assert code == 502 and "progress deadline" in body, body
+    # a restart does not start the count again
+    assert d.stop() == 0
+    d.start()
+    time.sleep(2)
+    assert d.json("instances", "never")["items"] == []
+    st = d.json("revisions", "never")["items"][0]["status"]
+    ready = [c for c in st["conditions"] if c["type"] == "Ready"][0]
+    assert ready.get("reason") == "ProgressDeadlineExceeded", ready
     for bad in ("1.5s", "0s", "soon"):
         doc = service_manifest("bad", images["busybox"], "true", template_metadata={
             "annotations": {"serving.knative.dev/progress-deadline": bad}})
