@@ -1145,6 +1145,28 @@ static int check_working_dir(json_t *v, const char *path, sl_error_t *err)
 
 /* ---- volumes: emptyDir only --------------------------------------------- */
 
+/* The first of list[0..below) whose field `key` is the string `value`;
+ * NULL if none. */
+static json_t *element_with(const json_t *list, const char *key, const char *value, size_t below)
+{
+    for (size_t i = 0; value && i < json_array_size(list) && i < below; i++) {
+        json_t *e = json_array_get(list, i);
+        const char *v = json_string_value(json_object_get(e, key));
+        if (v && !strcmp(v, value))
+            return e;
+    }
+    return NULL;
+}
+
+/* A path's length without trailing slashes ("/d/" and "/d" are one). */
+static size_t path_len(const char *s)
+{
+    size_t n = strlen(s);
+    while (n > 1 && s[n - 1] == '/')
+        n--;
+    return n;
+}
+
 /* Knative's reserved mount paths, and what the runtime mounts itself. */
 static const char *const reserved_mount_paths[] = {"/",    "/dev", "/dev/log",
                                                    "/tmp", "/var", "/var/log"};
@@ -1164,9 +1186,7 @@ static int check_mount_path(json_t *v, const char *path, sl_error_t *err)
             return sl_error_set(err, EINVAL, "%s: \"%s\" must not contain empty components", path,
                                 s);
     }
-    size_t n = strlen(s);
-    while (n > 1 && s[n - 1] == '/')
-        n--;
+    size_t n = path_len(s);
     for (size_t i = 0; i < SL_ARRAY_LEN(reserved_mount_paths); i++)
         if (strlen(reserved_mount_paths[i]) == n && !strncmp(s, reserved_mount_paths[i], n))
             return sl_error_set(err, EINVAL, "%s: \"%.*s\" is a reserved path", path, (int)n, s);
@@ -1199,15 +1219,11 @@ static int check_volume_mounts(json_t *v, const char *path, sl_error_t *err)
         if (!json_object_get(m, "name") || !json_object_get(m, "mountPath"))
             return sl_error_set(err, EINVAL, "%s: name and mountPath are required", sub);
         const char *mp = json_string_value(json_object_get(m, "mountPath"));
+        size_t a = path_len(mp);
         for (size_t k = 0; k < i; k++) {
             const char *other =
                 json_string_value(json_object_get(json_array_get(v, k), "mountPath"));
-            size_t a = strlen(mp), b = strlen(other);
-            while (a > 1 && mp[a - 1] == '/')
-                a--;
-            while (b > 1 && other[b - 1] == '/')
-                b--;
-            if (a == b && !strncmp(mp, other, a))
+            if (path_len(other) == a && !strncmp(mp, other, a))
                 return sl_error_set(err, EINVAL, "%s.mountPath: \"%s\" must be unique", sub, mp);
         }
     }
@@ -1279,9 +1295,8 @@ static int check_volumes(json_t *v, const char *path, sl_error_t *err)
         if (!json_object_get(vol, "emptyDir"))
             return sl_error_set(err, EINVAL, "%s: emptyDir is required (the only volume type)",
                                 sub);
-        for (size_t k = 0; k < i; k++)
-            if (!strcmp(name, json_string_value(json_object_get(json_array_get(v, k), "name"))))
-                return sl_error_set(err, EINVAL, "%s.name: \"%s\" must be unique", sub, name);
+        if (element_with(v, "name", name, i))
+            return sl_error_set(err, EINVAL, "%s.name: \"%s\" must be unique", sub, name);
     }
     return 0;
 }
@@ -1295,31 +1310,20 @@ static int check_volumes_mounted(json_t *pod, const char *path, sl_error_t *err)
         json_object_get(json_array_get(json_object_get(pod, "containers"), 0), "volumeMounts");
     for (size_t i = 0; i < json_array_size(mounts); i++) {
         const char *name = json_string_value(json_object_get(json_array_get(mounts, i), "name"));
-        bool found = false;
-        for (size_t k = 0; k < json_array_size(vols) && !found; k++)
-            found =
-                !strcmp(name, json_string_value(json_object_get(json_array_get(vols, k), "name")));
-        if (!found)
+        if (!element_with(vols, "name", name, SIZE_MAX))
             return sl_error_set(err, EINVAL,
                                 "%s.containers[0].volumeMounts[%zu].name: \"%s\" has no matching "
                                 "volume",
                                 path, i, name);
-        for (size_t k = 0; k < i; k++)
-            if (!strcmp(name,
-                        json_string_value(json_object_get(json_array_get(mounts, k), "name"))))
-                return sl_error_set(err, ENOTSUP,
-                                    "%s.containers[0].volumeMounts[%zu].name: \"%s\" is "
-                                    "mounted twice: not supported (each mount is a tmpfs of its "
-                                    "own)",
-                                    path, i, name);
+        if (element_with(mounts, "name", name, i))
+            return sl_error_set(err, ENOTSUP,
+                                "%s.containers[0].volumeMounts[%zu].name: \"%s\" is mounted "
+                                "twice: not supported (each mount is a tmpfs of its own)",
+                                path, i, name);
     }
     for (size_t k = 0; k < json_array_size(vols); k++) {
         const char *name = json_string_value(json_object_get(json_array_get(vols, k), "name"));
-        bool found = false;
-        for (size_t i = 0; i < json_array_size(mounts) && !found; i++)
-            found = !strcmp(name,
-                            json_string_value(json_object_get(json_array_get(mounts, i), "name")));
-        if (!found)
+        if (!element_with(mounts, "name", name, SIZE_MAX))
             return sl_error_set(err, EINVAL, "%s.volumes[%zu]: volume with name \"%s\" not mounted",
                                 path, k, name);
     }
@@ -1865,12 +1869,8 @@ int sl_revision_cfg_from_json(const json_t *rev, sl_revision_cfg_t **out, sl_err
         const char *name = json_string_value(json_object_get(m, "name"));
         cfg->volumes[i].path = xstrdup(json_string_value(json_object_get(m, "mountPath")));
         cfg->volumes[i].readonly = json_is_true(json_object_get(m, "readOnly"));
-        for (size_t k = 0; k < json_array_size(vols); k++) {
-            json_t *vol = json_array_get(vols, k);
-            const char *vn = json_string_value(json_object_get(vol, "name"));
-            if (name && vn && !strcmp(name, vn))
-                cfg->volumes[i].size = quantity(vol, "emptyDir", "sizeLimit", false);
-        }
+        cfg->volumes[i].size =
+            quantity(element_with(vols, "name", name, SIZE_MAX), "emptyDir", "sizeLimit", false);
     }
     as_values_t v = {.min = -1, .max = -1, .initial = -1, .activation = -1};
     json_t *ann = sl_json_path(rev, "metadata.annotations");
