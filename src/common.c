@@ -210,6 +210,13 @@ uint64_t sl_now_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
+int64_t sl_wall_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
 int sl_parse_int64(const char *s, int64_t min, int64_t max, int64_t *out)
 {
     if (!s || !*s)

@@ -102,6 +102,8 @@ void sl_log(sl_log_level_t lvl, const char *module, const char *fmt, ...)
 
 /* Monotonic clock in nanoseconds / milliseconds. */
 uint64_t sl_now_ns(void);
+/* Wall clock (CLOCK_REALTIME) in nanoseconds since the epoch. */
+int64_t sl_wall_ns(void);
 static inline uint64_t sl_now_ms(void)
 {
     return sl_now_ns() / 1000000u;

@@ -1134,6 +1134,16 @@ void sl_controller_forget_router(sl_controller_t *c)
             i->pool = NULL;
 }
 
+rev_rt_t *ctl_rev_load(svc_rt_t *s, const char *name, sl_error_t *err)
+{
+    json_t *obj = NULL;
+    if (sl_store_get(s->ctl->store, "revisions", s->ns, name, &obj, err) < 0)
+        return NULL;
+    rev_rt_t *r = ctl_rev_new(s->ctl, s, obj, err);
+    json_decref(obj);
+    return r;
+}
+
 static void load_service(sl_controller_t *c, json_t *obj)
 {
     svc_rt_t *s = ctl_svc_new(c, obj);
@@ -1145,13 +1155,7 @@ static void load_service(sl_controller_t *c, json_t *obj)
     for (int k = 0; k < 2; k++) {
         if (!names[k] || (k == 1 && ready && !strcmp(ready, latest)))
             continue;
-        json_t *robj = NULL;
-        if (sl_store_get(c->store, "revisions", s->ns, names[k], &robj, &err) < 0) {
-            sl_err(MOD, "service %s/%s: %s", s->ns, s->name, err.msg);
-            continue;
-        }
-        rev_rt_t *r = ctl_rev_new(c, s, robj, &err);
-        json_decref(robj);
+        rev_rt_t *r = ctl_rev_load(s, names[k], &err);
         if (!r) {
             sl_err(MOD, "service %s/%s: revision %s: %s", s->ns, s->name, names[k], err.msg);
             continue;

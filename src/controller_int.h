@@ -220,6 +220,8 @@ void ctl_rollout_forget(svc_rt_t *s, const rev_rt_t *r);
 json_t *ctl_rollout_status(const svc_rt_t *s);
 void ctl_rollout_restore(svc_rt_t *s, const json_t *rollout);
 rev_rt_t *ctl_rev_find(sl_controller_t *c, const char *ns, const char *name);
+/* Revision `name` of s from the store, made live (ctl_rev_new); NULL with err. */
+rev_rt_t *ctl_rev_load(svc_rt_t *s, const char *name, sl_error_t *err);
 char *ctl_host_for(sl_controller_t *c, const char *ns, const char *name);
 char *ctl_url_for(sl_controller_t *c, const char *host);
 uint32_t ctl_hash_host(const char *p, size_t n);

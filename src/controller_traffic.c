@@ -9,7 +9,6 @@
 
 #include <math.h>
 #include <stdio.h>
-#include <time.h>
 
 static const char *MOD = "traffic";
 
@@ -183,12 +182,8 @@ void ctl_svc_reconcile(svc_rt_t *s)
         const char *name = s->traffic[i].revision;
         if (!name || ctl_rev_find(c, s->ns, name))
             continue;
-        json_t *obj = NULL;
         sl_error_t err = {0};
-        rev_rt_t *r = NULL;
-        if (sl_store_get(c->store, "revisions", s->ns, name, &obj, &err) == 0)
-            r = ctl_rev_new(c, s, obj, &err);
-        json_decref(obj);
+        rev_rt_t *r = ctl_rev_load(s, name, &err);
         if (!r) {
             sl_err(MOD, "service %s/%s: traffic names revision %s: %s", s->ns, s->name, name,
                    err.msg);
@@ -403,13 +398,6 @@ static void rollout_step(svc_rt_t *s)
     s->n_ro = keep + 1;
 }
 
-static int64_t wall_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 json_t *ctl_rollout_status(const svc_rt_t *s)
 {
     if (s->n_ro < 2)
@@ -423,7 +411,7 @@ json_t *ctl_rollout_status(const svc_rt_t *s)
     return json_pack("{s:i,s:o,s:i,s:I,s:I}", "percent", s->ro_total, "revisions", revs,
                      "stepPercent", s->ro_step, "stepMillis",
                      (json_int_t)(s->ro_step_ns / 1000000u), "nextStepUnixMillis",
-                     (json_int_t)(wall_ms() + left_ms));
+                     (json_int_t)(sl_wall_ns() / 1000000 + left_ms));
 }
 
 /* At load: the rollout the stored status describes, if it still holds
@@ -450,13 +438,9 @@ void ctl_rollout_restore(svc_rt_t *s, const json_t *st)
         json_t *e = json_array_get(revs, i);
         const char *name = json_string_value(json_object_get(e, "revisionName"));
         rev_rt_t *r = i == n - 1 ? s->ready : name ? ctl_rev_find(s->ctl, s->ns, name) : NULL;
-        if (!r && name) {
-            json_t *obj = NULL;
-            sl_error_t err = {0};
-            if (sl_store_get(s->ctl->store, "revisions", s->ns, name, &obj, &err) == 0)
-                r = ctl_rev_new(s->ctl, s, obj, &err);
-            json_decref(obj);
-        }
+        sl_error_t err = {0};
+        if (!r && name)
+            r = ctl_rev_load(s, name, &err);
         int pct = (int)json_integer_value(json_object_get(e, "percent"));
         if (!r || pct < 1) {
             free(ro);
@@ -474,7 +458,7 @@ void ctl_rollout_restore(svc_rt_t *s, const json_t *st)
     s->ro_total = total;
     s->ro_step = step;
     s->ro_step_ns = (uint64_t)step_ms * 1000000u;
-    int64_t left = next_ms - wall_ms();
+    int64_t left = next_ms - sl_wall_ns() / 1000000;
     s->ro_next_ns = sl_now_ns() + (left > 0 ? (uint64_t)left * 1000000u : 0);
     sl_info(MOD, "service %s/%s: rollout of %s resumed at %d %% of %d", s->ns, s->name,
             s->ready->name, ro[n - 1].pct, total);

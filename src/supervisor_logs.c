@@ -338,13 +338,6 @@ typedef struct sv_log_job {
     char *first_error;
 } sv_log_job_t;
 
-static int64_t realtime_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
 static void job_free(sv_log_job_t *j)
 {
     for (size_t i = 0; i < j->n; i++) {
@@ -416,7 +409,7 @@ static void on_log_timer(uv_timer_t *t)
     }
     qsort(j->ids, j->n, sizeof(char *), cmp_str);
     /* Taken after the snapshot: a log made later is newer than this. */
-    j->now_ns = realtime_ns();
+    j->now_ns = sl_wall_ns();
     sup->log_job = j;
     sup->log_work.data = sup;
     if (uv_queue_work(sup->loop, &sup->log_work, log_work, log_work_done) < 0) {
