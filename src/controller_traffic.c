@@ -60,6 +60,7 @@ static void add_route(svc_rt_t *s, int target, char *host)
 
 static int latest_percent(const svc_rt_t *s);
 static uint64_t rollout_ns(const svc_rt_t *s);
+static size_t rollout_drop_empty(svc_rt_t *s);
 
 int ctl_svc_set_traffic(svc_rt_t *s, sl_error_t *err)
 {
@@ -91,18 +92,13 @@ int ctl_svc_set_traffic(svc_rt_t *s, sl_error_t *err)
         s->ro[s->n_ro - 1].pct += total - s->ro_total;
     } else if (s->n_ro && total < s->ro_total) {
         int cut = s->ro_total - total;
-        size_t first = 0;
-        while (cut > 0 && first < s->n_ro - 1) {
-            int take = s->ro[first].pct < cut ? s->ro[first].pct : cut;
-            s->ro[first].pct -= take;
+        for (size_t i = 0; cut > 0 && i + 1 < s->n_ro; i++) {
+            int take = s->ro[i].pct < cut ? s->ro[i].pct : cut;
+            s->ro[i].pct -= take;
             cut -= take;
-            if (s->ro[first].pct == 0)
-                first++;
         }
         s->ro[s->n_ro - 1].pct -= cut;
-        memmove(s->ro, s->ro + first, (s->n_ro - first) * sizeof(*s->ro));
-        s->n_ro -= first;
-        if (s->n_ro < 2)
+        if (rollout_drop_empty(s) < 2)
             ctl_rollout_clear(s);
     }
     if (s->n_ro)
@@ -220,7 +216,6 @@ static void target_status(svc_rt_t *s, const traffic_target_t *t, size_t i, json
     int left = t->percent;
     for (size_t k = 0; k < n; k++) {
         share[k] = rolling ? t->percent * s->ro[k].pct / s->ro_total : t->percent;
-        bumped[k] = false;
         left -= share[k];
     }
     for (; left > 0; left--) {
@@ -276,6 +271,16 @@ bool ctl_rollout_has(const svc_rt_t *s, const rev_rt_t *r)
         if (s->ro[i].rev == r)
             return true;
     return false;
+}
+
+/* Revisions left with no share leave the rollout; returns how many stay. */
+static size_t rollout_drop_empty(svc_rt_t *s)
+{
+    size_t w = 0;
+    for (size_t i = 0; i < s->n_ro; i++)
+        if (s->ro[i].pct > 0)
+            s->ro[w++] = s->ro[i];
+    return s->n_ro = w;
 }
 
 void ctl_rollout_clear(svc_rt_t *s)
@@ -354,12 +359,8 @@ void ctl_rollout_begin(svc_rt_t *s, rev_rt_t *to, uint64_t now)
             break;
         }
     }
-    size_t w = 0;
-    for (size_t i = 0; i < s->n_ro; i++)
-        if (s->ro[i].pct > 0)
-            s->ro[w++] = s->ro[i];
-    s->ro[w++] = (struct ctl_rollout){to, 1};
-    s->n_ro = w;
+    rollout_drop_empty(s);
+    s->ro[s->n_ro++] = (struct ctl_rollout){to, 1};
     const double first = 1.0;
     double secs = (double)d / 1e9 - first;
     if (secs < 1)
