@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from conftest import cgroups_named, mounts_under
+from conftest import cgroups_named, mounts_under, service_manifest
 
 
 def test_deploy_prints_url_and_serves(daemon, images):
@@ -403,7 +403,6 @@ def test_failed_revision_answers_at_once_without_app_output(daemon, images):
     (Cloud Run does not hold requests for it), and the body names the cause
     but not the app's output, which may hold anything; describe has it."""
     d = daemon
-    from conftest import service_manifest
     doc = service_manifest("broken", images["busybox"],
                            "echo 'FATAL: DATABASE_URL=postgres://u:s3cret@db' >&2; exit 1")
     r = d.cli("apply", "-f", "-", "--wait", input=doc, check=False)
@@ -428,7 +427,6 @@ def test_crash_loop_backs_off_and_says_so(daemon, images):
     growing wait (1 s doubling), not dozens of times a second, and its
     revision says CrashLoopBackOff with the exit, and counts restarts."""
     d = daemon
-    from conftest import service_manifest
     doc = service_manifest("loop", images["busybox"],
                            "mkdir -p /tmp/www; echo hi > /tmp/www/index.html; "
                            "httpd -p \"$PORT\" -h /tmp/www; sleep 0.5; exit 2",
@@ -448,7 +446,6 @@ def test_progress_deadline_stops_a_revision_that_never_starts(daemon, images):
     """serving.knative.dev/progress-deadline (Knative's, default 600 s): a
     revision not Ready by then stops trying, says so, and answers 502."""
     d = daemon
-    from conftest import service_manifest
     doc = service_manifest("never", images["busybox"], "echo no; exit 1", template_metadata={
         "annotations": {"serving.knative.dev/progress-deadline": "3s"}})
     d.cli("apply", "-f", "-", input=doc)

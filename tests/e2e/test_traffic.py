@@ -6,6 +6,8 @@ import time
 
 import pytest
 
+from conftest import service_manifest
+
 
 def revision_counts(d, host, n):
     """Sends n requests over one keep-alive connection; counts revisions."""
@@ -141,6 +143,13 @@ def test_failing_new_revision_keeps_old_one_serving(daemon, images):
     assert ready["status"] == "False" and "boom" in ready["message"]
 
 
+def rollout_service(images, duration):
+    """Service "web" (hello, V=1) with serving.knative.dev/rollout-duration."""
+    return service_manifest("web", images["hello"], env=[{"name": "V", "value": "1"}],
+                            metadata={"annotations": {
+                                "serving.knative.dev/rollout-duration": duration}})
+
+
 def conditions(svc):
     return {c["type"]: c for c in svc["status"]["conditions"]}
 
@@ -150,12 +159,7 @@ def test_gradual_rollout(daemon, images):
     once, then the rest in equal steps over the duration, while the service
     says RolloutInProgress; then the old revision is retired."""
     d = daemon
-    manifest = {"apiVersion": "serving.knative.dev/v1", "kind": "Service",
-                "metadata": {"name": "web",
-                             "annotations": {"serving.knative.dev/rollout-duration": "10s"}},
-                "spec": {"template": {"spec": {"containers": [
-                    {"image": images["hello"], "env": [{"name": "V", "value": "1"}]}]}}}}
-    d.cli("apply", "-f", "-", "--wait", input=json.dumps(manifest))
+    d.cli("apply", "-f", "-", "--wait", input=rollout_service(images, "10s"))
     assert conditions(d.json("describe", "web"))["Ready"]["status"] == "True"
 
     d.cli("deploy", "web", "--env", "V=2")
@@ -192,17 +196,13 @@ def test_rollout_duration_is_validated(daemon, images):
     d = daemon
     for value, why in (("1.5s", "not at second precision"), ("-10s", "must be a duration"),
                        ("soon", "must be a duration")):
-        manifest = {"apiVersion": "serving.knative.dev/v1", "kind": "Service",
-                    "metadata": {"name": "web", "annotations": {
-                        "serving.knative.dev/rollout-duration": value}},
-                    "spec": {"template": {"spec": {"containers": [{"image": images["hello"]}]}}}}
-        r = d.cli("apply", "-f", "-", input=json.dumps(manifest), check=False)
+        r = d.cli("apply", "-f", "-", input=rollout_service(images, value), check=False)
         assert r.returncode != 0, value
         assert "metadata.annotations.serving.knative.dev/rollout-duration" in r.stderr, r.stderr
         assert why in r.stderr, r.stderr
-    manifest["metadata"]["annotations"] = {"serving.knative.dev/rollout-duration": "5s",
-                                           "serving.knative.dev/rolloutDuration": "5s"}
-    r = d.cli("apply", "-f", "-", input=json.dumps(manifest), check=False)
+    both = json.loads(rollout_service(images, "5s"))
+    both["metadata"]["annotations"]["serving.knative.dev/rolloutDuration"] = "5s"
+    r = d.cli("apply", "-f", "-", input=json.dumps(both), check=False)
     assert r.returncode != 0 and "not both" in r.stderr, r.stderr
     assert d.json("services")["items"] == []
 
@@ -211,12 +211,7 @@ def test_gradual_rollout_of_part_of_the_traffic(daemon, images):
     """With half the traffic pinned, the rollout moves only the latest
     revision's half, in percent of all traffic: 1 % at first, as Knative."""
     d = daemon
-    manifest = {"apiVersion": "serving.knative.dev/v1", "kind": "Service",
-                "metadata": {"name": "web",
-                             "annotations": {"serving.knative.dev/rollout-duration": "4s"}},
-                "spec": {"template": {"spec": {"containers": [
-                    {"image": images["hello"], "env": [{"name": "V", "value": "1"}]}]}}}}
-    d.cli("apply", "-f", "-", "--wait", input=json.dumps(manifest))
+    d.cli("apply", "-f", "-", "--wait", input=rollout_service(images, "4s"))
     d.cli("traffic", "web", "web-00001=50", "--latest=50")
     d.cli("deploy", "web", "--env", "V=2")
     t0 = time.time()
@@ -241,12 +236,7 @@ def test_gradual_rollout_survives_a_restart(daemon, images):
     """The rollout's state is in status.rollout: a daemon restart resumes it
     where it was instead of sending all the traffic to the new revision."""
     d = daemon
-    manifest = {"apiVersion": "serving.knative.dev/v1", "kind": "Service",
-                "metadata": {"name": "web",
-                             "annotations": {"serving.knative.dev/rollout-duration": "20s"}},
-                "spec": {"template": {"spec": {"containers": [
-                    {"image": images["hello"], "env": [{"name": "V", "value": "1"}]}]}}}}
-    d.cli("apply", "-f", "-", "--wait", input=json.dumps(manifest))
+    d.cli("apply", "-f", "-", "--wait", input=rollout_service(images, "20s"))
     d.cli("deploy", "web", "--env", "V=2")
     time.sleep(3)
     before = d.json("describe", "web")["status"]["rollout"]
