@@ -586,6 +586,13 @@ static json_t *parse_body(route_ctx_t *r)
     return j;
 }
 
+/* A PUT's (or POST's) dryRun and body: NULL once an error was sent. */
+static json_t *put_body(route_ctx_t *r, int *dry_run)
+{
+    *dry_run = dry_run_param(r);
+    return *dry_run < 0 ? NULL : parse_body(r);
+}
+
 static void route_services(route_ctx_t *r, const char *ns, const char *name)
 {
     api_conn_t *c = r->c;
@@ -596,10 +603,8 @@ static void route_services(route_ctx_t *r, const char *ns, const char *name)
         st = sl_controller_list_services(ctl, ns, &body);
         send_json(c, st, body);
     } else if ((!name && method_is(r, "POST")) || (name && method_is(r, "PUT"))) {
-        int dry_run = dry_run_param(r);
-        if (dry_run < 0)
-            return;
-        json_t *svc = parse_body(r);
+        int dry_run;
+        json_t *svc = put_body(r, &dry_run);
         if (!svc)
             return;
         const char *bname = sl_json_str(svc, "metadata.name");
@@ -762,10 +767,8 @@ static void route_runtimeclasses(route_ctx_t *r, const char *name)
     } else if (name && method_is(r, "GET")) {
         st = sl_controller_get_runtimeclass(ctl, name, &body);
     } else if (name && method_is(r, "PUT")) {
-        int dry_run = dry_run_param(r);
-        if (dry_run < 0)
-            return;
-        json_t *obj = parse_body(r);
+        int dry_run;
+        json_t *obj = put_body(r, &dry_run);
         if (!obj)
             return;
         st = sl_controller_put_runtimeclass(ctl, name, obj, dry_run, &body);
@@ -774,6 +777,60 @@ static void route_runtimeclasses(route_ctx_t *r, const char *name)
         if (dry_run_delete_refused(r))
             return;
         st = sl_controller_delete_runtimeclass(ctl, name, &body);
+    } else {
+        send_error(r->c, 405, "MethodNotAllowed", "use GET, PUT or DELETE");
+        return;
+    }
+    send_json(r->c, st, body);
+}
+
+/* Kubernetes' core API: /api/v1/[namespaces/NS/]{secrets,configmaps}[/NAME]. */
+static void route_core(route_ctx_t *r, char **seg, size_t n)
+{
+    sl_controller_t *ctl = r->c->api->ctl;
+    const char *ns = NULL;
+    size_t k = 2;
+    if (n >= 4 && !strcmp(seg[2], "namespaces")) {
+        if (!sl_is_dns1123_label(seg[3])) {
+            send_error(r->c, 400, "BadRequest",
+                       "namespace: must be a DNS-1123 label (lower-case letters, digits and "
+                       "'-', at most 63 characters)");
+            return;
+        }
+        ns = seg[3];
+        k = 4;
+    }
+    sl_data_kind_t kind;
+    if (k < n && !strcmp(seg[k], "secrets"))
+        kind = SL_DATA_SECRET;
+    else if (k < n && !strcmp(seg[k], "configmaps"))
+        kind = SL_DATA_CONFIGMAP;
+    else {
+        send_error(r->c, 404, "NotFound", "no such API path");
+        return;
+    }
+    const char *name = k + 1 < n ? seg[k + 1] : NULL;
+    if (k + 2 < n || (!ns && (name || !method_is(r, "GET")))) {
+        send_error(r->c, 404, "NotFound", "no such API path");
+        return;
+    }
+    json_t *body = NULL;
+    int st;
+    if (!name && method_is(r, "GET")) {
+        st = sl_controller_list_data(ctl, kind, ns, &body);
+    } else if (name && method_is(r, "GET")) {
+        st = sl_controller_get_data(ctl, kind, ns, name, &body);
+    } else if (name && method_is(r, "PUT")) {
+        int dry_run;
+        json_t *obj = put_body(r, &dry_run);
+        if (!obj)
+            return;
+        st = sl_controller_put_data(ctl, kind, ns, name, obj, dry_run, &body);
+        json_decref(obj);
+    } else if (name && method_is(r, "DELETE")) {
+        if (dry_run_delete_refused(r))
+            return;
+        st = sl_controller_delete_data(ctl, kind, ns, name, &body);
     } else {
         send_error(r->c, 405, "MethodNotAllowed", "use GET, PUT or DELETE");
         return;
@@ -858,6 +915,8 @@ static void dispatch_request(route_ctx_t *r)
     else if (n >= 4 && !strcmp(seg[0], "apis") && !strcmp(seg[1], "node.k8s.io") &&
              !strcmp(seg[2], "v1") && !strcmp(seg[3], "runtimeclasses") && n <= 5)
         route_runtimeclasses(r, n == 5 ? seg[4] : NULL);
+    else if (n >= 3 && !strcmp(seg[0], "api") && !strcmp(seg[1], "v1"))
+        route_core(r, seg, n);
     else if (n >= 4 && !strcmp(seg[0], "apis") && !strcmp(seg[1], "sluice.dev") &&
              !strcmp(seg[2], "v1"))
         route_sluice(r, seg, n);

@@ -80,6 +80,8 @@ int sl_cmd_traffic(int argc, char **argv);
 int sl_cmd_usage(int argc, char **argv);
 int sl_cmd_debug(int argc, char **argv);
 int sl_cmd_runtimeclasses(int argc, char **argv);
+int sl_cmd_secrets(int argc, char **argv);
+int sl_cmd_configmaps(int argc, char **argv);
 int sl_cmd_version(int argc, char **argv);
 int sl_cmd_doctor(int argc, char **argv);
 

@@ -489,10 +489,12 @@ static void apply_usage(FILE *f)
 {
     fprintf(f, "Usage: sluice apply -f FILE|- [-f FILE]... [--wait] [-n NS] [--state-dir DIR]\n"
                "                    [-o json|yaml]\n\n"
-               "Create or update services and runtime classes from Knative\n"
-               "serving.knative.dev/v1 Service and node.k8s.io/v1 RuntimeClass manifests: YAML\n"
-               "or JSON, several documents separated by ---, List documents (such as the\n"
-               "output of `sluice services -o yaml`), several files applied in order.\n"
+               "Create or update services, Secrets, ConfigMaps and runtime classes from\n"
+               "Knative serving.knative.dev/v1 Service, v1 Secret and ConfigMap and\n"
+               "node.k8s.io/v1 RuntimeClass manifests: YAML or JSON, several documents\n"
+               "separated by ---, List documents (such as the output of `sluice services -o\n"
+               "yaml`), several files. Secrets, ConfigMaps and runtime classes are applied\n"
+               "first, then the services, each in the order given.\n"
                "Every object is checked first, by the daemon too (a dry run), and nothing is\n"
                "applied unless all pass. Objects without metadata.namespace go to -n NS (default\n"
                "\"default\"); one in another namespace than an explicit -n is refused.\n"
@@ -531,8 +533,8 @@ static int read_input(const char *file, char **out, size_t *len)
 #define APPLY_MAX_OBJECTS 1000
 
 static const char SUPPORTED_KINDS[] =
-    "sluice applies Service (serving.knative.dev/v1) and RuntimeClass (node.k8s.io/v1) "
-    "objects, alone or in a List";
+    "sluice applies Service (serving.knative.dev/v1), Secret and ConfigMap (v1) and "
+    "RuntimeClass (node.k8s.io/v1) objects, alone or in a List";
 
 /* One object to apply, and where it came from for messages. */
 typedef struct apply_obj {
@@ -558,6 +560,16 @@ static bool is_kind(const json_t *obj, const char *kind)
 {
     const char *k = sl_json_str(obj, "kind");
     return k && !strcmp(k, kind);
+}
+
+/* Whether obj is a v1 Secret or ConfigMap, and which. */
+static bool data_kind(const json_t *obj, sl_data_kind_t *kind)
+{
+    const char *av = sl_json_str(obj, "apiVersion");
+    bool secret = is_kind(obj, "Secret"), cm = is_kind(obj, "ConfigMap");
+    if (kind)
+        *kind = secret ? SL_DATA_SECRET : SL_DATA_CONFIGMAP;
+    return (secret || cm) && (!av || !strcmp(av, "v1"));
 }
 
 /* As in kubectl, a kind ending in "List" (List, ServiceList,
@@ -654,7 +666,7 @@ static int check_local(const sl_cli_opts_t *o, apply_obj_t *a)
     const char *kind = sl_json_str(obj, "kind");
     if (!kind)
         return sl_cli_error("%s: kind: is required; %s", a->where, SUPPORTED_KINDS);
-    if (strcmp(kind, "Service") && strcmp(kind, "RuntimeClass"))
+    if (strcmp(kind, "Service") && strcmp(kind, "RuntimeClass") && !data_kind(obj, NULL))
         return sl_cli_error("%s: kind: %.100s is not supported; %s", a->where, kind,
                             SUPPORTED_KINDS);
     const char *name = sl_json_str(obj, "metadata.name");
@@ -662,7 +674,7 @@ static int check_local(const sl_cli_opts_t *o, apply_obj_t *a)
         return sl_cli_error("%s: metadata.name: is required", a->where);
     if (!path_safe(name))
         return sl_cli_error("%s: metadata.name: \"%.100s\" is not a valid name", a->where, name);
-    if (strcmp(kind, "Service"))
+    if (!strcmp(kind, "RuntimeClass"))
         return 0;
     json_t *md = json_object_get(obj, "metadata");
     const char *ns = sl_json_str(obj, "metadata.namespace");
@@ -676,6 +688,8 @@ static int check_local(const sl_cli_opts_t *o, apply_obj_t *a)
                             a->where, ns, o->ns, ns);
     if (!json_object_get(md, "namespace"))
         json_object_set_new(md, "namespace", json_string(o->ns));
+    if (strcmp(kind, "Service"))
+        return 0;
     json_t *c = container_of(obj);
     const char *img = sl_json_str(c, "image");
     if (img) {
@@ -761,8 +775,12 @@ static json_t *dry_run_service(const apply_set_t *set, size_t i)
 static char *object_path(const json_t *obj, const char *query)
 {
     const char *name = sl_json_str(obj, "metadata.name");
+    sl_data_kind_t kind;
     if (is_kind(obj, "RuntimeClass"))
         return xasprintf("/apis/node.k8s.io/v1/runtimeclasses/%s%s", name, query);
+    if (data_kind(obj, &kind))
+        return xasprintf("/api/v1/namespaces/%s/%s/%s%s", sl_json_str(obj, "metadata.namespace"),
+                         sl_data_resource(kind), name, query);
     return xasprintf("/apis/serving.knative.dev/v1/namespaces/%s/services/%s%s",
                      sl_json_str(obj, "metadata.namespace"), name, query);
 }
@@ -786,7 +804,16 @@ static int dry_run(const sl_cli_opts_t *o, const apply_set_t *set, size_t i)
     return rc;
 }
 
-static int put_runtimeclass(const sl_cli_opts_t *o, json_t *doc, const char *where)
+static const char *what_applied(const json_t *doc)
+{
+    sl_data_kind_t kind;
+    if (data_kind(doc, &kind))
+        return sl_data_singular(kind);
+    return "runtimeclass.node.k8s.io";
+}
+
+/* PUT a RuntimeClass, Secret or ConfigMap; say "KIND/NAME created" as kubectl does. */
+static int put_object(const sl_cli_opts_t *o, json_t *doc, const char *where)
 {
     sl_autofree char *path = object_path(doc, "");
     long st;
@@ -797,7 +824,7 @@ static int put_runtimeclass(const sl_cli_opts_t *o, json_t *doc, const char *whe
     if (rc == 0 && o->output != SL_OUT_TABLE)
         sl_cli_print(resp, o->output);
     else if (rc == 0)
-        fprintf(stderr, "runtimeclass.node.k8s.io/%s %s\n", sl_json_str(doc, "metadata.name"),
+        fprintf(stderr, "%s/%s %s\n", what_applied(doc), sl_json_str(doc, "metadata.name"),
                 st == 201 ? "created" : "configured");
     json_decref(resp);
     return rc;
@@ -805,8 +832,8 @@ static int put_runtimeclass(const sl_cli_opts_t *o, json_t *doc, const char *whe
 
 static int apply_one(const sl_cli_opts_t *o, const apply_obj_t *a, bool wait)
 {
-    if (is_kind(a->obj, "RuntimeClass"))
-        return put_runtimeclass(o, a->obj, a->where);
+    if (!is_kind(a->obj, "Service"))
+        return put_object(o, a->obj, a->where);
     bool created = false;
     int rc = put_service(o, a->obj, wait, 300, a->where, &created, NULL);
     if (rc == 0 && o->output == SL_OUT_TABLE)
@@ -834,13 +861,21 @@ static int apply_set(const sl_cli_opts_t *o, apply_set_t *set, bool wait)
                 failed, set->n, set->n == 1 ? "" : "s");
         return 1;
     }
-    for (size_t i = 0; i < set->n; i++) {
-        int rc = apply_one(o, &set->v[i], wait);
-        if (rc != 0) {
-            if (i > 0)
-                fprintf(stderr, "sluice: the %zu object%s before it %s applied\n", i,
-                        i == 1 ? "" : "s", i == 1 ? "was" : "were");
-            return rc;
+    /* What services refer to (runtime classes, Secrets, ConfigMaps) goes
+     * first, as Helm orders an install; then the services, in order. */
+    size_t done = 0;
+    for (int pass = 0; pass < 2; pass++) {
+        for (size_t i = 0; i < set->n; i++) {
+            if (is_kind(set->v[i].obj, "Service") != (pass == 1))
+                continue;
+            int rc = apply_one(o, &set->v[i], wait);
+            if (rc != 0) {
+                if (done > 0)
+                    fprintf(stderr, "sluice: %zu other object%s %s applied\n", done,
+                            done == 1 ? "" : "s", done == 1 ? "was" : "were");
+                return rc;
+            }
+            done++;
         }
     }
     return 0;

@@ -4,6 +4,7 @@
  * and the API's objects with -o json|yaml.
  */
 #include "cli.h"
+#include "configdata.h"
 #include "service.h"
 
 #include <getopt.h>
@@ -451,4 +452,71 @@ int sl_cmd_runtimeclasses(int argc, char **argv)
     if (rc)
         return rc < 0 ? 0 : rc;
     return show_list(&a.o, "/apis/node.k8s.io/v1/runtimeclasses", print_runtimeclasses);
+}
+
+static void print_data(json_t *list, sl_data_kind_t kind)
+{
+    bool secret = kind == SL_DATA_SECRET;
+    static const char *hs[] = {"NAME", "TYPE", "KEYS", "CREATED"};
+    static const char *hc[] = {"NAME", "KEYS", "CREATED"};
+    sl_table_t *t = secret ? sl_table_new(4, hs) : sl_table_new(3, hc);
+    size_t i;
+    json_t *obj;
+    json_array_foreach(json_object_get(list, "items"), i, obj)
+    {
+        sl_autofree char *keys = sl_data_keys(kind, obj, NULL);
+        const char *name = sl_json_str(obj, "metadata.name");
+        const char *created = sl_json_str(obj, "metadata.creationTimestamp");
+        const char *rs[] = {name, sl_json_str(obj, "type"), keys, created};
+        const char *rc[] = {name, keys, created};
+        sl_table_add(t, secret ? rs : rc);
+    }
+    sl_table_print(t);
+}
+
+static void print_secrets(json_t *list)
+{
+    print_data(list, SL_DATA_SECRET);
+}
+
+static void print_configmaps(json_t *list)
+{
+    print_data(list, SL_DATA_CONFIGMAP);
+}
+
+/* `sluice secrets` and `sluice configmaps`: list, or delete one. */
+static int data_cmd(int argc, char **argv, sl_data_kind_t kind)
+{
+    const char *res = sl_data_resource(kind), *one = sl_data_singular(kind);
+    sl_autofree char *usage =
+        xasprintf("Usage: sluice %s [-n NS] [-o json|yaml]\n"
+                  "       sluice %s delete NAME [-n NS]\n\n"
+                  "List the namespace's %ss (names, keys and when each was made; -o shows\n"
+                  "the objects, values included), or delete one. Create and update them with\n"
+                  "`sluice apply -f` from v1 %s manifests.\n",
+                  res, res, sl_data_kind_name(kind), sl_data_kind_name(kind));
+    get_args_t a;
+    int rc = parse_get(argc, argv, usage, 2, false, &a);
+    if (rc)
+        return rc < 0 ? 0 : rc;
+    if (a.name && !strcmp(a.name, "delete")) {
+        if (!a.extra)
+            return sl_cli_usage("%s delete: NAME is required", res);
+        sl_autofree char *dpath = xasprintf("/api/v1/namespaces/%s/%s/%s", a.o.ns, res, a.extra);
+        return delete_object(&a.o, dpath, one, a.extra);
+    }
+    if (a.name)
+        return sl_cli_usage("%s: unknown subcommand '%s'", res, a.name);
+    sl_autofree char *path = xasprintf("/api/v1/namespaces/%s/%s", a.o.ns, res);
+    return show_list(&a.o, path, kind == SL_DATA_SECRET ? print_secrets : print_configmaps);
+}
+
+int sl_cmd_secrets(int argc, char **argv)
+{
+    return data_cmd(argc, argv, SL_DATA_SECRET);
+}
+
+int sl_cmd_configmaps(int argc, char **argv)
+{
+    return data_cmd(argc, argv, SL_DATA_CONFIGMAP);
 }

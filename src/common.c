@@ -111,6 +111,14 @@ char *xstrdup(const char *s)
     return s ? xstrndup(s, strlen(s)) : NULL;
 }
 
+char *xmemdup(const void *p, size_t n)
+{
+    char *d = xmalloc(n + 1);
+    memcpy(d, p, n);
+    d[n] = '\0';
+    return d;
+}
+
 char *xstrndup(const char *s, size_t n)
 {
     if (!s)
@@ -400,4 +408,71 @@ int sl_rm_rf(const char *path, sl_error_t *err)
     if (lstat(path, &st) < 0)
         return errno == ENOENT ? 0 : sl_error_errno(err, errno, "stat %s", path);
     return rm_rf_at(AT_FDCWD, path, st.st_dev, err);
+}
+
+static const char B64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+char *sl_base64_encode(const void *data, size_t len)
+{
+    const unsigned char *in = data;
+    char *out = xmalloc(4 * ((len + 2) / 3) + 1), *o = out;
+    for (size_t i = 0; i < len; i += 3) {
+        uint32_t v = (uint32_t)in[i] << 16;
+        if (i + 1 < len)
+            v |= (uint32_t)in[i + 1] << 8;
+        if (i + 2 < len)
+            v |= in[i + 2];
+        *o++ = B64[v >> 18];
+        *o++ = B64[(v >> 12) & 63];
+        *o++ = i + 1 < len ? B64[(v >> 6) & 63] : '=';
+        *o++ = i + 2 < len ? B64[v & 63] : '=';
+    }
+    *o = '\0';
+    return out;
+}
+
+static int b64_value(char ch)
+{
+    const char *p = ch ? strchr(B64, ch) : NULL;
+    return p ? (int)(p - B64) : -1;
+}
+
+char *sl_base64_decode(const char *text, size_t n, size_t *len)
+{
+    sl_autofree char *s = xmalloc(n + 1);
+    size_t m = 0;
+    for (size_t i = 0; i < n; i++)
+        if (text[i] != '\r' && text[i] != '\n')
+            s[m++] = text[i];
+    n = m;
+    if (n % 4)
+        return NULL;
+    char *out = xmalloc(n / 4 * 3 + 1);
+    size_t o = 0;
+    for (size_t i = 0; i < n; i += 4) {
+        bool last = i + 4 == n;
+        int pad = last && s[i + 3] == '=' ? (s[i + 2] == '=' ? 2 : 1) : 0;
+        uint32_t v = 0;
+        for (int k = 0; k < 4; k++) {
+            int d = k < 4 - pad ? b64_value(s[i + (size_t)k]) : 0;
+            if (d < 0) {
+                free(out);
+                return NULL;
+            }
+            v = v << 6 | (uint32_t)d;
+        }
+        /* the bits a padded quad does not use must be zero */
+        if ((pad == 1 && (v & 0xff)) || (pad == 2 && (v & 0xffff))) {
+            free(out);
+            return NULL;
+        }
+        out[o++] = (char)(v >> 16);
+        if (pad < 2)
+            out[o++] = (char)(v >> 8);
+        if (pad < 1)
+            out[o++] = (char)v;
+    }
+    out[o] = '\0';
+    *len = o;
+    return out;
 }

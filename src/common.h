@@ -46,6 +46,8 @@ void *xcalloc(size_t n, size_t size);
 void *xrealloc(void *p, size_t n);
 char *xstrdup(const char *s);
 char *xstrndup(const char *s, size_t n);
+/* A copy of n bytes plus a NUL. */
+char *xmemdup(const void *p, size_t n);
 /* Formatted allocation; aborts on OOM. */
 char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
@@ -141,6 +143,14 @@ int64_t sl_nr_open(void);
 int sl_mkdir_p(const char *path, int mode, sl_error_t *err);
 /* rm -rf that does not cross mount points; missing path is not an error. */
 int sl_rm_rf(const char *path, sl_error_t *err);
+
+/* Standard base64 with padding (RFC 4648 §4), as Kubernetes' data fields.
+ * encode: NUL-terminated, caller frees. decode: strict (the alphabet, full
+ * quads, padding only at the end, zero pad bits; line breaks are skipped,
+ * as Go's decoder does); NULL when s is not such text, else *len bytes
+ * plus a NUL. */
+char *sl_base64_encode(const void *data, size_t len);
+char *sl_base64_decode(const char *s, size_t n, size_t *len);
 
 #define SL_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 #define SL_UNUSED(x)    ((void)(x))

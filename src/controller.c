@@ -554,6 +554,19 @@ int ctl_start_instance(rev_rt_t *r)
     to_probe(&cfg->readiness, &readiness);
     to_probe(&cfg->liveness, &liveness);
     to_probe(&cfg->startup, &startup);
+    /* What the container reads from Secrets and ConfigMaps, as they are now. */
+    sl_revision_process_t proc __attribute__((cleanup(sl_revision_process_free))) = {0};
+    if (cfg->has_refs) {
+        sl_error_t err = {0};
+        if (ctl_resolve(r, &proc, &err) < 0) {
+            sl_warn(MOD, "starting an instance of %s: %s", r->name, err.msg);
+            instance_failed_start(r, err.msg);
+            return -1;
+        }
+        readiness.exec_cmd = proc.exec[0];
+        liveness.exec_cmd = proc.exec[1];
+        startup.exec_cmd = proc.exec[2];
+    }
     sl_instance_spec_t spec = {
         .namespace_ = cfg->namespace_,
         .service = cfg->service,
@@ -583,6 +596,16 @@ int ctl_start_instance(rev_rt_t *r)
         .readonly_rootfs = cfg->readonly_rootfs,
         .caps = (const char *const *)cfg->caps,
     };
+    if (cfg->has_refs) {
+        spec.env = proc.env;
+        spec.n_env = proc.n_env;
+        spec.command = proc.command;
+        spec.n_command = proc.n_command;
+        spec.args = proc.args;
+        spec.n_args = proc.n_args;
+        spec.volumes = proc.volumes;
+        spec.n_volumes = proc.n_volumes;
+    }
     sl_autofree char *user = ctl_run_as(cfg, r->image);
     spec.user = user;
     inst_rt_t *i = xcalloc(1, sizeof(*i));

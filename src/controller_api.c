@@ -127,10 +127,9 @@ static long next_generation(const json_t *old)
     return (g ? (long)json_integer_value(g) : 0) + 1;
 }
 
-static void carry_metadata(json_t *svc, const json_t *old, long generation)
+void ctl_stamp_metadata(json_t *obj, const json_t *old)
 {
-    json_t *md = json_object_get(svc, "metadata");
-    json_object_set_new(md, "generation", json_integer(generation));
+    json_t *md = sl_json_ensure_obj(obj, "metadata");
     const char *created = old ? sl_json_str(old, "metadata.creationTimestamp") : NULL;
     json_object_set_new(md, "creationTimestamp", json_string(created ? created : sl_rfc3339_now()));
     const char *uid = old ? sl_json_str(old, "metadata.uid") : NULL;
@@ -146,6 +145,12 @@ static void carry_metadata(json_t *svc, const json_t *old, long generation)
                                          b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9],
                                          b[10], b[11], b[12], b[13], b[14], b[15]));
     }
+}
+
+static void carry_metadata(json_t *svc, const json_t *old, long generation)
+{
+    json_object_set_new(json_object_get(svc, "metadata"), "generation", json_integer(generation));
+    ctl_stamp_metadata(svc, old);
     json_t *old_status = old ? json_object_get(old, "status") : NULL;
     if (old_status)
         json_object_set_new(svc, "status", json_deep_copy(old_status));

@@ -226,6 +226,10 @@ char *ctl_host_for(sl_controller_t *c, const char *ns, const char *name);
 char *ctl_url_for(sl_controller_t *c, const char *host);
 uint32_t ctl_hash_host(const char *p, size_t n);
 void ctl_rev_maybe_free(rev_rt_t *r);
+/* controller_api.c: metadata.creationTimestamp and uid, old's when given. */
+void ctl_stamp_metadata(json_t *obj, const json_t *old);
+/* controller_data.c: what an instance of r reads from Secrets and ConfigMaps. */
+int ctl_resolve(rev_rt_t *r, sl_revision_process_t *out, sl_error_t *err);
 /* controller_rtc.c: runtime classes and capacity. */
 int ctl_runtime_class_get(sl_controller_t *c, const char *name, sl_runtime_class_t **owned,
                           const sl_runtime_class_t **rc, sl_error_t *err);

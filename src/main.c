@@ -21,6 +21,8 @@ static const sl_cmd_t commands[] = {
     {"traffic", sl_cmd_traffic, "split traffic across revisions by percent; tag revisions"},
     {"instances", sl_cmd_instances, "list running instances"},
     {"images", sl_cmd_images, "list images; `images import REF` imports one"},
+    {"secrets", sl_cmd_secrets, "list Secrets; `secrets delete NAME` removes one"},
+    {"configmaps", sl_cmd_configmaps, "list ConfigMaps; `configmaps delete NAME` removes one"},
     {"runtimeclasses", sl_cmd_runtimeclasses, "list runtime classes and whether they can run here"},
     {"logs", sl_cmd_logs, "print a service's logs (-f to follow)"},
     {"usage", sl_cmd_usage, "billable usage and cost under Cloud Run, instance, Lambda, Fargate"},

@@ -42,13 +42,7 @@ void sl_oci_user_clear(sl_oci_user_t *u)
     memset(u, 0, sizeof(*u));
 }
 
-/* Growable NULL-terminated vector. */
-typedef struct strv {
-    char **v;
-    size_t n, cap;
-} strv_t;
-
-static void strv_push(strv_t *s, char *owned)
+void sl_strv_push(sl_strv_t *s, char *owned)
 {
     if (s->n + 2 > s->cap) {
         s->cap = s->cap ? s->cap * 2 : 16;
@@ -58,7 +52,7 @@ static void strv_push(strv_t *s, char *owned)
     s->v[s->n] = NULL;
 }
 
-static char **strv_steal(strv_t *s)
+static char **strv_steal(sl_strv_t *s)
 {
     if (!s->v)
         s->v = xcalloc(1, sizeof(char *));
@@ -67,16 +61,16 @@ static char **strv_steal(strv_t *s)
     return v;
 }
 
-static void strv_append(strv_t *s, char *const *items, size_t n)
+static void strv_append(sl_strv_t *s, char *const *items, size_t n)
 {
     for (size_t i = 0; i < n; i++)
-        strv_push(s, xstrdup(items[i]));
+        sl_strv_push(s, xstrdup(items[i]));
 }
 
 int sl_oci_compose_args(const sl_image_t *img, char *const *command, size_t n_command,
                         char *const *args, size_t n_args, char ***out, sl_error_t *err)
 {
-    strv_t s = {0};
+    sl_strv_t s = {0};
     if (n_command > 0) {
         strv_append(&s, command, n_command);
         strv_append(&s, args, n_args);
@@ -99,7 +93,7 @@ int sl_oci_compose_args(const sl_image_t *img, char *const *command, size_t n_co
 }
 
 /* Set "K=V" in s, replacing an entry with the same key in place. */
-static void env_set(strv_t *s, char *owned)
+static void env_set(sl_strv_t *s, char *owned)
 {
     size_t klen = (size_t)(strchr(owned, '=') - owned);
     for (size_t i = 0; i < s->n; i++) {
@@ -109,7 +103,7 @@ static void env_set(strv_t *s, char *owned)
             return;
         }
     }
-    strv_push(s, owned);
+    sl_strv_push(s, owned);
 }
 
 static bool env_valid(const char *kv)
@@ -129,7 +123,7 @@ void sl_oci_contract_env(const sl_oci_contract_t *c, char *out[SL_OCI_CONTRACT_V
 int sl_oci_compose_env(char *const *image_env, size_t n_image_env, char *const *user_env,
                        size_t n_user_env, const sl_oci_contract_t *c, char ***out, sl_error_t *err)
 {
-    strv_t s = {0};
+    sl_strv_t s = {0};
     env_set(&s, xstrdup(SL_OCI_DEFAULT_PATH));
     for (size_t i = 0; i < n_image_env; i++)
         if (env_valid(image_env[i]))
@@ -337,6 +331,11 @@ static json_t *mounts(const sl_oci_params_t *p)
         m, mount("/tmp", "tmpfs", "tmpfs", STRV("nosuid", "nodev", "mode=1777", tmpsize)));
     for (size_t i = 0; i < p->n_volumes; i++) {
         const sl_oci_volume_t *v = &p->volumes[i];
+        if (v->has_files) {
+            json_array_append_new(
+                m, mount(v->path, "bind", v->source, STRV("rbind", "ro", "nosuid", "nodev")));
+            continue;
+        }
         char size[48];
         snprintf(size, sizeof(size), "size=%lld", (long long)(v->size > 0 ? v->size : tmp));
         json_t *opts = STRV("nosuid", "nodev", "mode=1777", size);
@@ -355,14 +354,30 @@ sl_oci_volume_t *sl_oci_volumes_dup(const sl_oci_volume_t *v, size_t n)
     for (size_t i = 0; i < n; i++) {
         out[i] = v[i];
         out[i].path = xstrdup(v[i].path);
+        out[i].source = xstrdup(v[i].source);
+        out[i].files = v[i].n_files ? xcalloc(v[i].n_files, sizeof(sl_oci_file_t)) : NULL;
+        for (size_t k = 0; k < v[i].n_files; k++) {
+            const sl_oci_file_t *f = &v[i].files[k];
+            out[i].files[k] =
+                (sl_oci_file_t){xstrdup(f->path), xmemdup(f->data, f->len), f->len, f->mode};
+        }
     }
     return out;
 }
 
 void sl_oci_volumes_free(sl_oci_volume_t *v, size_t n)
 {
-    for (size_t i = 0; v && i < n; i++)
+    for (size_t i = 0; v && i < n; i++) {
         free(v[i].path);
+        free(v[i].source);
+        for (size_t k = 0; k < v[i].n_files; k++) {
+            free(v[i].files[k].path);
+            /* secret bytes: cleared before they go back to the allocator */
+            explicit_bzero(v[i].files[k].data, v[i].files[k].len);
+            free(v[i].files[k].data);
+        }
+        free(v[i].files);
+    }
     free(v);
 }
 

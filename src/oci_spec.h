@@ -18,6 +18,13 @@
 
 /* A NULL-terminated, owned vector of owned strings. */
 void sl_strv_free(char **v);
+/* A growable NULL-terminated vector of owned strings ({0} is empty; v
+ * stays NULL until the first push). */
+typedef struct sl_strv {
+    char **v;
+    size_t n, cap;
+} sl_strv_t;
+void sl_strv_push(sl_strv_t *s, char *owned);
 size_t sl_strv_len(char *const *v);
 /* Copies of the first n strings of v, NULL-terminated; free with sl_strv_free. */
 char **sl_strv_dup(char *const *v, size_t n);
@@ -63,12 +70,26 @@ typedef struct sl_oci_idmap {
     uint32_t host_uid, host_gid, size;
 } sl_oci_idmap_t;
 
-/* An emptyDir volume: a tmpfs of `size` bytes (0 = the size of /tmp) at
- * the absolute `path` in the container. */
+/* A file of a secret or configMap volume. */
+typedef struct sl_oci_file {
+    char *path; /* relative to the volume */
+    char *data;
+    size_t len;
+    unsigned mode;
+} sl_oci_file_t;
+
+/* A volume at the absolute `path` in the container. An emptyDir: a tmpfs
+ * of `size` bytes (0 = the size of /tmp). With has_files (a secret or
+ * configMap volume): the files, which the supervisor writes to a
+ * directory of its own, `source`, bound there read-only. */
 typedef struct sl_oci_volume {
     char *path;
     int64_t size;
     bool readonly;
+    bool has_files;
+    sl_oci_file_t *files;
+    size_t n_files;
+    char *source;
 } sl_oci_volume_t;
 
 sl_oci_volume_t *sl_oci_volumes_dup(const sl_oci_volume_t *v, size_t n);

@@ -8,7 +8,6 @@
 
 #include <ctype.h>
 #include <errno.h>
-#include <openssl/evp.h>
 #include <pthread.h>
 #include <seccomp.h>
 #include <sys/mman.h>
@@ -243,13 +242,6 @@ int sl_seccomp_bpf_compile(const json_t *profile, uint8_t **out, size_t *len, sl
     return rc < 0 ? rc : 0;
 }
 
-static char *base64(const uint8_t *data, size_t len)
-{
-    char *b = xmalloc(4 * ((len + 2) / 3) + 1);
-    EVP_EncodeBlock((unsigned char *)b, data, (int)len);
-    return b;
-}
-
 static char *compile_profile(sl_seccomp_profile_t p, sl_error_t *err)
 {
     json_t *j = sl_seccomp_profile_json(p);
@@ -257,7 +249,7 @@ static char *compile_profile(sl_seccomp_profile_t p, sl_error_t *err)
     size_t len = 0;
     char *b64 = NULL;
     if (sl_seccomp_bpf_compile(j, &bpf, &len, err) == 0)
-        b64 = base64(bpf, len);
+        b64 = sl_base64_encode(bpf, len);
     free(bpf);
     json_decref(j);
     return b64;

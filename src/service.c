@@ -3,6 +3,8 @@
  * resolved revision settings. Pure functions over jansson values; no I/O.
  */
 #include "service.h"
+#include "validate.h"
+#include "configdata.h"
 #include "oci_spec.h"
 
 #include <ctype.h>
@@ -206,109 +208,6 @@ int sl_parse_rfc3339(const char *s, int64_t *out)
 
 /* ---- validation ------------------------------------------------------ */
 
-typedef int (*check_fn)(json_t *v, const char *path, sl_error_t *err);
-typedef struct field {
-    const char *key;
-    check_fn check; /* NULL: accepted as is */
-} field_t;
-
-static int check_fields(json_t *obj, const char *path, const field_t *fields, size_t n,
-                        sl_error_t *err)
-{
-    if (!json_is_object(obj))
-        return sl_error_set(err, EINVAL, "%s: must be an object", path);
-    const char *key;
-    json_t *v;
-    json_object_foreach(obj, key, v)
-    {
-        size_t i;
-        for (i = 0; i < n; i++)
-            if (strcmp(fields[i].key, key) == 0)
-                break;
-        if (i == n)
-            return sl_error_set(err, EINVAL, "%s%s%s: unknown field", path, *path ? "." : "", key);
-        if (fields[i].check) {
-            sl_autofree char *sub = xasprintf("%s%s%s", path, *path ? "." : "", key);
-            int rc = fields[i].check(v, sub, err);
-            if (rc < 0)
-                return rc;
-        }
-    }
-    return 0;
-}
-
-static int check_string(json_t *v, const char *path, sl_error_t *err)
-{
-    return json_is_string(v) ? 0 : sl_error_set(err, EINVAL, "%s: must be a string", path);
-}
-
-static int check_bool(json_t *v, const char *path, sl_error_t *err)
-{
-    return json_is_boolean(v) ? 0 : sl_error_set(err, EINVAL, "%s: must be true or false", path);
-}
-
-/* Kubernetes' name part of a label or annotation key, and a label value:
- * [A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?, at most 63 characters. */
-static bool is_qualified_part(const char *s, size_t n)
-{
-    if (n == 0 || n > 63 || !isalnum((unsigned char)s[0]) || !isalnum((unsigned char)s[n - 1]))
-        return false;
-    for (size_t i = 0; i < n; i++)
-        if (!isalnum((unsigned char)s[i]) && !strchr("-_.", s[i]))
-            return false;
-    return true;
-}
-
-/* A key: [DNS-subdomain prefix "/"] name. */
-static bool is_qualified_key(const char *k)
-{
-    const char *slash = strchr(k, '/');
-    if (!slash)
-        return is_qualified_part(k, strlen(k));
-    size_t pl = (size_t)(slash - k);
-    if (pl == 0 || pl > 253)
-        return false;
-    sl_autofree char *prefix = xstrndup(k, pl);
-    return sl_is_valid_domain(prefix) && is_qualified_part(slash + 1, strlen(slash + 1));
-}
-
-static int check_keyed_map(json_t *v, const char *path, bool labels, sl_error_t *err)
-{
-    if (!json_is_object(v))
-        return sl_error_set(err, EINVAL, "%s: must be a map of strings", path);
-    const char *k;
-    json_t *x;
-    json_object_foreach(v, k, x)
-    {
-        if (!json_is_string(x))
-            return sl_error_set(err, EINVAL, "%s.%s: must be a string", path, k);
-        if (!is_qualified_key(k))
-            return sl_error_set(err, EINVAL,
-                                "%s: invalid key \"%s\" (an optional DNS prefix and '/', then "
-                                "at most 63 letters, digits, '-', '_' or '.', starting and "
-                                "ending with a letter or digit)",
-                                path, k);
-        const char *val = json_string_value(x);
-        if (labels && *val && !is_qualified_part(val, strlen(val)))
-            return sl_error_set(err, EINVAL,
-                                "%s.%s: invalid label value \"%.80s\" (at most 63 letters, "
-                                "digits, '-', '_' or '.', starting and ending with a letter or "
-                                "digit)",
-                                path, k, val);
-    }
-    return 0;
-}
-
-static int check_string_map(json_t *v, const char *path, sl_error_t *err)
-{
-    return check_keyed_map(v, path, false, err);
-}
-
-static int check_labels(json_t *v, const char *path, sl_error_t *err)
-{
-    return check_keyed_map(v, path, true, err);
-}
-
 static int check_string_array(json_t *v, const char *path, sl_error_t *err)
 {
     if (!json_is_array(v))
@@ -336,20 +235,11 @@ static int check_name(json_t *v, const char *path, sl_error_t *err)
     return 0;
 }
 
-static int check_namespace(json_t *v, const char *path, sl_error_t *err)
-{
-    const char *s = json_string_value(v);
-    if (!s || !sl_is_dns1123_label(s))
-        return sl_error_set(err, EINVAL, "%s: must be a DNS-1123 label (at most 63 characters)",
-                            path);
-    return 0;
-}
-
 /* A private service would be published here: every service is served on
  * the router's listener, so what asks for less is refused. */
 static int check_service_labels(json_t *v, const char *path, sl_error_t *err)
 {
-    if (check_labels(v, path, err) < 0)
+    if (sl_check_labels(v, path, err) < 0)
         return -1;
     const char *vis = json_string_value(json_object_get(v, "networking.knative.dev/visibility"));
     if (vis && strcmp(vis, "external") != 0)
@@ -363,7 +253,7 @@ static int check_service_labels(json_t *v, const char *path, sl_error_t *err)
 
 static int check_service_annotations(json_t *v, const char *path, sl_error_t *err)
 {
-    if (check_string_map(v, path, err) < 0)
+    if (sl_check_string_map(v, path, err) < 0)
         return -1;
     const char *ingress = json_string_value(json_object_get(v, "run.googleapis.com/ingress"));
     if (ingress && strcmp(ingress, "all") != 0)
@@ -392,24 +282,18 @@ static int check_service_annotations(json_t *v, const char *path, sl_error_t *er
     return 0;
 }
 
-static const field_t metadata_fields[] = {
+static const sl_field_t metadata_fields[] = {
     {"name", check_name},
-    {"namespace", check_namespace},
+    {"namespace", sl_check_namespace},
     {"labels", check_service_labels},
     {"annotations", check_service_annotations},
-    {"generateName", check_string},
-    /* server-set fields, accepted and replaced */
-    {"uid", NULL},
-    {"resourceVersion", NULL},
-    {"generation", NULL},
-    {"creationTimestamp", NULL},
-    {"managedFields", NULL},
-    {"selfLink", NULL},
+    {"generateName", sl_check_string},
+    SL_SERVER_SET_METADATA,
 };
 
 static int check_metadata(json_t *v, const char *path, sl_error_t *err)
 {
-    return check_fields(v, path, metadata_fields, SL_ARRAY_LEN(metadata_fields), err);
+    return sl_check_fields(v, path, metadata_fields, SL_ARRAY_LEN(metadata_fields), err);
 }
 
 int sl_rollout_duration(const json_t *annotations, uint64_t *ns, sl_error_t *err)
@@ -659,7 +543,7 @@ static int progress_deadline(const json_t *annotations, uint64_t *ns)
 
 static int check_template_annotations(json_t *v, const char *path, sl_error_t *err)
 {
-    int rc = check_string_map(v, path, err);
+    int rc = sl_check_string_map(v, path, err);
     uint64_t ns;
     if (rc == 0 && progress_deadline(v, &ns) < 0)
         return sl_error_set(err, EINVAL,
@@ -672,17 +556,17 @@ static int check_template_annotations(json_t *v, const char *path, sl_error_t *e
     return rc < 0 ? rc : sl_validate_autoscaling(v, path, err);
 }
 
-static const field_t template_metadata_fields[] = {
+static const sl_field_t template_metadata_fields[] = {
     {"name", check_name},
-    {"labels", check_labels},
+    {"labels", sl_check_labels},
     {"annotations", check_template_annotations},
     {"creationTimestamp", NULL},
 };
 
 static int check_template_metadata(json_t *v, const char *path, sl_error_t *err)
 {
-    return check_fields(v, path, template_metadata_fields, SL_ARRAY_LEN(template_metadata_fields),
-                        err);
+    return sl_check_fields(v, path, template_metadata_fields,
+                           SL_ARRAY_LEN(template_metadata_fields), err);
 }
 
 static int check_int_range(json_t *v, const char *path, long long lo, long long hi, sl_error_t *err)
@@ -729,7 +613,7 @@ static int check_protocol(json_t *v, const char *path, sl_error_t *err)
     return 0;
 }
 
-static const field_t port_fields[] = {
+static const sl_field_t port_fields[] = {
     {"containerPort", check_port_number},
     {"name", check_port_name},
     {"protocol", check_protocol},
@@ -743,7 +627,7 @@ static int check_ports(json_t *v, const char *path, sl_error_t *err)
     if (!p)
         return 0;
     sl_autofree char *sub = xasprintf("%s[0]", path);
-    return check_fields(p, sub, port_fields, SL_ARRAY_LEN(port_fields), err);
+    return sl_check_fields(p, sub, port_fields, SL_ARRAY_LEN(port_fields), err);
 }
 
 static bool is_env_name(const char *s)
@@ -756,6 +640,77 @@ static bool is_env_name(const char *s)
     return true;
 }
 
+static int check_data_name(json_t *v, const char *path, sl_error_t *err)
+{
+    const char *s = json_string_value(v);
+    if (!s || !sl_is_valid_domain(s))
+        return sl_error_set(err, EINVAL, "%s: must be the name of a Secret or ConfigMap", path);
+    return 0;
+}
+
+static int check_data_key(json_t *v, const char *path, sl_error_t *err)
+{
+    if (!sl_data_is_key(json_string_value(v)))
+        return sl_error_set(
+            err, EINVAL, "%s: must be a key (letters, digits, '-', '_' or '.', at most 253)", path);
+    return 0;
+}
+
+static const sl_field_t key_selector_fields[] = {
+    {"name", check_data_name},
+    {"key", check_data_key},
+    {"optional", sl_check_bool},
+};
+
+static int check_key_selector(json_t *v, const char *path, sl_error_t *err)
+{
+    if (sl_check_fields(v, path, key_selector_fields, SL_ARRAY_LEN(key_selector_fields), err) < 0)
+        return -1;
+    if (!json_object_get(v, "name") || !json_object_get(v, "key"))
+        return sl_error_set(err, EINVAL, "%s: name and key are required", path);
+    return 0;
+}
+
+static int check_field_ref(json_t *v, const char *path, sl_error_t *err)
+{
+    return sl_error_set(err, ENOTSUP,
+                        "%s: not supported (Knative turns it off by default too); use "
+                        "secretKeyRef or configMapKeyRef",
+                        path);
+}
+
+static const sl_field_t value_from_fields[] = {
+    {"secretKeyRef", check_key_selector},
+    {"configMapKeyRef", check_key_selector},
+    {"fieldRef", check_field_ref},
+    {"resourceFieldRef", check_field_ref},
+};
+
+/* Exactly one of the two keys of obj is set. */
+static int one_of(const json_t *obj, const char *a, const char *b, const char *path,
+                  sl_error_t *err)
+{
+    bool has_a = json_object_get(obj, a) != NULL, has_b = json_object_get(obj, b) != NULL;
+    if (has_a && has_b)
+        return sl_error_set(err, EINVAL, "%s: give one of %s and %s, not both", path, a, b);
+    if (!has_a && !has_b)
+        return sl_error_set(err, EINVAL, "%s: one of %s and %s is required", path, a, b);
+    return 0;
+}
+
+static int check_value_from(json_t *v, const char *path, sl_error_t *err)
+{
+    if (sl_check_fields(v, path, value_from_fields, SL_ARRAY_LEN(value_from_fields), err) < 0)
+        return -1;
+    return one_of(v, "secretKeyRef", "configMapKeyRef", path, err);
+}
+
+static const sl_field_t env_fields[] = {
+    {"name", NULL},
+    {"value", sl_check_string},
+    {"valueFrom", check_value_from},
+};
+
 static int check_env(json_t *v, const char *path, sl_error_t *err)
 {
     if (!json_is_array(v))
@@ -765,24 +720,61 @@ static int check_env(json_t *v, const char *path, sl_error_t *err)
     json_array_foreach(v, i, e)
     {
         const char *name = sl_json_str(e, "name");
+        sl_autofree char *sub = xasprintf("%s[%zu]", path, i);
         if (!json_is_object(e) || !is_env_name(name))
-            return sl_error_set(err, EINVAL,
-                                "%s[%zu].name: must be a valid environment variable name", path, i);
-        const char *k;
-        json_t *x;
-        json_object_foreach(e, k, x)
-        {
-            if (strcmp(k, "name") && strcmp(k, "value"))
-                return sl_error_set(err, EINVAL, "%s[%zu].%s: unknown or unsupported field", path,
-                                    i, k);
-        }
+            return sl_error_set(err, EINVAL, "%s.name: must be a valid environment variable name",
+                                sub);
+        if (sl_check_fields(e, sub, env_fields, SL_ARRAY_LEN(env_fields), err) < 0)
+            return -1;
         json_t *val = json_object_get(e, "value");
-        if (val && !json_is_string(val))
-            return sl_error_set(err, EINVAL, "%s[%zu].value: must be a string", path, i);
+        if (json_object_get(e, "valueFrom") && json_string_length(val) > 0)
+            return sl_error_set(err, EINVAL, "%s: give value or valueFrom, not both", sub);
         if (!strcmp(name, "PORT") || !strcmp(name, "K_SERVICE") ||
             !strcmp(name, "K_CONFIGURATION") || !strcmp(name, "K_REVISION"))
-            return sl_error_set(err, EINVAL, "%s[%zu].name: %s is reserved and set by sluice", path,
-                                i, name);
+            return sl_error_set(err, EINVAL, "%s.name: %s is reserved and set by sluice", sub,
+                                name);
+    }
+    return 0;
+}
+
+static const sl_field_t env_source_fields[] = {
+    {"name", check_data_name},
+    {"optional", sl_check_bool},
+};
+
+static int check_env_source(json_t *v, const char *path, sl_error_t *err)
+{
+    if (sl_check_fields(v, path, env_source_fields, SL_ARRAY_LEN(env_source_fields), err) < 0)
+        return -1;
+    if (!json_object_get(v, "name"))
+        return sl_error_set(err, EINVAL, "%s.name: is required", path);
+    return 0;
+}
+
+static int check_env_prefix(json_t *v, const char *path, sl_error_t *err)
+{
+    const char *s = json_string_value(v);
+    if (!s || (*s && !is_env_name(s)))
+        return sl_error_set(err, EINVAL, "%s: must be a valid environment variable name", path);
+    return 0;
+}
+
+static const sl_field_t env_from_fields[] = {
+    {"prefix", check_env_prefix},
+    {"secretRef", check_env_source},
+    {"configMapRef", check_env_source},
+};
+
+static int check_env_from(json_t *v, const char *path, sl_error_t *err)
+{
+    if (!json_is_array(v))
+        return sl_error_set(err, EINVAL, "%s: must be a list", path);
+    for (size_t i = 0; i < json_array_size(v); i++) {
+        json_t *e = json_array_get(v, i);
+        sl_autofree char *sub = xasprintf("%s[%zu]", path, i);
+        if (sl_check_fields(e, sub, env_from_fields, SL_ARRAY_LEN(env_from_fields), err) < 0 ||
+            one_of(e, "secretRef", "configMapRef", sub, err) < 0)
+            return -1;
     }
     return 0;
 }
@@ -842,7 +834,7 @@ static int check_quantity_map(json_t *v, const char *path, sl_error_t *err)
     return 0;
 }
 
-static const field_t resources_fields[] = {
+static const sl_field_t resources_fields[] = {
     {"limits", check_quantity_map},
     {"requests", check_quantity_map},
 };
@@ -850,7 +842,7 @@ static const field_t resources_fields[] = {
 /* As Kubernetes: a request may not exceed its limit. */
 static int check_resources(json_t *v, const char *path, sl_error_t *err)
 {
-    if (check_fields(v, path, resources_fields, SL_ARRAY_LEN(resources_fields), err) < 0)
+    if (sl_check_fields(v, path, resources_fields, SL_ARRAY_LEN(resources_fields), err) < 0)
         return -1;
     static const char *const kinds[] = {"cpu", "memory", "ephemeral-storage"};
     for (size_t i = 0; i < SL_ARRAY_LEN(kinds); i++) {
@@ -915,13 +907,13 @@ static int check_http_headers(json_t *v, const char *path, sl_error_t *err)
 {
     if (!json_is_array(v))
         return sl_error_set(err, EINVAL, "%s: must be a list of {name, value}", path);
-    static const field_t fields[] = {{"name", check_string}, {"value", check_string}};
+    static const sl_field_t fields[] = {{"name", sl_check_string}, {"value", sl_check_string}};
     size_t i;
     json_t *h;
     json_array_foreach(v, i, h)
     {
         sl_autofree char *sub = xasprintf("%s[%zu]", path, i);
-        if (check_fields(h, sub, fields, SL_ARRAY_LEN(fields), err) < 0)
+        if (sl_check_fields(h, sub, fields, SL_ARRAY_LEN(fields), err) < 0)
             return -1;
         if (!is_token(sl_json_str(h, "name")))
             return sl_error_set(err, EINVAL, "%s.name: must be an HTTP field name", sub);
@@ -936,14 +928,14 @@ static int check_http_headers(json_t *v, const char *path, sl_error_t *err)
     return 0;
 }
 
-static const field_t http_get_fields[] = {
-    {"path", check_string}, {"port", check_probe_port}, {"httpHeaders", check_http_headers},
-    {"scheme", NULL},       {"host", check_probe_host},
+static const sl_field_t http_get_fields[] = {
+    {"path", sl_check_string}, {"port", check_probe_port}, {"httpHeaders", check_http_headers},
+    {"scheme", NULL},          {"host", check_probe_host},
 };
 
 static int check_http_get(json_t *v, const char *path, sl_error_t *err)
 {
-    int rc = check_fields(v, path, http_get_fields, SL_ARRAY_LEN(http_get_fields), err);
+    int rc = sl_check_fields(v, path, http_get_fields, SL_ARRAY_LEN(http_get_fields), err);
     const char *p = sl_json_str(v, "path");
     if (rc == 0 && p && p[0] != '/')
         return sl_error_set(err, EINVAL, "%s.path: must start with '/'", path);
@@ -953,18 +945,18 @@ static int check_http_get(json_t *v, const char *path, sl_error_t *err)
     return rc;
 }
 
-static const field_t tcp_fields[] = {{"port", check_probe_port}, {"host", check_probe_host}};
+static const sl_field_t tcp_fields[] = {{"port", check_probe_port}, {"host", check_probe_host}};
 
 static int check_tcp(json_t *v, const char *path, sl_error_t *err)
 {
-    return check_fields(v, path, tcp_fields, SL_ARRAY_LEN(tcp_fields), err);
+    return sl_check_fields(v, path, tcp_fields, SL_ARRAY_LEN(tcp_fields), err);
 }
 
-static const field_t exec_fields[] = {{"command", check_string_array}};
+static const sl_field_t exec_fields[] = {{"command", check_string_array}};
 
 static int check_exec(json_t *v, const char *path, sl_error_t *err)
 {
-    int rc = check_fields(v, path, exec_fields, SL_ARRAY_LEN(exec_fields), err);
+    int rc = sl_check_fields(v, path, exec_fields, SL_ARRAY_LEN(exec_fields), err);
     if (rc == 0 && json_array_size(json_object_get(v, "command")) == 0)
         return sl_error_set(err, EINVAL, "%s.command: must not be empty", path);
     return rc;
@@ -980,7 +972,7 @@ static int check_threshold(json_t *v, const char *path, sl_error_t *err)
     return check_int_range(v, path, 1, 100, err);
 }
 
-static const field_t probe_fields[] = {
+static const sl_field_t probe_fields[] = {
     {"httpGet", check_http_get},
     {"tcpSocket", check_tcp},
     {"exec", check_exec},
@@ -996,7 +988,7 @@ static const field_t probe_fields[] = {
  * liveness and startup probes need one, and pass once (successThreshold 1). */
 static int check_probe_as(json_t *v, const char *path, bool readiness, sl_error_t *err)
 {
-    int rc = check_fields(v, path, probe_fields, SL_ARRAY_LEN(probe_fields), err);
+    int rc = sl_check_fields(v, path, probe_fields, SL_ARRAY_LEN(probe_fields), err);
     if (rc < 0)
         return rc;
     int handlers = !!json_object_get(v, "httpGet") + !!json_object_get(v, "tcpSocket") +
@@ -1061,17 +1053,17 @@ static int check_cap_drop(json_t *v, const char *path, sl_error_t *err)
     return check_cap_list(v, path, false, err);
 }
 
-static const field_t capabilities_fields[] = {{"add", check_cap_add}, {"drop", check_cap_drop}};
+static const sl_field_t capabilities_fields[] = {{"add", check_cap_add}, {"drop", check_cap_drop}};
 
 static int check_capabilities(json_t *v, const char *path, sl_error_t *err)
 {
-    return check_fields(v, path, capabilities_fields, SL_ARRAY_LEN(capabilities_fields), err);
+    return sl_check_fields(v, path, capabilities_fields, SL_ARRAY_LEN(capabilities_fields), err);
 }
 
 /* What Knative accepts is enforced; the rest is refused, not ignored. */
 static int check_escalation(json_t *v, const char *path, sl_error_t *err)
 {
-    if (check_bool(v, path, err) < 0)
+    if (sl_check_bool(v, path, err) < 0)
         return -1;
     if (json_is_true(v))
         return sl_error_set(err, ENOTSUP,
@@ -1083,7 +1075,7 @@ static int check_escalation(json_t *v, const char *path, sl_error_t *err)
 
 static int check_privileged(json_t *v, const char *path, sl_error_t *err)
 {
-    if (check_bool(v, path, err) < 0)
+    if (sl_check_bool(v, path, err) < 0)
         return -1;
     if (json_is_true(v))
         return sl_error_set(err, ENOTSUP, "%s: privileged containers are not supported", path);
@@ -1092,8 +1084,9 @@ static int check_privileged(json_t *v, const char *path, sl_error_t *err)
 
 static int check_seccomp_profile(json_t *v, const char *path, sl_error_t *err)
 {
-    static const field_t fields[] = {{"type", check_string}, {"localhostProfile", check_string}};
-    if (check_fields(v, path, fields, SL_ARRAY_LEN(fields), err) < 0)
+    static const sl_field_t fields[] = {{"type", sl_check_string},
+                                        {"localhostProfile", sl_check_string}};
+    if (sl_check_fields(v, path, fields, SL_ARRAY_LEN(fields), err) < 0)
         return -1;
     const char *type = sl_json_str(v, "type");
     if (!type || strcmp(type, "RuntimeDefault"))
@@ -1104,29 +1097,24 @@ static int check_seccomp_profile(json_t *v, const char *path, sl_error_t *err)
     return 0;
 }
 
-static int check_unsupported(json_t *v, const char *path, sl_error_t *err)
-{
-    return sl_error_set(err, ENOTSUP, "%s: not supported", path);
-}
-
-static const field_t security_fields[] = {
+static const sl_field_t security_fields[] = {
     {"runAsUser", check_uid},
     {"runAsGroup", check_uid},
-    {"runAsNonRoot", check_bool},
-    {"readOnlyRootFilesystem", check_bool},
+    {"runAsNonRoot", sl_check_bool},
+    {"readOnlyRootFilesystem", sl_check_bool},
     {"allowPrivilegeEscalation", check_escalation},
     {"privileged", check_privileged},
     {"capabilities", check_capabilities},
     {"seccompProfile", check_seccomp_profile},
-    {"procMount", check_unsupported},
-    {"seLinuxOptions", check_unsupported},
-    {"windowsOptions", check_unsupported},
-    {"appArmorProfile", check_unsupported},
+    {"procMount", sl_check_unsupported},
+    {"seLinuxOptions", sl_check_unsupported},
+    {"windowsOptions", sl_check_unsupported},
+    {"appArmorProfile", sl_check_unsupported},
 };
 
 static int check_security_context(json_t *v, const char *path, sl_error_t *err)
 {
-    if (check_fields(v, path, security_fields, SL_ARRAY_LEN(security_fields), err) < 0)
+    if (sl_check_fields(v, path, security_fields, SL_ARRAY_LEN(security_fields), err) < 0)
         return -1;
     json_t *uid = json_object_get(v, "runAsUser");
     if (json_is_true(json_object_get(v, "runAsNonRoot")) && uid && json_integer_value(uid) == 0)
@@ -1197,14 +1185,14 @@ static int check_mount_path(json_t *v, const char *path, sl_error_t *err)
     return 0;
 }
 
-static const field_t volume_mount_fields[] = {
-    {"name", check_string},
+static const sl_field_t volume_mount_fields[] = {
+    {"name", sl_check_string},
     {"mountPath", check_mount_path},
-    {"readOnly", check_bool},
-    {"subPath", check_unsupported},
-    {"subPathExpr", check_unsupported},
-    {"mountPropagation", check_unsupported},
-    {"recursiveReadOnly", check_unsupported},
+    {"readOnly", sl_check_bool},
+    {"subPath", sl_check_unsupported},
+    {"subPathExpr", sl_check_unsupported},
+    {"mountPropagation", sl_check_unsupported},
+    {"recursiveReadOnly", sl_check_unsupported},
 };
 
 static int check_volume_mounts(json_t *v, const char *path, sl_error_t *err)
@@ -1214,7 +1202,8 @@ static int check_volume_mounts(json_t *v, const char *path, sl_error_t *err)
     for (size_t i = 0; i < json_array_size(v); i++) {
         json_t *m = json_array_get(v, i);
         sl_autofree char *sub = xasprintf("%s[%zu]", path, i);
-        if (check_fields(m, sub, volume_mount_fields, SL_ARRAY_LEN(volume_mount_fields), err) < 0)
+        if (sl_check_fields(m, sub, volume_mount_fields, SL_ARRAY_LEN(volume_mount_fields), err) <
+            0)
             return -1;
         if (!json_object_get(m, "name") || !json_object_get(m, "mountPath"))
             return sl_error_set(err, EINVAL, "%s: name and mountPath are required", sub);
@@ -1248,19 +1237,104 @@ static int check_size_limit(json_t *v, const char *path, sl_error_t *err)
     return 0;
 }
 
-static const field_t empty_dir_fields[] = {
+static const sl_field_t empty_dir_fields[] = {
     {"medium", check_medium},
     {"sizeLimit", check_size_limit},
 };
 
 static int check_empty_dir(json_t *v, const char *path, sl_error_t *err)
 {
-    return check_fields(v, path, empty_dir_fields, SL_ARRAY_LEN(empty_dir_fields), err);
+    return sl_check_fields(v, path, empty_dir_fields, SL_ARRAY_LEN(empty_dir_fields), err);
 }
 
 static int check_volume_source(json_t *v, const char *path, sl_error_t *err)
 {
-    return sl_error_set(err, ENOTSUP, "%s: not supported: only emptyDir volumes are", path);
+    return sl_error_set(err, ENOTSUP,
+                        "%s: not supported: emptyDir, secret and configMap volumes are", path);
+}
+
+static int check_file_mode(json_t *v, const char *path, sl_error_t *err)
+{
+    if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) > 0777)
+        return sl_error_set(err, EINVAL, "%s: must be a file mode from 0 to 0777 (511)", path);
+    return 0;
+}
+
+/* Kubernetes' KeyToPath path: relative, no ".." component, not starting
+ * with "..". */
+static int check_item_path(json_t *v, const char *path, sl_error_t *err)
+{
+    const char *s = json_string_value(v);
+    if (!s || !*s || s[0] == '/')
+        return sl_error_set(err, EINVAL, "%s: must be a relative path", path);
+    for (const char *c = s; *c; c++) {
+        bool start = c == s || c[-1] == '/';
+        if (start && c[0] == '.' && c[1] == '.' && (c[2] == '/' || !c[2]))
+            return sl_error_set(err, EINVAL, "%s: \"%s\" must not contain '..'", path, s);
+        if (start && (c[0] == '/' || (c[0] == '.' && (c[1] == '/' || !c[1]))))
+            return sl_error_set(err, EINVAL, "%s: \"%s\" must not have empty or '.' components",
+                                path, s);
+    }
+    if (s[strlen(s) - 1] == '/')
+        return sl_error_set(err, EINVAL, "%s: \"%s\" must name a file", path, s);
+    return 0;
+}
+
+static const sl_field_t item_fields[] = {
+    {"key", check_data_key},
+    {"path", check_item_path},
+    {"mode", check_file_mode},
+};
+
+static int check_items(json_t *v, const char *path, sl_error_t *err)
+{
+    if (!json_is_array(v))
+        return sl_error_set(err, EINVAL, "%s: must be a list of {key, path}", path);
+    for (size_t i = 0; i < json_array_size(v); i++) {
+        json_t *it = json_array_get(v, i);
+        sl_autofree char *sub = xasprintf("%s[%zu]", path, i);
+        if (sl_check_fields(it, sub, item_fields, SL_ARRAY_LEN(item_fields), err) < 0)
+            return -1;
+        if (!json_object_get(it, "key") || !json_object_get(it, "path"))
+            return sl_error_set(err, EINVAL, "%s: key and path are required", sub);
+        const char *p = json_string_value(json_object_get(it, "path"));
+        if (element_with(v, "path", p, i))
+            return sl_error_set(err, EINVAL, "%s.path: \"%s\" must be unique", sub, p);
+    }
+    return 0;
+}
+
+static const sl_field_t secret_volume_fields[] = {
+    {"secretName", check_data_name},
+    {"items", check_items},
+    {"defaultMode", check_file_mode},
+    {"optional", sl_check_bool},
+};
+
+static const sl_field_t configmap_volume_fields[] = {
+    {"name", check_data_name},
+    {"items", check_items},
+    {"defaultMode", check_file_mode},
+    {"optional", sl_check_bool},
+};
+
+static int check_secret_volume(json_t *v, const char *path, sl_error_t *err)
+{
+    if (sl_check_fields(v, path, secret_volume_fields, SL_ARRAY_LEN(secret_volume_fields), err) < 0)
+        return -1;
+    if (!json_object_get(v, "secretName"))
+        return sl_error_set(err, EINVAL, "%s.secretName: is required", path);
+    return 0;
+}
+
+static int check_configmap_volume(json_t *v, const char *path, sl_error_t *err)
+{
+    if (sl_check_fields(v, path, configmap_volume_fields, SL_ARRAY_LEN(configmap_volume_fields),
+                        err) < 0)
+        return -1;
+    if (!json_object_get(v, "name"))
+        return sl_error_set(err, EINVAL, "%s.name: is required", path);
+    return 0;
 }
 
 static int check_label_name(json_t *v, const char *path, sl_error_t *err)
@@ -1271,9 +1345,9 @@ static int check_label_name(json_t *v, const char *path, sl_error_t *err)
     return 0;
 }
 
-static const field_t volume_fields[] = {
+static const sl_field_t volume_fields[] = {
     {"name", check_label_name},         {"emptyDir", check_empty_dir},
-    {"secret", check_volume_source},    {"configMap", check_volume_source},
+    {"secret", check_secret_volume},    {"configMap", check_configmap_volume},
     {"projected", check_volume_source}, {"persistentVolumeClaim", check_volume_source},
     {"hostPath", check_volume_source},  {"csi", check_volume_source},
     {"nfs", check_volume_source},       {"downwardAPI", check_volume_source},
@@ -1287,14 +1361,17 @@ static int check_volumes(json_t *v, const char *path, sl_error_t *err)
     for (size_t i = 0; i < json_array_size(v); i++) {
         json_t *vol = json_array_get(v, i);
         sl_autofree char *sub = xasprintf("%s[%zu]", path, i);
-        if (check_fields(vol, sub, volume_fields, SL_ARRAY_LEN(volume_fields), err) < 0)
+        if (sl_check_fields(vol, sub, volume_fields, SL_ARRAY_LEN(volume_fields), err) < 0)
             return -1;
         const char *name = json_string_value(json_object_get(vol, "name"));
         if (!name)
             return sl_error_set(err, EINVAL, "%s.name: is required", sub);
-        if (!json_object_get(vol, "emptyDir"))
-            return sl_error_set(err, EINVAL, "%s: emptyDir is required (the only volume type)",
-                                sub);
+        size_t kinds = (json_object_get(vol, "emptyDir") != NULL) +
+                       (json_object_get(vol, "secret") != NULL) +
+                       (json_object_get(vol, "configMap") != NULL);
+        if (kinds != 1)
+            return sl_error_set(err, EINVAL, "%s: give %s of emptyDir, secret and configMap", sub,
+                                kinds ? "only one" : "one");
         if (element_with(v, "name", name, i))
             return sl_error_set(err, EINVAL, "%s.name: \"%s\" must be unique", sub, name);
     }
@@ -1315,11 +1392,19 @@ static int check_volumes_mounted(json_t *pod, const char *path, sl_error_t *err)
                                 "%s.containers[0].volumeMounts[%zu].name: \"%s\" has no matching "
                                 "volume",
                                 path, i, name);
-        if (element_with(mounts, "name", name, i))
+        bool empty_dir = json_object_get(element_with(vols, "name", name, SIZE_MAX), "emptyDir");
+        if (empty_dir && element_with(mounts, "name", name, i))
             return sl_error_set(err, ENOTSUP,
                                 "%s.containers[0].volumeMounts[%zu].name: \"%s\" is mounted "
-                                "twice: not supported (each mount is a tmpfs of its own)",
+                                "twice: not supported for an emptyDir (each mount is a tmpfs "
+                                "of its own)",
                                 path, i, name);
+        /* Knative's rule: what the container cannot change is mounted so. */
+        if (!empty_dir && !json_is_true(json_object_get(json_array_get(mounts, i), "readOnly")))
+            return sl_error_set(err, EINVAL,
+                                "%s.containers[0].volumeMounts[%zu].readOnly: must be true for "
+                                "a secret or configMap volume",
+                                path, i);
     }
     for (size_t k = 0; k < json_array_size(vols); k++) {
         const char *name = json_string_value(json_object_get(json_array_get(vols, k), "name"));
@@ -1330,8 +1415,8 @@ static int check_volumes_mounted(json_t *pod, const char *path, sl_error_t *err)
     return 0;
 }
 
-static const field_t container_fields[] = {
-    {"name", check_string},
+static const sl_field_t container_fields[] = {
+    {"name", sl_check_string},
     {"image", check_image},
     {"ports", check_ports},
     {"env", check_env},
@@ -1342,12 +1427,12 @@ static const field_t container_fields[] = {
     {"readinessProbe", check_readiness_probe},
     {"livenessProbe", check_probe},
     {"startupProbe", check_probe},
-    {"imagePullPolicy", check_string},
+    {"imagePullPolicy", sl_check_string},
     {"securityContext", check_security_context},
-    {"terminationMessagePolicy", check_string},
-    {"envFrom", check_unsupported},
+    {"terminationMessagePolicy", sl_check_string},
+    {"envFrom", check_env_from},
     {"volumeMounts", check_volume_mounts},
-    {"lifecycle", check_unsupported},
+    {"lifecycle", sl_check_unsupported},
 };
 
 static int check_containers(json_t *v, const char *path, sl_error_t *err)
@@ -1356,7 +1441,7 @@ static int check_containers(json_t *v, const char *path, sl_error_t *err)
         return sl_error_set(err, EINVAL, "%s: must list exactly one container", path);
     sl_autofree char *sub = xasprintf("%s[0]", path);
     json_t *c = json_array_get(v, 0);
-    int rc = check_fields(c, sub, container_fields, SL_ARRAY_LEN(container_fields), err);
+    int rc = sl_check_fields(c, sub, container_fields, SL_ARRAY_LEN(container_fields), err);
     if (rc < 0)
         return rc;
     if (!json_object_get(c, "image"))
@@ -1382,29 +1467,29 @@ static int check_runtime_class(json_t *v, const char *path, sl_error_t *err)
     return 0;
 }
 
-static const field_t pod_fields[] = {
+static const sl_field_t pod_fields[] = {
     {"containers", check_containers},
     {"containerConcurrency", check_concurrency},
     {"timeoutSeconds", check_timeout},
     {"runtimeClassName", check_runtime_class},
-    {"serviceAccountName", check_string},
+    {"serviceAccountName", sl_check_string},
     {"enableServiceLinks", NULL},
     {"volumes", check_volumes},
-    {"imagePullSecrets", check_unsupported},
-    {"initContainers", check_unsupported},
-    {"securityContext", check_unsupported},
-    {"nodeSelector", check_unsupported},
-    {"affinity", check_unsupported},
-    {"tolerations", check_unsupported},
-    {"priorityClassName", check_unsupported},
-    {"dnsPolicy", check_unsupported},
-    {"dnsConfig", check_unsupported},
-    {"hostAliases", check_unsupported},
+    {"imagePullSecrets", sl_check_unsupported},
+    {"initContainers", sl_check_unsupported},
+    {"securityContext", sl_check_unsupported},
+    {"nodeSelector", sl_check_unsupported},
+    {"affinity", sl_check_unsupported},
+    {"tolerations", sl_check_unsupported},
+    {"priorityClassName", sl_check_unsupported},
+    {"dnsPolicy", sl_check_unsupported},
+    {"dnsConfig", sl_check_unsupported},
+    {"hostAliases", sl_check_unsupported},
 };
 
 static int check_pod_spec(json_t *v, const char *path, sl_error_t *err)
 {
-    int rc = check_fields(v, path, pod_fields, SL_ARRAY_LEN(pod_fields), err);
+    int rc = sl_check_fields(v, path, pod_fields, SL_ARRAY_LEN(pod_fields), err);
     if (rc == 0 && !json_object_get(v, "containers"))
         return sl_error_set(err, EINVAL, "%s.containers: is required", path);
     if (rc == 0)
@@ -1412,14 +1497,14 @@ static int check_pod_spec(json_t *v, const char *path, sl_error_t *err)
     return rc;
 }
 
-static const field_t template_fields[] = {
+static const sl_field_t template_fields[] = {
     {"metadata", check_template_metadata},
     {"spec", check_pod_spec},
 };
 
 static int check_template(json_t *v, const char *path, sl_error_t *err)
 {
-    int rc = check_fields(v, path, template_fields, SL_ARRAY_LEN(template_fields), err);
+    int rc = sl_check_fields(v, path, template_fields, SL_ARRAY_LEN(template_fields), err);
     if (rc == 0 && !json_object_get(v, "spec"))
         return sl_error_set(err, EINVAL, "%s.spec: is required", path);
     return rc;
@@ -1446,8 +1531,8 @@ static int check_traffic_url(json_t *v, const char *path, sl_error_t *err)
     return sl_error_set(err, EINVAL, "%s: is set by the server (status.traffic), not input", path);
 }
 
-static const field_t traffic_fields[] = {
-    {"revisionName", check_name}, {"latestRevision", check_bool}, {"percent", check_percent},
+static const sl_field_t traffic_fields[] = {
+    {"revisionName", check_name}, {"latestRevision", sl_check_bool}, {"percent", check_percent},
     {"tag", check_tag},           {"url", check_traffic_url},
 };
 
@@ -1464,7 +1549,7 @@ static int check_traffic(json_t *v, const char *path, sl_error_t *err)
     json_array_foreach(v, i, t)
     {
         sl_autofree char *sub = xasprintf("%s[%zu]", path, i);
-        int rc = check_fields(t, sub, traffic_fields, SL_ARRAY_LEN(traffic_fields), err);
+        int rc = sl_check_fields(t, sub, traffic_fields, SL_ARRAY_LEN(traffic_fields), err);
         if (rc < 0)
             return rc;
         json_t *lr = json_object_get(t, "latestRevision");
@@ -1488,20 +1573,20 @@ static int check_traffic(json_t *v, const char *path, sl_error_t *err)
     return 0;
 }
 
-static const field_t spec_fields[] = {
+static const sl_field_t spec_fields[] = {
     {"template", check_template},
     {"traffic", check_traffic},
 };
 
 static int check_spec(json_t *v, const char *path, sl_error_t *err)
 {
-    int rc = check_fields(v, path, spec_fields, SL_ARRAY_LEN(spec_fields), err);
+    int rc = sl_check_fields(v, path, spec_fields, SL_ARRAY_LEN(spec_fields), err);
     if (rc == 0 && !json_object_get(v, "template"))
         return sl_error_set(err, EINVAL, "%s.template: is required", path);
     return rc;
 }
 
-static const field_t service_fields[] = {
+static const sl_field_t service_fields[] = {
     {"apiVersion", NULL}, {"kind", NULL},   {"metadata", check_metadata},
     {"spec", check_spec}, {"status", NULL},
 };
@@ -1555,7 +1640,7 @@ int sl_service_validate(json_t *svc, const char *ns_default, sl_error_t *err)
     if (!kind || strcmp(kind, "Service"))
         return sl_error_set(err, EINVAL, "kind: must be \"Service\", got %s",
                             kind ? kind : "nothing");
-    int rc = check_fields(svc, "", service_fields, SL_ARRAY_LEN(service_fields), err);
+    int rc = sl_check_fields(svc, "", service_fields, SL_ARRAY_LEN(service_fields), err);
     if (rc < 0)
         return rc;
     if (!json_is_object(json_object_get(svc, "metadata")) || !sl_json_str(svc, "metadata.name"))
@@ -1757,6 +1842,318 @@ static int expand_all(char **v, size_t n, char *const *env, size_t n_env, size_t
     return 0;
 }
 
+/* What a container reads from Secrets and ConfigMaps. */
+static bool has_refs(const json_t *spec)
+{
+    json_t *c = json_array_get(json_object_get(spec, "containers"), 0);
+    if (json_array_size(json_object_get(c, "envFrom")))
+        return true;
+    size_t i;
+    json_t *e;
+    json_array_foreach(json_object_get(c, "env"), i, e)
+    {
+        if (json_object_get(e, "valueFrom"))
+            return true;
+    }
+    json_array_foreach(json_object_get(spec, "volumes"), i, e)
+    {
+        if (!json_object_get(e, "emptyDir"))
+            return true;
+    }
+    return false;
+}
+
+/* A value an environment variable can hold: no NUL, at most what execve
+ * takes for one string. */
+static int env_value_ok(const json_t *v, const char *what, const char *key, sl_data_kind_t kind,
+                        const char *obj, sl_error_t *err)
+{
+    size_t len = json_string_length(v);
+    if (memchr(json_string_value(v), '\0', len))
+        return sl_error_set(err, EINVAL,
+                            "%s: key \"%s\" of %s \"%s\" holds a NUL byte, which an environment "
+                            "variable cannot; mount it as a volume instead",
+                            what, key, sl_data_singular(kind), obj);
+    json_t *text = json_stringn(json_string_value(v), len);
+    json_decref(text);
+    if (!text)
+        return sl_error_set(err, EINVAL,
+                            "%s: key \"%s\" of %s \"%s\" is not UTF-8 text, which an "
+                            "environment variable must be here; mount it as a volume instead",
+                            what, key, sl_data_singular(kind), obj);
+    if (len >= EXPAND_ONE_MAX)
+        return sl_error_set(err, E2BIG,
+                            "%s: key \"%s\" of %s \"%s\" is %zu bytes, more than the %u KiB an "
+                            "environment variable may hold; mount it as a volume instead",
+                            what, key, sl_data_singular(kind), obj, len, EXPAND_ONE_MAX / 1024);
+    return 0;
+}
+
+/* envFrom, in order: every key of each source whose prefixed name is a
+ * valid variable name (Kubernetes skips the others). */
+static int env_from_sources(const json_t *c, sl_data_lookup_fn lookup, void *ctx, sl_strv_t *env,
+                            sl_error_t *err)
+{
+    size_t i;
+    json_t *src;
+    json_array_foreach(json_object_get(c, "envFrom"), i, src)
+    {
+        json_t *ref = json_object_get(src, "secretRef");
+        sl_data_kind_t kind = ref ? SL_DATA_SECRET : SL_DATA_CONFIGMAP;
+        if (!ref)
+            ref = json_object_get(src, "configMapRef");
+        const char *name = sl_json_str(ref, "name");
+        const char *prefix = sl_json_str(src, "prefix");
+        json_t *vals = lookup(ctx, kind, name);
+        if (!vals) {
+            if (json_is_true(json_object_get(ref, "optional")))
+                continue;
+            return sl_error_set(err, ENOENT, "envFrom[%zu]: %s \"%s\" not found", i,
+                                sl_data_singular(kind), name);
+        }
+        const char *k;
+        json_t *v;
+        int rc = 0;
+        json_object_foreach(vals, k, v)
+        {
+            sl_autofree char *var = xasprintf("%s%s", prefix ? prefix : "", k);
+            if (!is_env_name(var))
+                continue;
+            sl_autofree char *what = xasprintf("envFrom[%zu] (%s)", i, var);
+            if ((rc = env_value_ok(v, what, k, kind, name, err)) < 0)
+                break;
+            sl_strv_push(env, xasprintf("%s=%s", var, json_string_value(v)));
+        }
+        json_decref(vals);
+        if (rc < 0)
+            return rc;
+    }
+    return 0;
+}
+
+/* env[i]'s valueFrom: its value (new string), or NULL with *absent set when
+ * an optional reference finds nothing. */
+static char *env_value_from(const json_t *vf, const char *what, sl_data_lookup_fn lookup, void *ctx,
+                            bool *absent, sl_error_t *err)
+{
+    json_t *ref = json_object_get(vf, "secretKeyRef");
+    sl_data_kind_t kind = ref ? SL_DATA_SECRET : SL_DATA_CONFIGMAP;
+    if (!ref)
+        ref = json_object_get(vf, "configMapKeyRef");
+    const char *name = sl_json_str(ref, "name"), *key = sl_json_str(ref, "key");
+    bool optional = json_is_true(json_object_get(ref, "optional"));
+    *absent = false;
+    json_t *vals = lookup(ctx, kind, name);
+    json_t *v = json_object_get(vals, key);
+    char *out = NULL;
+    if (!vals && !optional)
+        sl_error_set(err, ENOENT, "%s: %s \"%s\" not found", what, sl_data_singular(kind), name);
+    else if (vals && !v && !optional)
+        sl_error_set(err, ENOENT, "%s: key \"%s\" not found in %s \"%s\"", what, key,
+                     sl_data_singular(kind), name);
+    else if (!v)
+        *absent = true;
+    else if (env_value_ok(v, what, key, kind, name, err) == 0)
+        out = xstrdup(json_string_value(v));
+    json_decref(vals);
+    return out;
+}
+
+static const char *const PROBE_KEYS[] = {"readinessProbe", "livenessProbe", "startupProbe"};
+
+/*
+ * The container's environment, command, args and exec probe commands, as
+ * Kubernetes makes them: envFrom's variables, then env's in order (a later
+ * one replaces an earlier), a value's $(NAME) references expanded against
+ * the variables before it; then command, args and probe commands against
+ * all of them and the runtime contract's, as Knative puts those in the
+ * container's env. Without lookup, what reads Secrets and ConfigMaps is
+ * left out (it is resolved when an instance starts).
+ */
+static int build_process(const json_t *c, const sl_revision_cfg_t *cfg, sl_data_lookup_fn lookup,
+                         void *ctx, sl_revision_process_t *out, sl_error_t *err)
+{
+    sl_strv_t env = {0};
+    size_t budget = EXPAND_TOTAL_MAX;
+    int rc = lookup ? env_from_sources(c, lookup, ctx, &env, err) : 0;
+    size_t i;
+    json_t *e;
+    json_array_foreach(json_object_get(c, "env"), i, e)
+    {
+        if (rc < 0)
+            break;
+        const char *name = sl_json_str(e, "name");
+        json_t *vf = json_object_get(e, "valueFrom");
+        sl_autofree char *what = xasprintf("env[%zu] (%s)", i, name);
+        char *x = NULL;
+        if (vf) {
+            bool absent = false;
+            if (!lookup)
+                continue;
+            x = env_value_from(vf, what, lookup, ctx, &absent, err);
+            if (!x && !absent)
+                rc = -1;
+            if (!x)
+                continue;
+        } else {
+            const char *v = sl_json_str(e, "value");
+            x = k8s_expand(v ? v : "", env.v, env.n, &budget);
+            if (!x) {
+                rc = sl_error_set(err, E2BIG,
+                                  "%s: its variable references expand to more than the %u KiB a "
+                                  "value may have (%u KiB for all together)",
+                                  what, EXPAND_ONE_MAX / 1024, EXPAND_TOTAL_MAX / 1024);
+                break;
+            }
+        }
+        sl_strv_push(&env, xasprintf("%s=%s", name, x));
+        free(x);
+    }
+    out->env = env.v ? env.v : xcalloc(1, sizeof(char *));
+    out->n_env = env.n;
+    out->command = str_array(json_object_get(c, "command"), &out->n_command);
+    out->args = str_array(json_object_get(c, "args"), &out->n_args);
+    for (size_t k = 0; k < SL_ARRAY_LEN(PROBE_KEYS); k++)
+        out->exec[k] = str_array(sl_json_path(json_object_get(c, PROBE_KEYS[k]), "exec.command"),
+                                 &out->n_exec[k]);
+    if (rc < 0)
+        return -1;
+    char *contract[SL_OCI_CONTRACT_VARS];
+    sl_oci_contract_env(&(sl_oci_contract_t){cfg->port, cfg->service, cfg->service, cfg->name},
+                        contract);
+    size_t n_all = out->n_env + SL_ARRAY_LEN(contract);
+    char **all = xcalloc(n_all, sizeof(char *));
+    memcpy(all, out->env, out->n_env * sizeof(char *));
+    memcpy(all + out->n_env, contract, sizeof(contract));
+    rc = expand_all(out->command, out->n_command, all, n_all, &budget, "command", err);
+    if (rc == 0)
+        rc = expand_all(out->args, out->n_args, all, n_all, &budget, "args", err);
+    for (size_t k = 0; rc == 0 && k < SL_ARRAY_LEN(PROBE_KEYS); k++)
+        rc = expand_all(out->exec[k], out->n_exec[k], all, n_all, &budget, "exec probe command",
+                        err);
+    free(all);
+    for (size_t k = 0; k < SL_ARRAY_LEN(contract); k++)
+        free(contract[k]);
+    return rc;
+}
+
+/* A secret or configMap volume's files: its items, or every key. */
+static int volume_files(const json_t *vol, sl_data_lookup_fn lookup, void *ctx,
+                        sl_oci_volume_t *out, sl_error_t *err)
+{
+    json_t *src = json_object_get(vol, "secret");
+    sl_data_kind_t kind = src ? SL_DATA_SECRET : SL_DATA_CONFIGMAP;
+    if (!src)
+        src = json_object_get(vol, "configMap");
+    const char *name = sl_json_str(src, kind == SL_DATA_SECRET ? "secretName" : "name");
+    const char *vname = sl_json_str(vol, "name");
+    bool optional = json_is_true(json_object_get(src, "optional"));
+    json_t *mode = json_object_get(src, "defaultMode");
+    unsigned dmode = mode ? (unsigned)json_integer_value(mode) : 0644;
+    out->has_files = true;
+    json_t *vals = lookup(ctx, kind, name);
+    if (!vals)
+        return optional ? 0
+                        : sl_error_set(err, ENOENT, "volume \"%s\": %s \"%s\" not found", vname,
+                                       sl_data_singular(kind), name);
+    json_t *items = json_object_get(src, "items");
+    size_t n = items ? json_array_size(items) : json_object_size(vals);
+    out->files = n ? xcalloc(n, sizeof(*out->files)) : NULL;
+    int rc = 0;
+    const char *k;
+    json_t *v;
+    if (!items) {
+        json_object_foreach(vals, k, v)
+        {
+            out->files[out->n_files++] =
+                (sl_oci_file_t){xstrdup(k), xmemdup(json_string_value(v), json_string_length(v)),
+                                json_string_length(v), dmode};
+        }
+    }
+    for (size_t i = 0; items && i < n && rc == 0; i++) {
+        json_t *it = json_array_get(items, i);
+        k = sl_json_str(it, "key");
+        v = json_object_get(vals, k);
+        if (!v) {
+            if (!optional)
+                rc = sl_error_set(err, ENOENT, "volume \"%s\": key \"%s\" not found in %s \"%s\"",
+                                  vname, k, sl_data_singular(kind), name);
+            continue;
+        }
+        json_t *m = json_object_get(it, "mode");
+        out->files[out->n_files++] = (sl_oci_file_t){
+            xstrdup(sl_json_str(it, "path")), xmemdup(json_string_value(v), json_string_length(v)),
+            json_string_length(v), m ? (unsigned)json_integer_value(m) : dmode};
+    }
+    json_decref(vals);
+    return rc;
+}
+
+int sl_revision_resolve(const sl_revision_cfg_t *cfg, sl_data_lookup_fn lookup, void *ctx,
+                        sl_revision_process_t *out, sl_error_t *err)
+{
+    memset(out, 0, sizeof(*out));
+    json_t *spec = cfg->spec;
+    json_t *c = json_array_get(json_object_get(spec, "containers"), 0);
+    if (build_process(c, cfg, lookup, ctx, out, err) < 0)
+        return -1;
+    json_t *mounts = json_object_get(c, "volumeMounts");
+    json_t *vols = json_object_get(spec, "volumes");
+    out->volumes = sl_oci_volumes_dup(cfg->volumes, cfg->n_volumes);
+    out->n_volumes = cfg->n_volumes;
+    for (size_t i = 0; i < cfg->n_volumes; i++) {
+        const char *name = json_string_value(json_object_get(json_array_get(mounts, i), "name"));
+        json_t *vol = element_with(vols, "name", name, SIZE_MAX);
+        if (!json_object_get(vol, "emptyDir") &&
+            volume_files(vol, lookup, ctx, &out->volumes[i], err) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+void sl_revision_process_free(sl_revision_process_t *p)
+{
+    str_array_free(p->env, p->n_env);
+    str_array_free(p->command, p->n_command);
+    str_array_free(p->args, p->n_args);
+    for (size_t k = 0; k < SL_ARRAY_LEN(p->exec); k++)
+        str_array_free(p->exec[k], p->n_exec[k]);
+    sl_oci_volumes_free(p->volumes, p->n_volumes);
+    memset(p, 0, sizeof(*p));
+}
+
+bool sl_revision_reads(const sl_revision_cfg_t *cfg, sl_data_kind_t kind, const char *name)
+{
+    if (!cfg->has_refs)
+        return false;
+    const char *ref_key = kind == SL_DATA_SECRET ? "secretKeyRef" : "configMapKeyRef";
+    const char *src_key = kind == SL_DATA_SECRET ? "secretRef" : "configMapRef";
+    json_t *c = json_array_get(json_object_get(cfg->spec, "containers"), 0);
+    size_t i;
+    json_t *e;
+    json_array_foreach(json_object_get(c, "env"), i, e)
+    {
+        const char *n =
+            sl_json_str(json_object_get(json_object_get(e, "valueFrom"), ref_key), "name");
+        if (n && !strcmp(n, name))
+            return true;
+    }
+    json_array_foreach(json_object_get(c, "envFrom"), i, e)
+    {
+        const char *n = sl_json_str(json_object_get(e, src_key), "name");
+        if (n && !strcmp(n, name))
+            return true;
+    }
+    json_array_foreach(json_object_get(cfg->spec, "volumes"), i, e)
+    {
+        const char *n = kind == SL_DATA_SECRET ? sl_json_str(e, "secret.secretName")
+                                               : sl_json_str(e, "configMap.name");
+        if (n && !strcmp(n, name))
+            return true;
+    }
+    return false;
+}
+
 static void probe_free(sl_probe_cfg_t *p)
 {
     free(p->path);
@@ -1781,54 +2178,32 @@ int sl_revision_cfg_from_json(const json_t *rev, sl_revision_cfg_t **out, sl_err
     cfg->image_id = xstrdup(sl_json_str(rev, "status.imageDigest"));
     json_t *port = sl_json_path(json_array_get(json_object_get(c, "ports"), 0), "containerPort");
     cfg->port = port ? (int)json_integer_value(port) : SL_DEFAULT_PORT;
-    json_t *env = json_object_get(c, "env");
-    cfg->n_env = json_array_size(env);
-    cfg->env = xcalloc(cfg->n_env + 1, sizeof(char *));
-    /* A value may refer to the variables listed before it; command and
-     * args to all of them and to the runtime contract's, as Knative puts
-     * those in the container's env. */
-    size_t budget = EXPAND_TOTAL_MAX;
-    int rc = 0;
-    for (size_t i = 0; i < cfg->n_env; i++) {
-        json_t *e = json_array_get(env, i);
-        const char *v = sl_json_str(e, "value");
-        sl_autofree char *x = rc < 0 ? NULL : k8s_expand(v ? v : "", cfg->env, i, &budget);
-        if (!x && rc == 0)
-            rc = sl_error_set(err, E2BIG,
-                              "env[%zu] (%s): its variable references expand to more than the "
-                              "%u KiB a value may have (%u KiB for all together)",
-                              i, sl_json_str(e, "name"), EXPAND_ONE_MAX / 1024,
-                              EXPAND_TOTAL_MAX / 1024);
-        cfg->env[i] = xasprintf("%s=%s", sl_json_str(e, "name"), x ? x : "");
-    }
-    cfg->command = str_array(json_object_get(c, "command"), &cfg->n_command);
-    cfg->args = str_array(json_object_get(c, "args"), &cfg->n_args);
-    char *contract[SL_OCI_CONTRACT_VARS];
-    sl_oci_contract_env(&(sl_oci_contract_t){cfg->port, cfg->service, cfg->service, cfg->name},
-                        contract);
-    size_t n_all = cfg->n_env + SL_ARRAY_LEN(contract);
-    char **all = xcalloc(n_all, sizeof(char *));
-    memcpy(all, cfg->env, cfg->n_env * sizeof(char *));
-    memcpy(all + cfg->n_env, contract, sizeof(contract));
-    if (rc == 0)
-        rc = expand_all(cfg->command, cfg->n_command, all, n_all, &budget, "command", err);
-    if (rc == 0)
-        rc = expand_all(cfg->args, cfg->n_args, all, n_all, &budget, "args", err);
-    /* Exec probes' commands too (Kubernetes' prober expands them). */
+    /* Exec probes' commands are expanded too (Kubernetes' prober does). */
     probe_from_json(json_object_get(c, "readinessProbe"), cfg->port, &cfg->readiness);
     probe_from_json(json_object_get(c, "livenessProbe"), cfg->port, &cfg->liveness);
     probe_from_json(json_object_get(c, "startupProbe"), cfg->port, &cfg->startup);
-    sl_probe_cfg_t *probes[] = {&cfg->readiness, &cfg->liveness, &cfg->startup};
-    for (size_t k = 0; rc == 0 && k < SL_ARRAY_LEN(probes); k++)
-        rc = expand_all(probes[k]->exec, probes[k]->n_exec, all, n_all, &budget,
-                        "exec probe command", err);
-    free(all);
-    for (size_t i = 0; i < SL_ARRAY_LEN(contract); i++)
-        free(contract[i]);
-    if (rc < 0) {
+    sl_revision_process_t proc = {0};
+    if (build_process(c, cfg, NULL, NULL, &proc, err) < 0) {
+        sl_revision_process_free(&proc);
         sl_revision_cfg_free(cfg);
         return -1;
     }
+    cfg->env = sl_steal_ptr(&proc.env);
+    cfg->n_env = proc.n_env;
+    cfg->command = sl_steal_ptr(&proc.command);
+    cfg->n_command = proc.n_command;
+    cfg->args = sl_steal_ptr(&proc.args);
+    cfg->n_args = proc.n_args;
+    sl_probe_cfg_t *probes[] = {&cfg->readiness, &cfg->liveness, &cfg->startup};
+    for (size_t k = 0; k < SL_ARRAY_LEN(probes); k++) {
+        str_array_free(probes[k]->exec, probes[k]->n_exec);
+        probes[k]->exec = sl_steal_ptr(&proc.exec[k]);
+        probes[k]->n_exec = proc.n_exec[k];
+    }
+    sl_revision_process_free(&proc);
+    cfg->has_refs = has_refs(spec);
+    if (cfg->has_refs)
+        cfg->spec = json_deep_copy(spec);
     json_t *res = json_object_get(c, "resources");
     cfg->memory_limit = quantity(res, "limits", "memory", false);
     cfg->cpu_millis = quantity(res, "limits", "cpu", true);
@@ -1912,6 +2287,7 @@ void sl_revision_cfg_free(sl_revision_cfg_t *cfg)
     free(cfg->working_dir);
     sl_strv_free(cfg->caps);
     sl_oci_volumes_free(cfg->volumes, cfg->n_volumes);
+    json_decref(cfg->spec);
     probe_free(&cfg->readiness);
     probe_free(&cfg->liveness);
     probe_free(&cfg->startup);

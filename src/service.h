@@ -11,6 +11,7 @@
 #define SL_SERVICE_H
 
 #include "common.h"
+#include "configdata.h"
 #include "oci_spec.h"
 #include <jansson.h>
 
@@ -65,7 +66,7 @@ typedef struct sl_revision_cfg {
     int64_t run_as_user, run_as_group;
     bool run_as_non_root, readonly_rootfs;
     char **caps; /* NULL = the class's default set; else exactly these (NULL-terminated) */
-    sl_oci_volume_t *volumes; /* emptyDir volumes as mounted, in volumeMounts' order */
+    sl_oci_volume_t *volumes; /* volumes as mounted, in volumeMounts' order */
     size_t n_volumes;
     /* autoscaling.knative.dev annotations; < 0 (or 0 for the doubles and
      * durations) = not set, use the daemon's default */
@@ -75,6 +76,12 @@ typedef struct sl_revision_cfg {
     double target, target_utilization_pct, panic_window_pct, panic_threshold_pct;
     uint64_t window_ns, retention_ns, scale_down_delay_ns;
     sl_probe_cfg_t readiness, liveness, startup;
+    /* env, envFrom or a volume reads Secrets or ConfigMaps: each instance
+     * start resolves them (sl_revision_resolve) from the revision's spec,
+     * kept here; env, command, args and the probes' exec commands above
+     * then leave out what they read. */
+    bool has_refs;
+    json_t *spec;
 } sl_revision_cfg_t;
 
 #define SL_AS_PREFIX "autoscaling.knative.dev/"
@@ -131,6 +138,33 @@ json_t *sl_revision_build(const json_t *svc, const char *rev_name, long generati
  * sl_revision_cfg_free. */
 int sl_revision_cfg_from_json(const json_t *rev, sl_revision_cfg_t **out, sl_error_t *err);
 void sl_revision_cfg_free(sl_revision_cfg_t *cfg);
+
+/* A Secret's or ConfigMap's values (sl_data_values): a new reference, or
+ * NULL when there is no such object in the revision's namespace. */
+typedef json_t *(*sl_data_lookup_fn)(void *ctx, sl_data_kind_t kind, const char *name);
+
+/* An instance's process and volumes, with what they read from Secrets and
+ * ConfigMaps. exec: the readiness, liveness and startup probes' commands. */
+typedef struct sl_revision_process {
+    char **env; /* "K=V", NULL-terminated */
+    size_t n_env;
+    char **command, **args;
+    size_t n_command, n_args;
+    char **exec[3];
+    size_t n_exec[3];
+    sl_oci_volume_t *volumes; /* cfg's, secret and configMap volumes with their files */
+    size_t n_volumes;
+} sl_revision_process_t;
+
+/* Resolve a revision with has_refs as Kubernetes does when it starts a
+ * container: a missing Secret, ConfigMap or key fails (naming the field,
+ * never a value) unless the reference is optional. out is filled even on
+ * failure: free it with sl_revision_process_free. */
+int sl_revision_resolve(const sl_revision_cfg_t *cfg, sl_data_lookup_fn lookup, void *ctx,
+                        sl_revision_process_t *out, sl_error_t *err);
+void sl_revision_process_free(sl_revision_process_t *p);
+/* Whether the revision reads the named Secret or ConfigMap. */
+bool sl_revision_reads(const sl_revision_cfg_t *cfg, sl_data_kind_t kind, const char *name);
 
 /* Small jansson helpers used across the control plane. */
 const char *sl_json_str(const json_t *obj, const char *path); /* dotted path, NULL if absent */

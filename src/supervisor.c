@@ -45,6 +45,7 @@
 #include <signal.h>
 #include <spawn.h>
 #include <stdio.h>
+#include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/random.h>
 #include <sys/stat.h>
@@ -1188,6 +1189,71 @@ static int prep_rootfs(sl_instance_t *inst, prep_t *p, sl_error_t *err)
     return rc;
 }
 
+/* One file of a secret or configMap volume under dir (a fresh tmpfs of
+ * ours), its parents made as needed; owned by the container's root. */
+static int write_volume_file(const char *dir, const sl_oci_file_t *f, uid_t owner, sl_error_t *err)
+{
+    sl_autofree char *path = xasprintf("%s/%s", dir, f->path);
+    char *slash = strrchr(path, '/');
+    *slash = '\0';
+    if (sl_mkdir_p(path, 0755, err) < 0)
+        return -err->code;
+    *slash = '/';
+    sl_autoclose int fd =
+        open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, (mode_t)f->mode);
+    if (fd < 0)
+        return sl_error_errno(err, errno, "create %s", path);
+    for (size_t off = 0; off < f->len;) {
+        ssize_t w = write(fd, f->data + off, f->len - off);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w < 0)
+            return sl_error_errno(err, errno, "write %s", path);
+        off += (size_t)w;
+    }
+    if (fchmod(fd, (mode_t)f->mode) < 0 || (owner && fchown(fd, owner, owner) < 0))
+        return sl_error_errno(err, errno, "set the mode of %s", path);
+    return 0;
+}
+
+/*
+ * Secret and configMap volumes: their files go to a tmpfs of the
+ * instance's own (volumes/, never on disk, sized to what they hold), one
+ * directory a volume, which the bundle binds read-only. In a user
+ * namespace they belong to the container's root.
+ */
+static int prep_volumes(sl_instance_t *inst, prep_t *p, sl_error_t *err)
+{
+    uint64_t pages = 16;
+    size_t n = 0;
+    for (size_t i = 0; i < p->n_volumes; i++) {
+        n += p->volumes[i].has_files;
+        for (size_t k = 0; k < p->volumes[i].n_files; k++)
+            pages += 2 + (p->volumes[i].files[k].len + 4095) / 4096;
+    }
+    if (n == 0)
+        return 0;
+    sl_autofree char *root = xasprintf("%s/volumes", inst->dir);
+    if (mkdir(root, 0755) < 0)
+        return sl_error_errno(err, errno, "mkdir %s", root);
+    sl_autofree char *opts = xasprintf("size=%llu,mode=0755", (unsigned long long)pages * 4096);
+    if (mount("tmpfs", root, "tmpfs", MS_NOSUID | MS_NODEV, opts) < 0)
+        return sl_error_errno(err, errno, "mount tmpfs on %s", root);
+    uid_t owner = inst->userns ? id_range_host(inst->id_range) : 0;
+    for (size_t i = 0; i < p->n_volumes; i++) {
+        sl_oci_volume_t *v = &p->volumes[i];
+        if (!v->has_files)
+            continue;
+        v->source = xasprintf("%s/%zu", root, i);
+        if (mkdir(v->source, 0755) < 0 || (owner && chown(v->source, owner, owner) < 0))
+            return sl_error_errno(err, errno, "mkdir %s", v->source);
+        for (size_t k = 0; k < v->n_files; k++)
+            if (write_volume_file(v->source, &v->files[k], owner, err) < 0)
+                return sl_error_wrap(err, "volume at %s", v->path);
+    }
+    return 0;
+}
+
 /* /sys is the host's, bound read-only (oci_spec.c): the host's network
  * devices are not the instance's business. */
 static const char *const SANDBOX_MASKED[] = {
@@ -1267,6 +1333,8 @@ static int prep_run(sl_instance_t *inst, prep_t *p, sl_error_t *err)
     if (rc == 0 && (rc = p->netns_fd = sl_netns_create(err)) < 0)
         sl_error_wrap(err, "instance %s network namespace", inst->id);
     p->netns_ns = sl_now_ns();
+    if (rc >= 0 && (rc = prep_volumes(inst, p, err)) < 0)
+        sl_error_wrap(err, "instance %s", inst->id);
     if (rc >= 0 && (rc = write_bundle(inst, p, &user, err)) < 0)
         sl_error_wrap(err, "instance %s", inst->id);
     p->bundle_ns = sl_now_ns();

@@ -42,11 +42,12 @@ def names(d, path):
 
 def stored(d):
     """What the daemon holds in every namespace: services, revisions,
-    instances and runtime classes."""
+    instances, runtime classes, Secrets and ConfigMaps."""
     return (names(d, "/apis/serving.knative.dev/v1/services"),
             names(d, "/apis/serving.knative.dev/v1/revisions"),
             len(d.json("instances")["items"]),
-            names(d, "/apis/node.k8s.io/v1/runtimeclasses"))
+            names(d, "/apis/node.k8s.io/v1/runtimeclasses"),
+            names(d, "/api/v1/secrets"), names(d, "/api/v1/configmaps"))
 
 
 def apply(d, *args, input=None):
@@ -175,12 +176,15 @@ def test_a_bad_document_applies_nothing(daemon, images):
 def test_unsupported_kind_applies_nothing(daemon, images):
     d = daemon
     before = stored(d)
+    dep = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"}}
     cm = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cfg"},
           "data": {"k": "v"}}
-    r = apply(d, "-f", "-", input=docs(service("alpha", images["hello"]), cm))
+    r = apply(d, "-f", "-", input=docs(cm, service("alpha", images["hello"]), dep))
     assert r.returncode == 1
-    assert "document 2 (ConfigMap cfg): kind: ConfigMap is not supported; sluice applies " \
-        "Service (serving.knative.dev/v1) and RuntimeClass (node.k8s.io/v1)" in r.stderr, r.stderr
+    assert "document 3 (Deployment web): kind: Deployment is not supported; sluice applies " \
+        "Service (serving.knative.dev/v1), Secret and ConfigMap (v1) and RuntimeClass " \
+        "(node.k8s.io/v1)" in r.stderr, r.stderr
+    assert d.json("configmaps")["items"] == []
     r = apply(d, "-f", "-", input=docs({"metadata": {"name": "x"}}))
     assert r.returncode == 1 and "document 1: kind: is required" in r.stderr, r.stderr
     r = apply(d, "-f", "-", input=docs(service("alpha", images["hello"]), ["a", "list"]))

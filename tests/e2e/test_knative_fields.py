@@ -182,7 +182,8 @@ def test_requests_reserve_capacity_and_weigh_cpu(daemon, images):
     ({"resources": {"requests": {"memory": "1Gi"}, "limits": {"memory": "128Mi"}}},
      "requests.memory: must be less than or equal"),
     ({"resources": {"limits": {"ephemeral-storage": "banana"}}}, "ephemeral-storage"),
-    ({"envFrom": [{"configMapRef": {"name": "x"}}]}, "envFrom: not supported"),
+    ({"envFrom": [{"configMapRef": {"name": "x"}, "prefix": ""}, {"prefix": "A"}]},
+     "envFrom[1]: one of secretRef and configMapRef is required"),
     ({"volumeMounts": [{"name": "v", "mountPath": "/v"}]}, "\"v\" has no matching volume"),
 ])
 def test_unsupported_or_invalid_is_refused(daemon, images, kw, needle):
@@ -244,8 +245,8 @@ def test_empty_dir_volumes(daemon, images, variant):
 
 
 @pytest.mark.parametrize("volumes,mounts,needle", [
-    ([{"name": "s", "secret": {"secretName": "x"}}], [{"name": "s", "mountPath": "/s"}],
-     "volumes[0].secret: not supported: only emptyDir volumes are"),
+    ([{"name": "s", "hostPath": {"path": "/etc"}}], [{"name": "s", "mountPath": "/s"}],
+     "volumes[0].hostPath: not supported: emptyDir, secret and configMap volumes are"),
     ([{"name": "a", "emptyDir": {}}], [], "volume with name \"a\" not mounted"),
     ([{"name": "a", "emptyDir": {}}], [{"name": "a", "mountPath": "/tmp"}],
      "\"/tmp\" is a reserved path"),

@@ -1,0 +1,136 @@
+/*
+ * controller_data.c — Secret and ConfigMap objects (core v1) for the
+ * controller: the API's list, get, put and delete, and what an instance
+ * reads from them when it starts.
+ *
+ * As in Kubernetes, a revision names Secrets and ConfigMaps and each
+ * container start reads them as they are then: a changed value reaches the
+ * instances started after the change, and a revision that failed to start
+ * because one was missing tries again at once when it is created.
+ */
+#include "controller_int.h"
+
+#include <errno.h>
+#include <stdio.h>
+
+static const char *MOD = "controller";
+
+typedef struct lookup_ctx {
+    sl_controller_t *c;
+    const char *ns;
+} lookup_ctx_t;
+
+static json_t *lookup(void *data, sl_data_kind_t kind, const char *name)
+{
+    lookup_ctx_t *l = data;
+    json_t *obj = NULL;
+    if (sl_store_get(l->c->store, sl_data_resource(kind), l->ns, name, &obj, NULL) < 0)
+        return NULL;
+    json_t *vals = sl_data_values(kind, obj);
+    json_decref(obj);
+    return vals;
+}
+
+int ctl_resolve(rev_rt_t *r, sl_revision_process_t *out, sl_error_t *err)
+{
+    lookup_ctx_t l = {r->ctl, r->cfg->namespace_};
+    return sl_revision_resolve(r->cfg, lookup, &l, out, err);
+}
+
+/* ---- API -------------------------------------------------------------- */
+
+static int fail(json_t **body, int code, const char *reason, const char *msg)
+{
+    *body = sl_status_json(code, reason, msg);
+    return code;
+}
+
+int sl_controller_list_data(sl_controller_t *c, sl_data_kind_t kind, const char *ns, json_t **body)
+{
+    json_t *items = NULL;
+    sl_error_t err = {0};
+    if (sl_store_list(c->store, sl_data_resource(kind), ns, &items, &err) < 0)
+        return fail(body, 500, "InternalError", err.msg);
+    sl_autofree char *list_kind = xasprintf("%sList", sl_data_kind_name(kind));
+    *body = json_pack("{s:s,s:s,s:{},s:o}", "apiVersion", "v1", "kind", list_kind, "metadata",
+                      "items", items);
+    return 200;
+}
+
+int sl_controller_get_data(sl_controller_t *c, sl_data_kind_t kind, const char *ns,
+                           const char *name, json_t **body)
+{
+    sl_error_t err = {0};
+    if (sl_store_get(c->store, sl_data_resource(kind), ns, name, body, &err) < 0) {
+        sl_autofree char *msg =
+            xasprintf("%s \"%s\" not found in namespace %s", sl_data_singular(kind), name, ns);
+        return fail(body, 404, "NotFound", msg);
+    }
+    return 200;
+}
+
+/* Revisions that failed to start for want of this object try again now. */
+static void data_changed(sl_controller_t *c, sl_data_kind_t kind, const char *ns, const char *name)
+{
+    for (rev_rt_t *r = c->revs; r; r = r->all_next) {
+        if (r->retired || r->state != REV_FAILED || r->blocked || strcmp(r->cfg->namespace_, ns) ||
+            !sl_revision_reads(r->cfg, kind, name))
+            continue;
+        if (r->retry)
+            uv_timer_stop(r->retry);
+        r->backoff_due = true;
+        ctl_rev_ensure(r);
+    }
+}
+
+int sl_controller_put_data(sl_controller_t *c, sl_data_kind_t kind, const char *ns,
+                           const char *name, json_t *obj, bool dry_run, json_t **body)
+{
+    sl_error_t err = {0};
+    const char *oname = sl_json_str(obj, "metadata.name");
+    const char *ons = sl_json_str(obj, "metadata.namespace");
+    if (oname && strcmp(oname, name))
+        return fail(body, 400, "BadRequest", "metadata.name: does not match the URL");
+    if (ons && strcmp(ons, ns))
+        return fail(body, 400, "BadRequest", "metadata.namespace: does not match the URL");
+    if (!oname)
+        json_object_set_new(sl_json_ensure_obj(obj, "metadata"), "name", json_string(name));
+    if (sl_data_validate(kind, obj, ns, &err) < 0) {
+        sl_autofree char *msg =
+            xasprintf("%s \"%s\" is invalid: %s", sl_data_kind_name(kind), name, err.msg);
+        return fail(body, 422, "Invalid", msg);
+    }
+    json_t *old = NULL;
+    bool existed = sl_store_get(c->store, sl_data_resource(kind), ns, name, &old, NULL) == 0;
+    if (existed && sl_data_check_update(kind, old, obj, &err) < 0) {
+        json_decref(old);
+        sl_autofree char *msg =
+            xasprintf("%s \"%s\" is invalid: %s", sl_data_kind_name(kind), name, err.msg);
+        return fail(body, 422, "Invalid", msg);
+    }
+    ctl_stamp_metadata(obj, old);
+    json_decref(old);
+    if (!dry_run && sl_store_put(c->store, sl_data_resource(kind), ns, name, obj, &err) < 0)
+        return fail(body, 500, "InternalError", err.msg);
+    *body = json_incref(obj);
+    if (dry_run)
+        return 200;
+    sl_info(MOD, "%s %s/%s %s", sl_data_singular(kind), ns, name, existed ? "updated" : "created");
+    data_changed(c, kind, ns, name);
+    /* As Kubernetes answers a PUT: 201 when it created the object. */
+    return existed ? 200 : 201;
+}
+
+int sl_controller_delete_data(sl_controller_t *c, sl_data_kind_t kind, const char *ns,
+                              const char *name, json_t **body)
+{
+    sl_error_t err = {0};
+    if (sl_store_del(c->store, sl_data_resource(kind), ns, name, &err) < 0) {
+        sl_autofree char *msg =
+            xasprintf("%s \"%s\" not found in namespace %s", sl_data_singular(kind), name, ns);
+        return fail(body, 404, "NotFound", msg);
+    }
+    sl_autofree char *msg = xasprintf("%s %s deleted", sl_data_singular(kind), name);
+    *body = sl_status_json(200, "Deleted", msg);
+    return 200;
+}

@@ -1,0 +1,269 @@
+"""Secrets and ConfigMaps (core v1), and what a container reads from them:
+env valueFrom, envFrom, and secret and configMap volumes, as Kubernetes
+and Knative give them."""
+import base64
+import json
+import time
+
+import pytest
+
+from conftest import service_manifest
+
+
+def b64(s):
+    return base64.b64encode(s.encode() if isinstance(s, str) else s).decode()
+
+
+SECRET = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "db"},
+          "data": {"user": b64("app")}, "stringData": {"password": "hunter2-s3cret"}}
+CONFIG = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cfg"},
+          "data": {"level": "debug", "app.conf": "listen=all\n"},
+          "binaryData": {"blob": b64(b"\x00\x01\xff")}}
+ENVS = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "envs"},
+        "data": {"mode": "fast", "app.conf": "x", "bad-name": "kept", "1bad": "skipped"}}
+
+# The app reports its environment, its volumes' files (mode, owner, bytes)
+# and their mount options. ($$$$ is the shell's $$: Kubernetes' expansion
+# makes $$ of $$$$.) The files are root's, as in Kubernetes: the modes let
+# the image's non-root user read them.
+REPORT = r"""
+mkdir -p /tmp/www
+{ tr '\\0' '\\n' < /proc/$$$$/environ | sort
+  for f in /etc/db/creds/pw /etc/cfg/level /etc/cfg/app.conf /etc/cfg/blob; do
+    echo "file $f $(stat -c '%a %u' $f) $(od -An -tx1 $f | tr -d ' \n')"
+  done
+  echo "cat $(cat /etc/db/creds/pw)"
+  ls /etc/db /etc/cfg | tr '\n' ' '; echo
+  awk '$5 == "/etc/db" || $5 == "/etc/cfg" { print "mount", $5, $6 }' /proc/self/mountinfo
+  touch /etc/cfg/x 2>&1 | grep -o 'Read-only file system'
+} > /tmp/www/report 2>&1
+exec httpd -f -p "$PORT" -h /tmp/www
+"""
+
+
+def reading_service(image, runtime_class=None, annotation=None):
+    doc = json.loads(service_manifest(
+        "app", image, REPORT,
+        env=[{"name": "DB_PASSWORD", "valueFrom": {"secretKeyRef": {"name": "db",
+                                                                    "key": "password"}}},
+             {"name": "LOG_LEVEL", "valueFrom": {"configMapKeyRef": {"name": "cfg",
+                                                                     "key": "level"}}},
+             {"name": "GREETING", "value": "level=$(LOG_LEVEL) user=$(user)"},
+             {"name": "MODE", "value": "$(mode)-$(DB_user)"},
+             {"name": "OPTIONAL", "valueFrom": {"secretKeyRef": {
+                 "name": "nowhere", "key": "x", "optional": True}}}],
+        envFrom=[{"configMapRef": {"name": "envs"}},
+                 {"secretRef": {"name": "db"}, "prefix": "DB_"}],
+        volumeMounts=[{"name": "creds", "mountPath": "/etc/db", "readOnly": True},
+                      {"name": "cfg", "mountPath": "/etc/cfg", "readOnly": True}]))
+    spec = doc["spec"]["template"]["spec"]
+    spec["volumes"] = [
+        {"name": "creds", "secret": {"secretName": "db",
+                                     "items": [{"key": "password", "path": "creds/pw",
+                                                "mode": 0o604}]}},
+        {"name": "cfg", "configMap": {"name": "cfg", "defaultMode": 0o444}}]
+    if runtime_class:
+        spec["runtimeClassName"] = runtime_class
+    if annotation:
+        doc["spec"]["template"]["metadata"] = {"annotations": {"example.com/v": annotation}}
+    return doc
+
+
+def manifests(*docs):
+    return "\n---\n".join(json.dumps(d) for d in docs)
+
+
+@pytest.mark.parametrize("variant", ["default", "sandboxed"])
+def test_secrets_and_configmaps_reach_the_container(daemon, images, variant):
+    d = daemon
+    svc = reading_service(images["busybox"], "sandboxed" if variant == "sandboxed" else None)
+    # The Service comes first in the file: apply puts what it reads first.
+    r = d.cli("apply", "-f", "-", "--wait", input=manifests(svc, SECRET, CONFIG, ENVS))
+    lines = [l for l in r.stderr.splitlines() if "/" in l and l.endswith("created")]
+    assert lines == ["secret/db created", "configmap/cfg created", "configmap/envs created",
+                     "service.serving.knative.dev/app created"], r.stderr
+    code, text = d.curl("app", "/report")
+    assert code == 200, text
+    env = dict(l.split("=", 1) for l in text.splitlines() if "=" in l and " " not in l.split("=")[0])
+    assert "DB_PASSWORD" in env, text
+    assert env["DB_PASSWORD"] == "hunter2-s3cret"
+    assert env["LOG_LEVEL"] == "debug"
+    # a value expands references to envFrom's and valueFrom's variables
+    assert env["GREETING"] == "level=debug user=$(user)"
+    assert "OPTIONAL" not in env
+    # envFrom: every key that makes a variable name ('.' and '-' too, as
+    # Kubernetes allows), prefixed when asked
+    assert env["MODE"] == "fast-app"
+    assert env["mode"] == "fast" and env["app.conf"] == "x" and env["bad-name"] == "kept"
+    assert "1bad" not in text
+    assert env["DB_user"] == "app" and env["DB_password"] == "hunter2-s3cret"
+    files = {l.split()[1]: l.split()[2:] for l in text.splitlines() if l.startswith("file ")}
+    owner = "0"  # the container's root, in its own user namespace too
+    assert files["/etc/db/creds/pw"] == ["604", owner, b"hunter2-s3cret".hex()], text
+    assert files["/etc/cfg/level"] == ["444", owner, b"debug".hex()], text
+    assert files["/etc/cfg/app.conf"] == ["444", owner, b"listen=all\n".hex()], text
+    assert files["/etc/cfg/blob"] == ["444", owner, "0001ff"], text
+    mounts = [l.split() for l in text.splitlines() if l.startswith("mount ")]
+    assert sorted(m[1] for m in mounts) == ["/etc/cfg", "/etc/db"], text
+    assert all(m[2].startswith("ro,") for m in mounts), text
+    assert "Read-only file system" in text
+    # the secret's value is in no status, listing or log
+    for out in (d.cli("describe", "app").stdout, d.cli("secrets").stdout,
+                d.cli("logs", "app").stdout, d.daemon_log()):
+        assert "hunter2" not in out
+    listing = d.cli("secrets").stdout
+    assert "db" in listing and "Opaque" in listing and "password,user" in listing, listing
+    assert "app.conf,blob,level" in d.cli("configmaps").stdout
+    # values are stored as the API server stores them: stringData into data
+    stored = d.json("secrets")["items"][0]
+    assert stored["data"] == {"user": b64("app"), "password": b64("hunter2-s3cret")}
+    assert "stringData" not in stored
+    # A changed value reaches the instances started after the change.
+    changed = dict(SECRET, stringData={"password": "rotated"})
+    r = d.cli("apply", "-f", "-", input=manifests(changed))
+    assert "secret/db configured" in r.stderr
+    svc2 = reading_service(images["busybox"], "sandboxed" if variant == "sandboxed" else None,
+                           annotation="2")
+    d.cli("apply", "-f", "-", "--wait", input=manifests(svc2))
+    code, text = d.curl("app", "/report")
+    assert code == 200 and "DB_PASSWORD=rotated" in text and "cat rotated" in text, text
+
+
+def test_missing_secret_fails_the_start_until_it_is_created(daemon, images):
+    d = daemon
+    doc = json.loads(service_manifest(
+        "late", images["busybox"], 'echo "$TOKEN" > /tmp/t; exec httpd -f -p "$PORT" -h /tmp',
+        env=[{"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "tok", "key": "v"}}}]))
+    r = d.cli("apply", "-f", "-", "--wait", input=json.dumps(doc), check=False, timeout=60)
+    assert r.returncode != 0
+    assert 'env[0] (TOKEN): secret "tok" not found' in r.stderr, r.stderr
+    rev = d.json("revisions", "late")["items"][0]
+    ready = [c for c in rev["status"]["conditions"] if c["type"] == "Ready"][0]
+    assert ready["status"] == "False" and 'secret "tok" not found' in ready["message"], ready
+    code, body = d.curl("late", "/t")
+    assert code == 502 and 'secret "tok" not found' in body, body
+    # A Secret without the key: the message names the key.
+    d.cli("apply", "-f", "-", input=manifests(
+        {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "tok"},
+         "stringData": {"other": "x"}}))
+    deadline = time.time() + 20
+    while time.time() < deadline:
+        rev = d.json("revisions", "late")["items"][0]
+        msg = [c for c in rev["status"]["conditions"] if c["type"] == "Ready"][0].get("message", "")
+        if 'key "v" not found in secret "tok"' in msg:
+            break
+        time.sleep(0.3)
+    assert 'key "v" not found in secret "tok"' in msg, msg
+    # Once it is right the revision starts at once, without waiting out its back-off.
+    t0 = time.time()
+    d.cli("apply", "-f", "-", input=manifests(
+        {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "tok"},
+         "stringData": {"v": "sesame"}}))
+    while time.time() - t0 < 20:
+        code, body = d.curl("late", "/t", check=False)
+        if code == 200:
+            break
+        time.sleep(0.2)
+    assert code == 200 and body.strip() == "sesame", body
+
+
+@pytest.mark.parametrize("doc,needle", [
+    ({"kind": "Secret", "data": {"k": "not base64!"}}, "data.k: must be base64"),
+    ({"kind": "Secret", "data": {"bad/key": b64("x")}}, 'invalid key "bad/key"'),
+    ({"kind": "Secret", "data": {"..k": b64("x")}}, 'invalid key "..k"'),
+    ({"kind": "Secret", "stringData": {"k": 1}}, "stringData.k: must be a string"),
+    ({"kind": "Secret", "stringData": {"k": "x" * (1024 * 1024 + 1)}}, "more than the 1024 KiB"),
+    ({"kind": "Secret", "type": "kubernetes.io/tls", "stringData": {"tls.crt": "c"}},
+     "must have tls.crt and tls.key"),
+    ({"kind": "Secret", "metadata": {"name": "Bad_Name"}}, "DNS-1123 subdomain"),
+    ({"kind": "Secret", "spec": {}}, "spec: unknown field"),
+    ({"kind": "ConfigMap", "data": {"k": "v"}, "binaryData": {"k": b64("v")}},
+     "in binaryData too"),
+    ({"kind": "ConfigMap", "binaryData": {"k": "%%%"}}, "binaryData.k: must be base64"),
+    ({"kind": "ConfigMap", "data": {"k": ["v"]}}, "data.k: must be a string"),
+])
+def test_invalid_secrets_and_configmaps_are_refused(daemon, doc, needle):
+    d = daemon
+    obj = {"apiVersion": "v1", "metadata": {"name": "x"}}
+    obj.update(doc)
+    r = d.cli("apply", "-f", "-", input=json.dumps(obj), check=False)
+    assert r.returncode != 0 and needle in r.stderr, r.stderr
+    assert d.json("secrets")["items"] == [] and d.json("configmaps")["items"] == []
+
+
+def test_immutable_and_type_are_kept(daemon):
+    d = daemon
+    obj = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "fixed"},
+           "stringData": {"k": "one"}, "immutable": True}
+    d.cli("apply", "-f", "-", input=json.dumps(obj))
+    for change, needle in [({"stringData": {"k": "two"}}, "data: field is immutable"),
+                           ({"immutable": False}, "immutable: field is immutable"),
+                           ({"type": "example.com/other"}, "type: field is immutable")]:
+        r = d.cli("apply", "-f", "-", input=json.dumps(dict(obj, **change)), check=False)
+        assert r.returncode != 0 and needle in r.stderr, r.stderr
+    assert d.json("secrets")["items"][0]["data"] == {"k": b64("one")}
+    # the same content again is no change
+    d.cli("apply", "-f", "-", input=json.dumps(obj))
+    r = d.cli("secrets", "delete", "fixed")
+    assert "secret fixed deleted" in r.stdout
+    assert d.json("secrets")["items"] == []
+    r = d.cli("secrets", "delete", "fixed", check=False)
+    assert r.returncode != 0 and 'secret "fixed" not found' in r.stderr
+
+
+def with_spec(image, **kw):
+    doc = json.loads(service_manifest("bad", image, None, **kw.pop("container", {})))
+    doc["spec"]["template"]["spec"].update(kw)
+    return json.dumps(doc)
+
+
+@pytest.mark.parametrize("kw,needle", [
+    ({"container": {"env": [{"name": "A", "valueFrom": {"fieldRef": {
+        "fieldPath": "metadata.name"}}}]}}, "fieldRef: not supported"),
+    ({"container": {"env": [{"name": "A", "value": "x", "valueFrom": {"secretKeyRef": {
+        "name": "s", "key": "k"}}}]}}, "give value or valueFrom, not both"),
+    ({"container": {"env": [{"name": "A", "valueFrom": {"secretKeyRef": {"name": "s"}}}]}},
+     "name and key are required"),
+    ({"container": {"env": [{"name": "A", "valueFrom": {}}]}},
+     "one of secretKeyRef and configMapKeyRef is required"),
+    ({"container": {"envFrom": [{"secretRef": {"name": "s"}, "configMapRef": {"name": "c"}}]}},
+     "give one of secretRef and configMapRef, not both"),
+    ({"container": {"envFrom": [{"secretRef": {"name": "s"}, "prefix": "1X"}]}},
+     "prefix: must be a valid environment variable name"),
+    ({"container": {"volumeMounts": [{"name": "s", "mountPath": "/s"}]},
+      "volumes": [{"name": "s", "secret": {"secretName": "x"}}]}, "readOnly: must be true"),
+    ({"container": {"volumeMounts": [{"name": "s", "mountPath": "/s", "readOnly": True}]},
+      "volumes": [{"name": "s", "secret": {"secretName": "x", "items": [
+          {"key": "k", "path": "../up"}]}}]}, "must not contain '..'"),
+    ({"container": {"volumeMounts": [{"name": "s", "mountPath": "/s", "readOnly": True}]},
+      "volumes": [{"name": "s", "secret": {"secretName": "x", "items": [
+          {"key": "k", "path": "/abs"}]}}]}, "must be a relative path"),
+    ({"container": {"volumeMounts": [{"name": "s", "mountPath": "/s", "readOnly": True}]},
+      "volumes": [{"name": "s", "configMap": {"name": "x", "defaultMode": 4096}}]},
+     "defaultMode: must be a file mode"),
+    ({"container": {"volumeMounts": [{"name": "s", "mountPath": "/s", "readOnly": True}]},
+      "volumes": [{"name": "s", "configMap": {"name": "x"}, "emptyDir": {}}]},
+     "give only one of emptyDir, secret and configMap"),
+    ({"container": {"volumeMounts": [{"name": "s", "mountPath": "/s", "readOnly": True}]},
+      "volumes": [{"name": "s", "secret": {}}]}, "secretName: is required"),
+])
+def test_invalid_references_are_refused(daemon, images, kw, needle):
+    d = daemon
+    r = d.cli("apply", "-f", "-", input=with_spec(images["busybox"], **kw), check=False)
+    assert r.returncode != 0 and needle in r.stderr, r.stderr
+    assert d.json("services")["items"] == []
+
+
+def test_a_value_that_cannot_be_an_environment_variable(daemon, images):
+    """A key holding a NUL byte is refused by name (never by value) when the
+    instance starts; the revision says so."""
+    d = daemon
+    d.cli("apply", "-f", "-", input=manifests(
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "bin"},
+         "binaryData": {"blob": b64(b"\x00secret")}}))
+    doc = json.loads(service_manifest(
+        "nul", images["busybox"], 'exec httpd -f -p "$PORT" -h /tmp',
+        envFrom=[{"configMapRef": {"name": "bin"}}]))
+    r = d.cli("apply", "-f", "-", "--wait", input=json.dumps(doc), check=False, timeout=60)
+    assert r.returncode != 0
+    assert 'key "blob" of configmap "bin" holds a NUL byte' in r.stderr, r.stderr
