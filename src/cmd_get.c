@@ -484,17 +484,137 @@ static void print_configmaps(json_t *list)
     print_data(list, SL_DATA_CONFIGMAP);
 }
 
+/* One --from-literal K=V or --from-file [K=]PATH into obj's data (base64
+ * for a Secret; a ConfigMap's text in data, other bytes in binaryData). */
+static int add_entry(json_t *obj, sl_data_kind_t kind, const char *arg, bool file)
+{
+    const char *eq = strchr(arg, '=');
+    const char *path = file && eq ? eq + 1 : arg;
+    sl_autofree char *key = NULL;
+    if (!file && !eq)
+        return sl_cli_usage("--from-literal: expected KEY=VALUE, got '%s'", arg);
+    if (eq)
+        key = xstrndup(arg, (size_t)(eq - arg));
+    else
+        key = xstrdup(strrchr(path, '/') ? strrchr(path, '/') + 1 : path);
+    if (!sl_data_is_key(key))
+        return sl_cli_usage("%s: \"%s\" is not a valid key (letters, digits, '-', '_' or '.')",
+                            file ? "--from-file" : "--from-literal", key);
+    sl_autofree char *bytes = NULL;
+    size_t len = 0;
+    if (file) {
+        sl_error_t err = {0};
+        if (sl_read_file(path, SL_DATA_MAX_BYTES, &bytes, &len, &err) < 0)
+            return sl_cli_error("--from-file: %s", err.msg);
+    } else {
+        bytes = xstrdup(eq + 1);
+        len = strlen(bytes);
+    }
+    /* text: UTF-8 without NUL, which the API's JSON does not carry */
+    json_t *text =
+        kind == SL_DATA_CONFIGMAP && !memchr(bytes, '\0', len) ? json_stringn(bytes, len) : NULL;
+    const char *field = text || kind == SL_DATA_SECRET ? "data" : "binaryData";
+    if (json_object_get(sl_json_ensure_obj(obj, "data"), key) ||
+        json_object_get(sl_json_ensure_obj(obj, "binaryData"), key)) {
+        json_decref(text);
+        return sl_cli_usage("cannot add key \"%s\": another key by that name already exists", key);
+    }
+    if (text) {
+        json_object_set_new(json_object_get(obj, field), key, text);
+    } else {
+        sl_autofree char *b64 = sl_base64_encode(bytes, len);
+        json_object_set_new(json_object_get(obj, field), key, json_string(b64));
+    }
+    return 0;
+}
+
+/* `sluice secrets create NAME` / `sluice configmaps create NAME`, as
+ * kubectl create secret generic / create configmap do. */
+static int data_create(int argc, char **argv, sl_data_kind_t kind)
+{
+    enum { O_LITERAL = 1000, O_FILE, O_TYPE };
+    static const struct option longopts[] = {
+        {"from-literal", required_argument, NULL, O_LITERAL},
+        {"from-file", required_argument, NULL, O_FILE},
+        {"type", required_argument, NULL, O_TYPE},
+        {"state-dir", required_argument, NULL, 'S'},
+        {"namespace", required_argument, NULL, 'n'},
+        {"output", required_argument, NULL, 'o'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    const char *res = sl_data_resource(kind), *one = sl_data_singular(kind);
+    sl_cli_opts_t o;
+    sl_cli_opts_init(&o);
+    json_t *obj = json_pack("{s:s,s:s,s:{},s:{}}", "apiVersion", "v1", "kind",
+                            sl_data_kind_name(kind), "data", "binaryData");
+    const char *type = NULL;
+    int opt, rc = 0;
+    optind = 1;
+    while (rc == 0 && (opt = getopt_long(argc, argv, "hn:o:", longopts, NULL)) != -1) {
+        if (opt == 'h') {
+            printf("Usage: sluice %s create NAME [--from-literal KEY=VALUE]... "
+                   "[--from-file [KEY=]PATH]...%s [-n NS]\n\n"
+                   "Create a %s from values and files (the key of a file is its name unless\n"
+                   "given). Change it later with `sluice apply -f`.\n",
+                   res, kind == SL_DATA_SECRET ? " [--type TYPE]" : "", sl_data_kind_name(kind));
+            json_decref(obj);
+            return 0;
+        } else if (opt == O_LITERAL || opt == O_FILE) {
+            rc = add_entry(obj, kind, optarg, opt == O_FILE);
+        } else if (opt == O_TYPE && kind == SL_DATA_SECRET) {
+            type = optarg;
+        } else {
+            int r = sl_cli_common_opt(&o, opt, optarg);
+            rc = r < 0 ? 2 : r == 0 ? sl_cli_usage("see `sluice %s create --help`", res) : 0;
+        }
+    }
+    if (rc == 0 && optind + 1 != argc)
+        rc = sl_cli_usage("%s create: expected one NAME", res);
+    if (rc) {
+        json_decref(obj);
+        return rc;
+    }
+    const char *name = argv[optind];
+    json_object_set_new(obj, "metadata", json_pack("{s:s,s:s}", "name", name, "namespace", o.ns));
+    if (type)
+        json_object_set_new(obj, "type", json_string(type));
+    if (kind == SL_DATA_SECRET || !json_object_size(json_object_get(obj, "binaryData")))
+        json_object_del(obj, "binaryData");
+    sl_autofree char *path = xasprintf("/api/v1/namespaces/%s/%s/%s", o.ns, res, name);
+    long st;
+    json_t *resp = NULL;
+    /* create, not replace: an existing one is changed with apply */
+    rc = sl_cli_call(&o, "GET", path, NULL, &st, &resp);
+    json_decref(resp);
+    resp = NULL;
+    if (rc == 0 && st == 200)
+        rc = sl_cli_error("%s \"%s\" already exists; change it with `sluice apply -f`", one, name);
+    if (rc == 0)
+        rc = sl_cli_call(&o, "PUT", path, obj, &st, &resp);
+    if (rc == 0 && st != 200 && st != 201)
+        rc = sl_cli_fail(st, resp);
+    else if (rc == 0)
+        printf("%s/%s created\n", one, name);
+    json_decref(resp);
+    json_decref(obj);
+    return rc;
+}
+
 /* `sluice secrets` and `sluice configmaps`: list, or delete one. */
 static int data_cmd(int argc, char **argv, sl_data_kind_t kind)
 {
     const char *res = sl_data_resource(kind), *one = sl_data_singular(kind);
+    if (argc > 1 && !strcmp(argv[1], "create"))
+        return data_create(argc - 1, argv + 1, kind);
     sl_autofree char *usage =
         xasprintf("Usage: sluice %s [-n NS] [-o json|yaml]\n"
+                  "       sluice %s create NAME [--from-literal K=V]... [--from-file [K=]PATH]...\n"
                   "       sluice %s delete NAME [-n NS]\n\n"
                   "List the namespace's %ss (names, keys and when each was made; -o shows\n"
-                  "the objects, values included), or delete one. Create and update them with\n"
+                  "the objects, values included), create one, or delete one. Update them with\n"
                   "`sluice apply -f` from v1 %s manifests.\n",
-                  res, res, sl_data_kind_name(kind), sl_data_kind_name(kind));
+                  res, res, res, sl_data_kind_name(kind), sl_data_kind_name(kind));
     get_args_t a;
     int rc = parse_get(argc, argv, usage, 2, false, &a);
     if (rc)

@@ -267,3 +267,38 @@ def test_a_value_that_cannot_be_an_environment_variable(daemon, images):
     r = d.cli("apply", "-f", "-", "--wait", input=json.dumps(doc), check=False, timeout=60)
     assert r.returncode != 0
     assert 'key "blob" of configmap "bin" holds a NUL byte' in r.stderr, r.stderr
+
+
+def test_create_from_literals_and_files(daemon, tmp_path):
+    """`secrets create` and `configmaps create`, as kubectl's create secret
+    generic and create configmap: literals and files, a file's key its name."""
+    d = daemon
+    (tmp_path / "tls.key").write_bytes(b"\x00\x01key")
+    (tmp_path / "app.conf").write_text("port=8080\n")
+    r = d.cli("secrets", "create", "web", "--from-literal", "user=admin",
+              "--from-file", str(tmp_path / "tls.key"), "--from-file",
+              "conf=%s" % (tmp_path / "app.conf"))
+    assert r.stdout.strip() == "secret/web created"
+    s = d.json("secrets")["items"][0]
+    assert s["type"] == "Opaque"
+    assert s["data"] == {"user": b64("admin"), "tls.key": b64(b"\x00\x01key"),
+                         "conf": b64("port=8080\n")}
+    d.cli("configmaps", "create", "web", "--from-file", str(tmp_path / "app.conf"),
+          "--from-file", str(tmp_path / "tls.key"), "--from-literal", "mode=fast")
+    c = d.json("configmaps")["items"][0]
+    # text in data, other bytes in binaryData
+    assert c["data"] == {"app.conf": "port=8080\n", "mode": "fast"}
+    assert c["binaryData"] == {"tls.key": b64(b"\x00\x01key")}
+    for args, needle in [
+            (["web", "--from-literal", "a=1"], 'secret "web" already exists'),
+            (["x", "--from-literal", "a=1", "--from-literal", "a=2"],
+             'cannot add key "a": another key by that name already exists'),
+            (["x", "--from-literal", "a/b=1"], '"a/b" is not a valid key'),
+            (["x", "--from-literal", "novalue"], "expected KEY=VALUE"),
+            (["x", "--from-file", str(tmp_path / "nope")], "nope"),
+            (["x", "--type", "kubernetes.io/tls", "--from-literal", "a=1"],
+             "must have tls.crt and tls.key")]:
+        r = d.cli("secrets", "create", *args, check=False)
+        assert r.returncode != 0 and needle in r.stderr, (args, r.stderr)
+    assert [o["metadata"]["name"] for o in d.json("secrets")["items"]] == ["web"]
+    assert d.json("secrets")["items"][0]["data"]["user"] == b64("admin")
