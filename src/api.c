@@ -820,19 +820,28 @@ static void route_core(route_ctx_t *r, char **seg, size_t n)
         st = sl_controller_list_data(ctl, kind, ns, &body);
     } else if (name && method_is(r, "GET")) {
         st = sl_controller_get_data(ctl, kind, ns, name, &body);
-    } else if (name && method_is(r, "PUT")) {
+    } else if ((name && method_is(r, "PUT")) || (!name && method_is(r, "POST"))) {
         int dry_run;
         json_t *obj = put_body(r, &dry_run);
         if (!obj)
             return;
-        st = sl_controller_put_data(ctl, kind, ns, name, obj, dry_run, &body);
+        /* POST creates, named by the body (Kubernetes' create) */
+        const char *bname = name ? name : sl_json_str(obj, "metadata.name");
+        if (!bname) {
+            json_decref(obj);
+            send_error(r->c, 422, "Invalid", "metadata.name: is required");
+            return;
+        }
+        sl_autofree char *oname = xstrdup(bname);
+        st = sl_controller_put_data(ctl, kind, ns, oname, obj, !name, dry_run, &body);
         json_decref(obj);
     } else if (name && method_is(r, "DELETE")) {
         if (dry_run_delete_refused(r))
             return;
         st = sl_controller_delete_data(ctl, kind, ns, name, &body);
     } else {
-        send_error(r->c, 405, "MethodNotAllowed", "use GET, PUT or DELETE");
+        send_error(r->c, 405, "MethodNotAllowed",
+                   name ? "use GET, PUT or DELETE" : "use GET or POST");
         return;
     }
     send_json(r->c, st, body);

@@ -581,17 +581,13 @@ static int data_create(int argc, char **argv, sl_data_kind_t kind)
         json_object_set_new(obj, "type", json_string(type));
     if (kind == SL_DATA_SECRET || !json_object_size(json_object_get(obj, "binaryData")))
         json_object_del(obj, "binaryData");
-    sl_autofree char *path = xasprintf("/api/v1/namespaces/%s/%s/%s", o.ns, res, name);
+    /* POST creates: an existing one is left alone (apply changes it) */
+    sl_autofree char *path = xasprintf("/api/v1/namespaces/%s/%s", o.ns, res);
     long st;
     json_t *resp = NULL;
-    /* create, not replace: an existing one is changed with apply */
-    rc = sl_cli_call(&o, "GET", path, NULL, &st, &resp);
-    json_decref(resp);
-    resp = NULL;
-    if (rc == 0 && st == 200)
+    rc = sl_cli_call(&o, "POST", path, obj, &st, &resp);
+    if (rc == 0 && st == 409)
         rc = sl_cli_error("%s \"%s\" already exists; change it with `sluice apply -f`", one, name);
-    if (rc == 0)
-        rc = sl_cli_call(&o, "PUT", path, obj, &st, &resp);
     if (rc == 0 && st != 200 && st != 201)
         rc = sl_cli_fail(st, resp);
     else if (rc == 0)

@@ -461,11 +461,6 @@ char *sl_base64_decode(const char *text, size_t n, size_t *len)
             }
             v = v << 6 | (uint32_t)d;
         }
-        /* the bits a padded quad does not use must be zero */
-        if ((pad == 1 && (v & 0xff)) || (pad == 2 && (v & 0xffff))) {
-            free(out);
-            return NULL;
-        }
         out[o++] = (char)(v >> 16);
         if (pad < 2)
             out[o++] = (char)(v >> 8);

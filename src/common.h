@@ -145,10 +145,10 @@ int sl_mkdir_p(const char *path, int mode, sl_error_t *err);
 int sl_rm_rf(const char *path, sl_error_t *err);
 
 /* Standard base64 with padding (RFC 4648 §4), as Kubernetes' data fields.
- * encode: NUL-terminated, caller frees. decode: strict (the alphabet, full
- * quads, padding only at the end, zero pad bits; line breaks are skipped,
- * as Go's decoder does); NULL when s is not such text, else *len bytes
- * plus a NUL. */
+ * encode: NUL-terminated, caller frees. decode: as Go's StdEncoding (the
+ * alphabet, full quads, padding only at the end; line breaks skipped, the
+ * bits padding leaves over ignored); NULL when s is not such text, else
+ * *len bytes plus a NUL. */
 char *sl_base64_encode(const void *data, size_t len);
 char *sl_base64_decode(const char *s, size_t n, size_t *len);
 

@@ -141,6 +141,9 @@ static int check_secret_type(const json_t *obj, sl_error_t *err)
     };
     const char *type = sl_json_str(obj, "type");
     json_t *data = json_object_get(obj, "data");
+    if (!strcmp(type, "kubernetes.io/service-account-token"))
+        return sl_error_set(err, ENOTSUP,
+                            "type: %s is not supported: sluice has no service accounts", type);
     for (size_t i = 0; i < SL_ARRAY_LEN(rules); i++) {
         if (strcmp(type, rules[i].type))
             continue;
@@ -152,8 +155,38 @@ static int check_secret_type(const json_t *obj, sl_error_t *err)
                                 rules[i].any ? "one of " : "", rules[i].keys[0],
                                 want == 2 ? (rules[i].any ? " or " : " and ") : "",
                                 want == 2 ? rules[i].keys[1] : "");
+        /* a docker config is JSON */
+        const json_t *v = json_object_get(data, rules[i].keys[0]);
+        if (rules[i].keys[0][0] == '.') {
+            size_t len = 0;
+            sl_autofree char *raw =
+                sl_base64_decode(json_string_value(v), json_string_length(v), &len);
+            json_t *j = raw ? json_loadb(raw, len, 0, NULL) : NULL;
+            bool ok = json_is_object(j);
+            json_decref(j);
+            if (!ok)
+                return sl_error_set(err, EINVAL, "data.%s: must be a JSON object",
+                                    rules[i].keys[0]);
+        }
     }
     return 0;
+}
+
+/* Re-encode base64 values in the one form (no line breaks), so that equal
+ * bytes are equal text. Values were checked. */
+static void canonical_base64(json_t *map)
+{
+    const char *k;
+    json_t *x;
+    json_object_foreach(map, k, x)
+    {
+        size_t len = 0;
+        char *raw = sl_base64_decode(json_string_value(x), json_string_length(x), &len);
+        char *b = sl_base64_encode(raw, len);
+        json_string_set(x, b);
+        free(b);
+        free(raw);
+    }
 }
 
 /* Merge stringData into data as base64, as the API server does. */
@@ -196,6 +229,11 @@ int sl_data_validate(sl_data_kind_t kind, json_t *obj, const char *ns_default, s
         return rc;
     if (!sl_json_str(obj, "metadata.name"))
         return sl_error_set(err, EINVAL, "metadata.name: is required");
+    /* YAML's `data:` left empty is null: no data */
+    const char *maps[] = {"data", "stringData", "binaryData"};
+    for (size_t i = 0; i < SL_ARRAY_LEN(maps); i++)
+        if (json_is_null(json_object_get(obj, maps[i])))
+            json_object_del(obj, maps[i]);
     size_t total = 0;
     json_t *data = json_object_get(obj, "data");
     json_t *more = json_object_get(obj, secret ? "stringData" : "binaryData");
@@ -227,6 +265,7 @@ int sl_data_validate(sl_data_kind_t kind, json_t *obj, const char *ns_default, s
     json_t *md = json_object_get(obj, "metadata");
     if (!json_object_get(md, "namespace"))
         json_object_set_new(md, "namespace", json_string(ns_default));
+    canonical_base64(json_object_get(obj, secret ? "data" : "binaryData"));
     if (secret) {
         merge_string_data(obj);
         if (!json_object_get(obj, "type"))

@@ -94,14 +94,15 @@ int sl_controller_put_runtimeclass(sl_controller_t *c, const char *name, json_t 
 int sl_controller_delete_runtimeclass(sl_controller_t *c, const char *name, json_t **body);
 
 /* Secret and ConfigMap objects (core v1), namespaced; ns NULL lists all.
- * put validates and stores obj (its stored form in *body); dry_run: store
- * nothing. A revision that failed to start for want of one retries when
- * it is put. */
+ * put validates and stores obj (its stored form in *body): 201 when it
+ * made it, 200 when it replaced one, 409 with create when one exists;
+ * dry_run: store nothing. A revision that failed to start for want of one
+ * retries when it is put. */
 int sl_controller_list_data(sl_controller_t *c, sl_data_kind_t kind, const char *ns, json_t **body);
 int sl_controller_get_data(sl_controller_t *c, sl_data_kind_t kind, const char *ns,
                            const char *name, json_t **body);
 int sl_controller_put_data(sl_controller_t *c, sl_data_kind_t kind, const char *ns,
-                           const char *name, json_t *obj, bool dry_run, json_t **body);
+                           const char *name, json_t *obj, bool create, bool dry_run, json_t **body);
 int sl_controller_delete_data(sl_controller_t *c, sl_data_kind_t kind, const char *ns,
                               const char *name, json_t **body);
 

@@ -15,26 +15,39 @@
 
 static const char *MOD = "controller";
 
+/* One start's reads: each object is read and decoded once, however many
+ * references name it. */
 typedef struct lookup_ctx {
     sl_controller_t *c;
     const char *ns;
+    json_t *seen[2]; /* by kind: name -> values, or null when there is none */
 } lookup_ctx_t;
 
-static json_t *lookup(void *data, sl_data_kind_t kind, const char *name)
+static int lookup(void *data, sl_data_kind_t kind, const char *name, json_t **vals, sl_error_t *err)
 {
     lookup_ctx_t *l = data;
+    json_t *known = json_object_get(l->seen[kind], name);
+    if (known) {
+        *vals = json_is_null(known) ? NULL : json_incref(known);
+        return *vals ? 0 : -ENOENT;
+    }
     json_t *obj = NULL;
-    if (sl_store_get(l->c->store, sl_data_resource(kind), l->ns, name, &obj, NULL) < 0)
-        return NULL;
-    json_t *vals = sl_data_values(kind, obj);
+    int rc = sl_store_get(l->c->store, sl_data_resource(kind), l->ns, name, &obj, err);
+    if (rc < 0 && rc != -ENOENT)
+        return rc;
+    *vals = obj ? sl_data_values(kind, obj) : NULL;
     json_decref(obj);
-    return vals;
+    json_object_set_new(l->seen[kind], name, *vals ? json_incref(*vals) : json_null());
+    return *vals ? 0 : -ENOENT;
 }
 
 int ctl_resolve(rev_rt_t *r, sl_revision_process_t *out, sl_error_t *err)
 {
-    lookup_ctx_t l = {r->ctl, r->cfg->namespace_};
-    return sl_revision_resolve(r->cfg, lookup, &l, out, err);
+    lookup_ctx_t l = {r->ctl, r->cfg->namespace_, {json_object(), json_object()}};
+    int rc = sl_revision_resolve(r->cfg, lookup, &l, out, err);
+    json_decref(l.seen[0]);
+    json_decref(l.seen[1]);
+    return rc;
 }
 
 /* ---- API -------------------------------------------------------------- */
@@ -43,6 +56,13 @@ static int fail(json_t **body, int code, const char *reason, const char *msg)
 {
     *body = sl_status_json(code, reason, msg);
     return code;
+}
+
+static int not_found(sl_data_kind_t kind, const char *ns, const char *name, json_t **body)
+{
+    sl_autofree char *msg =
+        xasprintf("%s \"%s\" not found in namespace %s", sl_data_singular(kind), name, ns);
+    return fail(body, 404, "NotFound", msg);
 }
 
 int sl_controller_list_data(sl_controller_t *c, sl_data_kind_t kind, const char *ns, json_t **body)
@@ -61,21 +81,26 @@ int sl_controller_get_data(sl_controller_t *c, sl_data_kind_t kind, const char *
                            const char *name, json_t **body)
 {
     sl_error_t err = {0};
-    if (sl_store_get(c->store, sl_data_resource(kind), ns, name, body, &err) < 0) {
-        sl_autofree char *msg =
-            xasprintf("%s \"%s\" not found in namespace %s", sl_data_singular(kind), name, ns);
-        return fail(body, 404, "NotFound", msg);
-    }
+    int rc = sl_store_get(c->store, sl_data_resource(kind), ns, name, body, &err);
+    if (rc == -ENOENT)
+        return not_found(kind, ns, name, body);
+    if (rc < 0)
+        return fail(body, 500, "InternalError", err.msg);
     return 200;
 }
 
-/* Revisions that failed to start for want of this object try again now. */
+/* Revisions that failed to start for want of this object try again now;
+ * one past its progress deadline gets a new one, from now. */
 static void data_changed(sl_controller_t *c, sl_data_kind_t kind, const char *ns, const char *name)
 {
     for (rev_rt_t *r = c->revs; r; r = r->all_next) {
-        if (r->retired || r->state != REV_FAILED || r->blocked || strcmp(r->cfg->namespace_, ns) ||
-            !sl_revision_reads(r->cfg, kind, name))
+        if (r->retired || r->state != REV_FAILED || (r->blocked && !r->deadline_exceeded) ||
+            strcmp(r->cfg->namespace_, ns) || !sl_revision_reads(r->cfg, kind, name))
             continue;
+        if (r->deadline_exceeded) {
+            r->deadline_exceeded = r->blocked = false;
+            r->created_ns = sl_now_ns();
+        }
         if (r->retry)
             uv_timer_stop(r->retry);
         r->backoff_due = true;
@@ -84,7 +109,7 @@ static void data_changed(sl_controller_t *c, sl_data_kind_t kind, const char *ns
 }
 
 int sl_controller_put_data(sl_controller_t *c, sl_data_kind_t kind, const char *ns,
-                           const char *name, json_t *obj, bool dry_run, json_t **body)
+                           const char *name, json_t *obj, bool create, bool dry_run, json_t **body)
 {
     sl_error_t err = {0};
     const char *oname = sl_json_str(obj, "metadata.name");
@@ -101,20 +126,32 @@ int sl_controller_put_data(sl_controller_t *c, sl_data_kind_t kind, const char *
         return fail(body, 422, "Invalid", msg);
     }
     json_t *old = NULL;
-    bool existed = sl_store_get(c->store, sl_data_resource(kind), ns, name, &old, NULL) == 0;
+    int rc = sl_store_get(c->store, sl_data_resource(kind), ns, name, &old, &err);
+    if (rc < 0 && rc != -ENOENT)
+        return fail(body, 500, "InternalError", err.msg);
+    bool existed = rc == 0;
+    if (existed && create) {
+        json_decref(old);
+        sl_autofree char *msg = xasprintf("%s \"%s\" already exists", sl_data_singular(kind), name);
+        return fail(body, 409, "AlreadyExists", msg);
+    }
     if (existed && sl_data_check_update(kind, old, obj, &err) < 0) {
         json_decref(old);
         sl_autofree char *msg =
             xasprintf("%s \"%s\" is invalid: %s", sl_data_kind_name(kind), name, err.msg);
         return fail(body, 422, "Invalid", msg);
     }
+    json_t *md = json_object_get(obj, "metadata");
+    const char *server_set[] = {"resourceVersion", "generation", "managedFields", "selfLink"};
+    for (size_t i = 0; i < SL_ARRAY_LEN(server_set); i++)
+        json_object_del(md, server_set[i]);
     ctl_stamp_metadata(obj, old);
     json_decref(old);
     if (!dry_run && sl_store_put(c->store, sl_data_resource(kind), ns, name, obj, &err) < 0)
         return fail(body, 500, "InternalError", err.msg);
     *body = json_incref(obj);
     if (dry_run)
-        return 200;
+        return existed ? 200 : 201;
     sl_info(MOD, "%s %s/%s %s", sl_data_singular(kind), ns, name, existed ? "updated" : "created");
     data_changed(c, kind, ns, name);
     /* As Kubernetes answers a PUT: 201 when it created the object. */
@@ -125,11 +162,11 @@ int sl_controller_delete_data(sl_controller_t *c, sl_data_kind_t kind, const cha
                               const char *name, json_t **body)
 {
     sl_error_t err = {0};
-    if (sl_store_del(c->store, sl_data_resource(kind), ns, name, &err) < 0) {
-        sl_autofree char *msg =
-            xasprintf("%s \"%s\" not found in namespace %s", sl_data_singular(kind), name, ns);
-        return fail(body, 404, "NotFound", msg);
-    }
+    int rc = sl_store_del(c->store, sl_data_resource(kind), ns, name, &err);
+    if (rc == -ENOENT)
+        return not_found(kind, ns, name, body);
+    if (rc < 0)
+        return fail(body, 500, "InternalError", err.msg);
     sl_autofree char *msg = xasprintf("%s %s deleted", sl_data_singular(kind), name);
     *body = sl_status_json(200, "Deleted", msg);
     return 200;

@@ -1267,6 +1267,8 @@ static int check_item_path(json_t *v, const char *path, sl_error_t *err)
     const char *s = json_string_value(v);
     if (!s || !*s || s[0] == '/')
         return sl_error_set(err, EINVAL, "%s: must be a relative path", path);
+    if (!strncmp(s, "..", 2))
+        return sl_error_set(err, EINVAL, "%s: \"%s\" must not start with '..'", path, s);
     for (const char *c = s; *c; c++) {
         bool start = c == s || c[-1] == '/';
         if (start && c[0] == '.' && c[1] == '.' && (c[2] == '/' || !c[2]))
@@ -1889,6 +1891,16 @@ static int env_value_ok(const json_t *v, const char *what, const char *key, sl_d
     return 0;
 }
 
+/* lookup's answer: 1 and *vals when the object exists, 0 when it does not,
+ * -1 (err set) when it could not be read. */
+static int find_values(sl_data_lookup_fn lookup, void *ctx, sl_data_kind_t kind, const char *name,
+                       json_t **vals, sl_error_t *err)
+{
+    *vals = NULL;
+    int rc = lookup(ctx, kind, name, vals, err);
+    return rc == 0 ? 1 : rc == -ENOENT ? 0 : -1;
+}
+
 /* envFrom, in order: every key of each source whose prefixed name is a
  * valid variable name (Kubernetes skips the others). */
 static int env_from_sources(const json_t *c, sl_data_lookup_fn lookup, void *ctx, sl_strv_t *env,
@@ -1904,8 +1916,11 @@ static int env_from_sources(const json_t *c, sl_data_lookup_fn lookup, void *ctx
             ref = json_object_get(src, "configMapRef");
         const char *name = sl_json_str(ref, "name");
         const char *prefix = sl_json_str(src, "prefix");
-        json_t *vals = lookup(ctx, kind, name);
-        if (!vals) {
+        json_t *vals = NULL;
+        int found = find_values(lookup, ctx, kind, name, &vals, err);
+        if (found < 0)
+            return sl_error_wrap(err, "envFrom[%zu]", i);
+        if (!found) {
             if (json_is_true(json_object_get(ref, "optional")))
                 continue;
             return sl_error_set(err, ENOENT, "envFrom[%zu]: %s \"%s\" not found", i,
@@ -1943,7 +1958,11 @@ static char *env_value_from(const json_t *vf, const char *what, sl_data_lookup_f
     const char *name = sl_json_str(ref, "name"), *key = sl_json_str(ref, "key");
     bool optional = json_is_true(json_object_get(ref, "optional"));
     *absent = false;
-    json_t *vals = lookup(ctx, kind, name);
+    json_t *vals = NULL;
+    if (find_values(lookup, ctx, kind, name, &vals, err) < 0) {
+        sl_error_wrap(err, "%s", what);
+        return NULL;
+    }
     json_t *v = json_object_get(vals, key);
     char *out = NULL;
     if (!vals && !optional)
@@ -2051,12 +2070,17 @@ static int volume_files(const json_t *vol, sl_data_lookup_fn lookup, void *ctx,
     json_t *mode = json_object_get(src, "defaultMode");
     unsigned dmode = mode ? (unsigned)json_integer_value(mode) : 0644;
     out->has_files = true;
-    json_t *vals = lookup(ctx, kind, name);
-    if (!vals)
+    json_t *vals = NULL;
+    int found = find_values(lookup, ctx, kind, name, &vals, err);
+    if (found < 0)
+        return sl_error_wrap(err, "volume \"%s\"", vname);
+    if (!found)
         return optional ? 0
                         : sl_error_set(err, ENOENT, "volume \"%s\": %s \"%s\" not found", vname,
                                        sl_data_singular(kind), name);
     json_t *items = json_object_get(src, "items");
+    if (!json_array_size(items))
+        items = NULL; /* none listed: every key, as the kubelet does */
     size_t n = items ? json_array_size(items) : json_object_size(vals);
     out->files = n ? xcalloc(n, sizeof(*out->files)) : NULL;
     int rc = 0;

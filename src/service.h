@@ -139,9 +139,11 @@ json_t *sl_revision_build(const json_t *svc, const char *rev_name, long generati
 int sl_revision_cfg_from_json(const json_t *rev, sl_revision_cfg_t **out, sl_error_t *err);
 void sl_revision_cfg_free(sl_revision_cfg_t *cfg);
 
-/* A Secret's or ConfigMap's values (sl_data_values): a new reference, or
- * NULL when there is no such object in the revision's namespace. */
-typedef json_t *(*sl_data_lookup_fn)(void *ctx, sl_data_kind_t kind, const char *name);
+/* A Secret's or ConfigMap's values (sl_data_values) in *vals, a new
+ * reference: 0; -ENOENT when there is no such object in the revision's
+ * namespace; another -errno, with err set, when it could not be read. */
+typedef int (*sl_data_lookup_fn)(void *ctx, sl_data_kind_t kind, const char *name, json_t **vals,
+                                 sl_error_t *err);
 
 /* An instance's process and volumes, with what they read from Secrets and
  * ConfigMaps. exec: the readiness, liveness and startup probes' commands. */

@@ -8,6 +8,7 @@ import time
 import pytest
 
 from conftest import service_manifest
+from test_apply import api
 
 
 def b64(s):
@@ -181,6 +182,9 @@ def test_missing_secret_fails_the_start_until_it_is_created(daemon, images):
      "in binaryData too"),
     ({"kind": "ConfigMap", "binaryData": {"k": "%%%"}}, "binaryData.k: must be base64"),
     ({"kind": "ConfigMap", "data": {"k": ["v"]}}, "data.k: must be a string"),
+    ({"kind": "Secret", "type": "kubernetes.io/service-account-token"}, "no service accounts"),
+    ({"kind": "Secret", "type": "kubernetes.io/dockerconfigjson",
+      "stringData": {".dockerconfigjson": "{not json"}}, "must be a JSON object"),
 ])
 def test_invalid_secrets_and_configmaps_are_refused(daemon, doc, needle):
     d = daemon
@@ -234,10 +238,13 @@ def with_spec(image, **kw):
       "volumes": [{"name": "s", "secret": {"secretName": "x"}}]}, "readOnly: must be true"),
     ({"container": {"volumeMounts": [{"name": "s", "mountPath": "/s", "readOnly": True}]},
       "volumes": [{"name": "s", "secret": {"secretName": "x", "items": [
-          {"key": "k", "path": "../up"}]}}]}, "must not contain '..'"),
+          {"key": "k", "path": "a/../up"}]}}]}, "must not contain '..'"),
     ({"container": {"volumeMounts": [{"name": "s", "mountPath": "/s", "readOnly": True}]},
       "volumes": [{"name": "s", "secret": {"secretName": "x", "items": [
           {"key": "k", "path": "/abs"}]}}]}, "must be a relative path"),
+    ({"container": {"volumeMounts": [{"name": "s", "mountPath": "/s", "readOnly": True}]},
+      "volumes": [{"name": "s", "secret": {"secretName": "x", "items": [
+          {"key": "k", "path": "..data"}]}}]}, "must not start with '..'"),
     ({"container": {"volumeMounts": [{"name": "s", "mountPath": "/s", "readOnly": True}]},
       "volumes": [{"name": "s", "configMap": {"name": "x", "defaultMode": 4096}}]},
      "defaultMode: must be a file mode"),
@@ -302,3 +309,30 @@ def test_create_from_literals_and_files(daemon, tmp_path):
         assert r.returncode != 0 and needle in r.stderr, (args, r.stderr)
     assert [o["metadata"]["name"] for o in d.json("secrets")["items"]] == ["web"]
     assert d.json("secrets")["items"][0]["data"]["user"] == b64("admin")
+
+
+def test_the_core_api(daemon):
+    """/api/v1 as Kubernetes' core API answers: POST creates (201, 409 when
+    it exists), PUT creates (201) or replaces (200), server-set metadata is
+    the server's, and what is missing is 404."""
+    d = daemon
+    col = "/api/v1/namespaces/default/secrets"
+    obj = {"apiVersion": "v1", "kind": "Secret", "metadata": {
+        "name": "k", "generation": 7, "selfLink": "/x", "resourceVersion": "999"},
+        "stringData": {"a": "1"}, "data": None}
+    code, body = api(d, "POST", col + "?dryRun=All", obj)
+    assert code == 201 and d.json("secrets")["items"] == [], body
+    code, body = api(d, "POST", col, obj)
+    assert code == 201, body
+    assert "generation" not in body["metadata"] and "selfLink" not in body["metadata"]
+    assert body["metadata"]["resourceVersion"] != "999" and body["metadata"]["uid"]
+    code, body = api(d, "POST", col, obj)
+    assert code == 409 and body["reason"] == "AlreadyExists", body
+    code, body = api(d, "PUT", col + "/k", dict(obj, stringData={"a": "2"}))
+    assert code == 200 and body["data"] == {"a": b64("2")}, body
+    code, body = api(d, "GET", col + "/nope")
+    assert code == 404 and 'secret "nope" not found' in body["message"], body
+    code, body = api(d, "GET", "/api/v1/secrets")
+    assert code == 200 and [o["metadata"]["name"] for o in body["items"]] == ["k"]
+    code, body = api(d, "POST", "/api/v1/secrets", obj)
+    assert code == 404, body

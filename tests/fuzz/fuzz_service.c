@@ -6,14 +6,21 @@
 #include "configdata.h"
 #include "service.h"
 
-/* Every Secret and ConfigMap holds two keys, one not UTF-8. */
-static json_t *lookup(void *ctx, sl_data_kind_t kind, const char *name)
+#include <errno.h>
+
+/* Every Secret and ConfigMap holds two keys, one not UTF-8; "missing" is
+ * none and "broken" cannot be read. */
+static int lookup(void *ctx, sl_data_kind_t kind, const char *name, json_t **vals, sl_error_t *err)
 {
     (void)ctx;
     (void)kind;
+    *vals = NULL;
     if (!strcmp(name, "missing"))
-        return NULL;
-    return json_pack("{s:s,s:s%}", "k", "v", "bin", "\0\xff", (size_t)2);
+        return -ENOENT;
+    if (!strcmp(name, "broken"))
+        return sl_error_set(err, EIO, "broken");
+    *vals = json_pack("{s:s,s:s%}", "k", "v", "bin", "\0\xff", (size_t)2);
+    return 0;
 }
 
 static void data_object(json_t *j)

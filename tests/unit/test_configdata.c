@@ -49,7 +49,11 @@ static void test_base64(void **state)
     assert_non_null(d);
     assert_string_equal(d, "foob");
     free(d);
-    const char *bad[] = {"Zg", "Zg=", "Z===", "Zh==", "Zm9=", "Zm9v!A==", "Zg==Zg==", "Zm 9v"};
+    d = sl_base64_decode("Zh==", 4, &len); /* left-over bits ignored, as Go does */
+    assert_non_null(d);
+    assert_string_equal(d, "f");
+    free(d);
+    const char *bad[] = {"Zg", "Zg=", "Z===", "Zm9v!A==", "Zg==Zg==", "Zm 9v", "=Zg="};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
         assert_null(sl_base64_decode(bad[i], strlen(bad[i]), &len));
 }
@@ -103,6 +107,13 @@ static void test_secret_stored_form(void **state)
     assert_non_null(strstr(err.msg, "data: field is immutable"));
     json_decref(upd);
     json_decref(s);
+    /* data: null is no data; base64 is kept in one form */
+    s = load("{\"apiVersion\":\"v1\",\"kind\":\"ConfigMap\",\"metadata\":{\"name\":\"c\"},"
+             "\"data\":null,\"binaryData\":{\"b\":\"Zm9v\\nYg==\"}}");
+    assert_int_equal(sl_data_validate(SL_DATA_CONFIGMAP, s, "default", &err), 0);
+    assert_null(json_object_get(s, "data"));
+    assert_string_equal(sl_json_str(json_object_get(s, "binaryData"), "b"), "Zm9vYg==");
+    json_decref(s);
 }
 
 static void test_invalid_objects(void **state)
@@ -142,15 +153,19 @@ static void test_invalid_objects(void **state)
     }
 }
 
-/* A store of two objects for sl_revision_resolve. */
-static json_t *fake_lookup(void *ctx, sl_data_kind_t kind, const char *name)
+/* A store of two objects for sl_revision_resolve; "broken" cannot be read. */
+static int fake_lookup(void *ctx, sl_data_kind_t kind, const char *name, json_t **vals,
+                       sl_error_t *err)
 {
     (void)ctx;
+    *vals = NULL;
     if (kind == SL_DATA_SECRET && !strcmp(name, "db"))
-        return load("{\"user\":\"app\",\"pw\":\"s3cret\"}");
+        *vals = load("{\"user\":\"app\",\"pw\":\"s3cret\"}");
     if (kind == SL_DATA_CONFIGMAP && !strcmp(name, "cfg"))
-        return load("{\"level\":\"debug\",\"1bad\":\"x\"}");
-    return NULL;
+        *vals = load("{\"level\":\"debug\",\"1bad\":\"x\"}");
+    if (!strcmp(name, "broken"))
+        return sl_error_set(err, EIO, "disk I/O error");
+    return *vals ? 0 : -ENOENT;
 }
 
 #define REV_HEAD                                                                                   \
@@ -224,6 +239,21 @@ static void test_resolve(void **state)
     sl_revision_cfg_free(cfg);
 }
 
+static void test_empty_items_project_every_key(void **state)
+{
+    sl_revision_cfg_t *cfg =
+        cfg_of("{\"containers\":[{\"image\":\"oci:/x\",\"volumeMounts\":[{\"name\":\"v\","
+               "\"mountPath\":\"/v\",\"readOnly\":true}]}],\"volumes\":[{\"name\":\"v\","
+               "\"secret\":{\"secretName\":\"db\",\"items\":[]}}]}");
+    sl_revision_process_t p;
+    sl_error_t err = {0};
+    assert_int_equal(sl_revision_resolve(cfg, fake_lookup, NULL, &p, &err), 0);
+    assert_int_equal(p.volumes[0].n_files, 2);
+    assert_int_equal(p.volumes[0].files[0].mode, 0644);
+    sl_revision_process_free(&p);
+    sl_revision_cfg_free(cfg);
+}
+
 static void test_resolve_failures(void **state)
 {
     static const struct {
@@ -242,6 +272,10 @@ static void test_resolve_failures(void **state)
          "\"mountPath\":\"/v\",\"readOnly\":true}]}],\"volumes\":[{\"name\":\"v\","
          "\"configMap\":{\"name\":\"cfg\",\"items\":[{\"key\":\"zz\",\"path\":\"z\"}]}}]}",
          "volume \"v\": key \"zz\" not found in configmap \"cfg\""},
+        /* optional or not, an object that cannot be read fails the start */
+        {"{\"containers\":[{\"image\":\"oci:/x\",\"envFrom\":[{\"secretRef\":{\"name\":"
+         "\"broken\",\"optional\":true}}]}]}",
+         "envFrom[0]: disk I/O error"},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         sl_revision_cfg_t *cfg = cfg_of(cases[i].spec);
@@ -264,6 +298,7 @@ int main(void)
         cmocka_unit_test(test_secret_stored_form),
         cmocka_unit_test(test_invalid_objects),
         cmocka_unit_test(test_resolve),
+        cmocka_unit_test(test_empty_items_project_every_key),
         cmocka_unit_test(test_resolve_failures),
     };
     return cmocka_run_group_tests_name("configdata", tests, NULL, NULL);
