@@ -89,22 +89,37 @@ int sl_controller_get_data(sl_controller_t *c, sl_data_kind_t kind, const char *
     return 200;
 }
 
-/* Revisions that failed to start for want of this object try again now;
- * one past its progress deadline gets a new one, from now. */
+/* A changed object reaches the revisions that read it. One that failed
+ * to start for want of it tries again now (one past its progress deadline
+ * gets a new one, from now). The running instances of one that mounts it
+ * get their volumes rewritten, as the kubelet refreshes them; their
+ * environment stays as it was when they started. */
 static void data_changed(sl_controller_t *c, sl_data_kind_t kind, const char *ns, const char *name)
 {
     for (rev_rt_t *r = c->revs; r; r = r->all_next) {
-        if (r->retired || r->state != REV_FAILED || (r->blocked && !r->deadline_exceeded) ||
-            strcmp(r->cfg->namespace_, ns) || !sl_revision_reads(r->cfg, kind, name))
+        if (r->retired || strcmp(r->cfg->namespace_, ns) ||
+            !sl_revision_reads(r->cfg, kind, name, false))
             continue;
-        if (r->deadline_exceeded) {
-            r->deadline_exceeded = r->blocked = false;
-            r->created_ns = sl_now_ns();
+        if (r->state == REV_FAILED && (!r->blocked || r->deadline_exceeded)) {
+            if (r->deadline_exceeded) {
+                r->deadline_exceeded = r->blocked = false;
+                r->created_ns = sl_now_ns();
+            }
+            if (r->retry)
+                uv_timer_stop(r->retry);
+            r->backoff_due = true;
+            ctl_rev_ensure(r);
         }
-        if (r->retry)
-            uv_timer_stop(r->retry);
-        r->backoff_due = true;
-        ctl_rev_ensure(r);
+        if (!r->instances || !sl_revision_reads(r->cfg, kind, name, true))
+            continue;
+        sl_revision_process_t proc = {0};
+        sl_error_t err = {0};
+        if (ctl_resolve(r, &proc, &err) < 0)
+            sl_warn(MOD, "revision %s keeps its volumes as they were: %s", r->name, err.msg);
+        for (inst_rt_t *i = r->instances; i && !err.code; i = i->next)
+            if (i->inst && !i->dying)
+                sl_instance_refresh_volumes(i->inst, proc.volumes, proc.n_volumes);
+        sl_revision_process_free(&proc);
     }
 }
 

@@ -2146,13 +2146,14 @@ void sl_revision_process_free(sl_revision_process_t *p)
     memset(p, 0, sizeof(*p));
 }
 
-bool sl_revision_reads(const sl_revision_cfg_t *cfg, sl_data_kind_t kind, const char *name)
+bool sl_revision_reads(const sl_revision_cfg_t *cfg, sl_data_kind_t kind, const char *name,
+                       bool volumes_only)
 {
     if (!cfg->has_refs)
         return false;
     const char *ref_key = kind == SL_DATA_SECRET ? "secretKeyRef" : "configMapKeyRef";
     const char *src_key = kind == SL_DATA_SECRET ? "secretRef" : "configMapRef";
-    json_t *c = json_array_get(json_object_get(cfg->spec, "containers"), 0);
+    json_t *c = volumes_only ? NULL : json_array_get(json_object_get(cfg->spec, "containers"), 0);
     size_t i;
     json_t *e;
     json_array_foreach(json_object_get(c, "env"), i, e)

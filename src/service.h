@@ -165,8 +165,10 @@ typedef struct sl_revision_process {
 int sl_revision_resolve(const sl_revision_cfg_t *cfg, sl_data_lookup_fn lookup, void *ctx,
                         sl_revision_process_t *out, sl_error_t *err);
 void sl_revision_process_free(sl_revision_process_t *p);
-/* Whether the revision reads the named Secret or ConfigMap. */
-bool sl_revision_reads(const sl_revision_cfg_t *cfg, sl_data_kind_t kind, const char *name);
+/* Whether the revision reads the named Secret or ConfigMap (volumes_only:
+ * through a volume). */
+bool sl_revision_reads(const sl_revision_cfg_t *cfg, sl_data_kind_t kind, const char *name,
+                       bool volumes_only);
 
 /* Small jansson helpers used across the control plane. */
 const char *sl_json_str(const json_t *obj, const char *path); /* dotted path, NULL if absent */

@@ -39,6 +39,7 @@
 #include "seccomp_profiles.h"
 #include "supervisor_int.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -47,6 +48,7 @@
 #include <stdio.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
+#include <sys/statvfs.h>
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -673,6 +675,11 @@ static void finish_cleanup(sl_instance_t *inst)
 {
     if (inst->cleanup_queued)
         return;
+    sl_oci_volumes_free(sl_steal_ptr(&inst->refresh_next), inst->n_refresh_next);
+    if (inst->refreshing) {
+        inst->cleanup_deferred = true; /* refresh_done comes back here */
+        return;
+    }
     inst->cleanup_queued = true;
     inst->fs_work.data = inst;
     inst->handles++; /* the work request counts as one until it is done */
@@ -1216,6 +1223,89 @@ static int write_volume_file(const char *dir, const sl_oci_file_t *f, uid_t owne
     return 0;
 }
 
+/* Pages of tmpfs a volume's files take, with their directories. */
+static uint64_t volume_pages(const sl_oci_volume_t *v)
+{
+    uint64_t pages = 4;
+    for (size_t k = 0; k < v->n_files; k++)
+        pages += 2 + (v->files[k].len + 4095) / 4096;
+    return pages;
+}
+
+/* The name a path's first component has in the volume's top level. */
+static size_t first_component(const char *path)
+{
+    return strcspn(path, "/");
+}
+
+/*
+ * A secret or configMap volume's files under dir, laid out as the
+ * kubelet's atomic writer does: the files in a new "..TIMESTAMP"
+ * directory, "..data" a symlink to it, and each top-level name a symlink
+ * through "..data". A refresh writes a new directory and swaps "..data" in
+ * one rename, so a reader sees all the old files or all the new ones; then
+ * the top-level links follow and the old directory goes.
+ */
+static int write_volume(const char *dir, const sl_oci_volume_t *v, uid_t owner, sl_error_t *err)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    struct tm tm;
+    gmtime_r(&ts.tv_sec, &tm);
+    char name[64];
+    snprintf(name, sizeof(name), "..%04d_%02d_%02d_%02d_%02d_%02d.%09ld", tm.tm_year + 1900,
+             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ts.tv_nsec);
+    sl_autofree char *payload = xasprintf("%s/%s", dir, name);
+    if (mkdir(payload, 0755) < 0 || (owner && chown(payload, owner, owner) < 0))
+        return sl_error_errno(err, errno, "mkdir %s", payload);
+    for (size_t k = 0; k < v->n_files; k++)
+        if (write_volume_file(payload, &v->files[k], owner, err) < 0)
+            return -err->code;
+    sl_autoclose int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd < 0)
+        return sl_error_errno(err, errno, "open %s", dir);
+    char old[64] = "";
+    ssize_t ol = readlinkat(dfd, "..data", old, sizeof(old) - 1);
+    old[ol > 0 ? ol : 0] = '\0';
+    unlinkat(dfd, "..data_tmp", 0);
+    if (symlinkat(name, dfd, "..data_tmp") < 0 || renameat(dfd, "..data_tmp", dfd, "..data") < 0)
+        return sl_error_errno(err, errno, "swap %s/..data", dir);
+    /* top-level links: one for each first component, none for what is gone */
+    for (size_t k = 0; k < v->n_files; k++) {
+        size_t n = first_component(v->files[k].path);
+        sl_autofree char *top = xstrndup(v->files[k].path, n);
+        sl_autofree char *target = xasprintf("..data/%s", top);
+        char cur[PATH_MAX];
+        ssize_t cl = readlinkat(dfd, top, cur, sizeof(cur) - 1);
+        if (cl > 0 && (size_t)cl == strlen(target) && !memcmp(cur, target, (size_t)cl))
+            continue;
+        unlinkat(dfd, top, 0);
+        if (symlinkat(target, dfd, top) < 0)
+            return sl_error_errno(err, errno, "link %s/%s", dir, top);
+    }
+    DIR *d = fdopendir(dup(dfd));
+    struct dirent *de;
+    while (d && (de = readdir(d))) {
+        if (de->d_type != DT_LNK || !strncmp(de->d_name, "..", 2))
+            continue;
+        bool kept = false;
+        for (size_t k = 0; k < v->n_files && !kept; k++) {
+            size_t n = first_component(v->files[k].path);
+            kept = strlen(de->d_name) == n && !strncmp(de->d_name, v->files[k].path, n);
+        }
+        if (!kept)
+            unlinkat(dfd, de->d_name, 0);
+    }
+    if (d)
+        closedir(d);
+    if (*old && strcmp(old, name)) {
+        sl_autofree char *gone = xasprintf("%s/%s", dir, old);
+        sl_error_t e2 = {0};
+        sl_rm_rf(gone, &e2);
+    }
+    return 0;
+}
+
 /*
  * Secret and configMap volumes: their files go to a tmpfs of the
  * instance's own (volumes/, never on disk, sized to what they hold), one
@@ -1228,8 +1318,7 @@ static int prep_volumes(sl_instance_t *inst, prep_t *p, sl_error_t *err)
     size_t n = 0;
     for (size_t i = 0; i < p->n_volumes; i++) {
         n += p->volumes[i].has_files;
-        for (size_t k = 0; k < p->volumes[i].n_files; k++)
-            pages += 2 + (p->volumes[i].files[k].len + 4095) / 4096;
+        pages += p->volumes[i].has_files ? volume_pages(&p->volumes[i]) : 0;
     }
     if (n == 0)
         return 0;
@@ -1247,11 +1336,101 @@ static int prep_volumes(sl_instance_t *inst, prep_t *p, sl_error_t *err)
         v->source = xasprintf("%s/%zu", root, i);
         if (mkdir(v->source, 0755) < 0 || (owner && chown(v->source, owner, owner) < 0))
             return sl_error_errno(err, errno, "mkdir %s", v->source);
-        for (size_t k = 0; k < v->n_files; k++)
-            if (write_volume_file(v->source, &v->files[k], owner, err) < 0)
-                return sl_error_wrap(err, "volume at %s", v->path);
+        if (write_volume(v->source, v, owner, err) < 0)
+            return sl_error_wrap(err, "volume at %s", v->path);
     }
     return 0;
+}
+
+/* ---- refreshing secret and configMap volumes (thread pool) ------------ */
+
+typedef struct vol_refresh {
+    uv_work_t work;
+    sl_instance_t *inst;
+    sl_oci_volume_t *vols;
+    size_t n;
+    sl_error_t err;
+    int rc;
+} vol_refresh_t;
+
+/* Pool thread: rewrite each volume with files; grow the tmpfs first when
+ * the new files and the old ones would not both fit. */
+static void refresh_work(uv_work_t *w)
+{
+    vol_refresh_t *r = w->data;
+    sl_instance_t *inst = r->inst;
+    sl_autofree char *root = xasprintf("%s/volumes", inst->dir);
+    uid_t owner = inst->userns ? id_range_host(inst->id_range) : 0;
+    for (size_t i = 0; i < r->n && r->rc == 0; i++) {
+        const sl_oci_volume_t *v = &r->vols[i];
+        if (!v->has_files)
+            continue;
+        struct statvfs sv;
+        uint64_t want = volume_pages(v);
+        if (statvfs(root, &sv) == 0 && sv.f_bfree < want + 4) {
+            sl_autofree char *opts =
+                xasprintf("size=%llu", (unsigned long long)(sv.f_blocks + want + 16) * sv.f_frsize);
+            if (mount(NULL, root, NULL, MS_REMOUNT | MS_NOSUID | MS_NODEV, opts) < 0) {
+                r->rc = sl_error_errno(&r->err, errno, "grow the tmpfs on %s", root);
+                break;
+            }
+        }
+        sl_autofree char *dir = xasprintf("%s/%zu", root, i);
+        if ((r->rc = write_volume(dir, v, owner, &r->err)) < 0)
+            sl_error_wrap(&r->err, "volume at %s", v->path);
+    }
+}
+
+static void finish_cleanup(sl_instance_t *inst);
+static void start_refresh(sl_instance_t *inst, sl_oci_volume_t *vols, size_t n);
+
+static void refresh_done(uv_work_t *w, int status)
+{
+    vol_refresh_t *r = w->data;
+    sl_instance_t *inst = r->inst;
+    inst->refreshing = false;
+    inst->handles--;
+    if (status == 0 && r->rc < 0)
+        sl_warn(MOD, "instance %s keeps its volumes as they were: %s", inst->id, r->err.msg);
+    else if (status == 0)
+        sl_info(MOD, "instance %s: volumes refreshed", inst->id);
+    sl_oci_volumes_free(r->vols, r->n);
+    free(r);
+    if (inst->cleanup_deferred) {
+        finish_cleanup(inst);
+    } else if (inst->refresh_next) {
+        sl_oci_volume_t *v = sl_steal_ptr(&inst->refresh_next);
+        start_refresh(inst, v, inst->n_refresh_next);
+    }
+}
+
+static void start_refresh(sl_instance_t *inst, sl_oci_volume_t *vols, size_t n)
+{
+    vol_refresh_t *r = xcalloc(1, sizeof(*r));
+    *r = (vol_refresh_t){.inst = inst, .vols = vols, .n = n};
+    r->work.data = r;
+    inst->refreshing = true;
+    inst->handles++; /* the work request counts as one until it is done */
+    if (uv_queue_work(inst->sup->loop, &r->work, refresh_work, refresh_done) < 0) {
+        refresh_work(&r->work);
+        refresh_done(&r->work, 0);
+    }
+}
+
+void sl_instance_refresh_volumes(sl_instance_t *inst, const sl_oci_volume_t *vols, size_t n)
+{
+    if (inst->cleaning || inst->cleanup_queued || inst->cleanup_deferred ||
+        inst->state >= SL_INST_STOPPING)
+        return;
+    sl_oci_volume_t *copy = sl_oci_volumes_dup(vols, n);
+    if (inst->preparing || inst->refreshing) {
+        /* after what runs now; only the latest counts */
+        sl_oci_volumes_free(inst->refresh_next, inst->n_refresh_next);
+        inst->refresh_next = copy;
+        inst->n_refresh_next = n;
+        return;
+    }
+    start_refresh(inst, copy, n);
 }
 
 /* /sys is the host's, bound read-only (oci_spec.c): the host's network
@@ -1394,6 +1573,10 @@ static void prep_done(uv_work_t *w, int status)
     inst->spawned_ns = sl_now_ns();
     sl_debug(MOD, "instance %s: prepared and %s spawned in %.2f ms", inst->id, inst->runtime,
              (double)(inst->spawned_ns - inst->started_ns) / 1e6);
+    if (inst->refresh_next) { /* values changed while it was prepared */
+        sl_oci_volume_t *v = sl_steal_ptr(&inst->refresh_next);
+        start_refresh(inst, v, inst->n_refresh_next);
+    }
 }
 
 static bool id_in_use(const sl_supervisor_t *sup, const char *id)

@@ -164,6 +164,12 @@ sl_instance_t *sl_supervisor_start(sl_supervisor_t *sup, const sl_instance_spec_
 void sl_instance_stop(sl_instance_t *inst);
 
 const char *sl_instance_id(const sl_instance_t *inst); /* "<revision>-<5 chars>" */
+/* Rewrite a running instance's secret and configMap volumes with these
+ * files (vols as its spec's, copied), off the loop: each volume switches
+ * from the old files to the new in one rename, as the kubelet's atomic
+ * writer does. A refresh asked for while one runs, or while the instance
+ * is prepared, follows it; a stopping instance is left alone. */
+void sl_instance_refresh_volumes(sl_instance_t *inst, const sl_oci_volume_t *vols, size_t n);
 sl_inst_state_t sl_instance_state(const sl_instance_t *inst);
 /* The instance's network namespace: -1 until its preparation is done (always
  * set by READY), then valid until EXITED. */

@@ -169,12 +169,16 @@ struct sl_instance {
     sv_probe_t *readiness, *liveness, *startup; /* readiness always set; the others optional */
     sv_exec_t *execs; /* exec probes' runtime invocations not yet closed */
     sl_instance_readiness_cb readiness_cb;
-    bool unready;        /* READY, but its readiness probe fails */
-    uv_work_t fs_work;   /* unmount + remove the bundle */
-    uv_work_t prep_work; /* build the bundle */
-    struct prep *prep;   /* owned by prep_work while it runs */
-    bool preparing;      /* prep_work queued or running */
-    int handles;         /* initialised handles (and queued work) not yet closed */
+    bool unready;                       /* READY, but its readiness probe fails */
+    uv_work_t fs_work;                  /* unmount + remove the bundle */
+    uv_work_t prep_work;                /* build the bundle */
+    struct prep *prep;                  /* owned by prep_work while it runs */
+    bool preparing;                     /* prep_work queued or running */
+    bool refreshing;                    /* a refresh of its volumes is queued or running */
+    bool cleanup_deferred;              /* the cleanup waits for that refresh */
+    struct sl_oci_volume *refresh_next; /* the refresh to run after it (or after prep) */
+    size_t n_refresh_next;
+    int handles; /* initialised handles (and queued work) not yet closed */
     bool stop_requested, cleaning, cleanup_queued, cleaned, silent;
     bool delete_failed;
     bool reap_pending; /* exited, waiting to inherit the zombie */

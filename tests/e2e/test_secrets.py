@@ -29,9 +29,9 @@ ENVS = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "envs"},
 # the image's non-root user read them.
 REPORT = r"""
 mkdir -p /tmp/www
-{ tr '\\0' '\\n' < /proc/$$$$/environ | sort
+{ tr '\0' '\n' < /proc/$$$$/environ | sort
   for f in /etc/db/creds/pw /etc/cfg/level /etc/cfg/app.conf /etc/cfg/blob; do
-    echo "file $f $(stat -c '%a %u' $f) $(od -An -tx1 $f | tr -d ' \n')"
+    echo "file $f $(stat -L -c '%a %u' $f) $(od -An -tx1 $f | tr -d ' \n')"
   done
   echo "cat $(cat /etc/db/creds/pw)"
   ls /etc/db /etc/cfg | tr '\n' ' '; echo
@@ -87,7 +87,7 @@ def test_secrets_and_configmaps_reach_the_container(daemon, images, variant):
     assert code == 200, text
     env = dict(l.split("=", 1) for l in text.splitlines() if "=" in l and " " not in l.split("=")[0])
     assert "DB_PASSWORD" in env, text
-    assert env["DB_PASSWORD"] == "hunter2-s3cret"
+    assert env["DB_PASSWORD"] == "hunter2-s3cret" and env["PORT"] == "8080"
     assert env["LOG_LEVEL"] == "debug"
     # a value expands references to envFrom's and valueFrom's variables
     assert env["GREETING"] == "level=debug user=$(user)"
@@ -336,3 +336,34 @@ def test_the_core_api(daemon):
     assert code == 200 and [o["metadata"]["name"] for o in body["items"]] == ["k"]
     code, body = api(d, "POST", "/api/v1/secrets", obj)
     assert code == 404, body
+
+
+def test_mounted_values_follow_changes(daemon, images):
+    """A running instance's configMap and secret volumes follow the objects,
+    as the kubelet refreshes them: one rename swaps all the files; a key
+    that goes takes its file along. Its environment stays as it started."""
+    d = daemon
+    cm = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "live"},
+          "data": {"level": "debug", "extra": "1"}}
+    doc = json.loads(service_manifest(
+        "live", images["busybox"], 'exec httpd -f -p "$PORT" -h /etc/live',
+        env=[{"name": "LEVEL", "valueFrom": {"configMapKeyRef": {"name": "live",
+                                                                 "key": "level"}}}],
+        volumeMounts=[{"name": "v", "mountPath": "/etc/live", "readOnly": True}]))
+    doc["spec"]["template"]["metadata"] = {
+        "annotations": {"autoscaling.knative.dev/min-scale": "1"}}
+    doc["spec"]["template"]["spec"]["volumes"] = [{"name": "v", "configMap": {"name": "live"}}]
+    d.cli("apply", "-f", "-", "--wait", input=manifests(cm, doc))
+    assert d.curl("live", "/level") == (200, "debug")
+    assert d.curl("live", "/extra") == (200, "1")
+    before = [i["name"] for i in d.json("instances", "live")["items"]]
+    d.cli("apply", "-f", "-", input=manifests(dict(cm, data={"level": "info", "new": "2"})))
+    deadline = time.time() + 15
+    while time.time() < deadline and d.curl("live", "/level")[1] != "info":
+        time.sleep(0.2)
+    assert d.curl("live", "/level") == (200, "info")
+    assert d.curl("live", "/new") == (200, "2")
+    assert d.curl("live", "/extra")[0] == 404
+    after = [i["name"] for i in d.json("instances", "live")["items"]]
+    assert after == before  # the same instance
+    assert "volumes refreshed" in d.daemon_log()

@@ -232,10 +232,12 @@ static void test_resolve(void **state)
     assert_int_equal(p.volumes[0].files[0].len, 6);
     assert_false(p.volumes[1].has_files);
     sl_revision_process_free(&p);
-    assert_true(sl_revision_reads(cfg, SL_DATA_SECRET, "db"));
-    assert_true(sl_revision_reads(cfg, SL_DATA_SECRET, "gone"));
-    assert_true(sl_revision_reads(cfg, SL_DATA_CONFIGMAP, "cfg"));
-    assert_false(sl_revision_reads(cfg, SL_DATA_CONFIGMAP, "db"));
+    assert_true(sl_revision_reads(cfg, SL_DATA_SECRET, "db", false));
+    assert_true(sl_revision_reads(cfg, SL_DATA_SECRET, "db", true));
+    assert_true(sl_revision_reads(cfg, SL_DATA_SECRET, "gone", false));
+    assert_false(sl_revision_reads(cfg, SL_DATA_SECRET, "gone", true)); /* env only */
+    assert_true(sl_revision_reads(cfg, SL_DATA_CONFIGMAP, "cfg", false));
+    assert_false(sl_revision_reads(cfg, SL_DATA_CONFIGMAP, "db", false));
     sl_revision_cfg_free(cfg);
 }
 
