@@ -875,7 +875,10 @@ static void test_runtime_process(void **state)
     write_text(script, "#!/bin/sh\n"
                        "[ \"$7\" = run ] || exit 0\n"
                        "echo \"cmd $7 sid $(cut -d' ' -f6 /proc/$$/stat) pid $$\"\n"
-                       "grep -E '^Sig(Blk|Ign)' /proc/$$/status\n"
+                       /* builtins only: a child would read the shell's mask
+                        * while it is in vfork, with every signal blocked */
+                       "while read -r k v; do case $k in SigBlk:|SigIgn:) "
+                       "printf '%s\\t%s\\n' $k $v;; esac; done < /proc/$$/status\n"
                        "exec ls -l /proc/self/fd\n");
     assert_int_equal(chmod(script, 0755), 0);
     char *old_path = xstrdup(getenv("PATH") ? getenv("PATH") : "/usr/bin:/bin");
