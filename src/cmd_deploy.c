@@ -27,6 +27,9 @@ static void deploy_usage(FILE *f)
         "  --image REF          oci:DIR[:TAG], docker-archive:FILE or dir:ROOTFS\n"
         "  --port N             port the container listens on (default 8080)\n"
         "  --env K=V            environment variable (repeatable)\n"
+        "  --secret VAR=NAME:KEY   a variable from key KEY of Secret NAME (repeatable)\n"
+        "  --secret /PATH=NAME     Secret NAME's keys as files under PATH, read-only\n"
+        "  --configmap VAR=NAME:KEY, --configmap /PATH=NAME   the same from a ConfigMap\n"
         "  --concurrency N      requests per instance at once (0 = unlimited; default 80)\n"
         "  --min N, --max N     autoscaling bounds (autoscaling.knative.dev/min-scale, max-scale)\n"
         "  --target N           concurrency (or requests per second, with --metric rps)\n"
@@ -58,27 +61,127 @@ static json_t *new_service(const char *name, const char *ns)
                      "template", "metadata", "spec", "containers");
 }
 
-static int set_env(json_t *c, const char *kv)
+/* Put entry (a new reference) in the container's env, in place of the
+ * variable of its name if there is one. */
+static void put_env(json_t *c, json_t *entry)
 {
-    const char *eq = strchr(kv, '=');
-    if (!eq || eq == kv)
-        return sl_cli_usage("--env: expected KEY=VALUE, got '%s'", kv);
     json_t *env = json_object_get(c, "env");
     if (!json_is_array(env)) {
         env = json_array();
         json_object_set_new(c, "env", env);
     }
-    sl_autofree char *key = xstrndup(kv, (size_t)(eq - kv));
+    const char *key = sl_json_str(entry, "name");
     size_t i;
     json_t *e;
     json_array_foreach(env, i, e)
     {
         if (!strcmp(sl_json_str(e, "name") ? sl_json_str(e, "name") : "", key)) {
-            json_object_set_new(e, "value", json_string(eq + 1));
-            return 0;
+            json_array_set_new(env, i, entry);
+            return;
         }
     }
-    json_array_append_new(env, json_pack("{s:s,s:s}", "name", key, "value", eq + 1));
+    json_array_append_new(env, entry);
+}
+
+static int set_env(json_t *c, const char *kv)
+{
+    const char *eq = strchr(kv, '=');
+    if (!eq || eq == kv)
+        return sl_cli_usage("--env: expected KEY=VALUE, got '%s'", kv);
+    sl_autofree char *key = xstrndup(kv, (size_t)(eq - kv));
+    put_env(c, json_pack("{s:s,s:s}", "name", key, "value", eq + 1));
+    return 0;
+}
+
+/* A volume name for a mount of object `name`, unique in vols. */
+static char *volume_name(const json_t *vols, sl_data_kind_t kind, const char *name)
+{
+    char base[48];
+    snprintf(base, sizeof(base), "%s-%s", sl_data_singular(kind), name);
+    for (char *p = base; *p; p++)
+        if (*p == '.')
+            *p = '-';
+    size_t n = strlen(base);
+    while (n > 0 && base[n - 1] == '-')
+        base[--n] = '\0';
+    for (int k = 1;; k++) {
+        char *v = k == 1 ? xstrdup(base) : xasprintf("%s-%d", base, k);
+        bool taken = false;
+        size_t i;
+        json_t *e;
+        json_array_foreach(vols, i, e)
+        {
+            taken |= !strcmp(sl_json_str(e, "name") ? sl_json_str(e, "name") : "", v);
+        }
+        if (!taken)
+            return v;
+        free(v);
+    }
+}
+
+/*
+ * --secret / --configmap, as gcloud run deploy --set-secrets: VAR=NAME:KEY
+ * sets a variable from a key; /PATH=NAME mounts every key as a file under
+ * PATH (read-only), in place of what was mounted there.
+ */
+static int set_ref(json_t *svc, sl_data_kind_t kind, const char *arg)
+{
+    const char *flag = kind == SL_DATA_SECRET ? "--secret" : "--configmap";
+    const char *eq = strchr(arg, '=');
+    if (!eq || eq == arg || !eq[1])
+        return sl_cli_usage("%s: expected VAR=NAME:KEY or /PATH=NAME, got '%s'", flag, arg);
+    json_t *c = container_of(svc);
+    sl_autofree char *lhs = xstrndup(arg, (size_t)(eq - arg));
+    const char *rhs = eq + 1;
+    if (lhs[0] != '/') {
+        const char *colon = strchr(rhs, ':');
+        if (!colon || colon == rhs || !colon[1])
+            return sl_cli_usage("%s: expected VAR=NAME:KEY, got '%s'", flag, arg);
+        sl_autofree char *obj = xstrndup(rhs, (size_t)(colon - rhs));
+        put_env(c, json_pack("{s:s,s:{s:{s:s,s:s}}}", "name", lhs, "valueFrom",
+                             kind == SL_DATA_SECRET ? "secretKeyRef" : "configMapKeyRef", "name",
+                             obj, "key", colon + 1));
+        return 0;
+    }
+    if (strchr(rhs, ':'))
+        return sl_cli_usage("%s: a mount takes every key: expected /PATH=NAME, got '%s'", flag,
+                            arg);
+    json_t *pod = sl_json_path(svc, "spec.template.spec");
+    json_t *vols = json_object_get(pod, "volumes");
+    if (!json_is_array(vols)) {
+        vols = json_array();
+        json_object_set_new(pod, "volumes", vols);
+    }
+    json_t *mounts = json_object_get(c, "volumeMounts");
+    if (!json_is_array(mounts)) {
+        mounts = json_array();
+        json_object_set_new(c, "volumeMounts", mounts);
+    }
+    json_t *source = kind == SL_DATA_SECRET ? json_pack("{s:s}", "secretName", rhs)
+                                            : json_pack("{s:s}", "name", rhs);
+    const char *key = kind == SL_DATA_SECRET ? "secret" : "configMap";
+    size_t i;
+    json_t *m;
+    json_array_foreach(mounts, i, m)
+    {
+        if (strcmp(sl_json_str(m, "mountPath") ? sl_json_str(m, "mountPath") : "", lhs))
+            continue;
+        /* mounted there already: that volume now shows this object */
+        const char *vname = sl_json_str(m, "name");
+        size_t k;
+        json_t *v;
+        json_array_foreach(vols, k, v)
+        {
+            if (vname && !strcmp(sl_json_str(v, "name") ? sl_json_str(v, "name") : "", vname))
+                json_array_set_new(vols, k, json_pack("{s:s,s:o}", "name", vname, key, source));
+        }
+        json_object_set_new(m, "readOnly", json_true());
+        return 0;
+    }
+    sl_autofree char *vname = volume_name(vols, kind, rhs);
+    json_array_append_new(vols, json_pack("{s:s,s:o}", "name", vname, key, source));
+    json_array_append_new(
+        mounts, json_pack("{s:s,s:s,s:b}", "name", vname, "mountPath", lhs, "readOnly", 1));
     return 0;
 }
 
@@ -296,6 +399,8 @@ int sl_cmd_deploy(int argc, char **argv)
         O_IMAGE = 1000,
         O_PORT,
         O_ENV,
+        O_SECRET,
+        O_CONFIGMAP,
         O_CONC,
         O_MIN,
         O_MAX,
@@ -314,6 +419,8 @@ int sl_cmd_deploy(int argc, char **argv)
         {"image", required_argument, NULL, O_IMAGE},
         {"port", required_argument, NULL, O_PORT},
         {"env", required_argument, NULL, O_ENV},
+        {"secret", required_argument, NULL, O_SECRET},
+        {"configmap", required_argument, NULL, O_CONFIGMAP},
         {"concurrency", required_argument, NULL, O_CONC},
         {"min", required_argument, NULL, O_MIN},
         {"max", required_argument, NULL, O_MAX},
@@ -399,6 +506,10 @@ int sl_cmd_deploy(int argc, char **argv)
             break;
         case O_ENV:
             rc = set_env(c, optarg);
+            break;
+        case O_SECRET:
+        case O_CONFIGMAP:
+            rc = set_ref(svc, opt == O_SECRET ? SL_DATA_SECRET : SL_DATA_CONFIGMAP, optarg);
             break;
         case O_CONC:
             rc = set_int(pod, "containerConcurrency", "--concurrency", optarg, 0, 1000);

@@ -367,3 +367,32 @@ def test_mounted_values_follow_changes(daemon, images):
     after = [i["name"] for i in d.json("instances", "live")["items"]]
     assert after == before  # the same instance
     assert "volumes refreshed" in d.daemon_log()
+
+
+def test_deploy_flags(daemon, images):
+    """deploy --secret and --configmap, as gcloud run deploy --set-secrets:
+    VAR=NAME:KEY for a variable, /PATH=NAME for a read-only mount; a later
+    --env of the same name takes the variable back to a plain value."""
+    d = daemon
+    d.cli("secrets", "create", "db", "--from-literal", "pw=open-sesame")
+    d.cli("configmaps", "create", "cfg", "--from-literal", "level=warn")
+    script = ('mkdir -p /tmp/www; { echo "PW=$PW"; cat /etc/cfg/level; echo; ls /etc/cfg; }'
+              ' > /tmp/www/r; exec httpd -f -p "$PORT" -h /tmp/www')
+    d.cli("apply", "-f", "-", "--wait", input=service_manifest("flags", images["busybox"], script))
+    d.cli("deploy", "flags", "--env", "PW=plain", "--secret", "PW=db:pw",
+          "--configmap", "/etc/cfg=cfg")
+    code, text = d.curl("flags", "/r")
+    assert code == 200 and text.splitlines() == ["PW=open-sesame", "warn", "level"], text
+    spec = d.json("services")["items"][0]["spec"]["template"]["spec"]
+    assert spec["volumes"] == [{"name": "configmap-cfg", "configMap": {"name": "cfg"}}]
+    assert spec["containers"][0]["volumeMounts"] == [
+        {"name": "configmap-cfg", "mountPath": "/etc/cfg", "readOnly": True}]
+    # an update keeps what it does not name; --env replaces the reference
+    d.cli("deploy", "flags", "--env", "PW=plain")
+    code, text = d.curl("flags", "/r")
+    assert code == 200 and text.splitlines()[:2] == ["PW=plain", "warn"], text
+    for arg, needle in [("PW", "expected VAR=NAME:KEY or /PATH=NAME"),
+                        ("PW=db", "expected VAR=NAME:KEY"),
+                        ("/x=db:pw", "a mount takes every key")]:
+        r = d.cli("deploy", "flags", "--secret", arg, check=False)
+        assert r.returncode == 2 and needle in r.stderr, r.stderr
