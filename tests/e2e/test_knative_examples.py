@@ -138,3 +138,18 @@ def test_bad_traffic_is_refused_and_changes_nothing(daemon, traffic, needle):
     assert after["spec"] == before["spec"]
     assert after["metadata"]["generation"] == before["metadata"]["generation"]
     assert revision_counts(d, "hello.localhost", 3) == {"hello-00001": 3}
+
+
+def test_secrets_and_configmaps_example(daemon):
+    """A Service with its Secret and ConfigMap in one file applies as is."""
+    d = daemon
+    r = apply(d, "secrets.yaml")
+    assert "secret/api-credentials created" in r.stderr, r.stderr
+    code, body = d.curl("configured", "/")
+    assert code == 200 and "Hello from sluice" in body, body
+    # what the app sees, from a debug container in its namespaces
+    r = d.cli("debug", "configured", "--", "sh", "-c",
+              "tr '\\0' '\\n' < /proc/1/environ; cat /proc/1/root/var/secrets/api/token")
+    lines = r.stdout.splitlines()
+    assert "TARGET=Secrets" in lines and "API_TOKEN=change-me" in lines, r.stdout
+    assert "GREETING_style=plain" in lines and "change-me" in lines, r.stdout
