@@ -640,6 +640,13 @@ static bool is_env_name(const char *s)
     return true;
 }
 
+/* What the runtime contract sets (Knative's reserved variables). */
+static bool is_reserved_env(const char *name)
+{
+    return !strcmp(name, "PORT") || !strcmp(name, "K_SERVICE") ||
+           !strcmp(name, "K_CONFIGURATION") || !strcmp(name, "K_REVISION");
+}
+
 static int check_data_name(json_t *v, const char *path, sl_error_t *err)
 {
     const char *s = json_string_value(v);
@@ -729,8 +736,7 @@ static int check_env(json_t *v, const char *path, sl_error_t *err)
         json_t *val = json_object_get(e, "value");
         if (json_object_get(e, "valueFrom") && json_string_length(val) > 0)
             return sl_error_set(err, EINVAL, "%s: give value or valueFrom, not both", sub);
-        if (!strcmp(name, "PORT") || !strcmp(name, "K_SERVICE") ||
-            !strcmp(name, "K_CONFIGURATION") || !strcmp(name, "K_REVISION"))
+        if (is_reserved_env(name))
             return sl_error_set(err, EINVAL, "%s.name: %s is reserved and set by sluice", sub,
                                 name);
     }
@@ -1932,7 +1938,8 @@ static int env_from_sources(const json_t *c, sl_data_lookup_fn lookup, void *ctx
         json_object_foreach(vals, k, v)
         {
             sl_autofree char *var = xasprintf("%s%s", prefix ? prefix : "", k);
-            if (!is_env_name(var))
+            /* the contract's variables are the runtime's, whatever a source says */
+            if (!is_env_name(var) || is_reserved_env(var))
                 continue;
             sl_autofree char *what = xasprintf("envFrom[%zu] (%s)", i, var);
             if ((rc = env_value_ok(v, what, k, kind, name, err)) < 0)

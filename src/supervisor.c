@@ -589,6 +589,8 @@ static void instance_free(sl_instance_t *inst)
     sv_probe_free(inst->readiness);
     sv_probe_free(inst->liveness);
     sv_probe_free(inst->startup);
+    free(inst->log_end);
+    sl_oci_volumes_free(inst->refresh_next, inst->n_refresh_next);
     free(inst->id);
     free(inst->runtime);
     free(inst->runtime_bin);
@@ -630,7 +632,6 @@ static void finalize(sl_instance_t *inst)
     sl_supervisor_t *sup = inst->sup;
     list_remove(inst);
     id_range_put(inst); /* its processes are gone: a replacement may take it */
-    sv_logs_exited(inst);
     if (!inst->silent)
         sl_debug(MOD, "instance %s exited: %s", inst->id, inst->exit_reason);
     notify(inst, SL_INST_EXITED);
@@ -651,6 +652,7 @@ static void fs_cleanup_work(uv_work_t *w)
         sl_warn(MOD, "instance %s: %s", inst->id, err.msg);
     if (inst->delete_failed)
         sv_remove_cgroups(inst->id);
+    sv_logs_write_end(inst, inst->log_end);
 }
 
 static void fs_cleanup_done(uv_work_t *w, int status)
@@ -681,6 +683,7 @@ static void finish_cleanup(sl_instance_t *inst)
         return;
     }
     inst->cleanup_queued = true;
+    inst->log_end = sv_logs_end_line(inst);
     inst->fs_work.data = inst;
     inst->handles++; /* the work request counts as one until it is done */
     if (uv_queue_work(inst->sup->loop, &inst->fs_work, fs_cleanup_work, fs_cleanup_done) < 0) {

@@ -175,6 +175,7 @@ struct sl_instance {
     struct prep *prep;                  /* owned by prep_work while it runs */
     bool preparing;                     /* prep_work queued or running */
     bool refreshing;                    /* a refresh of its volumes is queued or running */
+    char *log_end;                      /* its last log line, written by the cleanup */
     bool cleanup_deferred;              /* the cleanup waits for that refresh */
     struct sl_oci_volume *refresh_next; /* the refresh to run after it (or after prep) */
     size_t n_refresh_next;
@@ -321,6 +322,7 @@ int sv_logs_close(sl_supervisor_t *sup);
 void sv_close_done(sl_supervisor_t *sup);
 
 /* The instance exited: its log's retention starts now (mtime). */
-void sv_logs_exited(sl_instance_t *inst);
+char *sv_logs_end_line(const sl_instance_t *inst);
+void sv_logs_write_end(const sl_instance_t *inst, const char *line);
 
 #endif

@@ -446,15 +446,21 @@ void sl_supervisor_set_log_limits(sl_supervisor_t *sup, const sl_log_limits_t *l
 
 /* The instance's end, as its last log line (Cloud Run logs "Container
  * called exit(N)"): `sluice logs` shows why it went, after what it wrote. A
- * stop sluice asked for says so; anything else is a failure. */
-void sv_logs_exited(sl_instance_t *inst)
+ * stop sluice asked for says so; anything else is a failure. On the loop:
+ * the line; sv_logs_write_end writes it, on the cleanup's pool thread. */
+char *sv_logs_end_line(const sl_instance_t *inst)
 {
     if (!inst->log_path)
-        return;
+        return NULL;
     const char *why = inst->reason ? inst->reason : "exited";
     bool asked = inst->stop_requested && (!strncmp(why, "exited", 6) || !strncmp(why, "killed", 6));
-    sl_autofree char *line =
-        xasprintf("[sluice] instance %s %s: %s\n", inst->id, asked ? "stopped" : "failed", why);
+    return xasprintf("[sluice] instance %s %s: %s\n", inst->id, asked ? "stopped" : "failed", why);
+}
+
+void sv_logs_write_end(const sl_instance_t *inst, const char *line)
+{
+    if (!line)
+        return;
     sl_autoclose int fd = open(inst->log_path, O_WRONLY | O_APPEND | O_CLOEXEC | O_NOFOLLOW);
     if (fd >= 0 && write(fd, line, strlen(line)) < 0)
         sl_debug("supervisor", "instance %s: log end line: %s", inst->id, strerror(errno));

@@ -162,7 +162,7 @@ static int fake_lookup(void *ctx, sl_data_kind_t kind, const char *name, json_t 
     if (kind == SL_DATA_SECRET && !strcmp(name, "db"))
         *vals = load("{\"user\":\"app\",\"pw\":\"s3cret\"}");
     if (kind == SL_DATA_CONFIGMAP && !strcmp(name, "cfg"))
-        *vals = load("{\"level\":\"debug\",\"1bad\":\"x\"}");
+        *vals = load("{\"level\":\"debug\",\"1bad\":\"x\",\"PORT\":\"1\"}");
     if (!strcmp(name, "broken"))
         return sl_error_set(err, EIO, "disk I/O error");
     return *vals ? 0 : -ENOENT;
@@ -222,6 +222,7 @@ static void test_resolve(void **state)
     assert_string_equal(env_of(&p, "PW"), "s3cret");
     assert_string_equal(env_of(&p, "URL"), "pg://app:s3cret@h/debug");
     assert_null(env_of(&p, "1bad"));
+    assert_null(env_of(&p, "PORT")); /* the runtime's, not a source's */
     assert_null(env_of(&p, "OPT"));
     assert_string_equal(p.args[0], "--pw=s3cret");
     assert_int_equal(p.n_volumes, 2);
