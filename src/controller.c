@@ -244,14 +244,33 @@ static void wq_remove(rev_rt_t *r, sl_waiter_t *w)
     ctl_rev_load_changed(r, sl_now_ns());
 }
 
+/* Whether i takes a new request now: ready, in rotation, below its
+ * concurrency limit. */
+static bool can_take(const inst_rt_t *i, int limit)
+{
+    return i->ready && !i->draining && !i->dying && !i->unready && i->fail_streak < 3 && i->pool &&
+           (limit <= 0 || i->inflight < limit);
+}
+
+/* Session affinity: the instance the request's cookie names, if it can
+ * take the request (Cloud Run's is best effort too). */
+static inst_rt_t *sticky_instance(rev_rt_t *r, sl_str_t id)
+{
+    for (inst_rt_t *i = r->instances; i; i = i->next) {
+        const char *iid = i->inst ? sl_instance_id(i->inst) : NULL;
+        if (iid && strlen(iid) == id.len && !memcmp(iid, id.p, id.len))
+            return can_take(i, r->cfg->concurrency) ? i : NULL;
+    }
+    return NULL;
+}
+
 inst_rt_t *ctl_pick_instance(rev_rt_t *r)
 {
     inst_rt_t *best = NULL;
     int ties = 0;
     int limit = r->cfg->concurrency;
     for (inst_rt_t *i = r->instances; i; i = i->next) {
-        if (!i->ready || i->draining || i->dying || i->unready || i->fail_streak >= 3 || !i->pool ||
-            (limit > 0 && i->inflight >= limit))
+        if (!can_take(i, limit))
             continue;
         if (!best || i->inflight < best->inflight) {
             best = i;
@@ -286,8 +305,10 @@ void ctl_dispatch(rev_rt_t *r)
         i->inflight++;
         r->inflight++;
         wq_remove(r, w);
-        sl_pick_t pick = {
-            .pool = i->pool, .instance = i, .token = ctl_obs_request_begin(i, sl_now_ns())};
+        sl_pick_t pick = {.pool = i->pool,
+                          .instance = i,
+                          .token = ctl_obs_request_begin(i, sl_now_ns()),
+                          .set_cookie = i->cookie};
         w->ready(w, 0, &pick, NULL);
     }
 }
@@ -482,11 +503,17 @@ static void instance_cb(sl_instance_t *inst, sl_inst_state_t state, void *data)
         i->gone = true;
         r->n_lingering++;
     } else {
-        ctl_obs_instance_free(i);
-        free(i);
+        ctl_inst_free(i);
     }
     ctl_rev_ensure(r);
     ctl_rev_maybe_free(r);
+}
+
+void ctl_inst_free(inst_rt_t *i)
+{
+    ctl_obs_instance_free(i);
+    free(i->cookie);
+    free(i);
 }
 
 void ctl_stop_instance(inst_rt_t *i)
@@ -645,6 +672,10 @@ int ctl_start_instance(rev_rt_t *r)
         return -1;
     }
     ctl_obs_instance_start(i);
+    /* Cloud Run's session affinity cookie lasts 30 days */
+    if (cfg->session_affinity)
+        i->cookie = xasprintf("%s=%s; Path=/; Max-Age=2592000; HttpOnly", SL_AFFINITY_COOKIE,
+                              sl_instance_id(i->inst));
     i->next = r->instances;
     if (r->instances)
         r->instances->prev = i;
@@ -969,7 +1000,14 @@ static int rev_acquire(rev_rt_t *r, sl_waiter_t *w, sl_pick_t *pick, const char 
     sl_controller_t *c = r->ctl;
     if (!w->retry) /* a request sent again is one arrival */
         sl_as_arrival(&r->as, w->enqueued_ns);
-    inst_rt_t *i = r->wq_head ? NULL : ctl_pick_instance(r);
+    inst_rt_t *i = NULL;
+    bool sticky = false;
+    if (!r->wq_head) {
+        if (r->cfg->session_affinity && w->affinity.len)
+            sticky = (i = sticky_instance(r, w->affinity)) != NULL;
+        if (!i)
+            i = ctl_pick_instance(r);
+    }
     if (i) {
         i->inflight++;
         r->inflight++;
@@ -977,6 +1015,7 @@ static int rev_acquire(rev_rt_t *r, sl_waiter_t *w, sl_pick_t *pick, const char 
         pick->pool = i->pool;
         pick->instance = i;
         pick->token = ctl_obs_request_begin(i, w->enqueued_ns);
+        pick->set_cookie = sticky ? NULL : i->cookie;
         return SL_OK;
     }
     /* A revision that never started answers at once, as Cloud Run does,
@@ -1062,8 +1101,7 @@ static void op_release(void *ctx, const sl_pick_t *pick, int status, bool failed
     if (i->gone) {
         if (i->inflight == 0) {
             r->n_lingering--;
-            ctl_obs_instance_free(i);
-            free(i);
+            ctl_inst_free(i);
             ctl_rev_maybe_free(r);
         }
         return;

@@ -42,6 +42,7 @@ struct inst_rt {
     int fail_streak;           /* consecutive failed requests; ejected at 3 */
     int64_t fp_cpu, fp_memory; /* capacity reserved for it */
     sl_meter_instance_t *meter;
+    char *cookie; /* session affinity's Set-Cookie value naming it; NULL without */
     inst_rt_t *prev, *next;
 };
 
@@ -220,6 +221,8 @@ void ctl_rollout_forget(svc_rt_t *s, const rev_rt_t *r);
 json_t *ctl_rollout_status(const svc_rt_t *s);
 void ctl_rollout_restore(svc_rt_t *s, const json_t *rollout);
 rev_rt_t *ctl_rev_find(sl_controller_t *c, const char *ns, const char *name);
+/* Free an instance record the router no longer holds. */
+void ctl_inst_free(inst_rt_t *i);
 /* Revision `name` of s from the store, made live (ctl_rev_new); NULL with err. */
 rev_rt_t *ctl_rev_load(svc_rt_t *s, const char *name, sl_error_t *err);
 char *ctl_host_for(sl_controller_t *c, const char *ns, const char *name);

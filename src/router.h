@@ -74,7 +74,13 @@ typedef struct sl_pick {
     sl_upstream_pool_t *pool; /* the instance's pool (netns + port) */
     void *instance;           /* owner's instance handle, given back in release */
     uint64_t token;           /* owner's per-request value (e.g. metering), given back */
+    /* Session affinity: a Set-Cookie value for the response (copied when
+     * its head is built; valid until the request is released); NULL none */
+    const char *set_cookie;
 } sl_pick_t;
+
+/* The cookie that carries session affinity (Cloud Run's GAESA). */
+#define SL_AFFINITY_COOKIE "sluice-affinity"
 
 /*
  * A request waiting for capacity. The router embeds one per request; the
@@ -88,6 +94,7 @@ struct sl_waiter {
     uint64_t enqueued_ns; /* sl_now_ns() when the router asked: the owner's "now" in acquire */
     bool retry;           /* the same request asked again (it never reached an instance) */
     void *owner_data;     /* for the owner's use */
+    sl_str_t affinity;    /* the request's SL_AFFINITY_COOKIE value; empty if none */
 };
 
 typedef struct sl_router_ops {

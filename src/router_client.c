@@ -713,6 +713,28 @@ static void c_waiter_ready(sl_waiter_t *w, int status, const sl_pick_t *pick, co
     c_deliver(c, status, pick, reason);
 }
 
+/* The value of cookie `name` in the request's Cookie fields (RFC 6265
+ * §5.4: "name=value" pairs split by "; "); empty when absent. */
+static sl_str_t c_cookie(const sl_http_msg_t *m, sl_str_t name)
+{
+    for (size_t h = 0; h < m->n_headers; h++) {
+        if (!sl_str_caseeq(m->headers[h].name, SL_STR("Cookie")))
+            continue;
+        const char *p = m->headers[h].value.p, *end = p + m->headers[h].value.len;
+        while (p < end) {
+            const char *semi = memchr(p, ';', (size_t)(end - p));
+            const char *pair_end = semi ? semi : end;
+            while (p < pair_end && (*p == ' ' || *p == '\t'))
+                p++;
+            size_t pl = (size_t)(pair_end - p);
+            if (pl > name.len && p[name.len] == '=' && !memcmp(p, name.p, name.len))
+                return (sl_str_t){p + name.len + 1, pl - name.len - 1};
+            p = pair_end + (semi ? 1 : 0);
+        }
+    }
+    return (sl_str_t){NULL, 0};
+}
+
 static void c_acquire(sl_client_t *c)
 {
     sl_router_t *r = c->r;
@@ -723,6 +745,7 @@ static void c_acquire(sl_client_t *c)
     c->waiter.ready = c_waiter_ready;
     c->waiter.enqueued_ns = sl_now_ns();
     c->waiter.retry = c->reroutes > 0;
+    c->waiter.affinity = c->affinity;
     c->in_acquire = true;
     int rc = r->ops.acquire(r->ctx, c->target, &c->waiter, &pick, &reason);
     c->in_acquire = false;
@@ -765,6 +788,7 @@ static void c_start_request(sl_client_t *c, const sl_http_msg_t *m, size_t head_
     if (c->req_body == SL_BODY_LENGTH && c->body_left == 0)
         c->req_body = SL_BODY_NONE;
     c->upgrade = c_wants_websocket(m, c->req_body);
+    c->affinity = c_cookie(m, SL_STR(SL_AFFINITY_COOKIE));
 
     char host[256];
     if (method_is(m->method, "CONNECT")) {

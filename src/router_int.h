@@ -132,6 +132,7 @@ struct sl_client {
     int reroutes; /* picks given back because the request was never sent */
     bool upgrade; /* a WebSocket upgrade was forwarded */
     void *target;
+    sl_str_t affinity; /* SL_AFFINITY_COOKIE's value, in head_buf */
     sl_waiter_t waiter;
     bool queued, in_acquire, ready_stashed;
     int stash_status;

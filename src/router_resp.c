@@ -41,6 +41,21 @@ static size_t resp_head_iov(const sl_http_msg_t *m, const char *head, size_t hea
     return sl_plan_headers(m, fields_end, iov, n, resp_skip, NULL);
 }
 
+/* Session affinity's Set-Cookie field, in the gen buffer (the write holds
+ * it); empty when the owner set none. */
+static uv_buf_t resp_set_cookie(sl_client_t *c)
+{
+    const char *v = c->have_pick ? c->pick.set_cookie : NULL;
+    if (!v)
+        return uv_buf_init(NULL, 0);
+    size_t len = 12 + strlen(v) + 2;
+    char *p = sl_client_gen(c, len);
+    memcpy(p, "Set-Cookie: ", 12);
+    memcpy(p + 12, v, len - 14);
+    memcpy(p + len - 2, "\r\n", 2);
+    return uv_buf_init(p, (unsigned)len);
+}
+
 /*
  * A small response (head and body, or a re-chunked piece) is copied into
  * one contiguous segment when the gen buffer has room: the kernel's send
@@ -194,7 +209,11 @@ static bool resp_parse_head(sl_client_t *c, uv_buf_t *iov, size_t *n)
     c->plan = NULL; /* no retry from here on */
     sl_client_set_timer(c, T_SEND, c->r->cfg.idle_timeout_ms);
     resp_framing(c, &m);
+    /* First: a fresh gen buffer must not replace one an iov points into. */
+    uv_buf_t cookie = resp_set_cookie(c);
     *n = resp_head_iov(&m, head, (size_t)hl, iov);
+    if (cookie.len)
+        iov[(*n)++] = cookie;
     if (c->rb_mode == RB_CHUNKED || c->rb_mode == RB_CLOSE_CHUNK)
         iov[(*n)++] = uv_buf_init((char *)"Transfer-Encoding: chunked\r\n", 28);
     if (c->must_close)

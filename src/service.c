@@ -553,6 +553,12 @@ static int check_template_annotations(json_t *v, const char *path, sl_error_t *e
                             json_string_value(json_object_get(v, SL_PROGRESS_DEADLINE_KEY))
                                 ? json_string_value(json_object_get(v, SL_PROGRESS_DEADLINE_KEY))
                                 : "(not a string)");
+    const char *aff = json_string_value(json_object_get(v, SL_SESSION_AFFINITY_KEY));
+    if (rc == 0 && aff && strcmp(aff, "true") && strcmp(aff, "false"))
+        return sl_error_set(err, EINVAL,
+                            "%s." SL_SESSION_AFFINITY_KEY ": must be \"true\" or "
+                            "\"false\", got \"%s\"",
+                            path, aff);
     return rc < 0 ? rc : sl_validate_autoscaling(v, path, err);
 }
 
@@ -2290,6 +2296,8 @@ int sl_revision_cfg_from_json(const json_t *rev, sl_revision_cfg_t **out, sl_err
     cfg->initial_scale = (int)v.initial;
     cfg->activation_scale = (int)v.activation;
     cfg->metric_rps = v.rps;
+    const char *aff = json_string_value(json_object_get(ann, SL_SESSION_AFFINITY_KEY));
+    cfg->session_affinity = aff && !strcmp(aff, "true");
     if (ann)
         progress_deadline(ann, &cfg->progress_deadline_ns);
     cfg->target = v.target;

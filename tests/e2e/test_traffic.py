@@ -261,3 +261,57 @@ def test_gradual_rollout_survives_a_restart(daemon, images):
     assert [(t["revisionName"], t["percent"]) for t in svc["status"]["traffic"]] == \
         [("web-00002", 100)], svc["status"]
     assert "rollout" not in svc["status"]
+
+
+def affinity_service(image, affinity):
+    """Two instances that answer with their own name (an instance's hostname
+    is its id)."""
+    ann = {"autoscaling.knative.dev/min-scale": "2"}
+    if affinity is not None:
+        ann["run.googleapis.com/sessionAffinity"] = affinity
+    return service_manifest(
+        "sticky", image, 'mkdir -p /tmp/w; hostname > /tmp/w/id; exec httpd -f -p "$PORT" -h /tmp/w',
+        template_metadata={"annotations": ann})
+
+
+def ask(port, cookie=None):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    headers = {"Host": "sticky.localhost"}
+    if cookie:
+        headers["Cookie"] = cookie
+    conn.request("GET", "/id", headers=headers)
+    r = conn.getresponse()
+    body = r.read().decode().strip()
+    conn.close()
+    return body, r.getheader("Set-Cookie")
+
+
+def test_session_affinity(daemon, images):
+    """run.googleapis.com/sessionAffinity: a client's requests stay on one
+    instance through a cookie, as on Cloud Run; without it, or with a cookie
+    naming an instance that is gone, requests spread and a new cookie comes."""
+    d = daemon
+    d.cli("apply", "-f", "-", "--wait", input=affinity_service(images["busybox"], "true"))
+    deadline = time.time() + 30
+    while time.time() < deadline and len(d.json("instances", "sticky")["items"]) < 2:
+        time.sleep(0.2)
+    ids = {i["name"] for i in d.json("instances", "sticky")["items"]}
+    assert len(ids) == 2
+    first, set_cookie = ask(d.port)
+    assert first in ids and set_cookie, set_cookie
+    assert set_cookie == "sluice-affinity=%s; Path=/; Max-Age=2592000; HttpOnly" % first
+    cookie = set_cookie.split(";")[0]
+    for _ in range(30):
+        body, again = ask(d.port, "theme=dark; " + cookie)
+        assert body == first and again is None  # no new cookie while it holds
+    # a cookie for an instance that is not there: served anyway, and re-pinned
+    body, renewed = ask(d.port, "sluice-affinity=sticky-00001-gone0")
+    assert body in ids and renewed.startswith("sluice-affinity=%s;" % body)
+    # without the cookie the router balances as usual
+    seen = {ask(d.port)[0] for _ in range(40)}
+    assert seen == ids
+    # without the annotation no cookie is set
+    d.cli("apply", "-f", "-", "--wait", input=affinity_service(images["busybox"], None))
+    assert ask(d.port)[1] is None
+    r = d.cli("apply", "-f", "-", input=affinity_service(images["busybox"], "yes"), check=False)
+    assert r.returncode != 0 and 'sessionAffinity: must be "true" or "false"' in r.stderr
