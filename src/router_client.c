@@ -65,14 +65,19 @@ bool sl_client_gen_fits(const sl_client_t *c, size_t n)
     return c->gen && c->gen_used + gen_round(n) <= SL_RBUF_SIZE;
 }
 
-char *sl_client_gen(sl_client_t *c, size_t n)
+void sl_client_gen_reserve(sl_client_t *c, size_t n)
 {
-    n = gen_round(n);
     if (!sl_client_gen_fits(c, n)) {
         sl_rbuf_unref(c->r, c->gen);
         c->gen = sl_rbuf_get(c->r);
         c->gen_used = 0;
     }
+}
+
+char *sl_client_gen(sl_client_t *c, size_t n)
+{
+    n = gen_round(n);
+    sl_client_gen_reserve(c, n);
     char *p = c->gen->data + c->gen_used;
     c->gen_used += n;
     return p;
@@ -727,6 +732,8 @@ static sl_str_t c_cookie(const sl_http_msg_t *m, sl_str_t name)
             while (p < pair_end && (*p == ' ' || *p == '\t'))
                 p++;
             size_t pl = (size_t)(pair_end - p);
+            while (pl > 0 && (p[pl - 1] == ' ' || p[pl - 1] == '\t'))
+                pl--;
             if (pl > name.len && p[name.len] == '=' && !memcmp(p, name.p, name.len))
                 return (sl_str_t){p + name.len + 1, pl - name.len - 1};
             p = pair_end + (semi ? 1 : 0);

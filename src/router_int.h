@@ -234,6 +234,9 @@ void sl_client_update_reading(sl_client_t *c);
 void sl_client_close_graceful(sl_client_t *c);
 void sl_client_set_timer(sl_client_t *c, int mode, uint64_t ms);
 char *sl_client_gen(sl_client_t *c, size_t n);
+/* Make sure the gen buffer has n bytes free, starting a fresh one if not
+ * (do it before anything of the write being built points into it). */
+void sl_client_gen_reserve(sl_client_t *c, size_t n);
 /* True when sl_client_gen(c, n) would use the current gen buffer's room
  * (no fresh buffer that an iovec could point into after a give-back). */
 bool sl_client_gen_fits(const sl_client_t *c, size_t n);

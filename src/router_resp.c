@@ -41,21 +41,6 @@ static size_t resp_head_iov(const sl_http_msg_t *m, const char *head, size_t hea
     return sl_plan_headers(m, fields_end, iov, n, resp_skip, NULL);
 }
 
-/* Session affinity's Set-Cookie field, in the gen buffer (the write holds
- * it); empty when the owner set none. */
-static uv_buf_t resp_set_cookie(sl_client_t *c)
-{
-    const char *v = c->have_pick ? c->pick.set_cookie : NULL;
-    if (!v)
-        return uv_buf_init(NULL, 0);
-    size_t len = 12 + strlen(v) + 2;
-    char *p = sl_client_gen(c, len);
-    memcpy(p, "Set-Cookie: ", 12);
-    memcpy(p + 12, v, len - 14);
-    memcpy(p + len - 2, "\r\n", 2);
-    return uv_buf_init(p, (unsigned)len);
-}
-
 /*
  * A small response (head and body, or a re-chunked piece) is copied into
  * one contiguous segment when the gen buffer has room: the kernel's send
@@ -127,6 +112,24 @@ static void resp_framing(sl_client_t *c, const sl_http_msg_t *m)
     c->must_close = close;
 }
 
+/* Session affinity's Set-Cookie field, in the gen buffer (the write holds
+ * it); empty when the owner set none. */
+static uv_buf_t resp_set_cookie(sl_client_t *c)
+{
+    const char *v = c->have_pick ? c->pick.set_cookie : NULL;
+    if (!v)
+        return uv_buf_init(NULL, 0);
+    size_t len = 12 + strlen(v) + 2;
+    /* with room for a chunk prefix after it: nothing later in this write
+     * may replace the gen buffer the cookie is in */
+    sl_client_gen_reserve(c, len + 32);
+    char *p = sl_client_gen(c, len);
+    memcpy(p, "Set-Cookie: ", 12);
+    memcpy(p + 12, v, len - 14);
+    memcpy(p + len - 2, "\r\n", 2);
+    return uv_buf_init(p, (unsigned)len);
+}
+
 /*
  * The instance accepted a WebSocket upgrade: relay the 101 with the
  * Connection/Upgrade fields it needs (hop-by-hop, so dropped from the
@@ -147,7 +150,10 @@ static bool resp_switch(sl_client_t *c, const sl_http_msg_t *m, const char *head
     c->plan = NULL;
     c->up_reusable = false;
     c->rb_mode = RB_CLOSE_RAW;
+    uv_buf_t cookie = resp_set_cookie(c);
     *n = resp_head_iov(m, head, hl, iov);
+    if (cookie.len)
+        iov[(*n)++] = cookie;
     iov[(*n)++] = uv_buf_init((char *)"Connection: Upgrade\r\nUpgrade: ", 30);
     iov[(*n)++] = uv_buf_init((char *)proto.p, (unsigned)proto.len);
     iov[(*n)++] = uv_buf_init((char *)"\r\n\r\n", 4);

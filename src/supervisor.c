@@ -1229,9 +1229,10 @@ static int write_volume_file(const char *dir, const sl_oci_file_t *f, uid_t owne
 /* Pages of tmpfs a volume's files take, with their directories. */
 static uint64_t volume_pages(const sl_oci_volume_t *v)
 {
-    uint64_t pages = 4;
+    long ps = sysconf(_SC_PAGESIZE);
+    uint64_t page = ps > 0 ? (uint64_t)ps : 4096, pages = 4;
     for (size_t k = 0; k < v->n_files; k++)
-        pages += 2 + (v->files[k].len + 4095) / 4096;
+        pages += 2 + (v->files[k].len + page - 1) / page;
     return pages;
 }
 
@@ -1249,31 +1250,18 @@ static size_t first_component(const char *path)
  * one rename, so a reader sees all the old files or all the new ones; then
  * the top-level links follow and the old directory goes.
  */
-static int write_volume(const char *dir, const sl_oci_volume_t *v, uid_t owner, sl_error_t *err)
+static void remove_payload(const char *dir, const char *name)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    struct tm tm;
-    gmtime_r(&ts.tv_sec, &tm);
-    char name[64];
-    snprintf(name, sizeof(name), "..%04d_%02d_%02d_%02d_%02d_%02d.%09ld", tm.tm_year + 1900,
-             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ts.tv_nsec);
-    sl_autofree char *payload = xasprintf("%s/%s", dir, name);
-    if (mkdir(payload, 0755) < 0 || (owner && chown(payload, owner, owner) < 0))
-        return sl_error_errno(err, errno, "mkdir %s", payload);
-    for (size_t k = 0; k < v->n_files; k++)
-        if (write_volume_file(payload, &v->files[k], owner, err) < 0)
-            return -err->code;
-    sl_autoclose int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd < 0)
-        return sl_error_errno(err, errno, "open %s", dir);
-    char old[64] = "";
-    ssize_t ol = readlinkat(dfd, "..data", old, sizeof(old) - 1);
-    old[ol > 0 ? ol : 0] = '\0';
-    unlinkat(dfd, "..data_tmp", 0);
-    if (symlinkat(name, dfd, "..data_tmp") < 0 || renameat(dfd, "..data_tmp", dfd, "..data") < 0)
-        return sl_error_errno(err, errno, "swap %s/..data", dir);
-    /* top-level links: one for each first component, none for what is gone */
+    sl_autofree char *path = xasprintf("%s/%s", dir, name);
+    sl_error_t err = {0};
+    if (sl_rm_rf(path, &err) < 0)
+        sl_warn(MOD, "volume: %s", err.msg);
+}
+
+/* The top-level links: one for each first component of a path, none for
+ * what is gone. Best effort once ..data points at the new files. */
+static void link_top_level(int dfd, const char *dir, const sl_oci_volume_t *v)
+{
     for (size_t k = 0; k < v->n_files; k++) {
         size_t n = first_component(v->files[k].path);
         sl_autofree char *top = xstrndup(v->files[k].path, n);
@@ -1284,11 +1272,16 @@ static int write_volume(const char *dir, const sl_oci_volume_t *v, uid_t owner, 
             continue;
         unlinkat(dfd, top, 0);
         if (symlinkat(target, dfd, top) < 0)
-            return sl_error_errno(err, errno, "link %s/%s", dir, top);
+            sl_warn(MOD, "volume: link %s/%s: %s", dir, top, strerror(errno));
     }
-    DIR *d = fdopendir(dup(dfd));
+    int fd = openat(dfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+    if (!d) {
+        sl_closep(&fd);
+        return;
+    }
     struct dirent *de;
-    while (d && (de = readdir(d))) {
+    while ((de = readdir(d))) {
         if (de->d_type != DT_LNK || !strncmp(de->d_name, "..", 2))
             continue;
         bool kept = false;
@@ -1299,13 +1292,54 @@ static int write_volume(const char *dir, const sl_oci_volume_t *v, uid_t owner, 
         if (!kept)
             unlinkat(dfd, de->d_name, 0);
     }
-    if (d)
-        closedir(d);
-    if (*old && strcmp(old, name)) {
-        sl_autofree char *gone = xasprintf("%s/%s", dir, old);
-        sl_error_t e2 = {0};
-        sl_rm_rf(gone, &e2);
+    closedir(d);
+}
+
+/*
+ * A secret or configMap volume's files under dir, laid out as the
+ * kubelet's atomic writer does: the files in a new "..TIMESTAMP"
+ * directory, "..data" a symlink to it, and each top-level name a symlink
+ * through "..data". A refresh writes a new directory and swaps "..data" in
+ * one rename, so a reader sees all the old files or all the new ones; then
+ * the top-level links follow and the old directory goes. A failure before
+ * the swap leaves the old files as they were.
+ */
+static int write_volume(const char *dir, const sl_oci_volume_t *v, uid_t owner, sl_error_t *err)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    struct tm tm;
+    gmtime_r(&ts.tv_sec, &tm);
+    char name[64];
+    snprintf(name, sizeof(name), "..%04d_%02d_%02d_%02d_%02d_%02d.%09ld", tm.tm_year + 1900,
+             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ts.tv_nsec);
+    sl_autofree char *payload = xasprintf("%s/%s", dir, name);
+    if (mkdir(payload, 0755) < 0)
+        return sl_error_errno(err, errno, "mkdir %s", payload);
+    int rc = owner && chown(payload, owner, owner) < 0
+                 ? sl_error_errno(err, errno, "chown %s", payload)
+                 : 0;
+    for (size_t k = 0; rc == 0 && k < v->n_files; k++)
+        rc = write_volume_file(payload, &v->files[k], owner, err);
+    sl_autoclose int dfd = rc < 0 ? -1 : open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (rc == 0 && dfd < 0)
+        rc = sl_error_errno(err, errno, "open %s", dir);
+    char old[64] = "";
+    if (rc == 0) {
+        ssize_t ol = readlinkat(dfd, "..data", old, sizeof(old) - 1);
+        old[ol > 0 ? ol : 0] = '\0';
+        unlinkat(dfd, "..data_tmp", 0);
+        if (symlinkat(name, dfd, "..data_tmp") < 0 ||
+            renameat(dfd, "..data_tmp", dfd, "..data") < 0)
+            rc = sl_error_errno(err, errno, "swap %s/..data", dir);
     }
+    if (rc < 0) {
+        remove_payload(dir, name);
+        return rc;
+    }
+    link_top_level(dfd, dir, v);
+    if (*old && strcmp(old, name))
+        remove_payload(dir, old);
     return 0;
 }
 

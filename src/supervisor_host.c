@@ -445,7 +445,8 @@ char *sv_log_tail(const char *path, int max_lines, const char *skip_in)
         size_t len = strlen(l);
         while (len > 0 && (l[len - 1] == '\r' || l[len - 1] == ' ' || l[len - 1] == '\t'))
             l[--len] = '\0';
-        if (len == 0 || (skip_in && strstr(skip_in, l)))
+        /* sluice's own end-of-instance lines are not the app's */
+        if (len == 0 || (skip_in && strstr(skip_in, l)) || !strncmp(l, SV_LOG_END_PREFIX, 18))
             continue;
         if (len > TAIL_LINE_MAX)
             l[TAIL_LINE_MAX] = '\0';

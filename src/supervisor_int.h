@@ -322,6 +322,9 @@ int sv_logs_close(sl_supervisor_t *sup);
 void sv_close_done(sl_supervisor_t *sup);
 
 /* The instance exited: its log's retention starts now (mtime). */
+/* The line an instance's log ends with, "[sluice] instance ID failed|stopped:
+ * WHY" (sv_log_tail leaves such lines out). */
+#define SV_LOG_END_PREFIX "[sluice] instance "
 char *sv_logs_end_line(const sl_instance_t *inst);
 void sv_logs_write_end(const sl_instance_t *inst, const char *line);
 

@@ -454,7 +454,7 @@ char *sv_logs_end_line(const sl_instance_t *inst)
         return NULL;
     const char *why = inst->reason ? inst->reason : "exited";
     bool asked = inst->stop_requested && (!strncmp(why, "exited", 6) || !strncmp(why, "killed", 6));
-    return xasprintf("[sluice] instance %s %s: %s\n", inst->id, asked ? "stopped" : "failed", why);
+    return xasprintf(SV_LOG_END_PREFIX "%s %s: %s\n", inst->id, asked ? "stopped" : "failed", why);
 }
 
 void sv_logs_write_end(const sl_instance_t *inst, const char *line)

@@ -176,3 +176,7 @@ def test_crashed_instance_log_stays_readable(daemon, images):
     assert "missing DATABASE_URL" in out
     # and how each instance ended, after what it wrote
     assert "[sluice] instance broken-00001-" in out and "failed: exited with status 3" in out, out
+    # The failure's reason quotes the app's last lines, not sluice's own.
+    rev = daemon.json("revisions", "broken")["items"][0]
+    msg = [c for c in rev["status"]["conditions"] if c["type"] == "Ready"][0]["message"]
+    assert "missing DATABASE_URL" in msg and "[sluice]" not in msg, msg
