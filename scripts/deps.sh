@@ -8,7 +8,7 @@ libuv1-dev libsqlite3-dev libjansson-dev libyaml-dev libarchive-dev
 libcurl4-openssl-dev libssl-dev libcmocka-dev libseccomp-dev
 crun runc busybox-static umoci skopeo
 python3 python3-pytest python3-yaml curl wrk hey nginx file prometheus
-iproute2 util-linux procps"
+iproute2 util-linux procps slirp4netns"
 
 missing=""
 for p in $PKGS; do

@@ -30,6 +30,8 @@ static void deploy_usage(FILE *f)
         "  --secret VAR=NAME:KEY   a variable from key KEY of Secret NAME (repeatable)\n"
         "  --secret /PATH=NAME     Secret NAME's keys as files under PATH, read-only\n"
         "  --configmap VAR=NAME:KEY, --configmap /PATH=NAME   the same from a ConfigMap\n"
+        "  --egress on|off      outbound connections for its instances\n"
+        "                       (sluice.dev/egress; default: serve --egress)\n"
         "  --concurrency N      requests per instance at once (0 = unlimited; default 80)\n"
         "  --min N, --max N     autoscaling bounds (autoscaling.knative.dev/min-scale, max-scale)\n"
         "  --target N           concurrency (or requests per second, with --metric rps)\n"
@@ -401,6 +403,7 @@ int sl_cmd_deploy(int argc, char **argv)
         O_ENV,
         O_SECRET,
         O_CONFIGMAP,
+        O_EGRESS,
         O_CONC,
         O_MIN,
         O_MAX,
@@ -421,6 +424,7 @@ int sl_cmd_deploy(int argc, char **argv)
         {"env", required_argument, NULL, O_ENV},
         {"secret", required_argument, NULL, O_SECRET},
         {"configmap", required_argument, NULL, O_CONFIGMAP},
+        {"egress", required_argument, NULL, O_EGRESS},
         {"concurrency", required_argument, NULL, O_CONC},
         {"min", required_argument, NULL, O_MIN},
         {"max", required_argument, NULL, O_MAX},
@@ -506,6 +510,12 @@ int sl_cmd_deploy(int argc, char **argv)
             break;
         case O_ENV:
             rc = set_env(c, optarg);
+            break;
+        case O_EGRESS:
+            if (strcmp(optarg, "on") && strcmp(optarg, "off"))
+                rc = sl_cli_usage("--egress: expected on or off, got '%s'", optarg);
+            else
+                set_annotation(svc, SL_EGRESS_KEY, strcmp(optarg, "on") ? "false" : "true");
             break;
         case O_SECRET:
         case O_CONFIGMAP:

@@ -127,6 +127,12 @@ int sl_cmd_doctor(int argc, char **argv)
     }
     bad += check(stat("/sys/fs/cgroup/memory", &st) == 0 || v2_only,
                  "the memory cgroup controller is mounted", NULL);
+    if (on_path("slirp4netns"))
+        printf("[info] outbound networking (serve --egress, sluice.dev/egress): slirp4netns "
+               "is installed\n");
+    else
+        printf("[info] outbound networking (serve --egress, sluice.dev/egress) needs "
+               "slirp4netns: apt-get install slirp4netns\n");
     halt_poll_info();
     printf("%s\n", bad ? "Some checks failed." : "This host can run sluice.");
     return bad ? 1 : 0;

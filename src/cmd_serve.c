@@ -52,7 +52,11 @@ static void serve_usage(FILE *f)
         "  --busy-poll D        after the router last read from a socket, poll for D\n"
         "                       (at most %llums, e.g. 50us) without sleeping: lower\n"
         "                       latency on VMs, where a sleeping CPU's wake-up is\n"
-        "                       costly, for CPU spent polling (default 0: off)\n\n"
+        "                       costly, for CPU spent polling (default 0: off)\n"
+        "  --egress             instances can open outbound connections (through a\n"
+        "                       slirp4netns each) unless their revision says\n"
+        "                       sluice.dev/egress: \"false\"; without it, only those\n"
+        "                       whose revision says \"true\" can (default: off)\n\n"
         "Instance logs (STATE/logs/NAMESPACE/SERVICE/INSTANCE.log, `sluice logs`):\n"
         "  --instance-log-max SIZE         a running instance's log keeps its newest\n"
         "                                  output when it grows past SIZE (default 10Mi;\n"
@@ -111,6 +115,7 @@ typedef struct serve_opts {
     sl_log_limits_t logs;
     sl_revision_gc_t gc;
     uint64_t busy_poll_ns;
+    bool egress;
 } serve_opts_t;
 
 enum {
@@ -140,7 +145,8 @@ enum {
     O_GC_MIN,
     O_GC_MAX,
     O_GC_INTERVAL,
-    O_BUSY_POLL
+    O_BUSY_POLL,
+    O_EGRESS
 };
 
 static int duration_opt(const char *flag, const char *arg, uint64_t *ns)
@@ -491,6 +497,7 @@ static int run_daemon(const char *listen, const char *domain, const char *state_
                                    .capacity_memory = so->capacity_memory,
                                    .prices = &so->prices,
                                    .image_root = so->image_root[0] ? so->image_root : NULL,
+                                   .egress = so->egress,
                                    .revision_gc = &so->gc};
     if (sl_controller_new(d.loop, d.store, d.sup, &ccfg, &d.ctl, &err) < 0) {
         sl_cli_error("%s", err.msg);
@@ -599,6 +606,7 @@ int sl_cmd_serve(int argc, char **argv)
         {"revision-gc-max-non-active", required_argument, NULL, O_GC_MAX},
         {"revision-gc-interval", required_argument, NULL, O_GC_INTERVAL},
         {"busy-poll", required_argument, NULL, O_BUSY_POLL},
+        {"egress", no_argument, NULL, O_EGRESS},
         {NULL, 0, NULL, 0},
     };
     const char *listen = "127.0.0.1:8080", *domain = "localhost", *runtime = "crun";
@@ -649,6 +657,9 @@ int sl_cmd_serve(int argc, char **argv)
                                     SL_BUSY_POLL_MAX_NS / 1000000ull, optarg);
             break;
         }
+        case O_EGRESS:
+            so.egress = true;
+            break;
         case 'h':
             serve_usage(stdout);
             return 0;

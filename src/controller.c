@@ -622,6 +622,7 @@ int ctl_start_instance(rev_rt_t *r)
         .run_as_non_root = cfg->run_as_non_root,
         .readonly_rootfs = cfg->readonly_rootfs,
         .caps = (const char *const *)cfg->caps,
+        .egress = cfg->egress >= 0 ? cfg->egress == 1 : c->egress,
     };
     if (cfg->has_refs) {
         spec.env = proc.env;
@@ -1176,6 +1177,7 @@ int sl_controller_new(uv_loop_t *loop, sl_store_t *store, sl_supervisor_t *sup,
         return -1;
     }
     c->image_root = cfg->image_root ? xstrdup(cfg->image_root) : NULL;
+    c->egress = cfg->egress;
     ctl_scale_start(c);
     ctl_gc_start(c);
     *out = c;

@@ -38,6 +38,7 @@ typedef struct sl_controller_config {
     const sl_prices_t *prices;           /* NULL = list prices (prices.c) */
     const sl_revision_gc_t *revision_gc; /* NULL = Knative's defaults */
     const char *image_root;              /* a real path: images only from below it */
+    bool egress;                         /* outbound networking unless a revision says no */
 } sl_controller_config_t;
 
 int sl_controller_new(uv_loop_t *loop, sl_store_t *store, sl_supervisor_t *sup,

@@ -137,6 +137,7 @@ struct sl_controller {
     sl_router_t *router;
     char *state_dir, *domain;
     char *image_root; /* NULL, or images only from below it (sl_image_limits_t.root) */
+    bool egress;      /* serve --egress: revisions' default */
     int url_port;
     size_t queue_max;
     int max_scale;

@@ -329,6 +329,9 @@ static json_t *mounts(const sl_oci_params_t *p)
             m, mount("/sys", "sysfs", "sysfs", STRV("nosuid", "noexec", "nodev", "ro")));
     json_array_append_new(
         m, mount("/tmp", "tmpfs", "tmpfs", STRV("nosuid", "nodev", "mode=1777", tmpsize)));
+    if (p->resolv_conf)
+        json_array_append_new(m, mount("/etc/resolv.conf", "bind", p->resolv_conf,
+                                       STRV("bind", "ro", "nosuid", "nodev", "noexec")));
     for (size_t i = 0; i < p->n_volumes; i++) {
         const sl_oci_volume_t *v = &p->volumes[i];
         if (v->has_files) {

@@ -110,6 +110,7 @@ typedef struct sl_oci_params {
     int64_t pids_limit;             /* 0 = 1024 */
     int64_t tmp_size;               /* /tmp tmpfs bytes, 0 = 64 MiB */
     const sl_oci_volume_t *volumes; /* emptyDir tmpfs mounts, after /tmp */
+    const char *resolv_conf;        /* host file bound read-only on /etc/resolv.conf; NULL none */
     size_t n_volumes;
     int64_t nofile;                /* RLIMIT_NOFILE soft = hard, 0 = 1048576 */
     const char *annotations[8][2]; /* key/value pairs, NULL-terminated */

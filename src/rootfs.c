@@ -213,7 +213,8 @@ static int idmapped_clone(const char *src, const char *target, int userns_fd, sl
 /* The top layer of a read-only root: the directories the runtime mounts
  * on, which it cannot create there. mountpoints are absolute paths without
  * . or .. components (validated at apply). */
-static int make_skeleton(const char *dir, char *const *mountpoints, sl_error_t *err)
+static int make_skeleton(const char *dir, char *const *mountpoints, char *const *file_mountpoints,
+                         sl_error_t *err)
 {
     static const char *const dirs[] = {"", "/proc", "/dev", "/sys", "/tmp"};
     for (size_t i = 0; i < SL_ARRAY_LEN(dirs); i++) {
@@ -229,17 +230,31 @@ static int make_skeleton(const char *dir, char *const *mountpoints, sl_error_t *
         if (sl_mkdir_p(p, 0755, err) < 0)
             return -err->code;
     }
+    for (size_t i = 0; file_mountpoints && file_mountpoints[i]; i++) {
+        const char *f = file_mountpoints[i];
+        if (f[0] != '/' || strstr(f, "/.."))
+            return sl_error_set(err, EINVAL, "mount point %s is not a clean absolute path", f);
+        sl_autofree char *p = xasprintf("%s%s", dir, f);
+        *strrchr(p, '/') = '\0';
+        if (sl_mkdir_p(p, 0755, err) < 0)
+            return -err->code;
+        p[strlen(p)] = '/';
+        sl_autoclose int fd = open(p, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
+        if (fd < 0)
+            return sl_error_errno(err, errno, "create %s", p);
+    }
     return 0;
 }
 
 static int mount_idmapped_layers(const char *inst_dir, char *const *layers, size_t n, int userns_fd,
-                                 char *const *mountpoints, sl_error_t *err)
+                                 char *const *mountpoints, char *const *file_mountpoints,
+                                 sl_error_t *err)
 {
     sl_autofree char *rootfs = xasprintf("%s/rootfs", inst_dir);
     sl_autofree char *lower = xasprintf("%s/lower", inst_dir);
     sl_autofree char *skel = xasprintf("%s/skel", inst_dir);
     if (mkdir_one(rootfs, err) < 0 || mkdir_one(lower, err) < 0 ||
-        make_skeleton(skel, mountpoints, err) < 0)
+        make_skeleton(skel, mountpoints, file_mountpoints, err) < 0)
         return -err->code;
     char **mapped = xcalloc(n + 2, sizeof(char *));
     int rc = 0;
@@ -262,11 +277,13 @@ static int mount_idmapped_layers(const char *inst_dir, char *const *layers, size
 }
 
 int sl_rootfs_mount_idmapped(const char *inst_dir, char *const *layers, size_t n_layers,
-                             int userns_fd, char *const *mountpoints, sl_error_t *err)
+                             int userns_fd, char *const *mountpoints, char *const *file_mountpoints,
+                             sl_error_t *err)
 {
     if (n_layers == 0)
         return sl_error_set(err, EINVAL, "image has no layers");
-    int rc = mount_idmapped_layers(inst_dir, layers, n_layers, userns_fd, mountpoints, err);
+    int rc = mount_idmapped_layers(inst_dir, layers, n_layers, userns_fd, mountpoints,
+                                   file_mountpoints, err);
     if (rc < 0) {
         sl_error_t e2 = {0};
         sl_rootfs_umount_under(inst_dir, &e2);

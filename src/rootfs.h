@@ -32,13 +32,15 @@ int sl_rootfs_userns_open(uint32_t host_uid, uint32_t host_gid, uint32_t size, s
  * cloned as an idmapped, read-only mount (through userns_fd, so files the
  * image owns as uid N appear to the container as N, not as nobody) under
  * INST_DIR/lower/<i>, topped by a skeleton layer (INST_DIR/skel: the
- * /proc, /dev, /sys, /tmp mount points a read-only root cannot create), and
+ * /proc, /dev, /sys, /tmp mount points a read-only root cannot create, the
+ * directories `mountpoints` and the empty files `file_mountpoints`), and
  * a read-only overlay of them is mounted on INST_DIR/rootfs. Nothing is
  * copied or chowned; the layers stay untouched. On failure nothing stays
  * mounted.
  */
 int sl_rootfs_mount_idmapped(const char *inst_dir, char *const *layers, size_t n_layers,
-                             int userns_fd, char *const *mountpoints, sl_error_t *err);
+                             int userns_fd, char *const *mountpoints, char *const *file_mountpoints,
+                             sl_error_t *err);
 
 /* Unmount (lazily) every mount at or below dir, newest first. Returns the
  * number of mounts removed or < 0 with err set. */

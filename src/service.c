@@ -553,12 +553,13 @@ static int check_template_annotations(json_t *v, const char *path, sl_error_t *e
                             json_string_value(json_object_get(v, SL_PROGRESS_DEADLINE_KEY))
                                 ? json_string_value(json_object_get(v, SL_PROGRESS_DEADLINE_KEY))
                                 : "(not a string)");
-    const char *aff = json_string_value(json_object_get(v, SL_SESSION_AFFINITY_KEY));
-    if (rc == 0 && aff && strcmp(aff, "true") && strcmp(aff, "false"))
-        return sl_error_set(err, EINVAL,
-                            "%s." SL_SESSION_AFFINITY_KEY ": must be \"true\" or "
-                            "\"false\", got \"%s\"",
-                            path, aff);
+    const char *const booleans[] = {SL_SESSION_AFFINITY_KEY, SL_EGRESS_KEY};
+    for (size_t i = 0; rc == 0 && i < SL_ARRAY_LEN(booleans); i++) {
+        const char *b = json_string_value(json_object_get(v, booleans[i]));
+        if (b && strcmp(b, "true") && strcmp(b, "false"))
+            return sl_error_set(err, EINVAL, "%s.%s: must be \"true\" or \"false\", got \"%s\"",
+                                path, booleans[i], b);
+    }
     return rc < 0 ? rc : sl_validate_autoscaling(v, path, err);
 }
 
@@ -2298,6 +2299,8 @@ int sl_revision_cfg_from_json(const json_t *rev, sl_revision_cfg_t **out, sl_err
     cfg->metric_rps = v.rps;
     const char *aff = json_string_value(json_object_get(ann, SL_SESSION_AFFINITY_KEY));
     cfg->session_affinity = aff && !strcmp(aff, "true");
+    const char *egress = json_string_value(json_object_get(ann, SL_EGRESS_KEY));
+    cfg->egress = egress ? !strcmp(egress, "true") : -1;
     if (ann)
         progress_deadline(ann, &cfg->progress_deadline_ns);
     cfg->target = v.target;

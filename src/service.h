@@ -73,6 +73,7 @@ typedef struct sl_revision_cfg {
     int min_scale, max_scale, initial_scale, activation_scale;
     bool metric_rps;               /* autoscaling.knative.dev/metric: rps */
     bool session_affinity;         /* run.googleapis.com/sessionAffinity: "true" */
+    int egress;                    /* sluice.dev/egress: 1 "true", 0 "false", -1 the daemon's */
     uint64_t progress_deadline_ns; /* serving.knative.dev/progress-deadline; 0 = 600 s */
     double target, target_utilization_pct, panic_window_pct, panic_threshold_pct;
     uint64_t window_ns, retention_ns, scale_down_delay_ns;
@@ -88,6 +89,9 @@ typedef struct sl_revision_cfg {
 #define SL_AS_PREFIX "autoscaling.knative.dev/"
 /* Cloud Run's session affinity, a revision template annotation. */
 #define SL_SESSION_AFFINITY_KEY "run.googleapis.com/sessionAffinity"
+/* Outbound networking for the revision's instances (serve --egress sets
+ * the default), a revision template annotation. */
+#define SL_EGRESS_KEY "sluice.dev/egress"
 /* Knative's progress deadline: a revision not Ready by then stops trying. */
 #define SL_PROGRESS_DEADLINE_KEY "serving.knative.dev/progress-deadline"
 #define SL_PROGRESS_DEADLINE_NS  (600 * 1000000000ull)

@@ -47,6 +47,7 @@
 #include <spawn.h>
 #include <stdio.h>
 #include <sys/mount.h>
+#include <poll.h>
 #include <sys/prctl.h>
 #include <sys/statvfs.h>
 #include <sys/random.h>
@@ -585,6 +586,8 @@ static void instance_free(sl_instance_t *inst)
     sl_closep(&inst->ctr.pidfd);
     sl_closep(&inst->run_proc.pidfd);
     sl_closep(&inst->del_proc.pidfd);
+    sl_closep(&inst->slirp.pidfd);
+    sl_closep(&inst->slirp_exit_fd);
     sl_closep(&inst->netns_fd);
     sv_probe_free(inst->readiness);
     sv_probe_free(inst->liveness);
@@ -683,6 +686,7 @@ static void finish_cleanup(sl_instance_t *inst)
         return;
     }
     inst->cleanup_queued = true;
+    sl_closep(&inst->slirp_exit_fd); /* its slirp4netns ends, and is reaped */
     inst->log_end = sv_logs_end_line(inst);
     inst->fs_work.data = inst;
     inst->handles++; /* the work request counts as one until it is done */
@@ -1028,10 +1032,13 @@ typedef struct prep {
     sl_seccomp_profile_t seccomp;
     int64_t scratch, pids, cpu_shares;
     char **exec_args[3]; /* the exec probes' commands, as PROBE_WHAT */
+    bool egress;
     /* made by the work */
     int rc;
     sl_error_t err;
     int netns_fd, log_fd;
+    pid_t slirp_pid;   /* egress: the slirp4netns serving the namespace */
+    int slirp_exit_fd; /* closing it ends that slirp4netns */
     uint64_t begin_ns, rootfs_ns, netns_ns, bundle_ns;
 } prep_t;
 
@@ -1054,6 +1061,10 @@ static void prep_free(prep_t *p)
     free(p->revision);
     sl_closep(&p->netns_fd);
     sl_closep(&p->log_fd);
+    sl_closep(&p->slirp_exit_fd); /* a slirp4netns not handed over ends */
+    if (p->slirp_pid > 0)
+        while (waitpid(p->slirp_pid, NULL, 0) < 0 && errno == EINTR)
+            ;
     free(p);
 }
 
@@ -1081,7 +1092,8 @@ static prep_t *prep_new(sl_instance_t *inst, const sl_instance_spec_t *s, sl_err
     sl_oci_contract_t c = {s->port, s->service, s->configuration ? s->configuration : s->service,
                            s->revision};
     prep_t *p = xcalloc(1, sizeof(*p));
-    p->netns_fd = p->log_fd = -1;
+    p->netns_fd = p->log_fd = p->slirp_exit_fd = -1;
+    p->egress = s->egress;
     if (sl_oci_compose_args(img, s->command, s->n_command, s->args, s->n_args, &p->args, err) < 0 ||
         sl_oci_compose_env(img->env, img->n_env, s->env, s->n_env, &c, &p->env, err) < 0) {
         prep_free(p);
@@ -1193,8 +1205,9 @@ static int prep_rootfs(sl_instance_t *inst, prep_t *p, sl_error_t *err)
     char **mountpoints = xcalloc(p->n_volumes + 1, sizeof(char *));
     for (size_t i = 0; i < p->n_volumes; i++)
         mountpoints[i] = p->volumes[i].path;
-    int rc =
-        sl_rootfs_mount_idmapped(inst->dir, p->layers, p->n_layers, userns_fd, mountpoints, err);
+    char *files[] = {p->egress ? (char *)"/etc/resolv.conf" : NULL, NULL};
+    int rc = sl_rootfs_mount_idmapped(inst->dir, p->layers, p->n_layers, userns_fd, mountpoints,
+                                      files, err);
     free(mountpoints);
     return rc;
 }
@@ -1224,6 +1237,103 @@ static int write_volume_file(const char *dir, const sl_oci_file_t *f, uid_t owne
     if (fchmod(fd, (mode_t)f->mode) < 0 || (owner && fchown(fd, owner, owner) < 0))
         return sl_error_errno(err, errno, "set the mode of %s", path);
     return 0;
+}
+
+/* ---- egress: slirp4netns ------------------------------------------------ */
+
+/* slirp4netns's network: the instance is 10.0.2.100, its gateway 10.0.2.2
+ * and its DNS forwarder 10.0.2.3. */
+#define SLIRP_DNS         "10.0.2.3"
+#define SLIRP_READY_MS    5000
+#define SLIRP_RESOLV_CONF "nameserver " SLIRP_DNS "\n"
+
+/*
+ * Pool thread: outbound networking for the instance's namespace, through a
+ * slirp4netns of its own (user-mode NAT, the way rootless Podman and
+ * Docker give one): a tap device with a default route, connections made
+ * from the host as the daemon's, the host's loopback out of reach, and a
+ * DNS forwarder the container's /etc/resolv.conf names. It runs under its
+ * seccomp filter and exits when sluice closes its exit fd (or exits).
+ * Waits for it to say the device is up.
+ */
+static int prep_egress(sl_instance_t *inst, prep_t *p, sl_error_t *err)
+{
+    sl_autofree char *resolv = xasprintf("%s/resolv.conf", inst->dir);
+    if (sl_write_file_atomic(resolv, SLIRP_RESOLV_CONF, strlen(SLIRP_RESOLV_CONF), 0644, err) < 0)
+        return -err->code;
+    int ready[2] = {-1, -1}, ex[2] = {-1, -1};
+    if (pipe2(ready, O_CLOEXEC) < 0 || pipe2(ex, O_CLOEXEC) < 0) {
+        int e = errno;
+        sl_closep(&ready[0]);
+        sl_closep(&ready[1]);
+        return sl_error_errno(err, e, "pipe");
+    }
+    sl_autofree char *netns = xasprintf("/proc/%d/fd/%d", (int)getpid(), p->netns_fd);
+    const char *argv[] = {"slirp4netns",
+                          "--configure",
+                          "--mtu=65520",
+                          "--disable-host-loopback",
+                          "--enable-seccomp",
+                          "--ready-fd=3",
+                          "--exit-fd=4",
+                          "--netns-type=path",
+                          netns,
+                          "tap0",
+                          NULL};
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, inst->sup->devnull, 0);
+    posix_spawn_file_actions_adddup2(&fa, inst->sup->devnull, 1);
+    posix_spawn_file_actions_adddup2(&fa, inst->sup->devnull, 2);
+    posix_spawn_file_actions_adddup2(&fa, ready[1], 3);
+    posix_spawn_file_actions_adddup2(&fa, ex[0], 4);
+    posix_spawnattr_t at;
+    posix_spawnattr_init(&at);
+    sigset_t none, all;
+    sigemptyset(&none);
+    memset(&all, 0xff, sizeof(all));
+    posix_spawnattr_setsigmask(&at, &none);
+    posix_spawnattr_setsigdefault(&at, &all);
+    posix_spawnattr_setflags(&at, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+    pid_t pid;
+    int rc = -posix_spawnp(&pid, argv[0], &fa, &at, (char *const *)argv, environ);
+    posix_spawnattr_destroy(&at);
+    posix_spawn_file_actions_destroy(&fa);
+    sl_closep(&ready[1]);
+    sl_closep(&ex[0]);
+    if (rc < 0) {
+        sl_closep(&ready[0]);
+        sl_closep(&ex[1]);
+        return rc == -ENOENT ? sl_error_set(err, ENOENT,
+                                            "outbound networking needs slirp4netns, which is "
+                                            "not installed (apt-get install slirp4netns)")
+                             : sl_error_errno(err, -rc, "spawn slirp4netns");
+    }
+    p->slirp_pid = pid;
+    p->slirp_exit_fd = ex[1];
+    struct pollfd pfd = {.fd = ready[0], .events = POLLIN};
+    char c = 0;
+    int n = poll(&pfd, 1, SLIRP_READY_MS);
+    bool ok = n == 1 && read(ready[0], &c, 1) == 1 && c == '1';
+    sl_closep(&ready[0]);
+    if (!ok) {
+        kill(pid, SIGKILL); /* prep_free reaps it */
+        return sl_error_set(err, EIO, "slirp4netns did not set up the network within %d ms",
+                            SLIRP_READY_MS);
+    }
+    return 0;
+}
+
+/* Loop: the instance's slirp4netns exited (it is reaped here). Before the
+ * instance's end that is the loss of its outbound network. */
+static void on_slirp_exit(uv_poll_t *h, int status, int events)
+{
+    sl_instance_t *inst = h->data;
+    sv_exit_t ex;
+    if (proc_collect(inst, &inst->slirp, &ex) == SV_EXIT_PENDING)
+        return;
+    if (!inst->cleaning && !inst->cleanup_queued && inst->state < SL_INST_STOPPING)
+        sl_warn(MOD, "instance %s lost its outbound network: slirp4netns exited", inst->id);
 }
 
 /* Pages of tmpfs a volume's files take, with their directories. */
@@ -1524,6 +1634,8 @@ static int write_bundle(sl_instance_t *inst, prep_t *p, const sl_oci_user_t *use
         .idmap = inst->userns ? &idmap : NULL,
         .extra_masked = inst->userns ? SANDBOX_MASKED : NULL,
     };
+    sl_autofree char *resolv = p->egress ? xasprintf("%s/resolv.conf", inst->dir) : NULL;
+    o.resolv_conf = resolv;
     int rc = sl_oci_spec_write(inst->dir, &o, err);
     /* The exec probes' processes: the container's, with their commands. */
     for (size_t k = 0; rc == 0 && k < SL_ARRAY_LEN(p->exec_args); k++) {
@@ -1548,6 +1660,8 @@ static int prep_run(sl_instance_t *inst, prep_t *p, sl_error_t *err)
     p->rootfs_ns = sl_now_ns();
     if (rc == 0 && (rc = p->netns_fd = sl_netns_create(err)) < 0)
         sl_error_wrap(err, "instance %s network namespace", inst->id);
+    if (rc >= 0 && p->egress && (rc = prep_egress(inst, p, err)) < 0)
+        sl_error_wrap(err, "instance %s egress", inst->id);
     p->netns_ns = sl_now_ns();
     if (rc >= 0 && (rc = prep_volumes(inst, p, err)) < 0)
         sl_error_wrap(err, "instance %s", inst->id);
@@ -1590,6 +1704,18 @@ static void prep_done(uv_work_t *w, int status)
     if (status != UV_ECANCELED) {
         inst->netns_fd = p->netns_fd;
         p->netns_fd = -1;
+        if (p->slirp_pid > 0) {
+            inst->slirp.pid = p->slirp_pid;
+            inst->slirp.running = true;
+            inst->slirp_exit_fd = sl_steal_fd(&p->slirp_exit_fd);
+            p->slirp_pid = 0;
+            if (proc_watch(inst, &inst->slirp, on_slirp_exit) < 0) {
+                sl_closep(&inst->slirp_exit_fd);
+                while (waitpid(inst->slirp.pid, NULL, 0) < 0 && errno == EINTR)
+                    ;
+                inst->slirp.running = false;
+            }
+        }
         inst->prep_begin_ns = p->begin_ns;
         inst->rootfs_ns = p->rootfs_ns;
         inst->netns_ns = p->netns_ns;
@@ -1645,6 +1771,7 @@ static sl_instance_t *instance_alloc(sl_supervisor_t *sup, const sl_instance_spe
     inst->cb = cb;
     inst->data = data;
     inst->netns_fd = inst->ctr.pidfd = inst->run_proc.pidfd = inst->del_proc.pidfd = -1;
+    inst->slirp.pidfd = inst->slirp_exit_fd = -1;
     inst->state = SL_INST_STARTING;
     inst->started_ns = sl_now_ns();
     inst->port = s->port;
@@ -1753,7 +1880,7 @@ static void on_sigchld(uv_signal_t *h, int signum)
     size_t n = 0;
     size_t max_keep = 1;
     for (sl_instance_t *i = sup->instances; i; i = i->next) {
-        max_keep += 3;
+        max_keep += 4;
         for (const sv_exec_t *x = i->execs; x; x = x->next)
             max_keep++;
     }
@@ -1770,7 +1897,7 @@ static void on_sigchld(uv_signal_t *h, int signum)
      * invocations (runtime-named, so it would take them, exec probes' too)
      * and containers. */
     for (sl_instance_t *i = sup->instances; i; i = i->next) {
-        const sv_proc_t *mine[] = {&i->ctr, &i->run_proc, &i->del_proc};
+        const sv_proc_t *mine[] = {&i->ctr, &i->run_proc, &i->del_proc, &i->slirp};
         for (size_t k = 0; k < SL_ARRAY_LEN(mine); k++)
             if (mine[k]->running)
                 keep[nk++] = mine[k]->pid;

@@ -128,6 +128,10 @@ typedef struct sl_instance_spec {
     bool readonly_rootfs;           /* besides the class's read-only root */
     const char *const *caps;        /* instead of the default set (a class with none keeps none) */
     const sl_oci_volume_t *volumes; /* emptyDir volumes (copied) */
+    /* Outbound networking through a slirp4netns of its own (user-mode NAT:
+     * the host's loopback out of reach) and /etc/resolv.conf naming its DNS
+     * forwarder; without it the namespace has loopback only. */
+    bool egress;
     size_t n_volumes;
 } sl_instance_spec_t;
 

@@ -165,6 +165,8 @@ struct sl_instance {
     bool runtime_failed;
     sv_proc_t ctr;                /* the container's init */
     sv_proc_t run_proc, del_proc; /* `RT run -d`, `RT delete -f` */
+    sv_proc_t slirp;              /* egress: its slirp4netns */
+    int slirp_exit_fd;            /* closing it ends that slirp4netns; -1 none */
     uv_timer_t deadline_timer, reap_timer;
     sv_probe_t *readiness, *liveness, *startup; /* readiness always set; the others optional */
     sv_exec_t *execs; /* exec probes' runtime invocations not yet closed */

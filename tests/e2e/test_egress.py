@@ -1,0 +1,99 @@
+"""Outbound networking: an instance with egress reaches hosts beyond its
+namespace through a slirp4netns of its own (the host's loopback stays out
+of reach) and resolves names through its DNS forwarder; one without has
+loopback only."""
+import json
+import os
+import subprocess
+import tempfile
+import time
+
+import pytest
+
+from conftest import service_manifest, free_port
+
+# A documentation address (RFC 5737) added to the host's loopback device: an
+# outside server the test owns, on any machine (not in 127.0.0.0/8, which
+# an instance's egress does not reach).
+OUTSIDE = "198.51.100.7"
+
+PROBE = r"""
+mkdir -p /tmp/www
+wget -O /tmp/www/got http://%s:%d/hello.txt > /tmp/www/err 2>&1
+cat /etc/resolv.conf > /tmp/www/resolv 2>&1
+wget -O /tmp/www/loop http://10.0.2.2:%d/ > /tmp/www/looperr 2>&1
+exec httpd -f -p "$PORT" -h /tmp/www
+"""
+
+
+@pytest.fixture
+def outside():
+    subprocess.run(["ip", "addr", "add", OUTSIDE + "/32", "dev", "lo"], check=True)
+    try:
+        root = tempfile.mkdtemp()
+        with open(os.path.join(root, "hello.txt"), "w") as f:
+            f.write("from outside\n")
+        port = free_port()
+        srv = subprocess.Popen(["python3", "-m", "http.server", str(port), "--bind", OUTSIDE,
+                                "--directory", root], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            if subprocess.run(["curl", "-sf", "http://%s:%d/hello.txt" % (OUTSIDE, port)],
+                              capture_output=True).returncode == 0:
+                break
+            time.sleep(0.1)
+        yield port
+        srv.kill()
+        srv.wait()
+    finally:
+        subprocess.run(["ip", "addr", "del", OUTSIDE + "/32", "dev", "lo"], check=False)
+
+
+def slirps():
+    r = subprocess.run(["pgrep", "-x", "slirp4netns"], capture_output=True, text=True)
+    return set(r.stdout.split())
+
+
+def probe_service(name, image, port, router_port, egress=None, runtime_class=None):
+    doc = json.loads(service_manifest(name, image, PROBE % (OUTSIDE, port, router_port)))
+    if egress is not None:
+        doc["spec"]["template"]["metadata"] = {"annotations": {"sluice.dev/egress": egress}}
+    if runtime_class:
+        doc["spec"]["template"]["spec"]["runtimeClassName"] = runtime_class
+    return json.dumps(doc)
+
+
+def test_egress(make_daemon, images, outside):
+    before = slirps()
+    d = make_daemon("--egress")  # on unless a revision says otherwise
+    for name, kw in [("out", {}), ("boxed", {"runtime_class": "sandboxed"}),
+                     ("closed", {"egress": "false"})]:
+        d.cli("apply", "-f", "-", "--wait",
+              input=probe_service(name, images["busybox"], outside, d.port, **kw))
+    for name in ("out", "boxed"):
+        assert d.curl(name, "/got") == (200, "from outside\n"), d.curl(name, "/err")
+        code, resolv = d.curl(name, "/resolv")
+        assert code == 200 and "nameserver 10.0.2.3" in resolv, resolv
+        # the host's loopback (the router, here) is out of reach
+        assert d.curl(name, "/loop")[0] == 404
+        assert "can't connect" in d.curl(name, "/looperr")[1]
+    assert d.curl("closed", "/got")[0] == 404
+    assert "unreachable" in d.curl("closed", "/err")[1].lower()
+    assert len(slirps() - before) == 2  # one each for out and boxed
+    d.cli("delete", "out")
+    d.cli("delete", "boxed")
+    deadline = time.time() + 20
+    while time.time() < deadline and slirps() - before:
+        time.sleep(0.2)
+    assert not slirps() - before  # each went with its instance
+
+
+def test_egress_is_off_by_default_and_validated(daemon, images):
+    d = daemon
+    r = d.cli("deploy", "x", "--image", images["busybox"], "--egress", "maybe", check=False)
+    assert r.returncode == 2 and "--egress: expected on or off" in r.stderr
+    doc = json.loads(service_manifest("x", images["busybox"]))
+    doc["spec"]["template"]["metadata"] = {"annotations": {"sluice.dev/egress": "yes"}}
+    r = d.cli("apply", "-f", "-", input=json.dumps(doc), check=False)
+    assert r.returncode != 0 and 'sluice.dev/egress: must be "true" or "false"' in r.stderr
