@@ -43,6 +43,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <sched.h>
 #include <signal.h>
 #include <spawn.h>
 #include <stdio.h>
@@ -663,6 +664,9 @@ static void fs_cleanup_done(uv_work_t *w, int status)
     sl_instance_t *inst = w->data;
     inst->handles--;
     inst->cleaned = true;
+    /* Its exit fd closed when the cleanup began; the container is gone:
+     * a slirp4netns still there is ended, so the instance can go. */
+    proc_signal(&inst->slirp, SIGKILL);
     /* The namespace fd stays open until after EXITED: users (the router's
      * pools) hold its number until then, and a reused number would point
      * them into another instance's namespace. */
@@ -1061,8 +1065,8 @@ static void prep_free(prep_t *p)
     free(p->revision);
     sl_closep(&p->netns_fd);
     sl_closep(&p->log_fd);
-    sl_closep(&p->slirp_exit_fd); /* a slirp4netns not handed over ends */
-    if (p->slirp_pid > 0)
+    sl_closep(&p->slirp_exit_fd); /* a slirp4netns not handed over ends (defensive: */
+    if (p->slirp_pid > 0)         /* prep_done hands over every one that started) */
         while (waitpid(p->slirp_pid, NULL, 0) < 0 && errno == EINTR)
             ;
     free(p);
@@ -1248,45 +1252,49 @@ static int write_volume_file(const char *dir, const sl_oci_file_t *f, uid_t owne
 #define SLIRP_RESOLV_CONF "nameserver " SLIRP_DNS "\n"
 
 /*
- * Pool thread: outbound networking for the instance's namespace, through a
- * slirp4netns of its own (user-mode NAT, the way rootless Podman and
- * Docker give one): a tap device with a default route, connections made
- * from the host as the daemon's, the host's loopback out of reach, and a
- * DNS forwarder the container's /etc/resolv.conf names. It runs under its
- * seccomp filter and exits when sluice closes its exit fd (or exits).
- * Waits for it to say the device is up.
+ * What the instance may reach through it, as nftables rules in its own
+ * namespace (its container has no CAP_NET_ADMIN to change them): the DNS
+ * forwarder on port 53 only (it forwards to the host's resolver, which may
+ * be on the host's loopback), nothing else of slirp4netns's network (the
+ * gateway is the host's loopback), and no link-local address (a cloud's
+ * metadata endpoint would hand out the host's credentials); refused at
+ * once rather than left to time out.
  */
-static int prep_egress(sl_instance_t *inst, prep_t *p, sl_error_t *err)
+static const char EGRESS_RULES[] = "table inet sluice {\n"
+                                   "  chain egress {\n"
+                                   "    type filter hook output priority 0; policy accept;\n"
+                                   "    oifname \"lo\" accept\n"
+                                   "    ip daddr " SLIRP_DNS " udp dport 53 accept\n"
+                                   "    ip daddr " SLIRP_DNS " tcp dport 53 accept\n"
+                                   "    ip daddr 10.0.2.0/24 reject\n"
+                                   "    ip daddr 169.254.0.0/16 reject\n"
+                                   "  }\n"
+                                   "}\n";
+
+/* Spawn argv (PATH searched) with stdin on /dev/null, stdout and stderr on
+ * out_fd, `keep` (2 fds, -1 for none) as fds 3 and 4, signals unblocked and
+ * at their defaults. Every fd is above stdio and fd 4 before the dup2s, so
+ * none is overwritten before it is used. -errno on failure. */
+static int spawn_helper(const sl_instance_t *inst, const char *const *argv, int out_fd,
+                        const int keep[2], pid_t *pid)
 {
-    sl_autofree char *resolv = xasprintf("%s/resolv.conf", inst->dir);
-    if (sl_write_file_atomic(resolv, SLIRP_RESOLV_CONF, strlen(SLIRP_RESOLV_CONF), 0644, err) < 0)
-        return -err->code;
-    int ready[2] = {-1, -1}, ex[2] = {-1, -1};
-    if (pipe2(ready, O_CLOEXEC) < 0 || pipe2(ex, O_CLOEXEC) < 0) {
-        int e = errno;
-        sl_closep(&ready[0]);
-        sl_closep(&ready[1]);
-        return sl_error_errno(err, e, "pipe");
-    }
-    sl_autofree char *netns = xasprintf("/proc/%d/fd/%d", (int)getpid(), p->netns_fd);
-    const char *argv[] = {"slirp4netns",
-                          "--configure",
-                          "--mtu=65520",
-                          "--disable-host-loopback",
-                          "--enable-seccomp",
-                          "--ready-fd=3",
-                          "--exit-fd=4",
-                          "--netns-type=path",
-                          netns,
-                          "tap0",
-                          NULL};
+    int hi[2] = {-1, -1};
+    for (int k = 0; k < 2; k++)
+        if (keep[k] >= 0 && (hi[k] = fcntl(keep[k], F_DUPFD_CLOEXEC, 5)) < 0) {
+            int e = errno;
+            sl_closep(&hi[0]);
+            return -e;
+        }
+    int tmp_out = -1;
+    out_fd = out_fd > 4 ? out_fd : (tmp_out = fcntl(out_fd, F_DUPFD_CLOEXEC, 5));
     posix_spawn_file_actions_t fa;
     posix_spawn_file_actions_init(&fa);
     posix_spawn_file_actions_adddup2(&fa, inst->sup->devnull, 0);
-    posix_spawn_file_actions_adddup2(&fa, inst->sup->devnull, 1);
-    posix_spawn_file_actions_adddup2(&fa, inst->sup->devnull, 2);
-    posix_spawn_file_actions_adddup2(&fa, ready[1], 3);
-    posix_spawn_file_actions_adddup2(&fa, ex[0], 4);
+    posix_spawn_file_actions_adddup2(&fa, out_fd, 1);
+    posix_spawn_file_actions_adddup2(&fa, out_fd, 2);
+    for (int k = 0; k < 2; k++)
+        if (hi[k] >= 0)
+            posix_spawn_file_actions_adddup2(&fa, hi[k], 3 + k);
     posix_spawnattr_t at;
     posix_spawnattr_init(&at);
     sigset_t none, all;
@@ -1295,31 +1303,145 @@ static int prep_egress(sl_instance_t *inst, prep_t *p, sl_error_t *err)
     posix_spawnattr_setsigmask(&at, &none);
     posix_spawnattr_setsigdefault(&at, &all);
     posix_spawnattr_setflags(&at, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
-    pid_t pid;
-    int rc = -posix_spawnp(&pid, argv[0], &fa, &at, (char *const *)argv, environ);
+    int rc =
+        out_fd < 0 ? -EBADF : -posix_spawnp(pid, argv[0], &fa, &at, (char *const *)argv, environ);
     posix_spawnattr_destroy(&at);
     posix_spawn_file_actions_destroy(&fa);
+    sl_closep(&hi[0]);
+    sl_closep(&hi[1]);
+    sl_closep(&tmp_out);
+    return rc;
+}
+
+/* A helper's failure ("WHAT: last lines it wrote to log"). */
+static int helper_failed(sl_error_t *err, const char *log, const char *what)
+{
+    sl_autofree char *tail = sv_log_tail(log, 3, NULL);
+    return sl_error_set(err, EIO, "%s%s%s", what, tail ? ": " : "", tail ? tail : "");
+}
+
+/* Wait (pool thread) for slirp4netns's byte on its ready pipe, through
+ * signals, until the deadline; false when it exited or did not answer. */
+static bool slirp_ready(int fd)
+{
+    uint64_t deadline = sl_now_ms() + SLIRP_READY_MS;
+    for (;;) {
+        uint64_t now = sl_now_ms();
+        if (now >= deadline)
+            return false;
+        struct pollfd pfd = {.fd = fd, .events = POLLIN};
+        int n = poll(&pfd, 1, (int)(deadline - now));
+        if (n < 0 && errno == EINTR)
+            continue;
+        char c = 0;
+        return n == 1 && read(fd, &c, 1) == 1 && c == '1';
+    }
+}
+
+/* Pool thread: the egress rules, by `nft -f` run inside the instance's
+ * namespace (the thread enters it to spawn, and comes back). */
+static int egress_rules(sl_instance_t *inst, prep_t *p, const char *log, int log_fd,
+                        sl_error_t *err)
+{
+    sl_autofree char *rules = xasprintf("%s/egress.nft", inst->dir);
+    if (sl_write_file_atomic(rules, EGRESS_RULES, sizeof(EGRESS_RULES) - 1, 0600, err) < 0)
+        return -err->code;
+    const char *argv[] = {"nft", "-f", rules, NULL};
+    const int keep[2] = {-1, -1};
+    pid_t pid = 0;
+    if (setns(p->netns_fd, CLONE_NEWNET) < 0)
+        return sl_error_errno(err, errno, "enter the instance's network namespace");
+    int rc = spawn_helper(inst, argv, log_fd, keep, &pid);
+    if (setns(inst->sup->host_netns, CLONE_NEWNET) < 0)
+        sl_err(MOD, "a pool thread could not return to the host's network namespace: %s",
+               strerror(errno)); /* its next sockets would be made in the instance's */
+    if (rc < 0)
+        return sl_error_errno(err, -rc, "spawn nft");
+    int status = 0;
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+        ;
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+        return helper_failed(err, log, "nft failed to set the egress rules");
+    return 0;
+}
+
+/*
+ * Pool thread: outbound networking for the instance's namespace, through a
+ * slirp4netns of its own (user-mode NAT, the way rootless Podman and
+ * Docker give one): a tap device with a default route, connections made
+ * from the host as the daemon's, the host's loopback out of reach, and a
+ * DNS forwarder the container's /etc/resolv.conf names; EGRESS_RULES
+ * bound what the instance reaches through it. slirp4netns runs in a mount
+ * namespace of its own made private first (its sandbox's unmounts must not
+ * reach the host's shared mounts, such as /run/netns), sandboxed (a root of
+ * /etc and /run only, no capability but CAP_NET_BIND_SERVICE) under its
+ * seccomp filter, and exits when sluice closes its exit fd (or exits).
+ * Waits for it to say the device is up. Its output goes to
+ * INST_DIR/slirp4netns.log, quoted when it fails.
+ */
+static int prep_egress(sl_instance_t *inst, prep_t *p, sl_error_t *err)
+{
+    sl_autofree char *resolv = xasprintf("%s/resolv.conf", inst->dir);
+    if (sl_write_file_atomic(resolv, SLIRP_RESOLV_CONF, strlen(SLIRP_RESOLV_CONF), 0644, err) < 0)
+        return -err->code;
+    sl_autofree char *log = xasprintf("%s/slirp4netns.log", inst->dir);
+    sl_autoclose int log_fd = open(log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (log_fd < 0)
+        return sl_error_errno(err, errno, "open %s", log);
+    int ready[2] = {-1, -1}, ex[2] = {-1, -1};
+    if (pipe2(ready, O_CLOEXEC) < 0 || pipe2(ex, O_CLOEXEC) < 0) {
+        int e = errno;
+        sl_closep(&ready[0]);
+        sl_closep(&ready[1]);
+        return sl_error_errno(err, e, "pipe");
+    }
+    sl_autofree char *netns = xasprintf("/proc/%d/fd/%d", (int)getpid(), p->netns_fd);
+    const char *argv[] = {"unshare",
+                          "--mount",
+                          "--propagation",
+                          "private",
+                          "--",
+                          "slirp4netns",
+                          "--configure",
+                          "--mtu=65520",
+                          "--disable-host-loopback",
+                          "--enable-sandbox",
+                          "--enable-seccomp",
+                          "--ready-fd=3",
+                          "--exit-fd=4",
+                          "--netns-type=path",
+                          netns,
+                          "tap0",
+                          NULL};
+    const int keep[2] = {ready[1], ex[0]};
+    pid_t pid = 0;
+    int rc = spawn_helper(inst, argv, log_fd, keep, &pid);
     sl_closep(&ready[1]);
     sl_closep(&ex[0]);
     if (rc < 0) {
         sl_closep(&ready[0]);
         sl_closep(&ex[1]);
-        return rc == -ENOENT ? sl_error_set(err, ENOENT,
-                                            "outbound networking needs slirp4netns, which is "
-                                            "not installed (apt-get install slirp4netns)")
-                             : sl_error_errno(err, -rc, "spawn slirp4netns");
+        return sl_error_errno(err, -rc, "spawn unshare (util-linux) for slirp4netns");
     }
-    p->slirp_pid = pid;
+    p->slirp_pid = pid; /* handed to the instance, which reaps it */
     p->slirp_exit_fd = ex[1];
-    struct pollfd pfd = {.fd = ready[0], .events = POLLIN};
-    char c = 0;
-    int n = poll(&pfd, 1, SLIRP_READY_MS);
-    bool ok = n == 1 && read(ready[0], &c, 1) == 1 && c == '1';
+    /* the rules meanwhile: they need the namespace only */
+    rc = egress_rules(inst, p, log, log_fd, err);
+    bool ok = rc == 0 && slirp_ready(ready[0]);
     sl_closep(&ready[0]);
+    if (rc < 0) {
+        kill(pid, SIGKILL);
+        return rc;
+    }
     if (!ok) {
-        kill(pid, SIGKILL); /* prep_free reaps it */
-        return sl_error_set(err, EIO, "slirp4netns did not set up the network within %d ms",
-                            SLIRP_READY_MS);
+        kill(pid, SIGKILL);
+        struct stat st;
+        if (stat("/usr/bin/slirp4netns", &st) < 0 && stat("/bin/slirp4netns", &st) < 0 &&
+            stat("/usr/local/bin/slirp4netns", &st) < 0)
+            return sl_error_set(err, ENOENT,
+                                "outbound networking needs slirp4netns, which is not installed "
+                                "(apt-get install slirp4netns)");
+        return helper_failed(err, log, "slirp4netns did not set up the network");
     }
     return 0;
 }
@@ -1710,10 +1832,17 @@ static void prep_done(uv_work_t *w, int status)
             inst->slirp_exit_fd = sl_steal_fd(&p->slirp_exit_fd);
             p->slirp_pid = 0;
             if (proc_watch(inst, &inst->slirp, on_slirp_exit) < 0) {
+                /* unwatched it could not be reaped: end it now, and the start */
                 sl_closep(&inst->slirp_exit_fd);
+                kill(inst->slirp.pid, SIGKILL);
                 while (waitpid(inst->slirp.pid, NULL, 0) < 0 && errno == EINTR)
                     ;
                 inst->slirp.running = false;
+                if (p->rc == 0) {
+                    p->rc = -EIO;
+                    sl_error_set(&p->err, EIO, "instance %s egress: cannot watch slirp4netns",
+                                 inst->id);
+                }
             }
         }
         inst->prep_begin_ns = p->begin_ns;

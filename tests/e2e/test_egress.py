@@ -22,6 +22,9 @@ mkdir -p /tmp/www
 wget -O /tmp/www/got http://%s:%d/hello.txt > /tmp/www/err 2>&1
 cat /etc/resolv.conf > /tmp/www/resolv 2>&1
 wget -O /tmp/www/loop http://10.0.2.2:%d/ > /tmp/www/looperr 2>&1
+wget -O /tmp/www/meta http://169.254.169.254/ > /tmp/www/metaerr 2>&1
+wget -O /tmp/www/fwd http://10.0.2.3:8080/ > /tmp/www/fwderr 2>&1
+nslookup deb.debian.org > /tmp/www/dns 2>&1
 exec httpd -f -p "$PORT" -h /tmp/www
 """
 
@@ -75,9 +78,17 @@ def test_egress(make_daemon, images, outside):
         assert d.curl(name, "/got") == (200, "from outside\n"), d.curl(name, "/err")
         code, resolv = d.curl(name, "/resolv")
         assert code == 200 and "nameserver 10.0.2.3" in resolv, resolv
-        # the host's loopback (the router, here) is out of reach
-        assert d.curl(name, "/loop")[0] == 404
-        assert "can't connect" in d.curl(name, "/looperr")[1]
+        # the host's loopback (the router, here) is out of reach, and so are
+        # the DNS forwarder's other ports and link-local addresses (a cloud's
+        # metadata endpoint): refused at once
+        for what in ("loop", "meta", "fwd"):
+            assert d.curl(name, "/" + what)[0] == 404
+            assert "can't connect" in d.curl(name, "/%serr" % what)[1], what
+        # names resolve through the forwarder wherever the host resolves them
+        host_resolves = subprocess.run(["getent", "hosts", "deb.debian.org"],
+                                       capture_output=True).returncode == 0
+        if host_resolves:
+            assert "Address" in d.curl(name, "/dns")[1].split("Name:")[-1], d.curl(name, "/dns")
     assert d.curl("closed", "/got")[0] == 404
     assert "unreachable" in d.curl("closed", "/err")[1].lower()
     assert len(slirps() - before) == 2  # one each for out and boxed
