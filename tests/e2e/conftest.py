@@ -18,10 +18,20 @@ BIN = os.environ.get("SLUICE_BIN", os.path.join(ROOT, "build", "sluice"))
 IMAGES = os.path.join(ROOT, "build", "e2e-images")
 
 
+_ports_given = set()
+
+
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port nothing listens on, never one this run gave before: two taken
+    back to back (an API and a metrics listener) must differ, and the kernel
+    may hand the one just closed out again."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _ports_given:
+            _ports_given.add(port)
+            return port
 
 
 @pytest.fixture(scope="session")
