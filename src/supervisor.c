@@ -1454,8 +1454,15 @@ static void on_slirp_exit(uv_poll_t *h, int status, int events)
     sv_exit_t ex;
     if (proc_collect(inst, &inst->slirp, &ex) == SV_EXIT_PENDING)
         return;
-    if (!inst->cleaning && !inst->cleanup_queued && inst->state < SL_INST_STOPPING)
-        sl_warn(MOD, "instance %s lost its outbound network: slirp4netns exited", inst->id);
+    if (inst->cleaning || inst->cleanup_queued || inst->state >= SL_INST_STOPPING ||
+        inst->stop_requested)
+        return;
+    /* An instance without the network its revision asked for is broken:
+     * it stops, and its revision replaces it. */
+    sl_warn(MOD, "instance %s lost its outbound network: slirp4netns exited; stopping it",
+            inst->id);
+    sv_set_reason(inst, "its outbound network ended (slirp4netns exited)");
+    sv_stop(inst, inst->grace_ms);
 }
 
 /* Pages of tmpfs a volume's files take, with their directories. */

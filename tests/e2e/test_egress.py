@@ -108,3 +108,29 @@ def test_egress_is_off_by_default_and_validated(daemon, images):
     doc["spec"]["template"]["metadata"] = {"annotations": {"sluice.dev/egress": "yes"}}
     r = d.cli("apply", "-f", "-", input=json.dumps(doc), check=False)
     assert r.returncode != 0 and 'sluice.dev/egress: must be "true" or "false"' in r.stderr
+
+
+def test_an_instance_that_loses_its_network_is_replaced(make_daemon, images, outside):
+    """Its slirp4netns gone, an instance with egress has no network left:
+    it stops, says why, and its revision starts another with egress."""
+    d = make_daemon("--egress")
+    doc = json.loads(probe_service("lose", images["busybox"], outside, d.port))
+    doc["spec"]["template"]["metadata"] = {
+        "annotations": {"autoscaling.knative.dev/min-scale": "1"}}
+    before = slirps()
+    d.cli("apply", "-f", "-", "--wait", input=json.dumps(doc))
+    first = [i["name"] for i in d.json("instances", "lose")["items"]]
+    mine = slirps() - before
+    assert len(first) == 1 and len(mine) == 1
+    subprocess.run(["kill", "-9", mine.pop()], check=True)
+    deadline = time.time() + 30
+    now = first
+    while time.time() < deadline:
+        now = [i["name"] for i in d.json("instances", "lose")["items"] if i["state"] == "Ready"]
+        if now and now != first:
+            break
+        time.sleep(0.2)
+    assert now and now != first, now
+    assert d.curl("lose", "/got") == (200, "from outside\n")
+    out = d.cli("logs", "lose").stdout
+    assert "failed: its outbound network ended (slirp4netns exited)" in out, out
