@@ -220,14 +220,30 @@ static uint64_t thread_cpu_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-/* posix_spawn dup2s in order, so a source among 0..2 could be overwritten
- * before it is used: give it a number above them (*tmp, closed after). */
-static int above_stdio(int fd, int *tmp)
+/* posix_spawn dup2s in order, so a source among the targets 0..last could
+ * be overwritten before it is used: give it a number above them (*tmp,
+ * closed after). -errno when it cannot. */
+static int above_targets(int fd, int last, int *tmp)
 {
-    if (fd > 2)
+    if (fd > last)
         return fd;
-    *tmp = fcntl(fd, F_DUPFD_CLOEXEC, 3);
-    return *tmp >= 0 ? *tmp : fd;
+    *tmp = fcntl(fd, F_DUPFD_CLOEXEC, last + 1);
+    return *tmp >= 0 ? *tmp : -errno;
+}
+
+/* A child's signals: none blocked, every one at its default. Every signal:
+ * sigfillset leaves out glibc's internal two (32, 33), which posix_spawn
+ * would then leave ignored, through exec, for the child and so for a
+ * container. */
+static void spawn_attr_init(posix_spawnattr_t *at, short flags)
+{
+    sigset_t none, all;
+    sigemptyset(&none);
+    memset(&all, 0xff, sizeof(all));
+    posix_spawnattr_init(at);
+    posix_spawnattr_setsigmask(at, &none);
+    posix_spawnattr_setsigdefault(at, &all);
+    posix_spawnattr_setflags(at, (short)(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF | flags));
 }
 
 enum {
@@ -267,25 +283,18 @@ static int spawn_runtime(sl_instance_t *inst, sv_proc_t *p, const char *const *a
         argv[n++] = args[i];
     uint64_t t0 = sl_now_ns(), c0 = thread_cpu_ns();
     int tmp_in = -1, tmp_out = -1;
-    int in_fd = above_stdio(inst->sup->devnull, &tmp_in);
-    out_fd = above_stdio(out_fd, &tmp_out);
+    /* where a move fails, the fd as it is (at worst overwritten) */
+    int in_fd = above_targets(inst->sup->devnull, 2, &tmp_in);
+    in_fd = in_fd < 0 ? inst->sup->devnull : in_fd;
+    int moved = above_targets(out_fd, 2, &tmp_out);
+    out_fd = moved < 0 ? out_fd : moved;
     posix_spawn_file_actions_t fa;
     posix_spawn_file_actions_init(&fa);
     posix_spawn_file_actions_adddup2(&fa, in_fd, 0);
     posix_spawn_file_actions_adddup2(&fa, out_fd, 1);
     posix_spawn_file_actions_adddup2(&fa, out_fd, 2);
     posix_spawnattr_t at;
-    posix_spawnattr_init(&at);
-    sigset_t none, all;
-    sigemptyset(&none);
-    /* Every signal: sigfillset leaves out glibc's internal two (32, 33),
-     * which posix_spawn would then leave ignored, through exec, for the
-     * runtime and so for the container. */
-    memset(&all, 0xff, sizeof(all));
-    posix_spawnattr_setsigmask(&at, &none);
-    posix_spawnattr_setsigdefault(&at, &all);
-    posix_spawnattr_setflags(&at, (short)(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF |
-                                          (flags & SPAWN_DETACH ? POSIX_SPAWN_SETSID : 0)));
+    spawn_attr_init(&at, flags & SPAWN_DETACH ? POSIX_SPAWN_SETSID : 0);
     pid_t pid;
     int rc = -posix_spawn(&pid, argv[0], &fa, &at, (char *const *)argv, environ);
     posix_spawnattr_destroy(&at);
@@ -1273,43 +1282,35 @@ static const char EGRESS_RULES[] = "table inet sluice {\n"
 
 /* Spawn argv (PATH searched) with stdin on /dev/null, stdout and stderr on
  * out_fd, `keep` (2 fds, -1 for none) as fds 3 and 4, signals unblocked and
- * at their defaults. Every fd is above stdio and fd 4 before the dup2s, so
+ * at their defaults. Every source is moved above fd 4 before the dup2s, so
  * none is overwritten before it is used. -errno on failure. */
 static int spawn_helper(const sl_instance_t *inst, const char *const *argv, int out_fd,
                         const int keep[2], pid_t *pid)
 {
-    int hi[2] = {-1, -1};
-    for (int k = 0; k < 2; k++)
-        if (keep[k] >= 0 && (hi[k] = fcntl(keep[k], F_DUPFD_CLOEXEC, 5)) < 0) {
-            int e = errno;
-            sl_closep(&hi[0]);
-            return -e;
-        }
-    int tmp_out = -1;
-    out_fd = out_fd > 4 ? out_fd : (tmp_out = fcntl(out_fd, F_DUPFD_CLOEXEC, 5));
+    int tmp[3] = {-1, -1, -1}; /* keep[0], keep[1] and out_fd, moved */
+    int src[2] = {-1, -1}, rc = 0;
+    for (int k = 0; k < 2 && rc == 0; k++)
+        if (keep[k] >= 0 && (src[k] = above_targets(keep[k], 4, &tmp[k])) < 0)
+            rc = src[k];
+    int out = rc < 0 ? -1 : above_targets(out_fd, 4, &tmp[2]);
+    if (rc == 0 && out < 0)
+        rc = out;
     posix_spawn_file_actions_t fa;
     posix_spawn_file_actions_init(&fa);
     posix_spawn_file_actions_adddup2(&fa, inst->sup->devnull, 0);
-    posix_spawn_file_actions_adddup2(&fa, out_fd, 1);
-    posix_spawn_file_actions_adddup2(&fa, out_fd, 2);
+    posix_spawn_file_actions_adddup2(&fa, out, 1);
+    posix_spawn_file_actions_adddup2(&fa, out, 2);
     for (int k = 0; k < 2; k++)
-        if (hi[k] >= 0)
-            posix_spawn_file_actions_adddup2(&fa, hi[k], 3 + k);
+        if (src[k] >= 0)
+            posix_spawn_file_actions_adddup2(&fa, src[k], 3 + k);
     posix_spawnattr_t at;
-    posix_spawnattr_init(&at);
-    sigset_t none, all;
-    sigemptyset(&none);
-    memset(&all, 0xff, sizeof(all));
-    posix_spawnattr_setsigmask(&at, &none);
-    posix_spawnattr_setsigdefault(&at, &all);
-    posix_spawnattr_setflags(&at, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
-    int rc =
-        out_fd < 0 ? -EBADF : -posix_spawnp(pid, argv[0], &fa, &at, (char *const *)argv, environ);
+    spawn_attr_init(&at, 0);
+    if (rc == 0)
+        rc = -posix_spawnp(pid, argv[0], &fa, &at, (char *const *)argv, environ);
     posix_spawnattr_destroy(&at);
     posix_spawn_file_actions_destroy(&fa);
-    sl_closep(&hi[0]);
-    sl_closep(&hi[1]);
-    sl_closep(&tmp_out);
+    for (int k = 0; k < 3; k++)
+        sl_closep(&tmp[k]);
     return rc;
 }
 
