@@ -639,25 +639,27 @@ static void route_services(route_ctx_t *r, const char *ns, const char *name)
     }
 }
 
-/* seg[3], seg[4] = "namespaces", NS: *ns = NS, *k = 5; else NULL and 3.
+/* seg[at], seg[at + 1] = "namespaces", NS: *ns = NS, *k = at + 2; else NULL
+ * and at.
  * False, the 400 sent, when NS is not a namespace's name: a DNS-1123
  * label, as in Kubernetes (it names directories and cgroups too). */
-static bool path_namespace(route_ctx_t *r, char **seg, size_t n, const char **ns, size_t *k)
+static bool path_namespace(route_ctx_t *r, char **seg, size_t n, size_t at, const char **ns,
+                           size_t *k)
 {
     *ns = NULL;
-    *k = 3;
-    if (n < 5 || strcmp(seg[3], "namespaces") != 0)
+    *k = at;
+    if (n < at + 2 || strcmp(seg[at], "namespaces") != 0)
         return true;
-    if (!sl_is_dns1123_label(seg[4])) {
+    if (!sl_is_dns1123_label(seg[at + 1])) {
         sl_autofree char *msg =
             xasprintf("namespace \"%.80s\": must be a DNS-1123 label (lower-case "
                       "letters, digits and '-', at most 63 characters)",
-                      seg[4]);
+                      seg[at + 1]);
         send_error(r->c, 400, "BadRequest", msg);
         return false;
     }
-    *ns = seg[4];
-    *k = 5;
+    *ns = seg[at + 1];
+    *k = at + 2;
     return true;
 }
 
@@ -666,7 +668,7 @@ static void route_knative(route_ctx_t *r, char **seg, size_t n)
     /* seg: apis serving.knative.dev v1 [namespaces NS] KIND [NAME] */
     const char *ns;
     size_t k;
-    if (!path_namespace(r, seg, n, &ns, &k))
+    if (!path_namespace(r, seg, n, 3, &ns, &k))
         return;
     if (k >= n) {
         send_error(r->c, 404, "NotFound", "no such API path");
@@ -732,7 +734,7 @@ static void route_sluice(route_ctx_t *r, char **seg, size_t n)
     }
     const char *ns;
     size_t k;
-    if (!path_namespace(r, seg, n, &ns, &k))
+    if (!path_namespace(r, seg, n, 3, &ns, &k))
         return;
     if (k < n && !strcmp(seg[k], "usage") && k + 1 == n && method_is(r, "GET")) {
         char sbuf[64];
@@ -788,18 +790,10 @@ static void route_runtimeclasses(route_ctx_t *r, const char *name)
 static void route_core(route_ctx_t *r, char **seg, size_t n)
 {
     sl_controller_t *ctl = r->c->api->ctl;
-    const char *ns = NULL;
-    size_t k = 2;
-    if (n >= 4 && !strcmp(seg[2], "namespaces")) {
-        if (!sl_is_dns1123_label(seg[3])) {
-            send_error(r->c, 400, "BadRequest",
-                       "namespace: must be a DNS-1123 label (lower-case letters, digits and "
-                       "'-', at most 63 characters)");
-            return;
-        }
-        ns = seg[3];
-        k = 4;
-    }
+    const char *ns;
+    size_t k;
+    if (!path_namespace(r, seg, n, 2, &ns, &k))
+        return;
     sl_data_kind_t kind;
     if (k < n && !strcmp(seg[k], "secrets"))
         kind = SL_DATA_SECRET;
