@@ -346,15 +346,19 @@ static int cmp_str(const void *a, const void *b)
 
 char *sl_data_keys(sl_data_kind_t kind, const json_t *obj, size_t *n_keys)
 {
-    json_t *vals = sl_data_values(kind, obj);
-    size_t n = json_object_size(vals), i = 0, len = 1;
+    /* the maps' keys, no value decoded (stored form: no key in both) */
+    const json_t *maps[] = {json_object_get(obj, "data"),
+                            kind == SL_DATA_CONFIGMAP ? json_object_get(obj, "binaryData") : NULL};
+    size_t n = json_object_size(maps[0]) + json_object_size(maps[1]), i = 0, len = 1;
     const char **keys = xcalloc(n + 1, sizeof(char *));
-    const char *k;
-    json_t *x;
-    json_object_foreach(vals, k, x)
-    {
-        keys[i++] = k;
-        len += strlen(k) + 1;
+    for (size_t m = 0; m < SL_ARRAY_LEN(maps); m++) {
+        const char *k;
+        json_t *x;
+        json_object_foreach((json_t *)maps[m], k, x)
+        {
+            keys[i++] = k;
+            len += strlen(k) + 1;
+        }
     }
     qsort(keys, n, sizeof(char *), cmp_str);
     char *out = xmalloc(len);
@@ -368,7 +372,6 @@ char *sl_data_keys(sl_data_kind_t kind, const json_t *obj, size_t *n_keys)
     }
     out[o] = '\0';
     free(keys);
-    json_decref(vals);
     if (n_keys)
         *n_keys = n;
     return out;
