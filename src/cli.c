@@ -10,6 +10,9 @@
 #include <errno.h>
 #include <limits.h>
 #include <stdio.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #define CLI_MAX_RESPONSE (64u << 20)
 
@@ -223,6 +226,23 @@ int sl_cli_fail(long status, const json_t *body)
     if (msg)
         return sl_cli_error("%s", msg);
     return sl_cli_error("the daemon answered HTTP %ld", status);
+}
+
+bool sl_cli_conflict(long status, const json_t *body)
+{
+    const char *reason = json_string_value(json_object_get(body, "reason"));
+    return status == 409 && reason &&
+           (!strcmp(reason, "Conflict") || !strcmp(reason, "AlreadyExists"));
+}
+
+void sl_cli_retry_pause(int attempt)
+{
+    /* client-go's DefaultRetry: 10 ms steps, 10 % jitter */
+    if (attempt < 2)
+        return;
+    long jitter = (long)(((unsigned)getpid() * 2654435761u + (unsigned)attempt) % 1000000u);
+    struct timespec ts = {0, 10000000L + jitter};
+    nanosleep(&ts, NULL);
 }
 
 void sl_cli_print(const json_t *v, sl_output_t out)

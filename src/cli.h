@@ -47,6 +47,15 @@ int sl_cli_stream(const sl_cli_opts_t *o, const char *path);
 /* Print the message of a Status object (or a generic one) to stderr as
  * "sluice: error: …" and return 1. */
 int sl_cli_fail(long status, const json_t *body);
+/* Read-modify-write (deploy, traffic) as client-go's RetryOnConflict: the
+ * write carries the resourceVersion it read, and when the daemon refuses it
+ * as a conflict (the object changed since, or was created meanwhile) the
+ * command reads it again and redoes its change, up to this many times. */
+#define SL_CLI_WRITE_ATTEMPTS 5
+/* A 409 Conflict or AlreadyExists: worth reading the object again. */
+bool sl_cli_conflict(long status, const json_t *body);
+/* The pause before attempt `attempt` (2, 3, ...): about 10 ms, jittered. */
+void sl_cli_retry_pause(int attempt);
 /* A number flag in [lo, hi]; 0, or the usage exit code after saying why. */
 int sl_cli_number(const char *flag, const char *arg, double lo, double hi, double *out);
 /* Print an object or list as JSON or YAML. */

@@ -298,53 +298,95 @@ static bool pin_tag(json_t *svc, const char *tag, const char *rev)
     return false;
 }
 
-/* PUT the service, wait for its revision if asked, print it or its URL;
- * errors name `where` when set. With `tag`, a second PUT pins that tag to
+/* What put_service does besides the write. */
+typedef struct put_opts {
+    bool create;       /* POST to the collection: refused if it exists meanwhile */
+    bool wait;         /* until the new revision is Ready */
+    int wait_timeout;  /* seconds */
+    const char *where; /* errors name it */
+    const char *tag;   /* pin this tag to the new revision (deploy --tag) */
+    bool *created;     /* set: the write created the service */
+    bool *conflict;    /* set on a conflict, which is then left unsaid */
+} put_opts_t;
+
+/* Pin `tag` to `rev` in the service `cur` (the first write's answer, so
+ * the second write carries its resourceVersion), reading the service again
+ * after a conflict. Returns the exit code. */
+static int pin_tag_to(const sl_cli_opts_t *o, const char *path, const json_t *cur, const char *tag,
+                      const char *rev)
+{
+    json_t *svc = json_deep_copy(cur), *resp = NULL;
+    long st = 200;
+    int rc = 0;
+    for (int attempt = 1; attempt <= SL_CLI_WRITE_ATTEMPTS; attempt++) {
+        if (!pin_tag(svc, tag, rev))
+            break; /* no tag following the latest revision (any more) */
+        json_decref(resp);
+        resp = NULL;
+        if (sl_cli_call(o, "PUT", path, svc, &st, &resp) != 0 || st == 200 || st == 201 ||
+            !sl_cli_conflict(st, resp) || attempt == SL_CLI_WRITE_ATTEMPTS)
+            break;
+        json_decref(svc);
+        svc = NULL;
+        sl_cli_retry_pause(attempt + 1);
+        if (sl_cli_call(o, "GET", path, NULL, &st, &svc) != 0 || st != 200)
+            break;
+    }
+    if (st != 200 && st != 201) {
+        const char *msg = json_string_value(json_object_get(resp ? resp : svc, "message"));
+        sl_cli_error("revision %s is deployed, but tag %s still follows the latest revision "
+                     "(%s); pin it with `sluice traffic %s --tag %s=%s`",
+                     rev, tag, msg ? msg : "the daemon did not answer",
+                     sl_json_str(cur, "metadata.name"), rev, tag);
+        rc = 1;
+    }
+    json_decref(resp);
+    json_decref(svc);
+    return rc;
+}
+
+/* Write the service (PUT, or POST with create), wait for its revision if
+ * asked, print it or its URL. With a tag, a second write pins that tag to
  * the revision the first one created. Returns the exit code. */
-static int put_service(const sl_cli_opts_t *o, json_t *svc, bool wait, int wait_timeout,
-                       const char *where, bool *created, const char *tag)
+static int put_service(const sl_cli_opts_t *o, json_t *svc, const put_opts_t *p)
 {
     const char *name = sl_json_str(svc, "metadata.name");
     const char *ns = sl_json_str(svc, "metadata.namespace");
-    sl_autofree char *path =
-        xasprintf("/apis/serving.knative.dev/v1/namespaces/%s/services/%s", ns ? ns : o->ns, name);
+    sl_autofree char *coll =
+        xasprintf("/apis/serving.knative.dev/v1/namespaces/%s/services", ns ? ns : o->ns);
+    sl_autofree char *path = xasprintf("%s/%s", coll, name);
     long st;
     json_t *resp = NULL;
-    if (sl_cli_call(o, "PUT", path, svc, &st, &resp) != 0)
+    if (sl_cli_call(o, p->create ? "POST" : "PUT", p->create ? coll : path, svc, &st, &resp) != 0)
         return 1;
     if (st != 200 && st != 201) {
-        int rc = fail_in(where, st, resp);
+        int rc = 1;
+        if (p->conflict && sl_cli_conflict(st, resp))
+            *p->conflict = true;
+        else
+            rc = fail_in(p->where, st, resp);
         json_decref(resp);
         return rc;
     }
-    if (created)
-        *created = st == 201;
+    if (p->created)
+        *p->created = st == 201;
     const char *rev = sl_json_str(resp, "status.latestCreatedRevisionName");
     json_t *final = NULL;
     int rc = 0;
-    if (tag && rev && pin_tag(svc, tag, rev)) {
-        json_t *again = NULL;
-        if (sl_cli_call(o, "PUT", path, svc, &st, &again) != 0 || (st != 200 && st != 201)) {
-            const char *msg = json_string_value(json_object_get(again, "message"));
-            sl_cli_error("revision %s is deployed, but tag %s still follows the latest revision "
-                         "(%s); pin it with `sluice traffic %s --tag %s=%s`",
-                         rev, tag, msg ? msg : "the daemon did not answer", name, rev, tag);
-            json_decref(again);
-            json_decref(resp);
-            return 1;
-        }
-        json_decref(again);
+    if (p->tag && rev && pin_tag_to(o, path, resp, p->tag, rev) != 0) {
+        json_decref(resp);
+        return 1;
     }
-    if (wait && rev) {
+    if (p->wait && rev) {
         fprintf(stderr, "Deploying %s: waiting for revision %s to be ready...\n", name, rev);
-        rc = wait_ready(o, path, rev, wait_timeout, &final);
+        rc = wait_ready(o, path, rev, p->wait_timeout, &final);
     }
     json_t *shown = final ? final : resp;
     if (rc == 0) {
         if (o->output != SL_OUT_TABLE)
             sl_cli_print(shown, o->output);
         else {
-            if (wait)
+            if (p->wait)
                 fprintf(stderr, "Service %s revision %s is ready.\n", name, rev);
             printf("%s\n", sl_json_str(shown, "status.url"));
         }
@@ -395,55 +437,58 @@ static int stage_traffic(json_t *svc, bool no_traffic, const char *tag)
     return 0;
 }
 
+enum deploy_opt {
+    O_IMAGE = 1000,
+    O_PORT,
+    O_ENV,
+    O_SECRET,
+    O_CONFIGMAP,
+    O_EGRESS,
+    O_CONC,
+    O_MIN,
+    O_MAX,
+    O_MEM,
+    O_CPU,
+    O_TIMEOUT,
+    O_RTC,
+    O_NOWAIT,
+    O_WAITTO,
+    O_TAG,
+    O_NOTRAFFIC,
+    O_TARGET,
+    O_METRIC
+};
+static const struct option deploy_longopts[] = {
+    {"image", required_argument, NULL, O_IMAGE},
+    {"port", required_argument, NULL, O_PORT},
+    {"env", required_argument, NULL, O_ENV},
+    {"secret", required_argument, NULL, O_SECRET},
+    {"configmap", required_argument, NULL, O_CONFIGMAP},
+    {"egress", required_argument, NULL, O_EGRESS},
+    {"concurrency", required_argument, NULL, O_CONC},
+    {"min", required_argument, NULL, O_MIN},
+    {"max", required_argument, NULL, O_MAX},
+    {"target", required_argument, NULL, O_TARGET},
+    {"metric", required_argument, NULL, O_METRIC},
+    {"memory", required_argument, NULL, O_MEM},
+    {"cpu", required_argument, NULL, O_CPU},
+    {"timeout", required_argument, NULL, O_TIMEOUT},
+    {"runtime-class", required_argument, NULL, O_RTC},
+    {"tag", required_argument, NULL, O_TAG},
+    {"no-traffic", no_argument, NULL, O_NOTRAFFIC},
+    {"no-wait", no_argument, NULL, O_NOWAIT},
+    {"wait-timeout", required_argument, NULL, O_WAITTO},
+    {"state-dir", required_argument, NULL, 'S'},
+    {"namespace", required_argument, NULL, 'n'},
+    {"output", required_argument, NULL, 'o'},
+    {"help", no_argument, NULL, 'h'},
+    {NULL, 0, NULL, 0},
+};
+
+static int edit_service(int argc, char **argv, json_t *svc, bool exists, put_opts_t *p);
+
 int sl_cmd_deploy(int argc, char **argv)
 {
-    enum {
-        O_IMAGE = 1000,
-        O_PORT,
-        O_ENV,
-        O_SECRET,
-        O_CONFIGMAP,
-        O_EGRESS,
-        O_CONC,
-        O_MIN,
-        O_MAX,
-        O_MEM,
-        O_CPU,
-        O_TIMEOUT,
-        O_RTC,
-        O_NOWAIT,
-        O_WAITTO,
-        O_TAG,
-        O_NOTRAFFIC,
-        O_TARGET,
-        O_METRIC
-    };
-    static const struct option longopts[] = {
-        {"image", required_argument, NULL, O_IMAGE},
-        {"port", required_argument, NULL, O_PORT},
-        {"env", required_argument, NULL, O_ENV},
-        {"secret", required_argument, NULL, O_SECRET},
-        {"configmap", required_argument, NULL, O_CONFIGMAP},
-        {"egress", required_argument, NULL, O_EGRESS},
-        {"concurrency", required_argument, NULL, O_CONC},
-        {"min", required_argument, NULL, O_MIN},
-        {"max", required_argument, NULL, O_MAX},
-        {"target", required_argument, NULL, O_TARGET},
-        {"metric", required_argument, NULL, O_METRIC},
-        {"memory", required_argument, NULL, O_MEM},
-        {"cpu", required_argument, NULL, O_CPU},
-        {"timeout", required_argument, NULL, O_TIMEOUT},
-        {"runtime-class", required_argument, NULL, O_RTC},
-        {"tag", required_argument, NULL, O_TAG},
-        {"no-traffic", no_argument, NULL, O_NOTRAFFIC},
-        {"no-wait", no_argument, NULL, O_NOWAIT},
-        {"wait-timeout", required_argument, NULL, O_WAITTO},
-        {"state-dir", required_argument, NULL, 'S'},
-        {"namespace", required_argument, NULL, 'n'},
-        {"output", required_argument, NULL, 'o'},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
-    };
     sl_cli_opts_t o;
     sl_cli_opts_init(&o);
     /* First pass: the common options and NAME, so the current service can
@@ -451,7 +496,7 @@ int sl_cmd_deploy(int argc, char **argv)
     int opt;
     optind = 1;
     opterr = 0;
-    while ((opt = getopt_long(argc, argv, "hn:o:", longopts, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, "hn:o:", deploy_longopts, NULL)) != -1) {
         if (opt == 'h') {
             deploy_usage(stdout);
             return 0;
@@ -472,15 +517,43 @@ int sl_cmd_deploy(int argc, char **argv)
                             name);
     sl_autofree char *path =
         xasprintf("/apis/serving.knative.dev/v1/namespaces/%s/services/%s", o.ns, name);
-    long st;
-    json_t *svc = NULL;
-    if (sl_cli_call(&o, "GET", path, NULL, &st, &svc) != 0)
-        return 1;
-    bool exists = st == 200;
-    if (!exists) {
+    /* Read, change, write; again from the read when the service changed
+     * in between (a status write by the daemon counts). */
+    int rc = 1;
+    for (int attempt = 1; attempt <= SL_CLI_WRITE_ATTEMPTS; attempt++) {
+        sl_cli_retry_pause(attempt);
+        long st;
+        json_t *svc = NULL;
+        if (sl_cli_call(&o, "GET", path, NULL, &st, &svc) != 0)
+            return 1;
+        if (st != 200 && st != 404) {
+            rc = sl_cli_fail(st, svc);
+            json_decref(svc);
+            return rc;
+        }
+        bool exists = st == 200, conflict = false;
+        put_opts_t p = {.create = !exists, .wait = true};
+        if (!exists) {
+            json_decref(svc);
+            svc = new_service(name, o.ns);
+        }
+        rc = edit_service(argc, argv, svc, exists, &p);
+        if (attempt < SL_CLI_WRITE_ATTEMPTS)
+            p.conflict = &conflict;
+        if (rc == 0)
+            rc = put_service(&o, svc, &p);
         json_decref(svc);
-        svc = new_service(name, o.ns);
-    } else {
+        if (!conflict)
+            break;
+    }
+    return rc;
+}
+
+/* Apply deploy's flags to svc: the stored service (exists) or a new one.
+ * Fills in what the write does besides. Returns 0 or the exit code. */
+static int edit_service(int argc, char **argv, json_t *svc, bool exists, put_opts_t *p)
+{
+    if (exists) {
         const char *ready = sl_json_str(svc, "status.latestReadyRevisionName");
         json_t *keep = ready ? json_pack("{s:s}", "latestReadyRevisionName", ready) : json_object();
         json_object_set_new(svc, "status", keep);
@@ -488,12 +561,13 @@ int sl_cmd_deploy(int argc, char **argv)
     }
     json_t *c = container_of(svc);
     json_t *pod = sl_json_path(svc, "spec.template.spec");
-    bool wait = true, have_image = exists, no_traffic = false;
+    bool have_image = exists, no_traffic = false;
     const char *tag = NULL;
     int64_t wait_timeout = 300;
-    int rc = 0;
+    int rc = 0, opt;
     optind = 1;
-    while (rc == 0 && (opt = getopt_long(argc, argv, "hn:o:", longopts, NULL)) != -1) {
+    opterr = 0;
+    while (rc == 0 && (opt = getopt_long(argc, argv, "hn:o:", deploy_longopts, NULL)) != -1) {
         switch (opt) {
         case O_IMAGE: {
             char *ref = sl_cli_abs_image_ref(optarg);
@@ -583,7 +657,7 @@ int sl_cmd_deploy(int argc, char **argv)
             no_traffic = true;
             break;
         case O_NOWAIT:
-            wait = false;
+            p->wait = false;
             break;
         case O_WAITTO:
             if (sl_parse_int64(optarg, 1, 86400, &wait_timeout) < 0)
@@ -600,9 +674,8 @@ int sl_cmd_deploy(int argc, char **argv)
                           "revision to keep serving)");
     if (rc == 0 && (no_traffic || tag))
         rc = stage_traffic(svc, no_traffic, tag);
-    if (rc == 0)
-        rc = put_service(&o, svc, wait, (int)wait_timeout, NULL, NULL, tag);
-    json_decref(svc);
+    p->tag = tag;
+    p->wait_timeout = (int)wait_timeout;
     return rc;
 }
 
@@ -620,7 +693,8 @@ static void apply_usage(FILE *f)
                "applied unless all pass. Objects without metadata.namespace go to -n NS (default\n"
                "\"default\"); one in another namespace than an explicit -n is refused.\n"
                "Image paths in oci:, docker-archive: and dir: references are taken\n"
-               "relative to the current directory.\n");
+               "relative to the current directory. An object replaces what is stored\n"
+               "whatever its version: a metadata.resourceVersion in a manifest is left out.\n");
 }
 
 static int read_input(const char *file, char **out, size_t *len)
@@ -795,9 +869,13 @@ static int check_local(const sl_cli_opts_t *o, apply_obj_t *a)
         return sl_cli_error("%s: metadata.name: is required", a->where);
     if (!path_safe(name))
         return sl_cli_error("%s: metadata.name: \"%.100s\" is not a valid name", a->where, name);
+    json_t *md = json_object_get(obj, "metadata");
+    /* apply makes each object what its manifest says, whatever version is
+     * stored: a resourceVersion read back with -o yaml would make the write
+     * conditional, and fail a restore into another daemon. */
+    json_object_del(md, "resourceVersion");
     if (!strcmp(kind, "RuntimeClass"))
         return 0;
-    json_t *md = json_object_get(obj, "metadata");
     const char *ns = sl_json_str(obj, "metadata.namespace");
     if (ns && !path_safe(ns))
         return sl_cli_error("%s: metadata.namespace: \"%.100s\" is not a valid namespace", a->where,
@@ -956,7 +1034,8 @@ static int apply_one(const sl_cli_opts_t *o, const apply_obj_t *a, bool wait)
     if (!is_kind(a->obj, "Service"))
         return put_object(o, a->obj, a->where);
     bool created = false;
-    int rc = put_service(o, a->obj, wait, 300, a->where, &created, NULL);
+    put_opts_t p = {.wait = wait, .wait_timeout = 300, .where = a->where, .created = &created};
+    int rc = put_service(o, a->obj, &p);
     if (rc == 0 && o->output == SL_OUT_TABLE)
         fprintf(stderr, "service.serving.knative.dev/%s %s\n", sl_json_str(a->obj, "metadata.name"),
                 created ? "created" : "configured");

@@ -147,6 +147,77 @@ static void remove_tag(json_t *traffic, const char *tag)
     }
 }
 
+/* What `sluice traffic` asks for. */
+typedef struct traffic_change {
+    char **revs; /* REV=PCT */
+    int nrevs;
+    const char *latest_pct; /* --latest */
+    char *tags[64], *untags[64];
+    int ntags, nuntags;
+} traffic_change_t;
+
+/* Read the service at path, change its traffic as asked, write it back
+ * (carrying the resourceVersion read). Returns 0 with the write's status and
+ * answer, or the exit code after saying why. */
+static int set_traffic(const sl_cli_opts_t *o, const char *path, const traffic_change_t *ch,
+                       long *st, json_t **resp)
+{
+    json_t *svc = NULL;
+    if (sl_cli_call(o, "GET", path, NULL, st, &svc) != 0)
+        return 1;
+    if (*st != 200) {
+        int rc = sl_cli_fail(*st, svc);
+        json_decref(svc);
+        return rc;
+    }
+    json_t *spec = json_object_get(svc, "spec");
+    json_t *traffic = json_incref(json_object_get(spec, "traffic"));
+    if (!traffic)
+        traffic = json_array();
+    int rc = 0;
+    if (ch->nrevs || ch->latest_pct) {
+        json_t *split = NULL;
+        rc = build_split(traffic, ch->revs, ch->nrevs, ch->latest_pct, &split);
+        json_decref(traffic);
+        traffic = split;
+    }
+    for (int i = 0; rc == 0 && i < ch->nuntags; i++)
+        remove_tag(traffic, ch->untags[i]);
+    for (int i = 0; rc == 0 && i < ch->ntags; i++)
+        rc = apply_tag(traffic, ch->tags[i]);
+    if (rc == 0) {
+        json_object_set_new(spec, "traffic", traffic);
+        traffic = NULL;
+        json_object_del(svc, "status");
+        if (sl_cli_call(o, "PUT", path, svc, st, resp) != 0)
+            rc = 1;
+    }
+    json_decref(traffic);
+    json_decref(svc);
+    return rc;
+}
+
+static void print_traffic(const sl_cli_opts_t *o, const json_t *resp)
+{
+    if (o->output != SL_OUT_TABLE) {
+        sl_cli_print(json_object_get(resp, "status"), o->output);
+        return;
+    }
+    json_t *t;
+    size_t i;
+    json_array_foreach(sl_json_path(resp, "status.traffic"), i, t)
+    {
+        const char *rev = sl_json_str(t, "revisionName");
+        const char *tag = sl_json_str(t, "tag");
+        printf("%3lld%%  %s%s%s%s\n", (long long)json_integer_value(json_object_get(t, "percent")),
+               rev ? rev : "(latest, none ready)",
+               json_is_true(json_object_get(t, "latestRevision")) ? " (latest)" : "",
+               tag ? "  tag " : "", tag ? tag : "");
+        if (sl_json_str(t, "url"))
+            printf("      %s\n", sl_json_str(t, "url"));
+    }
+}
+
 int sl_cmd_traffic(int argc, char **argv)
 {
     enum { O_LATEST = 1000, O_TAG, O_UNTAG };
@@ -162,23 +233,22 @@ int sl_cmd_traffic(int argc, char **argv)
     };
     sl_cli_opts_t o;
     sl_cli_opts_init(&o);
-    const char *latest_pct = NULL;
-    char *tags[64], *untags[64];
-    int ntags = 0, nuntags = 0, opt;
+    traffic_change_t ch = {0};
+    int opt;
     optind = 1;
     while ((opt = getopt_long(argc, argv, "hn:o:", longopts, NULL)) != -1) {
         if (opt == 'h') {
             traffic_usage(stdout);
             return 0;
         } else if (opt == O_LATEST) {
-            latest_pct = optarg;
+            ch.latest_pct = optarg;
         } else if (opt == O_TAG || opt == O_UNTAG) {
-            if ((opt == O_TAG ? ntags : nuntags) >= 64)
+            if ((opt == O_TAG ? ch.ntags : ch.nuntags) >= 64)
                 return sl_cli_usage("traffic: at most 64 --tag/--untag options");
             if (opt == O_TAG)
-                tags[ntags++] = optarg;
+                ch.tags[ch.ntags++] = optarg;
             else
-                untags[nuntags++] = optarg;
+                ch.untags[ch.nuntags++] = optarg;
         } else {
             int r = sl_cli_common_opt(&o, opt, optarg);
             if (r <= 0) {
@@ -190,66 +260,30 @@ int sl_cmd_traffic(int argc, char **argv)
     if (optind >= argc)
         return sl_cli_usage("traffic: NAME is required (see `sluice traffic --help`)");
     const char *name = argv[optind];
-    char **revs = argv + optind + 1;
-    int nrevs = argc - optind - 1;
-    if (!nrevs && !latest_pct && !ntags && !nuntags)
+    ch.revs = argv + optind + 1;
+    ch.nrevs = argc - optind - 1;
+    if (!ch.nrevs && !ch.latest_pct && !ch.ntags && !ch.nuntags)
         return sl_cli_usage("traffic: nothing to change: give REV=PCT, --latest, --tag or --untag");
     sl_autofree char *path =
         xasprintf("/apis/serving.knative.dev/v1/namespaces/%s/services/%s", o.ns, name);
-    long st;
-    json_t *svc = NULL;
-    if (sl_cli_call(&o, "GET", path, NULL, &st, &svc) != 0)
-        return 1;
-    if (st != 200) {
-        int rc = sl_cli_fail(st, svc);
-        json_decref(svc);
-        return rc;
-    }
-    json_t *spec = json_object_get(svc, "spec");
-    json_t *traffic = json_incref(json_object_get(spec, "traffic"));
-    if (!traffic)
-        traffic = json_array();
-    int rc = 0;
-    if (nrevs || latest_pct) {
-        json_t *split = NULL;
-        rc = build_split(traffic, revs, nrevs, latest_pct, &split);
-        json_decref(traffic);
-        traffic = split;
-    }
-    for (int i = 0; rc == 0 && i < nuntags; i++)
-        remove_tag(traffic, untags[i]);
-    for (int i = 0; rc == 0 && i < ntags; i++)
-        rc = apply_tag(traffic, tags[i]);
-    if (rc == 0) {
-        json_object_set_new(spec, "traffic", traffic);
-        traffic = NULL;
-        json_object_del(svc, "status");
+    /* Read, change, write; again from the read when the service changed
+     * in between (a status write by the daemon counts). */
+    int rc = 1;
+    for (int attempt = 1; attempt <= SL_CLI_WRITE_ATTEMPTS; attempt++) {
+        sl_cli_retry_pause(attempt);
         json_t *resp = NULL;
-        if (sl_cli_call(&o, "PUT", path, svc, &st, &resp) != 0) {
-            rc = 1;
-        } else if (st != 200 && st != 201) {
-            rc = sl_cli_fail(st, resp);
-        } else if (o.output != SL_OUT_TABLE) {
-            sl_cli_print(json_object_get(resp, "status"), o.output);
-        } else {
-            json_t *t;
-            size_t i;
-            json_array_foreach(sl_json_path(resp, "status.traffic"), i, t)
-            {
-                const char *rev = sl_json_str(t, "revisionName");
-                const char *tag = sl_json_str(t, "tag");
-                printf("%3lld%%  %s%s%s%s\n",
-                       (long long)json_integer_value(json_object_get(t, "percent")),
-                       rev ? rev : "(latest, none ready)",
-                       json_is_true(json_object_get(t, "latestRevision")) ? " (latest)" : "",
-                       tag ? "  tag " : "", tag ? tag : "");
-                if (sl_json_str(t, "url"))
-                    printf("      %s\n", sl_json_str(t, "url"));
-            }
+        long st;
+        rc = set_traffic(&o, path, &ch, &st, &resp);
+        if (rc == 0 && sl_cli_conflict(st, resp) && attempt < SL_CLI_WRITE_ATTEMPTS) {
+            json_decref(resp);
+            continue;
         }
+        if (rc == 0 && st != 200 && st != 201)
+            rc = sl_cli_fail(st, resp);
+        else if (rc == 0)
+            print_traffic(&o, resp);
         json_decref(resp);
+        break;
     }
-    json_decref(traffic);
-    json_decref(svc);
     return rc;
 }

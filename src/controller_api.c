@@ -6,6 +6,7 @@
  * revisions as they were.
  */
 #include "controller_int.h"
+#include "validate.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -396,7 +397,10 @@ void sl_controller_apply(sl_controller_t *c, json_t *svc, const char *ns_default
 {
     bool create_only = flags & SL_APPLY_CREATE, dry_run = flags & SL_APPLY_DRY_RUN;
     sl_error_t err = {0};
+    /* validation strips the server-set metadata: the precondition first */
+    json_t *rv = json_incref(sl_json_path(svc, "metadata.resourceVersion"));
     if (sl_service_validate(svc, ns_default, &err) < 0) {
+        json_decref(rv);
         json_decref(svc);
         /* Kubernetes: a well-formed object the server cannot accept is 422
          * Invalid; a malformed one 400 BadRequest. */
@@ -405,6 +409,7 @@ void sl_controller_apply(sl_controller_t *c, json_t *svc, const char *ns_default
         return;
     }
     if (scale_within_limit(c, svc, &err) < 0) {
+        json_decref(rv);
         json_decref(svc);
         reply(cb, data, 422, "Invalid", err.msg);
         return;
@@ -412,6 +417,19 @@ void sl_controller_apply(sl_controller_t *c, json_t *svc, const char *ns_default
     const char *ns = sl_json_str(svc, "metadata.namespace");
     const char *name = sl_json_str(svc, "metadata.name");
     svc_rt_t *s = ctl_svc_find(c, ns, name);
+    /* A create ignores it, as a manifest read back from the API carries
+     * one. No status write can land between this check and the commit
+     * that would matter: another change to the service is refused while
+     * this one is pending, and the commit keeps the stored status. */
+    int pre = create_only ? 0
+                          : sl_check_resource_version(rv, s ? s->obj : NULL,
+                                                      "services.serving.knative.dev", name, &err);
+    json_decref(rv);
+    if (pre) {
+        json_decref(svc);
+        reply(cb, data, pre, sl_precondition_reason(pre), err.msg);
+        return;
+    }
     if (s && create_only) {
         sl_autofree char *msg = xasprintf("service %s/%s already exists", ns, name);
         json_decref(svc);

@@ -9,6 +9,7 @@
  * because one was missing tries again at once when it is created.
  */
 #include "controller_int.h"
+#include "validate.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -149,6 +150,13 @@ int sl_controller_put_data(sl_controller_t *c, sl_data_kind_t kind, const char *
         json_decref(old);
         sl_autofree char *msg = xasprintf("%s \"%s\" already exists", sl_data_singular(kind), name);
         return fail(body, 409, "AlreadyExists", msg);
+    }
+    int pre = create ? 0
+                     : sl_check_resource_version(sl_json_path(obj, "metadata.resourceVersion"), old,
+                                                 sl_data_resource(kind), name, &err);
+    if (pre) {
+        json_decref(old);
+        return fail(body, pre, sl_precondition_reason(pre), err.msg);
     }
     if (existed && sl_data_check_update(kind, old, obj, &err) < 0) {
         json_decref(old);

@@ -118,3 +118,40 @@ int sl_check_unsupported(json_t *v, const char *path, sl_error_t *err)
 {
     return sl_error_set(err, ENOTSUP, "%s: not supported", path);
 }
+
+int sl_check_resource_version(const json_t *v, const json_t *cur, const char *resource,
+                              const char *name, sl_error_t *err)
+{
+    if (!v || json_is_null(v))
+        return 0;
+    const char *want = json_string_value(v);
+    int64_t n = 0;
+    if (!want || (*want && sl_parse_int64(want, 0, INT64_MAX, &n) < 0)) {
+        sl_error_set(err, EINVAL,
+                     "metadata.resourceVersion: %s%.40s%s is not a resource version this server "
+                     "gave (leave it out to replace the object whatever its version)",
+                     want ? "\"" : "", want ? want : "a non-string value", want ? "\"" : "");
+        return 400;
+    }
+    if (n == 0)
+        return 0;
+    if (!cur) {
+        sl_error_set(err, ENOENT, "%s \"%s\" not found", resource, name);
+        return 404;
+    }
+    const char *have = sl_json_str(cur, "metadata.resourceVersion");
+    int64_t h = -1;
+    if (!have || sl_parse_int64(have, 0, INT64_MAX, &h) < 0 || h != n) {
+        sl_error_set(err, ESTALE,
+                     "Operation cannot be fulfilled on %s \"%s\": the object has been modified; "
+                     "please apply your changes to the latest version and try again",
+                     resource, name);
+        return 409;
+    }
+    return 0;
+}
+
+const char *sl_precondition_reason(int code)
+{
+    return code == 409 ? "Conflict" : code == 404 ? "NotFound" : "BadRequest";
+}

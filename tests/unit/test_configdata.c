@@ -10,6 +10,7 @@
 
 #include "configdata.h"
 #include "service.h"
+#include "validate.h"
 
 #include <errno.h>
 
@@ -293,6 +294,51 @@ static void test_resolve_failures(void **state)
     }
 }
 
+/* Kubernetes' optimistic concurrency on a replace. */
+static void test_resource_version_precondition(void **state)
+{
+    (void)state;
+    json_t *cur = json_pack("{s:{s:s,s:s}}", "metadata", "name", "cfg", "resourceVersion", "17");
+    sl_error_t err = {0};
+    /* unset, null, "" and "0": unconditional, whatever is stored */
+    json_t *unset[] = {NULL, json_null(), json_string(""), json_string("0")};
+    for (size_t i = 0; i < SL_ARRAY_LEN(unset); i++) {
+        assert_int_equal(sl_check_resource_version(unset[i], cur, "configmaps", "cfg", &err), 0);
+        assert_int_equal(sl_check_resource_version(unset[i], NULL, "configmaps", "cfg", &err), 0);
+        json_decref(unset[i]);
+    }
+    json_t *v = json_string("17");
+    assert_int_equal(sl_check_resource_version(v, cur, "configmaps", "cfg", &err), 0);
+    json_decref(v);
+    v = json_string("16");
+    assert_int_equal(sl_check_resource_version(v, cur, "configmaps", "cfg", &err), 409);
+    assert_string_equal(err.msg, "Operation cannot be fulfilled on configmaps \"cfg\": the object "
+                                 "has been modified; please apply your changes to the latest "
+                                 "version and try again");
+    assert_string_equal(sl_precondition_reason(409), "Conflict");
+    assert_int_equal(sl_check_resource_version(v, NULL, "configmaps", "cfg", &err), 404);
+    assert_string_equal(err.msg, "configmaps \"cfg\" not found");
+    assert_string_equal(sl_precondition_reason(404), "NotFound");
+    json_decref(v);
+    /* what no server gave: not a decimal string */
+    json_t *bad[] = {json_string("abc"), json_string("-1"),
+                     json_string("17 "), json_string("99999999999999999999"),
+                     json_integer(17),   json_true()};
+    for (size_t i = 0; i < SL_ARRAY_LEN(bad); i++) {
+        assert_int_equal(sl_check_resource_version(bad[i], cur, "configmaps", "cfg", &err), 400);
+        assert_non_null(strstr(err.msg, "metadata.resourceVersion: "));
+        json_decref(bad[i]);
+    }
+    assert_string_equal(sl_precondition_reason(400), "BadRequest");
+    /* a stored object without a version (none stored so far) never matches */
+    json_t *none = json_pack("{s:{s:s}}", "metadata", "name", "cfg");
+    v = json_string("1");
+    assert_int_equal(sl_check_resource_version(v, none, "configmaps", "cfg", &err), 409);
+    json_decref(v);
+    json_decref(none);
+    json_decref(cur);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -303,6 +349,7 @@ int main(void)
         cmocka_unit_test(test_resolve),
         cmocka_unit_test(test_empty_items_project_every_key),
         cmocka_unit_test(test_resolve_failures),
+        cmocka_unit_test(test_resource_version_precondition),
     };
     return cmocka_run_group_tests_name("configdata", tests, NULL, NULL);
 }

@@ -1,0 +1,169 @@
+"""Optimistic concurrency as the Kubernetes API has it: a replace (PUT) that
+carries metadata.resourceVersion lands only on that version of the object,
+and the CLI's read-modify-write commands redo their change when the object
+moved under them, so no concurrent change is lost."""
+import concurrent.futures
+import copy
+
+from test_apply import SVC, api, service
+
+CM = "/api/v1/namespaces/default/configmaps/"
+
+
+def rv(obj):
+    return obj["metadata"]["resourceVersion"]
+
+
+def revisions(d, name):
+    code, body = api(d, "GET", "/apis/serving.knative.dev/v1/namespaces/default/revisions"
+                     "?labelSelector=serving.knative.dev/service=" + name)
+    assert code == 200, body
+    return sorted(r["metadata"]["name"] for r in body["items"])
+
+
+def test_a_replace_at_a_stale_version_is_a_conflict(daemon, images):
+    d = daemon
+    d.cli("deploy", "alpha", "--image", images["hello"])
+    code, cur = api(d, "GET", SVC + "alpha")
+    assert code == 200 and int(rv(cur)) > 0, cur
+
+    changed = copy.deepcopy(cur)
+    changed["spec"]["template"]["spec"]["containers"][0]["env"] = [{"name": "V", "value": "2"}]
+    code, new = api(d, "PUT", SVC + "alpha", changed)
+    assert code == 200, new
+    assert int(rv(new)) > int(rv(cur))
+    assert new["metadata"]["generation"] == cur["metadata"]["generation"] + 1
+    before = revisions(d, "alpha")
+
+    # A write based on what was read before that change is refused, dry run
+    # or not, and changes nothing.
+    stale = copy.deepcopy(cur)
+    stale["spec"]["template"]["spec"]["containers"][0]["env"] = [{"name": "V", "value": "3"}]
+    for path in (SVC + "alpha?dryRun=All", SVC + "alpha"):
+        code, st = api(d, "PUT", path, stale)
+        assert code == 409 and st["reason"] == "Conflict", st
+        assert st["message"] == (
+            'Operation cannot be fulfilled on services.serving.knative.dev "alpha": the object '
+            "has been modified; please apply your changes to the latest version and try again")
+    code, now = api(d, "GET", SVC + "alpha")
+    assert now["spec"] == new["spec"]
+    assert now["metadata"]["generation"] == new["metadata"]["generation"]
+    assert revisions(d, "alpha") == before
+
+    # At the current version it lands. The daemon's own status writes move
+    # the version too (the new revision becoming ready), so a client reads
+    # again after a conflict, as client-go's RetryOnConflict does.
+    for _ in range(10):
+        stale["metadata"]["resourceVersion"] = rv(now)
+        code, obj = api(d, "PUT", SVC + "alpha", stale)
+        if code != 409:
+            break
+        code, now = api(d, "GET", SVC + "alpha")
+    assert code == 200, obj
+    assert obj["spec"]["template"]["spec"]["containers"][0]["env"] == [{"name": "V", "value": "3"}]
+    # Without a version it replaces whatever is there.
+    del changed["metadata"]["resourceVersion"]
+    code, obj = api(d, "PUT", SVC + "alpha", changed)
+    assert code == 200, obj
+    assert obj["spec"]["template"]["spec"]["containers"][0]["env"] == [{"name": "V", "value": "2"}]
+    code, body = d.curl("alpha", "/env")
+    assert code == 200 and "V=2" in body.splitlines()
+
+
+def test_a_resource_version_the_server_did_not_give_is_refused(daemon, images):
+    d = daemon
+    d.cli("deploy", "alpha", "--image", images["hello"])
+    code, cur = api(d, "GET", SVC + "alpha")
+    for bad in ("abc", "-1", "1e3", 12):
+        obj = copy.deepcopy(cur)
+        obj["metadata"]["resourceVersion"] = bad
+        code, st = api(d, "PUT", SVC + "alpha", obj)
+        assert code == 400 and st["reason"] == "BadRequest", (bad, st)
+        assert "metadata.resourceVersion" in st["message"], st
+    code, now = api(d, "GET", SVC + "alpha")
+    assert now["spec"] == cur["spec"]
+    assert now["metadata"]["generation"] == cur["metadata"]["generation"]
+
+
+def test_a_version_of_an_object_that_does_not_exist(daemon, images):
+    """A replace at a version of a service that is not there finds nothing
+    to replace (404) and creates nothing; a create ignores the version, as a
+    manifest read back from the API carries one."""
+    d = daemon
+    obj = service("beta", images["hello"], resourceVersion="42")
+    code, st = api(d, "PUT", SVC + "beta", obj)
+    assert code == 404 and st["reason"] == "NotFound", st
+    assert st["message"] == 'services.serving.knative.dev "beta" not found'
+    code, _ = api(d, "GET", SVC + "beta")
+    assert code == 404
+    code, made = api(d, "POST", "/apis/serving.knative.dev/v1/namespaces/default/services", obj)
+    assert code == 201, made
+    assert rv(made) != "42"
+
+
+def test_configmaps_and_secrets_take_the_same_precondition(daemon):
+    d = daemon
+    for kind, path in (("configmaps", CM), ("secrets", "/api/v1/namespaces/default/secrets/")):
+        obj = {"apiVersion": "v1", "kind": "ConfigMap" if kind == "configmaps" else "Secret",
+               "metadata": {"name": "cfg"}, "stringData" if kind == "secrets" else "data":
+               {"k": "one"}}
+        code, made = api(d, "PUT", path + "cfg", obj)
+        assert code == 201, made
+        two = copy.deepcopy(made)
+        two.setdefault("data", {})["k"] = "dHdv" if kind == "secrets" else "two"
+        code, now = api(d, "PUT", path + "cfg", two)
+        assert code == 200 and int(rv(now)) > int(rv(made)), now
+        stale = copy.deepcopy(made)
+        stale["data"]["k"] = "dGhyZWU=" if kind == "secrets" else "three"
+        code, st = api(d, "PUT", path + "cfg", stale)
+        assert code == 409 and st["reason"] == "Conflict", st
+        assert '%s "cfg": the object has been modified' % kind in st["message"], st
+        code, got = api(d, "GET", path + "cfg")
+        assert got["data"] == now["data"] and rv(got) == rv(now)
+        code, st = api(d, "PUT", path + "nope", dict(stale, metadata={"name": "nope",
+                                                                     "resourceVersion": "7"}))
+        assert code == 404, st
+        code, st = api(d, "PUT", path + "cfg", dict(stale, metadata={"name": "cfg",
+                                                                    "resourceVersion": "x"}))
+        assert code == 400 and "metadata.resourceVersion" in st["message"], st
+
+
+def test_concurrent_traffic_commands_lose_no_change(daemon, images):
+    """Four `sluice traffic --tag` at once, each reading the service,
+    adding its tag and writing it back: every tag is there at the end (a
+    write from a stale read is refused and the command redoes its change)."""
+    d = daemon
+    d.cli("deploy", "alpha", "--image", images["hello"])
+    tags = ["t%d" % i for i in range(4)]
+
+    def tag(t):
+        return d.cli("traffic", "alpha", "--tag", "alpha-00001=%s" % t, check=False)
+
+    for round_ in range(3):
+        with concurrent.futures.ThreadPoolExecutor(len(tags)) as ex:
+            results = list(ex.map(tag, ["%s%d" % (t, round_) for t in tags]))
+        for r in results:
+            assert r.returncode == 0, r.stderr
+        have = {t.get("tag") for t in d.json("describe", "alpha")["spec"]["traffic"]}
+        assert {"%s%d" % (t, round_) for t in tags} <= have, have
+
+
+def test_apply_of_an_exported_service_ignores_its_version(daemon, images, tmp_path):
+    """`sluice apply` makes the object what the manifest says: a manifest
+    read back with -o yaml applies after the service has changed, and into a
+    daemon that has never seen it."""
+    d = daemon
+    d.cli("deploy", "alpha", "--image", images["hello"])
+    exported = d.cli("services", "-o", "json").stdout
+    assert '"resourceVersion"' in exported
+    d.cli("deploy", "alpha", "--env", "V=2")
+    f = tmp_path / "svc.json"
+    f.write_text(exported)
+    r = d.cli("apply", "-f", str(f), check=False)
+    assert r.returncode == 0, r.stderr
+    assert d.json("describe", "alpha")["spec"]["template"]["spec"]["containers"][0].get("env") \
+        in (None, [])
+    d.cli("delete", "alpha")
+    r = d.cli("apply", "-f", str(f), check=False)
+    assert r.returncode == 0, r.stderr
+    assert d.json("describe", "alpha")["metadata"]["generation"] == 1
