@@ -1124,13 +1124,32 @@ static void op_release(void *ctx, const sl_pick_t *pick, int status, bool failed
         ctl_rev_ensure(r);
 }
 
-static uint64_t op_timeout_ms(void *ctx, void *target)
+/* The revision whose timeouts a request to the route gets. */
+static const sl_revision_cfg_t *route_cfg(const route_t *rt)
 {
-    route_t *rt = target;
     svc_rt_t *s = rt->svc;
     rev_rt_t *r =
         rt->target >= 0 ? ctl_target_rev(s, &s->traffic[rt->target]) : ctl_route_default(s);
-    return r ? (uint64_t)r->cfg->timeout_s * 1000u : SL_DEFAULT_TIMEOUT_S * 1000u;
+    return r ? r->cfg : NULL;
+}
+
+/* To the response head: timeoutSeconds, or responseStartTimeoutSeconds
+ * when that is set (never later). */
+static uint64_t op_timeout_ms(void *ctx, void *target)
+{
+    const sl_revision_cfg_t *cfg = route_cfg(target);
+    if (!cfg)
+        return SL_DEFAULT_TIMEOUT_S * 1000u;
+    int s = cfg->response_start_s > 0 && cfg->response_start_s < cfg->timeout_s
+                ? cfg->response_start_s
+                : cfg->timeout_s;
+    return (uint64_t)s * 1000u;
+}
+
+static uint64_t op_idle_ms(void *ctx, void *target)
+{
+    const sl_revision_cfg_t *cfg = route_cfg(target);
+    return cfg ? (uint64_t)cfg->idle_timeout_s * 1000u : 0;
 }
 
 const sl_router_ops_t sl_controller_router_ops = {
@@ -1139,6 +1158,7 @@ const sl_router_ops_t sl_controller_router_ops = {
     .cancel = op_cancel,
     .release = op_release,
     .timeout_ms = op_timeout_ms,
+    .idle_ms = op_idle_ms,
 };
 
 /* ---- lifecycle -------------------------------------------------------- */

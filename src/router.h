@@ -29,6 +29,11 @@
  *   on with no deadline. A request head must arrive whole within
  *   header_timeout_ms of its first byte (408), however slowly it trickles;
  *   a request body must keep making progress (body_timeout_ms, 408).
+ *   idle_ms(target) bounds the instance's silence once the request is sent
+ *   to it: no byte from it for that long is a 504 before the response head,
+ *   and after it the response is cut (the client connection closes). Time
+ *   the router itself stops reading it (back-pressure from a slow client)
+ *   does not count.
  * - Hostile input: every parse error, limit (414 request line, 431 header
  *   line / head / count, 413 body) and unknown transfer coding is answered
  *   and the connection closed; bytes after the bad head are never parsed.
@@ -118,6 +123,9 @@ typedef struct sl_router_ops {
     void (*release)(void *ctx, const sl_pick_t *pick, int status, bool failed);
     /* Per-target request timeout in ms (Knative timeoutSeconds); 0 = none. */
     uint64_t (*timeout_ms)(void *ctx, void *target);
+    /* Optional: per-target limit in ms on the instance's silence (Knative
+     * idleTimeoutSeconds); 0 = none. */
+    uint64_t (*idle_ms)(void *ctx, void *target);
 } sl_router_ops_t;
 
 typedef struct sl_router_config {

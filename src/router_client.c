@@ -414,17 +414,33 @@ static bool c_body_stalled(const sl_client_t *c, uint64_t now)
  * whichever is first. Body progress only updates a timestamp; the timer
  * checks it lazily and re-arms.
  */
+/* The instance has been silent for longer than its revision allows
+ * (idleTimeoutSeconds); the time the router itself stopped reading it for
+ * back-pressure does not count (sl_client_write_cb restarts the clock). */
+static bool c_up_silent(const sl_client_t *c, uint64_t now)
+{
+    return c->up_idle_ms && c->up && c->state == C_PROXY && !c->up->bp_paused &&
+           now - c->up_active_ms >= c->up_idle_ms;
+}
+
+/* ms from now to `at` (0 when past), or *wake if that is sooner. */
+static void sooner(uint64_t *wake, uint64_t now, uint64_t at)
+{
+    uint64_t d = at > now ? at - now : 0;
+    if (d < *wake)
+        *wake = d;
+}
+
 static void c_arm_request_timer(sl_client_t *c)
 {
     uint64_t now = uv_now(c->r->loop);
     uint64_t wake = UINT64_MAX;
     if (c->deadline_ms)
-        wake = c->deadline_ms > now ? c->deadline_ms - now : 0;
-    if (c_body_pending(c)) {
-        uint64_t due = c->body_progress_ms + c->r->cfg.body_timeout_ms;
-        uint64_t d = due > now ? due - now : 0;
-        wake = d < wake ? d : wake;
-    }
+        sooner(&wake, now, c->deadline_ms);
+    if (c_body_pending(c))
+        sooner(&wake, now, c->body_progress_ms + c->r->cfg.body_timeout_ms);
+    if (c->up_idle_ms && c->up && c->state == C_PROXY)
+        sooner(&wake, now, c->up_active_ms + c->up_idle_ms);
     if (wake == UINT64_MAX)
         sl_client_set_timer(c, T_NONE, 0);
     else
@@ -443,8 +459,45 @@ static void c_request_timer(sl_client_t *c)
         sl_client_drop_upstream(c, false);
         sl_client_local_error(c, 408, "request body stalled: no bytes for %llu ms",
                               (unsigned long long)c->r->cfg.body_timeout_ms);
+    } else if (c_up_silent(c, now)) {
+        sl_client_drop_upstream(c, false);
+        sl_client_local_error(c, 504, "instance sent nothing for %llu ms (idleTimeoutSeconds)",
+                              (unsigned long long)c->up_idle_ms);
     } else {
         c_arm_request_timer(c);
+    }
+}
+
+/* T_SEND, while a response streams: it ends the connection when the client
+ * has taken no byte for idle_timeout_ms while output waits for it (or a
+ * request body it owes has stalled), or when the instance has been silent
+ * for its idleTimeoutSeconds; else it sleeps until the next of those. */
+void sl_client_arm_send_timer(sl_client_t *c)
+{
+    uint64_t now = uv_now(c->r->loop);
+    uint64_t wake = UINT64_MAX;
+    sooner(&wake, now, c->send_progress_ms + c->r->cfg.idle_timeout_ms);
+    if (c->up_idle_ms && c->up)
+        sooner(&wake, now, c->up_active_ms + c->up_idle_ms);
+    sl_client_set_timer(c, T_SEND, wake);
+}
+
+static void c_send_timer(sl_client_t *c)
+{
+    uint64_t now = uv_now(c->r->loop);
+    if (now - c->send_progress_ms >= c->r->cfg.idle_timeout_ms &&
+        (uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) > 0 || c_body_stalled(c, now))) {
+        sl_client_destroy(c);
+    } else if (c_up_silent(c, now)) {
+        sl_warn("router",
+                "%s: response cut: the instance sent nothing for %llu ms "
+                "(idleTimeoutSeconds)",
+                c->peer, (unsigned long long)c->up_idle_ms);
+        sl_client_destroy(c);
+    } else {
+        if (now - c->send_progress_ms >= c->r->cfg.idle_timeout_ms)
+            c->send_progress_ms = now; /* the instance is slow, not the client */
+        sl_client_arm_send_timer(c);
     }
 }
 
@@ -486,13 +539,7 @@ static void c_timer_cb(uv_timer_t *t)
         c_request_timer(c);
         break;
     case T_SEND:
-        if (uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) == 0 &&
-            !c_body_stalled(c, uv_now(c->r->loop))) {
-            /* The instance is slow, not the client: keep waiting. */
-            sl_client_set_timer(c, T_SEND, c->r->cfg.idle_timeout_ms);
-            break;
-        }
-        sl_client_destroy(c);
+        c_send_timer(c);
         break;
     case T_TUNNEL:
         c_tunnel_timer(c);
@@ -673,7 +720,7 @@ static void c_reset_request(sl_client_t *c)
     c->target = NULL;
     c->queued = c->in_acquire = c->ready_stashed = false;
     c->have_pick = false;
-    c->timeout_ms = c->deadline_ms = c->body_progress_ms = 0;
+    c->timeout_ms = c->deadline_ms = c->body_progress_ms = c->up_idle_ms = 0;
     c->resp_head_done = c->resp_started = c->resp_done = c->up_reusable = false;
     c->resp_status = 0;
     c->interim_bytes = 0;
@@ -824,6 +871,7 @@ static void c_start_request(sl_client_t *c, const sl_http_msg_t *m, size_t head_
     c->timeout_ms = r->ops.timeout_ms ? r->ops.timeout_ms(r->ctx, c->target) : 0;
     if (c->timeout_ms)
         c->deadline_ms = uv_now(r->loop) + c->timeout_ms;
+    c->up_idle_ms = r->ops.idle_ms ? r->ops.idle_ms(r->ctx, c->target) : 0;
     c_arm_request_timer(c);
     c_acquire(c);
 }
@@ -994,7 +1042,7 @@ static void c_attach(sl_client_t *c, sl_upconn_t *up)
     up->resp_bytes = 0;
     c->up_write_failed = false;
     c->state = C_PROXY;
-    c->body_progress_ms = uv_now(c->r->loop);
+    c->body_progress_ms = c->up_active_ms = uv_now(c->r->loop);
     if (!c->resp_head_done)
         c_arm_request_timer(c);
 }
@@ -1219,13 +1267,16 @@ void sl_client_write_cb(uv_write_t *req, int status)
         sl_client_destroy(c);
         return;
     }
-    if (c->timer_mode == T_SEND || c->timer_mode == T_IDLE || c->timer_mode == T_FLUSH)
+    if (c->timer_mode == T_SEND)
+        c->send_progress_ms = uv_now(c->r->loop); /* the timer checks it when it fires */
+    else if (c->timer_mode == T_IDLE || c->timer_mode == T_FLUSH)
         sl_client_set_timer(c, c->timer_mode, c->r->cfg.idle_timeout_ms);
     else if (c->tunnel)
         c->tunnel_active_ms = uv_now(c->r->loop); /* a slow reader still drains */
     if (c->up && c->up->bp_paused &&
         uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) <= SL_BP_LOW) {
         c->up->bp_paused = false;
+        c->up_active_ms = uv_now(c->r->loop); /* its silence counts from here */
         sl_up_update_reading(c->up);
     }
 }

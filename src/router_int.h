@@ -143,6 +143,9 @@ struct sl_client {
     uint64_t timeout_ms;
     uint64_t deadline_ms;      /* loop time of the 504 (0 = none) */
     uint64_t body_progress_ms; /* loop time request body bytes last arrived */
+    uint64_t up_idle_ms;       /* ops.idle_ms: the instance's silence allowed (0 = any) */
+    uint64_t up_active_ms;     /* loop time the instance last sent (or was sent the request) */
+    uint64_t send_progress_ms; /* loop time a response write to the client last completed */
     sl_upconn_t *up;
 
     /* Response relay. */
@@ -233,6 +236,8 @@ void sl_client_drop_upstream(sl_client_t *c, bool failed);
 void sl_client_update_reading(sl_client_t *c);
 void sl_client_close_graceful(sl_client_t *c);
 void sl_client_set_timer(sl_client_t *c, int mode, uint64_t ms);
+/* T_SEND from the response head on (router_client.c). */
+void sl_client_arm_send_timer(sl_client_t *c);
 char *sl_client_gen(sl_client_t *c, size_t n);
 /* Make sure the gen buffer has n bytes free, starting a fresh one if not
  * (do it before anything of the write being built points into it). */

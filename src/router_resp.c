@@ -213,7 +213,8 @@ static bool resp_parse_head(sl_client_t *c, uv_buf_t *iov, size_t *n)
     c->resp_head_done = true;
     c->resp_status = m.status;
     c->plan = NULL; /* no retry from here on */
-    sl_client_set_timer(c, T_SEND, c->r->cfg.idle_timeout_ms);
+    c->send_progress_ms = uv_now(c->r->loop);
+    sl_client_arm_send_timer(c);
     resp_framing(c, &m);
     /* First: a fresh gen buffer must not replace one an iov points into. */
     uv_buf_t cookie = resp_set_cookie(c);

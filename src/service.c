@@ -1474,6 +1474,14 @@ static int check_timeout(json_t *v, const char *path, sl_error_t *err)
     return check_int_range(v, path, 1, SL_MAX_TIMEOUT_S, err);
 }
 
+/* responseStartTimeoutSeconds and idleTimeoutSeconds: 0 is "none", as in
+ * Knative; the response start's upper bound (timeoutSeconds) is checked with
+ * the whole pod spec. */
+static int check_timeout_or_zero(json_t *v, const char *path, sl_error_t *err)
+{
+    return check_int_range(v, path, 0, SL_MAX_TIMEOUT_S, err);
+}
+
 static int check_runtime_class(json_t *v, const char *path, sl_error_t *err)
 {
     const char *s = json_string_value(v);
@@ -1486,6 +1494,8 @@ static const sl_field_t pod_fields[] = {
     {"containers", check_containers},
     {"containerConcurrency", check_concurrency},
     {"timeoutSeconds", check_timeout},
+    {"responseStartTimeoutSeconds", check_timeout_or_zero},
+    {"idleTimeoutSeconds", check_timeout_or_zero},
     {"runtimeClassName", check_runtime_class},
     {"serviceAccountName", sl_check_string},
     {"enableServiceLinks", NULL},
@@ -1509,6 +1519,15 @@ static int check_pod_spec(json_t *v, const char *path, sl_error_t *err)
         return sl_error_set(err, EINVAL, "%s.containers: is required", path);
     if (rc == 0)
         rc = check_volumes_mounted(v, path, err);
+    json_t *rst = json_object_get(v, "responseStartTimeoutSeconds");
+    json_t *to = json_object_get(v, "timeoutSeconds");
+    json_int_t limit = to ? json_integer_value(to) : SL_DEFAULT_TIMEOUT_S;
+    if (rc == 0 && rst && json_integer_value(rst) > limit)
+        return sl_error_set(err, EINVAL,
+                            "%s.responseStartTimeoutSeconds: %lld is more than timeoutSeconds "
+                            "(%lld): must be 0..%lld",
+                            path, (long long)json_integer_value(rst), (long long)limit,
+                            (long long)limit);
     return rc;
 }
 
@@ -2257,6 +2276,9 @@ int sl_revision_cfg_from_json(const json_t *rev, sl_revision_cfg_t **out, sl_err
     cfg->concurrency = cc ? (int)json_integer_value(cc) : SL_DEFAULT_CONCURRENCY;
     json_t *to = json_object_get(spec, "timeoutSeconds");
     cfg->timeout_s = to ? (int)json_integer_value(to) : SL_DEFAULT_TIMEOUT_S;
+    cfg->response_start_s =
+        (int)json_integer_value(json_object_get(spec, "responseStartTimeoutSeconds"));
+    cfg->idle_timeout_s = (int)json_integer_value(json_object_get(spec, "idleTimeoutSeconds"));
     cfg->runtime_class = xstrdup(json_string_value(json_object_get(spec, "runtimeClassName")));
     cfg->working_dir = xstrdup(json_string_value(json_object_get(c, "workingDir")));
     json_t *sc = json_object_get(c, "securityContext");

@@ -60,6 +60,10 @@ typedef struct sl_revision_cfg {
     int64_t ephemeral_storage; /* limits.ephemeral-storage: the writable layer and /tmp */
     int concurrency;           /* 0 = unlimited */
     int timeout_s;
+    /* Knative's responseStartTimeoutSeconds (the response head within it,
+     * never later than timeout_s) and idleTimeoutSeconds (the instance
+     * silent no longer than it, head or body); 0 = none */
+    int response_start_s, idle_timeout_s;
     char *runtime_class; /* may be NULL */
     char *working_dir;   /* NULL = the image's */
     /* securityContext: -1 = the image's USER decides */

@@ -290,6 +290,7 @@ static void up_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     }
     up->rd.end += (size_t)nread;
     up->resp_bytes += (uint64_t)nread;
+    c->up_active_ms = uv_now(up->pool->r->loop);
     sl_busy_touch(up->pool->r);
     sl_resp_process(c);
 }

@@ -130,6 +130,73 @@ def test_streaming_response_outlives_timeout(make_daemon, images):
     assert "tick 4" in body
 
 
+PACED = r"""
+mkdir -p /tmp/www/cgi-bin
+cd /tmp/www/cgi-bin
+# ticks GAP seconds apart, after a first one at once
+cat > paced <<'EOS'
+#!/bin/sh
+printf 'Content-Type: text/plain\r\n\r\n'
+echo "tick 1"
+for i in 2 3; do sleep "${QUERY_STRING:-1}"; echo "tick $i"; done
+EOS
+# silent before its head
+cat > late <<'EOS'
+#!/bin/sh
+sleep "${QUERY_STRING:-3}"
+printf 'Content-Type: text/plain\r\n\r\nlate\n'
+EOS
+chmod 755 paced late
+exec httpd -f -p "$PORT" -h /tmp/www
+"""
+
+
+def paced_service(d, images, name, **spec):
+    import json
+    doc = {"apiVersion": "serving.knative.dev/v1", "kind": "Service", "metadata": {"name": name},
+           "spec": {"template": {"spec": dict(spec, containers=[
+               {"image": images["busybox"], "command": ["/bin/sh", "-c", PACED]}])}}}
+    d.cli("apply", "-f", "-", "--wait", input=json.dumps(doc))
+
+
+def test_response_start_timeout(make_daemon, images):
+    """responseStartTimeoutSeconds bounds the time to the response head (504
+    after it); a response that has started streams on past it."""
+    d = make_daemon(*FAST)
+    paced_service(d, images, "rst", timeoutSeconds=10, responseStartTimeoutSeconds=1)
+    t0 = time.time()
+    code, body = d.curl("rst", "/cgi-bin/late?2")
+    assert code == 504, body
+    assert 0.9 < time.time() - t0 < 1.9
+    code, body = d.curl("rst", "/cgi-bin/paced?1")
+    assert code == 200 and "tick 3" in body, body
+
+
+def test_idle_timeout(make_daemon, images):
+    """idleTimeoutSeconds bounds the instance's silence: before the head it
+    is a 504, after it the response is cut; a response whose pauses are
+    shorter streams whole, however long it takes in all."""
+    d = make_daemon(*FAST)
+    paced_service(d, images, "idle", timeoutSeconds=10, idleTimeoutSeconds=2)
+    code, body = d.curl("idle", "/cgi-bin/paced?1")
+    assert code == 200 and body.split() == ["tick", "1", "tick", "2", "tick", "3"], body
+    t0 = time.time()
+    code, body = d.curl("idle", "/cgi-bin/late?4")
+    assert code == 504 and "idleTimeoutSeconds" in body, body
+    assert 1.9 < time.time() - t0 < 3.5
+    t0 = time.time()
+    r = subprocess.run(["curl", "-sS", "--max-time", "20", "-H", "Host: " + d.host("idle"),
+                        "http://127.0.0.1:%d/cgi-bin/paced?4" % d.port],
+                       capture_output=True, text=True)
+    assert r.returncode != 0, r.stdout  # an incomplete response, not a whole one
+    assert "tick 1" in r.stdout and "tick 2" not in r.stdout, r.stdout
+    assert time.time() - t0 < 3.9
+    assert "response cut: the instance sent nothing for 2000 ms" in d.daemon_log()
+    # The instance is fine and serves the next request.
+    code, body = d.curl("idle", "/cgi-bin/late?0")
+    assert code == 200 and body.strip() == "late", body
+
+
 def test_killed_instance_loses_only_its_requests(make_daemon, images):
     d = make_daemon(*FAST)
     d.cli("deploy", "crash", "--image", images["hello"], "--concurrency", "5", "--min", "2")

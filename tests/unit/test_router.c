@@ -399,6 +399,10 @@ static bool be_serve_one(be_conn_t *bc, bool *drop_next)
         be_respond(fd, "hinted", 6);
     } else if (strcmp(path, "/hang") == 0) {
         /* never answer; wait for the next request or EOF */
+    } else if (strcmp(path, "/stall") == 0) {
+        /* a head and part of the body, then silence */
+        static const char m[] = "HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n0123456789";
+        be_write(fd, m, sizeof(m) - 1);
     } else if (strcmp(path, "/oneshot") == 0) {
         be_respond(fd, "oneshot", 7);
         *drop_next = true; /* like a server whose keep-alive just expired */
@@ -553,6 +557,7 @@ typedef struct target {
     int ns_fd; /* -1: the test's own netns */
     int mode;
     uint64_t timeout_ms;
+    uint64_t idle_ms; /* ops.idle_ms */
     sl_upstream_pool_t *pool;
     sl_waiter_t *waiting;
     int status;         /* M_REJECT / M_QUEUE_REJECT: the owner's answer (503) */
@@ -660,7 +665,13 @@ static uint64_t op_timeout(void *ctx, void *target)
     return ((target_t *)target)->timeout_ms;
 }
 
-static const sl_router_ops_t OPS = {op_resolve, op_acquire, op_cancel, op_release, op_timeout};
+static uint64_t op_idle(void *ctx, void *target)
+{
+    return ((target_t *)target)->idle_ms;
+}
+
+static const sl_router_ops_t OPS = {op_resolve, op_acquire, op_cancel,
+                                    op_release, op_timeout, op_idle};
 
 static void async_cb(uv_async_t *a)
 {
@@ -1255,6 +1266,56 @@ static void test_timeout_is_504(void **state)
     assert_int_equal(h_stats().upstream_conns_open, 0); /* abandoned, not pooled */
     assert_int_equal(atomic_load(&H.releases), 1);
     assert_int_equal(atomic_load(&H.releases_failed), 0);
+    h_stop();
+    be_stop(b);
+}
+
+/* ops.idle_ms (Knative's idleTimeoutSeconds): an instance silent that long
+ * gets a 504 before its head and its response cut after; one that pauses
+ * for less is waited for. */
+static void test_instance_silence_is_cut(void **state)
+{
+    h_reset();
+    backend_t *b = be_start(false);
+    target_t *t = h_target("quiet.test", b->port);
+    t->idle_ms = 200;
+    t->timeout_ms = 60000;
+    h_start(NULL);
+    rdr_t *c = cl_open();
+    uint64_t t0 = sl_now_ms();
+    cl_send(c, "GET /hang HTTP/1.1\r\nHost: quiet.test\r\n\r\n");
+    resp_t rp;
+    assert_int_equal(cl_resp(c, &rp, false, false), 0);
+    uint64_t el = sl_now_ms() - t0;
+    assert_int_equal(rp.status, 504);
+    assert_non_null(rp.body.p);
+    assert_non_null(memmem(rp.body.p, rp.body.len, "idleTimeoutSeconds", 18));
+    assert_true(el >= 150 && el < 3000);
+    resp_free(&rp);
+    /* /slow is silent for 300 ms before its head: a 504 too */
+    cl_send(c, "GET /slow HTTP/1.1\r\nHost: quiet.test\r\n\r\n");
+    assert_int_equal(cl_resp(c, &rp, false, false), 0);
+    assert_int_equal(rp.status, 504);
+    resp_free(&rp);
+    cl_close(c);
+    t->idle_ms = 500;
+    c = cl_open();
+    cl_send(c, "GET /slow HTTP/1.1\r\nHost: quiet.test\r\n\r\n");
+    assert_int_equal(cl_resp(c, &rp, false, false), 0);
+    assert_int_equal(rp.status, 200);
+    assert_int_equal(rp.body.len, 4);
+    assert_memory_equal(rp.body.p, "slow", 4);
+    resp_free(&rp);
+    t0 = sl_now_ms();
+    cl_send(c, "GET /stall HTTP/1.1\r\nHost: quiet.test\r\n\r\n");
+    assert_int_not_equal(cl_resp(c, &rp, false, false), 0); /* cut mid-body */
+    el = sl_now_ms() - t0;
+    assert_true(el >= 400 && el < 3000);
+    resp_free(&rp);
+    cl_close(c);
+    WAIT_FOR(h_stats().upstream_conns_open == 0, 2000);
+    assert_int_equal(h_stats().upstream_conns_open, 0); /* abandoned, not pooled */
+    assert_int_equal(atomic_load(&H.releases), 4);
     h_stop();
     be_stop(b);
 }
@@ -2031,6 +2092,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_never_sent_is_rerouted),
         cmocka_unit_test(test_websocket_tunnel),
         cmocka_unit_test(test_timeout_is_504),
+        cmocka_unit_test(test_instance_silence_is_cut),
         cmocka_unit_test(test_queued_request_is_served),
         cmocka_unit_test(test_client_leaves_while_queued),
         cmocka_unit_test(test_pipelined_in_order),

@@ -117,6 +117,29 @@ static void test_validate_errors(void **state)
     expect_invalid(SVC_HEAD "\"metadata\":{\"name\":\"a\"},\"spec\":{\"template\":{\"spec\":{"
                             "\"containers\":[{\"image\":\"oci:/x\",\"wat\":1}]}}}}",
                    "spec.template.spec.containers[0].wat: unknown field");
+    /* Knative's response-start and idle timeouts: 0..3600, the first never
+     * past timeoutSeconds (its default, 300, when that is left out) */
+    expect_invalid(SVC_HEAD "\"metadata\":{\"name\":\"a\"},\"spec\":{\"template\":{\"spec\":{"
+                            "\"containers\":[{\"image\":\"oci:/x\"}],\"timeoutSeconds\":30,"
+                            "\"responseStartTimeoutSeconds\":31}}}}",
+                   "spec.template.spec.responseStartTimeoutSeconds: 31 is more than "
+                   "timeoutSeconds (30): must be 0..30");
+    expect_invalid(SVC_HEAD "\"metadata\":{\"name\":\"a\"},\"spec\":{\"template\":{\"spec\":{"
+                            "\"containers\":[{\"image\":\"oci:/x\"}],"
+                            "\"responseStartTimeoutSeconds\":301}}}}",
+                   "must be 0..300");
+    expect_invalid(SVC_HEAD "\"metadata\":{\"name\":\"a\"},\"spec\":{\"template\":{\"spec\":{"
+                            "\"containers\":[{\"image\":\"oci:/x\"}],"
+                            "\"responseStartTimeoutSeconds\":-1}}}}",
+                   "spec.template.spec.responseStartTimeoutSeconds: must be 0..3600");
+    expect_invalid(SVC_HEAD "\"metadata\":{\"name\":\"a\"},\"spec\":{\"template\":{\"spec\":{"
+                            "\"containers\":[{\"image\":\"oci:/x\"}],"
+                            "\"idleTimeoutSeconds\":3601}}}}",
+                   "spec.template.spec.idleTimeoutSeconds: must be 0..3600, got 3601");
+    expect_invalid(SVC_HEAD "\"metadata\":{\"name\":\"a\"},\"spec\":{\"template\":{\"spec\":{"
+                            "\"containers\":[{\"image\":\"oci:/x\"}],"
+                            "\"idleTimeoutSeconds\":\"5\"}}}}",
+                   "spec.template.spec.idleTimeoutSeconds");
     expect_invalid(SVC_HEAD "\"metadata\":{\"name\":\"a\"},\"spec\":{\"template\":{\"spec\":{"
                             "\"containers\":[{\"image\":\"oci:/x\",\"env\":[{\"name\":\"PORT\","
                             "\"value\":\"1\"}]}]}}}}",
@@ -164,6 +187,7 @@ static void test_revision_and_cfg(void **state)
                       "\"labels\":{\"team\":\"a\"}},\"spec\":{\"template\":{\"metadata\":{"
                       "\"annotations\":{\"autoscaling.knative.dev/max-scale\":\"3\"}},"
                       "\"spec\":{\"containerConcurrency\":10,\"timeoutSeconds\":30,"
+                      "\"responseStartTimeoutSeconds\":20,\"idleTimeoutSeconds\":0,"
                       "\"containers\":[{\"image\":\"oci:/img\",\"ports\":[{"
                       "\"containerPort\":9000}],\"env\":[{\"name\":\"A\",\"value\":\"1\"}],"
                       "\"resources\":{\"limits\":{\"memory\":\"128Mi\",\"cpu\":\"500m\"}}}]}}}}");
@@ -185,6 +209,8 @@ static void test_revision_and_cfg(void **state)
     assert_int_equal(cfg->port, 9000);
     assert_int_equal(cfg->concurrency, 10);
     assert_int_equal(cfg->timeout_s, 30);
+    assert_int_equal(cfg->response_start_s, 20);
+    assert_int_equal(cfg->idle_timeout_s, 0);
     assert_int_equal(cfg->memory_limit, 128 * 1024 * 1024);
     assert_int_equal(cfg->cpu_millis, 500);
     assert_int_equal(cfg->n_env, 1);
