@@ -313,8 +313,8 @@ def test_create_from_literals_and_files(daemon, tmp_path):
 
 def test_the_core_api(daemon):
     """/api/v1 as Kubernetes' core API answers: POST creates (201, 409 when
-    it exists), PUT creates (201) or replaces (200), server-set metadata is
-    the server's, and what is missing is 404."""
+    it exists), PUT creates (201) or replaces (200) at the version it names,
+    if any, server-set metadata is the server's, and what is missing is 404."""
     d = daemon
     col = "/api/v1/namespaces/default/secrets"
     obj = {"apiVersion": "v1", "kind": "Secret", "metadata": {
@@ -329,6 +329,9 @@ def test_the_core_api(daemon):
     code, body = api(d, "POST", col, obj)
     assert code == 409 and body["reason"] == "AlreadyExists", body
     code, body = api(d, "PUT", col + "/k", dict(obj, stringData={"a": "2"}))
+    assert code == 409 and body["reason"] == "Conflict", body  # not at version 999
+    md = {k: v for k, v in obj["metadata"].items() if k != "resourceVersion"}
+    code, body = api(d, "PUT", col + "/k", dict(obj, metadata=md, stringData={"a": "2"}))
     assert code == 200 and body["data"] == {"a": b64("2")}, body
     code, body = api(d, "GET", col + "/nope")
     assert code == 404 and 'secret "nope" not found' in body["message"], body
