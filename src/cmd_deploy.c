@@ -32,6 +32,8 @@ static void deploy_usage(FILE *f)
         "  --configmap VAR=NAME:KEY, --configmap /PATH=NAME   the same from a ConfigMap\n"
         "  --egress on|off      outbound connections for its instances\n"
         "                       (sluice.dev/egress; default: serve --egress)\n"
+        "  --[no-]cpu-throttling CPU only while requests are in flight (the default), or\n"
+        "                       all the time (run.googleapis.com/cpu-throttling)\n"
         "  --concurrency N      requests per instance at once (0 = unlimited; default 80)\n"
         "  --min N, --max N     autoscaling bounds (autoscaling.knative.dev/min-scale, max-scale)\n"
         "  --target N           concurrency (or requests per second, with --metric rps)\n"
@@ -444,6 +446,8 @@ enum deploy_opt {
     O_SECRET,
     O_CONFIGMAP,
     O_EGRESS,
+    O_CPU_THROTTLING,
+    O_NO_CPU_THROTTLING,
     O_CONC,
     O_MIN,
     O_MAX,
@@ -465,6 +469,8 @@ static const struct option deploy_longopts[] = {
     {"secret", required_argument, NULL, O_SECRET},
     {"configmap", required_argument, NULL, O_CONFIGMAP},
     {"egress", required_argument, NULL, O_EGRESS},
+    {"cpu-throttling", no_argument, NULL, O_CPU_THROTTLING},
+    {"no-cpu-throttling", no_argument, NULL, O_NO_CPU_THROTTLING},
     {"concurrency", required_argument, NULL, O_CONC},
     {"min", required_argument, NULL, O_MIN},
     {"max", required_argument, NULL, O_MAX},
@@ -590,6 +596,10 @@ static int edit_service(int argc, char **argv, json_t *svc, bool exists, put_opt
                 rc = sl_cli_usage("--egress: expected on or off, got '%s'", optarg);
             else
                 set_annotation(svc, SL_EGRESS_KEY, strcmp(optarg, "on") ? "false" : "true");
+            break;
+        case O_CPU_THROTTLING:
+        case O_NO_CPU_THROTTLING:
+            set_annotation(svc, SL_CPU_THROTTLING_KEY, opt == O_CPU_THROTTLING ? "true" : "false");
             break;
         case O_SECRET:
         case O_CONFIGMAP:

@@ -295,6 +295,36 @@ void ctl_fail_waiters(rev_rt_t *r, int status, const char *reason)
         ctl_fail_waiters_one(r, r->wq_head, status, reason);
 }
 
+/* A request goes to i: counted, and i given its CPU back if it was held. */
+static void inst_take(inst_rt_t *i)
+{
+    i->inflight++;
+    i->rev->inflight++;
+    if (i->cpu_idle) {
+        i->cpu_idle = false;
+        sl_instance_set_cpu_idle(i->inst, false);
+    }
+}
+
+/* Cloud Run's request-based CPU: an instance with no request in flight
+ * for CPU_IDLE_AFTER_NS (the rest of the 100 ms unit its last request is
+ * billed for) is held to idle CPU until the next one (inst_take). */
+#define CPU_IDLE_AFTER_NS (100 * 1000000ull)
+
+void ctl_cpu_idle_check(rev_rt_t *r, uint64_t now)
+{
+    if (r->cfg->cpu_always)
+        return;
+    for (inst_rt_t *i = r->instances; i; i = i->next) {
+        uint64_t since = i->idle_ns > i->ready_ns ? i->idle_ns : i->ready_ns;
+        if (i->ready && !i->cpu_idle && !i->dying && !i->gone && i->inflight == 0 &&
+            now - since >= CPU_IDLE_AFTER_NS) {
+            i->cpu_idle = true;
+            sl_instance_set_cpu_idle(i->inst, true);
+        }
+    }
+}
+
 void ctl_dispatch(rev_rt_t *r)
 {
     while (r->wq_head) {
@@ -302,8 +332,7 @@ void ctl_dispatch(rev_rt_t *r)
         if (!i)
             break;
         sl_waiter_t *w = r->wq_head;
-        i->inflight++;
-        r->inflight++;
+        inst_take(i);
         wq_remove(r, w);
         sl_pick_t pick = {.pool = i->pool,
                           .instance = i,
@@ -1010,8 +1039,7 @@ static int rev_acquire(rev_rt_t *r, sl_waiter_t *w, sl_pick_t *pick, const char 
             i = ctl_pick_instance(r);
     }
     if (i) {
-        i->inflight++;
-        r->inflight++;
+        inst_take(i);
         ctl_rev_load_changed(r, w->enqueued_ns);
         pick->pool = i->pool;
         pick->instance = i;
@@ -1090,7 +1118,8 @@ static void op_release(void *ctx, const sl_pick_t *pick, int status, bool failed
     inst_rt_t *i = pick->instance;
     rev_rt_t *r = i->rev;
     uint64_t now = sl_now_ns();
-    i->inflight--;
+    if (--i->inflight == 0)
+        i->idle_ns = now;
     r->inflight--;
     ctl_rev_load_changed(r, now);
     /* A queued request takes the freed slot before this one's metering

@@ -657,6 +657,8 @@ int sl_controller_list_instances(sl_controller_t *c, const char *ns, const char 
                                     json_string(sl_format_memory(sl_instance_memory_limit(i->inst),
                                                                  mem, sizeof(mem))));
             json_object_set_new(item, "limits", limits);
+            /* held to idle CPU between requests (run.googleapis.com/cpu-throttling) */
+            json_object_set_new(item, "cpuIdle", json_boolean(sl_instance_cpu_held(i->inst)));
             json_array_append_new(items, item);
         }
     }

@@ -39,6 +39,8 @@ struct inst_rt {
     bool dying;                /* its process exited or is being stopped: no new requests */
     bool unready;              /* failing its readiness probe after it was ready */
     uint64_t ready_ns;         /* when it became ready */
+    uint64_t idle_ns;          /* when its last request ended */
+    bool cpu_idle;             /* held to idle CPU (sl_instance_set_cpu_idle) */
     int fail_streak;           /* consecutive failed requests; ejected at 3 */
     int64_t fp_cpu, fp_memory; /* capacity reserved for it */
     sl_meter_instance_t *meter;
@@ -213,6 +215,8 @@ void ctl_rollout_begin(svc_rt_t *s, rev_rt_t *to, uint64_t now);
 void ctl_rollout_tick(sl_controller_t *c, uint64_t now);
 /* Ends a revision's crash loop once an instance has stayed up (the tick). */
 void ctl_crash_loop_check(rev_rt_t *r, uint64_t now);
+/* Hold the revision's instances idle for a while to idle CPU (each tick). */
+void ctl_cpu_idle_check(rev_rt_t *r, uint64_t now);
 bool ctl_rollout_has(const svc_rt_t *s, const rev_rt_t *r);
 void ctl_rollout_clear(svc_rt_t *s);
 /* r is being freed: it leaves the rollout (which ends if one is left). */

@@ -120,6 +120,7 @@ static void tick(uv_timer_t *t)
     while (r) {
         rev_rt_t *next = r->all_next;
         ctl_crash_loop_check(r, now);
+        ctl_cpu_idle_check(r, now);
         scale_revision(r, now);
         r = next;
     }

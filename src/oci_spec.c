@@ -418,12 +418,8 @@ static json_t *resources(const sl_oci_params_t *p)
         json_object_set_new(r, "memory", json_pack("{s:I}", "limit", (json_int_t)p->memory_limit));
     json_t *cpu = json_object();
     if (p->cpu_millis > 0) {
-        /* quota = millis/1000 of the period; the kernel's floor is 1 ms. */
-        int64_t quota = p->cpu_millis * 100;
-        if (quota < 1000)
-            quota = 1000;
-        json_object_set_new(cpu, "quota", json_integer(quota));
-        json_object_set_new(cpu, "period", json_integer(100000));
+        json_object_set_new(cpu, "quota", json_integer(sl_oci_cpu_quota(p->cpu_millis)));
+        json_object_set_new(cpu, "period", json_integer(SL_CPU_PERIOD_US));
     }
     if (p->cpu_shares > 0)
         json_object_set_new(cpu, "shares",
@@ -497,4 +493,13 @@ int sl_oci_process_write(const char *path, const sl_oci_params_t *p, char *const
     q.args = args;
     q.terminal = false;
     return write_json(path, process(&q), err);
+}
+
+int64_t sl_oci_cpu_quota(int64_t millis)
+{
+    if (millis <= 0)
+        return -1;
+    /* millis/1000 of the period; the kernel's floor is 1 ms */
+    int64_t quota = millis * (SL_CPU_PERIOD_US / 1000);
+    return quota < SL_CPU_QUOTA_MIN_US ? SL_CPU_QUOTA_MIN_US : quota;
 }

@@ -161,4 +161,11 @@ int sl_oci_spec_write(const char *bundle_dir, const sl_oci_params_t *p, sl_error
 int sl_oci_process_write(const char *path, const sl_oci_params_t *p, char *const *args,
                          sl_error_t *err);
 
+/* CFS bandwidth: a CPU limit of `millis` is sl_oci_cpu_quota(millis) µs of
+ * CPU time per SL_CPU_PERIOD_US (-1, no quota, for 0); the kernel's floor
+ * for a quota is SL_CPU_QUOTA_MIN_US. */
+#define SL_CPU_PERIOD_US    100000
+#define SL_CPU_QUOTA_MIN_US 1000
+int64_t sl_oci_cpu_quota(int64_t millis);
+
 #endif

@@ -553,7 +553,7 @@ static int check_template_annotations(json_t *v, const char *path, sl_error_t *e
                             json_string_value(json_object_get(v, SL_PROGRESS_DEADLINE_KEY))
                                 ? json_string_value(json_object_get(v, SL_PROGRESS_DEADLINE_KEY))
                                 : "(not a string)");
-    const char *const booleans[] = {SL_SESSION_AFFINITY_KEY, SL_EGRESS_KEY};
+    const char *const booleans[] = {SL_SESSION_AFFINITY_KEY, SL_EGRESS_KEY, SL_CPU_THROTTLING_KEY};
     for (size_t i = 0; rc == 0 && i < SL_ARRAY_LEN(booleans); i++) {
         const char *b = json_string_value(json_object_get(v, booleans[i]));
         if (b && strcmp(b, "true") && strcmp(b, "false"))
@@ -2321,6 +2321,8 @@ int sl_revision_cfg_from_json(const json_t *rev, sl_revision_cfg_t **out, sl_err
     cfg->metric_rps = v.rps;
     const char *aff = json_string_value(json_object_get(ann, SL_SESSION_AFFINITY_KEY));
     cfg->session_affinity = aff && !strcmp(aff, "true");
+    const char *thr = json_string_value(json_object_get(ann, SL_CPU_THROTTLING_KEY));
+    cfg->cpu_always = thr && !strcmp(thr, "false");
     const char *egress = json_string_value(json_object_get(ann, SL_EGRESS_KEY));
     cfg->egress = egress ? !strcmp(egress, "true") : -1;
     if (ann)

@@ -77,6 +77,7 @@ typedef struct sl_revision_cfg {
     int min_scale, max_scale, initial_scale, activation_scale;
     bool metric_rps;               /* autoscaling.knative.dev/metric: rps */
     bool session_affinity;         /* run.googleapis.com/sessionAffinity: "true" */
+    bool cpu_always;               /* run.googleapis.com/cpu-throttling: "false" */
     int egress;                    /* sluice.dev/egress: 1 "true", 0 "false", -1 the daemon's */
     uint64_t progress_deadline_ns; /* serving.knative.dev/progress-deadline; 0 = 600 s */
     double target, target_utilization_pct, panic_window_pct, panic_threshold_pct;
@@ -93,6 +94,9 @@ typedef struct sl_revision_cfg {
 #define SL_AS_PREFIX "autoscaling.knative.dev/"
 /* Cloud Run's session affinity, a revision template annotation. */
 #define SL_SESSION_AFFINITY_KEY "run.googleapis.com/sessionAffinity"
+/* Cloud Run's CPU allocation: "true" (the default) holds an instance to
+ * idle CPU between requests, "false" gives it its CPU all the time. */
+#define SL_CPU_THROTTLING_KEY "run.googleapis.com/cpu-throttling"
 /* Outbound networking for the revision's instances (serve --egress sets
  * the default), a revision template annotation. */
 #define SL_EGRESS_KEY "sluice.dev/egress"

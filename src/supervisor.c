@@ -93,8 +93,61 @@ void sv_set_reason(sl_instance_t *inst, const char *fmt, ...)
 static void notify(sl_instance_t *inst, sl_inst_state_t state)
 {
     inst->state = state;
+    if (state != SL_INST_READY)
+        sv_cpu_apply(inst); /* a stopping instance has its CPU for its grace period */
+    if (state >= SL_INST_STOPPING && inst->cpu_fd >= 0) {
+        close(inst->cpu_fd);
+        inst->cpu_fd = -2;
+    }
     if (!inst->silent && inst->cb)
         inst->cb(inst, state, inst->data);
+}
+
+/* ---- request-based CPU ------------------------------------------------ */
+
+void sv_cpu_apply(sl_instance_t *inst)
+{
+    bool hold = inst->cpu_idle && inst->cpu_holds == 0 && inst->state == SL_INST_READY;
+    if (hold == inst->cpu_throttled || inst->cpu_fd == -2)
+        return;
+    if (inst->cpu_fd < 0) {
+        int fd = sv_cpu_quota_open(inst->id, &inst->cpu_v2);
+        if (fd < 0) {
+            sl_warn(MOD, "instance %s: its CPU is not held while idle: cgroup %s: %s", inst->id,
+                    inst->id, strerror(-fd));
+            inst->cpu_fd = -2;
+            return;
+        }
+        inst->cpu_fd = fd;
+    }
+    int rc = sv_cpu_quota_write(inst->cpu_fd, inst->cpu_v2,
+                                hold ? SL_CPU_IDLE_QUOTA_US : sl_oci_cpu_quota(inst->cpu_millis));
+    if (rc < 0) {
+        sl_warn(MOD, "instance %s: setting its CPU quota: %s", inst->id, strerror(-rc));
+        if (!inst->cpu_throttled) {
+            sl_closep(&inst->cpu_fd);
+            inst->cpu_fd = -2;
+        }
+        return;
+    }
+    inst->cpu_throttled = hold;
+}
+
+void sv_cpu_hold(sl_instance_t *inst, int delta)
+{
+    inst->cpu_holds += delta;
+    sv_cpu_apply(inst);
+}
+
+void sl_instance_set_cpu_idle(sl_instance_t *inst, bool idle)
+{
+    inst->cpu_idle = idle;
+    sv_cpu_apply(inst);
+}
+
+bool sl_instance_cpu_held(const sl_instance_t *inst)
+{
+    return inst->cpu_throttled;
 }
 
 static void finalize(sl_instance_t *inst);
@@ -599,6 +652,8 @@ static void instance_free(sl_instance_t *inst)
     sl_closep(&inst->slirp.pidfd);
     sl_closep(&inst->slirp_exit_fd);
     sl_closep(&inst->netns_fd);
+    if (inst->cpu_fd >= 0)
+        close(inst->cpu_fd);
     sv_probe_free(inst->readiness);
     sv_probe_free(inst->liveness);
     sv_probe_free(inst->startup);
@@ -1908,7 +1963,7 @@ static sl_instance_t *instance_alloc(sl_supervisor_t *sup, const sl_instance_spe
     inst->cb = cb;
     inst->data = data;
     inst->netns_fd = inst->ctr.pidfd = inst->run_proc.pidfd = inst->del_proc.pidfd = -1;
-    inst->slirp.pidfd = inst->slirp_exit_fd = -1;
+    inst->slirp.pidfd = inst->slirp_exit_fd = inst->cpu_fd = -1;
     inst->state = SL_INST_STARTING;
     inst->started_ns = sl_now_ns();
     inst->port = s->port;

@@ -174,6 +174,18 @@ const char *sl_instance_id(const sl_instance_t *inst); /* "<revision>-<5 chars>"
  * writer does. A refresh asked for while one runs, or while the instance
  * is prepared, follows it; a stopping instance is left alone. */
 void sl_instance_refresh_volumes(sl_instance_t *inst, const sl_oci_volume_t *vols, size_t n);
+/* Request-based CPU, as Cloud Run allocates it by default: an idle
+ * instance (set by its owner when no request has been in flight for a
+ * while) is held to SL_CPU_IDLE_QUOTA_US of CPU per period, 1 % of a core,
+ * until it is set busy again. Only a READY instance is held, and never
+ * while one of its probes runs (the app answers those at full speed) or
+ * once it is stopping (it gets its grace period whole). One write to its
+ * cgroup per change; where the cgroup cannot be written, a warning and the
+ * instance runs unheld. */
+#define SL_CPU_IDLE_QUOTA_US SL_CPU_QUOTA_MIN_US
+void sl_instance_set_cpu_idle(sl_instance_t *inst, bool idle);
+/* Whether it is held now. */
+bool sl_instance_cpu_held(const sl_instance_t *inst);
 sl_inst_state_t sl_instance_state(const sl_instance_t *inst);
 /* The instance's network namespace: -1 until its preparation is done (always
  * set by READY), then valid until EXITED. */

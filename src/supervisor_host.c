@@ -5,6 +5,7 @@
  * exit reasons. See supervisor_int.h.
  */
 #include "supervisor_int.h"
+#include "oci_spec.h"
 #include "rootfs.h"
 
 #include <dirent.h>
@@ -248,6 +249,30 @@ long sv_oom_kills(const char *id)
         n = oom_kills_in(v2);
     }
     return n;
+}
+
+int sv_cpu_quota_open(const char *id, bool *v2)
+{
+    if (!id || !*id || strchr(id, '/') || id[0] == '.')
+        return -EINVAL;
+    sl_autofree char *v1 = xasprintf(CGROUP_ROOT "/cpu/" CGROUP_PARENT "/%s/cpu.cfs_quota_us", id);
+    int fd = open(v1, O_WRONLY | O_CLOEXEC);
+    *v2 = fd < 0;
+    if (fd < 0) {
+        sl_autofree char *max = xasprintf(CGROUP_ROOT "/" CGROUP_PARENT "/%s/cpu.max", id);
+        fd = open(max, O_WRONLY | O_CLOEXEC);
+    }
+    return fd < 0 ? -errno : fd;
+}
+
+int sv_cpu_quota_write(int fd, bool v2, int64_t quota_us)
+{
+    char buf[64];
+    int n = v2 ? (quota_us < 0 ? snprintf(buf, sizeof(buf), "max %d", SL_CPU_PERIOD_US)
+                               : snprintf(buf, sizeof(buf), "%lld %d", (long long)quota_us,
+                                          SL_CPU_PERIOD_US))
+               : snprintf(buf, sizeof(buf), "%lld", (long long)quota_us);
+    return pwrite(fd, buf, (size_t)n, 0) == n ? 0 : -errno;
 }
 
 void sv_remove_cgroups(const char *id)

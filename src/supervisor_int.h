@@ -32,6 +32,12 @@ bool sv_valid_runtime_name(const char *s);
  */
 int sv_cleanup_leftovers(const char *state_dir, sl_error_t *err);
 
+/* The file setting cgroup /sluice/<id>'s CPU bandwidth, open for writing:
+ * cgroup v1's cpu.cfs_quota_us, else v2's cpu.max (*v2 set); -errno when
+ * neither opens. */
+int sv_cpu_quota_open(const char *id, bool *v2);
+/* Write a quota (µs per SL_CPU_PERIOD_US; -1 none) to it: one small write. */
+int sv_cpu_quota_write(int fd, bool v2, int64_t quota_us);
 /* Remove the cgroup /sluice/<id> from every mounted hierarchy. Best effort;
  * kills what still runs inside first. Blocking (short). */
 void sv_remove_cgroups(const char *id);
@@ -185,7 +191,18 @@ struct sl_instance {
     bool stop_requested, cleaning, cleanup_queued, cleaned, silent;
     bool delete_failed;
     bool reap_pending; /* exited, waiting to inherit the zombie */
+    /* Request-based CPU (sl_instance_set_cpu_idle): held to SL_CPU_IDLE_US
+     * while idle, READY and no probe runs. */
+    bool cpu_idle, cpu_throttled, cpu_v2;
+    int cpu_holds; /* probe attempts in flight */
+    int cpu_fd;    /* its quota file once opened; -1 not yet, -2 unavailable */
 };
+
+/* Re-apply the instance's CPU bandwidth after its state, idleness or holds
+ * changed (supervisor.c). */
+void sv_cpu_apply(sl_instance_t *inst);
+/* A probe attempt begins (+1) or ends (-1): the app answers it at full CPU. */
+void sv_cpu_hold(sl_instance_t *inst, int delta);
 
 /* ---- the lifecycle, for the probes (supervisor.c) --------------------- */
 

@@ -50,6 +50,7 @@ struct sv_probe {
     uv_poll_t *io;
     sv_exec_t *exec; /* the exec attempt in flight */
     bool connected;
+    bool holding; /* an attempt holds the app's CPU (sv_cpu_hold) */
     char *req;
     size_t req_len, sent, got;
     char resp[256];
@@ -149,6 +150,10 @@ static void attempt_end(sv_probe_t *p)
     p->req = NULL;
     p->connected = false;
     p->req_len = p->sent = p->got = 0;
+    if (p->holding) {
+        p->holding = false;
+        sv_cpu_hold(p->inst, -1);
+    }
 }
 
 static void probe_schedule(sv_probe_t *p, uint64_t ms)
@@ -362,6 +367,9 @@ static void probe_fire(uv_timer_t *t)
     sv_probe_t *p = container_of(t, sv_probe_t, timer);
     if (!probe_active(p))
         return;
+    /* An app held to idle CPU answers its probes at full speed. */
+    p->holding = true;
+    sv_cpu_hold(p->inst, +1);
     char why[256] = "";
     int rc = p->cfg.kind == SL_PROBE_EXEC ? attempt_exec(p, why, sizeof(why))
                                           : attempt_socket(p, why, sizeof(why));
