@@ -996,6 +996,43 @@ def bench_scaleout(d, a):
 # ----------------------------------------------------------------- main
 
 
+# ----------------------------------------------------------------- 8: idle CPU
+
+
+def bench_idle(d, a):
+    """Request-based CPU: a request to an instance held to idle CPU (the
+    default, run.googleapis.com/cpu-throttling) against one to an instance
+    that keeps its CPU (--no-cpu-throttling); same app, same gaps. The
+    difference is what giving the CPU back costs the request."""
+    n, gap = a.idle_n, 0.4
+    log("idle CPU: %d requests each, %.0f ms apart, to a held instance and to an "
+        "always-allocated one" % (n, gap * 1e3))
+    d.cli("deploy", "held", "--image", a.image, "--min", "1", "--env", "ACCESS_LOG=off")
+    d.cli("deploy", "always", "--image", a.image, "--min", "1", "--no-cpu-throttling",
+          "--env", "ACCESS_LOG=off")
+    times = {"held": [], "always": []}
+    held_before = 0
+    for _ in range(n):
+        for name in ("held", "always"):
+            time.sleep(gap)  # past the hold's 100 ms delay and an autoscaler tick
+            if name == "held":
+                held_before += all(i.get("cpuIdle") for i in d.instances(name))
+            t, status = first_byte(name)
+            if "200" in status:
+                times[name].append(t * 1e3)
+    out = {k: stats(v) for k, v in times.items()}
+    out["held_before_request"] = "%d of %d" % (held_before, n)
+    if out["held"] and out["always"]:
+        out["added_p50_ms"] = out["held"]["p50"] - out["always"]["p50"]
+    results["idle_cpu"] = out
+    for name in ("held", "always"):
+        d.cli("delete", name)
+        wait_gone(d, name)
+    log("  held:   %s (held before %s requests)" % (fmt_stats(out["held"]),
+                                                   out["held_before_request"]))
+    log("  always: %s" % fmt_stats(out["always"]))
+
+
 def machine():
     def sh(*c):
         try:
@@ -1021,7 +1058,7 @@ def main():
     p.add_argument("--bin", required=True)
     p.add_argument("--oci", required=True, help="OCI layout dir of the hello image")
     p.add_argument("--base", required=True, help="state base dir, /tmp/sluice-bench-*")
-    p.add_argument("--only", default="", help="comma list: datapath,cold,deploy,apply,conns,instances,scaleout")
+    p.add_argument("--only", default="", help="comma list: datapath,cold,deploy,apply,conns,instances,scaleout,idle")
     p.add_argument("--cold-mode", default=os.environ.get("BENCH_COLD_MODE", "auto"),
                    choices=["auto", "zero", "fresh"])
     p.add_argument("--no-perf", action="store_true")
@@ -1046,6 +1083,7 @@ def main():
     a.conn_steps = [100, 1000] if q else [100, 1000, 10000]
     a.inst_steps = [5] if q else [10, 50]
     a.step_secs = 5 if q else 10
+    a.idle_n = 10 if q else 40
     a.sleep_ms = 50
     a.perf = not q and not a.no_perf and shutil.which("perf")
     only = set(filter(None, a.only.split(",")))
@@ -1078,6 +1116,8 @@ def main():
             bench_apply(d, a)
         if want("scaleout"):
             bench_scaleout(d, a)
+        if want("idle"):
+            bench_idle(d, a)
     finally:
         rc = d.stop()
         results["daemon_exit"] = rc

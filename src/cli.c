@@ -235,13 +235,16 @@ bool sl_cli_conflict(long status, const json_t *body)
            (!strcmp(reason, "Conflict") || !strcmp(reason, "AlreadyExists"));
 }
 
-void sl_cli_retry_pause(int attempt)
+void sl_cli_retry_pause(int attempt, const json_t *body)
 {
-    /* client-go's DefaultRetry: 10 ms steps, 10 % jitter */
     if (attempt < 2)
         return;
+    /* client-go's DefaultRetry: 10 ms steps, 10 % jitter */
     long jitter = (long)(((unsigned)getpid() * 2654435761u + (unsigned)attempt) % 1000000u);
     struct timespec ts = {0, 10000000L + jitter};
+    json_t *after = json_object_get(json_object_get(body, "details"), "retryAfterSeconds");
+    if (json_is_integer(after) && json_integer_value(after) > 0)
+        ts.tv_sec = json_integer_value(after) > 10 ? 10 : (time_t)json_integer_value(after);
     nanosleep(&ts, NULL);
 }
 

@@ -54,8 +54,10 @@ int sl_cli_fail(long status, const json_t *body);
 #define SL_CLI_WRITE_ATTEMPTS 5
 /* A 409 Conflict or AlreadyExists: worth reading the object again. */
 bool sl_cli_conflict(long status, const json_t *body);
-/* The pause before attempt `attempt` (2, 3, ...): about 10 ms, jittered. */
-void sl_cli_retry_pause(int attempt);
+/* The pause before attempt `attempt` (2, 3, ...): about 10 ms, jittered, or
+ * the seconds the last answer's details.retryAfterSeconds asked for (body
+ * may be NULL). */
+void sl_cli_retry_pause(int attempt, const json_t *body);
 /* A number flag in [lo, hi]; 0, or the usage exit code after saying why. */
 int sl_cli_number(const char *flag, const char *arg, double lo, double hi, double *out);
 /* Print an object or list as JSON or YAML. */

@@ -308,7 +308,9 @@ typedef struct put_opts {
     const char *where; /* errors name it */
     const char *tag;   /* pin this tag to the new revision (deploy --tag) */
     bool *created;     /* set: the write created the service */
-    bool *conflict;    /* set on a conflict, which is then left unsaid */
+    /* Set to the answer of a write refused as a conflict (or, for a PUT, a
+     * service gone meanwhile), which is then left unsaid: read it again. */
+    json_t **conflict;
 } put_opts_t;
 
 /* Pin `tag` to `rev` in the service `cur` (the first write's answer, so
@@ -330,7 +332,7 @@ static int pin_tag_to(const sl_cli_opts_t *o, const char *path, const json_t *cu
             break;
         json_decref(svc);
         svc = NULL;
-        sl_cli_retry_pause(attempt + 1);
+        sl_cli_retry_pause(attempt + 1, resp);
         if (sl_cli_call(o, "GET", path, NULL, &st, &svc) != 0 || st != 200)
             break;
     }
@@ -362,11 +364,11 @@ static int put_service(const sl_cli_opts_t *o, json_t *svc, const put_opts_t *p)
     if (sl_cli_call(o, p->create ? "POST" : "PUT", p->create ? coll : path, svc, &st, &resp) != 0)
         return 1;
     if (st != 200 && st != 201) {
-        int rc = 1;
-        if (p->conflict && sl_cli_conflict(st, resp))
-            *p->conflict = true;
-        else
-            rc = fail_in(p->where, st, resp);
+        if (p->conflict && (sl_cli_conflict(st, resp) || (st == 404 && !p->create))) {
+            *p->conflict = resp;
+            return 1;
+        }
+        int rc = fail_in(p->where, st, resp);
         json_decref(resp);
         return rc;
     }
@@ -526,8 +528,11 @@ int sl_cmd_deploy(int argc, char **argv)
     /* Read, change, write; again from the read when the service changed
      * in between (a status write by the daemon counts). */
     int rc = 1;
+    json_t *conflict = NULL; /* the answer that sent it round again */
     for (int attempt = 1; attempt <= SL_CLI_WRITE_ATTEMPTS; attempt++) {
-        sl_cli_retry_pause(attempt);
+        sl_cli_retry_pause(attempt, conflict);
+        json_decref(conflict);
+        conflict = NULL;
         long st;
         json_t *svc = NULL;
         if (sl_cli_call(&o, "GET", path, NULL, &st, &svc) != 0)
@@ -537,7 +542,7 @@ int sl_cmd_deploy(int argc, char **argv)
             json_decref(svc);
             return rc;
         }
-        bool exists = st == 200, conflict = false;
+        bool exists = st == 200;
         put_opts_t p = {.create = !exists, .wait = true};
         if (!exists) {
             json_decref(svc);

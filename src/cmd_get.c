@@ -166,8 +166,9 @@ int sl_cmd_services(int argc, char **argv)
 
 static void print_instances(json_t *list)
 {
-    static const char *h[] = {"NAME", "REVISION", "STATE", "PID", "INFLIGHT", "AGE", "STARTUP"};
-    sl_table_t *t = sl_table_new(7, h);
+    static const char *h[] = {"NAME",     "REVISION", "STATE", "PID",
+                              "INFLIGHT", "CPU",      "AGE",   "STARTUP"};
+    sl_table_t *t = sl_table_new(8, h);
     size_t i;
     json_t *it;
     json_array_foreach(json_object_get(list, "items"), i, it)
@@ -180,12 +181,10 @@ static void print_instances(json_t *list)
         snprintf(age, sizeof(age), "%.0fs", json_number_value(json_object_get(it, "ageSeconds")));
         snprintf(startup, sizeof(startup), "%.1fms",
                  json_number_value(json_object_get(it, "startupMs")));
-        const char *row[] = {sl_json_str(it, "name"),
-                             sl_json_str(it, "revision"),
-                             sl_json_str(it, "state"),
-                             pid,
-                             inflight,
-                             age,
+        const char *row[] = {sl_json_str(it, "name"), sl_json_str(it, "revision"),
+                             sl_json_str(it, "state"), pid, inflight,
+                             /* held to idle CPU between requests, or its own */
+                             json_is_true(json_object_get(it, "cpuIdle")) ? "idle" : "full", age,
                              startup};
         sl_table_add(t, row);
     }

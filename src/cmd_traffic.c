@@ -269,13 +269,16 @@ int sl_cmd_traffic(int argc, char **argv)
     /* Read, change, write; again from the read when the service changed
      * in between (a status write by the daemon counts). */
     int rc = 1;
+    json_t *conflict = NULL; /* the answer that sent it round again */
     for (int attempt = 1; attempt <= SL_CLI_WRITE_ATTEMPTS; attempt++) {
-        sl_cli_retry_pause(attempt);
+        sl_cli_retry_pause(attempt, conflict);
+        json_decref(conflict);
+        conflict = NULL;
         json_t *resp = NULL;
         long st;
         rc = set_traffic(&o, path, &ch, &st, &resp);
         if (rc == 0 && sl_cli_conflict(st, resp) && attempt < SL_CLI_WRITE_ATTEMPTS) {
-            json_decref(resp);
+            conflict = resp;
             continue;
         }
         if (rc == 0 && st != 200 && st != 201)

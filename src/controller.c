@@ -295,8 +295,9 @@ void ctl_fail_waiters(rev_rt_t *r, int status, const char *reason)
         ctl_fail_waiters_one(r, r->wq_head, status, reason);
 }
 
-/* A request goes to i: counted, and i given its CPU back if it was held. */
-static void inst_take(inst_rt_t *i)
+/* A request goes to i: counted, i given its CPU back if it was held, and
+ * the router's pick of it, with its revision's limits on the request. */
+static sl_pick_t inst_take(inst_rt_t *i, uint64_t token, const char *set_cookie)
 {
     i->inflight++;
     i->rev->inflight++;
@@ -304,6 +305,13 @@ static void inst_take(inst_rt_t *i)
         i->cpu_idle = false;
         sl_instance_set_cpu_idle(i->inst, false);
     }
+    const sl_revision_cfg_t *cfg = i->rev->cfg;
+    return (sl_pick_t){.pool = i->pool,
+                       .instance = i,
+                       .token = token,
+                       .set_cookie = set_cookie,
+                       .response_start_ms = (uint32_t)cfg->response_start_s * 1000u,
+                       .idle_ms = (uint32_t)cfg->idle_timeout_s * 1000u};
 }
 
 /* Cloud Run's request-based CPU: an instance with no request in flight
@@ -332,12 +340,8 @@ void ctl_dispatch(rev_rt_t *r)
         if (!i)
             break;
         sl_waiter_t *w = r->wq_head;
-        inst_take(i);
+        sl_pick_t pick = inst_take(i, ctl_obs_request_begin(i, sl_now_ns()), i->cookie);
         wq_remove(r, w);
-        sl_pick_t pick = {.pool = i->pool,
-                          .instance = i,
-                          .token = ctl_obs_request_begin(i, sl_now_ns()),
-                          .set_cookie = i->cookie};
         w->ready(w, 0, &pick, NULL);
     }
 }
@@ -1039,12 +1043,8 @@ static int rev_acquire(rev_rt_t *r, sl_waiter_t *w, sl_pick_t *pick, const char 
             i = ctl_pick_instance(r);
     }
     if (i) {
-        inst_take(i);
+        *pick = inst_take(i, ctl_obs_request_begin(i, w->enqueued_ns), sticky ? NULL : i->cookie);
         ctl_rev_load_changed(r, w->enqueued_ns);
-        pick->pool = i->pool;
-        pick->instance = i;
-        pick->token = ctl_obs_request_begin(i, w->enqueued_ns);
-        pick->set_cookie = sticky ? NULL : i->cookie;
         return SL_OK;
     }
     /* A revision that never started answers at once, as Cloud Run does,
@@ -1162,23 +1162,10 @@ static const sl_revision_cfg_t *route_cfg(const route_t *rt)
     return r ? r->cfg : NULL;
 }
 
-/* To the response head: timeoutSeconds, or responseStartTimeoutSeconds
- * when that is set (never later). */
 static uint64_t op_timeout_ms(void *ctx, void *target)
 {
     const sl_revision_cfg_t *cfg = route_cfg(target);
-    if (!cfg)
-        return SL_DEFAULT_TIMEOUT_S * 1000u;
-    int s = cfg->response_start_s > 0 && cfg->response_start_s < cfg->timeout_s
-                ? cfg->response_start_s
-                : cfg->timeout_s;
-    return (uint64_t)s * 1000u;
-}
-
-static uint64_t op_idle_ms(void *ctx, void *target)
-{
-    const sl_revision_cfg_t *cfg = route_cfg(target);
-    return cfg ? (uint64_t)cfg->idle_timeout_s * 1000u : 0;
+    return (uint64_t)(cfg ? cfg->timeout_s : SL_DEFAULT_TIMEOUT_S) * 1000u;
 }
 
 const sl_router_ops_t sl_controller_router_ops = {
@@ -1187,7 +1174,6 @@ const sl_router_ops_t sl_controller_router_ops = {
     .cancel = op_cancel,
     .release = op_release,
     .timeout_ms = op_timeout_ms,
-    .idle_ms = op_idle_ms,
 };
 
 /* ---- lifecycle -------------------------------------------------------- */

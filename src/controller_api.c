@@ -439,7 +439,12 @@ void sl_controller_apply(sl_controller_t *c, json_t *svc, const char *ns_default
     if (ctl_apply_pending(ns, name)) {
         sl_autofree char *msg = xasprintf("service %s/%s: another change is in progress", ns, name);
         json_decref(svc);
-        reply(cb, data, 409, "Conflict", msg);
+        /* Kubernetes' details.retryAfterSeconds: an image import takes a while */
+        json_t *st = sl_status_json(409, "Conflict", msg);
+        json_object_set_new(
+            st, "details",
+            json_pack("{s:s,s:s,s:i}", "name", name, "kind", "services", "retryAfterSeconds", 1));
+        cb(409, st, data);
         return;
     }
     const char *rcn = sl_json_str(svc, "spec.template.spec.runtimeClassName");

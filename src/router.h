@@ -29,10 +29,11 @@
  *   on with no deadline. A request head must arrive whole within
  *   header_timeout_ms of its first byte (408), however slowly it trickles;
  *   a request body must keep making progress (body_timeout_ms, 408).
- *   idle_ms(target) bounds the instance's silence once the request is sent
- *   to it: no byte from it for that long is a 504 before the response head,
- *   and after it the response is cut (the client connection closes). Time
- *   the router itself stops reading it (back-pressure from a slow client)
+ *   The pick's response_start_ms bounds the time from the request's
+ *   delivery to the instance to its response head (504), and its idle_ms
+ *   the instance's silence from then on: a 504 before the head, and after
+ *   it the response is cut (the client connection closes). Time the router
+ *   itself does not read the instance (back-pressure from a slow client)
  *   does not count.
  * - Hostile input: every parse error, limit (414 request line, 431 header
  *   line / head / count, 413 body) and unknown transfer coding is answered
@@ -82,6 +83,10 @@ typedef struct sl_pick {
     /* Session affinity: a Set-Cookie value for the response (copied when
      * its head is built; valid until the request is released); NULL none */
     const char *set_cookie;
+    /* The serving revision's limits on the request once it is delivered to
+     * the instance (0 = none): Knative's responseStartTimeoutSeconds (to
+     * the response head) and idleTimeoutSeconds (the instance's silence). */
+    uint32_t response_start_ms, idle_ms;
 } sl_pick_t;
 
 /* The cookie that carries session affinity (Cloud Run's GAESA). */
@@ -123,9 +128,6 @@ typedef struct sl_router_ops {
     void (*release)(void *ctx, const sl_pick_t *pick, int status, bool failed);
     /* Per-target request timeout in ms (Knative timeoutSeconds); 0 = none. */
     uint64_t (*timeout_ms)(void *ctx, void *target);
-    /* Optional: per-target limit in ms on the instance's silence (Knative
-     * idleTimeoutSeconds); 0 = none. */
-    uint64_t (*idle_ms)(void *ctx, void *target);
 } sl_router_ops_t;
 
 typedef struct sl_router_config {

@@ -417,10 +417,18 @@ static bool c_body_stalled(const sl_client_t *c, uint64_t now)
 /* The instance has been silent for longer than its revision allows
  * (idleTimeoutSeconds); the time the router itself stopped reading it for
  * back-pressure does not count (sl_client_write_cb restarts the clock). */
-static bool c_up_silent(const sl_client_t *c, uint64_t now)
+/* The instance's silence counts only while the router could take its
+ * bytes: nothing of its response is still waiting for the client (that
+ * holds the reads back, whether or not the upstream is paused). */
+static bool c_up_watched(const sl_client_t *c)
 {
     return c->up_idle_ms && c->up && c->state == C_PROXY && !c->up->bp_paused &&
-           now - c->up_active_ms >= c->up_idle_ms;
+           uv_stream_get_write_queue_size((const uv_stream_t *)&c->tcp) == 0;
+}
+
+static bool c_up_silent(const sl_client_t *c, uint64_t now)
+{
+    return c_up_watched(c) && now - c->up_active_ms >= c->up_idle_ms;
 }
 
 /* ms from now to `at` (0 when past), or *wake if that is sooner. */
@@ -437,9 +445,11 @@ static void c_arm_request_timer(sl_client_t *c)
     uint64_t wake = UINT64_MAX;
     if (c->deadline_ms)
         sooner(&wake, now, c->deadline_ms);
+    if (c->start_due_ms && c->state == C_PROXY)
+        sooner(&wake, now, c->start_due_ms);
     if (c_body_pending(c))
         sooner(&wake, now, c->body_progress_ms + c->r->cfg.body_timeout_ms);
-    if (c->up_idle_ms && c->up && c->state == C_PROXY)
+    if (c_up_watched(c))
         sooner(&wake, now, c->up_active_ms + c->up_idle_ms);
     if (wake == UINT64_MAX)
         sl_client_set_timer(c, T_NONE, 0);
@@ -454,6 +464,13 @@ static void c_request_timer(sl_client_t *c)
     uint64_t now = uv_now(c->r->loop);
     if (c->deadline_ms && now >= c->deadline_ms) {
         c_request_timeout(c);
+    } else if (c->start_due_ms && c->state == C_PROXY && now >= c->start_due_ms) {
+        uint64_t ms = c->pick.response_start_ms;
+        sl_client_drop_upstream(c, false);
+        sl_client_local_error(c, 504,
+                              "instance did not start its response within %llu ms "
+                              "(responseStartTimeoutSeconds)",
+                              (unsigned long long)ms);
     } else if (c_body_stalled(c, now)) {
         c->must_close = true;
         sl_client_drop_upstream(c, false);
@@ -477,7 +494,7 @@ void sl_client_arm_send_timer(sl_client_t *c)
     uint64_t now = uv_now(c->r->loop);
     uint64_t wake = UINT64_MAX;
     sooner(&wake, now, c->send_progress_ms + c->r->cfg.idle_timeout_ms);
-    if (c->up_idle_ms && c->up)
+    if (c_up_watched(c)) /* not while back-pressure stops its reads */
         sooner(&wake, now, c->up_active_ms + c->up_idle_ms);
     sl_client_set_timer(c, T_SEND, wake);
 }
@@ -720,7 +737,7 @@ static void c_reset_request(sl_client_t *c)
     c->target = NULL;
     c->queued = c->in_acquire = c->ready_stashed = false;
     c->have_pick = false;
-    c->timeout_ms = c->deadline_ms = c->body_progress_ms = c->up_idle_ms = 0;
+    c->timeout_ms = c->deadline_ms = c->body_progress_ms = c->up_idle_ms = c->start_due_ms = 0;
     c->resp_head_done = c->resp_started = c->resp_done = c->up_reusable = false;
     c->resp_status = 0;
     c->interim_bytes = 0;
@@ -871,7 +888,6 @@ static void c_start_request(sl_client_t *c, const sl_http_msg_t *m, size_t head_
     c->timeout_ms = r->ops.timeout_ms ? r->ops.timeout_ms(r->ctx, c->target) : 0;
     if (c->timeout_ms)
         c->deadline_ms = uv_now(r->loop) + c->timeout_ms;
-    c->up_idle_ms = r->ops.idle_ms ? r->ops.idle_ms(r->ctx, c->target) : 0;
     c_arm_request_timer(c);
     c_acquire(c);
 }
@@ -1042,7 +1058,11 @@ static void c_attach(sl_client_t *c, sl_upconn_t *up)
     up->resp_bytes = 0;
     c->up_write_failed = false;
     c->state = C_PROXY;
-    c->body_progress_ms = c->up_active_ms = uv_now(c->r->loop);
+    uint64_t now = uv_now(c->r->loop);
+    c->body_progress_ms = c->up_active_ms = now;
+    /* The revision's limits count from the request's delivery. */
+    c->up_idle_ms = c->pick.idle_ms;
+    c->start_due_ms = c->pick.response_start_ms ? now + c->pick.response_start_ms : 0;
     if (!c->resp_head_done)
         c_arm_request_timer(c);
 }
@@ -1267,16 +1287,21 @@ void sl_client_write_cb(uv_write_t *req, int status)
         sl_client_destroy(c);
         return;
     }
-    if (c->timer_mode == T_SEND)
+    if (c->timer_mode == T_SEND) {
         c->send_progress_ms = uv_now(c->r->loop); /* the timer checks it when it fires */
-    else if (c->timer_mode == T_IDLE || c->timer_mode == T_FLUSH)
+        if (c->up_idle_ms) {
+            /* the instance's bytes have reached the client: its silence
+             * counts from here */
+            c->up_active_ms = c->send_progress_ms;
+            sl_client_arm_send_timer(c);
+        }
+    } else if (c->timer_mode == T_IDLE || c->timer_mode == T_FLUSH)
         sl_client_set_timer(c, c->timer_mode, c->r->cfg.idle_timeout_ms);
     else if (c->tunnel)
         c->tunnel_active_ms = uv_now(c->r->loop); /* a slow reader still drains */
     if (c->up && c->up->bp_paused &&
         uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) <= SL_BP_LOW) {
         c->up->bp_paused = false;
-        c->up_active_ms = uv_now(c->r->loop); /* its silence counts from here */
         sl_up_update_reading(c->up);
     }
 }

@@ -143,8 +143,9 @@ struct sl_client {
     uint64_t timeout_ms;
     uint64_t deadline_ms;      /* loop time of the 504 (0 = none) */
     uint64_t body_progress_ms; /* loop time request body bytes last arrived */
-    uint64_t up_idle_ms;       /* ops.idle_ms: the instance's silence allowed (0 = any) */
+    uint64_t up_idle_ms;       /* pick.idle_ms: the instance's silence allowed (0 = any) */
     uint64_t up_active_ms;     /* loop time the instance last sent (or was sent the request) */
+    uint64_t start_due_ms;     /* loop time of the response-start 504 (0 = none) */
     uint64_t send_progress_ms; /* loop time a response write to the client last completed */
     sl_upconn_t *up;
 

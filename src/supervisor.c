@@ -95,7 +95,8 @@ static void notify(sl_instance_t *inst, sl_inst_state_t state)
     inst->state = state;
     if (state != SL_INST_READY)
         sv_cpu_apply(inst); /* a stopping instance has its CPU for its grace period */
-    if (state >= SL_INST_STOPPING && inst->cpu_fd >= 0) {
+    if ((state == SL_INST_EXITED || (state == SL_INST_STOPPING && !inst->cpu_throttled)) &&
+        inst->cpu_fd >= 0) {
         close(inst->cpu_fd);
         inst->cpu_fd = -2;
     }
@@ -120,8 +121,10 @@ void sv_cpu_apply(sl_instance_t *inst)
         }
         inst->cpu_fd = fd;
     }
-    int rc = sv_cpu_quota_write(inst->cpu_fd, inst->cpu_v2,
-                                hold ? SL_CPU_IDLE_QUOTA_US : sl_oci_cpu_quota(inst->cpu_millis));
+    int64_t quota = hold ? SL_CPU_IDLE_QUOTA_US : sl_oci_cpu_quota(inst->cpu_millis);
+    int rc = sv_cpu_quota_write(inst->cpu_fd, inst->cpu_v2, quota);
+    if (rc < 0 && !hold) /* giving it back matters most: once more */
+        rc = sv_cpu_quota_write(inst->cpu_fd, inst->cpu_v2, quota);
     if (rc < 0) {
         sl_warn(MOD, "instance %s: setting its CPU quota: %s", inst->id, strerror(-rc));
         if (!inst->cpu_throttled) {

@@ -154,8 +154,10 @@ exec httpd -f -p "$PORT" -h /tmp/www
 def paced_service(d, images, name, **spec):
     import json
     doc = {"apiVersion": "serving.knative.dev/v1", "kind": "Service", "metadata": {"name": name},
-           "spec": {"template": {"spec": dict(spec, containers=[
-               {"image": images["busybox"], "command": ["/bin/sh", "-c", PACED]}])}}}
+           "spec": {"template": {
+               "metadata": {"annotations": {"autoscaling.knative.dev/min-scale": "1"}},
+               "spec": dict(spec, containers=[
+                   {"image": images["busybox"], "command": ["/bin/sh", "-c", PACED]}])}}}
     d.cli("apply", "-f", "-", "--wait", input=json.dumps(doc))
 
 
@@ -166,7 +168,7 @@ def test_response_start_timeout(make_daemon, images):
     paced_service(d, images, "rst", timeoutSeconds=10, responseStartTimeoutSeconds=1)
     t0 = time.time()
     code, body = d.curl("rst", "/cgi-bin/late?2")
-    assert code == 504, body
+    assert code == 504 and "responseStartTimeoutSeconds" in body, body
     assert 0.9 < time.time() - t0 < 1.9
     code, body = d.curl("rst", "/cgi-bin/paced?1")
     assert code == 200 and "tick 3" in body, body

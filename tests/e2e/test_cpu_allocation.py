@@ -62,6 +62,8 @@ def test_idle_instances_are_held_to_idle_cpu(daemon, images):
     d = daemon
     inst = spinner(d, images, "spin")
     assert wait_for(lambda: cpu_idle(d, "spin"), 10)
+    head, row = d.cli("instances", "spin").stdout.splitlines()[:2]
+    assert head.split()[5] == "CPU" and row.split()[5] == "idle", (head, row)
     idle = cpu_share(inst)
     assert idle < 0.05, idle  # 1 % of a core, with room for scheduling slack
 

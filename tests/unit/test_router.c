@@ -28,6 +28,7 @@
 #include <stdio.h>
 #include <strings.h>
 #include <sys/ioctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 
@@ -557,7 +558,7 @@ typedef struct target {
     int ns_fd; /* -1: the test's own netns */
     int mode;
     uint64_t timeout_ms;
-    uint64_t idle_ms; /* ops.idle_ms */
+    uint32_t idle_ms, response_start_ms; /* the picks' limits */
     sl_upstream_pool_t *pool;
     sl_waiter_t *waiting;
     int status;         /* M_REJECT / M_QUEUE_REJECT: the owner's answer (503) */
@@ -599,7 +600,10 @@ static void *op_resolve(void *ctx, sl_str_t host)
 static sl_pick_t t_pick(target_t *t)
 {
     bool alt = t->alt_pool && t->picks++ > 0;
-    return (sl_pick_t){.pool = alt ? t->alt_pool : t->pool, .instance = t};
+    return (sl_pick_t){.pool = alt ? t->alt_pool : t->pool,
+                       .instance = t,
+                       .response_start_ms = t->response_start_ms,
+                       .idle_ms = t->idle_ms};
 }
 
 static void qtimer_cb(uv_timer_t *t)
@@ -665,13 +669,7 @@ static uint64_t op_timeout(void *ctx, void *target)
     return ((target_t *)target)->timeout_ms;
 }
 
-static uint64_t op_idle(void *ctx, void *target)
-{
-    return ((target_t *)target)->idle_ms;
-}
-
-static const sl_router_ops_t OPS = {op_resolve, op_acquire, op_cancel,
-                                    op_release, op_timeout, op_idle};
+static const sl_router_ops_t OPS = {op_resolve, op_acquire, op_cancel, op_release, op_timeout};
 
 static void async_cb(uv_async_t *a)
 {
@@ -1270,9 +1268,9 @@ static void test_timeout_is_504(void **state)
     be_stop(b);
 }
 
-/* ops.idle_ms (Knative's idleTimeoutSeconds): an instance silent that long
- * gets a 504 before its head and its response cut after; one that pauses
- * for less is waited for. */
+/* pick.idle_ms (Knative's idleTimeoutSeconds): an instance silent that
+ * long gets a 504 before its head and its response cut after; one that
+ * pauses for less is waited for. */
 static void test_instance_silence_is_cut(void **state)
 {
     h_reset();
@@ -1318,6 +1316,63 @@ static void test_instance_silence_is_cut(void **state)
     assert_int_equal(atomic_load(&H.releases), 4);
     h_stop();
     be_stop(b);
+}
+
+/* pick.response_start_ms (Knative's responseStartTimeoutSeconds) counts
+ * from the request's delivery to the instance: a request queued for longer
+ * is still served; one the instance does not answer in time is a 504. */
+static void test_response_start_counts_from_delivery(void **state)
+{
+    h_reset();
+    backend_t *b = be_start(false);
+    target_t *t = h_target("late.test", b->port);
+    t->response_start_ms = 50;
+    t->timeout_ms = 60000;
+    t->mode = M_QUEUE; /* each request queued for 100 ms (qtimer) */
+    h_start(NULL);
+    rdr_t *c = cl_open();
+    cl_send(c, "GET /chunked HTTP/1.1\r\nHost: late.test\r\n\r\n");
+    resp_t rp;
+    assert_int_equal(cl_resp(c, &rp, false, false), 0);
+    assert_int_equal(rp.status, 200); /* 100 ms queued, answered at once */
+    resp_free(&rp);
+    cl_send(c, "GET /slow HTTP/1.1\r\nHost: late.test\r\n\r\n"); /* 300 ms: too late */
+    assert_int_equal(cl_resp(c, &rp, false, false), 0);
+    assert_int_equal(rp.status, 504);
+    assert_non_null(rp.body.p);
+    assert_non_null(memmem(rp.body.p, rp.body.len, "responseStartTimeoutSeconds", 27));
+    resp_free(&rp);
+    cl_close(c);
+    h_stop();
+    be_stop(b);
+}
+
+/* A slow reader holds back the instance's bytes (back-pressure): that is
+ * not the instance's silence, and the router does not spin meanwhile. */
+static void test_backpressure_is_not_silence(void **state)
+{
+    sl_router_config_t cfg = {.listen = "127.0.0.1:0", .idle_timeout_ms = 5000};
+    backend_t *b = setup_basic(&cfg);
+    H.targets[0].idle_ms = 150;
+    rdr_t *c = cl_open();
+    /* more than the socket buffers hold: the router pauses the upstream */
+    cl_send(c, "GET /big?n=67108864 HTTP/1.1\r\nHost: app.test\r\n\r\n");
+    usleep(600000); /* 4 x idle_ms without reading */
+    struct rusage r0, r1;
+    getrusage(RUSAGE_SELF, &r0);
+    usleep(300000);
+    getrusage(RUSAGE_SELF, &r1);
+    double cpu = (double)(r1.ru_utime.tv_sec - r0.ru_utime.tv_sec) +
+                 (double)(r1.ru_utime.tv_usec - r0.ru_utime.tv_usec) / 1e6 +
+                 (double)(r1.ru_stime.tv_sec - r0.ru_stime.tv_sec) +
+                 (double)(r1.ru_stime.tv_usec - r0.ru_stime.tv_usec) / 1e6;
+    assert_true(cpu < 0.15); /* a spinning loop would burn the whole 0.3 s */
+    resp_t rp;
+    assert_int_equal(cl_resp(c, &rp, false, true), 0); /* all 64 MiB, not cut */
+    assert_int_equal(rp.status, 200);
+    resp_free(&rp);
+    cl_close(c);
+    teardown_basic(b);
 }
 
 static void test_queued_request_is_served(void **state)
@@ -2093,6 +2148,8 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_websocket_tunnel),
         cmocka_unit_test(test_timeout_is_504),
         cmocka_unit_test(test_instance_silence_is_cut),
+        cmocka_unit_test(test_response_start_counts_from_delivery),
+        cmocka_unit_test(test_backpressure_is_not_silence),
         cmocka_unit_test(test_queued_request_is_served),
         cmocka_unit_test(test_client_leaves_while_queued),
         cmocka_unit_test(test_pipelined_in_order),
