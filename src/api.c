@@ -574,6 +574,31 @@ static bool dry_run_delete_refused(route_ctx_t *r)
     return true;
 }
 
+static json_t *parse_body(route_ctx_t *r);
+
+/* A DELETE's query and body (Kubernetes' DeleteOptions, optional): false
+ * once an error was sent; else *opts is the body (NULL without one) and
+ * *pre its preconditions, if any (borrowed from *opts). */
+static bool delete_options(route_ctx_t *r, json_t **opts, const json_t **pre)
+{
+    *opts = NULL;
+    *pre = NULL;
+    if (dry_run_delete_refused(r))
+        return false;
+    if (r->body_len == 0)
+        return true;
+    if (!(*opts = parse_body(r)))
+        return false;
+    if (!json_is_object(*opts)) {
+        json_decref(*opts);
+        *opts = NULL;
+        send_error(r->c, 400, "BadRequest", "request body: must be a DeleteOptions object");
+        return false;
+    }
+    *pre = json_object_get(*opts, "preconditions");
+    return true;
+}
+
 static json_t *parse_body(route_ctx_t *r)
 {
     json_error_t jerr;
@@ -630,9 +655,12 @@ static void route_services(route_ctx_t *r, const char *ns, const char *name)
         st = sl_controller_get_service(ctl, ns, name, &body);
         send_json(c, st, body);
     } else if (name && method_is(r, "DELETE")) {
-        if (dry_run_delete_refused(r))
+        json_t *opts;
+        const json_t *pre;
+        if (!delete_options(r, &opts, &pre))
             return;
-        st = sl_controller_delete_service(ctl, ns, name, &body);
+        st = sl_controller_delete_service(ctl, ns, name, pre, &body);
+        json_decref(opts);
         send_json(c, st, body);
     } else {
         send_error(c, 405, "MethodNotAllowed", "method not allowed on this resource");
@@ -830,9 +858,12 @@ static void route_core(route_ctx_t *r, char **seg, size_t n)
         st = sl_controller_put_data(ctl, kind, ns, oname, obj, !name, dry_run, &body);
         json_decref(obj);
     } else if (name && method_is(r, "DELETE")) {
-        if (dry_run_delete_refused(r))
+        json_t *opts;
+        const json_t *pre;
+        if (!delete_options(r, &opts, &pre))
             return;
-        st = sl_controller_delete_data(ctl, kind, ns, name, &body);
+        st = sl_controller_delete_data(ctl, kind, ns, name, pre, &body);
+        json_decref(opts);
     } else {
         send_error(r->c, 405, "MethodNotAllowed",
                    name ? "use GET, PUT or DELETE" : "use GET or POST");

@@ -79,8 +79,10 @@ int sl_controller_list_revisions(sl_controller_t *c, const char *ns, const char 
 int sl_controller_list_instances(sl_controller_t *c, const char *ns, const char *service,
                                  json_t **body);
 int sl_controller_list_images(sl_controller_t *c, json_t **body);
+/* pre: the DELETE's DeleteOptions.preconditions, or NULL (see
+ * sl_check_delete_preconditions). */
 int sl_controller_delete_service(sl_controller_t *c, const char *ns, const char *name,
-                                 json_t **body);
+                                 const json_t *pre, json_t **body);
 /* Refused (409) while the revision is latest, latest ready, or named by
  * the service's traffic. */
 int sl_controller_delete_revision(sl_controller_t *c, const char *ns, const char *name,
@@ -105,7 +107,7 @@ int sl_controller_get_data(sl_controller_t *c, sl_data_kind_t kind, const char *
 int sl_controller_put_data(sl_controller_t *c, sl_data_kind_t kind, const char *ns,
                            const char *name, json_t *obj, bool create, bool dry_run, json_t **body);
 int sl_controller_delete_data(sl_controller_t *c, sl_data_kind_t kind, const char *ns,
-                              const char *name, json_t **body);
+                              const char *name, const json_t *pre, json_t **body);
 
 /* Prometheus text of the daemon's metrics; *text malloc'd. */
 int sl_controller_metrics(sl_controller_t *c, char **text, size_t *len);

@@ -684,13 +684,19 @@ int sl_controller_list_images(sl_controller_t *c, json_t **body)
 }
 
 int sl_controller_delete_service(sl_controller_t *c, const char *ns, const char *name,
-                                 json_t **body)
+                                 const json_t *pre, json_t **body)
 {
     svc_rt_t *s = ctl_svc_find(c, ns, name);
     if (!s) {
         sl_autofree char *msg = xasprintf("service %s/%s not found", ns, name);
         *body = sl_status_json(404, "NotFound", msg);
         return 404;
+    }
+    sl_error_t perr = {0};
+    int pst = sl_check_delete_preconditions(pre, s->obj, &perr);
+    if (pst) {
+        *body = sl_status_json(pst, sl_precondition_reason(pst), perr.msg);
+        return pst;
     }
     if (ctl_apply_pending(ns, name)) {
         sl_autofree char *msg = xasprintf("service %s/%s: a change is in progress", ns, name);

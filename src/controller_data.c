@@ -182,9 +182,21 @@ int sl_controller_put_data(sl_controller_t *c, sl_data_kind_t kind, const char *
 }
 
 int sl_controller_delete_data(sl_controller_t *c, sl_data_kind_t kind, const char *ns,
-                              const char *name, json_t **body)
+                              const char *name, const json_t *pre, json_t **body)
 {
     sl_error_t err = {0};
+    if (pre) {
+        json_t *cur = NULL;
+        int rc = sl_store_get(c->store, sl_data_resource(kind), ns, name, &cur, &err);
+        if (rc == -ENOENT)
+            return not_found(kind, ns, name, body);
+        if (rc < 0)
+            return fail(body, 500, "InternalError", err.msg);
+        int pst = sl_check_delete_preconditions(pre, cur, &err);
+        json_decref(cur);
+        if (pst)
+            return fail(body, pst, sl_precondition_reason(pst), err.msg);
+    }
     int rc = sl_store_del(c->store, sl_data_resource(kind), ns, name, &err);
     if (rc == -ENOENT)
         return not_found(kind, ns, name, body);

@@ -7,6 +7,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <string.h>
 
 int sl_check_fields(json_t *obj, const char *path, const sl_field_t *fields, size_t n,
                     sl_error_t *err)
@@ -154,4 +155,36 @@ int sl_check_resource_version(const json_t *v, const json_t *cur, const char *re
 const char *sl_precondition_reason(int code)
 {
     return code == 409 ? "Conflict" : code == 404 ? "NotFound" : "BadRequest";
+}
+
+int sl_check_delete_preconditions(const json_t *pre, const json_t *cur, sl_error_t *err)
+{
+    if (!pre || json_is_null(pre))
+        return 0;
+    if (!json_is_object(pre)) {
+        sl_error_set(err, EINVAL, "preconditions: must be an object");
+        return 400;
+    }
+    static const struct {
+        const char *key, *name;
+    } fields[] = {{"uid", "UID"}, {"resourceVersion", "ResourceVersion"}};
+    for (size_t i = 0; i < SL_ARRAY_LEN(fields); i++) {
+        json_t *v = json_object_get(pre, fields[i].key);
+        if (!v || json_is_null(v))
+            continue;
+        const char *want = json_string_value(v);
+        if (!want) {
+            sl_error_set(err, EINVAL, "preconditions.%s: must be a string", fields[i].key);
+            return 400;
+        }
+        json_t *md = json_object_get(cur, "metadata");
+        const char *have = json_string_value(json_object_get(md, fields[i].key));
+        if (!have || strcmp(want, have)) {
+            sl_error_set(err, ESTALE,
+                         "Precondition failed: %s in precondition: %.80s, %s in object meta: %s",
+                         fields[i].name, want, fields[i].name, have ? have : "");
+            return 409;
+        }
+    }
+    return 0;
 }

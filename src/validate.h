@@ -59,5 +59,10 @@ int sl_check_resource_version(const json_t *rv, const json_t *cur, const char *r
                               const char *name, sl_error_t *err);
 /* The Status reason of one of those codes: "BadRequest", "NotFound", "Conflict". */
 const char *sl_precondition_reason(int code);
+/* A DELETE's DeleteOptions.preconditions ({"uid": S, "resourceVersion": S},
+ * each optional; pre NULL: none) against the stored object cur. 0 when they
+ * hold, else 409 (400 for a malformed one) with err worded as the API
+ * server words it. */
+int sl_check_delete_preconditions(const json_t *pre, const json_t *cur, sl_error_t *err);
 
 #endif

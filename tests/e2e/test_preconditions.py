@@ -167,3 +167,44 @@ def test_apply_of_an_exported_service_ignores_its_version(daemon, images, tmp_pa
     r = d.cli("apply", "-f", str(f), check=False)
     assert r.returncode == 0, r.stderr
     assert d.json("describe", "alpha")["metadata"]["generation"] == 1
+
+
+def test_delete_preconditions(daemon, images):
+    """A DELETE's DeleteOptions.preconditions (uid, resourceVersion) must
+    hold, as in Kubernetes; kubectl's plain DeleteOptions body is taken."""
+    d = daemon
+    d.cli("deploy", "alpha", "--image", images["hello"])
+    code, svc = api(d, "GET", SVC + "alpha")
+    uid = svc["metadata"]["uid"]
+    code, st = api(d, "DELETE", SVC + "alpha", {"preconditions": {"uid": "nope"}})
+    assert code == 409 and st["reason"] == "Conflict", st
+    assert st["message"] == ("Precondition failed: UID in precondition: nope, UID in object "
+                             "meta: %s" % uid)
+    code, st = api(d, "DELETE", SVC + "alpha", {"preconditions": {"uid": uid,
+                                                                  "resourceVersion": "1"}})
+    assert code == 409 and "ResourceVersion in precondition: 1" in st["message"], st
+    for bad in ([], {"preconditions": {"uid": 5}}, {"preconditions": "x"}):
+        code, st = api(d, "DELETE", SVC + "alpha", bad)
+        assert code == 400, (bad, st)
+    code, _ = api(d, "GET", SVC + "alpha")
+    assert code == 200  # still there
+    for _ in range(10):
+        code, svc = api(d, "GET", SVC + "alpha")
+        code, st = api(d, "DELETE", SVC + "alpha", {
+            "kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background",
+            "preconditions": {"uid": uid, "resourceVersion": rv(svc)}})
+        if code != 409:  # a status write landed in between
+            break
+    assert code == 200, st
+    code, _ = api(d, "GET", SVC + "alpha")
+    assert code == 404
+
+    code, cm = api(d, "PUT", CM + "cfg", {"apiVersion": "v1", "kind": "ConfigMap",
+                                          "metadata": {"name": "cfg"}, "data": {"k": "v"}})
+    assert code == 201, cm
+    code, st = api(d, "DELETE", CM + "cfg", {"preconditions": {"resourceVersion": "1"}})
+    assert code == 409 and st["reason"] == "Conflict", st
+    code, st = api(d, "DELETE", CM + "cfg", {"preconditions": {"resourceVersion": rv(cm)}})
+    assert code == 200, st
+    code, st = api(d, "DELETE", CM + "cfg", {"preconditions": {"resourceVersion": rv(cm)}})
+    assert code == 404, st

@@ -336,6 +336,25 @@ static void test_resource_version_precondition(void **state)
     assert_int_equal(sl_check_resource_version(v, none, "configmaps", "cfg", &err), 409);
     json_decref(v);
     json_decref(none);
+    /* DeleteOptions.preconditions */
+    json_object_set_new(json_object_get(cur, "metadata"), "uid", json_string("u-1"));
+    assert_int_equal(sl_check_delete_preconditions(NULL, cur, &err), 0);
+    json_t *pre = json_pack("{s:s,s:s}", "uid", "u-1", "resourceVersion", "17");
+    assert_int_equal(sl_check_delete_preconditions(pre, cur, &err), 0);
+    json_object_set_new(pre, "resourceVersion", json_string("16"));
+    assert_int_equal(sl_check_delete_preconditions(pre, cur, &err), 409);
+    assert_string_equal(err.msg, "Precondition failed: ResourceVersion in precondition: 16, "
+                                 "ResourceVersion in object meta: 17");
+    json_object_set_new(pre, "uid", json_string("u-2"));
+    assert_int_equal(sl_check_delete_preconditions(pre, cur, &err), 409);
+    assert_string_equal(err.msg,
+                        "Precondition failed: UID in precondition: u-2, UID in object meta: u-1");
+    json_object_set_new(pre, "uid", json_integer(1));
+    assert_int_equal(sl_check_delete_preconditions(pre, cur, &err), 400);
+    json_decref(pre);
+    pre = json_string("x");
+    assert_int_equal(sl_check_delete_preconditions(pre, cur, &err), 400);
+    json_decref(pre);
     json_decref(cur);
 }
 
