@@ -310,6 +310,7 @@ static sl_pick_t inst_take(inst_rt_t *i, uint64_t token, const char *set_cookie)
                        .instance = i,
                        .token = token,
                        .set_cookie = set_cookie,
+                       .timeout_ms = (uint32_t)cfg->timeout_s * 1000u,
                        .response_start_ms = (uint32_t)cfg->response_start_s * 1000u,
                        .idle_ms = (uint32_t)cfg->idle_timeout_s * 1000u};
 }
@@ -1153,7 +1154,8 @@ static void op_release(void *ctx, const sl_pick_t *pick, int status, bool failed
         ctl_rev_ensure(r);
 }
 
-/* The revision whose timeouts a request to the route gets. */
+/* The revision whose timeout a request to the route gets while it waits
+ * for an instance (the pick then carries the serving revision's). */
 static const sl_revision_cfg_t *route_cfg(const route_t *rt)
 {
     svc_rt_t *s = rt->svc;

@@ -83,10 +83,12 @@ typedef struct sl_pick {
     /* Session affinity: a Set-Cookie value for the response (copied when
      * its head is built; valid until the request is released); NULL none */
     const char *set_cookie;
-    /* The serving revision's limits on the request once it is delivered to
-     * the instance (0 = none): Knative's responseStartTimeoutSeconds (to
-     * the response head) and idleTimeoutSeconds (the instance's silence). */
-    uint32_t response_start_ms, idle_ms;
+    /* The serving revision's limits on the request (0 = none): its
+     * timeoutSeconds, which replaces timeout_ms(target)'s from the request's
+     * arrival on, and once it is delivered to the instance Knative's
+     * responseStartTimeoutSeconds (to the response head) and
+     * idleTimeoutSeconds (the instance's silence). */
+    uint32_t timeout_ms, response_start_ms, idle_ms;
 } sl_pick_t;
 
 /* The cookie that carries session affinity (Cloud Run's GAESA). */

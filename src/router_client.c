@@ -1060,7 +1060,13 @@ static void c_attach(sl_client_t *c, sl_upconn_t *up)
     c->state = C_PROXY;
     uint64_t now = uv_now(c->r->loop);
     c->body_progress_ms = c->up_active_ms = now;
-    /* The revision's limits count from the request's delivery. */
+    /* The serving revision's timeout, from the request's arrival (the
+     * route's guess covered the wait for an instance); its other limits
+     * count from the delivery. */
+    if (c->pick.timeout_ms && c->deadline_ms && c->pick.timeout_ms != c->timeout_ms) {
+        c->deadline_ms = c->deadline_ms - c->timeout_ms + c->pick.timeout_ms;
+        c->timeout_ms = c->pick.timeout_ms;
+    }
     c->up_idle_ms = c->pick.idle_ms;
     c->start_due_ms = c->pick.response_start_ms ? now + c->pick.response_start_ms : 0;
     if (!c->resp_head_done)

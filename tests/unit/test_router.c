@@ -558,7 +558,7 @@ typedef struct target {
     int ns_fd; /* -1: the test's own netns */
     int mode;
     uint64_t timeout_ms;
-    uint32_t idle_ms, response_start_ms; /* the picks' limits */
+    uint32_t idle_ms, response_start_ms, pick_timeout_ms; /* the picks' limits */
     sl_upstream_pool_t *pool;
     sl_waiter_t *waiting;
     int status;         /* M_REJECT / M_QUEUE_REJECT: the owner's answer (503) */
@@ -602,6 +602,7 @@ static sl_pick_t t_pick(target_t *t)
     bool alt = t->alt_pool && t->picks++ > 0;
     return (sl_pick_t){.pool = alt ? t->alt_pool : t->pool,
                        .instance = t,
+                       .timeout_ms = t->pick_timeout_ms,
                        .response_start_ms = t->response_start_ms,
                        .idle_ms = t->idle_ms};
 }
@@ -1373,6 +1374,31 @@ static void test_backpressure_is_not_silence(void **state)
     resp_free(&rp);
     cl_close(c);
     teardown_basic(b);
+}
+
+/* The serving revision's timeout (the pick's) replaces the route's guess,
+ * counted from the request's arrival. */
+static void test_pick_timeout_replaces_the_routes(void **state)
+{
+    h_reset();
+    backend_t *b = be_start(false);
+    target_t *t = h_target("slow.test", b->port);
+    t->timeout_ms = 60000;
+    t->pick_timeout_ms = 200;
+    h_start(NULL);
+    rdr_t *c = cl_open();
+    uint64_t t0 = sl_now_ms();
+    cl_send(c, "GET /hang HTTP/1.1\r\nHost: slow.test\r\n\r\n");
+    resp_t rp;
+    assert_int_equal(cl_resp(c, &rp, false, false), 0);
+    uint64_t el = sl_now_ms() - t0;
+    assert_int_equal(rp.status, 504);
+    assert_non_null(memmem(rp.body.p, rp.body.len, "within 200 ms", 13));
+    assert_true(el >= 150 && el < 3000);
+    resp_free(&rp);
+    cl_close(c);
+    h_stop();
+    be_stop(b);
 }
 
 static void test_queued_request_is_served(void **state)
@@ -2150,6 +2176,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_instance_silence_is_cut),
         cmocka_unit_test(test_response_start_counts_from_delivery),
         cmocka_unit_test(test_backpressure_is_not_silence),
+        cmocka_unit_test(test_pick_timeout_replaces_the_routes),
         cmocka_unit_test(test_queued_request_is_served),
         cmocka_unit_test(test_client_leaves_while_queued),
         cmocka_unit_test(test_pipelined_in_order),
