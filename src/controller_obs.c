@@ -24,7 +24,7 @@ static const char *STATES[] = {"starting", "ready", "draining", "failed"};
 
 typedef struct families {
     sl_metric_family_t *requests, *duration, *in_flight, *queue, *instances, *desired, *actual,
-        *cold, *cold_duration, *billable;
+        *cpu_idle, *cold, *cold_duration, *billable;
 } families_t;
 
 struct ctl_obs {
@@ -39,7 +39,7 @@ struct ctl_obs {
 
 struct ctl_rev_metrics {
     sl_metric_t *requests[5], *duration, *in_flight, *queue, *instances[4], *desired, *actual,
-        *cold, *cold_duration, *billable;
+        *cpu_idle, *cold, *cold_duration, *billable;
 };
 
 static void flush_tick(uv_timer_t *t)
@@ -75,6 +75,9 @@ int ctl_obs_init(sl_controller_t *c, const sl_prices_t *prices, sl_error_t *err)
                                    "Instances the autoscaler wants.", 3, sr, NULL, 0, err);
     f->actual = sl_metrics_family(o->reg, SL_METRIC_GAUGE, SL_METRIC_ACTUAL_INSTANCES,
                                   "Instances ready to serve.", 3, sr, NULL, 0, err);
+    f->cpu_idle = sl_metrics_family(o->reg, SL_METRIC_GAUGE, SL_METRIC_CPU_IDLE_INSTANCES,
+                                    "Ready instances held to idle CPU between requests.", 3, sr,
+                                    NULL, 0, err);
     f->cold = sl_metrics_family(o->reg, SL_METRIC_COUNTER, SL_METRIC_COLD_STARTS_TOTAL,
                                 "Instances started.", 3, sr, NULL, 0, err);
     f->cold_duration =
@@ -111,8 +114,8 @@ int ctl_obs_init(sl_controller_t *c, const sl_prices_t *prices, sl_error_t *err)
         proc_ok = proc_ok && o->process[i];
     }
     if (!f->requests || !f->duration || !f->in_flight || !f->queue || !f->instances ||
-        !f->desired || !f->actual || !f->cold || !f->cold_duration || !f->billable ||
-        !o->busy_poll || !proc_ok) {
+        !f->desired || !f->actual || !f->cpu_idle || !f->cold || !f->cold_duration ||
+        !f->billable || !o->busy_poll || !proc_ok) {
         sl_metrics_free(o->reg);
         free(o);
         return -1;
@@ -174,6 +177,7 @@ void ctl_obs_rev_init(rev_rt_t *r)
     m->queue = sl_metrics_series(o->f.queue, sr);
     m->desired = sl_metrics_series(o->f.desired, sr);
     m->actual = sl_metrics_series(o->f.actual, sr);
+    m->cpu_idle = sl_metrics_series(o->f.cpu_idle, sr);
     m->cold = sl_metrics_series(o->f.cold, sr);
     m->cold_duration = sl_metrics_series(o->f.cold_duration, sr);
     m->billable = sl_metrics_series(o->f.billable, sr);
@@ -193,8 +197,8 @@ void ctl_obs_rev_free(rev_rt_t *r)
         sl_metric_remove(m->requests[i]);
     for (size_t i = 0; i < SL_ARRAY_LEN(m->instances); i++)
         sl_metric_remove(m->instances[i]);
-    sl_metric_t *one[] = {m->duration, m->in_flight, m->queue,         m->desired,
-                          m->actual,   m->cold,      m->cold_duration, m->billable};
+    sl_metric_t *one[] = {m->duration, m->in_flight, m->queue,         m->desired, m->actual,
+                          m->cpu_idle, m->cold,      m->cold_duration, m->billable};
     for (size_t i = 0; i < SL_ARRAY_LEN(one); i++)
         sl_metric_remove(one[i]);
     free(m);
@@ -291,13 +295,15 @@ static void refresh_gauges(sl_controller_t *c)
         sl_metric_set(m->queue, (double)r->n_waiting);
         sl_metric_set(m->desired, r->as.desired);
         sl_metric_set(m->actual, r->n_ready);
-        int ready = 0, draining = 0;
+        int ready = 0, draining = 0, held = 0;
         for (inst_rt_t *i = r->instances; i; i = i->next) {
             if (i->draining || i->stopped)
                 draining++;
             else if (i->ready)
                 ready++;
+            held += i->cpu_idle;
         }
+        sl_metric_set(m->cpu_idle, held);
         sl_metric_set(m->instances[0], r->n_starting);
         sl_metric_set(m->instances[1], ready);
         sl_metric_set(m->instances[2], draining);

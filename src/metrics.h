@@ -44,6 +44,8 @@
  *   sluice_instances{service,revision,state}                   gauge
  *   sluice_desired_instances{service,revision}                 gauge
  *   sluice_actual_instances{service,revision}                  gauge
+ *   sluice_cpu_idle_instances{service,revision}                gauge
+ *       ready instances held to idle CPU between requests.
  *   sluice_cold_starts_total{service,revision}                 counter
  *   sluice_cold_start_duration_seconds{service,revision}       histogram
  *       instance start to ready; SL_METRICS_COLD_START_BUCKETS.
@@ -61,6 +63,7 @@
 #define SL_METRIC_INSTANCES               "sluice_instances"
 #define SL_METRIC_DESIRED_INSTANCES       "sluice_desired_instances"
 #define SL_METRIC_ACTUAL_INSTANCES        "sluice_actual_instances"
+#define SL_METRIC_CPU_IDLE_INSTANCES      "sluice_cpu_idle_instances"
 #define SL_METRIC_COLD_STARTS_TOTAL       "sluice_cold_starts_total"
 #define SL_METRIC_COLD_START_DURATION     "sluice_cold_start_duration_seconds"
 #define SL_METRIC_BILLABLE_SECONDS_TOTAL  "sluice_billable_instance_seconds_total"

@@ -5,6 +5,7 @@ them; run.googleapis.com/cpu-throttling: "false" (deploy
 instance's own cgroup, with an app that spins in the background."""
 import json
 import os
+import subprocess
 import threading
 import time
 
@@ -58,10 +59,22 @@ def cpu_idle(d, name):
     return d.json("instances", name)["items"][0]["cpuIdle"]
 
 
+def held_gauge(d, name):
+    """sluice_cpu_idle_instances of the service's revision, from /metrics."""
+    sock = os.path.join(d.state_dir, "sluice.sock")
+    text = subprocess.run(["curl", "-sS", "--unix-socket", sock, "http://x/metrics"],
+                          capture_output=True, text=True, check=True).stdout
+    for line in text.splitlines():
+        if line.startswith("sluice_cpu_idle_instances{") and 'service="%s"' % name in line:
+            return float(line.split()[-1])
+    return None
+
+
 def test_idle_instances_are_held_to_idle_cpu(daemon, images):
     d = daemon
     inst = spinner(d, images, "spin")
     assert wait_for(lambda: cpu_idle(d, "spin"), 10)
+    assert held_gauge(d, "spin") == 1
     head, row = d.cli("instances", "spin").stdout.splitlines()[:2]
     assert head.split()[5] == "CPU" and row.split()[5] == "idle", (head, row)
     idle = cpu_share(inst)
@@ -73,6 +86,7 @@ def test_idle_instances_are_held_to_idle_cpu(daemon, images):
     t = threading.Thread(target=lambda: result.update(r=d.curl("spin", "/cgi-bin/hold?3")))
     t.start()
     assert wait_for(lambda: not cpu_idle(d, "spin"), 5)
+    assert held_gauge(d, "spin") == 0
     busy = cpu_share(inst)
     t.join()
     assert result["r"][0] == 200 and result["r"][1].strip() == "held", result
