@@ -595,8 +595,33 @@ static bool delete_options(route_ctx_t *r, json_t **opts, const json_t **pre)
         send_error(r->c, 400, "BadRequest", "request body: must be a DeleteOptions object");
         return false;
     }
+    json_t *dry = json_object_get(*opts, "dryRun"); /* where kubectl puts it */
+    if (json_is_array(dry) ? json_array_size(dry) > 0 : dry && !json_is_null(dry)) {
+        json_decref(*opts);
+        *opts = NULL;
+        send_error(r->c, 400, "BadRequest",
+                   "dryRun: not supported on DELETE (nothing was deleted)");
+        return false;
+    }
     *pre = json_object_get(*opts, "preconditions");
     return true;
+}
+
+/* A DELETE of a kind that takes no preconditions: false once an error was
+ * sent (a dry run, a malformed body, or preconditions, which would
+ * otherwise go unheeded). */
+static bool delete_plain(route_ctx_t *r)
+{
+    json_t *opts;
+    const json_t *pre;
+    if (!delete_options(r, &opts, &pre))
+        return false;
+    bool has_pre = pre && !json_is_null(pre);
+    json_decref(opts);
+    if (has_pre)
+        send_error(r->c, 400, "BadRequest",
+                   "preconditions: not supported on this resource (nothing was deleted)");
+    return !has_pre;
 }
 
 static json_t *parse_body(route_ctx_t *r)
@@ -715,7 +740,7 @@ static void route_knative(route_ctx_t *r, char **seg, size_t n)
         }
         route_services(r, ns, name);
     } else if (!strcmp(kind, "revisions") && name && ns && method_is(r, "DELETE")) {
-        if (dry_run_delete_refused(r))
+        if (!delete_plain(r))
             return;
         json_t *body = NULL;
         int st = sl_controller_delete_revision(r->c->api->ctl, ns, name, &body);
@@ -804,7 +829,7 @@ static void route_runtimeclasses(route_ctx_t *r, const char *name)
         st = sl_controller_put_runtimeclass(ctl, name, obj, dry_run, &body);
         json_decref(obj);
     } else if (name && method_is(r, "DELETE")) {
-        if (dry_run_delete_refused(r))
+        if (!delete_plain(r))
             return;
         st = sl_controller_delete_runtimeclass(ctl, name, &body);
     } else {

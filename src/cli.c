@@ -235,6 +235,12 @@ bool sl_cli_conflict(long status, const json_t *body)
            (!strcmp(reason, "Conflict") || !strcmp(reason, "AlreadyExists"));
 }
 
+bool sl_cli_retry_later(const json_t *body)
+{
+    json_t *after = json_object_get(json_object_get(body, "details"), "retryAfterSeconds");
+    return json_is_integer(after) && json_integer_value(after) > 0;
+}
+
 void sl_cli_retry_pause(int attempt, const json_t *body)
 {
     if (attempt < 2)
@@ -242,9 +248,11 @@ void sl_cli_retry_pause(int attempt, const json_t *body)
     /* client-go's DefaultRetry: 10 ms steps, 10 % jitter */
     long jitter = (long)(((unsigned)getpid() * 2654435761u + (unsigned)attempt) % 1000000u);
     struct timespec ts = {0, 10000000L + jitter};
-    json_t *after = json_object_get(json_object_get(body, "details"), "retryAfterSeconds");
-    if (json_is_integer(after) && json_integer_value(after) > 0)
-        ts.tv_sec = json_integer_value(after) > 10 ? 10 : (time_t)json_integer_value(after);
+    if (sl_cli_retry_later(body)) {
+        json_int_t after = json_integer_value(
+            json_object_get(json_object_get(body, "details"), "retryAfterSeconds"));
+        ts.tv_sec = after > 10 ? 10 : (time_t)after;
+    }
     nanosleep(&ts, NULL);
 }
 

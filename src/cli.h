@@ -58,6 +58,11 @@ bool sl_cli_conflict(long status, const json_t *body);
  * the seconds the last answer's details.retryAfterSeconds asked for (body
  * may be NULL). */
 void sl_cli_retry_pause(int attempt, const json_t *body);
+/* The answer asks to come back later (details.retryAfterSeconds: another
+ * change is in progress): such rounds do not count against the attempts,
+ * up to this many of them (about a minute). */
+#define SL_CLI_LATER_ROUNDS 60
+bool sl_cli_retry_later(const json_t *body);
 /* A number flag in [lo, hi]; 0, or the usage exit code after saying why. */
 int sl_cli_number(const char *flag, const char *arg, double lo, double hi, double *out);
 /* Print an object or list as JSON or YAML. */

@@ -527,7 +527,7 @@ int sl_cmd_deploy(int argc, char **argv)
         xasprintf("/apis/serving.knative.dev/v1/namespaces/%s/services/%s", o.ns, name);
     /* Read, change, write; again from the read when the service changed
      * in between (a status write by the daemon counts). */
-    int rc = 1;
+    int rc = 1, later = 0;
     json_t *conflict = NULL; /* the answer that sent it round again */
     for (int attempt = 1; attempt <= SL_CLI_WRITE_ATTEMPTS; attempt++) {
         sl_cli_retry_pause(attempt, conflict);
@@ -556,6 +556,8 @@ int sl_cmd_deploy(int argc, char **argv)
         json_decref(svc);
         if (!conflict)
             break;
+        if (sl_cli_retry_later(conflict) && ++later < SL_CLI_LATER_ROUNDS)
+            attempt--; /* another change is in progress: wait for it */
     }
     return rc;
 }

@@ -301,7 +301,7 @@ static void refresh_gauges(sl_controller_t *c)
                 draining++;
             else if (i->ready)
                 ready++;
-            held += i->cpu_idle;
+            held += i->ready && !i->draining && !i->stopped && sl_instance_cpu_held(i->inst);
         }
         sl_metric_set(m->cpu_idle, held);
         sl_metric_set(m->instances[0], r->n_starting);

@@ -1060,13 +1060,7 @@ static void c_attach(sl_client_t *c, sl_upconn_t *up)
     c->state = C_PROXY;
     uint64_t now = uv_now(c->r->loop);
     c->body_progress_ms = c->up_active_ms = now;
-    /* The serving revision's timeout, from the request's arrival (the
-     * route's guess covered the wait for an instance); its other limits
-     * count from the delivery. */
-    if (c->pick.timeout_ms && c->deadline_ms && c->pick.timeout_ms != c->timeout_ms) {
-        c->deadline_ms = c->deadline_ms - c->timeout_ms + c->pick.timeout_ms;
-        c->timeout_ms = c->pick.timeout_ms;
-    }
+    /* the serving revision's other limits count from the delivery */
     c->up_idle_ms = c->pick.idle_ms;
     c->start_due_ms = c->pick.response_start_ms ? now + c->pick.response_start_ms : 0;
     if (!c->resp_head_done)
@@ -1094,6 +1088,19 @@ static bool c_reroute(sl_client_t *c)
 
 static void c_got_pick(sl_client_t *c)
 {
+    /* The serving revision's timeout, from the request's arrival: the
+     * route's guess covered the wait for an instance. A request already
+     * past it is not sent at all. */
+    if (c->pick.timeout_ms && c->deadline_ms && c->pick.timeout_ms != c->timeout_ms) {
+        c->deadline_ms = c->deadline_ms - c->timeout_ms + c->pick.timeout_ms;
+        c->timeout_ms = c->pick.timeout_ms;
+        if (uv_now(c->r->loop) >= c->deadline_ms) {
+            sl_client_drop_upstream(c, false);
+            sl_client_local_error(c, 504, "no instance became available within %llu ms",
+                                  (unsigned long long)c->timeout_ms);
+            return;
+        }
+    }
     /* Body bytes that arrived with the head (or while queued) go in the
      * same write; a request whose body is all here can be replayed, here
      * or on another instance. A re-routed request has taken it already. */
@@ -1293,6 +1300,11 @@ void sl_client_write_cb(uv_write_t *req, int status)
         sl_client_destroy(c);
         return;
     }
+    if (c->up && c->up->bp_paused &&
+        uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) <= SL_BP_LOW) {
+        c->up->bp_paused = false;
+        sl_up_update_reading(c->up);
+    }
     if (c->timer_mode == T_SEND) {
         c->send_progress_ms = uv_now(c->r->loop); /* the timer checks it when it fires */
         if (c->up_idle_ms) {
@@ -1301,13 +1313,11 @@ void sl_client_write_cb(uv_write_t *req, int status)
             c->up_active_ms = c->send_progress_ms;
             sl_client_arm_send_timer(c);
         }
+    } else if (c->timer_mode == T_REQUEST && c->up_idle_ms && c->up) {
+        c->up_active_ms = uv_now(c->r->loop); /* a 1xx the instance sent has gone out */
+        c_arm_request_timer(c);
     } else if (c->timer_mode == T_IDLE || c->timer_mode == T_FLUSH)
         sl_client_set_timer(c, c->timer_mode, c->r->cfg.idle_timeout_ms);
     else if (c->tunnel)
         c->tunnel_active_ms = uv_now(c->r->loop); /* a slow reader still drains */
-    if (c->up && c->up->bp_paused &&
-        uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) <= SL_BP_LOW) {
-        c->up->bp_paused = false;
-        sl_up_update_reading(c->up);
-    }
 }

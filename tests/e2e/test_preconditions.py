@@ -183,9 +183,14 @@ def test_delete_preconditions(daemon, images):
     code, st = api(d, "DELETE", SVC + "alpha", {"preconditions": {"uid": uid,
                                                                   "resourceVersion": "1"}})
     assert code == 409 and "ResourceVersion in precondition: 1" in st["message"], st
-    for bad in ([], {"preconditions": {"uid": 5}}, {"preconditions": "x"}):
+    for bad in ([], {"preconditions": {"uid": 5}}, {"preconditions": "x"},
+                {"dryRun": ["All"]}):  # kubectl delete --dry-run=server puts it there
         code, st = api(d, "DELETE", SVC + "alpha", bad)
         assert code == 400, (bad, st)
+    # Kinds that take no preconditions refuse them rather than ignore them.
+    code, st = api(d, "DELETE", "/apis/serving.knative.dev/v1/namespaces/default/revisions/"
+                   "alpha-00001", {"preconditions": {"uid": "x"}})
+    assert code == 400 and "preconditions" in st["message"], st
     code, _ = api(d, "GET", SVC + "alpha")
     assert code == 200  # still there
     for _ in range(10):

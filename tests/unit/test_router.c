@@ -1401,6 +1401,33 @@ static void test_pick_timeout_replaces_the_routes(void **state)
     be_stop(b);
 }
 
+/* A request that waited past its serving revision's timeout for an
+ * instance is answered 504 and never sent to it. */
+static void test_past_its_deadline_is_not_sent(void **state)
+{
+    h_reset();
+    backend_t *b = be_start(false);
+    target_t *t = h_target("late.test", b->port);
+    t->timeout_ms = 60000;
+    t->pick_timeout_ms = 50;
+    t->mode = M_QUEUE; /* queued for 100 ms */
+    h_start(NULL);
+    rdr_t *c = cl_open();
+    cl_send(c, "GET /hello HTTP/1.1\r\nHost: late.test\r\n\r\n");
+    resp_t rp;
+    assert_int_equal(cl_resp(c, &rp, false, false), 0);
+    assert_int_equal(rp.status, 504);
+    assert_non_null(memmem(rp.body.p, rp.body.len, "no instance became available", 28));
+    resp_free(&rp);
+    cl_close(c);
+    WAIT_FOR(atomic_load(&H.releases) == 1, 2000);
+    assert_int_equal(atomic_load(&H.releases), 1);
+    assert_int_equal(atomic_load(&H.releases_failed), 0);
+    assert_int_equal(atomic_load(&b->accepts), 0); /* never connected, never sent */
+    h_stop();
+    be_stop(b);
+}
+
 static void test_queued_request_is_served(void **state)
 {
     h_reset();
@@ -2177,6 +2204,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_response_start_counts_from_delivery),
         cmocka_unit_test(test_backpressure_is_not_silence),
         cmocka_unit_test(test_pick_timeout_replaces_the_routes),
+        cmocka_unit_test(test_past_its_deadline_is_not_sent),
         cmocka_unit_test(test_queued_request_is_served),
         cmocka_unit_test(test_client_leaves_while_queued),
         cmocka_unit_test(test_pipelined_in_order),
