@@ -408,24 +408,17 @@ static bool c_body_stalled(const sl_client_t *c, uint64_t now)
     return c_body_pending(c) && now - c->body_progress_ms >= c->r->cfg.body_timeout_ms;
 }
 
-/*
- * T_REQUEST covers the time to the response head: it fires at the request
- * deadline or when a pending body has made no progress for body_timeout_ms,
- * whichever is first. Body progress only updates a timestamp; the timer
- * checks it lazily and re-arms.
- */
-/* The instance has been silent for longer than its revision allows
- * (idleTimeoutSeconds); the time the router itself stopped reading it for
- * back-pressure does not count (sl_client_write_cb restarts the clock). */
-/* The instance's silence counts only while the router could take its
- * bytes: nothing of its response is still waiting for the client (that
- * holds the reads back, whether or not the upstream is paused). */
+/* The instance's silence (idleTimeoutSeconds) counts only while the
+ * router could take its bytes: nothing of its response is still waiting
+ * for the client (that holds the reads back, whether or not the upstream
+ * is paused); sl_client_write_cb restarts the clock. */
 static bool c_up_watched(const sl_client_t *c)
 {
     return c->up_idle_ms && c->up && c->state == C_PROXY && !c->up->bp_paused &&
            uv_stream_get_write_queue_size((const uv_stream_t *)&c->tcp) == 0;
 }
 
+/* The instance has been silent for longer than its revision allows. */
 static bool c_up_silent(const sl_client_t *c, uint64_t now)
 {
     return c_up_watched(c) && now - c->up_active_ms >= c->up_idle_ms;
@@ -439,6 +432,13 @@ static void sooner(uint64_t *wake, uint64_t now, uint64_t at)
         *wake = d;
 }
 
+/*
+ * T_REQUEST covers the time to the response head: it fires at the request
+ * deadline, at the response-start deadline, when a pending body has made no
+ * progress for body_timeout_ms, or when the instance has been silent too
+ * long, whichever is first. Progress only updates timestamps; the timer
+ * checks them lazily and re-arms.
+ */
 static void c_arm_request_timer(sl_client_t *c)
 {
     uint64_t now = uv_now(c->r->loop);
@@ -502,7 +502,8 @@ void sl_client_arm_send_timer(sl_client_t *c)
 static void c_send_timer(sl_client_t *c)
 {
     uint64_t now = uv_now(c->r->loop);
-    if (now - c->send_progress_ms >= c->r->cfg.idle_timeout_ms &&
+    bool no_progress = now - c->send_progress_ms >= c->r->cfg.idle_timeout_ms;
+    if (no_progress &&
         (uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) > 0 || c_body_stalled(c, now))) {
         sl_client_destroy(c);
     } else if (c_up_silent(c, now)) {
@@ -512,7 +513,7 @@ static void c_send_timer(sl_client_t *c)
                 c->peer, (unsigned long long)c->up_idle_ms);
         sl_client_destroy(c);
     } else {
-        if (now - c->send_progress_ms >= c->r->cfg.idle_timeout_ms)
+        if (no_progress)
             c->send_progress_ms = now; /* the instance is slow, not the client */
         sl_client_arm_send_timer(c);
     }
