@@ -97,7 +97,7 @@ static void notify(sl_instance_t *inst, sl_inst_state_t state)
         sv_cpu_apply(inst); /* a stopping instance has its CPU for its grace period */
     if ((state == SL_INST_EXITED || (state == SL_INST_STOPPING && !inst->cpu_throttled)) &&
         inst->cpu_fd >= 0) {
-        close(inst->cpu_fd);
+        sl_closep(&inst->cpu_fd);
         inst->cpu_fd = -2;
     }
     if (!inst->silent && inst->cb)
@@ -655,8 +655,7 @@ static void instance_free(sl_instance_t *inst)
     sl_closep(&inst->slirp.pidfd);
     sl_closep(&inst->slirp_exit_fd);
     sl_closep(&inst->netns_fd);
-    if (inst->cpu_fd >= 0)
-        close(inst->cpu_fd);
+    sl_closep(&inst->cpu_fd);
     sv_probe_free(inst->readiness);
     sv_probe_free(inst->liveness);
     sv_probe_free(inst->startup);

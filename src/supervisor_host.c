@@ -237,9 +237,15 @@ static long oom_kills_in(const char *path)
     return -1;
 }
 
+/* An instance id that names one cgroup directory under /sluice. */
+static bool cgroup_name_ok(const char *id)
+{
+    return id && *id && !strchr(id, '/') && id[0] != '.';
+}
+
 long sv_oom_kills(const char *id)
 {
-    if (!id || !*id || strchr(id, '/') || id[0] == '.')
+    if (!cgroup_name_ok(id))
         return -1;
     sl_autofree char *v1 =
         xasprintf(CGROUP_ROOT "/memory/" CGROUP_PARENT "/%s/memory.oom_control", id);
@@ -253,7 +259,7 @@ long sv_oom_kills(const char *id)
 
 int sv_cpu_quota_open(const char *id, bool *v2)
 {
-    if (!id || !*id || strchr(id, '/') || id[0] == '.')
+    if (!cgroup_name_ok(id))
         return -EINVAL;
     sl_autofree char *v1 = xasprintf(CGROUP_ROOT "/cpu/" CGROUP_PARENT "/%s/cpu.cfs_quota_us", id);
     int fd = open(v1, O_WRONLY | O_CLOEXEC);
@@ -277,7 +283,7 @@ int sv_cpu_quota_write(int fd, bool v2, int64_t quota_us)
 
 void sv_remove_cgroups(const char *id)
 {
-    if (!id || !*id || strchr(id, '/') || id[0] == '.')
+    if (!cgroup_name_ok(id))
         return;
     each_subdir(CGROUP_ROOT, remove_cgroup_in, (void *)id);
     sl_autofree char *v2 = xasprintf(CGROUP_ROOT "/" CGROUP_PARENT "/%s", id);

@@ -191,7 +191,7 @@ struct sl_instance {
     bool stop_requested, cleaning, cleanup_queued, cleaned, silent;
     bool delete_failed;
     bool reap_pending; /* exited, waiting to inherit the zombie */
-    /* Request-based CPU (sl_instance_set_cpu_idle): held to SL_CPU_IDLE_US
+    /* Request-based CPU (sl_instance_set_cpu_idle): held to SL_CPU_IDLE_QUOTA_US
      * while idle, READY and no probe runs. */
     bool cpu_idle, cpu_throttled, cpu_v2;
     int cpu_holds; /* probe attempts in flight */
