@@ -235,10 +235,12 @@ bool sl_cli_conflict(long status, const json_t *body)
            (!strcmp(reason, "Conflict") || !strcmp(reason, "AlreadyExists"));
 }
 
-bool sl_cli_retry_later(const json_t *body)
+/* details.retryAfterSeconds of an answer (0: none), at most 10. */
+static time_t retry_after(const json_t *body)
 {
     json_t *after = json_object_get(json_object_get(body, "details"), "retryAfterSeconds");
-    return json_is_integer(after) && json_integer_value(after) > 0;
+    json_int_t s = json_is_integer(after) ? json_integer_value(after) : 0;
+    return s <= 0 ? 0 : s > 10 ? 10 : (time_t)s;
 }
 
 void sl_cli_retry_pause(int attempt, const json_t *body)
@@ -247,13 +249,25 @@ void sl_cli_retry_pause(int attempt, const json_t *body)
         return;
     /* client-go's DefaultRetry: 10 ms steps, 10 % jitter */
     long jitter = (long)(((unsigned)getpid() * 2654435761u + (unsigned)attempt) % 1000000u);
-    struct timespec ts = {0, 10000000L + jitter};
-    if (sl_cli_retry_later(body)) {
-        json_int_t after = json_integer_value(
-            json_object_get(json_object_get(body, "details"), "retryAfterSeconds"));
-        ts.tv_sec = after > 10 ? 10 : (time_t)after;
-    }
+    struct timespec ts = {retry_after(body), 10000000L + jitter};
     nanosleep(&ts, NULL);
+}
+
+bool sl_cli_retry_round(sl_cli_retry_t *r)
+{
+    if (r->conflict) {
+        if (retry_after(r->conflict) && ++r->later < SL_CLI_LATER_ROUNDS)
+            r->attempt--; /* another change is in progress: wait for it */
+        sl_cli_retry_pause(r->attempt + 1, r->conflict);
+        json_decref(r->conflict);
+        r->conflict = NULL;
+    }
+    return ++r->attempt <= SL_CLI_WRITE_ATTEMPTS;
+}
+
+bool sl_cli_retry_last(const sl_cli_retry_t *r)
+{
+    return r->attempt >= SL_CLI_WRITE_ATTEMPTS;
 }
 
 void sl_cli_print(const json_t *v, sl_output_t out)

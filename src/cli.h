@@ -58,11 +58,26 @@ bool sl_cli_conflict(long status, const json_t *body);
  * the seconds the last answer's details.retryAfterSeconds asked for (body
  * may be NULL). */
 void sl_cli_retry_pause(int attempt, const json_t *body);
-/* The answer asks to come back later (details.retryAfterSeconds: another
- * change is in progress): such rounds do not count against the attempts,
- * up to this many of them (about a minute). */
+/* Rounds whose answer asks to come back later (details.retryAfterSeconds:
+ * another change is in progress) do not count against the attempts, up to
+ * this many of them (about a minute). */
 #define SL_CLI_LATER_ROUNDS 60
-bool sl_cli_retry_later(const json_t *body);
+/* The rounds of a read-modify-write:
+ *     sl_cli_retry_t rt = {0};
+ *     while (sl_cli_retry_round(&rt)) {
+ *         ... read, change, write ...
+ *         if (a conflict && !sl_cli_retry_last(&rt)) { rt.conflict = answer; continue; }
+ *         break;
+ *     }
+ * A round after a conflict first pauses as sl_cli_retry_pause does and
+ * frees the conflict's answer. */
+typedef struct sl_cli_retry {
+    int attempt, later;
+    json_t *conflict; /* the answer that sent it round again (owned) */
+} sl_cli_retry_t;
+bool sl_cli_retry_round(sl_cli_retry_t *r);
+/* This round is the last: a conflict now is the command's error. */
+bool sl_cli_retry_last(const sl_cli_retry_t *r);
 /* A number flag in [lo, hi]; 0, or the usage exit code after saying why. */
 int sl_cli_number(const char *flag, const char *arg, double lo, double hi, double *out);
 /* Print an object or list as JSON or YAML. */

@@ -527,12 +527,9 @@ int sl_cmd_deploy(int argc, char **argv)
         xasprintf("/apis/serving.knative.dev/v1/namespaces/%s/services/%s", o.ns, name);
     /* Read, change, write; again from the read when the service changed
      * in between (a status write by the daemon counts). */
-    int rc = 1, later = 0;
-    json_t *conflict = NULL; /* the answer that sent it round again */
-    for (int attempt = 1; attempt <= SL_CLI_WRITE_ATTEMPTS; attempt++) {
-        sl_cli_retry_pause(attempt, conflict);
-        json_decref(conflict);
-        conflict = NULL;
+    int rc = 1;
+    sl_cli_retry_t rt = {0};
+    while (sl_cli_retry_round(&rt)) {
         long st;
         json_t *svc = NULL;
         if (sl_cli_call(&o, "GET", path, NULL, &st, &svc) != 0)
@@ -549,15 +546,13 @@ int sl_cmd_deploy(int argc, char **argv)
             svc = new_service(name, o.ns);
         }
         rc = edit_service(argc, argv, svc, exists, &p);
-        if (attempt < SL_CLI_WRITE_ATTEMPTS)
-            p.conflict = &conflict;
+        if (!sl_cli_retry_last(&rt))
+            p.conflict = &rt.conflict;
         if (rc == 0)
             rc = put_service(&o, svc, &p);
         json_decref(svc);
-        if (!conflict)
+        if (!rt.conflict)
             break;
-        if (sl_cli_retry_later(conflict) && ++later < SL_CLI_LATER_ROUNDS)
-            attempt--; /* another change is in progress: wait for it */
     }
     return rc;
 }

@@ -268,19 +268,14 @@ int sl_cmd_traffic(int argc, char **argv)
         xasprintf("/apis/serving.knative.dev/v1/namespaces/%s/services/%s", o.ns, name);
     /* Read, change, write; again from the read when the service changed
      * in between (a status write by the daemon counts). */
-    int rc = 1, later = 0;
-    json_t *conflict = NULL; /* the answer that sent it round again */
-    for (int attempt = 1; attempt <= SL_CLI_WRITE_ATTEMPTS; attempt++) {
-        sl_cli_retry_pause(attempt, conflict);
-        json_decref(conflict);
-        conflict = NULL;
+    int rc = 1;
+    sl_cli_retry_t rt = {0};
+    while (sl_cli_retry_round(&rt)) {
         json_t *resp = NULL;
         long st;
         rc = set_traffic(&o, path, &ch, &st, &resp);
-        if (rc == 0 && sl_cli_conflict(st, resp) && attempt < SL_CLI_WRITE_ATTEMPTS) {
-            conflict = resp;
-            if (sl_cli_retry_later(conflict) && ++later < SL_CLI_LATER_ROUNDS)
-                attempt--; /* another change is in progress: wait for it */
+        if (rc == 0 && sl_cli_conflict(st, resp) && !sl_cli_retry_last(&rt)) {
+            rt.conflict = resp;
             continue;
         }
         if (rc == 0 && st != 200 && st != 201)
