@@ -1244,6 +1244,24 @@ static void test_never_sent_is_rerouted(void **state)
     be_stop(b);
 }
 
+/* Send req on c: a 504 answers it, at least lo_ms later (and within 3 s),
+ * its body holding needle unless that is NULL. */
+static void expect_504(rdr_t *c, const char *req, const char *needle, uint64_t lo_ms)
+{
+    uint64_t t0 = sl_now_ms();
+    cl_send(c, req);
+    resp_t rp;
+    assert_int_equal(cl_resp(c, &rp, false, false), 0);
+    uint64_t el = sl_now_ms() - t0;
+    assert_int_equal(rp.status, 504);
+    if (needle) {
+        assert_non_null(rp.body.p);
+        assert_non_null(memmem(rp.body.p, rp.body.len, needle, strlen(needle)));
+    }
+    assert_true(el >= lo_ms && el < 3000);
+    resp_free(&rp);
+}
+
 static void test_timeout_is_504(void **state)
 {
     h_reset();
@@ -1252,14 +1270,7 @@ static void test_timeout_is_504(void **state)
     t->timeout_ms = 200;
     h_start(NULL);
     rdr_t *c = cl_open();
-    uint64_t t0 = sl_now_ms();
-    cl_send(c, "GET /hang HTTP/1.1\r\nHost: slow.test\r\n\r\n");
-    resp_t rp;
-    assert_int_equal(cl_resp(c, &rp, false, false), 0);
-    uint64_t el = sl_now_ms() - t0;
-    assert_int_equal(rp.status, 504);
-    assert_true(el >= 150 && el < 3000);
-    resp_free(&rp);
+    expect_504(c, "GET /hang HTTP/1.1\r\nHost: slow.test\r\n\r\n", NULL, 150);
     cl_close(c);
     WAIT_FOR(h_stats().upstream_conns_open == 0, 2000);
     assert_int_equal(h_stats().upstream_conns_open, 0); /* abandoned, not pooled */
@@ -1281,34 +1292,23 @@ static void test_instance_silence_is_cut(void **state)
     t->timeout_ms = 60000;
     h_start(NULL);
     rdr_t *c = cl_open();
-    uint64_t t0 = sl_now_ms();
-    cl_send(c, "GET /hang HTTP/1.1\r\nHost: quiet.test\r\n\r\n");
-    resp_t rp;
-    assert_int_equal(cl_resp(c, &rp, false, false), 0);
-    uint64_t el = sl_now_ms() - t0;
-    assert_int_equal(rp.status, 504);
-    assert_non_null(rp.body.p);
-    assert_non_null(memmem(rp.body.p, rp.body.len, "idleTimeoutSeconds", 18));
-    assert_true(el >= 150 && el < 3000);
-    resp_free(&rp);
+    expect_504(c, "GET /hang HTTP/1.1\r\nHost: quiet.test\r\n\r\n", "idleTimeoutSeconds", 150);
     /* /slow is silent for 300 ms before its head: a 504 too */
-    cl_send(c, "GET /slow HTTP/1.1\r\nHost: quiet.test\r\n\r\n");
-    assert_int_equal(cl_resp(c, &rp, false, false), 0);
-    assert_int_equal(rp.status, 504);
-    resp_free(&rp);
+    expect_504(c, "GET /slow HTTP/1.1\r\nHost: quiet.test\r\n\r\n", NULL, 0);
     cl_close(c);
     t->idle_ms = 500;
     c = cl_open();
     cl_send(c, "GET /slow HTTP/1.1\r\nHost: quiet.test\r\n\r\n");
+    resp_t rp;
     assert_int_equal(cl_resp(c, &rp, false, false), 0);
     assert_int_equal(rp.status, 200);
     assert_int_equal(rp.body.len, 4);
     assert_memory_equal(rp.body.p, "slow", 4);
     resp_free(&rp);
-    t0 = sl_now_ms();
+    uint64_t t0 = sl_now_ms();
     cl_send(c, "GET /stall HTTP/1.1\r\nHost: quiet.test\r\n\r\n");
     assert_int_not_equal(cl_resp(c, &rp, false, false), 0); /* cut mid-body */
-    el = sl_now_ms() - t0;
+    uint64_t el = sl_now_ms() - t0;
     assert_true(el >= 400 && el < 3000);
     resp_free(&rp);
     cl_close(c);
@@ -1387,15 +1387,7 @@ static void test_pick_timeout_replaces_the_routes(void **state)
     t->pick_timeout_ms = 200;
     h_start(NULL);
     rdr_t *c = cl_open();
-    uint64_t t0 = sl_now_ms();
-    cl_send(c, "GET /hang HTTP/1.1\r\nHost: slow.test\r\n\r\n");
-    resp_t rp;
-    assert_int_equal(cl_resp(c, &rp, false, false), 0);
-    uint64_t el = sl_now_ms() - t0;
-    assert_int_equal(rp.status, 504);
-    assert_non_null(memmem(rp.body.p, rp.body.len, "within 200 ms", 13));
-    assert_true(el >= 150 && el < 3000);
-    resp_free(&rp);
+    expect_504(c, "GET /hang HTTP/1.1\r\nHost: slow.test\r\n\r\n", "within 200 ms", 150);
     cl_close(c);
     h_stop();
     be_stop(b);
