@@ -7,7 +7,7 @@
 #   make lint       banned-function check + clang-format check
 #   make bench      benchmarks (bench/)
 
-PKGS      := libuv sqlite3 jansson yaml-0.1 libarchive libcurl libcrypto libseccomp
+PKGS      := libuv sqlite3 jansson yaml-0.1 libarchive libcurl libcrypto libseccomp libnghttp2
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lm
 

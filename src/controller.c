@@ -312,7 +312,8 @@ static sl_pick_t inst_take(inst_rt_t *i, uint64_t token, const char *set_cookie)
                        .set_cookie = set_cookie,
                        .timeout_ms = (uint32_t)cfg->timeout_s * 1000u,
                        .response_start_ms = (uint32_t)cfg->response_start_s * 1000u,
-                       .idle_ms = (uint32_t)cfg->idle_timeout_s * 1000u};
+                       .idle_ms = (uint32_t)cfg->idle_timeout_s * 1000u,
+                       .h2c = cfg->h2c};
 }
 
 /* Cloud Run's request-based CPU: an instance with no request in flight

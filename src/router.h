@@ -89,6 +89,7 @@ typedef struct sl_pick {
      * responseStartTimeoutSeconds (to the response head) and
      * idleTimeoutSeconds (the instance's silence). */
     uint32_t timeout_ms, response_start_ms, idle_ms;
+    bool h2c; /* the instance speaks HTTP/2 (prior knowledge), not HTTP/1.1 */
 } sl_pick_t;
 
 /* The cookie that carries session affinity (Cloud Run's GAESA). */

@@ -162,6 +162,7 @@ void sl_client_destroy(sl_client_t *c)
     if (c->state == C_CLOSED)
         return;
     sl_router_t *r = c->r;
+    sl_h2_free(c);
     sl_client_drop_upstream(c, false);
     if (c->in_request) {
         c->in_request = false;
@@ -545,6 +546,10 @@ static void c_timer_cb(uv_timer_t *t)
     }
     int mode = c->timer_mode;
     c->timer_mode = T_NONE;
+    if (c->h2 && (mode == T_REQUEST || mode == T_IDLE)) {
+        sl_h2_timer(c, mode);
+        return;
+    }
     switch (mode) {
     case T_HEADER:
         if (c->rd.b && c->rd.end > c->rd.start)
@@ -1102,6 +1107,14 @@ static void c_got_pick(sl_client_t *c)
             return;
         }
     }
+    if (c->pick.h2c) {
+        /* The router does not translate between HTTP versions. */
+        sl_client_drop_upstream(c, false);
+        sl_client_local_error(c, 505,
+                              "this revision's instances speak HTTP/2 (their port is named "
+                              "\"h2c\"): send HTTP/2 with prior knowledge");
+        return;
+    }
     /* Body bytes that arrived with the head (or while queued) go in the
      * same write; a request whose body is all here can be replayed, here
      * or on another instance. A re-routed request has taken it already. */
@@ -1267,8 +1280,26 @@ static void c_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     }
     c->rd.end += (size_t)nread;
     sl_busy_touch(c->r);
+    if (c->h2) {
+        sl_h2_client_read(c);
+        sl_client_update_reading(c);
+        return;
+    }
     switch (c->state) {
     case C_HEAD:
+        if (c->n_requests == 0 && c->rd.start == 0 && c->rd.b->data[0] == 'P') {
+            /* HTTP/2 with prior knowledge (RFC 9113 §3.3) */
+            int m = sl_h2_preface_match(c->rd.b->data, c->rd.end);
+            if (m == 1) {
+                if (!sl_h2_start(c))
+                    sl_client_destroy(c);
+                else
+                    sl_client_update_reading(c);
+                return;
+            }
+            if (m == SL_AGAIN)
+                break;
+        }
         /* A head can only complete (or fail a line) where a line ends:
          * a client trickling bytes costs one parse per line, not per read. */
         if (memchr(buf->base, '\n', (size_t)nread) || c->rd.end - c->rd.start >= SL_RBUF_SIZE)
@@ -1299,6 +1330,10 @@ void sl_client_write_cb(uv_write_t *req, int status)
         return;
     if (status < 0) {
         sl_client_destroy(c);
+        return;
+    }
+    if (c->h2) {
+        sl_h2_client_wrote(c);
         return;
     }
     if (c->up && c->up->bp_paused &&

@@ -69,6 +69,10 @@ struct sl_upconn {
     bool reused;         /* taken from the idle list for this exchange */
     uint64_t resp_bytes; /* response bytes received in this exchange */
     uint64_t idle_since_ms;
+    /* HTTP/2 (the instance's port is "h2c"): one stream at a time */
+    bool is_h2, h2_in_send, h2_in_recv, h2_send_again, h2_goaway;
+    struct nghttp2_session *h2;
+    struct sl_h2s *h2s; /* the stream it carries, while busy */
 };
 
 struct sl_upstream_pool {
@@ -160,6 +164,9 @@ struct sl_client {
     /* After a relayed 101: bytes flow both ways until either side ends. */
     bool tunnel, tunnel_rd_eof;
     uint64_t tunnel_active_ms; /* loop time bytes last moved */
+
+    /* The client spoke HTTP/2 (router_h2.c): the connection is a session. */
+    struct sl_h2conn *h2;
 };
 
 struct sl_router {
@@ -269,5 +276,20 @@ void sl_pool_close_all(sl_router_t *r);
 void sl_up_write_cb(uv_write_t *req, int status);
 /* Send FIN once queued writes drain (tunnel half-close). 0 or libuv error. */
 int sl_up_shutdown(sl_upconn_t *up);
+
+/* router_h2.c: HTTP/2 (h2c) clients and instances. */
+/* 1 when p[0..n) is the HTTP/2 client preface, SL_AGAIN for a prefix of
+ * it, 0 otherwise. */
+int sl_h2_preface_match(const char *p, size_t n);
+/* Turn c into an HTTP/2 session; false when it could not be set up. */
+bool sl_h2_start(sl_client_t *c);
+void sl_h2_client_read(sl_client_t *c);
+void sl_h2_client_wrote(sl_client_t *c);
+void sl_h2_timer(sl_client_t *c, int mode);
+void sl_h2_free(sl_client_t *c);
+void sl_h2_up_connected(sl_upconn_t *up, int status);
+void sl_h2_up_read(sl_upconn_t *up, ssize_t nread);
+void sl_h2_up_wrote(sl_upconn_t *up, int status);
+void sl_h2_up_free(sl_upconn_t *up);
 
 #endif

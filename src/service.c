@@ -591,24 +591,17 @@ static int check_port_number(json_t *v, const char *path, sl_error_t *err)
     return check_int_range(v, path, 1, 65535, err);
 }
 
-/* Knative reads the port's name as the protocol the container speaks.
- * "h2c" (HTTP/2 without TLS, what gRPC servers expect) is refused rather
- * than accepted and spoken to in HTTP/1.1, which such a server would answer
- * with errors at every request. */
+/* Knative reads the port's name as the protocol the container speaks:
+ * none or "http1" is HTTP/1.1, "h2c" HTTP/2 without TLS (what gRPC servers
+ * expect), which the router speaks to such an instance. */
 static int check_port_name(json_t *v, const char *path, sl_error_t *err)
 {
     const char *s = json_string_value(v);
     if (json_is_null(v) || (s && !*s))
         return 0; /* Knative: no name is HTTP/1.1 */
-    if (s && !strcmp(s, "h2c"))
-        return sl_error_set(err, ENOTSUP,
-                            "%s: \"h2c\" (HTTP/2 to the container, e.g. gRPC) is not supported; "
-                            "sluice speaks HTTP/1.1 to instances: name the port \"http1\" or "
-                            "leave the name out",
-                            path);
-    if (!s || strcmp(s, "http1"))
-        return sl_error_set(err, EINVAL, "%s: must be \"http1\" or empty, got %s%s%s", path,
-                            s ? "\"" : "", s ? s : "a non-string", s ? "\"" : "");
+    if (!s || (strcmp(s, "http1") && strcmp(s, "h2c")))
+        return sl_error_set(err, EINVAL, "%s: must be \"http1\", \"h2c\" or empty, got %s%s%s",
+                            path, s ? "\"" : "", s ? s : "a non-string", s ? "\"" : "");
     return 0;
 }
 
@@ -2234,8 +2227,11 @@ int sl_revision_cfg_from_json(const json_t *rev, sl_revision_cfg_t **out, sl_err
     cfg->service = xstrdup(json_string_value(json_object_get(labels, SL_LABEL_SERVICE)));
     cfg->image_ref = xstrdup(json_string_value(json_object_get(c, "image")));
     cfg->image_id = xstrdup(sl_json_str(rev, "status.imageDigest"));
-    json_t *port = sl_json_path(json_array_get(json_object_get(c, "ports"), 0), "containerPort");
+    json_t *port0 = json_array_get(json_object_get(c, "ports"), 0);
+    json_t *port = sl_json_path(port0, "containerPort");
     cfg->port = port ? (int)json_integer_value(port) : SL_DEFAULT_PORT;
+    const char *pname = json_string_value(json_object_get(port0, "name"));
+    cfg->h2c = pname && !strcmp(pname, "h2c");
     /* Exec probes' commands are expanded too (Kubernetes' prober does). */
     probe_from_json(json_object_get(c, "readinessProbe"), cfg->port, &cfg->readiness);
     probe_from_json(json_object_get(c, "livenessProbe"), cfg->port, &cfg->liveness);

@@ -46,6 +46,7 @@ typedef struct sl_revision_cfg {
     char *image_ref;
     char *image_id; /* "sha256:…" of the imported image */
     int port;
+    bool h2c;   /* ports[0].name "h2c": the instance speaks HTTP/2 without TLS */
     char **env; /* "K=V" */
     size_t n_env;
     char **command;

@@ -135,6 +135,8 @@ static void up_on_close(uv_handle_t *h)
     sl_upconn_t *up = h->data;
     sl_upstream_pool_t *pool = up->pool;
     sl_router_t *r = pool->r;
+    if (up->h2)
+        sl_h2_up_free(up);
     sl_rd_release(r, &up->rd);
     r->stats.upstream_conns_open--;
     free(up);
@@ -181,6 +183,10 @@ static void up_connect_cb(uv_connect_t *req, int status)
     sl_upconn_t *up = req->handle->data;
     if (status == UV_ECANCELED || up->state == UP_CLOSING)
         return;
+    if (up->is_h2) {
+        sl_h2_up_connected(up, status);
+        return;
+    }
     if (status < 0) {
         if (up->client)
             sl_client_upstream_failed(up->client, status, "connect");
@@ -278,6 +284,10 @@ static void up_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
             sl_rd_release(up->pool->r, &up->rd);
         return;
     }
+    if (up->is_h2) {
+        sl_h2_up_read(up, nread);
+        return;
+    }
     if (up->state != UP_BUSY || !up->client) {
         /* Idle: the instance closed it, or sent bytes nobody asked for. */
         sl_up_close(up);
@@ -299,6 +309,10 @@ void sl_up_write_cb(uv_write_t *req, int status)
 {
     sl_upconn_t *up = req->handle->data;
     sl_wreq_done(up->pool->r, req);
+    if (up->is_h2) {
+        sl_h2_up_wrote(up, status);
+        return;
+    }
     sl_client_t *c = up->client;
     if (!c || up->state == UP_CLOSING)
         return;

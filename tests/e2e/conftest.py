@@ -36,17 +36,20 @@ def free_port():
 
 @pytest.fixture(scope="session")
 def images():
-    """Builds the sample (distroless hello) and a busybox image once."""
+    """Builds the sample (distroless hello), a busybox and an h2c image once."""
     os.makedirs(IMAGES, exist_ok=True)
     subprocess.run(["sh", os.path.join(ROOT, "examples/hello/build-image.sh"),
                     os.path.join(IMAGES, "hello")], check=True, stdout=subprocess.DEVNULL)
     subprocess.run(["sh", os.path.join(ROOT, "tests/e2e/images/busybox-image.sh"),
                     os.path.join(IMAGES, "busybox")], check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(["sh", os.path.join(ROOT, "tests/e2e/images/h2c-image.sh"),
+                    os.path.join(IMAGES, "h2c")], check=True, stdout=subprocess.DEVNULL)
     return {
         "hello": "oci:%s/hello/oci:latest" % IMAGES,
         "hello_archive": "docker-archive:%s/hello/hello.tar" % IMAGES,
         "busybox": "oci:%s/busybox/oci:latest" % IMAGES,
         "busybox_dir": os.path.join(IMAGES, "busybox"),
+        "h2c": "oci:%s/h2c/oci:latest" % IMAGES,
     }
 
 

@@ -51,15 +51,16 @@ def test_malformed_json_api_body(served):
 
 def test_unsupported_field_is_422_invalid(served):
     """An object that parses and validates in shape but asks for what sluice
-    does not do (an h2c port) is 422 Invalid, as Kubernetes answers."""
+    does not do (a privileged container) is 422 Invalid, as Kubernetes
+    answers."""
     sock = os.path.join(served.state_dir, "sluice.sock")
     doc = svc()
-    doc["spec"]["template"]["spec"]["containers"][0]["ports"] = [{"name": "h2c"}]
+    doc["spec"]["template"]["spec"]["containers"][0]["securityContext"] = {"privileged": True}
     r = subprocess.run(["curl", "-sS", "--unix-socket", sock, "-X", "PUT", "-d", json.dumps(doc),
                         "http://x/apis/serving.knative.dev/v1/namespaces/default/services/x"],
                        capture_output=True, text=True)
     st = json.loads(r.stdout)
-    assert st["code"] == 422 and st["reason"] == "Invalid" and "h2c" in st["message"], st
+    assert st["code"] == 422 and st["reason"] == "Invalid" and "privileged" in st["message"], st
 
 
 @pytest.mark.parametrize("ns", ["..", "Evil.NS_x", "a%22b", "-lead", "x" * 64])
@@ -106,8 +107,8 @@ def test_oversize_api_body(served):
     (dict(svc(), kind="Deployment"), "kind"),
     (svc(image="docker://nginx"), "unsupported image reference"),
     (dict(svc(), spec={"template": {"spec": {"containers": [
-        {"image": "oci:/x", "ports": [{"name": "h2c", "containerPort": 8080}]}]}}}),
-     'ports[0].name: "h2c" (HTTP/2 to the container, e.g. gRPC) is not supported'),
+        {"image": "oci:/x", "ports": [{"name": "h2", "containerPort": 8080}]}]}}}),
+     'ports[0].name: must be "http1", "h2c" or empty, got "h2"'),
 ])
 def test_invalid_fields(served, doc, needle):
     r = apply(served, json.dumps(doc))

@@ -152,12 +152,8 @@ static void test_validate_errors(void **state)
                             "\"containers\":[{\"image\":\"oci:/x\",\"ports\":[{\"containerPort\":"
                             "70000}]}]}}}}",
                    "containerPort: must be 1..65535");
-    expect_invalid(SVC_HEAD "\"metadata\":{\"name\":\"a\"},\"spec\":{\"template\":{\"spec\":{"
-                            "\"containers\":[{\"image\":\"oci:/x\",\"ports\":[{\"name\":"
-                            "\"h2c\",\"containerPort\":8080}]}]}}}}",
-                   "ports[0].name: \"h2c\" (HTTP/2 to the container, e.g. gRPC) is not supported");
-    /* Knative's port names: none, "" or http1 is HTTP/1.1. */
-    const char *ok_names[] = {"\"\"", "null", "\"http1\""};
+    /* Knative's port names: none, "" or http1 is HTTP/1.1, h2c HTTP/2. */
+    const char *ok_names[] = {"\"\"", "null", "\"http1\"", "\"h2c\""};
     for (size_t i = 0; i < SL_ARRAY_LEN(ok_names); i++) {
         char *text = xasprintf(SVC_HEAD "\"metadata\":{\"name\":\"a\"},\"spec\":{\"template\":{"
                                         "\"spec\":{\"containers\":[{\"image\":\"oci:/x\","
@@ -173,7 +169,7 @@ static void test_validate_errors(void **state)
     expect_invalid(SVC_HEAD "\"metadata\":{\"name\":\"a\"},\"spec\":{\"template\":{\"spec\":{"
                             "\"containers\":[{\"image\":\"oci:/x\",\"ports\":[{\"name\":"
                             "\"grpc\"}]}]}}}}",
-                   "ports[0].name: must be \"http1\" or empty");
+                   "ports[0].name: must be \"http1\", \"h2c\" or empty, got \"grpc\"");
     expect_invalid(SVC_HEAD "\"metadata\":{\"name\":\"a\"},\"spec\":{\"template\":{\"metadata\":{"
                             "\"name\":\"other-1\"},\"spec\":{\"containers\":[{\"image\":\"oci:/"
                             "x\"}]}}}}",

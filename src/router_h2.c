@@ -1,0 +1,1366 @@
+/*
+ * router_h2.c — HTTP/2 without TLS (h2c, prior knowledge) at the ingress,
+ * proxied stream by stream to instances that speak it: Knative's "h2c"
+ * port, what gRPC servers expect.
+ *
+ * A client connection whose first bytes are the HTTP/2 connection preface
+ * (RFC 9113 §3.4) becomes an nghttp2 server session. Each request stream is
+ * routed on its own (:authority, else Host), waits for an instance slot like
+ * an HTTP/1.1 request (one stream is one request in flight, metered and
+ * autoscaled as one), and is sent over an HTTP/2 client session to the
+ * instance. An upstream connection carries one stream at a time and goes
+ * back to the instance's pool when its exchange ends cleanly, so the
+ * instance's concurrency is exactly the router's count of streams on it.
+ *
+ * Bodies stream both ways under HTTP/2 flow control and are never buffered
+ * whole: neither session updates its peer's window on receipt, only when
+ * the other side has taken the bytes (nghttp2_session_consume), so a slow
+ * reader stops its writer through the protocol itself, with at most one
+ * stream window (SL_H2_WINDOW) held per direction. Trailers (gRPC's
+ * grpc-status) are relayed after the body; a response that is trailers only
+ * goes out as one HEADERS frame.
+ *
+ * Headers: pseudo-headers are rebuilt, connection-specific fields cannot
+ * occur (nghttp2 rejects them), X-Forwarded-For and Forwarded gain this hop
+ * and X-Forwarded-Proto / -Host are replaced, as for HTTP/1.1.
+ *
+ * Errors the router answers itself (unknown host 404, no capacity 503, a
+ * timeout 504, a failed instance 502) are a response on the stream with a
+ * text body, as on HTTP/1.1. A stream to a revision that speaks HTTP/1.1
+ * gets 505: the router does not translate between the versions.
+ *
+ * nghttp2's callbacks only queue work; frames are written by h2_flush after
+ * the call into the session returns, guarded against re-entry, because
+ * each side's callbacks drive the other side's session.
+ */
+#include "router_int.h"
+
+#include <errno.h>
+#include <nghttp2/nghttp2.h>
+#include <stdarg.h>
+#include <stdio.h>
+
+#define MOD                "router"
+#define SL_H2_WINDOW       (256 * 1024) /* per stream, each direction */
+#define SL_H2_CONN_WINDOW  (4 * 1024 * 1024)
+#define SL_H2_STREAMS      100 /* concurrent streams per client connection */
+#define SL_H2_NV           SL_HTTP_MAX_HEADERS
+#define SL_H2_TRL_NV       32
+#define SL_H2_ARENAS       4 /* header bytes per stream: at most 4 × 16 KiB */
+#define SL_H2_FREE_STREAMS 256
+
+static const char preface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+#define PREFACE_LEN (sizeof(preface) - 1)
+
+/* ---- byte queues --------------------------------------------------------- */
+
+/* Bytes in flight between the two sessions: a chain of router buffers. */
+typedef struct sl_bq {
+    sl_rbuf_t *head, *tail;
+    size_t start; /* in head */
+    size_t end;   /* in tail */
+    size_t len;
+} sl_bq_t;
+
+static void bq_push(sl_router_t *r, sl_bq_t *q, const uint8_t *p, size_t n)
+{
+    q->len += n;
+    while (n) {
+        if (!q->tail || q->end == SL_RBUF_SIZE) {
+            sl_rbuf_t *b = sl_rbuf_get(r);
+            if (q->tail)
+                q->tail->next = b;
+            else {
+                q->head = b;
+                q->start = 0;
+            }
+            q->tail = b;
+            q->end = 0;
+        }
+        size_t k = SL_RBUF_SIZE - q->end;
+        if (k > n)
+            k = n;
+        memcpy(q->tail->data + q->end, p, k);
+        q->end += k;
+        p += k;
+        n -= k;
+    }
+}
+
+static size_t bq_pop(sl_router_t *r, sl_bq_t *q, uint8_t *dst, size_t n)
+{
+    size_t got = 0;
+    while (got < n && q->head) {
+        size_t avail = (q->head == q->tail ? q->end : SL_RBUF_SIZE) - q->start;
+        size_t k = avail < n - got ? avail : n - got;
+        memcpy(dst + got, q->head->data + q->start, k);
+        got += k;
+        q->start += k;
+        if (q->start == (q->head == q->tail ? q->end : SL_RBUF_SIZE)) {
+            sl_rbuf_t *b = q->head;
+            q->head = b->next;
+            b->next = NULL;
+            if (!q->head)
+                q->tail = NULL;
+            q->start = 0;
+            sl_rbuf_unref(r, b);
+        }
+    }
+    q->len -= got;
+    return got;
+}
+
+static void bq_clear(sl_router_t *r, sl_bq_t *q)
+{
+    while (q->head) {
+        sl_rbuf_t *b = q->head;
+        q->head = b->next;
+        b->next = NULL;
+        sl_rbuf_unref(r, b);
+    }
+    memset(q, 0, sizeof(*q));
+}
+
+/* ---- state ---------------------------------------------------------------- */
+
+typedef struct sl_h2conn sl_h2conn_t;
+typedef struct sl_h2s sl_h2s_t;
+
+/* A header block being received or waiting to be sent. */
+typedef struct sl_h2hdrs {
+    nghttp2_nv *nv;
+    size_t n, cap;
+} sl_h2hdrs_t;
+
+struct sl_h2s {
+    sl_h2conn_t *hc;
+    sl_h2s_t *prev, *next; /* the connection's streams; free list */
+    int32_t id;            /* client stream */
+    int32_t up_id;         /* upstream stream, 0 until submitted */
+    sl_upconn_t *up;
+
+    /* Header bytes (names and values) the nv arrays point into. */
+    sl_rbuf_t *arena[SL_H2_ARENAS];
+    unsigned n_arena;
+    size_t arena_used;
+    bool hdr_overflow;
+
+    nghttp2_nv req_nv[SL_H2_NV + 8]; /* + rebuilt and forwarding fields */
+    sl_h2hdrs_t req;
+    nghttp2_nv req_trl_nv[SL_H2_TRL_NV];
+    sl_h2hdrs_t req_trl;
+    nghttp2_nv resp_nv[SL_H2_NV + 2]; /* + set-cookie */
+    sl_h2hdrs_t resp;
+    nghttp2_nv resp_trl_nv[SL_H2_TRL_NV];
+    sl_h2hdrs_t resp_trl;
+    sl_str_t method, path, scheme, authority, host, xff, fwd, affinity;
+    uint64_t content_length; /* UINT64_MAX = none */
+
+    bool head_done;  /* request head received */
+    bool req_eof;    /* client END_STREAM */
+    bool in_req_trl; /* the client's block is trailers */
+    uint64_t req_bytes;
+    sl_bq_t req_bq; /* client → instance */
+
+    void *target;
+    sl_waiter_t waiter;
+    bool queued, in_acquire, ready_stashed;
+    int stash_status;
+    sl_pick_t stash_pick;
+    const char *stash_reason;
+    sl_pick_t pick;
+    bool have_pick;
+    uint64_t timeout_ms, deadline_ms, start_due_ms;
+    int reroutes;   /* picks given back because the request never reached the instance */
+    bool body_sent; /* request body bytes went to the instance */
+
+    int resp_status;        /* the instance's final status */
+    bool resp_head;         /* a response head went to the client */
+    bool up_final;          /* the instance's final head arrived */
+    bool up_in_trl;         /* the instance's block is trailers */
+    bool resp_eof;          /* the response body is complete */
+    bool up_done;           /* the upstream stream closed cleanly */
+    bool up_failed;         /* ... or not */
+    uint32_t up_error;      /* its RST_STREAM code */
+    uint64_t up_unconsumed; /* response bytes not yet given back to the instance's window */
+    sl_bq_t resp_bq;        /* instance → client */
+    uint64_t resp_wait_ms;  /* loop time the client last took response bytes */
+};
+
+struct sl_h2conn {
+    sl_client_t *c;
+    nghttp2_session *s;
+    sl_h2s_t *streams;
+    size_t n_streams;
+    bool in_send, send_again, in_recv;
+    bool dead; /* the session failed or finished: close after the flush */
+    uint64_t active_ms;
+};
+
+static nghttp2_session_callbacks *server_cbs, *client_cbs;
+static nghttp2_option *server_opt, *client_opt;
+static sl_h2s_t *free_streams;
+static size_t n_free_streams;
+
+static void h2_client_flush(sl_h2conn_t *hc);
+static void h2_up_flush(sl_upconn_t *up);
+static void h2_stream_answer(sl_h2s_t *s, int status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void h2_stream_got_pick(sl_h2s_t *s);
+static void h2_stream_arm(sl_h2conn_t *hc);
+
+/* ---- header storage -------------------------------------------------------- */
+
+static uint8_t *arena_copy(sl_router_t *r, sl_h2s_t *s, const uint8_t *p, size_t n)
+{
+    if (n > SL_RBUF_SIZE)
+        return NULL;
+    if (!s->n_arena || SL_RBUF_SIZE - s->arena_used < n) {
+        if (s->n_arena == SL_H2_ARENAS)
+            return NULL;
+        s->arena[s->n_arena++] = sl_rbuf_get(r);
+        s->arena_used = 0;
+    }
+    uint8_t *dst = (uint8_t *)s->arena[s->n_arena - 1]->data + s->arena_used;
+    memcpy(dst, p, n);
+    s->arena_used += n;
+    return dst;
+}
+
+/* Append name: value to h, copying both into the stream's arena. */
+static bool hdrs_add(sl_router_t *r, sl_h2s_t *s, sl_h2hdrs_t *h, const uint8_t *name, size_t nl,
+                     const uint8_t *value, size_t vl)
+{
+    if (h->n == h->cap) {
+        s->hdr_overflow = true;
+        return false;
+    }
+    uint8_t *cn = arena_copy(r, s, name, nl);
+    uint8_t *cv = cn ? arena_copy(r, s, value, vl) : NULL;
+    if (!cv && vl) {
+        s->hdr_overflow = true;
+        return false;
+    }
+    h->nv[h->n++] = (nghttp2_nv){cn, cv ? cv : (uint8_t *)"", nl, vl, NGHTTP2_NV_FLAG_NONE};
+    return true;
+}
+
+#define NV_LIT(n, v)                                                                               \
+    (nghttp2_nv)                                                                                   \
+    {                                                                                              \
+        (uint8_t *)(n), (uint8_t *)(v), sizeof(n) - 1, sizeof(v) - 1, NGHTTP2_NV_FLAG_NONE         \
+    }
+
+/* ---- streams --------------------------------------------------------------- */
+
+static sl_h2s_t *stream_new(sl_h2conn_t *hc, int32_t id)
+{
+    sl_h2s_t *s = free_streams;
+    if (s) {
+        free_streams = s->next;
+        n_free_streams--;
+    } else {
+        s = xmalloc(sizeof(*s));
+    }
+    memset(s, 0, offsetof(sl_h2s_t, req_nv));
+    memset(&s->req, 0, sizeof(*s) - offsetof(sl_h2s_t, req));
+    s->hc = hc;
+    s->id = id;
+    s->content_length = UINT64_MAX;
+    s->req = (sl_h2hdrs_t){s->req_nv, 0, SL_H2_NV};
+    s->req_trl = (sl_h2hdrs_t){s->req_trl_nv, 0, SL_H2_TRL_NV};
+    s->resp = (sl_h2hdrs_t){s->resp_nv, 0, SL_H2_NV};
+    s->resp_trl = (sl_h2hdrs_t){s->resp_trl_nv, 0, SL_H2_TRL_NV};
+    s->next = hc->streams;
+    if (hc->streams)
+        hc->streams->prev = s;
+    hc->streams = s;
+    hc->n_streams++;
+    sl_router_t *r = hc->c->r;
+    r->stats.requests_total++;
+    r->stats.requests_in_flight++;
+    return s;
+}
+
+/* Give the instance slot back; the upstream connection goes back to its
+ * pool after a clean exchange, else it is closed. */
+static void stream_detach(sl_h2s_t *s, bool failed)
+{
+    sl_router_t *r = s->hc->c->r;
+    if (s->queued) {
+        s->queued = false;
+        r->ops.cancel(r->ctx, s->target, &s->waiter);
+    }
+    if (s->up) {
+        sl_upconn_t *up = s->up;
+        s->up = NULL;
+        up->h2s = NULL;
+        if (s->up_done && !failed && up->state == UP_BUSY && up->h2 && !up->h2_goaway &&
+            nghttp2_session_want_read(up->h2)) {
+            if (s->up_unconsumed) {
+                nghttp2_session_consume_connection(up->h2, s->up_unconsumed);
+                s->up_unconsumed = 0;
+                h2_up_flush(up);
+            }
+            if (up->state == UP_BUSY)
+                sl_up_put(up);
+        } else {
+            sl_up_close(up);
+        }
+    }
+    if (s->have_pick) {
+        s->have_pick = false;
+        r->ops.release(r->ctx, &s->pick, s->resp_status, failed);
+    }
+}
+
+static void stream_free(sl_h2s_t *s)
+{
+    sl_h2conn_t *hc = s->hc;
+    sl_router_t *r = hc->c->r;
+    stream_detach(s, false);
+    if (s->prev)
+        s->prev->next = s->next;
+    else
+        hc->streams = s->next;
+    if (s->next)
+        s->next->prev = s->prev;
+    hc->n_streams--;
+    r->stats.requests_in_flight--;
+    bq_clear(r, &s->req_bq);
+    bq_clear(r, &s->resp_bq);
+    for (unsigned i = 0; i < s->n_arena; i++)
+        sl_rbuf_unref(r, s->arena[i]);
+    s->n_arena = 0;
+    if (n_free_streams < SL_H2_FREE_STREAMS && !r->closing) {
+        s->next = free_streams;
+        free_streams = s;
+        n_free_streams++;
+    } else {
+        free(s);
+    }
+}
+
+/* ---- response to the client ------------------------------------------------- */
+
+static ssize_t resp_read_cb(nghttp2_session *session, int32_t id, uint8_t *buf, size_t length,
+                            uint32_t *flags, nghttp2_data_source *src, void *user_data)
+{
+    sl_h2s_t *s = src->ptr;
+    sl_router_t *r = s->hc->c->r;
+    size_t n = bq_pop(r, &s->resp_bq, buf, length);
+    if (n)
+        s->resp_wait_ms = uv_now(r->loop);
+    if (n && s->up && s->up->h2) {
+        nghttp2_session_consume(s->up->h2, s->up_id, n);
+        s->up_unconsumed -= n;
+        h2_up_flush(s->up);
+    } else if (n) {
+        s->up_unconsumed = 0;
+    }
+    if (s->resp_bq.len == 0 && s->resp_eof) {
+        *flags |= NGHTTP2_DATA_FLAG_EOF;
+        if (s->resp_trl.n) {
+            *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
+            nghttp2_submit_trailer(session, id, s->resp_trl.nv, s->resp_trl.n);
+        }
+        return (ssize_t)n;
+    }
+    return n ? (ssize_t)n : NGHTTP2_ERR_DEFERRED;
+}
+
+/* A response the router makes itself: status, text body. */
+static void h2_stream_answer(sl_h2s_t *s, int status, const char *fmt, ...)
+{
+    sl_h2conn_t *hc = s->hc;
+    sl_router_t *r = hc->c->r;
+    if (s->resp_head) {
+        nghttp2_submit_rst_stream(hc->s, NGHTTP2_FLAG_NONE, s->id, NGHTTP2_INTERNAL_ERROR);
+        return;
+    }
+    stream_detach(s, false);
+    char body[640];
+    va_list ap;
+    va_start(ap, fmt);
+    int bl = vsnprintf(body, sizeof(body) - 1, fmt, ap);
+    va_end(ap);
+    if (bl < 0)
+        bl = 0;
+    if ((size_t)bl > sizeof(body) - 2)
+        bl = sizeof(body) - 2;
+    body[bl++] = '\n';
+    bq_clear(r, &s->resp_bq);
+    bq_push(r, &s->resp_bq, (const uint8_t *)body, (size_t)bl);
+    s->resp_eof = true;
+    s->resp_trl.n = 0;
+    char st[4], len[24];
+    snprintf(st, sizeof(st), "%d", status);
+    snprintf(len, sizeof(len), "%d", bl);
+    nghttp2_nv nv[4] = {
+        {(uint8_t *)":status", (uint8_t *)st, 7, strlen(st), NGHTTP2_NV_FLAG_NONE},
+        NV_LIT("content-type", "text/plain; charset=utf-8"),
+        {(uint8_t *)"content-length", (uint8_t *)len, 14, strlen(len), NGHTTP2_NV_FLAG_NONE},
+        NV_LIT("retry-after", "1"),
+    };
+    size_t n = status == 429 || status == 503 ? 4 : 3;
+    nghttp2_data_provider prd = {.source.ptr = s, .read_callback = resp_read_cb};
+    bool head = s->method.len == 4 && !memcmp(s->method.p, "HEAD", 4);
+    s->resp_head = true;
+    s->resp_status = status;
+    if (nghttp2_submit_response(hc->s, s->id, nv, n, head ? NULL : &prd) != 0)
+        nghttp2_submit_rst_stream(hc->s, NGHTTP2_FLAG_NONE, s->id, NGHTTP2_INTERNAL_ERROR);
+}
+
+/* ---- acquiring an instance --------------------------------------------------- */
+
+static void h2_deliver(sl_h2s_t *s, int status, const sl_pick_t *pick, const char *reason)
+{
+    s->queued = false;
+    if (status == 0 && pick) {
+        s->pick = *pick;
+        s->have_pick = true;
+        h2_stream_got_pick(s);
+        return;
+    }
+    if (status < 400 || status > 599)
+        status = 503;
+    h2_stream_answer(s, status, "%s", reason ? reason : sl_http_reason(status));
+}
+
+static void h2_waiter_ready(sl_waiter_t *w, int status, const sl_pick_t *pick, const char *reason)
+{
+    sl_h2s_t *s = sl_container_of(w, sl_h2s_t, waiter);
+    if (!s->queued && !s->in_acquire)
+        return;
+    if (s->in_acquire) {
+        s->ready_stashed = true;
+        s->stash_status = status;
+        s->stash_pick = pick ? *pick : (sl_pick_t){0};
+        s->stash_reason = reason;
+        return;
+    }
+    h2_deliver(s, status, pick, reason);
+    h2_client_flush(s->hc);
+}
+
+static void h2_acquire(sl_h2s_t *s)
+{
+    sl_router_t *r = s->hc->c->r;
+    sl_pick_t pick = {0};
+    const char *reason = NULL;
+    memset(&s->waiter, 0, sizeof(s->waiter));
+    s->waiter.retry = s->reroutes > 0;
+    s->waiter.ready = h2_waiter_ready;
+    s->waiter.enqueued_ns = sl_now_ns();
+    s->waiter.affinity = s->affinity;
+    s->in_acquire = true;
+    int rc = r->ops.acquire(r->ctx, s->target, &s->waiter, &pick, &reason);
+    s->in_acquire = false;
+    if (rc == SL_OK) {
+        s->pick = pick;
+        s->have_pick = true;
+        h2_stream_got_pick(s);
+    } else if (rc == SL_AGAIN) {
+        if (s->ready_stashed) {
+            s->ready_stashed = false;
+            h2_deliver(s, s->stash_status, &s->stash_pick, s->stash_reason);
+            return;
+        }
+        s->queued = true;
+    } else {
+        h2_deliver(s, rc, NULL, reason);
+    }
+}
+
+/* The value of cookie `name` in one Cookie field value, or empty. */
+static sl_str_t cookie_in(sl_str_t v, sl_str_t name)
+{
+    const char *p = v.p, *end = v.p + v.len;
+    while (p < end) {
+        const char *semi = memchr(p, ';', (size_t)(end - p));
+        const char *pair_end = semi ? semi : end;
+        while (p < pair_end && (*p == ' ' || *p == '\t'))
+            p++;
+        size_t pl = (size_t)(pair_end - p);
+        while (pl > 0 && (p[pl - 1] == ' ' || p[pl - 1] == '\t'))
+            pl--;
+        if (pl > name.len && p[name.len] == '=' && !memcmp(p, name.p, name.len))
+            return (sl_str_t){p + name.len + 1, pl - name.len - 1};
+        p = pair_end + (semi ? 1 : 0);
+    }
+    return (sl_str_t){NULL, 0};
+}
+
+/* The request head is complete: route it. */
+static void h2_stream_start(sl_h2s_t *s)
+{
+    sl_h2conn_t *hc = s->hc;
+    sl_router_t *r = hc->c->r;
+    if (s->hdr_overflow) {
+        h2_stream_answer(s, 431, "request header fields too large");
+        return;
+    }
+    if (s->method.len == 7 && !memcmp(s->method.p, "CONNECT", 7)) {
+        h2_stream_answer(s, 501, "CONNECT is not supported");
+        return;
+    }
+    sl_str_t host = s->authority.len ? s->authority : s->host;
+    char name[256];
+    ssize_t nh = sl_router_normalize_host(host, name, sizeof(name));
+    if (nh < 0) {
+        h2_stream_answer(s, 400, host.len ? "invalid :authority" : "missing :authority");
+        return;
+    }
+    if (s->content_length != UINT64_MAX && r->cfg.max_body_bytes &&
+        s->content_length > r->cfg.max_body_bytes) {
+        h2_stream_answer(s, 413, "request body of %llu bytes is over the %llu byte limit",
+                         (unsigned long long)s->content_length,
+                         (unsigned long long)r->cfg.max_body_bytes);
+        return;
+    }
+    s->target = r->ops.resolve(r->ctx, (sl_str_t){name, (size_t)nh});
+    if (!s->target) {
+        h2_stream_answer(s, 404, "no service for host %s", name);
+        return;
+    }
+    s->timeout_ms = r->ops.timeout_ms ? r->ops.timeout_ms(r->ctx, s->target) : 0;
+    if (s->timeout_ms)
+        s->deadline_ms = uv_now(r->loop) + s->timeout_ms;
+    h2_acquire(s);
+    h2_stream_arm(hc);
+}
+
+/* ---- the upstream exchange ----------------------------------------------------- */
+
+static ssize_t req_read_cb(nghttp2_session *session, int32_t id, uint8_t *buf, size_t length,
+                           uint32_t *flags, nghttp2_data_source *src, void *user_data)
+{
+    sl_h2s_t *s = src->ptr;
+    if (!s)
+        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+    sl_h2conn_t *hc = s->hc;
+    size_t n = bq_pop(hc->c->r, &s->req_bq, buf, length);
+    if (n) {
+        s->body_sent = true;
+        nghttp2_session_consume(hc->s, s->id, n);
+        h2_client_flush(hc);
+    }
+    if (s->req_bq.len == 0 && s->req_eof) {
+        *flags |= NGHTTP2_DATA_FLAG_EOF;
+        if (s->req_trl.n) {
+            *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
+            nghttp2_submit_trailer(session, id, s->req_trl.nv, s->req_trl.n);
+        }
+        return (ssize_t)n;
+    }
+    return n ? (ssize_t)n : NGHTTP2_ERR_DEFERRED;
+}
+
+static void h2_up_fail(sl_h2s_t *s, bool unsent, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/*
+ * The exchange with the instance failed: 502 before the response head,
+ * after it the client stream is reset. A request the instance cannot have
+ * acted on (`unsent`: the connection failed while connecting, or a reused
+ * one closed before anything of the body went and before any answer) is
+ * given back and routed again, at most SL_REROUTES times, as on HTTP/1.1.
+ */
+static void h2_up_fail(sl_h2s_t *s, bool unsent, const char *fmt, ...)
+{
+    char why[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(why, sizeof(why), fmt, ap);
+    va_end(ap);
+    sl_h2conn_t *hc = s->hc;
+    stream_detach(s, true);
+    if (unsent && !s->resp_head && !s->body_sent && s->reroutes < SL_REROUTES &&
+        (!s->deadline_ms || uv_now(hc->c->r->loop) < s->deadline_ms)) {
+        s->reroutes++;
+        s->up_id = 0;
+        s->up_final = s->up_in_trl = s->up_done = s->up_failed = false;
+        s->resp_status = 0;
+        s->resp.n = s->resp_trl.n = 0;
+        h2_acquire(s);
+        return;
+    }
+    if (s->resp_head)
+        nghttp2_submit_rst_stream(hc->s, NGHTTP2_FLAG_NONE, s->id, NGHTTP2_INTERNAL_ERROR);
+    else
+        h2_stream_answer(s, 502, "instance failed: %s", why);
+}
+
+static void h2_up_session_new(sl_upconn_t *up)
+{
+    nghttp2_session_client_new2(&up->h2, client_cbs, up, client_opt);
+    nghttp2_settings_entry iv[] = {
+        {NGHTTP2_SETTINGS_ENABLE_PUSH, 0},
+        {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, SL_H2_WINDOW},
+    };
+    nghttp2_submit_settings(up->h2, NGHTTP2_FLAG_NONE, iv, sizeof(iv) / sizeof(iv[0]));
+    nghttp2_session_set_local_window_size(up->h2, NGHTTP2_FLAG_NONE, 0, SL_H2_CONN_WINDOW);
+}
+
+/* The request's head as it goes to the instance: the client's fields
+ * (already in s->req) after the rebuilt pseudo-headers, plus forwarding. */
+static size_t h2_plan_request(sl_h2s_t *s, nghttp2_nv *out, char *xff, size_t xff_cap, char *fwd,
+                              size_t fwd_cap)
+{
+    sl_client_t *c = s->hc->c;
+    size_t n = 0;
+    sl_str_t host = s->authority.len ? s->authority : s->host;
+    out[n++] = (nghttp2_nv){(uint8_t *)":method", (uint8_t *)s->method.p, 7, s->method.len,
+                            NGHTTP2_NV_FLAG_NONE};
+    out[n++] = NV_LIT(":scheme", "http");
+    out[n++] = (nghttp2_nv){(uint8_t *)":authority", (uint8_t *)host.p, 10, host.len,
+                            NGHTTP2_NV_FLAG_NONE};
+    out[n++] = (nghttp2_nv){(uint8_t *)":path", (uint8_t *)s->path.p, 5, s->path.len,
+                            NGHTTP2_NV_FLAG_NONE};
+    for (size_t i = 0; i < s->req.n; i++)
+        out[n++] = s->req.nv[i];
+    int xl = snprintf(xff, xff_cap, "%.*s%s%s", (int)s->xff.len, s->xff.p, s->xff.len ? ", " : "",
+                      c->peer);
+    int fl = snprintf(fwd, fwd_cap, "%.*s%s%s;host=\"%.*s\";proto=http", (int)s->fwd.len, s->fwd.p,
+                      s->fwd.len ? ", " : "", c->fwd_for, (int)host.len, host.p);
+    if (xl > 0 && (size_t)xl < xff_cap)
+        out[n++] = (nghttp2_nv){(uint8_t *)"x-forwarded-for", (uint8_t *)xff, 15, (size_t)xl,
+                                NGHTTP2_NV_FLAG_NONE};
+    if (fl > 0 && (size_t)fl < fwd_cap)
+        out[n++] = (nghttp2_nv){(uint8_t *)"forwarded", (uint8_t *)fwd, 9, (size_t)fl,
+                                NGHTTP2_NV_FLAG_NONE};
+    out[n++] = NV_LIT("x-forwarded-proto", "http");
+    out[n++] = (nghttp2_nv){(uint8_t *)"x-forwarded-host", (uint8_t *)host.p, 16, host.len,
+                            NGHTTP2_NV_FLAG_NONE};
+    return n;
+}
+
+static void h2_stream_got_pick(sl_h2s_t *s)
+{
+    sl_h2conn_t *hc = s->hc;
+    sl_router_t *r = hc->c->r;
+    uint64_t now = uv_now(r->loop);
+    if (s->pick.timeout_ms && s->deadline_ms && s->pick.timeout_ms != s->timeout_ms) {
+        s->deadline_ms = s->deadline_ms - s->timeout_ms + s->pick.timeout_ms;
+        s->timeout_ms = s->pick.timeout_ms;
+        if (now >= s->deadline_ms) {
+            h2_stream_answer(s, 504, "no instance became available within %llu ms",
+                             (unsigned long long)s->timeout_ms);
+            return;
+        }
+    }
+    if (!s->pick.h2c) {
+        h2_stream_answer(s, 505,
+                         "this revision's instances speak HTTP/1.1 (their port is not named "
+                         "\"h2c\"): send HTTP/1.1");
+        return;
+    }
+    sl_upstream_pool_t *pool = s->pick.pool;
+    int err = 0;
+    sl_upconn_t *up = pool && !pool->closed ? sl_up_get(pool, false, &err) : NULL;
+    if (!up) {
+        if (err)
+            h2_up_fail(s, true, "connect: %s", uv_strerror(err));
+        else
+            h2_up_fail(s, true, "instance is stopping");
+        return;
+    }
+    s->up = up;
+    up->h2s = s;
+    up->is_h2 = true;
+    if (!up->h2)
+        h2_up_session_new(up);
+    if (s->pick.response_start_ms)
+        s->start_due_ms = now + s->pick.response_start_ms;
+    nghttp2_nv nv[SL_H2_NV + 16];
+    char xff[512], fwd[768];
+    size_t n = h2_plan_request(s, nv, xff, sizeof(xff), fwd, sizeof(fwd));
+    nghttp2_data_provider prd = {.source.ptr = s, .read_callback = req_read_cb};
+    bool body = !(s->req_eof && s->req_bq.len == 0 && s->req_trl.n == 0);
+    int32_t id = nghttp2_submit_request(up->h2, NULL, nv, n, body ? &prd : NULL, s);
+    if (id < 0) {
+        h2_up_fail(s, false, "submit: %s", nghttp2_strerror(id));
+        return;
+    }
+    s->up_id = id;
+    h2_up_flush(up);
+    h2_stream_arm(hc);
+}
+
+/* ---- writing ------------------------------------------------------------------- */
+
+/* Serialize what the session has to send into router buffers and write
+ * them; stop while the socket's queue is over SL_BP_HIGH (the write
+ * callback resumes). Returns false when the socket failed. */
+static bool h2_send(sl_router_t *r, nghttp2_session *sess, uv_stream_t *tcp, uv_write_cb cb)
+{
+    sl_rbuf_t *bufs[SL_WREQ_REFS];
+    uv_buf_t iov[SL_WREQ_REFS];
+    unsigned nb = 0;
+    size_t used = 0;
+    const uint8_t *pend = NULL;
+    size_t pend_len = 0; /* of the last frame piece, not yet copied */
+    bool ok = true;
+    for (;;) {
+        if (!pend_len) {
+            if (uv_stream_get_write_queue_size(tcp) > SL_BP_HIGH)
+                break;
+            ssize_t n = nghttp2_session_mem_send(sess, &pend);
+            if (n <= 0) {
+                ok = n == 0;
+                break;
+            }
+            pend_len = (size_t)n;
+        }
+        if (!nb || used == SL_RBUF_SIZE) {
+            if (nb == SL_WREQ_REFS) {
+                int rc = sl_send(r, tcp, iov, nb, bufs, nb, cb);
+                for (unsigned i = 0; i < nb; i++)
+                    sl_rbuf_unref(r, bufs[i]);
+                nb = 0;
+                if (rc < 0)
+                    return false;
+            }
+            bufs[nb++] = sl_rbuf_get(r);
+            used = 0;
+        }
+        size_t k = SL_RBUF_SIZE - used < pend_len ? SL_RBUF_SIZE - used : pend_len;
+        memcpy(bufs[nb - 1]->data + used, pend, k);
+        used += k;
+        pend += k;
+        pend_len -= k;
+        iov[nb - 1] = uv_buf_init(bufs[nb - 1]->data, (unsigned)used);
+    }
+    if (nb) {
+        int rc = sl_send(r, tcp, iov, nb, bufs, nb, cb);
+        for (unsigned i = 0; i < nb; i++)
+            sl_rbuf_unref(r, bufs[i]);
+        if (rc < 0)
+            return false;
+    }
+    return ok;
+}
+
+static void h2_client_flush(sl_h2conn_t *hc)
+{
+    if (!hc || hc->c->state == C_CLOSED)
+        return;
+    if (hc->in_send || hc->in_recv) {
+        hc->send_again = true;
+        return;
+    }
+    sl_client_t *c = hc->c;
+    hc->in_send = true;
+    bool ok;
+    do {
+        hc->send_again = false;
+        ok = h2_send(c->r, hc->s, (uv_stream_t *)&c->tcp, sl_client_write_cb);
+    } while (ok && hc->send_again);
+    hc->in_send = false;
+    if (!ok) {
+        sl_client_destroy(c);
+        return;
+    }
+    if (hc->dead || (!nghttp2_session_want_read(hc->s) && !nghttp2_session_want_write(hc->s))) {
+        if (uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) == 0)
+            sl_client_close_graceful(c);
+    }
+}
+
+static void h2_up_flush(sl_upconn_t *up)
+{
+    if (!up || !up->h2 || up->state == UP_CLOSING)
+        return;
+    if (up->h2_in_send || up->h2_in_recv) {
+        up->h2_send_again = true;
+        return;
+    }
+    up->h2_in_send = true;
+    bool ok;
+    do {
+        up->h2_send_again = false;
+        ok = h2_send(up->pool->r, up->h2, (uv_stream_t *)&up->tcp, sl_up_write_cb);
+    } while (ok && up->h2_send_again);
+    up->h2_in_send = false;
+    if (!ok) {
+        sl_h2s_t *s = up->h2s;
+        if (s) {
+            h2_up_fail(s, false, "write: connection lost");
+            h2_client_flush(s->hc);
+        } else {
+            sl_up_close(up);
+        }
+    }
+}
+
+/* ---- client session callbacks ---------------------------------------------------- */
+
+static int c_begin_headers(nghttp2_session *sess, const nghttp2_frame *f, void *ud)
+{
+    sl_h2conn_t *hc = ud;
+    if (f->hd.type != NGHTTP2_HEADERS)
+        return 0;
+    if (f->headers.cat == NGHTTP2_HCAT_REQUEST) {
+        sl_h2s_t *s = stream_new(hc, f->hd.stream_id);
+        nghttp2_session_set_stream_user_data(sess, f->hd.stream_id, s);
+    } else {
+        sl_h2s_t *s = nghttp2_session_get_stream_user_data(sess, f->hd.stream_id);
+        if (s)
+            s->in_req_trl = true;
+    }
+    return 0;
+}
+
+static bool str_is(sl_str_t s, const char *lit)
+{
+    size_t l = strlen(lit);
+    return s.len == l && !memcmp(s.p, lit, l);
+}
+
+static int c_on_header(nghttp2_session *sess, const nghttp2_frame *f, const uint8_t *name,
+                       size_t nl, const uint8_t *value, size_t vl, uint8_t flags, void *ud)
+{
+    sl_h2conn_t *hc = ud;
+    sl_router_t *r = hc->c->r;
+    sl_h2s_t *s = nghttp2_session_get_stream_user_data(sess, f->hd.stream_id);
+    if (!s || s->hdr_overflow)
+        return 0;
+    if (s->in_req_trl) {
+        hdrs_add(r, s, &s->req_trl, name, nl, value, vl);
+        return 0;
+    }
+    sl_str_t n = {(const char *)name, nl};
+    if (nl && name[0] == ':') {
+        sl_str_t *slot = str_is(n, ":method")      ? &s->method
+                         : str_is(n, ":path")      ? &s->path
+                         : str_is(n, ":scheme")    ? &s->scheme
+                         : str_is(n, ":authority") ? &s->authority
+                                                   : NULL;
+        if (slot) {
+            uint8_t *v = arena_copy(r, s, value, vl);
+            if (!v && vl)
+                s->hdr_overflow = true;
+            else
+                *slot = (sl_str_t){(const char *)v, vl};
+        }
+        return 0;
+    }
+    /* Replaced by this hop's values. */
+    if (str_is(n, "x-forwarded-proto") || str_is(n, "x-forwarded-host"))
+        return 0;
+    bool xff = str_is(n, "x-forwarded-for"), fwd = str_is(n, "forwarded");
+    if (xff || fwd) {
+        /* Joined with this hop when the request goes out. */
+        sl_str_t *acc = xff ? &s->xff : &s->fwd;
+        size_t total = acc->len + (acc->len ? 2 : 0) + vl;
+        if (total > 256) {
+            s->hdr_overflow = true;
+            return 0;
+        }
+        char tmp[260];
+        int tl = snprintf(tmp, sizeof(tmp), "%.*s%s%.*s", (int)acc->len, acc->p,
+                          acc->len ? ", " : "", (int)vl, (const char *)value);
+        uint8_t *v = arena_copy(r, s, (const uint8_t *)tmp, (size_t)tl);
+        if (!v)
+            s->hdr_overflow = true;
+        else
+            *acc = (sl_str_t){(const char *)v, (size_t)tl};
+        return 0;
+    }
+    if (!hdrs_add(r, s, &s->req, name, nl, value, vl))
+        return 0;
+    const nghttp2_nv *nv = &s->req.nv[s->req.n - 1];
+    sl_str_t v = {(const char *)nv->value, vl};
+    if (str_is(n, "host"))
+        s->host = v;
+    else if (str_is(n, "cookie") && !s->affinity.len)
+        s->affinity = cookie_in(v, SL_STR(SL_AFFINITY_COOKIE));
+    else if (str_is(n, "content-length")) {
+        uint64_t cl = 0;
+        for (size_t i = 0; i < vl; i++)
+            cl = cl * 10 + (uint64_t)(value[i] - '0'); /* nghttp2 checked the digits */
+        s->content_length = cl;
+    }
+    return 0;
+}
+
+static int c_frame_recv(nghttp2_session *sess, const nghttp2_frame *f, void *ud)
+{
+    sl_h2conn_t *hc = ud;
+    sl_h2s_t *s =
+        f->hd.stream_id ? nghttp2_session_get_stream_user_data(sess, f->hd.stream_id) : NULL;
+    if (!s)
+        return 0;
+    bool end = f->hd.flags & NGHTTP2_FLAG_END_STREAM;
+    if (f->hd.type == NGHTTP2_HEADERS) {
+        if (end)
+            s->req_eof = true;
+        if (!s->head_done) {
+            s->head_done = true;
+            h2_stream_start(s);
+            return 0;
+        }
+    } else if (f->hd.type == NGHTTP2_DATA && end) {
+        s->req_eof = true;
+    } else {
+        return 0;
+    }
+    if (s->up && s->up->h2 && s->up_id) {
+        nghttp2_session_resume_data(s->up->h2, s->up_id);
+        h2_up_flush(s->up);
+    }
+    SL_UNUSED(hc);
+    return 0;
+}
+
+static int c_data_chunk(nghttp2_session *sess, uint8_t flags, int32_t id, const uint8_t *data,
+                        size_t len, void *ud)
+{
+    sl_h2conn_t *hc = ud;
+    sl_router_t *r = hc->c->r;
+    sl_h2s_t *s = nghttp2_session_get_stream_user_data(sess, id);
+    if (!s || s->up_done || s->up_failed || (s->resp_head && !s->up)) {
+        /* Nobody will read it: give the window back at once. */
+        nghttp2_session_consume(sess, id, len);
+        return 0;
+    }
+    s->req_bytes += len;
+    if (r->cfg.max_body_bytes && s->req_bytes > r->cfg.max_body_bytes) {
+        nghttp2_session_consume(sess, id, len);
+        h2_stream_answer(s, 413, "request body is over the %llu byte limit",
+                         (unsigned long long)r->cfg.max_body_bytes);
+        return 0;
+    }
+    bq_push(r, &s->req_bq, data, len);
+    if (s->up && s->up->h2 && s->up_id) {
+        nghttp2_session_resume_data(s->up->h2, s->up_id);
+        h2_up_flush(s->up);
+    }
+    return 0;
+}
+
+static int c_stream_close(nghttp2_session *sess, int32_t id, uint32_t code, void *ud)
+{
+    sl_h2s_t *s = nghttp2_session_get_stream_user_data(sess, id);
+    if (!s)
+        return 0;
+    sl_h2conn_t *hc = s->hc;
+    nghttp2_session_set_stream_user_data(sess, id, NULL);
+    if (s->up && s->up_id && !s->up_done) {
+        /* The client went away first: cancel the instance's stream. Its
+         * connection is not reused (frames for the stream may follow). */
+        nghttp2_submit_rst_stream(s->up->h2, NGHTTP2_FLAG_NONE, s->up_id, NGHTTP2_CANCEL);
+        sl_upconn_t *up = s->up;
+        h2_up_flush(up);
+        stream_detach(s, false);
+    }
+    stream_free(s);
+    h2_stream_arm(hc);
+    return 0;
+}
+
+/* ---- upstream session callbacks ---------------------------------------------------- */
+
+static int u_begin_headers(nghttp2_session *sess, const nghttp2_frame *f, void *ud)
+{
+    sl_upconn_t *up = ud;
+    sl_h2s_t *s = up->h2s;
+    if (!s || f->hd.type != NGHTTP2_HEADERS || f->hd.stream_id != s->up_id)
+        return 0;
+    if (s->up_final)
+        s->up_in_trl = true;
+    else
+        s->resp.n = 0; /* a 1xx before it, or the first */
+    return 0;
+}
+
+static int u_on_header(nghttp2_session *sess, const nghttp2_frame *f, const uint8_t *name,
+                       size_t nl, const uint8_t *value, size_t vl, uint8_t flags, void *ud)
+{
+    sl_upconn_t *up = ud;
+    sl_h2s_t *s = up->h2s;
+    if (!s || f->hd.stream_id != s->up_id)
+        return 0;
+    sl_router_t *r = up->pool->r;
+    if (s->up_in_trl) {
+        hdrs_add(r, s, &s->resp_trl, name, nl, value, vl);
+        return 0;
+    }
+    if (nl == 7 && !memcmp(name, ":status", 7)) {
+        int st = 0;
+        for (size_t i = 0; i < vl && i < 3; i++)
+            st = st * 10 + (value[i] - '0');
+        s->resp_status = st;
+    }
+    hdrs_add(r, s, &s->resp, name, nl, value, vl);
+    return 0;
+}
+
+static int u_frame_recv(nghttp2_session *sess, const nghttp2_frame *f, void *ud)
+{
+    sl_upconn_t *up = ud;
+    sl_h2s_t *s = up->h2s;
+    if (f->hd.type == NGHTTP2_GOAWAY) {
+        up->h2_goaway = true;
+        return 0;
+    }
+    if (!s || f->hd.stream_id != s->up_id)
+        return 0;
+    bool end = f->hd.flags & NGHTTP2_FLAG_END_STREAM;
+    sl_h2conn_t *hc = s->hc;
+    if (f->hd.type == NGHTTP2_HEADERS && !s->up_in_trl) {
+        if (s->resp_status < 200)
+            return 0; /* 1xx: not relayed */
+        s->up_final = true;
+        if (s->hdr_overflow) {
+            h2_up_fail(s, false, "response header fields too large");
+            return 0;
+        }
+        if (s->pick.set_cookie && s->resp.n < s->resp.cap + 2) {
+            s->resp.nv[s->resp.n++] =
+                (nghttp2_nv){(uint8_t *)"set-cookie", (uint8_t *)s->pick.set_cookie, 10,
+                             strlen(s->pick.set_cookie), NGHTTP2_NV_FLAG_NONE};
+        }
+        s->resp_eof = end;
+        s->resp_head = true;
+        s->start_due_ms = 0;
+        nghttp2_data_provider prd = {.source.ptr = s, .read_callback = resp_read_cb};
+        bool head = s->method.len == 4 && !memcmp(s->method.p, "HEAD", 4);
+        if (nghttp2_submit_response(hc->s, s->id, s->resp.nv, s->resp.n,
+                                    end || head ? NULL : &prd) != 0)
+            nghttp2_submit_rst_stream(hc->s, NGHTTP2_FLAG_NONE, s->id, NGHTTP2_INTERNAL_ERROR);
+        h2_stream_arm(hc);
+    } else if (f->hd.type == NGHTTP2_HEADERS || (f->hd.type == NGHTTP2_DATA && end)) {
+        s->resp_eof = true;
+        nghttp2_session_resume_data(hc->s, s->id);
+    }
+    h2_client_flush(hc);
+    return 0;
+}
+
+static int u_data_chunk(nghttp2_session *sess, uint8_t flags, int32_t id, const uint8_t *data,
+                        size_t len, void *ud)
+{
+    sl_upconn_t *up = ud;
+    sl_h2s_t *s = up->h2s;
+    if (!s || id != s->up_id) {
+        nghttp2_session_consume(sess, id, len);
+        return 0;
+    }
+    if (!s->resp_bq.len)
+        s->resp_wait_ms = uv_now(up->pool->r->loop);
+    bq_push(up->pool->r, &s->resp_bq, data, len);
+    s->up_unconsumed += len;
+    nghttp2_session_resume_data(s->hc->s, s->id);
+    h2_client_flush(s->hc);
+    return 0;
+}
+
+static int u_stream_close(nghttp2_session *sess, int32_t id, uint32_t code, void *ud)
+{
+    sl_upconn_t *up = ud;
+    sl_h2s_t *s = up->h2s;
+    if (!s || id != s->up_id)
+        return 0;
+    if (code == NGHTTP2_NO_ERROR && s->up_final && s->resp_eof) {
+        s->up_done = true;
+    } else {
+        s->up_failed = true;
+        s->up_error = code;
+    }
+    return 0;
+}
+
+/* After the upstream session's callbacks: finish the exchange. */
+static void h2_up_settle(sl_upconn_t *up)
+{
+    sl_h2s_t *s = up->h2s;
+    if (!s)
+        return;
+    sl_h2conn_t *hc = s->hc;
+    if (s->up_done) {
+        /* Response complete: the slot and the connection are free while
+         * the client drains what is buffered. */
+        stream_detach(s, false);
+    } else if (s->up_failed) {
+        if (s->up_error == NGHTTP2_REFUSED_STREAM)
+            h2_up_fail(s, true, "stream refused"); /* RFC 9113 §8.7: not processed */
+        else if (s->up_error)
+            h2_up_fail(s, false, "stream reset (%s)", nghttp2_http2_strerror(s->up_error));
+        else
+            h2_up_fail(s, false, "stream ended before its response");
+    }
+    h2_client_flush(hc);
+}
+
+/* ---- upstream I/O (from upstream.c) -------------------------------------------------- */
+
+void sl_h2_up_connected(sl_upconn_t *up, int status)
+{
+    sl_h2s_t *s = up->h2s;
+    if (status < 0) {
+        if (s) {
+            sl_h2conn_t *hc = s->hc;
+            h2_up_fail(s, true, "connect: %s", uv_strerror(status));
+            h2_client_flush(hc);
+        } else {
+            sl_up_close(up);
+        }
+        return;
+    }
+    up->state = UP_BUSY;
+    sl_up_update_reading(up);
+    h2_up_flush(up);
+}
+
+void sl_h2_up_read(sl_upconn_t *up, ssize_t nread)
+{
+    sl_h2s_t *s = up->h2s;
+    if (nread < 0) {
+        if (s) {
+            sl_h2conn_t *hc = s->hc;
+            /* A pooled connection the instance closed as it was reused */
+            bool unsent = up->reused && !up->resp_bytes;
+            h2_up_fail(s, unsent, "%s",
+                       nread == UV_EOF ? "connection closed" : uv_strerror((int)nread));
+            h2_client_flush(hc);
+        } else {
+            sl_up_close(up);
+        }
+        return;
+    }
+    up->rd.end += (size_t)nread;
+    up->resp_bytes += (uint64_t)nread;
+    if (s)
+        sl_busy_touch(up->pool->r);
+    up->h2_in_recv = true;
+    ssize_t rc = nghttp2_session_mem_recv(up->h2, (const uint8_t *)up->rd.b->data + up->rd.start,
+                                          up->rd.end - up->rd.start);
+    up->h2_in_recv = false;
+    up->rd.start = up->rd.end;
+    s = up->h2s;
+    if (rc < 0) {
+        if (s) {
+            sl_h2conn_t *hc = s->hc;
+            h2_up_fail(s, false, "HTTP/2: %s", nghttp2_strerror((int)rc));
+            h2_client_flush(hc);
+        } else {
+            sl_up_close(up);
+        }
+        return;
+    }
+    h2_up_flush(up);
+    if (up->state == UP_CLOSING)
+        return;
+    if (s) {
+        h2_up_settle(up);
+    } else if (up->state == UP_IDLE && up->h2_goaway) {
+        sl_up_close(up);
+    }
+}
+
+void sl_h2_up_wrote(sl_upconn_t *up, int status)
+{
+    if (up->state == UP_CLOSING)
+        return;
+    if (status < 0) {
+        sl_h2s_t *s = up->h2s;
+        if (s) {
+            sl_h2conn_t *hc = s->hc;
+            h2_up_fail(s, false, "write: %s", uv_strerror(status));
+            h2_client_flush(hc);
+        } else {
+            sl_up_close(up);
+        }
+        return;
+    }
+    if (uv_stream_get_write_queue_size((uv_stream_t *)&up->tcp) <= SL_BP_LOW)
+        h2_up_flush(up);
+}
+
+void sl_h2_up_free(sl_upconn_t *up)
+{
+    if (up->h2s) {
+        up->h2s->up = NULL;
+        up->h2s = NULL;
+    }
+    nghttp2_session_del(up->h2);
+    up->h2 = NULL;
+}
+
+/* ---- timers --------------------------------------------------------------------------- */
+
+/* Arm the client connection's timer: the earliest stream deadline, else
+ * the idle timeout of a connection without streams. */
+static void h2_stream_arm(sl_h2conn_t *hc)
+{
+    sl_client_t *c = hc->c;
+    if (c->state == C_CLOSED || c->state == C_LINGER)
+        return;
+    uint64_t now = uv_now(c->r->loop), due = 0;
+    for (sl_h2s_t *s = hc->streams; s; s = s->next) {
+        if (s->resp_head) {
+            if (s->resp_bq.len) {
+                uint64_t d = s->resp_wait_ms + c->r->cfg.idle_timeout_ms;
+                if (!due || d < due)
+                    due = d;
+            }
+            continue;
+        }
+        uint64_t d = s->deadline_ms;
+        if (s->start_due_ms && (!d || s->start_due_ms < d))
+            d = s->start_due_ms;
+        if (d && (!due || d < due))
+            due = d;
+    }
+    if (due)
+        sl_client_set_timer(c, T_REQUEST, due > now ? due - now : 0);
+    else if (!hc->n_streams)
+        sl_client_set_timer(c, T_IDLE, c->r->cfg.idle_timeout_ms);
+    else
+        sl_client_set_timer(c, T_NONE, 0);
+}
+
+void sl_h2_timer(sl_client_t *c, int mode)
+{
+    sl_h2conn_t *hc = c->h2;
+    uint64_t now = uv_now(c->r->loop);
+    if (mode == T_IDLE) {
+        if (!hc->n_streams) {
+            nghttp2_session_terminate_session(hc->s, NGHTTP2_NO_ERROR);
+            hc->dead = true;
+            h2_client_flush(hc);
+        }
+        return;
+    }
+    sl_h2s_t *next;
+    for (sl_h2s_t *s = hc->streams; s; s = next) {
+        next = s->next;
+        if (s->resp_head) {
+            /* A client that stops reading a response cannot hold the
+             * instance (or the buffered bytes) for ever. */
+            if (s->resp_bq.len && now >= s->resp_wait_ms + c->r->cfg.idle_timeout_ms) {
+                stream_detach(s, false);
+                bq_clear(c->r, &s->resp_bq);
+                nghttp2_submit_rst_stream(hc->s, NGHTTP2_FLAG_NONE, s->id, NGHTTP2_CANCEL);
+            }
+            continue;
+        }
+        if (s->deadline_ms && now >= s->deadline_ms) {
+            bool waiting = s->queued;
+            h2_stream_answer(s, 504,
+                             waiting ? "no instance became available within %llu ms"
+                                     : "instance did not answer within %llu ms",
+                             (unsigned long long)s->timeout_ms);
+        } else if (s->start_due_ms && now >= s->start_due_ms) {
+            h2_stream_answer(s, 504,
+                             "instance did not start its response within %u ms "
+                             "(responseStartTimeoutSeconds)",
+                             s->pick.response_start_ms);
+        }
+    }
+    h2_stream_arm(hc);
+    h2_client_flush(hc);
+}
+
+/* ---- the client connection (from router_client.c) ----------------------------------------- */
+
+int sl_h2_preface_match(const char *p, size_t n)
+{
+    size_t k = n < PREFACE_LEN ? n : PREFACE_LEN;
+    if (memcmp(p, preface, k))
+        return 0;
+    return n >= PREFACE_LEN ? 1 : SL_AGAIN;
+}
+
+static void h2_init_once(void)
+{
+    if (server_cbs)
+        return;
+    nghttp2_session_callbacks_new(&server_cbs);
+    nghttp2_session_callbacks_set_on_begin_headers_callback(server_cbs, c_begin_headers);
+    nghttp2_session_callbacks_set_on_header_callback(server_cbs, c_on_header);
+    nghttp2_session_callbacks_set_on_frame_recv_callback(server_cbs, c_frame_recv);
+    nghttp2_session_callbacks_set_on_data_chunk_recv_callback(server_cbs, c_data_chunk);
+    nghttp2_session_callbacks_set_on_stream_close_callback(server_cbs, c_stream_close);
+    nghttp2_session_callbacks_new(&client_cbs);
+    nghttp2_session_callbacks_set_on_begin_headers_callback(client_cbs, u_begin_headers);
+    nghttp2_session_callbacks_set_on_header_callback(client_cbs, u_on_header);
+    nghttp2_session_callbacks_set_on_frame_recv_callback(client_cbs, u_frame_recv);
+    nghttp2_session_callbacks_set_on_data_chunk_recv_callback(client_cbs, u_data_chunk);
+    nghttp2_session_callbacks_set_on_stream_close_callback(client_cbs, u_stream_close);
+    nghttp2_option_new(&server_opt);
+    nghttp2_option_set_no_auto_window_update(server_opt, 1);
+    nghttp2_option_new(&client_opt);
+    nghttp2_option_set_no_auto_window_update(client_opt, 1);
+}
+
+/* The client sent the HTTP/2 preface: from now on the connection is an
+ * HTTP/2 session. Returns false when it could not be set up. */
+bool sl_h2_start(sl_client_t *c)
+{
+    h2_init_once();
+    sl_h2conn_t *hc = xcalloc(1, sizeof(*hc));
+    hc->c = c;
+    if (nghttp2_session_server_new2(&hc->s, server_cbs, hc, server_opt) != 0) {
+        free(hc);
+        return false;
+    }
+    c->h2 = hc;
+    c->state = C_PROXY;
+    nghttp2_settings_entry iv[] = {
+        {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, SL_H2_STREAMS},
+        {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, SL_H2_WINDOW},
+        {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, SL_RBUF_SIZE * SL_H2_ARENAS / 2},
+    };
+    nghttp2_submit_settings(hc->s, NGHTTP2_FLAG_NONE, iv, sizeof(iv) / sizeof(iv[0]));
+    nghttp2_session_set_local_window_size(hc->s, NGHTTP2_FLAG_NONE, 0, SL_H2_CONN_WINDOW);
+    h2_stream_arm(hc);
+    sl_h2_client_read(c);
+    return true;
+}
+
+void sl_h2_client_read(sl_client_t *c)
+{
+    sl_h2conn_t *hc = c->h2;
+    if (c->state == C_LINGER) {
+        c->rd.start = c->rd.end;
+        return;
+    }
+    if (c->rd.b && c->rd.end > c->rd.start) {
+        hc->in_recv = true;
+        ssize_t rc = nghttp2_session_mem_recv(hc->s, (const uint8_t *)c->rd.b->data + c->rd.start,
+                                              c->rd.end - c->rd.start);
+        hc->in_recv = false;
+        c->rd.start = c->rd.end;
+        if (c->state == C_CLOSED)
+            return;
+        if (rc < 0) {
+            /* nghttp2 queued the GOAWAY naming the error where it could. */
+            hc->dead = true;
+        }
+    }
+    h2_client_flush(hc);
+}
+
+void sl_h2_client_wrote(sl_client_t *c)
+{
+    sl_h2conn_t *hc = c->h2;
+    if (uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) <= SL_BP_LOW)
+        h2_client_flush(hc);
+}
+
+void sl_h2_free(sl_client_t *c)
+{
+    sl_h2conn_t *hc = c->h2;
+    if (!hc)
+        return;
+    while (hc->streams) {
+        sl_h2s_t *s = hc->streams;
+        nghttp2_session_set_stream_user_data(hc->s, s->id, NULL);
+        stream_free(s);
+    }
+    nghttp2_session_del(hc->s);
+    c->h2 = NULL;
+    free(hc);
+}

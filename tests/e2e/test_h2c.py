@@ -1,0 +1,158 @@
+"""HTTP/2 without TLS (h2c) end to end: Knative's "h2c" port, what gRPC
+servers speak. A real HTTP/2-only server (nghttpd) in the instance, a real
+HTTP/2 client (the h2 library, curl) at the ingress."""
+import json
+import subprocess
+import time
+
+from conftest import service_manifest
+from h2client import H2, get
+
+
+def deploy_h2c(d, images, name, **spec):
+    doc = json.loads(service_manifest(name, images["h2c"],
+                                      ports=[{"name": "h2c", "containerPort": 8080}]))
+    doc["spec"]["template"]["spec"].update(spec)
+    d.cli("apply", "-f", "-", input=json.dumps(doc))
+
+
+def inflight(d, name):
+    return [i["inFlight"] for i in d.json("instances", name)["items"]]
+
+
+def wait_for(pred, timeout, step=0.05):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        v = pred()
+        if v:
+            return v
+        time.sleep(step)
+    return pred()
+
+
+def test_streams_multiplexed_with_bodies_and_trailers(make_daemon, images):
+    """Five requests at once on one connection: a page, a 300 KB upload
+    echoed back, a 1 MiB download (both past every flow-control window),
+    the instance's own 404, and a host no service has. Every response the
+    instance made ends with its trailer, as gRPC's grpc-status does."""
+    d = make_daemon()
+    deploy_h2c(d, images, "grpc")
+    host = d.host("grpc")
+    upload = bytes(range(256)) * 1200
+    c = H2(d.port)
+    try:
+        ids = [c.request(host, "/"),
+               c.request(host, "/echo", "POST", upload),
+               c.request(host, "/big"),
+               c.request(host, "/missing"),
+               c.request(d.host("nobody"), "/")]
+        page, echo, big, missing, nobody = c.wait(ids)
+    finally:
+        c.close()
+    assert page.status == 200 and page.data == b"hello over h2c\n", page.__dict__
+    assert page.trailers == {"grpc-status": "0"}
+    assert echo.status == 200 and echo.data == upload and echo.trailers == {"grpc-status": "0"}
+    assert big.status == 200 and big.data == b"x" * 1048576 and big.trailers
+    assert missing.status == 404 and missing.trailers == {"grpc-status": "0"}
+    assert nobody.status == 404 and nobody.data == b"no service for host nobody.localhost\n"
+    assert nobody.trailers is None
+    assert wait_for(lambda: inflight(d, "grpc") == [0], 10), inflight(d, "grpc")
+    # curl, a second client implementation, on a connection of its own
+    r = subprocess.run(["curl", "-sS", "--http2-prior-knowledge", "-w", "\n%{http_version}",
+                        "http://%s:%d/" % (host, d.port)], capture_output=True, text=True)
+    assert r.stdout == "hello over h2c\n\n2", (r.stdout, r.stderr)
+
+
+def test_each_stream_is_one_request_in_flight(make_daemon, images):
+    """containerConcurrency counts streams, not connections: four uploads
+    held open on one connection to a revision of concurrency 1 are four
+    requests in flight on four instances, and each completes when its body
+    ends."""
+    d = make_daemon()
+    deploy_h2c(d, images, "one", containerConcurrency=1)
+    host = d.host("one")
+    c = H2(d.port)
+    try:
+        ids = [c.request(host, "/echo", "POST", end=False) for _ in range(4)]
+        for sid in ids:
+            c.conn.send_data(sid, b"part-%d " % sid)
+        c.flush()
+
+        def spread():
+            c.pump(0.05)
+            busy = inflight(d, "one")
+            return sorted(busy) if busy.count(1) == 4 else None
+        busy = wait_for(spread, 30)
+        assert busy and max(busy) == 1 and sum(busy) == 4, inflight(d, "one")
+        for sid in ids:
+            c.conn.send_data(sid, b"end", end_stream=True)
+        c.flush()
+        out = c.wait(ids)
+    finally:
+        c.close()
+    for sid, e in zip(ids, out):
+        assert e.status == 200 and e.data == b"part-%d end" % sid, e.__dict__
+    assert wait_for(lambda: sum(inflight(d, "one")) == 0, 10), inflight(d, "one")
+
+
+def test_timeout_and_cancel(make_daemon, images):
+    """A request whose instance does not answer within timeoutSeconds is a
+    504 on its stream; a stream the client resets gives its instance slot
+    back at once; the connection serves on after both."""
+    d = make_daemon()
+    deploy_h2c(d, images, "slow", timeoutSeconds=2)
+    host = d.host("slow")
+    c = H2(d.port)
+    try:
+        held = c.request(host, "/echo", "POST", end=False)  # no response until the body ends
+        gone = c.request(host, "/echo", "POST", end=False)
+        assert wait_for(lambda: c.pump(0.05) or sum(inflight(d, "slow")) == 2, 20)
+        c.cancel(gone)
+        assert wait_for(lambda: c.pump(0.05) or sum(inflight(d, "slow")) == 1, 10), \
+            inflight(d, "slow")
+        t0 = time.time()
+        e = c.wait([held])[0]
+        assert e.status == 504, e.__dict__
+        assert e.data == b"instance did not answer within 2000 ms\n"
+        assert time.time() - t0 < 10
+        after = c.request(host, "/")
+        assert c.wait([after])[0].status == 200
+    finally:
+        c.close()
+    assert wait_for(lambda: sum(inflight(d, "slow")) == 0, 10), inflight(d, "slow")
+
+
+def test_versions_do_not_mix(make_daemon, images):
+    """The router does not translate between HTTP versions: HTTP/1.1 to an
+    h2c revision and HTTP/2 to an HTTP/1.1 revision are 505s that say what
+    to send. A connection that breaks HTTP/2 after its preface is ended
+    with a GOAWAY, and the daemon serves on."""
+    d = make_daemon()
+    deploy_h2c(d, images, "grpc")
+    d.cli("deploy", "web", "--image", images["busybox"])
+    code, body = d.curl("grpc", "/")
+    assert code == 505 and 'port is named "h2c"' in body, (code, body)
+    e = get(d.port, d.host("web"), "/")
+    assert e.status == 505 and b"speak HTTP/1.1" in e.data, e.__dict__
+    code, body = d.curl("web", "/")
+    assert code == 200 and "busybox" in body
+
+    import socket
+    s = socket.create_connection(("127.0.0.1", d.port), timeout=10)
+    s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x04\x09\x00\x00\x00\x00\x07junk")
+    got = b""
+    while True:
+        chunk = s.recv(4096)
+        if not chunk:
+            break
+        got += chunk
+    s.close()
+    # a SETTINGS frame, then a GOAWAY (type 7) with PROTOCOL_ERROR (1)
+    frames, i = [], 0
+    while i + 9 <= len(got):
+        ln = int.from_bytes(got[i:i + 3], "big")
+        frames.append((got[i + 3], got[i + 9:i + 9 + ln]))
+        i += 9 + ln
+    goaway = [p for t, p in frames if t == 7]
+    assert goaway and int.from_bytes(goaway[0][4:8], "big") == 1, frames
+    assert get(d.port, d.host("grpc"), "/").status == 200
