@@ -26,6 +26,8 @@ static void deploy_usage(FILE *f)
         "Prints the service URL on stdout.\n\n"
         "  --image REF          oci:DIR[:TAG], docker-archive:FILE or dir:ROOTFS\n"
         "  --port N             port the container listens on (default 8080)\n"
+        "  --[no-]use-http2     the container speaks HTTP/2 without TLS (h2c), as gRPC\n"
+        "                       servers do: its port is named \"h2c\" (default: HTTP/1.1)\n"
         "  --env K=V            environment variable (repeatable)\n"
         "  --secret VAR=NAME:KEY   a variable from key KEY of Secret NAME (repeatable)\n"
         "  --secret /PATH=NAME     Secret NAME's keys as files under PATH, read-only\n"
@@ -56,6 +58,21 @@ static void deploy_usage(FILE *f)
 static json_t *container_of(json_t *svc)
 {
     return json_array_get(sl_json_path(svc, "spec.template.spec.containers"), 0);
+}
+
+/* The container's first port (what sluice serves), made when missing. */
+static json_t *port0(json_t *c)
+{
+    json_t *ports = json_object_get(c, "ports");
+    if (!json_is_array(ports)) {
+        ports = json_array();
+        json_object_set_new(c, "ports", ports);
+    }
+    if (!json_is_object(json_array_get(ports, 0))) {
+        json_array_clear(ports);
+        json_array_append_new(ports, json_object());
+    }
+    return json_array_get(ports, 0);
 }
 
 static json_t *new_service(const char *name, const char *ns)
@@ -444,6 +461,8 @@ static int stage_traffic(json_t *svc, bool no_traffic, const char *tag)
 enum deploy_opt {
     O_IMAGE = 1000,
     O_PORT,
+    O_HTTP2,
+    O_NO_HTTP2,
     O_ENV,
     O_SECRET,
     O_CONFIGMAP,
@@ -467,6 +486,8 @@ enum deploy_opt {
 static const struct option deploy_longopts[] = {
     {"image", required_argument, NULL, O_IMAGE},
     {"port", required_argument, NULL, O_PORT},
+    {"use-http2", no_argument, NULL, O_HTTP2},
+    {"no-use-http2", no_argument, NULL, O_NO_HTTP2},
     {"env", required_argument, NULL, O_ENV},
     {"secret", required_argument, NULL, O_SECRET},
     {"configmap", required_argument, NULL, O_CONFIGMAP},
@@ -585,10 +606,14 @@ static int edit_service(int argc, char **argv, json_t *svc, bool exists, put_opt
             break;
         }
         case O_PORT:
-            json_object_set_new(c, "ports", json_array());
-            json_array_append_new(json_object_get(c, "ports"), json_object());
-            rc = set_int(json_array_get(json_object_get(c, "ports"), 0), "containerPort", "--port",
-                         optarg, 1, 65535);
+            rc = set_int(port0(c), "containerPort", "--port", optarg, 1, 65535);
+            break;
+        case O_HTTP2:
+            json_object_set_new(port0(c), "name", json_string("h2c"));
+            break;
+        case O_NO_HTTP2:
+            if (json_is_array(json_object_get(c, "ports")))
+                json_object_del(port0(c), "name");
             break;
         case O_ENV:
             rc = set_env(c, optarg);

@@ -1,5 +1,5 @@
 /*
- * router.h — the HTTP/1.1 ingress.
+ * router.h — the HTTP/1.1 and HTTP/2 (h2c) ingress.
  *
  * Accepts client connections on --listen, parses requests with
  * http_parse.h, maps Host to a route target through the owner's ops, waits
@@ -16,7 +16,8 @@
  *   sent and gain this hop (for=<client ip>, IPv6 quoted; host="<Host>";
  *   proto=http); X-Forwarded-Proto (http) and X-Forwarded-Host (the Host
  *   value) are replaced. Host is kept; an absolute-form target is sent as
- *   origin-form with Host taken from it. Upstream is always HTTP/1.1.
+ *   origin-form with Host taken from it. Upstream speaks the client's
+ *   version: HTTP/1.1, or HTTP/2 to instances whose port is named h2c.
  * - Expect: 100-continue is forwarded; the instance's 100 is relayed (1xx
  *   other than 101 reach HTTP/1.1 clients; HTTP/1.0 clients get none).
  * - Over max_connections a connection is accepted, answered 503 "too many
@@ -62,6 +63,11 @@
  *   gone: the request is cancelled / released. A client that stops reading
  *   a response (no write progress for idle_timeout_ms) is disconnected, so it
  *   cannot hold an instance slot forever.
+ * - HTTP/2: a connection that opens with the HTTP/2 preface (prior
+ *   knowledge, RFC 9113 §3.3) is served by router_h2.c. Each stream is one
+ *   request (resolve, acquire, release, the timeouts above) sent to the
+ *   instance over HTTP/2 when the pick says it speaks h2c, else answered
+ *   505; an HTTP/1.1 request whose pick speaks h2c is answered 505 too.
  * - The router ignores SIGPIPE process-wide (sl_router_new).
  */
 #ifndef SL_ROUTER_H

@@ -126,10 +126,15 @@ def test_versions_do_not_mix(make_daemon, images):
     """The router does not translate between HTTP versions: HTTP/1.1 to an
     h2c revision and HTTP/2 to an HTTP/1.1 revision are 505s that say what
     to send. A connection that breaks HTTP/2 after its preface is ended
-    with a GOAWAY, and the daemon serves on."""
+    with a GOAWAY, and the daemon serves on. `deploy --use-http2` names the
+    port h2c (Cloud Run's flag); --no-use-http2 takes the name away."""
     d = make_daemon()
-    deploy_h2c(d, images, "grpc")
-    d.cli("deploy", "web", "--image", images["busybox"])
+    d.cli("deploy", "grpc", "--image", images["h2c"], "--use-http2", "--port", "8080")
+    svc = [x for x in d.json("services")["items"] if x["metadata"]["name"] == "grpc"][0]
+    port = svc["spec"]["template"]["spec"]["containers"][0]["ports"]
+    assert port == [{"name": "h2c", "containerPort": 8080}], port
+    d.cli("deploy", "web", "--image", images["busybox"], "--use-http2")
+    d.cli("deploy", "web", "--no-use-http2")
     code, body = d.curl("grpc", "/")
     assert code == 505 and 'port is named "h2c"' in body, (code, body)
     e = get(d.port, d.host("web"), "/")
