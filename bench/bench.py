@@ -48,6 +48,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 PORT = 18600          # router
 NGINX_PORT = 18680    # nginx, inside the instance's netns only
+NGINX_H2_PORT = 18681  # nginx for the h2c stage, likewise
 OUT = os.path.join(HERE, "out")
 
 results = {}
@@ -293,6 +294,46 @@ http {{
 """
 
 
+NGINX_H2_CONF = """\
+worker_processes 1;
+daemon off;
+pid {d}/nginx.pid;
+error_log {d}/nginx-error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    client_body_temp_path {d}/tmp-body;
+    proxy_temp_path {d}/tmp-proxy;
+    fastcgi_temp_path {d}/tmp-fcgi;
+    uwsgi_temp_path {d}/tmp-uwsgi;
+    scgi_temp_path {d}/tmp-scgi;
+    http2_max_concurrent_streams 100;
+    # nginx ends an HTTP/2 connection after 1000 requests by default
+    # (keepalive_requests); h2load does not reconnect in a timed run, so
+    # the connection would go idle for the rest of it. sluice has no limit.
+    keepalive_requests 100000000;
+    map $http_forwarded $fwd {{
+        ""      "for=$remote_addr;host=\\"$http_host\\";proto=$scheme";
+        default "$http_forwarded, for=$remote_addr;host=\\"$http_host\\";proto=$scheme";
+    }}
+    upstream backend {{
+        server 127.0.0.1:8080;
+        keepalive 512;
+    }}
+    server {{
+        listen 127.0.0.1:{port} http2 backlog=4096;
+        location / {{
+            grpc_pass grpc://backend;
+            grpc_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            grpc_set_header Forwarded $fwd;
+            grpc_set_header X-Forwarded-Proto $scheme;
+            grpc_set_header X-Forwarded-Host $http_host;
+        }}
+    }}
+}}
+"""
+
+
 def children(pid):
     kids = []
     for tid in os.listdir("/proc/%d/task" % pid):
@@ -301,12 +342,12 @@ def children(pid):
     return kids
 
 
-def start_nginx(base, netns_pid):
-    d = os.path.join(base, "nginx")
+def start_nginx(base, netns_pid, template=NGINX_CONF, port=NGINX_PORT, name="nginx"):
+    d = os.path.join(base, name)
     os.makedirs(d, exist_ok=True)
     conf = os.path.join(d, "nginx.conf")
     with open(conf, "w") as f:
-        f.write(NGINX_CONF.format(d=d, port=NGINX_PORT))
+        f.write(template.format(d=d, port=port))
     proc = subprocess.Popen(["nsenter", "--net=/proc/%d/ns/net" % netns_pid, "nginx", "-c", conf,
                              "-p", d], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     for _ in range(200):
@@ -999,6 +1040,86 @@ def bench_scaleout(d, a):
 # ----------------------------------------------------------------- 8: idle CPU
 
 
+def h2load(url, conns, streams, secs, authority=None, netns_pid=None):
+    """h2load over HTTP/2 with prior knowledge: requests/s and the mean
+    time per request (h2load reports no percentiles)."""
+    cmd = ["h2load", "-c%d" % conns, "-m%d" % streams, "-D%d" % secs, "-T10"]
+    if authority:
+        cmd += ["-H", ":authority: %s" % authority]
+    cmd.append(url)
+    if netns_pid:
+        cmd = ["nsenter", "--net=/proc/%d/ns/net" % netns_pid] + cmd
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=secs + 60).stdout
+    r = {"rps": 0.0, "requests": 0, "failed": None, "mean_us": None}
+    m = re.search(r"finished in [\d.]+\w+, ([\d.]+) req/s", out)
+    if m:
+        r["rps"] = float(m.group(1))
+    m = re.search(r"requests: (\d+) total, \d+ started, (\d+) done, (\d+) succeeded, (\d+) failed", out)
+    if m:
+        r["requests"], r["failed"] = int(m.group(3)), int(m.group(4))
+    m = re.search(r"time for request:\s+\S+\s+\S+\s+([\d.]+)(us|ms|s)", out)
+    if m:
+        r["mean_us"] = _us(m.group(1), m.group(2))
+    if not r["requests"]:
+        r["output"] = out[-800:]
+    return r
+
+
+def bench_h2c(d, a):
+    """HTTP/2 end to end (h2c): h2load → proxy → nghttpd, an HTTP/2-only
+    server (the e2e tests' h2c image) in a sluice instance. nginx
+    (grpc_pass, upstream keepalive, the same forwarding headers) runs in
+    the instance's netns like the HTTP/1.1 stage's; direct is h2load in the
+    netns straight to nghttpd."""
+    log("h2c: deploying the HTTP/2 backend (nghttpd, one instance)")
+    d.cli("deploy", "h2", "--image", a.h2c_image, "--use-http2", "--concurrency", "1000",
+          "--min", "1", "--max", "1")
+    out = {"setup": "h2load -cC -mM -D%d; %d round(s), proxies' order swapped each round"
+                    % (a.dp_secs, a.dp_rounds)}
+    results["h2c"] = out
+    nginx = None
+    try:
+        pid = [i for i in d.instances("h2") if i["state"] == "Ready"][0]["pid"]
+        nginx, _ = start_nginx(d.base, pid, NGINX_H2_CONF, NGINX_H2_PORT, "nginx-h2")
+        paths = {
+            "direct": lambda c, m: h2load("http://127.0.0.1:8080/", c, m, a.dp_secs,
+                                          netns_pid=pid),
+            "nginx": lambda c, m: h2load("http://127.0.0.1:%d/" % NGINX_H2_PORT, c, m,
+                                         a.dp_secs, authority=host("h2"), netns_pid=pid),
+            "sluice": lambda c, m: h2load("http://127.0.0.1:%d/" % d.port, c, m, a.dp_secs,
+                                          authority=host("h2")),
+        }
+        for fn in paths.values():
+            fn(8, 8)
+        for c, m in ((1, 1), (4, 8), (16, 16)):
+            rounds = {k: [] for k in paths}
+            for k in range(a.dp_rounds):
+                order = ["direct"] + (["nginx", "sluice"] if k % 2 == 0 else ["sluice", "nginx"])
+                for name in order:
+                    rounds[name].append(paths[name](c, m))
+            row = {}
+            for name, rs in rounds.items():
+                rs = sorted(rs, key=lambda r: r["rps"])
+                row[name] = rs[len(rs) // 2]
+            n, s = row["nginx"]["rps"], row["sluice"]["rps"]
+            row["ratio_rps_sluice_nginx"] = s / n if n else None
+            out["c%d_m%d" % (c, m)] = row
+            log("  c=%-2d m=%-2d direct %8.0f  nginx %8.0f  sluice %8.0f req/s  (sluice/nginx %.2f;"
+                " mean %s/%s us; failed %s/%s)"
+                % (c, m, row["direct"]["rps"], n, s, row["ratio_rps_sluice_nginx"] or 0,
+                   row["sluice"]["mean_us"], row["nginx"]["mean_us"], row["sluice"]["failed"],
+                   row["nginx"]["failed"]))
+    finally:
+        if nginx:
+            nginx.send_signal(signal.SIGTERM)
+            try:
+                nginx.wait(10)
+            except subprocess.TimeoutExpired:
+                nginx.kill()
+                nginx.wait()
+        d.cli("delete", "h2", check=False)
+
+
 def bench_idle(d, a):
     """Request-based CPU: a request to an instance held to idle CPU (the
     default, run.googleapis.com/cpu-throttling) against one to an instance
@@ -1061,7 +1182,8 @@ def main():
     p.add_argument("--bin", required=True)
     p.add_argument("--oci", required=True, help="OCI layout dir of the hello image")
     p.add_argument("--base", required=True, help="state base dir, /tmp/sluice-bench-*")
-    p.add_argument("--only", default="", help="comma list: datapath,cold,deploy,apply,conns,instances,scaleout,idle")
+    p.add_argument("--h2c-oci", help="OCI layout dir of the h2c (nghttpd) image")
+    p.add_argument("--only", default="", help="comma list: datapath,cold,deploy,apply,conns,instances,scaleout,idle,h2c")
     p.add_argument("--cold-mode", default=os.environ.get("BENCH_COLD_MODE", "auto"),
                    choices=["auto", "zero", "fresh"])
     p.add_argument("--no-perf", action="store_true")
@@ -1075,6 +1197,7 @@ def main():
         a.busy_poll = None
     a.oci_dir = a.oci
     a.image = "oci:%s:latest" % a.oci
+    a.h2c_image = "oci:%s:latest" % a.h2c_oci if a.h2c_oci else None
     q = a.quick
     a.dp_secs, a.dp_rounds = (2, 1) if q else (4, 6)
     a.dp_pinned_rounds = 0 if q else 4
@@ -1121,6 +1244,8 @@ def main():
             bench_scaleout(d, a)
         if want("idle"):
             bench_idle(d, a)
+        if want("h2c") and a.h2c_image and shutil.which("h2load"):
+            bench_h2c(d, a)
     finally:
         rc = d.stop()
         results["daemon_exit"] = rc

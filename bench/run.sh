@@ -7,7 +7,7 @@
 #
 # Uses a private copy of build/sluice (so concurrent rebuilds cannot swap the
 # binary mid-run), its own state dir /tmp/sluice-bench-<pid> and ports
-# 18600 (router) and 18680 (nginx, inside the backend's netns). The daemon is
+# 18600 (router) and 18680/18681 (nginx, inside the backend's netns). The daemon is
 # always stopped with SIGTERM; the run fails if mounts are left behind.
 # The full run's data-path stage also starts a second daemon (port 18601,
 # --busy-poll) and, on a VM whose haltpoll cpuidle driver has
@@ -27,8 +27,13 @@ base=/tmp/sluice-bench-$$
 mkdir -p "$base"
 cp "$repo/build/sluice" "$base/sluice"
 sh "$repo/examples/hello/build-image.sh" "$base/img" >/dev/null
+h2c=""
+if command -v nghttpd >/dev/null && sh "$repo/tests/e2e/images/h2c-image.sh" "$base/h2c" >/dev/null; then
+    h2c="--h2c-oci $base/h2c/oci"
+fi
 status=0
-python3 "$here/bench.py" --bin "$base/sluice" --oci "$base/img/oci" --base "$base" "$@" || status=$?
+# shellcheck disable=SC2086
+python3 "$here/bench.py" --bin "$base/sluice" --oci "$base/img/oci" $h2c --base "$base" "$@" || status=$?
 if grep -q "$base" /proc/self/mountinfo; then
     echo "bench: mounts left under $base:" >&2
     grep "$base" /proc/self/mountinfo >&2

@@ -7,7 +7,7 @@ PKGS="build-essential pkg-config clang libclang-rt-14-dev clang-format
 libuv1-dev libsqlite3-dev libjansson-dev libyaml-dev libarchive-dev
 libcurl4-openssl-dev libssl-dev libcmocka-dev libseccomp-dev libnghttp2-dev
 crun runc busybox-static umoci skopeo
-python3 python3-pytest python3-yaml python3-h2 nghttp2-server curl wrk hey nginx file prometheus
+python3 python3-pytest python3-yaml python3-h2 nghttp2-server nghttp2-client curl wrk hey nginx file prometheus
 iproute2 util-linux procps slirp4netns"
 
 missing=""

@@ -193,8 +193,9 @@ struct sl_h2conn {
     sl_h2s_t *streams;
     size_t n_streams;
     bool in_send, send_again, in_recv;
-    bool dead; /* the session failed or finished: close after the flush */
-    uint64_t active_ms;
+    bool dead;  /* the session failed or finished: close after the flush */
+    bool dirty; /* on the router's h2_dirty list */
+    sl_h2conn_t *dirty_next;
 };
 
 static nghttp2_session_callbacks *server_cbs, *client_cbs;
@@ -204,6 +205,7 @@ static size_t n_free_streams;
 
 static void h2_client_flush(sl_h2conn_t *hc);
 static void h2_up_flush(sl_upconn_t *up);
+static void h2_drain(sl_router_t *r);
 static void h2_stream_answer(sl_h2s_t *s, int status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 static void h2_stream_got_pick(sl_h2s_t *s);
@@ -439,8 +441,10 @@ static void h2_waiter_ready(sl_waiter_t *w, int status, const sl_pick_t *pick, c
         s->stash_reason = reason;
         return;
     }
+    sl_router_t *r = s->hc->c->r;
     h2_deliver(s, status, pick, reason);
     h2_client_flush(s->hc);
+    h2_drain(r);
 }
 
 static void h2_acquire(sl_h2s_t *s)
@@ -741,9 +745,36 @@ static bool h2_send(sl_router_t *r, nghttp2_session *sess, uv_stream_t *tcp, uv_
     return ok;
 }
 
+/*
+ * Frames are not written as the callbacks produce them: the connection is
+ * marked, and h2_drain writes each marked connection once when the event
+ * that caused them (a read, a write completion, a timer, an instance slot)
+ * has been handled, so a response's HEADERS, DATA and trailers that arrive
+ * in one read leave in one write.
+ */
 static void h2_client_flush(sl_h2conn_t *hc)
 {
-    if (!hc || hc->c->state == C_CLOSED)
+    if (!hc || hc->dirty)
+        return;
+    sl_router_t *r = hc->c->r;
+    hc->dirty = true;
+    hc->dirty_next = r->h2_dirty;
+    r->h2_dirty = hc;
+}
+
+static void h2_up_flush(sl_upconn_t *up)
+{
+    if (!up || !up->h2 || up->h2_dirty)
+        return;
+    sl_router_t *r = up->pool->r;
+    up->h2_dirty = true;
+    up->h2_dirty_next = r->h2_up_dirty;
+    r->h2_up_dirty = up;
+}
+
+static void h2_client_send(sl_h2conn_t *hc)
+{
+    if (hc->c->state == C_CLOSED)
         return;
     if (hc->in_send || hc->in_recv) {
         hc->send_again = true;
@@ -767,9 +798,9 @@ static void h2_client_flush(sl_h2conn_t *hc)
     }
 }
 
-static void h2_up_flush(sl_upconn_t *up)
+static void h2_up_send(sl_upconn_t *up)
 {
-    if (!up || !up->h2 || up->state == UP_CLOSING)
+    if (up->state == UP_CLOSING)
         return;
     if (up->h2_in_send || up->h2_in_recv) {
         up->h2_send_again = true;
@@ -791,6 +822,30 @@ static void h2_up_flush(sl_upconn_t *up)
             sl_up_close(up);
         }
     }
+}
+
+static void h2_drain(sl_router_t *r)
+{
+    if (r->h2_draining)
+        return; /* the loop further up the stack picks up new marks */
+    r->h2_draining = true;
+    while (r->h2_dirty || r->h2_up_dirty) {
+        while (r->h2_up_dirty) {
+            sl_upconn_t *up = r->h2_up_dirty;
+            r->h2_up_dirty = up->h2_dirty_next;
+            up->h2_dirty = false;
+            up->h2_dirty_next = NULL;
+            h2_up_send(up);
+        }
+        while (r->h2_dirty) {
+            sl_h2conn_t *hc = r->h2_dirty;
+            r->h2_dirty = hc->dirty_next;
+            hc->dirty = false;
+            hc->dirty_next = NULL;
+            h2_client_send(hc);
+        }
+    }
+    r->h2_draining = false;
 }
 
 /* ---- client session callbacks ---------------------------------------------------- */
@@ -1095,7 +1150,7 @@ static void h2_up_settle(sl_upconn_t *up)
 
 /* ---- upstream I/O (from upstream.c) -------------------------------------------------- */
 
-void sl_h2_up_connected(sl_upconn_t *up, int status)
+static void h2_up_connected(sl_upconn_t *up, int status)
 {
     sl_h2s_t *s = up->h2s;
     if (status < 0) {
@@ -1113,7 +1168,14 @@ void sl_h2_up_connected(sl_upconn_t *up, int status)
     h2_up_flush(up);
 }
 
-void sl_h2_up_read(sl_upconn_t *up, ssize_t nread)
+void sl_h2_up_connected(sl_upconn_t *up, int status)
+{
+    sl_router_t *r = up->pool->r;
+    h2_up_connected(up, status);
+    h2_drain(r);
+}
+
+static void h2_up_read(sl_upconn_t *up, ssize_t nread)
 {
     sl_h2s_t *s = up->h2s;
     if (nread < 0) {
@@ -1159,7 +1221,14 @@ void sl_h2_up_read(sl_upconn_t *up, ssize_t nread)
     }
 }
 
-void sl_h2_up_wrote(sl_upconn_t *up, int status)
+void sl_h2_up_read(sl_upconn_t *up, ssize_t nread)
+{
+    sl_router_t *r = up->pool->r;
+    h2_up_read(up, nread);
+    h2_drain(r);
+}
+
+static void h2_up_wrote(sl_upconn_t *up, int status)
 {
     if (up->state == UP_CLOSING)
         return;
@@ -1178,8 +1247,22 @@ void sl_h2_up_wrote(sl_upconn_t *up, int status)
         h2_up_flush(up);
 }
 
+void sl_h2_up_wrote(sl_upconn_t *up, int status)
+{
+    sl_router_t *r = up->pool->r;
+    h2_up_wrote(up, status);
+    h2_drain(r);
+}
+
 void sl_h2_up_free(sl_upconn_t *up)
 {
+    if (up->h2_dirty) {
+        sl_upconn_t **pp = &up->pool->r->h2_up_dirty;
+        while (*pp != up)
+            pp = &(*pp)->h2_dirty_next;
+        *pp = up->h2_dirty_next;
+        up->h2_dirty = false;
+    }
     if (up->h2s) {
         up->h2s->up = NULL;
         up->h2s = NULL;
@@ -1221,7 +1304,7 @@ static void h2_stream_arm(sl_h2conn_t *hc)
         sl_client_set_timer(c, T_NONE, 0);
 }
 
-void sl_h2_timer(sl_client_t *c, int mode)
+static void h2_timer(sl_client_t *c, int mode)
 {
     sl_h2conn_t *hc = c->h2;
     uint64_t now = uv_now(c->r->loop);
@@ -1261,6 +1344,13 @@ void sl_h2_timer(sl_client_t *c, int mode)
     }
     h2_stream_arm(hc);
     h2_client_flush(hc);
+}
+
+void sl_h2_timer(sl_client_t *c, int mode)
+{
+    sl_router_t *r = c->r;
+    h2_timer(c, mode);
+    h2_drain(r);
 }
 
 /* ---- the client connection (from router_client.c) ----------------------------------------- */
@@ -1320,7 +1410,7 @@ bool sl_h2_start(sl_client_t *c)
     return true;
 }
 
-void sl_h2_client_read(sl_client_t *c)
+static void h2_client_read(sl_client_t *c)
 {
     sl_h2conn_t *hc = c->h2;
     if (c->state == C_LINGER) {
@@ -1343,11 +1433,25 @@ void sl_h2_client_read(sl_client_t *c)
     h2_client_flush(hc);
 }
 
-void sl_h2_client_wrote(sl_client_t *c)
+void sl_h2_client_read(sl_client_t *c)
+{
+    sl_router_t *r = c->r;
+    h2_client_read(c);
+    h2_drain(r);
+}
+
+static void h2_client_wrote(sl_client_t *c)
 {
     sl_h2conn_t *hc = c->h2;
     if (uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) <= SL_BP_LOW)
         h2_client_flush(hc);
+}
+
+void sl_h2_client_wrote(sl_client_t *c)
+{
+    sl_router_t *r = c->r;
+    h2_client_wrote(c);
+    h2_drain(r);
 }
 
 void sl_h2_free(sl_client_t *c)
@@ -1359,6 +1463,12 @@ void sl_h2_free(sl_client_t *c)
         sl_h2s_t *s = hc->streams;
         nghttp2_session_set_stream_user_data(hc->s, s->id, NULL);
         stream_free(s);
+    }
+    if (hc->dirty) {
+        sl_h2conn_t **pp = &c->r->h2_dirty;
+        while (*pp != hc)
+            pp = &(*pp)->dirty_next;
+        *pp = hc->dirty_next;
     }
     nghttp2_session_del(hc->s);
     c->h2 = NULL;

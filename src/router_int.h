@@ -71,6 +71,8 @@ struct sl_upconn {
     uint64_t idle_since_ms;
     /* HTTP/2 (the instance's port is "h2c"): one stream at a time */
     bool is_h2, h2_in_send, h2_in_recv, h2_send_again, h2_goaway;
+    bool h2_dirty; /* frames to write: on the router's h2_up_dirty list */
+    sl_upconn_t *h2_dirty_next;
     struct nghttp2_session *h2;
     struct sl_h2s *h2s; /* the stream it carries, while busy */
 };
@@ -196,6 +198,10 @@ struct sl_router {
     size_t n_free_bufs;
     sl_wreq_t *free_wreqs;
     sl_router_stats_t stats;
+    /* HTTP/2 connections with frames to write (router_h2.c's h2_drain) */
+    struct sl_h2conn *h2_dirty;
+    sl_upconn_t *h2_up_dirty;
+    bool h2_draining;
 };
 
 /* router.c: buffers, writes, handle accounting. */

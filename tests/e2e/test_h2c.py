@@ -161,3 +161,31 @@ def test_versions_do_not_mix(make_daemon, images):
     goaway = [p for t, p in frames if t == 7]
     assert goaway and int.from_bytes(goaway[0][4:8], "big") == 1, frames
     assert get(d.port, d.host("grpc"), "/").status == 200
+
+
+def test_instance_killed_mid_stream(make_daemon, images):
+    """kill -9 of the instance while streams are open on it: each open
+    stream ends with an error of its own (a 502 before its response
+    started), its slot is given back, and the connection and the service
+    serve on from the replacement instance."""
+    import os
+    import signal
+    d = make_daemon()
+    deploy_h2c(d, images, "crash")
+    host = d.host("crash")
+    c = H2(d.port)
+    try:
+        held = [c.request(host, "/echo", "POST", end=False) for _ in range(3)]
+        assert wait_for(lambda: c.pump(0.05) or sum(inflight(d, "crash")) == 3, 20)
+        pid = d.json("instances", "crash")["items"][0]["pid"]
+        os.kill(pid, signal.SIGKILL)
+        out = c.wait(held, timeout=30)
+        for e in out:
+            assert e.status == 502 and e.data.startswith(b"instance failed: "), e.__dict__
+        assert not c.closed and c.goaway is None
+        after = c.request(host, "/")
+        e = c.wait([after], timeout=60)[0]
+        assert e.status == 200 and e.data == b"hello over h2c\n", e.__dict__
+    finally:
+        c.close()
+    assert wait_for(lambda: sum(inflight(d, "crash")) == 0, 10), inflight(d, "crash")
