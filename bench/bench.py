@@ -381,8 +381,11 @@ class Rig:
         # ACCESS_LOG=off: the backend writes no log line per request, so its
         # cost is the socket I/O alone and the proxies' share of the machine
         # (what this stage compares) is not diluted by a file write per request.
+        # --no-cpu-throttling: the direct and nginx paths do not go through
+        # sluice, which would see an idle instance and hold its CPU
+        # (request-based CPU allocation) while they measure it.
         d.cli("deploy", "dp", "--image", a.image, "--concurrency", "1000", "--min", "1",
-              "--max", "1", "--env", "ACCESS_LOG=off")
+              "--max", "1", "--env", "ACCESS_LOG=off", "--no-cpu-throttling")
         try:
             inst = [i for i in d.instances("dp") if i["state"] == "Ready"][0]
             self.pid = pid = inst["pid"]
@@ -1073,7 +1076,7 @@ def bench_h2c(d, a):
     netns straight to nghttpd."""
     log("h2c: deploying the HTTP/2 backend (nghttpd, one instance)")
     d.cli("deploy", "h2", "--image", a.h2c_image, "--use-http2", "--concurrency", "1000",
-          "--min", "1", "--max", "1")
+          "--min", "1", "--max", "1", "--no-cpu-throttling")  # as the data path's (Rig)
     out = {"setup": "h2load -cC -mM -D%d; %d round(s), proxies' order swapped each round"
                     % (a.dp_secs, a.dp_rounds)}
     results["h2c"] = out
