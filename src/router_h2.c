@@ -16,7 +16,7 @@
  * whole: neither session updates its peer's window on receipt, only when
  * the other side has taken the bytes (nghttp2_session_consume), so a slow
  * reader stops its writer through the protocol itself, with at most one
- * stream window (SL_H2_WINDOW) held per direction. Trailers (gRPC's
+ * stream window held per stream and direction. Trailers (gRPC's
  * grpc-status) are relayed after the body; a response that is trailers only
  * goes out as one HEADERS frame.
  *
@@ -40,9 +40,15 @@
 #include <stdarg.h>
 #include <stdio.h>
 
-#define MOD                "router"
-#define SL_H2_WINDOW       (256 * 1024) /* per stream, each direction */
-#define SL_H2_CONN_WINDOW  (4 * 1024 * 1024)
+#define MOD "router"
+/* Stream windows: a client's (its request bodies, buffered here while a
+ * stream waits for an instance: at most SL_H2_STREAMS of them) and an
+ * instance's (its response, one stream per connection). The connection
+ * windows never stop a stream: received bytes are given back to the
+ * connection at once and to the stream when the other side took them. */
+#define SL_H2_WINDOW       (64 * 1024)
+#define SL_H2_UP_WINDOW    (256 * 1024)
+#define SL_H2_CONN_WINDOW  (16 * 1024 * 1024)
 #define SL_H2_STREAMS      100 /* concurrent streams per client connection */
 #define SL_H2_NV           SL_HTTP_MAX_HEADERS
 #define SL_H2_TRL_NV       32
@@ -143,7 +149,9 @@ struct sl_h2s {
     sl_rbuf_t *arena[SL_H2_ARENAS];
     unsigned n_arena;
     size_t arena_used;
-    bool hdr_overflow;
+    bool req_overflow;  /* the request head did not fit: 431 */
+    bool trl_overflow;  /* nor its trailers */
+    bool resp_overflow; /* the instance's head or trailers did not fit: 502 */
 
     nghttp2_nv req_nv[SL_H2_NV + 8]; /* + rebuilt and forwarding fields */
     sl_h2hdrs_t req;
@@ -174,17 +182,18 @@ struct sl_h2s {
     int reroutes;   /* picks given back because the request never reached the instance */
     bool body_sent; /* request body bytes went to the instance */
 
-    int resp_status;        /* the instance's final status */
-    bool resp_head;         /* a response head went to the client */
-    bool up_final;          /* the instance's final head arrived */
-    bool up_in_trl;         /* the instance's block is trailers */
-    bool resp_eof;          /* the response body is complete */
-    bool up_done;           /* the upstream stream closed cleanly */
-    bool up_failed;         /* ... or not */
-    uint32_t up_error;      /* its RST_STREAM code */
-    uint64_t up_unconsumed; /* response bytes not yet given back to the instance's window */
-    sl_bq_t resp_bq;        /* instance → client */
-    uint64_t resp_wait_ms;  /* loop time the client last took response bytes */
+    int resp_status;       /* the instance's final status */
+    bool resp_head;        /* a response head went to the client */
+    bool up_final;         /* the instance's final head arrived */
+    bool up_in_trl;        /* the instance's block is trailers */
+    bool resp_eof;         /* the response body is complete */
+    bool up_done;          /* the upstream stream closed cleanly */
+    bool up_failed;        /* ... or not */
+    uint32_t up_error;     /* its RST_STREAM code */
+    sl_bq_t resp_bq;       /* instance → client */
+    uint64_t resp_wait_ms; /* loop time the client last took response bytes */
+    uint64_t up_active_ms; /* loop time the instance last sent (or was sent the request) */
+    uint64_t created_ms;
 };
 
 struct sl_h2conn {
@@ -206,6 +215,8 @@ static size_t n_free_streams;
 static void h2_client_flush(sl_h2conn_t *hc);
 static void h2_up_flush(sl_upconn_t *up);
 static void h2_drain(sl_router_t *r);
+static void h2_enter(sl_router_t *r);
+static void h2_leave(sl_router_t *r);
 static void h2_stream_answer(sl_h2s_t *s, int status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 static void h2_stream_got_pick(sl_h2s_t *s);
@@ -229,18 +240,15 @@ static uint8_t *arena_copy(sl_router_t *r, sl_h2s_t *s, const uint8_t *p, size_t
     return dst;
 }
 
-/* Append name: value to h, copying both into the stream's arena. */
-static bool hdrs_add(sl_router_t *r, sl_h2s_t *s, sl_h2hdrs_t *h, const uint8_t *name, size_t nl,
-                     const uint8_t *value, size_t vl)
+/* Append name: value to h, copying both into the stream's arena; false
+ * (and *overflow set) when there is no room. */
+static bool hdrs_add(sl_router_t *r, sl_h2s_t *s, sl_h2hdrs_t *h, bool *overflow,
+                     const uint8_t *name, size_t nl, const uint8_t *value, size_t vl)
 {
-    if (h->n == h->cap) {
-        s->hdr_overflow = true;
-        return false;
-    }
-    uint8_t *cn = arena_copy(r, s, name, nl);
+    uint8_t *cn = h->n < h->cap ? arena_copy(r, s, name, nl) : NULL;
     uint8_t *cv = cn ? arena_copy(r, s, value, vl) : NULL;
-    if (!cv && vl) {
-        s->hdr_overflow = true;
+    if (!cn || (!cv && vl)) {
+        *overflow = true;
         return false;
     }
     h->nv[h->n++] = (nghttp2_nv){cn, cv ? cv : (uint8_t *)"", nl, vl, NGHTTP2_NV_FLAG_NONE};
@@ -269,6 +277,7 @@ static sl_h2s_t *stream_new(sl_h2conn_t *hc, int32_t id)
     s->hc = hc;
     s->id = id;
     s->content_length = UINT64_MAX;
+    s->created_ms = uv_now(hc->c->r->loop);
     s->req = (sl_h2hdrs_t){s->req_nv, 0, SL_H2_NV};
     s->req_trl = (sl_h2hdrs_t){s->req_trl_nv, 0, SL_H2_TRL_NV};
     s->resp = (sl_h2hdrs_t){s->resp_nv, 0, SL_H2_NV};
@@ -299,13 +308,7 @@ static void stream_detach(sl_h2s_t *s, bool failed)
         up->h2s = NULL;
         if (s->up_done && !failed && up->state == UP_BUSY && up->h2 && !up->h2_goaway &&
             nghttp2_session_want_read(up->h2)) {
-            if (s->up_unconsumed) {
-                nghttp2_session_consume_connection(up->h2, s->up_unconsumed);
-                s->up_unconsumed = 0;
-                h2_up_flush(up);
-            }
-            if (up->state == UP_BUSY)
-                sl_up_put(up);
+            sl_up_put(up);
         } else {
             sl_up_close(up);
         }
@@ -314,6 +317,15 @@ static void stream_detach(sl_h2s_t *s, bool failed)
         s->have_pick = false;
         r->ops.release(r->ctx, &s->pick, s->resp_status, failed);
     }
+}
+
+/* Request body bytes nobody will send: their stream window goes back (the
+ * connection's went back on receipt). */
+static void req_discard(sl_h2s_t *s)
+{
+    if (s->req_bq.len)
+        nghttp2_session_consume_stream(s->hc->s, s->id, s->req_bq.len);
+    bq_clear(s->hc->c->r, &s->req_bq);
 }
 
 static void stream_free(sl_h2s_t *s)
@@ -329,7 +341,7 @@ static void stream_free(sl_h2s_t *s)
         s->next->prev = s->prev;
     hc->n_streams--;
     r->stats.requests_in_flight--;
-    bq_clear(r, &s->req_bq);
+    req_discard(s);
     bq_clear(r, &s->resp_bq);
     for (unsigned i = 0; i < s->n_arena; i++)
         sl_rbuf_unref(r, s->arena[i]);
@@ -348,17 +360,16 @@ static void stream_free(sl_h2s_t *s)
 static ssize_t resp_read_cb(nghttp2_session *session, int32_t id, uint8_t *buf, size_t length,
                             uint32_t *flags, nghttp2_data_source *src, void *user_data)
 {
-    sl_h2s_t *s = src->ptr;
+    sl_h2s_t *s = nghttp2_session_get_stream_user_data(session, id);
+    if (!s)
+        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
     sl_router_t *r = s->hc->c->r;
     size_t n = bq_pop(r, &s->resp_bq, buf, length);
-    if (n)
-        s->resp_wait_ms = uv_now(r->loop);
-    if (n && s->up && s->up->h2) {
-        nghttp2_session_consume(s->up->h2, s->up_id, n);
-        s->up_unconsumed -= n;
+    if (n) /* the instance's silence counts from the client's read on */
+        s->resp_wait_ms = s->up_active_ms = uv_now(r->loop);
+    if (n && s->up && s->up->h2 && !s->up_done) {
+        nghttp2_session_consume_stream(s->up->h2, s->up_id, n);
         h2_up_flush(s->up);
-    } else if (n) {
-        s->up_unconsumed = 0;
     }
     if (s->resp_bq.len == 0 && s->resp_eof) {
         *flags |= NGHTTP2_DATA_FLAG_EOF;
@@ -376,11 +387,14 @@ static void h2_stream_answer(sl_h2s_t *s, int status, const char *fmt, ...)
 {
     sl_h2conn_t *hc = s->hc;
     sl_router_t *r = hc->c->r;
+    h2_client_flush(hc);
     if (s->resp_head) {
         nghttp2_submit_rst_stream(hc->s, NGHTTP2_FLAG_NONE, s->id, NGHTTP2_INTERNAL_ERROR);
         return;
     }
     stream_detach(s, false);
+    req_discard(s);
+    s->resp_wait_ms = uv_now(r->loop);
     char body[640];
     va_list ap;
     va_start(ap, fmt);
@@ -405,7 +419,7 @@ static void h2_stream_answer(sl_h2s_t *s, int status, const char *fmt, ...)
         NV_LIT("retry-after", "1"),
     };
     size_t n = status == 429 || status == 503 ? 4 : 3;
-    nghttp2_data_provider prd = {.source.ptr = s, .read_callback = resp_read_cb};
+    nghttp2_data_provider prd = {.read_callback = resp_read_cb};
     bool head = s->method.len == 4 && !memcmp(s->method.p, "HEAD", 4);
     s->resp_head = true;
     s->resp_status = status;
@@ -442,9 +456,10 @@ static void h2_waiter_ready(sl_waiter_t *w, int status, const sl_pick_t *pick, c
         return;
     }
     sl_router_t *r = s->hc->c->r;
+    h2_enter(r);
     h2_deliver(s, status, pick, reason);
     h2_client_flush(s->hc);
-    h2_drain(r);
+    h2_leave(r);
 }
 
 static void h2_acquire(sl_h2s_t *s)
@@ -500,7 +515,7 @@ static void h2_stream_start(sl_h2s_t *s)
 {
     sl_h2conn_t *hc = s->hc;
     sl_router_t *r = hc->c->r;
-    if (s->hdr_overflow) {
+    if (s->req_overflow) {
         h2_stream_answer(s, 431, "request header fields too large");
         return;
     }
@@ -539,14 +554,15 @@ static void h2_stream_start(sl_h2s_t *s)
 static ssize_t req_read_cb(nghttp2_session *session, int32_t id, uint8_t *buf, size_t length,
                            uint32_t *flags, nghttp2_data_source *src, void *user_data)
 {
-    sl_h2s_t *s = src->ptr;
-    if (!s)
+    sl_upconn_t *up = user_data;
+    sl_h2s_t *s = up->h2s;
+    if (!s || s->up_id != id)
         return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
     sl_h2conn_t *hc = s->hc;
     size_t n = bq_pop(hc->c->r, &s->req_bq, buf, length);
     if (n) {
         s->body_sent = true;
-        nghttp2_session_consume(hc->s, s->id, n);
+        nghttp2_session_consume_stream(hc->s, s->id, n);
         h2_client_flush(hc);
     }
     if (s->req_bq.len == 0 && s->req_eof) {
@@ -589,10 +605,15 @@ static void h2_up_fail(sl_h2s_t *s, bool unsent, const char *fmt, ...)
         h2_acquire(s);
         return;
     }
-    if (s->resp_head)
-        nghttp2_submit_rst_stream(hc->s, NGHTTP2_FLAG_NONE, s->id, NGHTTP2_INTERNAL_ERROR);
-    else
+    if (s->resp_head) {
+        /* The instance's own code where it reset the stream (gRPC tells
+         * CANCEL from REFUSED_STREAM from INTERNAL_ERROR). */
+        nghttp2_submit_rst_stream(hc->s, NGHTTP2_FLAG_NONE, s->id,
+                                  s->up_error ? s->up_error : NGHTTP2_INTERNAL_ERROR);
+        h2_client_flush(hc);
+    } else {
         h2_stream_answer(s, 502, "instance failed: %s", why);
+    }
 }
 
 static void h2_up_session_new(sl_upconn_t *up)
@@ -600,7 +621,7 @@ static void h2_up_session_new(sl_upconn_t *up)
     nghttp2_session_client_new2(&up->h2, client_cbs, up, client_opt);
     nghttp2_settings_entry iv[] = {
         {NGHTTP2_SETTINGS_ENABLE_PUSH, 0},
-        {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, SL_H2_WINDOW},
+        {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, SL_H2_UP_WINDOW},
     };
     nghttp2_submit_settings(up->h2, NGHTTP2_FLAG_NONE, iv, sizeof(iv) / sizeof(iv[0]));
     nghttp2_session_set_local_window_size(up->h2, NGHTTP2_FLAG_NONE, 0, SL_H2_CONN_WINDOW);
@@ -676,10 +697,11 @@ static void h2_stream_got_pick(sl_h2s_t *s)
         h2_up_session_new(up);
     if (s->pick.response_start_ms)
         s->start_due_ms = now + s->pick.response_start_ms;
+    s->up_active_ms = now;
     nghttp2_nv nv[SL_H2_NV + 16];
     char xff[512], fwd[768];
     size_t n = h2_plan_request(s, nv, xff, sizeof(xff), fwd, sizeof(fwd));
-    nghttp2_data_provider prd = {.source.ptr = s, .read_callback = req_read_cb};
+    nghttp2_data_provider prd = {.read_callback = req_read_cb};
     bool body = !(s->req_eof && s->req_bq.len == 0 && s->req_trl.n == 0);
     int32_t id = nghttp2_submit_request(up->h2, NULL, nv, n, body ? &prd : NULL, s);
     if (id < 0) {
@@ -816,12 +838,25 @@ static void h2_up_send(sl_upconn_t *up)
     if (!ok) {
         sl_h2s_t *s = up->h2s;
         if (s) {
-            h2_up_fail(s, false, "write: connection lost");
-            h2_client_flush(s->hc);
+            h2_up_fail(s, up->reused && !up->resp_bytes, "write: connection lost");
         } else {
             sl_up_close(up);
         }
     }
+}
+
+/* Entry points from libuv and the owner: frames are written when the
+ * outermost one returns, never under a caller that holds a stream. */
+static void h2_enter(sl_router_t *r)
+{
+    r->h2_depth++;
+}
+
+static void h2_leave(sl_router_t *r)
+{
+    if (r->h2_depth == 1)
+        h2_drain(r);
+    r->h2_depth--;
 }
 
 static void h2_drain(sl_router_t *r)
@@ -878,10 +913,11 @@ static int c_on_header(nghttp2_session *sess, const nghttp2_frame *f, const uint
     sl_h2conn_t *hc = ud;
     sl_router_t *r = hc->c->r;
     sl_h2s_t *s = nghttp2_session_get_stream_user_data(sess, f->hd.stream_id);
-    if (!s || s->hdr_overflow)
+    if (!s || s->req_overflow)
         return 0;
     if (s->in_req_trl) {
-        hdrs_add(r, s, &s->req_trl, name, nl, value, vl);
+        if (!s->trl_overflow)
+            hdrs_add(r, s, &s->req_trl, &s->trl_overflow, name, nl, value, vl);
         return 0;
     }
     sl_str_t n = {(const char *)name, nl};
@@ -894,7 +930,7 @@ static int c_on_header(nghttp2_session *sess, const nghttp2_frame *f, const uint
         if (slot) {
             uint8_t *v = arena_copy(r, s, value, vl);
             if (!v && vl)
-                s->hdr_overflow = true;
+                s->req_overflow = true;
             else
                 *slot = (sl_str_t){(const char *)v, vl};
         }
@@ -909,7 +945,7 @@ static int c_on_header(nghttp2_session *sess, const nghttp2_frame *f, const uint
         sl_str_t *acc = xff ? &s->xff : &s->fwd;
         size_t total = acc->len + (acc->len ? 2 : 0) + vl;
         if (total > 256) {
-            s->hdr_overflow = true;
+            s->req_overflow = true;
             return 0;
         }
         char tmp[260];
@@ -917,12 +953,12 @@ static int c_on_header(nghttp2_session *sess, const nghttp2_frame *f, const uint
                           acc->len ? ", " : "", (int)vl, (const char *)value);
         uint8_t *v = arena_copy(r, s, (const uint8_t *)tmp, (size_t)tl);
         if (!v)
-            s->hdr_overflow = true;
+            s->req_overflow = true;
         else
             *acc = (sl_str_t){(const char *)v, (size_t)tl};
         return 0;
     }
-    if (!hdrs_add(r, s, &s->req, name, nl, value, vl))
+    if (!hdrs_add(r, s, &s->req, &s->req_overflow, name, nl, value, vl))
         return 0;
     const nghttp2_nv *nv = &s->req.nv[s->req.n - 1];
     sl_str_t v = {(const char *)nv->value, vl};
@@ -974,14 +1010,16 @@ static int c_data_chunk(nghttp2_session *sess, uint8_t flags, int32_t id, const 
     sl_h2conn_t *hc = ud;
     sl_router_t *r = hc->c->r;
     sl_h2s_t *s = nghttp2_session_get_stream_user_data(sess, id);
+    /* The connection's window never waits for a stream's reader. */
+    nghttp2_session_consume_connection(sess, len);
     if (!s || s->up_done || s->up_failed || (s->resp_head && !s->up)) {
-        /* Nobody will read it: give the window back at once. */
-        nghttp2_session_consume(sess, id, len);
+        /* Nobody will read it: give the stream's window back at once. */
+        nghttp2_session_consume_stream(sess, id, len);
         return 0;
     }
     s->req_bytes += len;
     if (r->cfg.max_body_bytes && s->req_bytes > r->cfg.max_body_bytes) {
-        nghttp2_session_consume(sess, id, len);
+        nghttp2_session_consume_stream(sess, id, len);
         h2_stream_answer(s, 413, "request body is over the %llu byte limit",
                          (unsigned long long)r->cfg.max_body_bytes);
         return 0;
@@ -991,6 +1029,19 @@ static int c_data_chunk(nghttp2_session *sess, uint8_t flags, int32_t id, const 
         nghttp2_session_resume_data(s->up->h2, s->up_id);
         h2_up_flush(s->up);
     }
+    return 0;
+}
+
+/* A response that ended before its request did: the rest of the upload is
+ * not wanted (RFC 9113 §8.1: RST_STREAM with NO_ERROR). */
+static int c_frame_sent(nghttp2_session *sess, const nghttp2_frame *f, void *ud)
+{
+    if ((f->hd.type != NGHTTP2_DATA && f->hd.type != NGHTTP2_HEADERS) ||
+        !(f->hd.flags & NGHTTP2_FLAG_END_STREAM))
+        return 0;
+    sl_h2s_t *s = nghttp2_session_get_stream_user_data(sess, f->hd.stream_id);
+    if (s && !s->req_eof)
+        nghttp2_submit_rst_stream(sess, NGHTTP2_FLAG_NONE, f->hd.stream_id, NGHTTP2_NO_ERROR);
     return 0;
 }
 
@@ -1037,8 +1088,9 @@ static int u_on_header(nghttp2_session *sess, const nghttp2_frame *f, const uint
     if (!s || f->hd.stream_id != s->up_id)
         return 0;
     sl_router_t *r = up->pool->r;
+    s->up_active_ms = uv_now(r->loop);
     if (s->up_in_trl) {
-        hdrs_add(r, s, &s->resp_trl, name, nl, value, vl);
+        hdrs_add(r, s, &s->resp_trl, &s->resp_overflow, name, nl, value, vl);
         return 0;
     }
     if (nl == 7 && !memcmp(name, ":status", 7)) {
@@ -1047,7 +1099,7 @@ static int u_on_header(nghttp2_session *sess, const nghttp2_frame *f, const uint
             st = st * 10 + (value[i] - '0');
         s->resp_status = st;
     }
-    hdrs_add(r, s, &s->resp, name, nl, value, vl);
+    hdrs_add(r, s, &s->resp, &s->resp_overflow, name, nl, value, vl);
     return 0;
 }
 
@@ -1063,11 +1115,19 @@ static int u_frame_recv(nghttp2_session *sess, const nghttp2_frame *f, void *ud)
         return 0;
     bool end = f->hd.flags & NGHTTP2_FLAG_END_STREAM;
     sl_h2conn_t *hc = s->hc;
+    s->up_active_ms = uv_now(up->pool->r->loop);
     if (f->hd.type == NGHTTP2_HEADERS && !s->up_in_trl) {
-        if (s->resp_status < 200)
-            return 0; /* 1xx: not relayed */
+        if (s->resp_status < 200) {
+            /* 1xx (100 Continue, 103 Early Hints) go to the client as they
+             * come; 101 cannot occur in HTTP/2. */
+            if (!s->resp_overflow && s->resp_status >= 100)
+                nghttp2_submit_headers(hc->s, NGHTTP2_FLAG_NONE, s->id, NULL, s->resp.nv, s->resp.n,
+                                       NULL);
+            h2_client_flush(hc);
+            return 0;
+        }
         s->up_final = true;
-        if (s->hdr_overflow) {
+        if (s->resp_overflow) {
             h2_up_fail(s, false, "response header fields too large");
             return 0;
         }
@@ -1079,7 +1139,7 @@ static int u_frame_recv(nghttp2_session *sess, const nghttp2_frame *f, void *ud)
         s->resp_eof = end;
         s->resp_head = true;
         s->start_due_ms = 0;
-        nghttp2_data_provider prd = {.source.ptr = s, .read_callback = resp_read_cb};
+        nghttp2_data_provider prd = {.read_callback = resp_read_cb};
         bool head = s->method.len == 4 && !memcmp(s->method.p, "HEAD", 4);
         if (nghttp2_submit_response(hc->s, s->id, s->resp.nv, s->resp.n,
                                     end || head ? NULL : &prd) != 0)
@@ -1098,16 +1158,20 @@ static int u_data_chunk(nghttp2_session *sess, uint8_t flags, int32_t id, const 
 {
     sl_upconn_t *up = ud;
     sl_h2s_t *s = up->h2s;
+    nghttp2_session_consume_connection(sess, len);
     if (!s || id != s->up_id) {
-        nghttp2_session_consume(sess, id, len);
+        nghttp2_session_consume_stream(sess, id, len);
         return 0;
     }
-    if (!s->resp_bq.len)
-        s->resp_wait_ms = uv_now(up->pool->r->loop);
+    s->up_active_ms = uv_now(up->pool->r->loop);
+    bool was_empty = !s->resp_bq.len;
     bq_push(up->pool->r, &s->resp_bq, data, len);
-    s->up_unconsumed += len;
     nghttp2_session_resume_data(s->hc->s, s->id);
     h2_client_flush(s->hc);
+    if (was_empty) {
+        s->resp_wait_ms = s->up_active_ms;
+        h2_stream_arm(s->hc); /* the client now owes a read */
+    }
     return 0;
 }
 
@@ -1137,6 +1201,7 @@ static void h2_up_settle(sl_upconn_t *up)
         /* Response complete: the slot and the connection are free while
          * the client drains what is buffered. */
         stream_detach(s, false);
+        req_discard(s);
     } else if (s->up_failed) {
         if (s->up_error == NGHTTP2_REFUSED_STREAM)
             h2_up_fail(s, true, "stream refused"); /* RFC 9113 §8.7: not processed */
@@ -1171,8 +1236,9 @@ static void h2_up_connected(sl_upconn_t *up, int status)
 void sl_h2_up_connected(sl_upconn_t *up, int status)
 {
     sl_router_t *r = up->pool->r;
+    h2_enter(r);
     h2_up_connected(up, status);
-    h2_drain(r);
+    h2_leave(r);
 }
 
 static void h2_up_read(sl_upconn_t *up, ssize_t nread)
@@ -1224,8 +1290,9 @@ static void h2_up_read(sl_upconn_t *up, ssize_t nread)
 void sl_h2_up_read(sl_upconn_t *up, ssize_t nread)
 {
     sl_router_t *r = up->pool->r;
+    h2_enter(r);
     h2_up_read(up, nread);
-    h2_drain(r);
+    h2_leave(r);
 }
 
 static void h2_up_wrote(sl_upconn_t *up, int status)
@@ -1236,7 +1303,7 @@ static void h2_up_wrote(sl_upconn_t *up, int status)
         sl_h2s_t *s = up->h2s;
         if (s) {
             sl_h2conn_t *hc = s->hc;
-            h2_up_fail(s, false, "write: %s", uv_strerror(status));
+            h2_up_fail(s, up->reused && !up->resp_bytes, "write: %s", uv_strerror(status));
             h2_client_flush(hc);
         } else {
             sl_up_close(up);
@@ -1250,8 +1317,9 @@ static void h2_up_wrote(sl_upconn_t *up, int status)
 void sl_h2_up_wrote(sl_upconn_t *up, int status)
 {
     sl_router_t *r = up->pool->r;
+    h2_enter(r);
     h2_up_wrote(up, status);
-    h2_drain(r);
+    h2_leave(r);
 }
 
 void sl_h2_up_free(sl_upconn_t *up)
@@ -1275,6 +1343,34 @@ void sl_h2_up_free(sl_upconn_t *up)
 
 /* Arm the client connection's timer: the earliest stream deadline, else
  * the idle timeout of a connection without streams. */
+/* The loop time something is due on s (0 = nothing): its head from the
+ * client, its response head from the instance, a read by the client of
+ * what is buffered for it, a sign of life from the instance. */
+static uint64_t stream_due(const sl_h2s_t *s, const sl_router_t *r)
+{
+    uint64_t due = 0;
+#define SOONER(t)                                                                                  \
+    do {                                                                                           \
+        uint64_t t_ = (t);                                                                         \
+        if (t_ && (!due || t_ < due))                                                              \
+            due = t_;                                                                              \
+    } while (0)
+    if (!s->head_done)
+        SOONER(s->created_ms + r->cfg.header_timeout_ms);
+    if (!s->resp_head) {
+        SOONER(s->deadline_ms);
+        SOONER(s->start_due_ms);
+    }
+    if (s->resp_bq.len)
+        SOONER(s->resp_wait_ms + r->cfg.idle_timeout_ms);
+    else if (s->up && !s->up_done && s->pick.idle_ms)
+        SOONER(s->up_active_ms + s->pick.idle_ms);
+#undef SOONER
+    return due;
+}
+
+/* Arm the client connection's timer for the earliest stream due time, or
+ * the idle timeout of a connection without streams. */
 static void h2_stream_arm(sl_h2conn_t *hc)
 {
     sl_client_t *c = hc->c;
@@ -1282,17 +1378,7 @@ static void h2_stream_arm(sl_h2conn_t *hc)
         return;
     uint64_t now = uv_now(c->r->loop), due = 0;
     for (sl_h2s_t *s = hc->streams; s; s = s->next) {
-        if (s->resp_head) {
-            if (s->resp_bq.len) {
-                uint64_t d = s->resp_wait_ms + c->r->cfg.idle_timeout_ms;
-                if (!due || d < due)
-                    due = d;
-            }
-            continue;
-        }
-        uint64_t d = s->deadline_ms;
-        if (s->start_due_ms && (!d || s->start_due_ms < d))
-            d = s->start_due_ms;
+        uint64_t d = stream_due(s, c->r);
         if (d && (!due || d < due))
             due = d;
     }
@@ -1304,10 +1390,22 @@ static void h2_stream_arm(sl_h2conn_t *hc)
         sl_client_set_timer(c, T_NONE, 0);
 }
 
+/* Abandon a stream whose response has started: the instance's slot back,
+ * the client's stream reset. */
+static void stream_cut(sl_h2s_t *s, const char *why)
+{
+    sl_h2conn_t *hc = s->hc;
+    sl_warn(MOD, "HTTP/2 stream %d of %s: %s; stream reset", (int)s->id, hc->c->peer, why);
+    stream_detach(s, false);
+    bq_clear(hc->c->r, &s->resp_bq);
+    nghttp2_submit_rst_stream(hc->s, NGHTTP2_FLAG_NONE, s->id, NGHTTP2_CANCEL);
+}
+
 static void h2_timer(sl_client_t *c, int mode)
 {
     sl_h2conn_t *hc = c->h2;
-    uint64_t now = uv_now(c->r->loop);
+    sl_router_t *r = c->r;
+    uint64_t now = uv_now(r->loop);
     if (mode == T_IDLE) {
         if (!hc->n_streams) {
             nghttp2_session_terminate_session(hc->s, NGHTTP2_NO_ERROR);
@@ -1316,30 +1414,35 @@ static void h2_timer(sl_client_t *c, int mode)
         }
         return;
     }
-    sl_h2s_t *next;
-    for (sl_h2s_t *s = hc->streams; s; s = next) {
-        next = s->next;
-        if (s->resp_head) {
+    for (sl_h2s_t *s = hc->streams; s; s = s->next) {
+        if (!s->head_done && now >= s->created_ms + r->cfg.header_timeout_ms) {
+            /* A header block left open holds the whole connection. */
+            nghttp2_session_terminate_session(hc->s, NGHTTP2_NO_ERROR);
+            hc->dead = true;
+            break;
+        }
+        bool silent = !s->resp_bq.len && s->up && !s->up_done && s->pick.idle_ms &&
+                      now >= s->up_active_ms + s->pick.idle_ms;
+        if (!s->resp_head) {
+            if (s->deadline_ms && now >= s->deadline_ms)
+                h2_stream_answer(s, 504,
+                                 s->queued ? "no instance became available within %llu ms"
+                                           : "instance did not answer within %llu ms",
+                                 (unsigned long long)s->timeout_ms);
+            else if (s->start_due_ms && now >= s->start_due_ms)
+                h2_stream_answer(s, 504,
+                                 "instance did not start its response within %u ms "
+                                 "(responseStartTimeoutSeconds)",
+                                 s->pick.response_start_ms);
+            else if (silent)
+                h2_stream_answer(s, 504, "instance sent nothing for %u ms (idleTimeoutSeconds)",
+                                 s->pick.idle_ms);
+        } else if (s->resp_bq.len && now >= s->resp_wait_ms + r->cfg.idle_timeout_ms) {
             /* A client that stops reading a response cannot hold the
              * instance (or the buffered bytes) for ever. */
-            if (s->resp_bq.len && now >= s->resp_wait_ms + c->r->cfg.idle_timeout_ms) {
-                stream_detach(s, false);
-                bq_clear(c->r, &s->resp_bq);
-                nghttp2_submit_rst_stream(hc->s, NGHTTP2_FLAG_NONE, s->id, NGHTTP2_CANCEL);
-            }
-            continue;
-        }
-        if (s->deadline_ms && now >= s->deadline_ms) {
-            bool waiting = s->queued;
-            h2_stream_answer(s, 504,
-                             waiting ? "no instance became available within %llu ms"
-                                     : "instance did not answer within %llu ms",
-                             (unsigned long long)s->timeout_ms);
-        } else if (s->start_due_ms && now >= s->start_due_ms) {
-            h2_stream_answer(s, 504,
-                             "instance did not start its response within %u ms "
-                             "(responseStartTimeoutSeconds)",
-                             s->pick.response_start_ms);
+            stream_cut(s, "the client stopped reading its response");
+        } else if (silent) {
+            stream_cut(s, "the instance sent nothing within idleTimeoutSeconds");
         }
     }
     h2_stream_arm(hc);
@@ -1349,8 +1452,9 @@ static void h2_timer(sl_client_t *c, int mode)
 void sl_h2_timer(sl_client_t *c, int mode)
 {
     sl_router_t *r = c->r;
+    h2_enter(r);
     h2_timer(c, mode);
-    h2_drain(r);
+    h2_leave(r);
 }
 
 /* ---- the client connection (from router_client.c) ----------------------------------------- */
@@ -1373,6 +1477,7 @@ static void h2_init_once(void)
     nghttp2_session_callbacks_set_on_frame_recv_callback(server_cbs, c_frame_recv);
     nghttp2_session_callbacks_set_on_data_chunk_recv_callback(server_cbs, c_data_chunk);
     nghttp2_session_callbacks_set_on_stream_close_callback(server_cbs, c_stream_close);
+    nghttp2_session_callbacks_set_on_frame_send_callback(server_cbs, c_frame_sent);
     nghttp2_session_callbacks_new(&client_cbs);
     nghttp2_session_callbacks_set_on_begin_headers_callback(client_cbs, u_begin_headers);
     nghttp2_session_callbacks_set_on_header_callback(client_cbs, u_on_header);
@@ -1436,8 +1541,9 @@ static void h2_client_read(sl_client_t *c)
 void sl_h2_client_read(sl_client_t *c)
 {
     sl_router_t *r = c->r;
+    h2_enter(r);
     h2_client_read(c);
-    h2_drain(r);
+    h2_leave(r);
 }
 
 static void h2_client_wrote(sl_client_t *c)
@@ -1450,8 +1556,9 @@ static void h2_client_wrote(sl_client_t *c)
 void sl_h2_client_wrote(sl_client_t *c)
 {
     sl_router_t *r = c->r;
+    h2_enter(r);
     h2_client_wrote(c);
-    h2_drain(r);
+    h2_leave(r);
 }
 
 void sl_h2_free(sl_client_t *c)
@@ -1459,13 +1566,23 @@ void sl_h2_free(sl_client_t *c)
     sl_h2conn_t *hc = c->h2;
     if (!hc)
         return;
+    sl_router_t *r = c->r;
+    h2_enter(r);
+    /* Unqueue every waiter first: a slot given back below must not be
+     * handed to another stream of this connection. */
+    for (sl_h2s_t *s = hc->streams; s; s = s->next) {
+        if (s->queued) {
+            s->queued = false;
+            r->ops.cancel(r->ctx, s->target, &s->waiter);
+        }
+    }
     while (hc->streams) {
         sl_h2s_t *s = hc->streams;
         nghttp2_session_set_stream_user_data(hc->s, s->id, NULL);
         stream_free(s);
     }
     if (hc->dirty) {
-        sl_h2conn_t **pp = &c->r->h2_dirty;
+        sl_h2conn_t **pp = &r->h2_dirty;
         while (*pp != hc)
             pp = &(*pp)->dirty_next;
         *pp = hc->dirty_next;
@@ -1473,4 +1590,5 @@ void sl_h2_free(sl_client_t *c)
     nghttp2_session_del(hc->s);
     c->h2 = NULL;
     free(hc);
+    h2_leave(r);
 }

@@ -202,6 +202,7 @@ struct sl_router {
     struct sl_h2conn *h2_dirty;
     sl_upconn_t *h2_up_dirty;
     bool h2_draining;
+    int h2_depth; /* router_h2.c entry points on the stack */
 };
 
 /* router.c: buffers, writes, handle accounting. */

@@ -189,3 +189,46 @@ def test_instance_killed_mid_stream(make_daemon, images):
     finally:
         c.close()
     assert wait_for(lambda: sum(inflight(d, "crash")) == 0, 10), inflight(d, "crash")
+
+
+def test_idle_timeout_per_stream(make_daemon, images):
+    """idleTimeoutSeconds bounds an instance's silence on an HTTP/2 stream
+    as on HTTP/1.1: a 504 naming it before the response head."""
+    d = make_daemon()
+    deploy_h2c(d, images, "quiet", idleTimeoutSeconds=1)
+    c = H2(d.port)
+    try:
+        held = c.request(d.host("quiet"), "/echo", "POST", end=False)  # nghttpd waits for the body
+        t0 = time.time()
+        e = c.wait([held], timeout=30)[0]
+        assert e.status == 504 and b"idleTimeoutSeconds" in e.data, e.__dict__
+        assert 0.9 < time.time() - t0 < 10
+    finally:
+        c.close()
+    assert wait_for(lambda: sum(inflight(d, "quiet")) == 0, 10), inflight(d, "quiet")
+
+
+def test_hostile_streams(make_daemon, images):
+    """Streams built to break the router: a header name larger than any
+    buffer (431, the daemon serves on); 20 MB of uploads the router answers
+    itself before reading them (404s; their windows come back, so a real
+    upload on the same connection still completes)."""
+    d = make_daemon()
+    deploy_h2c(d, images, "grpc")
+    host = d.host("grpc")
+    e = get(d.port, host, "/", headers=[("x" * 17000, "")])
+    assert e.status == 431, e.__dict__
+    c = H2(d.port)
+    try:
+        junk = b"j" * 100000
+        for _ in range(20):
+            ids = [c.request(d.host("nobody"), "/", "POST", junk) for _ in range(10)]
+            for x in c.wait(ids):
+                assert x.status == 404, x.__dict__
+        upload = b"u" * 300000
+        sid = c.request(host, "/echo", "POST", upload)
+        e = c.wait([sid], timeout=30)[0]
+        assert e.status == 200 and e.data == upload
+    finally:
+        c.close()
+    assert get(d.port, host, "/").status == 200

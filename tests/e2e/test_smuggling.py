@@ -76,7 +76,6 @@ VECTORS = [
      b"Transfer-Encoding: chunked\r\n\r\n1;a=\x01\r\nx\r\n0\r\n\r\n", 400),
     ("chunk data overrun", b"POST /echo HTTP/1.1\r\n" + H +
      b"Transfer-Encoding: chunked\r\n\r\n1\r\nxyz\r\n0\r\n\r\n", 400),
-    ("HTTP/2 preface", b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 505),
     ("HTTP/1.2", b"GET / HTTP/1.2\r\n" + H + b"\r\n", 505),
     ("request line too long", b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\n" + H + b"\r\n", 414),
     ("header line too long", b"GET / HTTP/1.1\r\n" + H + b"X-A: " + b"a" * 9000 + b"\r\n\r\n", 431),
@@ -126,6 +125,24 @@ def test_vector_rejected_and_connection_closed(served, name, raw, status):
     assert closed, "%s: connection left open after %d" % (name, status)
     assert rest == b"", (name, rest[:200])
     assert b"Connection: close" in out.split(b"\r\n\r\n")[0]
+
+
+def test_http1_after_the_http2_preface_is_not_served(served):
+    """After the HTTP/2 preface the connection speaks HTTP/2 (prior
+    knowledge): HTTP/1.1 bytes behind it are a protocol error, answered
+    with the server's SETTINGS and a GOAWAY (PROTOCOL_ERROR), never as a
+    request."""
+    out, closed = exchange(served.port, b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + FOLLOW)
+    assert closed and not out.startswith(b"HTTP/"), out[:200]
+    frames, i = [], 0
+    while i + 9 <= len(out):
+        ln = int.from_bytes(out[i:i + 3], "big")
+        frames.append((out[i + 3], out[i + 9:i + 9 + ln]))
+        i += 9 + ln
+    assert frames[0][0] == 4, frames  # SETTINGS
+    goaway = [p for t, p in frames if t == 7]
+    assert goaway and int.from_bytes(goaway[0][4:8], "big") == 1, frames
+    assert "smuggled" not in served.cli("logs", "hello").stdout
 
 
 def test_absolute_form_for_a_foreign_authority_is_not_proxied(served):
