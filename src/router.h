@@ -16,8 +16,8 @@
  *   sent and gain this hop (for=<client ip>, IPv6 quoted; host="<Host>";
  *   proto=http); X-Forwarded-Proto (http) and X-Forwarded-Host (the Host
  *   value) are replaced. Host is kept; an absolute-form target is sent as
- *   origin-form with Host taken from it. Upstream speaks the client's
- *   version: HTTP/1.1, or HTTP/2 to instances whose port is named h2c.
+ *   origin-form with Host taken from it. Upstream speaks HTTP/2 to
+ *   instances whose port is named h2c, else HTTP/1.1.
  * - Expect: 100-continue is forwarded; the instance's 100 is relayed (1xx
  *   other than 101 reach HTTP/1.1 clients; HTTP/1.0 clients get none).
  * - Over max_connections a connection is accepted, answered 503 "too many
@@ -66,8 +66,8 @@
  * - HTTP/2: a connection that opens with the HTTP/2 preface (prior
  *   knowledge, RFC 9113 §3.3) is served by router_h2.c. Each stream is one
  *   request (resolve, acquire, release, the timeouts above) sent to the
- *   instance over HTTP/2 when the pick says it speaks h2c, else answered
- *   505; an HTTP/1.1 request whose pick speaks h2c is answered 505 too.
+ *   instance over HTTP/2 when the pick says it speaks h2c, else translated
+ *   to HTTP/1.1; an HTTP/1.1 request whose pick speaks h2c is answered 505.
  * - The router ignores SIGPIPE process-wide (sl_router_new).
  */
 #ifndef SL_ROUTER_H

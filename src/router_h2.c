@@ -27,7 +27,7 @@
  * Errors the router answers itself (unknown host 404, no capacity 503, a
  * timeout 504, a failed instance 502) are a response on the stream with a
  * text body, as on HTTP/1.1. A stream to a revision that speaks HTTP/1.1
- * gets 505: the router does not translate between the versions.
+ * is translated (h1_*, below).
  *
  * nghttp2's callbacks only queue work; frames are written by h2_flush after
  * the call into the session returns, guarded against re-entry, because
@@ -153,14 +153,7 @@ struct sl_h2s {
     bool trl_overflow;  /* nor its trailers */
     bool resp_overflow; /* the instance's head or trailers did not fit: 502 */
 
-    nghttp2_nv req_nv[SL_H2_NV + 8]; /* + rebuilt and forwarding fields */
-    sl_h2hdrs_t req;
-    nghttp2_nv req_trl_nv[SL_H2_TRL_NV];
-    sl_h2hdrs_t req_trl;
-    nghttp2_nv resp_nv[SL_H2_NV + 2]; /* + set-cookie */
-    sl_h2hdrs_t resp;
-    nghttp2_nv resp_trl_nv[SL_H2_TRL_NV];
-    sl_h2hdrs_t resp_trl;
+    sl_h2hdrs_t req, req_trl, resp, resp_trl;
     sl_str_t method, path, scheme, authority, host, xff, fwd, affinity;
     uint64_t content_length; /* UINT64_MAX = none */
 
@@ -194,6 +187,19 @@ struct sl_h2s {
     uint64_t resp_wait_ms; /* loop time the client last took response bytes */
     uint64_t up_active_ms; /* loop time the instance last sent (or was sent the request) */
     uint64_t created_ms;
+
+    /* An instance that speaks HTTP/1.1 (h1_*): the stream is translated. */
+    bool h1;
+    bool h1_head_sent, h1_chunked, h1_req_done, h1_keep_alive;
+    int h1_body; /* the response's framing (sl_http_body_t) */
+    uint64_t h1_left;
+    sl_chunked_t h1_chunk;
+
+    /* Last, so that a stream from the free list is cleared only up to here. */
+    nghttp2_nv req_nv[SL_H2_NV + 8]; /* + rebuilt and forwarding fields */
+    nghttp2_nv req_trl_nv[SL_H2_TRL_NV];
+    nghttp2_nv resp_nv[SL_H2_NV + 2]; /* + set-cookie */
+    nghttp2_nv resp_trl_nv[SL_H2_TRL_NV];
 };
 
 struct sl_h2conn {
@@ -220,6 +226,11 @@ static void h2_leave(sl_router_t *r);
 static void h2_stream_answer(sl_h2s_t *s, int status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 static void h2_stream_got_pick(sl_h2s_t *s);
+static void h1_start(sl_h2s_t *s);
+static void h1_send(sl_upconn_t *up);
+static void h1_read(sl_upconn_t *up, ssize_t nread);
+static void h2_up_settle(sl_upconn_t *up);
+static bool str_is(sl_str_t s, const char *lit);
 static void h2_stream_arm(sl_h2conn_t *hc);
 
 /* ---- header storage -------------------------------------------------------- */
@@ -273,7 +284,6 @@ static sl_h2s_t *stream_new(sl_h2conn_t *hc, int32_t id)
         s = xmalloc(sizeof(*s));
     }
     memset(s, 0, offsetof(sl_h2s_t, req_nv));
-    memset(&s->req, 0, sizeof(*s) - offsetof(sl_h2s_t, req));
     s->hc = hc;
     s->id = id;
     s->content_length = UINT64_MAX;
@@ -306,8 +316,9 @@ static void stream_detach(sl_h2s_t *s, bool failed)
         sl_upconn_t *up = s->up;
         s->up = NULL;
         up->h2s = NULL;
-        if (s->up_done && !failed && up->state == UP_BUSY && up->h2 && !up->h2_goaway &&
-            nghttp2_session_want_read(up->h2)) {
+        bool reusable = up->h2 ? !up->h2_goaway && nghttp2_session_want_read(up->h2)
+                               : s->h1_keep_alive && s->h1_req_done && up->rd.start == up->rd.end;
+        if (s->up_done && !failed && up->state == UP_BUSY && reusable) {
             sl_up_put(up);
         } else {
             sl_up_close(up);
@@ -370,6 +381,9 @@ static ssize_t resp_read_cb(nghttp2_session *session, int32_t id, uint8_t *buf, 
     if (n && s->up && s->up->h2 && !s->up_done) {
         nghttp2_session_consume_stream(s->up->h2, s->up_id, n);
         h2_up_flush(s->up);
+    } else if (s->up && s->up->bp_paused && s->resp_bq.len <= SL_BP_LOW) {
+        s->up->bp_paused = false; /* an HTTP/1.1 instance: read it again */
+        sl_up_update_reading(s->up);
     }
     if (s->resp_bq.len == 0 && s->resp_eof) {
         *flags |= NGHTTP2_DATA_FLAG_EOF;
@@ -674,12 +688,6 @@ static void h2_stream_got_pick(sl_h2s_t *s)
             return;
         }
     }
-    if (!s->pick.h2c) {
-        h2_stream_answer(s, 505,
-                         "this revision's instances speak HTTP/1.1 (their port is not named "
-                         "\"h2c\"): send HTTP/1.1");
-        return;
-    }
     sl_upstream_pool_t *pool = s->pick.pool;
     int err = 0;
     sl_upconn_t *up = pool && !pool->closed ? sl_up_get(pool, false, &err) : NULL;
@@ -692,12 +700,17 @@ static void h2_stream_got_pick(sl_h2s_t *s)
     }
     s->up = up;
     up->h2s = s;
-    up->is_h2 = true;
-    if (!up->h2)
-        h2_up_session_new(up);
     if (s->pick.response_start_ms)
         s->start_due_ms = now + s->pick.response_start_ms;
     s->up_active_ms = now;
+    if (!s->pick.h2c) {
+        h1_start(s);
+        h2_stream_arm(hc);
+        return;
+    }
+    up->is_h2 = true;
+    if (!up->h2)
+        h2_up_session_new(up);
     nghttp2_nv nv[SL_H2_NV + 16];
     char xff[512], fwd[768];
     size_t n = h2_plan_request(s, nv, xff, sizeof(xff), fwd, sizeof(fwd));
@@ -786,7 +799,7 @@ static void h2_client_flush(sl_h2conn_t *hc)
 
 static void h2_up_flush(sl_upconn_t *up)
 {
-    if (!up || !up->h2 || up->h2_dirty)
+    if (!up || up->h2_dirty)
         return;
     sl_router_t *r = up->pool->r;
     up->h2_dirty = true;
@@ -824,6 +837,10 @@ static void h2_up_send(sl_upconn_t *up)
 {
     if (up->state == UP_CLOSING)
         return;
+    if (!up->h2) {
+        h1_send(up);
+        return;
+    }
     if (up->h2_in_send || up->h2_in_recv) {
         up->h2_send_again = true;
         return;
@@ -996,10 +1013,9 @@ static int c_frame_recv(nghttp2_session *sess, const nghttp2_frame *f, void *ud)
     } else {
         return 0;
     }
-    if (s->up && s->up->h2 && s->up_id) {
+    if (s->up && s->up->h2 && s->up_id)
         nghttp2_session_resume_data(s->up->h2, s->up_id);
-        h2_up_flush(s->up);
-    }
+    h2_up_flush(s->up);
     SL_UNUSED(hc);
     return 0;
 }
@@ -1025,10 +1041,9 @@ static int c_data_chunk(nghttp2_session *sess, uint8_t flags, int32_t id, const 
         return 0;
     }
     bq_push(r, &s->req_bq, data, len);
-    if (s->up && s->up->h2 && s->up_id) {
+    if (s->up && s->up->h2 && s->up_id)
         nghttp2_session_resume_data(s->up->h2, s->up_id);
-        h2_up_flush(s->up);
-    }
+    h2_up_flush(s->up);
     return 0;
 }
 
@@ -1244,6 +1259,13 @@ void sl_h2_up_connected(sl_upconn_t *up, int status)
 static void h2_up_read(sl_upconn_t *up, ssize_t nread)
 {
     sl_h2s_t *s = up->h2s;
+    if (!up->h2) {
+        if (s)
+            h1_read(up, nread);
+        else
+            sl_up_close(up); /* an idle HTTP/1.1 connection: closed or unasked bytes */
+        return;
+    }
     if (nread < 0) {
         if (s) {
             sl_h2conn_t *hc = s->hc;
@@ -1338,6 +1360,294 @@ void sl_h2_up_free(sl_upconn_t *up)
     nghttp2_session_del(up->h2);
     up->h2 = NULL;
 }
+
+/* ---- HTTP/1.1 instances ------------------------------------------------------------ */
+
+/*
+ * A stream to an instance that speaks HTTP/1.1 is translated (RFC 9113
+ * §8.2.3, RFC 9112): the request goes out as an HTTP/1.1 head (Host from
+ * :authority, Cookie fields joined with "; ", TE dropped) and its body with
+ * the client's Content-Length, else chunked (the client's trailers as the
+ * chunked trailer section). The response head becomes HEADERS (hop-by-hop
+ * fields dropped, names lower-cased), its body DATA whatever its framing.
+ * A response the client does not take stops the router reading the
+ * instance above SL_BP_HIGH buffered. The connection goes back to the pool
+ * when both messages ended cleanly and the instance keeps it alive.
+ */
+static bool h1_put(sl_rbuf_t *b, size_t *n, const void *p, size_t len)
+{
+    if (len > SL_RBUF_SIZE - *n)
+        return false;
+    memcpy(b->data + *n, p, len);
+    *n += len;
+    return true;
+}
+
+#define H1_PUTS(lit) ok = ok && h1_put(b, &n, lit, sizeof(lit) - 1)
+#define H1_PUT(p, l) ok = ok && h1_put(b, &n, p, l)
+
+static void h1_start(sl_h2s_t *s)
+{
+    sl_h2conn_t *hc = s->hc;
+    sl_router_t *r = hc->c->r;
+    sl_upconn_t *up = s->up;
+    s->h1 = true;
+    bool no_body = s->req_eof && !s->req_bq.len && !s->req_trl.n;
+    s->h1_chunked = !no_body && s->content_length == UINT64_MAX;
+    nghttp2_nv nv[SL_H2_NV + 16];
+    char xff[512], fwd[768];
+    size_t nn = h2_plan_request(s, nv, xff, sizeof(xff), fwd, sizeof(fwd));
+    sl_rbuf_t *b = sl_rbuf_get(r);
+    size_t n = 0;
+    bool ok = true;
+    H1_PUT(s->method.p, s->method.len);
+    H1_PUTS(" ");
+    H1_PUT(s->path.p, s->path.len);
+    H1_PUTS(" HTTP/1.1\r\nHost: ");
+    H1_PUT(nv[2].value, nv[2].valuelen); /* :authority */
+    H1_PUTS("\r\n");
+    bool cookie = false;
+    for (size_t i = 4; i < nn; i++) {
+        sl_str_t name = {(const char *)nv[i].name, nv[i].namelen};
+        if (str_is(name, "host") || str_is(name, "te") || str_is(name, "cookie"))
+            continue;
+        H1_PUT(nv[i].name, nv[i].namelen);
+        H1_PUTS(": ");
+        H1_PUT(nv[i].value, nv[i].valuelen);
+        H1_PUTS("\r\n");
+    }
+    for (size_t i = 4; i < nn; i++) {
+        if (!str_is((sl_str_t){(const char *)nv[i].name, nv[i].namelen}, "cookie"))
+            continue;
+        if (!cookie)
+            H1_PUTS("Cookie: ");
+        else
+            H1_PUTS("; ");
+        H1_PUT(nv[i].value, nv[i].valuelen);
+        cookie = true;
+    }
+    if (cookie)
+        H1_PUTS("\r\n");
+    if (s->h1_chunked)
+        H1_PUTS("Transfer-Encoding: chunked\r\n");
+    H1_PUTS("\r\n");
+    if (!ok) {
+        sl_rbuf_unref(r, b);
+        stream_detach(s, false);
+        h2_stream_answer(s, 431, "request header fields too large for HTTP/1.1");
+        return;
+    }
+    uv_buf_t iov = uv_buf_init(b->data, (unsigned)n);
+    int rc = sl_send(r, (uv_stream_t *)&up->tcp, &iov, 1, &b, 1, sl_up_write_cb);
+    sl_rbuf_unref(r, b);
+    if (rc < 0) {
+        h2_up_fail(s, up->reused, "write: %s", uv_strerror(rc));
+        return;
+    }
+    s->h1_head_sent = true;
+    h2_up_flush(up); /* the body, as far as it is here */
+}
+
+/* Write the request body bytes that are here, framed. */
+static void h1_send(sl_upconn_t *up)
+{
+    sl_h2s_t *s = up->h2s;
+    if (!s || !s->h1_head_sent || s->h1_req_done)
+        return;
+    sl_h2conn_t *hc = s->hc;
+    sl_router_t *r = hc->c->r;
+    uv_stream_t *tcp = (uv_stream_t *)&up->tcp;
+    while (s->req_bq.len && uv_stream_get_write_queue_size(tcp) <= SL_BP_HIGH) {
+        sl_rbuf_t *b = sl_rbuf_get(r);
+        size_t hl = 0, room = SL_RBUF_SIZE - (s->h1_chunked ? 24 : 0);
+        if (s->h1_chunked)
+            hl = 20; /* the chunk size line goes right before the data */
+        size_t k = bq_pop(r, &s->req_bq, (uint8_t *)b->data + hl, room);
+        char *start = b->data + hl;
+        size_t len = k;
+        if (s->h1_chunked) {
+            char line[20];
+            int ll = snprintf(line, sizeof(line), "%zx\r\n", k);
+            start -= ll;
+            memcpy(start, line, (size_t)ll);
+            memcpy(b->data + hl + k, "\r\n", 2);
+            len += (size_t)ll + 2;
+        }
+        uv_buf_t iov = uv_buf_init(start, (unsigned)len);
+        int rc = sl_send(r, tcp, &iov, 1, &b, 1, sl_up_write_cb);
+        sl_rbuf_unref(r, b);
+        nghttp2_session_consume_stream(hc->s, s->id, k);
+        h2_client_flush(hc);
+        s->body_sent = true;
+        if (rc < 0) {
+            h2_up_fail(s, false, "write: %s", uv_strerror(rc));
+            return;
+        }
+    }
+    if (!s->req_eof || s->req_bq.len)
+        return;
+    if (s->h1_chunked) {
+        sl_rbuf_t *b = sl_rbuf_get(r);
+        size_t n = 0;
+        bool ok = true;
+        H1_PUTS("0\r\n");
+        for (size_t i = 0; i < s->req_trl.n; i++) {
+            H1_PUT(s->req_trl.nv[i].name, s->req_trl.nv[i].namelen);
+            H1_PUTS(": ");
+            H1_PUT(s->req_trl.nv[i].value, s->req_trl.nv[i].valuelen);
+            H1_PUTS("\r\n");
+        }
+        H1_PUTS("\r\n");
+        if (!ok) { /* trailers beyond a buffer: ended without them */
+            n = 0;
+            ok = true;
+            H1_PUTS("0\r\n\r\n");
+        }
+        uv_buf_t iov = uv_buf_init(b->data, (unsigned)n);
+        int rc = sl_send(r, tcp, &iov, 1, &b, 1, sl_up_write_cb);
+        sl_rbuf_unref(r, b);
+        if (rc < 0) {
+            h2_up_fail(s, false, "write: %s", uv_strerror(rc));
+            return;
+        }
+    }
+    s->h1_req_done = true;
+}
+
+/* The response head: HEADERS to the client (or a relayed 1xx). */
+static bool h1_head(sl_h2s_t *s, const sl_http_msg_t *m)
+{
+    sl_h2conn_t *hc = s->hc;
+    sl_router_t *r = hc->c->r;
+    char st[4];
+    snprintf(st, sizeof(st), "%d", m->status);
+    s->resp.n = 0;
+    hdrs_add(r, s, &s->resp, &s->resp_overflow, (const uint8_t *)":status", 7, (const uint8_t *)st,
+             3);
+    for (size_t i = 0; i < m->n_headers && !s->resp_overflow; i++) {
+        const sl_http_header_t *h = &m->headers[i];
+        if (sl_http_is_hop_by_hop(m, h->name))
+            continue;
+        if (!hdrs_add(r, s, &s->resp, &s->resp_overflow, (const uint8_t *)h->name.p, h->name.len,
+                      (const uint8_t *)h->value.p, h->value.len))
+            break;
+        nghttp2_nv *nv = &s->resp.nv[s->resp.n - 1];
+        for (size_t j = 0; j < nv->namelen; j++) /* HTTP/2 field names are lower case */
+            nv->name[j] = (uint8_t)(nv->name[j] >= 'A' && nv->name[j] <= 'Z' ? nv->name[j] + 32
+                                                                             : nv->name[j]);
+    }
+    if (s->resp_overflow)
+        return false;
+    if (m->status < 200) {
+        nghttp2_submit_headers(hc->s, NGHTTP2_FLAG_NONE, s->id, NULL, s->resp.nv, s->resp.n, NULL);
+        return true;
+    }
+    if (s->pick.set_cookie)
+        s->resp.nv[s->resp.n++] =
+            (nghttp2_nv){(uint8_t *)"set-cookie", (uint8_t *)s->pick.set_cookie, 10,
+                         strlen(s->pick.set_cookie), NGHTTP2_NV_FLAG_NONE};
+    s->up_final = true;
+    s->resp_status = m->status;
+    s->h1_body = m->body;
+    s->h1_left = m->content_length;
+    s->h1_keep_alive = m->keep_alive;
+    sl_chunked_init(&s->h1_chunk);
+    s->resp_eof = m->body == SL_BODY_NONE;
+    s->resp_head = true;
+    s->start_due_ms = 0;
+    nghttp2_data_provider prd = {.read_callback = resp_read_cb};
+    if (nghttp2_submit_response(hc->s, s->id, s->resp.nv, s->resp.n, s->resp_eof ? NULL : &prd))
+        nghttp2_submit_rst_stream(hc->s, NGHTTP2_FLAG_NONE, s->id, NGHTTP2_INTERNAL_ERROR);
+    return true;
+}
+
+static void h1_read(sl_upconn_t *up, ssize_t nread)
+{
+    sl_h2s_t *s = up->h2s;
+    sl_router_t *r = up->pool->r;
+    if (nread < 0) {
+        if (s->up_final && s->h1_body == SL_BODY_UNTIL_CLOSE && nread == UV_EOF) {
+            s->resp_eof = s->up_done = true; /* a close-delimited body ends here */
+            s->h1_keep_alive = false;
+            nghttp2_session_resume_data(s->hc->s, s->id);
+            h2_client_flush(s->hc);
+            h2_up_settle(up);
+            return;
+        }
+        h2_up_fail(s, up->reused && !up->resp_bytes && !s->up_final, "%s",
+                   nread == UV_EOF ? "connection closed" : uv_strerror((int)nread));
+        return;
+    }
+    up->rd.end += (size_t)nread;
+    up->resp_bytes += (uint64_t)nread;
+    s->up_active_ms = uv_now(r->loop);
+    sl_busy_touch(r);
+    bool was_empty = !s->resp_bq.len;
+    size_t pushed = 0;
+    while (up->rd.start < up->rd.end && !s->resp_eof) {
+        char *p = up->rd.b->data + up->rd.start;
+        size_t avail = up->rd.end - up->rd.start;
+        if (!s->up_final) {
+            sl_http_msg_t m;
+            const char *why = "malformed response";
+            int hn = sl_http_parse_response(p, avail, &m, s->method, NULL, &why);
+            if (hn == SL_AGAIN) {
+                if (avail >= SL_RBUF_SIZE)
+                    h2_up_fail(s, false, "response head larger than %d bytes", SL_RBUF_SIZE);
+                return;
+            }
+            if (hn <= 0 || m.status == 101) {
+                h2_up_fail(s, false, "%s", hn <= 0 ? why : "101 to a request without Upgrade");
+                return;
+            }
+            if (!h1_head(s, &m)) {
+                h2_up_fail(s, false, "response header fields too large");
+                return;
+            }
+            up->rd.start += (size_t)hn;
+            continue;
+        }
+        size_t take = avail, used = avail;
+        if (s->h1_body == SL_BODY_LENGTH) {
+            take = used = avail < s->h1_left ? avail : (size_t)s->h1_left;
+            s->h1_left -= take;
+            s->resp_eof = s->h1_left == 0;
+        } else if (s->h1_body == SL_BODY_CHUNKED) {
+            bool done = false;
+            const char *why = NULL;
+            ssize_t k = sl_chunked_decode(&s->h1_chunk, p, avail, &take, &done, &why);
+            if (k < 0) {
+                h2_up_fail(s, false, "response body: %s", why ? why : "bad chunked coding");
+                return;
+            }
+            used = (size_t)k;
+            s->resp_eof = done;
+        }
+        bq_push(r, &s->resp_bq, (const uint8_t *)p, take);
+        pushed += take;
+        up->rd.start += used;
+    }
+    if (s->resp_eof && up->rd.start < up->rd.end)
+        s->h1_keep_alive = false; /* bytes after the response: not reused */
+    if (pushed || s->resp_eof) {
+        nghttp2_session_resume_data(s->hc->s, s->id);
+        h2_client_flush(s->hc);
+    }
+    if (pushed && was_empty) {
+        s->resp_wait_ms = s->up_active_ms;
+        h2_stream_arm(s->hc);
+    }
+    if (s->resp_eof) {
+        s->up_done = true;
+        h2_up_settle(up);
+    } else if (s->resp_bq.len > SL_BP_HIGH && !up->bp_paused) {
+        up->bp_paused = true; /* resp_read_cb resumes it */
+        sl_up_update_reading(up);
+    }
+}
+
+#undef H1_PUTS
+#undef H1_PUT
 
 /* ---- timers --------------------------------------------------------------------------- */
 

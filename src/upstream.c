@@ -183,7 +183,7 @@ static void up_connect_cb(uv_connect_t *req, int status)
     sl_upconn_t *up = req->handle->data;
     if (status == UV_ECANCELED || up->state == UP_CLOSING)
         return;
-    if (up->is_h2) {
+    if (up->is_h2 || up->h2s) {
         sl_h2_up_connected(up, status);
         return;
     }
@@ -284,7 +284,7 @@ static void up_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
             sl_rd_release(up->pool->r, &up->rd);
         return;
     }
-    if (up->is_h2) {
+    if (up->is_h2 || up->h2s) {
         sl_h2_up_read(up, nread);
         return;
     }
@@ -309,7 +309,7 @@ void sl_up_write_cb(uv_write_t *req, int status)
 {
     sl_upconn_t *up = req->handle->data;
     sl_wreq_done(up->pool->r, req);
-    if (up->is_h2) {
+    if (up->is_h2 || up->h2s) {
         sl_h2_up_wrote(up, status);
         return;
     }

@@ -122,25 +122,79 @@ def test_timeout_and_cancel(make_daemon, images):
     assert wait_for(lambda: sum(inflight(d, "slow")) == 0, 10), inflight(d, "slow")
 
 
-def test_versions_do_not_mix(make_daemon, images):
-    """The router does not translate between HTTP versions: HTTP/1.1 to an
-    h2c revision and HTTP/2 to an HTTP/1.1 revision are 505s that say what
-    to send. A connection that breaks HTTP/2 after its preface is ended
-    with a GOAWAY, and the daemon serves on. `deploy --use-http2` names the
-    port h2c (Cloud Run's flag); --no-use-http2 takes the name away."""
+ENV_CGI = r"""
+mkdir -p /tmp/www/cgi-bin
+cat > /tmp/www/cgi-bin/env <<'EOS'
+#!/bin/sh
+printf 'Content-Type: text/plain\r\nX-Mixed-Case: yes\r\n\r\n'
+env | grep -E '^(HTTP_|REQUEST_METHOD|CONTENT_LENGTH)' | sort
+EOS
+chmod 755 /tmp/www/cgi-bin/env
+exec httpd -f -p "$PORT" -h /tmp/www
+"""
+
+
+def test_http2_clients_of_http1_instances(make_daemon, images):
+    """HTTP/2 to a revision whose instances speak HTTP/1.1 is translated:
+    many streams at once on one connection, bodies with and without a
+    Content-Length (chunked to the instance), HEAD, a close-delimited CGI
+    response; Cookie fields joined, TE dropped, forwarding fields added,
+    response field names lower-cased. HTTP/1.1 to an h2c revision is still
+    a 505 that says what to send."""
+    d = make_daemon()
+    d.cli("deploy", "web", "--image", images["hello"])
+    host = d.host("web")
+    upload = bytes(range(256)) * 1200
+    c = H2(d.port)
+    try:
+        ids = [c.request(host, "/"),
+               c.request(host, "/echo", "POST", upload,
+                         headers=[("content-length", str(len(upload)))]),
+               c.request(host, "/echo", "POST", upload),
+               c.request(host, "/", "HEAD"),
+               c.request(host, "/sleep?ms=200")]
+        page, sized, chunked, head, slept = c.wait(ids)
+    finally:
+        c.close()
+    assert page.status == 200 and page.data.startswith(b"Hello from sluice!"), page.__dict__
+    assert sized.status == 200 and sized.data == upload
+    assert chunked.status == 200 and chunked.data == upload
+    assert head.status == 200 and head.data == b""
+    assert head.headers["content-length"] == str(len(page.data))
+    assert slept.status == 200
+    assert wait_for(lambda: inflight(d, "web") == [0], 10), inflight(d, "web")
+
+    doc = json.loads(service_manifest("cgi", images["busybox"], script=ENV_CGI))
+    d.cli("apply", "-f", "-", input=json.dumps(doc))
+    e = get(d.port, d.host("cgi"), "/cgi-bin/env",
+            headers=[("cookie", "a=1"), ("cookie", "b=2"), ("te", "trailers"),
+                     ("x-forwarded-for", "192.0.2.7")])
+    assert e.status == 200 and e.headers.get("x-mixed-case") == "yes", e.__dict__
+    env = e.data.decode()
+    assert "HTTP_COOKIE=a=1; b=2" in env, env
+    assert "HTTP_X_FORWARDED_FOR=192.0.2.7, 127.0.0.1" in env, env
+    assert "HTTP_X_FORWARDED_PROTO=http" in env and "HTTP_TE" not in env, env
+
+    deploy_h2c(d, images, "grpc")
+    code, body = d.curl("grpc", "/")
+    assert code == 505 and 'port is named "h2c"' in body, (code, body)
+
+
+def test_versions_and_broken_connections(make_daemon, images):
+    """`deploy --use-http2` names the port h2c (Cloud Run's flag);
+    --no-use-http2 takes the name away. A connection that breaks HTTP/2
+    after its preface is ended with a GOAWAY, and the daemon serves on.
+    (HTTP/2 to the port without the name is then translated to HTTP/1.1,
+    which the HTTP/2-only server does not read: a 502.)"""
     d = make_daemon()
     d.cli("deploy", "grpc", "--image", images["h2c"], "--use-http2", "--port", "8080")
     svc = [x for x in d.json("services")["items"] if x["metadata"]["name"] == "grpc"][0]
     port = svc["spec"]["template"]["spec"]["containers"][0]["ports"]
     assert port == [{"name": "h2c", "containerPort": 8080}], port
-    d.cli("deploy", "web", "--image", images["busybox"], "--use-http2")
-    d.cli("deploy", "web", "--no-use-http2")
-    code, body = d.curl("grpc", "/")
-    assert code == 505 and 'port is named "h2c"' in body, (code, body)
-    e = get(d.port, d.host("web"), "/")
-    assert e.status == 505 and b"speak HTTP/1.1" in e.data, e.__dict__
-    code, body = d.curl("web", "/")
-    assert code == 200 and "busybox" in body
+    assert get(d.port, d.host("grpc"), "/").status == 200
+    d.cli("deploy", "grpc", "--no-use-http2")
+    svc = [x for x in d.json("services")["items"] if x["metadata"]["name"] == "grpc"][0]
+    assert svc["spec"]["template"]["spec"]["containers"][0]["ports"] == [{"containerPort": 8080}]
 
     import socket
     s = socket.create_connection(("127.0.0.1", d.port), timeout=10)
@@ -160,7 +214,9 @@ def test_versions_do_not_mix(make_daemon, images):
         i += 9 + ln
     goaway = [p for t, p in frames if t == 7]
     assert goaway and int.from_bytes(goaway[0][4:8], "big") == 1, frames
-    assert get(d.port, d.host("grpc"), "/").status == 200
+    # translated to HTTP/1.1 now, which the HTTP/2-only server cannot read
+    e = get(d.port, d.host("grpc"), "/")
+    assert e.status == 502 and e.data.startswith(b"instance failed: "), e.__dict__
 
 
 def test_instance_killed_mid_stream(make_daemon, images):
