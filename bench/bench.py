@@ -49,6 +49,7 @@ ROOT = os.path.dirname(HERE)
 PORT = 18600          # router
 NGINX_PORT = 18680    # nginx, inside the instance's netns only
 NGINX_H2_PORT = 18681  # nginx for the h2c stage, likewise
+NGINX_H2_CLIENT_PORT = 18682  # the data path's nginx, its HTTP/2 listener
 OUT = os.path.join(HERE, "out")
 
 results = {}
@@ -273,12 +274,17 @@ http {{
         ""      "for=$remote_addr;host=\\"$http_host\\";proto=$scheme";
         default "$http_forwarded, for=$remote_addr;host=\\"$http_host\\";proto=$scheme";
     }}
+    # nginx ends a client connection after 1000 requests by default
+    # (keepalive_requests); sluice has no such limit.
+    keepalive_requests 100000000;
     upstream backend {{
         server 127.0.0.1:8080;
         keepalive 512;
     }}
     server {{
         listen 127.0.0.1:{port} backlog=4096;
+        # HTTP/2 clients (prior knowledge) of the same HTTP/1.1 backend
+        listen 127.0.0.1:{h2port} http2 backlog=4096;
         location / {{
             proxy_pass http://backend;
             proxy_http_version 1.1;
@@ -347,7 +353,7 @@ def start_nginx(base, netns_pid, template=NGINX_CONF, port=NGINX_PORT, name="ngi
     os.makedirs(d, exist_ok=True)
     conf = os.path.join(d, "nginx.conf")
     with open(conf, "w") as f:
-        f.write(template.format(d=d, port=port))
+        f.write(template.format(d=d, port=port, h2port=NGINX_H2_CLIENT_PORT))
     proc = subprocess.Popen(["nsenter", "--net=/proc/%d/ns/net" % netns_pid, "nginx", "-c", conf,
                              "-p", d], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     for _ in range(200):
@@ -587,6 +593,8 @@ def bench_datapath(d, a):
         }
         log("  added latency at c=1: sluice p50 %+.0f us p99 %+.0f us; nginx p50 %+.0f us p99 %+.0f us"
             % tuple(out["added_latency_us"][k] for k in ("sluice_p50", "sluice_p99", "nginx_p50", "nginx_p99")))
+        if shutil.which("h2load"):
+            substage(out, "h2_clients", bench_h2_clients, rig, a)
         if pinned:
             out.update(rig.placed((1, 32, 256), a.dp_pinned_rounds))
             substage(out, "halt_poll", bench_halt_poll, rig, a)
@@ -1068,6 +1076,48 @@ def h2load(url, conns, streams, secs, authority=None, netns_pid=None):
     return r
 
 
+def h2_levels(out, paths, a):
+    """h2load at three client/stream shapes over `paths` (direct optional),
+    the proxies' order swapped each round; the median round per path."""
+    for fn in paths.values():
+        fn(8, 8)  # warm pools
+    for c, m in ((1, 1), (4, 8), (16, 16)):
+        rounds = {k: [] for k in paths}
+        for k in range(a.dp_rounds):
+            order = [x for x in paths if x == "direct"] + (
+                ["nginx", "sluice"] if k % 2 == 0 else ["sluice", "nginx"])
+            for name in order:
+                rounds[name].append(paths[name](c, m))
+        row = {}
+        for name, rs in rounds.items():
+            rs = sorted(rs, key=lambda r: r["rps"])
+            row[name] = rs[len(rs) // 2]
+        n, s = row["nginx"]["rps"], row["sluice"]["rps"]
+        row["ratio_rps_sluice_nginx"] = s / n if n else None
+        out["c%d_m%d" % (c, m)] = row
+        log("  c=%-2d m=%-2d %snginx %8.0f  sluice %8.0f req/s  (sluice/nginx %.2f;"
+            " mean %s/%s us; failed %s/%s)"
+            % (c, m, ("direct %8.0f  " % row["direct"]["rps"]) if "direct" in row else "", n, s,
+               row["ratio_rps_sluice_nginx"] or 0, row["sluice"]["mean_us"],
+               row["nginx"]["mean_us"], row["sluice"]["failed"], row["nginx"]["failed"]))
+
+
+def bench_h2_clients(rig, a):
+    """HTTP/2 clients (h2load, prior knowledge) of the data path's HTTP/1.1
+    backend: nginx's http2 listener (proxy_pass, upstream keepalive) against
+    sluice's translation, in the same rig as the HTTP/1.1 paths."""
+    log("data path: HTTP/2 clients of the HTTP/1.1 backend")
+    out = {"setup": "h2load -cC -mM -D%d; %d round(s)" % (a.dp_secs, a.dp_rounds)}
+    paths = {
+        "nginx": lambda c, m: h2load("http://127.0.0.1:%d/" % NGINX_H2_CLIENT_PORT, c, m,
+                                     a.dp_secs, authority=host("dp"), netns_pid=rig.pid),
+        "sluice": lambda c, m: h2load("http://127.0.0.1:%d/" % rig.d.port, c, m, a.dp_secs,
+                                      authority=host("dp")),
+    }
+    h2_levels(out, paths, a)
+    return out
+
+
 def bench_h2c(d, a):
     """HTTP/2 end to end (h2c): h2load → proxy → nghttpd, an HTTP/2-only
     server (the e2e tests' h2c image) in a sluice instance. nginx
@@ -1092,26 +1142,7 @@ def bench_h2c(d, a):
             "sluice": lambda c, m: h2load("http://127.0.0.1:%d/" % d.port, c, m, a.dp_secs,
                                           authority=host("h2")),
         }
-        for fn in paths.values():
-            fn(8, 8)
-        for c, m in ((1, 1), (4, 8), (16, 16)):
-            rounds = {k: [] for k in paths}
-            for k in range(a.dp_rounds):
-                order = ["direct"] + (["nginx", "sluice"] if k % 2 == 0 else ["sluice", "nginx"])
-                for name in order:
-                    rounds[name].append(paths[name](c, m))
-            row = {}
-            for name, rs in rounds.items():
-                rs = sorted(rs, key=lambda r: r["rps"])
-                row[name] = rs[len(rs) // 2]
-            n, s = row["nginx"]["rps"], row["sluice"]["rps"]
-            row["ratio_rps_sluice_nginx"] = s / n if n else None
-            out["c%d_m%d" % (c, m)] = row
-            log("  c=%-2d m=%-2d direct %8.0f  nginx %8.0f  sluice %8.0f req/s  (sluice/nginx %.2f;"
-                " mean %s/%s us; failed %s/%s)"
-                % (c, m, row["direct"]["rps"], n, s, row["ratio_rps_sluice_nginx"] or 0,
-                   row["sluice"]["mean_us"], row["nginx"]["mean_us"], row["sluice"]["failed"],
-                   row["nginx"]["failed"]))
+        h2_levels(out, paths, a)
     finally:
         if nginx:
             nginx.send_signal(signal.SIGTERM)
