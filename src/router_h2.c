@@ -46,14 +46,15 @@
  * instance's (its response, one stream per connection). The connection
  * windows never stop a stream: received bytes are given back to the
  * connection at once and to the stream when the other side took them. */
-#define SL_H2_WINDOW       (64 * 1024)
-#define SL_H2_UP_WINDOW    (256 * 1024)
-#define SL_H2_CONN_WINDOW  (16 * 1024 * 1024)
-#define SL_H2_STREAMS      100 /* concurrent streams per client connection */
-#define SL_H2_NV           SL_HTTP_MAX_HEADERS
-#define SL_H2_TRL_NV       32
-#define SL_H2_ARENAS       4 /* header bytes per stream: at most 4 × 16 KiB */
-#define SL_H2_FREE_STREAMS 256
+#define SL_H2_WINDOW          (64 * 1024)
+#define SL_H2_UP_WINDOW       (256 * 1024)
+#define SL_H2_CONN_WINDOW     (16 * 1024 * 1024)
+#define SL_H2_STREAMS         100 /* concurrent streams per client connection */
+#define SL_H2_NV              SL_HTTP_MAX_HEADERS
+#define SL_H2_TRL_NV          32
+#define SL_H2_ARENAS          4 /* header bytes per stream and side: at most 4 × 16 KiB */
+#define SL_H2_MAX_HEADER_LIST (32 * 1024) /* SETTINGS_MAX_HEADER_LIST_SIZE, enforced */
+#define SL_H2_FREE_STREAMS    256
 
 static const char preface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 #define PREFACE_LEN (sizeof(preface) - 1)
@@ -132,6 +133,12 @@ static void bq_clear(sl_router_t *r, sl_bq_t *q)
 typedef struct sl_h2conn sl_h2conn_t;
 typedef struct sl_h2s sl_h2s_t;
 
+typedef struct sl_h2arena {
+    sl_rbuf_t *b[SL_H2_ARENAS];
+    unsigned n;
+    size_t used;
+} sl_h2arena_t;
+
 /* A header block being received or waiting to be sent. */
 typedef struct sl_h2hdrs {
     nghttp2_nv *nv;
@@ -145,13 +152,14 @@ struct sl_h2s {
     int32_t up_id;         /* upstream stream, 0 until submitted */
     sl_upconn_t *up;
 
-    /* Header bytes (names and values) the nv arrays point into. */
-    sl_rbuf_t *arena[SL_H2_ARENAS];
-    unsigned n_arena;
-    size_t arena_used;
-    bool req_overflow;  /* the request head did not fit: 431 */
-    bool trl_overflow;  /* nor its trailers */
-    bool resp_overflow; /* the instance's head or trailers did not fit: 502 */
+    /* Header bytes (names and values) the nv arrays point into: the
+     * client's fields and the instance's, apart, so neither side can use
+     * up the other's room. */
+    sl_h2arena_t req_arena, resp_arena;
+    size_t req_list, trl_list; /* RFC 9113 §6.5.2 sizes of the client's blocks */
+    bool req_overflow;         /* the request head did not fit: 431 */
+    bool trl_overflow;         /* nor its trailers */
+    bool resp_overflow;        /* the instance's head or trailers did not fit: 502 */
 
     sl_h2hdrs_t req, req_trl, resp, resp_trl;
     sl_str_t method, path, scheme, authority, host, xff, fwd, affinity;
@@ -172,8 +180,11 @@ struct sl_h2s {
     sl_pick_t pick;
     bool have_pick;
     uint64_t timeout_ms, deadline_ms, start_due_ms;
-    int reroutes;   /* picks given back because the request never reached the instance */
-    bool body_sent; /* request body bytes went to the instance */
+    int reroutes;              /* picks given back because the request never reached the instance */
+    bool body_sent;            /* request body bytes went to the instance */
+    bool up_head_sent;         /* ... and its head */
+    bool up_unsendable;        /* nghttp2 would not send the head (the instance's limits) */
+    uint64_t body_progress_ms; /* loop time request body bytes last arrived */
 
     int resp_status;       /* the instance's final status */
     bool resp_head;        /* a response head went to the client */
@@ -211,6 +222,8 @@ struct sl_h2conn {
     bool dead;  /* the session failed or finished: close after the flush */
     bool dirty; /* on the router's h2_dirty list */
     sl_h2conn_t *dirty_next;
+    bool send_waiting;         /* writes are queued on the socket */
+    uint64_t send_progress_ms; /* loop time they last made progress */
 };
 
 static nghttp2_session_callbacks *server_cbs, *client_cbs;
@@ -235,29 +248,37 @@ static void h2_stream_arm(sl_h2conn_t *hc);
 
 /* ---- header storage -------------------------------------------------------- */
 
-static uint8_t *arena_copy(sl_router_t *r, sl_h2s_t *s, const uint8_t *p, size_t n)
+static uint8_t *arena_copy(sl_router_t *r, sl_h2arena_t *a, const uint8_t *p, size_t n)
 {
     if (n > SL_RBUF_SIZE)
         return NULL;
-    if (!s->n_arena || SL_RBUF_SIZE - s->arena_used < n) {
-        if (s->n_arena == SL_H2_ARENAS)
+    if (!a->n || SL_RBUF_SIZE - a->used < n) {
+        if (a->n == SL_H2_ARENAS)
             return NULL;
-        s->arena[s->n_arena++] = sl_rbuf_get(r);
-        s->arena_used = 0;
+        a->b[a->n++] = sl_rbuf_get(r);
+        a->used = 0;
     }
-    uint8_t *dst = (uint8_t *)s->arena[s->n_arena - 1]->data + s->arena_used;
+    uint8_t *dst = (uint8_t *)a->b[a->n - 1]->data + a->used;
     memcpy(dst, p, n);
-    s->arena_used += n;
+    a->used += n;
     return dst;
+}
+
+static void arena_clear(sl_router_t *r, sl_h2arena_t *a)
+{
+    for (unsigned i = 0; i < a->n; i++)
+        sl_rbuf_unref(r, a->b[i]);
+    a->n = 0;
+    a->used = 0;
 }
 
 /* Append name: value to h, copying both into the stream's arena; false
  * (and *overflow set) when there is no room. */
-static bool hdrs_add(sl_router_t *r, sl_h2s_t *s, sl_h2hdrs_t *h, bool *overflow,
+static bool hdrs_add(sl_router_t *r, sl_h2arena_t *a, sl_h2hdrs_t *h, bool *overflow,
                      const uint8_t *name, size_t nl, const uint8_t *value, size_t vl)
 {
-    uint8_t *cn = h->n < h->cap ? arena_copy(r, s, name, nl) : NULL;
-    uint8_t *cv = cn ? arena_copy(r, s, value, vl) : NULL;
+    uint8_t *cn = h->n < h->cap ? arena_copy(r, a, name, nl) : NULL;
+    uint8_t *cv = cn ? arena_copy(r, a, value, vl) : NULL;
     if (!cn || (!cv && vl)) {
         *overflow = true;
         return false;
@@ -354,9 +375,8 @@ static void stream_free(sl_h2s_t *s)
     r->stats.requests_in_flight--;
     req_discard(s);
     bq_clear(r, &s->resp_bq);
-    for (unsigned i = 0; i < s->n_arena; i++)
-        sl_rbuf_unref(r, s->arena[i]);
-    s->n_arena = 0;
+    arena_clear(r, &s->req_arena);
+    arena_clear(r, &s->resp_arena);
     if (n_free_streams < SL_H2_FREE_STREAMS && !r->closing) {
         s->next = free_streams;
         free_streams = s;
@@ -449,7 +469,10 @@ static void h2_deliver(sl_h2s_t *s, int status, const sl_pick_t *pick, const cha
     if (status == 0 && pick) {
         s->pick = *pick;
         s->have_pick = true;
-        h2_stream_got_pick(s);
+        if (s->hc->dead)
+            stream_detach(s, false);
+        else
+            h2_stream_got_pick(s);
         return;
     }
     if (status < 400 || status > 599)
@@ -590,17 +613,34 @@ static ssize_t req_read_cb(nghttp2_session *session, int32_t id, uint8_t *buf, s
     return n ? (ssize_t)n : NGHTTP2_ERR_DEFERRED;
 }
 
-static void h2_up_fail(sl_h2s_t *s, bool unsent, const char *fmt, ...)
+/* How an exchange with an instance failed (h2_up_fail). */
+enum {
+    UPF_FAIL,    /* the instance failed: no second try */
+    UPF_UNSENT,  /* it failed before it could see the request: route again */
+    UPF_STALE,   /* a pooled connection it had closed: route again what is safe to */
+    UPF_REQUEST, /* the request cannot be sent (too large for the instance) */
+};
+
+static void h2_up_fail(sl_h2s_t *s, int how, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+
+static bool method_idempotent(sl_str_t m)
+{
+    return str_is(m, "GET") || str_is(m, "HEAD") || str_is(m, "OPTIONS") || str_is(m, "TRACE") ||
+           str_is(m, "PUT") || str_is(m, "DELETE");
+}
 
 /*
  * The exchange with the instance failed: 502 before the response head,
  * after it the client stream is reset. A request the instance cannot have
- * acted on (`unsent`: the connection failed while connecting, or a reused
- * one closed before anything of the body went and before any answer) is
- * given back and routed again, at most SL_REROUTES times, as on HTTP/1.1.
+ * acted on is given back and routed again, at most SL_REROUTES times, as on
+ * HTTP/1.1: UPF_UNSENT (the connection failed while connecting, the stream
+ * was refused), or UPF_STALE (a reused connection that closed before any
+ * answer) when no body byte went and the request head never went or the
+ * method is idempotent (RFC 9110 §9.2.2). A stale connection does not
+ * count against the instance.
  */
-static void h2_up_fail(sl_h2s_t *s, bool unsent, const char *fmt, ...)
+static void h2_up_fail(sl_h2s_t *s, int how, const char *fmt, ...)
 {
     char why[256];
     va_list ap;
@@ -608,14 +648,23 @@ static void h2_up_fail(sl_h2s_t *s, bool unsent, const char *fmt, ...)
     vsnprintf(why, sizeof(why), fmt, ap);
     va_end(ap);
     sl_h2conn_t *hc = s->hc;
-    stream_detach(s, true);
-    if (unsent && !s->resp_head && !s->body_sent && s->reroutes < SL_REROUTES &&
+    bool retry = how == UPF_UNSENT ||
+                 (how == UPF_STALE && (!s->up_head_sent || method_idempotent(s->method)));
+    stream_detach(s, how == UPF_FAIL || how == UPF_UNSENT);
+    if (how == UPF_REQUEST) {
+        h2_stream_answer(s, 431, "request header fields too large for the instance: %s", why);
+        return;
+    }
+    if (retry && !s->resp_head && !s->body_sent && s->reroutes < SL_REROUTES && !hc->dead &&
         (!s->deadline_ms || uv_now(hc->c->r->loop) < s->deadline_ms)) {
         s->reroutes++;
         s->up_id = 0;
         s->up_final = s->up_in_trl = s->up_done = s->up_failed = false;
+        s->up_head_sent = s->up_unsendable = false;
+        s->h1 = s->h1_head_sent = s->h1_req_done = false;
         s->resp_status = 0;
         s->resp.n = s->resp_trl.n = 0;
+        s->start_due_ms = 0;
         h2_acquire(s);
         return;
     }
@@ -693,16 +742,15 @@ static void h2_stream_got_pick(sl_h2s_t *s)
     sl_upconn_t *up = pool && !pool->closed ? sl_up_get(pool, false, &err) : NULL;
     if (!up) {
         if (err)
-            h2_up_fail(s, true, "connect: %s", uv_strerror(err));
+            h2_up_fail(s, UPF_UNSENT, "connect: %s", uv_strerror(err));
         else
-            h2_up_fail(s, true, "instance is stopping");
+            h2_up_fail(s, UPF_UNSENT, "instance is stopping");
         return;
     }
     s->up = up;
     up->h2s = s;
-    if (s->pick.response_start_ms)
-        s->start_due_ms = now + s->pick.response_start_ms;
-    s->up_active_ms = now;
+    s->start_due_ms = s->pick.response_start_ms ? now + s->pick.response_start_ms : 0;
+    s->up_active_ms = s->body_progress_ms = now;
     if (!s->pick.h2c) {
         h1_start(s);
         h2_stream_arm(hc);
@@ -718,7 +766,7 @@ static void h2_stream_got_pick(sl_h2s_t *s)
     bool body = !(s->req_eof && s->req_bq.len == 0 && s->req_trl.n == 0);
     int32_t id = nghttp2_submit_request(up->h2, NULL, nv, n, body ? &prd : NULL, s);
     if (id < 0) {
-        h2_up_fail(s, false, "submit: %s", nghttp2_strerror(id));
+        h2_up_fail(s, UPF_REQUEST, "submit: %s", nghttp2_strerror(id));
         return;
     }
     s->up_id = id;
@@ -809,7 +857,7 @@ static void h2_up_flush(sl_upconn_t *up)
 
 static void h2_client_send(sl_h2conn_t *hc)
 {
-    if (hc->c->state == C_CLOSED)
+    if (hc->c->state == C_CLOSED || hc->c->state == C_LINGER)
         return;
     if (hc->in_send || hc->in_recv) {
         hc->send_again = true;
@@ -828,9 +876,14 @@ static void h2_client_send(sl_h2conn_t *hc)
         return;
     }
     if (hc->dead || (!nghttp2_session_want_read(hc->s) && !nghttp2_session_want_write(hc->s))) {
-        if (uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) == 0)
-            sl_client_close_graceful(c);
+        sl_client_close_graceful(c); /* after what is queued */
+        return;
     }
+    if (!hc->send_waiting && uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp)) {
+        hc->send_waiting = true;
+        hc->send_progress_ms = uv_now(c->r->loop);
+    }
+    h2_stream_arm(hc);
 }
 
 static void h2_up_send(sl_upconn_t *up)
@@ -852,10 +905,15 @@ static void h2_up_send(sl_upconn_t *up)
         ok = h2_send(up->pool->r, up->h2, (uv_stream_t *)&up->tcp, sl_up_write_cb);
     } while (ok && up->h2_send_again);
     up->h2_in_send = false;
+    if (ok && up->h2s && (up->h2s->up_done || up->h2s->up_failed)) {
+        h2_up_settle(up); /* nghttp2 closed the stream while sending */
+        return;
+    }
     if (!ok) {
         sl_h2s_t *s = up->h2s;
         if (s) {
-            h2_up_fail(s, up->reused && !up->resp_bytes, "write: connection lost");
+            h2_up_fail(s, up->reused && !up->resp_bytes ? UPF_STALE : UPF_FAIL,
+                       "write: connection lost");
         } else {
             sl_up_close(up);
         }
@@ -933,8 +991,17 @@ static int c_on_header(nghttp2_session *sess, const nghttp2_frame *f, const uint
     if (!s || s->req_overflow)
         return 0;
     if (s->in_req_trl) {
+        s->trl_list += nl + vl + 32;
+        if (s->trl_list > SL_H2_MAX_HEADER_LIST)
+            s->trl_overflow = true;
         if (!s->trl_overflow)
-            hdrs_add(r, s, &s->req_trl, &s->trl_overflow, name, nl, value, vl);
+            hdrs_add(r, &s->req_arena, &s->req_trl, &s->trl_overflow, name, nl, value, vl);
+        return 0;
+    }
+    /* The limit advertised in SETTINGS, which nghttp2 does not enforce */
+    s->req_list += nl + vl + 32;
+    if (s->req_list > SL_H2_MAX_HEADER_LIST) {
+        s->req_overflow = true;
         return 0;
     }
     sl_str_t n = {(const char *)name, nl};
@@ -945,7 +1012,7 @@ static int c_on_header(nghttp2_session *sess, const nghttp2_frame *f, const uint
                          : str_is(n, ":authority") ? &s->authority
                                                    : NULL;
         if (slot) {
-            uint8_t *v = arena_copy(r, s, value, vl);
+            uint8_t *v = arena_copy(r, &s->req_arena, value, vl);
             if (!v && vl)
                 s->req_overflow = true;
             else
@@ -968,14 +1035,14 @@ static int c_on_header(nghttp2_session *sess, const nghttp2_frame *f, const uint
         char tmp[260];
         int tl = snprintf(tmp, sizeof(tmp), "%.*s%s%.*s", (int)acc->len, acc->p,
                           acc->len ? ", " : "", (int)vl, (const char *)value);
-        uint8_t *v = arena_copy(r, s, (const uint8_t *)tmp, (size_t)tl);
+        uint8_t *v = arena_copy(r, &s->req_arena, (const uint8_t *)tmp, (size_t)tl);
         if (!v)
             s->req_overflow = true;
         else
             *acc = (sl_str_t){(const char *)v, (size_t)tl};
         return 0;
     }
-    if (!hdrs_add(r, s, &s->req, &s->req_overflow, name, nl, value, vl))
+    if (!hdrs_add(r, &s->req_arena, &s->req, &s->req_overflow, name, nl, value, vl))
         return 0;
     const nghttp2_nv *nv = &s->req.nv[s->req.n - 1];
     sl_str_t v = {(const char *)nv->value, vl};
@@ -1034,6 +1101,7 @@ static int c_data_chunk(nghttp2_session *sess, uint8_t flags, int32_t id, const 
         return 0;
     }
     s->req_bytes += len;
+    s->body_progress_ms = uv_now(r->loop);
     if (r->cfg.max_body_bytes && s->req_bytes > r->cfg.max_body_bytes) {
         nghttp2_session_consume_stream(sess, id, len);
         h2_stream_answer(s, 413, "request body is over the %llu byte limit",
@@ -1088,10 +1156,13 @@ static int u_begin_headers(nghttp2_session *sess, const nghttp2_frame *f, void *
     sl_h2s_t *s = up->h2s;
     if (!s || f->hd.type != NGHTTP2_HEADERS || f->hd.stream_id != s->up_id)
         return 0;
-    if (s->up_final)
+    if (s->up_final) {
         s->up_in_trl = true;
-    else
-        s->resp.n = 0; /* a 1xx before it, or the first */
+    } else { /* a 1xx before it (relayed already), or the first */
+        s->resp.n = 0;
+        s->resp_overflow = false;
+        arena_clear(up->pool->r, &s->resp_arena);
+    }
     return 0;
 }
 
@@ -1105,7 +1176,7 @@ static int u_on_header(nghttp2_session *sess, const nghttp2_frame *f, const uint
     sl_router_t *r = up->pool->r;
     s->up_active_ms = uv_now(r->loop);
     if (s->up_in_trl) {
-        hdrs_add(r, s, &s->resp_trl, &s->resp_overflow, name, nl, value, vl);
+        hdrs_add(r, &s->resp_arena, &s->resp_trl, &s->resp_overflow, name, nl, value, vl);
         return 0;
     }
     if (nl == 7 && !memcmp(name, ":status", 7)) {
@@ -1114,7 +1185,7 @@ static int u_on_header(nghttp2_session *sess, const nghttp2_frame *f, const uint
             st = st * 10 + (value[i] - '0');
         s->resp_status = st;
     }
-    hdrs_add(r, s, &s->resp, &s->resp_overflow, name, nl, value, vl);
+    hdrs_add(r, &s->resp_arena, &s->resp, &s->resp_overflow, name, nl, value, vl);
     return 0;
 }
 
@@ -1143,7 +1214,7 @@ static int u_frame_recv(nghttp2_session *sess, const nghttp2_frame *f, void *ud)
         }
         s->up_final = true;
         if (s->resp_overflow) {
-            h2_up_fail(s, false, "response header fields too large");
+            h2_up_fail(s, UPF_FAIL, "response header fields too large");
             return 0;
         }
         if (s->pick.set_cookie && s->resp.n < s->resp.cap + 2) {
@@ -1205,6 +1276,22 @@ static int u_stream_close(nghttp2_session *sess, int32_t id, uint32_t code, void
     return 0;
 }
 
+static int u_frame_sent(nghttp2_session *sess, const nghttp2_frame *f, void *ud)
+{
+    sl_upconn_t *up = ud;
+    if (up->h2s && f->hd.type == NGHTTP2_HEADERS && f->hd.stream_id == up->h2s->up_id)
+        up->h2s->up_head_sent = true;
+    return 0;
+}
+
+static int u_frame_not_sent(nghttp2_session *sess, const nghttp2_frame *f, int err, void *ud)
+{
+    sl_upconn_t *up = ud;
+    if (up->h2s && f->hd.type == NGHTTP2_HEADERS && f->hd.stream_id == up->h2s->up_id)
+        up->h2s->up_unsendable = true;
+    return 0;
+}
+
 /* After the upstream session's callbacks: finish the exchange. */
 static void h2_up_settle(sl_upconn_t *up)
 {
@@ -1218,12 +1305,14 @@ static void h2_up_settle(sl_upconn_t *up)
         stream_detach(s, false);
         req_discard(s);
     } else if (s->up_failed) {
-        if (s->up_error == NGHTTP2_REFUSED_STREAM)
-            h2_up_fail(s, true, "stream refused"); /* RFC 9113 §8.7: not processed */
+        if (s->up_unsendable)
+            h2_up_fail(s, UPF_REQUEST, "its SETTINGS refuse the head");
+        else if (s->up_error == NGHTTP2_REFUSED_STREAM)
+            h2_up_fail(s, UPF_UNSENT, "stream refused"); /* RFC 9113 §8.7: not processed */
         else if (s->up_error)
-            h2_up_fail(s, false, "stream reset (%s)", nghttp2_http2_strerror(s->up_error));
+            h2_up_fail(s, UPF_FAIL, "stream reset (%s)", nghttp2_http2_strerror(s->up_error));
         else
-            h2_up_fail(s, false, "stream ended before its response");
+            h2_up_fail(s, UPF_FAIL, "stream ended before its response");
     }
     h2_client_flush(hc);
 }
@@ -1236,7 +1325,7 @@ static void h2_up_connected(sl_upconn_t *up, int status)
     if (status < 0) {
         if (s) {
             sl_h2conn_t *hc = s->hc;
-            h2_up_fail(s, true, "connect: %s", uv_strerror(status));
+            h2_up_fail(s, UPF_UNSENT, "connect: %s", uv_strerror(status));
             h2_client_flush(hc);
         } else {
             sl_up_close(up);
@@ -1270,8 +1359,7 @@ static void h2_up_read(sl_upconn_t *up, ssize_t nread)
         if (s) {
             sl_h2conn_t *hc = s->hc;
             /* A pooled connection the instance closed as it was reused */
-            bool unsent = up->reused && !up->resp_bytes;
-            h2_up_fail(s, unsent, "%s",
+            h2_up_fail(s, up->reused && !up->resp_bytes ? UPF_STALE : UPF_FAIL, "%s",
                        nread == UV_EOF ? "connection closed" : uv_strerror((int)nread));
             h2_client_flush(hc);
         } else {
@@ -1292,7 +1380,7 @@ static void h2_up_read(sl_upconn_t *up, ssize_t nread)
     if (rc < 0) {
         if (s) {
             sl_h2conn_t *hc = s->hc;
-            h2_up_fail(s, false, "HTTP/2: %s", nghttp2_strerror((int)rc));
+            h2_up_fail(s, UPF_FAIL, "HTTP/2: %s", nghttp2_strerror((int)rc));
             h2_client_flush(hc);
         } else {
             sl_up_close(up);
@@ -1325,7 +1413,8 @@ static void h2_up_wrote(sl_upconn_t *up, int status)
         sl_h2s_t *s = up->h2s;
         if (s) {
             sl_h2conn_t *hc = s->hc;
-            h2_up_fail(s, up->reused && !up->resp_bytes, "write: %s", uv_strerror(status));
+            h2_up_fail(s, up->reused && !up->resp_bytes ? UPF_STALE : UPF_FAIL, "write: %s",
+                       uv_strerror(status));
             h2_client_flush(hc);
         } else {
             sl_up_close(up);
@@ -1441,10 +1530,10 @@ static void h1_start(sl_h2s_t *s)
     int rc = sl_send(r, (uv_stream_t *)&up->tcp, &iov, 1, &b, 1, sl_up_write_cb);
     sl_rbuf_unref(r, b);
     if (rc < 0) {
-        h2_up_fail(s, up->reused, "write: %s", uv_strerror(rc));
+        h2_up_fail(s, up->reused ? UPF_STALE : UPF_FAIL, "write: %s", uv_strerror(rc));
         return;
     }
-    s->h1_head_sent = true;
+    s->h1_head_sent = s->up_head_sent = true;
     h2_up_flush(up); /* the body, as far as it is here */
 }
 
@@ -1480,7 +1569,7 @@ static void h1_send(sl_upconn_t *up)
         h2_client_flush(hc);
         s->body_sent = true;
         if (rc < 0) {
-            h2_up_fail(s, false, "write: %s", uv_strerror(rc));
+            h2_up_fail(s, UPF_FAIL, "write: %s", uv_strerror(rc));
             return;
         }
     }
@@ -1507,7 +1596,7 @@ static void h1_send(sl_upconn_t *up)
         int rc = sl_send(r, tcp, &iov, 1, &b, 1, sl_up_write_cb);
         sl_rbuf_unref(r, b);
         if (rc < 0) {
-            h2_up_fail(s, false, "write: %s", uv_strerror(rc));
+            h2_up_fail(s, UPF_FAIL, "write: %s", uv_strerror(rc));
             return;
         }
     }
@@ -1522,14 +1611,16 @@ static bool h1_head(sl_h2s_t *s, const sl_http_msg_t *m)
     char st[4];
     snprintf(st, sizeof(st), "%d", m->status);
     s->resp.n = 0;
-    hdrs_add(r, s, &s->resp, &s->resp_overflow, (const uint8_t *)":status", 7, (const uint8_t *)st,
-             3);
+    s->resp_overflow = false;
+    arena_clear(r, &s->resp_arena); /* a 1xx's fields went out with it */
+    hdrs_add(r, &s->resp_arena, &s->resp, &s->resp_overflow, (const uint8_t *)":status", 7,
+             (const uint8_t *)st, 3);
     for (size_t i = 0; i < m->n_headers && !s->resp_overflow; i++) {
         const sl_http_header_t *h = &m->headers[i];
         if (sl_http_is_hop_by_hop(m, h->name))
             continue;
-        if (!hdrs_add(r, s, &s->resp, &s->resp_overflow, (const uint8_t *)h->name.p, h->name.len,
-                      (const uint8_t *)h->value.p, h->value.len))
+        if (!hdrs_add(r, &s->resp_arena, &s->resp, &s->resp_overflow, (const uint8_t *)h->name.p,
+                      h->name.len, (const uint8_t *)h->value.p, h->value.len))
             break;
         nghttp2_nv *nv = &s->resp.nv[s->resp.n - 1];
         for (size_t j = 0; j < nv->namelen; j++) /* HTTP/2 field names are lower case */
@@ -1574,7 +1665,7 @@ static void h1_read(sl_upconn_t *up, ssize_t nread)
             h2_up_settle(up);
             return;
         }
-        h2_up_fail(s, up->reused && !up->resp_bytes && !s->up_final, "%s",
+        h2_up_fail(s, up->reused && !up->resp_bytes ? UPF_STALE : UPF_FAIL, "%s",
                    nread == UV_EOF ? "connection closed" : uv_strerror((int)nread));
         return;
     }
@@ -1593,15 +1684,15 @@ static void h1_read(sl_upconn_t *up, ssize_t nread)
             int hn = sl_http_parse_response(p, avail, &m, s->method, NULL, &why);
             if (hn == SL_AGAIN) {
                 if (avail >= SL_RBUF_SIZE)
-                    h2_up_fail(s, false, "response head larger than %d bytes", SL_RBUF_SIZE);
+                    h2_up_fail(s, UPF_FAIL, "response head larger than %d bytes", SL_RBUF_SIZE);
                 return;
             }
             if (hn <= 0 || m.status == 101) {
-                h2_up_fail(s, false, "%s", hn <= 0 ? why : "101 to a request without Upgrade");
+                h2_up_fail(s, UPF_FAIL, "%s", hn <= 0 ? why : "101 to a request without Upgrade");
                 return;
             }
             if (!h1_head(s, &m)) {
-                h2_up_fail(s, false, "response header fields too large");
+                h2_up_fail(s, UPF_FAIL, "response header fields too large");
                 return;
             }
             up->rd.start += (size_t)hn;
@@ -1617,7 +1708,7 @@ static void h1_read(sl_upconn_t *up, ssize_t nread)
             const char *why = NULL;
             ssize_t k = sl_chunked_decode(&s->h1_chunk, p, avail, &take, &done, &why);
             if (k < 0) {
-                h2_up_fail(s, false, "response body: %s", why ? why : "bad chunked coding");
+                h2_up_fail(s, UPF_FAIL, "response body: %s", why ? why : "bad chunked coding");
                 return;
             }
             used = (size_t)k;
@@ -1670,9 +1761,11 @@ static uint64_t stream_due(const sl_h2s_t *s, const sl_router_t *r)
     if (!s->resp_head) {
         SOONER(s->deadline_ms);
         SOONER(s->start_due_ms);
+        if (s->up && !s->req_eof && r->cfg.body_timeout_ms)
+            SOONER(s->body_progress_ms + r->cfg.body_timeout_ms);
     }
-    if (s->resp_bq.len)
-        SOONER(s->resp_wait_ms + r->cfg.idle_timeout_ms);
+    if (s->resp_bq.len || (s->resp_head && s->resp_eof))
+        SOONER(s->resp_wait_ms + r->cfg.idle_timeout_ms); /* the client owes a read */
     else if (s->up && !s->up_done && s->pick.idle_ms)
         SOONER(s->up_active_ms + s->pick.idle_ms);
 #undef SOONER
@@ -1684,16 +1777,20 @@ static uint64_t stream_due(const sl_h2s_t *s, const sl_router_t *r)
 static void h2_stream_arm(sl_h2conn_t *hc)
 {
     sl_client_t *c = hc->c;
-    if (c->state == C_CLOSED || c->state == C_LINGER)
+    if (c->state == C_CLOSED || c->state == C_LINGER || hc->dead)
         return;
     uint64_t now = uv_now(c->r->loop), due = 0;
+    if (hc->send_waiting)
+        due = hc->send_progress_ms + c->r->cfg.idle_timeout_ms;
     for (sl_h2s_t *s = hc->streams; s; s = s->next) {
         uint64_t d = stream_due(s, c->r);
         if (d && (!due || d < due))
             due = d;
     }
+    /* never 0 ms: libuv would run a timer re-armed from its own callback
+     * again in the same pass, and the loop would not poll */
     if (due)
-        sl_client_set_timer(c, T_REQUEST, due > now ? due - now : 0);
+        sl_client_set_timer(c, T_REQUEST, due > now ? due - now : 1);
     else if (!hc->n_streams)
         sl_client_set_timer(c, T_IDLE, c->r->cfg.idle_timeout_ms);
     else
@@ -1708,7 +1805,22 @@ static void stream_cut(sl_h2s_t *s, const char *why)
     sl_warn(MOD, "HTTP/2 stream %d of %s: %s; stream reset", (int)s->id, hc->c->peer, why);
     stream_detach(s, false);
     bq_clear(hc->c->r, &s->resp_bq);
+    s->resp_eof = false;
+    s->resp_head = true;
     nghttp2_submit_rst_stream(hc->s, NGHTTP2_FLAG_NONE, s->id, NGHTTP2_CANCEL);
+}
+
+/* The session is over (protocol error, idle, a header block left open):
+ * GOAWAY, every stream's slot back, and the connection closes once the
+ * GOAWAY is out (sl_client_close_graceful bounds the wait). */
+static void h2_conn_dead(sl_h2conn_t *hc, uint32_t code)
+{
+    if (!hc->dead)
+        nghttp2_session_terminate_session(hc->s, code);
+    hc->dead = true;
+    for (sl_h2s_t *s = hc->streams; s; s = s->next)
+        stream_detach(s, false);
+    h2_client_flush(hc);
 }
 
 static void h2_timer(sl_client_t *c, int mode)
@@ -1716,23 +1828,28 @@ static void h2_timer(sl_client_t *c, int mode)
     sl_h2conn_t *hc = c->h2;
     sl_router_t *r = c->r;
     uint64_t now = uv_now(r->loop);
-    if (mode == T_IDLE) {
-        if (!hc->n_streams) {
-            nghttp2_session_terminate_session(hc->s, NGHTTP2_NO_ERROR);
-            hc->dead = true;
-            h2_client_flush(hc);
-        }
+    if (hc->dead)
+        return;
+    if (mode == T_IDLE && !hc->n_streams) {
+        h2_conn_dead(hc, NGHTTP2_NO_ERROR);
+        return;
+    }
+    if (hc->send_waiting && now >= hc->send_progress_ms + r->cfg.idle_timeout_ms) {
+        /* The client reads nothing at all: nothing else can be done. */
+        sl_warn(MOD, "HTTP/2 client %s read nothing for %llu ms; connection closed", c->peer,
+                (unsigned long long)r->cfg.idle_timeout_ms);
+        sl_client_destroy(c);
         return;
     }
     for (sl_h2s_t *s = hc->streams; s; s = s->next) {
         if (!s->head_done && now >= s->created_ms + r->cfg.header_timeout_ms) {
             /* A header block left open holds the whole connection. */
-            nghttp2_session_terminate_session(hc->s, NGHTTP2_NO_ERROR);
-            hc->dead = true;
-            break;
+            h2_conn_dead(hc, NGHTTP2_NO_ERROR);
+            return;
         }
         bool silent = !s->resp_bq.len && s->up && !s->up_done && s->pick.idle_ms &&
                       now >= s->up_active_ms + s->pick.idle_ms;
+        bool owed = s->resp_bq.len || (s->resp_head && s->resp_eof);
         if (!s->resp_head) {
             if (s->deadline_ms && now >= s->deadline_ms)
                 h2_stream_answer(s, 504,
@@ -1747,7 +1864,11 @@ static void h2_timer(sl_client_t *c, int mode)
             else if (silent)
                 h2_stream_answer(s, 504, "instance sent nothing for %u ms (idleTimeoutSeconds)",
                                  s->pick.idle_ms);
-        } else if (s->resp_bq.len && now >= s->resp_wait_ms + r->cfg.idle_timeout_ms) {
+            else if (s->up && !s->req_eof && r->cfg.body_timeout_ms &&
+                     now >= s->body_progress_ms + r->cfg.body_timeout_ms)
+                h2_stream_answer(s, 408, "request body stalled for %llu ms",
+                                 (unsigned long long)r->cfg.body_timeout_ms);
+        } else if (owed && now >= s->resp_wait_ms + r->cfg.idle_timeout_ms) {
             /* A client that stops reading a response cannot hold the
              * instance (or the buffered bytes) for ever. */
             stream_cut(s, "the client stopped reading its response");
@@ -1794,6 +1915,8 @@ static void h2_init_once(void)
     nghttp2_session_callbacks_set_on_frame_recv_callback(client_cbs, u_frame_recv);
     nghttp2_session_callbacks_set_on_data_chunk_recv_callback(client_cbs, u_data_chunk);
     nghttp2_session_callbacks_set_on_stream_close_callback(client_cbs, u_stream_close);
+    nghttp2_session_callbacks_set_on_frame_send_callback(client_cbs, u_frame_sent);
+    nghttp2_session_callbacks_set_on_frame_not_send_callback(client_cbs, u_frame_not_sent);
     nghttp2_option_new(&server_opt);
     nghttp2_option_set_no_auto_window_update(server_opt, 1);
     nghttp2_option_new(&client_opt);
@@ -1816,7 +1939,7 @@ bool sl_h2_start(sl_client_t *c)
     nghttp2_settings_entry iv[] = {
         {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, SL_H2_STREAMS},
         {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, SL_H2_WINDOW},
-        {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, SL_RBUF_SIZE * SL_H2_ARENAS / 2},
+        {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, SL_H2_MAX_HEADER_LIST},
     };
     nghttp2_submit_settings(hc->s, NGHTTP2_FLAG_NONE, iv, sizeof(iv) / sizeof(iv[0]));
     nghttp2_session_set_local_window_size(hc->s, NGHTTP2_FLAG_NONE, 0, SL_H2_CONN_WINDOW);
@@ -1842,9 +1965,10 @@ static void h2_client_read(sl_client_t *c)
             return;
         if (rc < 0) {
             /* nghttp2 queued the GOAWAY naming the error where it could. */
-            hc->dead = true;
+            h2_conn_dead(hc, NGHTTP2_PROTOCOL_ERROR);
         }
     }
+    h2_stream_arm(hc); /* streams begun, ended or still in their header block */
     h2_client_flush(hc);
 }
 
@@ -1859,7 +1983,11 @@ void sl_h2_client_read(sl_client_t *c)
 static void h2_client_wrote(sl_client_t *c)
 {
     sl_h2conn_t *hc = c->h2;
-    if (uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) <= SL_BP_LOW)
+    size_t q = uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp);
+    hc->send_progress_ms = uv_now(c->r->loop);
+    if (!q)
+        hc->send_waiting = false;
+    if (q <= SL_BP_LOW)
         h2_client_flush(hc);
 }
 

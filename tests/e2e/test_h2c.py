@@ -274,6 +274,16 @@ def test_hostile_streams(make_daemon, images):
     host = d.host("grpc")
     e = get(d.port, host, "/", headers=[("x" * 17000, "")])
     assert e.status == 431, e.__dict__
+    # over the 32 KiB SETTINGS_MAX_HEADER_LIST_SIZE the router advertises:
+    # the client's fault, never the instance's (three failures in a row
+    # would have it replaced)
+    before = [i["name"] for i in d.json("instances", "grpc")["items"]]
+    many = [("x-f%d" % i, "v" * 900) for i in range(45)]
+    for _ in range(4):
+        e = get(d.port, host, "/", headers=many)
+        assert e.status == 431, e.__dict__
+    assert get(d.port, host, "/").status == 200
+    assert [i["name"] for i in d.json("instances", "grpc")["items"]] == before
     c = H2(d.port)
     try:
         junk = b"j" * 100000
