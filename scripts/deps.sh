@@ -8,7 +8,7 @@ libuv1-dev libsqlite3-dev libjansson-dev libyaml-dev libarchive-dev
 libcurl4-openssl-dev libssl-dev libcmocka-dev libseccomp-dev libnghttp2-dev
 crun runc busybox-static umoci skopeo
 python3 python3-pytest python3-yaml python3-h2 nghttp2-server nghttp2-client curl wrk hey nginx file prometheus
-iproute2 util-linux procps slirp4netns"
+iproute2 util-linux procps slirp4netns nftables"
 
 missing=""
 for p in $PKGS; do

@@ -23,9 +23,13 @@ def says_no_space(text):
 
 
 def strip(listing):
-    """Services as stored, minus status (a write to it is legitimate)."""
-    return sorted(({k: v for k, v in o.items() if k != "status"} for o in listing["items"]),
-                  key=lambda o: o["metadata"]["name"])
+    """Services as stored, minus status and the resourceVersion (a status
+    write is legitimate, and moves the version)."""
+    def one(o):
+        o = {k: v for k, v in o.items() if k != "status"}
+        o["metadata"] = {k: v for k, v in o["metadata"].items() if k != "resourceVersion"}
+        return o
+    return sorted((one(o) for o in listing["items"]), key=lambda o: o["metadata"]["name"])
 
 
 def build_big_image(tmp_path):

@@ -172,7 +172,7 @@ def test_requests_reserve_capacity_and_weigh_cpu(daemon, images):
         "autoscaling.knative.dev/target-burst-capacity": "200"}}}, "not supported"),
     ({"metadata": {"labels": {"bad key": "x"}}}, "invalid key \"bad key\""),
     ({"metadata": {"labels": {"app": "has space"}}}, "invalid label value"),
-    ({"ports": [{"containerPort": 8080, "name": "http"}]}, "must be \"http1\" or empty"),
+    ({"ports": [{"containerPort": 8080, "name": "http"}]}, "must be \"http1\", \"h2c\" or empty"),
     ({"livenessProbe": {"periodSeconds": 1}}, "livenessProbe: give one of"),
     ({"startupProbe": {"tcpSocket": {}, "successThreshold": 2}}, "successThreshold: must be 1"),
     ({"readinessProbe": {"tcpSocket": {"host": "10.0.0.1"}}}, "probes reach the instance"),
