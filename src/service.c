@@ -958,6 +958,25 @@ static int check_tcp(json_t *v, const char *path, sl_error_t *err)
     return sl_check_fields(v, path, tcp_fields, SL_ARRAY_LEN(tcp_fields), err);
 }
 
+/* Kubernetes' GRPCAction: the gRPC Health Checking Protocol. */
+static int check_grpc_service(json_t *v, const char *path, sl_error_t *err)
+{
+    const char *s = json_string_value(v);
+    if (!s)
+        return sl_error_set(err, EINVAL, "%s: must be a string", path);
+    if (strlen(s) > 1024)
+        return sl_error_set(err, EINVAL, "%s: longer than 1024 bytes", path);
+    return 0;
+}
+
+static const sl_field_t grpc_fields[] = {{"port", check_probe_port},
+                                         {"service", check_grpc_service}};
+
+static int check_grpc(json_t *v, const char *path, sl_error_t *err)
+{
+    return sl_check_fields(v, path, grpc_fields, SL_ARRAY_LEN(grpc_fields), err);
+}
+
 static const sl_field_t exec_fields[] = {{"command", check_string_array}};
 
 static int check_exec(json_t *v, const char *path, sl_error_t *err)
@@ -987,7 +1006,7 @@ static const sl_field_t probe_fields[] = {
     {"timeoutSeconds", check_seconds},
     {"successThreshold", check_threshold},
     {"failureThreshold", check_threshold},
-    {"grpc", NULL},
+    {"grpc", check_grpc},
 };
 
 /* A readiness probe without a handler is a TCP one (Knative's default);
@@ -1000,9 +1019,7 @@ static int check_probe_as(json_t *v, const char *path, bool readiness, sl_error_
     int handlers = !!json_object_get(v, "httpGet") + !!json_object_get(v, "tcpSocket") +
                    !!json_object_get(v, "exec") + !!json_object_get(v, "grpc");
     if (handlers > 1 || (handlers == 0 && !readiness))
-        return sl_error_set(err, EINVAL, "%s: give one of httpGet, tcpSocket or exec", path);
-    if (json_object_get(v, "grpc"))
-        return sl_error_set(err, ENOTSUP, "%s.grpc: gRPC probes are not supported", path);
+        return sl_error_set(err, EINVAL, "%s: give one of httpGet, tcpSocket, exec or grpc", path);
     json_t *st = json_object_get(v, "successThreshold");
     if (!readiness && st && json_integer_value(st) != 1)
         return sl_error_set(err, EINVAL, "%s.successThreshold: must be 1", path);
@@ -1765,8 +1782,11 @@ static void probe_from_json(const json_t *p, int port, sl_probe_cfg_t *out)
     if (!p)
         return;
     json_t *h = json_object_get(p, "httpGet"), *t = json_object_get(p, "tcpSocket"),
-           *e = json_object_get(p, "exec");
-    json_t *pp = h ? json_object_get(h, "port") : t ? json_object_get(t, "port") : NULL;
+           *e = json_object_get(p, "exec"), *g = json_object_get(p, "grpc");
+    json_t *pp = h   ? json_object_get(h, "port")
+                 : t ? json_object_get(t, "port")
+                 : g ? json_object_get(g, "port")
+                     : NULL;
     out->port = json_is_integer(pp) ? (int)json_integer_value(pp) : port;
     if (h) {
         out->kind = 2;
@@ -1784,6 +1804,10 @@ static void probe_from_json(const json_t *p, int port, sl_probe_cfg_t *out)
     } else if (e) {
         out->kind = 3;
         out->exec = str_array(json_object_get(e, "command"), &out->n_exec);
+    } else if (g) {
+        out->kind = 4;
+        const char *svc = sl_json_str(g, "service");
+        out->path = xstrdup(svc ? svc : ""); /* the service asked about */
     } else {
         out->kind = 1;
     }

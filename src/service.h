@@ -27,7 +27,8 @@
 #define SL_MAX_TIMEOUT_S       3600
 
 /* A readinessProbe / livenessProbe (Kubernetes' fields), times in ms;
- * kind 0 = none, 1 = tcpSocket, 2 = httpGet, 3 = exec (as sl_probe_kind_t). */
+ * kind 0 = none, 1 = tcpSocket, 2 = httpGet, 3 = exec, 4 = grpc (as
+ * sl_probe_kind_t); path is httpGet's path or grpc's service. */
 typedef struct sl_probe_cfg {
     int kind;
     int port;

@@ -51,14 +51,23 @@ typedef enum {
  *   HTTP: `GET path HTTP/1.1` with Host and `User-Agent: sluice-probe`;
  *         passes on a 2xx or 3xx status.
  *   EXEC: `RT exec <id> exec_cmd...` inside the container; passes on exit 0.
+ *   GRPC: the gRPC Health Checking Protocol over HTTP/2 without TLS:
+ *         grpc.health.v1.Health/Check for the service in `path` ("" = the
+ *         server as a whole); passes on grpc-status 0 and SERVING.
  * Every attempt is abandoned (and fails) after timeout_ms.
  */
-typedef enum { SL_PROBE_NONE = 0, SL_PROBE_TCP, SL_PROBE_HTTP, SL_PROBE_EXEC } sl_probe_kind_t;
+typedef enum {
+    SL_PROBE_NONE = 0,
+    SL_PROBE_TCP,
+    SL_PROBE_HTTP,
+    SL_PROBE_EXEC,
+    SL_PROBE_GRPC
+} sl_probe_kind_t;
 
 typedef struct sl_probe {
     sl_probe_kind_t kind;  /* NONE = no probe (liveness) / the default (readiness) */
     int port;              /* TCP/HTTP; 0 = the instance's PORT */
-    const char *path;      /* HTTP: absolute path, "/" when NULL */
+    const char *path;      /* HTTP: absolute path, "/" when NULL; GRPC: the service */
     const char *headers;   /* HTTP: more "Name: value\r\n" lines (checked by the caller); a
                             * Host or User-Agent among them replaces the probe's own */
     char *const *exec_cmd; /* EXEC: argv, exec_cmd[0] an absolute path in the image */

@@ -18,6 +18,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <nghttp2/nghttp2.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
@@ -58,6 +59,12 @@ struct sv_probe {
     unsigned backoff_ms;
     uint64_t since_ns;  /* start-up polling began */
     char last_why[160]; /* the last failure, for a start-up timeout's reason */
+    /* grpc: the attempt's HTTP/2 session and what it has heard */
+    nghttp2_session *h2;
+    int h2_status, grpc_status; /* -1 until heard */
+    uint8_t msg[64];
+    size_t msg_len;
+    bool h2_closed;
 };
 
 static void probe_fire(uv_timer_t *t);
@@ -65,7 +72,10 @@ static void probe_result(sv_probe_t *p, bool ok, const char *why);
 
 static const char *probe_kind_name(sl_probe_kind_t k)
 {
-    return k == SL_PROBE_HTTP ? "httpGet" : k == SL_PROBE_EXEC ? "exec" : "tcpSocket";
+    return k == SL_PROBE_HTTP   ? "httpGet"
+           : k == SL_PROBE_EXEC ? "exec"
+           : k == SL_PROBE_GRPC ? "grpc"
+                                : "tcpSocket";
 }
 
 static int probe_port(const sv_probe_t *p)
@@ -84,7 +94,9 @@ sv_probe_t *sv_probe_new(sl_instance_t *inst, const sl_probe_t *cfg, const char 
         p->cfg = *cfg;
     if (p->is_default)
         p->cfg.kind = SL_PROBE_TCP;
-    p->cfg.path = xstrdup(p->cfg.kind == SL_PROBE_HTTP && cfg->path ? cfg->path : "/");
+    p->cfg.path = xstrdup(p->cfg.kind == SL_PROBE_GRPC                ? (cfg->path ? cfg->path : "")
+                          : p->cfg.kind == SL_PROBE_HTTP && cfg->path ? cfg->path
+                                                                      : "/");
     p->cfg.headers = p->cfg.kind == SL_PROBE_HTTP && cfg->headers ? xstrdup(cfg->headers) : NULL;
     p->cfg.exec_cmd = NULL;
     if (p->cfg.kind == SL_PROBE_EXEC)
@@ -148,6 +160,10 @@ static void attempt_end(sv_probe_t *p)
     }
     free(p->req);
     p->req = NULL;
+    if (p->h2) {
+        nghttp2_session_del(p->h2);
+        p->h2 = NULL;
+    }
     p->connected = false;
     p->req_len = p->sent = p->got = 0;
     if (p->holding) {
@@ -254,6 +270,170 @@ static void http_write(sv_probe_t *p)
     }
 }
 
+/* ---- grpc: grpc.health.v1.Health/Check over HTTP/2 without TLS ---------- */
+
+static int g_on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *name, size_t nl,
+                       const uint8_t *value, size_t vl, uint8_t flags, void *ud)
+{
+    sv_probe_t *p = ud;
+    int v = 0;
+    for (size_t i = 0; i < vl && i < 9 && value[i] >= '0' && value[i] <= '9'; i++)
+        v = v * 10 + (value[i] - '0');
+    if (nl == 7 && !memcmp(name, ":status", 7))
+        p->h2_status = v;
+    else if (nl == 11 && !memcmp(name, "grpc-status", 11))
+        p->grpc_status = v;
+    return 0;
+}
+
+static int g_on_data(nghttp2_session *s, uint8_t flags, int32_t id, const uint8_t *data, size_t len,
+                     void *ud)
+{
+    sv_probe_t *p = ud;
+    size_t k = len < sizeof(p->msg) - p->msg_len ? len : sizeof(p->msg) - p->msg_len;
+    memcpy(p->msg + p->msg_len, data, k);
+    p->msg_len += k;
+    return 0;
+}
+
+static int g_on_close(nghttp2_session *s, int32_t id, uint32_t code, void *ud)
+{
+    ((sv_probe_t *)ud)->h2_closed = true;
+    return 0;
+}
+
+static ssize_t g_body(nghttp2_session *s, int32_t id, uint8_t *buf, size_t length, uint32_t *flags,
+                      nghttp2_data_source *src, void *ud)
+{
+    sv_probe_t *p = ud;
+    /* One length-prefixed message: HealthCheckRequest{service = 1} */
+    size_t sl = strlen(p->cfg.path), n = 0;
+    uint8_t pb[1040];
+    if (sl) {
+        pb[n++] = 0x0a; /* field 1, length-delimited */
+        for (size_t v = sl;; v >>= 7) {
+            pb[n++] = (uint8_t)((v & 0x7f) | (v > 0x7f ? 0x80 : 0));
+            if (v <= 0x7f)
+                break;
+        }
+        memcpy(pb + n, p->cfg.path, sl);
+        n += sl;
+    }
+    if (length < n + 5)
+        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+    buf[0] = 0;
+    buf[1] = (uint8_t)(n >> 24);
+    buf[2] = (uint8_t)(n >> 16);
+    buf[3] = (uint8_t)(n >> 8);
+    buf[4] = (uint8_t)n;
+    memcpy(buf + 5, pb, n);
+    *flags |= NGHTTP2_DATA_FLAG_EOF;
+    return (ssize_t)(n + 5);
+}
+
+/* Queue what the session has to send after p->req[p->sent..]. */
+static void grpc_take_output(sv_probe_t *p)
+{
+    const uint8_t *data;
+    ssize_t n;
+    while ((n = nghttp2_session_mem_send(p->h2, &data)) > 0) {
+        p->req = xrealloc(p->req, p->req_len + (size_t)n);
+        memcpy(p->req + p->req_len, data, (size_t)n);
+        p->req_len += (size_t)n;
+    }
+}
+
+static void grpc_prepare(sv_probe_t *p)
+{
+    static nghttp2_session_callbacks *cbs;
+    if (!cbs) {
+        nghttp2_session_callbacks_new(&cbs);
+        nghttp2_session_callbacks_set_on_header_callback(cbs, g_on_header);
+        nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, g_on_data);
+        nghttp2_session_callbacks_set_on_stream_close_callback(cbs, g_on_close);
+    }
+    nghttp2_session_client_new(&p->h2, cbs, p);
+    p->h2_status = p->grpc_status = -1;
+    p->msg_len = 0;
+    p->h2_closed = false;
+    char authority[32];
+    snprintf(authority, sizeof(authority), "127.0.0.1:%d", probe_port(p));
+#define NV(n, v) {(uint8_t *)(n), (uint8_t *)(v), strlen(n), strlen(v), NGHTTP2_NV_FLAG_NONE}
+    nghttp2_nv nv[] = {
+        NV(":method", "POST"),
+        NV(":scheme", "http"),
+        NV(":authority", authority),
+        NV(":path", "/grpc.health.v1.Health/Check"),
+        NV("content-type", "application/grpc"),
+        NV("te", "trailers"),
+        NV("user-agent", "sluice-probe"),
+    };
+#undef NV
+    nghttp2_submit_settings(p->h2, NGHTTP2_FLAG_NONE, NULL, 0);
+    nghttp2_data_provider body = {.read_callback = g_body};
+    nghttp2_submit_request(p->h2, NULL, nv, SL_ARRAY_LEN(nv), &body, NULL);
+    grpc_take_output(p);
+}
+
+/* grpc.health.v1.HealthCheckResponse.ServingStatus */
+static const char *serving_status_name(int st)
+{
+    static const char *names[] = {"UNKNOWN", "SERVING", "NOT_SERVING", "SERVICE_UNKNOWN"};
+    return st >= 0 && st < 4 ? names[st] : "(unknown)";
+}
+
+/* status (field 1, varint) of the one message in p->msg; 0 = UNKNOWN
+ * (the field left out), -1 = no message */
+static int grpc_serving_status(const sv_probe_t *p)
+{
+    if (p->msg_len < 5 || p->msg[0] != 0)
+        return -1;
+    if (p->msg_len >= 7 && p->msg[5] == 0x08)
+        return p->msg[6] & 0x7f;
+    return 0;
+}
+
+static void grpc_read(sv_probe_t *p)
+{
+    char buf[4096], why[160];
+    ssize_t n;
+    while ((n = read(p->fd, buf, sizeof(buf))) > 0) {
+        bool http1 = p->got == 0 && n >= 5 && !memcmp(buf, "HTTP/", 5);
+        p->got += (size_t)n;
+        if (http1 || nghttp2_session_mem_recv(p->h2, (const uint8_t *)buf, (size_t)n) < 0) {
+            snprintf(why, sizeof(why), "gRPC probe: port %d does not speak HTTP/2", probe_port(p));
+            probe_result(p, false, why);
+            return;
+        }
+        if (p->h2_closed)
+            break;
+    }
+    if (!p->h2_closed) {
+        if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
+            /* SETTINGS acknowledgements and window updates, best effort */
+            size_t before = p->req_len;
+            grpc_take_output(p);
+            if (p->req_len > before)
+                http_write(p);
+            return;
+        }
+        snprintf(why, sizeof(why), "gRPC probe: %s before the answer",
+                 n == 0 ? "connection closed" : strerror(errno));
+        probe_result(p, false, why);
+        return;
+    }
+    int st = grpc_serving_status(p);
+    if (p->h2_status != 200)
+        snprintf(why, sizeof(why), "gRPC probe: HTTP status %d", p->h2_status);
+    else if (p->grpc_status != 0)
+        snprintf(why, sizeof(why), "gRPC probe: grpc-status %d%s", p->grpc_status,
+                 p->grpc_status == 12 ? " (UNIMPLEMENTED: no grpc.health.v1.Health service)" : "");
+    else
+        snprintf(why, sizeof(why), "gRPC probe: service \"%.60s\" is %s", p->cfg.path,
+                 serving_status_name(st));
+    probe_result(p, p->h2_status == 200 && p->grpc_status == 0 && st == 1, why);
+}
+
 static void on_probe_io(uv_poll_t *h, int status, int events)
 {
     sv_probe_t *p = h->data;
@@ -290,8 +470,12 @@ static void on_probe_io(uv_poll_t *h, int status, int events)
             uv_poll_start(p->io, UV_READABLE, on_probe_io);
         return;
     }
-    if (events & (UV_READABLE | UV_DISCONNECT))
-        http_read(p);
+    if (events & (UV_READABLE | UV_DISCONNECT)) {
+        if (p->cfg.kind == SL_PROBE_GRPC)
+            grpc_read(p);
+        else
+            http_read(p);
+    }
 }
 
 /* TCP and HTTP: a non-blocking connect from inside the namespace. */
@@ -311,6 +495,8 @@ static int attempt_socket(sv_probe_t *p, char *why, size_t why_len)
         snprintf(why, why_len, "dial tcp 127.0.0.1:%d: %s", probe_port(p), strerror(errno));
         return -1;
     }
+    if (p->cfg.kind == SL_PROBE_GRPC)
+        grpc_prepare(p);
     if (p->cfg.kind == SL_PROBE_HTTP && !p->req) {
         const char *h = p->cfg.headers ? p->cfg.headers : "";
         char host[32] = "";
@@ -546,7 +732,8 @@ int sv_probe_validate(const sl_probe_t *p, const char *field, bool once, sl_erro
 {
     if (!p || p->kind == SL_PROBE_NONE)
         return 0;
-    if (p->kind != SL_PROBE_TCP && p->kind != SL_PROBE_HTTP && p->kind != SL_PROBE_EXEC)
+    if (p->kind != SL_PROBE_TCP && p->kind != SL_PROBE_HTTP && p->kind != SL_PROBE_EXEC &&
+        p->kind != SL_PROBE_GRPC)
         return sl_error_set(err, EINVAL, "instance spec: %s: unknown probe kind %d", field,
                             (int)p->kind);
     if (p->port < 0 || p->port > 65535)

@@ -298,3 +298,37 @@ def test_hostile_streams(make_daemon, images):
     finally:
         c.close()
     assert get(d.port, host, "/").status == 200
+
+
+def test_grpc_probes(make_daemon, images):
+    """Kubernetes' grpc probes speak the gRPC Health Checking Protocol over
+    HTTP/2: a server that says SERVING becomes Ready and stays alive; one
+    that says NOT_SERVING never becomes Ready, and the revision's reason
+    says so; grpc on a port that speaks HTTP/1.1 fails naming that."""
+    d = make_daemon()
+    probe = {"grpc": {"port": 8080}, "periodSeconds": 1}
+
+    def serve(root):  # the image's server without --echo-upload: files answer POSTs
+        return ["/bin/sh", "-c", 'nghttpd --no-tls -d %s --trailer "grpc-status: 0" "$PORT" & '
+                'pid=$!; trap "kill $pid; wait $pid; exit 0" TERM; wait $pid' % root]
+    doc = json.loads(service_manifest("healthy", images["h2c"],
+                                      ports=[{"name": "h2c", "containerPort": 8080}],
+                                      command=serve("/www"), readinessProbe=probe,
+                                      livenessProbe=dict(probe)))
+    d.cli("apply", "-f", "-", "--wait", input=json.dumps(doc))
+    assert get(d.port, d.host("healthy"), "/").status == 200
+    first = [i["name"] for i in d.json("instances", "healthy")["items"]]
+    time.sleep(3)  # three liveness periods: the instance is kept
+    assert [i["name"] for i in d.json("instances", "healthy")["items"]] == first
+
+    # a startup probe fails an instance after failureThreshold × period
+    once = dict(probe, failureThreshold=1)
+    down = json.loads(service_manifest(
+        "down", images["h2c"], ports=[{"name": "h2c", "containerPort": 8080}],
+        startupProbe=once, command=serve("/www-down")))
+    r = d.cli("apply", "-f", "-", "--wait", input=json.dumps(down), check=False)
+    assert r.returncode != 0 and 'gRPC probe: service "" is NOT_SERVING' in r.stderr, r.stderr
+
+    web = json.loads(service_manifest("web", images["hello"], startupProbe=once))
+    r = d.cli("apply", "-f", "-", "--wait", input=json.dumps(web), check=False)
+    assert r.returncode != 0 and "does not speak HTTP/2" in r.stderr, r.stderr

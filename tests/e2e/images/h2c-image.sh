@@ -6,7 +6,8 @@
 # server. POST and PUT bodies are echoed back (--echo-upload), and every
 # response ends with the trailer "grpc-status: 0" after its body. busybox
 # provides the shell, which stays PID 1 to pass SIGTERM on (nghttpd as PID 1
-# would ignore it). USER 65532. Skipped when its inputs did not change.
+# would ignore it). /www/grpc.health.v1.Health/Check answers the gRPC health
+# check (SERVING; /www-down's says NOT_SERVING). USER 65532. Skipped when its inputs did not change.
 set -eu
 
 [ $# -eq 1 ] || { echo "usage: $0 OUTDIR" >&2; exit 2; }
@@ -48,6 +49,12 @@ done
 printf 'root:x:0:0:root:/root:/bin/sh\nnonroot:x:65532:65532:nonroot:/:/bin/sh\n' >"$root/etc/passwd"
 printf 'root:x:0:\nnonroot:x:65532:\n' >"$root/etc/group"
 echo "hello over h2c" >"$root/www/index.html"
+# grpc.health.v1.Health/Check answered with a HealthCheckResponse (a
+# length-prefixed message, status = field 1): SERVING under /www,
+# NOT_SERVING under /www-down (serve that with -d /www-down)
+mkdir -p "$root/www/grpc.health.v1.Health" "$root/www-down/grpc.health.v1.Health"
+printf '\000\000\000\000\002\010\001' >"$root/www/grpc.health.v1.Health/Check"
+printf '\000\000\000\000\002\010\002' >"$root/www-down/grpc.health.v1.Health/Check"
 head -c 1048576 /dev/zero | tr '\0' 'x' >"$root/www/big"
 chmod 1777 "$root/tmp"
 [ "$(id -u)" = 0 ] && chown -R 0:0 "$root"
