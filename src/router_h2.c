@@ -158,6 +158,8 @@ struct sl_h2s {
     sl_h2arena_t req_arena, resp_arena;
     size_t req_list, trl_list; /* RFC 9113 §6.5.2 sizes of the client's blocks */
     bool req_overflow;         /* the request head did not fit: 431 */
+    bool req_refused;          /* it has a field refused as a smuggling vector: 400 */
+    uint32_t interim_bytes;    /* of the 1xx heads relayed */
     bool trl_overflow;         /* nor its trailers */
     bool resp_overflow;        /* the instance's head or trailers did not fit: 502 */
 
@@ -558,6 +560,19 @@ static void h2_stream_start(sl_h2s_t *s)
     }
     if (s->method.len == 7 && !memcmp(s->method.p, "CONNECT", 7)) {
         h2_stream_answer(s, 501, "CONNECT is not supported");
+        return;
+    }
+    /* Origin-form only (nghttp2 checks :path only for http and https): an
+     * absolute :path would route the instance by another host than ours. */
+    bool star = str_is(s->path, "*") && str_is(s->method, "OPTIONS");
+    if (!star && (!s->path.len || s->path.p[0] != '/')) {
+        h2_stream_answer(s, 400, ":path must begin with \"/\"");
+        return;
+    }
+    if (s->req_refused) {
+        h2_stream_answer(s, 400,
+                         "field content_length or transfer_encoding refused: CGI-style "
+                         "servers read it as the real one");
         return;
     }
     sl_str_t host = s->authority.len ? s->authority : s->host;
@@ -1023,6 +1038,11 @@ static int c_on_header(nghttp2_session *sess, const nghttp2_frame *f, const uint
     /* Replaced by this hop's values. */
     if (str_is(n, "x-forwarded-proto") || str_is(n, "x-forwarded-host"))
         return 0;
+    /* As the HTTP/1.1 parser refuses them (http_parse.c) */
+    if (str_is(n, "content_length") || str_is(n, "transfer_encoding")) {
+        s->req_refused = true;
+        return 0;
+    }
     bool xff = str_is(n, "x-forwarded-for"), fwd = str_is(n, "forwarded");
     if (xff || fwd) {
         /* Joined with this hop when the request goes out. */
@@ -1148,6 +1168,15 @@ static int c_stream_close(nghttp2_session *sess, int32_t id, uint32_t code, void
     return 0;
 }
 
+/* 1xx heads relayed to a client that need not read them are bounded, as on
+ * HTTP/1.1 (SL_INTERIM_MAX): an instance could send them for ever. */
+static bool interim_over(sl_h2s_t *s, const sl_h2hdrs_t *h)
+{
+    for (size_t i = 0; i < h->n; i++)
+        s->interim_bytes += (uint32_t)(h->nv[i].namelen + h->nv[i].valuelen + 32);
+    return s->interim_bytes > SL_INTERIM_MAX;
+}
+
 /* ---- upstream session callbacks ---------------------------------------------------- */
 
 static int u_begin_headers(nghttp2_session *sess, const nghttp2_frame *f, void *ud)
@@ -1206,6 +1235,10 @@ static int u_frame_recv(nghttp2_session *sess, const nghttp2_frame *f, void *ud)
         if (s->resp_status < 200) {
             /* 1xx (100 Continue, 103 Early Hints) go to the client as they
              * come; 101 cannot occur in HTTP/2. */
+            if (interim_over(s, &s->resp)) {
+                h2_up_fail(s, UPF_FAIL, "1xx heads over %d bytes", SL_INTERIM_MAX);
+                return 0;
+            }
             if (!s->resp_overflow && s->resp_status >= 100)
                 nghttp2_submit_headers(hc->s, NGHTTP2_FLAG_NONE, s->id, NULL, s->resp.nv, s->resp.n,
                                        NULL);
@@ -1619,6 +1652,10 @@ static bool h1_head(sl_h2s_t *s, const sl_http_msg_t *m)
         const sl_http_header_t *h = &m->headers[i];
         if (sl_http_is_hop_by_hop(m, h->name))
             continue;
+        /* HTTP/2 has no length on a message that cannot have a body */
+        if ((m->status < 200 || m->status == 204) &&
+            sl_str_caseeq(h->name, SL_STR("Content-Length")))
+            continue;
         if (!hdrs_add(r, &s->resp_arena, &s->resp, &s->resp_overflow, (const uint8_t *)h->name.p,
                       h->name.len, (const uint8_t *)h->value.p, h->value.len))
             break;
@@ -1630,6 +1667,8 @@ static bool h1_head(sl_h2s_t *s, const sl_http_msg_t *m)
     if (s->resp_overflow)
         return false;
     if (m->status < 200) {
+        if (interim_over(s, &s->resp))
+            return false;
         nghttp2_submit_headers(hc->s, NGHTTP2_FLAG_NONE, s->id, NULL, s->resp.nv, s->resp.n, NULL);
         return true;
     }
@@ -1692,7 +1731,9 @@ static void h1_read(sl_upconn_t *up, ssize_t nread)
                 return;
             }
             if (!h1_head(s, &m)) {
-                h2_up_fail(s, UPF_FAIL, "response header fields too large");
+                h2_up_fail(s, UPF_FAIL,
+                           s->resp_overflow ? "response header fields too large"
+                                            : "1xx heads over the limit");
                 return;
             }
             up->rd.start += (size_t)hn;

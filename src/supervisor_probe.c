@@ -276,9 +276,9 @@ static int g_on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t
                        const uint8_t *value, size_t vl, uint8_t flags, void *ud)
 {
     sv_probe_t *p = ud;
-    int v = 0;
-    for (size_t i = 0; i < vl && i < 9 && value[i] >= '0' && value[i] <= '9'; i++)
-        v = v * 10 + (value[i] - '0');
+    int v = vl && vl < 9 ? 0 : -2; /* -2: not a number */
+    for (size_t i = 0; i < vl && v >= 0; i++)
+        v = value[i] >= '0' && value[i] <= '9' ? v * 10 + (value[i] - '0') : -2;
     if (nl == 7 && !memcmp(name, ":status", 7))
         p->h2_status = v;
     else if (nl == 11 && !memcmp(name, "grpc-status", 11))
@@ -308,6 +308,8 @@ static ssize_t g_body(nghttp2_session *s, int32_t id, uint8_t *buf, size_t lengt
     sv_probe_t *p = ud;
     /* One length-prefixed message: HealthCheckRequest{service = 1} */
     size_t sl = strlen(p->cfg.path), n = 0;
+    if (sl > 1024)
+        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE; /* service.c allows 1024 */
     uint8_t pb[1040];
     if (sl) {
         pb[n++] = 0x0a; /* field 1, length-delimited */
@@ -383,14 +385,38 @@ static const char *serving_status_name(int st)
 }
 
 /* status (field 1, varint) of the one message in p->msg; 0 = UNKNOWN
- * (the field left out), -1 = no message */
+ * (the field left out), -1 = no message or one that does not parse */
 static int grpc_serving_status(const sv_probe_t *p)
 {
     if (p->msg_len < 5 || p->msg[0] != 0)
         return -1;
-    if (p->msg_len >= 7 && p->msg[5] == 0x08)
-        return p->msg[6] & 0x7f;
-    return 0;
+    size_t len =
+        (size_t)p->msg[1] << 24 | (size_t)p->msg[2] << 16 | (size_t)p->msg[3] << 8 | p->msg[4];
+    if (len > p->msg_len - 5)
+        return -1;
+    const uint8_t *m = p->msg + 5, *end = m + len;
+    int status = 0;
+    while (m < end) {
+        uint8_t tag = *m++;
+        uint64_t v = 0;
+        int shift = 0;
+        if ((tag & 7) != 0 && (tag & 7) != 2)
+            return -1; /* only varints and length-delimited fields expected */
+        do {
+            if (m >= end || shift > 63)
+                return -1;
+            v |= (uint64_t)(*m & 0x7f) << shift;
+            shift += 7;
+        } while (*m++ & 0x80);
+        if ((tag & 7) == 2) {
+            if (v > (uint64_t)(end - m))
+                return -1;
+            m += v; /* unknown length-delimited field: skipped */
+        } else if (tag == 0x08) {
+            status = v > 1000 ? -1 : (int)v;
+        }
+    }
+    return status;
 }
 
 static void grpc_read(sv_probe_t *p)
@@ -410,11 +436,13 @@ static void grpc_read(sv_probe_t *p)
     }
     if (!p->h2_closed) {
         if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
-            /* SETTINGS acknowledgements and window updates, best effort */
-            size_t before = p->req_len;
-            grpc_take_output(p);
-            if (p->req_len > before)
-                http_write(p);
+            if (!nghttp2_session_want_read(p->h2) && !nghttp2_session_want_write(p->h2)) {
+                snprintf(why, sizeof(why), "gRPC probe: the HTTP/2 session ended (%s)",
+                         "GOAWAY or a protocol error");
+                probe_result(p, false, why);
+                return;
+            }
+            grpc_take_output(p); /* SETTINGS acknowledgements, window updates */
             return;
         }
         snprintf(why, sizeof(why), "gRPC probe: %s before the answer",
@@ -464,18 +492,26 @@ static void on_probe_io(uv_poll_t *h, int status, int events)
             return;
         }
     }
+    if (p->cfg.kind == SL_PROBE_GRPC) {
+        /* HTTP/2 both ways at once: frames to send (SETTINGS ACK, window
+         * updates) must not stop the reading, nor reading the sending */
+        if (p->sent < p->req_len)
+            http_write(p);
+        if (p->io && (events & (UV_READABLE | UV_DISCONNECT)))
+            grpc_read(p);
+        if (p->io)
+            uv_poll_start(p->io, UV_READABLE | (p->sent < p->req_len ? UV_WRITABLE : 0),
+                          on_probe_io);
+        return;
+    }
     if (p->sent < p->req_len) {
         http_write(p);
         if (p->io && p->sent == p->req_len)
             uv_poll_start(p->io, UV_READABLE, on_probe_io);
         return;
     }
-    if (events & (UV_READABLE | UV_DISCONNECT)) {
-        if (p->cfg.kind == SL_PROBE_GRPC)
-            grpc_read(p);
-        else
-            http_read(p);
-    }
+    if (events & (UV_READABLE | UV_DISCONNECT))
+        http_read(p);
 }
 
 /* TCP and HTTP: a non-blocking connect from inside the namespace. */

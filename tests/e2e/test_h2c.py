@@ -284,6 +284,23 @@ def test_hostile_streams(make_daemon, images):
         assert e.status == 431, e.__dict__
     assert get(d.port, host, "/").status == 200
     assert [i["name"] for i in d.json("instances", "grpc")["items"]] == before
+    # an absolute :path (accepted by nghttp2 for a scheme other than http)
+    # would have the instance route by another host; CGI reads
+    # transfer_encoding as Transfer-Encoding: both refused
+    c = H2(d.port)
+    try:
+        sid = c.conn.get_next_available_stream_id()
+        c.conn.send_headers(sid, [(":method", "GET"), (":scheme", "foo"), (":authority", host),
+                                  (":path", "http://evil.example/admin")], end_stream=True)
+        from h2client import Exchange
+        c.ex[sid] = Exchange(None)
+        c.flush()
+        e = c.wait([sid])[0]
+        assert e.status == 400 and b":path" in e.data, e.__dict__
+        e = c.wait([c.request(host, "/", headers=[("transfer_encoding", "chunked")])])[0]
+        assert e.status == 400 and b"transfer_encoding" in e.data, e.__dict__
+    finally:
+        c.close()
     c = H2(d.port)
     try:
         junk = b"j" * 100000
