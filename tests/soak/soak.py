@@ -10,7 +10,11 @@ Services (all the distroless hello sample):
           pauses (scales out and back); its instances are kill -9'd
   split   two revisions; `sluice traffic` moves the split between them
   sleepy  scaled to zero, woken repeatedly by a burst of concurrent requests
-plus bursts of smuggling vectors and garbage, and slowloris connections.
+  grpc    the e2e tests' HTTP/2-only nghttpd image (--use-http2)
+plus HTTP/2 clients (several streams at once on one connection, uploads
+echoed back) of hello (translated to HTTP/1.1) and of grpc (HTTP/2 to the
+instance), bursts of smuggling vectors and garbage, and slowloris
+connections.
 
 Accounting. The prober records every request's outcome (status or client
 error) with a timestamp; hey and wrk report per round. A request is LOST if
@@ -57,6 +61,8 @@ KILL_WINDOW = 5.0
 HEY_C, HEY_Q = 8, 40          # hey workers on hello, queries/s per worker
 WRK_C = 6                     # wrk connections on one
 PROBE_CLIENTS = {"hello": 2, "split": 2, "one": 1}
+H2_CLIENTS = {"hello": 1, "grpc": 1}  # HTTP/2 connections, H2_STREAMS streams at a time
+H2_STREAMS = 4
 SLOW_N = 300
 SERVE_FLAGS = ("--stable-window", "4s", "--scale-to-zero-grace", "1s",
                "--autoscale-tick", "100ms", "--log-level", "info") + tuple(
@@ -138,6 +144,40 @@ def prober(port, service, path="/"):
         time.sleep(0.01)
     if conn:
         conn.close()
+
+
+def h2_prober(port, service):
+    """An HTTP/2 connection to one service: rounds of H2_STREAMS streams at
+    once (GETs and an echoed upload), every stream counted."""
+    from h2client import H2
+    host = "%s.localhost" % service
+    upload = os.urandom(20000)
+    c = None
+    while not STOP.is_set():
+        try:
+            if c is None:
+                c = H2(port)
+            ids = [c.request(host, "/") for _ in range(H2_STREAMS - 1)]
+            ids.append(c.request(host, "/echo", "POST", upload))
+            for sid, e in zip(ids, c.wait(ids, timeout=60)):
+                if e.reset is not None:
+                    L.add("h2", service, "err:reset %s" % e.reset)
+                elif e.status == 200 and sid == ids[-1] and e.data != upload:
+                    L.add("h2", service, "err:echo differs")
+                else:
+                    L.add("h2", service, e.status)
+            if c.closed or c.goaway is not None:
+                c.close()
+                c = None
+        except Exception as e:  # noqa: BLE001 (counted, then a new connection)
+            L.add("h2", service, "err:%s" % type(e).__name__)
+            if c:
+                c.close()
+            c = None
+            time.sleep(0.02)
+        time.sleep(0.01)
+    if c:
+        c.close()
 
 
 def parse_hey(out):
@@ -503,7 +543,8 @@ def account():
     # per-kill bound for the prober as well
     for k, fails in fail_by_kill.items():
         pf = [f for f in fails if f[0] == "prober"]
-        bound = 5 * PROBE_CLIENTS.get(kills[k][1], 1)
+        svc = kills[k][1]  # each HTTP/2 stream held is a client too
+        bound = 5 * (PROBE_CLIENTS.get(svc, 1) + H2_CLIENTS.get(svc, 0) * H2_STREAMS)
         if len(pf) > bound:
             lost["prober %s failures beyond the kill bound" % kills[k][1]] += len(pf) - bound
     attributable = sum(len(v) for v in fail_by_kill.values()) - sum(
@@ -531,6 +572,9 @@ def main():
     subprocess.run(["sh", os.path.join(ROOT, "examples/hello/build-image.sh"),
                     os.path.join(images, "hello")], check=True, stdout=subprocess.DEVNULL)
     hello_img = "oci:%s/hello/oci:latest" % images
+    subprocess.run(["sh", os.path.join(ROOT, "tests/e2e/images/h2c-image.sh"),
+                    os.path.join(images, "h2c")], check=True, stdout=subprocess.DEVNULL)
+    h2c_img = "oci:%s/h2c/oci:latest" % images
 
     state = os.path.join(work, "state")
     d = Daemon(state, free_port(), extra=SERVE_FLAGS)
@@ -545,6 +589,7 @@ def main():
         d.cli("deploy", "split", "--env", "V=2")
         d.cli("traffic", "split", "split-00001=100", "split-00002=0")
         d.cli("deploy", "sleepy", "--image", hello_img)
+        d.cli("deploy", "grpc", "--image", h2c_img, "--use-http2")
         for svc in ("hello", "one", "split"):
             for _ in range(20):
                 assert d.curl(svc)[0] == 200
@@ -562,6 +607,8 @@ def main():
             path = "/sleep?ms=5" if svc == "one" else "/"
             threads += [threading.Thread(target=prober, args=(d.port, svc, path))
                         for _ in range(n)]
+        for svc, n in H2_CLIENTS.items():
+            threads += [threading.Thread(target=h2_prober, args=(d.port, svc)) for _ in range(n)]
         for t in threads:
             t.start()
         faults = Faults(d)
