@@ -254,7 +254,9 @@ def parse_wrk(out):
 # ----------------------------------------------------------------- 1+2: data path
 
 
-NGINX_CONF = """\
+# What both nginx configurations share: one worker, no access log, temp
+# paths under the run's directory.
+NGINX_HEAD = """\
 worker_processes 1;
 daemon off;
 pid {d}/nginx.pid;
@@ -267,6 +269,9 @@ http {{
     fastcgi_temp_path {d}/tmp-fcgi;
     uwsgi_temp_path {d}/tmp-uwsgi;
     scgi_temp_path {d}/tmp-scgi;
+"""
+
+NGINX_CONF = NGINX_HEAD + """\
     # The same forwarding headers sluice's router adds (RFC 7239 Forwarded
     # appended to the client's, X-Forwarded-* as a production reverse proxy
     # sets them), so the backend parses the same request from both proxies.
@@ -300,19 +305,7 @@ http {{
 """
 
 
-NGINX_H2_CONF = """\
-worker_processes 1;
-daemon off;
-pid {d}/nginx.pid;
-error_log {d}/nginx-error.log warn;
-events {{ worker_connections 4096; }}
-http {{
-    access_log off;
-    client_body_temp_path {d}/tmp-body;
-    proxy_temp_path {d}/tmp-proxy;
-    fastcgi_temp_path {d}/tmp-fcgi;
-    uwsgi_temp_path {d}/tmp-uwsgi;
-    scgi_temp_path {d}/tmp-scgi;
+NGINX_H2_CONF = NGINX_HEAD + """\
     http2_max_concurrent_streams 100;
     # nginx ends an HTTP/2 connection after 1000 requests by default
     # (keepalive_requests); h2load does not reconnect in a timed run, so

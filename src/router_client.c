@@ -788,26 +788,35 @@ static void c_waiter_ready(sl_waiter_t *w, int status, const sl_pick_t *pick, co
     c_deliver(c, status, pick, reason);
 }
 
-/* The value of cookie `name` in the request's Cookie fields (RFC 6265
- * §5.4: "name=value" pairs split by "; "); empty when absent. */
+/* The value of cookie `name` in one Cookie field value (RFC 6265 §5.4:
+ * "name=value" pairs split by "; "); empty when absent. */
+sl_str_t sl_cookie_in(sl_str_t v, sl_str_t name)
+{
+    const char *p = v.p, *end = v.p + v.len;
+    while (p < end) {
+        const char *semi = memchr(p, ';', (size_t)(end - p));
+        const char *pair_end = semi ? semi : end;
+        while (p < pair_end && (*p == ' ' || *p == '\t'))
+            p++;
+        size_t pl = (size_t)(pair_end - p);
+        while (pl > 0 && (p[pl - 1] == ' ' || p[pl - 1] == '\t'))
+            pl--;
+        if (pl > name.len && p[name.len] == '=' && !memcmp(p, name.p, name.len))
+            return (sl_str_t){p + name.len + 1, pl - name.len - 1};
+        p = pair_end + (semi ? 1 : 0);
+    }
+    return (sl_str_t){NULL, 0};
+}
+
+/* ... in the request's Cookie fields. */
 static sl_str_t c_cookie(const sl_http_msg_t *m, sl_str_t name)
 {
     for (size_t h = 0; h < m->n_headers; h++) {
         if (!sl_str_caseeq(m->headers[h].name, SL_STR("Cookie")))
             continue;
-        const char *p = m->headers[h].value.p, *end = p + m->headers[h].value.len;
-        while (p < end) {
-            const char *semi = memchr(p, ';', (size_t)(end - p));
-            const char *pair_end = semi ? semi : end;
-            while (p < pair_end && (*p == ' ' || *p == '\t'))
-                p++;
-            size_t pl = (size_t)(pair_end - p);
-            while (pl > 0 && (p[pl - 1] == ' ' || p[pl - 1] == '\t'))
-                pl--;
-            if (pl > name.len && p[name.len] == '=' && !memcmp(p, name.p, name.len))
-                return (sl_str_t){p + name.len + 1, pl - name.len - 1};
-            p = pair_end + (semi ? 1 : 0);
-        }
+        sl_str_t v = sl_cookie_in(m->headers[h].value, name);
+        if (v.p)
+            return v;
     }
     return (sl_str_t){NULL, 0};
 }

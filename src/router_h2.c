@@ -530,25 +530,6 @@ static void h2_acquire(sl_h2s_t *s)
     }
 }
 
-/* The value of cookie `name` in one Cookie field value, or empty. */
-static sl_str_t cookie_in(sl_str_t v, sl_str_t name)
-{
-    const char *p = v.p, *end = v.p + v.len;
-    while (p < end) {
-        const char *semi = memchr(p, ';', (size_t)(end - p));
-        const char *pair_end = semi ? semi : end;
-        while (p < pair_end && (*p == ' ' || *p == '\t'))
-            p++;
-        size_t pl = (size_t)(pair_end - p);
-        while (pl > 0 && (p[pl - 1] == ' ' || p[pl - 1] == '\t'))
-            pl--;
-        if (pl > name.len && p[name.len] == '=' && !memcmp(p, name.p, name.len))
-            return (sl_str_t){p + name.len + 1, pl - name.len - 1};
-        p = pair_end + (semi ? 1 : 0);
-    }
-    return (sl_str_t){NULL, 0};
-}
-
 /* The request head is complete: route it. */
 static void h2_stream_start(sl_h2s_t *s)
 {
@@ -1069,7 +1050,7 @@ static int c_on_header(nghttp2_session *sess, const nghttp2_frame *f, const uint
     if (str_is(n, "host"))
         s->host = v;
     else if (str_is(n, "cookie") && !s->affinity.len)
-        s->affinity = cookie_in(v, SL_STR(SL_AFFINITY_COOKIE));
+        s->affinity = sl_cookie_in(v, SL_STR(SL_AFFINITY_COOKIE));
     else if (str_is(n, "content-length")) {
         uint64_t cl = 0;
         for (size_t i = 0; i < vl; i++)

@@ -265,6 +265,8 @@ bool sl_client_gen_fits(const sl_client_t *c, size_t n);
 size_t sl_plan_headers(const sl_http_msg_t *m, const char *fields_end, uv_buf_t *iov, size_t n,
                        bool (*skip)(const sl_http_msg_t *, sl_str_t, void *), void *arg);
 void sl_client_write_cb(uv_write_t *req, int status);
+/* The value of cookie `name` in one Cookie field value; empty when absent. */
+sl_str_t sl_cookie_in(sl_str_t value, sl_str_t name);
 /* The 101 went out: switch the client connection to a byte tunnel. */
 void sl_client_tunnel_start(sl_client_t *c);
 

@@ -232,6 +232,17 @@ def service_manifest(name, image, script=None, metadata=None, template_metadata=
     return json.dumps(doc)
 
 
+def wait_for(pred, timeout, step=0.05):
+    """pred() once true (or its last value after timeout seconds)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        v = pred()
+        if v:
+            return v
+        time.sleep(step)
+    return pred()
+
+
 def scrape_metrics(port):
     """The text of GET /metrics on a daemon's --metrics-listen port."""
     with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % port, timeout=10) as r:

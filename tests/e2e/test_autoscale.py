@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from conftest import hey, instance_netns_curl, service_manifest
+from conftest import hey, instance_netns_curl, service_manifest, wait_for
 
 FAST = ("--stable-window", "2s", "--scale-to-zero-grace", "1s", "--autoscale-tick", "50ms")
 
@@ -20,16 +20,6 @@ def url(d, name, path):
 
 def instances(d, name):
     return d.json("instances", name)["items"]
-
-
-def wait_for(pred, timeout, step=0.05):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(step)
-    return pred()
 
 
 def test_concurrency_one_is_never_exceeded(make_daemon, images):

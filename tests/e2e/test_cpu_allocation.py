@@ -9,7 +9,7 @@ import subprocess
 import threading
 import time
 
-from test_autoscale import wait_for
+from conftest import wait_for
 
 # A background loop that burns all the CPU it is given, beside an httpd
 # whose CGI /cgi-bin/hold answers after its query's seconds.

@@ -5,7 +5,7 @@ import json
 import subprocess
 import time
 
-from conftest import service_manifest
+from conftest import service_manifest, wait_for
 from h2client import H2, get
 
 
@@ -18,16 +18,6 @@ def deploy_h2c(d, images, name, **spec):
 
 def inflight(d, name):
     return [i["inFlight"] for i in d.json("instances", name)["items"]]
-
-
-def wait_for(pred, timeout, step=0.05):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(step)
-    return pred()
 
 
 def test_streams_multiplexed_with_bodies_and_trailers(make_daemon, images):

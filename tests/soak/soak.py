@@ -673,6 +673,8 @@ def main():
             ("  by the prober (hello, split, one)",
              sum(1 for e in L.events if e[1] == "prober")),
             ("  by the waker (sleepy, from zero)", sum(1 for e in L.events if e[1] == "waker")),
+            ("  by HTTP/2 clients (streams: hello, grpc)",
+             sum(1 for e in L.events if e[1] == "h2")),
         ]
         for k, v in sorted(by_status.items(), key=lambda kv: str(kv[0])):
             rows.append(("responses %s" % k, v))
