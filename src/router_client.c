@@ -112,7 +112,7 @@ static bool method_is(sl_str_t m, const char *lit)
     return sl_str_eq(m, sl_str_from(lit));
 }
 
-static bool method_idempotent(sl_str_t m)
+bool sl_method_idempotent(sl_str_t m)
 {
     return method_is(m, "GET") || method_is(m, "HEAD") || method_is(m, "OPTIONS") ||
            method_is(m, "TRACE") || method_is(m, "PUT") || method_is(m, "DELETE");
@@ -866,7 +866,7 @@ static void c_start_request(sl_client_t *c, const sl_http_msg_t *m, size_t head_
 
     c->method = m->method;
     c->is_head = method_is(m->method, "HEAD");
-    c->idempotent = method_idempotent(m->method);
+    c->idempotent = sl_method_idempotent(m->method);
     c->keep_alive = m->keep_alive;
     c->minor = m->minor_version;
     c->req_body = m->body;

@@ -220,7 +220,6 @@ struct sl_h2conn {
     nghttp2_session *s;
     sl_h2s_t *streams;
     size_t n_streams;
-    bool in_send, send_again, in_recv;
     bool dead;  /* the session failed or finished: close after the flush */
     bool dirty; /* on the router's h2_dirty list */
     sl_h2conn_t *dirty_next;
@@ -620,12 +619,6 @@ enum {
 static void h2_up_fail(sl_h2s_t *s, int how, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
-static bool method_idempotent(sl_str_t m)
-{
-    return str_is(m, "GET") || str_is(m, "HEAD") || str_is(m, "OPTIONS") || str_is(m, "TRACE") ||
-           str_is(m, "PUT") || str_is(m, "DELETE");
-}
-
 /*
  * The exchange with the instance failed: 502 before the response head,
  * after it the client stream is reset. A request the instance cannot have
@@ -645,7 +638,7 @@ static void h2_up_fail(sl_h2s_t *s, int how, const char *fmt, ...)
     va_end(ap);
     sl_h2conn_t *hc = s->hc;
     bool retry = how == UPF_UNSENT ||
-                 (how == UPF_STALE && (!s->up_head_sent || method_idempotent(s->method)));
+                 (how == UPF_STALE && (!s->up_head_sent || sl_method_idempotent(s->method)));
     stream_detach(s, how == UPF_FAIL || how == UPF_UNSENT);
     if (how == UPF_REQUEST) {
         h2_stream_answer(s, 431, "request header fields too large for the instance: %s", why);
@@ -829,7 +822,9 @@ static bool h2_send(sl_router_t *r, nghttp2_session *sess, uv_stream_t *tcp, uv_
  * marked, and h2_drain writes each marked connection once when the event
  * that caused them (a read, a write completion, a timer, an instance slot)
  * has been handled, so a response's HEADERS, DATA and trailers that arrive
- * in one read leave in one write.
+ * in one read leave in one write. The drain runs only when the outermost
+ * entry point returns and never nests, so no session is ever sent on from
+ * inside its own mem_recv or mem_send.
  */
 static void h2_client_flush(sl_h2conn_t *hc)
 {
@@ -855,19 +850,8 @@ static void h2_client_send(sl_h2conn_t *hc)
 {
     if (hc->c->state == C_CLOSED || hc->c->state == C_LINGER)
         return;
-    if (hc->in_send || hc->in_recv) {
-        hc->send_again = true;
-        return;
-    }
     sl_client_t *c = hc->c;
-    hc->in_send = true;
-    bool ok;
-    do {
-        hc->send_again = false;
-        ok = h2_send(c->r, hc->s, (uv_stream_t *)&c->tcp, sl_client_write_cb);
-    } while (ok && hc->send_again);
-    hc->in_send = false;
-    if (!ok) {
+    if (!h2_send(c->r, hc->s, (uv_stream_t *)&c->tcp, sl_client_write_cb)) {
         sl_client_destroy(c);
         return;
     }
@@ -890,17 +874,7 @@ static void h2_up_send(sl_upconn_t *up)
         h1_send(up);
         return;
     }
-    if (up->h2_in_send || up->h2_in_recv) {
-        up->h2_send_again = true;
-        return;
-    }
-    up->h2_in_send = true;
-    bool ok;
-    do {
-        up->h2_send_again = false;
-        ok = h2_send(up->pool->r, up->h2, (uv_stream_t *)&up->tcp, sl_up_write_cb);
-    } while (ok && up->h2_send_again);
-    up->h2_in_send = false;
+    bool ok = h2_send(up->pool->r, up->h2, (uv_stream_t *)&up->tcp, sl_up_write_cb);
     if (ok && up->h2s && (up->h2s->up_done || up->h2s->up_failed)) {
         h2_up_settle(up); /* nghttp2 closed the stream while sending */
         return;
@@ -1385,10 +1359,8 @@ static void h2_up_read(sl_upconn_t *up, ssize_t nread)
     up->resp_bytes += (uint64_t)nread;
     if (s)
         sl_busy_touch(up->pool->r);
-    up->h2_in_recv = true;
     ssize_t rc = nghttp2_session_mem_recv(up->h2, (const uint8_t *)up->rd.b->data + up->rd.start,
                                           up->rd.end - up->rd.start);
-    up->h2_in_recv = false;
     up->rd.start = up->rd.end;
     s = up->h2s;
     if (rc < 0) {
@@ -1978,10 +1950,8 @@ static void h2_client_read(sl_client_t *c)
         return;
     }
     if (c->rd.b && c->rd.end > c->rd.start) {
-        hc->in_recv = true;
         ssize_t rc = nghttp2_session_mem_recv(hc->s, (const uint8_t *)c->rd.b->data + c->rd.start,
                                               c->rd.end - c->rd.start);
-        hc->in_recv = false;
         c->rd.start = c->rd.end;
         if (c->state == C_CLOSED)
             return;

@@ -70,7 +70,7 @@ struct sl_upconn {
     uint64_t resp_bytes; /* response bytes received in this exchange */
     uint64_t idle_since_ms;
     /* HTTP/2 (the instance's port is "h2c"): one stream at a time */
-    bool is_h2, h2_in_send, h2_in_recv, h2_send_again, h2_goaway;
+    bool is_h2, h2_goaway;
     bool h2_dirty; /* frames to write: on the router's h2_up_dirty list */
     sl_upconn_t *h2_dirty_next;
     struct nghttp2_session *h2;
@@ -265,6 +265,8 @@ bool sl_client_gen_fits(const sl_client_t *c, size_t n);
 size_t sl_plan_headers(const sl_http_msg_t *m, const char *fields_end, uv_buf_t *iov, size_t n,
                        bool (*skip)(const sl_http_msg_t *, sl_str_t, void *), void *arg);
 void sl_client_write_cb(uv_write_t *req, int status);
+/* GET, HEAD, OPTIONS, TRACE, PUT, DELETE (RFC 9110 §9.2.2): safe to send again. */
+bool sl_method_idempotent(sl_str_t m);
 /* The value of cookie `name` in one Cookie field value; empty when absent. */
 sl_str_t sl_cookie_in(sl_str_t value, sl_str_t name);
 /* The 101 went out: switch the client connection to a byte tunnel. */
