@@ -360,6 +360,9 @@ int sl_router_new(uv_loop_t *loop, const sl_router_config_t *cfg, const sl_route
     every = every < 10 ? 10 : every > 1000 ? 1000 : every;
     uv_timer_start(&r->sweep, sl_up_sweep, every, every);
     uv_unref((uv_handle_t *)&r->sweep);
+    uv_timer_init(loop, &r->h1x_timer);
+    r->h1x_timer.data = r;
+    r->n_handles++;
     if (r->cfg.busy_poll_ns) {
         uv_idle_init(loop, &r->busy);
         r->busy.data = r;
@@ -379,6 +382,7 @@ void sl_router_close(sl_router_t *r, void (*cb)(void *), void *data)
     r->n_handles++; /* hold: nothing may finish before we are done here */
     uv_close((uv_handle_t *)&r->listener, on_router_handle_close);
     uv_close((uv_handle_t *)&r->sweep, on_router_handle_close);
+    uv_close((uv_handle_t *)&r->h1x_timer, on_router_handle_close);
     if (r->cfg.busy_poll_ns)
         uv_close((uv_handle_t *)&r->busy, on_router_handle_close);
     while (r->clients) {

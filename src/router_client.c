@@ -1014,9 +1014,24 @@ static void c_body_error(sl_client_t *c, int status, const char *why)
         sl_client_local_error(c, status, "bad request body: %s", why ? why : "malformed");
 }
 
+/* Request bytes toward the instance: to its socket, or into the stream of
+ * an HTTP/2 instance's translation. 0 or a libuv error. */
+static int c_up_send(sl_client_t *c, uv_buf_t *iov, unsigned n, sl_rbuf_t **refs, unsigned nrefs)
+{
+    if (c->up->h1x) {
+        sl_h2_bridge_write(c->up, iov, n);
+        return 0;
+    }
+    return sl_send(c->r, (uv_stream_t *)&c->up->tcp, iov, n, refs, nrefs, sl_up_write_cb);
+}
+
 static void c_check_backpressure(sl_client_t *c)
 {
-    if (c->up && uv_stream_get_write_queue_size((uv_stream_t *)&c->up->tcp) > SL_BP_HIGH) {
+    if (!c->up)
+        return;
+    size_t queued = c->up->h1x ? sl_h2_bridge_queued(c->up)
+                               : uv_stream_get_write_queue_size((uv_stream_t *)&c->up->tcp);
+    if (queued > SL_BP_HIGH) {
         c->bp_paused = true;
         sl_client_update_reading(c);
     }
@@ -1049,7 +1064,7 @@ static void c_stream_body(sl_client_t *c)
     if (c->up_write_failed || !c->up)
         return; /* the instance stopped reading; drop what it would not take */
     uv_buf_t b = uv_buf_init(p, (unsigned)k);
-    int rc = sl_send(c->r, (uv_stream_t *)&c->up->tcp, &b, 1, &c->rd.b, 1, sl_up_write_cb);
+    int rc = c_up_send(c, &b, 1, &c->rd.b, 1);
     if (rc < 0)
         c_up_write_error(c, rc);
     else
@@ -1059,7 +1074,7 @@ static void c_stream_body(sl_client_t *c)
 static void c_send_plan(sl_client_t *c)
 {
     sl_rbuf_t *refs[3] = {c->head_buf, c->gen, c->plan_body_buf};
-    int rc = sl_send(c->r, (uv_stream_t *)&c->up->tcp, c->plan, c->plan_n, refs, 3, sl_up_write_cb);
+    int rc = c_up_send(c, c->plan, c->plan_n, refs, 3);
     if (rc < 0)
         c_up_write_error(c, rc);
     else
@@ -1071,6 +1086,8 @@ static void c_attach(sl_client_t *c, sl_upconn_t *up)
     c->up = up;
     up->client = c;
     up->resp_bytes = 0;
+    if (c->pick.h2c)
+        sl_h2_bridge_attach(up);
     c->up_write_failed = false;
     c->state = C_PROXY;
     uint64_t now = uv_now(c->r->loop);
@@ -1116,12 +1133,19 @@ static void c_got_pick(sl_client_t *c)
             return;
         }
     }
-    if (c->pick.h2c) {
-        /* The router does not translate between HTTP versions. */
+    if (c->pick.h2c && c->upgrade) {
         sl_client_drop_upstream(c, false);
-        sl_client_local_error(c, 505,
+        sl_client_local_error(c, 501,
                               "this revision's instances speak HTTP/2 (their port is named "
-                              "\"h2c\"): send HTTP/2 with prior knowledge");
+                              "\"h2c\"): WebSocket to them is not supported");
+        return;
+    }
+    if (c->pick.h2c && sl_iov_len(c->plan, c->plan_head_n) > SL_RBUF_SIZE) {
+        sl_client_drop_upstream(c, false);
+        sl_client_local_error(c, 431,
+                              "request head over %d bytes: too large to translate for this "
+                              "revision's HTTP/2 instances",
+                              SL_RBUF_SIZE);
         return;
     }
     /* Body bytes that arrived with the head (or while queued) go in the
@@ -1205,6 +1229,8 @@ void sl_client_exchange_done(sl_client_t *c)
         up->client = NULL;
         bool reuse =
             c->up_reusable && c->req_done && !c->up_write_failed && up->rd.start == up->rd.end;
+        if (up->h1x && !sl_h2_bridge_detach(up))
+            reuse = false;
         if (reuse)
             sl_up_put(up);
         else

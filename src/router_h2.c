@@ -27,7 +27,8 @@
  * Errors the router answers itself (unknown host 404, no capacity 503, a
  * timeout 504, a failed instance 502) are a response on the stream with a
  * text body, as on HTTP/1.1. A stream to a revision that speaks HTTP/1.1
- * is translated (h1_*, below).
+ * is translated (h1_*, below), and so is an HTTP/1.1 client's request to
+ * a revision that speaks HTTP/2 (x_*, last).
  *
  * nghttp2's callbacks only queue work; frames are written by h2_flush after
  * the call into the session returns, guarded against re-entry, because
@@ -246,6 +247,18 @@ static void h1_read(sl_upconn_t *up, ssize_t nread);
 static void h2_up_settle(sl_upconn_t *up);
 static bool str_is(sl_str_t s, const char *lit);
 static void h2_stream_arm(sl_h2conn_t *hc);
+static void h2_init_once(void);
+typedef struct sl_h1x sl_h1x_t;
+static int x_begin_headers(sl_upconn_t *up, sl_h1x_t *x, const nghttp2_frame *f);
+static int x_on_header(sl_upconn_t *up, sl_h1x_t *x, const nghttp2_frame *f, const uint8_t *name,
+                       size_t nl, const uint8_t *value, size_t vl);
+static int x_frame_recv(sl_upconn_t *up, sl_h1x_t *x, const nghttp2_frame *f);
+static int x_data_chunk(sl_upconn_t *up, sl_h1x_t *x, int32_t id, const uint8_t *data, size_t len);
+static int x_stream_close(sl_h1x_t *x, int32_t id, uint32_t code);
+static void x_unsendable(sl_h1x_t *x, const nghttp2_frame *f);
+static void x_read(sl_upconn_t *up, ssize_t nread);
+static void x_lost(sl_upconn_t *up, const char *why, bool now);
+static void x_free(sl_router_t *r, sl_h1x_t *x);
 
 /* ---- header storage -------------------------------------------------------- */
 
@@ -884,6 +897,8 @@ static void h2_up_send(sl_upconn_t *up)
         if (s) {
             h2_up_fail(s, up->reused && !up->resp_bytes ? UPF_STALE : UPF_FAIL,
                        "write: connection lost");
+        } else if (up->h1x) {
+            x_lost(up, "write failed", false);
         } else {
             sl_up_close(up);
         }
@@ -1138,6 +1153,8 @@ static int u_begin_headers(nghttp2_session *sess, const nghttp2_frame *f, void *
 {
     sl_upconn_t *up = ud;
     sl_h2s_t *s = up->h2s;
+    if (up->h1x)
+        return x_begin_headers(up, up->h1x, f);
     if (!s || f->hd.type != NGHTTP2_HEADERS || f->hd.stream_id != s->up_id)
         return 0;
     if (s->up_final) {
@@ -1155,6 +1172,8 @@ static int u_on_header(nghttp2_session *sess, const nghttp2_frame *f, const uint
 {
     sl_upconn_t *up = ud;
     sl_h2s_t *s = up->h2s;
+    if (up->h1x)
+        return x_on_header(up, up->h1x, f, name, nl, value, vl);
     if (!s || f->hd.stream_id != s->up_id)
         return 0;
     sl_router_t *r = up->pool->r;
@@ -1181,6 +1200,8 @@ static int u_frame_recv(nghttp2_session *sess, const nghttp2_frame *f, void *ud)
         up->h2_goaway = true;
         return 0;
     }
+    if (up->h1x)
+        return x_frame_recv(up, up->h1x, f);
     if (!s || f->hd.stream_id != s->up_id)
         return 0;
     bool end = f->hd.flags & NGHTTP2_FLAG_END_STREAM;
@@ -1232,6 +1253,8 @@ static int u_data_chunk(nghttp2_session *sess, uint8_t flags, int32_t id, const 
 {
     sl_upconn_t *up = ud;
     sl_h2s_t *s = up->h2s;
+    if (up->h1x)
+        return x_data_chunk(up, up->h1x, id, data, len);
     nghttp2_session_consume_connection(sess, len);
     if (!s || id != s->up_id) {
         nghttp2_session_consume_stream(sess, id, len);
@@ -1253,6 +1276,8 @@ static int u_stream_close(nghttp2_session *sess, int32_t id, uint32_t code, void
 {
     sl_upconn_t *up = ud;
     sl_h2s_t *s = up->h2s;
+    if (up->h1x)
+        return x_stream_close(up->h1x, id, code);
     if (!s || id != s->up_id)
         return 0;
     if (code == NGHTTP2_NO_ERROR && s->up_final && s->resp_eof) {
@@ -1275,6 +1300,8 @@ static int u_frame_sent(nghttp2_session *sess, const nghttp2_frame *f, void *ud)
 static int u_frame_not_sent(nghttp2_session *sess, const nghttp2_frame *f, int err, void *ud)
 {
     sl_upconn_t *up = ud;
+    if (up->h1x)
+        x_unsendable(up->h1x, f);
     if (up->h2s && f->hd.type == NGHTTP2_HEADERS && f->hd.stream_id == up->h2s->up_id)
         up->h2s->up_unsendable = true;
     return 0;
@@ -1315,6 +1342,8 @@ static void h2_up_connected(sl_upconn_t *up, int status)
             sl_h2conn_t *hc = s->hc;
             h2_up_fail(s, UPF_UNSENT, "connect: %s", uv_strerror(status));
             h2_client_flush(hc);
+        } else if (up->h1x && up->client) {
+            sl_client_upstream_failed(up->client, status, "connect");
         } else {
             sl_up_close(up);
         }
@@ -1343,6 +1372,10 @@ static void h2_up_read(sl_upconn_t *up, ssize_t nread)
             sl_up_close(up); /* an idle HTTP/1.1 connection: closed or unasked bytes */
         return;
     }
+    if (up->h1x) {
+        x_read(up, nread);
+        return;
+    }
     if (nread < 0) {
         if (s) {
             sl_h2conn_t *hc = s->hc;
@@ -1355,13 +1388,14 @@ static void h2_up_read(sl_upconn_t *up, ssize_t nread)
         }
         return;
     }
-    up->rd.end += (size_t)nread;
+    sl_rd_t *rd = &up->h2_rd;
+    rd->end += (size_t)nread;
     up->resp_bytes += (uint64_t)nread;
     if (s)
         sl_busy_touch(up->pool->r);
-    ssize_t rc = nghttp2_session_mem_recv(up->h2, (const uint8_t *)up->rd.b->data + up->rd.start,
-                                          up->rd.end - up->rd.start);
-    up->rd.start = up->rd.end;
+    ssize_t rc = nghttp2_session_mem_recv(up->h2, (const uint8_t *)rd->b->data + rd->start,
+                                          rd->end - rd->start);
+    rd->start = rd->end;
     s = up->h2s;
     if (rc < 0) {
         if (s) {
@@ -1397,7 +1431,9 @@ static void h2_up_wrote(sl_upconn_t *up, int status)
         return;
     if (status < 0) {
         sl_h2s_t *s = up->h2s;
-        if (s) {
+        if (up->h1x) {
+            x_lost(up, "write failed", true);
+        } else if (s) {
             sl_h2conn_t *hc = s->hc;
             h2_up_fail(s, up->reused && !up->resp_bytes ? UPF_STALE : UPF_FAIL, "write: %s",
                        uv_strerror(status));
@@ -1431,6 +1467,10 @@ void sl_h2_up_free(sl_upconn_t *up)
     if (up->h2s) {
         up->h2s->up = NULL;
         up->h2s = NULL;
+    }
+    if (up->h1x) {
+        x_free(up->pool->r, up->h1x);
+        up->h1x = NULL;
     }
     nghttp2_session_del(up->h2);
     up->h2 = NULL;
@@ -2021,4 +2061,550 @@ void sl_h2_free(sl_client_t *c)
     c->h2 = NULL;
     free(hc);
     h2_leave(r);
+}
+
+/* ---- HTTP/1.1 clients of h2c instances ------------------------------------------- */
+
+/*
+ * An HTTP/1.1 request to a revision whose instances speak HTTP/2 (RFC 9113
+ * §8.3): the client path (router_client.c) proxies it as to any instance,
+ * and this translation stands between it and the connection. The request,
+ * as the client path writes it (its planned head, then body bytes in their
+ * HTTP/1.1 framing), becomes one stream: pseudo-headers from the request
+ * line and Host, field names lower-cased, the body decoded into DATA. The
+ * stream's response is written back as the HTTP/1.1 bytes an instance
+ * would have sent (a status line, the fields, Content-Length when the
+ * instance gave one, else chunked with its trailers in the last chunk), and
+ * router_resp.c relays them exactly as it relays any response: framing for
+ * the client, HEAD, keep-alive, affinity cookie, back-pressure, timers.
+ *
+ * Flow control holds each direction to a window: request bytes stop the
+ * client's reads above SL_BP_HIGH queued; response DATA is given back to
+ * the stream's window only as the relay takes the bytes.
+ *
+ * Failures reach the client path from the connection's own callbacks
+ * (read, write, connect, a timer) and never from inside its write, as with
+ * an HTTP/1.1 instance: one met while the client path writes is kicked to
+ * the next loop turn.
+ */
+struct sl_h1x {
+    sl_upconn_t *up;
+    struct sl_h1x *kick_next;
+    bool kicked;
+    int32_t id; /* the stream, once submitted */
+
+    /* request */
+    sl_rbuf_t *head; /* the planned head until it is whole */
+    size_t head_len;
+    bool head_done, is_head, req_chunked, req_eof;
+    uint64_t req_left; /* Content-Length still to come */
+    sl_chunked_t req_chunk;
+    sl_bq_t req_bq; /* decoded body bytes, not yet in DATA frames */
+
+    /* response, as HTTP/1.1 bytes */
+    sl_bq_t resp_bq;
+    int status;
+    bool final, in_trl, chunked, no_body, has_length, resp_eof;
+    size_t head_bytes, trl_bytes, interim_bytes;
+    bool head_over;
+    uint64_t owed; /* DATA bytes not yet given back to the stream's window */
+
+    bool done;         /* the stream closed cleanly after the whole response */
+    bool failed;       /* it ended otherwise, or the connection did */
+    int fail_status;   /* the router answers this itself (the request cannot be sent) */
+    const char *why;   /* static */
+    uint32_t rst_code; /* the instance's RST_STREAM code */
+};
+
+#define SL_H1X_TRAILERS (8 * 1024) /* what the relay's chunked parser admits */
+
+static sl_h1x_t *free_h1x;
+static size_t n_free_h1x;
+
+static void x_free(sl_router_t *r, sl_h1x_t *x)
+{
+    if (x->kicked) {
+        sl_h1x_t **pp = &r->h1x_kicked;
+        while (*pp != x)
+            pp = &(*pp)->kick_next;
+        *pp = x->kick_next;
+    }
+    if (x->head)
+        sl_rbuf_unref(r, x->head);
+    bq_clear(r, &x->req_bq);
+    bq_clear(r, &x->resp_bq);
+    if (r->closing || n_free_h1x >= SL_H2_FREE_STREAMS) {
+        free(x);
+        return;
+    }
+    x->kick_next = free_h1x;
+    free_h1x = x;
+    n_free_h1x++;
+}
+
+/* Settle x on the next loop turn (from where the client path must not be
+ * called back). */
+static void x_kick(sl_h1x_t *x)
+{
+    sl_router_t *r = x->up->pool->r;
+    if (x->kicked)
+        return;
+    x->kicked = true;
+    x->kick_next = r->h1x_kicked;
+    r->h1x_kicked = x;
+    if (!uv_is_active((uv_handle_t *)&r->h1x_timer))
+        uv_timer_start(&r->h1x_timer, sl_h2_kick_cb, 0, 0);
+}
+
+static void x_fail(sl_h1x_t *x, const char *why)
+{
+    if (x->failed || x->done)
+        return;
+    x->failed = true;
+    x->why = why;
+}
+
+void sl_h2_bridge_attach(sl_upconn_t *up)
+{
+    h2_init_once();
+    sl_h1x_t *x = free_h1x;
+    if (x) {
+        free_h1x = x->kick_next;
+        n_free_h1x--;
+    } else
+        x = xmalloc(sizeof(*x));
+    memset(x, 0, sizeof(*x));
+    x->up = up;
+    up->h1x = x;
+    up->is_h2 = true;
+    if (!up->h2)
+        h2_up_session_new(up);
+}
+
+/* ---- the request ---- */
+
+static ssize_t x_req_read_cb(nghttp2_session *session, int32_t id, uint8_t *buf, size_t length,
+                             uint32_t *flags, nghttp2_data_source *src, void *user_data)
+{
+    sl_upconn_t *up = user_data;
+    sl_h1x_t *x = up->h1x;
+    if (!x || x->id != id)
+        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+    size_t n = bq_pop(up->pool->r, &x->req_bq, buf, length);
+    sl_client_t *c = up->client;
+    if (c && c->bp_paused && x->req_bq.len <= SL_BP_LOW) {
+        c->bp_paused = false;
+        sl_client_update_reading(c);
+    }
+    if (x->req_bq.len == 0 && x->req_eof) {
+        *flags |= NGHTTP2_DATA_FLAG_EOF;
+        return (ssize_t)n;
+    }
+    return n ? (ssize_t)n : NGHTTP2_ERR_DEFERRED;
+}
+
+/* Body bytes in the request's HTTP/1.1 framing (the client path checked
+ * it) into req_bq, decoded. */
+static void x_body_in(sl_h1x_t *x, const char *p, size_t len)
+{
+    sl_router_t *r = x->up->pool->r;
+    if (x->req_eof || x->failed || !len)
+        return;
+    if (!x->req_chunked) {
+        size_t k = len < x->req_left ? len : (size_t)x->req_left;
+        bq_push(r, &x->req_bq, (const uint8_t *)p, k);
+        x->req_left -= k;
+        x->req_eof = x->req_left == 0;
+    } else {
+        sl_rbuf_t *tmp = sl_rbuf_get(r);
+        while (len && !x->req_eof) {
+            size_t k = len < SL_RBUF_SIZE ? len : SL_RBUF_SIZE;
+            memcpy(tmp->data, p, k);
+            size_t out = 0;
+            bool done = false;
+            const char *why = NULL;
+            ssize_t used = sl_chunked_decode(&x->req_chunk, tmp->data, k, &out, &done, &why);
+            if (used < 0) {
+                x_fail(x, "request body: bad chunked framing");
+                break;
+            }
+            bq_push(r, &x->req_bq, (const uint8_t *)tmp->data, out);
+            x->req_eof = done;
+            p += k;
+            len -= k;
+        }
+        sl_rbuf_unref(r, tmp);
+    }
+    if (x->id > 0)
+        nghttp2_session_resume_data(x->up->h2, x->id);
+}
+
+static bool x_hop(sl_str_t name)
+{
+    return sl_str_caseeq(name, SL_STR("Host")) ||
+           sl_str_caseeq(name, SL_STR("Transfer-Encoding")) ||
+           sl_str_caseeq(name, SL_STR("Connection")) || sl_str_caseeq(name, SL_STR("TE")) ||
+           sl_str_caseeq(name, SL_STR("Keep-Alive")) || sl_str_caseeq(name, SL_STR("Upgrade")) ||
+           sl_str_caseeq(name, SL_STR("Proxy-Connection"));
+}
+
+/* The planned head is whole: submit the stream. */
+static void x_submit(sl_h1x_t *x, const sl_http_msg_t *m)
+{
+    sl_upconn_t *up = x->up;
+    nghttp2_nv nv[SL_HTTP_MAX_HEADERS + 4];
+    size_t n = 0;
+    sl_str_t path = m->target.len ? m->target : SL_STR("/");
+    nv[n++] = (nghttp2_nv){(uint8_t *)":method", (uint8_t *)m->method.p, 7, m->method.len,
+                           NGHTTP2_NV_FLAG_NONE};
+    nv[n++] = NV_LIT(":scheme", "http");
+    nv[n++] = (nghttp2_nv){(uint8_t *)":authority", (uint8_t *)m->host.p, 10, m->host.len,
+                           NGHTTP2_NV_FLAG_NONE};
+    nv[n++] =
+        (nghttp2_nv){(uint8_t *)":path", (uint8_t *)path.p, 5, path.len, NGHTTP2_NV_FLAG_NONE};
+    for (size_t i = 0; i < m->n_headers; i++) {
+        const sl_http_header_t *h = &m->headers[i];
+        if (x_hop(h->name))
+            continue;
+        /* HTTP/2 field names are lower case (RFC 9113 §8.2.1); the head
+         * is this translation's own copy */
+        for (size_t k = 0; k < h->name.len; k++) {
+            char *ch = (char *)h->name.p + k;
+            if (*ch >= 'A' && *ch <= 'Z')
+                *ch = (char)(*ch + 'a' - 'A');
+        }
+        nv[n++] = (nghttp2_nv){(uint8_t *)h->name.p, (uint8_t *)h->value.p, h->name.len,
+                               h->value.len, NGHTTP2_NV_FLAG_NONE};
+    }
+    x->is_head = sl_str_eq(m->method, SL_STR("HEAD"));
+    x->req_chunked = m->body == SL_BODY_CHUNKED;
+    x->req_left = m->body == SL_BODY_LENGTH ? m->content_length : 0;
+    x->req_eof = !x->req_chunked && x->req_left == 0;
+    nghttp2_data_provider prd = {.read_callback = x_req_read_cb};
+    int32_t id = nghttp2_submit_request(up->h2, NULL, nv, n, x->req_eof ? NULL : &prd, NULL);
+    if (id < 0) {
+        x_fail(x, nghttp2_strerror(id));
+        return;
+    }
+    x->id = id;
+}
+
+static void x_head_in(sl_h1x_t *x, const char *p, size_t len)
+{
+    sl_router_t *r = x->up->pool->r;
+    if (!x->head)
+        x->head = sl_rbuf_get(r);
+    size_t k = SL_RBUF_SIZE - x->head_len < len ? SL_RBUF_SIZE - x->head_len : len;
+    memcpy(x->head->data + x->head_len, p, k);
+    x->head_len += k;
+    sl_http_msg_t m;
+    sl_http_limits_t lim = {SL_RBUF_SIZE, SL_RBUF_SIZE, SL_RBUF_SIZE, SL_HTTP_MAX_HEADERS};
+    int status = 0;
+    const char *why = NULL;
+    int rc = sl_http_parse_request(x->head->data, x->head_len, &m, &lim, &status, &why);
+    if (rc == SL_AGAIN && x->head_len < SL_RBUF_SIZE)
+        return;
+    if (rc < 0 || rc == SL_AGAIN) {
+        /* the client path's head passed this parser once; only the fields
+         * it adds can take it over a limit */
+        x->fail_status = 431;
+        x->why = "request header fields too large to translate for an HTTP/2 instance";
+        x->failed = true;
+        return;
+    }
+    x->head_done = true;
+    x_submit(x, &m);
+    size_t rest = x->head_len - m.head_len;
+    x_body_in(x, x->head->data + m.head_len, rest);
+    x_body_in(x, p + k, len - k);
+    sl_rbuf_unref(r, x->head);
+    x->head = NULL;
+}
+
+void sl_h2_bridge_write(sl_upconn_t *up, const uv_buf_t *iov, unsigned n)
+{
+    sl_h1x_t *x = up->h1x;
+    sl_router_t *r = up->pool->r;
+    h2_enter(r);
+    for (unsigned i = 0; i < n && !x->failed; i++) {
+        if (!x->head_done)
+            x_head_in(x, iov[i].base, iov[i].len);
+        else
+            x_body_in(x, iov[i].base, iov[i].len);
+    }
+    if (x->failed)
+        x_kick(x);
+    h2_up_flush(up);
+    h2_leave(r);
+}
+
+size_t sl_h2_bridge_queued(const sl_upconn_t *up)
+{
+    return up->h1x->req_bq.len + uv_stream_get_write_queue_size((uv_stream_t *)&up->tcp);
+}
+
+/* ---- the response ---- */
+
+static void x_put(sl_h1x_t *x, const void *p, size_t n)
+{
+    bq_push(x->up->pool->r, &x->resp_bq, p, n);
+}
+
+static void x_puts(sl_h1x_t *x, const char *s)
+{
+    x_put(x, s, strlen(s));
+}
+
+static int x_begin_headers(sl_upconn_t *up, sl_h1x_t *x, const nghttp2_frame *f)
+{
+    if (f->hd.type != NGHTTP2_HEADERS || f->hd.stream_id != x->id)
+        return 0;
+    if (x->final) {
+        x->in_trl = true;
+        if (x->chunked)
+            x_puts(x, "0\r\n");
+    } else {
+        x->status = 0;
+    }
+    return 0;
+}
+
+static int x_on_header(sl_upconn_t *up, sl_h1x_t *x, const nghttp2_frame *f, const uint8_t *name,
+                       size_t nl, const uint8_t *value, size_t vl)
+{
+    if (f->hd.stream_id != x->id)
+        return 0;
+    if (up->client)
+        up->client->up_active_ms = uv_now(up->pool->r->loop);
+    size_t line = nl + vl + 4;
+    if (x->in_trl) {
+        /* Trailers go out in the last chunk, when the body is chunked and
+         * they fit what the relay admits there. */
+        if (!x->chunked || x->no_body || x->trl_bytes + line > SL_H1X_TRAILERS)
+            return 0;
+        x->trl_bytes += line;
+    } else if (nl == 7 && !memcmp(name, ":status", 7)) {
+        int st = 0;
+        for (size_t i = 0; i < vl && i < 3; i++)
+            st = st * 10 + (value[i] - '0');
+        x->status = st;
+        char sl[64];
+        int k = snprintf(sl, sizeof(sl), "HTTP/1.1 %03d %s\r\n", st, sl_http_reason(st));
+        x->head_bytes = (size_t)k;
+        if (st < 200 && (x->interim_bytes += (size_t)k) > SL_INTERIM_MAX)
+            x->head_over = true;
+        if (!x->head_over)
+            x_put(x, sl, (size_t)k);
+        return 0;
+    } else {
+        if (name[0] == ':')
+            return 0;
+        x->head_bytes += line;
+        if (x->status < 200 && (x->interim_bytes += line) > SL_INTERIM_MAX)
+            x->head_over = true;
+        if (x->head_bytes > SL_RBUF_SIZE / 2)
+            x->head_over = true; /* the relay parses a head in one buffer */
+        if (x->head_over)
+            return 0;
+        if (nl == 14 && !memcmp(name, "content-length", 14))
+            x->has_length = true;
+    }
+    x_put(x, name, nl);
+    x_put(x, ": ", 2);
+    x_put(x, value, vl);
+    x_put(x, "\r\n", 2);
+    return 0;
+}
+
+static int x_frame_recv(sl_upconn_t *up, sl_h1x_t *x, const nghttp2_frame *f)
+{
+    if (f->hd.stream_id != x->id || (f->hd.type != NGHTTP2_HEADERS && f->hd.type != NGHTTP2_DATA))
+        return 0;
+    bool end = f->hd.flags & NGHTTP2_FLAG_END_STREAM;
+    if (f->hd.type == NGHTTP2_HEADERS && !x->in_trl) {
+        if (x->head_over) {
+            x_fail(x, x->status < 200 ? "1xx heads too large" : "response head too large");
+            return 0;
+        }
+        if (x->status < 200) {
+            x_put(x, "\r\n", 2); /* 1xx, relayed; the final head follows */
+            return 0;
+        }
+        x->final = true;
+        x->no_body = x->is_head || x->status == 204 || x->status == 304;
+        if (end && !x->no_body && !x->has_length)
+            x_puts(x, "content-length: 0\r\n");
+        else if (!end && !x->no_body && !x->has_length) {
+            x_puts(x, "transfer-encoding: chunked\r\n");
+            x->chunked = true;
+        }
+        x_put(x, "\r\n", 2);
+    } else if (f->hd.type == NGHTTP2_HEADERS) {
+        if (x->chunked && !x->no_body)
+            x_put(x, "\r\n", 2); /* the trailer section ends */
+    } else if (end && x->chunked && !x->no_body) {
+        x_puts(x, "0\r\n\r\n");
+    }
+    if (end)
+        x->resp_eof = true;
+    return 0;
+}
+
+static int x_data_chunk(sl_upconn_t *up, sl_h1x_t *x, int32_t id, const uint8_t *data, size_t len)
+{
+    nghttp2_session_consume_connection(up->h2, len);
+    if (id != x->id || x->no_body || !x->final) {
+        nghttp2_session_consume_stream(up->h2, id, len);
+        return 0;
+    }
+    if (up->client)
+        up->client->up_active_ms = uv_now(up->pool->r->loop);
+    if (x->chunked) {
+        char size[24];
+        int k = snprintf(size, sizeof(size), "%zx\r\n", len);
+        x_put(x, size, (size_t)k);
+    }
+    x_put(x, data, len);
+    if (x->chunked)
+        x_put(x, "\r\n", 2);
+    x->owed += len;
+    return 0;
+}
+
+static int x_stream_close(sl_h1x_t *x, int32_t id, uint32_t code)
+{
+    if (id != x->id)
+        return 0;
+    if (code == NGHTTP2_NO_ERROR && x->final && x->resp_eof) {
+        x->done = true;
+    } else {
+        x->rst_code = code;
+        x_fail(x, code == NGHTTP2_REFUSED_STREAM ? "stream refused"
+                  : code                         ? "stream reset"
+                                                 : "stream ended before its response");
+    }
+    return 0;
+}
+
+/* Hand what is buffered to the relay, as far as the client takes it, then
+ * any failure. Only from the connection's own callbacks or the kick. */
+static void x_settle(sl_upconn_t *up)
+{
+    sl_h1x_t *x = up->h1x;
+    sl_client_t *c = up->client;
+    if (!x || !c)
+        return;
+    sl_router_t *r = up->pool->r;
+    if (x->fail_status) {
+        int st = x->fail_status;
+        const char *why = x->why;
+        sl_client_drop_upstream(c, false);
+        sl_client_local_error(c, st, "%s", why);
+        return;
+    }
+    while (x->resp_bq.len && !up->bp_paused && up->state == UP_BUSY) {
+        uv_buf_t b;
+        sl_rd_prepare(r, &up->rd, &b);
+        if (!b.len) {
+            x_fail(x, "response head too large");
+            bq_clear(r, &x->resp_bq);
+            break;
+        }
+        size_t n = bq_pop(r, &x->resp_bq, (uint8_t *)b.base, b.len);
+        up->rd.end += n;
+        up->resp_bytes += n;
+        size_t give = x->resp_bq.len ? (n < x->owed ? n : (size_t)x->owed) : (size_t)x->owed;
+        if (give && x->id > 0 && !x->done) {
+            nghttp2_session_consume_stream(up->h2, x->id, give);
+            h2_up_flush(up);
+        }
+        x->owed -= give;
+        sl_resp_process(c);
+        /* the exchange may have ended (up pooled or closed, x gone) */
+        if (up->h1x != x || up->client != c)
+            return;
+    }
+    if (!x->failed || x->resp_bq.len)
+        return;
+    int err = x->rst_code == NGHTTP2_REFUSED_STREAM ? UV_ECONNREFUSED : UV_ECONNRESET;
+    char what[96];
+    snprintf(what, sizeof(what), "HTTP/2: %s%s%s", x->why, x->rst_code ? " " : "",
+             x->rst_code ? nghttp2_http2_strerror(x->rst_code) : "");
+    if (!c->resp_head_done)
+        sl_client_upstream_failed(c, err, what);
+    else
+        sl_resp_eof(c, err);
+}
+
+void sl_h2_bridge_resume(sl_upconn_t *up)
+{
+    if (up->h1x->resp_bq.len || up->h1x->failed)
+        x_kick(up->h1x);
+}
+
+bool sl_h2_bridge_detach(sl_upconn_t *up)
+{
+    sl_h1x_t *x = up->h1x;
+    sl_router_t *r = up->pool->r;
+    bool poolable = x->done && x->req_eof && !x->req_bq.len && !x->resp_bq.len && up->h2 &&
+                    !up->h2_goaway && nghttp2_session_want_read(up->h2) && up->state == UP_BUSY;
+    up->h1x = NULL;
+    x_free(r, x);
+    return poolable;
+}
+
+void sl_h2_kick_cb(uv_timer_t *t)
+{
+    sl_router_t *r = t->data;
+    h2_enter(r);
+    while (r->h1x_kicked) {
+        sl_h1x_t *x = r->h1x_kicked;
+        r->h1x_kicked = x->kick_next;
+        x->kicked = false;
+        x->kick_next = NULL;
+        x_settle(x->up);
+    }
+    h2_leave(r);
+}
+
+static void x_unsendable(sl_h1x_t *x, const nghttp2_frame *f)
+{
+    if (f->hd.type != NGHTTP2_HEADERS || f->hd.stream_id != x->id || x->failed)
+        return;
+    x->failed = true;
+    x->fail_status = 431;
+    x->why = "request header fields too large for the instance";
+}
+
+/* The connection failed under the exchange: settle now (from its own
+ * callbacks) or on the next loop turn (from the drain, which may run
+ * under the client path's write). */
+static void x_lost(sl_upconn_t *up, const char *why, bool now)
+{
+    up->h2_goaway = true; /* never pooled again */
+    x_fail(up->h1x, why);
+    if (now)
+        x_settle(up);
+    else
+        x_kick(up->h1x);
+}
+
+static void x_read(sl_upconn_t *up, ssize_t nread)
+{
+    if (nread < 0) {
+        x_lost(up, nread == UV_EOF ? "connection closed" : "connection lost", true);
+        return;
+    }
+    sl_rd_t *rd = &up->h2_rd;
+    rd->end += (size_t)nread;
+    sl_busy_touch(up->pool->r);
+    ssize_t rc = nghttp2_session_mem_recv(up->h2, (const uint8_t *)rd->b->data + rd->start,
+                                          rd->end - rd->start);
+    rd->start = rd->end;
+    if (rc < 0) {
+        x_lost(up, "protocol error", true);
+        return;
+    }
+    h2_up_flush(up);
+    x_settle(up);
 }

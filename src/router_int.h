@@ -74,7 +74,11 @@ struct sl_upconn {
     bool h2_dirty; /* frames to write: on the router's h2_up_dirty list */
     sl_upconn_t *h2_dirty_next;
     struct nghttp2_session *h2;
+    sl_rd_t h2_rd;      /* the session's bytes from the socket (rd is the relay's) */
     struct sl_h2s *h2s; /* the stream it carries, while busy */
+    /* An HTTP/1.1 client's exchange, translated (router_h2.c): the
+     * response reaches router_resp.c as HTTP/1.1 bytes in rd. */
+    struct sl_h1x *h1x;
 };
 
 struct sl_upstream_pool {
@@ -203,6 +207,10 @@ struct sl_router {
     sl_upconn_t *h2_up_dirty;
     bool h2_draining;
     int h2_depth; /* router_h2.c entry points on the stack */
+    /* Translated HTTP/1.1 exchanges with work for the next loop turn:
+     * bytes a client can take again, a failure met while it was writing. */
+    uv_timer_t h1x_timer;
+    struct sl_h1x *h1x_kicked;
 };
 
 /* router.c: buffers, writes, handle accounting. */
@@ -302,5 +310,18 @@ void sl_h2_up_connected(sl_upconn_t *up, int status);
 void sl_h2_up_read(sl_upconn_t *up, ssize_t nread);
 void sl_h2_up_wrote(sl_upconn_t *up, int status);
 void sl_h2_up_free(sl_upconn_t *up);
+/* HTTP/1.1 clients of h2c instances: the exchange on up is translated to
+ * one HTTP/2 stream. attach when the client's exchange takes up; write is
+ * the request as the client path sends it (head, then body bytes in its
+ * framing) and never fails synchronously; queued is the request bytes the
+ * stream has not sent yet (back-pressure); resume when up->bp_paused went
+ * off; detach when the exchange ends: true when up may go back to its
+ * pool. */
+void sl_h2_bridge_attach(sl_upconn_t *up);
+void sl_h2_bridge_write(sl_upconn_t *up, const uv_buf_t *iov, unsigned n);
+size_t sl_h2_bridge_queued(const sl_upconn_t *up);
+void sl_h2_bridge_resume(sl_upconn_t *up);
+bool sl_h2_bridge_detach(sl_upconn_t *up);
+void sl_h2_kick_cb(uv_timer_t *t);
 
 #endif

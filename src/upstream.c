@@ -115,12 +115,16 @@ void sl_pool_close_all(sl_router_t *r)
 static void up_alloc_cb(uv_handle_t *h, size_t hint, uv_buf_t *buf)
 {
     sl_upconn_t *up = h->data;
-    sl_rd_prepare(up->pool->r, &up->rd, buf);
+    sl_rd_prepare(up->pool->r, up->h2 ? &up->h2_rd : &up->rd, buf);
 }
 
 void sl_up_update_reading(sl_upconn_t *up)
 {
-    bool want = (up->state == UP_BUSY || up->state == UP_IDLE) && !up->bp_paused;
+    /* An HTTP/2 session always reads (its flow control stops the instance);
+     * a translated exchange stops handing bytes to the relay instead. */
+    bool want = (up->state == UP_BUSY || up->state == UP_IDLE) && (!up->bp_paused || up->h2);
+    if (up->h1x && !up->bp_paused)
+        sl_h2_bridge_resume(up);
     if (want && !up->reading) {
         if (uv_read_start((uv_stream_t *)&up->tcp, up_alloc_cb, up_read_cb) == 0)
             up->reading = true;
@@ -138,6 +142,7 @@ static void up_on_close(uv_handle_t *h)
     if (up->h2)
         sl_h2_up_free(up);
     sl_rd_release(r, &up->rd);
+    sl_rd_release(r, &up->h2_rd);
     r->stats.upstream_conns_open--;
     free(up);
     if (--pool->n_conns == 0 && pool->closed)

@@ -2,6 +2,7 @@
 servers speak. A real HTTP/2-only server (nghttpd) in the instance, a real
 HTTP/2 client (the h2 library, curl) at the ingress."""
 import json
+import socket
 import subprocess
 import time
 
@@ -9,9 +10,10 @@ from conftest import service_manifest, wait_for
 from h2client import H2, get
 
 
-def deploy_h2c(d, images, name, **spec):
+def deploy_h2c(d, images, name, command=None, **spec):
+    extra = {"command": command} if command else {}
     doc = json.loads(service_manifest(name, images["h2c"],
-                                      ports=[{"name": "h2c", "containerPort": 8080}]))
+                                      ports=[{"name": "h2c", "containerPort": 8080}], **extra))
     doc["spec"]["template"]["spec"].update(spec)
     d.cli("apply", "-f", "-", input=json.dumps(doc))
 
@@ -129,8 +131,7 @@ def test_http2_clients_of_http1_instances(make_daemon, images):
     many streams at once on one connection, bodies with and without a
     Content-Length (chunked to the instance), HEAD, a close-delimited CGI
     response; Cookie fields joined, TE dropped, forwarding fields added,
-    response field names lower-cased. HTTP/1.1 to an h2c revision is still
-    a 505 that says what to send."""
+    response field names lower-cased."""
     d = make_daemon()
     d.cli("deploy", "web", "--image", images["hello"])
     host = d.host("web")
@@ -165,9 +166,157 @@ def test_http2_clients_of_http1_instances(make_daemon, images):
     assert "HTTP_X_FORWARDED_FOR=192.0.2.7, 127.0.0.1" in env, env
     assert "HTTP_X_FORWARDED_PROTO=http" in env and "HTTP_TE" not in env, env
 
-    deploy_h2c(d, images, "grpc")
+
+
+def http1(port, req, read_delay=0.0):
+    """Send req raw (HTTP/1.1 requests, pipelined or not, or any bytes);
+    every byte the router sent until it closed the connection."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=30)
+    s.sendall(req)
+    if read_delay:
+        time.sleep(read_delay)
+    got = b""
+    while True:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        got += chunk
+    s.close()
+    return got
+
+
+def test_http1_clients_of_h2c_instances(make_daemon, images, tmp_path):
+    """HTTP/1.1 to a revision whose instances speak only HTTP/2 is
+    translated, each request one stream: a page, uploads with and without a
+    Content-Length echoed back, a 1 MiB download to a client that reads
+    late, HEAD, the instance's own 404, pipelined requests on one
+    connection, an HTTP/1.0 client, the instance's trailers in the last
+    chunk. A WebSocket handshake is refused, and the instance never sees a
+    request the translation could not make."""
+    d = make_daemon()
+    deploy_h2c(d, images, "grpc", containerConcurrency=2)
+    host = d.host("grpc")
     code, body = d.curl("grpc", "/")
-    assert code == 505 and 'port is named "h2c"' in body, (code, body)
+    assert (code, body) == (200, "hello over h2c\n"), (code, body)
+
+    upload = bytes(range(256)) * 1200
+    with open(str(tmp_path) + "/upload", "wb") as f:
+        f.write(upload)
+    for extra in ([], ["-H", "Transfer-Encoding: chunked"]):
+        r = subprocess.run(["curl", "-sS", "--max-time", "60", "--data-binary",
+                            "@" + str(tmp_path) + "/upload", *extra, "-o", str(tmp_path) + "/echoed",
+                            "-w", "%{http_code}", "http://%s:%d/echo" % (host, d.port)],
+                           capture_output=True, text=True)
+        assert r.stdout == "200", (extra, r.stdout, r.stderr)
+        with open(str(tmp_path) + "/echoed", "rb") as f:
+            assert f.read() == upload, extra
+
+    # the response head as HTTP/1.1, its body chunked with the instance's
+    # trailer (it sends no content-length), pipelined requests answered in
+    # order on one connection, the last one closing it
+    got = http1(d.port, b"GET / HTTP/1.1\r\nHost: " + host.encode() + b"\r\n\r\n"
+                b"HEAD / HTTP/1.1\r\nHost: " + host.encode() + b"\r\n\r\n"
+                b"GET /missing HTTP/1.1\r\nHost: " + host.encode() +
+                b"\r\nConnection: close\r\n\r\n")
+    text = got.decode("latin-1")
+    assert text.startswith("HTTP/1.1 200 OK\r\n"), text
+    heads = [p for p in text.split("HTTP/1.1 ")[1:]]
+    assert [h[:3] for h in heads] == ["200", "200", "404"], text
+    first = heads[0]
+    if "transfer-encoding: chunked" in first.lower():
+        assert "\r\n0\r\ngrpc-status: 0\r\n\r\n" in first, first
+    assert "hello over h2c\n" in first
+    assert heads[1].endswith("\r\n\r\n") and "hello" not in heads[1], heads[1]
+    assert "connection: close" in heads[2].lower(), heads[2]
+
+    # a client that reads nothing for a second: the instance is held by
+    # flow control, and the 1 MiB arrives whole
+    got = http1(d.port, b"GET /big HTTP/1.1\r\nHost: " + host.encode() +
+                b"\r\nConnection: close\r\n\r\n", read_delay=1.0)
+    head, _, body = got.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), head
+    if b"chunked" in head.lower():
+        body = dechunk(body)[0]
+    assert body == b"x" * 1048576, len(body)
+
+    # HTTP/1.0: the body is not chunked for it
+    r = subprocess.run(["curl", "-sS", "-0", "-i", "http://%s:%d/" % (host, d.port)],
+                       capture_output=True)
+    assert r.stdout.startswith(b"HTTP/1.1 200"), r.stdout
+    assert r.stdout.endswith(b"\r\n\r\nhello over h2c\n"), r.stdout
+    assert b"chunked" not in r.stdout.lower(), r.stdout
+
+    code, body = d.curl("grpc", "/", "-H", "Connection: Upgrade", "-H", "Upgrade: websocket",
+                        "-H", "Sec-WebSocket-Version: 13", "-H", "Sec-WebSocket-Key: " + "A" * 22 + "==")
+    assert code == 501 and "WebSocket" in body, (code, body)
+    # a head the ingress takes (16 KiB) that the forwarding fields take
+    # over what the translation holds
+    head = b"GET / HTTP/1.1\r\nHost: " + host.encode() + b"\r\nConnection: close\r\n"
+    head += b"X-A: " + b"a" * 5400 + b"\r\nX-C: " + b"c" * 5400 + b"\r\n"
+    head += b"X-B: " + b"b" * (16300 - len(head) - 9) + b"\r\n\r\n"
+    got = http1(d.port, head)
+    assert got.startswith(b"HTTP/1.1 431") and b"translate" in got, got
+
+    # four clients at once against concurrency 2: every request served
+    procs = [subprocess.Popen(["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}",
+                               "--data-binary", "@" + str(tmp_path) + "/upload",
+                               "http://%s:%d/echo" % (host, d.port)],
+                              stdout=subprocess.PIPE, text=True) for _ in range(4)]
+    assert [p.communicate()[0] for p in procs] == ["200"] * 4
+    assert wait_for(lambda: set(inflight(d, "grpc")) == {0}, 10), inflight(d, "grpc")
+
+
+def dechunk(body):
+    """(data, trailer lines) of a chunked body."""
+    data, rest = b"", body
+    while True:
+        size, _, rest = rest.partition(b"\r\n")
+        n = int(size, 16)
+        if n == 0:
+            break
+        data, rest = data + rest[:n], rest[n + 2:]
+    trailers, _, _ = rest.partition(b"\r\n\r\n")
+    return data, trailers.split(b"\r\n") if trailers else []
+
+
+def test_http1_clients_of_a_streaming_h2c_instance(make_daemon, images):
+    """An h2c server whose responses have no length (h2stream: several DATA
+    frames, then trailers): HTTP/1.1 clients get them chunked, the trailers
+    in the last chunk; an HTTP/1.0 client gets the body and a close; a
+    stream the instance resets after its head leaves the client a truncated
+    body, never a complete-looking one; the connection is pooled again after
+    clean exchanges."""
+    d = make_daemon()
+    deploy_h2c(d, images, "sse", command=["/usr/bin/h2stream"])
+    host = d.host("sse").encode()
+    got = http1(d.port, b"GET /stream?n=50 HTTP/1.1\r\nHost: " + host + b"\r\n\r\n"
+                b"POST /echo HTTP/1.1\r\nHost: " + host + b"\r\nTransfer-Encoding: chunked\r\n\r\n"
+                b"3\r\nabc\r\n4\r\ndefg\r\n0\r\n\r\n"
+                b"GET /stream?n=2 HTTP/1.1\r\nHost: " + host + b"\r\nConnection: close\r\n\r\n")
+    parts = got.split(b"HTTP/1.1 200 OK\r\n")
+    assert len(parts) == 4 and parts[0] == b"", got
+    for part, want, lines in ((parts[1], "".join("line %d\n" % i for i in range(1, 51)), b"50"),
+                              (parts[2], "abcdefg", b"0"), (parts[3], "line 1\nline 2\n", b"2")):
+        head, _, body = part.partition(b"\r\n\r\n")
+        assert b"transfer-encoding: chunked" in head.lower() and b"content-length" not in head
+        data, trailers = dechunk(body)
+        assert data.decode() == want, (data, part)
+        assert trailers == [b"x-lines: " + lines, b"grpc-status: 0"], trailers
+
+    r = subprocess.run(["curl", "-sS", "-0", "-i", "http://%s:%d/stream?n=3" % (host.decode(), d.port)],
+                       capture_output=True)
+    assert r.stdout.startswith(b"HTTP/1.1 200") and b"chunked" not in r.stdout.lower(), r.stdout
+    assert r.stdout.endswith(b"\r\n\r\nline 1\nline 2\nline 3\n"), r.stdout
+
+    got = http1(d.port, b"GET /reset HTTP/1.1\r\nHost: " + host + b"\r\n\r\n")
+    head, _, body = got.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200") and b"chunked" in head, got
+    assert body.startswith(b"7\r\nline 1\n\r\n") and not body.endswith(b"0\r\n\r\n"), got
+    # the service serves on, and curl sees the trailers too
+    r = subprocess.run(["curl", "-sS", "--raw", "http://%s:%d/stream?n=1" % (host.decode(), d.port)],
+                       capture_output=True)
+    assert r.stdout == b"7\r\nline 1\n\r\n0\r\nx-lines: 1\r\ngrpc-status: 0\r\n\r\n", r.stdout
+    assert wait_for(lambda: set(inflight(d, "sse")) == {0}, 10), inflight(d, "sse")
 
 
 def test_versions_and_broken_connections(make_daemon, images):
@@ -186,16 +335,8 @@ def test_versions_and_broken_connections(make_daemon, images):
     svc = [x for x in d.json("services")["items"] if x["metadata"]["name"] == "grpc"][0]
     assert svc["spec"]["template"]["spec"]["containers"][0]["ports"] == [{"containerPort": 8080}]
 
-    import socket
-    s = socket.create_connection(("127.0.0.1", d.port), timeout=10)
-    s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x04\x09\x00\x00\x00\x00\x07junk")
-    got = b""
-    while True:
-        chunk = s.recv(4096)
-        if not chunk:
-            break
-        got += chunk
-    s.close()
+    got = http1(d.port, b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" +
+                b"\x00\x00\x04\x09\x00\x00\x00\x00\x07junk")
     # a SETTINGS frame, then a GOAWAY (type 7) with PROTOCOL_ERROR (1)
     frames, i = [], 0
     while i + 9 <= len(got):

@@ -7,7 +7,10 @@
 # response ends with the trailer "grpc-status: 0" after its body. busybox
 # provides the shell, which stays PID 1 to pass SIGTERM on (nghttpd as PID 1
 # would ignore it). /www/grpc.health.v1.Health/Check answers the gRPC health
-# check (SERVING; /www-down's says NOT_SERVING). USER 65532. Skipped when its inputs did not change.
+# check (SERVING; /www-down's says NOT_SERVING). /usr/bin/h2stream (h2stream.c
+# beside this script) is a second server for a container's command: its
+# responses have no content-length, several DATA frames and trailers.
+# USER 65532. Skipped when its inputs did not change.
 set -eu
 
 [ $# -eq 1 ] || { echo "usage: $0 OUTDIR" >&2; exit 2; }
@@ -26,7 +29,8 @@ if command -v flock >/dev/null && [ -z "${SLUICE_IMAGE_LOCKED:-}" ]; then
 fi
 
 libs=$(ldd "$srv" | awk '/=> \//{print $3} /^\t\/lib/{print $1}')
-stamp=$(cat "$srv" $libs "$bb" "$0" "$repo/scripts/mkimage.sh" | sha256sum | cut -d' ' -f1)
+stamp=$(cat "$srv" $libs "$bb" "$0" "$here/h2stream.c" "$repo/scripts/mkimage.sh" |
+    sha256sum | cut -d' ' -f1)
 if [ -f "$out/.stamp" ] && [ "$(cat "$out/.stamp")" = "$stamp" ] && [ -f "$out/oci/index.json" ]; then
     echo "h2c-image: $out is up to date"
     exit 0
@@ -37,12 +41,14 @@ work=$(mktemp -d "$out/.work.XXXXXX")
 trap 'rm -rf "$work"' EXIT INT TERM
 root=$work/root
 mkdir -p "$root/bin" "$root/etc" "$root/tmp" "$root/www" "$root/usr/bin"
+${CC:-cc} -std=gnu11 -O2 -o "$work/h2stream" "$here/h2stream.c" -lnghttp2
+install -m 0755 "$work/h2stream" "$root/usr/bin/h2stream"
 install -m 0755 "$bb" "$root/bin/busybox"
 for app in sh cat echo sleep; do
     ln -s busybox "$root/bin/$app"
 done
 install -m 0755 "$srv" "$root/usr/bin/nghttpd"
-for l in $libs; do
+for l in $libs $(ldd "$work/h2stream" | awk '/=> \//{print $3} /^\t\/lib/{print $1}'); do
     mkdir -p "$root$(dirname "$l")"
     cp -L "$l" "$root$l"
 done
