@@ -13,7 +13,8 @@ Services (all the distroless hello sample):
   grpc    the e2e tests' HTTP/2-only nghttpd image (--use-http2)
 plus HTTP/2 clients (several streams at once on one connection, uploads
 echoed back) of hello (translated to HTTP/1.1) and of grpc (HTTP/2 to the
-instance), bursts of smuggling vectors and garbage, and slowloris
+instance), an HTTP/1.1 prober of grpc (each request translated to a stream;
+GETs and echoed uploads), bursts of smuggling vectors and garbage, and slowloris
 connections.
 
 Accounting. The prober records every request's outcome (status or client
@@ -60,7 +61,7 @@ SECONDS = int(os.environ.get("SOAK_SECONDS", "600"))
 KILL_WINDOW = 5.0
 HEY_C, HEY_Q = 8, 40          # hey workers on hello, queries/s per worker
 WRK_C = 6                     # wrk connections on one
-PROBE_CLIENTS = {"hello": 2, "split": 2, "one": 1}
+PROBE_CLIENTS = {"hello": 2, "split": 2, "one": 1, "grpc": 1}
 H2_CLIENTS = {"hello": 1, "grpc": 1}  # HTTP/2 connections, H2_STREAMS streams at a time
 H2_STREAMS = 4
 SLOW_N = 300
@@ -116,17 +117,28 @@ FAULTS_STOP = threading.Event()
 
 
 def prober(port, service, path="/"):
-    """A keep-alive client looping on one service, counting everything."""
+    """A keep-alive client looping on one service, counting everything. On
+    grpc (HTTP/2 instances) every third request is an upload echoed back."""
     host = "%s.localhost" % service
     conn = None
+    upload, n = os.urandom(20000), 0
     while not STOP.is_set():
         try:
             if conn is None:
                 conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-            conn.request("GET", path, headers={"Host": host})
+            n += 1
+            echo = service == "grpc" and n % 3 == 0
+            if echo:
+                conn.request("POST", "/echo", body=upload, headers={"Host": host})
+            else:
+                conn.request("GET", path, headers={"Host": host})
             r = conn.getresponse()
             body = r.read()
-            if r.status == 200 and path == "/" and b"revision=" not in body:
+            if service == "grpc":
+                want = upload if echo else b"hello over h2c\n"
+                L.add("prober", service, r.status if r.status != 200 or body == want
+                      else "err:200 with another body")
+            elif r.status == 200 and path == "/" and b"revision=" not in body:
                 L.add("prober", service, "err:200 without revision")
             else:
                 if r.status == 200 and path == "/":
@@ -670,7 +682,7 @@ def main():
                                      for r in L.rounds if r[2] == "hey")),
             ("  by wrk (one, /sleep?ms=20)", sum(sum(r[5].values()) + sum(r[6].values())
                                                 for r in L.rounds if r[2] == "wrk")),
-            ("  by the prober (hello, split, one)",
+            ("  by the prober (hello, split, one, grpc)",
              sum(1 for e in L.events if e[1] == "prober")),
             ("  by the waker (sleepy, from zero)", sum(1 for e in L.events if e[1] == "waker")),
             ("  by HTTP/2 clients (streams: hello, grpc)",
