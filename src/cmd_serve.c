@@ -53,6 +53,13 @@ static void serve_usage(FILE *f)
         "                       (at most %llums, e.g. 50us) without sleeping: lower\n"
         "                       latency on VMs, where a sleeping CPU's wake-up is\n"
         "                       costly, for CPU spent polling (default 0: off)\n"
+        "  --client-header-timeout D  a request head (an HTTP/2 header block) must\n"
+        "                       arrive whole within D of its first byte, else 408\n"
+        "                       (default 30s)\n"
+        "  --client-body-timeout D  a request body that makes no progress for D is\n"
+        "                       a 408 (default 30s)\n"
+        "  --client-idle-timeout D  a client connection with no request, or that reads\n"
+        "                       nothing it is sent, for D is closed (default 60s)\n"
         "  --egress             instances can open outbound connections (through a\n"
         "                       slirp4netns each) unless their revision says\n"
         "                       sluice.dev/egress: \"false\"; without it, only those\n"
@@ -115,6 +122,7 @@ typedef struct serve_opts {
     sl_log_limits_t logs;
     sl_revision_gc_t gc;
     uint64_t busy_poll_ns;
+    uint64_t client_header_ns, client_body_ns, client_idle_ns;
     bool egress;
 } serve_opts_t;
 
@@ -146,6 +154,9 @@ enum {
     O_GC_MAX,
     O_GC_INTERVAL,
     O_BUSY_POLL,
+    O_CLIENT_HEADER,
+    O_CLIENT_BODY,
+    O_CLIENT_IDLE,
     O_EGRESS
 };
 
@@ -506,7 +517,11 @@ static int run_daemon(const char *listen, const char *domain, const char *state_
         uv_run(d.loop, UV_RUN_DEFAULT);
         goto out;
     }
-    sl_router_config_t rcfg = {.listen = listen, .busy_poll_ns = so->busy_poll_ns};
+    sl_router_config_t rcfg = {.listen = listen,
+                               .busy_poll_ns = so->busy_poll_ns,
+                               .header_timeout_ms = so->client_header_ns / 1000000,
+                               .body_timeout_ms = so->client_body_ns / 1000000,
+                               .idle_timeout_ms = so->client_idle_ns / 1000000};
     if (sl_router_new(d.loop, &rcfg, &sl_controller_router_ops, d.ctl, &d.router, &err) < 0) {
         sl_cli_error("%s", err.msg);
         d.router = NULL;
@@ -606,6 +621,9 @@ int sl_cmd_serve(int argc, char **argv)
         {"revision-gc-max-non-active", required_argument, NULL, O_GC_MAX},
         {"revision-gc-interval", required_argument, NULL, O_GC_INTERVAL},
         {"busy-poll", required_argument, NULL, O_BUSY_POLL},
+        {"client-header-timeout", required_argument, NULL, O_CLIENT_HEADER},
+        {"client-body-timeout", required_argument, NULL, O_CLIENT_BODY},
+        {"client-idle-timeout", required_argument, NULL, O_CLIENT_IDLE},
         {"egress", no_argument, NULL, O_EGRESS},
         {NULL, 0, NULL, 0},
     };
@@ -655,6 +673,22 @@ int sl_cmd_serve(int argc, char **argv)
             if (so.busy_poll_ns > SL_BUSY_POLL_MAX_NS)
                 return sl_cli_usage("--busy-poll: at most %llums, got '%s'",
                                     SL_BUSY_POLL_MAX_NS / 1000000ull, optarg);
+            break;
+        }
+        case O_CLIENT_HEADER:
+        case O_CLIENT_BODY:
+        case O_CLIENT_IDLE: {
+            const char *flag = opt == O_CLIENT_HEADER ? "--client-header-timeout"
+                               : opt == O_CLIENT_BODY ? "--client-body-timeout"
+                                                      : "--client-idle-timeout";
+            uint64_t *v = opt == O_CLIENT_HEADER ? &so.client_header_ns
+                          : opt == O_CLIENT_BODY ? &so.client_body_ns
+                                                 : &so.client_idle_ns;
+            int rc = duration_opt(flag, optarg, v);
+            if (rc)
+                return rc;
+            if (*v < 1000000 || *v > 3600 * 1000000000ull)
+                return sl_cli_usage("%s: between 1ms and 1h, got '%s'", flag, optarg);
             break;
         }
         case O_EGRESS:

@@ -232,6 +232,22 @@ def service_manifest(name, image, script=None, metadata=None, template_metadata=
     return json.dumps(doc)
 
 
+def h2_frames(got):
+    """(type, payload) of each whole HTTP/2 frame in the bytes got."""
+    frames, i = [], 0
+    while i + 9 <= len(got):
+        n = int.from_bytes(got[i:i + 3], "big")
+        frames.append((got[i + 3], got[i + 9:i + 9 + n]))
+        i += 9 + n
+    return frames
+
+
+def goaway_code(frames):
+    """The error code of the first GOAWAY among frames; None without one."""
+    g = [p for t, p in frames if t == 7]
+    return int.from_bytes(g[0][4:8], "big") if g else None
+
+
 def wait_for(pred, timeout, step=0.05):
     """pred() once true (or its last value after timeout seconds)."""
     deadline = time.time() + timeout

@@ -6,7 +6,7 @@ import socket
 import subprocess
 import time
 
-from conftest import service_manifest, wait_for
+from conftest import goaway_code, h2_frames, service_manifest, wait_for
 from h2client import H2, get
 
 
@@ -338,13 +338,8 @@ def test_versions_and_broken_connections(make_daemon, images):
     got = http1(d.port, b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" +
                 b"\x00\x00\x04\x09\x00\x00\x00\x00\x07junk")
     # a SETTINGS frame, then a GOAWAY (type 7) with PROTOCOL_ERROR (1)
-    frames, i = [], 0
-    while i + 9 <= len(got):
-        ln = int.from_bytes(got[i:i + 3], "big")
-        frames.append((got[i + 3], got[i + 9:i + 9 + ln]))
-        i += 9 + ln
-    goaway = [p for t, p in frames if t == 7]
-    assert goaway and int.from_bytes(goaway[0][4:8], "big") == 1, frames
+    frames = h2_frames(got)
+    assert goaway_code(frames) == 1, frames
     # translated to HTTP/1.1 now, which the HTTP/2-only server cannot read
     e = get(d.port, d.host("grpc"), "/")
     assert e.status == 502 and e.data.startswith(b"instance failed: "), e.__dict__

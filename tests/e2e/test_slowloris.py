@@ -10,6 +10,8 @@ import socket
 import threading
 import time
 
+from conftest import goaway_code, h2_frames
+
 N_SLOW = 2000
 DURATION = 20  # seconds of trickling
 
@@ -115,3 +117,52 @@ def test_slowloris_does_not_starve_normal_clients(daemon, images):
     assert fds1 <= fds0 + 50
     code, body = daemon.curl("hello", "/")
     assert code == 200 and "hello-00001" in body
+
+
+def read_until_close(s):
+    got = b""
+    while True:
+        chunk = s.recv(65536)
+        if not chunk:
+            return got
+        got += chunk
+
+
+def test_client_timeouts_are_serve_flags(make_daemon, images):
+    """--client-header-timeout, --client-body-timeout and
+    --client-idle-timeout replace the 30 s / 30 s / 60 s defaults: a head
+    that trickles and a body that stops are a 408, an idle keep-alive
+    connection is closed, over HTTP/1.1 and HTTP/2 alike (a header block
+    that never ends takes the session down; an idle session is closed).
+    Every socket waits at most 15 s, well below the defaults."""
+    d = make_daemon("--client-header-timeout", "1s", "--client-body-timeout", "1s",
+                    "--client-idle-timeout", "2s")
+    d.cli("deploy", "web", "--image", images["hello"])
+    host = d.host("web").encode()
+    assert d.curl("web", "/")[0] == 200
+
+    def conn(first):
+        s = socket.create_connection(("127.0.0.1", d.port), timeout=15)
+        s.sendall(first)
+        return s
+
+    s = conn(b"GET / HTTP/1.1\r\nHost: " + host + b"\r\nX-Slow: ")
+    got = read_until_close(s)
+    assert got.startswith(b"HTTP/1.1 408 "), got
+    s = conn(b"POST /echo HTTP/1.1\r\nHost: " + host + b"\r\nContent-Length: 10\r\n\r\nabc")
+    got = read_until_close(s)
+    assert got.startswith(b"HTTP/1.1 408 ") and b"body" in got, got
+    s = conn(b"GET / HTTP/1.1\r\nHost: " + host + b"\r\n\r\n")
+    got = read_until_close(s)  # answered, then closed once idle
+    assert got.startswith(b"HTTP/1.1 200 ") and got.count(b"HTTP/1.1") == 1, got
+
+    preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+    # HEADERS (type 1) on stream 1 without END_HEADERS: a block left open
+    block = b"\x82\x86\x84"  # :method GET, :scheme http, :path /
+    s = conn(preface + len(block).to_bytes(3, "big") + b"\x01\x00\x00\x00\x00\x01" + block)
+    frames = h2_frames(read_until_close(s))
+    assert frames[0][0] == 4 and goaway_code(frames) is not None, frames  # SETTINGS ... GOAWAY
+    s = conn(preface)
+    frames = h2_frames(read_until_close(s))  # closed once idle, with a GOAWAY (NO_ERROR)
+    assert frames[0][0] == 4 and frames[-1][0] == 7 and goaway_code(frames) == 0, frames
+    assert d.curl("web", "/")[0] == 200

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from conftest import Daemon, free_port, assert_no_leftovers, exchange
+from conftest import Daemon, assert_no_leftovers, exchange, free_port, goaway_code, h2_frames
 
 H = b"Host: hello.localhost\r\n"
 FOLLOW = b"GET /smuggled HTTP/1.1\r\nHost: hello.localhost\r\n\r\n"
@@ -134,14 +134,9 @@ def test_http1_after_the_http2_preface_is_not_served(served):
     request."""
     out, closed = exchange(served.port, b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + FOLLOW)
     assert closed and not out.startswith(b"HTTP/"), out[:200]
-    frames, i = [], 0
-    while i + 9 <= len(out):
-        ln = int.from_bytes(out[i:i + 3], "big")
-        frames.append((out[i + 3], out[i + 9:i + 9 + ln]))
-        i += 9 + ln
+    frames = h2_frames(out)
     assert frames[0][0] == 4, frames  # SETTINGS
-    goaway = [p for t, p in frames if t == 7]
-    assert goaway and int.from_bytes(goaway[0][4:8], "big") == 1, frames
+    assert goaway_code(frames) == 1, frames
     assert "smuggled" not in served.cli("logs", "hello").stdout
 
 
