@@ -50,6 +50,7 @@ PORT = 18600          # router
 NGINX_PORT = 18680    # nginx, inside the instance's netns only
 NGINX_H2_PORT = 18681  # nginx for the h2c stage, likewise
 NGINX_H2_CLIENT_PORT = 18682  # the data path's nginx, its HTTP/2 listener
+NGINX_H2_H1_PORT = 18683  # the h2c stage's nginx, its HTTP/1.1 listener
 OUT = os.path.join(HERE, "out")
 
 results = {}
@@ -321,6 +322,9 @@ NGINX_H2_CONF = NGINX_HEAD + """\
     }}
     server {{
         listen 127.0.0.1:{port} http2 backlog=4096;
+        # HTTP/1.1 clients of the same HTTP/2 backend (grpc_pass turns each
+        # request into a stream, as sluice does)
+        listen 127.0.0.1:{h1port} backlog=4096;
         location / {{
             grpc_pass grpc://backend;
             grpc_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
@@ -346,7 +350,8 @@ def start_nginx(base, netns_pid, template=NGINX_CONF, port=NGINX_PORT, name="ngi
     os.makedirs(d, exist_ok=True)
     conf = os.path.join(d, "nginx.conf")
     with open(conf, "w") as f:
-        f.write(template.format(d=d, port=port, h2port=NGINX_H2_CLIENT_PORT))
+        f.write(template.format(d=d, port=port, h2port=NGINX_H2_CLIENT_PORT,
+                                h1port=NGINX_H2_H1_PORT))
     proc = subprocess.Popen(["nsenter", "--net=/proc/%d/ns/net" % netns_pid, "nginx", "-c", conf,
                              "-p", d], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     for _ in range(200):
@@ -1069,12 +1074,13 @@ def h2load(url, conns, streams, secs, authority=None, netns_pid=None):
     return r
 
 
-def h2_levels(out, paths, a):
-    """h2load at three client/stream shapes over `paths` (direct optional),
-    the proxies' order swapped each round; the median round per path."""
+def h2_levels(out, paths, a, shapes=((1, 1), (4, 8), (16, 16))):
+    """h2load (or wrk, whose paths ignore m) at client/stream shapes over
+    `paths` (direct optional), the proxies' order swapped each round; the
+    median round per path."""
     for fn in paths.values():
         fn(8, 8)  # warm pools
-    for c, m in ((1, 1), (4, 8), (16, 16)):
+    for c, m in shapes:
         rounds = {k: [] for k in paths}
         for k in range(a.dp_rounds):
             order = [x for x in paths if x == "direct"] + (
@@ -1088,11 +1094,15 @@ def h2_levels(out, paths, a):
         n, s = row["nginx"]["rps"], row["sluice"]["rps"]
         row["ratio_rps_sluice_nginx"] = s / n if n else None
         out["c%d_m%d" % (c, m)] = row
-        log("  c=%-2d m=%-2d %snginx %8.0f  sluice %8.0f req/s  (sluice/nginx %.2f;"
-            " mean %s/%s us; failed %s/%s)"
+        sl, ng = row["sluice"], row["nginx"]
+        lat = ("mean %s/%s us; failed %s/%s" % (sl["mean_us"], ng["mean_us"], sl["failed"],
+                                                 ng["failed"]) if "mean_us" in sl else
+               "p99 %s/%s us; errors %s/%s, non-2xx %s/%s"
+               % (sl["p99_us"], ng["p99_us"], sl["errors"], ng["errors"], sl["non2xx"],
+                  ng["non2xx"]))
+        log("  c=%-3d m=%-2d %snginx %8.0f  sluice %8.0f req/s  (sluice/nginx %.2f; %s)"
             % (c, m, ("direct %8.0f  " % row["direct"]["rps"]) if "direct" in row else "", n, s,
-               row["ratio_rps_sluice_nginx"] or 0, row["sluice"]["mean_us"],
-               row["nginx"]["mean_us"], row["sluice"]["failed"], row["nginx"]["failed"]))
+               row["ratio_rps_sluice_nginx"] or 0, lat))
 
 
 def bench_h2_clients(rig, a):
@@ -1136,6 +1146,15 @@ def bench_h2c(d, a):
                                           authority=host("h2")),
         }
         h2_levels(out, paths, a)
+        log("h2c: HTTP/1.1 clients (wrk) of the same backend, each request one stream")
+        h1 = out["http1_clients"] = {"setup": "wrk -t1 -cN -d%ds; %d round(s), proxies' order "
+                                              "swapped each round" % (a.dp_secs, a.dp_rounds)}
+        h2_levels(h1, {
+            "nginx": lambda c, m: wrk("http://127.0.0.1:%d/" % NGINX_H2_H1_PORT, c, a.dp_secs,
+                                      hdr=host("h2"), netns_pid=pid),
+            "sluice": lambda c, m: wrk("http://127.0.0.1:%d/" % d.port, c, a.dp_secs,
+                                       hdr=host("h2")),
+        }, a, shapes=((1, 1), (32, 1), (256, 1)))
     finally:
         if nginx:
             nginx.send_signal(signal.SIGTERM)
