@@ -741,7 +741,8 @@ static void c_reset_request(sl_client_t *c)
     c->attempts = c->reroutes = 0;
     c->upgrade = c->tunnel = c->tunnel_rd_eof = false;
     c->target = NULL;
-    c->queued = c->in_acquire = c->ready_stashed = false;
+    c->queued = false;
+    c->stash = (sl_stash_t){0};
     c->have_pick = false;
     c->timeout_ms = c->deadline_ms = c->body_progress_ms = c->up_idle_ms = c->start_due_ms = 0;
     c->resp_head_done = c->resp_started = c->resp_done = c->up_reusable = false;
@@ -775,17 +776,39 @@ static void c_deliver(sl_client_t *c, int status, const sl_pick_t *pick, const c
 static void c_waiter_ready(sl_waiter_t *w, int status, const sl_pick_t *pick, const char *reason)
 {
     sl_client_t *c = sl_container_of(w, sl_client_t, waiter);
-    if (c->state != C_WAIT)
+    if (c->state != C_WAIT || sl_stash(&c->stash, status, pick, reason))
         return;
-    if (c->in_acquire) {
-        /* The owner answered from inside acquire: finish after it returns. */
-        c->ready_stashed = true;
-        c->stash_status = status;
-        c->stash_pick = pick ? *pick : (sl_pick_t){0};
-        c->stash_reason = reason;
-        return;
-    }
     c_deliver(c, status, pick, reason);
+}
+
+int sl_acquire(sl_router_t *r, void *target, sl_waiter_t *w, sl_stash_t *st, sl_pick_t *pick,
+               const char **reason)
+{
+    *st = (sl_stash_t){.in_acquire = true};
+    int rc = r->ops.acquire(r->ctx, target, w, pick, reason);
+    st->in_acquire = false;
+    if (rc == SL_AGAIN && st->ready) {
+        st->ready = false;
+        *reason = st->reason;
+        if (st->status == 0 && st->have_pick) {
+            *pick = st->pick;
+            return SL_OK;
+        }
+        return st->status ? st->status : 503;
+    }
+    return rc;
+}
+
+bool sl_stash(sl_stash_t *st, int status, const sl_pick_t *pick, const char *reason)
+{
+    if (!st->in_acquire)
+        return false;
+    st->ready = true;
+    st->status = status;
+    st->have_pick = pick != NULL;
+    st->pick = pick ? *pick : (sl_pick_t){0};
+    st->reason = reason;
+    return true;
 }
 
 /* The value of cookie `name` in one Cookie field value (RFC 6265 §5.4:
@@ -832,18 +855,12 @@ static void c_acquire(sl_client_t *c)
     c->waiter.enqueued_ns = sl_now_ns();
     c->waiter.retry = c->reroutes > 0;
     c->waiter.affinity = c->affinity;
-    c->in_acquire = true;
-    int rc = r->ops.acquire(r->ctx, c->target, &c->waiter, &pick, &reason);
-    c->in_acquire = false;
+    int rc = sl_acquire(r, c->target, &c->waiter, &c->stash, &pick, &reason);
     if (rc == SL_OK) {
         c->pick = pick;
         c->have_pick = true;
         c_got_pick(c);
     } else if (rc == SL_AGAIN) {
-        if (c->ready_stashed) {
-            c_deliver(c, c->stash_status, &c->stash_pick, c->stash_reason);
-            return;
-        }
         c->queued = true;
         sl_client_update_reading(c); /* keep reading: notice a client that leaves */
     } else {

@@ -176,10 +176,8 @@ struct sl_h2s {
 
     void *target;
     sl_waiter_t waiter;
-    bool queued, in_acquire, ready_stashed;
-    int stash_status;
-    sl_pick_t stash_pick;
-    const char *stash_reason;
+    bool queued;
+    sl_stash_t stash;
     sl_pick_t pick;
     bool have_pick;
     uint64_t timeout_ms, deadline_ms, start_due_ms;
@@ -497,15 +495,8 @@ static void h2_deliver(sl_h2s_t *s, int status, const sl_pick_t *pick, const cha
 static void h2_waiter_ready(sl_waiter_t *w, int status, const sl_pick_t *pick, const char *reason)
 {
     sl_h2s_t *s = sl_container_of(w, sl_h2s_t, waiter);
-    if (!s->queued && !s->in_acquire)
+    if ((!s->queued && !s->stash.in_acquire) || sl_stash(&s->stash, status, pick, reason))
         return;
-    if (s->in_acquire) {
-        s->ready_stashed = true;
-        s->stash_status = status;
-        s->stash_pick = pick ? *pick : (sl_pick_t){0};
-        s->stash_reason = reason;
-        return;
-    }
     sl_router_t *r = s->hc->c->r;
     h2_enter(r);
     h2_deliver(s, status, pick, reason);
@@ -523,19 +514,12 @@ static void h2_acquire(sl_h2s_t *s)
     s->waiter.ready = h2_waiter_ready;
     s->waiter.enqueued_ns = sl_now_ns();
     s->waiter.affinity = s->affinity;
-    s->in_acquire = true;
-    int rc = r->ops.acquire(r->ctx, s->target, &s->waiter, &pick, &reason);
-    s->in_acquire = false;
+    int rc = sl_acquire(r, s->target, &s->waiter, &s->stash, &pick, &reason);
     if (rc == SL_OK) {
         s->pick = pick;
         s->have_pick = true;
         h2_stream_got_pick(s);
     } else if (rc == SL_AGAIN) {
-        if (s->ready_stashed) {
-            s->ready_stashed = false;
-            h2_deliver(s, s->stash_status, &s->stash_pick, s->stash_reason);
-            return;
-        }
         s->queued = true;
     } else {
         h2_deliver(s, rc, NULL, reason);

@@ -53,6 +53,16 @@ typedef struct sl_wreq {
 typedef struct sl_client sl_client_t;
 typedef struct sl_upconn sl_upconn_t;
 
+/* The owner's answer to a waiter given from inside acquire, kept until
+ * acquire has returned (sl_acquire). */
+typedef struct sl_stash {
+    bool in_acquire, ready;
+    int status;
+    sl_pick_t pick;
+    bool have_pick;
+    const char *reason;
+} sl_stash_t;
+
 enum { UP_CONNECTING, UP_BUSY, UP_IDLE, UP_CLOSING };
 
 struct sl_upconn {
@@ -144,10 +154,8 @@ struct sl_client {
     void *target;
     sl_str_t affinity; /* SL_AFFINITY_COOKIE's value, in head_buf */
     sl_waiter_t waiter;
-    bool queued, in_acquire, ready_stashed;
-    int stash_status;
-    sl_pick_t stash_pick;
-    const char *stash_reason;
+    bool queued;
+    sl_stash_t stash;
     sl_pick_t pick;
     bool have_pick;
     uint64_t timeout_ms;
@@ -279,6 +287,16 @@ bool sl_method_idempotent(sl_str_t m);
 sl_str_t sl_cookie_in(sl_str_t value, sl_str_t name);
 /* The 101 went out: switch the client connection to a byte tunnel. */
 void sl_client_tunnel_start(sl_client_t *c);
+
+/* Ask the owner for an instance for a request (ops.acquire): SL_OK with
+ * *pick, SL_AGAIN when w was queued (w->ready answers later), else the
+ * owner's status. An answer the owner gave from inside acquire (kept by
+ * sl_stash from w->ready) is returned as if acquire had given it. */
+int sl_acquire(sl_router_t *r, void *target, sl_waiter_t *w, sl_stash_t *st, sl_pick_t *pick,
+               const char **reason);
+/* From a waiter's ready: keep the answer when it comes from inside
+ * sl_acquire (true: the caller does nothing more). */
+bool sl_stash(sl_stash_t *st, int status, const sl_pick_t *pick, const char *reason);
 
 /* router_resp.c */
 void sl_resp_process(sl_client_t *c);

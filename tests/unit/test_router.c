@@ -550,7 +550,9 @@ static int dead_port(void)
 
 /* ---- harness: router on a loop thread ----------------------------------- */
 
-enum { M_OK, M_QUEUE, M_QUEUE_FOREVER, M_REJECT, M_QUEUE_REJECT };
+/* M_INLINE_THEN_QUEUE: the first acquire answers through the waiter from inside
+ * acquire (and returns SL_AGAIN); later ones queue as M_QUEUE. */
+enum { M_OK, M_QUEUE, M_QUEUE_FOREVER, M_REJECT, M_QUEUE_REJECT, M_INLINE_THEN_QUEUE };
 
 typedef struct target {
     const char *host;
@@ -612,11 +614,12 @@ static void qtimer_cb(uv_timer_t *t)
     harness_t *h = t->data;
     for (int i = 0; i < h->ntargets; i++) {
         target_t *tg = &h->targets[i];
-        if (tg->waiting && (tg->mode == M_QUEUE || tg->mode == M_QUEUE_REJECT)) {
+        if (tg->waiting && (tg->mode == M_QUEUE || tg->mode == M_QUEUE_REJECT ||
+                            tg->mode == M_INLINE_THEN_QUEUE)) {
             sl_waiter_t *w = tg->waiting;
             tg->waiting = NULL;
             sl_pick_t pick = t_pick(tg);
-            if (tg->mode == M_QUEUE)
+            if (tg->mode != M_QUEUE_REJECT)
                 w->ready(w, 0, &pick, NULL);
             else
                 w->ready(w, tg->status ? tg->status : 503, NULL, tg->reason);
@@ -640,6 +643,15 @@ static int op_acquire(void *ctx, void *target, sl_waiter_t *w, sl_pick_t *pick, 
         return SL_AGAIN;
     case M_QUEUE_FOREVER:
         t->waiting = w;
+        return SL_AGAIN;
+    case M_INLINE_THEN_QUEUE:
+        if (t->picks == 0) {
+            sl_pick_t p = t_pick(t);
+            w->ready(w, 0, &p, NULL);
+            return SL_AGAIN;
+        }
+        t->waiting = w;
+        uv_timer_start(&h->qtimer, qtimer_cb, 100, 0);
         return SL_AGAIN;
     default:
         *reason = t->reason ? t->reason : "queue full";
@@ -1240,6 +1252,27 @@ static void test_never_sent_is_rerouted(void **state)
     assert_true(cl_closed(c));
     cl_close(c);
     assert_int_equal(atomic_load(&b->accepts), 2);
+    h_stop();
+    be_stop(b);
+}
+
+/* The owner answers the first acquire from inside it (a refused instance),
+ * and the request is routed again: the second acquire queues, and the
+ * request waits for that answer instead of taking the first one again. */
+static void test_inline_answer_is_not_reused(void **state)
+{
+    h_reset();
+    backend_t *b = be_start(false);
+    target_t *t = h_target("inline.test", dead_port());
+    t->alt_port = b->port;
+    t->mode = M_INLINE_THEN_QUEUE;
+    h_start(NULL);
+    rdr_t *c = cl_open();
+    get_ok(c, "inline.test", "/hello", "hello");
+    assert_int_equal(atomic_load(&H.acquires), 2);
+    WAIT_FOR(atomic_load(&H.releases) == 2, 2000);
+    assert_int_equal(atomic_load(&H.releases_failed), 1);
+    cl_close(c);
     h_stop();
     be_stop(b);
 }
@@ -2190,6 +2223,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_refused_is_502),
         cmocka_unit_test(test_owner_status_retry_after),
         cmocka_unit_test(test_never_sent_is_rerouted),
+        cmocka_unit_test(test_inline_answer_is_not_reused),
         cmocka_unit_test(test_websocket_tunnel),
         cmocka_unit_test(test_timeout_is_504),
         cmocka_unit_test(test_instance_silence_is_cut),
