@@ -320,12 +320,7 @@ static void c_vanswer(sl_client_t *c, int status, const char *extra, const char 
     }
     sl_client_drop_upstream(c, false);
     char body[640];
-    int bl = vsnprintf(body, sizeof(body) - 1, fmt, ap);
-    if (bl < 0)
-        bl = 0;
-    if ((size_t)bl > sizeof(body) - 2)
-        bl = sizeof(body) - 2;
-    body[bl++] = '\n';
+    int bl = (int)sl_answer_body(body, sizeof(body), fmt, ap);
     bool close = !c->in_request || !c->keep_alive || c->must_close || !c_skip_body(c);
     const char *conn =
         close ? "Connection: close\r\n" : (c->minor == 0 ? "Connection: keep-alive\r\n" : "");
@@ -781,6 +776,27 @@ static void c_waiter_ready(sl_waiter_t *w, int status, const sl_pick_t *pick, co
     c_deliver(c, status, pick, reason);
 }
 
+bool sl_pick_deadline(const sl_pick_t *pick, uint64_t *timeout_ms, uint64_t *deadline_ms,
+                      uint64_t now)
+{
+    if (!pick->timeout_ms || !*deadline_ms || pick->timeout_ms == *timeout_ms)
+        return true;
+    *deadline_ms = *deadline_ms - *timeout_ms + pick->timeout_ms;
+    *timeout_ms = pick->timeout_ms;
+    return now < *deadline_ms;
+}
+
+size_t sl_answer_body(char *body, size_t cap, const char *fmt, va_list ap)
+{
+    int bl = vsnprintf(body, cap - 1, fmt, ap);
+    if (bl < 0)
+        bl = 0;
+    if ((size_t)bl > cap - 2)
+        bl = (int)cap - 2;
+    body[bl++] = '\n';
+    return (size_t)bl;
+}
+
 int sl_acquire(sl_router_t *r, void *target, sl_waiter_t *w, sl_stash_t *st, sl_pick_t *pick,
                const char **reason)
 {
@@ -1137,18 +1153,11 @@ static bool c_reroute(sl_client_t *c)
 
 static void c_got_pick(sl_client_t *c)
 {
-    /* The serving revision's timeout, from the request's arrival: the
-     * route's guess covered the wait for an instance. A request already
-     * past it is not sent at all. */
-    if (c->pick.timeout_ms && c->deadline_ms && c->pick.timeout_ms != c->timeout_ms) {
-        c->deadline_ms = c->deadline_ms - c->timeout_ms + c->pick.timeout_ms;
-        c->timeout_ms = c->pick.timeout_ms;
-        if (uv_now(c->r->loop) >= c->deadline_ms) {
-            sl_client_drop_upstream(c, false);
-            sl_client_local_error(c, 504, "no instance became available within %llu ms",
-                                  (unsigned long long)c->timeout_ms);
-            return;
-        }
+    if (!sl_pick_deadline(&c->pick, &c->timeout_ms, &c->deadline_ms, uv_now(c->r->loop))) {
+        sl_client_drop_upstream(c, false);
+        sl_client_local_error(c, 504, "no instance became available within %llu ms",
+                              (unsigned long long)c->timeout_ms);
+        return;
     }
     if (c->pick.h2c && c->upgrade) {
         sl_client_drop_upstream(c, false);

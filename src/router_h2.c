@@ -444,13 +444,8 @@ static void h2_stream_answer(sl_h2s_t *s, int status, const char *fmt, ...)
     char body[640];
     va_list ap;
     va_start(ap, fmt);
-    int bl = vsnprintf(body, sizeof(body) - 1, fmt, ap);
+    int bl = (int)sl_answer_body(body, sizeof(body), fmt, ap);
     va_end(ap);
-    if (bl < 0)
-        bl = 0;
-    if ((size_t)bl > sizeof(body) - 2)
-        bl = sizeof(body) - 2;
-    body[bl++] = '\n';
     bq_clear(r, &s->resp_bq);
     bq_push(r, &s->resp_bq, (const uint8_t *)body, (size_t)bl);
     s->resp_eof = true;
@@ -714,14 +709,10 @@ static void h2_stream_got_pick(sl_h2s_t *s)
     sl_h2conn_t *hc = s->hc;
     sl_router_t *r = hc->c->r;
     uint64_t now = uv_now(r->loop);
-    if (s->pick.timeout_ms && s->deadline_ms && s->pick.timeout_ms != s->timeout_ms) {
-        s->deadline_ms = s->deadline_ms - s->timeout_ms + s->pick.timeout_ms;
-        s->timeout_ms = s->pick.timeout_ms;
-        if (now >= s->deadline_ms) {
-            h2_stream_answer(s, 504, "no instance became available within %llu ms",
-                             (unsigned long long)s->timeout_ms);
-            return;
-        }
+    if (!sl_pick_deadline(&s->pick, &s->timeout_ms, &s->deadline_ms, now)) {
+        h2_stream_answer(s, 504, "no instance became available within %llu ms",
+                         (unsigned long long)s->timeout_ms);
+        return;
     }
     sl_upstream_pool_t *pool = s->pick.pool;
     int err = 0;

@@ -298,6 +298,17 @@ int sl_acquire(sl_router_t *r, void *target, sl_waiter_t *w, sl_stash_t *st, sl_
  * sl_acquire (true: the caller does nothing more). */
 bool sl_stash(sl_stash_t *st, int status, const sl_pick_t *pick, const char *reason);
 
+/* The serving revision's timeout (pick->timeout_ms) replaces the route's
+ * guess, counted from the request's arrival (the guess covered the wait
+ * for an instance). False when the request is already past it: it is not
+ * sent at all, a 504. */
+bool sl_pick_deadline(const sl_pick_t *pick, uint64_t *timeout_ms, uint64_t *deadline_ms,
+                      uint64_t now);
+/* The text body of an answer the router makes itself: the message,
+ * truncated to fit cap, and a newline. Returns its length. */
+size_t sl_answer_body(char *body, size_t cap, const char *fmt, va_list ap)
+    __attribute__((format(printf, 3, 0)));
+
 /* router_resp.c */
 void sl_resp_process(sl_client_t *c);
 void sl_resp_eof(sl_client_t *c, int err);
