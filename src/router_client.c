@@ -1212,9 +1212,14 @@ static void c_got_pick(sl_client_t *c)
 
 void sl_client_upstream_failed(sl_client_t *c, int err, const char *what)
 {
+    sl_client_upstream_refused(c, err, what, false);
+}
+
+void sl_client_upstream_refused(sl_client_t *c, int err, const char *what, bool unprocessed)
+{
     sl_upconn_t *up = c->up;
     /* Still connecting: not one byte of the request reached the instance. */
-    bool never_sent = up && up->state == UP_CONNECTING;
+    bool never_sent = unprocessed || (up && up->state == UP_CONNECTING);
     bool retry = up && up->reused && up->resp_bytes == 0 && !c->resp_head_done && c->replayable &&
                  c->attempts == 0 && c->idempotent;
     if (retry) {

@@ -253,7 +253,7 @@ static int x_on_header(sl_upconn_t *up, sl_h1x_t *x, const nghttp2_frame *f, con
 static int x_frame_recv(sl_upconn_t *up, sl_h1x_t *x, const nghttp2_frame *f);
 static int x_data_chunk(sl_upconn_t *up, sl_h1x_t *x, int32_t id, const uint8_t *data, size_t len);
 static int x_stream_close(sl_h1x_t *x, int32_t id, uint32_t code);
-static void x_unsendable(sl_h1x_t *x, const nghttp2_frame *f);
+static void x_unsendable(sl_h1x_t *x, const nghttp2_frame *f, int err);
 static void x_read(sl_upconn_t *up, ssize_t nread);
 static void x_lost(sl_upconn_t *up, const char *why, bool now);
 static void x_free(sl_router_t *r, sl_h1x_t *x);
@@ -1276,7 +1276,7 @@ static int u_frame_not_sent(nghttp2_session *sess, const nghttp2_frame *f, int e
 {
     sl_upconn_t *up = ud;
     if (up->h1x)
-        x_unsendable(up->h1x, f);
+        x_unsendable(up->h1x, f, err);
     if (up->h2s && f->hd.type == NGHTTP2_HEADERS && f->hd.stream_id == up->h2s->up_id)
         up->h2s->up_unsendable = true;
     return 0;
@@ -2086,6 +2086,7 @@ struct sl_h1x {
 
     bool done;         /* the stream closed cleanly after the whole response */
     bool failed;       /* it ended otherwise, or the connection did */
+    bool unstarted;    /* the connection would not start it: never sent */
     int fail_status;   /* the router answers this itself (the request cannot be sent) */
     const char *why;   /* static */
     uint32_t rst_code; /* the instance's RST_STREAM code */
@@ -2313,9 +2314,12 @@ void sl_h2_bridge_write(sl_upconn_t *up, const uv_buf_t *iov, unsigned n)
     h2_leave(r);
 }
 
+/* Only what waits for DATA frames: h2_send keeps the socket's own queue
+ * under SL_BP_HIGH, and the stream takes req_bq down as it drains (which
+ * is where the client's reads resume, x_req_read_cb). */
 size_t sl_h2_bridge_queued(const sl_upconn_t *up)
 {
-    return up->h1x->req_bq.len + uv_stream_get_write_queue_size((uv_stream_t *)&up->tcp);
+    return up->h1x->req_bq.len;
 }
 
 /* ---- the response ---- */
@@ -2488,7 +2492,9 @@ static void x_settle(sl_upconn_t *up)
         size_t n = bq_pop(r, &x->resp_bq, (uint8_t *)b.base, b.len);
         up->rd.end += n;
         up->resp_bytes += n;
-        size_t give = x->resp_bq.len ? (n < x->owed ? n : (size_t)x->owed) : (size_t)x->owed;
+        /* the window back for DATA the relay took: whatever is still
+         * queued may all be DATA */
+        size_t give = x->owed > x->resp_bq.len ? (size_t)x->owed - x->resp_bq.len : 0;
         if (give && x->id > 0 && !x->done) {
             nghttp2_session_consume_stream(up->h2, x->id, give);
             h2_up_flush(up);
@@ -2501,14 +2507,16 @@ static void x_settle(sl_upconn_t *up)
     }
     if (!x->failed || x->resp_bq.len)
         return;
-    int err = x->rst_code == NGHTTP2_REFUSED_STREAM ? UV_ECONNREFUSED : UV_ECONNRESET;
+    /* RFC 9113 §8.7: a refused stream, or one the connection would not
+     * start, was not processed: routed again like a failed connect */
+    bool unprocessed = x->rst_code == NGHTTP2_REFUSED_STREAM || x->unstarted;
     char what[96];
     snprintf(what, sizeof(what), "HTTP/2: %s%s%s", x->why, x->rst_code ? " " : "",
              x->rst_code ? nghttp2_http2_strerror(x->rst_code) : "");
     if (!c->resp_head_done)
-        sl_client_upstream_failed(c, err, what);
+        sl_client_upstream_refused(c, UV_ECONNRESET, what, unprocessed && !up->resp_bytes);
     else
-        sl_resp_eof(c, err);
+        sl_resp_eof(c, UV_ECONNRESET);
 }
 
 void sl_h2_bridge_resume(sl_upconn_t *up)
@@ -2542,13 +2550,22 @@ void sl_h2_kick_cb(uv_timer_t *t)
     h2_leave(r);
 }
 
-static void x_unsendable(sl_h1x_t *x, const nghttp2_frame *f)
+/* nghttp2 would not send the request's HEADERS: too large a block for
+ * the instance, else the connection is going away (a GOAWAY came first). */
+static void x_unsendable(sl_h1x_t *x, const nghttp2_frame *f, int err)
 {
     if (f->hd.type != NGHTTP2_HEADERS || f->hd.stream_id != x->id || x->failed)
         return;
-    x->failed = true;
-    x->fail_status = 431;
-    x->why = "request header fields too large for the instance";
+    x->up->h2_goaway = true; /* never pooled again */
+    if (err == NGHTTP2_ERR_FRAME_SIZE_ERROR) {
+        x->failed = true;
+        x->fail_status = 431;
+        x->why = "request header fields too large for the instance";
+    } else {
+        x_fail(x, "the connection would not start the stream");
+        x->unstarted = true;
+    }
+    x_kick(x);
 }
 
 /* The connection failed under the exchange: settle now (from its own

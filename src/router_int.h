@@ -260,6 +260,10 @@ static inline void sl_busy_touch(sl_router_t *r)
 void sl_client_on_accept(uv_stream_t *server, int status);
 void sl_client_destroy(sl_client_t *c);
 void sl_client_upstream_failed(sl_client_t *c, int err, const char *what);
+/* The same, where the instance said it did not process the request
+ * (unprocessed: an HTTP/2 REFUSED_STREAM): routed again like a connect
+ * that failed. */
+void sl_client_upstream_refused(sl_client_t *c, int err, const char *what, bool unprocessed);
 void sl_client_local_error(sl_client_t *c, int status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 void sl_client_exchange_done(sl_client_t *c);

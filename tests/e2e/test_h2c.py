@@ -319,6 +319,40 @@ def test_http1_clients_of_a_streaming_h2c_instance(make_daemon, images):
     assert wait_for(lambda: set(inflight(d, "sse")) == {0}, 10), inflight(d, "sse")
 
 
+def test_http1_upload_to_a_slow_reader(make_daemon, images):
+    """A 16 MiB upload to an h2c instance that stops reading its connection
+    for 3 s (its HTTP/2 windows wide open, so only TCP holds the router
+    back): the client is paused while the instance does not read and
+    resumed when it does, and the whole body arrives."""
+    import threading
+    d = make_daemon()
+    deploy_h2c(d, images, "up", command=["/usr/bin/h2stream"])
+    host = d.host("up").encode()
+    size = 16 << 20
+    s = socket.create_connection(("127.0.0.1", d.port), timeout=60)
+    s.sendall(b"POST /slowread?ms=3000 HTTP/1.1\r\nHost: " + host +
+              b"\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % size)
+    sent = [0]
+
+    def pump():
+        chunk = b"a" * 65536
+        while sent[0] < size:
+            sent[0] += s.send(chunk[:size - sent[0]])
+
+    t = threading.Thread(target=pump, daemon=True)
+    t.start()
+    t.join(25)
+    assert sent[0] == size, sent
+    got = b""
+    while True:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        got += chunk
+    s.close()
+    assert got.startswith(b"HTTP/1.1 200") and b"\r\ngot %d\n\r\n" % size in got, got
+
+
 def test_versions_and_broken_connections(make_daemon, images):
     """`deploy --use-http2` names the port h2c (Cloud Run's flag);
     --no-use-http2 takes the name away. A connection that breaks HTTP/2

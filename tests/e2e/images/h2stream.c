@@ -8,6 +8,9 @@
  *                 "x-lines: N" and "grpc-status: 0"
  *   /echo         the request body (any method), then the same trailers
  *   /reset        a head and one line, then RST_STREAM INTERNAL_ERROR
+ *   /slowread?ms=M  stops reading the connection for M ms once it has the
+ *                 request's head (its windows are 2^31-1: only TCP holds the
+ *                 sender back), then answers "got LEN" with the body's length
  *   anything else 200 "h2stream\n" with a content-length
  *
  * Listens on $PORT (default 8080); one thread, poll(2); exits on SIGTERM.
@@ -22,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #define MAXCONN 64
@@ -38,6 +42,15 @@ typedef struct req {
 
 static volatile sig_atomic_t stop;
 static nghttp2_session_callbacks *cbs;
+static int fds[MAXCONN + 1];
+static long long paused_until[MAXCONN + 1]; /* per connection, ms */
+
+static long long now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
 
 static void on_term(int sig)
 {
@@ -82,6 +95,10 @@ static int on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *
     if (r && nl == 5 && !memcmp(name, ":path", 5) && vl < sizeof(r->path)) {
         memcpy(r->path, value, vl);
         r->path[vl] = '\0';
+        if (!strncmp(r->path, "/slowread", 9)) {
+            const char *q = strstr(r->path, "ms=");
+            paused_until[(int *)ud - fds] = now_ms() + (q ? atoi(q + 3) : 3000);
+        }
     }
     return 0;
 }
@@ -159,6 +176,13 @@ static int on_frame(nghttp2_session *s, const nghttp2_frame *f, void *ud)
         r->lines = q ? atoi(q + 2) : 3;
         if (r->lines < 1)
             r->lines = 1;
+    } else if (!strncmp(r->path, "/slowread", 9)) {
+        char msg[64];
+        int k = snprintf(msg, sizeof(msg), "got %zu\n", r->len);
+        r->body = realloc(r->body, (size_t)k);
+        memcpy(r->body, msg, (size_t)k);
+        r->len = (size_t)k;
+        r->mode = 3;
     } else if (!strcmp(r->path, "/reset")) {
         r->mode = 2;
     } else if (!strcmp(r->path, "/echo")) {
@@ -219,11 +243,13 @@ int main(void)
     nghttp2_session_callbacks_set_on_stream_close_callback(cbs, on_close);
     struct pollfd p[MAXCONN + 1];
     nghttp2_session *sess[MAXCONN + 1];
-    int fds[MAXCONN + 1];
     int n = 1;
     p[0] = (struct pollfd){lfd, POLLIN, 0};
     while (!stop) {
-        if (poll(p, (nfds_t)n, 1000) < 0)
+        long long t = now_ms();
+        for (int i = 1; i < n; i++)
+            p[i].events = paused_until[i] > t ? 0 : POLLIN;
+        if (poll(p, (nfds_t)n, 50) < 0)
             continue;
         if ((p[0].revents & POLLIN) && n <= MAXCONN) {
             int fd = accept(lfd, NULL, NULL);
@@ -232,7 +258,10 @@ int main(void)
                 fds[n] = fd;
                 p[n] = (struct pollfd){fd, POLLIN, 0};
                 nghttp2_session_server_new(&sess[n], cbs, &fds[n]);
-                nghttp2_submit_settings(sess[n], NGHTTP2_FLAG_NONE, NULL, 0);
+                nghttp2_settings_entry iv[] = {{NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, 0x7fffffff}};
+                nghttp2_submit_settings(sess[n], NGHTTP2_FLAG_NONE, iv, 1);
+                nghttp2_session_set_local_window_size(sess[n], NGHTTP2_FLAG_NONE, 0, 0x7fffffff);
+                paused_until[n] = 0;
                 nghttp2_session_send(sess[n]);
                 n++;
             }
@@ -252,6 +281,7 @@ int main(void)
                 p[i] = p[n];
                 sess[i] = sess[n];
                 fds[i] = fds[n];
+                paused_until[i] = paused_until[n];
                 /* the session's send callback points at fds[i]: moved with it */
                 if (i < n)
                     nghttp2_session_set_user_data(sess[i], &fds[i]);
