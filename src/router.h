@@ -67,7 +67,9 @@
  *   knowledge, RFC 9113 §3.3) is served by router_h2.c. Each stream is one
  *   request (resolve, acquire, release, the timeouts above) sent to the
  *   instance over HTTP/2 when the pick says it speaks h2c, else translated
- *   to HTTP/1.1; an HTTP/1.1 request whose pick speaks h2c is answered 505.
+ *   to HTTP/1.1; an HTTP/1.1 request whose pick speaks h2c becomes one
+ *   HTTP/2 stream and its response HTTP/1.1 again (a WebSocket handshake
+ *   to such an instance is a 501).
  * - The router ignores SIGPIPE process-wide (sl_router_new).
  */
 #ifndef SL_ROUTER_H
