@@ -1751,34 +1751,51 @@ static void h1_read(sl_upconn_t *up, ssize_t nread)
 
 /* ---- timers --------------------------------------------------------------------------- */
 
-/* Arm the client connection's timer: the earliest stream deadline, else
- * the idle timeout of a connection without streams. */
-/* The loop time something is due on s (0 = nothing): its head from the
- * client, its response head from the instance, a read by the client of
- * what is buffered for it, a sign of life from the instance. */
-static uint64_t stream_due(const sl_h2s_t *s, const sl_router_t *r)
+/* What a stream's limits call for (stream_check). */
+enum {
+    ST_NONE,
+    ST_HEADER,   /* its header block is still open: the session ends */
+    ST_DEADLINE, /* before the response head: timeoutSeconds, 504 */
+    ST_START,    /* ... responseStartTimeoutSeconds, 504 */
+    ST_SILENT,   /* the instance is silent past idleTimeoutSeconds: 504, or cut */
+    ST_BODY,     /* ... the request body stalled: 408 */
+    ST_UNREAD,   /* after it: the client does not read what is buffered: cut */
+};
+
+/*
+ * Every per-stream limit, in one place for both the timer (what has
+ * expired) and its arming (when the next one does): the first limit
+ * expired at now, else ST_NONE with *due the loop time of the earliest one
+ * still ahead (0: none).
+ */
+static int stream_check(const sl_h2s_t *s, const sl_router_t *r, uint64_t now, uint64_t *due)
 {
-    uint64_t due = 0;
-#define SOONER(t)                                                                                  \
+    *due = 0;
+#define LIMIT(cond, at, what)                                                                      \
     do {                                                                                           \
-        uint64_t t_ = (t);                                                                         \
-        if (t_ && (!due || t_ < due))                                                              \
-            due = t_;                                                                              \
+        if (cond) {                                                                                \
+            uint64_t t_ = (at);                                                                    \
+            if (now >= t_)                                                                         \
+                return what;                                                                       \
+            if (!*due || t_ < *due)                                                                \
+                *due = t_;                                                                         \
+        }                                                                                          \
     } while (0)
-    if (!s->head_done)
-        SOONER(s->created_ms + r->cfg.header_timeout_ms);
+    bool owed = s->resp_bq.len || (s->resp_head && s->resp_eof); /* the client owes a read */
+    bool watched = !owed && s->up && !s->up_done && s->pick.idle_ms;
+    LIMIT(!s->head_done, s->created_ms + r->cfg.header_timeout_ms, ST_HEADER);
     if (!s->resp_head) {
-        SOONER(s->deadline_ms);
-        SOONER(s->start_due_ms);
-        if (s->up && !s->req_eof && r->cfg.body_timeout_ms)
-            SOONER(s->body_progress_ms + r->cfg.body_timeout_ms);
+        LIMIT(s->deadline_ms, s->deadline_ms, ST_DEADLINE);
+        LIMIT(s->start_due_ms, s->start_due_ms, ST_START);
+        LIMIT(watched, s->up_active_ms + s->pick.idle_ms, ST_SILENT);
+        LIMIT(s->up && !s->req_eof && r->cfg.body_timeout_ms,
+              s->body_progress_ms + r->cfg.body_timeout_ms, ST_BODY);
+    } else {
+        LIMIT(owed, s->resp_wait_ms + r->cfg.idle_timeout_ms, ST_UNREAD);
+        LIMIT(watched, s->up_active_ms + s->pick.idle_ms, ST_SILENT);
     }
-    if (s->resp_bq.len || (s->resp_head && s->resp_eof))
-        SOONER(s->resp_wait_ms + r->cfg.idle_timeout_ms); /* the client owes a read */
-    else if (s->up && !s->up_done && s->pick.idle_ms)
-        SOONER(s->up_active_ms + s->pick.idle_ms);
-#undef SOONER
-    return due;
+#undef LIMIT
+    return ST_NONE;
 }
 
 /* Arm the client connection's timer for the earliest stream due time, or
@@ -1792,7 +1809,9 @@ static void h2_stream_arm(sl_h2conn_t *hc)
     if (hc->send_waiting)
         due = hc->send_progress_ms + c->r->cfg.idle_timeout_ms;
     for (sl_h2s_t *s = hc->streams; s; s = s->next) {
-        uint64_t d = stream_due(s, c->r);
+        uint64_t d;
+        if (stream_check(s, c->r, now, &d) != ST_NONE)
+            d = now; /* expired already: the timer handles it at once */
         if (d && (!due || d < due))
             due = d;
     }
@@ -1851,38 +1870,42 @@ static void h2_timer(sl_client_t *c, int mode)
         return;
     }
     for (sl_h2s_t *s = hc->streams; s; s = s->next) {
-        if (!s->head_done && now >= s->created_ms + r->cfg.header_timeout_ms) {
+        uint64_t due;
+        switch (stream_check(s, r, now, &due)) {
+        case ST_HEADER:
             /* A header block left open holds the whole connection. */
             h2_conn_dead(hc, NGHTTP2_NO_ERROR);
             return;
-        }
-        bool silent = !s->resp_bq.len && s->up && !s->up_done && s->pick.idle_ms &&
-                      now >= s->up_active_ms + s->pick.idle_ms;
-        bool owed = s->resp_bq.len || (s->resp_head && s->resp_eof);
-        if (!s->resp_head) {
-            if (s->deadline_ms && now >= s->deadline_ms)
-                h2_stream_answer(s, 504,
-                                 s->queued ? "no instance became available within %llu ms"
-                                           : "instance did not answer within %llu ms",
-                                 (unsigned long long)s->timeout_ms);
-            else if (s->start_due_ms && now >= s->start_due_ms)
-                h2_stream_answer(s, 504,
-                                 "instance did not start its response within %u ms "
-                                 "(responseStartTimeoutSeconds)",
-                                 s->pick.response_start_ms);
-            else if (silent)
+        case ST_DEADLINE:
+            h2_stream_answer(s, 504,
+                             s->queued ? "no instance became available within %llu ms"
+                                       : "instance did not answer within %llu ms",
+                             (unsigned long long)s->timeout_ms);
+            break;
+        case ST_START:
+            h2_stream_answer(s, 504,
+                             "instance did not start its response within %u ms "
+                             "(responseStartTimeoutSeconds)",
+                             s->pick.response_start_ms);
+            break;
+        case ST_SILENT:
+            if (!s->resp_head)
                 h2_stream_answer(s, 504, "instance sent nothing for %u ms (idleTimeoutSeconds)",
                                  s->pick.idle_ms);
-            else if (s->up && !s->req_eof && r->cfg.body_timeout_ms &&
-                     now >= s->body_progress_ms + r->cfg.body_timeout_ms)
-                h2_stream_answer(s, 408, "request body stalled for %llu ms",
-                                 (unsigned long long)r->cfg.body_timeout_ms);
-        } else if (owed && now >= s->resp_wait_ms + r->cfg.idle_timeout_ms) {
+            else
+                stream_cut(s, "the instance sent nothing within idleTimeoutSeconds");
+            break;
+        case ST_BODY:
+            h2_stream_answer(s, 408, "request body stalled for %llu ms",
+                             (unsigned long long)r->cfg.body_timeout_ms);
+            break;
+        case ST_UNREAD:
             /* A client that stops reading a response cannot hold the
              * instance (or the buffered bytes) for ever. */
             stream_cut(s, "the client stopped reading its response");
-        } else if (silent) {
-            stream_cut(s, "the instance sent nothing within idleTimeoutSeconds");
+            break;
+        default:
+            break;
         }
     }
     h2_stream_arm(hc);

@@ -232,6 +232,16 @@ def service_manifest(name, image, script=None, metadata=None, template_metadata=
     return json.dumps(doc)
 
 
+def read_until_close(s):
+    """Every byte from socket s until the peer closes it."""
+    got = b""
+    while True:
+        chunk = s.recv(65536)
+        if not chunk:
+            return got
+        got += chunk
+
+
 def h2_frames(got):
     """(type, payload) of each whole HTTP/2 frame in the bytes got."""
     frames, i = [], 0

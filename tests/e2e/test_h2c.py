@@ -6,7 +6,7 @@ import socket
 import subprocess
 import time
 
-from conftest import goaway_code, h2_frames, service_manifest, wait_for
+from conftest import goaway_code, h2_frames, read_until_close, service_manifest, wait_for
 from h2client import H2, get
 
 
@@ -175,12 +175,7 @@ def http1(port, req, read_delay=0.0):
     s.sendall(req)
     if read_delay:
         time.sleep(read_delay)
-    got = b""
-    while True:
-        chunk = s.recv(65536)
-        if not chunk:
-            break
-        got += chunk
+    got = read_until_close(s)
     s.close()
     return got
 
@@ -343,12 +338,7 @@ def test_http1_upload_to_a_slow_reader(make_daemon, images):
     t.start()
     t.join(25)
     assert sent[0] == size, sent
-    got = b""
-    while True:
-        chunk = s.recv(65536)
-        if not chunk:
-            break
-        got += chunk
+    got = read_until_close(s)
     s.close()
     assert got.startswith(b"HTTP/1.1 200") and b"\r\ngot %d\n\r\n" % size in got, got
 

@@ -10,7 +10,7 @@ import socket
 import threading
 import time
 
-from conftest import goaway_code, h2_frames
+from conftest import goaway_code, h2_frames, read_until_close
 
 N_SLOW = 2000
 DURATION = 20  # seconds of trickling
@@ -117,15 +117,6 @@ def test_slowloris_does_not_starve_normal_clients(daemon, images):
     assert fds1 <= fds0 + 50
     code, body = daemon.curl("hello", "/")
     assert code == 200 and "hello-00001" in body
-
-
-def read_until_close(s):
-    got = b""
-    while True:
-        chunk = s.recv(65536)
-        if not chunk:
-            return got
-        got += chunk
 
 
 def test_client_timeouts_are_serve_flags(make_daemon, images):
