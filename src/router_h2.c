@@ -1277,8 +1277,14 @@ static int u_frame_not_sent(nghttp2_session *sess, const nghttp2_frame *f, int e
     sl_upconn_t *up = ud;
     if (up->h1x)
         x_unsendable(up->h1x, f, err);
-    if (up->h2s && f->hd.type == NGHTTP2_HEADERS && f->hd.stream_id == up->h2s->up_id)
-        up->h2s->up_unsendable = true;
+    if (up->h2s && f->hd.type == NGHTTP2_HEADERS && f->hd.stream_id == up->h2s->up_id) {
+        /* Too large a block for the instance: 431. Else the connection is
+         * going away (a GOAWAY came first): nghttp2 closes the stream as
+         * REFUSED_STREAM, and it is routed again as never sent. */
+        up->h2_goaway = true;
+        if (err == NGHTTP2_ERR_FRAME_SIZE_ERROR)
+            up->h2s->up_unsendable = true;
+    }
     return 0;
 }
 
@@ -2537,7 +2543,8 @@ static void x_settle(sl_upconn_t *up)
     snprintf(what, sizeof(what), "HTTP/2: %s%s%s", x->why, x->rst_code ? " " : "",
              x->rst_code ? nghttp2_http2_strerror(x->rst_code) : "");
     if (!c->resp_head_done)
-        sl_client_upstream_refused(c, UV_ECONNRESET, what, unprocessed && !up->resp_bytes);
+        sl_client_upstream_refused(c, unprocessed ? UV_ECONNREFUSED : UV_ECONNRESET, what,
+                                   unprocessed && !up->resp_bytes);
     else
         sl_resp_eof(c, UV_ECONNRESET);
 }
