@@ -30,9 +30,9 @@
  * is translated (h1_*, below), and so is an HTTP/1.1 client's request to
  * a revision that speaks HTTP/2 (x_*, last).
  *
- * nghttp2's callbacks only queue work; frames are written by h2_flush after
- * the call into the session returns, guarded against re-entry, because
- * each side's callbacks drive the other side's session.
+ * nghttp2's callbacks only queue work and mark connections; frames are
+ * written by h2_drain when the outermost entry point returns (h2_enter /
+ * h2_leave), because each side's callbacks drive the other side's session.
  */
 #include "router_int.h"
 
