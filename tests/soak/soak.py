@@ -10,7 +10,8 @@ Services (all the distroless hello sample):
           pauses (scales out and back); its instances are kill -9'd
   split   two revisions; `sluice traffic` moves the split between them
   sleepy  scaled to zero, woken repeatedly by a burst of concurrent requests
-  grpc    the e2e tests' HTTP/2-only nghttpd image (--use-http2)
+  grpc    the e2e tests' HTTP/2-only nghttpd image (--use-http2); its instances
+          are kill -9'd under HTTP/2 streams and translated HTTP/1.1 requests
 plus HTTP/2 clients (several streams at once on one connection, uploads
 echoed back) of hello (translated to HTTP/1.1) and of grpc (HTTP/2 to the
 instance), an HTTP/1.1 prober of grpc (each request translated to a stream;
@@ -430,6 +431,9 @@ class Faults:
     def kill_one(self):
         kill_one(self.d, "one")
 
+    def kill_grpc(self):
+        kill_one(self.d, "grpc")
+
     def traffic(self):
         splits = [(100, 0), (50, 50), (0, 100), (10, 90), (90, 10)]
         self.split = (self.split + 1) % len(splits)
@@ -458,7 +462,8 @@ class Faults:
 
     def run(self, t_end):
         plan = [self.kill_hello, self.traffic, self.garbage, self.kill_one, self.redeploy,
-                self.traffic, self.kill_hello, self.slow, self.kill_one, self.traffic]
+                self.traffic, self.kill_hello, self.slow, self.kill_one, self.traffic,
+                self.kill_grpc]
         interval = max(4.0, min(8.0, (t_end - time.time()) / 30))
         k = 0
         while not FAULTS_STOP.is_set() and time.time() < t_end:
