@@ -258,7 +258,25 @@ static void x_read(sl_upconn_t *up, ssize_t nread);
 static void x_lost(sl_upconn_t *up, const char *why, bool now);
 static void x_free(sl_router_t *r, sl_h1x_t *x);
 
+/* Hand every unread byte of rd to session (all of them are taken: the
+ * callbacks queue what they cannot pass on). nghttp2's result. */
+static ssize_t session_recv(nghttp2_session *session, sl_rd_t *rd)
+{
+    ssize_t rc = nghttp2_session_mem_recv(session, (const uint8_t *)rd->b->data + rd->start,
+                                          rd->end - rd->start);
+    rd->start = rd->end;
+    return rc;
+}
+
 /* ---- header storage -------------------------------------------------------- */
+
+/* HTTP/2 field names are lower case (RFC 9113 §8.2.1): lower p[0..n) in place. */
+static void lower_name(uint8_t *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (p[i] >= 'A' && p[i] <= 'Z')
+            p[i] = (uint8_t)(p[i] + ('a' - 'A'));
+}
 
 static uint8_t *arena_copy(sl_router_t *r, sl_h2arena_t *a, const uint8_t *p, size_t n)
 {
@@ -400,6 +418,23 @@ static void stream_free(sl_h2s_t *s)
 
 /* ---- response to the client ------------------------------------------------- */
 
+/* How a data source that took n bytes from q answers nghttp2: the end of
+ * the body once q is drained and its side ended (then trl, when it holds
+ * fields, as trailers), else n bytes, or none yet (deferred until resumed). */
+static ssize_t data_read_end(nghttp2_session *session, int32_t id, const sl_bq_t *q, bool eof,
+                             const sl_h2hdrs_t *trl, size_t n, uint32_t *flags)
+{
+    if (q->len == 0 && eof) {
+        *flags |= NGHTTP2_DATA_FLAG_EOF;
+        if (trl && trl->n) {
+            *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
+            nghttp2_submit_trailer(session, id, trl->nv, trl->n);
+        }
+        return (ssize_t)n;
+    }
+    return n ? (ssize_t)n : NGHTTP2_ERR_DEFERRED;
+}
+
 static ssize_t resp_read_cb(nghttp2_session *session, int32_t id, uint8_t *buf, size_t length,
                             uint32_t *flags, nghttp2_data_source *src, void *user_data)
 {
@@ -417,15 +452,7 @@ static ssize_t resp_read_cb(nghttp2_session *session, int32_t id, uint8_t *buf, 
         s->up->bp_paused = false; /* an HTTP/1.1 instance: read it again */
         sl_up_update_reading(s->up);
     }
-    if (s->resp_bq.len == 0 && s->resp_eof) {
-        *flags |= NGHTTP2_DATA_FLAG_EOF;
-        if (s->resp_trl.n) {
-            *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
-            nghttp2_submit_trailer(session, id, s->resp_trl.nv, s->resp_trl.n);
-        }
-        return (ssize_t)n;
-    }
-    return n ? (ssize_t)n : NGHTTP2_ERR_DEFERRED;
+    return data_read_end(session, id, &s->resp_bq, s->resp_eof, &s->resp_trl, n, flags);
 }
 
 /* A response the router makes itself: status, text body. */
@@ -589,15 +616,7 @@ static ssize_t req_read_cb(nghttp2_session *session, int32_t id, uint8_t *buf, s
         nghttp2_session_consume_stream(hc->s, s->id, n);
         h2_client_flush(hc);
     }
-    if (s->req_bq.len == 0 && s->req_eof) {
-        *flags |= NGHTTP2_DATA_FLAG_EOF;
-        if (s->req_trl.n) {
-            *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
-            nghttp2_submit_trailer(session, id, s->req_trl.nv, s->req_trl.n);
-        }
-        return (ssize_t)n;
-    }
-    return n ? (ssize_t)n : NGHTTP2_ERR_DEFERRED;
+    return data_read_end(session, id, &s->req_bq, s->req_eof, &s->req_trl, n, flags);
 }
 
 /* How an exchange with an instance failed (h2_up_fail). */
@@ -1369,14 +1388,11 @@ static void h2_up_read(sl_upconn_t *up, ssize_t nread)
         }
         return;
     }
-    sl_rd_t *rd = &up->h2_rd;
-    rd->end += (size_t)nread;
+    up->h2_rd.end += (size_t)nread;
     up->resp_bytes += (uint64_t)nread;
     if (s)
         sl_busy_touch(up->pool->r);
-    ssize_t rc = nghttp2_session_mem_recv(up->h2, (const uint8_t *)rd->b->data + rd->start,
-                                          rd->end - rd->start);
-    rd->start = rd->end;
+    ssize_t rc = session_recv(up->h2, &up->h2_rd);
     s = up->h2s;
     if (rc < 0) {
         if (s) {
@@ -1633,10 +1649,7 @@ static bool h1_head(sl_h2s_t *s, const sl_http_msg_t *m)
         if (!hdrs_add(r, &s->resp_arena, &s->resp, &s->resp_overflow, (const uint8_t *)h->name.p,
                       h->name.len, (const uint8_t *)h->value.p, h->value.len))
             break;
-        nghttp2_nv *nv = &s->resp.nv[s->resp.n - 1];
-        for (size_t j = 0; j < nv->namelen; j++) /* HTTP/2 field names are lower case */
-            nv->name[j] = (uint8_t)(nv->name[j] >= 'A' && nv->name[j] <= 'Z' ? nv->name[j] + 32
-                                                                             : nv->name[j]);
+        lower_name(s->resp.nv[s->resp.n - 1].name, h->name.len);
     }
     if (s->resp_overflow)
         return false;
@@ -1994,9 +2007,7 @@ static void h2_client_read(sl_client_t *c)
         return;
     }
     if (c->rd.b && c->rd.end > c->rd.start) {
-        ssize_t rc = nghttp2_session_mem_recv(hc->s, (const uint8_t *)c->rd.b->data + c->rd.start,
-                                              c->rd.end - c->rd.start);
-        c->rd.start = c->rd.end;
+        ssize_t rc = session_recv(hc->s, &c->rd);
         if (c->state == C_CLOSED)
             return;
         if (rc < 0) {
@@ -2201,11 +2212,7 @@ static ssize_t x_req_read_cb(nghttp2_session *session, int32_t id, uint8_t *buf,
         c->bp_paused = false;
         sl_client_update_reading(c);
     }
-    if (x->req_bq.len == 0 && x->req_eof) {
-        *flags |= NGHTTP2_DATA_FLAG_EOF;
-        return (ssize_t)n;
-    }
-    return n ? (ssize_t)n : NGHTTP2_ERR_DEFERRED;
+    return data_read_end(session, id, &x->req_bq, x->req_eof, NULL, n, flags);
 }
 
 /* Body bytes in the request's HTTP/1.1 framing (the client path checked
@@ -2244,15 +2251,6 @@ static void x_body_in(sl_h1x_t *x, const char *p, size_t len)
         nghttp2_session_resume_data(x->up->h2, x->id);
 }
 
-static bool x_hop(sl_str_t name)
-{
-    return sl_str_caseeq(name, SL_STR("Host")) ||
-           sl_str_caseeq(name, SL_STR("Transfer-Encoding")) ||
-           sl_str_caseeq(name, SL_STR("Connection")) || sl_str_caseeq(name, SL_STR("TE")) ||
-           sl_str_caseeq(name, SL_STR("Keep-Alive")) || sl_str_caseeq(name, SL_STR("Upgrade")) ||
-           sl_str_caseeq(name, SL_STR("Proxy-Connection"));
-}
-
 /* The planned head is whole: submit the stream. */
 static void x_submit(sl_h1x_t *x, const sl_http_msg_t *m)
 {
@@ -2269,15 +2267,11 @@ static void x_submit(sl_h1x_t *x, const sl_http_msg_t *m)
         (nghttp2_nv){(uint8_t *)":path", (uint8_t *)path.p, 5, path.len, NGHTTP2_NV_FLAG_NONE};
     for (size_t i = 0; i < m->n_headers; i++) {
         const sl_http_header_t *h = &m->headers[i];
-        if (x_hop(h->name))
+        /* Host is :authority; the planned head's Transfer-Encoding is
+         * this hop's (HTTP/2 has none) */
+        if (sl_str_caseeq(h->name, SL_STR("Host")) || sl_http_is_hop_by_hop(m, h->name))
             continue;
-        /* HTTP/2 field names are lower case (RFC 9113 §8.2.1); the head
-         * is this translation's own copy */
-        for (size_t k = 0; k < h->name.len; k++) {
-            char *ch = (char *)h->name.p + k;
-            if (*ch >= 'A' && *ch <= 'Z')
-                *ch = (char)(*ch + 'a' - 'A');
-        }
+        lower_name((uint8_t *)h->name.p, h->name.len); /* the head is our own copy */
         nv[n++] = (nghttp2_nv){(uint8_t *)h->name.p, (uint8_t *)h->value.p, h->name.len,
                                h->value.len, NGHTTP2_NV_FLAG_NONE};
     }
@@ -2617,13 +2611,9 @@ static void x_read(sl_upconn_t *up, ssize_t nread)
         x_lost(up, nread == UV_EOF ? "connection closed" : "connection lost", true);
         return;
     }
-    sl_rd_t *rd = &up->h2_rd;
-    rd->end += (size_t)nread;
+    up->h2_rd.end += (size_t)nread;
     sl_busy_touch(up->pool->r);
-    ssize_t rc = nghttp2_session_mem_recv(up->h2, (const uint8_t *)rd->b->data + rd->start,
-                                          rd->end - rd->start);
-    rd->start = rd->end;
-    if (rc < 0) {
+    if (session_recv(up->h2, &up->h2_rd) < 0) {
         x_lost(up, "protocol error", true);
         return;
     }
