@@ -170,6 +170,15 @@ static int duration_opt(const char *flag, const char *arg, uint64_t *ns)
     return 0;
 }
 
+/* A client timeout (--client-header-timeout, ...): from 1 ms to 1 h. */
+static int client_timeout_opt(const char *flag, const char *arg, uint64_t *ns)
+{
+    int rc = duration_opt(flag, arg, ns);
+    if (rc == 0 && (*ns < 1000000 || *ns > 3600 * 1000000000ull))
+        rc = sl_cli_usage("%s: between 1ms and 1h, got '%s'", flag, arg);
+    return rc;
+}
+
 /* A duration in whole seconds, or "disabled" (SL_GC_DISABLED). */
 static int gc_duration_opt(const char *flag, const char *arg, int64_t *out)
 {
@@ -678,20 +687,22 @@ int sl_cmd_serve(int argc, char **argv)
                                     SL_BUSY_POLL_MAX_NS / 1000000ull, optarg);
             break;
         }
-        case O_CLIENT_HEADER:
-        case O_CLIENT_BODY:
-        case O_CLIENT_IDLE: {
-            const char *flag = opt == O_CLIENT_HEADER ? "--client-header-timeout"
-                               : opt == O_CLIENT_BODY ? "--client-body-timeout"
-                                                      : "--client-idle-timeout";
-            uint64_t *v = opt == O_CLIENT_HEADER ? &so.client_header_ns
-                          : opt == O_CLIENT_BODY ? &so.client_body_ns
-                                                 : &so.client_idle_ns;
-            int rc = duration_opt(flag, optarg, v);
+        case O_CLIENT_HEADER: {
+            int rc = client_timeout_opt("--client-header-timeout", optarg, &so.client_header_ns);
             if (rc)
                 return rc;
-            if (*v < 1000000 || *v > 3600 * 1000000000ull)
-                return sl_cli_usage("%s: between 1ms and 1h, got '%s'", flag, optarg);
+            break;
+        }
+        case O_CLIENT_BODY: {
+            int rc = client_timeout_opt("--client-body-timeout", optarg, &so.client_body_ns);
+            if (rc)
+                return rc;
+            break;
+        }
+        case O_CLIENT_IDLE: {
+            int rc = client_timeout_opt("--client-idle-timeout", optarg, &so.client_idle_ns);
+            if (rc)
+                return rc;
             break;
         }
         case O_EGRESS:
