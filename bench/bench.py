@@ -25,7 +25,8 @@ X-Forwarded-Host): before, nginx forwarded a bare request and the backend
 did less work per request behind it than behind sluice. The service is pinned to one
 instance (--min 1 --max 1) with concurrency 1000 so that 256 clients never
 queue or add instances, which would give sluice more backends than nginx.
-The paths run interleaved, several rounds, and the median round is kept.
+The paths run interleaved, several rounds, and the median round is kept;
+latency percentiles are taken over all of a path's rounds (bench/latency.lua).
 
 Safety: own state dirs under /tmp/sluice-bench-*, ports 18600-18699, only
 processes this script started are signalled, the daemon is stopped with
@@ -216,7 +217,8 @@ def first_byte(name, path="/", timeout=60):
 
 
 def wrk(url, conns, secs, hdr=None, netns_pid=None, cpu=None):
-    cmd = ["wrk", "-t1", "-c%d" % conns, "-d%ds" % secs, "--latency", "--timeout", "10s"]
+    cmd = ["wrk", "-t1", "-c%d" % conns, "-d%ds" % secs, "--latency", "--timeout", "10s",
+           "-s", os.path.join(HERE, "latency.lua")]
     if hdr:
         cmd += ["-H", "Host: %s" % hdr]
     cmd.append(url)
@@ -249,7 +251,60 @@ def parse_wrk(out):
         r["non2xx"] = int(m.group(1))
     m = re.search(r"(\d+) requests in", out)
     r["requests"] = int(m.group(1)) if m else 0
+    m = re.search(r"^HIST (\S*)$", out, re.M)
+    if m:  # bench/latency.lua: every latency recorded, with its count
+        r["hist"] = {int(v): int(n) for v, n in (x.split(":") for x in m.group(1).split(",") if x)}
     return r
+
+
+def hist_pct(hist, p):
+    """Nearest-rank percentile of a {value: count} histogram."""
+    n = sum(hist.values())
+    rank, seen = max(1, int(math.ceil(p / 100.0 * n))), 0
+    for v in sorted(hist):
+        seen += hist[v]
+        if seen >= rank:
+            return v
+    return None
+
+
+def p99_of(r):
+    """A path's p99: pooled over its rounds where wrk gave histograms."""
+    return r["pooled"]["p99_us"] if r.get("pooled") else r.get("p99_us")
+
+
+def median_rounds(rounds):
+    """{path: [round results]} → {path: its median-req/s round, with the
+    percentiles of all its rounds pooled beside it}, and the sluice/nginx
+    ratios of req/s and p99."""
+    row = {}
+    for name, rs in rounds.items():
+        pooled = pool_rounds(rs)
+        row[name] = sorted(rs, key=lambda r: r["rps"])[len(rs) // 2]
+        if pooled:
+            row[name]["pooled"] = pooled
+    n, s = row["nginx"], row["sluice"]
+    row["ratio_rps_sluice_nginx"] = s["rps"] / n["rps"] if n["rps"] else None
+    row["ratio_p99_sluice_nginx"] = p99_of(s) / p99_of(n) if p99_of(n) and p99_of(s) else None
+    return row
+
+
+def pool_rounds(rs):
+    """Percentiles over every request of a path's rounds (wrk's histograms
+    merged), not one round's: a round's p99 at c=1 rests on a few hundred
+    requests, and one slow spell of the shared machine moves it. Each
+    round's histogram is dropped from the round once pooled."""
+    hist = {}
+    for r in rs:
+        for v, n in r.pop("hist", {}).items():
+            hist[v] = hist.get(v, 0) + n
+    if not hist:
+        return None
+    out = {"n": sum(hist.values())}
+    for p, key in ((50, "p50_us"), (90, "p90_us"), (99, "p99_us"), (99.9, "p999_us")):
+        out[key] = hist_pct(hist, p)
+    out["rounds_p99_us"] = [r["p99_us"] for r in rs]
+    return out
 
 
 # ----------------------------------------------------------------- 1+2: data path
@@ -429,20 +484,19 @@ class Rig:
                 rounds[name].append(r)
             n_r, s_r = rounds["nginx"][-1]["rps"], rounds["sluice"][-1]["rps"]
             pair_ratios.append(s_r / n_r if n_r else 0.0)
-        row = {}
-        for name, rs in rounds.items():
-            rs = sorted(rs, key=lambda r: r["rps"])
-            row[name] = rs[len(rs) // 2]
+        row = median_rounds(rounds)
+        for name in rounds:
             row[name]["rounds_rps"] = [round(r["rps"]) for r in rounds[name]]
         n, s = row["nginx"], row["sluice"]
-        row["ratio_rps_sluice_nginx"] = s["rps"] / n["rps"] if n["rps"] else None
         row["round_ratios"] = [round(x, 3) for x in pair_ratios]
         row["median_round_ratio"] = median(pair_ratios)
-        row["ratio_p99_sluice_nginx"] = (s["p99_us"] / n["p99_us"]) if n["p99_us"] else None
-        log("  c=%-3d %snginx %8.0f  sluice %8.0f req/s  (sluice/nginx %.2f, per round %s; p99 %s/%s us)"
+        log("  c=%-3d %snginx %8.0f  sluice %8.0f req/s  (sluice/nginx %.2f, per round %s; p99 %s/%s us%s)"
             % (c, ("direct %8.0f  " % row["direct"]["rps"]) if "direct" in row else "", n["rps"],
                s["rps"], row["ratio_rps_sluice_nginx"] or 0,
-               " ".join("%.2f" % x for x in pair_ratios), s["p99_us"], n["p99_us"]))
+               " ".join("%.2f" % x for x in pair_ratios), p99_of(s), p99_of(n),
+               "" if "pooled" not in s else ", pooled over %d/%d requests; rounds' p99 %s/%s"
+               % (s["pooled"]["n"], n["pooled"]["n"], s["pooled"]["rounds_p99_us"],
+                  n["pooled"]["rounds_p99_us"])))
         return row
 
     def placed(self, levels, n_rounds, places=PLACEMENTS):
@@ -575,7 +629,8 @@ def bench_datapath(d, a):
     log("data path: deploying the backend (one instance, concurrency 1000)")
     rig = Rig(d, a)
     out = {"setup": "wrk -t1 -cN -d%ds --latency; %d round(s), proxies' order swapped each round; "
-                    "median round per path, and the median of the rounds' sluice/nginx ratios; backend pid %d"
+                    "median round per path, and the median of the rounds' sluice/nginx ratios; "
+                    "latency percentiles pooled over all of a path's rounds; backend pid %d"
            % (a.dp_secs, a.dp_rounds, rig.pid)}
     results["datapath"] = out
     pinned = a.dp_pinned_rounds and len(os.sched_getaffinity(0)) >= 2
@@ -583,12 +638,10 @@ def bench_datapath(d, a):
         for c in (1, 32, 256):
             out["c%d" % c] = rig.level(c, ["direct", "nginx", "sluice"], a.dp_rounds)
         c1 = out["c1"]
+        lat = lambda name, key: (c1[name].get("pooled") or c1[name])[key]
         out["added_latency_us"] = {
-            "sluice_p50": c1["sluice"]["p50_us"] - c1["direct"]["p50_us"],
-            "sluice_p99": c1["sluice"]["p99_us"] - c1["direct"]["p99_us"],
-            "nginx_p50": c1["nginx"]["p50_us"] - c1["direct"]["p50_us"],
-            "nginx_p99": c1["nginx"]["p99_us"] - c1["direct"]["p99_us"],
-        }
+            "%s_%s" % (name, key[:3]): lat(name, key) - lat("direct", key)
+            for name in ("sluice", "nginx") for key in ("p50_us", "p99_us")}
         log("  added latency at c=1: sluice p50 %+.0f us p99 %+.0f us; nginx p50 %+.0f us p99 %+.0f us"
             % tuple(out["added_latency_us"][k] for k in ("sluice_p50", "sluice_p99", "nginx_p50", "nginx_p99")))
         if shutil.which("h2load"):
@@ -1087,18 +1140,14 @@ def h2_levels(out, paths, a, shapes=((1, 1), (4, 8), (16, 16))):
                 ["nginx", "sluice"] if k % 2 == 0 else ["sluice", "nginx"])
             for name in order:
                 rounds[name].append(paths[name](c, m))
-        row = {}
-        for name, rs in rounds.items():
-            rs = sorted(rs, key=lambda r: r["rps"])
-            row[name] = rs[len(rs) // 2]
+        row = median_rounds(rounds)
         n, s = row["nginx"]["rps"], row["sluice"]["rps"]
-        row["ratio_rps_sluice_nginx"] = s / n if n else None
         out["c%d_m%d" % (c, m)] = row
         sl, ng = row["sluice"], row["nginx"]
         lat = ("mean %s/%s us; failed %s/%s" % (sl["mean_us"], ng["mean_us"], sl["failed"],
                                                  ng["failed"]) if "mean_us" in sl else
                "p99 %s/%s us; errors %s/%s, non-2xx %s/%s"
-               % (sl["p99_us"], ng["p99_us"], sl["errors"], ng["errors"], sl["non2xx"],
+               % (p99_of(sl), p99_of(ng), sl["errors"], ng["errors"], sl["non2xx"],
                   ng["non2xx"]))
         log("  c=%-3d m=%-2d %snginx %8.0f  sluice %8.0f req/s  (sluice/nginx %.2f; %s)"
             % (c, m, ("direct %8.0f  " % row["direct"]["rps"]) if "direct" in row else "", n, s,
