@@ -291,10 +291,54 @@ def median_rounds(rounds):
         row[name] = sorted(rs, key=lambda r: r["rps"])[len(rs) // 2]
         if pooled:
             row[name]["pooled"] = pooled
+        row[name]["rounds_rps"] = [round(r["rps"]) for r in rs]
+        row[name]["rounds_steal_ms"] = [r.get("steal_ms") for r in rs]
     n, s = row["nginx"], row["sluice"]
     row["ratio_rps_sluice_nginx"] = s["rps"] / n["rps"] if n["rps"] else None
     row["ratio_p99_sluice_nginx"] = p99_of(s) / p99_of(n) if p99_of(n) and p99_of(s) else None
+    pairs = list(zip(rounds["sluice"], rounds["nginx"]))
+    ratios = [sr["rps"] / nr["rps"] if nr["rps"] else 0.0 for sr, nr in pairs]
+    p99s = [sr["p99_us"] / nr["p99_us"] for sr, nr in pairs if sr.get("p99_us") and nr.get("p99_us")]
+    row["round_ratios"] = [round(x, 3) for x in ratios]
+    row["median_round_ratio"] = median(ratios)
+    row["round_p99_ratios"] = [round(x, 3) for x in p99s]
+    row["median_round_p99_ratio"] = median(p99s) if p99s else None
     return row
+
+
+def run_rounds(run, names, n_rounds, secs, label, cpu_of=None):
+    """run(name) for each path in names, n_rounds times → ({path: [round
+    results]}, [discarded attempts]). The two proxies run back to back,
+    their order swapped every round: a slow spell of the shared machine
+    lands on both, and the round's ratio cancels it. A round whose paths
+    lost more than 1 % of the machine's CPU time to the hypervisor (steal)
+    measured the host, not the proxies: it is run again, at most twice, and
+    what it measured is returned beside the rounds kept. cpu_of[name]()
+    gives a proxy's CPU time (ns), for its CPU per request."""
+    rounds = {k: [] for k in names}
+    steal_limit = secs * 1000 * os.cpu_count() // 100
+    discarded = []
+    for k in range(n_rounds):
+        order = [x for x in names if x == "direct"] + (
+            ["nginx", "sluice"] if k % 2 == 0 else ["sluice", "nginx"])
+        for attempt in range(3):
+            got = {}
+            for name in order:
+                c0, st0 = cpu_of[name]() if cpu_of else 0, steal_ms()
+                r = got[name] = run(name)
+                if cpu_of:
+                    used = cpu_of[name]() - c0
+                    r["proxy_cpu_us_per_req"] = (used / 1e3 / r["requests"]) if r["requests"] and used else None
+                r["steal_ms"] = steal_ms() - st0
+            if attempt == 2 or max(r["steal_ms"] for r in got.values()) <= steal_limit:
+                break
+            discarded.append({name: {"rps": round(r["rps"]), "p99_us": r.get("p99_us"),
+                                     "steal_ms": r["steal_ms"]} for name, r in got.items()})
+            log("  %s round %d again: %s ms of CPU stolen by the host" % (
+                label, k, "/".join("%s %d" % (x, got[x]["steal_ms"]) for x in order)))
+        for name in order:
+            rounds[name].append(got[name])
+    return rounds, discarded
 
 
 def pool_rounds(rs):
@@ -475,57 +519,18 @@ class Rig:
             raise
 
     def level(self, c, names, n_rounds):
-        a = self.a
-        rounds = {k: [] for k in names}
-        pair_ratios, p99_ratios = [], []
-        # A round whose paths lost more than 1 % of the machine's CPU time
-        # to the hypervisor (steal) measured the host, not the proxies: it
-        # is run again, at most twice, and what it measured is recorded.
-        steal_limit = a.dp_secs * 1000 * os.cpu_count() // 100
-        discarded = []
-        for k in range(n_rounds):
-            # the two proxies back to back, their order swapped every
-            # round: a slow spell of the shared machine lands on both, and
-            # the round's ratio cancels it.
-            order = [x for x in names if x == "direct"] + (
-                ["nginx", "sluice"] if k % 2 == 0 else ["sluice", "nginx"])
-            for attempt in range(3):
-                got = {}
-                for name in order:
-                    c0, st0 = self.cpu_of[name](), steal_ms()
-                    r = got[name] = self.paths[name](c, a.dp_secs)
-                    used = self.cpu_of[name]() - c0
-                    r["proxy_cpu_us_per_req"] = (used / 1e3 / r["requests"]) if r["requests"] and used else None
-                    r["steal_ms"] = steal_ms() - st0
-                if attempt == 2 or max(r["steal_ms"] for r in got.values()) <= steal_limit:
-                    break
-                discarded.append({name: {"rps": round(r["rps"]), "p99_us": r["p99_us"],
-                                         "steal_ms": r["steal_ms"]} for name, r in got.items()})
-                log("  c=%d round %d again: %s ms of CPU stolen by the host" % (
-                    c, k, "/".join("%s %d" % (x, got[x]["steal_ms"]) for x in order)))
-            for name in order:
-                rounds[name].append(got[name])
-            n_r, s_r = rounds["nginx"][-1], rounds["sluice"][-1]
-            pair_ratios.append(s_r["rps"] / n_r["rps"] if n_r["rps"] else 0.0)
-            if n_r["p99_us"] and s_r["p99_us"]:
-                p99_ratios.append(s_r["p99_us"] / n_r["p99_us"])
+        rounds, discarded = run_rounds(lambda name: self.paths[name](c, self.a.dp_secs), names,
+                                       n_rounds, self.a.dp_secs, "c=%d" % c, self.cpu_of)
         row = median_rounds(rounds)
-        for name in rounds:
-            row[name]["rounds_rps"] = [round(r["rps"]) for r in rounds[name]]
-            row[name]["rounds_steal_ms"] = [r["steal_ms"] for r in rounds[name]]
-        n, s = row["nginx"], row["sluice"]
-        row["round_ratios"] = [round(x, 3) for x in pair_ratios]
-        row["median_round_ratio"] = median(pair_ratios)
-        row["round_p99_ratios"] = [round(x, 3) for x in p99_ratios]
-        row["median_round_p99_ratio"] = median(p99_ratios) if p99_ratios else None
         row["discarded_rounds"] = discarded
+        n, s = row["nginx"], row["sluice"]
         log("  c=%-3d %snginx %8.0f  sluice %8.0f req/s  (sluice/nginx %.2f, per round %s)"
             % (c, ("direct %8.0f  " % row["direct"]["rps"]) if "direct" in row else "", n["rps"],
                s["rps"], row["ratio_rps_sluice_nginx"] or 0,
-               " ".join("%.2f" % x for x in pair_ratios)))
+               " ".join("%.2f" % x for x in row["round_ratios"])))
         log("        p99 sluice/nginx %s/%s us%s; per round %s; CPU stolen by the host %s/%s ms"
             % (p99_of(s), p99_of(n), " (all rounds' requests)" if "pooled" in s else "",
-               " ".join("%.2f" % x for x in p99_ratios), sum(s["rounds_steal_ms"]),
+               " ".join("%.2f" % x for x in row["round_p99_ratios"]), sum(s["rounds_steal_ms"]),
                sum(n["rounds_steal_ms"])))
         return row
 
@@ -1159,18 +1164,15 @@ def h2load(url, conns, streams, secs, authority=None, netns_pid=None):
 
 def h2_levels(out, paths, a, shapes=((1, 1), (4, 8), (16, 16))):
     """h2load (or wrk, whose paths ignore m) at client/stream shapes over
-    `paths` (direct optional), the proxies' order swapped each round; the
+    `paths` (direct optional), in rounds as run_rounds runs them; the
     median round per path."""
     for fn in paths.values():
         fn(8, 8)  # warm pools
     for c, m in shapes:
-        rounds = {k: [] for k in paths}
-        for k in range(a.dp_rounds):
-            order = [x for x in paths if x == "direct"] + (
-                ["nginx", "sluice"] if k % 2 == 0 else ["sluice", "nginx"])
-            for name in order:
-                rounds[name].append(paths[name](c, m))
+        rounds, discarded = run_rounds(lambda name: paths[name](c, m), list(paths), a.dp_rounds,
+                                       a.dp_secs, "c=%d m=%d" % (c, m))
         row = median_rounds(rounds)
+        row["discarded_rounds"] = discarded
         n, s = row["nginx"]["rps"], row["sluice"]["rps"]
         out["c%d_m%d" % (c, m)] = row
         sl, ng = row["sluice"], row["nginx"]
