@@ -301,7 +301,7 @@ int sl_read_fd(int fd, const char *path, size_t max, char **out, size_t *outlen,
     return 0;
 }
 
-int sl_open_under(const char *root, const char *path, int flags)
+static int open_under(const char *root, const char *path, int flags)
 {
     if (!root) {
         int fd = open(path, flags | O_CLOEXEC);
@@ -323,6 +323,23 @@ int sl_open_under(const char *root, const char *path, int flags)
                                RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS};
     int fd = (int)syscall(SYS_openat2, dfd, *rel ? rel : ".", &how, sizeof(how));
     return fd < 0 ? -errno : fd;
+}
+
+int sl_open_file_under(const char *root, const char *path)
+{
+    int fd = open_under(root, path, O_RDONLY | O_NONBLOCK | O_NOCTTY);
+    if (fd < 0)
+        return fd;
+    struct stat st;
+    int e = fstat(fd, &st) < 0      ? errno
+            : !S_ISREG(st.st_mode)  ? EINVAL
+            : fcntl(fd, F_SETFL, 0) ? errno
+                                    : 0;
+    if (e) {
+        close(fd);
+        return -e;
+    }
+    return fd;
 }
 
 bool sl_path_holds(const char *dir, const char *path)

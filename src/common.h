@@ -122,14 +122,16 @@ int sl_read_file(const char *path, size_t max, char **out, size_t *len, sl_error
 /* The same from an open fd (read to its end); `path` names it in errors. */
 int sl_read_fd(int fd, const char *path, size_t max, char **out, size_t *len, sl_error_t *err);
 /*
- * open(path, flags | O_CLOEXEC); with `root` (a real path) only where
- * absolute `path` lies below root and no component after root is a symlink,
- * resolved by the kernel in one call (openat2 RESOLVE_BENEATH |
+ * Opens the regular file `path` for reading; with `root` (a real path) only
+ * where absolute `path` lies below root and no component after root is a
+ * symlink, resolved by the kernel in one call (openat2 RESOLVE_BENEATH |
  * RESOLVE_NO_SYMLINKS), so a path swapped for a symlink meanwhile cannot
- * lead outside. Returns the fd or -errno (-EXDEV: not below root; -ELOOP:
- * a symlink on the way).
+ * lead outside. The open itself does not block (O_NONBLOCK, then cleared):
+ * a FIFO or device put where a file was expected is refused, not waited on.
+ * Returns the fd or -errno (-EXDEV: not below root; -ELOOP: a symlink on
+ * the way; -EINVAL: not a regular file).
  */
-int sl_open_under(const char *root, const char *path, int flags);
+int sl_open_file_under(const char *root, const char *path);
 /* Whether directory dir is path or one above it (both real paths). */
 bool sl_path_holds(const char *dir, const char *path);
 /* The first offset at or after off that holds data: a file whose start

@@ -21,6 +21,7 @@
 #define DEFAULT_MAX_LAYER_BYTES (4ULL << 30)
 #define DEFAULT_MAX_ENTRIES     1000000ULL
 #define DEFAULT_MAX_JSON        (4u << 20)
+#define DEFAULT_MAX_DIR_PATHS   (64u << 20)
 
 /* A positive integer from the environment, or dflt when unset or invalid
  * (an invalid value is reported, never silently half-used). */
@@ -45,6 +46,8 @@ void sl_image__limits(const sl_image_limits_t *in, sl_image_limits_t *out)
         l.max_layer_bytes = env_limit("SLUICE_IMAGE_MAX_LAYER_BYTES", DEFAULT_MAX_LAYER_BYTES);
     if (!l.max_entries)
         l.max_entries = env_limit("SLUICE_IMAGE_MAX_ENTRIES", DEFAULT_MAX_ENTRIES);
+    if (!l.max_dir_path_bytes)
+        l.max_dir_path_bytes = DEFAULT_MAX_DIR_PATHS;
     if (!l.max_json) {
         uint64_t j = env_limit("SLUICE_IMAGE_MAX_JSON", DEFAULT_MAX_JSON);
         l.max_json = j > INT32_MAX ? INT32_MAX : (size_t)j;

@@ -68,8 +68,11 @@ typedef struct sl_image_limits {
     uint64_t max_layer_bytes; /* unpacked bytes per layer (default 4 GiB) */
     uint64_t max_entries;     /* entries per layer (default 1,000,000) */
     size_t max_json;          /* manifest/config/index size (default 4 MiB) */
+    /* Directory paths held per layer until its directories' times are set
+     * (default 64 MiB); past it a directory keeps its unpack time. */
+    size_t max_dir_path_bytes;
     /* A real path, or NULL: when set, only oci: and docker-archive: images
-     * below it, every file read through no symlink (sl_open_under); dir:
+     * below it, every file read through no symlink (sl_open_file_under); dir:
      * images, live host directories, are refused (serve --image-root). */
     const char *root;
 } sl_image_limits_t;

@@ -270,6 +270,8 @@ typedef struct unpack {
     uint64_t bytes, entries;
     dirtime_t *dirs;
     size_t n_dirs, cap_dirs;
+    size_t dir_bytes;      /* the deferred directories' paths, bytes */
+    uint64_t dirs_untimed; /* directories past max_dir_path_bytes */
     uint64_t skipped;
     char first_skipped[256];
     char path[PATH_MAX]; /* current entry, canonical, for messages */
@@ -600,6 +602,13 @@ static int apply_meta_at(unpack_t *u, int pfd, const char *name, struct archive_
     return 0;
 }
 
+/* A directory's times are set after its entries are written, so each one's
+ * path is kept until the end of the layer. Those paths are bounded
+ * (max_dir_path_bytes): a layer that lists long directory paths again and
+ * again (tar allows it) would otherwise make the daemon hold gigabytes. Past
+ * the bound a directory keeps the time it was unpacked at, and the unpack
+ * warns once. */
+
 static void defer_dirtime(unpack_t *u, struct archive_entry *e)
 {
     dirtime_t *last = u->n_dirs ? &u->dirs[u->n_dirs - 1] : NULL;
@@ -607,12 +616,18 @@ static void defer_dirtime(unpack_t *u, struct archive_entry *e)
         entry_times(e, last->ts);
         return;
     }
+    size_t len = strlen(u->path) + 1;
+    if (u->dir_bytes + len > u->lim->max_dir_path_bytes) {
+        u->dirs_untimed++;
+        return;
+    }
+    u->dir_bytes += len;
     if (u->n_dirs == u->cap_dirs) {
         u->cap_dirs = u->cap_dirs ? u->cap_dirs * 2 : 64;
         u->dirs = xrealloc(u->dirs, u->cap_dirs * sizeof(*u->dirs));
     }
     dirtime_t *d = &u->dirs[u->n_dirs++];
-    d->path = xstrdup(u->path);
+    d->path = xmemdup(u->path, len);
     entry_times(e, d->ts);
 }
 
@@ -636,6 +651,7 @@ static void apply_dirtimes(unpack_t *u)
     free(u->dirs);
     u->dirs = NULL;
     u->n_dirs = u->cap_dirs = 0;
+    u->dir_bytes = 0;
 }
 
 static int do_dir(unpack_t *u, int pfd, const char *name, struct archive_entry *e, sl_error_t *err)
@@ -938,6 +954,11 @@ int sl_image__layer_stream(const sl_layer_src_t *src, int destfd, const sl_image
                     "skipped %llu device/socket entries (first: '%s'): layers may not "
                     "create devices",
                     (unsigned long long)u.skipped, u.first_skipped);
+        if (u.dirs_untimed)
+            sl_warn("image",
+                    "%llu directories keep their unpack time: the layer's directory paths "
+                    "pass %zu bytes (max_dir_path_bytes)",
+                    (unsigned long long)u.dirs_untimed, u.lim->max_dir_path_bytes);
     }
     pipeline_close(&p);
     return rc < 0 ? -1 : 0;
@@ -984,8 +1005,10 @@ int sl_image_unpack_layer(const void *buf, size_t len, const char *dest,
 
 static uint64_t du_at(int fd, int depth)
 {
-    if (depth > MAX_DEPTH)
+    if (depth > MAX_DEPTH) {
+        close(fd);
         return 0;
+    }
     DIR *d = fdopendir(fd);
     if (!d) {
         close(fd);

@@ -96,18 +96,21 @@ static int open_blob(const sl_import_t *im, const char *dir, const desc_t *d, co
                      sl_error_t *err)
 {
     sl_autofree char *p = blob_path(dir, d);
-    int fd = sl_open_under(im->lim.root, p, O_RDONLY);
+    int fd = sl_open_file_under(im->lim.root, p);
     if (fd == -ELOOP)
         return sl_error_set(err, ELOOP,
                             "%s %s: blob %s: a symlink on the way (not followed "
                             "below the image root)",
                             what, d->digest, p);
+    if (fd == -EINVAL)
+        return sl_error_set(err, EINVAL, "%s %s: %s is not a regular file", what, d->digest, p);
     if (fd < 0)
         return sl_error_errno(err, -fd, "%s %s: blob %s missing", what, d->digest, p);
     struct stat st;
-    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+    if (fstat(fd, &st) < 0) {
+        int e = errno;
         close(fd);
-        return sl_error_set(err, EINVAL, "%s %s: %s is not a regular file", what, d->digest, p);
+        return sl_error_errno(err, e, "%s %s: stat %s", what, d->digest, p);
     }
     if ((uint64_t)st.st_size != d->size) {
         close(fd);
@@ -163,8 +166,10 @@ static int read_json_file(sl_import_t *im, const char *dir, const char *name, js
     sl_autofree char *p = xasprintf("%s/%s", dir, name);
     sl_autofree char *buf = NULL;
     size_t len;
-    sl_autoclose int fd = sl_open_under(im->lim.root, p, O_RDONLY);
-    if (fd < 0)
+    sl_autoclose int fd = sl_open_file_under(im->lim.root, p);
+    if (fd == -EINVAL)
+        sl_error_set(err, EINVAL, "%s is not a regular file", p);
+    else if (fd < 0)
         sl_error_errno(err, -fd, "open %s", p);
     if (fd < 0 || sl_read_fd(fd, p, im->lim.max_json, &buf, &len, err) < 0) {
         if (err->code == EFBIG) /* a layout, but an oversized one */
@@ -541,8 +546,10 @@ static int docker_scan(dscan_t *s, member_fn fn, sl_error_t *err)
     sl_image__enable_filters(a);
     archive_read_support_format_tar(a);
     int rc = 0;
-    sl_autoclose int fd = sl_open_under(s->im->lim.root, s->file, O_RDONLY);
-    if (fd < 0)
+    sl_autoclose int fd = sl_open_file_under(s->im->lim.root, s->file);
+    if (fd == -EINVAL)
+        rc = sl_error_set(err, EINVAL, "archive %s is not a regular file", s->file);
+    else if (fd < 0)
         rc = sl_error_errno(err, -fd, "cannot open archive %s", s->file);
     else if (archive_read_open_fd(a, fd, 64 * 1024) != ARCHIVE_OK)
         rc = sl_error_set(err, EIO, "cannot read archive: %s", archive_error_string(a));

@@ -26,6 +26,7 @@
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <sys/xattr.h>
+#include <unistd.h>
 
 /* ---- fixture helpers ---------------------------------------------------- */
 
@@ -739,6 +740,42 @@ static void test_missing_blob(void **state)
     json_decref(m);
 }
 
+/* A FIFO where a file is expected is refused at once, not waited on. */
+static void test_fifo_in_place_of_a_file(void **state)
+{
+    if (!is_root())
+        skip();
+    alarm(30); /* the old code blocked in open() for ever */
+    json_t *m;
+    sl_autofree char *dir = make_two_layer_layout(&m);
+    json_t *hold;
+    const char *ld = layer_digest(dir, m, 0, &hold);
+    sl_autofree char *p = blob_file(dir, ld);
+    assert_int_equal(unlink(p), 0);
+    assert_int_equal(mkfifo(p, 0644), 0);
+    sl_autofree char *ref = xasprintf("oci:%s", dir);
+    sl_error_t err;
+    import_fails(ref, NULL, &err);
+    assert_contains(err.msg, "is not a regular file");
+    assert_contains(err.msg, ld);
+
+    sl_autofree char *index = xasprintf("%s/index.json", dir);
+    assert_int_equal(unlink(index), 0);
+    assert_int_equal(mkfifo(index, 0644), 0);
+    sl_image_limits_t lim = {.root = dir}; /* and through the image root's openat2 */
+    import_fails(ref, &lim, &err);
+    assert_contains(err.msg, "index.json is not a regular file");
+
+    sl_autofree char *fifo = path_in("archive.tar");
+    assert_int_equal(mkfifo(fifo, 0644), 0);
+    sl_autofree char *dref = xasprintf("docker-archive:%s", fifo);
+    import_fails(dref, NULL, &err);
+    assert_contains(err.msg, "is not a regular file");
+    alarm(0);
+    json_decref(hold);
+    json_decref(m);
+}
+
 static void test_diffid_mismatch(void **state)
 {
     if (!is_root())
@@ -1351,6 +1388,25 @@ static void test_limits(void **state)
     assert_contains(err.msg, "max_entries");
     unsetenv("SLUICE_IMAGE_MAX_ENTRIES");
 
+    /* Directory times wait for the layer's end; the paths held for them are
+     * bounded. Listed again and again ("a", "b", "a", ...), the directories
+     * past the bound keep their unpack time and the layer still unpacks. */
+    const ent_t dirs[] = {DIR_("a"), FILE_("a/x", "x"), DIR_("b"), FILE_("b/y", "y"),
+                          DIR_("a"), DIR_("b"),         DIR_("c")};
+    sl_image_limits_t dir_lim = {.max_dir_path_bytes = 4}; /* "a" and "b" */
+    assert_int_equal(unpack_ents(dirs, SL_ARRAY_LEN(dirs), &dir_lim, &err, root), 0);
+    struct stat st;
+    char p[PATH_MAX];
+    join(p, root, "/a");
+    assert_int_equal(stat(p, &st), 0);
+    assert_int_equal(st.st_mtime, MTIME);
+    join(p, root, "/b");
+    assert_int_equal(stat(p, &st), 0);
+    assert_int_equal(st.st_mtime, MTIME);
+    join(p, root, "/c");
+    assert_int_equal(stat(p, &st), 0);
+    assert_true(st.st_mtime > MTIME); /* past the bound: its unpack time */
+
     /* through import: the error names the layer */
     json_t *m;
     sl_autofree char *dir = make_two_layer_layout(&m);
@@ -1517,6 +1573,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_digest_mismatch, setup, teardown),
         cmocka_unit_test_setup_teardown(test_truncated_gzip, setup, teardown),
         cmocka_unit_test_setup_teardown(test_missing_blob, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_fifo_in_place_of_a_file, setup, teardown),
         cmocka_unit_test_setup_teardown(test_diffid_mismatch, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stored_layer_not_claimable, setup, teardown),
         cmocka_unit_test_setup_teardown(test_config_errors, setup, teardown),
