@@ -21,10 +21,19 @@
 #include <strings.h>
 #include <sys/stat.h>
 
-#define API_MAX_BODY    (4u << 20)
-#define API_MAX_HEAD    (64u << 10)
-#define LOG_FILES_MAX   256
-#define LOG_INITIAL_MAX (1u << 20)
+#define API_MAX_BODY (4u << 20)
+#define API_MAX_HEAD (64u << 10)
+/* Requests buffered, read ahead of the one being answered: one whole
+ * request always fits. */
+#define API_BUF_MAX (API_MAX_HEAD + API_MAX_BODY + 65536)
+/* Answers queued for a client that does not take them: reading stops above
+ * this, and the requests already in wait until the client reads. */
+#define API_QUEUE_MAX (1u << 20)
+/* TCP connections (API and metrics listeners together) open at once; past
+ * it a new one is closed as it is accepted. */
+#define API_TCP_CONNS_MAX 1024
+#define LOG_FILES_MAX     256
+#define LOG_INITIAL_MAX   (1u << 20)
 /* A TCP client (API or metrics) has this long from the connection or its
  * last response to send a whole request, else it is closed: an idle or
  * trickling client cannot hold a connection (and its buffer) forever.
@@ -54,13 +63,16 @@ typedef struct api_conn {
         uv_tcp_t tcp;   /* --metrics-listen or --api-listen */
     } h;
     bool metrics_only; /* --metrics-listen: /metrics and /healthz only */
+    bool tcp_counted;  /* one of api->n_tcp */
     bool needs_token;  /* --api-listen: every request but /healthz carries the token */
     sl_api_t *api;
     char *buf;
     size_t len, cap;
     int refs;
     bool closing;
-    bool busy; /* a request is being answered */
+    bool busy;       /* a request is being answered */
+    bool processing; /* conn_process is on the stack: it goes on to the next request */
+    bool reading;    /* the socket is read (conn_reading decides) */
     bool keep_alive;
     bool finished;    /* last response sent; the connection closes after it */
     bool linger;      /* ...after a lingering close (API_LINGER_MS) */
@@ -87,6 +99,8 @@ struct sl_api {
     char *state_dir;
     char *path;
     api_conn_t *conns;
+    int n_tcp;             /* TCP connections open (API_TCP_CONNS_MAX) */
+    uint64_t full_warn_ms; /* when a connection was last refused for it, in the log */
     int open_handles;
     void (*close_cb)(void *);
     void *close_data;
@@ -103,6 +117,10 @@ static void conn_unref(api_conn_t *c);
 static void conn_close(api_conn_t *c);
 static void conn_process(api_conn_t *c);
 static void conn_idle_arm(api_conn_t *c);
+static void conn_reading(api_conn_t *c);
+static bool conn_next(api_conn_t *c);
+static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
+static void read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *buf);
 static void on_idle_timeout(uv_timer_t *t);
 
 /* ---- output ----------------------------------------------------------- */
@@ -135,12 +153,17 @@ static void write_done(uv_write_t *req, int status)
     write_req_t *w = (write_req_t *)req;
     api_conn_t *c = w->conn;
     free(w->data);
-    if (status >= 0 && w->close_after && c->linger && !c->closing)
+    if (status >= 0 && w->close_after && c->linger && !c->closing) {
         conn_linger(c);
-    else if (w->close_after || status < 0)
+    } else if (w->close_after || status < 0) {
         conn_close(c);
-    else
+    } else {
+        if (c->idle) /* the client took a response: its send timeout starts again */
+            uv_timer_stop(c->idle);
         conn_idle_arm(c);
+        conn_reading(c);
+        conn_process(c); /* requests held back while the queue was full */
+    }
     free(w);
     conn_unref(c);
 }
@@ -171,8 +194,7 @@ static void send_response(api_conn_t *c, int status, const char *ctype, const ch
     bool close_after = !c->keep_alive;
     if (close_after) {
         c->finished = true;
-        if (!c->linger)
-            uv_read_stop((uv_stream_t *)&c->h);
+        conn_reading(c);
     }
     char *out =
         xasprintf("HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n%s\r\n", status,
@@ -231,6 +253,8 @@ static void log_files_clear(api_conn_t *c)
 static void conn_free(api_conn_t *c)
 {
     sl_api_t *api = c->api;
+    if (c->tcp_counted)
+        api->n_tcp--;
     log_files_clear(c);
     free(c->log_out);
     free(c->log_dir);
@@ -472,6 +496,8 @@ static void handle_logs(api_conn_t *c, const char *ns, const char *name, bool fo
         char *head = xasprintf("HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\n"
                                "Transfer-Encoding: chunked\r\n\r\n");
         conn_write(c, head, strlen(head), false);
+        if (c->closing) /* the write failed: no follow timer to outlive it */
+            return;
         c->follow = xcalloc(1, sizeof(*c->follow));
         uv_timer_init(api->loop, c->follow);
         c->follow->data = c;
@@ -636,11 +662,31 @@ static json_t *parse_body(route_ctx_t *r)
     return j;
 }
 
-/* A PUT's (or POST's) dryRun and body: NULL once an error was sent. */
+/* A PUT's (or POST's) dryRun and body: NULL once an error was sent. The
+ * body is an object whose metadata, name and namespace, when given, have
+ * their types: a name of the wrong type is an error, not absent (which
+ * would let the URL's name stand in for it). */
 static json_t *put_body(route_ctx_t *r, int *dry_run)
 {
     *dry_run = dry_run_param(r);
-    return *dry_run < 0 ? NULL : parse_body(r);
+    json_t *j = *dry_run < 0 ? NULL : parse_body(r);
+    if (!j)
+        return NULL;
+    json_t *md = json_object_get(j, "metadata");
+    const char *bad =
+        !json_is_object(j)          ? "request body: must be a JSON object"
+        : md && !json_is_object(md) ? "metadata: must be an object"
+        : json_object_get(md, "name") && !json_is_string(json_object_get(md, "name"))
+            ? "metadata.name: must be a string"
+        : json_object_get(md, "namespace") && !json_is_string(json_object_get(md, "namespace"))
+            ? "metadata.namespace: must be a string"
+            : NULL;
+    if (bad) {
+        json_decref(j);
+        send_error(r->c, 400, "BadRequest", bad);
+        return NULL;
+    }
+    return j;
 }
 
 static void route_services(route_ctx_t *r, const char *ns, const char *name)
@@ -921,6 +967,10 @@ static void send_unauthorized(api_conn_t *c)
 static void dispatch_request(route_ctx_t *r)
 {
     sl_str_t p = r->msg->path;
+    if (!p.p || p.len == 0 || p.p[0] != '/') { /* CONNECT's authority, OPTIONS' "*", a URL */
+        send_error(r->c, 400, "BadRequest", "the request target must be a path (\"/...\")");
+        return;
+    }
     size_t qpos = p.len;
     for (size_t i = 0; i < p.len; i++)
         if (p.p[i] == '?') {
@@ -996,35 +1046,99 @@ static void on_idle_timeout(uv_timer_t *t)
     conn_close(t->data);
 }
 
-/* Idle from the connection or the end of the last response (its last
- * byte written, however slowly the client reads) until a whole request is
- * in: API_TCP_IDLE_MS for a TCP client. */
+/* The Status reason of a request the parser refused. */
+static const char *parse_error_reason(int status)
+{
+    switch (status) {
+    case 413:
+        return "RequestEntityTooLarge";
+    case 414:
+        return "URITooLong";
+    case 431:
+        return "RequestHeaderFieldsTooLarge";
+    case 501:
+        return "NotImplemented";
+    case 505:
+        return "HTTPVersionNotSupported";
+    default:
+        return "BadRequest";
+    }
+}
+
+static size_t conn_queued(api_conn_t *c)
+{
+    return uv_stream_get_write_queue_size((uv_stream_t *)&c->h);
+}
+
+/* A TCP client has API_TCP_IDLE_MS for each of: sending a whole request
+ * (from the connection, or from its last answer), and taking each answer
+ * off the write queue (restarted by every write that completes). A client
+ * that never reads what it asked for is closed, as one that never asks. */
 static void conn_idle_arm(api_conn_t *c)
 {
-    if (c->idle && !c->busy && !c->follow && !c->finished && !c->closing &&
-        uv_stream_get_write_queue_size((uv_stream_t *)&c->h) == 0 &&
-        !uv_is_active((uv_handle_t *)c->idle))
+    if (!c->idle || c->closing || c->follow || uv_is_active((uv_handle_t *)c->idle))
+        return;
+    if (conn_queued(c) > 0 || (!c->busy && !c->finished))
         uv_timer_start(c->idle, on_idle_timeout, API_TCP_IDLE_MS, 0);
 }
 
+/* Whether the socket is read. Not while the answers queued pass
+ * API_QUEUE_MAX (a client that pipelines requests and reads nothing would
+ * make the daemon queue answers without end), nor while the requests
+ * buffered pass API_BUF_MAX (at least one whole request is in; the rest
+ * waits for it to be answered). After the last answer only a lingering
+ * close reads, to drop what still comes. */
+static void conn_reading(api_conn_t *c)
+{
+    bool want =
+        !c->closing &&
+        (c->finished ? c->linger : conn_queued(c) <= API_QUEUE_MAX && c->len <= API_BUF_MAX);
+    if (want == c->reading)
+        return;
+    c->reading = want;
+    if (want)
+        uv_read_start((uv_stream_t *)&c->h, alloc_cb, read_cb);
+    else
+        uv_read_stop((uv_stream_t *)&c->h);
+}
+
+/* Answers the requests buffered, one after another, for as long as each
+ * is answered at once. An answer given from inside (send_json & co.) calls
+ * back here; that call returns at once and the loop below goes on, so a
+ * thousand pipelined requests take one stack frame, not a thousand. */
 static void conn_process(api_conn_t *c)
 {
+    if (c->processing)
+        return;
+    c->processing = true;
+    c->refs++;
+    while (conn_next(c))
+        ;
+    c->processing = false;
+    conn_reading(c);
+    conn_unref(c);
+}
+
+/* Takes the next whole request from the buffer and dispatches it; false
+ * when there is none to take now. */
+static bool conn_next(api_conn_t *c)
+{
     if (c->closing || c->finished || c->busy || c->follow)
-        return;
+        return false;
     conn_idle_arm(c);
-    if (c->len == 0)
-        return;
+    if (c->len == 0 || conn_queued(c) > API_QUEUE_MAX)
+        return false;
     sl_http_msg_t msg;
     int status = 400;
     const char *why = "bad request";
     int rc = sl_http_parse_request(c->buf, c->len, &msg, NULL, &status, &why);
     if (rc == SL_AGAIN)
-        return;
+        return false;
     if (rc < 0) {
         c->keep_alive = false;
         c->busy = true;
-        send_error(c, status, "BadRequest", why);
-        return;
+        send_error(c, status, parse_error_reason(status), why);
+        return false;
     }
     size_t head = (size_t)rc;
     size_t body_len = 0;
@@ -1041,23 +1155,23 @@ static void conn_process(api_conn_t *c)
             send_error(c, 413, "RequestEntityTooLarge", "this listener takes no request bodies");
         else
             send_unauthorized(c);
-        return;
+        return false;
     }
     if (msg.body == SL_BODY_LENGTH) {
         if (msg.content_length > API_MAX_BODY) {
             c->keep_alive = false;
             c->busy = true;
             send_error(c, 413, "RequestEntityTooLarge", "request body larger than 4 MiB");
-            return;
+            return false;
         }
         if (c->len - head < msg.content_length)
-            return;
+            return false;
         body_len = (size_t)msg.content_length;
     } else if (msg.body == SL_BODY_CHUNKED) {
         c->keep_alive = false;
         c->busy = true;
         send_error(c, 411, "LengthRequired", "send the body with Content-Length");
-        return;
+        return false;
     }
     c->keep_alive = msg.keep_alive;
     c->busy = true;
@@ -1071,9 +1185,8 @@ static void conn_process(api_conn_t *c)
     consume(c, head + body_len);
     sl_http_parse_request(copy, head, &msg, NULL, &status, &why);
     route_ctx_t r = {.c = c, .msg = &msg, .body = copy + head, .body_len = body_len};
-    c->refs++;
     dispatch_request(&r);
-    conn_unref(c);
+    return true;
 }
 
 static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
@@ -1099,12 +1212,7 @@ static void read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
         return;
     }
     c->len += (size_t)n;
-    if (c->len > API_MAX_HEAD + API_MAX_BODY + 65536) {
-        c->keep_alive = false;
-        uv_read_stop(s);
-        send_error(c, 413, "RequestEntityTooLarge", "request too large");
-        return;
-    }
+    conn_reading(c);
     conn_process(c);
 }
 
@@ -1126,7 +1234,16 @@ static void accept_conn(uv_stream_t *server, conn_kind_t kind)
     }
     c->h.pipe.data = c;
     api->open_handles++;
-    if (uv_accept(server, (uv_stream_t *)&c->h) < 0) {
+    if (kind != CONN_UNIX) {
+        c->tcp_counted = true;
+        api->n_tcp++;
+    }
+    if (uv_accept(server, (uv_stream_t *)&c->h) < 0 || api->n_tcp > API_TCP_CONNS_MAX) {
+        if (api->n_tcp > API_TCP_CONNS_MAX &&
+            (!api->full_warn_ms || uv_now(api->loop) - api->full_warn_ms >= 10000)) {
+            api->full_warn_ms = uv_now(api->loop);
+            sl_warn(MOD, "%d TCP connections open: closing new ones", API_TCP_CONNS_MAX);
+        }
         c->closing = true;
         uv_close((uv_handle_t *)&c->h, conn_closed);
         return;
@@ -1140,7 +1257,7 @@ static void accept_conn(uv_stream_t *server, conn_kind_t kind)
         uv_timer_init(api->loop, c->idle);
         c->idle->data = c;
     }
-    uv_read_start((uv_stream_t *)&c->h, alloc_cb, read_cb);
+    conn_reading(c);
     conn_process(c); /* starts the idle timer */
 }
 

@@ -104,6 +104,91 @@ def test_tcp_clients_cannot_hold_memory_or_connections(make_daemon):
         assert resp.status == 200
 
 
+def read_responses(s, n, timeout=60):
+    """Reads until n HTTP/1.1 status lines are in (or the peer closes)."""
+    s.settimeout(timeout)
+    out = b""
+    while out.count(b"HTTP/1.1 ") < n:
+        b = s.recv(1 << 20)
+        if not b:
+            break
+        out += b
+    return out
+
+
+def test_pipelined_requests_and_clients_that_do_not_read(make_daemon):
+    """Thousands of requests in one write are answered one after another
+    (they took a stack frame each, and crashed the daemon, before); a client
+    that pipelines requests and reads nothing makes the daemon stop reading
+    it rather than queue answers without end, and is closed after 75 s; a
+    request whose target is not a path is a 400, token or not."""
+    metrics_port, api_port = free_port(), free_port()
+    d = make_daemon("--metrics-listen", "127.0.0.1:%d" % metrics_port,
+                    "--api-listen", "127.0.0.1:%d" % api_port)
+    n = 5000
+    for family, addr in [(socket.AF_INET, ("127.0.0.1", metrics_port)),
+                         (socket.AF_INET, ("127.0.0.1", api_port)),
+                         (socket.AF_UNIX, os.path.join(d.state_dir, "sluice.sock"))]:
+        s = socket.socket(family, socket.SOCK_STREAM)
+        s.connect(addr)
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n" * n)
+        out = read_responses(s, n)
+        s.close()
+        assert out.count(b"HTTP/1.1 200 OK\r\n") == n, (addr, out.count(b"HTTP/1.1 200"))
+    assert d.proc.poll() is None
+
+    for line, want in ((b"CONNECT a:1", b"400 "), (b"OPTIONS *", b"400 "),
+                       (b"GET http://a/healthz", b"200 ")):  # absolute-form: its path
+        s = socket.create_connection(("127.0.0.1", api_port))
+        s.sendall(line + b" HTTP/1.1\r\nHost: a\r\n\r\n")
+        out = read_responses(s, 1, 10)
+        s.close()
+        assert out.startswith(b"HTTP/1.1 " + want), out
+        assert want == b"200 " or b"must be a path" in out, out
+    assert d.proc.poll() is None
+
+    # Never reads: /metrics requests are sent until the daemon stops taking
+    # them (the socket's buffers stay full for 3 s). Before, it read and
+    # answered them as fast as it could, queueing every answer.
+    hog = socket.socket()
+    hog.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    hog.connect(("127.0.0.1", metrics_port))
+    hog.setblocking(False)
+    req = b"GET /metrics HTTP/1.1\r\nHost: a\r\n\r\n" * 64
+    sent, stalled_since, stopped = 0, None, False
+    start = time.time()
+    while sent < 64 << 20 and time.time() - start < 40:
+        try:
+            sent += hog.send(req)
+            stalled_since = None
+        except BlockingIOError:
+            stalled_since = stalled_since or time.time()
+            if time.time() - stalled_since > 3:
+                stopped = True  # the daemon reads no more of it
+                break
+            time.sleep(0.05)
+    # What it took: its read-ahead (one whole request's room, 4.1 MiB) and
+    # the kernel's socket buffers on both sides.
+    assert stopped and sent < 24 << 20, (stopped, sent)
+    # Others are served meanwhile.
+    with urllib.request.urlopen("http://127.0.0.1:%d/healthz" % metrics_port, timeout=5) as resp:
+        assert resp.status == 200
+    # The send timeout (75 s without taking an answer) closes it: the
+    # daemon closes with requests unread, so the kernel resets it.
+    closed_at = None
+    while closed_at is None and time.time() - start < 110:
+        try:
+            hog.send(b"x")
+        except BlockingIOError:
+            pass
+        except (ConnectionResetError, BrokenPipeError):
+            closed_at = time.time()
+        time.sleep(1)
+    hog.close()
+    assert closed_at and 70 < closed_at - start < 100, closed_at and closed_at - start
+    assert d.proc.poll() is None
+
+
 def test_readable_token_file_is_refused(tmp_path):
     tok = tmp_path / "token"
     tok.write_text("a" * 40 + "\n")

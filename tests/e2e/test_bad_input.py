@@ -49,6 +49,32 @@ def test_malformed_json_api_body(served):
     assert st["code"] == 400 and "invalid JSON" in st["message"]
 
 
+@pytest.mark.parametrize("path,body,needle", [
+    ("serving.knative.dev/v1/namespaces/default/services/hello", {"metadata": {"name": 5}},
+     "metadata.name: must be a string"),
+    ("serving.knative.dev/v1/namespaces/default/services/hello", {"metadata": "junk"},
+     "metadata: must be an object"),
+    ("serving.knative.dev/v1/namespaces/default/services/hello", [1, 2],
+     "request body: must be a JSON object"),
+    ("v1/namespaces/default/configmaps/cm1", {"metadata": {"name": 5}, "data": {}},
+     "metadata.name: must be a string"),
+    ("v1/namespaces/default/configmaps/cm1", {"metadata": {"namespace": ["default"]}},
+     "metadata.namespace: must be a string"),
+])
+def test_metadata_of_the_wrong_type(served, path, body, needle):
+    """A name of the wrong type is refused, not replaced by the URL's."""
+    sock = os.path.join(served.state_dir, "sluice.sock")
+    prefix = "http://x/api/" if path.startswith("v1/") else "http://x/apis/"
+    r = subprocess.run(["curl", "-sS", "--unix-socket", sock, "-X", "PUT", "-d", json.dumps(body),
+                        prefix + path], capture_output=True, text=True)
+    st = json.loads(r.stdout)
+    assert st["code"] == 400 and needle in st["message"], st
+    if "configmaps" in path:
+        r = subprocess.run(["curl", "-sS", "--unix-socket", sock, prefix + path],
+                           capture_output=True, text=True)
+        assert json.loads(r.stdout)["code"] == 404  # nothing was stored
+
+
 def test_unsupported_field_is_422_invalid(served):
     """An object that parses and validates in shape but asks for what sluice
     does not do (a privileged container) is 422 Invalid, as Kubernetes
