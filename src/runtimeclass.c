@@ -168,24 +168,6 @@ static int check_metadata(json_t *md, sl_error_t *err)
     return 0;
 }
 
-/* A quantity may be a string ("64Mi", "100m") or a JSON number. */
-static int quantity(const json_t *v, bool cpu, int64_t *out)
-{
-    char buf[64];
-    const char *s = json_string_value(v);
-    if (json_is_integer(v)) {
-        snprintf(buf, sizeof(buf), "%lld", (long long)json_integer_value(v));
-        s = buf;
-    } else if (json_is_real(v)) {
-        snprintf(buf, sizeof(buf), "%.6f", json_real_value(v));
-        s = buf;
-    }
-    if (!s)
-        return -1;
-    int rc = cpu ? sl_parse_cpu(s, out) : sl_parse_memory(s, out);
-    return rc < 0 || *out < 0 ? -1 : 0;
-}
-
 static int check_overhead(const json_t *o, int64_t *cpu, int64_t *mem, sl_error_t *err)
 {
     *cpu = *mem = 0;
@@ -203,10 +185,10 @@ static int check_overhead(const json_t *o, int64_t *cpu, int64_t *mem, sl_error_
     if (check_only_keys(pf, "overhead.podFixed", res, err) < 0)
         return sl_error_wrap(err, "only cpu and memory are supported");
     json_t *v;
-    if ((v = json_object_get(pf, "cpu")) && quantity(v, true, cpu) < 0)
+    if ((v = json_object_get(pf, "cpu")) && sl_json_quantity(v, true, cpu) < 0)
         return sl_error_set(err, EINVAL,
                             "overhead.podFixed.cpu: must be a quantity like \"100m\" or \"0.5\"");
-    if ((v = json_object_get(pf, "memory")) && quantity(v, false, mem) < 0)
+    if ((v = json_object_get(pf, "memory")) && sl_json_quantity(v, false, mem) < 0)
         return sl_error_set(err, EINVAL,
                             "overhead.podFixed.memory: must be a quantity like \"64Mi\"");
     return 0;

@@ -785,15 +785,21 @@ static int check_env_from(json_t *v, const char *path, sl_error_t *err)
     return 0;
 }
 
-/* A quantity as text: strings as given, JSON numbers (YAML `cpu: 1`)
- * formatted into buf; NULL for anything else. */
-static const char *quantity_text(const json_t *v, char *buf, size_t len)
+int sl_json_quantity(const json_t *v, bool cpu, int64_t *out)
 {
-    if (json_is_number(v)) {
-        snprintf(buf, len, "%g", json_number_value(v));
-        return buf;
+    char buf[64];
+    const char *s = json_string_value(v);
+    if (json_is_integer(v)) {
+        snprintf(buf, sizeof(buf), "%" JSON_INTEGER_FORMAT, json_integer_value(v));
+        s = buf;
+    } else if (json_is_real(v)) {
+        snprintf(buf, sizeof(buf), "%.6f", json_real_value(v));
+        s = buf;
     }
-    return json_string_value(v);
+    if (!s)
+        return -1;
+    int rc = cpu ? sl_parse_cpu(s, out) : sl_parse_memory(s, out);
+    return rc < 0 || *out < 0 ? -1 : 0;
 }
 
 static int64_t quantity(const json_t *res, const char *which, const char *key, bool cpu)
@@ -801,9 +807,7 @@ static int64_t quantity(const json_t *res, const char *which, const char *key, b
     json_t *v = sl_json_path(res, which);
     v = json_object_get(v, key);
     int64_t q = 0;
-    char num[64];
-    const char *s = quantity_text(v, num, sizeof(num));
-    if (s && (cpu ? sl_parse_cpu(s, &q) : sl_parse_memory(s, &q)) < 0)
+    if (v && sl_json_quantity(v, cpu, &q) < 0)
         q = 0;
     return q;
 }
@@ -817,19 +821,17 @@ static int check_quantity_map(json_t *v, const char *path, sl_error_t *err)
     json_object_foreach(v, k, x)
     {
         int64_t q;
-        char num[64];
-        const char *s = quantity_text(x, num, sizeof(num));
         if (!strcmp(k, "memory")) {
-            if (!s || sl_parse_memory(s, &q) < 0 || q < 4 * 1024 * 1024)
+            if (sl_json_quantity(x, false, &q) < 0 || q < 4 * 1024 * 1024)
                 return sl_error_set(err, EINVAL,
                                     "%s.memory: must be a quantity of at least 4Mi like \"256Mi\"",
                                     path);
         } else if (!strcmp(k, "cpu")) {
-            if (!s || sl_parse_cpu(s, &q) < 0 || q < 1)
+            if (sl_json_quantity(x, true, &q) < 0 || q < 1)
                 return sl_error_set(err, EINVAL,
                                     "%s.cpu: must be a quantity like \"1\" or \"500m\"", path);
         } else if (!strcmp(k, "ephemeral-storage")) {
-            if (!s || sl_parse_memory(s, &q) < 0 || q < 4 * 1024 * 1024)
+            if (sl_json_quantity(x, false, &q) < 0 || q < 4 * 1024 * 1024)
                 return sl_error_set(
                     err, EINVAL,
                     "%s.ephemeral-storage: must be a quantity of at least 4Mi like \"1Gi\"", path);
@@ -1253,9 +1255,7 @@ static int check_medium(json_t *v, const char *path, sl_error_t *err)
 static int check_size_limit(json_t *v, const char *path, sl_error_t *err)
 {
     int64_t q;
-    char num[64];
-    const char *s = quantity_text(v, num, sizeof(num));
-    if (!s || sl_parse_memory(s, &q) < 0 || q < 1)
+    if (sl_json_quantity(v, false, &q) < 0 || q < 1)
         return sl_error_set(err, EINVAL, "%s: must be a quantity like \"64Mi\"", path);
     return 0;
 }

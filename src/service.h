@@ -132,6 +132,11 @@ bool sl_is_valid_domain(const char *s);
  * cpu: "1", "0.5", "250m" → millicores. Return 0 or -1. */
 int sl_parse_memory(const char *s, int64_t *bytes);
 int sl_parse_cpu(const char *s, int64_t *millis);
+/* A quantity given as a string ("64Mi", "100m") or a JSON number (YAML
+ * `cpu: 1`, `memory: 268435456`), every digit of an integer kept: cpu →
+ * millicores, memory → bytes. Returns 0, or -1 when v is neither or the
+ * quantity is negative. */
+int sl_json_quantity(const json_t *v, bool cpu, int64_t *out);
 
 /*
  * Validate a Service manifest in place and fill defaults (namespace from

@@ -62,6 +62,35 @@ static void test_quantities(void **state)
     assert_int_equal(sl_parse_cpu("9000000000000000", &v), -1);
     assert_int_equal(sl_parse_cpu("9000000000000", &v), 0);
     assert_int_equal(v, 9000000000000000);
+
+    /* JSON numbers (YAML `memory: 268435456`) keep every digit: %g kept 6
+     * and made 268435456 bytes 268435000. */
+    json_t *n = json_integer(268435456);
+    assert_int_equal(sl_json_quantity(n, false, &v), 0);
+    assert_int_equal(v, 268435456);
+    json_decref(n);
+    n = json_integer(4194305);
+    assert_int_equal(sl_json_quantity(n, false, &v), 0);
+    assert_int_equal(v, 4194305);
+    json_decref(n);
+    n = json_real(0.5);
+    assert_int_equal(sl_json_quantity(n, true, &v), 0);
+    assert_int_equal(v, 500);
+    json_decref(n);
+    n = json_integer(2);
+    assert_int_equal(sl_json_quantity(n, true, &v), 0);
+    assert_int_equal(v, 2000);
+    json_decref(n);
+    n = json_string("64Mi");
+    assert_int_equal(sl_json_quantity(n, false, &v), 0);
+    assert_int_equal(v, 64 << 20);
+    json_decref(n);
+    n = json_integer(-1);
+    assert_int_equal(sl_json_quantity(n, false, &v), -1);
+    json_decref(n);
+    n = json_true();
+    assert_int_equal(sl_json_quantity(n, false, &v), -1);
+    assert_int_equal(sl_json_quantity(NULL, false, &v), -1);
 }
 
 static json_t *load(const char *text)
@@ -174,6 +203,26 @@ static void test_validate_errors(void **state)
                             "\"name\":\"other-1\"},\"spec\":{\"containers\":[{\"image\":\"oci:/"
                             "x\"}]}}}}",
                    "must start with the service name");
+}
+
+/* Numeric quantities are compared exactly: 4194304 is 4Mi, the minimum;
+ * a limit of 1073741824 bytes is a request of "1Gi"'s equal. */
+static void test_numeric_quantities_validate_exactly(void **state)
+{
+    json_t *s = load(SVC_HEAD "\"metadata\":{\"name\":\"web\"},\"spec\":{\"template\":{"
+                              "\"spec\":{\"containers\":[{\"image\":\"oci:/img\","
+                              "\"resources\":{\"limits\":{\"memory\":1073741824,\"cpu\":1},"
+                              "\"requests\":{\"memory\":\"1Gi\",\"cpu\":\"1\"}}}]}}}}");
+    sl_error_t err = {0};
+    if (sl_service_validate(s, "default", &err) < 0)
+        fail_msg("%s", err.msg);
+    json_decref(s);
+    s = load(SVC_HEAD "\"metadata\":{\"name\":\"web\"},\"spec\":{\"template\":{"
+                      "\"spec\":{\"containers\":[{\"image\":\"oci:/img\","
+                      "\"resources\":{\"limits\":{\"memory\":4194304}}}]}}}}");
+    if (sl_service_validate(s, "default", &err) < 0)
+        fail_msg("%s", err.msg);
+    json_decref(s);
 }
 
 static void test_revision_and_cfg(void **state)
@@ -327,9 +376,13 @@ static void test_rfc3339(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_dns_names),         cmocka_unit_test(test_quantities),
-        cmocka_unit_test(test_validate_defaults), cmocka_unit_test(test_validate_errors),
-        cmocka_unit_test(test_revision_and_cfg),  cmocka_unit_test(test_autoscaling_annotations),
+        cmocka_unit_test(test_dns_names),
+        cmocka_unit_test(test_quantities),
+        cmocka_unit_test(test_validate_defaults),
+        cmocka_unit_test(test_validate_errors),
+        cmocka_unit_test(test_numeric_quantities_validate_exactly),
+        cmocka_unit_test(test_revision_and_cfg),
+        cmocka_unit_test(test_autoscaling_annotations),
         cmocka_unit_test(test_rfc3339),
     };
     return cmocka_run_group_tests_name("service", tests, NULL, NULL);
