@@ -458,6 +458,11 @@ void sl_controller_apply(sl_controller_t *c, json_t *svc, const char *ns_default
         reply(cb, data, 400, "BadRequest", err.msg);
         return;
     }
+    if (ctl_hosts_free(c, svc, ns, name, &err) < 0) {
+        json_decref(svc);
+        reply(cb, data, 409, "Conflict", err.msg);
+        return;
+    }
     sl_autofree char *key = sl_service_template_key(svc);
     sl_autofree char *old_key = s ? sl_service_template_key(s->obj) : NULL;
     if (s && s->latest && old_key && !strcmp(key, old_key)) {

@@ -206,6 +206,12 @@ rev_rt_t *ctl_target_rev(svc_rt_t *s, const traffic_target_t *t);
  * latest created. */
 rev_rt_t *ctl_route_default(svc_rt_t *s);
 rev_rt_t *ctl_route_pick(route_t *rt);
+/* The hosts svc would serve (NAME's, and TAG-NAME's for each tag) are
+ * served by no other service: one host, one service, or it would route to
+ * whichever set its routes last. 0, or -1 with err naming the host and the
+ * service that has it. */
+int ctl_hosts_free(sl_controller_t *c, const json_t *svc, const char *ns, const char *name,
+                   sl_error_t *err);
 route_t *ctl_route_find(sl_controller_t *c, const char *host, size_t len);
 json_t *ctl_traffic_status(svc_rt_t *s);
 /* Gradual rollout: `to` became ready and takes the latest-revision traffic

@@ -113,6 +113,27 @@ int ctl_svc_set_traffic(svc_rt_t *s, sl_error_t *err)
     return 0;
 }
 
+int ctl_hosts_free(sl_controller_t *c, const json_t *svc, const char *ns, const char *name,
+                   sl_error_t *err)
+{
+    json_t *list = sl_json_path(svc, "spec.traffic");
+    size_t n = json_array_size(list);
+    for (size_t i = 0; i <= n; i++) { /* each tag's host, then the service's */
+        const char *tag =
+            i < n ? json_string_value(json_object_get(json_array_get(list, i), "tag")) : NULL;
+        if (i < n && !tag)
+            continue;
+        sl_autofree char *label = tag ? xasprintf("%s-%s", tag, name) : xstrdup(name);
+        sl_autofree char *host = ctl_host_for(c, ns, label);
+        route_t *rt = ctl_route_find(c, host, strlen(host));
+        if (rt && (strcmp(rt->svc->name, name) || strcmp(rt->svc->ns, ns)))
+            return sl_error_set(err, EEXIST, "%s%s%s: host %s is already served by service %s/%s",
+                                tag ? "spec.traffic tag \"" : "metadata.name", tag ? tag : "",
+                                tag ? "\"" : "", host, rt->svc->ns, rt->svc->name);
+    }
+    return 0;
+}
+
 rev_rt_t *ctl_rev_find(sl_controller_t *c, const char *ns, const char *name)
 {
     for (rev_rt_t *r = c->revs; r; r = r->all_next)

@@ -88,6 +88,25 @@ def test_invalid_traffic_is_rejected_and_changes_nothing(daemon, images):
     assert revision_counts(d, "web.localhost", 5) == {"web-00001": 5}
 
 
+def test_a_host_belongs_to_one_service(daemon, images):
+    """A tag's host TAG-NAME may be another service's host: whichever set
+    its routes last would take it. Both ways round it is refused (409),
+    and the host keeps routing where it did."""
+    d = daemon
+    d.cli("deploy", "b-a", "--image", images["hello"], "--env", "V=1")
+    d.cli("deploy", "a", "--image", images["hello"], "--env", "V=1")
+    r = d.cli("deploy", "a", "--env", "V=2", "--tag", "b", check=False)
+    assert r.returncode != 0 and "host b-a.localhost is already served by service default/b-a" \
+        in r.stderr, r.stderr
+    assert revision_counts(d, "b-a.localhost", 5) == {"b-a-00001": 5}
+    assert len(d.json("revisions")["items"]) == 2  # nothing was created for "a"
+    d.cli("deploy", "c", "--image", images["hello"], "--env", "V=1", "--tag", "d")
+    r = d.cli("deploy", "d-c", "--image", images["hello"], check=False)
+    assert r.returncode != 0 and "host d-c.localhost is already served by service default/c" \
+        in r.stderr, r.stderr
+    assert revision_counts(d, "d-c.localhost", 5) == {"c-00001": 5}
+
+
 MANIFEST = """
 apiVersion: serving.knative.dev/v1
 kind: Service
