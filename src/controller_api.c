@@ -175,6 +175,21 @@ static int commit_revision(apply_req_t *a, const json_t *old, json_t **rev_out, 
         json_decref(rev);
         return -1;
     }
+    /* The name was free when the apply was checked; another service's
+     * revision may have taken it while the image was imported (a-b's
+     * a-b-00001 and a's chosen "a-b-00001"). Checked again here, in the
+     * transaction, a revision is never written over. */
+    json_t *taken = NULL;
+    sl_error_t gerr = {0};
+    if (sl_store_get(c->store, "revisions", a->ns, rev_name, &taken, &gerr) == 0) {
+        json_decref(taken);
+        sl_store_txn_rollback(c->store);
+        json_decref(rev);
+        return sl_error_set(err, EEXIST,
+                            "revision \"%s\" was created meanwhile; choose another "
+                            "spec.template.metadata.name",
+                            rev_name);
+    }
     if (store_image(c, a->image, err) < 0 ||
         sl_store_put(c->store, "revisions", a->ns, rev_name, rev, err) < 0 ||
         sl_store_put(c->store, "services", a->ns, a->name, a->svc, err) < 0 ||
@@ -225,7 +240,9 @@ static void apply_after(uv_work_t *w, int status)
     json_t *rev = NULL;
     if (commit_revision(a, old, &rev, &err) < 0) {
         json_decref(old);
-        reply(a->cb, a->data, 500, "InternalError", err.msg);
+        bool taken = err.code == EEXIST;
+        reply(a->cb, a->data, taken ? 409 : 500, taken ? "AlreadyExists" : "InternalError",
+              err.msg);
         apply_req_free(a);
         return;
     }

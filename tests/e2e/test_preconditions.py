@@ -213,3 +213,74 @@ def test_delete_preconditions(daemon, images):
     assert code == 200, st
     code, st = api(d, "DELETE", CM + "cfg", {"preconditions": {"resourceVersion": rv(cm)}})
     assert code == 404, st
+
+
+def big_image(images, tmp_path, mib=400):
+    """The hello image with one more (uncompressed) layer of mib MiB: an
+    import that takes a while."""
+    import hashlib
+    import io
+    import json
+    import os
+    import shutil
+    import tarfile
+    src = images["hello"][len("oci:"):].rsplit(":", 1)[0]
+    dst = str(tmp_path / "big")
+    shutil.copytree(src, dst)
+    blobs = os.path.join(dst, "blobs", "sha256")
+
+    def put(data):
+        h = hashlib.sha256(data).hexdigest()
+        with open(os.path.join(blobs, h), "wb") as f:
+            f.write(data)
+        return "sha256:" + h, len(data)
+
+    def get(digest):
+        with open(os.path.join(blobs, digest.split(":")[1]), "rb") as f:
+            return json.load(f)
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as t:
+        info = tarfile.TarInfo("ballast")
+        info.size = mib << 20
+        t.addfile(info, io.BytesIO(bytes(info.size)))
+    layer, layer_size = put(buf.getvalue())
+    index = json.load(open(os.path.join(dst, "index.json")))
+    mdesc = index["manifests"][0]
+    manifest = get(mdesc["digest"])
+    config = get(manifest["config"]["digest"])
+    config["rootfs"]["diff_ids"].append(layer)
+    cdig, csize = put(json.dumps(config).encode())
+    manifest["config"].update(digest=cdig, size=csize)
+    manifest["layers"].append({"mediaType": "application/vnd.oci.image.layer.v1.tar",
+                               "digest": layer, "size": layer_size})
+    mdig, msize = put(json.dumps(manifest).encode())
+    mdesc.update(digest=mdig, size=msize)
+    with open(os.path.join(dst, "index.json"), "w") as f:
+        json.dump(index, f)
+    return "oci:%s:latest" % dst
+
+
+def test_a_revision_name_taken_during_an_import_is_not_written_over(daemon, images, tmp_path):
+    """Service a may name its revision a-b-00001 (its names need only start
+    with "a-"), and that name is free when its apply is checked. While a's
+    image is imported, service a-b is created and takes a-b-00001 as its
+    first revision: a's commit then finds the name taken and is refused
+    (409), where it used to write over a-b's revision."""
+    import time
+    d = daemon
+    big = big_image(images, tmp_path)
+    doc = service("a", big)
+    doc["spec"]["template"]["metadata"] = {"name": "a-b-00001"}
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        slow = pool.submit(api, d, "PUT", SVC + "a", doc)
+        time.sleep(0.3)  # a's import is under way
+        fast = d.cli("deploy", "a-b", "--image", images["hello"], check=False)
+        code, body = slow.result()
+    # Whichever came second was refused; the name belongs to one service.
+    assert (fast.returncode == 0) != (code in (200, 201)), (code, body, fast.stderr)
+    owners = [svc for svc in ("a", "a-b") if "a-b-00001" in revisions(d, svc)]
+    assert owners == (["a-b"] if fast.returncode == 0 else ["a"]), (owners, code, body, fast.stderr)
+    if fast.returncode == 0:  # the race this test is for
+        assert code == 409 and "was created meanwhile" in body["message"], (code, body)
+        assert d.curl("a-b", "/")[0] == 200
