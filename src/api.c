@@ -531,14 +531,15 @@ static size_t split_path(char *path, char **segs, size_t max)
 }
 
 /* Value of key in an x-www-form query ("a=1&b=2"), percent-decoding
- * "%3D"/"%2F"; NULL if absent. Writes into out. */
+ * "%3D"/"%2F"; a key without "=" ("?dryRun") has the empty value; NULL if
+ * absent. Writes into out. */
 static const char *query_get(const char *query, const char *key, char *out, size_t outlen)
 {
     size_t kl = strlen(key);
     for (const char *p = query; p && *p;) {
         const char *amp = strchr(p, '&');
         size_t seg = amp ? (size_t)(amp - p) : strlen(p);
-        if (seg > kl && !strncmp(p, key, kl) && p[kl] == '=') {
+        if (seg >= kl && !strncmp(p, key, kl) && (seg == kl || p[kl] == '=')) {
             size_t o = 0;
             for (size_t i = kl + 1; i < seg && o + 1 < outlen; i++) {
                 if (p[i] == '%' && i + 2 < seg) {
@@ -589,14 +590,15 @@ static int dry_run_param(route_ctx_t *r)
     return -1;
 }
 
-/* A delete is never a dry run here: one asked for is refused (400) rather
- * than carried out. True when it was refused. */
-static bool dry_run_delete_refused(route_ctx_t *r)
+/* A delete or an image import is never a dry run here: one asked for is
+ * refused (400) rather than carried out. True when it was refused. */
+static bool dry_run_refused(route_ctx_t *r, const char *what, const char *done)
 {
     char buf[64];
     if (!query_get(r->query, "dryRun", buf, sizeof(buf)))
         return false;
-    send_error(r->c, 400, "BadRequest", "dryRun: not supported on DELETE (nothing was deleted)");
+    sl_autofree char *msg = xasprintf("dryRun: not supported on %s (nothing was %s)", what, done);
+    send_error(r->c, 400, "BadRequest", msg);
     return true;
 }
 
@@ -609,7 +611,7 @@ static bool delete_options(route_ctx_t *r, json_t **opts, const json_t **pre)
 {
     *opts = NULL;
     *pre = NULL;
-    if (dry_run_delete_refused(r))
+    if (dry_run_refused(r, "DELETE", "deleted"))
         return false;
     if (r->body_len == 0)
         return true;
@@ -814,6 +816,8 @@ static void route_sluice(route_ctx_t *r, char **seg, size_t n)
             int st = sl_controller_list_images(ctl, &body);
             send_json(c, st, body);
         } else if (method_is(r, "POST")) {
+            if (dry_run_refused(r, "image imports", "imported"))
+                return;
             json_t *req = parse_body(r);
             if (!req)
                 return;

@@ -84,6 +84,9 @@ def test_dry_run_validates_and_stores_nothing(daemon, images):
     assert code == 400 and "handler" in st["message"], st
     code, st = api(d, "PUT", SVC + "alpha?dryRun=Yes", service("alpha", images["hello"]))
     assert code == 400 and "dryRun" in st["message"], st
+    # A bare ?dryRun is not a real write either.
+    code, st = api(d, "PUT", SVC + "alpha?dryRun", service("alpha", images["hello"]))
+    assert code == 400 and "dryRun" in st["message"], st
     assert stored(d) == before
 
 
@@ -111,11 +114,16 @@ def test_dry_run_delete_is_refused_not_done(daemon, images):
     d = daemon
     d.cli("deploy", "alpha", "--image", images["hello"])
     before = stored(d)
-    for path in (SVC + "alpha?dryRun=All",
+    for path in (SVC + "alpha?dryRun=All", SVC + "alpha?dryRun",
                  "/apis/serving.knative.dev/v1/namespaces/default/revisions/alpha-00001"
                  "?dryRun=All", RTC + "sandboxed?dryRun=All"):
         code, st = api(d, "DELETE", path)
         assert code == 400 and "nothing was deleted" in st["message"], (path, st)
+    # Nor is an image import a dry run: refused, nothing imported.
+    images_before = api(d, "GET", "/apis/sluice.dev/v1/images")[1]["items"]
+    code, st = api(d, "POST", "/apis/sluice.dev/v1/images?dryRun=All", {"ref": images["busybox"]})
+    assert code == 400 and "nothing was imported" in st["message"], st
+    assert api(d, "GET", "/apis/sluice.dev/v1/images")[1]["items"] == images_before
     assert stored(d) == before
 
 
