@@ -355,6 +355,11 @@ int sl_image__apply_config(sl_import_t *im, const json_t *cfg, const json_t **di
     const json_t *ids = json_object_get(rootfs, "diff_ids");
     if (!json_is_array(ids))
         return sl_error_set(err, EINVAL, "config.rootfs.diff_ids: missing or not an array");
+    if (json_array_size(ids) > SL_IMAGE_MAX_LAYERS)
+        return sl_error_set(err, EFBIG,
+                            "config.rootfs.diff_ids: %zu layers; an image may have "
+                            "at most %d",
+                            json_array_size(ids), SL_IMAGE_MAX_LAYERS);
     for (size_t i = 0; i < json_array_size(ids); i++) {
         const char *s = json_string_value(json_array_get(ids, i));
         if (!sl_image__digest_hex(s))
@@ -503,6 +508,8 @@ int sl_image_import(const char *state_dir, const char *ref, const sl_image_limit
     }
     free(im.layers_dir);
     free(im.tmp_dir);
+    for (size_t i = 0; i < im.n_checked; i++)
+        free(im.checked[i]);
     if (rc < 0) {
         sl_image_free(im.img);
         return sl_error_wrap(err, "%s", ref);

@@ -64,6 +64,11 @@ typedef struct sl_image {
  * field takes its default, which the environment of the importing process
  * may lower or raise: SLUICE_IMAGE_MAX_LAYER_BYTES, SLUICE_IMAGE_MAX_ENTRIES,
  * SLUICE_IMAGE_MAX_JSON (positive integers, bytes / entries). */
+/* Layers an image may have: Docker's and most runtimes' limit (127) with
+ * room. A manifest listing thousands (each checked by streaming its blob)
+ * would keep an import thread busy for hours. */
+#define SL_IMAGE_MAX_LAYERS 128
+
 typedef struct sl_image_limits {
     uint64_t max_layer_bytes; /* unpacked bytes per layer (default 4 GiB) */
     uint64_t max_entries;     /* entries per layer (default 1,000,000) */

@@ -82,6 +82,10 @@ typedef struct sl_import {
     char *layers_dir; /* absolute STATE/layers/sha256 */
     char *tmp_dir;    /* absolute STATE/layers/tmp */
     sl_image_t *img;  /* being filled */
+    /* "BLOB-DIGEST DIFFID" of each layer checked in this import: a layer
+     * the manifest lists again is not streamed again. */
+    char *checked[SL_IMAGE_MAX_LAYERS];
+    size_t n_checked;
 } sl_import_t;
 
 /* Path of the store directory for a DiffID hex; caller frees. */

@@ -336,6 +336,15 @@ static int oci_layer(sl_import_t *im, const char *dir, const desc_t *d, const ch
         return sl_error_set(err, ENOTSUP,
                             "layer %s: media type '%s' needs zstd, which this libarchive lacks",
                             d->digest, d->media);
+    sl_autofree char *pair = xasprintf("%s %s", d->digest, diff);
+    for (size_t i = 0; i < im->n_checked; i++) {
+        if (!strcmp(im->checked[i], pair)) { /* listed again: checked already */
+            sl_image__push_layer(im, diff_hex, 0);
+            return 0;
+        }
+    }
+    if (im->n_checked < SL_IMAGE_MAX_LAYERS)
+        im->checked[im->n_checked++] = xstrdup(pair); /* freed with the import */
     sl_autoclose int fd = open_blob(im, dir, d, "layer", err);
     if (fd < 0)
         return -1;

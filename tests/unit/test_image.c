@@ -776,6 +776,57 @@ static void test_fifo_in_place_of_a_file(void **state)
     json_decref(m);
 }
 
+/* The same layer listed n times by one manifest (and its config). */
+static char *repeated_layer_layout(size_t n)
+{
+    sl_autofree char *built = make_two_layer_layout(NULL);
+    char *dir = path_in("rep%zu", n);
+    assert_int_equal(rename(built, dir), 0);
+    sl_autofree char *ip = xasprintf("%s/index.json", dir);
+    json_t *idx = json_load_file(ip, 0, NULL);
+    assert_non_null(idx);
+    const char *md = json_string_value(
+        json_object_get(json_array_get(json_object_get(idx, "manifests"), 0), "digest"));
+    json_t *m = load_blob(dir, md);
+    json_t *cfg =
+        load_blob(dir, json_string_value(json_object_get(json_object_get(m, "config"), "digest")));
+    json_t *layer = json_array_get(json_object_get(m, "layers"), 0);
+    json_t *rootfs = json_object_get(cfg, "rootfs");
+    json_t *diff = json_array_get(json_object_get(rootfs, "diff_ids"), 0);
+    json_t *layers = json_array(), *ids = json_array();
+    for (size_t i = 0; i < n; i++) {
+        json_array_append(layers, layer);
+        json_array_append(ids, diff);
+    }
+    json_object_set_new(rootfs, "diff_ids", ids);
+    json_object_set_new(m, "config",
+                        put_json_blob(dir, "application/vnd.oci.image.config.v1+json", cfg));
+    json_object_set_new(m, "layers", layers);
+    json_t *mdesc = put_json_blob(dir, "application/vnd.oci.image.manifest.v1+json", m);
+    write_index(dir, json_pack("[o]", tagged(mdesc, "latest")));
+    json_decref(idx);
+    return dir;
+}
+
+/* A layer listed again is taken once; an image of more layers than any
+ * runtime stacks is refused before a blob is read. */
+static void test_repeated_layers(void **state)
+{
+    if (!is_root())
+        skip();
+    sl_autofree char *dir = repeated_layer_layout(100);
+    sl_autofree char *ref = xasprintf("oci:%s", dir);
+    sl_image_t *img = import_ok(ref);
+    assert_int_equal(img->n_layers, 1);
+    sl_image_free(img);
+
+    sl_autofree char *many = repeated_layer_layout(SL_IMAGE_MAX_LAYERS + 1);
+    sl_autofree char *mref = xasprintf("oci:%s", many);
+    sl_error_t err;
+    import_fails(mref, NULL, &err);
+    assert_contains(err.msg, "129 layers; an image may have at most 128");
+}
+
 static void test_diffid_mismatch(void **state)
 {
     if (!is_root())
@@ -1574,6 +1625,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_truncated_gzip, setup, teardown),
         cmocka_unit_test_setup_teardown(test_missing_blob, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fifo_in_place_of_a_file, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_repeated_layers, setup, teardown),
         cmocka_unit_test_setup_teardown(test_diffid_mismatch, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stored_layer_not_claimable, setup, teardown),
         cmocka_unit_test_setup_teardown(test_config_errors, setup, teardown),
