@@ -6,6 +6,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <linux/openat2.h>
 #include <stdio.h>
 #include <sys/mount.h>
@@ -13,6 +14,7 @@
 #include <sched.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
+#include <sys/xattr.h>
 
 #define MOUNT_DATA_MAX 4095 /* mount(2) copies one page of options */
 #define ETC_FILE_MAX   (4u << 20)
@@ -347,8 +349,35 @@ int sl_rootfs_umount_under(const char *dir, sl_error_t *err)
     return count;
 }
 
-/* Read PATH from the topmost layer that has it, resolved inside the layer.
- * *out = NULL when no layer has it (or the top one deleted it). */
+/* Whether a directory on the way to PATH is opaque in this layer
+ * (trusted.overlay.opaque): what lower layers have below it is hidden. */
+static bool parent_opaque(int root, const char *path)
+{
+    char dir[PATH_MAX];
+    for (const char *slash = strchr(path, '/'); slash; slash = strchr(slash + 1, '/')) {
+        size_t len = (size_t)(slash - path);
+        if (len >= sizeof(dir))
+            return false;
+        memcpy(dir, path, len);
+        dir[len] = '\0';
+        struct open_how how = {.flags = O_PATH | O_DIRECTORY | O_CLOEXEC,
+                               .resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS};
+        sl_autoclose int fd = (int)syscall(SYS_openat2, root, dir, &how, sizeof(how));
+        if (fd < 0)
+            return false;
+        char proc[64], v[2];
+        snprintf(proc, sizeof(proc), "/proc/self/fd/%d", fd);
+        if (getxattr(proc, "trusted.overlay.opaque", v, sizeof(v)) == 1 && v[0] == 'y')
+            return true;
+    }
+    return false;
+}
+
+/* Read PATH from the topmost layer that has it, resolved inside the layer,
+ * as the container's overlay shows it. *out = NULL when no layer has it:
+ * none has the file, or a layer above the first that has it deleted it
+ * (a whiteout of the file or of a directory on the way, a file in place
+ * of such a directory, or an opaque directory on the way). */
 static int read_layer_file(char *const *layers, size_t n, const char *path, char **out,
                            sl_error_t *err)
 {
@@ -360,10 +389,13 @@ static int read_layer_file(char *const *layers, size_t n, const char *path, char
         struct open_how how = {.flags = O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY,
                                .resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS};
         sl_autoclose int fd = (int)syscall(SYS_openat2, root, path, &how, sizeof(how));
-        if (fd < 0 && errno == ENOENT)
+        if (fd < 0 && errno == ENOENT) {
+            if (parent_opaque(root, path))
+                return 0;
             continue;
-        if (fd < 0 && (errno == ENXIO || errno == ENODEV))
-            return 0; /* a whiteout: deleted in this layer */
+        }
+        if (fd < 0 && (errno == ENXIO || errno == ENODEV || errno == ENOTDIR))
+            return 0; /* a whiteout, or a non-directory on the way: deleted here */
         if (fd < 0)
             return sl_error_errno(err, errno, "open %s in layer %s", path, layers[i]);
         struct stat st;

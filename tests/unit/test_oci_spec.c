@@ -14,6 +14,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <sys/stat.h>
+#include <sys/xattr.h>
 #include <sys/sysmacros.h>
 
 static void assert_strv(char **v, const char *const *want)
@@ -341,6 +342,16 @@ static void test_user_forms(void **state)
     sl_oci_user_clear(&u);
 }
 
+static void resolve_in(char **layers, const char *spec, uint32_t uid)
+{
+    sl_oci_user_t u;
+    sl_error_t err = {0};
+    if (sl_rootfs_resolve_user(layers, 2, spec, &u, &err) < 0)
+        fail_msg("resolve '%s': %s", spec, err.msg);
+    assert_int_equal(u.uid, uid);
+    sl_oci_user_clear(&u);
+}
+
 /* A symlinked /etc/passwd resolves inside the layer, never on the host. */
 static void test_user_symlink_stays_inside(void **state)
 {
@@ -368,6 +379,33 @@ static void test_user_symlink_stays_inside(void **state)
     assert_int_equal(mknod(p, S_IFCHR | 0600, makedev(0, 0)), 0);
     char *with_wh[] = {g_upper, wh};
     assert_true(sl_rootfs_resolve_user(with_wh, 2, "nonroot", &u, &err) < 0);
+
+    /* So does a whiteout of /etc itself (the path is not a directory in
+     * that layer: hidden, not an error), and an opaque /etc without the
+     * file: the lower layer's passwd is what the container cannot see. */
+    char up[256];
+    snprintf(up, sizeof(up), "%s/etc-gone", g_dir);
+    assert_int_equal(sl_mkdir_p(up, 0755, &err), 0);
+    snprintf(p, sizeof(p), "%s/etc", up);
+    assert_int_equal(mknod(p, S_IFCHR | 0600, makedev(0, 0)), 0);
+    char *etc_gone[] = {g_upper, up};
+    assert_true(sl_rootfs_resolve_user(etc_gone, 2, "nonroot", &u, &err) < 0);
+    assert_non_null(strstr(err.msg, "user 'nonroot' not found"));
+    assert_int_equal(sl_rootfs_resolve_user(etc_gone, 2, "0", &u, &err), 0);
+    sl_oci_user_clear(&u);
+    snprintf(up, sizeof(up), "%s/etc-opaque", g_dir);
+    snprintf(p, sizeof(p), "%s/etc", up);
+    assert_int_equal(sl_mkdir_p(p, 0755, &err), 0);
+    assert_int_equal(setxattr(p, "trusted.overlay.opaque", "y", 1, 0), 0);
+    char *opaque[] = {g_upper, up};
+    assert_true(sl_rootfs_resolve_user(opaque, 2, "nonroot", &u, &err) < 0);
+    char *transparent[] = {g_upper, g_lower}; /* lower on top: its passwd, no nonroot */
+    assert_true(sl_rootfs_resolve_user(transparent, 2, "nonroot", &u, &err) < 0);
+    snprintf(up, sizeof(up), "%s/etc-plain", g_dir);
+    snprintf(p, sizeof(p), "%s/etc", up);
+    assert_int_equal(sl_mkdir_p(p, 0755, &err), 0);
+    char *plain[] = {g_upper, up}; /* an /etc without passwd, not opaque */
+    resolve_in(plain, "nonroot", 65532);
 }
 
 int main(void)
