@@ -547,6 +547,9 @@ static int read_member(struct archive *a, struct archive_entry *e, const char *n
     return 0;
 }
 
+/* How many times its own size a docker archive may expand to (plus 64 MiB). */
+#define DOCKER_EXPAND_MAX 1024
+
 static int docker_scan(dscan_t *s, member_fn fn, sl_error_t *err)
 {
     struct archive *a = archive_read_new();
@@ -562,6 +565,15 @@ static int docker_scan(dscan_t *s, member_fn fn, sl_error_t *err)
         rc = sl_error_errno(err, -fd, "cannot open archive %s", s->file);
     else if (archive_read_open_fd(a, fd, 64 * 1024) != ARCHIVE_OK)
         rc = sl_error_set(err, EIO, "cannot read archive: %s", archive_error_string(a));
+    /* Every member is decompressed, read or skipped, on each pass: their
+     * sizes together are bounded by the archive's own size. Docker's
+     * archives are plain tar or gzip (a few times their size at most); a
+     * small .tar.bz2 of zeros can expand a million times. */
+    struct stat st;
+    uint64_t expand_max =
+                 (fd >= 0 && fstat(fd, &st) == 0 ? (uint64_t)st.st_size : 0) * DOCKER_EXPAND_MAX +
+                 (64u << 20),
+             total = 0;
     uint64_t n = 0;
     struct archive_entry *e;
     while (rc == 0) {
@@ -588,6 +600,14 @@ static int docker_scan(dscan_t *s, member_fn fn, sl_error_t *err)
             rc = sl_error_set(err, EFBIG,
                               "member '%s' is %lld bytes, more than a layer may be (%llu)",
                               raw ? raw : "?", (long long)size, (unsigned long long)most);
+            break;
+        }
+        total += size > 0 ? (uint64_t)size : 0;
+        if (total > expand_max) {
+            rc = sl_error_set(err, EFBIG,
+                              "members expand to more than %llu bytes, %d times the archive's "
+                              "size: a compression bomb",
+                              (unsigned long long)expand_max, DOCKER_EXPAND_MAX);
             break;
         }
         sl_autofree char *name = raw ? member_norm(NULL, raw) : NULL;

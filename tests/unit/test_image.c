@@ -974,6 +974,33 @@ static void test_docker_member_too_large(void **state)
     free(zeros);
 }
 
+/* What a docker archive's members expand to is bounded by the archive's
+ * own size (1024 times, plus 64 MiB): 96 MiB of zeros in a few KiB of
+ * zstd is refused, before a layer or the 4 GiB member limit would be. */
+static void test_docker_compression_bomb(void **state)
+{
+    if (!is_root())
+        skip();
+    size_t n = 96u << 20;
+    char *zeros = calloc(1, n);
+    member_t mem[] = {{"manifest.json", "[]", 2, NULL}, {"padding.bin", zeros, n, NULL}};
+    sl_autofree char *plain = path_in("bomb.tar");
+    write_docker(plain, mem, SL_ARRAY_LEN(mem));
+    free(zeros);
+    sl_autofree char *tar = NULL;
+    size_t len, zlen;
+    sl_error_t err = {0};
+    assert_int_equal(sl_read_file(plain, n + (1u << 20), &tar, &len, &err), 0);
+    void *z = compress_buf(tar, len, 'z', &zlen);
+    assert_true(zlen < (1u << 20));
+    sl_autofree char *file = path_in("bomb.tar.zst");
+    write_file(file, z, zlen);
+    free(z);
+    sl_autofree char *ref = xasprintf("docker-archive:%s", file);
+    import_fails(ref, NULL, &err);
+    assert_contains(err.msg, "times the archive's size: a compression bomb");
+}
+
 static void test_docker_archive(void **state)
 {
     if (!is_root())
@@ -1631,6 +1658,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_config_errors, setup, teardown),
         cmocka_unit_test_setup_teardown(test_docker_archive, setup, teardown),
         cmocka_unit_test_setup_teardown(test_docker_member_too_large, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_docker_compression_bomb, setup, teardown),
         cmocka_unit_test_setup_teardown(test_dir_ref, setup, teardown),
         cmocka_unit_test_setup_teardown(test_image_root, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tar_slip, setup, teardown),
