@@ -16,6 +16,7 @@
 #include <limits.h>
 #include <signal.h>
 #include <stdio.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 
 #define DEFAULT_MAX_LAYER_BYTES (4ULL << 30)
@@ -116,12 +117,48 @@ static void clean_tmp(const char *tmp_dir, bool all)
             continue;
         if (!all && (kill((pid_t)pid, 0) == 0 || errno != ESRCH))
             continue;
+        /* An import holds its directory locked until it is renamed into
+         * the store or removed: one still locked is in use, by a process
+         * that is alive whatever its pid says here (`sluice debug --image`
+         * imports from a process of its own, maybe in another pid
+         * namespace). */
+        sl_autoclose int fd = openat(dirfd(d), de->d_name, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (fd < 0 || flock(fd, LOCK_EX | LOCK_NB) < 0)
+            continue;
         sl_autofree char *p = xasprintf("%s/%s", tmp_dir, de->d_name);
         sl_error_t e;
         if (sl_rm_rf(p, &e) < 0)
             sl_warn("image", "cleaning %s: %s", p, e.msg);
     }
     closedir(d);
+}
+
+/* A fresh directory below tmp_dir for a layer being unpacked, locked (see
+ * clean_tmp): its fd, and *out its path; -errno on failure. One removed by
+ * a cleaner between its creation and the lock is made again. */
+static int tmp_layer_dir(const sl_import_t *im, char **out)
+{
+    for (int i = 0; i < 3; i++) {
+        char *tmp = xasprintf("%s/%d.XXXXXX", im->tmp_dir, (int)getpid());
+        if (!mkdtemp(tmp)) {
+            int e = errno;
+            free(tmp);
+            return -e;
+        }
+        int fd = open(tmp, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        struct stat st;
+        if (fd >= 0 && flock(fd, LOCK_EX) == 0 && fstat(fd, &st) == 0 && st.st_nlink > 0) {
+            *out = tmp;
+            return fd;
+        }
+        int e = errno;
+        if (fd >= 0)
+            close(fd);
+        free(tmp);
+        if (fd < 0)
+            return -e;
+    }
+    return -EAGAIN;
 }
 
 static int store_open(sl_import_t *im, const char *state_dir, sl_error_t *err)
@@ -192,13 +229,13 @@ int sl_image__layer_add(sl_import_t *im, const char *name, const sl_layer_src_t 
                         const char *want_blob, uint64_t want_blob_size, const char *want_diff,
                         sl_layer_info_t *info, sl_error_t *err)
 {
-    sl_autofree char *tmp = xasprintf("%s/%d.XXXXXX", im->tmp_dir, (int)getpid());
-    if (!mkdtemp(tmp))
-        return sl_error_errno(err, errno, "layer %s: mkdtemp in %s", name, im->tmp_dir);
+    sl_autofree char *tmp = NULL;
+    int fd = tmp_layer_dir(im, &tmp);
+    if (fd < 0)
+        return sl_error_errno(err, -fd, "layer %s: a directory in %s", name, im->tmp_dir);
     int rc = 0;
-    int fd = open(tmp, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0 || fchmod(fd, 0755) < 0)
-        rc = sl_error_errno(err, errno, "layer %s: open %s", name, tmp);
+    if (fchmod(fd, 0755) < 0)
+        rc = sl_error_errno(err, errno, "layer %s: chmod %s", name, tmp);
     if (rc == 0 && sl_image__layer_stream(src, fd, &im->lim, info, err) < 0)
         rc = stream_failed(name, info, want_blob, want_blob_size, err);
     if (rc == 0)
@@ -206,8 +243,8 @@ int sl_image__layer_add(sl_import_t *im, const char *name, const sl_layer_src_t 
     /* Contents must be durable before the directory claims completeness. */
     if (rc == 0 && syncfs(fd) < 0)
         rc = sl_error_errno(err, errno, "layer %s: syncfs", name);
-    if (fd >= 0)
-        close(fd);
+    /* fd, and with it the lock, is held until the directory is in the
+     * store or gone. */
     if (rc == 0) {
         sl_autofree char *final = sl_image__layer_path(im, info->diff_id + 7);
         if (renameat2(AT_FDCWD, tmp, AT_FDCWD, final, RENAME_NOREPLACE) < 0) {
@@ -216,12 +253,14 @@ int sl_image__layer_add(sl_import_t *im, const char *name, const sl_layer_src_t 
             else
                 rc = sl_error_errno(err, errno, "layer %s: rename into %s", name, final);
         } else {
+            close(fd);
             return 0;
         }
     }
     sl_error_t e2;
     if (sl_rm_rf(tmp, &e2) < 0)
         sl_warn("image", "removing %s: %s", tmp, e2.msg);
+    close(fd);
     return rc;
 }
 

@@ -23,6 +23,7 @@
 #include <openssl/evp.h>
 #include <pthread.h>
 #include <stdio.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <sys/xattr.h>
@@ -1634,6 +1635,19 @@ static void test_gc(void **state)
     /* leftovers of dead unpackers are swept by store init */
     sl_autofree char *stale = path_in("state/layers/tmp/999999999.abc");
     assert_int_equal(sl_mkdir_p(stale, 0700, NULL), 0);
+    assert_int_equal(sl_image_store_init(st, &err), 0);
+    assert_tmp_empty();
+
+    /* but not one an unpacker still holds (locked), whatever its pid
+     * says: an import in another process, or another pid namespace */
+    sl_autofree char *held = path_in("state/layers/tmp/999999999.held");
+    assert_int_equal(sl_mkdir_p(held, 0700, NULL), 0);
+    int hfd = open(held, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    assert_true(hfd >= 0);
+    assert_int_equal(flock(hfd, LOCK_EX), 0);
+    assert_int_equal(sl_image_store_init(st, &err), 0);
+    assert_int_equal(access(held, F_OK), 0);
+    close(hfd); /* released: swept next time */
     assert_int_equal(sl_image_store_init(st, &err), 0);
     assert_tmp_empty();
 }
