@@ -81,7 +81,8 @@ typedef struct api_conn {
     uv_timer_t *follow;
     uv_work_t log_work;
     bool log_busy;
-    char *log_out; /* a pass's result: "[id] line\n"... */
+    bool follow_raw; /* an HTTP/1.0 follower: lines unframed, to the close */
+    char *log_out;   /* a pass's result: "[id] line\n"... */
     size_t log_len, log_budget;
     char *log_dir;
     log_file_t files[LOG_FILES_MAX];
@@ -446,6 +447,9 @@ static void log_pass_done(uv_work_t *w, int status)
         send_response(c, 200, "text/plain; charset=utf-8", data, len);
         c->busy = false;
         conn_process(c);
+    } else if (len > 0 && c->follow_raw) {
+        conn_write(c, data, len, false);
+        data = NULL;
     } else if (len > 0) {
         char *chunk = xasprintf("%zx\r\n", len);
         size_t hl = strlen(chunk);
@@ -480,7 +484,9 @@ static void follow_tick(uv_timer_t *t)
         log_pass_start(c);
 }
 
-static void handle_logs(api_conn_t *c, const char *ns, const char *name, bool follow)
+/* follow: a stream of new lines until the client goes; chunked, or to an
+ * HTTP/1.0 client (no chunked coding) unframed, ended by the close. */
+static void handle_logs(api_conn_t *c, const char *ns, const char *name, bool follow, bool http10)
 {
     sl_api_t *api = c->api;
     json_t *svc = NULL;
@@ -493,8 +499,10 @@ static void handle_logs(api_conn_t *c, const char *ns, const char *name, bool fo
     free(c->log_dir);
     c->log_dir = xasprintf("%s/logs/%s/%s", api->state_dir, ns, name);
     if (follow) {
+        c->follow_raw = http10;
         char *head = xasprintf("HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\n"
-                               "Transfer-Encoding: chunked\r\n\r\n");
+                               "%s\r\n",
+                               http10 ? "Connection: close\r\n" : "Transfer-Encoding: chunked\r\n");
         conn_write(c, head, strlen(head), false);
         if (c->closing) /* the write failed: no follow timer to outlive it */
             return;
@@ -856,7 +864,8 @@ static void route_sluice(route_ctx_t *r, char **seg, size_t n)
     } else if (ns && k + 3 == n && !strcmp(seg[k], "services") && !strcmp(seg[k + 2], "logs") &&
                method_is(r, "GET")) {
         const char *f = query_get(r->query, "follow", buf, sizeof(buf));
-        handle_logs(c, ns, seg[k + 1], f && (!strcmp(f, "1") || !strcmp(f, "true")));
+        handle_logs(c, ns, seg[k + 1], f && (!strcmp(f, "1") || !strcmp(f, "true")),
+                    r->msg->minor_version == 0);
     } else {
         send_error(c, 404, "NotFound", "no such API path");
     }

@@ -146,6 +146,18 @@ def test_logs_of_two_services_on_one_connection(daemon, images):
     first, _, second = out.partition(b"HTTP/1.1 200 OK", )[2].partition(b"HTTP/1.1 200 OK")
     assert b"output of one" in first and b"output of two" not in first, out
     assert b"output of two" in second and b"output of one" not in second, out
+    # An HTTP/1.0 follower has no chunked coding: the lines come unframed,
+    # and the stream ends with the connection.
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(os.path.join(daemon.state_dir, "sluice.sock"))
+    s.sendall(b"GET /apis/sluice.dev/v1/namespaces/default/services/one/logs?follow=1 "
+              b"HTTP/1.0\r\n\r\n")
+    out, closed = recv_until_close(s, 3)
+    s.close()
+    head, _, body = out.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 OK") and b"Connection: close" in head, out
+    assert b"Transfer-Encoding" not in head and body.startswith(b"[one-"), out
+    assert b"output of one" in body and not closed, out
 
 
 def test_exited_instance_logs_expire(make_daemon, images):
