@@ -29,11 +29,13 @@
 /* Answers queued for a client that does not take them: reading stops above
  * this, and the requests already in wait until the client reads. */
 #define API_QUEUE_MAX (1u << 20)
-/* TCP connections (API and metrics listeners together) open at once; past
- * it a new one is closed as it is accepted. */
-#define API_TCP_CONNS_MAX 1024
-#define LOG_FILES_MAX     256
-#define LOG_INITIAL_MAX   (1u << 20)
+/* TCP connections open at once, per listener; past it a new one is closed
+ * as it is accepted. Each listener has its own, so that clients of the
+ * metrics listener, which needs no token, cannot take the API's. */
+#define API_TCP_CONNS_MAX     1024
+#define METRICS_TCP_CONNS_MAX 64
+#define LOG_FILES_MAX         256
+#define LOG_INITIAL_MAX       (1u << 20)
 /* A TCP client (API or metrics) has this long from the connection or its
  * last response to send a whole request, else it is closed: an idle or
  * trickling client cannot hold a connection (and its buffer) forever.
@@ -63,7 +65,7 @@ typedef struct api_conn {
         uv_tcp_t tcp;   /* --metrics-listen or --api-listen */
     } h;
     bool metrics_only; /* --metrics-listen: /metrics and /healthz only */
-    bool tcp_counted;  /* one of api->n_tcp */
+    int *counted;      /* TCP: the listener's count of open connections */
     bool needs_token;  /* --api-listen: every request but /healthz carries the token */
     sl_api_t *api;
     char *buf;
@@ -74,9 +76,10 @@ typedef struct api_conn {
     bool processing; /* conn_process is on the stack: it goes on to the next request */
     bool reading;    /* the socket is read (conn_reading decides) */
     bool keep_alive;
-    bool finished;    /* last response sent; the connection closes after it */
-    bool linger;      /* ...after a lingering close (API_LINGER_MS) */
-    uv_timer_t *idle; /* TCP only: API_TCP_IDLE_MS to the next whole request */
+    bool finished;      /* last response sent; the connection closes after it */
+    bool linger;        /* ...after a lingering close (API_LINGER_MS) */
+    uv_timer_t *idle;   /* TCP only: API_TCP_IDLE_MS to the next whole request */
+    size_t idle_queued; /* bytes queued when the idle timer started */
     /* logs: read on the thread pool, one pass at a time */
     uv_timer_t *follow;
     uv_work_t log_work;
@@ -100,7 +103,7 @@ struct sl_api {
     char *state_dir;
     char *path;
     api_conn_t *conns;
-    int n_tcp;             /* TCP connections open (API_TCP_CONNS_MAX) */
+    int n_api, n_metrics;  /* TCP connections open, per listener (*_TCP_CONNS_MAX) */
     uint64_t full_warn_ms; /* when a connection was last refused for it, in the log */
     int open_handles;
     void (*close_cb)(void *);
@@ -123,8 +126,23 @@ static bool conn_next(api_conn_t *c);
 static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
 static void read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *buf);
 static void on_idle_timeout(uv_timer_t *t);
+static size_t conn_queued(api_conn_t *c);
+static void conn_idle_start(api_conn_t *c);
 
 /* ---- output ----------------------------------------------------------- */
+
+static size_t conn_queued(api_conn_t *c)
+{
+    return uv_stream_get_write_queue_size((uv_stream_t *)&c->h);
+}
+
+/* The TCP idle timer, from now, with what is queued now (see
+ * conn_idle_arm). */
+static void conn_idle_start(api_conn_t *c)
+{
+    c->idle_queued = conn_queued(c);
+    uv_timer_start(c->idle, on_idle_timeout, API_TCP_IDLE_MS, 0);
+}
 
 static void shutdown_done(uv_shutdown_t *req, int status)
 {
@@ -254,8 +272,8 @@ static void log_files_clear(api_conn_t *c)
 static void conn_free(api_conn_t *c)
 {
     sl_api_t *api = c->api;
-    if (c->tcp_counted)
-        api->n_tcp--;
+    if (c->counted)
+        (*c->counted)--;
     log_files_clear(c);
     free(c->log_out);
     free(c->log_dir);
@@ -480,8 +498,10 @@ static void log_pass_start(api_conn_t *c)
 static void follow_tick(uv_timer_t *t)
 {
     api_conn_t *c = t->data;
-    if (uv_stream_get_write_queue_size((uv_stream_t *)&c->h) < FOLLOW_QUEUE_MAX)
+    if (conn_queued(c) < FOLLOW_QUEUE_MAX)
         log_pass_start(c);
+    else if (c->idle && !uv_is_active((uv_handle_t *)c->idle))
+        conn_idle_start(c); /* a follower that stopped reading: as any client */
 }
 
 /* follow: a stream of new lines until the client goes; chunked, or to an
@@ -1056,7 +1076,13 @@ static void consume(api_conn_t *c, size_t n)
 
 static void on_idle_timeout(uv_timer_t *t)
 {
-    conn_close(t->data);
+    api_conn_t *c = t->data;
+    size_t queued = conn_queued(c);
+    if (queued > 0 && queued < c->idle_queued) { /* it took some: more time */
+        conn_idle_start(c);
+        return;
+    }
+    conn_close(c);
 }
 
 /* The Status reason of a request the parser refused. */
@@ -1078,21 +1104,17 @@ static const char *parse_error_reason(int status)
     }
 }
 
-static size_t conn_queued(api_conn_t *c)
-{
-    return uv_stream_get_write_queue_size((uv_stream_t *)&c->h);
-}
-
 /* A TCP client has API_TCP_IDLE_MS for each of: sending a whole request
- * (from the connection, or from its last answer), and taking each answer
- * off the write queue (restarted by every write that completes). A client
- * that never reads what it asked for is closed, as one that never asks. */
+ * (from the connection, or from its last answer), and making progress on
+ * the answers queued for it (any byte taken restarts it: on_idle_timeout).
+ * A client that never reads what it asked for is closed, as one that never
+ * asks; one that reads slowly is not. */
 static void conn_idle_arm(api_conn_t *c)
 {
     if (!c->idle || c->closing || c->follow || uv_is_active((uv_handle_t *)c->idle))
         return;
     if (conn_queued(c) > 0 || (!c->busy && !c->finished))
-        uv_timer_start(c->idle, on_idle_timeout, API_TCP_IDLE_MS, 0);
+        conn_idle_start(c);
 }
 
 /* Whether the socket is read. Not while the answers queued pass
@@ -1129,6 +1151,7 @@ static void conn_process(api_conn_t *c)
         ;
     c->processing = false;
     conn_reading(c);
+    conn_idle_arm(c); /* an answer queued, the last one too, has its timeout */
     conn_unref(c);
 }
 
@@ -1248,14 +1271,16 @@ static void accept_conn(uv_stream_t *server, conn_kind_t kind)
     c->h.pipe.data = c;
     api->open_handles++;
     if (kind != CONN_UNIX) {
-        c->tcp_counted = true;
-        api->n_tcp++;
+        c->counted = kind == CONN_METRICS ? &api->n_metrics : &api->n_api;
+        (*c->counted)++;
     }
-    if (uv_accept(server, (uv_stream_t *)&c->h) < 0 || api->n_tcp > API_TCP_CONNS_MAX) {
-        if (api->n_tcp > API_TCP_CONNS_MAX &&
-            (!api->full_warn_ms || uv_now(api->loop) - api->full_warn_ms >= 10000)) {
+    int most = kind == CONN_METRICS ? METRICS_TCP_CONNS_MAX : API_TCP_CONNS_MAX;
+    bool full = c->counted && *c->counted > most;
+    if (uv_accept(server, (uv_stream_t *)&c->h) < 0 || full) {
+        if (full && (!api->full_warn_ms || uv_now(api->loop) - api->full_warn_ms >= 10000)) {
             api->full_warn_ms = uv_now(api->loop);
-            sl_warn(MOD, "%d TCP connections open: closing new ones", API_TCP_CONNS_MAX);
+            sl_warn(MOD, "%d connections open on the %s listener: closing new ones", most,
+                    kind == CONN_METRICS ? "metrics" : "API");
         }
         c->closing = true;
         uv_close((uv_handle_t *)&c->h, conn_closed);
