@@ -34,8 +34,11 @@
  * metrics listener, which needs no token, cannot take the API's. */
 #define API_TCP_CONNS_MAX     1024
 #define METRICS_TCP_CONNS_MAX 64
-#define LOG_FILES_MAX         256
-#define LOG_INITIAL_MAX       (1u << 20)
+/* Of the API listener's, those that have not yet sent the token: past it
+ * the oldest idle one is closed (evict_anon). */
+#define API_TCP_ANON_MAX 256
+#define LOG_FILES_MAX    256
+#define LOG_INITIAL_MAX  (1u << 20)
 /* A TCP client (API or metrics) has this long from the connection or its
  * last response to send a whole request, else it is closed: an idle or
  * trickling client cannot hold a connection (and its buffer) forever.
@@ -66,6 +69,7 @@ typedef struct api_conn {
     } h;
     bool metrics_only; /* --metrics-listen: /metrics and /healthz only */
     int *counted;      /* TCP: the listener's count of open connections */
+    bool anon;         /* --api-listen, no request with the token yet (api->n_anon) */
     bool needs_token;  /* --api-listen: every request but /healthz carries the token */
     sl_api_t *api;
     char *buf;
@@ -104,6 +108,7 @@ struct sl_api {
     char *path;
     api_conn_t *conns;
     int n_api, n_metrics;  /* TCP connections open, per listener (*_TCP_CONNS_MAX) */
+    int n_anon;            /* of n_api, those without the token yet (API_TCP_ANON_MAX) */
     uint64_t full_warn_ms; /* when a connection was last refused for it, in the log */
     int open_handles;
     void (*close_cb)(void *);
@@ -299,6 +304,10 @@ static void conn_close(api_conn_t *c)
         return;
     c->closing = true;
     sl_api_t *api = c->api;
+    if (c->anon) {
+        c->anon = false;
+        api->n_anon--;
+    }
     if (c->prev)
         c->prev->next = c->next;
     else
@@ -1029,6 +1038,10 @@ static void dispatch_request(route_ctx_t *r)
         send_unauthorized(r->c);
         return;
     }
+    if (r->c->anon) { /* it has the token: one of API_TCP_CONNS_MAX only */
+        r->c->anon = false;
+        r->c->api->n_anon--;
+    }
     if (r->c->metrics_only && strcmp(r->path, "/metrics") && strcmp(r->path, "/healthz")) {
         send_error(r->c, 404, "NotFound", "this listener serves /metrics and /healthz only");
         return;
@@ -1254,6 +1267,19 @@ static void read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
 
 typedef enum { CONN_UNIX, CONN_METRICS, CONN_TCP_API } conn_kind_t;
 
+/* API_TCP_ANON_MAX connections without the token are open: the oldest
+ * that is not being answered goes, so that a flood of them delays a
+ * client with the token (which must win a slot) but cannot lock it out. */
+static void evict_anon(sl_api_t *api)
+{
+    api_conn_t *oldest = NULL;
+    for (api_conn_t *x = api->conns; x; x = x->next) /* newest first */
+        if (x->anon && !x->busy && !x->closing)
+            oldest = x;
+    if (oldest)
+        conn_close(oldest);
+}
+
 static void accept_conn(uv_stream_t *server, conn_kind_t kind)
 {
     sl_api_t *api = server->data;
@@ -1286,6 +1312,10 @@ static void accept_conn(uv_stream_t *server, conn_kind_t kind)
         uv_close((uv_handle_t *)&c->h, conn_closed);
         return;
     }
+    if (kind == CONN_TCP_API && ++api->n_anon > API_TCP_ANON_MAX)
+        evict_anon(api);
+    if (kind == CONN_TCP_API)
+        c->anon = true;
     c->next = api->conns;
     if (api->conns)
         api->conns->prev = c;

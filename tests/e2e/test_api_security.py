@@ -216,6 +216,21 @@ def test_pipelined_requests_and_clients_that_do_not_read(make_daemon):
         assert resp.status == 200
     for c in many:
         c.close()
+    # Connections that never send the token are at most 256 of the API's:
+    # past that the oldest idle one is closed, so a client with the token
+    # still gets in.
+    anon = [socket.create_connection(("127.0.0.1", api_port)) for _ in range(300)]
+    req = urllib.request.Request(
+        "http://127.0.0.1:%d/apis/serving.knative.dev/v1/namespaces/default/services" % api_port,
+        headers={"Authorization": "Bearer " + token})
+    with urllib.request.urlopen(req, timeout=5) as resp:
+        assert resp.status == 200
+    time.sleep(1)
+    evicted = sum(recv_until_close(c, 0)[1] for c in select.select(anon, [], [], 0)[0])
+    assert evicted >= 300 - 256, evicted
+    for c in anon:
+        c.close()
+    assert d.proc.poll() is None
 
 
 def daemon_holds(pid, client_port):
