@@ -29,6 +29,10 @@
 /* Answers queued for a client that does not take them: reading stops above
  * this, and the requests already in wait until the client reads. */
 #define API_QUEUE_MAX (1u << 20)
+/* Requests of one connection answered in one turn of the loop; the rest
+ * wait for the next turn (conn_resume_later), so that a client with
+ * thousands pipelined does not hold the loop, and the router on it. */
+#define API_BATCH 8
 /* TCP connections open at once, per listener; past it a new one is closed
  * as it is accepted. Each listener has its own, so that clients of the
  * metrics listener, which needs no token, cannot take the API's. */
@@ -70,6 +74,7 @@ typedef struct api_conn {
     bool metrics_only; /* --metrics-listen: /metrics and /healthz only */
     int *counted;      /* TCP: the listener's count of open connections */
     bool anon;         /* --api-listen, no request with the token yet (api->n_anon) */
+    bool resume;       /* more requests to answer next turn (api->resume) */
     bool needs_token;  /* --api-listen: every request but /healthz carries the token */
     sl_api_t *api;
     char *buf;
@@ -107,8 +112,10 @@ struct sl_api {
     char *state_dir;
     char *path;
     api_conn_t *conns;
-    int n_api, n_metrics;  /* TCP connections open, per listener (*_TCP_CONNS_MAX) */
-    int n_anon;            /* of n_api, those without the token yet (API_TCP_ANON_MAX) */
+    int n_api, n_metrics; /* TCP connections open, per listener (*_TCP_CONNS_MAX) */
+    int n_anon;           /* of n_api, those without the token yet (API_TCP_ANON_MAX) */
+    uv_idle_t *resume;    /* runs while a connection has requests left (API_BATCH) */
+    int n_resume;
     uint64_t full_warn_ms; /* when a connection was last refused for it, in the log */
     int open_handles;
     void (*close_cb)(void *);
@@ -307,6 +314,11 @@ static void conn_close(api_conn_t *c)
     if (c->anon) {
         c->anon = false;
         api->n_anon--;
+    }
+    if (c->resume) {
+        c->resume = false;
+        api->n_resume--;
+        conn_unref(c); /* its handle's reference remains until closed */
     }
     if (c->prev)
         c->prev->next = c->next;
@@ -1154,14 +1166,56 @@ static void conn_reading(api_conn_t *c)
  * is answered at once. An answer given from inside (send_json & co.) calls
  * back here; that call returns at once and the loop below goes on, so a
  * thousand pipelined requests take one stack frame, not a thousand. */
+static void on_resume(uv_idle_t *h)
+{
+    sl_api_t *api = h->data;
+    api_conn_t *batch[64];
+    size_t n = 0;
+    for (api_conn_t *c = api->conns; c && n < SL_ARRAY_LEN(batch); c = c->next) {
+        if (c->resume) {
+            c->resume = false; /* its reference passes to batch[] */
+            api->n_resume--;
+            batch[n++] = c;
+        }
+    }
+    if (api->n_resume == 0)
+        uv_idle_stop(h);
+    for (size_t i = 0; i < n; i++) {
+        conn_process(batch[i]);
+        conn_unref(batch[i]);
+    }
+}
+
+/* c has requests left after its turn's API_BATCH: on the next turn. */
+static void conn_resume_later(api_conn_t *c)
+{
+    sl_api_t *api = c->api;
+    if (c->resume)
+        return;
+    if (!api->resume) {
+        api->resume = xcalloc(1, sizeof(*api->resume));
+        uv_idle_init(api->loop, api->resume);
+        api->resume->data = api;
+        api->open_handles++;
+    }
+    c->resume = true;
+    c->refs++;
+    if (api->n_resume++ == 0)
+        uv_idle_start(api->resume, on_resume);
+}
+
 static void conn_process(api_conn_t *c)
 {
-    if (c->processing)
+    if (c->processing || c->resume)
         return;
     c->processing = true;
     c->refs++;
-    while (conn_next(c))
-        ;
+    for (int budget = API_BATCH; conn_next(c);) {
+        if (--budget == 0) {
+            conn_resume_later(c);
+            break;
+        }
+    }
     c->processing = false;
     conn_reading(c);
     conn_idle_arm(c); /* an answer queued, the last one too, has its timeout */
@@ -1458,6 +1512,10 @@ void sl_api_close(sl_api_t *api, void (*cb)(void *), void *data)
     if (api->tcp_listener) {
         uv_close((uv_handle_t *)api->tcp_listener, free_handle);
         api->tcp_listener = NULL;
+    }
+    if (api->resume) {
+        uv_close((uv_handle_t *)api->resume, free_handle);
+        api->resume = NULL;
     }
     uv_close((uv_handle_t *)&api->listener, listener_closed);
 }
