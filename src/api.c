@@ -305,16 +305,23 @@ static void conn_closed(uv_handle_t *h)
     conn_unref(h->data);
 }
 
+/* c no longer counts among the API listener's connections without the
+ * token (API_TCP_ANON_MAX). */
+static void conn_not_anon(api_conn_t *c)
+{
+    if (c->anon) {
+        c->anon = false;
+        c->api->n_anon--;
+    }
+}
+
 static void conn_close(api_conn_t *c)
 {
     if (c->closing)
         return;
     c->closing = true;
     sl_api_t *api = c->api;
-    if (c->anon) {
-        c->anon = false;
-        api->n_anon--;
-    }
+    conn_not_anon(c);
     if (c->resume) {
         c->resume = false;
         api->n_resume--;
@@ -724,14 +731,12 @@ static json_t *put_body(route_ctx_t *r, int *dry_run)
     if (!j)
         return NULL;
     json_t *md = json_object_get(j, "metadata");
-    const char *bad =
-        !json_is_object(j)          ? "request body: must be a JSON object"
-        : md && !json_is_object(md) ? "metadata: must be an object"
-        : json_object_get(md, "name") && !json_is_string(json_object_get(md, "name"))
-            ? "metadata.name: must be a string"
-        : json_object_get(md, "namespace") && !json_is_string(json_object_get(md, "namespace"))
-            ? "metadata.namespace: must be a string"
-            : NULL;
+    json_t *name = json_object_get(md, "name"), *ns = json_object_get(md, "namespace");
+    const char *bad = !json_is_object(j)              ? "request body: must be a JSON object"
+                      : md && !json_is_object(md)     ? "metadata: must be an object"
+                      : name && !json_is_string(name) ? "metadata.name: must be a string"
+                      : ns && !json_is_string(ns)     ? "metadata.namespace: must be a string"
+                                                      : NULL;
     if (bad) {
         json_decref(j);
         send_error(r->c, 400, "BadRequest", bad);
@@ -1050,10 +1055,7 @@ static void dispatch_request(route_ctx_t *r)
         send_unauthorized(r->c);
         return;
     }
-    if (r->c->anon) { /* it has the token: one of API_TCP_CONNS_MAX only */
-        r->c->anon = false;
-        r->c->api->n_anon--;
-    }
+    conn_not_anon(r->c); /* it has the token: one of API_TCP_CONNS_MAX only */
     if (r->c->metrics_only && strcmp(r->path, "/metrics") && strcmp(r->path, "/healthz")) {
         send_error(r->c, 404, "NotFound", "this listener serves /metrics and /healthz only");
         return;
@@ -1162,10 +1164,6 @@ static void conn_reading(api_conn_t *c)
         uv_read_stop((uv_stream_t *)&c->h);
 }
 
-/* Answers the requests buffered, one after another, for as long as each
- * is answered at once. An answer given from inside (send_json & co.) calls
- * back here; that call returns at once and the loop below goes on, so a
- * thousand pipelined requests take one stack frame, not a thousand. */
 static void on_resume(uv_idle_t *h)
 {
     sl_api_t *api = h->data;
@@ -1204,6 +1202,11 @@ static void conn_resume_later(api_conn_t *c)
         uv_idle_start(api->resume, on_resume);
 }
 
+/* Answers the requests buffered, one after another, for as long as each
+ * is answered at once, API_BATCH of them in this turn. An answer given from
+ * inside (send_json & co.) calls back here; that call returns at once and
+ * the loop below goes on, so a thousand pipelined requests take one stack
+ * frame, not a thousand. */
 static void conn_process(api_conn_t *c)
 {
     if (c->processing || c->resume)
@@ -1228,7 +1231,6 @@ static bool conn_next(api_conn_t *c)
 {
     if (c->closing || c->finished || c->busy || c->follow)
         return false;
-    conn_idle_arm(c);
     if (c->len == 0 || conn_queued(c) > API_QUEUE_MAX)
         return false;
     sl_http_msg_t msg;
@@ -1366,10 +1368,11 @@ static void accept_conn(uv_stream_t *server, conn_kind_t kind)
         uv_close((uv_handle_t *)&c->h, conn_closed);
         return;
     }
-    if (kind == CONN_TCP_API && ++api->n_anon > API_TCP_ANON_MAX)
-        evict_anon(api);
-    if (kind == CONN_TCP_API)
-        c->anon = true;
+    if (kind == CONN_TCP_API) {
+        c->anon = true; /* not yet in the list: not evicted */
+        if (++api->n_anon > API_TCP_ANON_MAX)
+            evict_anon(api);
+    }
     c->next = api->conns;
     if (api->conns)
         api->conns->prev = c;
