@@ -325,14 +325,15 @@ static int open_under(const char *root, const char *path, int flags)
     return fd < 0 ? -errno : fd;
 }
 
-int sl_open_file_under(const char *root, const char *path)
+int sl_open_file_under(const char *root, const char *path, struct stat *st)
 {
     int fd = open_under(root, path, O_RDONLY | O_NONBLOCK | O_NOCTTY);
     if (fd < 0)
         return fd;
-    struct stat st;
-    int e = fstat(fd, &st) < 0      ? errno
-            : !S_ISREG(st.st_mode)  ? EINVAL
+    struct stat own;
+    st = st ? st : &own;
+    int e = fstat(fd, st) < 0       ? errno
+            : !S_ISREG(st->st_mode) ? EINVAL
             : fcntl(fd, F_SETFL, 0) ? errno
                                     : 0;
     if (e) {

@@ -129,9 +129,11 @@ int sl_read_fd(int fd, const char *path, size_t max, char **out, size_t *len, sl
  * lead outside. The open itself does not block (O_NONBLOCK, then cleared):
  * a FIFO or device put where a file was expected is refused, not waited on.
  * Returns the fd or -errno (-EXDEV: not below root; -ELOOP: a symlink on
- * the way; -EINVAL: not a regular file).
+ * the way; -EINVAL: not a regular file), and the file's stat in *st unless
+ * st is NULL.
  */
-int sl_open_file_under(const char *root, const char *path);
+struct stat;
+int sl_open_file_under(const char *root, const char *path, struct stat *st);
 /* Whether directory dir is path or one above it (both real paths). */
 bool sl_path_holds(const char *dir, const char *path);
 /* The first offset at or after off that holds data: a file whose start

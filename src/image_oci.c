@@ -96,7 +96,8 @@ static int open_blob(const sl_import_t *im, const char *dir, const desc_t *d, co
                      sl_error_t *err)
 {
     sl_autofree char *p = blob_path(dir, d);
-    int fd = sl_open_file_under(im->lim.root, p);
+    struct stat st;
+    int fd = sl_open_file_under(im->lim.root, p, &st);
     if (fd == -ELOOP)
         return sl_error_set(err, ELOOP,
                             "%s %s: blob %s: a symlink on the way (not followed "
@@ -106,12 +107,6 @@ static int open_blob(const sl_import_t *im, const char *dir, const desc_t *d, co
         return sl_error_set(err, EINVAL, "%s %s: %s is not a regular file", what, d->digest, p);
     if (fd < 0)
         return sl_error_errno(err, -fd, "%s %s: blob %s missing", what, d->digest, p);
-    struct stat st;
-    if (fstat(fd, &st) < 0) {
-        int e = errno;
-        close(fd);
-        return sl_error_errno(err, e, "%s %s: stat %s", what, d->digest, p);
-    }
     if ((uint64_t)st.st_size != d->size) {
         close(fd);
         return sl_error_set(err, EBADMSG,
@@ -166,7 +161,7 @@ static int read_json_file(sl_import_t *im, const char *dir, const char *name, js
     sl_autofree char *p = xasprintf("%s/%s", dir, name);
     sl_autofree char *buf = NULL;
     size_t len;
-    sl_autoclose int fd = sl_open_file_under(im->lim.root, p);
+    sl_autoclose int fd = sl_open_file_under(im->lim.root, p, NULL);
     if (fd == -EINVAL)
         sl_error_set(err, EINVAL, "%s is not a regular file", p);
     else if (fd < 0)
@@ -558,7 +553,8 @@ static int docker_scan(dscan_t *s, member_fn fn, sl_error_t *err)
     sl_image__enable_filters(a);
     archive_read_support_format_tar(a);
     int rc = 0;
-    sl_autoclose int fd = sl_open_file_under(s->im->lim.root, s->file);
+    struct stat st;
+    sl_autoclose int fd = sl_open_file_under(s->im->lim.root, s->file, &st);
     if (fd == -EINVAL)
         rc = sl_error_set(err, EINVAL, "archive %s is not a regular file", s->file);
     else if (fd < 0)
@@ -569,10 +565,7 @@ static int docker_scan(dscan_t *s, member_fn fn, sl_error_t *err)
      * sizes together are bounded by the archive's own size. Docker's
      * archives are plain tar or gzip (a few times their size at most); a
      * small .tar.bz2 of zeros can expand a million times. */
-    struct stat st;
-    uint64_t expand_max =
-                 (fd >= 0 && fstat(fd, &st) == 0 ? (uint64_t)st.st_size : 0) * DOCKER_EXPAND_MAX +
-                 (64u << 20),
+    uint64_t expand_max = (fd >= 0 ? (uint64_t)st.st_size : 0) * DOCKER_EXPAND_MAX + (64u << 20),
              total = 0;
     uint64_t n = 0;
     struct archive_entry *e;
