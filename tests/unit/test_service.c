@@ -65,31 +65,26 @@ static void test_quantities(void **state)
 
     /* JSON numbers (YAML `memory: 268435456`) keep every digit: %g kept 6
      * and made 268435456 bytes 268435000. */
-    json_t *n = json_integer(268435456);
-    assert_int_equal(sl_json_quantity(n, false, &v), 0);
-    assert_int_equal(v, 268435456);
-    json_decref(n);
-    n = json_integer(4194305);
-    assert_int_equal(sl_json_quantity(n, false, &v), 0);
-    assert_int_equal(v, 4194305);
-    json_decref(n);
-    n = json_real(0.5);
-    assert_int_equal(sl_json_quantity(n, true, &v), 0);
-    assert_int_equal(v, 500);
-    json_decref(n);
-    n = json_integer(2);
-    assert_int_equal(sl_json_quantity(n, true, &v), 0);
-    assert_int_equal(v, 2000);
-    json_decref(n);
-    n = json_string("64Mi");
-    assert_int_equal(sl_json_quantity(n, false, &v), 0);
-    assert_int_equal(v, 64 << 20);
-    json_decref(n);
-    n = json_integer(-1);
-    assert_int_equal(sl_json_quantity(n, false, &v), -1);
-    json_decref(n);
-    n = json_true();
-    assert_int_equal(sl_json_quantity(n, false, &v), -1);
+    const struct {
+        json_t *v;
+        bool cpu;
+        int rc;
+        int64_t want;
+    } q[] = {
+        {json_integer(268435456), false, 0, 268435456},
+        {json_integer(4194305), false, 0, 4194305},
+        {json_real(0.5), true, 0, 500},
+        {json_integer(2), true, 0, 2000},
+        {json_string("64Mi"), false, 0, 64 << 20},
+        {json_integer(-1), false, -1, 0},
+        {json_true(), false, -1, 0},
+    };
+    for (size_t i = 0; i < SL_ARRAY_LEN(q); i++) {
+        assert_int_equal(sl_json_quantity(q[i].v, q[i].cpu, &v), q[i].rc);
+        if (q[i].rc == 0)
+            assert_int_equal(v, q[i].want);
+        json_decref(q[i].v);
+    }
     assert_int_equal(sl_json_quantity(NULL, false, &v), -1);
 }
 
