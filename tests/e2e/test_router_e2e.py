@@ -1,9 +1,13 @@
 """The router against the real daemon: WebSocket upgrades are tunnelled to
 a real instance (busybox nc answering the 101 and echoing with cat), count
 as one request in flight until closed, and outlive the request timeout."""
+import ctypes
 import json
+import os
+import platform
 import resource
 import socket
+import struct
 import subprocess
 import threading
 import time
@@ -11,6 +15,8 @@ import time
 import pytest
 
 from conftest import BIN, exchange, free_port, hey, open_file_limits, scrape_metrics
+
+LIBC = ctypes.CDLL(None, use_errno=True)
 
 WS_SCRIPT = r"""
 set -u
@@ -174,6 +180,55 @@ def test_busy_poll_serves_and_refuses_bad_values(make_daemon, images, tmp_path):
         r = subprocess.run([BIN, "serve", "--state-dir", str(tmp_path / "x"), "--busy-poll", bad],
                            capture_output=True, text=True, timeout=30)
         assert r.returncode == 2 and "--busy-poll" in r.stderr and why in r.stderr, r.stderr
+    assert not (tmp_path / "x").exists()
+
+
+SCHED_ATTR = struct.Struct("IIQiIQQQII")  # struct sched_attr, SCHED_ATTR_SIZE_VER1
+
+
+def sched_attr(tid):
+    """sched_getattr(2) of a thread: (policy, flags, nice, slice in ns)."""
+    buf = ctypes.create_string_buffer(SCHED_ATTR.size)
+    if LIBC.syscall(315, tid, buf, SCHED_ATTR.size, 0) != 0:  # SYS_sched_getattr, x86-64
+        raise OSError(ctypes.get_errno(), "sched_getattr(%d)" % tid)
+    size, policy, flags, nice, _prio, runtime = SCHED_ATTR.unpack(buf.raw)[:6]
+    return policy, flags, nice, runtime
+
+
+def kernel_has_task_slices():
+    """Linux 6.12+ (EEVDF) reads a fair task's sched_runtime as its slice,
+    and reports the slice back; earlier kernels report 0."""
+    return platform.machine() == "x86_64" and sched_attr(0)[3] > 0
+
+
+def test_sched_slice_on_the_loop_thread_alone(make_daemon, images, tmp_path):
+    """The daemon's loop thread asks for a 100us scheduler slice (the data
+    path's wake-ups preempt CPU-bound work); its other threads, the runtime
+    and the instances it starts keep the kernel's default, and so does the
+    loop with --sched-slice 0. Values out of range are refused."""
+    if not kernel_has_task_slices():
+        pytest.skip("kernel without per-task scheduler slices (Linux 6.12+)")
+    default = sched_attr(0)[3]
+    d = make_daemon()
+    d.cli("deploy", "slice", "--image", images["hello"])
+    assert d.curl("slice", "/")[0] == 200
+    policy, flags, _nice, runtime = sched_attr(d.proc.pid)
+    assert (policy, runtime) == (0, 100000) and flags & 1, (policy, flags, runtime)
+    threads = [int(t) for t in os.listdir("/proc/%d/task" % d.proc.pid)]
+    assert len(threads) > 1, threads  # the thread pool has run the image import
+    for tid in threads:
+        if tid != d.proc.pid:
+            assert sched_attr(tid)[3] == default, tid
+    inst = d.json("instances", "slice")["items"][0]
+    assert sched_attr(inst["pid"])[3] == default
+    d.stop()
+    d0 = make_daemon("--sched-slice", "0")
+    assert sched_attr(d0.proc.pid)[3] == default
+    for bad, why in (("50us", "between 100us and 100ms"), ("101ms", "between 100us and 100ms"),
+                     ("short", "expected a duration")):
+        r = subprocess.run([BIN, "serve", "--state-dir", str(tmp_path / "x"), "--sched-slice", bad],
+                           capture_output=True, text=True, timeout=30)
+        assert r.returncode == 2 and "--sched-slice" in r.stderr and why in r.stderr, r.stderr
     assert not (tmp_path / "x").exists()
 
 
