@@ -629,20 +629,22 @@ def bench_halt_poll(rig, a):
     return out
 
 
-def bench_busy_poll(a, flag):
-    """sluice with `--busy-poll` against nginx (which has no such option), on a
-    daemon of its own: its own state, port, backend instance and nginx."""
-    base = os.path.join(a.base, "busy-poll")
+def bench_variant(a, key, flags, levels, placed):
+    """sluice started with other flags (`--busy-poll 50us`, `--sched-slice
+    0`) against nginx, on a daemon of its own: its own state, port, backend
+    instance and nginx. placed: also at the fixed placements."""
+    base = os.path.join(a.base, key)
     os.makedirs(base, exist_ok=True)
-    d = Daemon(a.bin, base, port=PORT + 1, flags=["--busy-poll", flag])
-    out = {"flag": "--busy-poll %s" % flag}
+    d = Daemon(a.bin, base, port=PORT + 1, flags=flags)
+    out = {"flag": " ".join(flags)}
     rig = None
     try:
         d.start()
-        log("  sluice serve --busy-poll %s (daemon pid %d)" % (flag, d.proc.pid))
+        log("  sluice serve %s (daemon pid %d)" % (out["flag"], d.proc.pid))
         rig = Rig(d, a)
-        out["unpinned"] = rig.proxies(a.dp_extra_levels, a.dp_pinned_rounds)
-        out.update(rig.placed(a.dp_extra_levels, a.dp_pinned_rounds))
+        out["unpinned"] = rig.proxies(levels, a.dp_pinned_rounds)
+        if placed:
+            out.update(rig.placed(levels, a.dp_pinned_rounds))
     finally:
         if rig:
             rig.close()
@@ -689,7 +691,13 @@ def bench_datapath(d, a):
     finally:
         rig.close()
     if pinned and a.busy_poll:
-        substage(out, "busy_poll", bench_busy_poll, a, a.busy_poll)
+        substage(out, "busy_poll", bench_variant, a, "busy-poll",
+                 ["--busy-poll", a.busy_poll], a.dp_extra_levels, True)
+    if pinned:
+        # The loop thread's short scheduler slice (the default) off: what it
+        # does where the client, backend and proxy contend for the CPUs.
+        substage(out, "sched_slice_off", bench_variant, a, "sched-slice-off",
+                 ["--sched-slice", "0"], (32, 256), False)
 
 
 def profile_router(d, a):
