@@ -934,9 +934,12 @@ static void route_runtimeclasses(route_ctx_t *r, const char *name)
         st = sl_controller_put_runtimeclass(ctl, name, obj, dry_run, &body);
         json_decref(obj);
     } else if (name && method_is(r, "DELETE")) {
-        if (!delete_plain(r))
+        json_t *opts;
+        const json_t *pre;
+        if (!delete_options(r, &opts, &pre))
             return;
-        st = sl_controller_delete_runtimeclass(ctl, name, &body);
+        st = sl_controller_delete_runtimeclass(ctl, name, pre, &body);
+        json_decref(opts);
     } else {
         send_error(r->c, 405, "MethodNotAllowed", "use GET, PUT or DELETE");
         return;
@@ -1227,6 +1230,19 @@ static void conn_process(api_conn_t *c)
 
 /* Takes the next whole request from the buffer and dispatches it; false
  * when there is none to take now. */
+/* A request refused before its body is read (unparsable, 411, 413, no
+ * token): the answer goes out with Connection: close, then a lingering
+ * close drops what the client still sends, so that it reads the answer
+ * rather than a reset. */
+static void conn_refuse(api_conn_t *c)
+{
+    c->keep_alive = false;
+    c->linger = true;
+    c->busy = true;
+    if (c->idle)
+        uv_timer_stop(c->idle);
+}
+
 static bool conn_next(api_conn_t *c)
 {
     if (c->closing || c->finished || c->busy || c->follow)
@@ -1240,8 +1256,7 @@ static bool conn_next(api_conn_t *c)
     if (rc == SL_AGAIN)
         return false;
     if (rc < 0) {
-        c->keep_alive = false;
-        c->busy = true;
+        conn_refuse(c);
         send_error(c, status, parse_error_reason(status), why);
         return false;
     }
@@ -1252,10 +1267,7 @@ static bool conn_next(api_conn_t *c)
      * answered before its body is read and cannot make the daemon hold up
      * to API_MAX_BODY for it. */
     if (msg.body != SL_BODY_NONE && (c->metrics_only || (c->needs_token && !token_ok(c, &msg)))) {
-        c->keep_alive = false;
-        c->linger = true;
-        c->busy = true;
-        uv_timer_stop(c->idle);
+        conn_refuse(c);
         if (c->metrics_only)
             send_error(c, 413, "RequestEntityTooLarge", "this listener takes no request bodies");
         else
@@ -1264,8 +1276,7 @@ static bool conn_next(api_conn_t *c)
     }
     if (msg.body == SL_BODY_LENGTH) {
         if (msg.content_length > API_MAX_BODY) {
-            c->keep_alive = false;
-            c->busy = true;
+            conn_refuse(c);
             send_error(c, 413, "RequestEntityTooLarge", "request body larger than 4 MiB");
             return false;
         }
@@ -1273,8 +1284,7 @@ static bool conn_next(api_conn_t *c)
             return false;
         body_len = (size_t)msg.content_length;
     } else if (msg.body == SL_BODY_CHUNKED) {
-        c->keep_alive = false;
-        c->busy = true;
+        conn_refuse(c);
         send_error(c, 411, "LengthRequired", "send the body with Content-Length");
         return false;
     }
