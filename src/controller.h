@@ -91,10 +91,14 @@ int sl_controller_delete_revision(sl_controller_t *c, const char *ns, const char
 /* RuntimeClass objects (node.k8s.io/v1): built-ins plus stored ones. */
 int sl_controller_list_runtimeclasses(sl_controller_t *c, json_t **body);
 int sl_controller_get_runtimeclass(sl_controller_t *c, const char *name, json_t **body);
-/* Takes a reference to obj. dry_run: validate and answer, store nothing. */
+/* obj gets the server's metadata. dry_run: check and answer, store nothing.
+ * A metadata.resourceVersion must be the stored one (else 409); the
+ * handler of a stored class cannot change (422). DELETE takes
+ * DeleteOptions' preconditions (uid, resourceVersion; may be NULL). */
 int sl_controller_put_runtimeclass(sl_controller_t *c, const char *name, json_t *obj, bool dry_run,
                                    json_t **body);
-int sl_controller_delete_runtimeclass(sl_controller_t *c, const char *name, json_t **body);
+int sl_controller_delete_runtimeclass(sl_controller_t *c, const char *name, const json_t *pre,
+                                      json_t **body);
 
 /* Secret and ConfigMap objects (core v1), namespaced; ns NULL lists all.
  * put validates and stores obj (its stored form in *body): 201 when it

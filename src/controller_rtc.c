@@ -10,6 +10,7 @@
  * is not started and the revision says why, with the numbers.
  */
 #include "controller_int.h"
+#include "validate.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -98,6 +99,47 @@ static json_t *class_item(const sl_runtime_class_t *rc)
     return obj;
 }
 
+/* A stored class as the API shows it: normalised, with the metadata the
+ * user gave (labels, annotations) and the server's (uid, creationTimestamp,
+ * resourceVersion for a PUT's precondition). */
+static json_t *stored_item(const sl_runtime_class_t *rc, const json_t *stored)
+{
+    json_t *obj = class_item(rc);
+    json_t *md = json_object_get(obj, "metadata");
+    const json_t *smd = json_object_get(stored, "metadata");
+    static const char *const keys[] = {"labels", "annotations", "uid", "creationTimestamp",
+                                       "resourceVersion"};
+    for (size_t i = 0; i < SL_ARRAY_LEN(keys); i++) {
+        json_t *v = json_object_get(smd, keys[i]);
+        if (v)
+            json_object_set(md, keys[i], v);
+    }
+    return obj;
+}
+
+/* The stored class name (its object in *obj and parsed in *rc): 0, 404 or
+ * 500 with *body set. */
+static int stored_get(sl_controller_t *c, const char *name, json_t **obj, sl_runtime_class_t **rc,
+                      json_t **body)
+{
+    sl_error_t err = {0};
+    *obj = NULL;
+    *rc = NULL;
+    int st = sl_store_get(c->store, "runtimeclasses", "", name, obj, &err);
+    if (st == -ENOENT) {
+        sl_autofree char *msg = xasprintf("runtime class \"%s\" does not exist", name);
+        *body = sl_status_json(404, "NotFound", msg);
+        return 404;
+    }
+    if (st < 0 || sl_runtimeclass_from_json(*obj, rc, &err) < 0) {
+        json_decref(*obj);
+        *obj = NULL;
+        *body = sl_status_json(500, "InternalError", err.msg);
+        return 500;
+    }
+    return 0;
+}
+
 int sl_controller_list_runtimeclasses(sl_controller_t *c, json_t **body)
 {
     json_t *items = json_array();
@@ -114,7 +156,7 @@ int sl_controller_list_runtimeclasses(sl_controller_t *c, json_t **body)
         {
             sl_runtime_class_t *rc = NULL;
             if (sl_runtimeclass_from_json(obj, &rc, &err) == 0) {
-                json_array_append_new(items, class_item(rc));
+                json_array_append_new(items, stored_item(rc, obj));
                 sl_runtimeclass_free(rc);
             }
         }
@@ -127,15 +169,19 @@ int sl_controller_list_runtimeclasses(sl_controller_t *c, json_t **body)
 
 int sl_controller_get_runtimeclass(sl_controller_t *c, const char *name, json_t **body)
 {
-    sl_runtime_class_t *owned = NULL;
-    const sl_runtime_class_t *rc = NULL;
-    sl_error_t err = {0};
-    if (ctl_runtime_class_get(c, name, &owned, &rc, &err) < 0) {
-        *body = sl_status_json(404, "NotFound", err.msg);
-        return 404;
+    const sl_runtime_class_t *builtin = sl_runtimeclass_builtin(name);
+    if (builtin) {
+        *body = class_item(builtin);
+        return 200;
     }
-    *body = class_item(rc);
-    sl_runtimeclass_free(owned);
+    json_t *obj;
+    sl_runtime_class_t *rc;
+    int st = stored_get(c, name, &obj, &rc, body);
+    if (st)
+        return st;
+    *body = stored_item(rc, obj);
+    sl_runtimeclass_free(rc);
+    json_decref(obj);
     return 200;
 }
 
@@ -155,14 +201,13 @@ int sl_controller_put_runtimeclass(sl_controller_t *c, const char *name, json_t 
     }
     json_object_del(obj, "status");
     const sl_runtime_class_t *builtin = sl_runtimeclass_builtin(name);
-    int st = 0;
     if (builtin) {
         /* Applying it back as listed (`runtimeclasses -o yaml`) changes
          * nothing and succeeds; anything else would replace it. */
         json_t *a = sl_runtimeclass_to_json(rc), *b = sl_runtimeclass_to_json(builtin);
+        int st = 200;
         if (json_equal(a, b)) {
             *body = class_item(builtin);
-            st = 200;
         } else {
             sl_autofree char *msg =
                 xasprintf("runtime class \"%s\" is built in and cannot be replaced", name);
@@ -171,32 +216,77 @@ int sl_controller_put_runtimeclass(sl_controller_t *c, const char *name, json_t 
         }
         json_decref(a);
         json_decref(b);
-    } else if (dry_run) {
-        *body = class_item(rc);
-        st = 200;
-    }
-    sl_runtimeclass_free(rc);
-    if (st)
+        sl_runtimeclass_free(rc);
         return st;
-    json_t *was = NULL;
-    bool existed = sl_store_get(c->store, "runtimeclasses", "", name, &was, &err) == 0;
-    json_decref(was);
-    if (sl_store_put(c->store, "runtimeclasses", "", name, obj, &err) < 0) {
-        *body = sl_status_json(500, "InternalError", err.msg);
-        return 500;
     }
-    st = sl_controller_get_runtimeclass(c, name, body);
+    json_t *was = NULL;
+    int st = sl_store_get(c->store, "runtimeclasses", "", name, &was, &err);
+    if (st < 0 && st != -ENOENT) {
+        *body = sl_status_json(500, "InternalError", err.msg);
+        st = 500;
+        goto out;
+    }
+    st = sl_check_resource_version(sl_json_path(obj, "metadata.resourceVersion"), was,
+                                   "runtimeclasses.node.k8s.io", name, &err);
+    if (st) {
+        *body = sl_status_json(st, sl_precondition_reason(st), err.msg);
+        goto out;
+    }
+    /* As Kubernetes has it: revisions resolved the class when they were
+     * loaded, and a handler changed under them would take effect at the
+     * daemon's next start. */
+    const char *old_handler = was ? sl_json_str(was, "handler") : NULL;
+    if (old_handler && strcmp(old_handler, rc->handler)) {
+        sl_autofree char *msg = xasprintf(
+            "RuntimeClass.node.k8s.io \"%s\" is invalid: handler: Invalid value: \"%s\": field "
+            "is immutable (it is \"%s\"; delete the class and create it again)",
+            name, rc->handler, old_handler);
+        *body = sl_status_json(422, "Invalid", msg);
+        st = 422;
+        goto out;
+    }
+    json_t *md = sl_json_ensure_obj(obj, "metadata");
+    static const char *const server_set[] = {"resourceVersion", "generation", "managedFields",
+                                             "selfLink"};
+    for (size_t i = 0; i < SL_ARRAY_LEN(server_set); i++)
+        json_object_del(md, server_set[i]);
+    ctl_stamp_metadata(obj, was);
+    if (!dry_run && sl_store_put(c->store, "runtimeclasses", "", name, obj, &err) < 0) {
+        *body = sl_status_json(500, "InternalError", err.msg);
+        st = 500;
+        goto out;
+    }
+    *body = stored_item(rc, obj);
     /* As Kubernetes answers a PUT: 201 when it created the object. */
-    return st == 200 && !existed ? 201 : st;
+    st = was ? 200 : 201;
+out:
+    json_decref(was);
+    sl_runtimeclass_free(rc);
+    return st;
 }
 
-int sl_controller_delete_runtimeclass(sl_controller_t *c, const char *name, json_t **body)
+int sl_controller_delete_runtimeclass(sl_controller_t *c, const char *name, const json_t *pre,
+                                      json_t **body)
 {
     sl_error_t err = {0};
     if (sl_runtimeclass_builtin(name)) {
         sl_autofree char *msg = xasprintf("runtime class \"%s\" is built in", name);
         *body = sl_status_json(409, "Conflict", msg);
         return 409;
+    }
+    if (pre) {
+        json_t *cur;
+        sl_runtime_class_t *rc;
+        int st = stored_get(c, name, &cur, &rc, body);
+        if (st)
+            return st;
+        st = sl_check_delete_preconditions(pre, cur, &err);
+        json_decref(cur);
+        sl_runtimeclass_free(rc);
+        if (st) {
+            *body = sl_status_json(st, sl_precondition_reason(st), err.msg);
+            return st;
+        }
     }
     for (rev_rt_t *r = c->revs; r; r = r->all_next) {
         if (!r->retired && r->class_name && !strcmp(r->class_name, name)) {

@@ -69,7 +69,7 @@ def test_dry_run_validates_and_stores_nothing(daemon, images):
                     "?dryRun=All", service("alpha", images["hello"]))
     assert code == 201, obj
     code, obj = api(d, "PUT", RTC + "slim?dryRun=All", RUNTIME_CLASS)
-    assert code == 200 and obj["metadata"]["name"] == "slim" and obj["handler"] == "crun", obj
+    assert code == 201 and obj["metadata"]["name"] == "slim" and obj["handler"] == "crun", obj
     assert stored(d) == before
 
     # The errors of a real apply, the image's file included (not imported).

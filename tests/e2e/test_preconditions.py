@@ -5,7 +5,7 @@ moved under them, so no concurrent change is lost."""
 import concurrent.futures
 import copy
 
-from test_apply import SVC, api, service
+from test_apply import RTC, SVC, api, service
 
 CM = "/api/v1/namespaces/default/configmaps/"
 
@@ -284,3 +284,61 @@ def test_a_revision_name_taken_during_an_import_is_not_written_over(daemon, imag
     if fast.returncode == 0:  # the race this test is for
         assert code == 409 and "was created meanwhile" in body["message"], (code, body)
         assert d.curl("a-b", "/")[0] == 200
+
+
+def test_runtime_class_replace_and_delete_take_preconditions(daemon):
+    """A stored RuntimeClass carries uid, creationTimestamp and a
+    resourceVersion; a replace or delete at a stale version is a conflict
+    and changes nothing, and its handler cannot change (Kubernetes: the
+    field is immutable)."""
+    d = daemon
+    cls = {"apiVersion": "node.k8s.io/v1", "kind": "RuntimeClass",
+           "metadata": {"name": "slim", "labels": {"team": "a"}, "uid": "chosen-by-client"},
+           "handler": "crun"}
+    code, made = api(d, "PUT", RTC + "slim", cls)
+    assert code == 201, made
+    md = made["metadata"]
+    assert md["labels"] == {"team": "a"} and int(rv(made)) > 0, made
+    assert md["uid"] != "chosen-by-client" and md["creationTimestamp"], made
+    code, cur = api(d, "GET", RTC + "slim")
+    assert code == 200 and cur == made, cur
+
+    changed = copy.deepcopy(cur)
+    changed["overhead"] = {"podFixed": {"cpu": "100m"}}
+    code, new = api(d, "PUT", RTC + "slim", changed)
+    assert code == 200, new
+    assert int(rv(new)) > int(rv(cur)) and new["overhead"]["podFixed"]["cpu"] == "100m", new
+    for k in ("uid", "creationTimestamp", "labels"):
+        assert new["metadata"][k] == md[k], (k, new)
+
+    stale = copy.deepcopy(cur)
+    stale["overhead"] = {"podFixed": {"cpu": "200m"}}
+    for path in (RTC + "slim?dryRun=All", RTC + "slim"):
+        code, st = api(d, "PUT", path, stale)
+        assert code == 409 and st["reason"] == "Conflict", st
+        assert 'on runtimeclasses.node.k8s.io "slim": the object has been modified' \
+            in st["message"], st
+    swapped = copy.deepcopy(new)
+    swapped["handler"] = "runc"
+    code, st = api(d, "PUT", RTC + "slim", swapped)
+    assert code == 422 and st["reason"] == "Invalid", st
+    assert "handler" in st["message"] and "field is immutable" in st["message"], st
+    bad = dict(copy.deepcopy(new), metadata={"name": "slim", "resourceVersion": "abc"})
+    code, st = api(d, "PUT", RTC + "slim", bad)
+    assert code == 400 and "metadata.resourceVersion" in st["message"], st
+    code, st = api(d, "PUT", RTC + "other",
+                   dict(cls, metadata={"name": "other", "resourceVersion": rv(new)}))
+    assert code == 404 and st["reason"] == "NotFound", st
+    assert api(d, "GET", RTC + "slim")[1] == new
+    assert api(d, "GET", RTC + "other")[0] == 404
+
+    for pre in ({"resourceVersion": rv(cur)}, {"uid": "not-its-uid"}):
+        code, st = api(d, "DELETE", RTC + "slim", {"preconditions": pre})
+        assert code == 409 and "Precondition failed" in st["message"], st
+    assert api(d, "GET", RTC + "slim")[1] == new
+    code, st = api(d, "DELETE", RTC + "slim",
+                   {"preconditions": {"uid": md["uid"], "resourceVersion": rv(new)}})
+    assert code == 200, st
+    assert api(d, "GET", RTC + "slim")[0] == 404
+    code, st = api(d, "DELETE", RTC + "slim", {"preconditions": {"uid": md["uid"]}})
+    assert code == 404, st
