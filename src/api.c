@@ -50,11 +50,14 @@
  * keepalive_timeout (75 s), so a scraper's kept-alive connection is not
  * closed just as it is used again. */
 #define API_TCP_IDLE_MS 75000
-/* A request answered before its body was read (401, 413) is closed after
- * the answer with a FIN, and what the client still sends is read and
- * dropped for this long: closing at once would reset the connection, and
- * the client could lose the answer. */
-#define API_LINGER_MS 2000
+/* A request answered before its body was read (400, 401, 411, 413) is
+ * closed after the answer with a FIN, and what the client still sends is
+ * read and dropped: closing at once would reset the connection, and the
+ * client could lose the answer. As nginx's lingering_timeout and
+ * lingering_time: until the client has sent nothing for API_LINGER_MS, for
+ * API_LINGER_MAX_MS at most. */
+#define API_LINGER_MS     5000
+#define API_LINGER_MAX_MS 30000
 
 static const char *MOD = "api";
 
@@ -85,9 +88,11 @@ typedef struct api_conn {
     bool processing; /* conn_process is on the stack: it goes on to the next request */
     bool reading;    /* the socket is read (conn_reading decides) */
     bool keep_alive;
-    bool finished;      /* last response sent; the connection closes after it */
-    bool linger;        /* ...after a lingering close (API_LINGER_MS) */
-    uv_timer_t *idle;   /* TCP only: API_TCP_IDLE_MS to the next whole request */
+    bool finished;  /* last response sent; the connection closes after it */
+    bool linger;    /* ...after a lingering close (API_LINGER_MS) */
+    bool lingering; /* its FIN is sent: what comes is dropped */
+    uint64_t linger_until;
+    uv_timer_t *idle;   /* TCP: API_TCP_IDLE_MS to the next whole request; any: linger */
     size_t idle_queued; /* bytes queued when the idle timer started */
     /* logs: read on the thread pool, one pass at a time */
     uv_timer_t *follow;
@@ -163,8 +168,22 @@ static void shutdown_done(uv_shutdown_t *req, int status)
     conn_unref(c);
 }
 
+/* The lingering close's timer, from now: API_LINGER_MS, cut to what is
+ * left of API_LINGER_MAX_MS. */
+static void conn_linger_arm(api_conn_t *c)
+{
+    uint64_t now = uv_now(c->api->loop);
+    if (now >= c->linger_until) {
+        conn_close(c);
+        return;
+    }
+    uint64_t left = c->linger_until - now;
+    uv_timer_start(c->idle, on_idle_timeout, left < API_LINGER_MS ? left : API_LINGER_MS, 0);
+}
+
 /* The answer is out: FIN, then drop what still comes until the client
- * closes or API_LINGER_MS pass. */
+ * closes or stops sending (conn_linger_arm). A socket client has no idle
+ * timer of its own until then. */
 static void conn_linger(api_conn_t *c)
 {
     uv_shutdown_t *sh = xcalloc(1, sizeof(*sh));
@@ -176,7 +195,15 @@ static void conn_linger(api_conn_t *c)
         conn_close(c);
         return;
     }
-    uv_timer_start(c->idle, on_idle_timeout, API_LINGER_MS, 0);
+    if (!c->idle) {
+        c->idle = xcalloc(1, sizeof(*c->idle));
+        uv_timer_init(c->api->loop, c->idle);
+        c->idle->data = c;
+    }
+    c->lingering = true;
+    c->linger_until = uv_now(c->api->loop) + API_LINGER_MAX_MS;
+    conn_linger_arm(c);
+    conn_reading(c);
 }
 
 static void write_done(uv_write_t *req, int status)
@@ -1157,7 +1184,7 @@ static void conn_reading(api_conn_t *c)
 {
     bool want =
         !c->closing &&
-        (c->finished ? c->linger : conn_queued(c) <= API_QUEUE_MAX && c->len <= API_BUF_MAX);
+        (c->finished ? c->lingering : conn_queued(c) <= API_QUEUE_MAX && c->len <= API_BUF_MAX);
     if (want == c->reading)
         return;
     c->reading = want;
@@ -1228,8 +1255,6 @@ static void conn_process(api_conn_t *c)
     conn_unref(c);
 }
 
-/* Takes the next whole request from the buffer and dispatches it; false
- * when there is none to take now. */
 /* A request refused before its body is read (unparsable, 411, 413, no
  * token): the answer goes out with Connection: close, then a lingering
  * close drops what the client still sends, so that it reads the answer
@@ -1243,6 +1268,8 @@ static void conn_refuse(api_conn_t *c)
         uv_timer_stop(c->idle);
 }
 
+/* Takes the next whole request from the buffer and dispatches it; false
+ * when there is none to take now. */
 static bool conn_next(api_conn_t *c)
 {
     if (c->closing || c->finished || c->busy || c->follow)
@@ -1322,8 +1349,9 @@ static void read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
         conn_close(c);
         return;
     }
-    if (c->finished && c->linger) {
+    if (c->lingering) {
         c->len = 0; /* a refused body: dropped */
+        conn_linger_arm(c);
         return;
     }
     c->len += (size_t)n;

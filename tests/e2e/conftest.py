@@ -192,6 +192,30 @@ def recv_until_close(sock, timeout):
         return out, False
 
 
+def refused_requests(head):
+    """Requests the API refuses before their bodies, each with a body the
+    client sends whole before it reads, and the status it gets: over 4 MiB,
+    chunked, an unparsable head. head: request line and headers so far."""
+    chunk = b"100000\r\n" + b"x" * 0x100000 + b"\r\n"
+    return [((head + "Content-Length: 5242880\r\n\r\n").encode() + b"x" * 5242880, b" 413 "),
+            ((head + "Transfer-Encoding: chunked\r\n\r\n").encode() + chunk * 5, b" 411 "),
+            ((head + "Bad Header: 1\r\n\r\n").encode() + b"x" * 5242880, b" 400 ")]
+
+
+def send_refused(sock, req, timeout=10):
+    """Sends all of req (a request the daemon refuses before its body) and
+    reads the answer to the daemon's close, which must be an orderly one
+    (a lingering close): a reset raises here."""
+    sock.sendall(req)
+    sock.settimeout(timeout)
+    out = b""
+    while True:
+        b = sock.recv(65536)
+        if not b:
+            return out
+        out += b
+
+
 def exchange(port, data, timeout=15):
     """Send data, then read until the router closes. Returns (bytes, closed)."""
     s = socket.create_connection(("127.0.0.1", port))

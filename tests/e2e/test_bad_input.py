@@ -5,10 +5,13 @@ import io
 import json
 import os
 import shutil
+import socket
 import subprocess
 import tarfile
 
 import pytest
+
+from conftest import refused_requests, send_refused
 
 
 @pytest.fixture
@@ -107,6 +110,21 @@ def test_bad_namespace_in_path(served, ns):
                         "http://x/apis/serving.knative.dev/v1/services"],
                        capture_output=True, text=True)
     assert [s["metadata"]["namespace"] for s in json.loads(r.stdout)["items"]] == ["default"]
+
+
+def test_refused_api_requests_on_the_socket(served):
+    """Over the API socket too, a request refused before its body (over
+    4 MiB, chunked, unparsable) is answered, and the rest of what the client
+    sends is read and dropped until it closes; the daemon goes on serving
+    (the fixture checks)."""
+    sock = os.path.join(served.state_dir, "sluice.sock")
+    head = ("PUT /apis/serving.knative.dev/v1/namespaces/default/services/x HTTP/1.1\r\n"
+            "Host: x\r\n")
+    for req, status in refused_requests(head):
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.connect(sock)
+            out = send_refused(s, req)
+        assert out.startswith(b"HTTP/1.1" + status), out[:200]
 
 
 def test_oversize_api_body(served):
