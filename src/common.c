@@ -11,8 +11,10 @@
 #include <linux/openat2.h>
 #include <stdio.h>
 #include <sys/stat.h>
+#include <sys/random.h>
 #include <sys/syscall.h>
 #include <time.h>
+#include <unistd.h>
 
 __attribute__((format(printf, 3, 0))) static void error_vset(sl_error_t *err, int code,
                                                              const char *fmt, va_list ap)
@@ -216,6 +218,27 @@ uint64_t sl_now_ns(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+void sl_random_bytes(void *buf, size_t n)
+{
+    unsigned char *p = buf;
+    size_t got = 0;
+    while (got < n) {
+        ssize_t r = getrandom(p + got, n - got, 0);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            break;
+        got += (size_t)r;
+    }
+    uint64_t x = sl_now_ns() ^ (uint64_t)sl_wall_ns() ^ ((uint64_t)getpid() << 32);
+    for (; got < n; got++) {
+        x ^= x << 13; /* xorshift64 */
+        x ^= x >> 7;
+        x ^= x << 17;
+        p[got] = (unsigned char)x;
+    }
 }
 
 int64_t sl_wall_ns(void)

@@ -106,6 +106,10 @@ void sl_log(sl_log_level_t lvl, const char *module, const char *fmt, ...)
 uint64_t sl_now_ns(void);
 /* Wall clock (CLOCK_REALTIME) in nanoseconds since the epoch. */
 int64_t sl_wall_ns(void);
+/* n bytes from the kernel's CSPRNG (getrandom); should it fail, bytes
+ * mixed from the clocks and the pid: unpredictable enough for names, not
+ * for secrets. */
+void sl_random_bytes(void *buf, size_t n);
 static inline uint64_t sl_now_ms(void)
 {
     return sl_now_ns() / 1000000u;

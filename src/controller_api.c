@@ -138,8 +138,7 @@ void ctl_stamp_metadata(json_t *obj, const json_t *old)
         json_object_set_new(md, "uid", json_string(uid));
     } else {
         unsigned char b[16];
-        for (size_t i = 0; i < sizeof(b); i++)
-            b[i] = (unsigned char)rand();
+        sl_random_bytes(b, sizeof(b));
         json_object_set_new(md, "uid",
                             json_sprintf("%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x"
                                          "%02x%02x%02x",

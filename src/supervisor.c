@@ -51,7 +51,6 @@
 #include <poll.h>
 #include <sys/prctl.h>
 #include <sys/statvfs.h>
-#include <sys/random.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -196,11 +195,7 @@ static void random_suffix(char out[6])
     size_t n = 0;
     while (n < 5) {
         unsigned char b[16];
-        if (getrandom(b, sizeof(b), 0) != (ssize_t)sizeof(b)) {
-            uint64_t t = sl_now_ns() ^ ((uint64_t)getpid() << 32);
-            memcpy(b, &t, sizeof(t));
-            memcpy(b + 8, &t, sizeof(t));
-        }
+        sl_random_bytes(b, sizeof(b));
         for (size_t i = 0; i < sizeof(b) && n < 5; i++)
             if (b[i] < 252) /* 252 = 7 * 36: no bias */
                 out[n++] = alnum[b[i] % 36];

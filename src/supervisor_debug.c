@@ -25,7 +25,6 @@
 #include <signal.h>
 #include <spawn.h>
 #include <stdio.h>
-#include <sys/random.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 
@@ -156,10 +155,7 @@ static void debug_id(int pid, char *out, size_t len)
 {
     static const char alnum[] = "abcdefghijklmnopqrstuvwxyz0123456789";
     unsigned char b[5];
-    if (getrandom(b, sizeof(b), 0) != (ssize_t)sizeof(b)) {
-        uint64_t t = sl_now_ns();
-        memcpy(b, &t, sizeof(b));
-    }
+    sl_random_bytes(b, sizeof(b));
     char sfx[6];
     for (size_t i = 0; i < 5; i++)
         sfx[i] = alnum[b[i] % 36];
