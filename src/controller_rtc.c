@@ -275,14 +275,16 @@ int sl_controller_delete_runtimeclass(sl_controller_t *c, const char *name, cons
         return 409;
     }
     if (pre) {
-        json_t *cur;
-        sl_runtime_class_t *rc;
-        int st = stored_get(c, name, &cur, &rc, body);
-        if (st)
+        json_t *cur = NULL;
+        int st = sl_store_get(c->store, "runtimeclasses", "", name, &cur, &err);
+        if (st < 0) {
+            json_decref(cur);
+            st = st == -ENOENT ? 404 : 500;
+            *body = sl_status_json(st, st == 404 ? "NotFound" : "InternalError", err.msg);
             return st;
+        }
         st = sl_check_delete_preconditions(pre, cur, &err);
         json_decref(cur);
-        sl_runtimeclass_free(rc);
         if (st) {
             *body = sl_status_json(st, sl_precondition_reason(st), err.msg);
             return st;
