@@ -208,12 +208,7 @@ def send_refused(sock, req, timeout=10):
     (a lingering close): a reset raises here."""
     sock.sendall(req)
     sock.settimeout(timeout)
-    out = b""
-    while True:
-        b = sock.recv(65536)
-        if not b:
-            return out
-        out += b
+    return read_until_close(sock)
 
 
 def exchange(port, data, timeout=15):
