@@ -56,10 +56,10 @@ static void serve_usage(FILE *f)
         "                       latency on VMs, where a sleeping CPU's wake-up is\n"
         "                       costly, for CPU spent polling (default 0: off)\n"
         "  --sched-slice D      the loop thread asks the scheduler for slices of D\n"
-        "                       (100us-100ms; Linux 6.12+): a short slice lets\n"
-        "                       its wake-ups preempt CPU-bound instances instead of\n"
-        "                       waiting out their slices (default 100us; 0: the\n"
-        "                       kernel's default)\n"
+        "                       (100us-100ms, e.g. 500us; Linux 6.12+): its wake-ups\n"
+        "                       preempt CPU-bound instances sooner, but a burst\n"
+        "                       longer than D is cut more often (default 0: the\n"
+        "                       kernel's slice)\n"
         "  --client-header-timeout D  a request head must arrive whole within D of\n"
         "                       its first byte, else 408 (a new connection that sends\n"
         "                       nothing is closed; an HTTP/2 header block left open\n"
@@ -173,9 +173,8 @@ enum {
 };
 
 /* The range the kernel accepts for a fair task's slice (it clamps). */
-#define SCHED_SLICE_MIN_NS     100000ull
-#define SCHED_SLICE_MAX_NS     100000000ull
-#define SCHED_SLICE_DEFAULT_NS 100000ull
+#define SCHED_SLICE_MIN_NS 100000ull
+#define SCHED_SLICE_MAX_NS 100000000ull
 
 static int duration_opt(const char *flag, const char *arg, uint64_t *ns)
 {
@@ -475,18 +474,20 @@ struct sched_attr_v1 {
 
 #define SCHED_FLAG_RESET_ON_FORK_ 0x01
 
-/* The loop thread is the data path: every request is a short burst of it,
- * woken by a socket. On a machine whose CPUs are busy with instances, a
- * wake-up under EEVDF waits for the running task's slice to end (the
- * kernel's default request: 0.7 ms, 0.75 before 6.15, times 1 + log2 of
- * the CPUs, at most 8: 1.4 ms on 2 CPUs, 2.8 ms on 8) unless the woken task asks for a shorter
- * one, which earns it an earlier deadline and wake-up preemption: its
- * weight, and so its share of the CPU, is unchanged. Only this thread gets
- * the slice: with SCHED_RESET_ON_FORK the thread pool, runtimes and
+/* --sched-slice. The loop thread is the data path: a request is a burst of
+ * it, woken by a socket. On CPUs busy with instances, a wake-up under
+ * EEVDF waits for the running task's slice to end (the kernel's default
+ * request: 0.7 ms, 0.75 before 6.15, times 1 + log2 of the CPUs, at most 8:
+ * 1.4 ms on 2 CPUs, 2.8 ms on 8) unless the woken task asks for a shorter
+ * one, which earns it an earlier deadline and wake-up preemption; its
+ * weight, and so its share of the CPU, is unchanged. The other side: once
+ * the thread has run for its slice it is preempted sooner too, and under
+ * load its bursts are long (100us cost an HTTP/2 backend 11 % of its
+ * req/s at c=256 in bench/RESULTS.md), hence opt-in. Only this thread
+ * gets the slice: with SCHED_RESET_ON_FORK the thread pool, runtimes and
  * instances start with the kernel's defaults (which also drops a negative
- * nice for them).
- * Kernels before 6.12 have no per-task slice: they report a fair task's
- * sched_runtime as 0, and then nothing is changed (no reset on fork either). */
+ * nice for them). Kernels before 6.12 have no per-task slice: they report a
+ * fair task's sched_runtime as 0, and then nothing is changed. */
 static void set_sched_slice(uint64_t ns)
 {
     if (!ns)
@@ -713,7 +714,6 @@ int sl_cmd_serve(int argc, char **argv)
     serve_opts_t so = {
         .max_scale = 100,
         .queue_deadline_ms = 10000,
-        .sched_slice_ns = SCHED_SLICE_DEFAULT_NS,
         .logs = {SL_LOG_MAX_DEFAULT, SL_LOG_RETENTION_DEFAULT, SL_LOG_PER_REVISION_DEFAULT}};
     sl_as_config_defaults(&so.as);
     sl_prices_default(&so.prices);

@@ -207,18 +207,18 @@ def kernel_has_task_slices():
 
 
 def test_sched_slice_on_the_loop_thread_alone(make_daemon, images, tmp_path):
-    """The daemon's loop thread asks for a 100us scheduler slice (the data
-    path's wake-ups preempt CPU-bound work); its other threads, the runtime
-    and the instances it starts keep the kernel's default, and so does the
-    loop with --sched-slice 0. Values out of range are refused."""
+    """`serve --sched-slice 500us`: the daemon's loop thread asks for that
+    scheduler slice; its other threads, the runtime and the instances it
+    starts keep the kernel's default, and so does the loop without the
+    flag. Values out of range are refused."""
     if not kernel_has_task_slices():
         pytest.skip("kernel without per-task scheduler slices (Linux 6.12+)")
     default = sched_attr(0)[3]
-    d = make_daemon()
+    d = make_daemon("--sched-slice", "500us")
     d.cli("deploy", "slice", "--image", images["hello"])
     assert d.curl("slice", "/")[0] == 200
     policy, flags, _nice, runtime = sched_attr(d.proc.pid)
-    assert (policy, runtime) == (0, 100000) and flags & 1, (policy, flags, runtime)
+    assert (policy, runtime) == (0, 500000) and flags & 1, (policy, flags, runtime)
     threads = [int(t) for t in os.listdir("/proc/%d/task" % d.proc.pid)]
     assert len(threads) > 1, threads  # the thread pool has run the image import
     for tid in threads:
@@ -227,7 +227,7 @@ def test_sched_slice_on_the_loop_thread_alone(make_daemon, images, tmp_path):
     inst = d.json("instances", "slice")["items"][0]
     assert sched_attr(inst["pid"])[3] == default
     d.stop()
-    d0 = make_daemon("--sched-slice", "0")
+    d0 = make_daemon()
     assert sched_attr(d0.proc.pid)[3] == default
     for bad, why in (("50us", "between 100us and 100ms"), ("101ms", "between 100us and 100ms"),
                      ("short", "expected a duration")):
