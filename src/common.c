@@ -241,6 +241,20 @@ void sl_random_bytes(void *buf, size_t n)
     }
 }
 
+void sl_random_alnum(char *out, size_t n)
+{
+    static const char alnum[] = "abcdefghijklmnopqrstuvwxyz0123456789";
+    size_t k = 0;
+    while (k < n) {
+        unsigned char b[16];
+        sl_random_bytes(b, sizeof(b));
+        for (size_t i = 0; i < sizeof(b) && k < n; i++)
+            if (b[i] < 252) /* 252 = 7 * 36: no bias */
+                out[k++] = alnum[b[i] % 36];
+    }
+    out[n] = '\0';
+}
+
 int64_t sl_wall_ns(void)
 {
     struct timespec ts;

@@ -110,6 +110,10 @@ int64_t sl_wall_ns(void);
  * mixed from the clocks and the pid: unpredictable enough for names, not
  * for secrets. */
 void sl_random_bytes(void *buf, size_t n);
+/* n random characters of [a-z0-9] (each as likely), then a NUL: out holds
+ * n + 1. For names (instance ids) that must not repeat a predictable
+ * sequence. */
+void sl_random_alnum(char *out, size_t n);
 static inline uint64_t sl_now_ms(void)
 {
     return sl_now_ns() / 1000000u;

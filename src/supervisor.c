@@ -189,20 +189,6 @@ static bool valid_name(const char *s)
     return true;
 }
 
-static void random_suffix(char out[6])
-{
-    static const char alnum[] = "abcdefghijklmnopqrstuvwxyz0123456789";
-    size_t n = 0;
-    while (n < 5) {
-        unsigned char b[16];
-        sl_random_bytes(b, sizeof(b));
-        for (size_t i = 0; i < sizeof(b) && n < 5; i++)
-            if (b[i] < 252) /* 252 = 7 * 36: no bias */
-                out[n++] = alnum[b[i] % 36];
-    }
-    out[5] = '\0';
-}
-
 /* ---- processes the supervisor waits for (sv_proc_t) ------------------ */
 
 static void on_proc_closed(uv_handle_t *h)
@@ -1947,7 +1933,7 @@ static void assign_id(sl_instance_t *inst, const char *revision)
     char sfx[6];
     do {
         free(inst->id);
-        random_suffix(sfx);
+        sl_random_alnum(sfx, 5);
         inst->id = xasprintf("%s-%s", revision, sfx);
     } while (id_in_use(inst->sup, inst->id));
 }

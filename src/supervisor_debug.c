@@ -153,13 +153,8 @@ static char **debug_env(int pid, bool terminal)
 
 static void debug_id(int pid, char *out, size_t len)
 {
-    static const char alnum[] = "abcdefghijklmnopqrstuvwxyz0123456789";
-    unsigned char b[5];
-    sl_random_bytes(b, sizeof(b));
     char sfx[6];
-    for (size_t i = 0; i < 5; i++)
-        sfx[i] = alnum[b[i] % 36];
-    sfx[5] = '\0';
+    sl_random_alnum(sfx, 5);
     snprintf(out, len, "debug-%d-%s", pid, sfx);
 }
 
