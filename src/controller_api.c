@@ -128,7 +128,8 @@ static long next_generation(const json_t *old)
     return (g ? (long)json_integer_value(g) : 0) + 1;
 }
 
-void ctl_stamp_metadata(json_t *obj, const json_t *old)
+/* metadata.creationTimestamp and uid, old's when given. */
+static void stamp_metadata(json_t *obj, const json_t *old)
 {
     json_t *md = sl_json_ensure_obj(obj, "metadata");
     const char *created = old ? sl_json_str(old, "metadata.creationTimestamp") : NULL;
@@ -147,10 +148,20 @@ void ctl_stamp_metadata(json_t *obj, const json_t *old)
     }
 }
 
+void ctl_stamp_written(json_t *obj, const json_t *old)
+{
+    json_t *md = sl_json_ensure_obj(obj, "metadata");
+    static const char *const server_set[] = {"resourceVersion", "generation", "managedFields",
+                                             "selfLink"};
+    for (size_t i = 0; i < SL_ARRAY_LEN(server_set); i++)
+        json_object_del(md, server_set[i]);
+    stamp_metadata(obj, old);
+}
+
 static void carry_metadata(json_t *svc, const json_t *old, long generation)
 {
     json_object_set_new(json_object_get(svc, "metadata"), "generation", json_integer(generation));
-    ctl_stamp_metadata(svc, old);
+    stamp_metadata(svc, old);
     json_t *old_status = old ? json_object_get(old, "status") : NULL;
     if (old_status)
         json_object_set_new(svc, "status", json_deep_copy(old_status));

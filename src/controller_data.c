@@ -164,11 +164,7 @@ int sl_controller_put_data(sl_controller_t *c, sl_data_kind_t kind, const char *
             xasprintf("%s \"%s\" is invalid: %s", sl_data_kind_name(kind), name, err.msg);
         return fail(body, 422, "Invalid", msg);
     }
-    json_t *md = json_object_get(obj, "metadata");
-    const char *server_set[] = {"resourceVersion", "generation", "managedFields", "selfLink"};
-    for (size_t i = 0; i < SL_ARRAY_LEN(server_set); i++)
-        json_object_del(md, server_set[i]);
-    ctl_stamp_metadata(obj, old);
+    ctl_stamp_written(obj, old);
     json_decref(old);
     if (!dry_run && sl_store_put(c->store, sl_data_resource(kind), ns, name, obj, &err) < 0)
         return fail(body, 500, "InternalError", err.msg);

@@ -240,8 +240,11 @@ char *ctl_host_for(sl_controller_t *c, const char *ns, const char *name);
 char *ctl_url_for(sl_controller_t *c, const char *host);
 uint32_t ctl_hash_host(const char *p, size_t n);
 void ctl_rev_maybe_free(rev_rt_t *r);
-/* controller_api.c: metadata.creationTimestamp and uid, old's when given. */
-void ctl_stamp_metadata(json_t *obj, const json_t *old);
+/* controller_api.c: an object a client wrote (a Secret, ConfigMap or
+ * RuntimeClass): the metadata only the server sets (resourceVersion,
+ * generation, managedFields, selfLink) dropped, and creationTimestamp and
+ * uid set, old's when given. */
+void ctl_stamp_written(json_t *obj, const json_t *old);
 /* controller_data.c: what an instance of r reads from Secrets and ConfigMaps. */
 int ctl_resolve(rev_rt_t *r, sl_revision_process_t *out, sl_error_t *err);
 /* controller_rtc.c: runtime classes and capacity. */

@@ -245,12 +245,7 @@ int sl_controller_put_runtimeclass(sl_controller_t *c, const char *name, json_t 
         st = 422;
         goto out;
     }
-    json_t *md = sl_json_ensure_obj(obj, "metadata");
-    static const char *const server_set[] = {"resourceVersion", "generation", "managedFields",
-                                             "selfLink"};
-    for (size_t i = 0; i < SL_ARRAY_LEN(server_set); i++)
-        json_object_del(md, server_set[i]);
-    ctl_stamp_metadata(obj, was);
+    ctl_stamp_written(obj, was);
     if (!dry_run && sl_store_put(c->store, "runtimeclasses", "", name, obj, &err) < 0) {
         *body = sl_status_json(500, "InternalError", err.msg);
         st = 500;
