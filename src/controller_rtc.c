@@ -117,21 +117,18 @@ static json_t *stored_item(const sl_runtime_class_t *rc, const json_t *stored)
     return obj;
 }
 
-/* The stored class name (its object in *obj and parsed in *rc): 0, 404 or
- * 500 with *body set. */
-static int stored_get(sl_controller_t *c, const char *name, json_t **obj, sl_runtime_class_t **rc,
-                      json_t **body)
+/* The stored class name's object in *obj: 0, or 404 or 500 with *body set. */
+static int stored_get(sl_controller_t *c, const char *name, json_t **obj, json_t **body)
 {
     sl_error_t err = {0};
     *obj = NULL;
-    *rc = NULL;
     int st = sl_store_get(c->store, "runtimeclasses", "", name, obj, &err);
     if (st == -ENOENT) {
         sl_autofree char *msg = xasprintf("runtime class \"%s\" does not exist", name);
         *body = sl_status_json(404, "NotFound", msg);
         return 404;
     }
-    if (st < 0 || sl_runtimeclass_from_json(*obj, rc, &err) < 0) {
+    if (st < 0) {
         json_decref(*obj);
         *obj = NULL;
         *body = sl_status_json(500, "InternalError", err.msg);
@@ -175,14 +172,21 @@ int sl_controller_get_runtimeclass(sl_controller_t *c, const char *name, json_t 
         return 200;
     }
     json_t *obj;
-    sl_runtime_class_t *rc;
-    int st = stored_get(c, name, &obj, &rc, body);
+    int st = stored_get(c, name, &obj, body);
     if (st)
         return st;
-    *body = stored_item(rc, obj);
+    sl_runtime_class_t *rc = NULL;
+    sl_error_t err = {0};
+    if (sl_runtimeclass_from_json(obj, &rc, &err) < 0) {
+        *body = sl_status_json(500, "InternalError", err.msg);
+        st = 500;
+    } else {
+        *body = stored_item(rc, obj);
+        st = 200;
+    }
     sl_runtimeclass_free(rc);
     json_decref(obj);
-    return 200;
+    return st;
 }
 
 int sl_controller_put_runtimeclass(sl_controller_t *c, const char *name, json_t *obj, bool dry_run,
@@ -270,14 +274,10 @@ int sl_controller_delete_runtimeclass(sl_controller_t *c, const char *name, cons
         return 409;
     }
     if (pre) {
-        json_t *cur = NULL;
-        int st = sl_store_get(c->store, "runtimeclasses", "", name, &cur, &err);
-        if (st < 0) {
-            json_decref(cur);
-            st = st == -ENOENT ? 404 : 500;
-            *body = sl_status_json(st, st == 404 ? "NotFound" : "InternalError", err.msg);
+        json_t *cur;
+        int st = stored_get(c, name, &cur, body);
+        if (st)
             return st;
-        }
         st = sl_check_delete_preconditions(pre, cur, &err);
         json_decref(cur);
         if (st) {
