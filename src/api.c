@@ -153,6 +153,15 @@ static size_t conn_queued(api_conn_t *c)
     return uv_stream_get_write_queue_size((uv_stream_t *)&c->h);
 }
 
+/* A new timer of c's (its idle or follow timer); conn_close closes it. */
+static uv_timer_t *conn_timer(api_conn_t *c)
+{
+    uv_timer_t *t = xcalloc(1, sizeof(*t));
+    uv_timer_init(c->api->loop, t);
+    t->data = c;
+    return t;
+}
+
 /* The TCP idle timer, from now, with what is queued now (see
  * conn_idle_arm). */
 static void conn_idle_start(api_conn_t *c)
@@ -195,11 +204,8 @@ static void conn_linger(api_conn_t *c)
         conn_close(c);
         return;
     }
-    if (!c->idle) {
-        c->idle = xcalloc(1, sizeof(*c->idle));
-        uv_timer_init(c->api->loop, c->idle);
-        c->idle->data = c;
-    }
+    if (!c->idle)
+        c->idle = conn_timer(c);
     c->lingering = true;
     c->linger_until = uv_now(c->api->loop) + API_LINGER_MAX_MS;
     conn_linger_arm(c);
@@ -581,9 +587,7 @@ static void handle_logs(api_conn_t *c, const char *ns, const char *name, bool fo
         conn_write(c, head, strlen(head), false);
         if (c->closing) /* the write failed: no follow timer to outlive it */
             return;
-        c->follow = xcalloc(1, sizeof(*c->follow));
-        uv_timer_init(api->loop, c->follow);
-        c->follow->data = c;
+        c->follow = conn_timer(c);
         uv_timer_start(c->follow, follow_tick, FOLLOW_MS, FOLLOW_MS);
     }
     log_pass_start(c);
@@ -1415,11 +1419,8 @@ static void accept_conn(uv_stream_t *server, conn_kind_t kind)
     if (api->conns)
         api->conns->prev = c;
     api->conns = c;
-    if (kind != CONN_UNIX) {
-        c->idle = xcalloc(1, sizeof(*c->idle));
-        uv_timer_init(api->loop, c->idle);
-        c->idle->data = c;
-    }
+    if (kind != CONN_UNIX)
+        c->idle = conn_timer(c);
     conn_reading(c);
     conn_process(c); /* starts the idle timer */
 }
