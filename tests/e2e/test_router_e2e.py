@@ -157,6 +157,16 @@ def test_cgi_head_with_bare_lf_is_relayed_with_crlf(daemon, images):
     assert b"lines ended by LF alone" in body
 
 
+def assert_serve_refuses(tmp_path, flag, cases):
+    """`sluice serve FLAG VALUE` for each (VALUE, why): a usage error (exit
+    2) naming the flag and why, before the state directory is made."""
+    for bad, why in cases:
+        r = subprocess.run([BIN, "serve", "--state-dir", str(tmp_path / "x"), flag, bad],
+                           capture_output=True, text=True, timeout=30)
+        assert r.returncode == 2 and flag in r.stderr and why in r.stderr, r.stderr
+    assert not (tmp_path / "x").exists()
+
+
 def test_busy_poll_serves_and_refuses_bad_values(make_daemon, images, tmp_path):
     """`serve --busy-poll`: a daemon polling 50us after each read serves
     keep-alive and fresh connections alike (hey, real client), and values
@@ -176,11 +186,8 @@ def test_busy_poll_serves_and_refuses_bad_values(make_daemon, images, tmp_path):
     polled = [float(l.split()[1]) for l in text.splitlines()
               if l.startswith("sluice_router_busy_poll_seconds_total ")]
     assert polled and polled[0] >= 50e-6, text
-    for bad, why in (("11ms", "at most 10ms"), ("soon", "expected a duration")):
-        r = subprocess.run([BIN, "serve", "--state-dir", str(tmp_path / "x"), "--busy-poll", bad],
-                           capture_output=True, text=True, timeout=30)
-        assert r.returncode == 2 and "--busy-poll" in r.stderr and why in r.stderr, r.stderr
-    assert not (tmp_path / "x").exists()
+    assert_serve_refuses(tmp_path, "--busy-poll", (("11ms", "at most 10ms"),
+                                                   ("soon", "expected a duration")))
 
 
 SCHED_ATTR = struct.Struct("IIQiIQQQII")  # struct sched_attr, SCHED_ATTR_SIZE_VER1
@@ -229,12 +236,9 @@ def test_sched_slice_on_the_loop_thread_alone(make_daemon, images, tmp_path):
     d.stop()
     d0 = make_daemon()
     assert sched_attr(d0.proc.pid)[3] == default
-    for bad, why in (("50us", "between 100us and 100ms"), ("101ms", "between 100us and 100ms"),
-                     ("short", "expected a duration")):
-        r = subprocess.run([BIN, "serve", "--state-dir", str(tmp_path / "x"), "--sched-slice", bad],
-                           capture_output=True, text=True, timeout=30)
-        assert r.returncode == 2 and "--sched-slice" in r.stderr and why in r.stderr, r.stderr
-    assert not (tmp_path / "x").exists()
+    assert_serve_refuses(tmp_path, "--sched-slice", (("50us", "between 100us and 100ms"),
+                                                     ("101ms", "between 100us and 100ms"),
+                                                     ("short", "expected a duration")))
 
 
 def read_sys(path):
