@@ -731,7 +731,8 @@ static void apply_usage(FILE *f)
                "\"default\"); one in another namespace than an explicit -n is refused.\n"
                "Image paths in oci:, docker-archive: and dir: references are taken\n"
                "relative to the current directory. An object replaces what is stored\n"
-               "whatever its version: a metadata.resourceVersion in a manifest is left out.\n");
+               "whatever its version: a manifest's metadata.resourceVersion and metadata.uid\n"
+               "are left out.\n");
 }
 
 static int read_input(const char *file, char **out, size_t *len)
@@ -908,9 +909,10 @@ static int check_local(const sl_cli_opts_t *o, apply_obj_t *a)
         return sl_cli_error("%s: metadata.name: \"%.100s\" is not a valid name", a->where, name);
     json_t *md = json_object_get(obj, "metadata");
     /* apply makes each object what its manifest says, whatever version is
-     * stored: a resourceVersion read back with -o yaml would make the write
-     * conditional, and fail a restore into another daemon. */
+     * stored: a resourceVersion or uid read back with -o yaml would make the
+     * write conditional, and fail a restore into another daemon. */
     json_object_del(md, "resourceVersion");
+    json_object_del(md, "uid");
     if (!strcmp(kind, "RuntimeClass"))
         return 0;
     const char *ns = sl_json_str(obj, "metadata.namespace");

@@ -424,10 +424,10 @@ void sl_controller_apply(sl_controller_t *c, json_t *svc, const char *ns_default
 {
     bool create_only = flags & SL_APPLY_CREATE, dry_run = flags & SL_APPLY_DRY_RUN;
     sl_error_t err = {0};
-    /* validation strips the server-set metadata: the precondition first */
-    json_t *rv = json_incref(sl_json_path(svc, "metadata.resourceVersion"));
+    /* validation strips the server-set metadata the preconditions are in */
+    json_t *md = json_copy(json_object_get(svc, "metadata"));
     if (sl_service_validate(svc, ns_default, &err) < 0) {
-        json_decref(rv);
+        json_decref(md);
         json_decref(svc);
         /* Kubernetes: a well-formed object the server cannot accept is 422
          * Invalid; a malformed one 400 BadRequest. */
@@ -436,7 +436,7 @@ void sl_controller_apply(sl_controller_t *c, json_t *svc, const char *ns_default
         return;
     }
     if (scale_within_limit(c, svc, &err) < 0) {
-        json_decref(rv);
+        json_decref(md);
         json_decref(svc);
         reply(cb, data, 422, "Invalid", err.msg);
         return;
@@ -444,14 +444,14 @@ void sl_controller_apply(sl_controller_t *c, json_t *svc, const char *ns_default
     const char *ns = sl_json_str(svc, "metadata.namespace");
     const char *name = sl_json_str(svc, "metadata.name");
     svc_rt_t *s = ctl_svc_find(c, ns, name);
-    /* A create ignores it, as a manifest read back from the API carries
-     * one. No status write can land between this check and the commit
+    /* A create ignores them, as a manifest read back from the API carries
+     * them. No status write can land between this check and the commit
      * that would matter: another change to the service is refused while
      * this one is pending, and the commit keeps the stored status. */
     int pre = create_only ? 0
-                          : sl_check_resource_version(rv, s ? s->obj : NULL,
-                                                      "services.serving.knative.dev", name, &err);
-    json_decref(rv);
+                          : sl_check_update_preconditions(
+                                md, s ? s->obj : NULL, "services.serving.knative.dev", name, &err);
+    json_decref(md);
     if (pre) {
         json_decref(svc);
         reply(cb, data, pre, sl_precondition_reason(pre), err.msg);

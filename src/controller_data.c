@@ -152,8 +152,8 @@ int sl_controller_put_data(sl_controller_t *c, sl_data_kind_t kind, const char *
         return fail(body, 409, "AlreadyExists", msg);
     }
     int pre = create ? 0
-                     : sl_check_resource_version(sl_json_path(obj, "metadata.resourceVersion"), old,
-                                                 sl_data_resource(kind), name, &err);
+                     : sl_check_update_preconditions(json_object_get(obj, "metadata"), old,
+                                                     sl_data_resource(kind), name, &err);
     if (pre) {
         json_decref(old);
         return fail(body, pre, sl_precondition_reason(pre), err.msg);

@@ -230,8 +230,8 @@ int sl_controller_put_runtimeclass(sl_controller_t *c, const char *name, json_t 
         st = 500;
         goto out;
     }
-    st = sl_check_resource_version(sl_json_path(obj, "metadata.resourceVersion"), was,
-                                   "runtimeclasses.node.k8s.io", name, &err);
+    st = sl_check_update_preconditions(json_object_get(obj, "metadata"), was,
+                                       "runtimeclasses.node.k8s.io", name, &err);
     if (st) {
         *body = sl_status_json(st, sl_precondition_reason(st), err.msg);
         goto out;

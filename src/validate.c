@@ -120,19 +120,38 @@ int sl_check_unsupported(json_t *v, const char *path, sl_error_t *err)
     return sl_error_set(err, ENOTSUP, "%s: not supported", path);
 }
 
-int sl_check_resource_version(const json_t *v, const json_t *cur, const char *resource,
-                              const char *name, sl_error_t *err)
+int sl_check_update_preconditions(const json_t *md, const json_t *cur, const char *resource,
+                                  const char *name, sl_error_t *err)
 {
-    if (!v || json_is_null(v))
-        return 0;
-    const char *want = json_string_value(v);
+    const json_t *v = json_object_get(md, "resourceVersion");
     int64_t n = 0;
-    if (!want || (*want && sl_parse_int64(want, 0, INT64_MAX, &n) < 0)) {
-        sl_error_set(err, EINVAL,
-                     "metadata.resourceVersion: %s%.40s%s is not a resource version this server "
-                     "gave (leave it out to replace the object whatever its version)",
-                     want ? "\"" : "", want ? want : "a non-string value", want ? "\"" : "");
+    if (v && !json_is_null(v)) {
+        const char *want = json_string_value(v);
+        if (!want || (*want && sl_parse_int64(want, 0, INT64_MAX, &n) < 0)) {
+            sl_error_set(err, EINVAL,
+                         "metadata.resourceVersion: %s%.40s%s is not a resource version this "
+                         "server gave (leave it out to replace the object whatever its version)",
+                         want ? "\"" : "", want ? want : "a non-string value", want ? "\"" : "");
+            return 400;
+        }
+    }
+    const json_t *u = json_object_get(md, "uid");
+    const char *uid = json_string_value(u);
+    if (u && !json_is_null(u) && !uid) {
+        sl_error_set(err, EINVAL, "metadata.uid: must be a string");
         return 400;
+    }
+    /* A uid names the object the write was meant for, as in Kubernetes: one
+     * deleted and made again since is another object. With nothing stored
+     * the write creates, and the new object gets its own uid. */
+    if (uid && *uid && cur) {
+        const char *have = sl_json_str(cur, "metadata.uid");
+        if (!have || strcmp(uid, have)) {
+            sl_error_set(err, ESTALE,
+                         "Precondition failed: UID in precondition: %.80s, UID in object meta: %s",
+                         uid, have ? have : "");
+            return 409;
+        }
     }
     if (n == 0)
         return 0;

@@ -46,17 +46,20 @@ int sl_check_namespace(json_t *v, const char *path, sl_error_t *err);
 /* A field sluice knows and refuses: "PATH: not supported". */
 int sl_check_unsupported(json_t *v, const char *path, sl_error_t *err);
 
-/* Kubernetes' optimistic concurrency on a replace (PUT). An object whose
- * metadata.resourceVersion (rv) is set replaces the stored one only at that
- * version; unset (NULL, null or "0") replaces whatever is there. cur is the stored
- * object, NULL when there is none; resource names the kind in messages as
- * the API server does ("services.serving.knative.dev", "secrets").
- * Returns 0 when the write may go on, else the HTTP status with err set:
- * 400 (not a version this server gave), 404 (no object to be at that
- * version), 409 (the object has changed since). Call it before the
- * object's server-set metadata is stripped. */
-int sl_check_resource_version(const json_t *rv, const json_t *cur, const char *resource,
-                              const char *name, sl_error_t *err);
+/* Kubernetes' preconditions on a replace (PUT), read from the new object's
+ * metadata md. With metadata.resourceVersion set, the object replaces the
+ * stored one only at that version; unset (null or "0") it replaces whatever
+ * is there. With metadata.uid set, the stored object must be the one of that
+ * uid (not one deleted and made again since); with nothing stored it
+ * creates. cur is the stored object, NULL when there is none; resource names
+ * the kind in messages as the API server does ("services.serving.knative.dev",
+ * "secrets"). Returns 0 when the write may go on, else the HTTP status with
+ * err set: 400 (a malformed field, or a version this server did not give),
+ * 404 (no object to be at that version), 409 (another object, or the object
+ * has changed since). Call it before the object's server-set metadata is
+ * stripped. */
+int sl_check_update_preconditions(const json_t *md, const json_t *cur, const char *resource,
+                                  const char *name, sl_error_t *err);
 /* The Status reason of one of those codes: "BadRequest", "NotFound", "Conflict". */
 const char *sl_precondition_reason(int code);
 /* A DELETE's DeleteOptions.preconditions ({"uid": S, "resourceVersion": S},

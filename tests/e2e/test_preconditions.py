@@ -128,6 +128,53 @@ def test_configmaps_and_secrets_take_the_same_precondition(daemon):
         assert code == 400 and "metadata.resourceVersion" in st["message"], st
 
 
+def test_a_replace_for_another_uid_is_a_conflict(daemon, images):
+    """A PUT whose metadata.uid is not the stored object's was meant for
+    an object since deleted and made again: 409, as in Kubernetes, dry run
+    or not, for every kind that is replaced by PUT. With nothing stored it
+    creates, and the new object has its own uid."""
+    d = daemon
+    d.cli("deploy", "alpha", "--image", images["hello"])
+    code, svc = api(d, "GET", SVC + "alpha")
+    uid = svc["metadata"]["uid"]
+    cases = [(SVC, svc)]
+    for path, obj in ((CM, {"apiVersion": "v1", "kind": "ConfigMap", "data": {"k": "v"}}),
+                      ("/api/v1/namespaces/default/secrets/",
+                       {"apiVersion": "v1", "kind": "Secret", "stringData": {"k": "v"}}),
+                      (RTC, {"apiVersion": "node.k8s.io/v1", "kind": "RuntimeClass",
+                             "handler": "crun"})):
+        code, made = api(d, "PUT", path + "alpha", dict(obj, metadata={"name": "alpha"}))
+        assert code == 201, made
+        cases.append((path, made))
+    for path, cur in cases:
+        have = cur["metadata"]["uid"]
+        other = copy.deepcopy(cur)
+        other["metadata"]["uid"] = "0f0e0d0c-aaaa-bbbb-cccc-000000000000"
+        other["metadata"].pop("resourceVersion")
+        other["metadata"].setdefault("labels", {})["changed"] = "yes"
+        for q in ("?dryRun=All", ""):
+            code, st = api(d, "PUT", path + "alpha" + q, other)
+            assert code == 409 and st["reason"] == "Conflict", (path, st)
+            assert st["message"] == ("Precondition failed: UID in precondition: %s, UID in "
+                                     "object meta: %s" % (other["metadata"]["uid"], have)), st
+        code, now = api(d, "GET", path + "alpha")
+        assert "changed" not in now["metadata"].get("labels", {}), (path, now)
+        other["metadata"]["uid"] = 7
+        code, st = api(d, "PUT", path + "alpha", other)
+        assert code == 400 and "metadata.uid: must be a string" in st["message"], (path, st)
+        # its own uid: the replace lands, and the uid stays
+        other["metadata"]["uid"] = have
+        code, now = api(d, "PUT", path + "alpha", other)
+        assert code == 200, (path, now)
+        assert now["metadata"]["uid"] == have and now["metadata"]["labels"]["changed"] == "yes"
+        # nothing stored: a create, with a uid of its own
+        fresh = copy.deepcopy(other)
+        fresh["metadata"]["name"] = "beta"
+        code, made = api(d, "PUT", path + "beta", fresh)
+        assert code == 201, (path, made)
+        assert made["metadata"]["uid"] != have, (path, made)
+
+
 def test_concurrent_traffic_commands_lose_no_change(daemon, images):
     """Four `sluice traffic --tag` at once, each reading the service,
     adding its tag and writing it back: every tag is there at the end (a
@@ -167,6 +214,15 @@ def test_apply_of_an_exported_service_ignores_its_version(daemon, images, tmp_pa
     r = d.cli("apply", "-f", str(f), check=False)
     assert r.returncode == 0, r.stderr
     assert d.json("describe", "alpha")["metadata"]["generation"] == 1
+    # made again since the export, with a uid of its own: apply leaves the
+    # exported uid out, as it does the version
+    d.cli("delete", "alpha")
+    d.cli("deploy", "alpha", "--image", images["hello"], "--env", "V=3")
+    assert d.json("describe", "alpha")["metadata"]["uid"] not in exported
+    r = d.cli("apply", "-f", str(f), check=False)
+    assert r.returncode == 0, r.stderr
+    assert d.json("describe", "alpha")["spec"]["template"]["spec"]["containers"][0].get("env") \
+        in (None, [])
 
 
 def test_delete_preconditions(daemon, images):

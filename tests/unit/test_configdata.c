@@ -294,6 +294,20 @@ static void test_resolve_failures(void **state)
     }
 }
 
+/* A replace's preconditions with metadata.resourceVersion v (borrowed; NULL:
+ * none) and metadata.uid uid (NULL: none). */
+static int check_update(json_t *v, const char *uid, const json_t *cur, sl_error_t *err)
+{
+    json_t *md = json_object();
+    if (v)
+        json_object_set(md, "resourceVersion", v);
+    if (uid)
+        json_object_set_new(md, "uid", json_string(uid));
+    int st = sl_check_update_preconditions(md, cur, "configmaps", "cfg", err);
+    json_decref(md);
+    return st;
+}
+
 /* Kubernetes' optimistic concurrency on a replace. */
 static void test_resource_version_precondition(void **state)
 {
@@ -303,20 +317,20 @@ static void test_resource_version_precondition(void **state)
     /* unset, null, "" and "0": unconditional, whatever is stored */
     json_t *unset[] = {NULL, json_null(), json_string(""), json_string("0")};
     for (size_t i = 0; i < SL_ARRAY_LEN(unset); i++) {
-        assert_int_equal(sl_check_resource_version(unset[i], cur, "configmaps", "cfg", &err), 0);
-        assert_int_equal(sl_check_resource_version(unset[i], NULL, "configmaps", "cfg", &err), 0);
+        assert_int_equal(check_update(unset[i], NULL, cur, &err), 0);
+        assert_int_equal(check_update(unset[i], NULL, NULL, &err), 0);
         json_decref(unset[i]);
     }
     json_t *v = json_string("17");
-    assert_int_equal(sl_check_resource_version(v, cur, "configmaps", "cfg", &err), 0);
+    assert_int_equal(check_update(v, NULL, cur, &err), 0);
     json_decref(v);
     v = json_string("16");
-    assert_int_equal(sl_check_resource_version(v, cur, "configmaps", "cfg", &err), 409);
+    assert_int_equal(check_update(v, NULL, cur, &err), 409);
     assert_string_equal(err.msg, "Operation cannot be fulfilled on configmaps \"cfg\": the object "
                                  "has been modified; please apply your changes to the latest "
                                  "version and try again");
     assert_string_equal(sl_precondition_reason(409), "Conflict");
-    assert_int_equal(sl_check_resource_version(v, NULL, "configmaps", "cfg", &err), 404);
+    assert_int_equal(check_update(v, NULL, NULL, &err), 404);
     assert_string_equal(err.msg, "configmaps \"cfg\" not found");
     assert_string_equal(sl_precondition_reason(404), "NotFound");
     json_decref(v);
@@ -325,7 +339,7 @@ static void test_resource_version_precondition(void **state)
                      json_string("17 "), json_string("99999999999999999999"),
                      json_integer(17),   json_true()};
     for (size_t i = 0; i < SL_ARRAY_LEN(bad); i++) {
-        assert_int_equal(sl_check_resource_version(bad[i], cur, "configmaps", "cfg", &err), 400);
+        assert_int_equal(check_update(bad[i], NULL, cur, &err), 400);
         assert_non_null(strstr(err.msg, "metadata.resourceVersion: "));
         json_decref(bad[i]);
     }
@@ -333,11 +347,28 @@ static void test_resource_version_precondition(void **state)
     /* a stored object without a version (none stored so far) never matches */
     json_t *none = json_pack("{s:{s:s}}", "metadata", "name", "cfg");
     v = json_string("1");
-    assert_int_equal(sl_check_resource_version(v, none, "configmaps", "cfg", &err), 409);
+    assert_int_equal(check_update(v, NULL, none, &err), 409);
     json_decref(v);
     json_decref(none);
-    /* DeleteOptions.preconditions */
+    /* metadata.uid: the stored object's or a conflict; with nothing stored,
+     * a create; with no version given, whatever version is stored */
     json_object_set_new(json_object_get(cur, "metadata"), "uid", json_string("u-1"));
+    assert_int_equal(check_update(NULL, "u-1", cur, &err), 0);
+    assert_int_equal(check_update(NULL, "", cur, &err), 0);
+    assert_int_equal(check_update(NULL, "u-1", NULL, &err), 0);
+    assert_int_equal(check_update(NULL, "u-2", cur, &err), 409);
+    assert_string_equal(err.msg, "Precondition failed: UID in precondition: u-2, UID in object "
+                                 "meta: u-1");
+    v = json_string("17");
+    assert_int_equal(check_update(v, "u-1", cur, &err), 0);
+    assert_int_equal(check_update(v, "u-2", cur, &err), 409);
+    assert_non_null(strstr(err.msg, "UID in precondition"));
+    json_decref(v);
+    json_t *md = json_pack("{s:i}", "uid", 5);
+    assert_int_equal(sl_check_update_preconditions(md, cur, "configmaps", "cfg", &err), 400);
+    assert_string_equal(err.msg, "metadata.uid: must be a string");
+    json_decref(md);
+    /* DeleteOptions.preconditions */
     assert_int_equal(sl_check_delete_preconditions(NULL, cur, &err), 0);
     json_t *pre = json_pack("{s:s,s:s}", "uid", "u-1", "resourceVersion", "17");
     assert_int_equal(sl_check_delete_preconditions(pre, cur, &err), 0);
