@@ -684,9 +684,11 @@ static void c_plan_request(sl_client_t *c, const sl_http_msg_t *m, const char *h
 
     IOVS("X-Forwarded-For: ");
     n = plan_joined(m, SL_STR("X-Forwarded-For"), iov, n);
+    size_t peer_at = n;
     IOV(c->peer, c->peer_len);
     IOVS("\r\nForwarded: ");
     n = plan_joined(m, SL_STR("Forwarded"), iov, n);
+    size_t fwd_at = n;
     IOV(c->fwd_for, c->fwd_for_len);
     IOVS(";host=\""); /* parser and normalize_host admit no '"' or '\\' */
     IOVSTR(m->host);
@@ -705,8 +707,18 @@ static void c_plan_request(sl_client_t *c, const sl_http_msg_t *m, const char *h
         c->plan_n = c->plan_head_n = 1;
         return;
     }
-    c->plan = (uv_buf_t *)sl_client_gen(c, (n + 1) * sizeof(uv_buf_t));
+    /* The iovecs may point into the request's own buffers, which the send
+     * holds until it completes, but not into c: a client that goes away
+     * is freed while its request may still be queued to the instance. Its
+     * two forwarding strings are copied beside the plan. */
+    size_t plan_size = (n + 1) * sizeof(uv_buf_t);
+    char *g = sl_client_gen(c, plan_size + c->peer_len + c->fwd_for_len);
+    c->plan = (uv_buf_t *)g;
     memcpy(c->plan, iov, n * sizeof(uv_buf_t));
+    char *peer = memcpy(g + plan_size, c->peer, c->peer_len);
+    char *fwd = memcpy(peer + c->peer_len, c->fwd_for, c->fwd_for_len);
+    c->plan[peer_at] = uv_buf_init(peer, (unsigned)c->peer_len);
+    c->plan[fwd_at] = uv_buf_init(fwd, (unsigned)c->fwd_for_len);
     c->plan_n = c->plan_head_n = (unsigned)n;
 }
 

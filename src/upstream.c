@@ -254,7 +254,11 @@ sl_upconn_t *sl_up_get(sl_upstream_pool_t *p, bool fresh, int *err)
 void sl_up_put(sl_upconn_t *up)
 {
     sl_upstream_pool_t *p = up->pool;
-    if (p->closed || p->r->closing) {
+    /* An HTTP/1.1 connection is idle only once nothing is queued to it
+     * either: an instance may answer before it has read all of the
+     * request, and the rest would go out ahead of the next one. */
+    if (p->closed || p->r->closing ||
+        (!up->h2 && uv_stream_get_write_queue_size((uv_stream_t *)&up->tcp) > 0)) {
         sl_up_close(up);
         return;
     }

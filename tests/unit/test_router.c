@@ -325,6 +325,13 @@ static bool be_serve_one(be_conn_t *bc, bool *drop_next)
     char method[16] = "", path[256] = "", v[128];
     sscanf(head, "%15s %255s", method, path);
     bool is_sink = strcmp(path, "/sink") == 0;
+    bool early = strcmp(path, "/early") == 0;
+    if (early) {
+        /* an answer before the body is read, which is read late */
+        usleep(100000);
+        be_respond(fd, "early", 5);
+        usleep(300000);
+    }
     be_head_req = strcmp(method, "HEAD") == 0; /* tests send one HEAD at a time */
     if (hdr_get(head, "Expect", v, sizeof(v)) && strcasecmp(v, "100-continue") == 0)
         be_write(fd, "HTTP/1.1 100 Continue\r\n\r\n", 25);
@@ -346,7 +353,7 @@ static bool be_serve_one(be_conn_t *bc, bool *drop_next)
     dyn_add(&b->last_raw_body, raw.p ? raw.p : "", raw.len);
     pthread_mutex_unlock(&b->mu);
     bool keep = rc == 0;
-    if (!keep) {
+    if (!keep || early) {
     } else if (strcmp(path, "/hello") == 0) {
         be_respond(fd, "hello", 5);
     } else if (strncmp(path, "/say?", 5) == 0) {
@@ -452,11 +459,16 @@ static void lo_up(void)
     close(s);
 }
 
+/* The receive buffer of the next backend's connections (0: the kernel's). */
+static int be_rcvbuf;
+
 static int listen_any(int *port)
 {
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     int one = 1;
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (be_rcvbuf)
+        setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &be_rcvbuf, sizeof(be_rcvbuf));
     struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(fd, 128) < 0)
         abort();
@@ -1259,6 +1271,53 @@ static void test_never_sent_is_rerouted(void **state)
 /* The owner answers the first acquire from inside it (a refused instance),
  * and the request is routed again: the second acquire queues, and the
  * request waits for that answer instead of taking the first one again. */
+/* The router's connection to the backend listening on port (the harness
+ * runs the router in this process): -1 if it has none. */
+static int router_upstream_fd(int port)
+{
+    for (int fd = 3; fd < 1024; fd++) {
+        struct sockaddr_in sa;
+        socklen_t sl = sizeof(sa);
+        if (getpeername(fd, (struct sockaddr *)&sa, &sl) == 0 && sa.sin_family == AF_INET &&
+            ntohs(sa.sin_port) == port)
+            return fd;
+    }
+    return -1;
+}
+
+/* An instance that answers before it has read all of the request: what is
+ * still queued to it must not go out ahead of the next request, so the
+ * connection is closed, not pooled. */
+static void test_early_answer_is_not_pooled(void **state)
+{
+    be_rcvbuf = 4096;
+    backend_t *b = setup_basic(NULL);
+    be_rcvbuf = 0;
+    rdr_t *c = cl_open();
+    get_ok(c, "app.test", "/hello", "hello");
+    /* small kernel buffers: most of the next body stays queued in the router */
+    int ufd = router_upstream_fd(b->port), small = 4096;
+    assert_true(ufd >= 0);
+    assert_int_equal(setsockopt(ufd, SOL_SOCKET, SO_SNDBUF, &small, sizeof(small)), 0);
+    size_t n = 192 * 1024;
+    char *req = malloc(n + 128);
+    int hl = snprintf(req, 128,
+                      "POST /early HTTP/1.1\r\nHost: app.test\r\nContent-Length: %zu\r\n\r\n", n);
+    memset(req + hl, 'x', n);
+    req[hl + n] = '\0';
+    cl_send(c, req);
+    free(req);
+    resp_t rp;
+    assert_int_equal(cl_resp(c, &rp, false, false), 0);
+    assert_int_equal(rp.status, 200);
+    assert_string_equal(rp.body.p, "early");
+    resp_free(&rp);
+    get_ok(c, "app.test", "/hello", "hello");
+    assert_int_equal(atomic_load(&b->accepts), 2);
+    cl_close(c);
+    teardown_basic(b);
+}
+
 static void test_inline_answer_is_not_reused(void **state)
 {
     h_reset();
@@ -2223,6 +2282,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_refused_is_502),
         cmocka_unit_test(test_owner_status_retry_after),
         cmocka_unit_test(test_never_sent_is_rerouted),
+        cmocka_unit_test(test_early_answer_is_not_pooled),
         cmocka_unit_test(test_inline_answer_is_not_reused),
         cmocka_unit_test(test_websocket_tunnel),
         cmocka_unit_test(test_timeout_is_504),
