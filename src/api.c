@@ -389,6 +389,19 @@ static void op_done(int status, json_t *body, void *data)
     conn_unref(c);
 }
 
+/* The same for an answer the controller renders as text. */
+static void text_done(int status, char *text, size_t len, void *data)
+{
+    api_conn_t *c = data;
+    if (!c->closing) {
+        send_response(c, status, "application/json", text, len);
+        c->busy = false;
+        conn_process(c);
+    }
+    free(text);
+    conn_unref(c);
+}
+
 /* ---- log streaming ---------------------------------------------------- */
 
 /*
@@ -783,8 +796,8 @@ static void route_services(route_ctx_t *r, const char *ns, const char *name)
     json_t *body = NULL;
     int st;
     if (!name && method_is(r, "GET")) {
-        st = sl_controller_list_services(ctl, ns, &body);
-        send_json(c, st, body);
+        c->refs++;
+        sl_controller_list_services(ctl, ns, text_done, c);
     } else if ((!name && method_is(r, "POST")) || (name && method_is(r, "PUT"))) {
         int dry_run;
         json_t *svc = put_body(r, &dry_run);
@@ -880,10 +893,9 @@ static void route_knative(route_ctx_t *r, char **seg, size_t n)
         send_json(r->c, st, body);
     } else if (!strcmp(kind, "revisions") && !name && method_is(r, "GET")) {
         char buf[256];
-        json_t *body = NULL;
-        int st = sl_controller_list_revisions(r->c->api->ctl, ns,
-                                              service_filter(r, buf, sizeof(buf)), &body);
-        send_json(r->c, st, body);
+        r->c->refs++;
+        sl_controller_list_revisions(r->c->api->ctl, ns, service_filter(r, buf, sizeof(buf)),
+                                     text_done, r->c);
     } else {
         send_error(r->c, 404, "NotFound", "no such API path");
     }

@@ -71,11 +71,21 @@ void sl_controller_apply(sl_controller_t *c, json_t *svc, const char *ns_default
 void sl_controller_import_image(sl_controller_t *c, const char *ref, sl_controller_cb cb,
                                 void *data);
 
+/* An answer rendered as JSON text (owned by the callback, len bytes). */
+typedef void (*sl_controller_text_cb)(int http_status, char *text, size_t len, void *data);
+
+/* The ServiceList and RevisionList answers (ns NULL: every namespace;
+ * service NULL: every service's revisions). They are rendered a slice per
+ * turn of the loop, so cb runs later, once the whole list is (it runs at
+ * once, with a Status, if the store cannot be read). The controller must
+ * stay up until cb has run. */
+void sl_controller_list_services(sl_controller_t *c, const char *ns, sl_controller_text_cb cb,
+                                 void *data);
+void sl_controller_list_revisions(sl_controller_t *c, const char *ns, const char *service,
+                                  sl_controller_text_cb cb, void *data);
+
 /* Synchronous reads and deletes; return HTTP status, *body set. */
 int sl_controller_get_service(sl_controller_t *c, const char *ns, const char *name, json_t **body);
-int sl_controller_list_services(sl_controller_t *c, const char *ns, json_t **body);
-int sl_controller_list_revisions(sl_controller_t *c, const char *ns, const char *service,
-                                 json_t **body);
 int sl_controller_list_instances(sl_controller_t *c, const char *ns, const char *service,
                                  json_t **body);
 int sl_controller_list_images(sl_controller_t *c, json_t **body);

@@ -560,79 +560,186 @@ int sl_controller_get_service(sl_controller_t *c, const char *ns, const char *na
     return 200;
 }
 
-int sl_controller_list_services(sl_controller_t *c, const char *ns, json_t **body)
+/* A listed service as its GET shows it: the live object (its status as of
+ * now), or the stored one when it is not loaded. New reference. */
+static json_t *service_item(sl_controller_t *c, json_t *stored)
 {
-    json_t *list = NULL;
-    sl_error_t err = {0};
-    if (sl_store_list(c->store, "services", ns, &list, &err) < 0) {
-        *body = sl_status_json(500, "InternalError", err.msg);
-        return 500;
-    }
-    size_t i;
-    json_t *obj;
-    json_array_foreach(list, i, obj)
-    {
-        svc_rt_t *s = ctl_svc_find(c, sl_json_str(obj, "metadata.namespace"),
-                                   sl_json_str(obj, "metadata.name"));
-        if (s) {
-            ctl_svc_update_status(s);
-            json_array_set_new(list, i, json_deep_copy(s->obj));
-        }
-    }
-    *body = list_obj("ServiceList", list);
-    return 200;
+    svc_rt_t *s = ctl_svc_find(c, sl_json_str(stored, "metadata.namespace"),
+                               sl_json_str(stored, "metadata.name"));
+    if (!s)
+        return json_incref(stored);
+    ctl_svc_update_status(s);
+    return json_incref(s->obj);
 }
 
-int sl_controller_list_revisions(sl_controller_t *c, const char *ns, const char *service,
-                                 json_t **body)
+/* A listed revision, with what its service routes to it; NULL when it is
+ * not one of service's (service NULL: any). New reference. */
+static json_t *revision_item(sl_controller_t *c, json_t *obj, const char *service)
 {
-    json_t *list = NULL;
-    sl_error_t err = {0};
-    if (sl_store_list(c->store, "revisions", ns, &list, &err) < 0) {
-        *body = sl_status_json(500, "InternalError", err.msg);
-        return 500;
+    json_t *labels = sl_json_path(obj, "metadata.labels");
+    const char *svc = json_string_value(json_object_get(labels, SL_LABEL_SERVICE));
+    if (service && (!svc || strcmp(svc, service)))
+        return NULL;
+    const char *rns = sl_json_str(obj, "metadata.namespace");
+    const char *rname = sl_json_str(obj, "metadata.name");
+    rev_rt_t *r = ctl_rev_find(c, rns, rname);
+    if (r)
+        ctl_rev_update_status(r);
+    json_t *item = r ? json_deep_copy(r->obj) : json_incref(obj); /* obj is the job's own */
+    json_t *st = sl_json_ensure_obj(item, "status");
+    json_object_set_new(st, "actualReplicas", json_integer(r ? r->n_ready : 0));
+    if (!r) {
+        json_object_set_new(st, "desiredReplicas", json_integer(0));
+        json_object_del(st, "autoscaler");
     }
-    json_t *items = json_array();
-    size_t i;
-    json_t *obj;
-    json_array_foreach(list, i, obj)
-    {
-        json_t *labels = sl_json_path(obj, "metadata.labels");
-        const char *svc = json_string_value(json_object_get(labels, SL_LABEL_SERVICE));
-        if (service && (!svc || strcmp(svc, service)))
+    svc_rt_t *s = svc ? ctl_svc_find(c, rns, svc) : NULL;
+    int pct = 0;
+    json_t *tags = json_array();
+    for (size_t k = 0; s && k < s->n_traffic; k++) {
+        rev_rt_t *tr = ctl_target_rev(s, &s->traffic[k]);
+        const char *tname =
+            s->traffic[k].revision ? s->traffic[k].revision : (tr ? tr->name : NULL);
+        if (!tname || strcmp(tname, rname))
             continue;
-        const char *rns = sl_json_str(obj, "metadata.namespace");
-        const char *rname = sl_json_str(obj, "metadata.name");
-        rev_rt_t *r = ctl_rev_find(c, rns, rname);
-        if (r)
-            ctl_rev_update_status(r);
-        json_t *item = r ? json_deep_copy(r->obj) : json_incref(obj);
-        json_t *st = sl_json_ensure_obj(item, "status");
-        json_object_set_new(st, "actualReplicas", json_integer(r ? r->n_ready : 0));
-        if (!r) {
-            json_object_set_new(st, "desiredReplicas", json_integer(0));
-            json_object_del(st, "autoscaler");
-        }
-        svc_rt_t *s = svc ? ctl_svc_find(c, rns, svc) : NULL;
-        int pct = 0;
-        json_t *tags = json_array();
-        for (size_t k = 0; s && k < s->n_traffic; k++) {
-            rev_rt_t *tr = ctl_target_rev(s, &s->traffic[k]);
-            const char *tname =
-                s->traffic[k].revision ? s->traffic[k].revision : (tr ? tr->name : NULL);
-            if (!tname || strcmp(tname, rname))
-                continue;
-            pct += s->traffic[k].percent;
-            if (s->traffic[k].tag)
-                json_array_append_new(tags, json_string(s->traffic[k].tag));
-        }
-        json_object_set_new(st, "trafficPercent", json_integer(pct));
-        json_object_set_new(st, "tags", tags);
-        json_array_append_new(items, item);
+        pct += s->traffic[k].percent;
+        if (s->traffic[k].tag)
+            json_array_append_new(tags, json_string(s->traffic[k].tag));
     }
-    json_decref(list);
-    *body = list_obj("RevisionList", items);
-    return 200;
+    json_object_set_new(st, "trafficPercent", json_integer(pct));
+    json_object_set_new(st, "tags", tags);
+    return item;
+}
+
+/*
+ * A list of services or revisions is rendered a slice at a time, one slice
+ * per turn of the loop, so that a long one (a thousand services make ~2 MB
+ * of JSON, tens of milliseconds of jansson) does not hold up the requests
+ * the loop proxies. The stored objects are read at the start, in one query,
+ * as text; each is parsed only if it is not loaded (a loaded one is shown
+ * live), and is looked up again in each slice, so the job holds no pointer
+ * into the controller between slices. An object deleted meanwhile is still
+ * listed as it was stored when the list began.
+ */
+#define LIST_SLICE_NS 1000000 /* at most ~1 ms of the loop per turn */
+
+typedef struct list_job list_job_t;
+struct list_job {
+    uv_idle_t idle;
+    sl_controller_t *c;
+    bool revisions;
+    char *service; /* revisions of this service only; NULL: all */
+    json_t *rows;  /* the stored objects, as text or parsed */
+    size_t next;
+    size_t n_items;
+    char *buf;
+    size_t len, cap;
+    sl_controller_text_cb cb;
+    void *data;
+};
+
+static void buf_add(list_job_t *j, const char *p, size_t n)
+{
+    if (j->len + n > j->cap) {
+        j->cap = j->cap * 2 > j->len + n ? j->cap * 2 : j->len + n;
+        j->buf = xrealloc(j->buf, j->cap);
+    }
+    memcpy(j->buf + j->len, p, n);
+    j->len += n;
+}
+
+static int buf_dump(const char *p, size_t n, void *data)
+{
+    buf_add(data, p, n);
+    return 0;
+}
+
+static void list_job_closed(uv_handle_t *h)
+{
+    list_job_t *j = h->data;
+    json_decref(j->rows);
+    free(j->service);
+    free(j->buf);
+    free(j);
+}
+
+static void list_step(uv_idle_t *h)
+{
+    list_job_t *j = h->data;
+    uint64_t until = uv_hrtime() + LIST_SLICE_NS;
+    size_t n = json_array_size(j->rows);
+    while (j->next < n) {
+        json_t *row = json_array_get(j->rows, j->next++);
+        json_t *obj = json_incref(row);
+        if (json_is_string(row)) {
+            json_decref(obj);
+            obj = json_loadb(json_string_value(row), json_string_length(row), 0, NULL);
+        }
+        json_t *item = !obj           ? NULL
+                       : j->revisions ? revision_item(j->c, obj, j->service)
+                                      : service_item(j->c, obj);
+        json_decref(obj);
+        if (item) {
+            if (j->n_items++)
+                buf_add(j, ",\n", 2);
+            json_dump_callback(item, buf_dump, j, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+            json_decref(item);
+        }
+        if ((j->next & 15) == 0 && uv_hrtime() >= until)
+            return;
+    }
+    static const char tail[] = "\n  ]\n}\n";
+    buf_add(j, tail, sizeof(tail) - 1);
+    uv_idle_stop(h);
+    char *text = j->buf;
+    size_t len = j->len;
+    j->buf = NULL;
+    sl_controller_text_cb cb = j->cb;
+    void *data = j->data;
+    uv_close((uv_handle_t *)h, list_job_closed);
+    cb(200, text, len, data);
+}
+
+static void list_start(sl_controller_t *c, bool revisions, const char *ns, const char *service,
+                       sl_controller_text_cb cb, void *data)
+{
+    json_t *rows = NULL;
+    sl_error_t err = {0};
+    if (sl_store_list_text(c->store, revisions ? "revisions" : "services", ns, &rows, &err) < 0) {
+        json_t *st = sl_status_json(500, "InternalError", err.msg);
+        char *text = json_dumps(st, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+        json_decref(st);
+        cb(500, text, strlen(text), data);
+        return;
+    }
+    list_job_t *j = xcalloc(1, sizeof(*j));
+    j->c = c;
+    j->revisions = revisions;
+    j->service = service ? xstrdup(service) : NULL;
+    j->rows = rows;
+    j->cb = cb;
+    j->data = data;
+    const char *kind = revisions ? "RevisionList" : "ServiceList";
+    char head[160];
+    int hn = snprintf(head, sizeof(head),
+                      "{\n  \"apiVersion\": \"%s\",\n  \"kind\": \"%s\",\n  \"metadata\": {},\n"
+                      "  \"items\": [\n",
+                      SL_API_VERSION, kind);
+    buf_add(j, head, (size_t)hn);
+    uv_idle_init(c->loop, &j->idle);
+    j->idle.data = j;
+    uv_idle_start(&j->idle, list_step);
+}
+
+void sl_controller_list_services(sl_controller_t *c, const char *ns, sl_controller_text_cb cb,
+                                 void *data)
+{
+    list_start(c, false, ns, NULL, cb, data);
+}
+
+void sl_controller_list_revisions(sl_controller_t *c, const char *ns, const char *service,
+                                  sl_controller_text_cb cb, void *data)
+{
+    list_start(c, true, ns, service, cb, data);
 }
 
 static const char *inst_state_name(sl_inst_state_t st)

@@ -29,6 +29,10 @@ typedef struct sl_store_ops {
     int (*txn_commit)(sl_store_t *s, sl_error_t *err);
     void (*txn_rollback)(sl_store_t *s);
     void (*close)(sl_store_t *s);
+    /* Optional (may be NULL): as list, but each element is a string, the
+     * stored object's JSON text, not yet parsed. */
+    int (*list_text)(sl_store_t *s, const char *kind, const char *ns, json_t **out,
+                     sl_error_t *err);
     /* Optional (may be NULL): the current global revision. */
     int (*revision)(sl_store_t *s, int64_t *out, sl_error_t *err);
 } sl_store_ops_t;
@@ -75,6 +79,15 @@ static inline int sl_store_list(sl_store_t *s, const char *kind, const char *ns,
                                 sl_error_t *err)
 {
     return s->ops->list(s, kind, ns, out, err);
+}
+/* list_text: as list, but an element may be a string holding the stored
+ * object's JSON text, for a caller that parses only what it needs (a backend
+ * without list_text gives parsed objects). */
+static inline int sl_store_list_text(sl_store_t *s, const char *kind, const char *ns, json_t **out,
+                                     sl_error_t *err)
+{
+    return s->ops->list_text ? s->ops->list_text(s, kind, ns, out, err)
+                             : s->ops->list(s, kind, ns, out, err);
 }
 /* Transactions: writes between begin and commit are atomic and invisible to
  * other connections until commit. Nested begin fails (EBUSY). A failed commit

@@ -367,8 +367,10 @@ static int sqlite_del(sl_store_t *s, const char *kind, const char *ns, const cha
     return ret < 0 ? ret : end;
 }
 
-static int sqlite_list(sl_store_t *s, const char *kind, const char *ns, json_t **out,
-                       sl_error_t *err)
+/* The rows of kind (in ns, or all), each parsed or, with text, as its JSON
+ * text in a string. */
+static int list_rows(sl_store_t *s, const char *kind, const char *ns, bool text, json_t **out,
+                     sl_error_t *err)
 {
     sqlite_store_t *st = (sqlite_store_t *)s;
     if (!kind || !*kind)
@@ -385,7 +387,9 @@ static int sqlite_list(sl_store_t *s, const char *kind, const char *ns, json_t *
         json_error_t jerr;
         const char *body = (const char *)sqlite3_column_text(q, 0);
         size_t n = (size_t)sqlite3_column_bytes(q, 0);
-        json_t *obj = body ? json_loadb(body, n, JSON_ALLOW_NUL, &jerr) : NULL;
+        json_t *obj = !body  ? NULL
+                      : text ? json_stringn_nocheck(body, n)
+                             : json_loadb(body, n, JSON_ALLOW_NUL, &jerr);
         if (!obj)
             ret = sl_error_set(err, EIO, "listing %s: a stored body is not valid JSON", label);
         else
@@ -400,6 +404,18 @@ static int sqlite_list(sl_store_t *s, const char *kind, const char *ns, json_t *
     }
     *out = arr;
     return 0;
+}
+
+static int sqlite_list(sl_store_t *s, const char *kind, const char *ns, json_t **out,
+                       sl_error_t *err)
+{
+    return list_rows(s, kind, ns, false, out, err);
+}
+
+static int sqlite_list_text(sl_store_t *s, const char *kind, const char *ns, json_t **out,
+                            sl_error_t *err)
+{
+    return list_rows(s, kind, ns, true, out, err);
 }
 
 static int sqlite_txn_begin(sl_store_t *s, sl_error_t *err)
@@ -470,6 +486,7 @@ static const sl_store_ops_t sqlite_ops = {
     .put = sqlite_put,
     .del = sqlite_del,
     .list = sqlite_list,
+    .list_text = sqlite_list_text,
     .txn_begin = sqlite_txn_begin,
     .txn_commit = sqlite_txn_commit,
     .txn_rollback = sqlite_txn_rollback,

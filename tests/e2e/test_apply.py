@@ -323,3 +323,45 @@ def test_namespace_flag_must_match_the_manifest(daemon, images):
     assert r.returncode == 0, r.stderr
     assert names(d, "/apis/serving.knative.dev/v1/services") == \
         ["default/gamma", "team-a/alpha", "team-a/beta"]
+
+
+def test_long_lists_are_whole_and_in_order(daemon, images):
+    """A list is rendered a slice per turn of the daemon's loop: it still
+    holds every object once, in order, with live status; a client that goes
+    away before its list is done costs nothing but the work."""
+    import socket
+    d = daemon
+    n = 120
+    objs = [service("s%03d" % i, images["hello"]) for i in range(n)]
+    objs.append(service("other", images["hello"], namespace="team"))
+    r = apply(d, "-f", "-", input=docs(*objs))
+    assert r.returncode == 0, r.stderr
+    code, body = api(d, "GET", "/apis/serving.knative.dev/v1/namespaces/default/services")
+    assert code == 200 and body["kind"] == "ServiceList", body
+    assert [o["metadata"]["name"] for o in body["items"]] == ["s%03d" % i for i in range(n)]
+    assert all(o["status"].get("conditions") for o in body["items"]), body["items"][0]
+    assert names(d, "/apis/serving.knative.dev/v1/services")[:1] == ["default/s000"]
+    assert "team/other" in names(d, "/apis/serving.knative.dev/v1/services")
+    code, body = api(d, "GET", "/apis/serving.knative.dev/v1/namespaces/default/revisions")
+    assert code == 200 and body["kind"] == "RevisionList", body
+    assert [o["metadata"]["name"] for o in body["items"]] == \
+        ["s%03d-00001" % i for i in range(n)]
+    assert all("trafficPercent" in o["status"] for o in body["items"]), body["items"][0]
+    code, body = api(d, "GET", "/apis/serving.knative.dev/v1/namespaces/default/revisions"
+                     "?labelSelector=serving.knative.dev/service=s077")
+    assert [o["metadata"]["name"] for o in body["items"]] == ["s077-00001"]
+    assert body["items"][0]["status"]["trafficPercent"] == 100, body
+    code, body = api(d, "GET", "/apis/serving.knative.dev/v1/namespaces/nobody/services")
+    assert code == 200 and body["items"] == [], body
+    # Clients that ask and leave at once, some in the middle of their answer.
+    sock = os.path.join(d.state_dir, "sluice.sock")
+    for i in range(20):
+        s = socket.socket(socket.AF_UNIX)
+        s.connect(sock)
+        s.sendall(b"GET /apis/serving.knative.dev/v1/revisions HTTP/1.1\r\nHost: x\r\n\r\n")
+        if i % 2:
+            s.recv(1000)
+        s.close()
+    d.cli("delete", "s000")
+    code, body = api(d, "GET", "/apis/serving.knative.dev/v1/namespaces/default/services")
+    assert code == 200 and len(body["items"]) == n - 1, body
