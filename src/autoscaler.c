@@ -132,19 +132,26 @@ void sl_as_arrival(sl_autoscaler_t *as, uint64_t now_ns)
         return;
     integrate(as, now_ns);
     as->arrivals[as->head] += 1;
+    as->last_arrival_ns = now_ns;
 }
 
 /* The sum of `ring` over the last `window` ending at now, per ns: the
  * average concurrency for concurrency×ns buckets, arrivals per ns for
  * arrival counts. A revision younger than the window averages over its
- * lifetime; a bucket cut by the window's left edge counts pro rata. */
-static double per_ns(const sl_autoscaler_t *as, const double *ring, uint64_t window, uint64_t now)
+ * lifetime; a bucket cut by the window's left edge counts pro rata. last is
+ * when the ring last gained anything (UINT64_MAX: it still does): a ring
+ * that gained nothing since a bucket before the window sums to 0 without
+ * walking it, as most revisions of a fleet scaled to zero do every tick. */
+static double per_ns(const sl_autoscaler_t *as, const double *ring, uint64_t last, uint64_t window,
+                     uint64_t now)
 {
     uint64_t since = now > window ? now - window : 0;
     if (since < as->created_ns)
         since = as->created_ns;
     if (now <= since)
         return -1;
+    if (last != UINT64_MAX && last + as->bucket_ns <= since)
+        return 0;
     double area = 0;
     size_t idx = as->head;
     for (size_t k = 0; k < as->n_buckets; k++) {
@@ -167,7 +174,10 @@ static double per_ns(const sl_autoscaler_t *as, const double *ring, uint64_t win
  * second. */
 static double observe(const sl_autoscaler_t *as, uint64_t window, uint64_t now)
 {
-    double v = per_ns(as, as->arrivals ? as->arrivals : as->buckets, window, now);
+    uint64_t last = as->arrivals      ? as->last_arrival_ns
+                    : as->current > 0 ? UINT64_MAX
+                                      : as->last_active_ns;
+    double v = per_ns(as, as->arrivals ? as->arrivals : as->buckets, last, window, now);
     if (v < 0) /* no time has passed: concurrency now, no rate yet */
         return as->arrivals ? 0 : as->current;
     return as->arrivals ? v * (double)NS_PER_S : v;

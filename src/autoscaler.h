@@ -62,7 +62,8 @@ typedef struct sl_autoscaler {
     uint64_t created_ns;
     double current; /* concurrency now */
     uint64_t last_change_ns;
-    uint64_t last_active_ns; /* last time concurrency was > 0 */
+    uint64_t last_active_ns;  /* last time concurrency was > 0 */
+    uint64_t last_arrival_ns; /* last arrival counted (rps metric) */
     bool panic;
     uint64_t panic_since_ns;
     uint64_t last_over_threshold_ns;
