@@ -224,6 +224,9 @@ struct sl_h2conn {
     sl_h2conn_t *dirty_next;
     bool send_waiting;         /* writes are queued on the socket */
     uint64_t send_progress_ms; /* loop time they last made progress */
+    double reset_budget;       /* streams that may still end abnormally (h2_reset_spend) */
+    uint64_t reset_ms;         /* loop time the budget was last refilled */
+    bool reset_over;           /* it ran out: the session is being terminated */
 };
 
 static nghttp2_session_callbacks *server_cbs, *client_cbs;
@@ -248,6 +251,7 @@ static void h2_stream_arm(sl_h2conn_t *hc);
 static void h2_init_once(void);
 typedef struct sl_h1x sl_h1x_t;
 static int x_begin_headers(sl_upconn_t *up, sl_h1x_t *x, const nghttp2_frame *f);
+static void x_kick_ended(sl_h1x_t *x);
 static int x_on_header(sl_upconn_t *up, sl_h1x_t *x, const nghttp2_frame *f, const uint8_t *name,
                        size_t nl, const uint8_t *value, size_t vl);
 static int x_frame_recv(sl_upconn_t *up, sl_h1x_t *x, const nghttp2_frame *f);
@@ -659,6 +663,7 @@ static void h2_up_fail(sl_h2s_t *s, int how, const char *fmt, ...)
         (!s->deadline_ms || uv_now(hc->c->r->loop) < s->deadline_ms)) {
         s->reroutes++;
         s->up_id = 0;
+        s->up_error = 0; /* the code the client may see is the next attempt's */
         s->up_final = s->up_in_trl = s->up_done = s->up_failed = false;
         s->up_head_sent = s->up_unsendable = false;
         s->h1 = s->h1_head_sent = s->h1_req_done = false;
@@ -884,6 +889,10 @@ static void h2_up_send(sl_upconn_t *up)
     bool ok = h2_send(up->pool->r, up->h2, (uv_stream_t *)&up->tcp, sl_up_write_cb);
     if (ok && up->h2s && (up->h2s->up_done || up->h2s->up_failed)) {
         h2_up_settle(up); /* nghttp2 closed the stream while sending */
+        return;
+    }
+    if (ok && up->h1x) {
+        x_kick_ended(up->h1x); /* the same, for an HTTP/1.1 client's stream */
         return;
     }
     if (!ok) {
@@ -1112,6 +1121,31 @@ static int c_frame_sent(nghttp2_session *sess, const nghttp2_frame *f, void *ud)
     return 0;
 }
 
+/*
+ * A stream that ends in a reset, whichever side sent it, or while the
+ * instance is still at work, has cost a routed request, an instance slot and
+ * often an instance's connection. nghttp2 limits only the resets the client
+ * sends (CVE-2023-44487), not the ones a client makes the server send by a
+ * protocol error (CVE-2025-8671), so the connection counts both: a burst of
+ * SL_H2_RESETS_BURST, then SL_H2_RESETS_PER_S a second. Past that, GOAWAY
+ * with ENHANCE_YOUR_CALM. False when the budget is spent.
+ */
+#define SL_H2_RESETS_BURST 200
+#define SL_H2_RESETS_PER_S 50
+
+static bool h2_reset_spend(sl_h2conn_t *hc)
+{
+    uint64_t now = uv_now(hc->c->r->loop);
+    hc->reset_budget += (double)(now - hc->reset_ms) * SL_H2_RESETS_PER_S / 1000.0;
+    if (hc->reset_budget > SL_H2_RESETS_BURST)
+        hc->reset_budget = SL_H2_RESETS_BURST;
+    hc->reset_ms = now;
+    if (hc->reset_budget < 1)
+        return false;
+    hc->reset_budget -= 1;
+    return true;
+}
+
 static int c_stream_close(nghttp2_session *sess, int32_t id, uint32_t code, void *ud)
 {
     sl_h2s_t *s = nghttp2_session_get_stream_user_data(sess, id);
@@ -1119,6 +1153,13 @@ static int c_stream_close(nghttp2_session *sess, int32_t id, uint32_t code, void
         return 0;
     sl_h2conn_t *hc = s->hc;
     nghttp2_session_set_stream_user_data(sess, id, NULL);
+    if (!hc->reset_over && (code != NGHTTP2_NO_ERROR || (s->up && !s->up_done)) &&
+        !h2_reset_spend(hc)) {
+        hc->reset_over = true;
+        sl_warn(MOD, "HTTP/2 client %s: too many streams reset, closing the connection",
+                hc->c->peer);
+        nghttp2_session_terminate_session(sess, NGHTTP2_ENHANCE_YOUR_CALM);
+    }
     if (s->up && s->up_id && !s->up_done) {
         /* The client went away first: cancel the instance's stream. Its
          * connection is not reused (frames for the stream may follow). */
@@ -1981,6 +2022,8 @@ bool sl_h2_start(sl_client_t *c)
     h2_init_once();
     sl_h2conn_t *hc = xcalloc(1, sizeof(*hc));
     hc->c = c;
+    hc->reset_budget = SL_H2_RESETS_BURST;
+    hc->reset_ms = uv_now(c->r->loop);
     if (nghttp2_session_server_new2(&hc->s, server_cbs, hc, server_opt) != 0) {
         free(hc);
         return false;
@@ -2170,6 +2213,14 @@ static void x_kick(sl_h1x_t *x)
     r->h1x_kicked = x;
     if (!uv_is_active((uv_handle_t *)&r->h1x_timer))
         uv_timer_start(&r->h1x_timer, sl_h2_kick_cb, 0, 0);
+}
+
+/* Settle x if its stream has ended (nghttp2 closes a stream it resets only
+ * once the RST_STREAM is out, while sending). */
+static void x_kick_ended(sl_h1x_t *x)
+{
+    if (x->failed || x->done)
+        x_kick(x);
 }
 
 static void x_fail(sl_h1x_t *x, const char *why)

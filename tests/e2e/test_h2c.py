@@ -7,7 +7,7 @@ import subprocess
 import time
 
 from conftest import goaway_code, h2_frames, read_until_close, service_manifest, wait_for
-from h2client import H2, get
+from h2client import H2, Exchange, get
 
 
 def deploy_h2c(d, images, name, command=None, **spec):
@@ -307,6 +307,11 @@ def test_http1_clients_of_a_streaming_h2c_instance(make_daemon, images):
     head, _, body = got.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200") and b"chunked" in head, got
     assert body.startswith(b"7\r\nline 1\n\r\n") and not body.endswith(b"0\r\n\r\n"), got
+    # a malformed response head: the router resets the instance's stream
+    # as it sends the reset, and the client has its 502 at once
+    t0 = time.time()
+    got = http1(d.port, b"GET /badhead HTTP/1.1\r\nHost: " + host + b"\r\nConnection: close\r\n\r\n")
+    assert got.startswith(b"HTTP/1.1 502") and time.time() - t0 < 20, got
     # the service serves on, and curl sees the trailers too
     r = subprocess.run(["curl", "-sS", "--raw", "http://%s:%d/stream?n=1" % (host.decode(), d.port)],
                        capture_output=True)
@@ -442,7 +447,6 @@ def test_hostile_streams(make_daemon, images):
         sid = c.conn.get_next_available_stream_id()
         c.conn.send_headers(sid, [(":method", "GET"), (":scheme", "foo"), (":authority", host),
                                   (":path", "http://evil.example/admin")], end_stream=True)
-        from h2client import Exchange
         c.ex[sid] = Exchange(None)
         c.flush()
         e = c.wait([sid])[0]
@@ -462,6 +466,38 @@ def test_hostile_streams(make_daemon, images):
         sid = c.request(host, "/echo", "POST", upload)
         e = c.wait([sid], timeout=30)[0]
         assert e.status == 200 and e.data == upload
+    finally:
+        c.close()
+    assert get(d.port, host, "/").status == 200
+
+
+def test_streams_the_server_resets_are_limited(make_daemon, images):
+    """Streams a client gets the server to reset, by a protocol error of
+    its own, are counted as nghttp2 counts the resets a client sends
+    (CVE-2025-8671, "MadeYouReset"): past a burst the connection ends with
+    GOAWAY ENHANCE_YOUR_CALM, and other connections are served on."""
+    d = make_daemon()
+    d.cli("deploy", "hello", "--image", images["hello"])
+    host = d.host("hello")
+    assert get(d.port, host, "/").status == 200
+    c = H2(d.port)
+    try:
+        for i in range(400):
+            # content-length 0, then a byte of DATA: the server resets it
+            sid = c.conn.get_next_available_stream_id()
+            c.conn.send_headers(sid, [(":method", "POST"), (":scheme", "http"),
+                                      (":authority", host), (":path", "/"),
+                                      ("content-length", "0")])
+            c.ex[sid] = Exchange(None)
+            c.flush()
+            c.sock.sendall(b"\x00\x00\x01\x00\x00" + sid.to_bytes(4, "big") + b"x")
+            if i % 20 == 19:
+                c.pump(0.05)
+            if c.goaway is not None or c.closed:
+                break
+        assert wait_for(lambda: c.pump(0.05) or c.goaway is not None or c.closed, 10)
+        assert c.goaway == 11, (i, c.goaway)  # ENHANCE_YOUR_CALM
+        assert 150 <= i < 400, i
     finally:
         c.close()
     assert get(d.port, host, "/").status == 200

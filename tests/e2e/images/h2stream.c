@@ -185,6 +185,14 @@ static int on_frame(nghttp2_session *s, const nghttp2_frame *f, void *ud)
         r->mode = 3;
     } else if (!strcmp(r->path, "/reset")) {
         r->mode = 2;
+    } else if (!strcmp(r->path, "/badhead")) {
+        /* a connection-specific field: a malformed response (RFC 9113 §8.2.2) */
+        nghttp2_nv bad[] = {
+            {(uint8_t *)":status", (uint8_t *)"200", 7, 3, 0},
+            {(uint8_t *)"connection", (uint8_t *)"close", 10, 5, 0},
+        };
+        nghttp2_submit_response(s, r->id, bad, 2, NULL);
+        return 0;
     } else if (!strcmp(r->path, "/echo")) {
         r->mode = 0;
         r->lines = 0;
