@@ -407,6 +407,19 @@ static bool be_serve_one(be_conn_t *bc, bool *drop_next)
         be_respond(fd, "hinted", 6);
     } else if (strcmp(path, "/hang") == 0) {
         /* never answer; wait for the next request or EOF */
+    } else if (strcmp(path, "/chunkcut") == 0) {
+        /* a chunked body that stops part way: the connection closes */
+        static const char m[] = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n";
+        be_write(fd, m, sizeof(m) - 1);
+        keep = false;
+    } else if (strcmp(path, "/rstclose") == 0) {
+        /* a body read until close, ended by a reset */
+        static const char m[] = "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\npartial";
+        struct linger lg = {.l_onoff = 1, .l_linger = 0};
+        be_write(fd, m, sizeof(m) - 1);
+        usleep(50000);
+        setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+        keep = false;
     } else if (strcmp(path, "/stall") == 0) {
         /* a head and part of the body, then silence */
         static const char m[] = "HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n0123456789";
@@ -1166,6 +1179,31 @@ static void test_backend_closes_mid_response(void **state)
     WAIT_FOR(atomic_load(&H.releases_failed) == 1, 2000);
     assert_int_equal(atomic_load(&H.releases_failed), 1);
     c = cl_open(); /* the router is fine */
+    get_ok(c, "app.test", "/hello", "hello");
+    cl_close(c);
+    teardown_basic(b);
+}
+
+/* Where the client could not tell a cut body from a whole one by a close
+ * (an HTTP/1.0 client of a chunked response; a body read until close), a
+ * failed instance makes the router reset the connection. */
+static void test_cut_body_resets_the_client(void **state)
+{
+    backend_t *b = setup_basic(NULL);
+    const char *reqs[] = {"GET /chunkcut HTTP/1.0\r\nHost: app.test\r\n\r\n",
+                          "GET /rstclose HTTP/1.0\r\nHost: app.test\r\n\r\n"};
+    for (size_t i = 0; i < SL_ARRAY_LEN(reqs); i++) {
+        rdr_t *c = cl_open();
+        cl_send(c, reqs[i]);
+        ssize_t n;
+        while ((n = rdr_fill(c)) > 0) {
+        }
+        assert_true(n < 0);
+        assert_int_equal(errno, ECONNRESET);
+        assert_non_null(memmem(c->buf, c->len, "HTTP/1.1 200", 12));
+        cl_close(c);
+    }
+    rdr_t *c = cl_open(); /* the router is fine */
     get_ok(c, "app.test", "/hello", "hello");
     cl_close(c);
     teardown_basic(b);
@@ -2279,6 +2317,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_unknown_host_and_bad_requests),
         cmocka_unit_test(test_forwarding_headers),
         cmocka_unit_test(test_backend_closes_mid_response),
+        cmocka_unit_test(test_cut_body_resets_the_client),
         cmocka_unit_test(test_refused_is_502),
         cmocka_unit_test(test_owner_status_retry_after),
         cmocka_unit_test(test_never_sent_is_rerouted),
