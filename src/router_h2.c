@@ -710,8 +710,14 @@ static size_t h2_plan_request(sl_h2s_t *s, nghttp2_nv *out, char *xff, size_t xf
                             NGHTTP2_NV_FLAG_NONE};
     out[n++] = (nghttp2_nv){(uint8_t *)":path", (uint8_t *)s->path.p, 5, s->path.len,
                             NGHTTP2_NV_FLAG_NONE};
-    for (size_t i = 0; i < s->req.n; i++)
-        out[n++] = s->req.nv[i];
+    for (size_t i = 0; i < s->req.n; i++) {
+        /* The instance gets the authority the request was routed by, not
+         * a Host field that may name another (RFC 9113 §8.3.1). */
+        const nghttp2_nv *nv = &s->req.nv[i];
+        if (s->authority.len && str_is((sl_str_t){(const char *)nv->name, nv->namelen}, "host"))
+            continue;
+        out[n++] = *nv;
+    }
     int xl = snprintf(xff, xff_cap, "%.*s%s%s", (int)s->xff.len, s->xff.p, s->xff.len ? ", " : "",
                       c->peer);
     int fl = snprintf(fwd, fwd_cap, "%.*s%s%s;host=\"%.*s\";proto=http", (int)s->fwd.len, s->fwd.p,
@@ -970,6 +976,31 @@ static bool str_is(sl_str_t s, const char *lit)
     return s.len == l && !memcmp(s.p, lit, l);
 }
 
+/* Request trailer fields not passed on: what frames, routes or forwards a
+ * message, or authenticates it (RFC 9110 §6.5.1), which the instance would
+ * otherwise see after the router has checked or rewritten the head's. */
+static bool trailer_dropped(sl_str_t n)
+{
+    static const char *const names[] = {"content-length",
+                                        "content_length",
+                                        "transfer-encoding",
+                                        "transfer_encoding",
+                                        "host",
+                                        "te",
+                                        "trailer",
+                                        "forwarded",
+                                        "x-forwarded-for",
+                                        "x-forwarded-host",
+                                        "x-forwarded-proto",
+                                        "authorization",
+                                        "proxy-authorization",
+                                        "cookie"};
+    for (size_t i = 0; i < SL_ARRAY_LEN(names); i++)
+        if (str_is(n, names[i]))
+            return true;
+    return false;
+}
+
 static int c_on_header(nghttp2_session *sess, const nghttp2_frame *f, const uint8_t *name,
                        size_t nl, const uint8_t *value, size_t vl, uint8_t flags, void *ud)
 {
@@ -982,7 +1013,7 @@ static int c_on_header(nghttp2_session *sess, const nghttp2_frame *f, const uint
         s->trl_list += nl + vl + 32;
         if (s->trl_list > SL_H2_MAX_HEADER_LIST)
             s->trl_overflow = true;
-        if (!s->trl_overflow)
+        if (!s->trl_overflow && !trailer_dropped((sl_str_t){(const char *)name, nl}))
             hdrs_add(r, &s->req_arena, &s->req_trl, &s->trl_overflow, name, nl, value, vl);
         return 0;
     }
@@ -1008,8 +1039,10 @@ static int c_on_header(nghttp2_session *sess, const nghttp2_frame *f, const uint
         }
         return 0;
     }
-    /* Replaced by this hop's values. */
-    if (str_is(n, "x-forwarded-proto") || str_is(n, "x-forwarded-host"))
+    /* Replaced by this hop's values; or for this hop alone, as on HTTP/1.1
+     * (http_parse.c). */
+    if (str_is(n, "x-forwarded-proto") || str_is(n, "x-forwarded-host") ||
+        str_is(n, "proxy-authorization"))
         return 0;
     /* As the HTTP/1.1 parser refuses them (http_parse.c) */
     if (str_is(n, "content_length") || str_is(n, "transfer_encoding")) {

@@ -503,6 +503,39 @@ def test_streams_the_server_resets_are_limited(make_daemon, images):
     assert get(d.port, host, "/").status == 200
 
 
+def test_what_an_h2c_instance_is_not_sent(make_daemon, images):
+    """A Host field beside :authority (the instance gets the authority the
+    request was routed by, RFC 9113 §8.3.1), Proxy-Authorization (for this
+    hop), and trailer fields that frame, route, forward or authenticate
+    (RFC 9110 §6.5.1) do not reach the instance; other trailers do."""
+    d = make_daemon()
+    deploy_h2c(d, images, "seen", command=[
+        "/bin/sh", "-c", 'exec nghttpd --no-tls -v -d /www --echo-upload "$PORT"'])
+    host = d.host("seen")
+    c = H2(d.port)
+    c.conn.config.validate_outbound_headers = False  # a Host the authority does not match
+    try:
+        sid = c.conn.get_next_available_stream_id()
+        c.conn.send_headers(sid, [(":method", "POST"), (":scheme", "http"), (":authority", host),
+                                  (":path", "/"), ("host", "evil.example"),
+                                  ("proxy-authorization", "Basic c2VjcmV0"),
+                                  ("x-head", "kept")])
+        c.conn.send_data(sid, b"abc")
+        # (nghttp2 itself resets a stream whose trailers have content-length or host)
+        c.conn.send_headers(sid, [("x-forwarded-for", "192.0.2.66"), ("authorization", "x"),
+                                  ("x-trail", "kept")], end_stream=True)
+        c.ex[sid] = Exchange(None)
+        c.flush()
+        e = c.wait([sid])[0]
+        assert e.status == 200 and e.data == b"abc", (e.reset, e.status, c.goaway)
+    finally:
+        c.close()
+    log = wait_for(lambda: (lambda t: "x-trail" in t and t)(d.cli("logs", "seen").stdout), 10)
+    assert "x-head: kept" in log and "x-trail: kept" in log, log
+    for absent in ("evil.example", "c2VjcmV0", "192.0.2.66", "authorization: x"):
+        assert absent not in log, (absent, log)
+
+
 def test_grpc_probes(make_daemon, images):
     """Kubernetes' grpc probes speak the gRPC Health Checking Protocol over
     HTTP/2: a server that says SERVING becomes Ready and stays alive; one
