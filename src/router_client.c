@@ -399,9 +399,14 @@ static bool c_body_pending(const sl_client_t *c)
     return c->state == C_PROXY && !c->req_done && c->req_body != SL_BODY_NONE;
 }
 
+/* The client owes body bytes and has sent none for body_timeout_ms. Not
+ * while the router holds its reads back for an instance that does not
+ * read (back-pressure): that wait is the instance's, and is bounded by the
+ * request's deadline. */
 static bool c_body_stalled(const sl_client_t *c, uint64_t now)
 {
-    return c_body_pending(c) && now - c->body_progress_ms >= c->r->cfg.body_timeout_ms;
+    return c_body_pending(c) && !c->bp_paused &&
+           now - c->body_progress_ms >= c->r->cfg.body_timeout_ms;
 }
 
 /* The instance's silence (idleTimeoutSeconds) counts only while the
@@ -443,7 +448,7 @@ static void c_arm_request_timer(sl_client_t *c)
         sooner(&wake, now, c->deadline_ms);
     if (c->start_due_ms && c->state == C_PROXY)
         sooner(&wake, now, c->start_due_ms);
-    if (c_body_pending(c))
+    if (c_body_pending(c) && !c->bp_paused)
         sooner(&wake, now, c->body_progress_ms + c->r->cfg.body_timeout_ms);
     if (c_up_watched(c))
         sooner(&wake, now, c->up_active_ms + c->up_idle_ms);
@@ -1068,6 +1073,15 @@ static int c_up_send(sl_client_t *c, uv_buf_t *iov, unsigned n, sl_rbuf_t **refs
         return 0;
     }
     return sl_send(c->r, (uv_stream_t *)&c->up->tcp, iov, n, refs, nrefs, sl_up_write_cb);
+}
+
+void sl_client_resume_body(sl_client_t *c)
+{
+    c->bp_paused = false;
+    c->body_progress_ms = uv_now(c->r->loop); /* the client's clock starts again */
+    sl_client_update_reading(c);
+    if (c->state == C_PROXY)
+        c_arm_request_timer(c);
 }
 
 static void c_check_backpressure(sl_client_t *c)

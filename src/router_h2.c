@@ -2292,10 +2292,8 @@ static ssize_t x_req_read_cb(nghttp2_session *session, int32_t id, uint8_t *buf,
         return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
     size_t n = bq_pop(up->pool->r, &x->req_bq, buf, length);
     sl_client_t *c = up->client;
-    if (c && c->bp_paused && x->req_bq.len <= SL_BP_LOW) {
-        c->bp_paused = false;
-        sl_client_update_reading(c);
-    }
+    if (c && c->bp_paused && x->req_bq.len <= SL_BP_LOW)
+        sl_client_resume_body(c);
     return data_read_end(session, id, &x->req_bq, x->req_eof, NULL, n, flags);
 }
 

@@ -269,6 +269,9 @@ void sl_client_local_error(sl_client_t *c, int status, const char *fmt, ...)
 void sl_client_exchange_done(sl_client_t *c);
 void sl_client_drop_upstream(sl_client_t *c, bool failed);
 void sl_client_update_reading(sl_client_t *c);
+/* The instance took enough of the request body: read the client again
+ * (back-pressure ends), its body timeout counting from now. */
+void sl_client_resume_body(sl_client_t *c);
 void sl_client_close_graceful(sl_client_t *c);
 void sl_client_set_timer(sl_client_t *c, int mode, uint64_t ms);
 /* T_SEND from the response head on (router_client.c). */

@@ -324,7 +324,10 @@ static bool be_serve_one(be_conn_t *bc, bool *drop_next)
     rdr_consume(r, (size_t)hl);
     char method[16] = "", path[256] = "", v[128];
     sscanf(head, "%15s %255s", method, path);
-    bool is_sink = strcmp(path, "/sink") == 0;
+    bool slow_sink = strcmp(path, "/slowsink") == 0;
+    bool is_sink = slow_sink || strcmp(path, "/sink") == 0;
+    if (slow_sink)
+        usleep(800000); /* reads the body only after a while */
     bool early = strcmp(path, "/early") == 0;
     if (early) {
         /* an answer before the body is read, which is read late */
@@ -1506,6 +1509,34 @@ static void test_backpressure_is_not_silence(void **state)
     teardown_basic(b);
 }
 
+/* A client whose upload the router holds back, because the instance does
+ * not read it yet, is not the one stalling: no 408 for it. */
+static void test_held_back_body_is_not_stalled(void **state)
+{
+    sl_router_config_t cfg = {.listen = "127.0.0.1:0", .body_timeout_ms = 300};
+    be_rcvbuf = 4096;
+    backend_t *b = setup_basic(&cfg);
+    be_rcvbuf = 0;
+    rdr_t *c = cl_open();
+    size_t n = 8u << 20;
+    char *req = malloc(n + 128);
+    int hl = snprintf(
+        req, 128, "POST /slowsink HTTP/1.1\r\nHost: app.test\r\nContent-Length: %zu\r\n\r\n", n);
+    memset(req + hl, 'y', n);
+    req[hl + n] = '\0';
+    cl_send(c, req); /* held back for 800 ms: more than the socket buffers hold */
+    free(req);
+    resp_t rp;
+    assert_int_equal(cl_resp(c, &rp, false, false), 0);
+    assert_int_equal(rp.status, 200);
+    char want[32];
+    snprintf(want, sizeof(want), "%zu ", n); /* all of it reached the instance */
+    assert_int_equal(strncmp(rp.body.p, want, strlen(want)), 0);
+    resp_free(&rp);
+    cl_close(c);
+    teardown_basic(b);
+}
+
 /* The serving revision's timeout (the pick's) replaces the route's guess,
  * counted from the request's arrival. */
 static void test_pick_timeout_replaces_the_routes(void **state)
@@ -2328,6 +2359,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_instance_silence_is_cut),
         cmocka_unit_test(test_response_start_counts_from_delivery),
         cmocka_unit_test(test_backpressure_is_not_silence),
+        cmocka_unit_test(test_held_back_body_is_not_stalled),
         cmocka_unit_test(test_pick_timeout_replaces_the_routes),
         cmocka_unit_test(test_past_its_deadline_is_not_sent),
         cmocka_unit_test(test_queued_request_is_served),
