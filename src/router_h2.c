@@ -47,8 +47,12 @@
  * instance's (its response, one stream per connection). The connection
  * windows never stop a stream: received bytes are given back to the
  * connection at once and to the stream when the other side took them. */
-#define SL_H2_WINDOW          (64 * 1024)
-#define SL_H2_UP_WINDOW       (256 * 1024)
+#define SL_H2_WINDOW (64 * 1024)
+/* An instance's response buffered here per stream, at most: its window,
+ * and for an HTTP/1.1 instance the point where it is no longer read. Like
+ * nginx's proxy buffers, it bounds what one connection's SL_H2_STREAMS
+ * streams can hold (6.4 MiB) whatever window its client advertises. */
+#define SL_H2_UP_WINDOW       (64 * 1024)
 #define SL_H2_CONN_WINDOW     (16 * 1024 * 1024)
 #define SL_H2_STREAMS         100 /* concurrent streams per client connection */
 #define SL_H2_NV              SL_HTTP_MAX_HEADERS
@@ -452,7 +456,7 @@ static ssize_t resp_read_cb(nghttp2_session *session, int32_t id, uint8_t *buf, 
     if (n && s->up && s->up->h2 && !s->up_done) {
         nghttp2_session_consume_stream(s->up->h2, s->up_id, n);
         h2_up_flush(s->up);
-    } else if (s->up && s->up->bp_paused && s->resp_bq.len <= SL_BP_LOW) {
+    } else if (s->up && s->up->bp_paused && s->resp_bq.len <= SL_H2_UP_WINDOW / 2) {
         s->up->bp_paused = false; /* an HTTP/1.1 instance: read it again */
         sl_up_update_reading(s->up);
     }
@@ -1557,7 +1561,7 @@ void sl_h2_up_free(sl_upconn_t *up)
  * chunked trailer section). The response head becomes HEADERS (hop-by-hop
  * fields dropped, names lower-cased), its body DATA whatever its framing.
  * A response the client does not take stops the router reading the
- * instance above SL_BP_HIGH buffered. The connection goes back to the pool
+ * instance above SL_H2_UP_WINDOW buffered. The connection goes back to the pool
  * when both messages ended cleanly and the instance keeps it alive.
  */
 static bool h1_put(sl_rbuf_t *b, size_t *n, const void *p, size_t len)
@@ -1833,7 +1837,7 @@ static void h1_read(sl_upconn_t *up, ssize_t nread)
     if (s->resp_eof) {
         s->up_done = true;
         h2_up_settle(up);
-    } else if (s->resp_bq.len > SL_BP_HIGH && !up->bp_paused) {
+    } else if (s->resp_bq.len > SL_H2_UP_WINDOW && !up->bp_paused) {
         up->bp_paused = true; /* resp_read_cb resumes it */
         sl_up_update_reading(up);
     }
