@@ -1312,6 +1312,11 @@ static int u_frame_recv(nghttp2_session *sess, const nghttp2_frame *f, void *ud)
                                     end || head ? NULL : &prd) != 0)
             nghttp2_submit_rst_stream(hc->s, NGHTTP2_FLAG_NONE, s->id, NGHTTP2_INTERNAL_ERROR);
         h2_stream_arm(hc);
+    } else if (f->hd.type == NGHTTP2_HEADERS && s->resp_overflow) {
+        /* Trailers that did not all fit: none rather than some (a gRPC
+         * client would miss its grpc-status and take it for another). */
+        h2_up_fail(s, UPF_FAIL, "response trailer fields too large");
+        return 0;
     } else if (f->hd.type == NGHTTP2_HEADERS || (f->hd.type == NGHTTP2_DATA && end)) {
         s->resp_eof = true;
         nghttp2_session_resume_data(hc->s, s->id);

@@ -536,6 +536,23 @@ def test_what_an_h2c_instance_is_not_sent(make_daemon, images):
         assert absent not in log, (absent, log)
 
 
+def test_trailers_that_do_not_fit_are_not_cut(make_daemon, images):
+    """An instance's trailer section with more fields than the router
+    keeps (32) ends the stream in a reset, never a partial set (a gRPC
+    client would miss its grpc-status); one that fits is relayed whole."""
+    d = make_daemon()
+    many = " ".join("--trailer 'x-t%d: %d'" % (i, i) for i in range(40))
+    deploy_h2c(d, images, "trl", command=[
+        "/bin/sh", "-c", 'exec nghttpd --no-tls -d /www %s "$PORT"' % many])
+    deploy_h2c(d, images, "few", command=[
+        "/bin/sh", "-c", "exec nghttpd --no-tls -d /www --trailer 'x-a: 1' --trailer "
+        "'grpc-status: 0' \"$PORT\""])
+    e = get(d.port, d.host("trl"), "/")
+    assert e.reset == 2 and not e.trailers, e.__dict__  # INTERNAL_ERROR
+    e = get(d.port, d.host("few"), "/")
+    assert e.status == 200 and e.trailers == {"x-a": "1", "grpc-status": "0"}, e.__dict__
+
+
 def test_grpc_probes(make_daemon, images):
     """Kubernetes' grpc probes speak the gRPC Health Checking Protocol over
     HTTP/2: a server that says SERVING becomes Ready and stays alive; one
