@@ -132,7 +132,11 @@ void sl_as_arrival(sl_autoscaler_t *as, uint64_t now_ns)
         return;
     integrate(as, now_ns);
     as->arrivals[as->head] += 1;
-    as->last_arrival_ns = now_ns;
+    /* counted in the head bucket, whatever time it was given (a request
+     * queued elsewhere arrives with its own, earlier time) */
+    uint64_t at = now_ns > as->last_change_ns ? now_ns : as->last_change_ns;
+    if (at > as->last_arrival_ns)
+        as->last_arrival_ns = at;
 }
 
 /* The sum of `ring` over the last `window` ending at now, per ns: the

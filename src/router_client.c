@@ -157,6 +157,17 @@ void sl_client_drop_upstream(sl_client_t *c, bool failed)
     }
 }
 
+void sl_client_abort(sl_client_t *c)
+{
+    uv_os_fd_t fd;
+    struct linger lg = {.l_onoff = 1, .l_linger = 0};
+    if (c->state != C_CLOSED && c->resp_started &&
+        (c->rb_mode == RB_DECHUNK || c->rb_mode == RB_CLOSE_RAW) &&
+        uv_fileno((uv_handle_t *)&c->tcp, &fd) == 0)
+        setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+    sl_client_destroy(c);
+}
+
 void sl_client_destroy(sl_client_t *c)
 {
     if (c->state == C_CLOSED)
@@ -512,7 +523,7 @@ static void c_send_timer(sl_client_t *c)
                 "%s: response cut: the instance sent nothing for %llu ms "
                 "(idleTimeoutSeconds)",
                 c->peer, (unsigned long long)c->up_idle_ms);
-        sl_client_destroy(c);
+        sl_client_abort(c);
     } else {
         if (no_progress)
             c->send_progress_ms = now; /* the instance is slow, not the client */
@@ -1080,8 +1091,8 @@ void sl_client_resume_body(sl_client_t *c)
     c->bp_paused = false;
     c->body_progress_ms = uv_now(c->r->loop); /* the client's clock starts again */
     sl_client_update_reading(c);
-    if (c->state == C_PROXY)
-        c_arm_request_timer(c);
+    if (c->state == C_PROXY && !c->resp_head_done)
+        c_arm_request_timer(c); /* after the head, the send timer checks it */
 }
 
 static void c_check_backpressure(sl_client_t *c)

@@ -198,6 +198,7 @@ struct sl_h2s {
     bool resp_eof;         /* the response body is complete */
     bool up_done;          /* the upstream stream closed cleanly */
     bool up_failed;        /* ... or not */
+    bool inst_failed;      /* the client stream ends for its instance's failure */
     uint32_t up_error;     /* its RST_STREAM code */
     sl_bq_t resp_bq;       /* instance → client */
     uint64_t resp_wait_ms; /* loop time the client last took response bytes */
@@ -677,6 +678,7 @@ static void h2_up_fail(sl_h2s_t *s, int how, const char *fmt, ...)
         h2_acquire(s);
         return;
     }
+    s->inst_failed = true; /* not the client's doing (h2_reset_spend) */
     if (s->resp_head) {
         /* The instance's own code where it reset the stream (gRPC tells
          * CANCEL from REFUSED_STREAM from INTERNAL_ERROR). */
@@ -1190,8 +1192,11 @@ static int c_stream_close(nghttp2_session *sess, int32_t id, uint32_t code, void
         return 0;
     sl_h2conn_t *hc = s->hc;
     nghttp2_session_set_stream_user_data(sess, id, NULL);
-    if (!hc->reset_over && (code != NGHTTP2_NO_ERROR || (s->up && !s->up_done)) &&
-        !h2_reset_spend(hc)) {
+    /* Not those the router reset for their instance's failure, nor those
+     * whose response came whole (one the instance ended before the upload
+     * did is closed with NO_ERROR, RFC 9113 §8.1). */
+    bool cut = code != NGHTTP2_NO_ERROR || (s->up && !s->up_done && !s->resp_eof);
+    if (!hc->reset_over && cut && !s->inst_failed && !h2_reset_spend(hc)) {
         hc->reset_over = true;
         sl_warn(MOD, "HTTP/2 client %s: too many streams reset, closing the connection",
                 hc->c->peer);

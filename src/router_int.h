@@ -258,6 +258,10 @@ static inline void sl_busy_touch(sl_router_t *r)
 
 /* router_client.c */
 void sl_client_on_accept(uv_stream_t *server, int status);
+/* Destroy c after a response was cut short: where a close would end its
+ * body as if whole (read until close, or de-chunked for an HTTP/1.0
+ * client), with a reset, so the client sees the failure. */
+void sl_client_abort(sl_client_t *c);
 void sl_client_destroy(sl_client_t *c);
 void sl_client_upstream_failed(sl_client_t *c, int err, const char *what);
 /* The same, where the instance said it did not process the request

@@ -63,24 +63,18 @@ static void resp_bad(sl_client_t *c, const char *why)
 {
     sl_client_drop_upstream(c, true);
     if (c->resp_started)
-        sl_client_destroy(c);
+        sl_client_abort(c);
     else
         sl_client_local_error(c, 502, "instance failed: bad response: %s", why);
 }
 
-/* The client saw a head and part of a body: all we can do is close. Where
- * a close ends the body as if it were whole (one read until close, or an
- * HTTP/1.0 client's body, de-chunked), the connection is reset instead, so
- * the client sees the failure. */
+/* The client saw a head and part of a body: all we can do is close (a
+ * reset where a close would pass the body off as whole: sl_client_abort). */
 static void resp_truncated(sl_client_t *c)
 {
     sl_client_drop_upstream(c, true);
     if (c->rb_mode == RB_DECHUNK || c->rb_mode == RB_CLOSE_RAW) {
-        uv_os_fd_t fd;
-        struct linger lg = {.l_onoff = 1, .l_linger = 0};
-        if (uv_fileno((uv_handle_t *)&c->tcp, &fd) == 0)
-            setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
-        sl_client_destroy(c);
+        sl_client_abort(c);
         return;
     }
     c->must_close = true;

@@ -127,6 +127,26 @@ static void test_rps_floor_and_zero(void **state)
     sl_as_free(&as);
 }
 
+/* Arrivals given an earlier time (requests requeued from another revision
+ * carry the time they first arrived) count where they are counted: now,
+ * after a quiet spell that let the windows read 0 without summing them. */
+static void test_requeued_arrivals_after_a_quiet_spell(void **state)
+{
+    sl_as_config_t c = cfg_for(10);
+    c.rps = true;
+    sl_autoscaler_t as;
+    uint64_t now = begin(&as, &c);
+    int ready = 0;
+    run_rps(&as, &now, 70 * S, 0, &ready);
+    assert_int_equal(ready, 0);
+    for (int k = 0; k < 20; k++)
+        sl_as_arrival(&as, now - 8 * S);
+    now += 100 * MS;
+    assert_true(sl_as_decide(&as, 0, now) >= 1);
+    assert_true(as.observed_panic > 0 && as.observed_stable > 0);
+    sl_as_free(&as);
+}
+
 static void test_steady_load_scales_to_demand(void **state)
 {
     sl_as_config_t c = cfg_for(10);
@@ -369,6 +389,7 @@ int main(void)
         cmocka_unit_test(test_rps_scales_to_request_rate),
         cmocka_unit_test(test_rps_step_panics),
         cmocka_unit_test(test_rps_floor_and_zero),
+        cmocka_unit_test(test_requeued_arrivals_after_a_quiet_spell),
         cmocka_unit_test(test_load_step_panics_within_a_second),
         cmocka_unit_test(test_scale_to_zero_after_quiet_window_and_grace),
         cmocka_unit_test(test_min_max_and_activation),

@@ -329,6 +329,14 @@ static bool be_serve_one(be_conn_t *bc, bool *drop_next)
     if (slow_sink)
         usleep(800000); /* reads the body only after a while */
     bool early = strcmp(path, "/early") == 0;
+    bool head_first = strcmp(path, "/headfirst") == 0;
+    if (head_first) {
+        /* a head and part of the body, then the request body, read late;
+         * then silence */
+        static const char m[] = "HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n0123456789";
+        be_write(fd, m, sizeof(m) - 1);
+        usleep(300000);
+    }
     if (early) {
         /* an answer before the body is read, which is read late */
         usleep(100000);
@@ -356,7 +364,7 @@ static bool be_serve_one(be_conn_t *bc, bool *drop_next)
     dyn_add(&b->last_raw_body, raw.p ? raw.p : "", raw.len);
     pthread_mutex_unlock(&b->mu);
     bool keep = rc == 0;
-    if (!keep || early) {
+    if (!keep || early || head_first) {
     } else if (strcmp(path, "/hello") == 0) {
         be_respond(fd, "hello", 5);
     } else if (strncmp(path, "/say?", 5) == 0) {
@@ -410,6 +418,10 @@ static bool be_serve_one(be_conn_t *bc, bool *drop_next)
         be_respond(fd, "hinted", 6);
     } else if (strcmp(path, "/hang") == 0) {
         /* never answer; wait for the next request or EOF */
+    } else if (strcmp(path, "/chunkstall") == 0) {
+        /* a chunked body that stops part way: silence */
+        static const char m[] = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n";
+        be_write(fd, m, sizeof(m) - 1);
     } else if (strcmp(path, "/chunkcut") == 0) {
         /* a chunked body that stops part way: the connection closes */
         static const char m[] = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n";
@@ -1193,8 +1205,10 @@ static void test_backend_closes_mid_response(void **state)
 static void test_cut_body_resets_the_client(void **state)
 {
     backend_t *b = setup_basic(NULL);
+    H.targets[0].idle_ms = 200; /* the instance's silence cuts /chunkstall */
     const char *reqs[] = {"GET /chunkcut HTTP/1.0\r\nHost: app.test\r\n\r\n",
-                          "GET /rstclose HTTP/1.0\r\nHost: app.test\r\n\r\n"};
+                          "GET /rstclose HTTP/1.0\r\nHost: app.test\r\n\r\n",
+                          "GET /chunkstall HTTP/1.0\r\nHost: app.test\r\n\r\n"};
     for (size_t i = 0; i < SL_ARRAY_LEN(reqs); i++) {
         rdr_t *c = cl_open();
         cl_send(c, reqs[i]);
@@ -1532,6 +1546,33 @@ static void test_held_back_body_is_not_stalled(void **state)
     char want[32];
     snprintf(want, sizeof(want), "%zu ", n); /* all of it reached the instance */
     assert_int_equal(strncmp(rp.body.p, want, strlen(want)), 0);
+    resp_free(&rp);
+    cl_close(c);
+    teardown_basic(b);
+}
+
+/* Once the response head is out, the client's timers stay those of the
+ * response, even when back-pressure on the upload ends: the instance's
+ * silence afterwards still cuts it (idleTimeoutSeconds). */
+static void test_silence_after_a_held_back_upload_is_cut(void **state)
+{
+    be_rcvbuf = 4096;
+    backend_t *b = setup_basic(NULL);
+    be_rcvbuf = 0;
+    H.targets[0].idle_ms = 600;
+    rdr_t *c = cl_open();
+    size_t n = 32u << 20;
+    char *req = malloc(n + 128);
+    int hl = snprintf(
+        req, 128, "POST /headfirst HTTP/1.1\r\nHost: app.test\r\nContent-Length: %zu\r\n\r\n", n);
+    memset(req + hl, 'y', n);
+    req[hl + n] = '\0';
+    uint64_t t0 = sl_now_ms();
+    cl_send(c, req);
+    free(req);
+    resp_t rp;
+    assert_int_not_equal(cl_resp(c, &rp, false, false), 0); /* 10 of 1000 bytes, then cut */
+    assert_true(sl_now_ms() - t0 < 4000);
     resp_free(&rp);
     cl_close(c);
     teardown_basic(b);
@@ -2360,6 +2401,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_response_start_counts_from_delivery),
         cmocka_unit_test(test_backpressure_is_not_silence),
         cmocka_unit_test(test_held_back_body_is_not_stalled),
+        cmocka_unit_test(test_silence_after_a_held_back_upload_is_cut),
         cmocka_unit_test(test_pick_timeout_replaces_the_routes),
         cmocka_unit_test(test_past_its_deadline_is_not_sent),
         cmocka_unit_test(test_queued_request_is_served),
