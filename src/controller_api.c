@@ -662,6 +662,26 @@ static void list_job_closed(uv_handle_t *h)
     free(j);
 }
 
+/* The job's answer goes to its callback: status and text (taken). */
+static void list_finish(list_job_t *j, int status, char *text, size_t len)
+{
+    uv_idle_stop(&j->idle);
+    sl_controller_text_cb cb = j->cb;
+    void *data = j->data;
+    uv_close((uv_handle_t *)&j->idle, list_job_closed);
+    cb(status, text, len, data);
+}
+
+/* A Status answer as text. */
+static char *status_text(int code, const char *reason, const char *msg, size_t *len)
+{
+    json_t *st = sl_status_json(code, reason, msg);
+    char *text = json_dumps(st, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+    json_decref(st);
+    *len = strlen(text);
+    return text;
+}
+
 static void list_step(uv_idle_t *h)
 {
     list_job_t *j = h->data;
@@ -672,11 +692,17 @@ static void list_step(uv_idle_t *h)
         json_t *obj = json_incref(row);
         if (json_is_string(row)) {
             json_decref(obj);
-            obj = json_loadb(json_string_value(row), json_string_length(row), 0, NULL);
+            obj = json_loadb(json_string_value(row), json_string_length(row), JSON_ALLOW_NUL, NULL);
+            if (!obj) { /* as sl_store_list says it */
+                size_t len;
+                char *text = status_text(500, "InternalError",
+                                         "listing: a stored body is not valid JSON", &len);
+                list_finish(j, 500, text, len);
+                return;
+            }
         }
-        json_t *item = !obj           ? NULL
-                       : j->revisions ? revision_item(j->c, obj, j->service)
-                                      : service_item(j->c, obj);
+        json_t *item =
+            j->revisions ? revision_item(j->c, obj, j->service) : service_item(j->c, obj);
         json_decref(obj);
         if (item) {
             if (j->n_items++)
@@ -689,14 +715,9 @@ static void list_step(uv_idle_t *h)
     }
     static const char tail[] = "\n  ]\n}\n";
     buf_add(j, tail, sizeof(tail) - 1);
-    uv_idle_stop(h);
     char *text = j->buf;
-    size_t len = j->len;
     j->buf = NULL;
-    sl_controller_text_cb cb = j->cb;
-    void *data = j->data;
-    uv_close((uv_handle_t *)h, list_job_closed);
-    cb(200, text, len, data);
+    list_finish(j, 200, text, j->len);
 }
 
 static void list_start(sl_controller_t *c, bool revisions, const char *ns, const char *service,
@@ -705,10 +726,9 @@ static void list_start(sl_controller_t *c, bool revisions, const char *ns, const
     json_t *rows = NULL;
     sl_error_t err = {0};
     if (sl_store_list_text(c->store, revisions ? "revisions" : "services", ns, &rows, &err) < 0) {
-        json_t *st = sl_status_json(500, "InternalError", err.msg);
-        char *text = json_dumps(st, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
-        json_decref(st);
-        cb(500, text, strlen(text), data);
+        size_t len;
+        char *text = status_text(500, "InternalError", err.msg, &len);
+        cb(500, text, len, data);
         return;
     }
     list_job_t *j = xcalloc(1, sizeof(*j));
