@@ -418,15 +418,11 @@ static bool be_serve_one(be_conn_t *bc, bool *drop_next)
         be_respond(fd, "hinted", 6);
     } else if (strcmp(path, "/hang") == 0) {
         /* never answer; wait for the next request or EOF */
-    } else if (strcmp(path, "/chunkstall") == 0) {
-        /* a chunked body that stops part way: silence */
+    } else if (strcmp(path, "/chunkstall") == 0 || strcmp(path, "/chunkcut") == 0) {
+        /* a chunked body that stops part way: silence, or the connection closes */
         static const char m[] = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n";
         be_write(fd, m, sizeof(m) - 1);
-    } else if (strcmp(path, "/chunkcut") == 0) {
-        /* a chunked body that stops part way: the connection closes */
-        static const char m[] = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n";
-        be_write(fd, m, sizeof(m) - 1);
-        keep = false;
+        keep = strcmp(path, "/chunkstall") == 0;
     } else if (strcmp(path, "/rstclose") == 0) {
         /* a body read until close, ended by a reset */
         static const char m[] = "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\npartial";
@@ -883,6 +879,18 @@ static void cl_close(rdr_t *r)
 static void cl_send(rdr_t *r, const char *s)
 {
     be_write(r->fd, s, strlen(s));
+}
+
+/* POST path on app.test with an n-byte body, all of it sent (blocking). */
+static void cl_post(rdr_t *r, const char *path, size_t n)
+{
+    char *req = malloc(n + 160);
+    int hl = snprintf(req, 160, "POST %s HTTP/1.1\r\nHost: app.test\r\nContent-Length: %zu\r\n\r\n",
+                      path, n);
+    memset(req + hl, 'y', n);
+    req[hl + n] = '\0';
+    cl_send(r, req);
+    free(req);
 }
 
 typedef struct resp {
@@ -1354,14 +1362,7 @@ static void test_early_answer_is_not_pooled(void **state)
     int ufd = router_upstream_fd(b->port), small = 4096;
     assert_true(ufd >= 0);
     assert_int_equal(setsockopt(ufd, SOL_SOCKET, SO_SNDBUF, &small, sizeof(small)), 0);
-    size_t n = 192 * 1024;
-    char *req = malloc(n + 128);
-    int hl = snprintf(req, 128,
-                      "POST /early HTTP/1.1\r\nHost: app.test\r\nContent-Length: %zu\r\n\r\n", n);
-    memset(req + hl, 'x', n);
-    req[hl + n] = '\0';
-    cl_send(c, req);
-    free(req);
+    cl_post(c, "/early", 192 * 1024);
     resp_t rp;
     assert_int_equal(cl_resp(c, &rp, false, false), 0);
     assert_int_equal(rp.status, 200);
@@ -1533,13 +1534,7 @@ static void test_held_back_body_is_not_stalled(void **state)
     be_rcvbuf = 0;
     rdr_t *c = cl_open();
     size_t n = 8u << 20;
-    char *req = malloc(n + 128);
-    int hl = snprintf(
-        req, 128, "POST /slowsink HTTP/1.1\r\nHost: app.test\r\nContent-Length: %zu\r\n\r\n", n);
-    memset(req + hl, 'y', n);
-    req[hl + n] = '\0';
-    cl_send(c, req); /* held back for 800 ms: more than the socket buffers hold */
-    free(req);
+    cl_post(c, "/slowsink", n); /* held back for 800 ms: more than the socket buffers hold */
     resp_t rp;
     assert_int_equal(cl_resp(c, &rp, false, false), 0);
     assert_int_equal(rp.status, 200);
@@ -1561,15 +1556,8 @@ static void test_silence_after_a_held_back_upload_is_cut(void **state)
     be_rcvbuf = 0;
     H.targets[0].idle_ms = 600;
     rdr_t *c = cl_open();
-    size_t n = 32u << 20;
-    char *req = malloc(n + 128);
-    int hl = snprintf(
-        req, 128, "POST /headfirst HTTP/1.1\r\nHost: app.test\r\nContent-Length: %zu\r\n\r\n", n);
-    memset(req + hl, 'y', n);
-    req[hl + n] = '\0';
     uint64_t t0 = sl_now_ms();
-    cl_send(c, req);
-    free(req);
+    cl_post(c, "/headfirst", 32u << 20);
     resp_t rp;
     assert_int_not_equal(cl_resp(c, &rp, false, false), 0); /* 10 of 1000 bytes, then cut */
     assert_true(sl_now_ms() - t0 < 4000);
