@@ -946,16 +946,22 @@ static void resp_free(resp_t *rp)
     dyn_free(&rp->body);
 }
 
-static void get_ok(rdr_t *c, const char *host, const char *path, const char *want)
+/* The next response on c: a 200 whose body is want. */
+static void resp_ok(rdr_t *c, const char *want)
 {
-    char req[512];
-    snprintf(req, sizeof(req), "GET %s HTTP/1.1\r\nHost: %s\r\n\r\n", path, host);
-    cl_send(c, req);
     resp_t rp;
     assert_int_equal(cl_resp(c, &rp, false, false), 0);
     assert_int_equal(rp.status, 200);
     assert_string_equal(rp.body.p ? rp.body.p : "", want);
     resp_free(&rp);
+}
+
+static void get_ok(rdr_t *c, const char *host, const char *path, const char *want)
+{
+    char req[512];
+    snprintf(req, sizeof(req), "GET %s HTTP/1.1\r\nHost: %s\r\n\r\n", path, host);
+    cl_send(c, req);
+    resp_ok(c, want);
 }
 
 /* ---- tests ------------------------------------------------------------------ */
@@ -1363,11 +1369,7 @@ static void test_early_answer_is_not_pooled(void **state)
     assert_true(ufd >= 0);
     assert_int_equal(setsockopt(ufd, SOL_SOCKET, SO_SNDBUF, &small, sizeof(small)), 0);
     cl_post(c, "/early", 192 * 1024);
-    resp_t rp;
-    assert_int_equal(cl_resp(c, &rp, false, false), 0);
-    assert_int_equal(rp.status, 200);
-    assert_string_equal(rp.body.p, "early");
-    resp_free(&rp);
+    resp_ok(c, "early");
     get_ok(c, "app.test", "/hello", "hello");
     assert_int_equal(atomic_load(&b->accepts), 2);
     cl_close(c);
@@ -1819,11 +1821,7 @@ static void test_expect_continue_relayed(void **state)
     assert_int_equal(strncmp(c->buf, "HTTP/1.1 100 Continue\r\n", 23), 0);
     rdr_consume(c, (size_t)hl);
     cl_send(c, "ahoy!");
-    resp_t rp;
-    assert_int_equal(cl_resp(c, &rp, false, false), 0);
-    assert_int_equal(rp.status, 200);
-    assert_string_equal(rp.body.p, "ahoy!");
-    resp_free(&rp);
+    resp_ok(c, "ahoy!");
     cl_close(c);
     teardown_basic(b);
 }
@@ -2084,11 +2082,8 @@ static void test_websocket_tunnel(void **state)
     c = cl_open();
     snprintf(req, sizeof(req), "GET /ws-refuse%s", ws_req + 7);
     cl_send(c, req);
+    resp_ok(c, "no upgrade");
     resp_t rp;
-    assert_int_equal(cl_resp(c, &rp, false, false), 0);
-    assert_int_equal(rp.status, 200);
-    assert_string_equal(rp.body.p, "no upgrade");
-    resp_free(&rp);
     get_ok(c, "app.test", "/hello", "hello");
     /* A 101 nobody asked for is a broken instance. */
     cl_send(c, "GET /ws HTTP/1.1\r\nHost: app.test\r\n\r\n");
@@ -2208,11 +2203,8 @@ static void test_stalled_body_is_408(void **state)
         cl_send(c, "cd");
         usleep(120000);
         cl_send(c, "ef");
+        resp_ok(c, "abcdef");
         resp_t rp;
-        assert_int_equal(cl_resp(c, &rp, false, false), 0);
-        assert_int_equal(rp.status, 200);
-        assert_string_equal(rp.body.p, "abcdef");
-        resp_free(&rp);
         /* ...one that stops is cut off, and the slot is given back. */
         cl_send(c, "POST /echo HTTP/1.1\r\nHost: app.test\r\nContent-Length: 100\r\n\r\nabc");
         assert_int_equal(cl_resp(c, &rp, false, false), 0);
