@@ -48,6 +48,14 @@ char *xstrdup(const char *s);
 char *xstrndup(const char *s, size_t n);
 /* A copy of n bytes plus a NUL. */
 char *xmemdup(const void *p, size_t n);
+
+/* Text built by appending: p holds len bytes and a NUL once anything was put
+ * (p stays NULL until then). Start from {0}; free(p) when done. */
+typedef struct sl_buf {
+    char *p;
+    size_t len, cap;
+} sl_buf_t;
+void sl_buf_put(sl_buf_t *b, const void *s, size_t n);
 /* Formatted allocation; aborts on OOM. */
 char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 

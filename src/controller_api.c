@@ -631,25 +631,14 @@ struct list_job {
     json_t *rows;  /* the stored objects, as text or parsed */
     size_t next;
     size_t n_items;
-    char *buf;
-    size_t len, cap;
+    sl_buf_t text; /* the answer so far */
     sl_controller_text_cb cb;
     void *data;
 };
 
-static void buf_add(list_job_t *j, const char *p, size_t n)
-{
-    if (j->len + n > j->cap) {
-        j->cap = j->cap * 2 > j->len + n ? j->cap * 2 : j->len + n;
-        j->buf = xrealloc(j->buf, j->cap);
-    }
-    memcpy(j->buf + j->len, p, n);
-    j->len += n;
-}
-
 static int buf_dump(const char *p, size_t n, void *data)
 {
-    buf_add(data, p, n);
+    sl_buf_put(data, p, n);
     return 0;
 }
 
@@ -658,7 +647,7 @@ static void list_job_closed(uv_handle_t *h)
     list_job_t *j = h->data;
     json_decref(j->rows);
     free(j->service);
-    free(j->buf);
+    free(j->text.p);
     free(j);
 }
 
@@ -689,35 +678,34 @@ static void list_step(uv_idle_t *h)
     size_t n = json_array_size(j->rows);
     while (j->next < n) {
         json_t *row = json_array_get(j->rows, j->next++);
-        json_t *obj = json_incref(row);
-        if (json_is_string(row)) {
-            json_decref(obj);
-            obj = json_loadb(json_string_value(row), json_string_length(row), JSON_ALLOW_NUL, NULL);
-            if (!obj) { /* as sl_store_list says it */
-                size_t len;
-                char *text = status_text(500, "InternalError",
-                                         "listing: a stored body is not valid JSON", &len);
-                list_finish(j, 500, text, len);
-                return;
-            }
+        json_t *obj =
+            !json_is_string(row)
+                ? json_incref(row)
+                : json_loadb(json_string_value(row), json_string_length(row), JSON_ALLOW_NUL, NULL);
+        if (!obj) { /* as sl_store_list says it */
+            size_t len;
+            char *text =
+                status_text(500, "InternalError", "listing: a stored body is not valid JSON", &len);
+            list_finish(j, 500, text, len);
+            return;
         }
         json_t *item =
             j->revisions ? revision_item(j->c, obj, j->service) : service_item(j->c, obj);
         json_decref(obj);
         if (item) {
             if (j->n_items++)
-                buf_add(j, ",\n", 2);
-            json_dump_callback(item, buf_dump, j, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+                sl_buf_put(&j->text, ",\n", 2);
+            json_dump_callback(item, buf_dump, &j->text, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
             json_decref(item);
         }
         if ((j->next & 15) == 0 && uv_hrtime() >= until)
             return;
     }
     static const char tail[] = "\n  ]\n}\n";
-    buf_add(j, tail, sizeof(tail) - 1);
-    char *text = j->buf;
-    j->buf = NULL;
-    list_finish(j, 200, text, j->len);
+    sl_buf_put(&j->text, tail, sizeof(tail) - 1);
+    char *text = j->text.p;
+    j->text.p = NULL;
+    list_finish(j, 200, text, j->text.len);
 }
 
 static void list_start(sl_controller_t *c, bool revisions, const char *ns, const char *service,
@@ -744,7 +732,7 @@ static void list_start(sl_controller_t *c, bool revisions, const char *ns, const
                       "{\n  \"apiVersion\": \"%s\",\n  \"kind\": \"%s\",\n  \"metadata\": {},\n"
                       "  \"items\": [\n",
                       SL_API_VERSION, kind);
-    buf_add(j, head, (size_t)hn);
+    sl_buf_put(&j->text, head, (size_t)hn);
     uv_idle_init(c->loop, &j->idle);
     j->idle.data = j;
     uv_idle_start(&j->idle, list_step);

@@ -280,35 +280,13 @@ uint64_t sl_metrics_dropped(const sl_metrics_t *reg)
 
 /* ---- rendering ---- */
 
-typedef struct buf {
-    char *p;
-    size_t len, cap;
-} buf_t;
-
-static void buf_reserve(buf_t *b, size_t n)
+static void buf_puts(sl_buf_t *b, const char *s)
 {
-    if (b->len + n + 1 <= b->cap)
-        return;
-    while (b->len + n + 1 > b->cap)
-        b->cap = b->cap ? b->cap * 2 : 4096;
-    b->p = xrealloc(b->p, b->cap);
-}
-
-static void buf_put(buf_t *b, const char *s, size_t n)
-{
-    buf_reserve(b, n);
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-    b->p[b->len] = '\0';
-}
-
-static void buf_puts(buf_t *b, const char *s)
-{
-    buf_put(b, s, strlen(s));
+    sl_buf_put(b, s, strlen(s));
 }
 
 /* Escape \ and newline (HELP), plus " when quoted (label values). */
-static void buf_escaped(buf_t *b, const char *s, bool quote)
+static void buf_escaped(sl_buf_t *b, const char *s, bool quote)
 {
     for (; *s; s++) {
         if (*s == '\\')
@@ -318,7 +296,7 @@ static void buf_escaped(buf_t *b, const char *s, bool quote)
         else if (quote && *s == '"')
             buf_puts(b, "\\\"");
         else
-            buf_put(b, s, 1);
+            sl_buf_put(b, s, 1);
     }
 }
 
@@ -340,14 +318,14 @@ static void fmt_double(double v, char *out, size_t n)
     }
 }
 
-static void buf_double(buf_t *b, double v)
+static void buf_double(sl_buf_t *b, double v)
 {
     char tmp[64];
     fmt_double(v, tmp, sizeof(tmp));
     buf_puts(b, tmp);
 }
 
-static void buf_u64(buf_t *b, uint64_t v)
+static void buf_u64(sl_buf_t *b, uint64_t v)
 {
     char tmp[32];
     snprintf(tmp, sizeof(tmp), "%llu", (unsigned long long)v);
@@ -355,7 +333,7 @@ static void buf_u64(buf_t *b, uint64_t v)
 }
 
 /* name{labels[,le="x"]} */
-static void render_head(buf_t *b, const sl_metric_t *m, const char *suffix, const char *le)
+static void render_head(sl_buf_t *b, const sl_metric_t *m, const char *suffix, const char *le)
 {
     const sl_metric_family_t *f = m->fam;
     buf_puts(b, f->name);
@@ -379,7 +357,7 @@ static void render_head(buf_t *b, const sl_metric_t *m, const char *suffix, cons
     buf_puts(b, "}");
 }
 
-static void render_histogram(buf_t *b, const sl_metric_t *m)
+static void render_histogram(sl_buf_t *b, const sl_metric_t *m)
 {
     const sl_metric_family_t *f = m->fam;
     uint64_t cum = 0;
@@ -405,7 +383,7 @@ static void render_histogram(buf_t *b, const sl_metric_t *m)
     buf_puts(b, "\n");
 }
 
-static void render_meta(buf_t *b, const char *name, const char *help, const char *type)
+static void render_meta(sl_buf_t *b, const char *name, const char *help, const char *type)
 {
     buf_puts(b, "# HELP ");
     buf_puts(b, name);
@@ -418,7 +396,7 @@ static void render_meta(buf_t *b, const char *name, const char *help, const char
     buf_puts(b, "\n");
 }
 
-static void render_family(buf_t *b, const sl_metric_family_t *f)
+static void render_family(sl_buf_t *b, const sl_metric_family_t *f)
 {
     static const char *const types[] = {"counter", "gauge", "histogram"};
     render_meta(b, f->name, f->help, types[f->type]);
@@ -437,9 +415,8 @@ static void render_family(buf_t *b, const sl_metric_family_t *f)
 
 int sl_metrics_render(const sl_metrics_t *reg, char **out, size_t *len)
 {
-    buf_t b = {0};
-    buf_reserve(&b, 0);
-    b.p[0] = '\0';
+    sl_buf_t b = {0};
+    sl_buf_put(&b, "", 0); /* "" when there is nothing to render */
     for (const sl_metric_family_t *f = reg->first; f; f = f->next)
         render_family(&b, f);
     render_meta(&b, SL_METRIC_DROPPED_SERIES_TOTAL,
