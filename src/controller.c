@@ -28,12 +28,23 @@ json_t *sl_status_json(int code, const char *reason, const char *message)
                      "code", code);
 }
 
-uint32_t ctl_hash_host(const char *p, size_t n)
+/* FNV-1a, continued from h. */
+static uint32_t fnv1a(uint32_t h, const char *p, size_t n)
 {
-    uint32_t h = 2166136261u;
     for (size_t i = 0; i < n; i++)
         h = (h ^ (unsigned char)p[i]) * 16777619u;
-    return h % HOST_BUCKETS;
+    return h;
+}
+
+uint32_t ctl_hash_host(const char *p, size_t n)
+{
+    return fnv1a(2166136261u, p, n) % HOST_BUCKETS;
+}
+
+uint32_t ctl_hash_name(const char *ns, const char *name)
+{
+    uint32_t h = fnv1a(2166136261u, ns, strlen(ns) + 1); /* the NUL separates the two */
+    return fnv1a(h, name, strlen(name)) % HOST_BUCKETS;
 }
 
 char *ctl_host_for(sl_controller_t *c, const char *ns, const char *name)
@@ -52,8 +63,10 @@ char *ctl_url_for(sl_controller_t *c, const char *host)
 
 svc_rt_t *ctl_svc_find(sl_controller_t *c, const char *ns, const char *name)
 {
-    for (svc_rt_t *s = c->svcs; s; s = s->next)
-        if (!strcmp(s->ns, ns) && !strcmp(s->name, name))
+    if (!ns || !name)
+        return NULL;
+    for (svc_rt_t *s = c->svc_buckets[ctl_hash_name(ns, name)]; s; s = s->hnext)
+        if (!strcmp(s->name, name) && !strcmp(s->ns, ns))
             return s;
     return NULL;
 }
@@ -849,6 +862,13 @@ static void rev_free(rev_rt_t *r)
         c->revs = r->all_next;
     if (r->all_next)
         r->all_next->all_prev = r->all_prev;
+    for (rev_rt_t **pp = &c->rev_buckets[ctl_hash_name(r->cfg->namespace_, r->name)]; *pp;
+         pp = &(*pp)->hnext) {
+        if (*pp == r) {
+            *pp = r->hnext;
+            break;
+        }
+    }
     ctl_timer_close(&r->retry);
     json_decref(r->obj);
     sl_revision_cfg_free(r->cfg);
@@ -952,6 +972,9 @@ rev_rt_t *ctl_rev_new(sl_controller_t *c, svc_rt_t *s, json_t *obj, sl_error_t *
     if (c->revs)
         c->revs->all_prev = r;
     c->revs = r;
+    uint32_t h = ctl_hash_name(cfg->namespace_, r->name);
+    r->hnext = c->rev_buckets[h];
+    c->rev_buckets[h] = r;
     return r;
 }
 
@@ -971,6 +994,9 @@ svc_rt_t *ctl_svc_new(sl_controller_t *c, json_t *obj)
     if (c->svcs)
         c->svcs->prev = s;
     c->svcs = s;
+    uint32_t h = ctl_hash_name(s->ns, s->name);
+    s->hnext = c->svc_buckets[h];
+    c->svc_buckets[h] = s;
     return s;
 }
 
@@ -984,6 +1010,12 @@ void ctl_svc_free(svc_rt_t *s)
         c->svcs = s->next;
     if (s->next)
         s->next->prev = s->prev;
+    for (svc_rt_t **pp = &c->svc_buckets[ctl_hash_name(s->ns, s->name)]; *pp; pp = &(*pp)->hnext) {
+        if (*pp == s) {
+            *pp = s->hnext;
+            break;
+        }
+    }
     for (rev_rt_t *r = c->revs; r; r = r->all_next)
         if (r->svc == s)
             r->svc = NULL;

@@ -87,6 +87,7 @@ struct rev_rt {
     bool backoff_due;
     uv_timer_t *retry;
     rev_rt_t *all_prev, *all_next; /* controller's list of live revisions */
+    rev_rt_t *hnext;               /* its bucket in rev_buckets, by namespace/name */
 };
 
 /* One spec.traffic entry. */
@@ -130,6 +131,7 @@ struct svc_rt {
     uint64_t ro_step_ns, ro_next_ns; /* time between steps, and of the next */
     bool gc_seen;                    /* visited by the revision collector's pass */
     svc_rt_t *prev, *next;
+    svc_rt_t *hnext; /* its bucket in svc_buckets, by namespace/name */
 };
 
 struct sl_controller {
@@ -151,6 +153,10 @@ struct sl_controller {
     sl_capacity_t capacity;
     ctl_obs_t *obs;
     route_t *buckets[HOST_BUCKETS];
+    /* Services and live revisions by namespace/name: a revision a traffic
+     * target names is found on every request it routes. */
+    svc_rt_t *svc_buckets[HOST_BUCKETS];
+    rev_rt_t *rev_buckets[HOST_BUCKETS];
     svc_rt_t *svcs;
     rev_rt_t *revs;
     bool shutting_down;
@@ -239,6 +245,8 @@ rev_rt_t *ctl_rev_load(svc_rt_t *s, const char *name, sl_error_t *err);
 char *ctl_host_for(sl_controller_t *c, const char *ns, const char *name);
 char *ctl_url_for(sl_controller_t *c, const char *host);
 uint32_t ctl_hash_host(const char *p, size_t n);
+/* The bucket of a namespaced name: a service's or a revision's. */
+uint32_t ctl_hash_name(const char *ns, const char *name);
 void ctl_rev_maybe_free(rev_rt_t *r);
 /* controller_api.c: an object a client wrote (a Secret, ConfigMap or
  * RuntimeClass): the metadata only the server sets (resourceVersion,

@@ -136,7 +136,9 @@ int ctl_hosts_free(sl_controller_t *c, const json_t *svc, const char *ns, const 
 
 rev_rt_t *ctl_rev_find(sl_controller_t *c, const char *ns, const char *name)
 {
-    for (rev_rt_t *r = c->revs; r; r = r->all_next)
+    if (!ns || !name)
+        return NULL;
+    for (rev_rt_t *r = c->rev_buckets[ctl_hash_name(ns, name)]; r; r = r->hnext)
         if (!r->retired && !strcmp(r->name, name) && !strcmp(r->cfg->namespace_, ns))
             return r;
     return NULL;
