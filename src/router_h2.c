@@ -165,7 +165,7 @@ struct sl_h2s {
     bool req_overflow;         /* the request head did not fit: 431 */
     bool req_refused;          /* it has a field refused as a smuggling vector: 400 */
     uint32_t interim_bytes;    /* of the 1xx heads relayed */
-    bool trl_overflow;         /* nor its trailers */
+    bool trl_overflow;         /* nor its trailers: none are passed on */
     bool resp_overflow;        /* the instance's head or trailers did not fit: 502 */
 
     sl_h2hdrs_t req, req_trl, resp, resp_trl;
@@ -1021,6 +1021,8 @@ static int c_on_header(nghttp2_session *sess, const nghttp2_frame *f, const uint
             s->trl_overflow = true;
         if (!s->trl_overflow && !trailer_dropped((sl_str_t){(const char *)name, nl}))
             hdrs_add(r, &s->req_arena, &s->req_trl, &s->trl_overflow, name, nl, value, vl);
+        if (s->trl_overflow)
+            s->req_trl.n = 0; /* all or none: a part could pass for the whole */
         return 0;
     }
     /* The limit advertised in SETTINGS, which nghttp2 does not enforce */
@@ -2208,6 +2210,7 @@ struct sl_h1x {
 
     /* response, as HTTP/1.1 bytes */
     sl_bq_t resp_bq;
+    sl_bq_t trl_bq; /* the trailer section's lines, until it is whole */
     int status;
     bool final, in_trl, chunked, no_body, has_length, resp_eof;
     size_t head_bytes, trl_bytes, interim_bytes;
@@ -2239,6 +2242,7 @@ static void x_free(sl_router_t *r, sl_h1x_t *x)
         sl_rbuf_unref(r, x->head);
     bq_clear(r, &x->req_bq);
     bq_clear(r, &x->resp_bq);
+    bq_clear(r, &x->trl_bq);
     if (r->closing || n_free_h1x >= SL_H2_FREE_STREAMS) {
         free(x);
         return;
@@ -2459,8 +2463,6 @@ static int x_begin_headers(sl_upconn_t *up, sl_h1x_t *x, const nghttp2_frame *f)
         return 0;
     if (x->final) {
         x->in_trl = true;
-        if (x->chunked)
-            x_puts(x, "0\r\n");
     } else {
         x->status = 0;
     }
@@ -2477,10 +2479,22 @@ static int x_on_header(sl_upconn_t *up, sl_h1x_t *x, const nghttp2_frame *f, con
     size_t line = nl + vl + 4;
     if (x->in_trl) {
         /* Trailers go out in the last chunk, when the body is chunked and
-         * they fit what the relay admits there. */
-        if (!x->chunked || x->no_body || x->trl_bytes + line > SL_H1X_TRAILERS)
+         * the section is whole. One over what the relay admits there cuts
+         * the response before its last chunk: the client sees it end short
+         * instead of taking a part for the whole. */
+        if (!x->chunked || x->no_body || x->failed)
             return 0;
+        if (x->trl_bytes + line > SL_H1X_TRAILERS) {
+            x_fail(x, "response trailer fields too large");
+            return 0;
+        }
         x->trl_bytes += line;
+        sl_router_t *r = up->pool->r;
+        bq_push(r, &x->trl_bq, name, nl);
+        bq_push(r, &x->trl_bq, (const uint8_t *)": ", 2);
+        bq_push(r, &x->trl_bq, value, vl);
+        bq_push(r, &x->trl_bq, (const uint8_t *)"\r\n", 2);
+        return 0;
     } else if (nl == 7 && !memcmp(name, ":status", 7)) {
         int st = 0;
         for (size_t i = 0; i < vl && i < 3; i++)
@@ -2538,8 +2552,14 @@ static int x_frame_recv(sl_upconn_t *up, sl_h1x_t *x, const nghttp2_frame *f)
         }
         x_put(x, "\r\n", 2);
     } else if (f->hd.type == NGHTTP2_HEADERS) {
-        if (x->chunked && !x->no_body)
+        if (x->chunked && !x->no_body && !x->failed) {
+            uint8_t trl[SL_H1X_TRAILERS];
+            size_t n = bq_pop(up->pool->r, &x->trl_bq, trl, sizeof(trl));
+            x_puts(x, "0\r\n");
+            x_put(x, trl, n);
             x_put(x, "\r\n", 2); /* the trailer section ends */
+        }
+        bq_clear(up->pool->r, &x->trl_bq);
     } else if (end && x->chunked && !x->no_body) {
         x_puts(x, "0\r\n\r\n");
     }
@@ -2573,7 +2593,7 @@ static int x_stream_close(sl_h1x_t *x, int32_t id, uint32_t code)
 {
     if (id != x->id)
         return 0;
-    if (code == NGHTTP2_NO_ERROR && x->final && x->resp_eof) {
+    if (code == NGHTTP2_NO_ERROR && x->final && x->resp_eof && !x->failed) {
         x->done = true;
     } else {
         x->rst_code = code;

@@ -5,9 +5,11 @@
  * and trailers, as from a gRPC or server-sent-events server.
  *
  *   /stream?n=N   N lines "line I\n", one DATA frame each, then trailers
- *                 "x-lines: N" and "grpc-status: 0"
+ *                 "x-lines: N" and "grpc-status: 0" (&big=1: and a 9000-byte
+ *                 "x-big", more than an HTTP/1.1 relay takes)
  *   /echo         the request body (any method), then the same trailers
  *   /reset        a head and one line, then RST_STREAM INTERNAL_ERROR
+ *   /badhead      a response head with a connection-specific field
  *   /slowread?ms=M  stops reading the connection for M ms once it has the
  *                 request's head (its windows are 2^31-1: only TCP holds the
  *                 sender back), then answers "got LEN" with the body's length
@@ -37,6 +39,7 @@ typedef struct req {
     size_t len, cap, off;
     int lines, sent;
     int mode; /* 0 echo, 1 stream, 2 reset */
+    int big;  /* a big trailer field too */
     char nbuf[16];
 } req_t;
 
@@ -121,11 +124,14 @@ static int on_data(nghttp2_session *s, uint8_t flags, int32_t id, const uint8_t 
 static void trailers(nghttp2_session *s, req_t *r)
 {
     snprintf(r->nbuf, sizeof(r->nbuf), "%d", r->lines);
+    static uint8_t big[9000];
+    memset(big, 'b', sizeof(big));
     nghttp2_nv t[] = {
         {(uint8_t *)"x-lines", (uint8_t *)r->nbuf, 7, strlen(r->nbuf), 0},
         {(uint8_t *)"grpc-status", (uint8_t *)"0", 11, 1, 0},
+        {(uint8_t *)"x-big", big, 5, sizeof(big), 0},
     };
-    nghttp2_submit_trailer(s, r->id, t, 2);
+    nghttp2_submit_trailer(s, r->id, t, r->big ? 3 : 2);
 }
 
 static ssize_t body_cb(nghttp2_session *s, int32_t id, uint8_t *buf, size_t len, uint32_t *flags,
@@ -173,6 +179,7 @@ static int on_frame(nghttp2_session *s, const nghttp2_frame *f, void *ud)
     if (!strncmp(r->path, "/stream", 7)) {
         const char *q = strstr(r->path, "n=");
         r->mode = 1;
+        r->big = strstr(r->path, "big=1") != NULL;
         r->lines = q ? atoi(q + 2) : 3;
         if (r->lines < 1)
             r->lines = 1;
