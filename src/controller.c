@@ -336,7 +336,7 @@ static sl_pick_t inst_take(inst_rt_t *i, uint64_t token, const char *set_cookie)
 
 void ctl_cpu_idle_check(rev_rt_t *r, uint64_t now)
 {
-    if (r->cfg->cpu_always)
+    if (!r->instances || r->cfg->cpu_always) /* (most revisions at rest have none) */
         return;
     for (inst_rt_t *i = r->instances; i; i = i->next) {
         uint64_t since = i->idle_ns > i->ready_ns ? i->idle_ns : i->ready_ns;
