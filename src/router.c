@@ -91,6 +91,7 @@ static sl_wreq_t *wreq_get(sl_router_t *r)
         w = xmalloc(sizeof(*w));
     w->next = NULL;
     w->nrefs = 0;
+    r->stats.writes_pending++;
     return w;
 }
 
@@ -101,6 +102,7 @@ static void wreq_put(sl_router_t *r, sl_wreq_t *w)
     w->nrefs = 0;
     w->next = r->free_wreqs;
     r->free_wreqs = w;
+    r->stats.writes_pending--;
 }
 
 void sl_wreq_done(sl_router_t *r, uv_write_t *req)

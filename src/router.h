@@ -24,6 +24,10 @@
  *   connections" and closed, so clients fail fast instead of hanging.
  * - max_body_bytes: Content-Length over it → 413 before anything is sent
  *   upstream; a chunked body is counted in wire bytes as it streams.
+ * - An HTTP/1.1 client's chunked request body is passed on re-framed, as
+ *   nginx streams one: its data in chunks with plain hex sizes, without
+ *   the client's extensions or trailers, so an instance parses only
+ *   framing the router wrote.
  * - Timeouts: timeout_ms(target) runs from head parsed (queue time counts)
  *   to the instance's response head; then 504 and the upstream connection
  *   is abandoned (release with failed = false). A started response streams
@@ -204,7 +208,8 @@ typedef struct sl_router_stats {
     uint64_t requests_total;
     uint64_t requests_in_flight;
     uint64_t upstream_conns_open;
-    uint64_t busy_poll_ns; /* time the loop spent with busy polling on (--busy-poll) */
+    uint64_t writes_pending; /* writes waiting on a socket, either side */
+    uint64_t busy_poll_ns;   /* time the loop spent with busy polling on (--busy-poll) */
 } sl_router_stats_t;
 void sl_router_stats(const sl_router_t *r, sl_router_stats_t *out);
 

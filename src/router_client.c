@@ -130,6 +130,7 @@ static void c_on_close(uv_handle_t *h)
     sl_rbuf_unref(r, c->head_buf);
     sl_rbuf_unref(r, c->gen);
     sl_rbuf_unref(r, c->plan_body_buf);
+    sl_rbuf_unref(r, c->stage);
     free(c);
     r->n_handles--; /* the timer; sl_handle_closed accounts for the tcp */
     sl_handle_closed(r);
@@ -712,14 +713,20 @@ static void c_plan_request(sl_client_t *c, const sl_http_msg_t *m, const char *h
     IOVSTR(m->host);
     IOVS("\r\n\r\n");
 
-    /* The plan lives in gen (a retry resends it) with room for one body
-     * iovec. A head of usual size is copied into one contiguous string:
-     * the kernel then copies one segment instead of a dozen small ones. */
+    /* The plan lives in gen (a retry resends it) with room for the body
+     * that came with the head: SL_PLAN_BODY_IOV iovecs, and for a chunked
+     * body the chunk size it is re-framed with. Nothing else may be taken
+     * from gen before the plan is sent: a new gen buffer would free it. A
+     * head of usual size is copied into one contiguous string: the kernel
+     * then copies one segment instead of a dozen small ones. */
     size_t total = sl_iov_len(iov, n);
+    size_t chunk_room = m->body == SL_BODY_CHUNKED ? SL_CHUNK_SIZE_MAX : 0;
     if (total <= SL_FLAT_MAX) {
-        uv_buf_t *plan = (uv_buf_t *)sl_client_gen(c, 2 * sizeof(uv_buf_t) + total);
-        plan[0] = uv_buf_init(sl_iov_gather(iov, n, (char *)(plan + 2)), (unsigned)total);
-        c->plan = plan;
+        size_t plan_size = (1 + SL_PLAN_BODY_IOV) * sizeof(uv_buf_t);
+        char *g = sl_client_gen(c, plan_size + total + chunk_room);
+        c->plan = (uv_buf_t *)g;
+        c->plan[0] = uv_buf_init(sl_iov_gather(iov, n, g + plan_size), (unsigned)total);
+        c->plan_chunk = chunk_room ? g + plan_size + total : NULL;
         c->plan_n = c->plan_head_n = 1;
         return;
     }
@@ -727,14 +734,15 @@ static void c_plan_request(sl_client_t *c, const sl_http_msg_t *m, const char *h
      * holds until it completes, but not into c: a client that goes away
      * is freed while its request may still be queued to the instance. Its
      * two forwarding strings are copied beside the plan. */
-    size_t plan_size = (n + 1) * sizeof(uv_buf_t);
-    char *g = sl_client_gen(c, plan_size + c->peer_len + c->fwd_for_len);
+    size_t plan_size = (n + SL_PLAN_BODY_IOV) * sizeof(uv_buf_t);
+    char *g = sl_client_gen(c, plan_size + c->peer_len + c->fwd_for_len + chunk_room);
     c->plan = (uv_buf_t *)g;
     memcpy(c->plan, iov, n * sizeof(uv_buf_t));
     char *peer = memcpy(g + plan_size, c->peer, c->peer_len);
     char *fwd = memcpy(peer + c->peer_len, c->fwd_for, c->fwd_for_len);
     c->plan[peer_at] = uv_buf_init(peer, (unsigned)c->peer_len);
     c->plan[fwd_at] = uv_buf_init(fwd, (unsigned)c->fwd_for_len);
+    c->plan_chunk = chunk_room ? fwd + c->fwd_for_len : NULL;
     c->plan_n = c->plan_head_n = (unsigned)n;
 }
 
@@ -760,6 +768,7 @@ static void c_reset_request(sl_client_t *c)
     c->body_left = c->body_seen = 0;
     sl_chunked_init(&c->req_chunk);
     c->plan = NULL;
+    c->plan_chunk = NULL;
     c->plan_n = c->plan_head_n = 0;
     c->attempts = c->reroutes = 0;
     c->upgrade = c->tunnel = c->tunnel_rd_eof = false;
@@ -1016,6 +1025,9 @@ static void c_end_request(sl_client_t *c, bool close)
     c->head_buf = NULL;
     sl_rbuf_unref(r, c->plan_body_buf);
     c->plan_body_buf = NULL;
+    sl_rbuf_unref(r, c->stage); /* what the instance did not wait for */
+    c->stage = NULL;
+    c->stage_len = 0;
     c->plan = NULL;
     if (c->timer_mode == T_REQUEST || c->timer_mode == T_SEND)
         sl_client_set_timer(c, T_NONE, 0);
@@ -1030,13 +1042,15 @@ static void c_end_request(sl_client_t *c, bool close)
 
 /* ---- request body ------------------------------------------------------ */
 
-/* How many buffered bytes belong to the body; updates framing state.
- * Returns 0, or the status to answer (400 bad chunking, 413 too large). */
-static int c_body_take(sl_client_t *c, size_t *k, const char **why)
+/* How many buffered bytes belong to the body; updates framing state. A
+ * chunked body's data is decoded in place: *data bytes of it are at the
+ * cursor (else *data == *k). Returns 0, or the status to answer (400 bad
+ * chunking, 413 too large). */
+static int c_body_take(sl_client_t *c, size_t *k, size_t *data, const char **why)
 {
     sl_rd_t *rd = &c->rd;
     size_t avail = rd->b ? rd->end - rd->start : 0;
-    *k = 0;
+    *k = *data = 0;
     if (c->req_done)
         return 0;
     if (c->req_body == SL_BODY_NONE) {
@@ -1044,12 +1058,13 @@ static int c_body_take(sl_client_t *c, size_t *k, const char **why)
         return 0;
     }
     if (c->req_body == SL_BODY_LENGTH) {
-        *k = avail < c->body_left ? avail : (size_t)c->body_left;
+        *k = *data = avail < c->body_left ? avail : (size_t)c->body_left;
         c->body_left -= *k;
         c->req_done = c->body_left == 0;
     } else if (avail) {
         bool done = false;
-        ssize_t got = sl_chunked_scan(&c->req_chunk, rd->b->data + rd->start, avail, &done, why);
+        char *p = rd->b->data + rd->start;
+        ssize_t got = sl_chunked_decode(&c->req_chunk, p, avail, data, &done, why);
         if (got < 0)
             return 400;
         *k = (size_t)got;
@@ -1062,6 +1077,36 @@ static int c_body_take(sl_client_t *c, size_t *k, const char **why)
         return 413;
     }
     return 0;
+}
+
+/*
+ * A chunked request body from an HTTP/1.1 client is passed on re-framed,
+ * as nginx streams one: the data the client sent, in chunks with plain hex
+ * sizes, no extensions, and no trailer section. An instance's parser then
+ * sees only framing the router wrote, never a client's odd sizes,
+ * extensions or trailer fields (Authorization, X-Forwarded-For) it might
+ * read. The same holds whichever instance the request is routed to, first
+ * or again: an h2c instance's bridge decodes the body it is given.
+ *
+ * The iovecs (at most SL_PLAN_BODY_IOV) that carry n body bytes at p to the
+ * instance; size_buf (SL_CHUNK_SIZE_MAX bytes) takes a chunk size.
+ */
+static unsigned c_body_iov(const sl_client_t *c, char *p, size_t n, char *size_buf, uv_buf_t *iov)
+{
+    if (c->req_body != SL_BODY_CHUNKED) {
+        iov[0] = uv_buf_init(p, (unsigned)n);
+        return n ? 1 : 0;
+    }
+    unsigned i = 0;
+    if (n) {
+        int sl = snprintf(size_buf, SL_CHUNK_SIZE_MAX, "%zx\r\n", n);
+        iov[i++] = uv_buf_init(size_buf, (unsigned)sl);
+        iov[i++] = uv_buf_init(p, (unsigned)n);
+        iov[i++] = uv_buf_init((char *)"\r\n", 2);
+    }
+    if (c->req_done)
+        iov[i++] = uv_buf_init((char *)"0\r\n\r\n", 5);
+    return i;
 }
 
 static void c_body_error(sl_client_t *c, int status, const char *why)
@@ -1117,11 +1162,52 @@ static void c_up_write_error(sl_client_t *c, int err)
     SL_UNUSED(err);
 }
 
+/*
+ * While the instance has writes queued, small pieces of the client's bytes
+ * are gathered into a stage (copied, up to SL_TRICKLE_MIN bytes) instead of
+ * each becoming a write of its own: a client that trickles bytes to an
+ * instance that is not reading costs a few writes, not one per read (each
+ * holds a write request until the instance reads). The stage goes out
+ * ahead of the next write, or once the queue empties (sl_client_up_drained).
+ * True when the piece needs no write now (staged, or empty).
+ */
+static bool c_stage_piece(sl_client_t *c, const uv_buf_t *iov, unsigned n)
+{
+    size_t len = sl_iov_len(iov, n);
+    if (len == 0)
+        return true; /* framing alone: nothing to send */
+    if (c->stage_len + len > SL_TRICKLE_MIN || !c->up || c->up->h1x ||
+        uv_stream_get_write_queue_size((uv_stream_t *)&c->up->tcp) == 0)
+        return false;
+    if (!c->stage)
+        c->stage = sl_rbuf_get(c->r);
+    sl_iov_gather(iov, n, c->stage->data + c->stage_len);
+    c->stage_len += len;
+    return true;
+}
+
+/* Send iov[1..n) to the instance after the stage, which iov[0] takes. */
+static int c_send_staged(sl_client_t *c, uv_buf_t *iov, unsigned n, sl_rbuf_t *ref0,
+                         sl_rbuf_t *ref1)
+{
+    sl_rbuf_t *refs[3] = {ref0, ref1, c->stage};
+    unsigned first = 1;
+    if (c->stage_len) {
+        iov[0] = uv_buf_init(c->stage->data, (unsigned)c->stage_len);
+        first = 0;
+    }
+    int rc = n > first ? c_up_send(c, iov + first, n - first, refs, 3) : 0;
+    sl_rbuf_unref(c->r, c->stage);
+    c->stage = NULL;
+    c->stage_len = 0;
+    return rc;
+}
+
 static void c_stream_body(sl_client_t *c)
 {
-    size_t k;
+    size_t k, data;
     const char *why = NULL;
-    int st = c_body_take(c, &k, &why);
+    int st = c_body_take(c, &k, &data, &why);
     if (st) {
         c_body_error(c, st, why);
         return;
@@ -1133,8 +1219,15 @@ static void c_stream_body(sl_client_t *c)
     c->body_progress_ms = uv_now(c->r->loop);
     if (c->up_write_failed || !c->up)
         return; /* the instance stopped reading; drop what it would not take */
-    uv_buf_t b = uv_buf_init(p, (unsigned)k);
-    int rc = c_up_send(c, &b, 1, &c->rd.b, 1);
+    uv_buf_t b[1 + SL_PLAN_BODY_IOV];
+    char size[SL_CHUNK_SIZE_MAX];
+    if (!c->req_done && c_stage_piece(c, b + 1, c_body_iov(c, p, data, size, b + 1)))
+        return;
+    /* The plan went out with the head: gen's scratch is free again. */
+    bool chunked = c->req_body == SL_BODY_CHUNKED;
+    char *size_buf = chunked && data ? sl_client_gen(c, SL_CHUNK_SIZE_MAX) : NULL;
+    unsigned nb = c_body_iov(c, p, data, size_buf, b + 1);
+    int rc = c_send_staged(c, b, 1 + nb, c->rd.b, size_buf ? c->gen : NULL);
     if (rc < 0)
         c_up_write_error(c, rc);
     else
@@ -1214,15 +1307,16 @@ static void c_got_pick(sl_client_t *c)
     /* Body bytes that arrived with the head (or while queued) go in the
      * same write; a request whose body is all here can be replayed, here
      * or on another instance. A re-routed request has taken it already. */
-    size_t k;
+    size_t k, data;
     const char *why = NULL;
-    int st = c_body_take(c, &k, &why);
+    int st = c_body_take(c, &k, &data, &why);
     if (st) {
         c_body_error(c, st, why);
         return;
     }
     if (k) {
-        c->plan[c->plan_n++] = uv_buf_init(c->rd.b->data + c->rd.start, (unsigned)k);
+        c->plan_n +=
+            c_body_iov(c, c->rd.b->data + c->rd.start, data, c->plan_chunk, c->plan + c->plan_n);
         c->plan_body_buf = c->rd.b;
         sl_rbuf_ref(c->plan_body_buf);
         c->rd.start += k;
@@ -1321,12 +1415,15 @@ static void c_tunnel_forward(sl_client_t *c)
     size_t k = rd->b ? rd->end - rd->start : 0;
     if (k == 0)
         return;
-    uv_buf_t b = uv_buf_init(rd->b->data + rd->start, (unsigned)k);
+    uv_buf_t b[2];
+    b[1] = uv_buf_init(rd->b->data + rd->start, (unsigned)k);
     rd->start = rd->end;
     c->tunnel_active_ms = uv_now(c->r->loop);
     if (!c->up || c->up_write_failed)
         return; /* the read side will see the instance go */
-    int rc = sl_send(c->r, (uv_stream_t *)&c->up->tcp, &b, 1, &rd->b, 1, sl_up_write_cb);
+    if (c_stage_piece(c, b + 1, 1))
+        return;
+    int rc = c_send_staged(c, b, 2, rd->b, NULL);
     if (rc < 0)
         c_up_write_error(c, rc);
     else
@@ -1338,9 +1435,20 @@ static void c_tunnel_forward(sl_client_t *c)
 static void c_tunnel_client_eof(sl_client_t *c)
 {
     c->tunnel_rd_eof = true;
-    c->reading = false; /* libuv stopped reading at EOF */
+    c->reading = false;      /* libuv stopped reading at EOF */
+    sl_client_up_drained(c); /* bytes staged go ahead of the FIN */
     if (!c->up || sl_up_shutdown(c->up) < 0)
         sl_client_destroy(c);
+}
+
+void sl_client_up_drained(sl_client_t *c)
+{
+    if (!c->stage_len || !c->up || c->up_write_failed)
+        return;
+    uv_buf_t b[1];
+    int rc = c_send_staged(c, b, 1, NULL, NULL);
+    if (rc < 0)
+        c_up_write_error(c, rc);
 }
 
 void sl_client_tunnel_start(sl_client_t *c)

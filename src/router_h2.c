@@ -1659,7 +1659,14 @@ static void h1_send(sl_upconn_t *up)
     sl_h2conn_t *hc = s->hc;
     sl_router_t *r = hc->c->r;
     uv_stream_t *tcp = (uv_stream_t *)&up->tcp;
-    while (s->req_bq.len && uv_stream_get_write_queue_size(tcp) <= SL_BP_HIGH) {
+    size_t queued;
+    while (s->req_bq.len && (queued = uv_stream_get_write_queue_size(tcp)) <= SL_BP_HIGH) {
+        /* While writes are queued, a few bytes wait here for more (not yet
+         * given back to the client's window) rather than each read of
+         * them taking a write and a buffer of its own until the instance
+         * reads; the write callback brings them once the queue empties. */
+        if (queued && !s->req_eof && s->req_bq.len < SL_RBUF_SIZE / 2)
+            break;
         sl_rbuf_t *b = sl_rbuf_get(r);
         size_t hl = 0, room = SL_RBUF_SIZE - (s->h1_chunked ? 24 : 0);
         if (s->h1_chunked)

@@ -19,15 +19,18 @@
 
 #include <netinet/in.h>
 
-#define SL_RBUF_SIZE    (16 * 1024)
-#define SL_RBUF_MINREAD 4096
-#define SL_FREE_BUFS    512          /* buffers kept on the free list */
-#define SL_BP_HIGH      (256 * 1024) /* pause the source above this queue size */
-#define SL_INTERIM_MAX  SL_BP_HIGH   /* 1xx heads relayed in one exchange, in bytes */
-#define SL_BP_LOW       (64 * 1024)  /* resume it at or below */
-#define SL_WREQ_REFS    4
-#define SL_LINGER_MS    3000
-#define SL_REROUTES     2 /* never-sent requests asked of the owner again */
+#define SL_RBUF_SIZE      (16 * 1024)
+#define SL_RBUF_MINREAD   4096
+#define SL_FREE_BUFS      512          /* buffers kept on the free list */
+#define SL_BP_HIGH        (256 * 1024) /* pause the source above this queue size */
+#define SL_INTERIM_MAX    SL_BP_HIGH   /* 1xx heads relayed in one exchange, in bytes */
+#define SL_BP_LOW         (64 * 1024)  /* resume it at or below */
+#define SL_WREQ_REFS      4
+#define SL_LINGER_MS      3000
+#define SL_REROUTES       2    /* never-sent requests asked of the owner again */
+#define SL_TRICKLE_MIN    4096 /* client bytes gathered while the instance's writes queue */
+#define SL_PLAN_BODY_IOV  4    /* a body's iovecs: chunk size, data, CRLF, last chunk */
+#define SL_CHUNK_SIZE_MAX 24   /* "%zx\r\n" of any size_t, and its NUL */
 
 #define sl_container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
 
@@ -146,7 +149,10 @@ struct sl_client {
     bool up_write_failed;
     uv_buf_t *plan; /* request head iovecs (in gen) + buffered body */
     unsigned plan_n, plan_head_n;
+    char *plan_chunk;         /* beside the plan: the buffered body's chunk size */
     sl_rbuf_t *plan_body_buf; /* ref: buffer with the buffered body bytes */
+    sl_rbuf_t *stage;         /* small pieces gathered while the instance's writes queue */
+    size_t stage_len;
     bool replayable;
     int attempts; /* fresh-connection retries on this pick */
     int reroutes; /* picks given back because the request was never sent */
@@ -276,6 +282,8 @@ void sl_client_update_reading(sl_client_t *c);
 /* The instance took enough of the request body: read the client again
  * (back-pressure ends), its body timeout counting from now. */
 void sl_client_resume_body(sl_client_t *c);
+/* The instance's write queue emptied: client bytes staged go now. */
+void sl_client_up_drained(sl_client_t *c);
 void sl_client_close_graceful(sl_client_t *c);
 void sl_client_set_timer(sl_client_t *c, int mode, uint64_t ms);
 /* T_SEND from the response head on (router_client.c). */

@@ -289,8 +289,8 @@ static int resp_body_iov(sl_client_t *c, uv_buf_t *iov, size_t *n, bool *done)
         return 0;
     case RB_CLOSE_CHUNK:
         if (avail) {
-            char *pre = sl_client_gen(c, 24);
-            int pl = snprintf(pre, 24, "%zx\r\n", avail);
+            char *pre = sl_client_gen(c, SL_CHUNK_SIZE_MAX);
+            int pl = snprintf(pre, SL_CHUNK_SIZE_MAX, "%zx\r\n", avail);
             iov[(*n)++] = uv_buf_init(pre, (unsigned)pl);
             iov[(*n)++] = uv_buf_init(p, (unsigned)avail);
             iov[(*n)++] = uv_buf_init((char *)"\r\n", 2);

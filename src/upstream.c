@@ -331,8 +331,11 @@ void sl_up_write_cb(uv_write_t *req, int status)
             sl_up_update_reading(up);
         return;
     }
-    if (c->bp_paused && uv_stream_get_write_queue_size((uv_stream_t *)&up->tcp) <= SL_BP_LOW)
+    size_t queued = uv_stream_get_write_queue_size((uv_stream_t *)&up->tcp);
+    if (c->bp_paused && queued <= SL_BP_LOW)
         sl_client_resume_body(c);
+    if (queued == 0)
+        sl_client_up_drained(c);
 }
 
 static void up_shutdown_cb(uv_shutdown_t *req, int status)

@@ -1029,23 +1029,102 @@ static void test_post_content_length_streamed(void **state)
     teardown_basic(b);
 }
 
-static void test_chunked_request_passthrough(void **state)
+/* Checks that raw is chunked as the router frames it (lowercase hex sizes
+ * without leading zeros, no extensions, nothing after the last chunk) and
+ * appends its data to data. */
+static bool chunked_is_plain(const char *raw, size_t len, dyn_t *data)
+{
+    size_t i = 0;
+    for (;;) {
+        size_t size = 0, digits = 0;
+        while (i < len && ((raw[i] >= '0' && raw[i] <= '9') || (raw[i] >= 'a' && raw[i] <= 'f'))) {
+            if (digits++ == 0 && raw[i] == '0' && i + 1 < len && raw[i + 1] != '\r')
+                return false; /* a leading zero */
+            size = size * 16 + (size_t)(raw[i] <= '9' ? raw[i] - '0' : raw[i] - 'a' + 10);
+            i++;
+        }
+        if (digits == 0 || i + 2 > len || memcmp(raw + i, "\r\n", 2) != 0)
+            return false;
+        i += 2;
+        if (size == 0)
+            return i + 2 == len && memcmp(raw + i, "\r\n", 2) == 0;
+        if (i + size + 2 > len || memcmp(raw + i + size, "\r\n", 2) != 0)
+            return false;
+        dyn_add(data, raw + i, size);
+        i += size + 2;
+    }
+}
+
+/* A chunked request reaches an HTTP/1.1 instance re-framed: its data in
+ * plain chunks, without the client's extensions, leading zeros or
+ * trailers, whether the body came with the head (and a pipelined request
+ * after it) or later. */
+static void test_chunked_request_is_reframed(void **state)
 {
     backend_t *b = setup_basic(NULL);
     rdr_t *c = cl_open();
-    static const char body[] = "5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n";
-    cl_send(c, "POST /rawbody HTTP/1.1\r\nHost: app.test\r\nTransfer-Encoding: chunked\r\n\r\n");
-    usleep(20000);
-    cl_send(c, body);
+    static const char head[] =
+        "POST /rawbody HTTP/1.1\r\nHost: app.test\r\nTransfer-Encoding: chunked\r\n\r\n";
+    static const char body[] = "0005\r\nhello\r\n6;ext=1;q=\"a b\"\r\n world\r\n"
+                               "0\r\nAuthorization: Bearer x\r\nX-Forwarded-For: 6.6.6.6\r\n\r\n";
+    static const char next[] = "GET /hello HTTP/1.1\r\nHost: app.test\r\n\r\n";
+    for (int late = 0; late < 2; late++) {
+        char req[512]; /* with the head, and a pipelined request after it */
+        snprintf(req, sizeof(req), "%s%s%s", head, late ? "" : body, late ? "" : next);
+        cl_send(c, req);
+        if (late) {
+            usleep(20000);
+            cl_send(c, body);
+        }
+        resp_t rp;
+        assert_int_equal(cl_resp(c, &rp, false, false), 0);
+        assert_int_equal(rp.status, 200);
+        dyn_t data = {0};
+        dyn_add(&data, "", 0);
+        assert_true(chunked_is_plain(rp.body.p, rp.body.len, &data));
+        assert_int_equal(data.len, 11);
+        assert_memory_equal(data.p, "hello world", 11);
+        assert_null(strstr(rp.body.p, "Bearer"));
+        free(data.p);
+        resp_free(&rp);
+        char h[8192], v[64];
+        if (late) { /* (else the last head may be the pipelined request's) */
+            be_last_head(b, h, sizeof(h));
+            assert_true(hdr_get(h, "Transfer-Encoding", v, sizeof(v)));
+            assert_string_equal(v, "chunked");
+        } else {
+            assert_int_equal(cl_resp(c, &rp, false, false), 0);
+            assert_int_equal(rp.status, 200);
+            assert_string_equal(rp.body.p, "hello");
+            resp_free(&rp);
+        }
+    }
+    /* One 200,000-byte chunk sent in pieces, and many one-byte chunks:
+     * what the instance gets still decodes to the same bytes. */
+    cl_send(c, head);
+    cl_send(c, "30d40\r\n");
+    static char piece[20000];
+    for (int i = 0; i < 10; i++) {
+        memset(piece, 'a' + i, sizeof(piece));
+        be_write(c->fd, piece, sizeof(piece));
+        usleep(2000);
+    }
+    cl_send(c, "\r\n");
+    for (int i = 0; i < 300; i++)
+        cl_send(c, "1\r\nz\r\n");
+    cl_send(c, "0\r\n\r\n");
     resp_t rp;
     assert_int_equal(cl_resp(c, &rp, false, false), 0);
     assert_int_equal(rp.status, 200);
-    assert_string_equal(rp.body.p, body); /* the instance got the coding unchanged */
+    dyn_t data = {0};
+    assert_true(chunked_is_plain(rp.body.p, rp.body.len, &data));
+    assert_int_equal(data.len, 200300);
+    for (size_t i = 0; i < 200000; i++)
+        assert_int_equal(data.p[i], 'a' + (int)(i / sizeof(piece)));
+    for (size_t i = 200000; i < data.len; i++)
+        assert_int_equal(data.p[i], 'z');
+    free(data.p);
     resp_free(&rp);
-    char head[8192], v[64];
-    be_last_head(b, head, sizeof(head));
-    assert_true(hdr_get(head, "Transfer-Encoding", v, sizeof(v)));
-    assert_string_equal(v, "chunked");
     get_ok(c, "app.test", "/hello", "hello");
     cl_close(c);
     teardown_basic(b);
@@ -1354,20 +1433,29 @@ static int router_upstream_fd(int port)
     return -1;
 }
 
+/* The basic set-up with small kernel buffers on both sides of the router's
+ * pooled connection to the backend (after one request on *c): most of a
+ * body the backend is not reading stays queued in the router. */
+static backend_t *setup_small_buffers(rdr_t **c)
+{
+    be_rcvbuf = 4096;
+    backend_t *b = setup_basic(NULL);
+    be_rcvbuf = 0;
+    *c = cl_open();
+    get_ok(*c, "app.test", "/hello", "hello");
+    int ufd = router_upstream_fd(b->port), small = 4096;
+    assert_true(ufd >= 0);
+    assert_int_equal(setsockopt(ufd, SOL_SOCKET, SO_SNDBUF, &small, sizeof(small)), 0);
+    return b;
+}
+
 /* An instance that answers before it has read all of the request: what is
  * still queued to it must not go out ahead of the next request, so the
  * connection is closed, not pooled. */
 static void test_early_answer_is_not_pooled(void **state)
 {
-    be_rcvbuf = 4096;
-    backend_t *b = setup_basic(NULL);
-    be_rcvbuf = 0;
-    rdr_t *c = cl_open();
-    get_ok(c, "app.test", "/hello", "hello");
-    /* small kernel buffers: most of the next body stays queued in the router */
-    int ufd = router_upstream_fd(b->port), small = 4096;
-    assert_true(ufd >= 0);
-    assert_int_equal(setsockopt(ufd, SOL_SOCKET, SO_SNDBUF, &small, sizeof(small)), 0);
+    rdr_t *c;
+    backend_t *b = setup_small_buffers(&c);
     cl_post(c, "/early", 192 * 1024);
     resp_ok(c, "early");
     get_ok(c, "app.test", "/hello", "hello");
@@ -1544,6 +1632,43 @@ static void test_held_back_body_is_not_stalled(void **state)
     snprintf(want, sizeof(want), "%zu ", n); /* all of it reached the instance */
     assert_int_equal(strncmp(rp.body.p, want, strlen(want)), 0);
     resp_free(&rp);
+    cl_close(c);
+    teardown_basic(b);
+}
+
+/* A client that trickles its upload a byte at a time while the instance
+ * is not reading gets its bytes gathered into a few writes, not one queued
+ * write per read; all of them still arrive. */
+static void test_trickled_body_is_gathered(void **state)
+{
+    rdr_t *c;
+    backend_t *b = setup_small_buffers(&c);
+    int one = 1;
+    assert_int_equal(setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)), 0);
+    size_t prefix = 96 * 1024, trickle = 1500;
+    char head[160];
+    snprintf(head, sizeof(head),
+             "POST /slowsink HTTP/1.1\r\nHost: app.test\r\nContent-Length: %zu\r\n\r\n",
+             prefix + trickle);
+    cl_send(c, head);
+    char *pre = malloc(prefix);
+    memset(pre, 'p', prefix);
+    be_write(c->fd, pre, prefix); /* most of it stays queued in the router */
+    free(pre);
+    for (size_t i = 0; i < trickle; i++) {
+        be_write(c->fd, "t", 1);
+        usleep(50);
+    }
+    uint64_t pending = h_stats().writes_pending; /* the instance reads nothing yet */
+    resp_t rp;
+    assert_int_equal(cl_resp(c, &rp, false, false), 0);
+    assert_int_equal(rp.status, 200);
+    char want[32];
+    snprintf(want, sizeof(want), "%zu ", prefix + trickle);
+    assert_int_equal(strncmp(rp.body.p, want, strlen(want)), 0);
+    resp_free(&rp);
+    assert_true(pending < 64);
+    get_ok(c, "app.test", "/hello", "hello");
     cl_close(c);
     teardown_basic(b);
 }
@@ -2363,7 +2488,7 @@ int main(int argc, char **argv)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_get_keepalive_reuses_upstream),
         cmocka_unit_test(test_post_content_length_streamed),
-        cmocka_unit_test(test_chunked_request_passthrough),
+        cmocka_unit_test(test_chunked_request_is_reframed),
         cmocka_unit_test(test_chunked_response_and_head),
         cmocka_unit_test(test_response_until_close),
         cmocka_unit_test(test_unknown_host_and_bad_requests),
@@ -2381,6 +2506,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_response_start_counts_from_delivery),
         cmocka_unit_test(test_backpressure_is_not_silence),
         cmocka_unit_test(test_held_back_body_is_not_stalled),
+        cmocka_unit_test(test_trickled_body_is_gathered),
         cmocka_unit_test(test_silence_after_a_held_back_upload_is_cut),
         cmocka_unit_test(test_pick_timeout_replaces_the_routes),
         cmocka_unit_test(test_past_its_deadline_is_not_sent),
