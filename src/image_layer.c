@@ -50,6 +50,7 @@
 #define OPAQUE_XATTR  "trusted.overlay.opaque"
 #define WH_PREFIX     ".wh."
 #define WH_OPAQUE     ".wh..wh..opq"
+#define DIR_BYTES     4096 /* what a directory the layer makes costs the disk */
 
 /* ---- sha256 ---------------------------------------------------------- */
 
@@ -268,6 +269,7 @@ typedef struct unpack {
     int rootfd;
     const sl_image_limits_t *lim;
     uint64_t bytes, entries;
+    uint64_t made_dirs; /* directories made, named or as parents */
     dirtime_t *dirs;
     size_t n_dirs, cap_dirs;
     size_t dir_bytes;      /* the deferred directories' paths, bytes */
@@ -320,6 +322,36 @@ static int canon_path(const char *in, char *out, size_t outsz)
     return 0;
 }
 
+/* What the layer has unpacked to so far, against max_layer_bytes: its
+ * files' bytes and a block for each directory it made. */
+static uint64_t unpacked_bytes(const unpack_t *u)
+{
+    return u->bytes + u->made_dirs * DIR_BYTES;
+}
+
+/*
+ * A directory about to be made at path rel. It costs the disk a block, so
+ * it counts against max_layer_bytes; one made as the parent of an entry
+ * (not named in the tar) also counts as an entry, else a single entry with
+ * a path of 2,000 components would make 2,000 directories that neither
+ * limit sees (a few KB of gzip could fill the disk with them).
+ */
+static int charge_dir(unpack_t *u, const char *rel, bool implicit, sl_error_t *err)
+{
+    if (implicit && ++u->entries > u->lim->max_entries)
+        return sl_error_set(err, EFBIG,
+                            "layer has more than %llu entries (max_entries), counting the parent "
+                            "directories it makes, at '%s'",
+                            (unsigned long long)u->lim->max_entries, rel);
+    if (DIR_BYTES > u->lim->max_layer_bytes - unpacked_bytes(u))
+        return sl_error_set(err, EFBIG,
+                            "layer unpacks to more than %llu bytes (max_layer_bytes; a directory "
+                            "counts %d) at '%s'",
+                            (unsigned long long)u->lim->max_layer_bytes, DIR_BYTES, rel);
+    u->made_dirs++;
+    return 0;
+}
+
 static int open_dir_nofollow(int dirfd, const char *name)
 {
     return openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
@@ -339,8 +371,8 @@ static int set_opaque(int dfd, const char *what, sl_error_t *err)
  * becomes an opaque directory (the layer itself re-creates what it whited
  * out). Returns the new dirfd, or < 0 with err set; fd stays open.
  */
-static int walk_step(int fd, const char *comp, const char *rel, size_t end, bool create,
-                     sl_error_t *err)
+static int walk_step(unpack_t *u, int fd, const char *comp, const char *rel, size_t end,
+                     bool create, sl_error_t *err)
 {
     struct stat st;
     bool fresh = false, opaque = false;
@@ -359,6 +391,8 @@ static int walk_step(int fd, const char *comp, const char *rel, size_t end, bool
         return sl_error_set(err, ENOTDIR, "entry '%s': parent '%.*s' is not a directory", rel,
                             (int)end, rel);
     }
+    if (fresh && charge_dir(u, rel, true, err) < 0)
+        return -1;
     if (fresh && mkdirat(fd, comp, 0755) < 0)
         return sl_error_errno(err, errno, "'%s': mkdir parent '%s'", rel, comp);
     int nfd = open_dir_nofollow(fd, comp);
@@ -438,7 +472,7 @@ static int open_parent(unpack_t *u, const char *rel, bool create, bool hold, con
         size_t end = e ? (size_t)(e - rel) : len;
         memcpy(comp, rel + start, end - start);
         comp[end - start] = '\0';
-        int nfd = walk_step(fd, comp, rel, end, create, err);
+        int nfd = walk_step(u, fd, comp, rel, end, create, err);
         if (!held)
             close(fd);
         if (nfd < 0)
@@ -659,6 +693,8 @@ static int do_dir(unpack_t *u, int pfd, const char *name, struct archive_entry *
     bool exists, was_wh;
     if (clear_slot(u, pfd, name, true, &exists, &was_wh, err) < 0)
         return -1;
+    if (!exists && charge_dir(u, u->path, false, err) < 0)
+        return -1;
     if (!exists && mkdirat(pfd, name, 0700) < 0)
         return sl_error_errno(err, errno, "'%s': mkdir", u->path);
     sl_autoclose int fd = open_dir_nofollow(pfd, name);
@@ -677,7 +713,7 @@ static int do_file(unpack_t *u, struct archive *a, int pfd, const char *name,
 {
     bool exists, was_wh;
     uint64_t max = u->lim->max_layer_bytes;
-    if (archive_entry_size_is_set(e) && (uint64_t)archive_entry_size(e) > max - u->bytes)
+    if (archive_entry_size_is_set(e) && (uint64_t)archive_entry_size(e) > max - unpacked_bytes(u))
         return sl_error_set(err, EFBIG,
                             "entry '%s' (%lld bytes) exceeds the unpacked layer limit of %llu "
                             "bytes (max_layer_bytes)",
@@ -695,7 +731,7 @@ static int do_file(unpack_t *u, struct archive *a, int pfd, const char *name,
     uint64_t got = 0;
     while ((r = archive_read_data_block(a, &blk, &sz, &off)) == ARCHIVE_OK) {
         got += sz;
-        if (sz > max - u->bytes)
+        if (sz > max - unpacked_bytes(u))
             return sl_error_set(err, EFBIG,
                                 "layer unpacks to more than %llu bytes (max_layer_bytes) at "
                                 "entry '%s'",
