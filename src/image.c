@@ -93,6 +93,9 @@ char *sl_image__layer_path(const sl_import_t *im, const char *diff_hex)
 bool sl_image__layer_present(const sl_import_t *im, const char *diff_hex)
 {
     sl_autofree char *p = sl_image__layer_path(im, diff_hex);
+    for (size_t i = 0; i < im->n_pending; i++)
+        if (strcmp(im->pending[i].final, p) == 0)
+            return true; /* unpacked earlier in this import */
     struct stat st;
     return lstat(p, &st) == 0 && S_ISDIR(st.st_mode);
 }
@@ -244,23 +247,49 @@ int sl_image__layer_add(sl_import_t *im, const char *name, const sl_layer_src_t 
     if (rc == 0 && syncfs(fd) < 0)
         rc = sl_error_errno(err, errno, "layer %s: syncfs", name);
     /* fd, and with it the lock, is held until the directory is in the
-     * store or gone. */
+     * store or gone (layers_commit). */
     if (rc == 0) {
-        sl_autofree char *final = sl_image__layer_path(im, info->diff_id + 7);
-        if (renameat2(AT_FDCWD, tmp, AT_FDCWD, final, RENAME_NOREPLACE) < 0) {
-            if (errno == EEXIST || errno == ENOTEMPTY)
-                sl_debug("image", "layer %s: %s appeared meanwhile, using it", name, final);
-            else
-                rc = sl_error_errno(err, errno, "layer %s: rename into %s", name, final);
-        } else {
-            close(fd);
-            return 0;
-        }
+        im->pending = xrealloc(im->pending, (im->n_pending + 1) * sizeof(*im->pending));
+        im->pending[im->n_pending++] = (struct sl_pending_layer){
+            xstrdup(name), tmp, sl_image__layer_path(im, info->diff_id + 7), fd};
+        tmp = NULL;
+        return 0;
     }
     sl_error_t e2;
     if (sl_rm_rf(tmp, &e2) < 0)
         sl_warn("image", "removing %s: %s", tmp, e2.msg);
     close(fd);
+    return rc;
+}
+
+/* The import's unpacked layers go into the store, when keep (the whole
+ * image checked out), else away; either way their temporary directories
+ * are gone after. A layer another import stored meanwhile is used. */
+static int layers_commit(sl_import_t *im, bool keep, sl_error_t *err)
+{
+    int rc = 0;
+    for (size_t i = 0; i < im->n_pending; i++) {
+        struct sl_pending_layer *p = &im->pending[i];
+        bool moved = false;
+        if (keep && rc == 0) {
+            if (renameat2(AT_FDCWD, p->tmp, AT_FDCWD, p->final, RENAME_NOREPLACE) == 0)
+                moved = true;
+            else if (errno == EEXIST || errno == ENOTEMPTY)
+                sl_debug("image", "layer %s: %s appeared meanwhile, using it", p->name, p->final);
+            else
+                rc = sl_error_errno(err, errno, "layer %s: rename into %s", p->name, p->final);
+        }
+        sl_error_t e2;
+        if (!moved && sl_rm_rf(p->tmp, &e2) < 0)
+            sl_warn("image", "removing %s: %s", p->tmp, e2.msg);
+        close(p->fd);
+        free(p->name);
+        free(p->tmp);
+        free(p->final);
+    }
+    free(im->pending);
+    im->pending = NULL;
+    im->n_pending = 0;
     return rc;
 }
 
@@ -543,6 +572,8 @@ int sl_image_import(const char *state_dir, const char *ref, const sl_image_limit
             clean_tmp(im.tmp_dir, false);
             rc = kind == REF_OCI ? sl_image__import_oci(&im, abs, rest, err)
                                  : sl_image__import_docker(&im, abs, rest, err);
+            if (layers_commit(&im, rc == 0, err) < 0)
+                rc = -1;
         }
     }
     free(im.layers_dir);

@@ -13,9 +13,11 @@
  *                                 gzip'd, zstd'd or plain is stored once
  *   layers/tmp/<pid>.<random>/    in-progress unpacking; removed on failure,
  *                                 and by later imports / gc once <pid> is gone
- * A finished layer is moved into place with rename-if-absent: when two
- * imports unpack the same layer at once, the first rename wins and the
- * other discards its copy. Layers present are reused (their blob is still
+ * An image's finished layers are moved into place together, once every
+ * one of them has checked out (a failed import adds none), each with
+ * rename-if-absent: when two imports unpack the same layer at once, the
+ * first rename wins and the other discards its copy. Layers present, or
+ * unpacked earlier in the same import, are reused (their blob is still
  * hashed and checked).
  *
  * Layers are sha256-verified against their manifest digest while streaming

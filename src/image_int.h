@@ -86,19 +86,28 @@ typedef struct sl_import {
      * the manifest lists again is not streamed again. */
     char *checked[SL_IMAGE_MAX_LAYERS];
     size_t n_checked;
+    /* Layers unpacked and checked, in tmp_dir until the whole image has
+     * checked out (each held by its directory's lock, fd). */
+    struct sl_pending_layer {
+        char *name, *tmp, *final;
+        int fd;
+    } * pending;
+    size_t n_pending;
 } sl_import_t;
 
 /* Path of the store directory for a DiffID hex; caller frees. */
 char *sl_image__layer_path(const sl_import_t *im, const char *diff_hex);
-/* True if the layer with this DiffID hex is complete in the store. */
+/* True if the layer with this DiffID hex is complete in the store, or
+ * unpacked and checked earlier in this import. */
 bool sl_image__layer_present(const sl_import_t *im, const char *diff_hex);
 
 /*
- * Unpack src into a fresh temporary directory, verify what was measured
+ * Unpack src into a fresh temporary directory and verify what was measured
  * against the expectations that are non-NULL (blob digest, blob size when
- * != UINT64_MAX, DiffID), then move it into the store as
- * layers/sha256/<diffid-hex> unless another import got there first.
- * `name` names the layer in messages.
+ * != UINT64_MAX, DiffID). It moves into the store as
+ * layers/sha256/<diffid-hex> (unless another import got there first) with
+ * the image's other layers once all of them have checked out, so a failed
+ * import leaves the store as it was. `name` names the layer in messages.
  */
 int sl_image__layer_add(sl_import_t *im, const char *name, const sl_layer_src_t *src,
                         const char *want_blob, uint64_t want_blob_size, const char *want_diff,

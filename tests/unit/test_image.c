@@ -839,6 +839,39 @@ static void test_diffid_mismatch(void **state)
     free(tar);
 }
 
+/* An image whose second layer fails leaves the store as it was: the first
+ * layer, which checked out, is not kept without its image. */
+static void test_failed_import_stores_nothing(void **state)
+{
+    if (!is_root())
+        skip();
+    sl_autofree char *dir = path_in("half");
+    layout_init(dir);
+    static char big[64 * 1024];
+    memset(big, 'g', sizeof(big));
+    const ent_t good[] = {{"good", 'f', big, 0644, 0, 0, sizeof(big), 0, 0}};
+    const ent_t bad[] = {FILE_("../x", "x")};
+    layer_spec_t ls[] = {{good, 1, 0, NULL}, {bad, 1, 'g', NULL}};
+    write_index(dir, json_pack("[o]", tagged(build_image(dir, ls, 2, NULL), "latest")));
+    sl_autofree char *ref = xasprintf("oci:%s:latest", dir);
+    size_t before = count_layers_in_store();
+    sl_error_t err;
+    import_fails(ref, NULL, &err);
+    assert_contains(err.msg, "escapes the layer root");
+    assert_int_equal(count_layers_in_store(), before);
+    assert_tmp_empty();
+    /* the same first layer in a good image is stored then */
+    sl_autofree char *ok = path_in("whole");
+    layout_init(ok);
+    layer_spec_t one[] = {{good, 1, 0, NULL}};
+    write_index(ok, json_pack("[o]", tagged(build_image(ok, one, 1, NULL), "latest")));
+    sl_autofree char *ref2 = xasprintf("oci:%s:latest", ok);
+    sl_image_t *img = import_ok(ref2);
+    assert_int_equal(count_layers_in_store(), before + 1);
+    assert_tmp_empty();
+    sl_image_free(img);
+}
+
 /* A layer in the store is not anyone's to claim: an image whose config
  * names a stored layer's DiffID gets it only with a blob that is it. */
 static void test_stored_layer_not_claimable(void **state)
@@ -1453,6 +1486,30 @@ static void test_limits(void **state)
     assert_contains(err.msg, "max_entries");
     unsetenv("SLUICE_IMAGE_MAX_ENTRIES");
 
+    /* Directories cost a block and parents made for an entry count as
+     * entries: one entry 200 components deep makes 199 directories. */
+    char deep[420];
+    size_t o = 0;
+    for (int i = 0; i < 199; i++)
+        o += (size_t)snprintf(deep + o, sizeof(deep) - o, "a/");
+    snprintf(deep + o, sizeof(deep) - o, "f");
+    const ent_t bomb[] = {FILE_(deep, "x")};
+    sl_image_limits_t dir_entries = {.max_entries = 100};
+    assert_true(unpack_ents(bomb, 1, &dir_entries, &err, root) < 0);
+    assert_contains(err.msg, "max_entries");
+    assert_contains(err.msg, "parent directories");
+    sl_image_limits_t dir_bytes = {.max_layer_bytes = 100 * 4096};
+    assert_true(unpack_ents(bomb, 1, &dir_bytes, &err, root) < 0);
+    assert_contains(err.msg, "max_layer_bytes");
+    const ent_t named[] = {DIR_("d1"), DIR_("d2"), DIR_("d3")};
+    sl_image_limits_t three = {.max_layer_bytes = 2 * 4096};
+    assert_true(unpack_ents(named, 3, &three, &err, root) < 0);
+    assert_contains(err.msg, "a directory counts");
+    three.max_layer_bytes = 3 * 4096;
+    assert_int_equal(unpack_ents(named, 3, &three, &err, root), 0);
+    sl_image_limits_t roomy = {.max_entries = 300, .max_layer_bytes = 300 * 4096};
+    assert_int_equal(unpack_ents(bomb, 1, &roomy, &err, root), 0);
+
     /* Directory times wait for the layer's end; the paths held for them are
      * bounded. Listed again and again ("a", "b", "a", ...), the directories
      * past the bound keep their unpack time and the layer still unpacks. */
@@ -1653,6 +1710,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_missing_or_fifo_blob, setup, teardown),
         cmocka_unit_test_setup_teardown(test_repeated_layers, setup, teardown),
         cmocka_unit_test_setup_teardown(test_diffid_mismatch, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_failed_import_stores_nothing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stored_layer_not_claimable, setup, teardown),
         cmocka_unit_test_setup_teardown(test_config_errors, setup, teardown),
         cmocka_unit_test_setup_teardown(test_docker_archive, setup, teardown),
