@@ -1221,13 +1221,15 @@ static void c_stream_body(sl_client_t *c)
         return; /* the instance stopped reading; drop what it would not take */
     uv_buf_t b[1 + SL_PLAN_BODY_IOV];
     char size[SL_CHUNK_SIZE_MAX];
-    if (!c->req_done && c_stage_piece(c, b + 1, c_body_iov(c, p, data, size, b + 1)))
+    unsigned nb = c_body_iov(c, p, data, size, b + 1);
+    if (!c->req_done && c_stage_piece(c, b + 1, nb))
         return;
-    /* The plan went out with the head: gen's scratch is free again. */
-    bool chunked = c->req_body == SL_BODY_CHUNKED;
-    char *size_buf = chunked && data ? sl_client_gen(c, SL_CHUNK_SIZE_MAX) : NULL;
-    unsigned nb = c_body_iov(c, p, data, size_buf, b + 1);
-    int rc = c_send_staged(c, b, 1 + nb, c->rd.b, size_buf ? c->gen : NULL);
+    /* A chunk size line moves to gen, as the write may outlive this frame
+     * (the plan went out with the head: gen's scratch is free again). */
+    bool sized = nb && b[1].base == size;
+    if (sized)
+        b[1].base = memcpy(sl_client_gen(c, SL_CHUNK_SIZE_MAX), size, b[1].len);
+    int rc = c_send_staged(c, b, 1 + nb, c->rd.b, sized ? c->gen : NULL);
     if (rc < 0)
         c_up_write_error(c, rc);
     else
