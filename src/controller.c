@@ -862,13 +862,7 @@ static void rev_free(rev_rt_t *r)
         c->revs = r->all_next;
     if (r->all_next)
         r->all_next->all_prev = r->all_prev;
-    for (rev_rt_t **pp = &c->rev_buckets[ctl_hash_name(r->cfg->namespace_, r->name)]; *pp;
-         pp = &(*pp)->hnext) {
-        if (*pp == r) {
-            *pp = r->hnext;
-            break;
-        }
-    }
+    CTL_BUCKET_REMOVE(&c->rev_buckets[ctl_hash_name(r->cfg->namespace_, r->name)], r);
     ctl_timer_close(&r->retry);
     json_decref(r->obj);
     sl_revision_cfg_free(r->cfg);
@@ -972,9 +966,7 @@ rev_rt_t *ctl_rev_new(sl_controller_t *c, svc_rt_t *s, json_t *obj, sl_error_t *
     if (c->revs)
         c->revs->all_prev = r;
     c->revs = r;
-    uint32_t h = ctl_hash_name(cfg->namespace_, r->name);
-    r->hnext = c->rev_buckets[h];
-    c->rev_buckets[h] = r;
+    CTL_BUCKET_PUSH(&c->rev_buckets[ctl_hash_name(cfg->namespace_, r->name)], r);
     return r;
 }
 
@@ -994,9 +986,7 @@ svc_rt_t *ctl_svc_new(sl_controller_t *c, json_t *obj)
     if (c->svcs)
         c->svcs->prev = s;
     c->svcs = s;
-    uint32_t h = ctl_hash_name(s->ns, s->name);
-    s->hnext = c->svc_buckets[h];
-    c->svc_buckets[h] = s;
+    CTL_BUCKET_PUSH(&c->svc_buckets[ctl_hash_name(s->ns, s->name)], s);
     return s;
 }
 
@@ -1010,12 +1000,7 @@ void ctl_svc_free(svc_rt_t *s)
         c->svcs = s->next;
     if (s->next)
         s->next->prev = s->prev;
-    for (svc_rt_t **pp = &c->svc_buckets[ctl_hash_name(s->ns, s->name)]; *pp; pp = &(*pp)->hnext) {
-        if (*pp == s) {
-            *pp = s->hnext;
-            break;
-        }
-    }
+    CTL_BUCKET_REMOVE(&c->svc_buckets[ctl_hash_name(s->ns, s->name)], s);
     for (rev_rt_t *r = c->revs; r; r = r->all_next)
         if (r->svc == s)
             r->svc = NULL;

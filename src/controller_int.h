@@ -19,6 +19,24 @@
 
 #define HOST_BUCKETS 1024
 
+/* A bucket chain (routes by host, services and revisions by
+ * namespace/name) links its nodes through their hnext: put node at the
+ * head of the chain at *head, or take it out. */
+#define CTL_BUCKET_PUSH(head, node)                                                                \
+    do {                                                                                           \
+        (node)->hnext = *(head);                                                                   \
+        *(head) = (node);                                                                          \
+    } while (0)
+#define CTL_BUCKET_REMOVE(head, node)                                                              \
+    do {                                                                                           \
+        for (__typeof__(node) *pp_ = (head); *pp_; pp_ = &(*pp_)->hnext) {                         \
+            if (*pp_ == (node)) {                                                                  \
+                *pp_ = (node)->hnext;                                                              \
+                break;                                                                             \
+            }                                                                                      \
+        }                                                                                          \
+    } while (0)
+
 typedef struct svc_rt svc_rt_t;
 typedef struct rev_rt rev_rt_t;
 typedef struct inst_rt inst_rt_t;

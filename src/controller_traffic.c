@@ -25,13 +25,7 @@ void ctl_svc_clear_routes(svc_rt_t *s)
     sl_controller_t *c = s->ctl;
     for (size_t i = 0; i < s->n_routes; i++) {
         route_t *rt = &s->routes[i];
-        for (route_t **pp = &c->buckets[ctl_hash_host(rt->host, strlen(rt->host))]; *pp;
-             pp = &(*pp)->hnext) {
-            if (*pp == rt) {
-                *pp = rt->hnext;
-                break;
-            }
-        }
+        CTL_BUCKET_REMOVE(&c->buckets[ctl_hash_host(rt->host, strlen(rt->host))], rt);
         free(rt->host);
     }
     free(s->routes);
@@ -53,9 +47,7 @@ static void add_route(svc_rt_t *s, int target, char *host)
     rt->svc = s;
     rt->target = target;
     rt->host = host;
-    uint32_t h = ctl_hash_host(host, strlen(host));
-    rt->hnext = c->buckets[h];
-    c->buckets[h] = rt;
+    CTL_BUCKET_PUSH(&c->buckets[ctl_hash_host(host, strlen(host))], rt);
 }
 
 static int latest_percent(const svc_rt_t *s);
